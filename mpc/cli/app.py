@@ -1,0 +1,47 @@
+"""`mpc` entry point: builds the parser from the subcommand modules, maps errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from mpc import __version__
+from mpc.cli import certs, compute, demo, inputs, node
+from mpc.errors import MpcError
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full `mpc` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="mpc", description="Secure multiparty computation: party daemons and a coordinator CLI.")
+    parser.add_argument("--version", action="version", version=f"mpc {__version__}")
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
+                        help="log verbosity on stderr (default: warning)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (demo, certs, node, inputs, compute):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one `mpc` command.
+
+    Returns: the process exit code (0 ok, 1 error with a message on stderr, 2 usage).
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code: int = args.run(args)
+        return code
+    except MpcError as exc:
+        print(f"mpc: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("mpc: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

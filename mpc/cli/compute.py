@@ -1,0 +1,90 @@
+"""`mpc sum`, `mpc average`, `mpc status`: the coordinator's commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+from mpc.config import load_cluster
+from mpc.coordinator.client import AverageResult, Coordinator, NodeStatus, SumResult
+
+T = TypeVar("T")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", type=Path, default=None, help="cluster file (default: $MPC_CLUSTER)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the coordinator commands."""
+    s = sub.add_parser("sum", help="secure sum of an input over all nodes (elementwise for vectors)")
+    s.add_argument("name", help="input name, stored at every node")
+    s.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
+    _common(s)
+    s.set_defaults(run=run_sum)
+    a = sub.add_parser("average", help="secure average; reveals the sum and the record count",
+                       description="By default the mean over every record at every node (a node's vector "
+                                   "is its records). --elementwise averages equal-length vectors across nodes.")
+    a.add_argument("name")
+    a.add_argument("--elementwise", action="store_true", help="elementwise mean of one vector per node")
+    a.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
+    _common(a)
+    a.set_defaults(run=run_average)
+    st = sub.add_parser("status", help="health, version and offered inputs (names and shapes) of every node")
+    _common(st)
+    st.set_defaults(run=run_status)
+
+
+def _with_coordinator(args: argparse.Namespace, job: Callable[[Coordinator], Awaitable[T]]) -> T:
+    cluster = load_cluster(args.cluster)
+
+    async def go() -> T:
+        async with Coordinator(cluster) as coordinator:
+            return await job(coordinator)
+
+    return asyncio.run(go())
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value) + "]"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def run_sum(args: argparse.Namespace) -> int:
+    """Print the secure sum."""
+    result: SumResult = _with_coordinator(args, lambda c: c.sum(args.name, timeout_s=args.timeout))
+    print(json.dumps(result.as_dict()) if args.json else _fmt(result.value))
+    return 0
+
+
+def run_average(args: argparse.Namespace) -> int:
+    """Print the secure average and what it revealed."""
+    result: AverageResult = _with_coordinator(
+        args, lambda c: c.average(args.name, elementwise=args.elementwise, timeout_s=args.timeout))
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        print(f"{_fmt(result.average)}  (revealed: sum {_fmt(result.total)}, count {result.count})")
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """Print each node's status; exit 1 if any node is down."""
+    nodes: list[NodeStatus] = _with_coordinator(args, lambda c: c.status())
+    if args.json:
+        print(json.dumps([n.as_dict() for n in nodes]))
+    else:
+        for n in nodes:
+            if not n.healthy:
+                print(f"{n.name:<12} {n.address:<22} DOWN  {n.error}")
+                continue
+            offered = ", ".join(f"{name}[{length}]" if not scalar else name for name, length, _, scalar in n.inputs)
+            print(f"{n.name:<12} {n.address:<22} up    v{n.version}  sessions={n.active_sessions}  "
+                  f"cert until {n.cert_not_after[:10]}  inputs: {offered or '-'}")
+    return 0 if all(n.healthy for n in nodes) else 1

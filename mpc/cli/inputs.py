@@ -1,0 +1,101 @@
+"""`mpc input put|list|rm`: manage this node's private inputs, on the node's own machine."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mpc.config import load_cluster
+from mpc.errors import ConfigError
+from mpc.inputs import put_csv, put_values
+from mpc.store import Store
+
+
+def _store(args: argparse.Namespace) -> Store:
+    if args.data_dir is not None:
+        return Store.open_dir(args.data_dir)
+    if args.node is None:
+        raise ConfigError("say which node's store to use: --node NAME (with --cluster FILE) or --data-dir DIR")
+    cluster = load_cluster(args.cluster)
+    node = cluster.node(args.node)
+    if node.data_dir is None:
+        raise ConfigError(f"{cluster.path}: node {args.node!r} has no data_dir")
+    return Store.open_dir(node.data_dir)
+
+
+def _where(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", type=Path, default=None, help="cluster file (default: $MPC_CLUSTER)")
+    p.add_argument("--node", help="this machine's node name in the cluster file")
+    p.add_argument("--data-dir", type=Path, default=None, help="the node's data directory (instead of --node)")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `input` command group."""
+    p = sub.add_parser("input", help="store or list this node's private inputs (local only, no network)")
+    isub = p.add_subparsers(dest="input_command", required=True, metavar="ACTION")
+    put = isub.add_parser("put", help="store a private scalar or vector in this node's local store",
+                          description="One VALUE makes a scalar, several make a vector; --csv reads a column. "
+                                      "Integers stay exact; any real switches to fixed point with "
+                                      "--frac-bits fractional bits (default 16).")
+    put.add_argument("name", help="input name, e.g. raise")
+    put.add_argument("values", nargs="*", metavar="VALUE", help="decimal values")
+    put.add_argument("--csv", type=Path, help="read the values from this CSV file (with a header row)")
+    put.add_argument("--column", help="CSV column name or 1-based number")
+    put.add_argument("--frac-bits", type=int, default=None, help="fixed-point fractional bits (0..32)")
+    put.add_argument("--vector", action="store_true", help="store a single VALUE as a vector of length 1")
+    put.add_argument("--overwrite", action="store_true", help="replace an existing input of that name")
+    _where(put)
+    put.set_defaults(run=run_put)
+    ls = isub.add_parser("list", help="list input names and shapes (never values)")
+    ls.add_argument("--json", action="store_true")
+    _where(ls)
+    ls.set_defaults(run=run_list)
+    rm = isub.add_parser("rm", help="delete an input")
+    rm.add_argument("name")
+    _where(rm)
+    rm.set_defaults(run=run_rm)
+
+
+def run_put(args: argparse.Namespace) -> int:
+    """Store the values."""
+    if args.csv is not None:
+        if args.values:
+            raise ConfigError("give values either on the command line or with --csv, not both")
+        if not args.column:
+            raise ConfigError("--csv needs --column NAME")
+    elif not args.values:
+        raise ConfigError(f"no values for input {args.name!r}: give VALUE... or --csv FILE --column NAME")
+    with _store(args) as store:
+        if args.csv is not None:
+            count, bits = put_csv(store, args.name, args.csv, args.column, frac_bits=args.frac_bits,
+                                  overwrite=args.overwrite)
+        else:
+            scalar = len(args.values) == 1 and not args.vector
+            count, bits = put_values(store, args.name, args.values, frac_bits=args.frac_bits, scalar=scalar,
+                                     overwrite=args.overwrite)
+    shape = "scalar" if args.csv is None and count == 1 and not args.vector else f"vector of {count}"
+    scale = "exact integers" if bits == 0 else f"fixed point, {bits} fractional bits"
+    print(f"stored {args.name!r}: {shape} ({scale})")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    """Print the inputs' metadata."""
+    with _store(args) as store:
+        inputs = store.list_inputs()
+    if args.json:
+        print(json.dumps([{"name": i.name, "length": i.length, "frac_bits": i.frac_bits, "scalar": i.is_scalar,
+                           "updated_at": i.updated_at} for i in inputs]))
+        return 0
+    for i in inputs:
+        print(f"{i.name}\t{'scalar' if i.is_scalar else f'vector[{i.length}]'}\tfrac_bits={i.frac_bits}\t{i.updated_at}")
+    return 0
+
+
+def run_rm(args: argparse.Namespace) -> int:
+    """Delete one input."""
+    with _store(args) as store:
+        store.delete_input(args.name)
+    print(f"deleted {args.name!r}")
+    return 0

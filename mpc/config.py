@@ -1,0 +1,201 @@
+"""The only configuration loader: the cluster file (TOML) and each node's owner policy.
+
+A cluster file names the nodes, their addresses and certificate paths, and the coordinator's
+certificate. Relative paths are relative to the file. Unknown keys are an error, so a typo
+never silently falls back to a default (as janus's deny_unknown_fields).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mpc.errors import ConfigError
+
+PROTOCOL_NAMES = ("sum", "average")
+DEFAULT_MIN_PARTICIPANTS = 3
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A node owner's rules for which sessions the node joins (DESIGN.md §6)."""
+
+    # A two-party sum hands each side the other's input (sum minus own), hence 3.
+    min_participants: int = DEFAULT_MIN_PARTICIPANTS
+    protocols: frozenset[str] = frozenset(PROTOCOL_NAMES)
+    # None: every stored input may be used; otherwise only the names listed.
+    inputs: frozenset[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """One node as the cluster file describes it."""
+
+    name: str
+    address: str              # host:port that peers and coordinators dial
+    host: str                 # the DNS name its certificate carries (TLS name check)
+    listen: str               # host:port the daemon binds
+    cert: Path | None
+    key: Path | None
+    data_dir: Path | None
+    policy: Policy = field(default_factory=Policy)
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorConfig:
+    """The coordinator's identity material."""
+
+    name: str
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """A whole cluster file."""
+
+    path: Path
+    name: str
+    ca: Path
+    nodes: Mapping[str, NodeConfig]       # in file order: the session's party order
+    coordinator: CoordinatorConfig | None
+    session_timeout_s: float = 30.0
+    connect_timeout_s: float = 5.0
+
+    def node(self, name: str) -> NodeConfig:
+        """Look a node up by name.
+
+        Returns: its NodeConfig.
+        Raises: ConfigError naming the node and the file.
+        """
+        try:
+            return self.nodes[name]
+        except KeyError:
+            raise ConfigError(f"{self.path}: no node named {name!r} (nodes: {', '.join(self.nodes)})") from None
+
+    def require_coordinator(self) -> CoordinatorConfig:
+        """Return the [coordinator] section.
+
+        Raises: ConfigError if the file has none.
+        """
+        if self.coordinator is None:
+            raise ConfigError(f"{self.path}: no [coordinator] section (cert and key) to run computations with")
+        return self.coordinator
+
+
+def _take(table: dict[str, Any], key: str, kind: type, where: str, default: Any = ...) -> Any:
+    if key not in table:
+        if default is ...:
+            raise ConfigError(f"{where}: missing key {key!r}")
+        return default
+    value = table.pop(key)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: {key!r} must be a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _no_leftovers(table: dict[str, Any], where: str) -> None:
+    if table:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(table))}")
+
+
+def _path(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _opt_path(base: Path, value: str | None) -> Path | None:
+    return None if value is None else _path(base, value)
+
+
+def _split_address(address: str, where: str) -> str:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}: address {address!r} must be host:port")
+    return host.strip("[]")
+
+
+def _policy(table: dict[str, Any], where: str) -> Policy:
+    minimum = _take(table, "min_participants", int, where, DEFAULT_MIN_PARTICIPANTS)
+    if minimum < 2:
+        raise ConfigError(f"{where}: min_participants must be at least 2, got {minimum}")
+    protocols = _take(table, "protocols", list, where, list(PROTOCOL_NAMES))
+    unknown = [p for p in protocols if p not in PROTOCOL_NAMES]
+    if unknown:
+        raise ConfigError(f"{where}: unknown protocol(s) {unknown}; known: {list(PROTOCOL_NAMES)}")
+    inputs = _take(table, "inputs", list, where, None)
+    _no_leftovers(table, where)
+    return Policy(minimum, frozenset(protocols), None if inputs is None else frozenset(map(str, inputs)))
+
+
+def _node(name: str, table: dict[str, Any], base: Path, where: str) -> NodeConfig:
+    if not _NAME.match(name):
+        raise ConfigError(f"{where}: node name {name!r} must be lowercase letters, digits and '-'")
+    address = _take(table, "address", str, where)
+    default_host = _split_address(address, where)
+    host = _take(table, "host", str, where, default_host)
+    listen = _take(table, "listen", str, where, address)
+    _split_address(listen, where)
+    cert = _opt_path(base, _take(table, "cert", str, where, None))
+    key = _opt_path(base, _take(table, "key", str, where, None))
+    data_dir = _opt_path(base, _take(table, "data_dir", str, where, None))
+    policy = _policy(dict(_take(table, "policy", dict, where, {})), f"{where}.policy")
+    _no_leftovers(table, where)
+    return NodeConfig(name, address, host, listen, cert, key, data_dir, policy)
+
+
+def load_cluster(path: str | os.PathLike[str] | None = None) -> ClusterConfig:
+    """Load and validate a cluster file (default: $MPC_CLUSTER).
+
+    Returns: the ClusterConfig.
+    Raises: ConfigError naming the file and the key for a missing file, bad TOML, a missing
+    or unknown key, a wrong type, or fewer than two nodes.
+    """
+    if path is None:
+        path = os.environ.get("MPC_CLUSTER")
+        if not path:
+            raise ConfigError("no cluster file: pass --cluster FILE or set MPC_CLUSTER")
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"cluster file {file} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"cluster file {file} cannot be read: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cluster file {file} is not valid TOML: {exc}") from None
+    base = file.resolve().parent
+    where = str(file)
+    cluster = dict(_take(raw, "cluster", dict, where))
+    name = _take(cluster, "name", str, f"{where} [cluster]", "mpc")
+    ca = _path(base, _take(cluster, "ca", str, f"{where} [cluster]"))
+    session_timeout = _take(cluster, "session_timeout_s", float, f"{where} [cluster]", 30.0)
+    connect_timeout = _take(cluster, "connect_timeout_s", float, f"{where} [cluster]", 5.0)
+    if not 0 < connect_timeout <= 60 or not 0 < session_timeout <= 86400:
+        raise ConfigError(f"{where} [cluster]: timeouts must be positive (connect <= 60 s, session <= 1 day)")
+    _no_leftovers(cluster, f"{where} [cluster]")
+    coordinator = None
+    if "coordinator" in raw:
+        table = dict(_take(raw, "coordinator", dict, where))
+        cw = f"{where} [coordinator]"
+        coordinator = CoordinatorConfig(
+            _take(table, "name", str, cw, "coordinator"),
+            _path(base, _take(table, "cert", str, cw)),
+            _path(base, _take(table, "key", str, cw)),
+        )
+        _no_leftovers(table, cw)
+    nodes_raw = _take(raw, "nodes", dict, where)
+    _no_leftovers(raw, where)
+    nodes = {n: _node(n, dict(t) if isinstance(t, dict) else {}, base, f"{where} [nodes.{n}]")
+             for n, t in nodes_raw.items()}
+    if len(nodes) < 2:
+        raise ConfigError(f"{where}: a cluster needs at least two nodes, found {len(nodes)}")
+    return ClusterConfig(file, name, ca, nodes, coordinator, session_timeout, connect_timeout)

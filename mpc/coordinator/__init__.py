@@ -1,0 +1,1 @@
+"""The coordinator: starts computations across the nodes and adds up their output shares."""

@@ -1,0 +1,248 @@
+"""The coordinator: prepare a session on every node, collect one output share from each, add.
+
+The coordinator holds nothing persistent but its certificate. It never sees an input, an
+input share or a seed: each node sends it exactly one output share, uniformly random on its
+own (PROTOCOLS.md §1), and only the sum of all of them means anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+
+from mpc.config import ClusterConfig
+from mpc.encoding import decode_ratio, decode_value
+from mpc.errors import MpcError, PeerUnavailable, SessionFailed
+from mpc.ring import Words, to_signed, words_from_bytes
+from mpc.transport.peers import UNREACHABLE, Channels, describe_rpc_error
+from mpc.transport.tls import TlsMaterial
+from mpc.v1 import mpc_pb2, mpc_pb2_grpc
+
+# Observer of what the coordinator receives: (session, node, share bytes of one chunk).
+ShareObserver = Callable[[str, str, bytes], None]
+Number = int | float
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """The opened total of a session, before interpretation."""
+
+    session_id: str
+    input_name: str
+    nodes: tuple[str, ...]
+    total: Words              # sum of the output shares, mod 2^64
+    frac_bits: int
+    is_scalar: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SumResult:
+    """A secure sum: a number for scalar inputs, else a list."""
+
+    session_id: str
+    input_name: str
+    nodes: tuple[str, ...]
+    value: Number | list[Number]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes), "sum": self.value}
+
+
+@dataclass(frozen=True, slots=True)
+class AverageResult:
+    """A secure average and what it reveals: the sum(s) and the record count."""
+
+    session_id: str
+    input_name: str
+    nodes: tuple[str, ...]
+    mode: str
+    average: float | list[float]
+    total: Number | list[Number]
+    count: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes), "mode": self.mode,
+                "average": self.average, "sum": self.total, "count": self.count}
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    """One node's answer to Status, or why it gave none."""
+
+    name: str
+    address: str
+    healthy: bool
+    version: str = ""
+    inputs: tuple[tuple[str, int, int, bool], ...] = ()
+    active_sessions: int = 0
+    cert_not_after: str = ""
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"node": self.name, "address": self.address, "healthy": self.healthy, "version": self.version,
+                "inputs": [{"name": n, "length": ln, "frac_bits": f, "scalar": s} for n, ln, f, s in self.inputs],
+                "active_sessions": self.active_sessions, "cert_not_after": self.cert_not_after, "error": self.error}
+
+
+class Coordinator:
+    """Runs computations over the nodes of a cluster file (use as an async context manager)."""
+
+    def __init__(self, cluster: ClusterConfig, *, observer: ShareObserver | None = None,
+                 nodes: Sequence[str] | None = None) -> None:
+        me = cluster.require_coordinator()
+        self.cluster = cluster
+        self.nodes = tuple(nodes) if nodes is not None else tuple(cluster.nodes)
+        for name in self.nodes:
+            cluster.node(name)
+        self.channels = Channels(cluster, TlsMaterial.load(cluster.ca, me.cert, me.key))
+        self.observer = observer
+
+    async def __aenter__(self) -> "Coordinator":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channels to the nodes."""
+        await self.channels.close()
+
+    def _stub(self, name: str) -> mpc_pb2_grpc.ControlStub:
+        return mpc_pb2_grpc.ControlStub(self.channels.channel(name))
+
+    def _explain(self, name: str, exc: BaseException) -> str:
+        if isinstance(exc, grpc.aio.AioRpcError):
+            return describe_rpc_error(self.cluster.node(name), exc)
+        if isinstance(exc, MpcError):
+            return str(exc)
+        return f"node {name}: {type(exc).__name__}: {exc}"
+
+    async def _abort_all(self, session_id: str, reason: str) -> None:
+        async def abort(name: str) -> None:
+            try:
+                await self._stub(name).Abort(mpc_pb2.AbortRequest(session_id=session_id, reason=reason),
+                                             timeout=self.cluster.connect_timeout_s)
+            except grpc.aio.AioRpcError:
+                pass  # the node is down or never had the session; its deadline drops it anyway
+        await asyncio.gather(*(abort(n) for n in self.nodes))
+
+    async def _gather(self, session_id: str, calls: dict[str, Any]) -> dict[str, Any]:
+        """Await one call per node; on any failure abort the session everywhere and raise."""
+        names = list(calls)
+        results = await asyncio.gather(*calls.values(), return_exceptions=True)
+        failures = [(n, r) for n, r in zip(names, results) if isinstance(r, BaseException)]
+        if not failures:
+            return dict(zip(names, results))
+        for _, r in failures:
+            if not isinstance(r, (grpc.aio.AioRpcError, MpcError, asyncio.TimeoutError)):
+                raise r
+        reasons = "; ".join(self._explain(n, r) for n, r in failures)
+        await self._abort_all(session_id, reasons)
+        unreachable = all(isinstance(r, grpc.aio.AioRpcError) and r.code() in UNREACHABLE for _, r in failures)
+        cls = PeerUnavailable if unreachable else SessionFailed
+        raise cls(f"session {session_id} failed, nothing was revealed: {reasons}")
+
+    async def _collect(self, session_id: str, name: str, frac_bits: int, length: int, total: Words,
+                       timeout: float) -> None:
+        """Stream one node's output share and add it into `total`."""
+        call = self._stub(name).Compute(mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=frac_bits,
+                                                               length=length), timeout=timeout)
+        expected = 0
+        async for chunk in call:
+            if chunk.session_id != session_id or chunk.node != name or chunk.total_length != length:
+                raise SessionFailed(f"node {name} sent a share chunk for another session, node or length")
+            if chunk.offset != expected:
+                raise SessionFailed(f"node {name} sent share words from {chunk.offset}, expected {expected}")
+            try:
+                words = words_from_bytes(chunk.words)
+            except ValueError as exc:
+                raise SessionFailed(f"node {name} sent a malformed share chunk: {exc}") from None
+            if words.size == 0 or expected + words.size > length:
+                raise SessionFailed(f"node {name} sent {expected + words.size} share words, expected {length}")
+            if self.observer is not None:
+                self.observer(session_id, name, chunk.words)
+            total[expected:expected + words.size] += words
+            expected += words.size
+        if expected != length:
+            raise SessionFailed(f"node {name} sent {expected} share words, expected {length}")
+
+    async def open(self, protocol: int, input_name: str, *,
+                   average_mode: int = mpc_pb2.AVERAGE_MODE_RECORDS, timeout_s: float | None = None) -> Opened:
+        """Run one session over all nodes and add up the output shares.
+
+        Returns: the opened total.
+        Raises: PeerUnavailable naming the nodes that could not be reached; SessionFailed
+        naming the node and cause otherwise (input missing, lengths differ, policy, ...).
+        In every failure the session is aborted at every node before anything is opened.
+        """
+        session_id = secrets.token_hex(16)
+        timeout = timeout_s or self.cluster.session_timeout_s
+        request = mpc_pb2.PrepareRequest(session_id=session_id, protocol=protocol, input_name=input_name,  # type: ignore[arg-type]
+                                         participants=self.nodes, timeout_ms=int(timeout * 1000),
+                                         average_mode=average_mode)  # type: ignore[arg-type]
+        connect = self.cluster.connect_timeout_s
+        prepared: dict[str, mpc_pb2.PrepareReply] = await self._gather(
+            session_id, {n: self._stub(n).Prepare(request, timeout=connect) for n in self.nodes})
+        lengths = {n: r.length for n, r in prepared.items()}
+        if len(set(lengths.values())) != 1:
+            await self._abort_all(session_id, "input lengths differ")
+            shown = ", ".join(f"{n} {ln}" for n, ln in lengths.items())
+            raise SessionFailed(f"session {session_id}: input {input_name!r} has different lengths at the nodes "
+                                f"({shown} words); nothing was shared")
+        length = next(iter(lengths.values()))
+        frac_bits = max(r.frac_bits for r in prepared.values())
+        total = np.zeros(length, dtype=np.uint64)
+        await self._gather(session_id, {n: self._collect(session_id, n, frac_bits, length, total, timeout)
+                                        for n in self.nodes})
+        return Opened(session_id, input_name, self.nodes, total, frac_bits,
+                      all(r.is_scalar for r in prepared.values()))
+
+    async def sum(self, input_name: str, *, timeout_s: float | None = None) -> SumResult:
+        """Secure sum of `input_name` over all nodes (elementwise for vectors).
+
+        Returns: the sum. Raises: as `open`.
+        """
+        opened = await self.open(mpc_pb2.PROTOCOL_SUM, input_name, timeout_s=timeout_s)
+        values = [decode_value(int(w), opened.frac_bits) for w in to_signed(opened.total)]
+        return SumResult(opened.session_id, input_name, opened.nodes, values[0] if opened.is_scalar else values)
+
+    async def average(self, input_name: str, *, elementwise: bool = False,
+                      timeout_s: float | None = None) -> AverageResult:
+        """Secure average: sum of values and of record counts, opened together (both revealed).
+
+        Returns: the average with the revealed sum and count. Raises: as `open`.
+        """
+        mode = mpc_pb2.AVERAGE_MODE_ELEMENTWISE if elementwise else mpc_pb2.AVERAGE_MODE_RECORDS
+        opened = await self.open(mpc_pb2.PROTOCOL_AVERAGE, input_name, average_mode=mode, timeout_s=timeout_s)
+        signed = [int(w) for w in to_signed(opened.total)]
+        sums, count = signed[:-1], signed[-1]
+        f = opened.frac_bits
+        averages = [decode_ratio(s, count, f) for s in sums]
+        totals = [decode_value(s, f) for s in sums]
+        if elementwise:
+            return AverageResult(opened.session_id, input_name, opened.nodes, "elementwise", averages, totals, count)
+        return AverageResult(opened.session_id, input_name, opened.nodes, "records", averages[0], totals[0], count)
+
+    async def status(self) -> list[NodeStatus]:
+        """Ask every node for its status (a down node is reported, not raised).
+
+        Returns: one NodeStatus per node, in cluster order.
+        """
+        async def one(name: str) -> NodeStatus:
+            node = self.cluster.node(name)
+            try:
+                r = await self._stub(name).Status(mpc_pb2.StatusRequest(), timeout=self.cluster.connect_timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                return NodeStatus(name, node.address, False, error=describe_rpc_error(node, exc))
+            inputs = tuple((i.name, i.length, i.frac_bits, i.is_scalar) for i in r.inputs)
+            return NodeStatus(name, node.address, True, r.version, inputs, r.active_sessions, r.cert_not_after)
+        return list(await asyncio.gather(*(one(n) for n in self.nodes)))

@@ -1,0 +1,307 @@
+"""A node's sessions: policy checks, the protocol engine, deadlines and clean-up.
+
+This is the part of the daemon that knows nothing of gRPC: the servicers in
+mpc/transport/server.py decode a request, check the caller's role, and call in here with the
+caller's certificate identity. Peer messages leave through a `PeerSender`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from mpc import __version__
+from mpc.config import ClusterConfig, NodeConfig
+from mpc.errors import (
+    AuthError,
+    LocalProtocolError,
+    MpcError,
+    PeerUnavailable,
+    PolicyError,
+    RemoteProtocolError,
+    RoundMismatch,
+    SessionClosed,
+    SessionFailed,
+    UnknownSession,
+)
+from mpc.pki import Identity
+from mpc.prg import Rng, SystemRng
+from mpc.protocols.contribution import Aggregate, contribution, contribution_length
+from mpc.protocols.events import Output, Send
+from mpc.protocols.sum import SecureSumParty
+from mpc.ring import Words
+from mpc.store import InputInfo, Store, StoredInput
+
+log = logging.getLogger("mpc.node")
+
+_SESSION_ID = re.compile(r"[0-9a-f]{32}\Z")
+MAX_SESSION_TIMEOUT_S = 24 * 3600.0
+# Observer of what this node receives from peers: (session, sender, step, payload). Tests
+# use it to check that nothing a node receives reveals another party's input.
+PeerObserver = Callable[[str, str, str, bytes], None]
+
+
+class PeerSender(Protocol):
+    """Delivers one protocol message to another node."""
+
+    async def send(self, to: str, session_id: str, step: str, payload: bytes, timeout: float) -> None:
+        """Send payload to node `to`; raise PeerUnavailable or SessionFailed naming it."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """The public shape a node reports for a prepared session."""
+
+    session_id: str
+    node: str
+    length: int
+    frac_bits: int
+    is_scalar: bool
+
+
+@dataclass(eq=False)
+class Session:
+    """A live session at this node; dropped (and its memory freed) when it ends."""
+
+    session_id: str
+    aggregate: Aggregate
+    parties: tuple[str, ...]
+    coordinator: Identity
+    stored: StoredInput
+    engine: SecureSumParty
+    deadline: float                      # loop.time() after which the session is dropped
+    output: asyncio.Future[Words]
+    timer: asyncio.TimerHandle | None = None
+    running: bool = False
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    send_errors: list[MpcError] = field(default_factory=list)
+
+    def remaining(self, loop: asyncio.AbstractEventLoop) -> float:
+        """Seconds left before the session's deadline (never negative)."""
+        return max(0.0, self.deadline - loop.time())
+
+
+class NodeCore:
+    """Everything a node does for coordinators and peers, minus the transport."""
+
+    def __init__(self, cluster: ClusterConfig, me: NodeConfig, store: Store, peers: PeerSender,
+                 *, rng: Rng | None = None, observer: PeerObserver | None = None,
+                 cert_not_after: str = "") -> None:
+        self.cluster = cluster
+        self.me = me
+        self.store = store
+        self.peers = peers
+        self.rng: Rng = rng or SystemRng()
+        self.observer = observer
+        self.cert_not_after = cert_not_after
+        self.sessions: dict[str, Session] = {}
+
+    # ---- coordinator side -------------------------------------------------------------
+
+    def prepare(self, caller: Identity, session_id: str, aggregate: Aggregate, input_name: str,
+                participants: list[str], timeout_s: float) -> Prepared:
+        """Register a session after checking the policy, the parties and the input.
+
+        Returns: the input's public shape.
+        Raises: RemoteProtocolError for a malformed request, PolicyError when the owner's
+        policy refuses, StoreError when the input is missing, RoundMismatch for a reused id.
+        """
+        name = self.me.name
+        if not _SESSION_ID.match(session_id):
+            raise RemoteProtocolError("session id must be 32 lowercase hex characters")
+        policy = self.me.policy
+        protocol = "sum" if aggregate == "sum" else "average"
+        if protocol not in policy.protocols:
+            raise PolicyError(f"node {name}: policy does not allow protocol {protocol!r} "
+                              f"(allowed: {', '.join(sorted(policy.protocols)) or 'none'})")
+        if policy.inputs is not None and input_name not in policy.inputs:
+            raise PolicyError(f"node {name}: policy does not allow input {input_name!r} to be used")
+        if len(set(participants)) != len(participants):
+            raise RemoteProtocolError(f"session {session_id}: participants repeat: {participants}")
+        unknown = [p for p in participants if p not in self.cluster.nodes]
+        if unknown:
+            raise RemoteProtocolError(f"session {session_id}: participants not in node {name}'s cluster: {unknown}")
+        if name not in participants:
+            raise RemoteProtocolError(f"session {session_id}: node {name} is not among the participants")
+        if len(participants) < policy.min_participants:
+            raise PolicyError(f"node {name}: policy requires at least {policy.min_participants} participants, "
+                              f"session {session_id} has {len(participants)}")
+        if session_id in self.sessions or self.store.get_session(session_id) is not None:
+            raise RoundMismatch(f"session {session_id} already exists at node {name}")
+        stored = self.store.get_input(input_name)
+        length = contribution_length(aggregate, stored.values.size)
+        loop = asyncio.get_running_loop()
+        timeout_s = min(timeout_s or self.cluster.session_timeout_s, MAX_SESSION_TIMEOUT_S)
+        engine = SecureSumParty(session_id, name, participants, length, self.rng)
+        session = Session(session_id, aggregate, tuple(participants), caller, stored, engine,
+                          loop.time() + timeout_s, loop.create_future())
+        self.store.record_session(session_id, aggregate, input_name, participants, caller.uri())
+        session.timer = loop.call_at(session.deadline, self._expire, session)
+        self.sessions[session_id] = session
+        log.info("session %s prepared: %s of %r with %s", session_id, aggregate, input_name, ",".join(participants))
+        return Prepared(session_id, name, length, stored.frac_bits, stored.is_scalar)
+
+    async def compute(self, caller: Identity, session_id: str, frac_bits: int, length: int) -> Words:
+        """Run a prepared session and return this node's output share.
+
+        Returns: the output share (uniformly random on its own).
+        Raises: UnknownSession/SessionClosed, AuthError if another coordinator asks,
+        RoundMismatch if already running, InputError if the input cannot be summed safely,
+        PeerUnavailable/SessionFailed naming the peer when the exchange fails.
+        """
+        session = self._live(session_id)
+        if caller != session.coordinator:
+            raise AuthError(f"session {session_id} belongs to another coordinator")
+        if session.running:
+            raise RoundMismatch(f"session {session_id} is already computing at node {self.me.name}")
+        if length != session.engine.length:
+            raise RemoteProtocolError(f"session {session_id}: coordinator expects {length} words, "
+                                      f"node {self.me.name} contributes {session.engine.length}")
+        if not session.stored.frac_bits <= frac_bits <= 32:
+            raise RemoteProtocolError(f"session {session_id}: scale of {frac_bits} fractional bits is below "
+                                      f"node {self.me.name}'s {session.stored.frac_bits} or above 32")
+        session.running = True
+        self.store.set_session_status(session_id, "running")
+        loop = asyncio.get_running_loop()
+        try:
+            what = f"input {session.stored.name!r} at node {self.me.name}"
+            words = contribution(session.aggregate, session.stored.values, session.stored.frac_bits,
+                                 frac_bits, len(session.parties), what)
+            self._dispatch(session, session.engine.start(words))
+            try:
+                share = await asyncio.wait_for(asyncio.shield(session.output), session.remaining(loop))
+            except TimeoutError:
+                waiting = ", ".join(session.engine.waiting_for) or "nobody"
+                raise PeerUnavailable(f"session {session_id}: node {self.me.name} timed out waiting for "
+                                      f"{waiting}") from None
+            # Our own messages must have arrived before we call the session done.
+            pending = list(session.tasks)
+            if pending:
+                _, late = await asyncio.wait(pending, timeout=session.remaining(loop))
+                if late:
+                    peers = ", ".join(sorted(t.get_name() for t in late))
+                    raise PeerUnavailable(f"session {session_id}: node {self.me.name} could not deliver to {peers} "
+                                          f"in time")
+            if session.send_errors:
+                raise session.send_errors[0]
+        except MpcError as exc:
+            self._finish(session, "failed", str(exc))
+            raise
+        except asyncio.CancelledError:
+            self._finish(session, "aborted", "the coordinator went away during the computation")
+            raise
+        self._finish(session, "done", "")
+        return share
+
+    def abort(self, caller: Identity, session_id: str, reason: str) -> None:
+        """Drop a session at the coordinator's request (idempotent for finished sessions).
+
+        Raises: UnknownSession for an id never seen; AuthError for another coordinator's session.
+        """
+        session = self.sessions.get(session_id)
+        if session is None:
+            if self.store.get_session(session_id) is None:
+                raise UnknownSession(f"unknown session {session_id} at node {self.me.name}")
+            return
+        if caller != session.coordinator:
+            raise AuthError(f"session {session_id} belongs to another coordinator")
+        self._finish(session, "aborted", f"aborted by the coordinator: {reason[:200]}")
+
+    def status(self) -> tuple[str, str, list[InputInfo], int, str]:
+        """This node's public status.
+
+        Returns: (name, version, inputs' metadata, live session count, certificate expiry).
+        """
+        inputs = self.store.list_inputs()
+        allowed = self.me.policy.inputs
+        if allowed is not None:
+            inputs = [i for i in inputs if i.name in allowed]
+        return self.me.name, __version__, inputs, len(self.sessions), self.cert_not_after
+
+    # ---- peer side --------------------------------------------------------------------
+
+    def deliver(self, caller: Identity, session_id: str, sender: str, step: str, payload: bytes) -> None:
+        """Feed one peer message to its session.
+
+        Raises: AuthError if the claimed sender is not the caller or not a party;
+        UnknownSession/SessionClosed; RoundMismatch/RemoteProtocolError from the engine (the
+        session then fails: a node that misbehaves ends the session, nothing is opened).
+        """
+        if sender != caller.name or caller.role != "node":
+            raise AuthError(f"message claims sender {sender!r} but the caller's certificate is {caller.uri()}")
+        session = self._live(session_id)
+        if sender not in session.parties or sender == self.me.name:
+            raise AuthError(f"node {sender!r} is not a peer in session {session_id}")
+        if self.observer is not None:
+            self.observer(session_id, sender, step, payload)
+        try:
+            events = session.engine.receive(sender, step, payload)
+        except MpcError as exc:
+            self._finish(session, "failed", f"bad message from {sender}: {exc}")
+            raise
+        self._dispatch(session, events)
+
+    # ---- internals --------------------------------------------------------------------
+
+    def _live(self, session_id: str) -> Session:
+        session = self.sessions.get(session_id)
+        if session is not None:
+            return session
+        record = self.store.get_session(session_id) if _SESSION_ID.match(session_id) else None
+        if record is None:
+            raise UnknownSession(f"unknown session {session_id[:40]!r} at node {self.me.name}")
+        detail = f": {record.reason}" if record.reason else ""
+        raise SessionClosed(f"session {session_id} is {record.status} at node {self.me.name}{detail}")
+
+    def _dispatch(self, session: Session, events: list[Send | Output]) -> None:
+        for event in events:
+            if isinstance(event, Output):
+                if not session.output.done():
+                    session.output.set_result(event.words)
+            else:
+                task = asyncio.get_running_loop().create_task(self._send(session, event), name=event.to)
+                session.tasks.add(task)
+                task.add_done_callback(session.tasks.discard)
+
+    async def _send(self, session: Session, event: Send) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            await self.peers.send(event.to, session.session_id, event.step, event.payload, session.remaining(loop))
+        except MpcError as exc:
+            session.send_errors.append(exc)
+            if not session.output.done():
+                session.output.set_exception(exc)
+
+    def _expire(self, session: Session) -> None:
+        if self.sessions.get(session.session_id) is session:
+            waiting = ", ".join(session.engine.waiting_for)
+            reason = "session timed out" + (f" waiting for {waiting}" if waiting else "")
+            log.warning("session %s: %s", session.session_id, reason)
+            self._finish(session, "failed", reason)
+
+    def _finish(self, session: Session, status: str, reason: str) -> None:
+        if self.sessions.pop(session.session_id, None) is None:
+            return
+        if session.timer is not None:
+            session.timer.cancel()
+        if not session.output.done():
+            session.output.set_exception(SessionFailed(f"session {session.session_id} {status} at node "
+                                                       f"{self.me.name}: {reason}"))
+        # The output future may never be awaited (e.g. expired before compute); mark its
+        # exception retrieved so asyncio does not log it as lost.
+        session.output.add_done_callback(lambda f: f.cancelled() or f.exception())
+        for task in session.tasks:
+            task.cancel()
+        try:
+            self.store.set_session_status(session.session_id, status, reason)
+        except MpcError as exc:  # pragma: no cover - the store refuses only impossible transitions
+            raise LocalProtocolError(str(exc)) from exc
+        if status == "done":
+            log.info("session %s done", session.session_id)
+        else:
+            log.warning("session %s %s: %s", session.session_id, status, reason)

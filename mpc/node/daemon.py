@@ -1,0 +1,91 @@
+"""Wiring of one node daemon: store, core, gRPC server with Control, Peer and Health services."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from mpc.config import ClusterConfig
+from mpc.errors import ConfigError
+from mpc.node.core import NodeCore, PeerObserver
+from mpc.pki import cert_not_after
+from mpc.prg import Rng
+from mpc.store import Store
+from mpc.transport.peers import PeerClient
+from mpc.transport.server import ControlService, PeerService
+from mpc.transport.tls import SERVER_OPTIONS, TlsMaterial
+from mpc.v1 import mpc_pb2_grpc
+
+log = logging.getLogger("mpc.node")
+
+
+class NodeServer:
+    """One running node: call `start`, then `stop` (or use `serve_forever`)."""
+
+    def __init__(self, cluster: ClusterConfig, name: str, *, observer: PeerObserver | None = None,
+                 rng: Rng | None = None) -> None:
+        self.cluster = cluster
+        self.config = cluster.node(name)
+        if self.config.data_dir is None:
+            raise ConfigError(f"{cluster.path}: node {name!r} has no data_dir")
+        self.tls = TlsMaterial.load(cluster.ca, self.config.cert, self.config.key)
+        self.store = Store.open_dir(self.config.data_dir)
+        interrupted = self.store.mark_unfinished_interrupted()
+        if interrupted:
+            log.warning("node %s: %d session(s) were interrupted by a restart", name, interrupted)
+        self.peers = PeerClient(cluster, name, self.tls)
+        self.core = NodeCore(cluster, self.config, self.store, self.peers, rng=rng, observer=observer,
+                             cert_not_after=cert_not_after(self.tls.cert).isoformat())
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        mpc_pb2_grpc.add_ControlServicer_to_server(ControlService(self.core), self.server)
+        mpc_pb2_grpc.add_PeerServicer_to_server(PeerService(self.core), self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.port = 0
+
+    async def start(self) -> int:
+        """Bind the listen address with mutual TLS and start serving.
+
+        Returns: the bound port.
+        Raises: ConfigError if the address cannot be bound.
+        """
+        try:
+            self.port = self.server.add_secure_port(self.config.listen, self.tls.server_credentials())
+        except RuntimeError as exc:
+            raise ConfigError(f"node {self.config.name}: cannot listen on {self.config.listen}: {exc}") from None
+        if self.port == 0:
+            raise ConfigError(f"node {self.config.name}: cannot listen on {self.config.listen} (in use?)")
+        await self.server.start()
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set("mpc.v1.Control", health_pb2.HealthCheckResponse.SERVING)
+        log.info("node %s listening on %s (port %d)", self.config.name, self.config.listen, self.port)
+        return self.port
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop accepting calls, let running ones finish for `grace` seconds, close everything."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.peers.close()
+        self.store.close()
+        log.info("node %s stopped", self.config.name)
+
+    async def serve_forever(self, on_ready: Callable[[int], None] | None = None) -> None:
+        """Run until SIGTERM or SIGINT, then stop cleanly; `on_ready(port)` once serving."""
+        port = await self.start()
+        if on_ready is not None:
+            on_ready(port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self.stop()

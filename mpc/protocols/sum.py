@@ -1,0 +1,126 @@
+"""Secure sum with pairwise one-time-pad masks (Bonawitz et al., CCS 2017, "Practical Secure
+Aggregation for Privacy-Preserving Machine Learning", §3-4: masking with pairwise PRG seeds;
+PROTOCOLS.md §1).
+
+For parties P_0..P_{n-1} in the session's order, every pair i < j holds a fresh 16-byte seed
+s_ij that P_i draws from a CSPRNG and sends to P_j over the mutually authenticated channel.
+Party i's output share is
+
+    y_i = x_i + sum_{j > i} PRG(s_ij) - sum_{j < i} PRG(s_ji)   (mod 2^64)
+
+so sum_i y_i = sum_i x_i, and the y_i of any set that misses at least one honest party are
+uniform given the sum. The y_i form an additive sharing of the total held by the nodes, which
+is where a vote's comparison starts. Each seed serves one session and one purpose (the PRG
+key is HKDF(seed, "sum/mask/" + session id)); the coordinator never sees a seed.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+
+import numpy as np
+
+from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
+from mpc.prg import SEED_BYTES, Rng, prg_words
+from mpc.protocols.events import Output, Send
+from mpc.ring import Words
+
+STEP_SEED = "sum/seed"
+_SEED_MSG = struct.Struct("<16sQ")  # seed, contribution length in words (cross-checked)
+
+
+class SecureSumParty:
+    """One party of a pairwise-masked secure sum over vectors of `length` ring words.
+
+    Messages may arrive before `start`; they are kept until the contribution is known.
+    """
+
+    def __init__(self, session_id: str, me: str, parties: Sequence[str], length: int, rng: Rng) -> None:
+        if me not in parties:
+            raise LocalProtocolError(f"session {session_id}: {me!r} is not among the parties {list(parties)}")
+        if len(set(parties)) != len(parties):
+            raise LocalProtocolError(f"session {session_id}: parties repeat: {list(parties)}")
+        if length < 1:
+            raise LocalProtocolError(f"session {session_id}: a sum needs at least one word, got {length}")
+        self.session_id = session_id
+        self.me = me
+        self.parties = tuple(parties)
+        self.length = length
+        self._rng = rng
+        index = self.parties.index(me)
+        self._lower = frozenset(self.parties[:index])   # they send us seeds
+        self._higher = self.parties[index + 1:]          # we send them seeds
+        self._purpose = b"sum/mask/" + session_id.encode()
+        self._seeds: dict[str, bytes] = {}
+        self._masked: Words | None = None
+        self._done = False
+
+    @property
+    def waiting_for(self) -> tuple[str, ...]:
+        """The parties whose seed has not arrived yet.
+
+        Returns: their names in session order.
+        """
+        return tuple(p for p in self.parties if p in self._lower and p not in self._seeds)
+
+    @property
+    def finished(self) -> bool:
+        """Whether this party has emitted its output share."""
+        return self._done
+
+    def start(self, contribution: Words) -> list[Send | Output]:
+        """Mask our contribution and send a fresh seed to every later party.
+
+        Returns: one Send per later party, and the Output if no seed is awaited.
+        Raises: LocalProtocolError if started twice or with the wrong length.
+        """
+        if self._masked is not None:
+            raise LocalProtocolError(f"session {self.session_id}: sum already started")
+        if contribution.shape != (self.length,):
+            raise LocalProtocolError(f"session {self.session_id}: contribution has shape {contribution.shape}, "
+                                     f"expected ({self.length},)")
+        y = np.array(contribution, dtype=np.uint64, copy=True)
+        events: list[Send | Output] = []
+        for peer in self._higher:
+            seed = self._rng.random_bytes(SEED_BYTES)
+            y += prg_words(seed, self.length, self._purpose)
+            events.append(Send(peer, STEP_SEED, _SEED_MSG.pack(seed, self.length)))
+        for seed in self._seeds.values():
+            y -= prg_words(seed, self.length, self._purpose)
+        self._masked = y
+        return events + self._maybe_output()
+
+    def receive(self, sender: str, step: str, payload: bytes) -> list[Send | Output]:
+        """Take a seed from an earlier party.
+
+        Returns: the Output once every seed is in and the contribution is masked, else [].
+        Raises: RoundMismatch for a wrong step or a second seed from the same party;
+        RemoteProtocolError for a sender that owes us no seed, a malformed payload, or a
+        length that differs from ours.
+        """
+        if step != STEP_SEED:
+            raise RoundMismatch(f"session {self.session_id}: expected step {STEP_SEED!r}, got {step!r} from {sender!r}")
+        if sender not in self._lower:
+            raise RemoteProtocolError(f"session {self.session_id}: {sender!r} does not send a seed to {self.me!r}")
+        if sender in self._seeds or self._done:
+            raise RoundMismatch(f"session {self.session_id}: seed from {sender!r} already received (replay?)")
+        if len(payload) != _SEED_MSG.size:
+            raise RemoteProtocolError(f"session {self.session_id}: seed message from {sender!r} has "
+                                      f"{len(payload)} bytes, expected {_SEED_MSG.size}")
+        seed, length = _SEED_MSG.unpack(payload)
+        if length != self.length:
+            raise RemoteProtocolError(f"session {self.session_id}: {sender!r} contributes {length} words, "
+                                      f"{self.me!r} contributes {self.length}")
+        self._seeds[sender] = seed
+        if self._masked is not None:
+            self._masked -= prg_words(seed, self.length, self._purpose)
+        return self._maybe_output()
+
+    def _maybe_output(self) -> list[Send | Output]:
+        if self._done or self._masked is None or len(self._seeds) < len(self._lower):
+            return []
+        self._done = True
+        share, self._masked = self._masked, None
+        self._seeds.clear()
+        return [Output(share)]

@@ -1,0 +1,430 @@
+"""The node's local SQLite store: its owner's private inputs and its session records (DESIGN §6).
+
+One file per node, opened by the daemon and, at the same time, by `mpc input put` in another
+process on the same machine. WAL mode lets the two read and write side by side; every write is
+one `BEGIN IMMEDIATE` transaction, so a `kill -9` leaves either the old or the new row.
+Inputs are stored as little-endian int64 BLOBs and never appear in a repr or an error message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from mpc.errors import InputError, StoreError
+
+SESSION_STATES = ("prepared", "running", "done", "failed", "aborted", "interrupted")
+TERMINAL_STATES = frozenset({"done", "failed", "aborted", "interrupted"})
+
+FILE_NAME = "node.sqlite3"
+MAX_FRAC_BITS = 32
+BUSY_TIMEOUT_MS = 5000
+RESTART_REASON = "node restarted during the session"
+
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", re.ASCII)
+_BLOB_DTYPE = np.dtype("<i8")
+
+# _MIGRATIONS[v] takes the schema from user_version v to v + 1. Append, never edit.
+# The BLOB column comes last so that list_inputs() never touches its overflow pages.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE inputs (
+            name TEXT PRIMARY KEY, length INTEGER NOT NULL CHECK (length >= 1),
+            frac_bits INTEGER NOT NULL CHECK (frac_bits BETWEEN 0 AND 32),
+            is_scalar INTEGER NOT NULL CHECK (is_scalar IN (0, 1)),
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+            data BLOB NOT NULL CHECK (length(data) = 8 * length))""",
+        """CREATE TABLE sessions (
+            session_id TEXT PRIMARY KEY, protocol TEXT NOT NULL, input_name TEXT NOT NULL,
+            participants TEXT NOT NULL, coordinator TEXT NOT NULL, status TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+        "CREATE INDEX sessions_by_created ON sessions (created_at)",
+        "CREATE INDEX sessions_by_status ON sessions (status)",
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_SESSION_COLUMNS = (
+    "session_id, protocol, input_name, participants, coordinator, status, reason, "
+    "created_at, updated_at"
+)
+
+
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class StoredInput:
+    """A private input as stored: fixed-point encoded int64 values and their metadata."""
+
+    name: str
+    values: np.ndarray
+    frac_bits: int
+    is_scalar: bool
+    created_at: str
+    updated_at: str
+
+    def __repr__(self) -> str:
+        """Returns: the metadata only; the values are never shown."""
+        return (
+            f"StoredInput(name={self.name!r}, length={len(self.values)}, "
+            f"frac_bits={self.frac_bits}, <values redacted>)"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InputInfo:
+    """An input's metadata, without its values."""
+
+    name: str
+    length: int
+    frac_bits: int
+    is_scalar: bool
+    updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """What this node remembers about one session."""
+
+    session_id: str
+    protocol: str
+    input_name: str
+    participants: tuple[str, ...]
+    coordinator: str
+    status: str
+    reason: str
+    created_at: str
+    updated_at: str
+
+
+def _now() -> str:
+    """Returns: the current UTC time as ISO-8601 with milliseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _check_name(name: object) -> str:
+    """Returns: `name` if it is a valid input name. Raises: InputError naming it otherwise."""
+    if not isinstance(name, str) or _NAME_RE.fullmatch(name) is None:
+        raise InputError(
+            f"input name {name!r} is not valid: use 1 to 128 ASCII letters, digits, '_', '.' "
+            "or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def _check_input(
+    name: str, values: object, frac_bits: object, is_scalar: object
+) -> tuple[np.ndarray, int]:
+    """Returns: (values as contiguous little-endian int64, frac_bits). Raises: InputError."""
+    if not isinstance(values, np.ndarray):
+        raise InputError(f"input {name!r} must be a numpy array, got {type(values).__name__}")
+    if values.dtype.kind != "i" or values.dtype.itemsize != 8 or values.ndim != 1:
+        raise InputError(
+            f"input {name!r} must be a 1-D int64 array, got {values.dtype} of shape {values.shape}"
+        )
+    if values.size == 0:
+        raise InputError(f"input {name!r} is empty")
+    if not isinstance(is_scalar, bool):
+        raise InputError(f"input {name!r}: is_scalar must be a bool, got {is_scalar!r}")
+    if is_scalar and values.size != 1:
+        raise InputError(f"input {name!r} is marked scalar but has {values.size} values")
+    if isinstance(frac_bits, bool) or not isinstance(frac_bits, (int, np.integer)):
+        raise InputError(f"input {name!r}: frac_bits must be an int, got {frac_bits!r}")
+    if not 0 <= int(frac_bits) <= MAX_FRAC_BITS:
+        raise InputError(
+            f"input {name!r}: frac_bits must be in 0..{MAX_FRAC_BITS}, got {int(frac_bits)}"
+        )
+    return np.ascontiguousarray(values, dtype=_BLOB_DTYPE), int(frac_bits)
+
+
+def _check_text(what: str, value: object, *, allow_empty: bool = False) -> str:
+    """Returns: `value` if it is a (non-empty) str. Raises: StoreError otherwise."""
+    if not isinstance(value, str) or (not value and not allow_empty):
+        raise StoreError(f"session {what} must be a {'' if allow_empty else 'non-empty '}string, "
+                         f"got {value!r}")
+    return value
+
+
+def _session_from_row(row: tuple[object, ...]) -> SessionRecord:
+    """Returns: the SessionRecord for a row selected with _SESSION_COLUMNS."""
+    text = [str(value) for value in row]
+    return SessionRecord(*text[:3], tuple(json.loads(text[3])), *text[4:])
+
+
+def _create_private_file(path: Path) -> None:
+    """Create `path` with mode 0600 (and its parent with 0700) if missing. Raises: StoreError."""
+    parent = path.parent
+    try:
+        if not parent.exists():
+            parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(parent, 0o700)  # mkdir's mode is filtered by the umask
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot create the store {str(path)!r}: {exc.strerror}") from exc
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+class Store:
+    """A node's SQLite store; safe to share between threads, and between processes via the file."""
+
+    def __init__(self, path: Path) -> None:
+        """Open (creating if missing) the store at `path`. Raises: StoreError."""
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        _create_private_file(self.path)
+        try:
+            # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the
+            # write lock up front and waits on busy_timeout instead of failing on upgrade.
+            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000,
+                                   isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {str(self.path)!r}: {exc}") from exc
+        self._conn: sqlite3.Connection | None = conn
+        try:
+            self._configure()
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open_dir(cls, data_dir: Path) -> Store:
+        """Returns: the store `node.sqlite3` in the node's data directory. Raises: StoreError."""
+        return cls(Path(data_dir) / FILE_NAME)
+
+    def close(self) -> None:
+        """Close the connection; later calls raise StoreError. Closing twice is harmless."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Store:
+        """Returns: this store, closed again when the `with` block ends."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the store."""
+        self.close()
+
+    def __repr__(self) -> str:
+        """Returns: the store's path."""
+        return f"Store({str(self.path)!r})"
+
+    # -- connection plumbing ------------------------------------------------------------------
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """Yield the connection under the lock. Raises: StoreError if closed or SQLite fails."""
+        with self._lock:
+            if self._conn is None:
+                raise StoreError(f"the store {str(self.path)!r} is closed")
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {str(self.path)!r}: {exc}") from exc
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """Yield the connection inside one BEGIN IMMEDIATE transaction, committed on success."""
+        with self._reading() as conn:
+            with conn:  # commits on success, rolls back on any exception
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+
+    def _configure(self) -> None:
+        """Set WAL, busy timeout and durability pragmas. Raises: StoreError."""
+        with self._reading() as conn:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(
+                    f"store {str(self.path)!r}: cannot use WAL mode (got {mode!r}); "
+                    "is it on a network file system?"
+                )
+            # FULL: a commit is on disk when put_input returns, even across a power cut.
+            conn.execute("PRAGMA synchronous = FULL")
+            # Deleted or replaced inputs are overwritten with zeros, not left in free pages.
+            conn.execute("PRAGMA secure_delete = ON")
+            conn.execute("PRAGMA trusted_schema = OFF")
+
+    def _migrate(self) -> None:
+        """Bring the schema to SCHEMA_VERSION. Raises: StoreError if the file is newer than us."""
+        with self._writing() as conn:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"store {str(self.path)!r} has schema version {version}, but this mpc "
+                    f"knows only up to {SCHEMA_VERSION}; upgrade mpc"
+                )
+            for step in _MIGRATIONS[version:]:
+                for statement in step:
+                    conn.execute(statement)
+            if version != SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def put_input(self, name: str, values: np.ndarray, frac_bits: int, is_scalar: bool, *,
+                  overwrite: bool = False) -> None:
+        """Store a private input in one transaction. Raises: InputError if malformed, StoreError
+        if the name exists and `overwrite` is false."""
+        name = _check_name(name)
+        data, frac = _check_input(name, values, frac_bits, is_scalar)
+        now = _now()
+        row = (name, int(data.size), frac, int(is_scalar), now, now, memoryview(data).cast("B"))
+        sql = (
+            "INSERT INTO inputs (name, length, frac_bits, is_scalar, created_at, updated_at, "
+            "data) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        )
+        if overwrite:  # an update keeps created_at
+            sql += (
+                " ON CONFLICT (name) DO UPDATE SET length = excluded.length, frac_bits = "
+                "excluded.frac_bits, is_scalar = excluded.is_scalar, updated_at = "
+                "excluded.updated_at, data = excluded.data"
+            )
+        with self._writing() as conn:
+            exists = conn.execute("SELECT 1 FROM inputs WHERE name = ?", (name,)).fetchone()
+            if exists is not None and not overwrite:
+                raise StoreError(
+                    f"input {name!r} already exists at this node; pass --overwrite to replace it"
+                )
+            conn.execute(sql, row)
+
+    def get_input(self, name: str) -> StoredInput:
+        """Returns: the stored input (values read-only). Raises: StoreError if there is none."""
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT length, frac_bits, is_scalar, created_at, updated_at, data "
+                "FROM inputs WHERE name = ?",
+                (name,),
+            ).fetchone()
+        if row is None:
+            raise StoreError(f"no input named {name!r} at this node")
+        length, frac_bits, is_scalar, created_at, updated_at, blob = row
+        if not isinstance(blob, bytes) or len(blob) != 8 * int(length):
+            raise StoreError(f"input {name!r} is damaged in the store: wrong blob length")
+        # One zero-copy view of the blob; astype is a no-op on little-endian hosts.
+        values = np.frombuffer(blob, dtype=_BLOB_DTYPE).astype(np.int64, copy=False)
+        return StoredInput(name, values, int(frac_bits), bool(is_scalar), str(created_at),
+                           str(updated_at))
+
+    def list_inputs(self) -> list[InputInfo]:
+        """Returns: every input's metadata, sorted by name; the values are not read."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT name, length, frac_bits, is_scalar, updated_at FROM inputs ORDER BY name"
+            ).fetchall()
+        return [
+            InputInfo(name=str(n), length=int(ln), frac_bits=int(f), is_scalar=bool(s),
+                      updated_at=str(u))
+            for n, ln, f, s, u in rows
+        ]
+
+    def delete_input(self, name: str) -> None:
+        """Delete an input (its pages are zeroed). Raises: StoreError if there is none."""
+        with self._writing() as conn:
+            deleted = conn.execute("DELETE FROM inputs WHERE name = ?", (name,)).rowcount
+        if deleted == 0:
+            raise StoreError(f"no input named {name!r} at this node")
+
+    # -- sessions -----------------------------------------------------------------------------
+
+    def record_session(self, session_id: str, protocol: str, input_name: str,
+                       participants: Sequence[str], coordinator: str) -> None:
+        """Record a new session as "prepared". Raises: StoreError if the id is known already."""
+        _check_text("id", session_id)
+        _check_text("protocol", protocol)
+        _check_text("input name", input_name)
+        _check_text("coordinator", coordinator)
+        if isinstance(participants, (str, bytes)) or not participants:
+            raise StoreError(f"session {session_id!r}: participants must be a non-empty list")
+        parties = [_check_text("participant", p) for p in participants]
+        now = _now()
+        with self._writing() as conn:
+            known = conn.execute(
+                "SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            if known is not None:
+                raise StoreError(
+                    f"session {session_id!r} is already known at this node (replayed session id)"
+                )
+            conn.execute(
+                f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (session_id, protocol, input_name, json.dumps(parties), coordinator,
+                 "prepared", "", now, now),
+            )
+
+    def set_session_status(self, session_id: str, status: str, reason: str = "") -> None:
+        """Move a session to `status`. Raises: StoreError if the status is unknown, the session
+        is unknown, or it has already ended."""
+        if status not in SESSION_STATES:
+            raise StoreError(
+                f"session {session_id!r}: unknown status {status!r}; expected one of "
+                f"{', '.join(SESSION_STATES)}"
+            )
+        _check_text("reason", reason, allow_empty=True)
+        terminal = tuple(sorted(TERMINAL_STATES))
+        marks = ", ".join("?" * len(terminal))
+        with self._writing() as conn:
+            # One conditional UPDATE, so a concurrent writer cannot slip in between check and set.
+            changed = conn.execute(
+                f"UPDATE sessions SET status = ?, reason = ?, updated_at = ? "
+                f"WHERE session_id = ? AND status NOT IN ({marks})",
+                (status, reason, _now(), session_id, *terminal),
+            ).rowcount
+            if changed:
+                return
+            row = conn.execute(
+                "SELECT status FROM sessions WHERE session_id = ?", (session_id,)
+            ).fetchone()
+        if row is None:
+            raise StoreError(f"no session {session_id!r} at this node")
+        raise StoreError(
+            f"session {session_id!r} has already ended ({row[0]}); cannot set it to {status!r}"
+        )
+
+    def get_session(self, session_id: str) -> SessionRecord | None:
+        """Returns: the session's record, or None if this node does not know it."""
+        with self._reading() as conn:
+            row = conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE session_id = ?", (session_id,)
+            ).fetchone()
+        return None if row is None else _session_from_row(row)
+
+    def mark_unfinished_interrupted(self) -> int:
+        """Mark every prepared or running session "interrupted" (on daemon start).
+        Returns: how many sessions were marked."""
+        with self._writing() as conn:
+            return int(
+                conn.execute(
+                    "UPDATE sessions SET status = 'interrupted', reason = ?, updated_at = ? "
+                    "WHERE status IN ('prepared', 'running')",
+                    (RESTART_REASON, _now()),
+                ).rowcount
+            )
+
+    def list_sessions(self, limit: int = 100) -> list[SessionRecord]:
+        """Returns: up to `limit` sessions, newest first. Raises: StoreError if limit < 1."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise StoreError(f"list_sessions: limit must be a positive int, got {limit!r}")
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions "
+                "ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [_session_from_row(row) for row in rows]

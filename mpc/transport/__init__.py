@@ -1,0 +1,1 @@
+"""grpc.aio transport: moves bytes, checks identities, maps errors to status codes."""

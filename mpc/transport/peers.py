@@ -1,0 +1,96 @@
+"""Outgoing calls: one mutual-TLS channel per remote node, reused across sessions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+
+import grpc
+
+from mpc.config import ClusterConfig, NodeConfig
+from mpc.errors import PeerUnavailable, SessionFailed
+from mpc.transport.tls import CHUNK_BYTES, TlsMaterial, channel_options
+from mpc.v1 import mpc_pb2, mpc_pb2_grpc
+
+# Status codes that mean "could not reach or hear back from the node" rather than "it refused".
+UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+def describe_rpc_error(node: NodeConfig, exc: grpc.aio.AioRpcError) -> str:
+    """A one-line explanation of a failed call to `node` that names it and its address.
+
+    Returns: the message.
+    """
+    code = exc.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return f"node {node.name} at {node.address} did not answer in time"
+    if code == grpc.StatusCode.UNAVAILABLE:
+        detail = (exc.details() or "").splitlines()[0][:200]
+        return f"node {node.name} at {node.address} is unreachable ({detail})"
+    return f"node {node.name} refused: {exc.details()} [{code.name}]"
+
+
+class Channels:
+    """Lazily opened secure channels to the cluster's nodes, keyed by node name."""
+
+    def __init__(self, cluster: ClusterConfig, tls: TlsMaterial) -> None:
+        self.cluster = cluster
+        self._credentials = tls.channel_credentials()
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def channel(self, name: str) -> grpc.aio.Channel:
+        """The channel to node `name` (opened on first use).
+
+        Raises: ConfigError if the cluster has no such node.
+        """
+        channel = self._channels.get(name)
+        if channel is None:
+            node = self.cluster.node(name)
+            channel = grpc.aio.secure_channel(node.address, self._credentials, options=channel_options(node.host))
+            self._channels[name] = channel
+        return channel
+
+    async def close(self) -> None:
+        """Close every channel."""
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close()
+
+
+def _frames(session_id: str, step: str, sender: str, payload: bytes) -> Iterable[mpc_pb2.PeerFrame]:
+    header = mpc_pb2.PeerHeader(session_id=session_id, step=step, sender=sender, payload_bytes=len(payload))
+    yield mpc_pb2.PeerFrame(header=header, chunk=payload[:CHUNK_BYTES])
+    for start in range(CHUNK_BYTES, len(payload), CHUNK_BYTES):
+        yield mpc_pb2.PeerFrame(chunk=payload[start:start + CHUNK_BYTES])
+
+
+class PeerClient:
+    """Sends protocol messages from node `me` to its peers (implements node.core.PeerSender)."""
+
+    def __init__(self, cluster: ClusterConfig, me: str, tls: TlsMaterial) -> None:
+        self.me = me
+        self.channels = Channels(cluster, tls)
+
+    async def send(self, to: str, session_id: str, step: str, payload: bytes, timeout: float) -> None:
+        """Deliver one message to node `to` before `timeout` seconds pass.
+
+        Raises: PeerUnavailable naming the peer if it cannot be reached in time;
+        SessionFailed with the peer's reason if it refuses the message.
+        """
+        stub = mpc_pb2_grpc.PeerStub(self.channels.channel(to))
+
+        async def frames() -> AsyncIterator[mpc_pb2.PeerFrame]:
+            for frame in _frames(session_id, step, self.me, payload):
+                yield frame
+
+        try:
+            await stub.Send(frames(), timeout=max(timeout, 0.001))
+        except grpc.aio.AioRpcError as exc:
+            node = self.channels.cluster.node(to)
+            message = f"session {session_id}: {self.me} -> {describe_rpc_error(node, exc)}"
+            if exc.code() in UNREACHABLE:
+                raise PeerUnavailable(message) from None
+            raise SessionFailed(message) from None
+
+    async def close(self) -> None:
+        """Close the peer channels."""
+        await self.channels.close()

@@ -1,0 +1,178 @@
+"""The node's gRPC services: Control (coordinator -> node) and Peer (node <-> node).
+
+Each method checks the caller's certificate role, decodes, calls NodeCore, encodes. Errors
+map to status codes in one place (`status_for`), with messages that name the session, node
+or input and never a value.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from mpc.errors import (
+    AuthError,
+    ConfigError,
+    InputError,
+    MpcError,
+    PeerUnavailable,
+    PolicyError,
+    RemoteProtocolError,
+    RoundMismatch,
+    SessionClosed,
+    SessionFailed,
+    StoreError,
+    UnknownSession,
+)
+from mpc.node.core import NodeCore
+from mpc.pki import Identity
+from mpc.protocols.contribution import Aggregate
+from mpc.ring import words_to_bytes
+from mpc.transport.tls import CHUNK_BYTES, caller_identity
+from mpc.v1 import mpc_pb2, mpc_pb2_grpc
+
+log = logging.getLogger("mpc.transport")
+
+MAX_PEER_PAYLOAD = 1 << 30
+_CHUNK_WORDS = CHUNK_BYTES // 8
+
+# Most specific first: the first matching class decides the status.
+_STATUS: list[tuple[type[MpcError], grpc.StatusCode]] = [
+    (AuthError, grpc.StatusCode.PERMISSION_DENIED),
+    (PolicyError, grpc.StatusCode.PERMISSION_DENIED),
+    (UnknownSession, grpc.StatusCode.NOT_FOUND),
+    (SessionClosed, grpc.StatusCode.FAILED_PRECONDITION),
+    (RoundMismatch, grpc.StatusCode.FAILED_PRECONDITION),
+    (RemoteProtocolError, grpc.StatusCode.INVALID_ARGUMENT),
+    (StoreError, grpc.StatusCode.NOT_FOUND),
+    (InputError, grpc.StatusCode.FAILED_PRECONDITION),
+    # A peer of this node is unreachable: the session is aborted. UNAVAILABLE stays reserved
+    # for "this node cannot be reached", which gRPC itself reports.
+    (PeerUnavailable, grpc.StatusCode.ABORTED),
+    (SessionFailed, grpc.StatusCode.ABORTED),
+    (ConfigError, grpc.StatusCode.INTERNAL),
+]
+
+
+def status_for(exc: MpcError) -> grpc.StatusCode:
+    """The gRPC status code for an mpc error.
+
+    Returns: the code of the first matching class in the table, INTERNAL otherwise.
+    """
+    for cls, code in _STATUS:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def _require(context: grpc.aio.ServicerContext, role: str, what: str) -> Identity:
+    caller = caller_identity(context)
+    if caller.role != role:
+        raise AuthError(f"{caller.uri()} may not call {what}: only {role} certificates may")
+    return caller
+
+
+_AGGREGATES: dict[tuple[int, int], Aggregate] = {
+    (mpc_pb2.PROTOCOL_SUM, mpc_pb2.AVERAGE_MODE_RECORDS): "sum",
+    (mpc_pb2.PROTOCOL_SUM, mpc_pb2.AVERAGE_MODE_ELEMENTWISE): "sum",
+    (mpc_pb2.PROTOCOL_AVERAGE, mpc_pb2.AVERAGE_MODE_RECORDS): "average-records",
+    (mpc_pb2.PROTOCOL_AVERAGE, mpc_pb2.AVERAGE_MODE_ELEMENTWISE): "average-elementwise",
+}
+
+
+class ControlService(mpc_pb2_grpc.ControlServicer):
+    """Coordinator -> node: prepare, compute (stream the output share), abort, status."""
+
+    def __init__(self, core: NodeCore) -> None:
+        self.core = core
+
+    async def Prepare(self, request: mpc_pb2.PrepareRequest,
+                      context: grpc.aio.ServicerContext) -> mpc_pb2.PrepareReply:
+        """Register a session; reply with the input's public shape."""
+        try:
+            caller = _require(context, "coordinator", "Control.Prepare")
+            aggregate = _AGGREGATES.get((request.protocol, request.average_mode))
+            if aggregate is None:
+                raise RemoteProtocolError(f"unknown protocol {request.protocol} / mode {request.average_mode}")
+            p = self.core.prepare(caller, request.session_id, aggregate, request.input_name,
+                                  list(request.participants), request.timeout_ms / 1000)
+        except MpcError as exc:
+            await context.abort(status_for(exc), str(exc))
+        return mpc_pb2.PrepareReply(session_id=p.session_id, node=p.node, length=p.length,
+                                    frac_bits=p.frac_bits, is_scalar=p.is_scalar)
+
+    async def Compute(self, request: mpc_pb2.ComputeRequest,
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[mpc_pb2.ShareChunk]:
+        """Run the session and stream this node's output share in 1 MiB chunks."""
+        try:
+            caller = _require(context, "coordinator", "Control.Compute")
+            share = await self.core.compute(caller, request.session_id, request.frac_bits, request.length)
+        except MpcError as exc:
+            await context.abort(status_for(exc), str(exc))
+        total = share.size
+        for offset in range(0, total, _CHUNK_WORDS):
+            yield mpc_pb2.ShareChunk(session_id=request.session_id, node=self.core.me.name, offset=offset,
+                                     total_length=total, words=words_to_bytes(share[offset:offset + _CHUNK_WORDS]))
+
+    async def Abort(self, request: mpc_pb2.AbortRequest,
+                    context: grpc.aio.ServicerContext) -> mpc_pb2.AbortReply:
+        """Drop a session at the coordinator's request."""
+        try:
+            caller = _require(context, "coordinator", "Control.Abort")
+            self.core.abort(caller, request.session_id, request.reason)
+        except MpcError as exc:
+            await context.abort(status_for(exc), str(exc))
+        return mpc_pb2.AbortReply()
+
+    async def Status(self, request: mpc_pb2.StatusRequest,
+                     context: grpc.aio.ServicerContext) -> mpc_pb2.StatusReply:
+        """Report the node's name, version, inputs (names and shapes only) and sessions."""
+        try:
+            _require(context, "coordinator", "Control.Status")
+        except MpcError as exc:
+            await context.abort(status_for(exc), str(exc))
+        name, version, inputs, active, not_after = self.core.status()
+        return mpc_pb2.StatusReply(
+            node=name, version=version, active_sessions=active, cert_not_after=not_after,
+            inputs=[mpc_pb2.InputInfo(name=i.name, length=i.length, frac_bits=i.frac_bits, is_scalar=i.is_scalar)
+                    for i in inputs])
+
+
+class PeerService(mpc_pb2_grpc.PeerServicer):
+    """Node <-> node: one protocol message per client stream."""
+
+    def __init__(self, core: NodeCore) -> None:
+        self.core = core
+
+    async def Send(self, request_iterator: AsyncIterator[mpc_pb2.PeerFrame],
+                   context: grpc.aio.ServicerContext) -> mpc_pb2.PeerAck:
+        """Reassemble a message from its frames, check it, and hand it to the session."""
+        try:
+            caller = _require(context, "node", "Peer.Send")
+            if caller.name not in self.core.cluster.nodes:
+                raise AuthError(f"{caller.uri()} is not a node of this cluster")
+            header: mpc_pb2.PeerHeader | None = None
+            payload = bytearray()
+            async for frame in request_iterator:
+                if header is None:
+                    if not frame.HasField("header"):
+                        raise RemoteProtocolError("the first peer frame carries no header")
+                    header = frame.header
+                    if header.payload_bytes > MAX_PEER_PAYLOAD:
+                        raise RemoteProtocolError(f"peer message of {header.payload_bytes} bytes exceeds "
+                                                  f"the {MAX_PEER_PAYLOAD}-byte limit")
+                elif frame.HasField("header"):
+                    raise RemoteProtocolError("a peer frame after the first carries a header")
+                payload += frame.chunk
+                if len(payload) > header.payload_bytes:
+                    raise RemoteProtocolError(f"peer message longer than its declared {header.payload_bytes} bytes")
+            if header is None:
+                raise RemoteProtocolError("empty peer stream")
+            if len(payload) != header.payload_bytes:
+                raise RemoteProtocolError(f"peer message has {len(payload)} bytes, declared {header.payload_bytes}")
+            self.core.deliver(caller, header.session_id, header.sender, header.step, bytes(payload))
+        except MpcError as exc:
+            await context.abort(status_for(exc), str(exc))
+        return mpc_pb2.PeerAck()

@@ -1,0 +1,144 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Protocol(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PROTOCOL_UNSPECIFIED: _ClassVar[Protocol]
+    PROTOCOL_SUM: _ClassVar[Protocol]
+    PROTOCOL_AVERAGE: _ClassVar[Protocol]
+
+class AverageMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AVERAGE_MODE_RECORDS: _ClassVar[AverageMode]
+    AVERAGE_MODE_ELEMENTWISE: _ClassVar[AverageMode]
+PROTOCOL_UNSPECIFIED: Protocol
+PROTOCOL_SUM: Protocol
+PROTOCOL_AVERAGE: Protocol
+AVERAGE_MODE_RECORDS: AverageMode
+AVERAGE_MODE_ELEMENTWISE: AverageMode
+
+class PrepareRequest(_message.Message):
+    __slots__ = ("session_id", "protocol", "input_name", "participants", "timeout_ms", "average_mode")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    PROTOCOL_FIELD_NUMBER: _ClassVar[int]
+    INPUT_NAME_FIELD_NUMBER: _ClassVar[int]
+    PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
+    TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    AVERAGE_MODE_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    protocol: Protocol
+    input_name: str
+    participants: _containers.RepeatedScalarFieldContainer[str]
+    timeout_ms: int
+    average_mode: AverageMode
+    def __init__(self, session_id: _Optional[str] = ..., protocol: _Optional[_Union[Protocol, str]] = ..., input_name: _Optional[str] = ..., participants: _Optional[_Iterable[str]] = ..., timeout_ms: _Optional[int] = ..., average_mode: _Optional[_Union[AverageMode, str]] = ...) -> None: ...
+
+class PrepareReply(_message.Message):
+    __slots__ = ("session_id", "node", "length", "frac_bits", "is_scalar")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
+    IS_SCALAR_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    node: str
+    length: int
+    frac_bits: int
+    is_scalar: bool
+    def __init__(self, session_id: _Optional[str] = ..., node: _Optional[str] = ..., length: _Optional[int] = ..., frac_bits: _Optional[int] = ..., is_scalar: _Optional[bool] = ...) -> None: ...
+
+class ComputeRequest(_message.Message):
+    __slots__ = ("session_id", "frac_bits", "length")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    frac_bits: int
+    length: int
+    def __init__(self, session_id: _Optional[str] = ..., frac_bits: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+
+class ShareChunk(_message.Message):
+    __slots__ = ("session_id", "node", "offset", "total_length", "words")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    WORDS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    node: str
+    offset: int
+    total_length: int
+    words: bytes
+    def __init__(self, session_id: _Optional[str] = ..., node: _Optional[str] = ..., offset: _Optional[int] = ..., total_length: _Optional[int] = ..., words: _Optional[bytes] = ...) -> None: ...
+
+class AbortRequest(_message.Message):
+    __slots__ = ("session_id", "reason")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    reason: str
+    def __init__(self, session_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class AbortReply(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class StatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class InputInfo(_message.Message):
+    __slots__ = ("name", "length", "frac_bits", "is_scalar")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
+    IS_SCALAR_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    length: int
+    frac_bits: int
+    is_scalar: bool
+    def __init__(self, name: _Optional[str] = ..., length: _Optional[int] = ..., frac_bits: _Optional[int] = ..., is_scalar: _Optional[bool] = ...) -> None: ...
+
+class StatusReply(_message.Message):
+    __slots__ = ("node", "version", "inputs", "active_sessions", "cert_not_after")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_SESSIONS_FIELD_NUMBER: _ClassVar[int]
+    CERT_NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    version: str
+    inputs: _containers.RepeatedCompositeFieldContainer[InputInfo]
+    active_sessions: int
+    cert_not_after: str
+    def __init__(self, node: _Optional[str] = ..., version: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputInfo, _Mapping]]] = ..., active_sessions: _Optional[int] = ..., cert_not_after: _Optional[str] = ...) -> None: ...
+
+class PeerHeader(_message.Message):
+    __slots__ = ("session_id", "step", "sender", "payload_bytes")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    step: str
+    sender: str
+    payload_bytes: int
+    def __init__(self, session_id: _Optional[str] = ..., step: _Optional[str] = ..., sender: _Optional[str] = ..., payload_bytes: _Optional[int] = ...) -> None: ...
+
+class PeerFrame(_message.Message):
+    __slots__ = ("header", "chunk")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    CHUNK_FIELD_NUMBER: _ClassVar[int]
+    header: PeerHeader
+    chunk: bytes
+    def __init__(self, header: _Optional[_Union[PeerHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class PeerAck(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

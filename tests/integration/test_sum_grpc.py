@@ -1,0 +1,99 @@
+"""Secure sum and average over real grpc.aio daemons with mutual TLS on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpc.coordinator.client import Coordinator
+from mpc.encoding import encode_floats
+from mpc.errors import SessionFailed
+
+from .harness import running_cluster
+
+RAISES = {"alice": 3800, "bob": 2514, "carlos": 2982, "david": 3390}
+
+
+def test_raises_example_exactly(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running_cluster(tmp_path, 4) as lc:
+            for name, value in RAISES.items():
+                lc.put(name, "raise", [value], scalar=True)
+            async with Coordinator(lc.cluster) as c:
+                total = await c.sum("raise")
+                avg = await c.average("raise")
+            assert total.value == 12686 and isinstance(total.value, int)
+            assert avg.average == 3171.5 and avg.total == 12686 and avg.count == 4
+    asyncio.run(go())
+
+
+def test_vector_sums_negative_and_real(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running_cluster(tmp_path, 3) as lc:
+            vectors = {"alice": [1, -5, 7, 2**40], "bob": [-1, -5, 0, 3], "carlos": [0, 10, -7, -(2**40)]}
+            for name, v in vectors.items():
+                lc.put(name, "v", v)
+            reals = {"alice": [0.5, -1.25], "bob": [2.75, 1e-3], "carlos": [-0.125, 3.0]}
+            for name, v in reals.items():
+                lc.put(name, "r", encode_floats(v, 16), frac_bits=16)
+            async with Coordinator(lc.cluster) as c:
+                assert (await c.sum("v")).value == [0, 0, 0, 3]
+                r = (await c.sum("r")).value
+                assert isinstance(r, list)
+                assert r[0] == 3.125
+                assert abs(r[1] - (-1.25 + 1e-3 + 3.0)) <= 2**-16
+                # Mixed scales: an integer input and a fixed-point one are summed at the finer scale.
+                lc.put("alice", "m", [2])
+                lc.put("bob", "m", encode_floats([0.5], 16), frac_bits=16)
+                lc.put("carlos", "m", [1])
+                assert (await c.sum("m")).value == [3.5]
+    asyncio.run(go())
+
+
+def test_average_records_and_elementwise(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running_cluster(tmp_path, 3) as lc:
+            records = {"alice": [10, 20, 30], "bob": [40], "carlos": [50, 60]}
+            for name, v in records.items():
+                lc.put(name, "salary", v)
+            vecs = {"alice": [1, 2], "bob": [3, 4], "carlos": [5, 9]}
+            for name, v in vecs.items():
+                lc.put(name, "grad", v)
+            async with Coordinator(lc.cluster) as c:
+                a = await c.average("salary")
+                assert (a.average, a.total, a.count) == (35.0, 210, 6)
+                e = await c.average("grad", elementwise=True)
+                assert e.average == [3.0, 5.0] and e.total == [9, 15] and e.count == 3
+    asyncio.run(go())
+
+
+@pytest.mark.parametrize("length", [10**6, 10**7])
+def test_long_vectors_stream_past_the_4mb_default(tmp_path: Path, length: int) -> None:
+    async def go() -> None:
+        async with running_cluster(tmp_path, 3) as lc:
+            base = np.arange(length, dtype=np.int64)
+            for i, name in enumerate(("alice", "bob", "carlos")):
+                lc.put(name, "big", base * (i + 1) - i)
+            async with Coordinator(lc.cluster) as c:
+                opened = await c.open(1, "big")
+            expected = (base * 6 - 3).view(np.uint64)
+            assert opened.total.size == length
+            assert np.array_equal(opened.total, expected)
+    asyncio.run(go())
+
+
+def test_lengths_that_differ_fail_naming_nodes(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running_cluster(tmp_path, 3) as lc:
+            lc.put("alice", "v", [1, 2, 3])
+            lc.put("bob", "v", [1, 2, 3])
+            lc.put("carlos", "v", [1, 2, 3, 4, 5])
+            async with Coordinator(lc.cluster) as c:
+                with pytest.raises(SessionFailed, match=r"alice 3, bob 3, carlos 5") as err:
+                    await c.sum("v")
+            assert "nothing was shared" in str(err.value)
+            assert all(not received for received in lc.recorder.received.values())
+    asyncio.run(go())
