@@ -238,12 +238,23 @@ class Store:
                 raise StoreError(f"store {str(self.path)!r}: {exc}") from exc
 
     @contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
-        """Yield the connection inside one BEGIN IMMEDIATE transaction, committed on success."""
+    def _writing(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """Yield the connection inside one BEGIN IMMEDIATE transaction, committed on success.
+
+        durable=False commits without fsync (WAL + synchronous=NORMAL): still atomic and safe
+        against kill -9, only a power cut may lose the last such commits. Session bookkeeping
+        uses it so that a session does not wait on the disk; inputs always use FULL.
+        """
         with self._reading() as conn:
-            with conn:  # commits on success, rolls back on any exception
-                conn.execute("BEGIN IMMEDIATE")
-                yield conn
+            if not durable:
+                conn.execute("PRAGMA synchronous = NORMAL")
+            try:
+                with conn:  # commits on success, rolls back on any exception
+                    conn.execute("BEGIN IMMEDIATE")
+                    yield conn
+            finally:
+                if not durable:
+                    conn.execute("PRAGMA synchronous = FULL")
 
     def _configure(self) -> None:
         """Set WAL, busy timeout and durability pragmas. Raises: StoreError."""
@@ -354,7 +365,7 @@ class Store:
             raise StoreError(f"session {session_id!r}: participants must be a non-empty list")
         parties = [_check_text("participant", p) for p in participants]
         now = _now()
-        with self._writing() as conn:
+        with self._writing(durable=False) as conn:
             known = conn.execute(
                 "SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)
             ).fetchone()
@@ -379,7 +390,7 @@ class Store:
         _check_text("reason", reason, allow_empty=True)
         terminal = tuple(sorted(TERMINAL_STATES))
         marks = ", ".join("?" * len(terminal))
-        with self._writing() as conn:
+        with self._writing(durable=False) as conn:
             # One conditional UPDATE, so a concurrent writer cannot slip in between check and set.
             changed = conn.execute(
                 f"UPDATE sessions SET status = ?, reason = ?, updated_at = ? "

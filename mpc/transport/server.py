@@ -141,18 +141,38 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
 
 
 class PeerService(mpc_pb2_grpc.PeerServicer):
-    """Node <-> node: one protocol message per client stream."""
+    """Node <-> node: one protocol message per call (unary when small, a client stream when large)."""
 
     def __init__(self, core: NodeCore) -> None:
         self.core = core
 
+    def _caller(self, context: grpc.aio.ServicerContext) -> Identity:
+        caller = _require(context, "node", "Peer")
+        if caller.name not in self.core.cluster.nodes:
+            raise AuthError(f"{caller.uri()} is not a node of this cluster")
+        return caller
+
+    def _deliver(self, caller: Identity, header: mpc_pb2.PeerHeader, payload: bytes) -> None:
+        if len(payload) != header.payload_bytes:
+            raise RemoteProtocolError(f"peer message has {len(payload)} bytes, declared {header.payload_bytes}")
+        self.core.deliver(caller, header.session_id, header.sender, header.step, payload)
+
+    async def Deliver(self, request: mpc_pb2.PeerMessage, context: grpc.aio.ServicerContext) -> mpc_pb2.PeerAck:
+        """Take a message that fits in one call."""
+        try:
+            caller = self._caller(context)
+            if not request.HasField("header"):
+                raise RemoteProtocolError("peer message without a header")
+            self._deliver(caller, request.header, request.payload)
+        except MpcError as exc:
+            await context.abort(status_for(exc), str(exc))
+        return mpc_pb2.PeerAck()
+
     async def Send(self, request_iterator: AsyncIterator[mpc_pb2.PeerFrame],
                    context: grpc.aio.ServicerContext) -> mpc_pb2.PeerAck:
-        """Reassemble a message from its frames, check it, and hand it to the session."""
+        """Reassemble a large message from its frames, check it, and hand it to the session."""
         try:
-            caller = _require(context, "node", "Peer.Send")
-            if caller.name not in self.core.cluster.nodes:
-                raise AuthError(f"{caller.uri()} is not a node of this cluster")
+            caller = self._caller(context)
             header: mpc_pb2.PeerHeader | None = None
             payload = bytearray()
             async for frame in request_iterator:
@@ -170,9 +190,7 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
                     raise RemoteProtocolError(f"peer message longer than its declared {header.payload_bytes} bytes")
             if header is None:
                 raise RemoteProtocolError("empty peer stream")
-            if len(payload) != header.payload_bytes:
-                raise RemoteProtocolError(f"peer message has {len(payload)} bytes, declared {header.payload_bytes}")
-            self.core.deliver(caller, header.session_id, header.sender, header.step, bytes(payload))
+            self._deliver(caller, header, bytes(payload))
         except MpcError as exc:
             await context.abort(status_for(exc), str(exc))
         return mpc_pb2.PeerAck()

@@ -139,6 +139,14 @@ class PeerFrame(_message.Message):
     chunk: bytes
     def __init__(self, header: _Optional[_Union[PeerHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
+class PeerMessage(_message.Message):
+    __slots__ = ("header", "payload")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    header: PeerHeader
+    payload: bytes
+    def __init__(self, header: _Optional[_Union[PeerHeader, _Mapping]] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
 class PeerAck(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -240,6 +240,11 @@ class PeerStub:
                 request_serializer=mpc_dot_v1_dot_mpc__pb2.PeerFrame.SerializeToString,
                 response_deserializer=mpc_dot_v1_dot_mpc__pb2.PeerAck.FromString,
                 _registered_method=True)
+        self.Deliver = channel.unary_unary(
+                '/mpc.v1.Peer/Deliver',
+                request_serializer=mpc_dot_v1_dot_mpc__pb2.PeerMessage.SerializeToString,
+                response_deserializer=mpc_dot_v1_dot_mpc__pb2.PeerAck.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -251,12 +256,23 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Deliver(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Send': grpc.stream_unary_rpc_method_handler(
                     servicer.Send,
                     request_deserializer=mpc_dot_v1_dot_mpc__pb2.PeerFrame.FromString,
+                    response_serializer=mpc_dot_v1_dot_mpc__pb2.PeerAck.SerializeToString,
+            ),
+            'Deliver': grpc.unary_unary_rpc_method_handler(
+                    servicer.Deliver,
+                    request_deserializer=mpc_dot_v1_dot_mpc__pb2.PeerMessage.FromString,
                     response_serializer=mpc_dot_v1_dot_mpc__pb2.PeerAck.SerializeToString,
             ),
     }
@@ -286,6 +302,33 @@ class Peer:
             target,
             '/mpc.v1.Peer/Send',
             mpc_dot_v1_dot_mpc__pb2.PeerFrame.SerializeToString,
+            mpc_dot_v1_dot_mpc__pb2.PeerAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Deliver(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mpc.v1.Peer/Deliver',
+            mpc_dot_v1_dot_mpc__pb2.PeerMessage.SerializeToString,
             mpc_dot_v1_dot_mpc__pb2.PeerAck.FromString,
             options,
             channel_credentials,
