@@ -118,7 +118,7 @@ def _opt_path(base: Path, value: str | None) -> Path | None:
 
 def _split_address(address: str, where: str) -> str:
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ConfigError(f"{where}: address {address!r} must be host:port")
     return host.strip("[]")
 

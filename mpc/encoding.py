@@ -21,7 +21,8 @@ DEFAULT_FRAC_BITS = 16
 MAX_FRAC_BITS = 32
 INT64_MAX = (1 << 63) - 1
 _INTEGER = re.compile(r"[+-]?[0-9]+\Z")
-_REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\Z")
+# At most 4 exponent digits: "1e999999999" would otherwise cost an enormous exact power of ten.
+_REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,4})?\Z")
 
 
 def _check_frac_bits(frac_bits: int) -> None:
@@ -61,7 +62,7 @@ def encode_texts(texts: Sequence[str], frac_bits: int | None = None,
         # Fraction parses decimal text exactly, so rounding happens once, at the 2^-f grid.
         w = int(t) * scale if _INTEGER.match(t) else round(Fraction(t) * scale)
         if not -INT64_MAX <= w <= INT64_MAX:
-            raise InputError(f"{where(i)}: {t[:40]!r} is too large to encode with {frac_bits} fractional bits "
+            raise InputError(f"{where(i)}: the value is too large to encode with {frac_bits} fractional bits "
                              f"(|value| must be below {INT64_MAX / scale:.6g})")
         out[i] = w
     return out, frac_bits
@@ -131,7 +132,7 @@ def exact_local_sum(values: Signed, what: str) -> int:
     total = 0
     for start in range(0, values.size, 1 << 20):
         chunk = values[start:start + (1 << 20)]
-        hi = int(np.abs(chunk).max()) if chunk.size else 0
+        hi = max(int(chunk.max()), -int(chunk.min())) if chunk.size else 0
         if hi * chunk.size <= INT64_MAX:
             total += int(chunk.sum(dtype=np.int64))
         else:

@@ -36,7 +36,7 @@ def read_csv_column(path: Path, column: str) -> tuple[list[str], list[int]]:
             header = next(reader)
         except StopIteration:
             raise InputError(f"{path}: the file is empty (expected a header row)") from None
-        except csv.Error as exc:
+        except (csv.Error, UnicodeDecodeError) as exc:
             raise InputError(f"{path} line {reader.line_num}: {exc}") from None
         names = [h.strip() for h in header]
         if column in names:
@@ -56,7 +56,7 @@ def read_csv_column(path: Path, column: str) -> tuple[list[str], list[int]]:
                                      f"column {column!r} is number {index + 1}")
                 texts.append(row[index])
                 lines.append(reader.line_num)
-        except csv.Error as exc:
+        except (csv.Error, UnicodeDecodeError) as exc:
             raise InputError(f"{path} line {reader.line_num}: {exc}") from None
     if not texts:
         raise InputError(f"{path}: no data rows under the header")

@@ -54,6 +54,7 @@ class SecureSumParty:
         self._purpose = b"sum/mask/" + session_id.encode()
         self._seeds: dict[str, bytes] = {}
         self._masked: Words | None = None
+        self._started = False
         self._done = False
 
     @property
@@ -62,6 +63,8 @@ class SecureSumParty:
 
         Returns: their names in session order.
         """
+        if self._done:
+            return ()
         return tuple(p for p in self.parties if p in self._lower and p not in self._seeds)
 
     @property
@@ -75,11 +78,12 @@ class SecureSumParty:
         Returns: one Send per later party, and the Output if no seed is awaited.
         Raises: LocalProtocolError if started twice or with the wrong length.
         """
-        if self._masked is not None:
+        if self._started:
             raise LocalProtocolError(f"session {self.session_id}: sum already started")
         if contribution.shape != (self.length,):
             raise LocalProtocolError(f"session {self.session_id}: contribution has shape {contribution.shape}, "
                                      f"expected ({self.length},)")
+        self._started = True
         y = np.array(contribution, dtype=np.uint64, copy=True)
         events: list[Send | Output] = []
         for peer in self._higher:

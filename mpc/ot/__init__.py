@@ -1,0 +1,25 @@
+"""Oblivious transfer and dealerless Beaver bit triples (DESIGN.md §4, PROTOCOLS.md §3-4).
+
+base.py       Chou-Orlandi base OT in the RFC 3526 2048-bit MODP group (LATINCRYPT 2015)
+extension.py  IKNP OT extension with random-OT outputs (CRYPTO 2003), fixed-key-AES hash
+triples.py    pairwise OT setup, bit triples from random OT (ABY, NDSS 2015), TriplePool
+All sans-I/O: randomness comes in as an `mpc.prg.Rng`, messages go out as events.
+"""
+
+from mpc.ot.base import ChouOrlandiReceiver, ChouOrlandiSender
+from mpc.ot.extension import IknpReceiver, IknpSender
+from mpc.ot.triples import (BitTriples, OtReady, PairwiseOt, PairwiseOtSetup, TripleDealerless,
+                            TriplePool)
+
+__all__ = [
+    "BitTriples",
+    "ChouOrlandiReceiver",
+    "ChouOrlandiSender",
+    "IknpReceiver",
+    "IknpSender",
+    "OtReady",
+    "PairwiseOt",
+    "PairwiseOtSetup",
+    "TripleDealerless",
+    "TriplePool",
+]

@@ -1,0 +1,290 @@
+"""Beaver bit triples without a dealer, from random OT (PROTOCOLS.md §3): the multiplication
+triples of Demmler, Schneider, Zohner, "ABY", NDSS 2015, §III, over the random OTs of Asharov,
+Lindell, Schneider, Zohner, "More Efficient Oblivious Transfer and Extensions for Faster
+Secure Computation", CCS 2013 (§5: IKNP with a correlation-robust hash), for n parties.
+
+Every party P_i draws its own a_i, b_i. For every ordered pair (P_i receiver, P_j sender) one
+batch of 1-bit random OTs (IKNP, mpc/ot/extension.py) gives P_j (m0, m1) and P_i m_{a_i}; P_j
+sends t = m0 ⊕ m1 ⊕ b_j and keeps v = m0; P_i sets u = m_{a_i} ⊕ (a_i ∧ t) = m0 ⊕ (a_i ∧ b_j).
+Then c_i = (a_i ∧ b_i) ⊕ ⊕_{j≠i} (u_{i←j} ⊕ v_{i→j}) and ⊕ c_i = (⊕ a_i) ∧ (⊕ b_i).
+
+Three sans-I/O pieces, all per party (Send events from mpc/protocols/events.py):
+- `PairwiseOtSetup(me, parties, rng)`: the one-off base OTs (Chou-Orlandi, mpc/ot/base.py) in
+  both directions with every peer: steps "ot/base/a" then "ot/base/b". It ends with an
+  `OtReady` event whose `pairs[peer]` is a `PairwiseOt`, to keep for the node's lifetime.
+- `TripleDealerless(me, parties, words, rng, ot)`: one triple session of 64 * words AND gates
+  over IKNP extensions only: steps "triples/u" (IKNP message) then "triples/t" (corrections).
+  It ends with a `BitTriples(a, b, c)` event (mpc.protocols.beaver's type, the one the Beaver
+  AND gates consume): this party's XOR shares, packed uint64 words.
+  Sessions over the same `PairwiseOt`s must run one after another (the IKNP PRG offsets of
+  each pair advance in step; an out-of-turn message raises RoundMismatch).
+- `TriplePool`: one party's triples, handed out as disjoint word ranges, each exactly once
+  (an mpc.protocols.beaver.TripleSource).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
+from mpc.ot.base import ChouOrlandiReceiver, ChouOrlandiSender
+from mpc.ot.extension import KAPPA, IknpReceiver, IknpSender
+from mpc.prg import Rng, random_words
+from mpc.protocols.beaver import BitTriples
+from mpc.protocols.events import Send
+from mpc.ring import Words, words_from_bytes, words_to_bytes
+
+STEP_BASE_A = "ot/base/a"
+STEP_BASE_B = "ot/base/b"
+STEP_U = "triples/u"
+STEP_T = "triples/t"
+
+
+def _check_parties(me: str, parties: Sequence[str]) -> tuple[str, ...]:
+    if me not in parties:
+        raise LocalProtocolError(f"{me!r} is not among the parties {list(parties)}")
+    if len(set(parties)) != len(parties):
+        raise LocalProtocolError(f"parties repeat: {list(parties)}")
+    if len(parties) < 2:
+        raise LocalProtocolError(f"OT needs at least two parties, got {list(parties)}")
+    return tuple(p for p in parties if p != me)
+
+
+def _base_context(session_id: str, base_sender: str, base_receiver: str) -> bytes:
+    """Binds each base OT batch to the setup and the direction (length-prefixed UTF-8)."""
+    parts = [session_id.encode(), base_sender.encode(), base_receiver.encode()]
+    return b"".join(struct.pack(">H", len(p)) + p for p in parts)
+
+
+@dataclass(frozen=True, slots=True)
+class PairwiseOt:
+    """The lifetime OT state of this party with one peer: an IKNP instance for each direction."""
+
+    peer: str
+    as_receiver: IknpReceiver  # we were the base-OT sender: P_i with choices a_i, peer is P_j
+    as_sender: IknpSender      # we were the base-OT receiver: P_j, peer is P_i
+
+    def __repr__(self) -> str:
+        return f"PairwiseOt(peer={self.peer!r}, <keys redacted>)"
+
+
+@dataclass(frozen=True, slots=True)
+class OtReady:
+    """The setup is complete: `pairs[peer]` is this party's OT state with each peer."""
+
+    pairs: Mapping[str, PairwiseOt]
+
+    def __repr__(self) -> str:
+        return f"OtReady(peers={sorted(self.pairs)!r})"
+
+
+class PairwiseOtSetup:
+    """Base OTs in both directions between this party and each peer (PROTOCOLS.md §4).
+
+    Towards each peer we are the base-OT sender (and so the IKNP receiver) once, and the
+    base-OT receiver with a fresh random s (and so the IKNP sender) once.
+    """
+
+    def __init__(self, me: str, parties: Sequence[str], rng: Rng, session_id: str = "ot-setup") -> None:
+        self.me = me
+        self.session_id = session_id
+        self.peers = _check_parties(me, parties)
+        self._senders = {p: ChouOrlandiSender(rng, KAPPA, _base_context(session_id, me, p)) for p in self.peers}
+        self._receivers: dict[str, tuple[bytes, ChouOrlandiReceiver]] = {}
+        for p in self.peers:
+            s = rng.random_bytes(KAPPA // 8)
+            bits = np.unpackbits(np.frombuffer(s, dtype=np.uint8), bitorder="little").tolist()
+            self._receivers[p] = (s, ChouOrlandiReceiver(bits, rng, _base_context(session_id, p, me)))
+        self._as_receiver: dict[str, IknpReceiver] = {}
+        self._as_sender: dict[str, IknpSender] = {}
+        self._started = False
+        self._done = False
+
+    def start(self) -> list[Send | OtReady]:
+        """Send our A to every peer.
+
+        Returns: one Send per peer.
+        Raises: LocalProtocolError if started twice.
+        """
+        if self._started:
+            raise LocalProtocolError(f"OT setup {self.session_id}: already started")
+        self._started = True
+        return [Send(p, STEP_BASE_A, self._senders[p].first_message()) for p in self.peers]
+
+    def receive(self, sender: str, step: str, payload: bytes) -> list[Send | OtReady]:
+        """Answer a peer's A with our B's, or finish our batch with a peer's B's.
+
+        Returns: a Send of our B's for an A; OtReady once every batch of both directions is done.
+        Raises: RemoteProtocolError for an unknown sender or a malformed or invalid message;
+        RoundMismatch for a wrong step, a repeated message or B's before our A went out.
+        """
+        where = f"OT setup {self.session_id}: from {sender!r} to {self.me!r}"
+        if sender not in self.peers:
+            raise RemoteProtocolError(f"{where}: not a peer of this setup")
+        events: list[Send | OtReady] = []
+        if step == STEP_BASE_A:
+            if sender in self._as_sender:
+                raise RoundMismatch(f"{where}: {STEP_BASE_A!r} received twice")
+            s, receiver = self._receivers[sender]
+            reply = receiver.respond(payload)
+            self._as_sender[sender] = IknpSender(s, receiver.keys())
+            events.append(Send(sender, STEP_BASE_B, reply))
+        elif step == STEP_BASE_B:
+            if sender in self._as_receiver or not self._started:
+                raise RoundMismatch(f"{where}: {STEP_BASE_B!r} unexpected (repeated, or before our A)")
+            self._as_receiver[sender] = IknpReceiver(self._senders[sender].finish(payload))
+        else:
+            raise RoundMismatch(f"{where}: expected {STEP_BASE_A!r} or {STEP_BASE_B!r}, got {step!r}")
+        if not self._done and len(self._as_sender) == len(self._as_receiver) == len(self.peers):
+            self._done = True
+            events.append(OtReady({p: PairwiseOt(p, self._as_receiver[p], self._as_sender[p]) for p in self.peers}))
+        return events
+
+
+class TripleDealerless:
+    """One party of a dealerless bit-triple session: 64 * words triples (PROTOCOLS.md §3).
+
+    Messages from peers may arrive before `start`; they are kept until it runs.
+    """
+
+    def __init__(self, me: str, parties: Sequence[str], words: int, rng: Rng,
+                 ot: Mapping[str, PairwiseOt], session_id: str = "") -> None:
+        self.me = me
+        self.session_id = session_id
+        self.peers = _check_parties(me, parties)
+        missing = [p for p in self.peers if p not in ot]
+        if missing:
+            raise LocalProtocolError(f"triples {session_id}: no OT setup with {missing}")
+        if words < 1:
+            raise LocalProtocolError(f"triples {session_id}: need at least one word, got {words}")
+        self.words = words
+        self._ot = {p: ot[p] for p in self.peers}
+        self._rng = rng
+        self._shares: tuple[Words, Words, Words] | None = None  # a_i, b_i and the running c_i
+        self._chosen: dict[str, Words] = {}   # m_{a_i} from each peer's OTs, until its t comes
+        self._early: dict[str, bytes] = {}    # IKNP messages received before start
+        self._answered: set[str] = set()      # peers whose u we answered with t
+        self._pending = len(self.peers) * 2   # u messages to answer plus t messages to receive
+        self._done = False
+
+    def start(self) -> list[Send | BitTriples]:
+        """Draw a_i, b_i and send each peer the IKNP message of the OTs where we choose a_i.
+
+        Returns: one Send per peer, plus t answers to IKNP messages that came early.
+        Raises: LocalProtocolError if started twice; as `receive` for messages kept from before.
+        """
+        if self._shares is not None or self._done:
+            raise LocalProtocolError(f"triples {self.session_id}: already started")
+        a = random_words(self._rng, self.words)
+        b = random_words(self._rng, self.words)
+        self._shares = (a, b, a & b)
+        events: list[Send | BitTriples] = []
+        for p in self.peers:
+            message, chosen = self._ot[p].as_receiver.extend(a, 64 * self.words)
+            self._chosen[p] = chosen
+            events.append(Send(p, STEP_U, message))
+        early, self._early = self._early, {}
+        for p, payload in early.items():
+            events += self._answer(p, payload)
+        return events
+
+    def receive(self, sender: str, step: str, payload: bytes) -> list[Send | BitTriples]:
+        """Answer a peer's IKNP message with the correction t, or take a peer's correction.
+
+        Returns: a Send of t for an IKNP message; BitTriples once all corrections are in.
+        Raises: RemoteProtocolError for an unknown sender or a malformed message; RoundMismatch
+        for a wrong step, a repeated message, or a t before our IKNP message went out.
+        """
+        where = f"triples {self.session_id}: from {sender!r} to {self.me!r}"
+        if sender not in self._ot:
+            raise RemoteProtocolError(f"{where}: not a party of this session")
+        if step == STEP_U:
+            if sender in self._answered or sender in self._early:
+                raise RoundMismatch(f"{where}: {STEP_U!r} received twice")
+            if self._shares is None:
+                self._early[sender] = payload
+                return []
+            return self._answer(sender, payload)
+        if step == STEP_T:
+            if sender not in self._chosen or self._shares is None:
+                raise RoundMismatch(f"{where}: {STEP_T!r} unexpected (repeated, or before our {STEP_U!r})")
+            try:
+                t = words_from_bytes(payload, self.words)
+            except ValueError as exc:
+                raise RemoteProtocolError(f"{where}: correction: {exc}") from None
+            a, _, c = self._shares
+            c ^= self._chosen.pop(sender) ^ (a & t)  # u_{i<-j} = m_{a_i} ⊕ (a_i ∧ t)
+            self._pending -= 1
+            return self._maybe_done()
+        raise RoundMismatch(f"{where}: expected {STEP_U!r} or {STEP_T!r}, got {step!r}")
+
+    def _answer(self, peer: str, payload: bytes) -> list[Send | BitTriples]:
+        if self._shares is None:
+            raise LocalProtocolError(f"triples {self.session_id}: answering before start")
+        _, b, c = self._shares
+        m0, m1 = self._ot[peer].as_sender.extend(64 * self.words, payload)
+        self._answered.add(peer)
+        c ^= m0  # v_{i->j} = m0
+        self._pending -= 1
+        t = m0 ^ m1 ^ b
+        return [Send(peer, STEP_T, words_to_bytes(t)), *self._maybe_done()]
+
+    def _maybe_done(self) -> list[Send | BitTriples]:
+        if self._pending or self._done or self._shares is None:
+            return []
+        self._done = True
+        (a, b, c), self._shares = self._shares, None
+        return [BitTriples(a, b, c)]
+
+
+class TriplePool:
+    """One party's triples for a session; `take` hands out each word range once, in order."""
+
+    __slots__ = ("_a", "_b", "_c", "_next")
+
+    def __init__(self, triples: BitTriples | None = None) -> None:
+        empty = np.zeros(0, dtype=np.uint64)
+        self._a, self._b, self._c = empty, empty.copy(), empty.copy()
+        self._next = 0
+        if triples is not None:
+            self.add(triples)
+
+    @property
+    def remaining(self) -> int:
+        """Words not handed out yet."""
+        return int(self._a.size) - self._next
+
+    def add(self, triples: BitTriples) -> None:
+        """Append a batch (copied) after the words still in the pool.
+
+        Returns: None.
+        """
+        rest = slice(self._next, None)
+        self._a = np.concatenate([self._a[rest], triples.a]).astype(np.uint64)
+        self._b = np.concatenate([self._b[rest], triples.b]).astype(np.uint64)
+        self._c = np.concatenate([self._c[rest], triples.c]).astype(np.uint64)
+        self._next = 0
+
+    def take(self, words: int) -> BitTriples:
+        """Hand out the next `words` words of triples; the pool forgets them.
+
+        Returns: read-only BitTriples of that many words.
+        Raises: LocalProtocolError ("triple reuse refused") if fewer are left; also if words < 1.
+        """
+        if words < 1:
+            raise LocalProtocolError(f"a triple take needs at least one word, got {words}")
+        if words > self.remaining:
+            raise LocalProtocolError(f"triple reuse refused: asked for {words} words, {self.remaining} left")
+        span = slice(self._next, self._next + words)
+        parts = []
+        for arr in (self._a, self._b, self._c):
+            part = arr[span].copy()
+            arr[span] = 0  # the pool keeps nothing it has handed out
+            part.flags.writeable = False
+            parts.append(part)
+        self._next += words
+        return BitTriples(parts[0], parts[1], parts[2])
