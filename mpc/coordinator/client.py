@@ -126,14 +126,14 @@ class Coordinator:
             return str(exc)
         return f"node {name}: {type(exc).__name__}: {exc}"
 
-    async def _abort_all(self, session_id: str, reason: str) -> None:
+    async def _abort_all(self, session_id: str, reason: str, skip: frozenset[str] = frozenset()) -> None:
         async def abort(name: str) -> None:
             try:
                 await self._stub(name).Abort(mpc_pb2.AbortRequest(session_id=session_id, reason=reason),
                                              timeout=self.cluster.connect_timeout_s)
             except grpc.aio.AioRpcError:
                 pass  # the node is down or never had the session; its deadline drops it anyway
-        await asyncio.gather(*(abort(n) for n in self.nodes))
+        await asyncio.gather(*(abort(n) for n in self.nodes if n not in skip))
 
     async def _gather(self, session_id: str, calls: dict[str, Any]) -> dict[str, Any]:
         """Await one call per node; on any failure abort the session everywhere and raise."""
@@ -146,7 +146,9 @@ class Coordinator:
             if not isinstance(r, (grpc.aio.AioRpcError, MpcError, asyncio.TimeoutError)):
                 raise r
         reasons = "; ".join(self._explain(n, r) for n, r in failures)
-        await self._abort_all(session_id, reasons)
+        # A node that did not answer would not answer an Abort either: do not wait for it twice.
+        silent = frozenset(n for n, r in failures if isinstance(r, grpc.aio.AioRpcError) and r.code() in UNREACHABLE)
+        await self._abort_all(session_id, reasons, skip=silent)
         unreachable = all(isinstance(r, grpc.aio.AioRpcError) and r.code() in UNREACHABLE for _, r in failures)
         cls = PeerUnavailable if unreachable else SessionFailed
         raise cls(f"session {session_id} failed, nothing was revealed: {reasons}")
