@@ -19,7 +19,9 @@ which is about 60 times cheaper than the 2047-bit exponentiation and gives the s
 
 Exponents are uniform in [1, 2^exponent_bits) with exponent_bits = 256 by default: the
 short-exponent choice RFC 3526 §8 gives for this group (220-320 bits) and NIST SP 800-56A
-Rev. 3 §5.6.1.1.4 allows for safe-prime groups (at least twice the 112-bit strength). Pass
+Rev. 3 §5.6.1.1.4 allows for safe-prime groups (at least twice the 112-bit strength); the
+receiver's privacy then rests on g^b with short b looking uniform (Koshiba & Kurosawa, "Short
+Exponent Diffie-Hellman Problems", PKC 2004) instead of being perfect. Pass
 exponent_bits = 2047 for exponents uniform in all of Z_q (about 8 times slower).
 
 Sans-I/O: `ChouOrlandiSender.first_message()` -> A; `ChouOrlandiReceiver.respond(A)` -> all

@@ -49,7 +49,8 @@ _HEADER = struct.Struct("<QQ")  # running offset in AES blocks per key, number o
 # The public fixed key of π (GKWY20 §7: any fixed key; here the first 128 bits of pi's fraction).
 _FIXED_KEY = bytes.fromhex("243f6a8885a308d313198a2e03707344")
 _CHUNK_BYTES = 4096  # 32768 OTs a chunk: 512 KiB of rows, within a core's L2 cache
-_MAX_OTS = 1 << 32  # one extension; keeps a message under 64 GiB and offsets far from 2^64
+_MAX_OTS = 1 << 32  # one extension; keeps a message under 64 GiB
+_MAX_OFFSET = 1 << 56  # blocks per key over a pair's life: OT indices (tweaks) stay below 2^63
 
 
 def _cipher_pi() -> Cipher[modes.ECB]:
@@ -78,6 +79,7 @@ def _prg_rows(keys: Sequence[algorithms.AES], offset: int, row_bytes: int) -> np
 
 
 _U = np.uint64
+
 # (plane distance d, shift, mask) of an 8 x 8 byte transpose across 8 words, and
 # (shift, mask) of an 8 x 8 bit transpose inside each word (Warren, Hacker's Delight, §7-3)
 _BYTE_STAGES = ((4, _U(32), _U(0x00000000FFFFFFFF)), (2, _U(16), _U(0x0000FFFF0000FFFF)),
@@ -113,21 +115,22 @@ def _bit_transpose(x: Words) -> None:
 
 
 def transpose(rows: npt.NDArray[np.uint8]) -> Blocks:
-    """Transpose a 128 × (8·nb) bit matrix given as (128, nb) bytes (nb a multiple of 8) into
-    (8·nb, 16) byte columns: column j's bit i (bit i % 8 of byte i // 8) is row i's bit j.
+    """Transpose the 128 × 8nb bit matrix held as (128, nb) bytes (8 | nb) into (8nb, 16) columns.
 
-    Viewing the rows as uint64 words, a bit's address is (row i, word, byte in word, bit in
-    byte); three in-register steps exchange i's low 3 bits with the byte index, the byte index
-    with the bit index, and i's next 3 bits with the byte index, and one word shuffle puts the
-    column index first. Only whole-array numpy operations, no loop over bits.
+    Column j's bit i (bit i % 8 of byte i // 8) is row i's bit j. Viewing the rows as uint64
+    words, a bit's address is (word index, byte in word, bit in byte); two 8 x 8 byte
+    transposes across words and one 8 x 8 bit transpose inside words move the row index down
+    and the column index up, and a shuffle of whole words finishes. No loop over bits.
     Returns: a new C-contiguous uint8 array.
     """
     nb = rows.shape[1]
     nw = nb // 8
-    x = np.array(rows, dtype=np.uint8, order="C", copy=True).view(WORD)  # (128, nw)
-    _byte_transpose(x.reshape(16, 8, nw))      # word [i6..i3, byte col], byte i2..i0, bit j%8
-    _bit_transpose(x)                          # byte j%8, bit i2..i0
-    _byte_transpose(x.reshape(2, 8, 8 * nw))   # word [i6, j%8, (j//8)%8, j//64], byte i5..i3
+    x = np.array(rows, dtype=np.uint8, order="C", copy=True).view(WORD)
+    # address now: word (i, j // 64), byte (j // 8) % 8, bit j % 8
+    _byte_transpose(x.reshape(16, 8, nw))     # word (i // 8, (j // 8) % 8, j // 64), byte i % 8
+    _bit_transpose(x)                         # byte j % 8, bit i % 8
+    _byte_transpose(x.reshape(2, 8, 8 * nw))  # word (i // 64, j % 8, (j // 8) % 8, j // 64), byte (i // 8) % 8
+    # words in the order (j // 64, (j // 8) % 8, j % 8, i // 64) = (j, i // 64)
     return np.ascontiguousarray(x.reshape(2, 8, 8, nw).transpose(3, 2, 1, 0)).view(np.uint8).reshape(8 * nb, 16)
 
 
@@ -230,6 +233,8 @@ class IknpReceiver:
         if m % 8:
             r[m // 8] &= (1 << (m % 8)) - 1  # padding OTs choose 0
         offset = self._offset
+        if offset + padded // KAPPA > _MAX_OFFSET:
+            raise LocalProtocolError("IKNP: this pair's PRG offsets are used up; run a new base-OT setup")
         self._offset += padded // KAPPA
         t = _prg_rows(self._k0, offset, row_bytes)
         u = _prg_rows(self._k1, offset, row_bytes)
