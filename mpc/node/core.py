@@ -225,6 +225,20 @@ class NodeCore:
 
     # ---- peer side --------------------------------------------------------------------
 
+    def admit(self, caller: Identity, session_id: str, sender: str) -> Session:
+        """Check a peer message's header before reading its payload.
+
+        Returns: the live session.
+        Raises: AuthError if the claimed sender is not the caller or not a party;
+        UnknownSession/SessionClosed.
+        """
+        if sender != caller.name or caller.role != "node":
+            raise AuthError(f"message claims sender {sender!r} but the caller's certificate is {caller.uri()}")
+        session = self._live(session_id)
+        if sender not in session.parties or sender == self.me.name:
+            raise AuthError(f"node {sender!r} is not a peer in session {session_id}")
+        return session
+
     def deliver(self, caller: Identity, session_id: str, sender: str, step: str, payload: bytes) -> None:
         """Feed one peer message to its session.
 
@@ -232,11 +246,7 @@ class NodeCore:
         UnknownSession/SessionClosed; RoundMismatch/RemoteProtocolError from the engine (the
         session then fails: a node that misbehaves ends the session, nothing is opened).
         """
-        if sender != caller.name or caller.role != "node":
-            raise AuthError(f"message claims sender {sender!r} but the caller's certificate is {caller.uri()}")
-        session = self._live(session_id)
-        if sender not in session.parties or sender == self.me.name:
-            raise AuthError(f"node {sender!r} is not a peer in session {session_id}")
+        session = self.admit(caller, session_id, sender)
         if self.observer is not None:
             self.observer(session_id, sender, step, payload)
         try:

@@ -180,6 +180,8 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
                     if not frame.HasField("header"):
                         raise RemoteProtocolError("the first peer frame carries no header")
                     header = frame.header
+                    # Refuse a wrong sender or session before buffering a large payload.
+                    self.core.admit(caller, header.session_id, header.sender)
                     if header.payload_bytes > MAX_PEER_PAYLOAD:
                         raise RemoteProtocolError(f"peer message of {header.payload_bytes} bytes exceeds "
                                                   f"the {MAX_PEER_PAYLOAD}-byte limit")

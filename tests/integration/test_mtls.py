@@ -1,0 +1,512 @@
+"""Mutual TLS and caller identity on real grpc.aio node servers (loopback only).
+
+Every negative case is a raw call crafted with the generated stubs, so that nothing in the
+coordinator or peer client can hide what the node itself does with it: the handshake is
+refused (UNAVAILABLE) when the caller has no certificate or one from another CA, and every
+RPC that does get through is checked against the certificate's identity (DESIGN.md §2, §5).
+After each refusal a proper coordinator call still succeeds: a refused caller never takes a
+node down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import struct
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+
+from mpc.coordinator.client import Coordinator
+from mpc.pki import Identity, issue, make_ca
+from mpc.protocols.sum import STEP_SEED
+from mpc.transport.tls import TlsMaterial, channel_options
+from mpc.v1 import mpc_pb2, mpc_pb2_grpc
+
+from .harness import LocalCluster, running_cluster
+
+CALL_TIMEOUT = 5.0
+SEED_MSG = struct.Struct("<16sQ")
+
+
+# ---- helpers ---------------------------------------------------------------------------
+
+
+def node_creds(lc: LocalCluster, name: str) -> grpc.ChannelCredentials:
+    """Channel credentials holding node `name`'s own certificate and key."""
+    node = lc.cluster.node(name)
+    return TlsMaterial.load(lc.cluster.ca, node.cert, node.key).channel_credentials()
+
+
+def coordinator_creds(lc: LocalCluster) -> grpc.ChannelCredentials:
+    """Channel credentials holding the cluster's coordinator certificate and key."""
+    me = lc.cluster.require_coordinator()
+    return TlsMaterial.load(lc.cluster.ca, me.cert, me.key).channel_credentials()
+
+
+@asynccontextmanager
+async def dial(lc: LocalCluster, node: str, creds: grpc.ChannelCredentials,
+               host: str | None = None) -> AsyncIterator[grpc.aio.Channel]:
+    """A secure channel to `node`'s address, expecting TLS name `host` (default: its own)."""
+    target = lc.cluster.node(node)
+    channel = grpc.aio.secure_channel(target.address, creds, options=channel_options(host or target.host))
+    try:
+        yield channel
+    finally:
+        await channel.close()
+
+
+async def refused(call: object) -> grpc.aio.AioRpcError:
+    """Await a unary call (or drain a streaming one) that must fail; return its error."""
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        if hasattr(call, "__aiter__"):
+            async for _ in call:  # type: ignore[attr-defined]
+                pass
+        else:
+            await call  # type: ignore[misc]
+    return err.value
+
+
+def seed_frames(session_id: str, sender: str, payload: bytes | None = None, *, step: str = STEP_SEED,
+                declared: int | None = None) -> list[mpc_pb2.PeerFrame]:
+    """One well-formed seed message (or one whose header declares `declared` bytes)."""
+    if payload is None:
+        payload = SEED_MSG.pack(secrets.token_bytes(16), 1)
+    header = mpc_pb2.PeerHeader(session_id=session_id, step=step, sender=sender,
+                                payload_bytes=len(payload) if declared is None else declared)
+    return [mpc_pb2.PeerFrame(header=header, chunk=payload)]
+
+
+async def peer_send(channel: grpc.aio.Channel, frames: Iterable[mpc_pb2.PeerFrame]) -> mpc_pb2.PeerAck:
+    """Peer.Send the frames on `channel` with a deadline."""
+    return await mpc_pb2_grpc.PeerStub(channel).Send(iter(list(frames)), timeout=CALL_TIMEOUT)
+
+
+async def assert_still_serving(lc: LocalCluster) -> None:
+    """Every node answers a proper coordinator's Status, and a secure sum still works."""
+    async with Coordinator(lc.cluster) as c:
+        statuses = await c.status()
+        assert all(s.healthy for s in statuses), [s.error for s in statuses if not s.healthy]
+        result = await c.sum("x")
+    assert result.value == 6
+
+
+async def prepare_session(lc: LocalCluster, input_name: str = "x", parties: Sequence[str] | None = None) -> str:
+    """Prepare (but do not compute) a sum session on its parties with the real coordinator cert."""
+    session_id = secrets.token_hex(16)
+    parties = list(lc.cluster.nodes) if parties is None else list(parties)
+    request = mpc_pb2.PrepareRequest(session_id=session_id, protocol=mpc_pb2.PROTOCOL_SUM, input_name=input_name,
+                                     participants=parties, timeout_ms=20_000)
+    for name in parties:
+        async with dial(lc, name, coordinator_creds(lc)) as ch:
+            reply = await mpc_pb2_grpc.ControlStub(ch).Prepare(request, timeout=CALL_TIMEOUT)
+            assert reply.session_id == session_id and reply.length == 1
+    return session_id
+
+
+async def abort_session(lc: LocalCluster, session_id: str, parties: Sequence[str] | None = None) -> None:
+    for name in lc.cluster.nodes if parties is None else parties:
+        async with dial(lc, name, coordinator_creds(lc)) as ch:
+            await mpc_pb2_grpc.ControlStub(ch).Abort(mpc_pb2.AbortRequest(session_id=session_id, reason="test"),
+                                                     timeout=CALL_TIMEOUT)
+
+
+async def active_sessions(lc: LocalCluster, name: str) -> int:
+    async with dial(lc, name, coordinator_creds(lc)) as ch:
+        reply = await mpc_pb2_grpc.ControlStub(ch).Status(mpc_pb2.StatusRequest(), timeout=CALL_TIMEOUT)
+    return reply.active_sessions
+
+
+@asynccontextmanager
+async def cluster3(tmp_path: Path) -> AsyncIterator[LocalCluster]:
+    """alice, bob, carlos with scalar input x = 1, 2, 3."""
+    async with running_cluster(tmp_path, 3) as lc:
+        for value, name in enumerate(lc.cluster.nodes, start=1):
+            lc.put(name, "x", [value], scalar=True)
+        yield lc
+
+
+# ---- the TLS handshake -----------------------------------------------------------------
+
+
+def test_no_client_certificate_is_refused_at_the_handshake(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with cluster3(tmp_path) as lc:
+            ca = lc.cluster.ca.read_bytes()
+            bare = grpc.ssl_channel_credentials(root_certificates=ca)
+            async with dial(lc, "alice", bare) as ch:
+                err = await refused(mpc_pb2_grpc.ControlStub(ch).Status(mpc_pb2.StatusRequest(),
+                                                                        timeout=CALL_TIMEOUT))
+                assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+                # The peer service is behind the same handshake.
+                err = await refused(peer_send(ch, seed_frames("0" * 32, "alice")))
+                assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+            assert not any(lc.recorder.received.values())  # nothing was delivered
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+def test_certificate_from_another_ca_is_refused(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with cluster3(tmp_path / "cluster") as lc:
+            rogue_ca = tmp_path / "rogue-ca"
+            make_ca(rogue_ca)
+            # Same names as the real parties, so only the issuer differs.
+            coord_cert, coord_key = issue(tmp_path / "rogue", rogue_ca, Identity("coordinator", "coordinator"))
+            node_cert, node_key = issue(tmp_path / "rogue", rogue_ca, Identity("node", "alice"), hosts=["alice"])
+            for cert, key in ((coord_cert, coord_key), (node_cert, node_key)):
+                # It trusts the cluster's CA (so it could verify the server), but its own
+                # certificate chains to the rogue CA.
+                creds = TlsMaterial.load(lc.cluster.ca, cert, key).channel_credentials()
+                async with dial(lc, "bob", creds) as ch:
+                    err = await refused(mpc_pb2_grpc.ControlStub(ch).Status(mpc_pb2.StatusRequest(),
+                                                                            timeout=CALL_TIMEOUT))
+                    assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+                    err = await refused(peer_send(ch, seed_frames("0" * 32, "alice")))
+                    assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+            # A client that trusts only the rogue CA refuses the real node's certificate.
+            creds = TlsMaterial.load(rogue_ca / "ca.pem", coord_cert, coord_key).channel_credentials()
+            async with dial(lc, "bob", creds) as ch:
+                err = await refused(mpc_pb2_grpc.ControlStub(ch).Status(mpc_pb2.StatusRequest(),
+                                                                        timeout=CALL_TIMEOUT))
+                assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+def test_expired_client_certificate_is_refused(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with cluster3(tmp_path / "cluster") as lc:
+            ca_dir = lc.cluster.ca.parent
+            now = datetime.now(UTC)
+            cert, key = issue(tmp_path / "old", ca_dir, Identity("coordinator", "coordinator"),
+                              not_before=now - timedelta(days=30), not_after=now - timedelta(days=1))
+            creds = TlsMaterial.load(lc.cluster.ca, cert, key).channel_credentials()
+            async with dial(lc, "alice", creds) as ch:
+                err = await refused(mpc_pb2_grpc.ControlStub(ch).Status(mpc_pb2.StatusRequest(),
+                                                                        timeout=CALL_TIMEOUT))
+                assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+def test_client_checks_the_server_name(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with cluster3(tmp_path) as lc:
+            creds = coordinator_creds(lc)
+            # alice's address, but expecting bob's certificate: alice's certificate does not
+            # name "bob", so the client refuses the connection.
+            async with dial(lc, "alice", creds, host=lc.cluster.node("bob").host) as ch:
+                err = await refused(mpc_pb2_grpc.ControlStub(ch).Status(mpc_pb2.StatusRequest(),
+                                                                        timeout=CALL_TIMEOUT))
+                assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+            async with dial(lc, "alice", creds, host="not-a-node.example") as ch:
+                err = await refused(mpc_pb2_grpc.ControlStub(ch).Status(mpc_pb2.StatusRequest(),
+                                                                        timeout=CALL_TIMEOUT))
+                assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+            # Positive control: the right name on the same address and credentials works.
+            async with dial(lc, "alice", creds) as ch:
+                reply = await mpc_pb2_grpc.ControlStub(ch).Status(mpc_pb2.StatusRequest(), timeout=CALL_TIMEOUT)
+            assert reply.node == "alice"
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+# ---- roles: control RPCs only from a coordinator, peer RPCs only from cluster nodes ------------
+
+
+def test_node_certificate_may_not_call_control_rpcs(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with cluster3(tmp_path) as lc:
+            session_id = secrets.token_hex(16)
+            async with dial(lc, "alice", node_creds(lc, "bob")) as ch:
+                stub = mpc_pb2_grpc.ControlStub(ch)
+                calls = {
+                    "Prepare": stub.Prepare(mpc_pb2.PrepareRequest(
+                        session_id=session_id, protocol=mpc_pb2.PROTOCOL_SUM, input_name="x",
+                        participants=list(lc.cluster.nodes), timeout_ms=10_000), timeout=CALL_TIMEOUT),
+                    "Compute": stub.Compute(mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=0, length=1),
+                                            timeout=CALL_TIMEOUT),
+                    "Abort": stub.Abort(mpc_pb2.AbortRequest(session_id=session_id, reason="x"),
+                                        timeout=CALL_TIMEOUT),
+                    "Status": stub.Status(mpc_pb2.StatusRequest(), timeout=CALL_TIMEOUT),
+                }
+                for method, call in calls.items():
+                    err = await refused(call)
+                    assert err.code() == grpc.StatusCode.PERMISSION_DENIED, (method, err)
+                    details = err.details() or ""
+                    assert "only coordinator" in details, (method, details)
+                    assert f"Control.{method}" in details and "spiffe://mpc/node/bob" in details, details
+            # The refused Prepare registered nothing.
+            assert await active_sessions(lc, "alice") == 0
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+def test_coordinator_certificate_may_not_call_peer_send(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with cluster3(tmp_path) as lc:
+            session_id = await prepare_session(lc)
+            async with dial(lc, "bob", coordinator_creds(lc)) as ch:
+                # Even claiming to be the coordinator itself, or a node of the session.
+                for sender in ("coordinator", "alice"):
+                    err = await refused(peer_send(ch, seed_frames(session_id, sender)))
+                    assert err.code() == grpc.StatusCode.PERMISSION_DENIED, err
+                    assert "only node" in (err.details() or ""), err.details()
+            assert not lc.recorder.received.get("bob")
+            assert await active_sessions(lc, "bob") == 1  # the session is untouched
+            await abort_session(lc, session_id)
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+def test_sender_must_match_the_certificate(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with cluster3(tmp_path) as lc:
+            session_id = await prepare_session(lc)
+            # bob forges a seed "from alice" to carlos (alice does owe carlos a seed).
+            async with dial(lc, "carlos", node_creds(lc, "bob")) as ch:
+                err = await refused(peer_send(ch, seed_frames(session_id, "alice")))
+            assert err.code() == grpc.StatusCode.PERMISSION_DENIED, err
+            details = err.details() or ""
+            assert "'alice'" in details and "spiffe://mpc/node/bob" in details, details
+            # The forged message was dropped before the session saw it, and the session lives on.
+            assert not lc.recorder.received.get("carlos")
+            assert await active_sessions(lc, "carlos") == 1
+            await abort_session(lc, session_id)
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+def test_node_outside_the_cluster_may_not_call_peer_send(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with cluster3(tmp_path) as lc:
+            session_id = await prepare_session(lc)
+            cert, key = issue(tmp_path / "mallory", lc.cluster.ca.parent, Identity("node", "mallory"),
+                              hosts=["mallory"])
+            creds = TlsMaterial.load(lc.cluster.ca, cert, key).channel_credentials()
+            async with dial(lc, "carlos", creds) as ch:
+                for sender in ("mallory", "alice"):
+                    err = await refused(peer_send(ch, seed_frames(session_id, sender)))
+                    assert err.code() == grpc.StatusCode.PERMISSION_DENIED, err
+                    details = err.details() or ""
+                    assert "spiffe://mpc/node/mallory" in details and "not a node of this cluster" in details, details
+                # mallory's valid-CA certificate passes the handshake, but it is still no coordinator.
+                err = await refused(mpc_pb2_grpc.ControlStub(ch).Status(mpc_pb2.StatusRequest(),
+                                                                        timeout=CALL_TIMEOUT))
+                assert err.code() == grpc.StatusCode.PERMISSION_DENIED, err
+            assert not lc.recorder.received.get("carlos")
+            assert await active_sessions(lc, "carlos") == 1
+            await abort_session(lc, session_id)
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+def test_another_coordinator_may_not_take_over_a_session(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with cluster3(tmp_path) as lc:
+            session_id = await prepare_session(lc)
+            cert, key = issue(tmp_path / "eve", lc.cluster.ca.parent, Identity("coordinator", "eve"))
+            creds = TlsMaterial.load(lc.cluster.ca, cert, key).channel_credentials()
+            async with dial(lc, "alice", creds) as ch:
+                stub = mpc_pb2_grpc.ControlStub(ch)
+                err = await refused(stub.Compute(mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=0,
+                                                                        length=1), timeout=CALL_TIMEOUT))
+                assert err.code() == grpc.StatusCode.PERMISSION_DENIED, err
+                assert "another coordinator" in (err.details() or "")
+                err = await refused(stub.Abort(mpc_pb2.AbortRequest(session_id=session_id, reason="x"),
+                                               timeout=CALL_TIMEOUT))
+                assert err.code() == grpc.StatusCode.PERMISSION_DENIED, err
+            assert await active_sessions(lc, "alice") == 1
+            await abort_session(lc, session_id)
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+# ---- messages: unknown or finished sessions, malformed frames ---------------------------------
+
+
+def test_peer_message_for_an_unknown_session_is_not_found(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with cluster3(tmp_path) as lc:
+            async with dial(lc, "bob", node_creds(lc, "alice")) as ch:
+                for session_id in (secrets.token_hex(16), "not-a-session-id", ""):
+                    err = await refused(peer_send(ch, seed_frames(session_id, "alice")))
+                    assert err.code() == grpc.StatusCode.NOT_FOUND, (session_id, err)
+                    assert "unknown session" in (err.details() or "") and "bob" in (err.details() or "")
+            assert not lc.recorder.received.get("bob")
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+def test_malformed_peer_streams_are_invalid_argument(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with cluster3(tmp_path) as lc:
+            session_id = await prepare_session(lc)
+            good = SEED_MSG.pack(secrets.token_bytes(16), 1)
+            header = mpc_pb2.PeerHeader(session_id=session_id, step=STEP_SEED, sender="alice",
+                                        payload_bytes=len(good))
+            cases: dict[str, tuple[list[mpc_pb2.PeerFrame], str]] = {
+                "no header on the first frame": ([mpc_pb2.PeerFrame(chunk=good)], "carries no header"),
+                "payload longer than declared": (seed_frames(session_id, "alice", good + b"\0",
+                                                             declared=len(good)), "longer"),
+                "payload shorter than declared": (seed_frames(session_id, "alice", good[:-1],
+                                                              declared=len(good)), "declared 24"),
+                "longer across frames": ([mpc_pb2.PeerFrame(header=header, chunk=good[:10]),
+                                          mpc_pb2.PeerFrame(chunk=good[10:] + b"xx")], "longer"),
+                "header on a later frame": ([mpc_pb2.PeerFrame(header=header, chunk=good[:10]),
+                                             mpc_pb2.PeerFrame(header=header, chunk=good[10:])], "after the first"),
+                "empty stream": ([], "empty peer stream"),
+                "oversized declaration": (seed_frames(session_id, "alice", good, declared=1 << 40), "exceeds"),
+            }
+            async with dial(lc, "bob", node_creds(lc, "alice")) as ch:
+                for what, (frames, needle) in cases.items():
+                    err = await refused(peer_send(ch, frames))
+                    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, (what, err)
+                    assert needle in (err.details() or ""), (what, err.details())
+            # Framing is checked before the session sees anything: it is still live.
+            assert not lc.recorder.received.get("bob")
+            assert await active_sessions(lc, "bob") == 1
+            await abort_session(lc, session_id)
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+def test_bad_seed_payload_fails_the_session(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with cluster3(tmp_path) as lc:
+            session_id = await prepare_session(lc)
+            async with dial(lc, "bob", node_creds(lc, "alice")) as ch:
+                # Well framed, but a 23-byte seed message: the protocol step rejects it.
+                err = await refused(peer_send(ch, seed_frames(session_id, "alice", b"\1" * 23)))
+                assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+                assert "expected 24" in (err.details() or "")
+                # A node that misbehaves ends the session at the receiver; later messages are refused.
+                err = await refused(peer_send(ch, seed_frames(session_id, "alice")))
+                assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
+                assert "failed" in (err.details() or "")
+            async with dial(lc, "carlos", node_creds(lc, "bob")) as ch:
+                # Wrong step for the sum.
+                err = await refused(peer_send(ch, seed_frames(session_id, "bob", step="vote/open")))
+                assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
+            await abort_session(lc, session_id)
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+def test_replayed_seed_for_a_finished_session_is_refused(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with cluster3(tmp_path) as lc:
+            async with Coordinator(lc.cluster) as c:
+                result = await c.sum("x")
+            assert result.value == 6
+            seeds = [(s, sender, step, p) for s, sender, step, p in lc.recorder.received["bob"]
+                     if s == result.session_id]
+            assert [(sender, step) for _, sender, step, _ in seeds] == [("alice", STEP_SEED)]
+            session_id, sender, step, payload = seeds[0]
+            before = {n: len(v) for n, v in lc.recorder.received.items()}
+            # alice's own certificate replays alice's own message byte for byte.
+            async with dial(lc, "bob", node_creds(lc, "alice")) as ch:
+                err = await refused(peer_send(ch, seed_frames(session_id, sender, payload, step=step)))
+            assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
+            details = err.details() or ""
+            assert session_id in details and "is done" in details, details
+            assert {n: len(v) for n, v in lc.recorder.received.items()} == before
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+def test_only_the_sessions_parties_may_send_and_only_what_they_owe(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running_cluster(tmp_path, 4) as lc:
+            for value, name in enumerate(lc.cluster.nodes, start=1):
+                lc.put(name, "x", [value], scalar=True)
+            parties = ("alice", "bob", "carlos")          # david is in the cluster, not in the session
+            session_id = await prepare_session(lc, parties=parties)
+            async with dial(lc, "bob", node_creds(lc, "david")) as ch:
+                err = await refused(peer_send(ch, seed_frames(session_id, "david")))
+            assert err.code() == grpc.StatusCode.PERMISSION_DENIED, err
+            assert "'david' is not a peer in session" in (err.details() or "")
+            async with dial(lc, "alice", node_creds(lc, "alice")) as ch:   # a party to itself
+                err = await refused(peer_send(ch, seed_frames(session_id, "alice")))
+            assert err.code() == grpc.StatusCode.PERMISSION_DENIED, err
+            assert not any(lc.recorder.received.values())
+            assert await active_sessions(lc, "bob") == 1
+            # carlos is later than bob in the party order: bob sends carlos a seed, not the reverse.
+            async with dial(lc, "bob", node_creds(lc, "carlos")) as ch:
+                err = await refused(peer_send(ch, seed_frames(session_id, "carlos")))
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+            assert "does not send a seed" in (err.details() or "")
+            assert await active_sessions(lc, "bob") == 0      # the misbehaving message ended it there
+            await abort_session(lc, session_id, parties)
+            async with Coordinator(lc.cluster, nodes=parties) as c:
+                assert (await c.sum("x")).value == 6
+    asyncio.run(go())
+
+
+def test_a_finished_session_cannot_be_prepared_or_computed_again(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with cluster3(tmp_path) as lc:
+            async with Coordinator(lc.cluster) as c:
+                session_id = (await c.sum("x")).session_id
+            async with dial(lc, "alice", coordinator_creds(lc)) as ch:
+                stub = mpc_pb2_grpc.ControlStub(ch)
+                err = await refused(stub.Prepare(mpc_pb2.PrepareRequest(
+                    session_id=session_id, protocol=mpc_pb2.PROTOCOL_SUM, input_name="x",
+                    participants=list(lc.cluster.nodes), timeout_ms=10_000), timeout=CALL_TIMEOUT))
+                assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
+                assert "already exists" in (err.details() or "")
+                # No second output share for the same session.
+                err = await refused(stub.Compute(mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=0, length=1),
+                                                 timeout=CALL_TIMEOUT))
+                assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
+                assert "is done" in (err.details() or "")
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+def test_refusable_header_is_refused_before_the_payload_is_read(tmp_path: Path) -> None:
+    """A stream whose header alone is refusable is refused at once, while it is still open.
+
+    Regression test: at a9ce7b7 the server buffered the declared payload (up to
+    MAX_PEER_PAYLOAD = 1 GiB) and only then checked the claimed sender and the session, so a
+    stalled or huge stream held memory and a handler until its deadline (DEADLINE_EXCEEDED
+    here instead of the refusal).
+    """
+    async def stalled_send(lc: LocalCluster, to: str, as_node: str, session_id: str,
+                           sender: str) -> grpc.aio.AioRpcError:
+        release = asyncio.Event()
+
+        async def frames() -> AsyncIterator[mpc_pb2.PeerFrame]:
+            header = mpc_pb2.PeerHeader(session_id=session_id, step=STEP_SEED, sender=sender,
+                                        payload_bytes=1 << 29)
+            yield mpc_pb2.PeerFrame(header=header, chunk=bytes(1024))
+            try:  # keep the stream open (bounded) as a slow or huge sender would
+                await asyncio.wait_for(release.wait(), 10)
+            except TimeoutError:
+                pass
+
+        try:
+            async with dial(lc, to, node_creds(lc, as_node)) as ch:
+                # The deadline is far longer than an answer takes, far shorter than the stall.
+                return await refused(mpc_pb2_grpc.PeerStub(ch).Send(frames(), timeout=3.0))
+        finally:
+            release.set()
+
+    async def go() -> None:
+        async with cluster3(tmp_path) as lc:
+            session_id = await prepare_session(lc)
+            err = await stalled_send(lc, "carlos", "bob", session_id, "alice")        # forged sender
+            assert err.code() == grpc.StatusCode.PERMISSION_DENIED, err
+            err = await stalled_send(lc, "bob", "alice", secrets.token_hex(16), "alice")  # unknown session
+            assert err.code() == grpc.StatusCode.NOT_FOUND, err
+            await abort_session(lc, session_id)
+            err = await stalled_send(lc, "bob", "alice", session_id, "alice")         # finished session
+            assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
+            assert not any(lc.recorder.received.values())
+            await assert_still_serving(lc)
+    asyncio.run(go())
