@@ -76,18 +76,25 @@ async def wait_healthy(cluster: ClusterConfig, names: Sequence[str], timeout: fl
     channels = Channels(cluster, TlsMaterial.load(cluster.ca, me.cert, me.key))
     deadline = time.monotonic() + timeout
     pending = set(names)
+
+    async def one(name: str) -> None:
+        stub = health_pb2_grpc.HealthStub(channels.channel(name))
+        while time.monotonic() < deadline:
+            try:
+                # wait_for_ready: the call waits for the channel to connect instead of failing
+                # at once, so there is no polling delay between the node binding and us noticing.
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), wait_for_ready=True,
+                                         timeout=max(0.05, deadline - time.monotonic()))
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(0.05)
+                continue
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                pending.discard(name)
+                return
+            await asyncio.sleep(0.05)
+
     try:
-        while pending and time.monotonic() < deadline:
-            for name in sorted(pending):
-                stub = health_pb2_grpc.HealthStub(channels.channel(name))
-                try:
-                    reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
-                except grpc.aio.AioRpcError:
-                    continue
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    pending.discard(name)
-            if pending:
-                await asyncio.sleep(0.1)
+        await asyncio.gather(*(one(n) for n in names))
     finally:
         await channels.close()
     if pending:
