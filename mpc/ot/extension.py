@@ -243,10 +243,21 @@ class IknpReceiver:
         return _HEADER.pack(offset, m) + u.tobytes(), t, offset
 
 
+def _merge(windows: list[tuple[int, int]], new: tuple[int, int]) -> list[tuple[int, int]]:
+    """Insert a disjoint window and coalesce neighbours, so the list stays short."""
+    merged: list[tuple[int, int]] = []
+    for s, e in sorted([*windows, new]):
+        if merged and merged[-1][1] == s:
+            merged[-1] = (merged[-1][0], e)
+        else:
+            merged.append((s, e))
+    return merged
+
+
 class IknpSender:
     """The IKNP extension sender S: holds s and the base keys k_i^{s_i}."""
 
-    __slots__ = ("_s", "_s_rows", "_keys", "_offset")
+    __slots__ = ("_s", "_s_rows", "_keys", "_offset", "_used")
 
     def __init__(self, s: bytes, keys: Sequence[bytes]) -> None:
         if len(s) != KAPPA // 8:
@@ -256,6 +267,9 @@ class IknpSender:
         self._s_rows = np.nonzero(bits)[0]  # rows i with s_i = 1 take u_i
         self._keys = _aes_keys(keys, "sender")
         self._offset = 0
+        # PRG windows [start, end) already answered. The receiver allocates windows in order,
+        # but concurrent sessions may deliver them out of order; any window is taken once only.
+        self._used: list[tuple[int, int]] = []
 
     @property
     def offset(self) -> int:
@@ -294,9 +308,11 @@ class IknpSender:
         offset, their_m = _HEADER.unpack_from(u)
         if their_m != m:
             raise RemoteProtocolError(f"IKNP: message announces {their_m} OTs, expected {m}")
-        if offset != self._offset:
-            raise RoundMismatch(f"IKNP: message made at PRG offset {offset}, expected {self._offset}")
-        self._offset += padded // KAPPA
+        end = offset + padded // KAPPA
+        if end > _MAX_OFFSET or any(offset < e and s < end for s, e in self._used):
+            raise RoundMismatch(f"IKNP: PRG window [{offset}, {end}) was already used (a replayed extension)")
+        self._used = _merge(self._used, (offset, end))
+        self._offset = max(self._offset, end)
         q = _prg_rows(self._keys, offset, row_bytes)
         rows = np.frombuffer(u, dtype=np.uint8, offset=_HEADER.size).reshape(KAPPA, row_bytes)
         q[self._s_rows] ^= rows[self._s_rows]

@@ -230,17 +230,44 @@ def test_triple_engine_rejects_bad_iknp_message() -> None:
         alice.receive("bob", STEP_U, bytes(IKNP_HEADER + KAPPA * 16 * 2 + 1))
 
 
-def test_out_of_turn_session_is_refused() -> None:
+def test_concurrent_sessions_on_the_same_pairs_interleave() -> None:
+    """Two sessions over the same OT state, started in opposite orders at the two parties."""
     parties = names(2)
     ot = ideal_setup(parties)
     first = {p: TripleDealerless(p, parties, 2, SystemRng(), ot[p], "first") for p in parties}
     second = {p: TripleDealerless(p, parties, 2, SystemRng(), ot[p], "second") for p in parties}
-    first["bob"].start()  # bob's first IKNP message is lost
-    (u2,) = second["bob"].start()
+    outputs: dict[str, dict[str, BitTriples]] = {"first": {}, "second": {}}
+    queue: list[tuple[str, str, str, Send]] = []
+    for label, engines, order in (("first", first, ("alice", "bob")), ("second", second, ("bob", "alice"))):
+        for p in order:
+            queue += [(label, p, e.to, e) for e in engines[p].start() if isinstance(e, Send)]
+    queue.reverse()  # deliver the later extensions first
+    sessions = {"first": first, "second": second}
+    while queue:
+        label, sender, to, event = queue.pop(0)
+        for out in sessions[label][to].receive(sender, event.step, event.payload):
+            if isinstance(out, Send):
+                queue.append((label, to, out.to, out))
+            else:
+                outputs[label][to] = out
+    for label in ("first", "second"):
+        a = outputs[label]["alice"]
+        b = outputs[label]["bob"]
+        assert np.array_equal((a.a ^ b.a) & (a.b ^ b.b), a.c ^ b.c)
+
+
+def test_replayed_extension_is_refused() -> None:
+    parties = names(2)
+    ot = ideal_setup(parties)
+    first = {p: TripleDealerless(p, parties, 2, SystemRng(), ot[p], "first") for p in parties}
+    second = {p: TripleDealerless(p, parties, 2, SystemRng(), ot[p], "second") for p in parties}
+    (u1,) = first["bob"].start()
+    first["alice"].start()
     second["alice"].start()
-    assert isinstance(u2, Send)
-    with pytest.raises(RoundMismatch):
-        second["alice"].receive("bob", u2.step, u2.payload)
+    assert isinstance(u1, Send)
+    first["alice"].receive("bob", u1.step, u1.payload)
+    with pytest.raises(RoundMismatch):  # the same PRG window presented to another session
+        second["alice"].receive("bob", u1.step, u1.payload)
 
 
 def test_engine_misuse() -> None:

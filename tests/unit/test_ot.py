@@ -340,8 +340,12 @@ def test_iknp_rejects_bad_messages() -> None:
     sender.extend(m, u)
     with pytest.raises(RoundMismatch):
         sender.extend(m, u)  # replayed: made at an offset already used
-    receiver.extend(random_words(16), m)  # lost on the way
-    u3, _ = receiver.extend(random_words(16), m)
+    u2, _ = receiver.extend(random_words(16), m)  # delayed (another session's extension)
+    u3, r3 = receiver.extend(random_words(16), m)
+    sender.extend(m, u3)  # a later window may be answered first...
+    sender.extend(m, u2)  # ...and the earlier one after it, once each
+    with pytest.raises(RoundMismatch):
+        sender.extend(m, u2)
     with pytest.raises(RoundMismatch):
         sender.extend(m, u3)
 
