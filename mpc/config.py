@@ -17,7 +17,7 @@ from typing import Any
 
 from mpc.errors import ConfigError
 
-PROTOCOL_NAMES = ("sum", "average")
+PROTOCOL_NAMES = ("sum", "average", "vote", "threshold")
 DEFAULT_MIN_PARTICIPANTS = 3
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from mpc.config import load_cluster
-from mpc.coordinator.client import AverageResult, Coordinator, NodeStatus, SumResult
+from mpc.coordinator.client import AverageResult, Coordinator, NodeStatus, SumResult, ThresholdResult, VoteResult
 
 T = TypeVar("T")
 
@@ -35,6 +35,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
     _common(a)
     a.set_defaults(run=run_average)
+    v = sub.add_parser("vote", help="threshold vote on stored ballots (0/1): prints only YES or NO",
+                       description="Default rule: YES if at least half of the ballots cast are 1. Neither the "
+                                   "tally nor the number of ballots is revealed, only YES/NO. --threshold K: "
+                                   "YES if at least K ballots are 1.")
+    v.add_argument("name", help="ballot input name, stored at every node")
+    v.add_argument("--threshold", type=int, default=None, metavar="K", help="YES if at least K yes-ballots")
+    v.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
+    _common(v)
+    v.set_defaults(run=run_vote)
+    t = sub.add_parser("threshold", help="for each element of a vector input: is the sum over nodes >= K?",
+                       description="Batched secure comparison: prints one 0/1 per element; the sums stay secret.")
+    t.add_argument("name")
+    t.add_argument("--at-least", type=int, required=True, metavar="K", dest="at_least")
+    t.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
+    _common(t)
+    t.set_defaults(run=run_threshold)
     st = sub.add_parser("status", help="health, version and offered inputs (names and shapes) of every node")
     _common(st)
     st.set_defaults(run=run_status)
@@ -71,6 +87,22 @@ def run_average(args: argparse.Namespace) -> int:
         print(json.dumps(result.as_dict()))
     else:
         print(f"{_fmt(result.average)}  (revealed: sum {_fmt(result.total)}, count {result.count})")
+    return 0
+
+
+def run_vote(args: argparse.Namespace) -> int:
+    """Print YES or NO."""
+    result: VoteResult = _with_coordinator(
+        args, lambda c: c.vote(args.name, threshold=args.threshold, timeout_s=args.timeout))
+    print(json.dumps(result.as_dict()) if args.json else ("YES" if result.passed else "NO"))
+    return 0
+
+
+def run_threshold(args: argparse.Namespace) -> int:
+    """Print one 0/1 per element."""
+    result: ThresholdResult = _with_coordinator(
+        args, lambda c: c.at_least(args.name, args.at_least, timeout_s=args.timeout))
+    print(json.dumps(result.as_dict()) if args.json else " ".join(str(int(b)) for b in result.bits))
     return 0
 
 

@@ -1,8 +1,9 @@
-"""`mpc demo`: four engineers compare raises without telling each other (DESIGN.md §1).
+"""`mpc demo`: four engineers compare raises without telling each other, then a referendum
+(DESIGN.md §1).
 
 Starts four local node daemons over mutual TLS on loopback, has each engineer store their
-raise at their own node, runs the secure sum and average, prints them, and stops every
-process it started.
+raise (and each node its voters' ballots) at their own node, runs the secure sum, average and
+threshold votes, prints them, and stops every process it started.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from mpc.localcluster import NodeProcesses, write_local_cluster
 from mpc.store import Store
 
 RAISES = {"alice": "3800", "bob": "2514", "carlos": "2982", "david": "3390"}
+# A referendum: each node holds the ballots of its own voters (1 = for).
+REFERENDUM = {"alice": ["1", "0", "1"], "bob": ["1", "1"], "carlos": ["0", "0", "1"], "david": ["1"]}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,6 +54,8 @@ def _demo(workdir: Path) -> int:
             raise RuntimeError(f"node {name} has no data_dir")
         with Store.open_dir(data_dir) as store:
             put_values(store, "raise", [value], scalar=True, overwrite=True)
+            put_values(store, "referendum", REFERENDUM[name], overwrite=True)
+            put_values(store, "unanimous", ["1"] * len(REFERENDUM[name]), overwrite=True)
         print(f"  {name:<7} stores their raise in their own node's store (it never leaves in the clear)")
     nodes = NodeProcesses(cluster_file, workdir / "logs")
     try:
@@ -63,6 +68,15 @@ def _demo(workdir: Path) -> int:
                 print(f"secure sum of the raises: {total.value}")
                 avg = await coordinator.average("raise")
                 print(f"average raise: {avg.average}  (revealed: sum {avg.total} over {avg.count} engineers)")
+                print("referendum, each node holding its own voters' ballots "
+                      "(the first vote also sets up oblivious transfer between every pair of nodes):")
+                vote = await coordinator.vote("referendum")
+                print(f"  at least half voted for?  {'YES' if vote.passed else 'NO'}   (nothing else is revealed)")
+                vote = await coordinator.vote("referendum", threshold=7)
+                print(f"  at least 7 voted for?     {'YES' if vote.passed else 'NO'}")
+                vote = await coordinator.vote("unanimous")
+                print(f"  a unanimous referendum:   {'YES' if vote.passed else 'NO'}   "
+                      "(its tally would have revealed every ballot; the bit does not)")
 
         asyncio.run(compute())
     finally:

@@ -74,6 +74,38 @@ class AverageResult:
 
 
 @dataclass(frozen=True, slots=True)
+class VoteResult:
+    """The outcome of a vote: only whether it passed, and the rule it was judged by."""
+
+    session_id: str
+    input_name: str
+    nodes: tuple[str, ...]
+    passed: bool
+    rule: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes),
+                "result": "YES" if self.passed else "NO", "rule": self.rule}
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdResult:
+    """[elementwise sum >= k] for every element: the bits, nothing else."""
+
+    session_id: str
+    input_name: str
+    nodes: tuple[str, ...]
+    threshold: int
+    bits: list[bool]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes),
+                "threshold": self.threshold, "at_least": [int(b) for b in self.bits]}
+
+
+@dataclass(frozen=True, slots=True)
 class NodeStatus:
     """One node's answer to Status, or why it gave none."""
 
@@ -154,8 +186,8 @@ class Coordinator:
         raise cls(f"session {session_id} failed, nothing was revealed: {reasons}")
 
     async def _collect(self, session_id: str, name: str, frac_bits: int, length: int, total: Words,
-                       timeout: float) -> None:
-        """Stream one node's output share and add it into `total`."""
+                       timeout: float, xor: bool) -> None:
+        """Stream one node's output share and add (or, for bit shares, XOR) it into `total`."""
         call = self._stub(name).Compute(mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=frac_bits,
                                                                length=length), timeout=timeout)
         expected = 0
@@ -172,13 +204,16 @@ class Coordinator:
                 raise SessionFailed(f"node {name} sent {expected + words.size} share words, expected {length}")
             if self.observer is not None:
                 self.observer(session_id, name, chunk.words)
-            total[expected:expected + words.size] += words
+            if xor:
+                total[expected:expected + words.size] ^= words
+            else:
+                total[expected:expected + words.size] += words
             expected += words.size
         if expected != length:
             raise SessionFailed(f"node {name} sent {expected} share words, expected {length}")
 
-    async def open(self, protocol: int, input_name: str, *,
-                   average_mode: int = mpc_pb2.AVERAGE_MODE_RECORDS, timeout_s: float | None = None) -> Opened:
+    async def open(self, protocol: int, input_name: str, *, average_mode: int = mpc_pb2.AVERAGE_MODE_RECORDS,
+                   threshold: int | None = None, timeout_s: float | None = None) -> Opened:
         """Run one session over all nodes and add up the output shares.
 
         Returns: the opened total.
@@ -190,7 +225,7 @@ class Coordinator:
         timeout = timeout_s or self.cluster.session_timeout_s
         request = mpc_pb2.PrepareRequest(session_id=session_id, protocol=protocol, input_name=input_name,  # type: ignore[arg-type]
                                          participants=self.nodes, timeout_ms=int(timeout * 1000),
-                                         average_mode=average_mode)  # type: ignore[arg-type]
+                                         average_mode=average_mode, threshold=threshold)  # type: ignore[arg-type]
         connect = self.cluster.connect_timeout_s
         prepared: dict[str, mpc_pb2.PrepareReply] = await self._gather(
             session_id, {n: self._stub(n).Prepare(request, timeout=connect) for n in self.nodes})
@@ -203,7 +238,8 @@ class Coordinator:
         length = next(iter(lengths.values()))
         frac_bits = max(r.frac_bits for r in prepared.values())
         total = np.zeros(length, dtype=np.uint64)
-        await self._gather(session_id, {n: self._collect(session_id, n, frac_bits, length, total, timeout)
+        xor = protocol in (mpc_pb2.PROTOCOL_VOTE, mpc_pb2.PROTOCOL_THRESHOLD)
+        await self._gather(session_id, {n: self._collect(session_id, n, frac_bits, length, total, timeout, xor)
                                         for n in self.nodes})
         return Opened(session_id, input_name, self.nodes, total, frac_bits,
                       all(r.is_scalar for r in prepared.values()))
@@ -233,6 +269,28 @@ class Coordinator:
         if elementwise:
             return AverageResult(opened.session_id, input_name, opened.nodes, "elementwise", averages, totals, count)
         return AverageResult(opened.session_id, input_name, opened.nodes, "records", averages[0], totals[0], count)
+
+    async def vote(self, input_name: str, *, threshold: int | None = None,
+                   timeout_s: float | None = None) -> VoteResult:
+        """Threshold vote over the ballots stored as `input_name`: only YES/NO is opened.
+
+        Without a threshold the rule is "at least half of the ballots cast" (2T >= N, neither T
+        nor N is opened); with one it is T >= threshold.
+
+        Returns: the result. Raises: as `open`.
+        """
+        opened = await self.open(mpc_pb2.PROTOCOL_VOTE, input_name, threshold=threshold, timeout_s=timeout_s)
+        rule = "at least half of the ballots cast" if threshold is None else f"at least {threshold} yes ballots"
+        return VoteResult(opened.session_id, input_name, opened.nodes, bool(int(opened.total[0]) & 1), rule)
+
+    async def at_least(self, input_name: str, threshold: int, *, timeout_s: float | None = None) -> ThresholdResult:
+        """Batched [sum over nodes >= threshold] for every element of a vector input.
+
+        Returns: one bit per element (the sums stay secret). Raises: as `open`.
+        """
+        opened = await self.open(mpc_pb2.PROTOCOL_THRESHOLD, input_name, threshold=threshold, timeout_s=timeout_s)
+        return ThresholdResult(opened.session_id, input_name, opened.nodes, threshold,
+                               [bool(int(w) & 1) for w in opened.total])
 
     async def status(self) -> list[NodeStatus]:
         """Ask every node for its status (a down node is reported, not raised).

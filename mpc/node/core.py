@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from mpc import __version__
 from mpc.config import ClusterConfig, NodeConfig
@@ -30,9 +30,18 @@ from mpc.errors import (
 )
 from mpc.pki import Identity
 from mpc.prg import Rng, SystemRng
-from mpc.protocols.contribution import Aggregate, contribution, contribution_length
+from mpc.ot.triples import PairwiseOt
+from mpc.protocols.contribution import (
+    COMPARE_BITS,
+    Aggregate,
+    check_threshold,
+    compare_contribution,
+    contribution,
+    contribution_length,
+)
 from mpc.protocols.events import Output, Send
 from mpc.protocols.sum import SecureSumParty
+from mpc.protocols.threshold import NewOtSetup, ThresholdParty
 from mpc.ring import Words
 from mpc.store import InputInfo, Store, StoredInput
 
@@ -43,6 +52,34 @@ MAX_SESSION_TIMEOUT_S = 24 * 3600.0
 # Observer of what this node receives from peers: (session, sender, step, payload). Tests
 # use it to check that nothing a node receives reveals another party's input.
 PeerObserver = Callable[[str, str, str, bytes], None]
+
+
+MAX_OT_SETUPS_PER_PEER = 4
+_BIT_OUTPUTS = frozenset({"vote", "threshold"})
+
+
+def protocol_name(aggregate: Aggregate) -> str:
+    """The policy name of an aggregate ("sum", "average", "vote", "threshold")."""
+    return aggregate.split("-")[0]
+
+
+class Engine(Protocol):
+    """What the node needs of a sans-I/O protocol engine."""
+
+    length: int
+
+    @property
+    def waiting_for(self) -> tuple[str, ...]:
+        """Peers the engine is waiting on."""
+        ...
+
+    def start(self, contribution: Words) -> list[Any]:
+        """Begin with this node's contribution."""
+        ...
+
+    def receive(self, sender: str, step: str, payload: bytes) -> list[Any]:
+        """Take one peer message."""
+        ...
 
 
 class PeerSender(Protocol):
@@ -73,7 +110,8 @@ class Session:
     parties: tuple[str, ...]
     coordinator: Identity
     stored: StoredInput
-    engine: SecureSumParty
+    engine: Engine
+    threshold: int | None
     deadline: float                      # loop.time() after which the session is dropped
     output: asyncio.Future[Words]
     timer: asyncio.TimerHandle | None = None
@@ -100,11 +138,13 @@ class NodeCore:
         self.observer = observer
         self.cert_not_after = cert_not_after
         self.sessions: dict[str, Session] = {}
+        # OT setups with each peer, kept for the node's lifetime (newest last), by setup id.
+        self.ot_setups: dict[str, dict[bytes, PairwiseOt]] = {}
 
     # ---- coordinator side -------------------------------------------------------------
 
     def prepare(self, caller: Identity, session_id: str, aggregate: Aggregate, input_name: str,
-                participants: list[str], timeout_s: float) -> Prepared:
+                participants: list[str], timeout_s: float, threshold: int | None = None) -> Prepared:
         """Register a session after checking the policy, the parties and the input.
 
         Returns: the input's public shape.
@@ -115,7 +155,7 @@ class NodeCore:
         if not _SESSION_ID.match(session_id):
             raise RemoteProtocolError("session id must be 32 lowercase hex characters")
         policy = self.me.policy
-        protocol = "sum" if aggregate == "sum" else "average"
+        protocol = protocol_name(aggregate)
         if protocol not in policy.protocols:
             raise PolicyError(f"node {name}: policy does not allow protocol {protocol!r} "
                               f"(allowed: {', '.join(sorted(policy.protocols)) or 'none'})")
@@ -133,18 +173,33 @@ class NodeCore:
                               f"session {session_id} has {len(participants)}")
         if session_id in self.sessions or self.store.get_session(session_id) is not None:
             raise RoundMismatch(f"session {session_id} already exists at node {name}")
+        if aggregate == "threshold" and threshold is None:
+            raise RemoteProtocolError(f"session {session_id}: an elementwise threshold needs a threshold")
+        if threshold is not None:
+            check_threshold(threshold)
         stored = self.store.get_input(input_name)
+        if aggregate in _BIT_OUTPUTS:  # refuse a bad ballot or range now, before anything is sent
+            compare_contribution(aggregate, stored.values, stored.frac_bits, threshold is None, len(participants),
+                                 f"input {input_name!r} at node {name}")
         length = contribution_length(aggregate, stored.values.size)
         loop = asyncio.get_running_loop()
         timeout_s = min(timeout_s or self.cluster.session_timeout_s, MAX_SESSION_TIMEOUT_S)
-        engine = SecureSumParty(session_id, name, participants, length, self.rng)
-        session = Session(session_id, aggregate, tuple(participants), caller, stored, engine,
+        engine: Engine
+        if aggregate in _BIT_OUTPUTS:
+            # Votes compare 2T - N with 0 unless an explicit threshold is given (threshold.py).
+            k = 0 if threshold is None else threshold
+            engine = ThresholdParty(session_id, name, participants, length, k, self.rng, self.ot_setups,
+                                    COMPARE_BITS)
+        else:
+            engine = SecureSumParty(session_id, name, participants, length, self.rng)
+        session = Session(session_id, aggregate, tuple(participants), caller, stored, engine, threshold,
                           loop.time() + timeout_s, loop.create_future())
         self.store.record_session(session_id, aggregate, input_name, participants, caller.uri())
         session.timer = loop.call_at(session.deadline, self._expire, session)
         self.sessions[session_id] = session
         log.info("session %s prepared: %s of %r with %s", session_id, aggregate, input_name, ",".join(participants))
-        return Prepared(session_id, name, length, stored.frac_bits, stored.is_scalar)
+        frac_bits = 0 if aggregate in _BIT_OUTPUTS else stored.frac_bits
+        return Prepared(session_id, name, length, frac_bits, stored.is_scalar or aggregate == "vote")
 
     async def compute(self, caller: Identity, session_id: str, frac_bits: int, length: int) -> Words:
         """Run a prepared session and return this node's output share.
@@ -162,7 +217,8 @@ class NodeCore:
         if length != session.engine.length:
             raise RemoteProtocolError(f"session {session_id}: coordinator expects {length} words, "
                                       f"node {self.me.name} contributes {session.engine.length}")
-        if not session.stored.frac_bits <= frac_bits <= 32:
+        own_bits = 0 if session.aggregate in _BIT_OUTPUTS else session.stored.frac_bits
+        if not own_bits <= frac_bits <= 32:
             raise RemoteProtocolError(f"session {session_id}: scale of {frac_bits} fractional bits is below "
                                       f"node {self.me.name}'s {session.stored.frac_bits} or above 32")
         session.running = True
@@ -170,8 +226,13 @@ class NodeCore:
         loop = asyncio.get_running_loop()
         try:
             what = f"input {session.stored.name!r} at node {self.me.name}"
-            words = contribution(session.aggregate, session.stored.values, session.stored.frac_bits,
-                                 frac_bits, len(session.parties), what)
+            stored = session.stored
+            if session.aggregate in _BIT_OUTPUTS:
+                words = compare_contribution(session.aggregate, stored.values, stored.frac_bits,
+                                             session.threshold is None, len(session.parties), what)
+            else:
+                words = contribution(session.aggregate, stored.values, stored.frac_bits, frac_bits,
+                                     len(session.parties), what)
             self._dispatch(session, session.engine.start(words))
             try:
                 share = await asyncio.wait_for(asyncio.shield(session.output), session.remaining(loop))
@@ -273,6 +334,11 @@ class NodeCore:
             if isinstance(event, Output):
                 if not session.output.done():
                     session.output.set_result(event.words)
+            elif isinstance(event, NewOtSetup):
+                setups = self.ot_setups.setdefault(event.peer, {})
+                setups[event.setup_id] = event.pair
+                while len(setups) > MAX_OT_SETUPS_PER_PEER:
+                    del setups[next(iter(setups))]
             else:
                 task = asyncio.get_running_loop().create_task(self._send(session, event), name=event.to)
                 session.tasks.add(task)

@@ -15,9 +15,14 @@ from typing import Literal
 import numpy as np
 
 from mpc.encoding import check_sum_bound, exact_local_sum, rescale
+from mpc.errors import InputError
 from mpc.ring import Signed, Words, from_signed
 
-Aggregate = Literal["sum", "average-records", "average-elementwise"]
+Aggregate = Literal["sum", "average-records", "average-elementwise", "vote", "threshold"]
+# Comparisons run on ell = 32 bits (mpc/protocols/threshold.py): totals and thresholds must
+# stay within +-2^30 so that total - k never leaves [-2^31, 2^31).
+COMPARE_BITS = 32
+COMPARE_BOUND = 1 << (COMPARE_BITS - 2)
 
 
 def contribution_length(aggregate: Aggregate, stored_length: int) -> int:
@@ -27,8 +32,10 @@ def contribution_length(aggregate: Aggregate, stored_length: int) -> int:
     """
     if aggregate == "sum":
         return stored_length
-    if aggregate == "average-records":
-        return 2
+    if aggregate in ("average-records", "vote"):
+        return 2 if aggregate == "average-records" else 1
+    if aggregate == "threshold":
+        return stored_length
     return stored_length + 1
 
 
@@ -50,3 +57,40 @@ def contribution(aggregate: Aggregate, values: Signed, frac_bits: int, session_f
         body = np.append(scaled, np.int64(1))
     check_sum_bound(body, parties, session_frac_bits, what)
     return from_signed(body)
+
+
+def check_threshold(threshold: int) -> None:
+    """Refuse a public threshold outside the comparison's range.
+
+    Raises: InputError naming the bound.
+    """
+    if not -COMPARE_BOUND <= threshold <= COMPARE_BOUND:
+        raise InputError(f"threshold {threshold} is out of range: |k| must be at most {COMPARE_BOUND}")
+
+
+def compare_contribution(aggregate: Aggregate, values: Signed, frac_bits: int, half_rule: bool,
+                         parties: int, what: str) -> Words:
+    """This node's contribution to a vote or an elementwise threshold.
+
+    vote: `values` are ballots, each 0 or 1; the contribution is 2 t - n for the "at least half
+    of the ballots cast" rule (compared with 0), else t (compared with the public threshold).
+    threshold: the integer values themselves.
+
+    Returns: uint64 words (one for a vote).
+    Raises: InputError naming `what` (never a value) for a ballot other than 0/1, fixed-point
+    values, or totals that could leave the comparison's range.
+    """
+    if frac_bits != 0:
+        raise InputError(f"{what} is fixed point ({frac_bits} fractional bits); comparisons take integers")
+    if aggregate == "vote":
+        if values.size and (int(values.min()) < 0 or int(values.max()) > 1):
+            raise InputError(f"{what} is not a ballot vector: every ballot must be 0 or 1")
+        yes = int(np.count_nonzero(values))
+        body = np.array([2 * yes - values.size if half_rule else yes], dtype=np.int64)
+    else:
+        body = values
+    limit = COMPARE_BOUND // max(parties, 1)
+    if body.size and (int(body.max()) > limit or int(body.min()) < -limit):
+        raise InputError(f"{what} is too large to compare: each node's total must stay within +-{limit} "
+                         f"for {parties} parties; nothing was shared")
+    return from_signed(np.ascontiguousarray(body, dtype=np.int64))

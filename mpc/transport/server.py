@@ -79,6 +79,8 @@ _AGGREGATES: dict[tuple[int, int], Aggregate] = {
     (mpc_pb2.PROTOCOL_SUM, mpc_pb2.AVERAGE_MODE_ELEMENTWISE): "sum",
     (mpc_pb2.PROTOCOL_AVERAGE, mpc_pb2.AVERAGE_MODE_RECORDS): "average-records",
     (mpc_pb2.PROTOCOL_AVERAGE, mpc_pb2.AVERAGE_MODE_ELEMENTWISE): "average-elementwise",
+    (mpc_pb2.PROTOCOL_VOTE, mpc_pb2.AVERAGE_MODE_RECORDS): "vote",
+    (mpc_pb2.PROTOCOL_THRESHOLD, mpc_pb2.AVERAGE_MODE_RECORDS): "threshold",
 }
 
 
@@ -96,8 +98,9 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
             aggregate = _AGGREGATES.get((request.protocol, request.average_mode))
             if aggregate is None:
                 raise RemoteProtocolError(f"unknown protocol {request.protocol} / mode {request.average_mode}")
+            threshold = request.threshold if request.HasField("threshold") else None
             p = self.core.prepare(caller, request.session_id, aggregate, request.input_name,
-                                  list(request.participants), request.timeout_ms / 1000)
+                                  list(request.participants), request.timeout_ms / 1000, threshold)
         except MpcError as exc:
             await context.abort(status_for(exc), str(exc))
         return mpc_pb2.PrepareReply(session_id=p.session_id, node=p.node, length=p.length,

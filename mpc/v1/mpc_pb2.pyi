@@ -12,6 +12,8 @@ class Protocol(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROTOCOL_UNSPECIFIED: _ClassVar[Protocol]
     PROTOCOL_SUM: _ClassVar[Protocol]
     PROTOCOL_AVERAGE: _ClassVar[Protocol]
+    PROTOCOL_VOTE: _ClassVar[Protocol]
+    PROTOCOL_THRESHOLD: _ClassVar[Protocol]
 
 class AverageMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -20,24 +22,28 @@ class AverageMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 PROTOCOL_UNSPECIFIED: Protocol
 PROTOCOL_SUM: Protocol
 PROTOCOL_AVERAGE: Protocol
+PROTOCOL_VOTE: Protocol
+PROTOCOL_THRESHOLD: Protocol
 AVERAGE_MODE_RECORDS: AverageMode
 AVERAGE_MODE_ELEMENTWISE: AverageMode
 
 class PrepareRequest(_message.Message):
-    __slots__ = ("session_id", "protocol", "input_name", "participants", "timeout_ms", "average_mode")
+    __slots__ = ("session_id", "protocol", "input_name", "participants", "timeout_ms", "average_mode", "threshold")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     INPUT_NAME_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     AVERAGE_MODE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     protocol: Protocol
     input_name: str
     participants: _containers.RepeatedScalarFieldContainer[str]
     timeout_ms: int
     average_mode: AverageMode
-    def __init__(self, session_id: _Optional[str] = ..., protocol: _Optional[_Union[Protocol, str]] = ..., input_name: _Optional[str] = ..., participants: _Optional[_Iterable[str]] = ..., timeout_ms: _Optional[int] = ..., average_mode: _Optional[_Union[AverageMode, str]] = ...) -> None: ...
+    threshold: int
+    def __init__(self, session_id: _Optional[str] = ..., protocol: _Optional[_Union[Protocol, str]] = ..., input_name: _Optional[str] = ..., participants: _Optional[_Iterable[str]] = ..., timeout_ms: _Optional[int] = ..., average_mode: _Optional[_Union[AverageMode, str]] = ..., threshold: _Optional[int] = ...) -> None: ...
 
 class PrepareReply(_message.Message):
     __slots__ = ("session_id", "node", "length", "frac_bits", "is_scalar")

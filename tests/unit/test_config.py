@@ -325,8 +325,8 @@ def test_fewer_than_two_nodes(tmp_path: Path, nodes: str) -> None:
 
 
 def test_unknown_protocols_are_named(tmp_path: Path) -> None:
-    refused(write(tmp_path, full(policy='protocols = ["sum", "vote"]')), "[nodes.alice].policy", "unknown protocol",
-            "'vote'", "'average'")
+    refused(write(tmp_path, full(policy='protocols = ["sum", "auction"]')), "[nodes.alice].policy",
+            "unknown protocol", "'auction'", "'vote'")
 
 
 @pytest.mark.parametrize("minimum", [1, 0, -3])
