@@ -55,6 +55,7 @@ PeerObserver = Callable[[str, str, str, bytes], None]
 
 
 MAX_OT_SETUPS_PER_PEER = 4
+_SLOW_STEPS = ("ot/base/",)
 _BIT_OUTPUTS = frozenset({"vote", "threshold"})
 
 
@@ -118,6 +119,7 @@ class Session:
     running: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     send_errors: list[MpcError] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def remaining(self, loop: asyncio.AbstractEventLoop) -> float:
         """Seconds left before the session's deadline (never negative)."""
@@ -233,7 +235,8 @@ class NodeCore:
             else:
                 words = contribution(session.aggregate, stored.values, stored.frac_bits, frac_bits,
                                      len(session.parties), what)
-            self._dispatch(session, session.engine.start(words))
+            async with session.lock:
+                self._dispatch(session, session.engine.start(words))
             try:
                 share = await asyncio.wait_for(asyncio.shield(session.output), session.remaining(loop))
             except TimeoutError:
@@ -300,8 +303,12 @@ class NodeCore:
             raise AuthError(f"node {sender!r} is not a peer in session {session_id}")
         return session
 
-    def deliver(self, caller: Identity, session_id: str, sender: str, step: str, payload: bytes) -> None:
+    async def deliver(self, caller: Identity, session_id: str, sender: str, step: str, payload: bytes) -> None:
         """Feed one peer message to its session.
+
+        Base-OT steps are modular exponentiations for about a second: they run in a worker
+        thread so that the node keeps answering other sessions and health checks meanwhile.
+        The session's lock keeps its engine to one message at a time either way.
 
         Raises: AuthError if the claimed sender is not the caller or not a party;
         UnknownSession/SessionClosed; RoundMismatch/RemoteProtocolError from the engine (the
@@ -311,11 +318,16 @@ class NodeCore:
         if self.observer is not None:
             self.observer(session_id, sender, step, payload)
         try:
-            events = session.engine.receive(sender, step, payload)
+            async with session.lock:
+                if step.startswith(_SLOW_STEPS):
+                    events = await asyncio.to_thread(session.engine.receive, sender, step, payload)
+                else:
+                    events = session.engine.receive(sender, step, payload)
         except MpcError as exc:
             self._finish(session, "failed", f"bad message from {sender}: {exc}")
             raise
-        self._dispatch(session, events)
+        if self.sessions.get(session_id) is session:  # it may have ended while we computed
+            self._dispatch(session, events)
 
     # ---- internals --------------------------------------------------------------------
 

@@ -155,10 +155,10 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
             raise AuthError(f"{caller.uri()} is not a node of this cluster")
         return caller
 
-    def _deliver(self, caller: Identity, header: mpc_pb2.PeerHeader, payload: bytes) -> None:
+    async def _deliver(self, caller: Identity, header: mpc_pb2.PeerHeader, payload: bytes) -> None:
         if len(payload) != header.payload_bytes:
             raise RemoteProtocolError(f"peer message has {len(payload)} bytes, declared {header.payload_bytes}")
-        self.core.deliver(caller, header.session_id, header.sender, header.step, payload)
+        await self.core.deliver(caller, header.session_id, header.sender, header.step, payload)
 
     async def Deliver(self, request: mpc_pb2.PeerMessage, context: grpc.aio.ServicerContext) -> mpc_pb2.PeerAck:
         """Take a message that fits in one call."""
@@ -166,7 +166,7 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
             caller = self._caller(context)
             if not request.HasField("header"):
                 raise RemoteProtocolError("peer message without a header")
-            self._deliver(caller, request.header, request.payload)
+            await self._deliver(caller, request.header, request.payload)
         except MpcError as exc:
             await context.abort(status_for(exc), str(exc))
         return mpc_pb2.PeerAck()
@@ -195,7 +195,7 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
                     raise RemoteProtocolError(f"peer message longer than its declared {header.payload_bytes} bytes")
             if header is None:
                 raise RemoteProtocolError("empty peer stream")
-            self._deliver(caller, header, bytes(payload))
+            await self._deliver(caller, header, bytes(payload))
         except MpcError as exc:
             await context.abort(status_for(exc), str(exc))
         return mpc_pb2.PeerAck()
