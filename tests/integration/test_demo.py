@@ -87,6 +87,12 @@ def test_demo_prints_the_raises_example_and_stops_its_daemons() -> None:
     assert "Traceback" not in proc.stderr, report
     assert "12686" in proc.stdout and "3171.5" in proc.stdout, report
     assert re.search(r"secure sum of the raises: 12686\b", proc.stdout), report
+    # The referendum (T = 6 of N = 9): only YES/NO lines, never a tally or a ballot count.
+    assert re.search(r"at least half voted for\?\s+YES", proc.stdout), report
+    assert re.search(r"at least 7 voted for\?\s+NO", proc.stdout), report
+    assert re.search(r"unanimous referendum:\s+YES", proc.stdout), report
+    vote_lines = [line for line in proc.stdout.splitlines() if "voted for" in line or "unanimous" in line]
+    assert not any(re.search(r"\b(6|9|12)\b", line) for line in vote_lines), report
     # Nobody's raise is printed, only the sum and the average.
     for raise_ in ("3800", "2514", "2982", "3390"):
         assert not re.search(rf"(?<![\w.]){raise_}(?!\w)", proc.stdout), report
