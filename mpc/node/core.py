@@ -112,7 +112,7 @@ class Session:
     coordinator: Identity
     stored: StoredInput
     engine: Engine
-    threshold: int | None
+    contribution: Words | None           # known at prepare for votes; sums wait for the common scale
     deadline: float                      # loop.time() after which the session is dropped
     output: asyncio.Future[Words]
     timer: asyncio.TimerHandle | None = None
@@ -180,9 +180,10 @@ class NodeCore:
         if threshold is not None:
             check_threshold(threshold)
         stored = self.store.get_input(input_name)
-        if aggregate in _BIT_OUTPUTS:  # refuse a bad ballot or range now, before anything is sent
-            compare_contribution(aggregate, stored.values, stored.frac_bits, threshold is None, len(participants),
-                                 f"input {input_name!r} at node {name}")
+        prepared: Words | None = None
+        if aggregate in _BIT_OUTPUTS:  # a bad ballot or range is refused now, before anything is sent
+            prepared = compare_contribution(aggregate, stored.values, stored.frac_bits, threshold is None,
+                                            len(participants), f"input {input_name!r} at node {name}")
         length = contribution_length(aggregate, stored.values.size)
         loop = asyncio.get_running_loop()
         timeout_s = min(timeout_s or self.cluster.session_timeout_s, MAX_SESSION_TIMEOUT_S)
@@ -194,7 +195,7 @@ class NodeCore:
                                     COMPARE_BITS)
         else:
             engine = SecureSumParty(session_id, name, participants, length, self.rng)
-        session = Session(session_id, aggregate, tuple(participants), caller, stored, engine, threshold,
+        session = Session(session_id, aggregate, tuple(participants), caller, stored, engine, prepared,
                           loop.time() + timeout_s, loop.create_future())
         self.store.record_session(session_id, aggregate, input_name, participants, caller.uri())
         session.timer = loop.call_at(session.deadline, self._expire, session)
@@ -222,19 +223,16 @@ class NodeCore:
         own_bits = 0 if session.aggregate in _BIT_OUTPUTS else session.stored.frac_bits
         if not own_bits <= frac_bits <= 32:
             raise RemoteProtocolError(f"session {session_id}: scale of {frac_bits} fractional bits is below "
-                                      f"node {self.me.name}'s {session.stored.frac_bits} or above 32")
+                                      f"node {self.me.name}'s {own_bits} or above 32")
         session.running = True
         self.store.set_session_status(session_id, "running")
         loop = asyncio.get_running_loop()
         try:
-            what = f"input {session.stored.name!r} at node {self.me.name}"
-            stored = session.stored
-            if session.aggregate in _BIT_OUTPUTS:
-                words = compare_contribution(session.aggregate, stored.values, stored.frac_bits,
-                                             session.threshold is None, len(session.parties), what)
-            else:
+            words = session.contribution
+            if words is None:
+                stored = session.stored
                 words = contribution(session.aggregate, stored.values, stored.frac_bits, frac_bits,
-                                     len(session.parties), what)
+                                     len(session.parties), f"input {stored.name!r} at node {self.me.name}")
             async with session.lock:
                 self._dispatch(session, session.engine.start(words))
             try:
