@@ -5,21 +5,39 @@ compute_s: median wall time of `Coordinator.sum` over `repeats` sessions once th
 and the channels are open (the analogue of MPyC's time after `mpc.start()`); first_s: the
 first session, which also pays the TLS handshakes; end_to_end_s: spawning the node processes,
 waiting for health, one sum, stopping them (the analogue of MPyC's spawn-to-exit).
+
+Comparisons and votes (mpc/protocols/threshold.py) need Beaver bit triples from OT; the first
+such session between two nodes runs 128 Chou-Orlandi base OTs in each direction of every pair,
+which the nodes keep for their lifetime, so later sessions reuse them. run_mpc_compare and
+run_mpc_vote therefore report that first session separately (first_s, setup_s) from the median
+of the later ones (compute_s); run_mpc_base_ot times the base OTs of one pair in-process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mpc.config import load_cluster
 from mpc.coordinator.client import Coordinator
 from mpc.localcluster import NodeProcesses, write_local_cluster
+from mpc.ot.base import BASE_OTS, ChouOrlandiReceiver, ChouOrlandiSender
+from mpc.ot.triples import OtReady, PairwiseOtSetup
+from mpc.prg import SystemRng
+from mpc.protocols.contribution import COMPARE_BOUND
+from mpc.protocols.events import Send
 from mpc.store import Store
 
 NAMES = ("alice", "bob", "carlos", "david")
@@ -76,3 +94,263 @@ def run_mpc_sum(length: int, parties: int = 3, *, raises: bool = False, repeats:
         end_to_end = time.perf_counter() - t0 - sum(times[1:])
     return {"compute_s": statistics.median(times[1:]), "first_s": times[0], "end_to_end_s": end_to_end,
             "L": length, "parties": parties, "ok": ok}
+
+
+# --------------------------------------------------------------------------- comparisons and votes
+
+# Session deadline for the benchmark clusters: the first comparison session also runs the base
+# OTs, which on a loaded machine can take several seconds.
+_SESSION_TIMEOUT_S = 300.0
+
+
+def compare_inputs(parties: int, count: int) -> list[np.ndarray]:
+    """Deterministic inputs of the comparison benchmark: `count` integers per node, each within
+    +-(2^30 // parties) so that a total over the nodes stays in the 32-bit comparison's range.
+    Every 7th element gets a total of exactly 0 (a tie with the threshold 0) where that fits.
+
+    Returns: one int64 vector per node.
+    """
+    limit = COMPARE_BOUND // parties
+    j = np.arange(count, dtype=np.int64)
+    values = [((i + 1) * 1_000_003 + j * 2_654_435_761 * (2 * i + 1)) % (2 * limit + 1) - limit
+              for i in range(parties)]
+    others = np.sum(values[:-1], axis=0)
+    tie = (j % 7 == 0) & (np.abs(others) <= limit)
+    values[-1] = np.where(tie, -others, values[-1])
+    return values
+
+
+def vote_ballots(ballots: int, parties: int) -> list[np.ndarray]:
+    """Deterministic 0/1 ballots, split into `parties` contiguous chunks (sizes differ by <= 1).
+
+    The same formula as benchmarks/mpyc_programs/vote.py, so both sides count the same ballots.
+    Returns: one int64 vector per node.
+    """
+    j = np.arange(ballots, dtype=np.int64)
+    every = ((j * 7919 + 13) % 100 < 52).astype(np.int64)  # about 52 % yes
+    return [np.ascontiguousarray(chunk) for chunk in np.array_split(every, parties)]
+
+
+def _write_cluster(work: Path, names: Sequence[str], inputs: Mapping[str, Sequence[np.ndarray]]) -> Path:
+    """A local cluster file with `inputs[input_name][i]` stored at node names[i]."""
+    cluster_file = write_local_cluster(work, names, session_timeout_s=_SESSION_TIMEOUT_S)
+    cluster = load_cluster(cluster_file)
+    for i, name in enumerate(names):
+        data_dir = cluster.node(name).data_dir
+        if data_dir is None:
+            raise RuntimeError("write_local_cluster sets data_dir")
+        with Store.open_dir(data_dir) as store:
+            for input_name, per_node in inputs.items():
+                store.put_input(input_name, per_node[i], 0, False)
+    return cluster_file
+
+
+def _cpu_s(nodes: NodeProcesses) -> float | None:
+    """CPU seconds (user + system) the node processes have used so far (Linux /proc; else None)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0
+    for proc in nodes.procs.values():
+        try:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / tick
+
+
+def _cpu_fields(cpu: list[float | None]) -> dict[str, float | None]:
+    """first_cpu_s / compute_cpu_s: CPU seconds of all node processes together in the first
+    session and (median) in a later one; None where /proc is not available."""
+    later = [c for c in cpu[1:] if c is not None]
+    return {"first_cpu_s": cpu[0], "compute_cpu_s": statistics.median(later) if later else None}
+
+
+def _cpu_delta(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
+
+
+def run_mpc_compare(M: int = 1000, parties: int = 3, repeats: int = 5, threshold: int = 0) -> dict[str, object]:
+    """M batched 32-bit comparisons [sum over nodes >= threshold] (`Coordinator.at_least`).
+
+    first_s: the first session on fresh nodes (base OTs of every pair + TLS handshakes + the M
+    comparisons); compute_s: median of `repeats` later sessions (the setup reused);
+    setup_s = first_s - compute_s, the one-off; end_to_end_s: spawning the nodes, waiting for
+    health, the first session, stopping them. ok: every session's bits equal the plaintext's.
+
+    first_cpu_s / compute_cpu_s: CPU seconds of the node processes together (Linux).
+
+    Returns: {"compute_s", "first_s", "setup_s", "end_to_end_s", "comparisons_per_s", "M",
+    "parties", "threshold", "ok", "repeats", "first_cpu_s", "compute_cpu_s"}.
+    """
+    if M < 1 or repeats < 1:
+        raise ValueError("M and repeats must be at least 1")
+    names = NAMES[:parties]
+    values = compare_inputs(parties, M)
+    expected = (np.sum(values, axis=0) >= threshold).tolist()
+    with tempfile.TemporaryDirectory(prefix="mpc-bench-") as tmp:
+        work = Path(tmp)
+        cluster_file = _write_cluster(work, names, {"x": values})
+        cluster = load_cluster(cluster_file)
+        nodes = NodeProcesses(cluster_file, work / "logs")
+        t0 = time.perf_counter()
+        try:
+            nodes.start_all(names)
+
+            async def sessions() -> tuple[list[float], list[float | None], bool]:
+                times, cpu = [], []
+                ok = True
+                async with Coordinator(cluster) as coordinator:
+                    for _ in range(repeats + 1):
+                        c = _cpu_s(nodes)
+                        s = time.perf_counter()
+                        result = await coordinator.at_least("x", threshold)
+                        times.append(time.perf_counter() - s)
+                        cpu.append(_cpu_delta(c, _cpu_s(nodes)))
+                        ok &= result.bits == expected
+                return times, cpu, ok
+
+            times, cpu, ok = asyncio.run(sessions())
+        finally:
+            nodes.stop_all()
+        end_to_end = time.perf_counter() - t0 - sum(times[1:])
+    compute = statistics.median(times[1:])
+    return {"compute_s": compute, "first_s": times[0], "setup_s": times[0] - compute, "end_to_end_s": end_to_end,
+            "comparisons_per_s": M / compute, "M": M, "parties": parties, "threshold": threshold, "ok": ok,
+            "repeats": repeats, **_cpu_fields(cpu)}
+
+
+def _cli_vote(cluster_file: Path, input_name: str, timeout: float = 120.0) -> tuple[float, bool]:
+    """Run `mpc vote NAME --json` as a user would (a fresh Python process) against running nodes.
+
+    Returns: (wall seconds, passed).
+    """
+    cmd = [sys.executable, "-m", "mpc", "vote", input_name, "--cluster", str(cluster_file), "--json"]
+    s = time.perf_counter()
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
+    dt = time.perf_counter() - s
+    if proc.returncode != 0:
+        raise RuntimeError(f"mpc vote exited with {proc.returncode}: {proc.stderr.decode(errors='replace')[-2000:]}")
+    return dt, json.loads(proc.stdout)["result"] == "YES"
+
+
+def run_mpc_vote(ballots: int = 1000, parties: int = 3, repeats: int = 5,
+                 cli_repeats: int = 3) -> dict[str, object]:
+    """A vote over `ballots` 0/1 ballots split across the nodes (rule: at least half are 1).
+
+    first_s: the first vote on fresh nodes (includes the base OTs of every pair); compute_s:
+    median of `repeats` later votes through the coordinator API; cli_s: median of
+    `cli_repeats` runs of the `mpc vote` command (a new Python process: start-up, imports, TLS
+    to every node, the vote) on the already running nodes, after the setup; end_to_end_s:
+    spawning the nodes, the first vote, stopping them. ok: every result equals the plaintext's.
+
+    first_cpu_s / compute_cpu_s: CPU seconds of the node processes together (Linux).
+
+    Returns: {"compute_s", "first_s", "setup_s", "cli_s", "end_to_end_s", "ballots", "parties",
+    "passed", "ok", "repeats", "first_cpu_s", "compute_cpu_s"}.
+    """
+    if ballots < parties or repeats < 1:
+        raise ValueError("need at least one ballot per node and one repeat")
+    names = NAMES[:parties]
+    split = vote_ballots(ballots, parties)
+    expected = 2 * int(sum(int(b.sum()) for b in split)) >= ballots
+    with tempfile.TemporaryDirectory(prefix="mpc-bench-") as tmp:
+        work = Path(tmp)
+        cluster_file = _write_cluster(work, names, {"ballots": split})
+        cluster = load_cluster(cluster_file)
+        nodes = NodeProcesses(cluster_file, work / "logs")
+        t0 = time.perf_counter()
+        cli_times: list[float] = []
+        try:
+            nodes.start_all(names)
+
+            async def sessions() -> tuple[list[float], list[float | None], bool]:
+                times, cpu = [], []
+                ok = True
+                async with Coordinator(cluster) as coordinator:
+                    for _ in range(repeats + 1):
+                        c = _cpu_s(nodes)
+                        s = time.perf_counter()
+                        result = await coordinator.vote("ballots")
+                        times.append(time.perf_counter() - s)
+                        cpu.append(_cpu_delta(c, _cpu_s(nodes)))
+                        ok &= result.passed == expected
+                return times, cpu, ok
+
+            times, cpu, ok = asyncio.run(sessions())
+            for _ in range(cli_repeats):
+                dt, passed = _cli_vote(cluster_file, "ballots")
+                cli_times.append(dt)
+                ok &= passed == expected
+        finally:
+            nodes.stop_all()
+        end_to_end = time.perf_counter() - t0 - sum(times[1:]) - sum(cli_times)
+    compute = statistics.median(times[1:])
+    return {"compute_s": compute, "first_s": times[0], "setup_s": times[0] - compute,
+            "cli_s": statistics.median(cli_times) if cli_times else None, "end_to_end_s": end_to_end,
+            "ballots": ballots, "parties": parties, "passed": expected, "ok": ok, "repeats": repeats,
+            **_cpu_fields(cpu)}
+
+
+def _route(engines: Mapping[str, Any]) -> dict[str, Any]:
+    """Deliver messages between in-process sans-I/O engines (FIFO) until none is left.
+
+    Returns: each engine's last non-Send event.
+    """
+    queue: deque[tuple[str, Send]] = deque()
+    results: dict[str, Any] = {}
+
+    def take(me: str, events: Sequence[Any]) -> None:
+        for event in events:
+            if isinstance(event, Send):
+                queue.append((me, event))
+            else:
+                results[me] = event
+
+    for name, engine in engines.items():
+        take(name, engine.start())
+    for _ in range(10_000):  # bounded: a pairwise setup needs 4 messages
+        if not queue:
+            break
+        sender, send = queue.popleft()
+        take(send.to, engines[send.to].receive(sender, send.step, send.payload))
+    return results
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    s = time.perf_counter()
+    fn()
+    return time.perf_counter() - s
+
+
+def run_mpc_base_ot(repeats: int = 5) -> dict[str, object]:
+    """The one-off base OTs of one pair of nodes, in this process, no network (as ot_micro.py).
+
+    one_direction_s: 128 Chou-Orlandi OTs, one party the sender and the other the receiver
+    (sender's A, receiver's B's and keys, sender's key pairs); both_directions_s: the whole
+    pairwise setup the nodes run (mpc.ot.triples.PairwiseOtSetup: a batch each way), both
+    parties' work added up. Medians of `repeats` after one untimed warm-up. In the cluster the
+    two parties of a pair work in parallel, but each node also sets up with every other peer
+    (and one node handles one base-OT message at a time).
+
+    Returns: {"one_direction_s", "both_directions_s", "ots", "repeats"}.
+    """
+    rng = SystemRng()
+
+    def one_direction() -> None:
+        choices = [b & 1 for b in os.urandom(BASE_OTS)]
+        sender = ChouOrlandiSender(rng)
+        receiver = ChouOrlandiReceiver(choices, rng)
+        sender.finish(receiver.respond(sender.first_message()))
+        receiver.keys()
+
+    def both_directions() -> None:
+        pair = ("alice", "bob")
+        results = _route({p: PairwiseOtSetup(p, pair, rng, "bench-base-ot") for p in pair})
+        if not all(isinstance(results.get(p), OtReady) for p in pair):
+            raise RuntimeError("pairwise OT setup did not finish")
+
+    one_direction()  # warm-up: the first power of g in a process builds its comb table
+    one = [_timed(one_direction) for _ in range(repeats)]
+    both = [_timed(both_directions) for _ in range(repeats)]
+    return {"one_direction_s": statistics.median(one), "both_directions_s": statistics.median(both),
+            "ots": BASE_OTS, "repeats": repeats}

@@ -2,10 +2,11 @@
 
 Usage from Python (e.g. benchmarks/run.py)::
 
-    from benchmarks.mpyc_runner import run_mpyc_sum, run_mpyc_compare
+    from benchmarks.mpyc_runner import run_mpyc_sum, run_mpyc_compare, run_mpyc_vote
     run_mpyc_sum(10_000)                  # 3 parties, vectors of L=10^4 secure ints each
     run_mpyc_sum(1, scalar_raises=True)   # 4 parties, inputs 3800, 2514, 2982, 3390 -> 12686
     run_mpyc_compare(1000)                # 3 parties, 1000 batched secure x >= y
+    run_mpyc_vote(1000)                   # 3 parties, 1000 ballots split, opens [2 tally >= N]
 
 (or ``python benchmarks/mpyc_runner.py [--big]`` for the standard set of measurements).
 
@@ -49,6 +50,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 PROGRAMS = Path(__file__).resolve().parent / 'mpyc_programs'
 SUM_PROGRAM = PROGRAMS / 'sum_vector.py'
 COMPARE_PROGRAM = PROGRAMS / 'compare.py'
+VOTE_PROGRAM = PROGRAMS / 'vote.py'
 HOST = '127.0.0.1'
 RAISES_PARTIES = 4
 
@@ -234,6 +236,17 @@ def run_mpyc_compare(M: int, parties: int = 3, *, timeout: float = 600) -> dict:
     return _run_parties(COMPARE_PROGRAM, parties, ['--M', str(M)], timeout)
 
 
+def run_mpyc_vote(ballots: int = 1000, parties: int = 3, *, timeout: float = 600) -> dict:
+    """A vote over `ballots` 0/1 ballots split across the parties (SecInt(32) secure arrays):
+    the tally is summed on the shares and only [2 * tally >= ballots] is opened.
+
+    Returns {"compute_s", "end_to_end_s", "N", "parties", "passed", "ok", "tls", "ssl_logged"}.
+    """
+    if ballots < parties:
+        raise ValueError('need at least one ballot per party')
+    return _run_parties(VOTE_PROGRAM, parties, ['--N', str(ballots)], timeout)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     parser = argparse.ArgumentParser(description='MPyC side of the mpc benchmark')
@@ -241,15 +254,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--timeout', type=float, default=900)
     args = parser.parse_args(argv)
     runs = [('sum', 10**4), ('sum', 10**5)] + ([('sum', 10**6)] if args.big else [])
-    runs += [('raises', 1), ('compare', 1000)]
+    runs += [('raises', 1), ('compare', 1000), ('vote', 1000)]
     all_ok = True
     for kind, n in runs:
         if kind == 'sum':
             res = run_mpyc_sum(n, timeout=args.timeout)
         elif kind == 'raises':
             res = run_mpyc_sum(1, scalar_raises=True, timeout=args.timeout)
-        else:
+        elif kind == 'compare':
             res = run_mpyc_compare(n, timeout=args.timeout)
+        else:
+            res = run_mpyc_vote(n, timeout=args.timeout)
         all_ok &= bool(res['ok'])
         print(json.dumps({'bench': f'mpyc_{kind}', **res}), flush=True)
     return 0 if all_ok else 1

@@ -1,9 +1,14 @@
 """mpc vs MPyC, same machine, one run, each party its own process on loopback, TLS on for both.
 
-    make bench                      # or: .venv/bin/python benchmarks/run.py [--big] [--json FILE]
+    make bench          # or: .venv/bin/python benchmarks/run.py [--only sum|compare|all] [--json FILE]
 
 Prints a Markdown table: computation time (after start-up) and end to end, and the ratios
-MPyC / mpc (higher is better for mpc).
+MPyC / mpc (higher is better for mpc); below it the comparisons per second and mpc's one-off
+base OT cost. Cases: the secure sums (--only sum); 1000 batched 32-bit comparisons and a vote
+over 1000 ballots among 3 parties (--only compare). For the comparison and the vote, mpc's
+compute time is the median of later sessions on running nodes, which reuse the base OTs the
+first session set up (the nodes keep them for their lifetime); its end-to-end time includes
+that first session, i.e. spawning the nodes, the base OTs, one session and stopping them.
 """
 
 from __future__ import annotations
@@ -17,8 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.mpc_runner import run_mpc_sum  # noqa: E402
-from benchmarks.mpyc_runner import run_mpyc_sum  # noqa: E402
+from benchmarks.mpc_runner import run_mpc_base_ot, run_mpc_compare, run_mpc_sum, run_mpc_vote  # noqa: E402
+from benchmarks.mpyc_runner import run_mpyc_compare, run_mpyc_sum, run_mpyc_vote  # noqa: E402
 
 
 def _row(name: str, ours: dict[str, object], theirs: dict[str, object]) -> str:
@@ -28,30 +33,84 @@ def _row(name: str, ours: dict[str, object], theirs: dict[str, object]) -> str:
             f" {'yes' if ours['ok'] and theirs['ok'] else 'NO'} |")
 
 
+def _load() -> str:
+    try:
+        return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
 def main() -> int:
     """Run the comparisons and print the table."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000", help="vector lengths for the 3-party sum")
+    parser.add_argument("--only", choices=("sum", "compare", "all"), default="all",
+                        help="sum: the secure sums; compare: comparisons, vote, base OTs; all: both (default)")
+    parser.add_argument("--comparisons", type=int, default=1000, help="batched comparisons (3 parties)")
+    parser.add_argument("--ballots", type=int, default=1000, help="ballots in the vote (3 parties)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    load_start = _load()
     results: list[dict[str, object]] = []
     rows = []
-    for length in sizes:
-        ours, theirs = run_mpc_sum(length), run_mpyc_sum(length, timeout=900)
-        results.append({"case": f"sum3-{length}", "mpc": ours, "mpyc": theirs})
-        rows.append(_row(f"3-party sum, L = {length:,}", ours, theirs))
-    ours, theirs = run_mpc_sum(1, raises=True), run_mpyc_sum(1, scalar_raises=True)
-    results.append({"case": "raises4", "mpc": ours, "mpyc": theirs})
-    rows.append(_row("4-party scalar sum (raises)", ours, theirs))
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    notes = []
+    if args.only in ("sum", "all"):
+        for length in sizes:
+            ours, theirs = run_mpc_sum(length), run_mpyc_sum(length, timeout=900)
+            results.append({"case": f"sum3-{length}", "mpc": ours, "mpyc": theirs})
+            rows.append(_row(f"3-party sum, L = {length:,}", ours, theirs))
+        ours, theirs = run_mpc_sum(1, raises=True), run_mpyc_sum(1, scalar_raises=True)
+        results.append({"case": "raises4", "mpc": ours, "mpyc": theirs})
+        rows.append(_row("4-party scalar sum (raises)", ours, theirs))
+    if args.only in ("compare", "all"):
+        m = args.comparisons
+        ours, theirs = run_mpc_compare(m), run_mpyc_compare(m, timeout=900)
+        results.append({"case": f"compare3-{m}", "mpc": ours, "mpyc": theirs})
+        rows.append(_row(f"{m:,} comparisons (32-bit), 3 parties", ours, theirs))
+        ours_rate, theirs_rate = m / _f(ours, "compute_s"), m / _f(theirs, "compute_s")
+        ratio = ours_rate / theirs_rate
+        notes.append(f"- comparisons per second (compute): mpc {ours_rate:,.0f}, MPyC {theirs_rate:,.0f}; "
+                     f"mpc/MPyC = {ratio:.1f}x (target >= 1x: {'met' if ratio >= 1 else 'NOT met'})")
+        notes.append(f"- mpc comparisons, first session on fresh nodes (base OTs of all 3 pairs + TLS + "
+                     f"{m:,} comparisons): {_f(ours, 'first_s'):.2f} s, i.e. one-off setup "
+                     f"{_f(ours, 'setup_s'):.2f} s; {_cpu_note(ours)}")
+        n = args.ballots
+        ours, theirs = run_mpc_vote(n), run_mpyc_vote(n, timeout=900)
+        results.append({"case": f"vote3-{n}", "mpc": ours, "mpyc": theirs})
+        rows.append(_row(f"vote over {n:,} ballots, 3 parties", ours, theirs))
+        notes.append(f"- mpc vote: first vote on fresh nodes {_f(ours, 'first_s'):.2f} s (one-off setup "
+                     f"{_f(ours, 'setup_s'):.2f} s), later votes {_f(ours, 'compute_s'):.3f} s, the `mpc vote` "
+                     f"command on running nodes (new process: start-up, imports, TLS, vote) {_f(ours, 'cli_s'):.2f} s")
+        base = run_mpc_base_ot()
+        results.append({"case": "base_ot_pair", "mpc": base})
+        notes.append(f"- mpc one-off base OT cost per pair (in-process, one core, no network): {base['ots']} "
+                     f"Chou-Orlandi OTs one direction {_f(base, 'one_direction_s'):.2f} s, both directions "
+                     f"{_f(base, 'both_directions_s'):.2f} s; paid by the first comparison or vote between two "
+                     f"nodes, then kept for the nodes' lifetime")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"load average (1/5/15 min) at start {load_start}, at end {_load()}")
     print("| case | mpc compute (s) | MPyC compute (s) | MPyC/mpc | mpc end to end (s) | MPyC end to end (s) "
           "| MPyC/mpc | both correct |")
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
+    if notes:
+        print()
+        print("\n".join(notes))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
+
+
+def _f(result: dict[str, object], key: str) -> float:
+    return float(result[key])  # type: ignore[arg-type]
+
+
+def _cpu_note(ours: dict[str, object]) -> str:
+    if ours.get("first_cpu_s") is None or ours.get("compute_cpu_s") is None:
+        return "node CPU time not available"
+    return (f"CPU of the 3 nodes together: {_f(ours, 'first_cpu_s'):.2f} s in it, "
+            f"{_f(ours, 'compute_cpu_s'):.2f} s in a later session")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,80 @@
+"""MPyC program: a vote over N 0/1 ballots split across the parties; only [2 * tally >= N] is opened.
+
+Run once per party (3 parties by default), e.g.
+
+    python vote.py -M3 -I0 -P 127.0.0.1:p0 -P 127.0.0.1:p1 -P 127.0.0.1:p2 --ssl --N 1000
+
+Ballot j is 1 when (7919 j + 13) mod 100 < 52 (the formula of benchmarks/mpc_runner.py
+vote_ballots), and the N ballots are split into contiguous chunks, party i holding chunk i
+(np.array_split, sizes differ by at most one). Every party inputs its chunk as a secure array
+of SecInt(32) (32 bits, as mpc's comparison ring); the tally is the sum of all entries (local
+on the shares), and one secure comparison 2 * tally >= N (N public here) is opened to everybody.
+Party 0 verifies it and prints one JSON line
+{"compute_s": ..., "N": ..., "parties": ..., "passed": ..., "ok": ..., "tls": ...} on stdout.
+"""
+
+import argparse
+import json
+import time
+
+import numpy as np
+from mpyc.runtime import mpc
+
+BITS = 32
+
+
+def ballots(N: int, parties: int) -> list[np.ndarray]:
+    """Party i's ballots, for every i."""
+    j = np.arange(N, dtype=np.int64)
+    every = ((j * 7919 + 13) % 100 < 52).astype(np.int64)
+    return [np.ascontiguousarray(chunk) for chunk in np.array_split(every, parties)]
+
+
+def tls_info() -> str | None:
+    """TLS version/cipher of an actual MPyC connection of this party (None if plain TCP)."""
+    for peer in mpc.parties:
+        if peer.pid == mpc.pid or peer.protocol is None:
+            continue
+        transport = getattr(peer.protocol, 'transport', None)
+        if transport is None:
+            continue
+        ssl_obj = transport.get_extra_info('ssl_object')
+        if ssl_obj is None:
+            return None
+        return f'{ssl_obj.version()} {ssl_obj.cipher()[0]}'
+    return None
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--N', type=int, default=1000, help='number of ballots in all')
+    args = parser.parse_args()  # MPyC already consumed its own options from sys.argv
+    N = args.N
+    m = len(mpc.parties)
+    secint = mpc.SecInt(BITS)
+    chunks = ballots(N, m)  # plaintext, untimed; every party needs the chunk sizes (public)
+    # Non-owners pass zeros of the owner's shape; MPyC ignores them.
+    plain = [chunks[i] if i == mpc.pid else np.zeros_like(chunks[i]) for i in range(m)]
+
+    await mpc.start()
+    tls = tls_info()
+    await mpc.transfer(mpc.pid)  # network barrier: all-to-all exchange, everyone has started
+    t0 = time.perf_counter()
+    xs = [mpc.input(secint.array(plain[i]), senders=i) for i in range(m)]
+    tally = xs[0].sum()
+    for x in xs[1:]:
+        tally = tally + x.sum()
+    passed = await mpc.output(2 * tally >= N)  # the only opened value: one bit
+    t1 = time.perf_counter()
+    ok = None
+    if mpc.pid == 0:
+        expected = 2 * sum(int(c.sum()) for c in chunks) >= N
+        ok = bool(passed) == expected
+    await mpc.shutdown()
+    if mpc.pid == 0:
+        print(json.dumps({'compute_s': t1 - t0, 'N': N, 'parties': m, 'passed': bool(passed), 'ok': ok,
+                          'tls': tls}), flush=True)
+
+
+if __name__ == '__main__':
+    mpc.run(main())
