@@ -31,6 +31,21 @@ class Policy:
     protocols: frozenset[str] = frozenset(PROTOCOL_NAMES)
     # None: every stored input may be used; otherwise only the names listed.
     inputs: frozenset[str] | None = None
+    # Per protocol, the only inputs it may use (protocols not named here: no extra limit).
+    allow: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def refusal(self, node: str, protocol: str, input_name: str) -> str | None:
+        """Why this policy refuses `protocol` on `input_name`, or None if it allows it."""
+        if protocol not in self.protocols:
+            return (f"node {node}: policy does not allow protocol {protocol!r} "
+                    f"(allowed: {', '.join(sorted(self.protocols)) or 'none'})")
+        if self.inputs is not None and input_name not in self.inputs:
+            return f"node {node}: policy does not allow input {input_name!r} to be used"
+        allowed = self.allow.get(protocol)
+        if allowed is not None and input_name not in allowed:
+            return (f"node {node}: policy allows protocol {protocol!r} only on "
+                    f"{', '.join(sorted(allowed)) or 'no input'}, not on {input_name!r}")
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +147,15 @@ def _policy(table: dict[str, Any], where: str) -> Policy:
     if unknown:
         raise ConfigError(f"{where}: unknown protocol(s) {unknown}; known: {list(PROTOCOL_NAMES)}")
     inputs = _take(table, "inputs", list, where, None)
+    allow_table = dict(_take(table, "allow", dict, where, {}))
+    allow: dict[str, frozenset[str]] = {}
+    for protocol in list(allow_table):
+        if protocol not in PROTOCOL_NAMES:
+            raise ConfigError(f"{where}.allow: unknown protocol {protocol!r}; known: {list(PROTOCOL_NAMES)}")
+        names = _take(allow_table, protocol, list, f"{where}.allow")
+        allow[protocol] = frozenset(map(str, names))
     _no_leftovers(table, where)
-    return Policy(minimum, frozenset(protocols), None if inputs is None else frozenset(map(str, inputs)))
+    return Policy(minimum, frozenset(protocols), None if inputs is None else frozenset(map(str, inputs)), allow)
 
 
 def _node(name: str, table: dict[str, Any], base: Path, where: str) -> NodeConfig:

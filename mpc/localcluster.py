@@ -44,7 +44,8 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 
 def write_local_cluster(workdir: Path, names: Sequence[str], *, min_participants: int | None = None,
-                        extra_node_keys: Mapping[str, str] | None = None, session_timeout_s: float = 30.0) -> Path:
+                        extra_node_keys: Mapping[str, str] | None = None, session_timeout_s: float = 30.0,
+                        policies: Mapping[str, str] | None = None) -> Path:
     """Issue certificates and write a cluster file for nodes on 127.0.0.1.
 
     Returns: the cluster file's path (workdir/cluster.toml).
@@ -60,8 +61,13 @@ def write_local_cluster(workdir: Path, names: Sequence[str], *, min_participants
                   f'cert = "certs/{name}.pem"', f'key = "certs/{name}.key"', f'data_dir = "data/{name}"']
         for key, value in (extra_node_keys or {}).items():
             lines.append(f"{key} = {value}")
+        policy = (policies or {}).get(name)
+        if min_participants is not None or policy:
+            lines.append(f"[nodes.{name}.policy]")
         if min_participants is not None:
-            lines += [f"[nodes.{name}.policy]", f"min_participants = {min_participants}"]
+            lines.append(f"min_participants = {min_participants}")
+        if policy:
+            lines.append(policy)  # raw TOML for this node's policy table (tests)
     path = workdir / "cluster.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -158,11 +158,9 @@ class NodeCore:
             raise RemoteProtocolError("session id must be 32 lowercase hex characters")
         policy = self.me.policy
         protocol = protocol_name(aggregate)
-        if protocol not in policy.protocols:
-            raise PolicyError(f"node {name}: policy does not allow protocol {protocol!r} "
-                              f"(allowed: {', '.join(sorted(policy.protocols)) or 'none'})")
-        if policy.inputs is not None and input_name not in policy.inputs:
-            raise PolicyError(f"node {name}: policy does not allow input {input_name!r} to be used")
+        refusal = policy.refusal(name, protocol, input_name)
+        if refusal is not None:
+            raise PolicyError(refusal)
         if len(set(participants)) != len(participants):
             raise RemoteProtocolError(f"session {session_id}: participants repeat: {participants}")
         unknown = [p for p in participants if p not in self.cluster.nodes]

@@ -60,10 +60,11 @@ def make_cluster_file(tmp: Path, n: int, **kwargs: object) -> Path:
 
 @asynccontextmanager
 async def running_cluster(tmp: Path, n: int = 3, *, min_participants: int | None = None,
-                          session_timeout_s: float = 30.0,
-                          start: Sequence[str] | None = None) -> AsyncIterator[LocalCluster]:
+                          session_timeout_s: float = 30.0, start: Sequence[str] | None = None,
+                          policies: Mapping[str, str] | None = None) -> AsyncIterator[LocalCluster]:
     """Start n node servers (or only `start`), yield, then stop them all."""
-    path = make_cluster_file(tmp, n, min_participants=min_participants, session_timeout_s=session_timeout_s)
+    path = make_cluster_file(tmp, n, min_participants=min_participants, session_timeout_s=session_timeout_s,
+                             policies=policies)
     cluster = load_cluster(path)
     recorder = Recorder()
     servers: dict[str, NodeServer] = {}
