@@ -19,8 +19,8 @@ from mpc.errors import InputError
 from mpc.ring import Signed, Words, from_signed
 
 Aggregate = Literal["sum", "average-records", "average-elementwise", "vote", "threshold"]
-# Comparisons run on ell = 32 bits (mpc/protocols/threshold.py): totals and thresholds must
-# stay within +-2^30 so that total - k never leaves [-2^31, 2^31).
+# Comparisons run on ell = 32 bits (mpc/protocols/threshold.py): totals within +-(2^30 - 1) and
+# thresholds within +-2^30, so that total - k never leaves [-2^31, 2^31).
 COMPARE_BITS = 32
 COMPARE_BOUND = 1 << (COMPARE_BITS - 2)
 
@@ -89,7 +89,7 @@ def compare_contribution(aggregate: Aggregate, values: Signed, frac_bits: int, h
         body = np.array([2 * yes - values.size if half_rule else yes], dtype=np.int64)
     else:
         body = values
-    limit = COMPARE_BOUND // max(parties, 1)
+    limit = (COMPARE_BOUND - 1) // max(parties, 1)  # totals within +-(2^30 - 1): total - k < 2^31
     if body.size and (int(body.max()) > limit or int(body.min()) < -limit):
         raise InputError(f"{what} is too large to compare: each node's total must stay within +-{limit} "
                          f"for {parties} parties; nothing was shared")

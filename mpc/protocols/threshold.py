@@ -25,7 +25,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
-from mpc.ot.triples import OtReady, PairwiseOt, PairwiseOtSetup, TripleDealerless, TriplePool
+from mpc.ot.triples import (
+    STEP_BASE_A,
+    STEP_BASE_B,
+    STEP_T,
+    STEP_U,
+    OtReady,
+    PairwiseOt,
+    PairwiseOtSetup,
+    TripleDealerless,
+    TriplePool,
+)
 from mpc.prg import Rng
 from mpc.protocols.beaver import BitTriples
 from mpc.protocols.compare import AtLeastPublicParty, SignBitParty
@@ -77,6 +87,8 @@ class ThresholdParty:
         self._share: Words | None = None
         self._pool: TriplePool | None = None
         self._early: list[tuple[str, str, bytes]] = []
+        # The comparison's step labels, known up front so a bogus "cmp/..." is refused on arrival.
+        self._cmp_steps = frozenset(SignBitParty(session_id, me, parties, ell, length, TriplePool()).steps)
         self._started = False
         self._done = False
 
@@ -133,6 +145,8 @@ class ThresholdParty:
             return self._from_sum(self._sum.receive(sender, step, payload)) + self._advance()
         engine = self._engine_for(step)
         if engine is None:
+            if any(s == sender and st == step for s, st, _ in self._early):
+                raise RoundMismatch(f"session {self.session_id}: step {step!r} from {sender!r} already received")
             self._early.append((sender, step, payload))
             if len(self._early) > 16 * len(self.peers) + 64:
                 raise RemoteProtocolError(f"session {self.session_id}: too many early messages")
@@ -142,11 +156,13 @@ class ThresholdParty:
     # ---- internals --------------------------------------------------------------------
 
     def _engine_for(self, step: str) -> PairwiseOtSetup | TripleDealerless | AtLeastPublicParty | None:
-        if step.startswith("ot/"):
+        if step in (STEP_BASE_A, STEP_BASE_B):
+            if self._setup is None and self._triples is not None:
+                raise RoundMismatch(f"session {self.session_id}: {step!r} but this session makes no OT setup")
             return self._setup
-        if step.startswith("triples/"):
+        if step in (STEP_U, STEP_T):
             return self._triples
-        if step.startswith("cmp/"):
+        if step in self._cmp_steps:
             return self._compare
         raise RoundMismatch(f"session {self.session_id}: unknown step {step!r}")
 
@@ -203,6 +219,10 @@ class ThresholdParty:
                 self._setup = PairwiseOtSetup(self.me, [self.me, *fresh], self._rng, self.session_id)
                 events += self._route(self._setup.start())
                 return self._create(self._setup, events, "ot/")
+            stray = next((m for m in self._early if m[1].startswith("ot/")), None)
+            if stray is not None:
+                raise RoundMismatch(f"session {self.session_id}: {stray[1]!r} from {stray[0]!r} but this session "
+                                    f"makes no OT setup")
         if self._triples is None and len(self._chosen) == len(self.peers):
             words = self.triple_words(len(self.parties), self.ell, self.length)
             self._triples = TripleDealerless(self.me, self.parties, words, self._rng, self._chosen, self.session_id)
