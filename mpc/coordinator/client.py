@@ -24,6 +24,9 @@ from mpc.transport.peers import UNREACHABLE, Channels, describe_rpc_error
 from mpc.transport.tls import TlsMaterial
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
+# How long after the session deadline the coordinator still waits for a node's own answer
+# (which names the peer it waited for) before it gives up on the node itself.
+COMPUTE_GRACE_S = 1.0
 # Observer of what the coordinator receives: (session, node, share bytes of one chunk).
 ShareObserver = Callable[[str, str, bytes], None]
 Number = int | float
@@ -239,7 +242,10 @@ class Coordinator:
         frac_bits = max(r.frac_bits for r in prepared.values())
         total = np.zeros(length, dtype=np.uint64)
         xor = protocol in (mpc_pb2.PROTOCOL_VOTE, mpc_pb2.PROTOCOL_THRESHOLD)
-        await self._gather(session_id, {n: self._collect(session_id, n, frac_bits, length, total, timeout, xor)
+        # The nodes end the session at `timeout` themselves and say whom they waited for; our own
+        # deadline comes a little later, so that their answer is what the caller sees.
+        await self._gather(session_id, {n: self._collect(session_id, n, frac_bits, length, total,
+                                                         timeout + COMPUTE_GRACE_S, xor)
                                         for n in self.nodes})
         return Opened(session_id, input_name, self.nodes, total, frac_bits,
                       all(r.is_scalar for r in prepared.values()))

@@ -17,7 +17,7 @@ from mpc.pki import cert_not_after
 from mpc.prg import Rng
 from mpc.store import Store
 from mpc.transport.peers import PeerClient
-from mpc.transport.server import ControlService, PeerService
+from mpc.transport.server import ControlService, MalformedRequestInterceptor, PeerService
 from mpc.transport.tls import SERVER_OPTIONS, TlsMaterial
 from mpc.v1 import mpc_pb2_grpc
 
@@ -42,7 +42,7 @@ class NodeServer:
         self.core = NodeCore(cluster, self.config, self.store, self.peers, rng=rng, observer=observer,
                              cert_not_after=cert_not_after(self.tls.cert).isoformat())
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[MalformedRequestInterceptor()])
         mpc_pb2_grpc.add_ControlServicer_to_server(ControlService(self.core), self.server)
         mpc_pb2_grpc.add_PeerServicer_to_server(PeerService(self.core), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

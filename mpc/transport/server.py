@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from mpc.errors import (
     AuthError,
@@ -82,6 +84,67 @@ _AGGREGATES: dict[tuple[int, int], Aggregate] = {
     (mpc_pb2.PROTOCOL_VOTE, mpc_pb2.AVERAGE_MODE_RECORDS): "vote",
     (mpc_pb2.PROTOCOL_THRESHOLD, mpc_pb2.AVERAGE_MODE_RECORDS): "threshold",
 }
+
+
+class _Malformed:
+    """A request that did not parse, handed to the method instead of gRPC's own UNKNOWN."""
+
+    __slots__ = ("detail",)
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+
+
+def _tolerant(deserialize: Any) -> Any:
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError as exc:
+            return _Malformed(f"malformed request: {exc}")
+    return parse
+
+
+class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
+    """Answer a request that is not valid protobuf with INVALID_ARGUMENT and a clear message.
+
+    Without it grpc.aio's deserializer raises DecodeError before any handler runs, and the
+    caller sees UNKNOWN ("Unexpected <class DecodeError>").
+    """
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        parse = _tolerant(handler.request_deserializer)
+        if handler.unary_unary is not None:
+            inner_uu = handler.unary_unary
+
+            async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                if isinstance(request, _Malformed):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
+                return await inner_uu(request, context)
+            return handler._replace(request_deserializer=parse, unary_unary=unary_unary)
+        if handler.unary_stream is not None:
+            inner_us = handler.unary_stream
+
+            async def unary_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                if isinstance(request, _Malformed):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
+                async for reply in inner_us(request, context):
+                    yield reply
+            return handler._replace(request_deserializer=parse, unary_stream=unary_stream)
+        if handler.stream_unary is not None:
+            inner_su = handler.stream_unary
+
+            async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+                async def checked() -> AsyncIterator[Any]:
+                    async for request in requests:
+                        if isinstance(request, _Malformed):
+                            raise RemoteProtocolError(request.detail)
+                        yield request
+                return await inner_su(checked(), context)
+            return handler._replace(request_deserializer=parse, stream_unary=stream_unary)
+        return handler
 
 
 class ControlService(mpc_pb2_grpc.ControlServicer):

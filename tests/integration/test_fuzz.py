@@ -1,0 +1,966 @@
+"""Hypothesis fuzzing of every Control and Peer handler on real in-process node servers.
+
+One 3-node cluster (grpc.aio, mutual TLS, SQLite; tests/integration/harness.py) runs on an
+event loop in a background thread for the whole module; every hypothesis example drives it
+from the test thread with `LoopThread.run`, which has a deadline of its own on top of each
+call's gRPC deadline. Each example sends typed messages with mutated fields (random session
+ids, steps, senders, payloads and declared sizes, participants lists, protocol and mode enum
+numbers including unknown ones, thresholds at the int64 extremes, timeouts and lengths at
+their type's extremes), or raw bytes (identity serializers) for malformed protobuf.
+
+What every call must show (issue 5, "Fuzzing"; DESIGN.md §5):
+- it ends within its deadline (DEADLINE_EXCEEDED is never allowed: the node would have hung);
+- with a status code from the handler's allowed set, never UNKNOWN (an unhandled exception
+  in a handler), and a failure carries a non-empty message;
+- afterwards the node still serves: every node answers Status, a real secure sum among the
+  three nodes gives the right total, and no fuzz session is left live at any node.
+
+Every session an example creates is aborted by the example itself, so examples do not pile
+up state; the examples are bounded (max_examples) and the whole file runs in well under a
+minute.
+
+Bytes that do not parse as the method's request message are answered INVALID_ARGUMENT by
+mpc.transport.server.MalformedRequestInterceptor (without it, grpc.aio's own deserializer
+raised before any mpc code ran and the caller saw UNKNOWN).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import re
+import secrets
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator, Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar
+
+import grpc
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from mpc.coordinator.client import Coordinator
+from mpc.ot.extension import KAPPA
+from mpc.ot.triples import STEP_BASE_A, STEP_BASE_B, STEP_T, STEP_U
+from mpc.protocols.compare import SignBitParty
+from mpc.protocols.sum import STEP_SEED
+from mpc.protocols.threshold import STEP_HELLO
+from mpc.transport.tls import MAX_MESSAGE_BYTES, TlsMaterial, channel_options
+from mpc.v1 import mpc_pb2, mpc_pb2_grpc
+
+from .harness import LocalCluster, running_cluster
+
+T = TypeVar("T")
+OK = grpc.StatusCode.OK
+CALL_DEADLINE = 5.0              # gRPC deadline of every fuzz call
+RUN_SLACK = 5.0                  # the test thread waits this much longer before calling it a hang
+NAMES = ("alice", "bob", "carlos")
+TARGET = "alice"                 # the node every fuzz call goes to
+INPUTS = {"x": [1, 2, 3], "ballot": [1, 0, 1]}   # per node, alice first; "x" is a scalar
+INT32 = (-(1 << 31), (1 << 31) - 1)
+INT64 = (-(1 << 63), (1 << 63) - 1)
+UINT32_MAX = (1 << 32) - 1
+UINT64_MAX = (1 << 64) - 1
+
+# What each handler may answer (mpc/transport/server.py `_STATUS`). UNKNOWN, INTERNAL and
+# DEADLINE_EXCEEDED are never allowed.
+CONTROL_ALLOWED = frozenset({OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                             grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED,
+                             grpc.StatusCode.ABORTED})
+PEER_ALLOWED = frozenset({OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                          grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED})
+
+CMP_STEPS = SignBitParty("0" * 32, "alice", NAMES, 32, 1, None).steps  # type: ignore[arg-type]
+KNOWN_STEPS = (STEP_SEED, STEP_HELLO, STEP_BASE_A, STEP_BASE_B, STEP_U, STEP_T, *CMP_STEPS,
+               "sum/", "ot/base/", "ot/base/c", "triples/", "cmp/", "cmp/ks/99", "vote/open", "")
+
+METHODS = {  # full method path -> (kind, request type)
+    "/mpc.v1.Control/Prepare": ("unary_unary", mpc_pb2.PrepareRequest),
+    "/mpc.v1.Control/Compute": ("unary_stream", mpc_pb2.ComputeRequest),
+    "/mpc.v1.Control/Abort": ("unary_unary", mpc_pb2.AbortRequest),
+    "/mpc.v1.Control/Status": ("unary_unary", mpc_pb2.StatusRequest),
+    "/mpc.v1.Peer/Send": ("stream_unary", mpc_pb2.PeerFrame),
+    "/mpc.v1.Peer/Deliver": ("unary_unary", mpc_pb2.PeerMessage),
+}
+
+
+def fuzz_settings(max_examples: int) -> settings:
+    """Bounded fuzzing: no per-example deadline (the calls have their own), few examples."""
+    return settings(max_examples=max_examples, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                           HealthCheck.large_base_example])
+
+
+# ---- the cluster on a background event loop ------------------------------------------------------
+
+
+class LoopThread:
+    """An asyncio loop running in a daemon thread; `run` submits a coroutine with a deadline."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="fuzz-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        """Run `coro` on the loop and wait for it at most `timeout` seconds."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise AssertionError(f"no answer within {timeout} s: the node or the client hangs") from None
+
+    def close(self) -> None:
+        """Cancel what is left on the loop, stop it and join the thread (all bounded)."""
+        async def cancel_rest() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            self.run(cancel_rest(), 10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            if not self.thread.is_alive():
+                self.loop.close()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one call ended: its status code, details and (when OK) its value."""
+
+    code: grpc.StatusCode
+    details: str
+    value: Any = None
+
+
+async def _unary(call: Awaitable[Any]) -> Outcome:
+    try:
+        value = await call
+    except grpc.aio.AioRpcError as exc:
+        return Outcome(exc.code(), exc.details() or "")
+    return Outcome(OK, "", value)
+
+
+async def _streamed(call: Any) -> Outcome:
+    chunks = []
+    try:
+        async for chunk in call:
+            chunks.append(chunk)
+    except grpc.aio.AioRpcError as exc:
+        return Outcome(exc.code(), exc.details() or "")
+    return Outcome(OK, "", chunks)
+
+
+STATS_WIDTH = int(os.environ.get("MPC_FUZZ_STATS_WIDTH", "70"))
+
+
+def _label(outcome: Outcome) -> str:
+    """The outcome's code and the gist of its message (ids, quoted text and numbers elided)."""
+    gist = re.sub(r"[0-9a-f]{32}", "<id>", outcome.details)
+    gist = gist if os.environ.get("MPC_FUZZ_STATS_RAW") else re.sub(r"'[^']*'|\"[^\"]*\"", "<q>", gist)
+    gist = re.sub(r"\d+", "N", gist)
+    return f"{outcome.code.name}: {gist[:STATS_WIDTH]}"
+
+
+def assert_status(outcome: Outcome, allowed: frozenset[grpc.StatusCode], what: object) -> None:
+    """The call ended with an allowed code (never UNKNOWN) and, if it failed, a message."""
+    assert outcome.code != grpc.StatusCode.UNKNOWN, f"UNKNOWN (an unhandled exception in a handler): {what}: " \
+                                                    f"{outcome.details}"
+    assert outcome.code in allowed, (what, outcome)
+    if outcome.code != OK:
+        assert outcome.details.strip(), f"{outcome.code.name} without a message: {what}"
+
+
+# How often each outcome was seen, for a look at what the fuzzing reaches:
+# MPC_FUZZ_STATS=1 pytest -s tests/integration/test_fuzz.py prints it after each test
+# (MPC_FUZZ_STATS_WIDTH=N shows more of each message, MPC_FUZZ_STATS_RAW=1 keeps quoted text).
+SEEN: Counter[str] = Counter()
+
+
+@pytest.fixture(autouse=True)
+def _show_outcomes() -> Iterator[None]:
+    SEEN.clear()
+    yield
+    if os.environ.get("MPC_FUZZ_STATS"):
+        print("\n" + "\n".join(f"{n:6d}  {label}" for label, n in SEEN.most_common()))
+
+
+def check(outcome: Outcome, allowed: frozenset[grpc.StatusCode], what: object) -> None:
+    """assert_status, and record the outcome for --hypothesis-show-statistics (test thread only)."""
+    label = _label(outcome)
+    event(label)
+    SEEN[label] += 1
+    assert_status(outcome, allowed, what)
+
+
+class Env:
+    """The running cluster, the channels every fuzz call uses, and helpers around them."""
+
+    def __init__(self, lt: LoopThread, lc: LocalCluster, finished_session: str, shapes: VoteShapes) -> None:
+        self.lt = lt
+        self.lc = lc
+        self.finished_session = finished_session
+        self.vote_shapes = shapes
+        self.channels: dict[tuple[str, str, bool], grpc.aio.Channel] = {}
+
+    # Channels are created on the loop thread (grpc.aio objects belong to their loop).
+    async def channel(self, caller: str, node: str = TARGET, *, big: bool = False) -> grpc.aio.Channel:
+        """A channel to `node` with `caller`'s certificate ("coordinator" or a node name).
+
+        `big` lifts the client's own 4 MiB send limit, so that only the server can refuse.
+        """
+        key = (caller, node, big)
+        channel = self.channels.get(key)
+        if channel is None:
+            cluster = self.lc.cluster
+            if caller == "coordinator":
+                me = cluster.require_coordinator()
+                cert, key_path = me.cert, me.key
+            else:
+                cert, key_path = cluster.node(caller).cert, cluster.node(caller).key
+            creds = TlsMaterial.load(cluster.ca, cert, key_path).channel_credentials()
+            target = cluster.node(node)
+            options = channel_options(target.host)
+            if big:
+                options = [o for o in options if o[0] != "grpc.max_send_message_length"]
+                options += [("grpc.max_send_message_length", -1)]
+            channel = grpc.aio.secure_channel(target.address, creds, options=options)
+            self.channels[key] = channel
+        return channel
+
+    async def control(self, node: str = TARGET) -> mpc_pb2_grpc.ControlStub:
+        return mpc_pb2_grpc.ControlStub(await self.channel("coordinator", node))
+
+    async def peer(self, as_node: str, node: str = TARGET) -> mpc_pb2_grpc.PeerStub:
+        return mpc_pb2_grpc.PeerStub(await self.channel(as_node, node))
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = CALL_DEADLINE + RUN_SLACK) -> T:
+        return self.lt.run(coro, timeout)
+
+    async def prepare(self, session_id: str, parties: Sequence[str], at: Sequence[str], *,
+                      protocol: int = mpc_pb2.PROTOCOL_SUM, input_name: str = "x", timeout_ms: int = 10_000,
+                      average_mode: int = mpc_pb2.AVERAGE_MODE_RECORDS,
+                      threshold: int | None = None) -> dict[str, mpc_pb2.PrepareReply]:
+        """Prepare a well-formed session at the nodes `at` (must succeed)."""
+        request = mpc_pb2.PrepareRequest(session_id=session_id, protocol=protocol,  # type: ignore[arg-type]
+                                         input_name=input_name,
+                                         participants=list(parties), timeout_ms=timeout_ms,
+                                         average_mode=average_mode, threshold=threshold)  # type: ignore[arg-type]
+        replies = {}
+        for name in at:
+            outcome = await _unary((await self.control(name)).Prepare(request, timeout=CALL_DEADLINE))
+            assert outcome.code == OK, (name, request, outcome)
+            replies[name] = outcome.value
+        return replies
+
+    async def abort(self, session_id: str, at: Sequence[str] = (TARGET,), reason: str = "fuzz") -> None:
+        """Abort a session the example made (OK, or NOT_FOUND where it never got prepared)."""
+        for name in at:
+            outcome = await _unary((await self.control(name)).Abort(
+                mpc_pb2.AbortRequest(session_id=session_id, reason=reason), timeout=CALL_DEADLINE))
+            assert_status(outcome, frozenset({OK, grpc.StatusCode.NOT_FOUND}), ("abort", name, session_id))
+
+    async def active(self, node: str) -> int:
+        outcome = await _unary((await self.control(node)).Status(mpc_pb2.StatusRequest(), timeout=CALL_DEADLINE))
+        assert outcome.code == OK, outcome
+        return int(outcome.value.active_sessions)
+
+    def assert_still_serving(self) -> None:
+        """Every node answers Status, a real sum is right, and no fuzz session is left live."""
+        async def go() -> None:
+            async with Coordinator(self.lc.cluster) as c:
+                statuses = await c.status()
+                assert all(s.healthy for s in statuses), [s.error for s in statuses if not s.healthy]
+                assert (await c.sum("x")).value == sum(INPUTS["x"])
+            deadline = time.monotonic() + 10
+            while True:
+                live = {n: await self.active(n) for n in NAMES}
+                if not any(live.values()):
+                    return
+                assert time.monotonic() < deadline, f"fuzz sessions still live: {live}"
+                await asyncio.sleep(0.1)
+        self.run(go(), 30)
+
+    async def close(self) -> None:
+        channels, self.channels = list(self.channels.values()), {}
+        for channel in channels:
+            await channel.close()
+
+
+def vote_shapes(lc: LocalCluster, vote_id: str) -> VoteShapes:
+    """The shapes of the messages the target received in the real vote `vote_id`."""
+    received = [(sender, step, payload) for sid, sender, step, payload in lc.recorder.received[TARGET]
+                if sid == vote_id]
+    sizes = {step: len(payload) for _, step, payload in received}
+    iknp = {}
+    for sender, step, payload in received:
+        if step == STEP_U and sender not in iknp:
+            iknp[sender] = IKNP_HEADER.unpack_from(payload)
+    assert set(iknp) == {"bob", "carlos"} and set(CMP_STEPS) <= set(sizes), (sorted(sizes), iknp)
+    return VoteShapes(sizes, iknp, bytes.fromhex(vote_id)[:16])
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    lt = LoopThread()
+    try:
+        manager = running_cluster(tmp_path_factory.mktemp("fuzz"), 3)
+        lc = lt.run(manager.__aenter__(), 60)
+        fuzz_env: Env | None = None
+        try:
+            for i, name in enumerate(NAMES):
+                lc.put(name, "x", [INPUTS["x"][i]], scalar=True)
+                lc.put(name, "ballot", [INPUTS["ballot"][i]])
+            lc.put(TARGET, "v", [1, -2, 3])
+            lc.put(TARGET, "fixed", [3 << 15, -(1 << 16)], frac_bits=16)
+            lc.put(TARGET, "huge", [INT64[1] // 2, INT64[0] // 2])      # too large to sum over 3 parties
+
+            async def first_sessions() -> tuple[str, str]:
+                async with Coordinator(lc.cluster) as c:
+                    result = await c.sum("x")
+                    vote = await c.vote("ballot")
+                assert result.value == sum(INPUTS["x"])
+                assert vote.passed          # 2 of 3 ballots are yes
+                return result.session_id, vote.session_id
+            finished, vote_id = lt.run(first_sessions(), 60)
+            fuzz_env = Env(lt, lc, finished, vote_shapes(lc, vote_id))
+            yield fuzz_env
+        finally:
+            if fuzz_env is not None:
+                lt.run(fuzz_env.close(), 10)
+            lt.run(manager.__aexit__(None, None, None), 30)
+    finally:
+        lt.close()
+
+
+# ---- strategies ------------------------------------------------------------------------------------
+
+HEX = "0123456789abcdef"
+texts = st.text(max_size=60)
+bad_session_ids = st.one_of(
+    st.text(HEX, min_size=32, max_size=32),           # well-formed but unknown (or, rarely, reused)
+    st.text(HEX, min_size=0, max_size=31), st.text(HEX, min_size=33, max_size=40),
+    st.text("0123456789ABCDEF", min_size=32, max_size=32).filter(lambda s: s != s.lower()),
+    texts, st.just(""), st.just("0" * 32 + "\n"), st.just("../" * 11), st.text(min_size=200, max_size=400),
+)
+protocols = st.one_of(st.sampled_from([0, 1, 2, 3, 4]), st.integers(*INT32))
+modes = st.one_of(st.sampled_from([0, 1]), st.integers(*INT32))
+input_names = st.one_of(st.sampled_from(["x", "ballot", "v", "fixed", "huge", "nope", "", "X", "x\0"]), texts)
+participant = st.one_of(st.sampled_from([*NAMES, "david", "mallory", "", "ALICE", "alice ", "coordinator"]),
+                        st.text(max_size=20))
+participants_lists = st.one_of(
+    st.permutations(NAMES),
+    st.lists(st.sampled_from(NAMES), max_size=6),
+    st.lists(participant, max_size=8),
+    st.lists(st.sampled_from(NAMES), min_size=200, max_size=300),
+)
+timeouts_ms = st.one_of(st.sampled_from([0, 1, 50, 3_000, 10_000, UINT32_MAX]), st.integers(0, UINT32_MAX))
+thresholds = st.one_of(
+    st.none(),
+    st.sampled_from([INT64[0], INT64[1], 0, 1, -1, 1 << 30, (1 << 30) + 1, -(1 << 30), -(1 << 30) - 1]),
+    st.integers(*INT64),
+)
+frac_bits_values = st.one_of(st.sampled_from([0, 1, 15, 16, 32, 33, 64, UINT32_MAX]), st.integers(0, UINT32_MAX))
+lengths = st.one_of(st.sampled_from([0, 1, 2, 3, 4, 1 << 32, UINT64_MAX]), st.integers(0, UINT64_MAX))
+payloads = st.one_of(
+    st.binary(max_size=300),
+    st.binary(min_size=24, max_size=24),                               # a sum seed message's size
+    st.integers(0, 8).flatmap(lambda k: st.binary(min_size=16 * k, max_size=16 * k)),   # hello: setup ids
+    st.binary(min_size=256, max_size=256),                             # one base-OT group element
+    st.integers(0, 40).flatmap(lambda k: st.binary(min_size=8 * k, max_size=8 * k)),    # whole words
+    st.binary(min_size=3000, max_size=5000),
+)
+steps = st.one_of(st.sampled_from(KNOWN_STEPS), texts)
+# A known aggregate for a well-formed prepare: (protocol, mode, input, threshold).
+AGGREGATES = [
+    (mpc_pb2.PROTOCOL_SUM, mpc_pb2.AVERAGE_MODE_RECORDS, "x", None),
+    (mpc_pb2.PROTOCOL_SUM, mpc_pb2.AVERAGE_MODE_RECORDS, "fixed", None),
+    (mpc_pb2.PROTOCOL_SUM, mpc_pb2.AVERAGE_MODE_RECORDS, "huge", None),
+    (mpc_pb2.PROTOCOL_AVERAGE, mpc_pb2.AVERAGE_MODE_RECORDS, "v", None),
+    (mpc_pb2.PROTOCOL_AVERAGE, mpc_pb2.AVERAGE_MODE_ELEMENTWISE, "fixed", None),
+    (mpc_pb2.PROTOCOL_VOTE, mpc_pb2.AVERAGE_MODE_RECORDS, "ballot", None),
+    (mpc_pb2.PROTOCOL_VOTE, mpc_pb2.AVERAGE_MODE_RECORDS, "ballot", 2),
+    (mpc_pb2.PROTOCOL_THRESHOLD, mpc_pb2.AVERAGE_MODE_RECORDS, "v", 1),
+]
+
+
+# ---- Control ---------------------------------------------------------------------------------------
+
+
+FRESH, FINISHED = "<fresh>", "<finished>"   # session ids filled in when the example runs
+PREPARE_MUTANTS: dict[str, st.SearchStrategy[Any]] = {
+    "session_id": st.one_of(bad_session_ids, st.just(FINISHED)),
+    "protocol": protocols,
+    "average_mode": modes,
+    "input_name": input_names,
+    "participants": participants_lists,
+    "timeout_ms": timeouts_ms,
+    "threshold": thresholds,
+}
+
+
+@st.composite
+def prepare_requests(draw: st.DrawFn) -> tuple[dict[str, Any], list[str]]:
+    """A well-formed PrepareRequest's fields with 0-3 of them replaced by mutants."""
+    protocol, mode, input_name, threshold = draw(st.sampled_from(AGGREGATES))
+    fields: dict[str, Any] = {
+        "session_id": FRESH, "protocol": protocol, "average_mode": mode, "input_name": input_name,
+        "participants": list(draw(st.permutations(NAMES))), "timeout_ms": draw(st.sampled_from([0, 3_000, 60_000])),
+        "threshold": threshold,
+    }
+    mutated = draw(st.lists(st.sampled_from(sorted(PREPARE_MUTANTS)), max_size=3, unique=True))
+    for name in mutated:
+        fields[name] = draw(PREPARE_MUTANTS[name])
+    return fields, mutated
+
+
+@fuzz_settings(200)
+@given(case=prepare_requests())
+def _fuzz_prepare(env: Env, case: tuple[dict[str, Any], list[str]]) -> None:
+    fields, mutated = case
+    session_id = {FRESH: secrets.token_hex(16), FINISHED: env.finished_session}.get(fields["session_id"],
+                                                                                   fields["session_id"])
+    request = mpc_pb2.PrepareRequest(**{**fields, "session_id": session_id})
+
+    async def go() -> Outcome:
+        outcome = await _unary((await env.control()).Prepare(request, timeout=CALL_DEADLINE))
+        if outcome.code == OK:
+            await env.abort(session_id)
+        return outcome
+    outcome = env.run(go())
+    check(outcome, CONTROL_ALLOWED, (mutated, request))
+    if not mutated:
+        assert outcome.code == OK, (request, outcome)      # the unmutated request is well formed
+    if outcome.code == OK:
+        reply = outcome.value
+        assert reply.session_id == session_id and reply.node == TARGET, reply
+        assert reply.length >= 1 and reply.frac_bits <= 32, reply
+    if (request.protocol, request.average_mode) not in {(p, m) for p, m, _, _ in AGGREGATES} | {(1, 1)}:
+        assert outcome.code == grpc.StatusCode.INVALID_ARGUMENT and "unknown protocol" in outcome.details, outcome
+    if session_id == env.finished_session:
+        assert outcome.code != OK, outcome                 # a finished session is never prepared again
+
+
+def test_fuzz_prepare(env: Env) -> None:
+    _fuzz_prepare(env)
+    env.assert_still_serving()
+
+
+@fuzz_settings(150)
+@given(scenario=st.sampled_from(["unknown", "target-first", "target-first", "target-last", "everyone"]),
+       aggregate=st.sampled_from(AGGREGATES), mutated_id=bad_session_ids,
+       frac_bits=st.one_of(st.integers(0, 32), st.integers(0, 32), frac_bits_values),
+       length=st.one_of(st.none(), st.none(), lengths), twice=st.booleans())
+def _fuzz_compute(env: Env, scenario: str, aggregate: tuple[int, int, str, int | None], mutated_id: str,
+                  frac_bits: int, length: int | None, twice: bool) -> None:
+    """Compute with mutated scale and length, on unknown, half-prepared and fully prepared sessions.
+
+    target-first: only the target knows the session and is first in the party order: it waits
+    for no peer, and its own messages to the unprepared peers are refused at once.
+    target-last: it waits for its peers' messages, which never come: its 0.3 s deadline ends it.
+    everyone: a sum of "x" prepared and computed at every node with the same (mutated) request:
+    if the nodes accept it, the shares must add up to the true sum at that scale.
+    """
+    protocol, mode, input_name, threshold = aggregate
+    others = [n for n in NAMES if n != TARGET]
+    parties = [*others, TARGET] if scenario == "target-last" else [TARGET, *others]
+    at = list(NAMES) if scenario == "everyone" else [] if scenario == "unknown" else [TARGET]
+    if scenario == "everyone":
+        protocol, mode, input_name, threshold = mpc_pb2.PROTOCOL_SUM, mpc_pb2.AVERAGE_MODE_RECORDS, "x", None
+    session_id = mutated_id if scenario == "unknown" else secrets.token_hex(16)
+
+    async def go() -> list[Outcome]:
+        want = 1 if length is None else length
+        if at:
+            replies = await env.prepare(session_id, parties, at, protocol=protocol, input_name=input_name,
+                                        average_mode=mode, threshold=threshold,
+                                        timeout_ms=300 if scenario == "target-last" else 4_000)
+            if length is None:
+                want = replies[TARGET].length
+        request = mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=frac_bits, length=want)
+        calls = [_streamed((await env.control(name)).Compute(request, timeout=CALL_DEADLINE))
+                 for name in (at if scenario == "everyone" else [TARGET]) for _ in range(2 if twice else 1)]
+        outcomes = list(await asyncio.gather(*calls))
+        if at:
+            await env.abort(session_id, at)
+        return outcomes
+
+    outcomes = env.run(go(), 2 * CALL_DEADLINE + RUN_SLACK)
+    for outcome in outcomes:
+        check(outcome, CONTROL_ALLOWED, (scenario, session_id, aggregate, frac_bits, length))
+        if outcome.code == OK:   # the session ran: the chunks are consistent
+            assert outcome.value and all(c.session_id == session_id for c in outcome.value), outcome
+        if scenario == "unknown":
+            assert outcome.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION), outcome
+        if scenario == "target-last":
+            assert outcome.code != OK, outcome
+    ok = [o for o in outcomes if o.code == OK]
+    if scenario == "everyone" and len(ok) == len(NAMES):
+        total = sum(int.from_bytes(c.words, "little") for o in ok for c in o.value) % (1 << 64)
+        assert total == (sum(INPUTS["x"]) << frac_bits) % (1 << 64), (frac_bits, total)
+    if scenario == "everyone" and length is None and frac_bits <= 32 and not twice:
+        assert len(ok) == len(NAMES), outcomes       # a well-formed compute at every node succeeds
+
+
+def test_fuzz_compute(env: Env) -> None:
+    _fuzz_compute(env)
+    env.assert_still_serving()
+
+
+@fuzz_settings(100)
+@given(which=st.sampled_from(["live", "live", "unknown", "finished"]), mutated_id=bad_session_ids,
+       reason=st.one_of(texts, st.text(min_size=1000, max_size=3000)), repeat=st.integers(1, 3))
+def _fuzz_abort(env: Env, which: str, mutated_id: str, reason: str, repeat: int) -> None:
+    session_id = {"live": secrets.token_hex(16), "unknown": mutated_id, "finished": env.finished_session}[which]
+
+    async def go() -> list[Outcome]:
+        if which == "live":
+            await env.prepare(session_id, NAMES, [TARGET])
+        stub = await env.control()
+        return [await _unary(stub.Abort(mpc_pb2.AbortRequest(session_id=session_id, reason=reason),
+                                        timeout=CALL_DEADLINE)) for _ in range(repeat)]
+
+    for outcome in env.run(go(), repeat * CALL_DEADLINE + RUN_SLACK):
+        check(outcome, frozenset({OK, grpc.StatusCode.NOT_FOUND}), (which, session_id, reason[:40]))
+        if which != "unknown":
+            assert outcome.code == OK, outcome     # aborting a known session is idempotent
+
+
+def test_fuzz_abort(env: Env) -> None:
+    _fuzz_abort(env)
+    env.assert_still_serving()
+
+
+# ---- Peer ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeerCall:
+    """One mutated peer message and how it travels."""
+
+    as_node: str                    # whose certificate makes the call
+    live_session: bool              # the example's session, or `session_id`
+    session_id: str
+    sender: str | None              # None: the caller's own name
+    step: str
+    payload: bytes
+    declared: int | None            # None: len(payload)
+    via: str                        # "deliver" or "send"
+    header: str                     # "ok", "missing" (no header), "repeated" (Send: on a later frame too)
+    cuts: tuple[int, ...]           # Send: where the payload is cut into frames
+
+
+SEED_MSG = struct.Struct("<16sQ")   # mpc/protocols/sum.py: seed, contribution length
+IKNP_HEADER = struct.Struct("<QQ")  # mpc/ot/extension.py: PRG offset (blocks), number of OTs
+
+
+@dataclass(frozen=True)
+class VoteShapes:
+    """What a real 3-party vote on one ballot looked like at the target, learnt from the recorder.
+
+    sizes: payload size of every step a peer sent the target; iknp: each peer's first IKNP
+    header (offset, OT count) to the target; setup_id: the OT setup the nodes now share (its
+    id is the first 16 bytes of the session that made it, mpc/protocols/threshold.py).
+    """
+
+    sizes: dict[str, int]
+    iknp: dict[str, tuple[int, int]]
+    setup_id: bytes
+
+
+def sized_bytes(size: int) -> st.SearchStrategy[bytes]:
+    """Random bytes of an exact size; large ones come from a drawn seed (hypothesis draws stay small)."""
+    if size <= 1024:
+        return st.binary(min_size=size, max_size=size)
+    return st.one_of(st.just(bytes(size)), st.randoms(use_true_random=False).map(lambda r: r.randbytes(size)))
+
+
+@st.composite
+def shaped_payloads(draw: st.DrawFn, step: str, sender: str, shapes: VoteShapes) -> bytes:
+    """Random content in the shape the step expects, so that messages get past the size checks."""
+    if step == STEP_SEED:
+        return SEED_MSG.pack(draw(st.binary(min_size=16, max_size=16)),
+                             draw(st.one_of(st.just(1), st.integers(0, UINT64_MAX))))
+    if step == STEP_HELLO:
+        ids = draw(st.lists(st.one_of(st.just(shapes.setup_id), st.binary(min_size=16, max_size=16)), max_size=9))
+        return b"".join(ids)
+    size = shapes.sizes.get(step)
+    if size is None:
+        return draw(st.integers(0, 64).flatmap(lambda k: st.binary(min_size=8 * k, max_size=8 * k)))
+    body = draw(sized_bytes(size))
+    if step == STEP_U and sender in shapes.iknp and draw(st.booleans()):
+        # A header for a PRG window of the pair that is likely fresh, so the IKNP extension runs.
+        body = iknp_header(shapes, sender, draw(st.integers(1 << 20, 1 << 24))) + body[IKNP_HEADER.size:]
+    return body
+
+
+# Windows 1, 2, 3... after the real vote's are for the prefixes that drive a session to the
+# comparison (they must not collide); the fuzzed messages take theirs from 2^20 on.
+FRESH_WINDOWS = itertools.count(1)
+
+
+def iknp_header(shapes: VoteShapes, sender: str, window_index: int) -> bytes:
+    """The header of an IKNP message from `sender` for the window_index-th window after its first."""
+    offset, m = shapes.iknp[sender]
+    window = -(-m // KAPPA)          # AES blocks per key that m OTs take (mpc/ot/extension.py)
+    return IKNP_HEADER.pack(offset + window * window_index, m)
+
+
+PEER_MUTATIONS = ("session", "sender", "declared", "header", "step", "payload")
+
+
+@st.composite
+def peer_calls(draw: st.DrawFn, shapes: VoteShapes, likely: tuple[str, ...] = ()) -> PeerCall:
+    """A well-formed peer message from bob or carlos in the example's session, with 0-2 mutations.
+
+    Its step is one of `likely` four times in five (when given), else any known step.
+    """
+    as_node = draw(st.sampled_from(["bob", "carlos"]))
+    step = draw(st.sampled_from(likely if likely and draw(st.integers(0, 4)) else KNOWN_STEPS))
+    call = PeerCall(as_node=as_node, live_session=True, session_id="", sender=None, step=step,
+                    payload=draw(shaped_payloads(step, as_node, shapes)), declared=None,
+                    via=draw(st.sampled_from(["deliver", "send"])), header="ok",
+                    cuts=tuple(sorted(draw(st.lists(st.integers(0, 5000), max_size=3)))))
+    for mutation in draw(st.lists(st.sampled_from(PEER_MUTATIONS), max_size=2, unique=True)):
+        if mutation == "session":
+            call = replace(call, live_session=False, session_id=draw(bad_session_ids))
+        elif mutation == "sender":
+            call = replace(call, sender=draw(participant))
+        elif mutation == "declared":
+            call = replace(call, declared=draw(st.one_of(
+                st.sampled_from([0, 1, 23, 24, 25, 1 << 30, (1 << 30) + 1, UINT64_MAX]), st.integers(0, UINT64_MAX))))
+        elif mutation == "header":
+            call = replace(call, header=draw(st.sampled_from(["missing", "repeated"])))
+        elif mutation == "step":
+            call = replace(call, step=draw(texts))
+        else:
+            call = replace(call, payload=draw(payloads))
+    return call
+
+
+def _frames(call: PeerCall, header: mpc_pb2.PeerHeader) -> list[mpc_pb2.PeerFrame]:
+    bounds = [0, *(c for c in call.cuts if c <= len(call.payload)), len(call.payload)]
+    chunks = [call.payload[a:b] for a, b in zip(bounds, bounds[1:])] or [b""]
+    frames = [mpc_pb2.PeerFrame(chunk=chunk) for chunk in chunks]
+    if call.header != "missing":
+        frames[0].header.CopyFrom(header)
+    if call.header == "repeated":
+        frames.append(mpc_pb2.PeerFrame(header=header, chunk=b""))
+    return frames
+
+
+async def _peer_call(env: Env, call: PeerCall, live_id: str) -> Outcome:
+    header = mpc_pb2.PeerHeader(session_id=live_id if call.live_session else call.session_id, step=call.step,
+                                sender=call.as_node if call.sender is None else call.sender,
+                                payload_bytes=len(call.payload) if call.declared is None else call.declared)
+    stub = await env.peer(call.as_node)
+    if call.via == "deliver":
+        message = mpc_pb2.PeerMessage(payload=call.payload)
+        if call.header != "missing":
+            message.header.CopyFrom(header)
+        return await _unary(stub.Deliver(message, timeout=CALL_DEADLINE))
+
+    async def frames() -> AsyncIterator[mpc_pb2.PeerFrame]:
+        for frame in _frames(call, header):
+            yield frame
+    return await _unary(stub.Send(frames(), timeout=CALL_DEADLINE))
+
+
+@dataclass(frozen=True)
+class PeerScenario:
+    """The session a peer-fuzz example attacks, and how far the test drives it first."""
+
+    protocol: int
+    input_name: str
+    at: tuple[str, ...]            # nodes that prepare the session
+    computes: bool                 # the target computes (in the background) while the fuzzer sends
+    prefix: str = ""               # "": nothing; "hello": both peers greet (no common OT setup);
+                                   # "hello-shared": greet with the shared setup (straight to triples);
+                                   # "triples": that, then well-shaped IKNP messages and corrections
+                                   # from both peers, so that the target reaches the comparison rounds
+    likely: tuple[str, ...] = ()   # the steps the fuzzer mostly sends
+    target_first: bool = False     # the target leads the party order (it then awaits no sum seed)
+
+
+PEER_SCENARIOS = {
+    "unknown": PeerScenario(mpc_pb2.PROTOCOL_SUM, "x", (), False),
+    "prepared-sum": PeerScenario(mpc_pb2.PROTOCOL_SUM, "x", (TARGET,), False, likely=(STEP_SEED,)),
+    "prepared-vote": PeerScenario(mpc_pb2.PROTOCOL_VOTE, "ballot", (TARGET,), False),
+    "running-sum": PeerScenario(mpc_pb2.PROTOCOL_SUM, "x", NAMES, True, likely=(STEP_SEED,)),
+    "running-vote": PeerScenario(mpc_pb2.PROTOCOL_VOTE, "ballot", NAMES, True),
+    "fresh-ot-vote": PeerScenario(mpc_pb2.PROTOCOL_VOTE, "ballot", NAMES, True, "hello",
+                                  likely=(STEP_BASE_A, STEP_BASE_B)),
+    "triples-vote": PeerScenario(mpc_pb2.PROTOCOL_VOTE, "ballot", NAMES, True, "hello-shared",
+                                 likely=(STEP_U, STEP_T)),
+    "compare-vote": PeerScenario(mpc_pb2.PROTOCOL_VOTE, "ballot", NAMES, True, "triples", likely=CMP_STEPS,
+                                 target_first=True),
+}
+
+
+def _prefix(data: st.DataObject, scenario: PeerScenario, shapes: VoteShapes) -> list[PeerCall]:
+    """The well-formed messages that drive the target to the scenario's phase."""
+    def honest(as_node: str, step: str, payload: bytes) -> PeerCall:
+        return PeerCall(as_node, True, "", None, step, payload, None, "deliver", "ok", ())
+    calls = []
+    if scenario.prefix.startswith("hello") or scenario.prefix == "triples":
+        hello = b"" if scenario.prefix == "hello" else shapes.setup_id
+        calls += [honest(peer, STEP_HELLO, hello) for peer in ("bob", "carlos")]
+    if scenario.prefix == "triples":
+        for step in (STEP_U, STEP_T):
+            for peer in ("bob", "carlos"):
+                payload = data.draw(sized_bytes(shapes.sizes[step]))
+                if step == STEP_U:   # a PRG window of the pair that no earlier example used
+                    payload = iknp_header(shapes, peer, next(FRESH_WINDOWS)) + payload[IKNP_HEADER.size:]
+                calls.append(honest(peer, step, payload))
+    return calls
+
+
+@st.composite
+def compare_rounds(draw: st.DrawFn, shapes: VoteShapes) -> list[PeerCall]:
+    """The comparison's rounds from both peers in order, well shaped, cut short at some point,
+    with up to two messages replaced by mutated ones (or by any other peer message)."""
+    calls = [PeerCall(peer, True, "", None, step, draw(shaped_payloads(step, peer, shapes)), None,
+                      draw(st.sampled_from(["deliver", "send"])), "ok", ())
+             for step in CMP_STEPS for peer in ("bob", "carlos")]
+    calls = calls[:draw(st.one_of(st.just(len(calls)), st.integers(1, len(calls))))]
+    for _ in range(draw(st.integers(0, 2))):
+        calls[draw(st.integers(0, len(calls) - 1))] = draw(peer_calls(shapes, CMP_STEPS))
+    return calls
+
+
+PEER_SESSION_S = 8.0
+# Sessions driven deep into a vote get more of the examples.
+SCENARIO_DRAW = sorted(PEER_SCENARIOS) + ["compare-vote"] * 3 + ["triples-vote", "fresh-ot-vote"]
+
+
+@fuzz_settings(200)
+@given(data=st.data(), name=st.sampled_from(SCENARIO_DRAW), parties=st.permutations(NAMES))
+def _fuzz_peer(env: Env, data: st.DataObject, name: str, parties: list[str]) -> None:
+    """Mutated Deliver and Send calls from bob's and carlos's certificates to the target.
+
+    "prepared": only the target knows the session. Otherwise every node prepared it and the
+    target computes: it waits for messages from its peers, whose certificates the fuzzer holds
+    (the real bob and carlos never compute, so they send the target nothing). The test may
+    first drive the target to a later phase with well-shaped messages (PeerScenario.prefix).
+    """
+    scenario = PEER_SCENARIOS[name]
+    if scenario.target_first:
+        parties = [TARGET, *(p for p in parties if p != TARGET)]
+    prefix = _prefix(data, scenario, env.vote_shapes)
+    if scenario.prefix == "triples":
+        messages = data.draw(compare_rounds(env.vote_shapes), label="messages")
+    else:
+        messages = data.draw(st.lists(peer_calls(env.vote_shapes, scenario.likely), min_size=1, max_size=5),
+                             label="messages")
+    session_id = secrets.token_hex(16)
+
+    async def go() -> tuple[list[Outcome], list[Outcome], Outcome | None]:
+        if scenario.at:
+            await env.prepare(session_id, parties, scenario.at, protocol=scenario.protocol,
+                              input_name=scenario.input_name, timeout_ms=int(PEER_SESSION_S * 1000))
+        compute: asyncio.Task[Outcome] | None = None
+        if scenario.computes:
+            # The session's own deadline ends the computation at the latest: the call outlives it.
+            request = mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=0, length=1)
+            compute = asyncio.ensure_future(_streamed((await env.control()).Compute(
+                request, timeout=PEER_SESSION_S + CALL_DEADLINE)))
+            await asyncio.sleep(0.01)
+        driven = [await _peer_call(env, m, session_id) for m in prefix]
+        outcomes = [await _peer_call(env, m, session_id) for m in messages]
+        if scenario.at:
+            await env.abort(session_id, scenario.at)
+        return driven, outcomes, (await compute if compute is not None else None)
+
+    driven, outcomes, computed = env.run(go(), (len(prefix) + len(messages) + 2) * CALL_DEADLINE + PEER_SESSION_S
+                                         + RUN_SLACK)
+    for message, outcome in zip(prefix, driven):
+        assert outcome.code == OK, (name, parties, message.step, message.as_node, outcome)
+    for message, outcome in zip(messages, outcomes):
+        check(outcome, PEER_ALLOWED, (name, parties, message))
+        framed = message.header == "ok" and message.declared in (None, len(message.payload))
+        if framed and message.sender not in (None, message.as_node):
+            assert outcome.code == grpc.StatusCode.PERMISSION_DENIED, (message, outcome)
+        if framed and message.sender in (None, message.as_node) and (not message.live_session or not scenario.at):
+            assert outcome.code in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION), (message, outcome)
+    if computed is not None:
+        check(computed, CONTROL_ALLOWED, ("compute during peer fuzz", name, parties, messages))
+
+
+def test_fuzz_peer(env: Env) -> None:
+    _fuzz_peer(env)
+    env.assert_still_serving()
+
+
+# ---- malformed protobuf: raw bytes to every method ---------------------------------------------------
+
+
+def _valid_requests() -> dict[str, list[bytes]]:
+    """Well-formed serializations of each method's request, for the byte mutations to start from."""
+    sid = "0123456789abcdef" * 2
+    header = mpc_pb2.PeerHeader(session_id=sid, step=STEP_SEED, sender="bob", payload_bytes=24)
+    return {
+        "/mpc.v1.Control/Prepare": [mpc_pb2.PrepareRequest(
+            session_id=sid, protocol=mpc_pb2.PROTOCOL_VOTE, input_name="ballot", participants=list(NAMES),
+            timeout_ms=1000, threshold=-5).SerializeToString()],
+        "/mpc.v1.Control/Compute": [mpc_pb2.ComputeRequest(session_id=sid, frac_bits=16,
+                                                           length=3).SerializeToString()],
+        "/mpc.v1.Control/Abort": [mpc_pb2.AbortRequest(session_id=sid, reason="fuzz").SerializeToString()],
+        "/mpc.v1.Control/Status": [mpc_pb2.StatusRequest().SerializeToString(), b""],
+        "/mpc.v1.Peer/Send": [mpc_pb2.PeerFrame(header=header, chunk=bytes(24)).SerializeToString(),
+                              mpc_pb2.PeerFrame(chunk=bytes(range(24))).SerializeToString()],
+        "/mpc.v1.Peer/Deliver": [mpc_pb2.PeerMessage(header=header, payload=bytes(24)).SerializeToString()],
+    }
+
+
+VALID_REQUESTS = _valid_requests()
+
+
+@st.composite
+def raw_messages(draw: st.DrawFn, method: str) -> bytes:
+    """Random bytes, or a valid request of `method` with bytes flipped, cut, inserted or repeated."""
+    if draw(st.booleans()):
+        return draw(st.binary(max_size=400))
+    data = bytearray(draw(st.sampled_from(VALID_REQUESTS[method])))
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["flip", "cut", "insert", "append", "double", "set"]))
+        at = draw(st.integers(0, len(data)))
+        if op == "flip" and data:
+            i = min(at, len(data) - 1)
+            data[i] ^= draw(st.integers(1, 255))
+        elif op == "set" and data:
+            data[min(at, len(data) - 1)] = draw(st.sampled_from([0x00, 0x7F, 0x80, 0xFF, 0x0A, 0x12, 0x08]))
+        elif op == "cut":
+            del data[at:]
+        elif op == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=12))
+        elif op == "append":
+            data += draw(st.binary(min_size=1, max_size=40))
+        elif op == "double":
+            data += bytes(data)
+    return bytes(data)
+
+
+@st.composite
+def raw_calls(draw: st.DrawFn) -> tuple[str, str, list[bytes]]:
+    method = draw(st.sampled_from(sorted(METHODS)))
+    caller = draw(st.sampled_from(["coordinator", "coordinator", "bob"] if "Control" in method
+                                  else ["bob", "bob", "coordinator"]))
+    count = draw(st.integers(0, 3)) if METHODS[method][0] == "stream_unary" else 1
+    return method, caller, [draw(raw_messages(method)) for _ in range(count)]
+
+
+async def _raw_call(env: Env, method: str, caller: str, messages: list[bytes]) -> Outcome:
+    """Call `method` with raw request bytes (identity serializers: the bytes go out unchanged)."""
+    channel = await env.channel(caller)
+    kind = METHODS[method][0]
+    if kind == "unary_unary":
+        return await _unary(channel.unary_unary(method)(messages[0], timeout=CALL_DEADLINE))
+    if kind == "unary_stream":
+        return await _streamed(channel.unary_stream(method)(messages[0], timeout=CALL_DEADLINE))
+
+    async def frames() -> AsyncIterator[bytes]:
+        for m in messages:
+            yield m
+    return await _unary(channel.stream_unary(method)(frames(), timeout=CALL_DEADLINE))
+
+
+@fuzz_settings(200)
+@given(call=raw_calls())
+def _fuzz_raw_bytes(env: Env, call: tuple[str, str, list[bytes]]) -> None:
+    method, caller, messages = call
+    outcome = env.run(_raw_call(env, method, caller, messages))
+    allowed = CONTROL_ALLOWED if "Control" in method else PEER_ALLOWED
+    check(outcome, allowed, call)
+    if outcome.code == OK and method == "/mpc.v1.Control/Prepare":
+        # Mutated bytes happened to make a well-formed request for a real input: drop it again.
+        session_id = mpc_pb2.PrepareRequest.FromString(messages[0]).session_id
+        env.run(env.abort(session_id))
+
+
+def test_fuzz_raw_bytes_to_every_method(env: Env) -> None:
+    _fuzz_raw_bytes(env)
+    env.assert_still_serving()
+
+
+MALFORMED = {
+    "wire format": b"\xff\xff\xff",                      # field 0x1fffff..., an unterminated varint
+    "truncated": b"\x0a\x20" + b"0" * 10,                # a 32-byte string field cut after 10 bytes
+    "bad utf-8": b"\x0a\x02\xff\xfe",                    # field 1 of every request is a string (or a header)
+}
+
+
+def test_malformed_protobuf_is_invalid_argument(env: Env) -> None:
+    failures = []
+    for method in METHODS:
+        caller = "coordinator" if "Control" in method else "bob"
+        for what, data in MALFORMED.items():
+            if method.endswith("/Status") and what == "bad utf-8":
+                continue  # StatusRequest has no fields: field 1 is unknown and skipped, the call is OK
+            outcome = env.run(_raw_call(env, method, caller, [data]))
+            if outcome.code != grpc.StatusCode.INVALID_ARGUMENT or not outcome.details.strip():
+                failures.append((method, what, outcome.code.name, outcome.details))
+    env.assert_still_serving()
+    assert not failures, "\n".join(map(str, failures))
+
+
+# ---- an oversize message ---------------------------------------------------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes(out + bytes([n]))
+
+
+def test_oversize_message_is_resource_exhausted(env: Env) -> None:
+    """More than the server's 4 MiB max_receive_message_length: refused, and the node serves on."""
+    over = MAX_MESSAGE_BYTES + 1024
+    session_id = secrets.token_hex(16)
+
+    async def go() -> dict[str, Outcome]:
+        await env.prepare(session_id, ["bob", TARGET, "carlos"], [TARGET])   # bob owes alice a seed
+        coordinator = await env.channel("coordinator", big=True)
+        bob = await env.channel("bob", big=True)
+        header = mpc_pb2.PeerHeader(session_id=session_id, step=STEP_SEED, sender="bob", payload_bytes=over)
+
+        async def frames() -> AsyncIterator[mpc_pb2.PeerFrame]:
+            yield mpc_pb2.PeerFrame(header=header, chunk=bytes(over))
+        outcomes = {
+            "Prepare": await _unary(mpc_pb2_grpc.ControlStub(coordinator).Prepare(
+                mpc_pb2.PrepareRequest(session_id=secrets.token_hex(16), protocol=mpc_pb2.PROTOCOL_SUM,
+                                       input_name="x" * over, participants=list(NAMES)), timeout=CALL_DEADLINE)),
+            "Abort": await _unary(mpc_pb2_grpc.ControlStub(coordinator).Abort(
+                mpc_pb2.AbortRequest(session_id=session_id, reason="r" * over), timeout=CALL_DEADLINE)),
+            "Deliver": await _unary(mpc_pb2_grpc.PeerStub(bob).Deliver(
+                mpc_pb2.PeerMessage(header=header, payload=bytes(over)), timeout=CALL_DEADLINE)),
+            "Send": await _unary(mpc_pb2_grpc.PeerStub(bob).Send(frames(), timeout=CALL_DEADLINE)),
+            "Compute": await _streamed(mpc_pb2_grpc.ControlStub(coordinator).Compute(
+                mpc_pb2.ComputeRequest(session_id="0" * over, frac_bits=0, length=1), timeout=CALL_DEADLINE)),
+            # StatusRequest has no fields: an unknown field 15 of `over` bytes makes it oversize.
+            "Status": await _unary(coordinator.unary_unary("/mpc.v1.Control/Status")(
+                b"\x7a" + _varint(over) + bytes(over), timeout=CALL_DEADLINE)),
+        }
+        outcomes["live after"] = Outcome(OK, "", await env.active(TARGET))
+        await env.abort(session_id)
+        return outcomes
+
+    outcomes = env.run(go(), 6 * CALL_DEADLINE + RUN_SLACK)
+    for what in ("Prepare", "Abort", "Deliver", "Send", "Compute", "Status"):
+        outcome = outcomes[what]
+        assert outcome.code == grpc.StatusCode.RESOURCE_EXHAUSTED, (what, outcome)
+        assert "larger than max" in outcome.details and str(MAX_MESSAGE_BYTES) in outcome.details, (what, outcome)
+    # The refused messages never reached the session: it was still live, nothing was delivered.
+    assert outcomes["live after"].value == 1
+    assert not [m for m in env.lc.recorder.received.get(TARGET, []) if m[0] == session_id]
+    env.assert_still_serving()

@@ -1,0 +1,354 @@
+"""Two nodes that cannot reach each other while both reach the coordinator (issue 5, "Faults").
+
+The test builds its own little network out of Linux network namespaces (it needs root; it is
+skipped, saying why, when `ip netns add` is not permitted):
+
+    mpc-<pid>-br      a namespace holding a Linux bridge, br0
+    mpc-<pid>-coord   10.99.0.10   the coordinator (the `mpc` CLI)
+    mpc-<pid>-alice   10.99.0.11   `mpc node --name alice`
+    mpc-<pid>-bob     10.99.0.12   `mpc node --name bob`
+    mpc-<pid>-carlos  10.99.0.13   `mpc node --name carlos`
+
+each joined to br0 by a veth pair. Both ends of every connection are inside these namespaces:
+the test process itself (in the root namespace) only writes files and starts processes, and
+never sends a packet. The partition is a pair of blackhole routes (alice's namespace drops what
+goes to bob, bob's what goes to alice), so no firewall package is needed; the coordinator
+still reaches all three nodes.
+
+What it shows: `mpc sum` fails within the session timeout plus slack, with a message that names
+who could not reach whom; nothing is revealed (stdout holds no number, stderr none of the
+inputs or the sum); `mpc status` still shows the three nodes up; and once the routes are gone
+the same sum succeeds.
+
+Every process is started by PID and stopped by PID (and checked to be the `mpc node` process
+inside its namespace); every namespace is deleted in a finally, and the test checks that none
+with its prefix remains.
+
+A second, in-process test (no namespaces) pins down a race once seen here in about one run in
+three: the node that waited ("bob timed out waiting for alice") lost to the coordinator's own
+deadline, and the message said "node bob ... did not answer in time" although bob was up. The
+coordinator now gives Compute calls a grace (COMPUTE_GRACE_S) beyond the session timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpc.coordinator.client import Coordinator
+from mpc.errors import MpcError, PeerUnavailable
+from mpc.pki import init_cluster_certs
+from mpc.store import Store
+from mpc.transport.tls import channel_options
+
+from .harness import running_cluster
+
+pytestmark = pytest.mark.slow
+
+PREFIX = f"mpc-{os.getpid()}-"
+NODES = ("alice", "bob", "carlos")
+ADDRESSES = {"coord": "10.99.0.10", "alice": "10.99.0.11", "bob": "10.99.0.12", "carlos": "10.99.0.13"}
+PORT = 7441
+INPUTS = {"alice": 1100, "bob": 2200, "carlos": 3300}
+SESSION_TIMEOUT_S = 4.0
+CONNECT_TIMEOUT_S = 2.0
+SLACK_S = 8.0                   # python start-up of the CLI, prepare, abort
+CMD_TIMEOUT = 20.0              # no helper command may take longer than this
+READY_TIMEOUT = 30.0
+RECONNECT_BACKOFF_S = dict(channel_options("x"))["grpc.max_reconnect_backoff_ms"] / 1000  # type: ignore[operator]
+ENV = {k: v for k, v in os.environ.items() if k != "MPC_CLUSTER"} | {"PYTHONUNBUFFERED": "1"}
+
+
+def namespace(role: str) -> str:
+    return f"{PREFIX}{role}"
+
+
+def run(*args: str | Path, timeout: float = CMD_TIMEOUT, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run a command to completion (bounded), capturing its output."""
+    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, env=ENV)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"$ {' '.join(map(str, args))}\nexit {proc.returncode}\n{proc.stdout}{proc.stderr}")
+    return proc
+
+
+def in_ns(role: str, *args: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """Run a command inside one of the test's namespaces."""
+    return run("ip", "netns", "exec", namespace(role), *args, **kwargs)  # type: ignore[arg-type]
+
+
+def our_namespaces() -> list[str]:
+    """The namespaces with this test's prefix that exist now."""
+    listing = run("ip", "netns", "list").stdout
+    return [line.split()[0] for line in listing.splitlines() if line.split() and line.split()[0].startswith(PREFIX)]
+
+
+def show(proc: subprocess.CompletedProcess[str]) -> str:
+    return f"$ {' '.join(map(str, proc.args))}\nexit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
+
+
+@dataclass
+class Lab:
+    """The namespaces, the cluster file and the node processes of one test run."""
+
+    workdir: Path
+    cluster_file: Path = field(init=False)
+    namespaces: list[str] = field(default_factory=list)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    # ---- network ---------------------------------------------------------------------------
+
+    def add_namespace(self, role: str) -> None:
+        run("ip", "netns", "add", namespace(role))
+        self.namespaces.append(namespace(role))
+
+    def build(self) -> None:
+        """The bridge namespace and one namespace per party, each with a veth into the bridge."""
+        in_ns("br", "ip", "link", "add", "br0", "type", "bridge")
+        in_ns("br", "ip", "link", "set", "br0", "up")
+        for role, address in ADDRESSES.items():
+            self.add_namespace(role)
+            port = f"v-{role}"
+            in_ns("br", "ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", namespace(role))
+            in_ns("br", "ip", "link", "set", port, "master", "br0")
+            in_ns("br", "ip", "link", "set", port, "up")
+            in_ns(role, "ip", "addr", "add", f"{address}/24", "dev", "eth0")
+            in_ns(role, "ip", "link", "set", "eth0", "up")
+            in_ns(role, "ip", "link", "set", "lo", "up")
+
+    def partition(self, a: str, b: str, *, on: bool) -> None:
+        """Blackhole routes between a and b, in both of their namespaces (on), or remove them."""
+        for here, there in ((a, b), (b, a)):
+            in_ns(here, "ip", "route", "add" if on else "del", "blackhole", f"{ADDRESSES[there]}/32")
+
+    def teardown(self) -> list[str]:
+        """Stop the nodes, kill anything left inside our namespaces, delete them.
+
+        Returns: problems met on the way (reported after everything was cleaned).
+        """
+        problems = []
+        for name in list(self.procs):
+            problems += self.stop(name)
+        for ns in reversed(self.namespaces):
+            # Only processes this test started can be inside a namespace it created.
+            left = run("ip", "netns", "pids", ns, check=False).stdout.split()
+            for pid in left:
+                problems.append(f"process {pid} was still inside {ns}: killed")
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            deleted = run("ip", "netns", "del", ns, check=False)
+            if deleted.returncode != 0:
+                problems.append(show(deleted))
+        self.namespaces.clear()
+        return problems
+
+    # ---- the cluster -------------------------------------------------------------------------
+
+    def write_cluster(self) -> None:
+        """Certificates naming each node by its IP address, the cluster file, the stored inputs."""
+        init_cluster_certs(self.workdir / "certs", {n: [ADDRESSES[n]] for n in NODES}, ["coordinator"])
+        lines = ["[cluster]", 'name = "partition"', 'ca = "certs/ca.pem"',
+                 f"session_timeout_s = {SESSION_TIMEOUT_S}", f"connect_timeout_s = {CONNECT_TIMEOUT_S}", "",
+                 "[coordinator]", 'name = "coordinator"', 'cert = "certs/coordinator-coordinator.pem"',
+                 'key = "certs/coordinator-coordinator.key"']
+        for name in NODES:
+            lines += ["", f"[nodes.{name}]", f'address = "{ADDRESSES[name]}:{PORT}"', f'cert = "certs/{name}.pem"',
+                      f'key = "certs/{name}.key"', f'data_dir = "data/{name}"']
+        self.cluster_file = self.workdir / "cluster.toml"
+        self.cluster_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        for name, value in INPUTS.items():
+            with Store.open_dir(self.workdir / "data" / name) as store:
+                store.put_input("x", np.array([value], dtype=np.int64), 0, True)
+
+    def log(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+    def start(self, name: str) -> None:
+        """`mpc node --name NAME` inside the node's namespace; wait until it serves."""
+        with open(self.log(name), "ab") as log:
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", namespace(name), sys.executable, "-m", "mpc", "--log-level", "info", "node",
+                 "--cluster", str(self.cluster_file), "--name", name],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=ENV)
+        self.procs[name] = proc
+        deadline = time.monotonic() + READY_TIMEOUT
+        while f"node {name} serving on".encode() not in self.log(name).read_bytes():
+            assert proc.poll() is None, f"node {name} exited {proc.returncode}:\n{self.log(name).read_text()}"
+            assert time.monotonic() < deadline, f"node {name} not serving after {READY_TIMEOUT} s"
+            time.sleep(0.05)
+        # `ip netns exec` execs the command: the PID we hold is the node itself, in its namespace.
+        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert b"mpc" in cmdline and b"node" in cmdline and name.encode() in cmdline, cmdline
+        assert run("ip", "netns", "identify", str(proc.pid)).stdout.split() == [namespace(name)]
+
+    def stop(self, name: str) -> list[str]:
+        """SIGTERM by PID, SIGKILL after a grace period. Returns: problems.
+
+        The PID is our own child's (checked in `start` to be the node inside its namespace) and
+        cannot be reused before we reap it.
+        """
+        proc = self.procs.pop(name)
+        if proc.poll() is not None:
+            return [] if proc.returncode == 0 else [f"node {name} had exited {proc.returncode}"]
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+            return [f"node {name} ignored SIGTERM for 10 s: killed"]
+        return []
+
+    def mpc(self, *args: str, timeout: float = CMD_TIMEOUT) -> tuple[subprocess.CompletedProcess[str], float]:
+        """`mpc ARGS --cluster FILE` from the coordinator's namespace. Returns: the result and its duration."""
+        start = time.monotonic()
+        proc = in_ns("coord", sys.executable, "-m", "mpc", *args, "--cluster", str(self.cluster_file),
+                     timeout=timeout, check=False)
+        return proc, time.monotonic() - start
+
+    def assert_all_up(self) -> None:
+        """`mpc status` from the coordinator's namespace: every node up, no session left live."""
+        status, _ = self.mpc("status")
+        assert status.returncode == 0, show(status)
+        for name in NODES:
+            line = rf"^{name}\s+{re.escape(ADDRESSES[name])}:{PORT}\s+up\b.*\bsessions=0\b"
+            assert re.search(line, status.stdout, re.M), show(status)
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    if shutil.which("ip") is None:
+        pytest.skip("`ip netns` is not available: the ip command (iproute2) is not installed")
+    lab = Lab(tmp_path)
+    # The runtime check: creating the first namespace is the probe.
+    probe = run("ip", "netns", "add", namespace("br"), check=False)
+    if probe.returncode != 0:
+        assert "File exists" not in probe.stderr, f"a namespace {namespace('br')} already exists: {probe.stderr}"
+        pytest.skip(f"`ip netns add` is not permitted here: {probe.stderr.strip()}")
+    lab.namespaces.append(namespace("br"))
+    problems: list[str] = []
+    try:
+        lab.build()
+        lab.write_cluster()
+        yield lab
+    finally:
+        problems = lab.teardown()
+        left = our_namespaces()
+        assert not left, f"namespaces left behind: {left}"
+    assert not problems, "\n".join(problems)
+
+
+def failure_parts(stderr: str) -> dict[str, str]:
+    """The coordinator's failure message split into one part per node ("node NAME ...")."""
+    head, sep, rest = stderr.strip().partition("nothing was revealed: ")
+    assert sep, stderr
+    parts = re.split(r"; (?=node [a-z0-9-]+ (?:refused:|at ))", rest)
+    found = {}
+    for part in parts:
+        match = re.match(r"node ([a-z0-9-]+) ", part)
+        assert match, (part, stderr)
+        found[match.group(1)] = part
+    return found
+
+
+def numbers_in(text: str, values: Sequence[int]) -> list[int]:
+    """The values that appear in text as numbers of their own (not inside a port or an id)."""
+    return [v for v in values if re.search(rf"(?<![\w.]){v}(?![\w])", text)]
+
+
+def test_partitioned_nodes_fail_the_session_clearly_and_recover(lab: Lab) -> None:
+    for name in NODES:
+        lab.start(name)
+    lab.assert_all_up()
+    total = sum(INPUTS.values())
+    secret_numbers = [*INPUTS.values(), total]
+
+    # Positive control: the network works end to end.
+    ok, _ = lab.mpc("sum", "x")
+    assert ok.returncode == 0 and ok.stdout.strip() == str(total), show(ok)
+
+    lab.partition("alice", "bob", on=True)
+    failed, took = lab.mpc("sum", "x", timeout=SESSION_TIMEOUT_S + SLACK_S + CMD_TIMEOUT)
+    assert failed.returncode == 1, show(failed)
+    assert took < SESSION_TIMEOUT_S + SLACK_S, f"took {took:.1f} s\n{show(failed)}"
+    assert "mpc: error:" in failed.stderr and "Traceback" not in failed.stderr, show(failed)
+    assert "nothing was revealed" in failed.stderr, show(failed)
+    # Who could not reach whom. Alice's seed to bob cannot leave alice (sum parties send seeds
+    # to later parties) and bob waits in vain for it: the message has one part per failed node,
+    # alice's naming bob and bob's naming alice; carlos, who got both his seeds, is not in it.
+    parts = failure_parts(failed.stderr)
+    assert set(parts) == {"alice", "bob"}, show(failed)
+    names_the_other = {
+        "alice": (r"alice -> node bob at \S+ is unreachable", r"node alice could not deliver to bob in time",
+                  r"alice -> node bob at \S+ did not answer in time"),
+        "bob": (r"node bob timed out waiting for alice", r"at node bob: session timed out waiting for alice"),
+    }
+    for name, part in parts.items():
+        assert any(re.search(form, part) for form in names_the_other[name]), show(failed)
+    assert not re.search(r"\d", failed.stdout), show(failed)
+    assert not numbers_in(failed.stderr, secret_numbers), show(failed)
+    # The coordinator still reaches every node, and every node is still healthy.
+    lab.assert_all_up()
+
+    lab.partition("alice", "bob", on=False)
+    # Alice's channel to bob fails fast while it waits to reconnect (by design: a down node
+    # fails a session at once); its reconnect backoff is at most grpc.max_reconnect_backoff_ms
+    # (+20 % jitter): wait that out once, then the same sum must succeed.
+    time.sleep(RECONNECT_BACKOFF_S * 1.2 + 0.3)
+    again, _ = lab.mpc("sum", "x")
+    assert again.returncode == 0 and again.stdout.strip() == str(total), show(again)
+    for name in NODES:
+        assert lab.procs[name].poll() is None, f"node {name} exited:\n{lab.log(name).read_text()}"
+
+
+# ---- the waiting node's own message must reach the coordinator -------------------------------
+
+
+def test_the_waiting_node_names_whom_it_waited_for(tmp_path: Path) -> None:
+    """In-process and deterministic: alice's seed to bob never arrives in time (a partition), and
+    bob's answer to the coordinator takes 50 ms to travel (an ordinary WAN round trip). The
+    failure must say that bob waited for alice, not that bob did not answer."""
+    async def go() -> str:
+        async with running_cluster(tmp_path, 3, session_timeout_s=1.0) as lc:
+            for name, value in INPUTS.items():
+                lc.put(name, "x", [value], scalar=True)
+            alice, bob = lc.servers["alice"].core, lc.servers["bob"].core
+            send, compute = alice.peers.send, bob.compute
+
+            async def partitioned(to: str, session_id: str, step: str, payload: bytes, timeout: float) -> None:
+                if to == "bob":
+                    await asyncio.sleep(timeout)
+                    raise PeerUnavailable(f"session {session_id}: alice -> node bob did not answer in time")
+                await send(to, session_id, step, payload, timeout)
+
+            async def slow_answer(*args: object) -> object:
+                try:
+                    return await compute(*args)  # type: ignore[arg-type]
+                except MpcError:
+                    await asyncio.sleep(0.05)
+                    raise
+            alice.peers.send = partitioned  # type: ignore[method-assign]
+            bob.compute = slow_answer  # type: ignore[method-assign]
+            with pytest.raises(MpcError) as err:
+                async with Coordinator(lc.cluster) as c:
+                    await asyncio.wait_for(c.sum("x"), 10)
+            return str(err.value)
+
+    message = asyncio.run(go())
+    assert "nothing was revealed" in message, message
+    assert "timed out waiting for alice" in message, message
+    assert not re.search(r"node bob at \S+ did not answer in time", message), message

@@ -1,0 +1,259 @@
+"""No RPC returns a raw input or a single input share to anyone (issue 5, "Authorization").
+
+The proof is a list: every RPC a node serves, with every field of its response message
+(walked recursively from the generated descriptors), must equal the table written below, in
+which each field says why it is safe to hand to the caller. Adding an RPC or a response field
+changes the list and fails this test until someone adds the row here, with its reason: the
+table is the review.
+
+Who may call what (DESIGN.md §2, mpc/transport/server.py): Control only with a coordinator
+certificate, Peer only with a node certificate of the cluster; the health service with any
+certificate of the cluster CA.
+
+A second test starts a 3-node cluster, stores distinctive values and checks that the bytes of
+a Status reply hold none of them in any encoding (integration-light: loopback only).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import grpc
+import numpy as np
+from google.protobuf.descriptor import Descriptor, FieldDescriptor, ServiceDescriptor
+from grpc_health.v1 import health_pb2
+
+from mpc.coordinator.client import Coordinator
+from mpc.transport.tls import TlsMaterial, channel_options
+from mpc.v1 import mpc_pb2, mpc_pb2_grpc
+from tests.integration.harness import running_cluster
+
+# ---- the table -----------------------------------------------------------------------------------
+#
+# RPC -> (request type, "unary"/"stream" request -> response, response type, response fields).
+# A field is "path: type"; a repeated field's path ends in "[]"; a nested message's fields follow
+# it as "path.field". The comment on each row is the reason the field reveals nothing private.
+
+EXPECTED: dict[str, tuple[str, str, str, list[str]]] = {
+    # Control (coordinator -> node) -----------------------------------------------------------------
+    "mpc.v1.Control/Prepare": ("mpc.v1.PrepareRequest", "unary -> unary", "mpc.v1.PrepareReply", [
+        "session_id: string",   # echoes the coordinator's own fresh id
+        "node: string",         # the callee's name, public (it is in the cluster file)
+        "length: uint64",       # public shape: words in the contribution (the coordinator checks the
+                                # nodes agree before anything is shared, and a sum's length is public)
+        "frac_bits: uint32",    # public scale of the stored encoding (0 for votes)
+        "is_scalar: bool",      # public shape
+    ]),
+    "mpc.v1.Control/Compute": ("mpc.v1.ComputeRequest", "unary -> stream", "mpc.v1.ShareChunk", [
+        "session_id: string",   # echo
+        "node: string",         # the callee's name
+        "offset: uint64",       # position of the chunk in the share (public framing)
+        "total_length: uint64",  # the agreed, public length
+        "words: bytes",         # this node's OUTPUT share: x_i plus pairwise PRG masks (a sum) or an
+                                # XOR share of the comparison bit (a vote): uniformly random on its own,
+                                # and only the combination of every node's share is the (public) result.
+                                # It is never an input share: those travel node to node only, and not
+                                # even as shares (seeds, OT messages and masked Beaver openings).
+                                # The node sends it once per session: a second Compute is refused.
+    ]),
+    "mpc.v1.Control/Abort": ("mpc.v1.AbortRequest", "unary -> unary", "mpc.v1.AbortReply", []),
+    "mpc.v1.Control/Status": ("mpc.v1.StatusRequest", "unary -> unary", "mpc.v1.StatusReply", [
+        "node: string",         # the callee's name
+        "version: string",      # the mpc version
+        "inputs[]: message mpc.v1.InputInfo",   # names and shapes only, never values:
+        "inputs[].name: string",        # the input's name (the owner chose it; it is what sessions cite)
+        "inputs[].length: uint64",      # public shape
+        "inputs[].frac_bits: uint32",   # public scale
+        "inputs[].is_scalar: bool",     # public shape
+        "active_sessions: uint32",      # a count
+        "cert_not_after: string",       # the node's certificate expiry (the certificate itself is
+                                        # sent in every TLS handshake anyway)
+    ]),
+    # Peer (node <-> node): the only answer is an empty acknowledgement --------------------------------
+    "mpc.v1.Peer/Send": ("mpc.v1.PeerFrame", "stream -> unary", "mpc.v1.PeerAck", []),
+    "mpc.v1.Peer/Deliver": ("mpc.v1.PeerMessage", "unary -> unary", "mpc.v1.PeerAck", []),
+}
+
+# The standard health service every node also serves (mpc/node/daemon.py): a serving status.
+EXPECTED_HEALTH: dict[str, tuple[str, str, str, list[str]]] = {
+    "grpc.health.v1.Health/Check": ("grpc.health.v1.HealthCheckRequest", "unary -> unary",
+                                    "grpc.health.v1.HealthCheckResponse",
+                                    ["status: enum grpc.health.v1.HealthCheckResponse.ServingStatus"]),
+    "grpc.health.v1.Health/Watch": ("grpc.health.v1.HealthCheckRequest", "unary -> stream",
+                                    "grpc.health.v1.HealthCheckResponse",
+                                    ["status: enum grpc.health.v1.HealthCheckResponse.ServingStatus"]),
+    # Every registered health service name ("" and "mpc.v1.Control") with its serving status.
+    "grpc.health.v1.Health/List": ("grpc.health.v1.HealthListRequest", "unary -> unary",
+                                   "grpc.health.v1.HealthListResponse", [
+                                       "statuses[]: message grpc.health.v1.HealthListResponse.StatusesEntry",
+                                       "statuses[].key: string",
+                                       "statuses[].value: message grpc.health.v1.HealthCheckResponse",
+                                       "statuses[].value.status: enum "
+                                       "grpc.health.v1.HealthCheckResponse.ServingStatus"]),
+}
+
+# The only response fields that carry bytes of a computation: each must be an output share.
+EXPECTED_BYTES_FIELDS = {"mpc.v1.Control/Compute": ["words"]}
+
+
+# ---- walking the descriptors -------------------------------------------------------------------
+
+_TYPE_NAMES = {value: name[len("TYPE_"):].lower() for name, value in vars(FieldDescriptor).items()
+               if name.startswith("TYPE_") and isinstance(value, int)}
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    repeated = getattr(field, "is_repeated", None)   # protobuf >= 5.28
+    if repeated is not None:
+        return bool(repeated)
+    return field.label == FieldDescriptor.LABEL_REPEATED  # pragma: no cover - older protobuf
+
+
+def fields_of(message: Descriptor, prefix: str = "", seen: tuple[str, ...] = ()) -> list[str]:
+    """Every field of `message`, recursively, as "path: type" (nested messages expanded)."""
+    out = []
+    for field in message.fields:
+        path = prefix + field.name + ("[]" if _is_repeated(field) else "")
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            nested = field.message_type
+            out.append(f"{path}: message {nested.full_name}")
+            assert nested.full_name not in seen, f"recursive message {nested.full_name}: extend the walk"
+            out += fields_of(nested, path + ".", (*seen, message.full_name))
+        elif field.type == FieldDescriptor.TYPE_ENUM:
+            out.append(f"{path}: enum {field.enum_type.full_name}")
+        else:
+            out.append(f"{path}: {_TYPE_NAMES[field.type]}")
+    return out
+
+
+def surface(services: list[ServiceDescriptor]) -> dict[str, tuple[str, str, str, list[str]]]:
+    """RPC -> (request type, streaming, response type, response fields) for every method."""
+    table = {}
+    for service in services:
+        for method in service.methods:
+            shape = f"{'stream' if method.client_streaming else 'unary'} -> " \
+                    f"{'stream' if method.server_streaming else 'unary'}"
+            table[f"{service.full_name}/{method.name}"] = (
+                method.input_type.full_name, shape, method.output_type.full_name, fields_of(method.output_type))
+    return table
+
+
+def test_every_rpc_and_response_field_is_in_the_reviewed_table() -> None:
+    services = list(mpc_pb2.DESCRIPTOR.services_by_name.values())
+    assert sorted(s.full_name for s in services) == ["mpc.v1.Control", "mpc.v1.Peer"]
+    actual = surface(services)
+    assert sorted(actual) == sorted(EXPECTED), "an RPC was added or removed: review it and update EXPECTED"
+    for rpc, row in EXPECTED.items():
+        assert actual[rpc] == row, f"{rpc} changed: review every response field and update EXPECTED\n" \
+                                   f"now: {actual[rpc]}\nwas: {row}"
+
+
+def test_the_health_service_returns_only_a_serving_status() -> None:
+    assert surface(list(health_pb2.DESCRIPTOR.services_by_name.values())) == EXPECTED_HEALTH
+
+
+def test_only_compute_returns_bytes_and_they_are_the_output_share() -> None:
+    """No response field but ShareChunk.words can hold value bytes (bytes, or any number of them)."""
+    byte_fields = {rpc: [f.split(":")[0] for f in fields if f.endswith(": bytes")]
+                   for rpc, (_, _, _, fields) in surface(list(mpc_pb2.DESCRIPTOR.services_by_name.values())).items()}
+    assert {rpc: f for rpc, f in byte_fields.items() if f} == EXPECTED_BYTES_FIELDS
+    # A repeated number could carry a vector just as well: the only repeated response field
+    # is the list of InputInfo (names and shapes) in Status.
+    repeated = [(rpc, f) for rpc, (_, _, _, fields) in EXPECTED.items() for f in fields
+                if f.split(":")[0].endswith("[]")]
+    assert repeated == [("mpc.v1.Control/Status", "inputs[]: message mpc.v1.InputInfo")]
+
+
+# ---- Status of a running node never holds a stored value ----------------------------------------
+
+
+def _varint(n: int) -> bytes:
+    """Protobuf base-128 varint of n (negative numbers as their 64-bit two's complement)."""
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def encodings(value: int) -> dict[str, bytes]:
+    """Ways a stored int64 could show up in a serialized reply."""
+    return {
+        "int64 LE": struct.pack("<q", value), "int64 BE": struct.pack(">q", value),
+        "varint": _varint(value), "zigzag varint": _varint((value << 1) ^ (value >> 63)),
+        "decimal": str(value).encode(), "hex": f"{value & ((1 << 64) - 1):x}".encode(),
+        "double": struct.pack("<d", float(value)), "float": struct.pack("<f", float(value)),
+    }
+
+
+def test_status_of_a_running_node_never_contains_a_stored_value(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running_cluster(tmp_path, 3) as lc:
+            # Distinctive values: 13-digit random numbers, unlikely to occur anywhere by chance.
+            values = {name: [(1 << 40) + secrets.randbelow(1 << 40) for _ in range(3)] for name in lc.cluster.nodes}
+            scalars = {name: (1 << 40) + secrets.randbelow(1 << 40) for name in lc.cluster.nodes}
+            fixed = {name: 1234.5678 + secrets.randbelow(1000) for name in lc.cluster.nodes}
+            for name in lc.cluster.nodes:
+                lc.put(name, "salary-vector", values[name])
+                lc.put(name, "salary", [scalars[name]], scalar=True)
+                lc.put(name, "rate", [round(fixed[name] * (1 << 16))], frac_bits=16, scalar=True)
+            me = lc.cluster.require_coordinator()
+            creds = TlsMaterial.load(lc.cluster.ca, me.cert, me.key).channel_credentials()
+
+            async def replies() -> dict[str, bytes]:
+                out = {}
+                for name in lc.cluster.nodes:
+                    node = lc.cluster.node(name)
+                    async with grpc_channel(node.address, creds, node.host) as channel:
+                        reply = await mpc_pb2_grpc.ControlStub(channel).Status(mpc_pb2.StatusRequest(), timeout=10)
+                    out[name] = reply.SerializeToString()
+                return out
+
+            before = await replies()
+            async with Coordinator(lc.cluster) as c:
+                total = await c.sum("salary")
+                assert total.value == sum(scalars.values())
+                shown = [s.as_dict() for s in await c.status()]
+            after = await replies()
+
+            secrets_to_find: dict[str, int] = {}
+            for name in lc.cluster.nodes:
+                for i, v in enumerate(values[name]):
+                    secrets_to_find[f"{name} salary-vector[{i}]"] = v
+                secrets_to_find[f"{name} salary"] = scalars[name]
+                secrets_to_find[f"{name} rate (encoded)"] = round(fixed[name] * (1 << 16))
+            secrets_to_find["the sum"] = int(total.value)  # type: ignore[arg-type]
+            for name in lc.cluster.nodes:
+                blob = np.asarray(values[name], dtype="<i8").tobytes()
+                for when, raw in (("before", before[name]), ("after", after[name])):
+                    # Positive control: the scan looks at the real reply, which names the inputs.
+                    assert b"salary-vector" in raw and name.encode() in raw, raw
+                    assert blob not in raw, f"{name}: Status {when} a session holds a stored vector"
+                    for what, value in secrets_to_find.items():
+                        for how, needle in encodings(value).items():
+                            assert needle not in raw, f"Status of {name} ({when} a sum) holds {what} as {how}"
+                    assert str(fixed[name]).encode() not in raw
+            text = repr(shown)
+            for what, value in secrets_to_find.items():
+                assert str(value) not in text, f"`mpc status` output holds {what}"
+    asyncio.run(go())
+
+
+@asynccontextmanager
+async def grpc_channel(address: str, creds: grpc.ChannelCredentials, host: str) -> AsyncIterator[grpc.aio.Channel]:
+    """A secure channel to a node, closed on exit."""
+    channel = grpc.aio.secure_channel(address, creds, options=channel_options(host))
+    try:
+        yield channel
+    finally:
+        await channel.close()
