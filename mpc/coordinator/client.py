@@ -238,6 +238,12 @@ class Coordinator:
             shown = ", ".join(f"{n} {ln}" for n, ln in lengths.items())
             raise SessionFailed(f"session {session_id}: input {input_name!r} has different lengths at the nodes "
                                 f"({shown} words); nothing was shared")
+        scalars = sorted(n for n, r in prepared.items() if r.is_scalar)
+        if scalars and len(scalars) != len(prepared):
+            await self._abort_all(session_id, "scalar and vector inputs mixed")
+            vectors = sorted(set(prepared) - set(scalars))
+            raise SessionFailed(f"session {session_id}: input {input_name!r} is a scalar at {', '.join(scalars)} "
+                                f"but a vector at {', '.join(vectors)}; nothing was shared")
         length = next(iter(lengths.values()))
         frac_bits = max(r.frac_bits for r in prepared.values())
         total = np.zeros(length, dtype=np.uint64)

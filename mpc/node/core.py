@@ -112,7 +112,8 @@ class Session:
     coordinator: Identity
     stored: StoredInput
     engine: Engine
-    contribution: Words | None           # known at prepare for votes; sums wait for the common scale
+    contribution: Words                  # built at prepare, at `contribution_bits` fractional bits
+    contribution_bits: int
     deadline: float                      # loop.time() after which the session is dropped
     output: asyncio.Future[Words]
     timer: asyncio.TimerHandle | None = None
@@ -178,10 +179,15 @@ class NodeCore:
         if threshold is not None:
             check_threshold(threshold)
         stored = self.store.get_input(input_name)
-        prepared: Words | None = None
-        if aggregate in _BIT_OUTPUTS:  # a bad ballot or range is refused now, before anything is sent
+        # Build the contribution now, at the input's own scale, so that a bad ballot or a value
+        # that could overflow is refused at prepare, before any node sends anything.
+        what = f"input {input_name!r} at node {name}"
+        if aggregate in _BIT_OUTPUTS:
             prepared = compare_contribution(aggregate, stored.values, stored.frac_bits, threshold is None,
-                                            len(participants), f"input {input_name!r} at node {name}")
+                                            len(participants), what)
+        else:
+            prepared = contribution(aggregate, stored.values, stored.frac_bits, stored.frac_bits,
+                                    len(participants), what)
         length = contribution_length(aggregate, stored.values.size)
         loop = asyncio.get_running_loop()
         timeout_s = min(timeout_s or self.cluster.session_timeout_s, MAX_SESSION_TIMEOUT_S)
@@ -193,13 +199,13 @@ class NodeCore:
                                     COMPARE_BITS)
         else:
             engine = SecureSumParty(session_id, name, participants, length, self.rng)
-        session = Session(session_id, aggregate, tuple(participants), caller, stored, engine, prepared,
+        frac_bits = 0 if aggregate in _BIT_OUTPUTS else stored.frac_bits
+        session = Session(session_id, aggregate, tuple(participants), caller, stored, engine, prepared, frac_bits,
                           loop.time() + timeout_s, loop.create_future())
         self.store.record_session(session_id, aggregate, input_name, participants, caller.uri())
         session.timer = loop.call_at(session.deadline, self._expire, session)
         self.sessions[session_id] = session
         log.info("session %s prepared: %s of %r with %s", session_id, aggregate, input_name, ",".join(participants))
-        frac_bits = 0 if aggregate in _BIT_OUTPUTS else stored.frac_bits
         return Prepared(session_id, name, length, frac_bits, stored.is_scalar or aggregate == "vote")
 
     async def compute(self, caller: Identity, session_id: str, frac_bits: int, length: int) -> Words:
@@ -218,7 +224,7 @@ class NodeCore:
         if length != session.engine.length:
             raise RemoteProtocolError(f"session {session_id}: coordinator expects {length} words, "
                                       f"node {self.me.name} contributes {session.engine.length}")
-        own_bits = 0 if session.aggregate in _BIT_OUTPUTS else session.stored.frac_bits
+        own_bits = session.contribution_bits
         if not own_bits <= frac_bits <= 32:
             raise RemoteProtocolError(f"session {session_id}: scale of {frac_bits} fractional bits is below "
                                       f"node {self.me.name}'s {own_bits} or above 32")
@@ -227,7 +233,7 @@ class NodeCore:
         loop = asyncio.get_running_loop()
         try:
             words = session.contribution
-            if words is None:
+            if frac_bits != session.contribution_bits:  # another node's input is finer: rescale ours
                 stored = session.stored
                 words = contribution(session.aggregate, stored.values, stored.frac_bits, frac_bits,
                                      len(session.parties), f"input {stored.name!r} at node {self.me.name}")

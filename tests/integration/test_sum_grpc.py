@@ -97,3 +97,34 @@ def test_lengths_that_differ_fail_naming_nodes(tmp_path: Path) -> None:
             assert "nothing was shared" in str(err.value)
             assert all(not received for received in lc.recorder.received.values())
     asyncio.run(go())
+
+
+def test_scalar_and_vector_mixed_fail_naming_nodes(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running_cluster(tmp_path, 3) as lc:
+            lc.put("alice", "x", [5], scalar=True)
+            lc.put("bob", "x", [6], scalar=True)
+            lc.put("carlos", "x", [7])  # a vector of one element
+            async with Coordinator(lc.cluster) as c:
+                with pytest.raises(SessionFailed, match=r"scalar at alice, bob but a vector at carlos"):
+                    await c.sum("x")
+            assert all(not received for received in lc.recorder.received.values())
+    asyncio.run(go())
+
+
+def test_a_sum_that_could_overflow_is_refused_before_sharing(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running_cluster(tmp_path, 3) as lc:
+            big = (1 << 63) // 3 + 1  # three of these would wrap int64
+            for name in ("alice", "bob", "carlos"):
+                lc.put(name, "huge", [1, big if name == "bob" else 2])
+            seen: list[bytes] = []
+            async with Coordinator(lc.cluster, observer=lambda s, n, b: seen.append(b)) as c:
+                with pytest.raises(SessionFailed, match=r"input 'huge' at node bob has a value too large for a sum "
+                                                        r"over 3 parties") as err:
+                    await c.sum("huge")
+                assert str(big) not in str(err.value)
+            assert seen == []  # the coordinator received no share at all
+            for server in lc.servers.values():
+                assert server.core.sessions == {}
+    asyncio.run(go())
