@@ -225,6 +225,9 @@ class NodeCore:
             raise RemoteProtocolError(f"session {session_id}: coordinator expects {length} words, "
                                       f"node {self.me.name} contributes {session.engine.length}")
         own_bits = session.contribution_bits
+        if session.aggregate in _BIT_OUTPUTS and frac_bits != 0:
+            raise RemoteProtocolError(f"session {session_id}: comparisons take integers, got a scale of "
+                                      f"{frac_bits} fractional bits")
         if not own_bits <= frac_bits <= 32:
             raise RemoteProtocolError(f"session {session_id}: scale of {frac_bits} fractional bits is below "
                                       f"node {self.me.name}'s {own_bits} or above 32")

@@ -128,3 +128,35 @@ def test_a_sum_that_could_overflow_is_refused_before_sharing(tmp_path: Path) -> 
             for server in lc.servers.values():
                 assert server.core.sessions == {}
     asyncio.run(go())
+
+
+def test_a_vote_refuses_a_fixed_point_scale(tmp_path: Path) -> None:
+    """Compute asking a vote for a non-zero scale is refused (found by fuzzing: it was INTERNAL)."""
+    import grpc
+    import secrets as _secrets
+
+    from mpc.transport.peers import Channels
+    from mpc.transport.tls import TlsMaterial
+    from mpc.v1 import mpc_pb2, mpc_pb2_grpc
+
+    async def go() -> None:
+        async with running_cluster(tmp_path, 3) as lc:
+            for name in ("alice", "bob", "carlos"):
+                lc.put(name, "ballot", [1, 0])
+            me = lc.cluster.require_coordinator()
+            channels = Channels(lc.cluster, TlsMaterial.load(lc.cluster.ca, me.cert, me.key))
+            try:
+                stub = mpc_pb2_grpc.ControlStub(channels.channel("alice"))
+                sid = _secrets.token_hex(16)
+                await stub.Prepare(mpc_pb2.PrepareRequest(session_id=sid, protocol=mpc_pb2.PROTOCOL_VOTE,
+                                                          input_name="ballot",
+                                                          participants=["alice", "bob", "carlos"]), timeout=5)
+                with pytest.raises(grpc.aio.AioRpcError) as err:
+                    async for _ in stub.Compute(mpc_pb2.ComputeRequest(session_id=sid, frac_bits=1, length=1),
+                                                timeout=5):
+                        pass
+                assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "comparisons take integers" in (err.value.details() or "")
+            finally:
+                await channels.close()
+    asyncio.run(go())
