@@ -30,6 +30,9 @@ COMPUTE_GRACE_S = 1.0
 # Observer of what the coordinator receives: (session, node, share bytes of one chunk).
 ShareObserver = Callable[[str, str, bytes], None]
 Number = int | float
+# After the first failed call of a session phase, how long the other calls may still end on
+# their own (so that the error names every node at fault) before they are cancelled.
+FAILURE_GRACE_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,17 +175,30 @@ class Coordinator:
 
     async def _gather(self, session_id: str, calls: dict[str, Any]) -> dict[str, Any]:
         """Await one call per node; on any failure abort the session everywhere and raise."""
-        names = list(calls)
-        results = await asyncio.gather(*calls.values(), return_exceptions=True)
-        failures = [(n, r) for n, r in zip(names, results) if isinstance(r, BaseException)]
+        tasks = {n: asyncio.ensure_future(c) for n, c in calls.items()}
+        try:
+            _, pending = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION)
+            if pending:
+                # Failures with one cause come together: give them a moment, to name them all.
+                await asyncio.wait(pending, timeout=FAILURE_GRACE_S)
+        finally:
+            # Calls still running are cancelled: a node drops a session whose Compute call goes
+            # away at once, instead of waiting for a lost peer until the session's deadline.
+            for t in tasks.values():
+                t.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+        failures = [(n, t.exception()) for n, t in tasks.items() if not t.cancelled() and t.exception() is not None]
         if not failures:
-            return dict(zip(names, results))
+            return {n: t.result() for n, t in tasks.items()}
         for _, r in failures:
             if not isinstance(r, (grpc.aio.AioRpcError, MpcError, asyncio.TimeoutError)):
-                raise r
-        reasons = "; ".join(self._explain(n, r) for n, r in failures)
-        # A node that did not answer would not answer an Abort either: do not wait for it twice.
-        silent = frozenset(n for n, r in failures if isinstance(r, grpc.aio.AioRpcError) and r.code() in UNREACHABLE)
+                raise r  # type: ignore[misc]
+        reasons = "; ".join(self._explain(n, r) for n, r in failures if r is not None)
+        # A node that did not answer would not answer an Abort either: do not wait for it twice;
+        # a node whose call was cancelled has dropped the session already (or is hung).
+        cancelled = frozenset(n for n, t in tasks.items() if t.cancelled())
+        silent = cancelled | frozenset(n for n, r in failures
+                                       if isinstance(r, grpc.aio.AioRpcError) and r.code() in UNREACHABLE)
         await self._abort_all(session_id, reasons, skip=silent)
         unreachable = all(isinstance(r, grpc.aio.AioRpcError) and r.code() in UNREACHABLE for _, r in failures)
         cls = PeerUnavailable if unreachable else SessionFailed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterable
 
 import grpc
@@ -13,6 +14,10 @@ from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
 # Status codes that mean "could not reach or hear back from the node" rather than "it refused".
 UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# A channel that saw its peer down fails calls at once until its next reconnect attempt
+# (backoff up to grpc.max_reconnect_backoff_ms = 2 s, plus jitter), even if the peer is back.
+# A peer send that fails UNAVAILABLE is tried once more, waiting up to this long for the channel.
+RECONNECT_GRACE_S = 3.0
 
 
 def describe_rpc_error(node: NodeConfig, exc: grpc.aio.AioRpcError) -> str:
@@ -82,13 +87,27 @@ class PeerClient:
             for frame in _frames(session_id, step, self.me, payload):
                 yield frame
 
-        try:
+        async def call(timeout: float, wait_for_ready: bool) -> None:
             if len(payload) <= CHUNK_BYTES:
                 header = mpc_pb2.PeerHeader(session_id=session_id, step=step, sender=self.me,
                                             payload_bytes=len(payload))
-                await stub.Deliver(mpc_pb2.PeerMessage(header=header, payload=payload), timeout=max(timeout, 0.001))
+                await stub.Deliver(mpc_pb2.PeerMessage(header=header, payload=payload), timeout=max(timeout, 0.001),
+                                   wait_for_ready=wait_for_ready)
             else:
-                await stub.Send(frames(), timeout=max(timeout, 0.001))
+                await stub.Send(frames(), timeout=max(timeout, 0.001), wait_for_ready=wait_for_ready)
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        try:
+            try:
+                await call(timeout, False)
+            except grpc.aio.AioRpcError as first:
+                if first.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                try:
+                    await call(min(deadline - loop.time(), RECONNECT_GRACE_S), True)
+                except grpc.aio.AioRpcError as again:
+                    raise (first if again.code() in UNREACHABLE else again) from None
         except grpc.aio.AioRpcError as exc:
             node = self.channels.cluster.node(to)
             message = f"session {session_id}: {self.me} -> {describe_rpc_error(node, exc)}"

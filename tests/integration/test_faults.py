@@ -375,12 +375,6 @@ class StopBeforeCompute(Coordinator):
         await super()._collect(session_id, name, *args, **kwargs)  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG mpc/coordinator/client.py Coordinator._gather awaits every node's Compute "
-    "(asyncio.gather(return_exceptions=True)) before aborting: when one node is lost the "
-    "coordinator knows at once (UNAVAILABLE), but a peer that only waits for the lost node's "
-    "message (carlos waits for bob's seed) keeps the session, and the caller, waiting until the "
-    "session deadline (30 s by default) instead of failing fast"))
 def test_node_lost_after_prepare_fails_the_session_fast(tmp_path: Path) -> None:
     """bob goes down after Prepare: the sum must fail within 10 s, naming bob, whatever the session timeout."""
     timeout = 25.0
@@ -408,11 +402,6 @@ def test_node_lost_after_prepare_fails_the_session_fast(tmp_path: Path) -> None:
     asyncio.run(go())
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG mpc/transport/peers.py PeerClient.send: a node whose channel to a peer failed while the "
-    "peer was down keeps failing sends to it at once ('unreachable ... Connection refused') until "
-    "gRPC's next reconnect attempt (backoff up to 2 s), although the peer serves again: the first "
-    "session after the restart fails (and, with the _gather bug, only at its deadline)"))
 def test_first_session_after_a_peer_restart_succeeds(tmp_path: Path) -> None:
     """alice fails to reach bob while he is down; bob restarts; a sum started right away must succeed.
 
