@@ -17,6 +17,7 @@ import asyncio
 import gc
 import os
 import re
+import secrets
 import signal
 import sqlite3
 import sys
@@ -721,16 +722,15 @@ def second_coordinator(cluster_file: Path, name: str) -> Path:
 
 def test_concurrent_sums_and_votes_from_two_coordinators(tmp_path: Path) -> None:
     n_sums, n_votes = 12, 6
-    rng = np.random.default_rng(20240605)
     with daemons(tmp_path, FOUR, session_timeout_s=30.0) as d:
         audit_file = second_coordinator(d.path, "auditor")
         sums: dict[str, dict[str, list[int]]] = {}
         for k in range(n_sums):
             length = 1 + k % 4
-            sums[f"s{k}"] = {n: [int(v) for v in rng.integers(-10**6, 10**6, length)] for n in FOUR}
+            sums[f"s{k}"] = {n: [secrets.randbelow(2 * 10**6) - 10**6 for _ in range(length)] for n in FOUR}
         votes: dict[str, dict[str, list[int]]] = {}
         for k in range(n_votes):
-            votes[f"v{k}"] = {n: [int(v) for v in rng.integers(0, 2, 1 + (k + j) % 3)]
+            votes[f"v{k}"] = {n: [secrets.randbelow(2) for _ in range(1 + (k + j) % 3)]
                               for j, n in enumerate(FOUR)}
         votes["v0"] = {n: [1] for n in FOUR}    # at least one YES and one NO for sure
         votes["v1"] = {n: [0, 0] for n in FOUR}

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from mpc.errors import InputError, StoreError
+from mpc.prg import SystemRng, random_words
 from mpc.store import (
     SESSION_STATES,
     TERMINAL_STATES,
@@ -51,7 +52,7 @@ def _integrity(path: Path) -> str:
 
 def test_round_trip_scalar_vector_and_large(tmp_path: Path) -> None:
     path = tmp_path / "node.sqlite3"
-    big = np.random.default_rng(1).integers(-(2**63), 2**63 - 1, size=10**6, dtype=np.int64)
+    big = random_words(SystemRng(), 10**6).view(np.int64)  # CSPRNG only, even for test data
     vec = np.array([-(2**63), -1, 0, 1, 2**63 - 1], dtype=np.int64)
     with Store(path) as s:
         s.put_input("raise", np.array([SECRET], dtype=np.int64), 0, True)
