@@ -23,22 +23,22 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mpc.config import load_cluster
+from mpc.config import ClusterConfig, load_cluster
 from mpc.coordinator.client import Coordinator
 from mpc.localcluster import NodeProcesses, write_local_cluster
 from mpc.ot.base import BASE_OTS, ChouOrlandiReceiver, ChouOrlandiSender
 from mpc.ot.triples import OtReady, PairwiseOtSetup
 from mpc.prg import SystemRng
 from mpc.protocols.contribution import COMPARE_BOUND
-from mpc.protocols.events import Send
 from mpc.store import Store
+
+from benchmarks.ot_micro import run_router
 
 NAMES = ("alice", "bob", "carlos", "david")
 RAISES = (3800, 2514, 2982, 3390)
@@ -64,31 +64,18 @@ def run_mpc_sum(length: int, parties: int = 3, *, raises: bool = False, repeats:
     expected = np.sum(values, axis=0)
     with tempfile.TemporaryDirectory(prefix="mpc-bench-") as tmp:
         work = Path(tmp)
-        cluster_file = write_local_cluster(work, names)
+        cluster_file = _write_cluster(work, names, {"x": values})
         cluster = load_cluster(cluster_file)
-        for name, v in zip(names, values):
-            data_dir = cluster.node(name).data_dir
-            if data_dir is None:
-                raise RuntimeError("write_local_cluster sets data_dir")
-            with Store.open_dir(data_dir) as store:
-                store.put_input("x", v, 0, raises)
         nodes = NodeProcesses(cluster_file, work / "logs")
         t0 = time.perf_counter()
         try:
             nodes.start_all(names)
 
-            async def sessions() -> tuple[list[float], bool]:
-                times = []
-                ok = True
-                async with Coordinator(cluster) as coordinator:
-                    for _ in range(repeats + 1):
-                        s = time.perf_counter()
-                        opened = await coordinator.open(1, "x")
-                        times.append(time.perf_counter() - s)
-                        ok &= bool(np.array_equal(opened.total.view(np.int64), expected))
-                return times, ok
+            async def add(coordinator: Coordinator) -> bool:
+                opened = await coordinator.open(1, "x")
+                return bool(np.array_equal(opened.total.view(np.int64), expected))
 
-            times, ok = asyncio.run(sessions())
+            times, _, ok = asyncio.run(_timed_sessions(cluster, nodes, repeats, add))
         finally:
             nodes.stop_all()
         end_to_end = time.perf_counter() - t0 - sum(times[1:])
@@ -169,6 +156,26 @@ def _cpu_delta(before: float | None, after: float | None) -> float | None:
     return None if before is None or after is None else after - before
 
 
+async def _timed_sessions(cluster: ClusterConfig, nodes: NodeProcesses, repeats: int,
+                         session: Callable[[Coordinator], Awaitable[bool]]) -> tuple[list[float], list[float | None], bool]:
+    """Run `session` repeats + 1 times through one coordinator, timing each and the nodes' CPU.
+
+    Returns: (wall seconds per session, node CPU seconds per session, all sessions correct).
+    """
+    times: list[float] = []
+    cpu: list[float | None] = []
+    ok = True
+    async with Coordinator(cluster) as coordinator:
+        for _ in range(repeats + 1):
+            before = _cpu_s(nodes)
+            start = time.perf_counter()
+            correct = await session(coordinator)
+            times.append(time.perf_counter() - start)
+            cpu.append(_cpu_delta(before, _cpu_s(nodes)))
+            ok &= correct
+    return times, cpu, ok
+
+
 def run_mpc_compare(M: int = 1000, parties: int = 3, repeats: int = 5, threshold: int = 0) -> dict[str, object]:
     """M batched 32-bit comparisons [sum over nodes >= threshold] (`Coordinator.at_least`).
 
@@ -196,20 +203,10 @@ def run_mpc_compare(M: int = 1000, parties: int = 3, repeats: int = 5, threshold
         try:
             nodes.start_all(names)
 
-            async def sessions() -> tuple[list[float], list[float | None], bool]:
-                times, cpu = [], []
-                ok = True
-                async with Coordinator(cluster) as coordinator:
-                    for _ in range(repeats + 1):
-                        c = _cpu_s(nodes)
-                        s = time.perf_counter()
-                        result = await coordinator.at_least("x", threshold)
-                        times.append(time.perf_counter() - s)
-                        cpu.append(_cpu_delta(c, _cpu_s(nodes)))
-                        ok &= result.bits == expected
-                return times, cpu, ok
+            async def compare(coordinator: Coordinator) -> bool:
+                return (await coordinator.at_least("x", threshold)).bits == expected
 
-            times, cpu, ok = asyncio.run(sessions())
+            times, cpu, ok = asyncio.run(_timed_sessions(cluster, nodes, repeats, compare))
         finally:
             nodes.stop_all()
         end_to_end = time.perf_counter() - t0 - sum(times[1:])
@@ -263,20 +260,10 @@ def run_mpc_vote(ballots: int = 1000, parties: int = 3, repeats: int = 5,
         try:
             nodes.start_all(names)
 
-            async def sessions() -> tuple[list[float], list[float | None], bool]:
-                times, cpu = [], []
-                ok = True
-                async with Coordinator(cluster) as coordinator:
-                    for _ in range(repeats + 1):
-                        c = _cpu_s(nodes)
-                        s = time.perf_counter()
-                        result = await coordinator.vote("ballots")
-                        times.append(time.perf_counter() - s)
-                        cpu.append(_cpu_delta(c, _cpu_s(nodes)))
-                        ok &= result.passed == expected
-                return times, cpu, ok
+            async def vote(coordinator: Coordinator) -> bool:
+                return (await coordinator.vote("ballots")).passed == expected
 
-            times, cpu, ok = asyncio.run(sessions())
+            times, cpu, ok = asyncio.run(_timed_sessions(cluster, nodes, repeats, vote))
             for _ in range(cli_repeats):
                 dt, passed = _cli_vote(cluster_file, "ballots")
                 cli_times.append(dt)
@@ -289,31 +276,6 @@ def run_mpc_vote(ballots: int = 1000, parties: int = 3, repeats: int = 5,
             "cli_s": statistics.median(cli_times) if cli_times else None, "end_to_end_s": end_to_end,
             "ballots": ballots, "parties": parties, "passed": expected, "ok": ok, "repeats": repeats,
             **_cpu_fields(cpu)}
-
-
-def _route(engines: Mapping[str, Any]) -> dict[str, Any]:
-    """Deliver messages between in-process sans-I/O engines (FIFO) until none is left.
-
-    Returns: each engine's last non-Send event.
-    """
-    queue: deque[tuple[str, Send]] = deque()
-    results: dict[str, Any] = {}
-
-    def take(me: str, events: Sequence[Any]) -> None:
-        for event in events:
-            if isinstance(event, Send):
-                queue.append((me, event))
-            else:
-                results[me] = event
-
-    for name, engine in engines.items():
-        take(name, engine.start())
-    for _ in range(10_000):  # bounded: a pairwise setup needs 4 messages
-        if not queue:
-            break
-        sender, send = queue.popleft()
-        take(send.to, engines[send.to].receive(sender, send.step, send.payload))
-    return results
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -345,7 +307,7 @@ def run_mpc_base_ot(repeats: int = 5) -> dict[str, object]:
 
     def both_directions() -> None:
         pair = ("alice", "bob")
-        results = _route({p: PairwiseOtSetup(p, pair, rng, "bench-base-ot") for p in pair})
+        results = run_router({p: PairwiseOtSetup(p, pair, rng, "bench-base-ot") for p in pair})
         if not all(isinstance(results.get(p), OtReady) for p in pair):
             raise RuntimeError("pairwise OT setup did not finish")
 

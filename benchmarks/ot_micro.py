@@ -52,7 +52,11 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def run_router(engines: Mapping[str, Any]) -> dict[str, Any]:
-    """FIFO delivery: start everyone, then deliver messages in order until nothing is left."""
+    """FIFO delivery: start everyone, then deliver messages in order until nothing is left.
+
+    Returns: each engine's last non-Send event.
+    Raises: RuntimeError if messages are still flowing after a bounded number of deliveries.
+    """
     queue: deque[tuple[str, Send]] = deque()
     results: dict[str, Any] = {}
 
@@ -65,9 +69,13 @@ def run_router(engines: Mapping[str, Any]) -> dict[str, Any]:
 
     for name, engine in engines.items():
         take(name, engine.start())
-    while queue:
+    for _ in range(100_000):  # bounded: a triple session needs a few messages per pair
+        if not queue:
+            break
         sender, send = queue.popleft()
         take(send.to, engines[send.to].receive(sender, send.step, send.payload))
+    else:
+        raise RuntimeError("engines still exchanging messages after 100000 deliveries")
     return results
 
 
