@@ -112,10 +112,11 @@ class Session:
     coordinator: Identity
     stored: StoredInput
     engine: Engine
-    contribution: Words                  # built at prepare, at `contribution_bits` fractional bits
+    # The raw contribution and the output share never appear in a repr (tracebacks, debuggers).
+    contribution: Words = field(repr=False)  # built at prepare, at `contribution_bits` fractional bits
     contribution_bits: int
     deadline: float                      # loop.time() after which the session is dropped
-    output: asyncio.Future[Words]
+    output: asyncio.Future[Words] = field(repr=False)
     timer: asyncio.TimerHandle | None = None
     running: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
