@@ -73,13 +73,20 @@ def write_local_cluster(workdir: Path, names: Sequence[str], *, min_participants
     return path
 
 
-async def wait_healthy(cluster: ClusterConfig, names: Sequence[str], timeout: float = 20.0) -> None:
+async def wait_healthy(cluster: ClusterConfig, names: Sequence[str], timeout: float = 20.0,
+                       tls: TlsMaterial | None = None) -> None:
     """Wait until every named node answers the gRPC health check with SERVING.
+
+    Args:
+        tls: the identity to call with (default: the cluster's coordinator). A node may check
+            itself with its own certificate, as `mpc health` does.
 
     Raises: PeerUnavailable naming the nodes still not serving at the deadline.
     """
-    me = cluster.require_coordinator()
-    channels = Channels(cluster, TlsMaterial.load(cluster.ca, me.cert, me.key))
+    if tls is None:
+        me = cluster.require_coordinator()
+        tls = TlsMaterial.load(cluster.ca, me.cert, me.key)
+    channels = Channels(cluster, tls)
     deadline = time.monotonic() + timeout
     pending = set(names)
 

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from mpc.config import load_cluster
+from mpc.localcluster import wait_healthy
 from mpc.node.daemon import NodeServer
+from mpc.transport.tls import TlsMaterial
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -17,6 +19,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--cluster", type=Path, default=None, help="cluster file (default: $MPC_CLUSTER)")
     p.add_argument("--name", required=True, help="which node of the cluster file this is")
     p.set_defaults(run=run)
+
+    h = sub.add_parser("health", help="exit 0 if this node's daemon answers the gRPC health check (for healthchecks)")
+    h.add_argument("--cluster", type=Path, default=None, help="cluster file (default: $MPC_CLUSTER)")
+    h.add_argument("--name", required=True, help="the node to check, calling with that node's own certificate")
+    h.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for SERVING (default: 3)")
+    h.set_defaults(run=run_health)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,4 +42,16 @@ def run(args: argparse.Namespace) -> int:
         await server.serve_forever(ready)
 
     asyncio.run(serve())
+    return 0
+
+
+def run_health(args: argparse.Namespace) -> int:
+    """Check a node over mutual TLS with its own certificate, as a container healthcheck does.
+
+    Returns: 0 when the node answers SERVING; otherwise PeerUnavailable names it (exit 1).
+    """
+    cluster = load_cluster(args.cluster)
+    node = cluster.node(args.name)
+    asyncio.run(wait_healthy(cluster, [args.name], args.timeout, TlsMaterial.load(cluster.ca, node.cert, node.key)))
+    print(f"node {args.name} at {node.address}: serving")
     return 0

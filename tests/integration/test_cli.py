@@ -431,6 +431,11 @@ def test_down_node_fails_fast_names_it_and_reveals_nothing(cluster: Path, nodes:
         assert as_json.returncode == 1
         healthy = {n["node"]: n["healthy"] for n in json.loads(as_json.stdout)}
         assert healthy == {"alice": True, "bob": True, "carlos": False, "david": True}
+
+        # What a container healthcheck runs: each node checks itself with its own certificate.
+        assert "alice" in ok(mpc("health", "--cluster", cluster, "--name", "alice"))
+        err = fails(mpc("health", "--cluster", cluster, "--name", "carlos", "--timeout", "1"))
+        assert "carlos" in err and "not serving" in err
     finally:
         nodes.restart("carlos")
     assert ok(mpc("sum", "raise", "--cluster", cluster)).strip() == "12686"
