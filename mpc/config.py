@@ -60,6 +60,7 @@ class NodeConfig:
     key: Path | None
     data_dir: Path | None
     policy: Policy = field(default_factory=Policy)
+    metrics: str | None = None    # host:port to serve Prometheus metrics on (off when None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,11 +132,23 @@ def _opt_path(base: Path, value: str | None) -> Path | None:
     return None if value is None else _path(base, value)
 
 
-def _split_address(address: str, where: str) -> str:
+def split_address(address: str, where: str, *, any_port: bool = False) -> tuple[str, int]:
+    """Split "HOST:PORT" (IPv6 in brackets).
+
+    Args:
+        any_port: also accept port 0 (the system picks one).
+    Returns: (host without brackets, port).
+    Raises: ConfigError naming `where` if it is not host:port.
+    """
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+    lowest = 0 if any_port else 1
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not lowest <= int(port) < 65536:
         raise ConfigError(f"{where}: address {address!r} must be host:port")
-    return host.strip("[]")
+    return host.strip("[]"), int(port)
+
+
+def _split_address(address: str, where: str) -> str:
+    return split_address(address, where)[0]
 
 
 def _policy(table: dict[str, Any], where: str) -> Policy:
@@ -169,9 +182,12 @@ def _node(name: str, table: dict[str, Any], base: Path, where: str) -> NodeConfi
     cert = _opt_path(base, _take(table, "cert", str, where, None))
     key = _opt_path(base, _take(table, "key", str, where, None))
     data_dir = _opt_path(base, _take(table, "data_dir", str, where, None))
+    metrics = _take(table, "metrics", str, where, None)
+    if metrics is not None:
+        split_address(metrics, f"{where}.metrics", any_port=True)
     policy = _policy(dict(_take(table, "policy", dict, where, {})), f"{where}.policy")
     _no_leftovers(table, where)
-    return NodeConfig(name, address, host, listen, cert, key, data_dir, policy)
+    return NodeConfig(name, address, host, listen, cert, key, data_dir, policy, metrics)
 
 
 def load_cluster(path: str | os.PathLike[str] | None = None) -> ClusterConfig:

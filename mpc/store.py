@@ -51,7 +51,26 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX sessions_by_created ON sessions (created_at)",
         "CREATE INDEX sessions_by_status ON sessions (status)",
     ),
+    (
+        # The audit log: one row per event of a session that touched this node's inputs (its
+        # prepare, its end, or its refusal). Sizes and kinds of what left the node, never values.
+        # Rows are only ever appended: the triggers refuse UPDATE and DELETE.
+        """CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL,
+            event TEXT NOT NULL CHECK (event IN ('prepared', 'refused', 'done', 'failed', 'aborted',
+                                                 'interrupted')),
+            session_id TEXT NOT NULL, coordinator TEXT NOT NULL, protocol TEXT NOT NULL,
+            inputs TEXT NOT NULL, participants TEXT NOT NULL,
+            sent TEXT NOT NULL DEFAULT '[]', reason TEXT NOT NULL DEFAULT '')""",
+        "CREATE INDEX audit_by_session ON audit (session_id)",
+        "CREATE INDEX audit_by_time ON audit (at)",
+        """CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+        """CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+    ),
 )
+AUDIT_EVENTS = ("prepared", "refused", "done", "failed", "aborted", "interrupted")
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _SESSION_COLUMNS = (
@@ -103,6 +122,48 @@ class SessionRecord:
     reason: str
     created_at: str
     updated_at: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """What left the node in one session, to one recipient, of one kind: counts and sizes only."""
+
+    kind: str          # e.g. "output share", "sum/seed", "triples/u"
+    to: str            # a node name, or the coordinator's certificate identity
+    messages: int
+    bytes: int
+
+    def as_dict(self) -> dict[str, object]:
+        """Returns: the transfer as a JSON-ready dict."""
+        return {"kind": self.kind, "to": self.to, "messages": self.messages, "bytes": self.bytes}
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One session as this node's audit log tells it: who asked, for what, and what left."""
+
+    session_id: str
+    started_at: str
+    ended_at: str
+    coordinator: str
+    protocol: str
+    inputs: tuple[str, ...]
+    participants: tuple[str, ...]
+    outcome: str       # refused, prepared (still open, or the node stopped), done, failed, ...
+    reason: str
+    sent: tuple[Transfer, ...]
+
+    @property
+    def bytes_sent(self) -> int:
+        """Total bytes this node sent in the session."""
+        return sum(t.bytes for t in self.sent)
+
+    def as_dict(self) -> dict[str, object]:
+        """Returns: the entry as a JSON-ready dict."""
+        return {"session": self.session_id, "started_at": self.started_at, "ended_at": self.ended_at,
+                "coordinator": self.coordinator, "protocol": self.protocol, "inputs": list(self.inputs),
+                "participants": list(self.participants), "outcome": self.outcome, "reason": self.reason,
+                "sent": [t.as_dict() for t in self.sent], "bytes_sent": self.bytes_sent}
 
 
 def _now() -> str:
@@ -417,16 +478,86 @@ class Store:
         return None if row is None else _session_from_row(row)
 
     def mark_unfinished_interrupted(self) -> int:
-        """Mark every prepared or running session "interrupted" (on daemon start).
-        Returns: how many sessions were marked."""
+        """Mark every prepared or running session "interrupted" (on daemon start), in the
+        session table and in the audit log. Returns: how many sessions were marked."""
+        now = _now()
         with self._writing() as conn:
-            return int(
-                conn.execute(
-                    "UPDATE sessions SET status = 'interrupted', reason = ?, updated_at = ? "
-                    "WHERE status IN ('prepared', 'running')",
-                    (RESTART_REASON, _now()),
-                ).rowcount
+            rows = conn.execute(
+                "SELECT session_id, protocol, input_name, participants, coordinator FROM sessions "
+                "WHERE status IN ('prepared', 'running')"
+            ).fetchall()
+            conn.execute(
+                "UPDATE sessions SET status = 'interrupted', reason = ?, updated_at = ? "
+                "WHERE status IN ('prepared', 'running')",
+                (RESTART_REASON, now),
             )
+            for session_id, protocol, input_name, participants, coordinator in rows:
+                self._append_audit(conn, now, "interrupted", session_id, coordinator, protocol,
+                                   [input_name], json.loads(participants), (), RESTART_REASON)
+            return len(rows)
+
+    # -- audit log ----------------------------------------------------------------------------
+
+    def append_audit(self, event: str, session_id: str, coordinator: str, protocol: str,
+                     inputs: Sequence[str], participants: Sequence[str],
+                     sent: Sequence[Transfer] = (), reason: str = "") -> None:
+        """Append one event to the audit log (the only way rows get there).
+
+        Raises: StoreError for an unknown event.
+        """
+        with self._writing(durable=False) as conn:
+            self._append_audit(conn, _now(), event, session_id, coordinator, protocol, inputs,
+                               participants, sent, reason)
+
+    @staticmethod
+    def _append_audit(conn: sqlite3.Connection, at: str, event: str, session_id: str, coordinator: str,
+                      protocol: str, inputs: Sequence[str], participants: Sequence[str],
+                      sent: Sequence[Transfer], reason: str) -> None:
+        if event not in AUDIT_EVENTS:
+            raise StoreError(f"unknown audit event {event!r}; expected one of {', '.join(AUDIT_EVENTS)}")
+        conn.execute(
+            "INSERT INTO audit (at, event, session_id, coordinator, protocol, inputs, participants, sent, "
+            "reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (at, event, str(session_id)[:64], str(coordinator)[:256], str(protocol)[:32],
+             json.dumps([str(i)[:128] for i in inputs]), json.dumps([str(p)[:128] for p in participants]),
+             json.dumps([t.as_dict() for t in sent]), str(reason)[:1000]),
+        )
+
+    def audit_log(self, *, input_name: str | None = None, since: str | None = None,
+                  until: str | None = None, limit: int = 1000) -> list[AuditEntry]:
+        """The audit log, one entry per session, oldest first.
+
+        Args:
+            input_name: only sessions that used this input.
+            since, until: ISO-8601 bounds on when the session started (`until` inclusive of
+                any time with that prefix, so "2026-11-23" means the whole day).
+            limit: at most this many sessions (the newest).
+        Raises: StoreError if limit < 1.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise StoreError(f"audit_log: limit must be a positive int, got {limit!r}")
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT at, event, session_id, coordinator, protocol, inputs, participants, sent, reason "
+                "FROM audit ORDER BY seq").fetchall()
+        entries: dict[str, AuditEntry] = {}
+        for at, event, session_id, coordinator, protocol, inputs, participants, sent, reason in rows:
+            transfers = tuple(Transfer(**t) for t in json.loads(sent))
+            first = entries.get(session_id)
+            if first is None or event == "refused":
+                key = session_id if first is None else f"{session_id}#{at}"
+                entries[key] = AuditEntry(session_id, at, at, coordinator, protocol,
+                                          tuple(json.loads(inputs)), tuple(json.loads(participants)),
+                                          event, reason, transfers)
+            else:
+                entries[session_id] = AuditEntry(
+                    session_id, first.started_at, at, first.coordinator, first.protocol, first.inputs,
+                    first.participants, event, reason or first.reason, first.sent + transfers)
+        chosen = [e for e in entries.values()
+                  if (input_name is None or input_name in e.inputs)
+                  and (since is None or e.started_at >= since)
+                  and (until is None or e.started_at[:len(until)] <= until)]
+        return chosen[-limit:]
 
     def list_sessions(self, limit: int = 100) -> list[SessionRecord]:
         """Returns: up to `limit` sessions, newest first. Raises: StoreError if limit < 1."""

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 from collections.abc import Sequence
 
-from mpc import __version__
-from mpc.cli import certs, compute, demo, inputs, node
+from mpc import __version__, logs
+from mpc.cli import audit, certs, compute, demo, inputs, node
 from mpc.errors import MpcError
 
 EXIT_ERROR = 1
@@ -22,8 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mpc {__version__}")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],
                         help="log verbosity on stderr (default: warning)")
+    parser.add_argument("--log-format", default="text", choices=list(logs.FORMATS),
+                        help="text, or json: one JSON object per line with the session id (default: text)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, certs, node, inputs, compute):
+    for module in (demo, certs, node, inputs, compute, audit):
         module.register(sub)
     return parser
 
@@ -34,14 +36,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns: the process exit code (0 ok, 1 error with a message on stderr, 2 usage).
     """
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level, args.log_format)
     try:
         code: int = args.run(args)
         return code
     except MpcError as exc:
         print(f"mpc: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        # The reader went away (`mpc audit | head`): not an error. Point stdout at /dev/null so
+        # the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("mpc: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from mpc.cli.progress import TerminalProgress
 from mpc.config import load_cluster
 from mpc.coordinator.client import AverageResult, Coordinator, NodeStatus, SumResult, ThresholdResult, VoteResult
 
@@ -58,12 +59,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _with_coordinator(args: argparse.Namespace, job: Callable[[Coordinator], Awaitable[T]]) -> T:
     cluster = load_cluster(args.cluster)
+    show = None
+    if args.command != "status" and TerminalProgress.wanted(args.json):
+        show = TerminalProgress(f"mpc {args.command} {args.name}")
 
     async def go() -> T:
-        async with Coordinator(cluster) as coordinator:
+        async with Coordinator(cluster, progress=show) as coordinator:
             return await job(coordinator)
 
-    return asyncio.run(go())
+    try:
+        return asyncio.run(go())
+    finally:
+        if show is not None:
+            show.close()
 
 
 def _fmt(value: object) -> str:

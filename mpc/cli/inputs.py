@@ -12,7 +12,11 @@ from mpc.inputs import put_csv, put_values
 from mpc.store import Store
 
 
-def _store(args: argparse.Namespace) -> Store:
+def open_store(args: argparse.Namespace) -> Store:
+    """The store of the node named by --node (with --cluster) or --data-dir.
+
+    Raises: ConfigError if neither is given or the node has no data_dir; StoreError.
+    """
     if args.data_dir is not None:
         return Store.open_dir(args.data_dir)
     if args.node is None:
@@ -24,7 +28,8 @@ def _store(args: argparse.Namespace) -> Store:
     return Store.open_dir(node.data_dir)
 
 
-def _where(p: argparse.ArgumentParser) -> None:
+def add_store_arguments(p: argparse.ArgumentParser) -> None:
+    """Add --cluster/--node/--data-dir: which node's local store a command opens."""
     p.add_argument("--cluster", type=Path, default=None, help="cluster file (default: $MPC_CLUSTER)")
     p.add_argument("--node", help="this machine's node name in the cluster file")
     p.add_argument("--data-dir", type=Path, default=None, help="the node's data directory (instead of --node)")
@@ -45,15 +50,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     put.add_argument("--frac-bits", type=int, default=None, help="fixed-point fractional bits (0..32)")
     put.add_argument("--vector", action="store_true", help="store a single VALUE as a vector of length 1")
     put.add_argument("--overwrite", action="store_true", help="replace an existing input of that name")
-    _where(put)
+    add_store_arguments(put)
     put.set_defaults(run=run_put)
     ls = isub.add_parser("list", help="list input names and shapes (never values)")
     ls.add_argument("--json", action="store_true")
-    _where(ls)
+    add_store_arguments(ls)
     ls.set_defaults(run=run_list)
     rm = isub.add_parser("rm", help="delete an input")
     rm.add_argument("name")
-    _where(rm)
+    add_store_arguments(rm)
     rm.set_defaults(run=run_rm)
 
 
@@ -66,7 +71,7 @@ def run_put(args: argparse.Namespace) -> int:
             raise ConfigError("--csv needs --column NAME")
     elif not args.values:
         raise ConfigError(f"no values for input {args.name!r}: give VALUE... or --csv FILE --column NAME")
-    with _store(args) as store:
+    with open_store(args) as store:
         if args.csv is not None:
             count, bits = put_csv(store, args.name, args.csv, args.column, frac_bits=args.frac_bits,
                                   overwrite=args.overwrite)
@@ -82,7 +87,7 @@ def run_put(args: argparse.Namespace) -> int:
 
 def run_list(args: argparse.Namespace) -> int:
     """Print the inputs' metadata."""
-    with _store(args) as store:
+    with open_store(args) as store:
         inputs = store.list_inputs()
     if args.json:
         print(json.dumps([{"name": i.name, "length": i.length, "frac_bits": i.frac_bits, "scalar": i.is_scalar,
@@ -95,7 +100,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 def run_rm(args: argparse.Namespace) -> int:
     """Delete one input."""
-    with _store(args) as store:
+    with open_store(args) as store:
         store.delete_input(args.name)
     print(f"deleted {args.name!r}")
     return 0

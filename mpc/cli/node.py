@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("node", help="run this machine's party daemon (mutual TLS required)")
     p.add_argument("--cluster", type=Path, default=None, help="cluster file (default: $MPC_CLUSTER)")
     p.add_argument("--name", required=True, help="which node of the cluster file this is")
+    p.add_argument("--metrics", default=None, metavar="HOST:PORT",
+                   help="serve Prometheus metrics over HTTP here (default: the node's `metrics` key; off)")
     p.set_defaults(run=run)
 
     h = sub.add_parser("health", help="exit 0 if this node's daemon answers the gRPC health check (for healthchecks)")
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     cluster = load_cluster(args.cluster)
 
     async def serve() -> None:
-        server = NodeServer(cluster, args.name)
+        server = NodeServer(cluster, args.name, metrics_address=args.metrics)
         address = server.config.listen
 
         def ready(port: int) -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mpc.config import ClusterConfig
 from mpc.encoding import decode_ratio, decode_value
@@ -33,6 +34,42 @@ Number = int | float
 # After the first failed call of a session phase, how long the other calls may still end on
 # their own (so that the error names every node at fault) before they are cancelled.
 FAILURE_GRACE_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressReport:
+    """How far a session has got, as the coordinator sees it: sizes and counts only."""
+
+    session_id: str
+    phase: str                # "prepare" or "compute"
+    nodes: int
+    nodes_done: int           # nodes whose whole output share has arrived
+    share_bytes: int          # output-share bytes received so far
+    share_bytes_total: int
+    peer_bytes: int           # bytes the nodes have sent each other so far (their latest reports)
+    peer_messages: int        # messages the nodes have sent and received so far
+
+
+ProgressCallback = Callable[[ProgressReport], None]
+
+
+@dataclass(eq=False)
+class _Tracker:
+    """Collects progress from the nodes of one session and reports it."""
+
+    session_id: str
+    nodes: int
+    report: ProgressCallback
+    share_bytes_total: int = 0
+    phase: str = "prepare"
+    done: set[str] = field(default_factory=set)
+    share_bytes: int = 0
+    peers: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def emit(self) -> None:
+        self.report(ProgressReport(self.session_id, self.phase, self.nodes, len(self.done), self.share_bytes,
+                                   self.share_bytes_total, sum(b for b, _ in self.peers.values()),
+                                   sum(m for _, m in self.peers.values())))
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,10 +160,12 @@ class NodeStatus:
     active_sessions: int = 0
     cert_not_after: str = ""
     error: str = ""
+    health: str = ""          # the gRPC health service's answer: SERVING, NOT_SERVING, or UNREACHABLE
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"node": self.name, "address": self.address, "healthy": self.healthy, "version": self.version,
+        return {"node": self.name, "address": self.address, "healthy": self.healthy, "health": self.health,
+                "version": self.version,
                 "inputs": [{"name": n, "length": ln, "frac_bits": f, "scalar": s} for n, ln, f, s in self.inputs],
                 "active_sessions": self.active_sessions, "cert_not_after": self.cert_not_after, "error": self.error}
 
@@ -135,7 +174,13 @@ class Coordinator:
     """Runs computations over the nodes of a cluster file (use as an async context manager)."""
 
     def __init__(self, cluster: ClusterConfig, *, observer: ShareObserver | None = None,
-                 nodes: Sequence[str] | None = None) -> None:
+                 nodes: Sequence[str] | None = None, progress: ProgressCallback | None = None) -> None:
+        """Args:
+            observer: sees every share chunk received (tests).
+            nodes: the participants (default: every node of the cluster file, in order).
+            progress: called as a session advances (the nodes then also report how much they
+                have exchanged, about every 0.25 s).
+        """
         me = cluster.require_coordinator()
         self.cluster = cluster
         self.nodes = tuple(nodes) if nodes is not None else tuple(cluster.nodes)
@@ -143,6 +188,7 @@ class Coordinator:
             cluster.node(name)
         self.channels = Channels(cluster, TlsMaterial.load(cluster.ca, me.cert, me.key))
         self.observer = observer
+        self.progress = progress
 
     async def __aenter__(self) -> "Coordinator":
         return self
@@ -205,12 +251,21 @@ class Coordinator:
         raise cls(f"session {session_id} failed, nothing was revealed: {reasons}")
 
     async def _collect(self, session_id: str, name: str, frac_bits: int, length: int, total: Words,
-                       timeout: float, xor: bool) -> None:
+                       timeout: float, xor: bool, tracker: _Tracker | None) -> None:
         """Stream one node's output share and add (or, for bit shares, XOR) it into `total`."""
         call = self._stub(name).Compute(mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=frac_bits,
-                                                               length=length), timeout=timeout)
+                                                               length=length, progress=tracker is not None),
+                                        timeout=timeout)
         expected = 0
         async for chunk in call:
+            if chunk.HasField("progress"):
+                if chunk.session_id != session_id or chunk.node != name or chunk.words or expected:
+                    raise SessionFailed(f"node {name} sent a malformed progress report")
+                if tracker is not None:
+                    p = chunk.progress
+                    tracker.peers[name] = (p.peer_bytes_sent, p.peer_messages)
+                    tracker.emit()
+                continue
             if chunk.session_id != session_id or chunk.node != name or chunk.total_length != length:
                 raise SessionFailed(f"node {name} sent a share chunk for another session, node or length")
             if chunk.offset != expected:
@@ -228,6 +283,11 @@ class Coordinator:
             else:
                 total[expected:expected + words.size] += words
             expected += words.size
+            if tracker is not None:
+                tracker.share_bytes += len(chunk.words)
+                if expected == length:
+                    tracker.done.add(name)
+                tracker.emit()
         if expected != length:
             raise SessionFailed(f"node {name} sent {expected} share words, expected {length}")
 
@@ -246,6 +306,9 @@ class Coordinator:
                                          participants=self.nodes, timeout_ms=int(timeout * 1000),
                                          average_mode=average_mode, threshold=threshold)  # type: ignore[arg-type]
         connect = self.cluster.connect_timeout_s
+        tracker = None if self.progress is None else _Tracker(session_id, len(self.nodes), self.progress)
+        if tracker is not None:
+            tracker.emit()
         prepared: dict[str, mpc_pb2.PrepareReply] = await self._gather(
             session_id, {n: self._stub(n).Prepare(request, timeout=connect) for n in self.nodes})
         lengths = {n: r.length for n, r in prepared.items()}
@@ -264,10 +327,13 @@ class Coordinator:
         frac_bits = max(r.frac_bits for r in prepared.values())
         total = np.zeros(length, dtype=np.uint64)
         xor = protocol in (mpc_pb2.PROTOCOL_VOTE, mpc_pb2.PROTOCOL_THRESHOLD)
+        if tracker is not None:
+            tracker.phase, tracker.share_bytes_total = "compute", 8 * length * len(self.nodes)
+            tracker.emit()
         # The nodes end the session at `timeout` themselves and say whom they waited for; our own
         # deadline comes a little later, so that their answer is what the caller sees.
         await self._gather(session_id, {n: self._collect(session_id, n, frac_bits, length, total,
-                                                         timeout + COMPUTE_GRACE_S, xor)
+                                                         timeout + COMPUTE_GRACE_S, xor, tracker)
                                         for n in self.nodes})
         return Opened(session_id, input_name, self.nodes, total, frac_bits,
                       all(r.is_scalar for r in prepared.values()))
@@ -327,10 +393,19 @@ class Coordinator:
         """
         async def one(name: str) -> NodeStatus:
             node = self.cluster.node(name)
+            timeout = self.cluster.connect_timeout_s
             try:
-                r = await self._stub(name).Status(mpc_pb2.StatusRequest(), timeout=self.cluster.connect_timeout_s)
+                health = await health_pb2_grpc.HealthStub(self.channels.channel(name)).Check(
+                    health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+                serving = health.status == health_pb2.HealthCheckResponse.SERVING
+                if not serving:  # e.g. shutting down: it answers, but takes no new sessions
+                    return NodeStatus(name, node.address, False, health=health_pb2.HealthCheckResponse.ServingStatus
+                                      .Name(health.status), error=f"node {name} at {node.address} is not serving")
+                r = await self._stub(name).Status(mpc_pb2.StatusRequest(), timeout=timeout)
             except grpc.aio.AioRpcError as exc:
-                return NodeStatus(name, node.address, False, error=describe_rpc_error(node, exc))
+                return NodeStatus(name, node.address, False, health="UNREACHABLE",
+                                  error=describe_rpc_error(node, exc))
             inputs = tuple((i.name, i.length, i.frac_bits, i.is_scalar) for i in r.inputs)
-            return NodeStatus(name, node.address, True, r.version, inputs, r.active_sessions, r.cert_not_after)
+            return NodeStatus(name, node.address, True, r.version, inputs, r.active_sessions, r.cert_not_after,
+                              health="SERVING")
         return list(await asyncio.gather(*(one(n) for n in self.nodes)))

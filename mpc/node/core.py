@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -28,6 +29,7 @@ from mpc.errors import (
     SessionFailed,
     UnknownSession,
 )
+from mpc.node.metrics import NodeMetrics
 from mpc.pki import Identity
 from mpc.prg import Rng, SystemRng
 from mpc.ot.triples import PairwiseOt
@@ -43,7 +45,7 @@ from mpc.protocols.events import Output, Send
 from mpc.protocols.sum import SecureSumParty
 from mpc.protocols.threshold import NewOtSetup, ThresholdParty
 from mpc.ring import Words
-from mpc.store import InputInfo, Store, StoredInput
+from mpc.store import InputInfo, Store, StoredInput, Transfer
 
 log = logging.getLogger("mpc.node")
 
@@ -57,6 +59,14 @@ PeerObserver = Callable[[str, str, str, bytes], None]
 MAX_OT_SETUPS_PER_PEER = 4
 _SLOW_STEPS = ("ot/base/",)
 _BIT_OUTPUTS = frozenset({"vote", "threshold"})
+_ROUND_SUFFIX = re.compile(r"(/\d+)+\Z")
+OUTPUT_SHARE = "output share"
+MAX_AUDITED_PARTICIPANTS = 64   # a refused request's participant list is cut to this length
+
+
+def traffic_kind(step: str) -> str:
+    """The audit log's kind of a protocol step: its label without round numbers ("ks/3" -> "ks")."""
+    return _ROUND_SUFFIX.sub("", step)
 
 
 def protocol_name(aggregate: Aggregate) -> str:
@@ -122,6 +132,26 @@ class Session:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     send_errors: list[MpcError] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # What left this node in the session, by (kind, recipient): [messages, bytes]. Sizes only.
+    sent: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    received_bytes: int = 0
+    received_messages: int = 0
+
+    def count_sent(self, kind: str, to: str, size: int) -> None:
+        """Add one message of `size` bytes to the session's traffic record."""
+        tally = self.sent.setdefault((kind, to), [0, 0])
+        tally[0] += 1
+        tally[1] += size
+
+    def progress(self) -> tuple[int, int, int]:
+        """Returns: (peer bytes sent, peer bytes received, peer messages) so far; sizes only."""
+        peers = [tally for (kind, _), tally in self.sent.items() if kind != OUTPUT_SHARE]
+        return (sum(b for _, b in peers), self.received_bytes,
+                sum(n for n, _ in peers) + self.received_messages)
+
+    def transfers(self) -> tuple[Transfer, ...]:
+        """The traffic record as the audit log stores it."""
+        return tuple(Transfer(kind, to, n, size) for (kind, to), (n, size) in self.sent.items())
 
     def remaining(self, loop: asyncio.AbstractEventLoop) -> float:
         """Seconds left before the session's deadline (never negative)."""
@@ -133,11 +163,12 @@ class NodeCore:
 
     def __init__(self, cluster: ClusterConfig, me: NodeConfig, store: Store, peers: PeerSender,
                  *, rng: Rng | None = None, observer: PeerObserver | None = None,
-                 cert_not_after: str = "") -> None:
+                 cert_not_after: str = "", metrics: NodeMetrics | None = None) -> None:
         self.cluster = cluster
         self.me = me
         self.store = store
         self.peers = peers
+        self.metrics = metrics or NodeMetrics(me.name)
         self.rng: Rng = rng or SystemRng()
         self.observer = observer
         self.cert_not_after = cert_not_after
@@ -149,12 +180,29 @@ class NodeCore:
 
     def prepare(self, caller: Identity, session_id: str, aggregate: Aggregate, input_name: str,
                 participants: list[str], timeout_s: float, threshold: int | None = None) -> Prepared:
-        """Register a session after checking the policy, the parties and the input.
+        """Register a session after checking the policy, the parties and the input; a refusal
+        goes to the audit log with its reason.
 
         Returns: the input's public shape.
         Raises: RemoteProtocolError for a malformed request, PolicyError when the owner's
         policy refuses, StoreError when the input is missing, RoundMismatch for a reused id.
         """
+        try:
+            prepared = self._prepare(caller, session_id, aggregate, input_name, participants, timeout_s, threshold)
+        except MpcError as exc:
+            protocol = protocol_name(aggregate)
+            self.metrics.sessions.labels(protocol, "refused").inc()
+            self.store.append_audit("refused", session_id, caller.uri(), protocol, [input_name],
+                                    participants[:MAX_AUDITED_PARTICIPANTS], reason=str(exc))
+            log.warning("session %s refused: %s", session_id[:64], exc, extra={"session": session_id[:64]})
+            raise
+        self.store.append_audit("prepared", session_id, caller.uri(), protocol_name(aggregate), [input_name],
+                                participants)
+        self.metrics.active.inc()
+        return prepared
+
+    def _prepare(self, caller: Identity, session_id: str, aggregate: Aggregate, input_name: str,
+                 participants: list[str], timeout_s: float, threshold: int | None) -> Prepared:
         name = self.me.name
         if not _SESSION_ID.match(session_id):
             raise RemoteProtocolError("session id must be 32 lowercase hex characters")
@@ -206,7 +254,8 @@ class NodeCore:
         self.store.record_session(session_id, aggregate, input_name, participants, caller.uri())
         session.timer = loop.call_at(session.deadline, self._expire, session)
         self.sessions[session_id] = session
-        log.info("session %s prepared: %s of %r with %s", session_id, aggregate, input_name, ",".join(participants))
+        log.info("session %s prepared: %s of %r with %s", session_id, aggregate, input_name, ",".join(participants),
+                 extra={"session": session_id})
         return Prepared(session_id, name, length, frac_bits, stored.is_scalar or aggregate == "vote")
 
     async def compute(self, caller: Identity, session_id: str, frac_bits: int, length: int) -> Words:
@@ -259,6 +308,9 @@ class NodeCore:
                                           f"in time")
             if session.send_errors:
                 raise session.send_errors[0]
+            # What the coordinator gets: exactly this share, as the servicer streams it next.
+            session.count_sent(OUTPUT_SHARE, caller.uri(), int(share.nbytes))
+            self.metrics.output_bytes.inc(int(share.nbytes))
         except MpcError as exc:
             self._finish(session, "failed", str(exc))
             raise
@@ -267,6 +319,11 @@ class NodeCore:
             raise
         self._finish(session, "done", "")
         return share
+
+    def progress(self, session_id: str) -> tuple[int, int, int]:
+        """How far a live session has got (see Session.progress); zeros once it has ended."""
+        session = self.sessions.get(session_id)
+        return (0, 0, 0) if session is None else session.progress()
 
     def abort(self, caller: Identity, session_id: str, reason: str) -> None:
         """Drop a session at the coordinator's request (idempotent for finished sessions).
@@ -323,6 +380,12 @@ class NodeCore:
         session = self.admit(caller, session_id, sender)
         if self.observer is not None:
             self.observer(session_id, sender, step, payload)
+        session.received_bytes += len(payload)
+        session.received_messages += 1
+        self.metrics.received_bytes.labels(sender).inc(len(payload))
+        self.metrics.received_messages.labels(sender).inc()
+        log.debug("session %s: %s from %s, %d bytes", session_id, step, sender, len(payload),
+                  extra={"session": session_id})
         try:
             async with session.lock:
                 if step.startswith(_SLOW_STEPS):
@@ -358,14 +421,21 @@ class NodeCore:
                 while len(setups) > MAX_OT_SETUPS_PER_PEER:
                     del setups[next(iter(setups))]
             else:
+                session.count_sent(traffic_kind(event.step), event.to, len(event.payload))
                 task = asyncio.get_running_loop().create_task(self._send(session, event), name=event.to)
                 session.tasks.add(task)
                 task.add_done_callback(session.tasks.discard)
 
     async def _send(self, session: Session, event: Send) -> None:
         loop = asyncio.get_running_loop()
+        self.metrics.sent_bytes.labels(event.to).inc(len(event.payload))
+        self.metrics.sent_messages.labels(event.to).inc()
+        log.debug("session %s: %s to %s, %d bytes", session.session_id, event.step, event.to, len(event.payload),
+                  extra={"session": session.session_id})
+        started = time.perf_counter()
         try:
             await self.peers.send(event.to, session.session_id, event.step, event.payload, session.remaining(loop))
+            self.metrics.round_seconds.labels(event.to).observe(time.perf_counter() - started)
         except MpcError as exc:
             session.send_errors.append(exc)
             if not session.output.done():
@@ -375,7 +445,7 @@ class NodeCore:
         if self.sessions.get(session.session_id) is session:
             waiting = ", ".join(session.engine.waiting_for)
             reason = "session timed out" + (f" waiting for {waiting}" if waiting else "")
-            log.warning("session %s: %s", session.session_id, reason)
+            log.warning("session %s: %s", session.session_id, reason, extra={"session": session.session_id})
             self._finish(session, "failed", reason)
 
     def _finish(self, session: Session, status: str, reason: str) -> None:
@@ -391,11 +461,22 @@ class NodeCore:
         session.output.add_done_callback(lambda f: f.cancelled() or f.exception())
         for task in session.tasks:
             task.cancel()
+        protocol = protocol_name(session.aggregate)
+        self.metrics.active.dec()
+        self.metrics.sessions.labels(protocol, status).inc()
+        counts = getattr(session.engine, "triple_counts", None)
+        if counts is not None:
+            self.metrics.triples_generated.inc(counts[0])
+            self.metrics.triples_consumed.inc(counts[1])
         try:
             self.store.set_session_status(session.session_id, status, reason)
+            self.store.append_audit(status, session.session_id, session.coordinator.uri(), protocol,
+                                    [session.stored.name], session.parties, session.transfers(), reason)
         except MpcError as exc:  # pragma: no cover - the store refuses only impossible transitions
             raise LocalProtocolError(str(exc)) from exc
+        extra = {"session": session.session_id}
         if status == "done":
-            log.info("session %s done", session.session_id)
+            log.info("session %s done, %d bytes sent", session.session_id, sum(n for _, n in session.sent.values()),
+                     extra=extra)
         else:
-            log.warning("session %s %s: %s", session.session_id, status, reason)
+            log.warning("session %s %s: %s", session.session_id, status, reason, extra=extra)

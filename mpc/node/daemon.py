@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from mpc.config import ClusterConfig
 from mpc.errors import ConfigError
 from mpc.node.core import NodeCore, PeerObserver
+from mpc.node.metrics import NodeMetrics
 from mpc.pki import cert_not_after
 from mpc.prg import Rng
 from mpc.store import Store
@@ -28,9 +29,16 @@ class NodeServer:
     """One running node: call `start`, then `stop` (or use `serve_forever`)."""
 
     def __init__(self, cluster: ClusterConfig, name: str, *, observer: PeerObserver | None = None,
-                 rng: Rng | None = None) -> None:
+                 rng: Rng | None = None, metrics_address: str | None = None) -> None:
+        """Args:
+            metrics_address: serve Prometheus metrics on this host:port (overrides the
+                cluster file's `metrics`; neither set: not served).
+        """
         self.cluster = cluster
         self.config = cluster.node(name)
+        self.metrics_address = metrics_address or self.config.metrics
+        self.metrics = NodeMetrics(name)
+        self.metrics_port = 0
         if self.config.data_dir is None:
             raise ConfigError(f"{cluster.path}: node {name!r} has no data_dir")
         self.tls = TlsMaterial.load(cluster.ca, self.config.cert, self.config.key)
@@ -40,7 +48,7 @@ class NodeServer:
             log.warning("node %s: %d session(s) were interrupted by a restart", name, interrupted)
         self.peers = PeerClient(cluster, name, self.tls)
         self.core = NodeCore(cluster, self.config, self.store, self.peers, rng=rng, observer=observer,
-                             cert_not_after=cert_not_after(self.tls.cert).isoformat())
+                             cert_not_after=cert_not_after(self.tls.cert).isoformat(), metrics=self.metrics)
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[MalformedRequestInterceptor()])
         mpc_pb2_grpc.add_ControlServicer_to_server(ControlService(self.core), self.server)
@@ -60,6 +68,10 @@ class NodeServer:
             raise ConfigError(f"node {self.config.name}: cannot listen on {self.config.listen}: {exc}") from None
         if self.port == 0:
             raise ConfigError(f"node {self.config.name}: cannot listen on {self.config.listen} (in use?)")
+        if self.metrics_address:
+            self.metrics_port = self.metrics.serve(self.metrics_address)
+            host = self.metrics_address.rpartition(":")[0]
+            log.info("node %s serves metrics on http://%s:%d/metrics", self.config.name, host, self.metrics_port)
         await self.server.start()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("mpc.v1.Control", health_pb2.HealthCheckResponse.SERVING)
@@ -70,6 +82,7 @@ class NodeServer:
         """Stop accepting calls, let running ones finish for `grace` seconds, close everything."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+        self.metrics.close()
         await self.peers.close()
         self.store.close()
         log.info("node %s stopped", self.config.name)

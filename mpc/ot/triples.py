@@ -244,12 +244,13 @@ class TripleDealerless:
 class TriplePool:
     """One party's triples for a session; `take` hands out each word range once, in order."""
 
-    __slots__ = ("_a", "_b", "_c", "_next")
+    __slots__ = ("_a", "_b", "_c", "_next", "handed_out")
 
     def __init__(self, triples: BitTriples | None = None) -> None:
         empty = np.zeros(0, dtype=np.uint64)
         self._a, self._b, self._c = empty, empty.copy(), empty.copy()
         self._next = 0
+        self.handed_out = 0  # words handed out over the pool's life (for metrics)
         if triples is not None:
             self.add(triples)
 
@@ -287,4 +288,5 @@ class TriplePool:
             part.flags.writeable = False
             parts.append(part)
         self._next += words
+        self.handed_out += words
         return BitTriples(parts[0], parts[1], parts[2])

@@ -91,6 +91,7 @@ class ThresholdParty:
         self._cmp_steps = frozenset(SignBitParty(session_id, me, parties, ell, length, TriplePool()).steps)
         self._started = False
         self._done = False
+        self._generated_words = 0
 
     @property
     def waiting_for(self) -> tuple[str, ...]:
@@ -104,6 +105,12 @@ class ThresholdParty:
         if self._compare is not None:
             return self._compare.waiting_for
         return self.peers  # OT setup or triples: every pair takes part
+
+    @property
+    def triple_counts(self) -> tuple[int, int]:
+        """Bit triples (AND gates) this session made and used so far: (generated, consumed)."""
+        used = 0 if self._pool is None else self._pool.handed_out
+        return 64 * self._generated_words, 64 * used
 
     @staticmethod
     def triple_words(parties: int, ell: int, length: int) -> int:
@@ -187,6 +194,7 @@ class ThresholdParty:
                     out.append(NewOtSetup(peer, setup_id, pair))
                 out += self._advance()
             elif isinstance(e, BitTriples):
+                self._generated_words += int(e.a.size)
                 self._pool = TriplePool(e)
                 out += self._advance()
             elif isinstance(e, Output):

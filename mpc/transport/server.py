@@ -7,6 +7,7 @@ or input and never a value.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -39,6 +40,8 @@ log = logging.getLogger("mpc.transport")
 
 MAX_PEER_PAYLOAD = 1 << 30
 _CHUNK_WORDS = CHUNK_BYTES // 8
+# How often a node reports progress on a Compute call that asked for it.
+PROGRESS_INTERVAL_S = 0.25
 
 # Most specific first: the first matching class decides the status.
 _STATUS: list[tuple[type[MpcError], grpc.StatusCode]] = [
@@ -174,7 +177,21 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
         """Run the session and stream this node's output share in 1 MiB chunks."""
         try:
             caller = _require(context, "coordinator", "Control.Compute")
-            share = await self.core.compute(caller, request.session_id, request.frac_bits, request.length)
+            task = asyncio.ensure_future(
+                self.core.compute(caller, request.session_id, request.frac_bits, request.length))
+            try:
+                while request.progress:
+                    done, _ = await asyncio.wait({task}, timeout=PROGRESS_INTERVAL_S)
+                    if done:
+                        break
+                    sent, received, messages = self.core.progress(request.session_id)
+                    yield mpc_pb2.ShareChunk(session_id=request.session_id, node=self.core.me.name,
+                                             progress=mpc_pb2.Progress(peer_bytes_sent=sent,
+                                                                       peer_bytes_received=received,
+                                                                       peer_messages=messages))
+                share = await task
+            finally:
+                task.cancel()  # the coordinator went away: the session ends (aborted) at once
         except MpcError as exc:
             await context.abort(status_for(exc), str(exc))
         total = share.size

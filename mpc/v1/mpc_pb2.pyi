@@ -60,28 +60,42 @@ class PrepareReply(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., node: _Optional[str] = ..., length: _Optional[int] = ..., frac_bits: _Optional[int] = ..., is_scalar: _Optional[bool] = ...) -> None: ...
 
 class ComputeRequest(_message.Message):
-    __slots__ = ("session_id", "frac_bits", "length")
+    __slots__ = ("session_id", "frac_bits", "length", "progress")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     frac_bits: int
     length: int
-    def __init__(self, session_id: _Optional[str] = ..., frac_bits: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+    progress: bool
+    def __init__(self, session_id: _Optional[str] = ..., frac_bits: _Optional[int] = ..., length: _Optional[int] = ..., progress: _Optional[bool] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("peer_bytes_sent", "peer_bytes_received", "peer_messages")
+    PEER_BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    PEER_BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    PEER_MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    peer_bytes_sent: int
+    peer_bytes_received: int
+    peer_messages: int
+    def __init__(self, peer_bytes_sent: _Optional[int] = ..., peer_bytes_received: _Optional[int] = ..., peer_messages: _Optional[int] = ...) -> None: ...
 
 class ShareChunk(_message.Message):
-    __slots__ = ("session_id", "node", "offset", "total_length", "words")
+    __slots__ = ("session_id", "node", "offset", "total_length", "words", "progress")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     TOTAL_LENGTH_FIELD_NUMBER: _ClassVar[int]
     WORDS_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     node: str
     offset: int
     total_length: int
     words: bytes
-    def __init__(self, session_id: _Optional[str] = ..., node: _Optional[str] = ..., offset: _Optional[int] = ..., total_length: _Optional[int] = ..., words: _Optional[bytes] = ...) -> None: ...
+    progress: Progress
+    def __init__(self, session_id: _Optional[str] = ..., node: _Optional[str] = ..., offset: _Optional[int] = ..., total_length: _Optional[int] = ..., words: _Optional[bytes] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ...) -> None: ...
 
 class AbortRequest(_message.Message):
     __slots__ = ("session_id", "reason")

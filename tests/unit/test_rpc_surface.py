@@ -60,6 +60,10 @@ EXPECTED: dict[str, tuple[str, str, str, list[str]]] = {
                                 # It is never an input share: those travel node to node only, and not
                                 # even as shares (seeds, OT messages and masked Beaver openings).
                                 # The node sends it once per session: a second Compute is refused.
+        "progress: message mpc.v1.Progress",     # only when the coordinator asks, every 0.25 s before
+        "progress.peer_bytes_sent: uint64",      # the share: counts of what the node exchanged with its
+        "progress.peer_bytes_received: uint64",  # peers so far. They follow from the session's public
+        "progress.peer_messages: uint64",        # shape (parties, lengths, OT reuse), not from inputs.
     ]),
     "mpc.v1.Control/Abort": ("mpc.v1.AbortRequest", "unary -> unary", "mpc.v1.AbortReply", []),
     "mpc.v1.Control/Status": ("mpc.v1.StatusRequest", "unary -> unary", "mpc.v1.StatusReply", [

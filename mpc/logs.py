@@ -1,0 +1,53 @@
+"""Log set-up for every `mpc` command: text for people, or one JSON object per line.
+
+What may be logged is fixed by the call sites, not filtered here: names, session ids, protocol
+step labels, counts, sizes, times and error messages (which never carry values). No share, seed,
+key or input value is ever passed to a logger (tests/integration/test_logs.py scans every line
+of a sum and a vote at debug level for them).
+
+A record about a session carries its id as `extra={"session": ...}`; the JSON form puts it in
+its own field, so `jq 'select(.session == "...")'` follows one session across nodes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+FORMATS = ("text", "json")
+_TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Attributes every LogRecord has; anything else was passed in `extra` and is kept as a field.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, session, and other extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Returns: the record as a single line of JSON."""
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and not key.startswith("_"):
+                entry[key] = value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def configure(level: str, fmt: str = "text") -> None:
+    """Send log records of `level` and above to stderr in format `fmt` ("text" or "json")."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
