@@ -61,8 +61,12 @@ def make_cluster_file(tmp: Path, n: int, **kwargs: object) -> Path:
 @asynccontextmanager
 async def running_cluster(tmp: Path, n: int = 3, *, min_participants: int | None = None,
                           session_timeout_s: float = 30.0, start: Sequence[str] | None = None,
-                          policies: Mapping[str, str] | None = None) -> AsyncIterator[LocalCluster]:
-    """Start n node servers (or only `start`), yield, then stop them all."""
+                          policies: Mapping[str, str] | None = None,
+                          metrics: bool = False) -> AsyncIterator[LocalCluster]:
+    """Start n node servers (or only `start`), yield, then stop them all.
+
+    metrics: each node serves Prometheus metrics on a free loopback port (server.metrics_port).
+    """
     path = make_cluster_file(tmp, n, min_participants=min_participants, session_timeout_s=session_timeout_s,
                              policies=policies)
     cluster = load_cluster(path)
@@ -71,7 +75,8 @@ async def running_cluster(tmp: Path, n: int = 3, *, min_participants: int | None
     local = LocalCluster(cluster, servers, recorder)
     try:
         for name in start if start is not None else NAMES[:n]:
-            server = NodeServer(cluster, name, observer=recorder.for_node(name))
+            server = NodeServer(cluster, name, observer=recorder.for_node(name),
+                                metrics_address="127.0.0.1:0" if metrics else None)
             await server.start()
             servers[name] = server
         yield local

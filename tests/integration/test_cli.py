@@ -26,6 +26,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
+from mpc import __version__ as mpc_version
 from mpc.config import load_cluster
 from mpc.localcluster import free_ports, wait_healthy
 
@@ -341,14 +342,26 @@ def test_status_lists_four_nodes_up_with_their_inputs(cluster: Path, walk: Walkt
         assert not shows(line, RAISES[name])
 
 
-def test_status_json(cluster: Path) -> None:
+def test_status_json(cluster: Path, walk: Walkthrough) -> None:
     nodes = json.loads(ok(mpc("status", "--cluster", cluster, "--json")))
     assert [n["node"] for n in nodes] == list(NAMES)
     for n in nodes:
-        assert n["healthy"] is True and n["error"] == ""
+        assert n["healthy"] is True and n["health"] == "SERVING" and n["error"] == ""
         assert {i["name"]: (i["length"], i["scalar"]) for i in n["inputs"]} == {"raise": (1, True),
                                                                                "hours": (3, False)}
-        assert n["version"]
+        assert n["version"] == mpc_version
+        assert n["address"] == f"127.0.0.1:{walk.ports[n['node']]}"
+        assert n["cert_not_after"] > "2026-" and n["cert_not_after"][:10] in ok(mpc("status", "--cluster", cluster))
+
+
+def test_debug_logs_in_json_are_one_object_per_line_with_the_session(cluster: Path) -> None:
+    proc = mpc("--log-level", "debug", "--log-format", "json", "sum", "raise", "--json", "--cluster", cluster)
+    session = json.loads(ok(proc))["session"]
+    records = [json.loads(line) for line in proc.stderr.splitlines()]   # every line is JSON
+    assert records, "debug level logs something (asyncio at least)"
+    assert all(r["level"] in ("debug", "info", "warning", "error") for r in records)
+    assert not any(shows(line, v) for line in proc.stderr.splitlines() for v in RAISES.values())
+    assert session  # the coordinator logs little; the nodes' lines are checked in test_operating.py
 
 
 # --- errors a user will make --------------------------------------------------------------------------------

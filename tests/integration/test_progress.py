@@ -1,0 +1,120 @@
+"""Progress on long coordinator commands (issue 6): shown on a terminal, quiet when piped or --json.
+
+Three `mpc node` daemons (subprocesses, mutual TLS on loopback) hold 20,000-element vectors;
+`mpc threshold` compares each element's sum with K (several seconds of oblivious transfer and
+comparison circuits on this machine, so well past the one-second delay). The command runs
+three times: with stderr on a pseudo-terminal (the progress line appears, is redrawn, and is
+erased at the end), with stderr on a pipe, and on a terminal with --json (both silent). Every
+child is stopped by its PID; every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpc.localcluster import NodeProcesses, write_local_cluster
+from mpc.store import Store
+
+pytestmark = pytest.mark.slow
+
+NAMES = ("alice", "bob", "carlos")
+LENGTH = 20_000
+K = 150
+CLI_TIMEOUT = 120.0
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    workdir = tmp_path_factory.mktemp("progress")
+    cluster_file = write_local_cluster(workdir, NAMES)
+    for index, name in enumerate(NAMES):
+        # Element j sums to 3j mod 300 + a constant: about half the elements reach K.
+        values = (np.arange(LENGTH, dtype=np.int64) + index) % 100
+        with Store.open_dir(workdir / "data" / name) as store:
+            store.put_input("counts", values, 0, False)
+    nodes = NodeProcesses(cluster_file, workdir / "logs")
+    try:
+        nodes.start_all(NAMES)
+        yield cluster_file
+    finally:
+        nodes.stop_all()
+
+
+def expected_bits() -> list[int]:
+    total = sum((np.arange(LENGTH) + i) % 100 for i in range(len(NAMES)))
+    return [int(t >= K) for t in total]
+
+
+def run_on_terminal(*args: str) -> tuple[int, str, str]:
+    """Run `mpc ARGS` with stderr on a pseudo-terminal; returns (exit code, stdout, terminal output)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "mpc", *args], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    screen = b""
+    deadline = time.monotonic() + CLI_TIMEOUT
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:      # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                screen += data
+            elif proc.poll() is not None:
+                break
+        else:
+            raise AssertionError(f"mpc {' '.join(args)} still running after {CLI_TIMEOUT} s")
+        out = proc.stdout.read() if proc.stdout else b""
+        return proc.wait(timeout=10), out.decode(), screen.decode(errors="replace")
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_progress_is_drawn_on_a_terminal_and_erased(cluster: Path) -> None:
+    code, out, screen = run_on_terminal("threshold", "counts", "--at-least", str(K), "--cluster", str(cluster))
+    assert code == 0, screen
+    assert [int(b) for b in out.split()] == expected_bits()
+    frames = [f for f in screen.split("\r") if f.strip()]
+    assert len(frames) >= 3, screen
+    assert all(f.startswith("mpc threshold counts: ") for f in frames), frames
+    assert any(re.search(r"computing; nodes exchanged [\d.]+ [kMG]?B in \d+ messages", f) for f in frames)
+    seconds = [float(m.group(1)) for f in frames if (m := re.search(r": (\d+\.\d) s,", f))]
+    assert seconds == sorted(seconds) and seconds[0] >= 1.0, "nothing before the first second, then rising"
+    assert screen.endswith("\r") and not screen.split("\r")[-2].strip(), "the last thing drawn erases the line"
+
+
+def test_no_progress_when_piped(cluster: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "mpc", "threshold", "counts", "--at-least", str(K),
+                           "--cluster", str(cluster)], capture_output=True, text=True, timeout=CLI_TIMEOUT,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert [int(b) for b in proc.stdout.split()] == expected_bits()
+
+
+def test_no_progress_with_json_even_on_a_terminal(cluster: Path) -> None:
+    start = time.monotonic()
+    code, out, screen = run_on_terminal("threshold", "counts", "--at-least", str(K), "--json",
+                                        "--cluster", str(cluster))
+    assert code == 0, screen
+    assert time.monotonic() - start > 1.5, "too fast to show that --json keeps a long command quiet"
+    assert screen == ""
+    assert '"at_least"' in out
