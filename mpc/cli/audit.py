@@ -48,6 +48,11 @@ def size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def plural(n: int, noun: str) -> str:
+    """"1 message", "3 messages"."""
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def summary(entry: AuditEntry) -> str:
     """What the node sent in a session, in one phrase."""
     if not entry.sent:
@@ -58,7 +63,7 @@ def summary(entry: AuditEntry) -> str:
     if to_peers:
         peers = sorted({t.to for t in to_peers})
         messages = sum(t.messages for t in to_peers)
-        parts.append(f"{size(sum(t.bytes for t in to_peers))} in {messages} messages to {', '.join(peers)}")
+        parts.append(f"{size(sum(t.bytes for t in to_peers))} in {plural(messages, 'message')} to {', '.join(peers)}")
     return "; ".join(parts)
 
 
@@ -85,5 +90,5 @@ def run(args: argparse.Namespace) -> int:
         if args.detail:
             for t in e.sent:
                 to = t.to.removeprefix(SPIFFE)
-                print(f"{'':<23} sent {t.kind:<14} to {to:<24} {t.messages:>5} messages {size(t.bytes):>10}")
+                print(f"{'':<23} sent {t.kind:<14} to {to:<24} {plural(t.messages, 'message'):>12} {size(t.bytes):>10}")
     return 0

@@ -243,7 +243,7 @@ def test_mpc_audit_prints_a_table_json_and_filters(run: Scenario) -> None:
     lines = table.stdout.splitlines()
     assert lines[0].startswith("started (UTC)") and len(lines) == 1 + 3 + 1   # 3 sessions, 1 reason line
     assert re.search(r"sum\s+salary\s+done\s+coordinator/coordinator\s+alice,bob,carlos\s+"
-                     r"output share of 8 B to the coordinator; 24 B in 1 messages to carlos", table.stdout)
+                     r"output share of 8 B to the coordinator; 24 B in 1 message to carlos", table.stdout)
     as_json = json.loads(mpc("audit", *where, "--json").stdout)
     assert [e["session"] for e in as_json] == [e.session_id for e in run.audit["bob"]]
     assert as_json[0]["sent"] == [{"kind": "sum/seed", "to": "carlos", "messages": 1, "bytes": 24},
