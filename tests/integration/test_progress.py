@@ -1,4 +1,5 @@
 """Progress on long coordinator commands (issue 6): shown on a terminal, quiet when piped or --json.
+And the metrics of a real `mpc node` process, served where its cluster-file table says.
 
 Three `mpc node` daemons (subprocesses, mutual TLS on loopback) hold 20,000-element vectors;
 `mpc threshold` compares each element's sum with K (several seconds of oblivious transfer and
@@ -17,6 +18,7 @@ import select
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,7 +39,8 @@ CLI_TIMEOUT = 120.0
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     workdir = tmp_path_factory.mktemp("progress")
-    cluster_file = write_local_cluster(workdir, NAMES)
+    # Each daemon serves metrics on a loopback port of its own choosing; its log says which.
+    cluster_file = write_local_cluster(workdir, NAMES, extra_node_keys={"metrics": '"127.0.0.1:0"'})
     for index, name in enumerate(NAMES):
         # Element j sums to 3j mod 300 + a constant: about half the elements reach K.
         values = (np.arange(LENGTH, dtype=np.int64) + index) % 100
@@ -47,6 +50,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         nodes.start_all(NAMES)
         yield cluster_file
+        # After the module's tests: every node counted the three threshold sessions.
+        for name in NAMES:
+            log = (workdir / "logs" / f"{name}.log").read_text()
+            [url] = re.findall(r"serves metrics on (http://127\.0\.0\.1:\d+/metrics)", log)
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                text = reply.read().decode()
+            assert re.search(r'^mpc_sessions_total\{outcome="done",protocol="threshold"\} 3\.0$', text, re.M), text
+            assert re.search(r"^mpc_triples_consumed_total [1-9]", text, re.M), text
     finally:
         nodes.stop_all()
 

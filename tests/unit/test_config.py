@@ -370,3 +370,13 @@ def test_require_coordinator_when_absent(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         conf.require_coordinator()
     assert "[coordinator]" in str(err.value) and str(path) in str(err.value)
+
+
+def test_metrics_address_is_optional_and_checked(tmp_path: Path) -> None:
+    assert load_cluster(write(tmp_path, MINIMAL)).node("alice").metrics is None
+    conf = load_cluster(write(tmp_path, full(alice='metrics = "127.0.0.1:9464"')))
+    assert conf.node("alice").metrics == "127.0.0.1:9464" and conf.node("bob").metrics is None
+    assert load_cluster(write(tmp_path, full(alice='metrics = "[::1]:0"'))).node("alice").metrics == "[::1]:0"
+    for bad in ('"9464"', '"localhost:http"', '"127.0.0.1:70000"'):
+        refused(write(tmp_path, full(alice=f"metrics = {bad}")), "[nodes.alice].metrics", "host:port")
+    refused(write(tmp_path, full(alice="metrics = 9464")), "metrics", "str")
