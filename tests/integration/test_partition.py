@@ -1,13 +1,13 @@
 """Two nodes that cannot reach each other while both reach the coordinator (issue 5, "Faults").
 
-The test builds its own little network out of Linux network namespaces (it needs root; it is
-skipped, saying why, when `ip netns add` is not permitted):
+The test builds its own little network out of Linux network namespaces with the lab in
+netns.py (it needs root; it is skipped, saying why, when `ip netns add` is not permitted):
 
-    mpc-<pid>-br      a namespace holding a Linux bridge, br0
-    mpc-<pid>-coord   10.99.0.10   the coordinator (the `mpc` CLI)
-    mpc-<pid>-alice   10.99.0.11   `mpc node --name alice`
-    mpc-<pid>-bob     10.99.0.12   `mpc node --name bob`
-    mpc-<pid>-carlos  10.99.0.13   `mpc node --name carlos`
+    mpc-part-<pid>-br      a namespace holding a Linux bridge, br0
+    mpc-part-<pid>-coord   10.99.0.10   the coordinator (the `mpc` CLI)
+    mpc-part-<pid>-alice   10.99.0.11   `mpc node --name alice`
+    mpc-part-<pid>-bob     10.99.0.12   `mpc node --name bob`
+    mpc-part-<pid>-carlos  10.99.0.13   `mpc node --name carlos`
 
 each joined to br0 by a veth pair. Both ends of every connection are inside these namespaces:
 the test process itself (in the root namespace) only writes files and starts processes, and
@@ -33,10 +33,7 @@ coordinator now gives Compute calls a grace (COMPUTE_GRACE_S) beyond the session
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -54,107 +51,42 @@ from mpc.store import Store
 from mpc.transport.tls import channel_options
 
 from .harness import running_cluster
+from .netns import CMD_TIMEOUT, NetnsLab, netns_lab, show
 
 pytestmark = pytest.mark.slow
 
-PREFIX = f"mpc-{os.getpid()}-"
 NODES = ("alice", "bob", "carlos")
-ADDRESSES = {"coord": "10.99.0.10", "alice": "10.99.0.11", "bob": "10.99.0.12", "carlos": "10.99.0.13"}
+SUBNET = "10.99.0"
+OCTETS = {"coord": 10, "alice": 11, "bob": 12, "carlos": 13}
+ADDRESSES = {role: f"{SUBNET}.{octet}" for role, octet in OCTETS.items()}
 PORT = 7441
 INPUTS = {"alice": 1100, "bob": 2200, "carlos": 3300}
 SESSION_TIMEOUT_S = 4.0
 CONNECT_TIMEOUT_S = 2.0
 SLACK_S = 8.0                   # python start-up of the CLI, prepare, abort
-CMD_TIMEOUT = 20.0              # no helper command may take longer than this
-READY_TIMEOUT = 30.0
 RECONNECT_BACKOFF_S = dict(channel_options("x"))["grpc.max_reconnect_backoff_ms"] / 1000  # type: ignore[operator]
-ENV = {k: v for k, v in os.environ.items() if k != "MPC_CLUSTER"} | {"PYTHONUNBUFFERED": "1"}
-
-
-def namespace(role: str) -> str:
-    return f"{PREFIX}{role}"
-
-
-def run(*args: str | Path, timeout: float = CMD_TIMEOUT, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a command to completion (bounded), capturing its output."""
-    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, env=ENV)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"$ {' '.join(map(str, args))}\nexit {proc.returncode}\n{proc.stdout}{proc.stderr}")
-    return proc
-
-
-def in_ns(role: str, *args: str | Path, **kwargs: object) -> subprocess.CompletedProcess[str]:
-    """Run a command inside one of the test's namespaces."""
-    return run("ip", "netns", "exec", namespace(role), *args, **kwargs)  # type: ignore[arg-type]
-
-
-def our_namespaces() -> list[str]:
-    """The namespaces with this test's prefix that exist now."""
-    listing = run("ip", "netns", "list").stdout
-    return [line.split()[0] for line in listing.splitlines() if line.split() and line.split()[0].startswith(PREFIX)]
-
-
-def show(proc: subprocess.CompletedProcess[str]) -> str:
-    return f"$ {' '.join(map(str, proc.args))}\nexit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
 
 
 @dataclass
 class Lab:
-    """The namespaces, the cluster file and the node processes of one test run."""
+    """The network (a NetnsLab), the cluster file and the node processes of one test run."""
 
+    net: NetnsLab
     workdir: Path
     cluster_file: Path = field(init=False)
-    namespaces: list[str] = field(default_factory=list)
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    # ---- network ---------------------------------------------------------------------------
-
-    def add_namespace(self, role: str) -> None:
-        run("ip", "netns", "add", namespace(role))
-        self.namespaces.append(namespace(role))
 
     def build(self) -> None:
-        """The bridge namespace and one namespace per party, each with a veth into the bridge."""
-        in_ns("br", "ip", "link", "add", "br0", "type", "bridge")
-        in_ns("br", "ip", "link", "set", "br0", "up")
-        for role, address in ADDRESSES.items():
-            self.add_namespace(role)
-            port = f"v-{role}"
-            in_ns("br", "ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", namespace(role))
-            in_ns("br", "ip", "link", "set", port, "master", "br0")
-            in_ns("br", "ip", "link", "set", port, "up")
-            in_ns(role, "ip", "addr", "add", f"{address}/24", "dev", "eth0")
-            in_ns(role, "ip", "link", "set", "eth0", "up")
-            in_ns(role, "ip", "link", "set", "lo", "up")
+        """One namespace per party, each with a veth into the bridge."""
+        for role, octet in OCTETS.items():
+            self.net.add_host(role, octet)
 
     def partition(self, a: str, b: str, *, on: bool) -> None:
         """Blackhole routes between a and b, in both of their namespaces (on), or remove them."""
-        for here, there in ((a, b), (b, a)):
-            in_ns(here, "ip", "route", "add" if on else "del", "blackhole", f"{ADDRESSES[there]}/32")
+        self.net.blackhole(a, b, on=on)
 
-    def teardown(self) -> list[str]:
-        """Stop the nodes, kill anything left inside our namespaces, delete them.
-
-        Returns: problems met on the way (reported after everything was cleaned).
-        """
-        problems = []
-        for name in list(self.procs):
-            problems += self.stop(name)
-        for ns in reversed(self.namespaces):
-            # Only processes this test started can be inside a namespace it created.
-            left = run("ip", "netns", "pids", ns, check=False).stdout.split()
-            for pid in left:
-                problems.append(f"process {pid} was still inside {ns}: killed")
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            deleted = run("ip", "netns", "del", ns, check=False)
-            if deleted.returncode != 0:
-                problems.append(show(deleted))
-        self.namespaces.clear()
-        return problems
+    @property
+    def procs(self) -> dict[str, subprocess.Popen[bytes]]:
+        return self.net.procs
 
     # ---- the cluster -------------------------------------------------------------------------
 
@@ -175,49 +107,20 @@ class Lab:
                 store.put_input("x", np.array([value], dtype=np.int64), 0, True)
 
     def log(self, name: str) -> Path:
-        return self.workdir / f"{name}.log"
+        return self.net.log(name)
 
     def start(self, name: str) -> None:
         """`mpc node --name NAME` inside the node's namespace; wait until it serves."""
-        with open(self.log(name), "ab") as log:
-            proc = subprocess.Popen(
-                ["ip", "netns", "exec", namespace(name), sys.executable, "-m", "mpc", "--log-level", "info", "node",
-                 "--cluster", str(self.cluster_file), "--name", name],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=ENV)
-        self.procs[name] = proc
-        deadline = time.monotonic() + READY_TIMEOUT
-        while f"node {name} serving on".encode() not in self.log(name).read_bytes():
-            assert proc.poll() is None, f"node {name} exited {proc.returncode}:\n{self.log(name).read_text()}"
-            assert time.monotonic() < deadline, f"node {name} not serving after {READY_TIMEOUT} s"
-            time.sleep(0.05)
-        # `ip netns exec` execs the command: the PID we hold is the node itself, in its namespace.
-        cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
-        assert b"mpc" in cmdline and b"node" in cmdline and name.encode() in cmdline, cmdline
-        assert run("ip", "netns", "identify", str(proc.pid)).stdout.split() == [namespace(name)]
-
-    def stop(self, name: str) -> list[str]:
-        """SIGTERM by PID, SIGKILL after a grace period. Returns: problems.
-
-        The PID is our own child's (checked in `start` to be the node inside its namespace) and
-        cannot be reused before we reap it.
-        """
-        proc = self.procs.pop(name)
-        if proc.poll() is not None:
-            return [] if proc.returncode == 0 else [f"node {name} had exited {proc.returncode}"]
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-            return [f"node {name} ignored SIGTERM for 10 s: killed"]
-        return []
+        self.net.spawn(name, name, [sys.executable, "-m", "mpc", "--log-level", "info", "node",
+                                    "--cluster", self.cluster_file, "--name", name])
+        # `ip netns exec` execs the command: the PID held is the node itself, in its namespace.
+        self.net.wait_ready(name, f"node {name} serving on", expect=("mpc", "node", name))
 
     def mpc(self, *args: str, timeout: float = CMD_TIMEOUT) -> tuple[subprocess.CompletedProcess[str], float]:
         """`mpc ARGS --cluster FILE` from the coordinator's namespace. Returns: the result and its duration."""
         start = time.monotonic()
-        proc = in_ns("coord", sys.executable, "-m", "mpc", *args, "--cluster", str(self.cluster_file),
-                     timeout=timeout, check=False)
+        proc = self.net.in_ns("coord", sys.executable, "-m", "mpc", *args, "--cluster", self.cluster_file,
+                              timeout=timeout, check=False)
         return proc, time.monotonic() - start
 
     def assert_all_up(self) -> None:
@@ -231,25 +134,12 @@ class Lab:
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[Lab]:
-    if shutil.which("ip") is None:
-        pytest.skip("`ip netns` is not available: the ip command (iproute2) is not installed")
-    lab = Lab(tmp_path)
-    # The runtime check: creating the first namespace is the probe.
-    probe = run("ip", "netns", "add", namespace("br"), check=False)
-    if probe.returncode != 0:
-        assert "File exists" not in probe.stderr, f"a namespace {namespace('br')} already exists: {probe.stderr}"
-        pytest.skip(f"`ip netns add` is not permitted here: {probe.stderr.strip()}")
-    lab.namespaces.append(namespace("br"))
-    problems: list[str] = []
-    try:
+    # Skips when `ip netns add` is not permitted; deletes every namespace however the test ends.
+    with netns_lab("part", SUBNET, tmp_path) as net:
+        lab = Lab(net, tmp_path)
         lab.build()
         lab.write_cluster()
         yield lab
-    finally:
-        problems = lab.teardown()
-        left = our_namespaces()
-        assert not left, f"namespaces left behind: {left}"
-    assert not problems, "\n".join(problems)
 
 
 def failure_parts(stderr: str) -> dict[str, str]:
