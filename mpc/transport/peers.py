@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterable
+from urllib.parse import unquote
 
 import grpc
 
@@ -18,6 +20,17 @@ UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_E
 # (backoff up to grpc.max_reconnect_backoff_ms = 2 s, plus jitter), even if the peer is back.
 # A peer send that fails UNAVAILABLE is tried once more, waiting up to this long for the channel.
 RECONNECT_GRACE_S = 3.0
+# How gRPC says that the certificate at the far end does not carry the name we dialled (the TLS
+# host-name check; grpc 1.6x and later, then older releases). The status is UNAVAILABLE, as for
+# a node that is down, but the node did answer: it must not be called unreachable.
+_NAME_MISMATCH = re.compile(r"Hostname Verification Check failed|Peer name \S+ is not in peer certificate")
+# The address the name resolved to, as gRPC writes it: "ipv4:10.0.0.2:7001: ..." or "ipv6:%5B::1%5D:7001: ...".
+_RESOLVED = re.compile(r"\bipv[46]:(\S+):(?= )")
+
+
+def is_name_mismatch(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether the call failed because the node's certificate does not carry the name dialled."""
+    return exc.code() == grpc.StatusCode.UNAVAILABLE and bool(_NAME_MISMATCH.search(exc.details() or ""))
 
 
 def describe_rpc_error(node: NodeConfig, exc: grpc.aio.AioRpcError) -> str:
@@ -28,6 +41,13 @@ def describe_rpc_error(node: NodeConfig, exc: grpc.aio.AioRpcError) -> str:
     code = exc.code()
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return f"node {node.name} at {node.address} did not answer in time"
+    if is_name_mismatch(exc):
+        resolved = _RESOLVED.search(exc.details() or "")
+        where = f" (reached {unquote(resolved.group(1))})" if resolved else ""
+        return (f"node {node.name} at {node.address}{where}: its TLS certificate does not match the host name "
+                f"{node.host!r} (the name is not among the certificate's subject alternative names); reissue "
+                f"{node.name}'s certificate for {node.host} or set its address/host in the cluster file to a "
+                f"name the certificate carries")
     if code == grpc.StatusCode.UNAVAILABLE:
         detail = (exc.details() or "").splitlines()[0][:200]
         return f"node {node.name} at {node.address} is unreachable ({detail})"
@@ -102,8 +122,8 @@ class PeerClient:
             try:
                 await call(timeout, False)
             except grpc.aio.AioRpcError as first:
-                if first.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise
+                if first.code() != grpc.StatusCode.UNAVAILABLE or is_name_mismatch(first):
+                    raise  # waiting for the channel cannot mend a certificate
                 try:
                     await call(min(deadline - loop.time(), RECONNECT_GRACE_S), True)
                 except grpc.aio.AioRpcError as again:

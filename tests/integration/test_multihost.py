@@ -28,9 +28,8 @@ What it shows:
   (coordinator -> bob), the coordinator's cluster file naming bob by an alias that is not in
   his certificate (coordinator -> bob), and alice's resolver sending bob's name to carlos's
   host (alice -> bob, peer to peer; the coordinator still reaches every node);
-- whether the error says so clearly (names the node, the host name, and that the certificate
-  does not match it) is a separate, strictly xfailed test until mpc/transport/peers.py says so:
-  today gRPC's words end up in a message that calls the node "unreachable".
+- and the error says so clearly: it names the node, the host name, and that the certificate
+  does not match it (mpc/transport/peers.py recognises gRPC's host-name check failure).
 
 The nodes are started once for the module and restarted only when a test needs one of them in
 another configuration (`Lab.ensure`), so each test also runs on its own (`-k`).
@@ -67,12 +66,6 @@ CONNECT_TIMEOUT_S = 2.0
 VOTE_TIMEOUT_S = 30.0
 RAISES = {"alice": 3800, "bob": 2514, "carlos": 3390}               # scalar inputs "raise"
 BALLOTS = {"alice": [1, 0, 1], "bob": [1, 0], "carlos": [0, 0, 1, 0]}  # 4 yes out of 9
-MISMATCH_XFAIL = ("mpc/transport/peers.py describe_rpc_error reports a TLS host-name mismatch as "
-                  "'node X at ADDR is unreachable (... Custom verification check failed ... Hostname "
-                  "Verification Check failed.)': it does not say that the certificate does not carry the "
-                  "host name, calls a node that answered 'unreachable', and cuts gRPC's text at 200 "
-                  "characters (which can drop the only hint); see the proposed change in the issue 4 report")
-
 
 @dataclass
 class Lab:
@@ -364,7 +357,6 @@ CASES = {
 }
 
 
-@pytest.mark.xfail(strict=True, reason=MISMATCH_XFAIL)
 @pytest.mark.parametrize("case", list(CASES))
 def test_mismatch_error_says_so(lab: Lab, case: str) -> None:
     message_of, node, host = CASES[case]
