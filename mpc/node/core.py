@@ -194,7 +194,9 @@ class NodeCore:
             self.metrics.sessions.labels(protocol, "refused").inc()
             self.store.append_audit("refused", session_id, caller.uri(), protocol, [input_name],
                                     participants[:MAX_AUDITED_PARTICIPANTS], reason=str(exc))
-            log.warning("session %s refused: %s", session_id[:64], exc, extra={"session": session_id[:64]})
+            # The id comes from the caller: quote it unless well-formed, so it cannot forge log lines.
+            shown = session_id if _SESSION_ID.match(session_id) else repr(session_id[:64])
+            log.warning("session %s refused: %s", shown, exc, extra={"session": shown})
             raise
         self.store.append_audit("prepared", session_id, caller.uri(), protocol_name(aggregate), [input_name],
                                 participants)
