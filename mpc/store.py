@@ -166,6 +166,11 @@ class AuditEntry:
                 "sent": [t.as_dict() for t in self.sent], "bytes_sent": self.bytes_sent}
 
 
+def _audit_protocol(aggregate: str) -> str:
+    """The protocol name the audit log shows for a session's aggregate ("average-records" -> "average")."""
+    return aggregate.split("-")[0]
+
+
 def _now() -> str:
     """Returns: the current UTC time as ISO-8601 with milliseconds."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -439,10 +444,15 @@ class Store:
                 (session_id, protocol, input_name, json.dumps(parties), coordinator,
                  "prepared", "", now, now),
             )
+            # The audit row goes in the same transaction: no session without its entry.
+            self._append_audit(conn, now, "prepared", session_id, coordinator, _audit_protocol(protocol),
+                               [input_name], parties, (), "")
 
-    def set_session_status(self, session_id: str, status: str, reason: str = "") -> None:
-        """Move a session to `status`. Raises: StoreError if the status is unknown, the session
-        is unknown, or it has already ended."""
+    def set_session_status(self, session_id: str, status: str, reason: str = "",
+                           sent: Sequence[Transfer] = ()) -> None:
+        """Move a session to `status`; when it ends, append its audit entry (with what the node
+        `sent`) in the same transaction. Raises: StoreError if the status is unknown, the
+        session is unknown, or it has already ended."""
         if status not in SESSION_STATES:
             raise StoreError(
                 f"session {session_id!r}: unknown status {status!r}; expected one of "
@@ -451,14 +461,21 @@ class Store:
         _check_text("reason", reason, allow_empty=True)
         terminal = tuple(sorted(TERMINAL_STATES))
         marks = ", ".join("?" * len(terminal))
+        now = _now()
         with self._writing(durable=False) as conn:
             # One conditional UPDATE, so a concurrent writer cannot slip in between check and set.
             changed = conn.execute(
                 f"UPDATE sessions SET status = ?, reason = ?, updated_at = ? "
                 f"WHERE session_id = ? AND status NOT IN ({marks})",
-                (status, reason, _now(), session_id, *terminal),
+                (status, reason, now, session_id, *terminal),
             ).rowcount
             if changed:
+                if status in TERMINAL_STATES:
+                    protocol, input_name, participants, coordinator = conn.execute(
+                        "SELECT protocol, input_name, participants, coordinator FROM sessions "
+                        "WHERE session_id = ?", (session_id,)).fetchone()
+                    self._append_audit(conn, now, status, session_id, coordinator, _audit_protocol(protocol),
+                                       [input_name], json.loads(participants), sent, reason)
                 return
             row = conn.execute(
                 "SELECT status FROM sessions WHERE session_id = ?", (session_id,)
@@ -492,7 +509,7 @@ class Store:
                 (RESTART_REASON, now),
             )
             for session_id, protocol, input_name, participants, coordinator in rows:
-                self._append_audit(conn, now, "interrupted", session_id, coordinator, protocol,
+                self._append_audit(conn, now, "interrupted", session_id, coordinator, _audit_protocol(protocol),
                                    [input_name], json.loads(participants), (), RESTART_REASON)
             return len(rows)
 
@@ -501,7 +518,8 @@ class Store:
     def append_audit(self, event: str, session_id: str, coordinator: str, protocol: str,
                      inputs: Sequence[str], participants: Sequence[str],
                      sent: Sequence[Transfer] = (), reason: str = "") -> None:
-        """Append one event to the audit log (the only way rows get there).
+        """Append one event to the audit log. Sessions get theirs from record_session and
+        set_session_status; this is for what never becomes a session (a refused request).
 
         Raises: StoreError for an unknown event.
         """
@@ -538,21 +556,24 @@ class Store:
             raise StoreError(f"audit_log: limit must be a positive int, got {limit!r}")
         with self._reading() as conn:
             rows = conn.execute(
-                "SELECT at, event, session_id, coordinator, protocol, inputs, participants, sent, reason "
+                "SELECT seq, at, event, session_id, coordinator, protocol, inputs, participants, sent, reason "
                 "FROM audit ORDER BY seq").fetchall()
-        entries: dict[str, AuditEntry] = {}
-        for at, event, session_id, coordinator, protocol, inputs, participants, sent, reason in rows:
+        # One entry per session, keyed by its first row; a refusal is always an entry of its own
+        # (its id may be anything a caller sent, even the id of another session).
+        entries: dict[int, AuditEntry] = {}
+        open_sessions: dict[str, int] = {}
+        for seq, at, event, session_id, coordinator, protocol, inputs, participants, sent, reason in rows:
             transfers = tuple(Transfer(**t) for t in json.loads(sent))
-            first = entries.get(session_id)
-            if first is None or event == "refused":
-                key = session_id if first is None else f"{session_id}#{at}"
-                entries[key] = AuditEntry(session_id, at, at, coordinator, protocol,
-                                          tuple(json.loads(inputs)), tuple(json.loads(participants)),
-                                          event, reason, transfers)
+            first = None if event == "refused" else open_sessions.get(session_id)
+            if first is None:
+                entries[seq] = AuditEntry(session_id, at, at, coordinator, protocol, tuple(json.loads(inputs)),
+                                          tuple(json.loads(participants)), event, reason, transfers)
+                if event != "refused":
+                    open_sessions[session_id] = seq
             else:
-                entries[session_id] = AuditEntry(
-                    session_id, first.started_at, at, first.coordinator, first.protocol, first.inputs,
-                    first.participants, event, reason or first.reason, first.sent + transfers)
+                e = entries[first]
+                entries[first] = AuditEntry(session_id, e.started_at, at, e.coordinator, e.protocol, e.inputs,
+                                            e.participants, event, reason or e.reason, e.sent + transfers)
         chosen = [e for e in entries.values()
                   if (input_name is None or input_name in e.inputs)
                   and (since is None or e.started_at >= since)

@@ -48,6 +48,12 @@ def size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+def shown(text: str) -> str:
+    """A field as the table prints it: a refused request's fields come from the caller, so
+    anything unprintable (escape sequences, newlines) is shown escaped, never sent to the terminal."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def plural(n: int, noun: str) -> str:
     """"1 message", "3 messages"."""
     return f"{n} {noun}" + ("" if n == 1 else "s")
@@ -72,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
     since, until = _date("--since", args.since), _date("--until", args.until)
-    with open_store(args) as store:
+    with open_store(args, must_exist=True) as store:
         entries = store.audit_log(input_name=args.input_name, since=since, until=until, limit=args.limit)
     if args.json:
         print(json.dumps([e.as_dict() for e in entries], indent=1))
@@ -83,12 +89,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'started (UTC)':<23} {'session':<12} {'protocol':<9} {'inputs':<12} {'outcome':<11} "
           f"{'coordinator':<24} {'participants':<24} sent")
     for e in entries:
-        print(f"{e.started_at[:23]:<23} {e.session_id[:12]:<12} {e.protocol:<9} {','.join(e.inputs):<12} "
-              f"{e.outcome:<11} {e.coordinator.removeprefix(SPIFFE):<24} {','.join(e.participants):<24} {summary(e)}")
+        print(f"{e.started_at[:23]:<23} {shown(e.session_id[:12]):<12} {shown(e.protocol):<9} "
+              f"{shown(','.join(e.inputs)):<12} {e.outcome:<11} {shown(e.coordinator.removeprefix(SPIFFE)):<24} "
+              f"{shown(','.join(e.participants)):<24} {shown(summary(e))}")
         if e.reason and e.outcome != "done":
-            print(f"{'':<23} reason: {e.reason}")
+            print(f"{'':<23} reason: {shown(e.reason)}")
         if args.detail:
             for t in e.sent:
-                to = t.to.removeprefix(SPIFFE)
+                to = shown(t.to.removeprefix(SPIFFE))
                 print(f"{'':<23} sent {t.kind:<14} to {to:<24} {plural(t.messages, 'message'):>12} {size(t.bytes):>10}")
     return 0

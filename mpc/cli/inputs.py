@@ -9,23 +9,30 @@ from pathlib import Path
 from mpc.config import load_cluster
 from mpc.errors import ConfigError
 from mpc.inputs import put_csv, put_values
-from mpc.store import Store
+from mpc.store import FILE_NAME, Store
 
 
-def open_store(args: argparse.Namespace) -> Store:
+def open_store(args: argparse.Namespace, *, must_exist: bool = False) -> Store:
     """The store of the node named by --node (with --cluster) or --data-dir.
 
-    Raises: ConfigError if neither is given or the node has no data_dir; StoreError.
+    Args:
+        must_exist: refuse to create a missing store (a reader given a mistyped directory
+            must not report an empty one).
+    Raises: ConfigError if neither is given, the node has no data_dir, or (must_exist) there
+    is no store there; StoreError.
     """
     if args.data_dir is not None:
-        return Store.open_dir(args.data_dir)
-    if args.node is None:
+        data_dir = args.data_dir
+    elif args.node is None:
         raise ConfigError("say which node's store to use: --node NAME (with --cluster FILE) or --data-dir DIR")
-    cluster = load_cluster(args.cluster)
-    node = cluster.node(args.node)
-    if node.data_dir is None:
-        raise ConfigError(f"{cluster.path}: node {args.node!r} has no data_dir")
-    return Store.open_dir(node.data_dir)
+    else:
+        cluster = load_cluster(args.cluster)
+        data_dir = cluster.node(args.node).data_dir
+        if data_dir is None:
+            raise ConfigError(f"{cluster.path}: node {args.node!r} has no data_dir")
+    if must_exist and not (Path(data_dir) / FILE_NAME).is_file():
+        raise ConfigError(f"no node store at {Path(data_dir) / FILE_NAME} (is the data directory right?)")
+    return Store.open_dir(data_dir)
 
 
 def add_store_arguments(p: argparse.ArgumentParser) -> None:

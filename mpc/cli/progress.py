@@ -7,6 +7,7 @@ times a second and erased when the command ends, so the result on stdout stands 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TextIO
@@ -16,6 +17,7 @@ from mpc.coordinator.client import ProgressReport
 
 DELAY_S = 1.0
 REDRAW_S = 0.1
+ERASE_TO_END = "\x1b[K"
 
 
 class TerminalProgress:
@@ -41,8 +43,14 @@ class TerminalProgress:
             return
         self._last_draw = now
         line = f"{self.label}: {self.describe(report, now - self.start)}"
-        pad = max(0, self._width - len(line))
-        self.stream.write("\r" + line + " " * pad)
+        # One terminal row, or the carriage return would only go back to the last wrapped row.
+        try:
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            columns = 0
+        columns = columns or 80   # a terminal that does not say its width
+        line = line[:columns - 1]
+        self.stream.write("\r" + line + ERASE_TO_END)
         self.stream.flush()
         self._width = len(line)
 
@@ -61,6 +69,6 @@ class TerminalProgress:
     def close(self) -> None:
         """Erase the line if one was drawn."""
         if self._width:
-            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.write("\r" + ERASE_TO_END)
             self.stream.flush()
             self._width = 0

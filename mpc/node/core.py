@@ -59,6 +59,7 @@ PeerObserver = Callable[[str, str, str, bytes], None]
 MAX_OT_SETUPS_PER_PEER = 4
 _SLOW_STEPS = ("ot/base/",)
 _BIT_OUTPUTS = frozenset({"vote", "threshold"})
+KNOWN_PROTOCOLS = frozenset({"sum", "average", "vote", "threshold"})
 _ROUND_SUFFIX = re.compile(r"(/\d+)+\Z")
 OUTPUT_SHARE = "output share"
 MAX_AUDITED_PARTICIPANTS = 64   # a refused request's participant list is cut to this length
@@ -135,7 +136,6 @@ class Session:
     # What left this node in the session, by (kind, recipient): [messages, bytes]. Sizes only.
     sent: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     received_bytes: int = 0
-    received_messages: int = 0
 
     def count_sent(self, kind: str, to: str, size: int) -> None:
         """Add one message of `size` bytes to the session's traffic record."""
@@ -144,10 +144,9 @@ class Session:
         tally[1] += size
 
     def progress(self) -> tuple[int, int, int]:
-        """Returns: (peer bytes sent, peer bytes received, peer messages) so far; sizes only."""
+        """Returns: (peer bytes sent, peer bytes received, peer messages sent) so far; sizes only."""
         peers = [tally for (kind, _), tally in self.sent.items() if kind != OUTPUT_SHARE]
-        return (sum(b for _, b in peers), self.received_bytes,
-                sum(n for n, _ in peers) + self.received_messages)
+        return sum(b for _, b in peers), self.received_bytes, sum(n for n, _ in peers)
 
     def transfers(self) -> tuple[Transfer, ...]:
         """The traffic record as the audit log stores it."""
@@ -169,6 +168,7 @@ class NodeCore:
         self.store = store
         self.peers = peers
         self.metrics = metrics or NodeMetrics(me.name)
+        self.metrics.active.set_function(lambda: len(self.sessions))
         self.rng: Rng = rng or SystemRng()
         self.observer = observer
         self.cert_not_after = cert_not_after
@@ -188,20 +188,26 @@ class NodeCore:
         policy refuses, StoreError when the input is missing, RoundMismatch for a reused id.
         """
         try:
-            prepared = self._prepare(caller, session_id, aggregate, input_name, participants, timeout_s, threshold)
+            return self._prepare(caller, session_id, aggregate, input_name, participants, timeout_s, threshold)
         except MpcError as exc:
-            protocol = protocol_name(aggregate)
-            self.metrics.sessions.labels(protocol, "refused").inc()
-            self.store.append_audit("refused", session_id, caller.uri(), protocol, [input_name],
-                                    participants[:MAX_AUDITED_PARTICIPANTS], reason=str(exc))
-            # The id comes from the caller: quote it unless well-formed, so it cannot forge log lines.
-            shown = session_id if _SESSION_ID.match(session_id) else repr(session_id[:64])
-            log.warning("session %s refused: %s", shown, exc, extra={"session": shown})
+            self.refused(caller, session_id, protocol_name(aggregate), input_name, participants, exc)
             raise
-        self.store.append_audit("prepared", session_id, caller.uri(), protocol_name(aggregate), [input_name],
-                                participants)
-        self.metrics.active.inc()
-        return prepared
+
+    def refused(self, caller: Identity, session_id: str, protocol: str, input_name: str,
+                participants: list[str], error: MpcError) -> None:
+        """Record a refused request: in the audit log with its reason, in the metrics and the log.
+
+        A store that cannot be written is logged, and the refusal itself still reaches the caller.
+        """
+        self.metrics.sessions.labels(protocol if protocol in KNOWN_PROTOCOLS else "unknown", "refused").inc()
+        # The id comes from the caller: quote it unless well-formed, so it cannot forge log lines.
+        shown = session_id if _SESSION_ID.match(session_id) else repr(session_id[:64])
+        try:
+            self.store.append_audit("refused", session_id, caller.uri(), protocol, [input_name],
+                                    participants[:MAX_AUDITED_PARTICIPANTS], reason=str(error))
+        except MpcError as exc:
+            log.error("session %s: cannot write its refusal to the audit log: %s", shown, exc, extra={"session": shown})
+        log.warning("session %s refused: %s", shown, error, extra={"session": shown})
 
     def _prepare(self, caller: Identity, session_id: str, aggregate: Aggregate, input_name: str,
                  participants: list[str], timeout_s: float, threshold: int | None) -> Prepared:
@@ -383,10 +389,9 @@ class NodeCore:
         if self.observer is not None:
             self.observer(session_id, sender, step, payload)
         session.received_bytes += len(payload)
-        session.received_messages += 1
         self.metrics.received_bytes.labels(sender).inc(len(payload))
         self.metrics.received_messages.labels(sender).inc()
-        log.debug("session %s: %s from %s, %d bytes", session_id, step, sender, len(payload),
+        log.debug("session %s: %r from %s, %d bytes", session_id, step, sender, len(payload),
                   extra={"session": session_id})
         try:
             async with session.lock:
@@ -423,13 +428,14 @@ class NodeCore:
                 while len(setups) > MAX_OT_SETUPS_PER_PEER:
                     del setups[next(iter(setups))]
             else:
-                session.count_sent(traffic_kind(event.step), event.to, len(event.payload))
                 task = asyncio.get_running_loop().create_task(self._send(session, event), name=event.to)
                 session.tasks.add(task)
                 task.add_done_callback(session.tasks.discard)
 
     async def _send(self, session: Session, event: Send) -> None:
         loop = asyncio.get_running_loop()
+        # Counted as it leaves: the audit log and the metrics agree on what was sent.
+        session.count_sent(traffic_kind(event.step), event.to, len(event.payload))
         self.metrics.sent_bytes.labels(event.to).inc(len(event.payload))
         self.metrics.sent_messages.labels(event.to).inc()
         log.debug("session %s: %s to %s, %d bytes", session.session_id, event.step, event.to, len(event.payload),
@@ -464,16 +470,13 @@ class NodeCore:
         for task in session.tasks:
             task.cancel()
         protocol = protocol_name(session.aggregate)
-        self.metrics.active.dec()
         self.metrics.sessions.labels(protocol, status).inc()
         counts = getattr(session.engine, "triple_counts", None)
         if counts is not None:
             self.metrics.triples_generated.inc(counts[0])
             self.metrics.triples_consumed.inc(counts[1])
         try:
-            self.store.set_session_status(session.session_id, status, reason)
-            self.store.append_audit(status, session.session_id, session.coordinator.uri(), protocol,
-                                    [session.stored.name], session.parties, session.transfers(), reason)
+            self.store.set_session_status(session.session_id, status, reason, session.transfers())
         except MpcError as exc:  # pragma: no cover - the store refuses only impossible transitions
             raise LocalProtocolError(str(exc)) from exc
         extra = {"session": session.session_id}

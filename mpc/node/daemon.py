@@ -82,7 +82,7 @@ class NodeServer:
         """Stop accepting calls, let running ones finish for `grace` seconds, close everything."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
-        self.metrics.close()
+        await asyncio.to_thread(self.metrics.close)   # the HTTP server's shutdown blocks briefly
         await self.peers.close()
         self.store.close()
         log.info("node %s stopped", self.config.name)

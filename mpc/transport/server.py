@@ -163,7 +163,10 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
             caller = _require(context, "coordinator", "Control.Prepare")
             aggregate = _AGGREGATES.get((request.protocol, request.average_mode))
             if aggregate is None:
-                raise RemoteProtocolError(f"unknown protocol {request.protocol} / mode {request.average_mode}")
+                error = RemoteProtocolError(f"unknown protocol {request.protocol} / mode {request.average_mode}")
+                self.core.refused(caller, request.session_id, f"protocol {request.protocol}", request.input_name,
+                                  list(request.participants), error)
+                raise error
             threshold = request.threshold if request.HasField("threshold") else None
             p = self.core.prepare(caller, request.session_id, aggregate, request.input_name,
                                   list(request.participants), request.timeout_ms / 1000, threshold)
@@ -179,6 +182,8 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
             caller = _require(context, "coordinator", "Control.Compute")
             task = asyncio.ensure_future(
                 self.core.compute(caller, request.session_id, request.frac_bits, request.length))
+            # If we are cancelled just as it fails, its exception is still taken (not logged as lost).
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
             try:
                 while request.progress:
                     done, _ = await asyncio.wait({task}, timeout=PROGRESS_INTERVAL_S)

@@ -32,14 +32,18 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import grpc
+
 from mpc.coordinator.client import Coordinator
 from mpc.errors import SessionFailed
 from mpc.logs import JsonFormatter
 from mpc.node.daemon import NodeServer
 from mpc.pki import Identity
 from mpc.store import AuditEntry, Store
+from mpc.transport.tls import TlsMaterial, channel_options
+from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
-from .harness import running_cluster
+from .harness import LocalCluster, running_cluster
 
 TRIO = ("alice", "bob", "carlos")
 SALARY = {"alice": 7_340_211, "bob": 5_918_407, "carlos": 6_602_153}
@@ -47,18 +51,48 @@ BALLOT = {"alice": [1, 0, 1], "bob": [1, 1], "carlos": [0, 0, 1]}       # T = 5,
 COORDINATOR = "spiffe://mpc/coordinator/coordinator"
 CAROL_POLICY = 'allow.sum = ["salary"]'                                 # carlos: ballots are never summed
 SCRAPE_TIMEOUT = 5.0
+FORGED_ID = "\x1b[2K\rFAKE 2026-01-01 sum done\n"
 
 
 class ListHandler(logging.Handler):
-    """Keeps every formatted record."""
+    """Keeps every formatted record, and notes any record handed raw bytes or arrays to format
+    (whatever their rendering: repr, hex, base64, the scan below would have to guess it)."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
         self.lines: list[str] = []
+        self.binary_args: list[str] = []
         self.setFormatter(JsonFormatter())
 
     def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else (record.args,)
+        if any(isinstance(a, (bytes, bytearray, memoryview, np.ndarray)) for a in args):
+            self.binary_args.append(f"{record.name}: {record.msg}")
         self.lines.append(self.format(record))
+
+
+def control_stub(lc: LocalCluster, node: str) -> tuple[grpc.aio.Channel, mpc_pb2_grpc.ControlStub]:
+    """A Control stub to `node` with the cluster's coordinator certificate (raw requests)."""
+    me = lc.cluster.require_coordinator()
+    target = lc.cluster.node(node)
+    creds = TlsMaterial.load(lc.cluster.ca, me.cert, me.key).channel_credentials()
+    channel = grpc.aio.secure_channel(target.address, creds, options=channel_options(target.host))
+    return channel, mpc_pb2_grpc.ControlStub(channel)
+
+
+async def prepare_raw(lc: LocalCluster, node: str, session_id: str, input_name: str,
+                      timeout_ms: int = 30_000) -> grpc.aio.AioRpcError | None:
+    """Send one Prepare for a sum over TRIO; returns the error, or None if accepted."""
+    channel, stub = control_stub(lc, node)
+    try:
+        await stub.Prepare(mpc_pb2.PrepareRequest(session_id=session_id, protocol=mpc_pb2.PROTOCOL_SUM,
+                                                  input_name=input_name, participants=TRIO,
+                                                  timeout_ms=timeout_ms), timeout=10)
+        return None
+    except grpc.aio.AioRpcError as exc:
+        return exc
+    finally:
+        await channel.close()
 
 
 @dataclass
@@ -71,6 +105,7 @@ class Scenario:
     vote: bool = False
     refusal: str = ""
     sessions: dict[str, str] = field(default_factory=dict)         # "sum", "vote", "refused" -> id
+    binary_log_args: list[str] = field(default_factory=list)
     log_lines: list[str] = field(default_factory=list)
     # Peer messages (all nodes) and output share chunks. Hello messages are left out: they
     # carry OT setup ids, which are public (the first half of an earlier session's id).
@@ -115,6 +150,12 @@ async def _run(tmp: Path) -> Scenario:
                 with pytest.raises(SessionFailed) as refused:
                     await coordinator.sum("ballot")
                 sc.refusal = str(refused.value)
+            # Two requests a careless or hostile coordinator might send: a replay of the sum's id,
+            # and an id that tries to rewrite the owner's terminal. Both refused, both audited.
+            for session_id in (sc.sessions["sum"], FORGED_ID):
+                error = await prepare_raw(lc, "alice", session_id, "salary")
+                assert error is not None and error.code() in (grpc.StatusCode.FAILED_PRECONDITION,
+                                                              grpc.StatusCode.INVALID_ARGUMENT), error
             for name, server in lc.servers.items():
                 sc.audit[name] = server.store.audit_log()
                 sc.metrics[name] = await asyncio.to_thread(scrape, server.metrics_port)
@@ -124,7 +165,8 @@ async def _run(tmp: Path) -> Scenario:
         root.removeHandler(handler)
         root.setLevel(old_level)
     sc.log_lines = handler.lines
-    refused = [e for e in sc.audit["carlos"] if e.outcome == "refused"]
+    sc.binary_log_args = handler.binary_args
+    refused = [e for e in sc.audit["carlos"] if e.outcome == "refused"]  # by carlos's policy
     sc.sessions["refused"] = refused[0].session_id if refused else ""
     return sc
 
@@ -135,7 +177,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
 
 
 def by_session(run: Scenario, node: str, key: str) -> AuditEntry:
-    [entry] = [e for e in run.audit[node] if e.session_id == run.sessions[key]]
+    # The session's own entry (a refused replay of its id is an entry of its own).
+    [entry] = [e for e in run.audit[node] if e.session_id == run.sessions[key] and
+               (e.outcome != "refused" or key == "refused")]
     return entry
 
 
@@ -193,6 +237,16 @@ def test_a_refused_session_is_logged_with_its_reason(run: Scenario) -> None:
         assert other.outcome == "aborted" and "carlos" in other.reason and other.sent == ()
 
 
+def test_a_replayed_or_malformed_request_is_an_entry_of_its_own(run: Scenario) -> None:
+    entries = run.audit["alice"]
+    replay = [e for e in entries if e.session_id == run.sessions["sum"] and e.outcome == "refused"]
+    assert len(replay) == 1 and "already exists" in replay[0].reason
+    original = [e for e in entries if e.session_id == run.sessions["sum"] and e.outcome != "refused"]
+    assert len(original) == 1 and original[0].outcome == "done"     # the replay did not merge into it
+    [forged] = [e for e in entries if e.session_id == FORGED_ID]
+    assert forged.outcome == "refused" and "32 lowercase hex" in forged.reason
+
+
 def test_the_audit_log_holds_no_value(run: Scenario) -> None:
     for node, data_dir in run.data_dirs.items():
         with sqlite3.connect(data_dir / "node.sqlite3") as db:
@@ -231,6 +285,42 @@ def test_a_session_cut_by_a_restart_is_logged_interrupted(tmp_path: Path) -> Non
     assert "restarted" in entry.reason
 
 
+def test_a_session_that_times_out_is_logged_failed_with_what_was_sent(tmp_path: Path) -> None:
+    """bob and carlos compute; alice never does. bob sends carlos its seed, then both time out
+    waiting for alice's; alice's prepared session expires."""
+    session_id = "cd" * 16
+
+    async def compute(lc: LocalCluster, node: str) -> grpc.aio.AioRpcError | None:
+        channel, stub = control_stub(lc, node)
+        try:
+            async for _ in stub.Compute(mpc_pb2.ComputeRequest(session_id=session_id, length=1), timeout=10):
+                pass
+            return None
+        except grpc.aio.AioRpcError as exc:
+            return exc
+        finally:
+            await channel.close()
+
+    async def scenario() -> tuple[dict[str, list[AuditEntry]], list[grpc.aio.AioRpcError | None]]:
+        async with running_cluster(tmp_path, 3) as lc:
+            for name in TRIO:
+                lc.put(name, "salary", [SALARY[name]], scalar=True)
+                assert await prepare_raw(lc, name, session_id, "salary", timeout_ms=1500) is None
+            errors = await asyncio.gather(compute(lc, "bob"), compute(lc, "carlos"))
+            await asyncio.sleep(0.5)    # alice's own deadline
+            return {n: s.store.audit_log() for n, s in lc.servers.items()}, list(errors)
+
+    audits, errors = asyncio.run(scenario())
+    assert all(e is not None for e in errors), errors
+    for node in TRIO:
+        [entry] = audits[node]
+        assert entry.outcome == "failed" and entry.session_id == session_id, entry
+        assert "timed out" in entry.reason, entry.reason
+    assert "alice" in audits["bob"][0].reason and "alice" in audits["carlos"][0].reason
+    assert sent(audits["bob"][0]) == {("sum/seed", "carlos"): (1, 24)}   # and no output share
+    assert audits["alice"][0].sent == () and audits["carlos"][0].sent == ()
+
+
 def mpc(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "mpc", *map(str, args)], capture_output=True, text=True,
                           timeout=60, stdin=subprocess.DEVNULL)
@@ -254,8 +344,24 @@ def test_mpc_audit_prints_a_table_json_and_filters(run: Scenario) -> None:
     assert len(json.loads(mpc("audit", *where, "--json", "--since", today).stdout)) == 3
     assert json.loads(mpc("audit", *where, "--json", "--since", "2999-01-01").stdout) == []
     assert len(json.loads(mpc("audit", *where, "--json", "--until", today).stdout)) == 3
+    assert [e["session"] for e in json.loads(mpc("audit", *where, "--json", "--limit", "1").stdout)] == \
+        [run.audit["bob"][-1].session_id]
+    detail = mpc("audit", *where, "--input", "salary", "--detail").stdout.splitlines()
+    assert re.fullmatch(r"\s+sent sum/seed\s+to carlos\s+1 message\s+24 B", detail[2]), detail
+    assert re.fullmatch(r"\s+sent output share\s+to coordinator/coordinator\s+1 message\s+8 B", detail[3]), detail
     bad = mpc("audit", *where, "--since", "last week")
     assert bad.returncode == 1 and "--since" in bad.stderr and "last week" in bad.stderr
+    missing = mpc("audit", "--data-dir", run.workdir / "no-such-node")
+    assert missing.returncode == 1 and "no node store" in missing.stderr
+    assert not (run.workdir / "no-such-node").exists()
+
+
+def test_mpc_audit_escapes_what_a_caller_put_in_a_request(run: Scenario) -> None:
+    table = mpc("audit", "--data-dir", run.data_dirs["alice"])
+    assert table.returncode == 0, table.stderr
+    assert "\x1b" not in table.stdout and "\r" not in table.stdout
+    assert "\\x1b[2K\\rFAKE" in table.stdout             # shown escaped, on its own row
+    assert not any(line.startswith("FAKE") for line in table.stdout.splitlines())
 
 
 # ---- metrics --------------------------------------------------------------------------------------
@@ -274,7 +380,9 @@ def test_metrics_count_sessions_by_protocol_and_outcome(run: Scenario) -> None:
     assert value(run, "carlos", "mpc_sessions_total", protocol="sum", outcome="refused") == 1
     for node in ("alice", "bob"):
         assert value(run, node, "mpc_sessions_total", protocol="sum", outcome="aborted") == 1
-        assert value(run, node, "mpc_sessions_total", protocol="sum", outcome="refused") == 0
+    # alice also refused the replayed and the malformed request.
+    assert value(run, "alice", "mpc_sessions_total", protocol="sum", outcome="refused") == 2
+    assert value(run, "bob", "mpc_sessions_total", protocol="sum", outcome="refused") == 0
 
 
 def test_metrics_bytes_per_peer_match_the_audit_log(run: Scenario) -> None:
@@ -330,6 +438,7 @@ def shows_secret_bytes(line: str, blobs: list[bytes]) -> list[str]:
 
 def test_logs_at_debug_are_json_with_session_ids_and_carry_no_secret(run: Scenario) -> None:
     assert len(run.log_lines) > 50
+    assert run.binary_log_args == [], "bytes or arrays were handed to a logger"
     records = [json.loads(line) for line in run.log_lines]
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
     # The run's own sessions appear, each line about one of them carries its id as a field.

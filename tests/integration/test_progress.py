@@ -11,12 +11,15 @@ child is stopped by its PID; every wait has a deadline.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import re
 import select
+import struct
 import subprocess
 import sys
+import termios
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -25,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mpc.cli.progress import ERASE_TO_END as ERASE
 from mpc.localcluster import NodeProcesses, write_local_cluster
 from mpc.store import Store
 
@@ -42,7 +46,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # Each daemon serves metrics on a loopback port of its own choosing; its log says which.
     cluster_file = write_local_cluster(workdir, NAMES, extra_node_keys={"metrics": '"127.0.0.1:0"'})
     for index, name in enumerate(NAMES):
-        # Element j sums to 3j mod 300 + a constant: about half the elements reach K.
+        # Element j sums to (j % 100) + ((j + 1) % 100) + ((j + 2) % 100): about half reach K.
         values = (np.arange(LENGTH, dtype=np.int64) + index) % 100
         with Store.open_dir(workdir / "data" / name) as store:
             store.put_input("counts", values, 0, False)
@@ -50,14 +54,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         nodes.start_all(NAMES)
         yield cluster_file
-        # After the module's tests: every node counted the three threshold sessions.
-        for name in NAMES:
-            log = (workdir / "logs" / f"{name}.log").read_text()
-            [url] = re.findall(r"serves metrics on (http://127\.0\.0\.1:\d+/metrics)", log)
-            with urllib.request.urlopen(url, timeout=5) as reply:
-                text = reply.read().decode()
-            assert re.search(r'^mpc_sessions_total\{outcome="done",protocol="threshold"\} 3\.0$', text, re.M), text
-            assert re.search(r"^mpc_triples_consumed_total [1-9]", text, re.M), text
     finally:
         nodes.stop_all()
 
@@ -67,9 +63,11 @@ def expected_bits() -> list[int]:
     return [int(t >= K) for t in total]
 
 
-def run_on_terminal(*args: str) -> tuple[int, str, str]:
-    """Run `mpc ARGS` with stderr on a pseudo-terminal; returns (exit code, stdout, terminal output)."""
+def run_on_terminal(*args: str, columns: int = 200) -> tuple[int, str, str]:
+    """Run `mpc ARGS` with stderr on a pseudo-terminal `columns` wide; returns (exit code, stdout,
+    terminal output)."""
     master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     proc = subprocess.Popen([sys.executable, "-m", "mpc", *args], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
@@ -99,17 +97,32 @@ def run_on_terminal(*args: str) -> tuple[int, str, str]:
             proc.wait(timeout=10)
 
 
+def frames_of(screen: str) -> list[str]:
+    """The lines drawn: each is a carriage return, the text, and erase-to-end-of-line."""
+    assert screen.endswith("\r" + ERASE), "the last thing drawn erases the line"
+    frames = screen.split("\r")[1:-1]
+    assert all(f.endswith(ERASE) for f in frames), frames
+    return [f.removesuffix(ERASE) for f in frames]
+
+
 def test_progress_is_drawn_on_a_terminal_and_erased(cluster: Path) -> None:
     code, out, screen = run_on_terminal("threshold", "counts", "--at-least", str(K), "--cluster", str(cluster))
     assert code == 0, screen
     assert [int(b) for b in out.split()] == expected_bits()
-    frames = [f for f in screen.split("\r") if f.strip()]
+    frames = frames_of(screen)
     assert len(frames) >= 3, screen
     assert all(f.startswith("mpc threshold counts: ") for f in frames), frames
     assert any(re.search(r"computing; nodes exchanged [\d.]+ [kMG]?B in \d+ messages", f) for f in frames)
     seconds = [float(m.group(1)) for f in frames if (m := re.search(r": (\d+\.\d) s,", f))]
     assert seconds == sorted(seconds) and seconds[0] >= 1.0, "nothing before the first second, then rising"
-    assert screen.endswith("\r") and not screen.split("\r")[-2].strip(), "the last thing drawn erases the line"
+
+
+def test_progress_fits_a_narrow_terminal(cluster: Path) -> None:
+    code, _, screen = run_on_terminal("threshold", "counts", "--at-least", str(K), "--cluster", str(cluster),
+                                      columns=60)
+    assert code == 0, screen
+    frames = frames_of(screen)
+    assert frames and all(len(f) <= 59 for f in frames), "a wrapped line would pile up"
 
 
 def test_no_progress_when_piped(cluster: Path) -> None:
@@ -129,3 +142,18 @@ def test_no_progress_with_json_even_on_a_terminal(cluster: Path) -> None:
     assert time.monotonic() - start > 1.5, "too fast to show that --json keeps a long command quiet"
     assert screen == ""
     assert '"at_least"' in out
+
+
+def test_each_daemon_serves_metrics_where_its_cluster_file_says(cluster: Path) -> None:
+    # The daemons' `metrics = "127.0.0.1:0"`: each picked a port and logged its URL.
+    done = run_on_terminal("threshold", "counts", "--at-least", str(K), "--json", "--cluster", str(cluster))
+    assert done[0] == 0
+    for name in NAMES:
+        log = (cluster.parent / "logs" / f"{name}.log").read_text()
+        [url] = re.findall(r"serves metrics on (http://127\.0\.0\.1:\d+/metrics)", log)
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            text = reply.read().decode()
+        found = re.search(r'^mpc_sessions_total\{outcome="done",protocol="threshold"\} (\d+)\.0$', text, re.M)
+        assert found and int(found.group(1)) >= 1, text
+        assert re.search(r"^mpc_triples_consumed_total [1-9]", text, re.M), text
+        assert re.search(r"^mpc_active_sessions 0\.0$", text, re.M), text
