@@ -28,3 +28,9 @@ protos: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Both compose demos in Docker, built offline (root; installs docker.io, starts a private
+# dockerd in a network namespace and removes it again): deploy/e2e/run.sh.
+.PHONY: e2e-docker
+e2e-docker:
+	bash deploy/e2e/run.sh
