@@ -19,6 +19,8 @@ import time
 import numpy as np
 from mpyc.runtime import mpc
 
+from mpyc_tls import tls_info
+
 BITS = 32
 
 
@@ -32,21 +34,6 @@ def y_input(M: int) -> np.ndarray:
     y = (j * 40_503 + 977_777_777) % (1 << (BITS - 1))
     y[::7] = x_input(M)[::7]  # some ties, so x == y is exercised too
     return y
-
-
-def tls_info() -> str | None:
-    """TLS version/cipher of an actual MPyC connection of this party (None if plain TCP)."""
-    for peer in mpc.parties:
-        if peer.pid == mpc.pid or peer.protocol is None:
-            continue
-        transport = getattr(peer.protocol, 'transport', None)
-        if transport is None:
-            continue
-        ssl_obj = transport.get_extra_info('ssl_object')
-        if ssl_obj is None:
-            return None
-        return f'{ssl_obj.version()} {ssl_obj.cipher()[0]}'
-    return None
 
 
 async def main() -> None:

@@ -23,6 +23,8 @@ import time
 import numpy as np
 from mpyc.runtime import mpc
 
+from mpyc_tls import tls_info
+
 RAISES = (3800, 2514, 2982, 3390)  # sum 12686
 BITS = 64  # sums of m values < 2**32 need 32 + ceil(log2 m) + 1 signed bits; 64 is ample
 
@@ -31,21 +33,6 @@ def vector_input(i: int, L: int) -> np.ndarray:
     """Deterministic input of party i: (i+1)*1_000_003 + j*7919 mod 2**32, for j < L."""
     j = np.arange(L, dtype=np.int64)
     return ((i + 1) * 1_000_003 + j * 7919) % (1 << 32)
-
-
-def tls_info() -> str | None:
-    """TLS version/cipher of an actual MPyC connection of this party (None if plain TCP)."""
-    for peer in mpc.parties:
-        if peer.pid == mpc.pid or peer.protocol is None:
-            continue
-        transport = getattr(peer.protocol, 'transport', None)
-        if transport is None:
-            continue
-        ssl_obj = transport.get_extra_info('ssl_object')
-        if ssl_obj is None:
-            return None
-        return f'{ssl_obj.version()} {ssl_obj.cipher()[0]}'
-    return None
 
 
 async def main() -> None:

@@ -20,6 +20,8 @@ import time
 import numpy as np
 from mpyc.runtime import mpc
 
+from mpyc_tls import tls_info
+
 BITS = 32
 
 
@@ -28,21 +30,6 @@ def ballots(N: int, parties: int) -> list[np.ndarray]:
     j = np.arange(N, dtype=np.int64)
     every = ((j * 7919 + 13) % 100 < 52).astype(np.int64)
     return [np.ascontiguousarray(chunk) for chunk in np.array_split(every, parties)]
-
-
-def tls_info() -> str | None:
-    """TLS version/cipher of an actual MPyC connection of this party (None if plain TCP)."""
-    for peer in mpc.parties:
-        if peer.pid == mpc.pid or peer.protocol is None:
-            continue
-        transport = getattr(peer.protocol, 'transport', None)
-        if transport is None:
-            continue
-        ssl_obj = transport.get_extra_info('ssl_object')
-        if ssl_obj is None:
-            return None
-        return f'{ssl_obj.version()} {ssl_obj.cipher()[0]}'
-    return None
 
 
 async def main() -> None:
