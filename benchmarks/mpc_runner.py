@@ -23,7 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,23 +64,13 @@ def run_mpc_sum(length: int, parties: int = 3, *, raises: bool = False, repeats:
     names = NAMES[:parties]
     values = _inputs(parties, length, raises)
     expected = np.sum(values, axis=0)
-    with tempfile.TemporaryDirectory(prefix="mpc-bench-") as tmp:
-        work = Path(tmp)
-        cluster_file = _write_cluster(work, names, {"x": values})
-        cluster = load_cluster(cluster_file)
-        nodes = NodeProcesses(cluster_file, work / "logs")
-        t0 = time.perf_counter()
-        try:
-            nodes.start_all(names)
+    async def add(coordinator: Coordinator) -> bool:
+        opened = await coordinator.open(1, "x")
+        return bool(np.array_equal(opened.total.view(np.int64), expected))
 
-            async def add(coordinator: Coordinator) -> bool:
-                opened = await coordinator.open(1, "x")
-                return bool(np.array_equal(opened.total.view(np.int64), expected))
-
-            times, _, ok = asyncio.run(_timed_sessions(cluster, nodes, repeats, add))
-        finally:
-            nodes.stop_all()
-        end_to_end = time.perf_counter() - t0 - sum(times[1:])
+    with _running(names, {"x": values}) as run:
+        times, _, ok = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, add))
+    end_to_end = run.stopped - run.started - sum(times[1:])
     return {"compute_s": statistics.median(times[1:]), "first_s": times[0], "end_to_end_s": end_to_end,
             "L": length, "parties": parties, "ok": ok}
 
@@ -130,6 +122,34 @@ def _write_cluster(work: Path, names: Sequence[str], inputs: Mapping[str, Sequen
             for input_name, per_node in inputs.items():
                 store.put_input(input_name, per_node[i], 0, False)
     return cluster_file
+
+@dataclass
+class _Running:
+    """A benchmark cluster: its file and config, the node processes, and when they were spawned
+    and stopped (for end-to-end times)."""
+
+    cluster_file: Path
+    cluster: ClusterConfig
+    nodes: NodeProcesses
+    started: float
+    stopped: float = 0.0
+
+
+@contextmanager
+def _running(names: Sequence[str], inputs: Mapping[str, Sequence[np.ndarray]]) -> Iterator[_Running]:
+    """Node processes holding `inputs`, in a temporary directory; stopped (by PID) on exit."""
+    with tempfile.TemporaryDirectory(prefix="mpc-bench-") as tmp:
+        work = Path(tmp)
+        cluster_file = _write_cluster(work, names, inputs)
+        nodes = NodeProcesses(cluster_file, work / "logs")
+        run = _Running(cluster_file, load_cluster(cluster_file), nodes, time.perf_counter())
+        try:
+            nodes.start_all(names)
+            yield run
+        finally:
+            nodes.stop_all()
+            run.stopped = time.perf_counter()
+
 
 
 def _cpu_s(nodes: NodeProcesses) -> float | None:
@@ -194,22 +214,12 @@ def run_mpc_compare(M: int = 1000, parties: int = 3, repeats: int = 5, threshold
     names = NAMES[:parties]
     values = compare_inputs(parties, M)
     expected = (np.sum(values, axis=0) >= threshold).tolist()
-    with tempfile.TemporaryDirectory(prefix="mpc-bench-") as tmp:
-        work = Path(tmp)
-        cluster_file = _write_cluster(work, names, {"x": values})
-        cluster = load_cluster(cluster_file)
-        nodes = NodeProcesses(cluster_file, work / "logs")
-        t0 = time.perf_counter()
-        try:
-            nodes.start_all(names)
+    async def compare(coordinator: Coordinator) -> bool:
+        return (await coordinator.at_least("x", threshold)).bits == expected
 
-            async def compare(coordinator: Coordinator) -> bool:
-                return (await coordinator.at_least("x", threshold)).bits == expected
-
-            times, cpu, ok = asyncio.run(_timed_sessions(cluster, nodes, repeats, compare))
-        finally:
-            nodes.stop_all()
-        end_to_end = time.perf_counter() - t0 - sum(times[1:])
+    with _running(names, {"x": values}) as run:
+        times, cpu, ok = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, compare))
+    end_to_end = run.stopped - run.started - sum(times[1:])
     compute = statistics.median(times[1:])
     return {"compute_s": compute, "first_s": times[0], "setup_s": times[0] - compute, "end_to_end_s": end_to_end,
             "comparisons_per_s": M / compute, "M": M, "parties": parties, "threshold": threshold, "ok": ok,
@@ -250,27 +260,17 @@ def run_mpc_vote(ballots: int = 1000, parties: int = 3, repeats: int = 5,
     names = NAMES[:parties]
     split = vote_ballots(ballots, parties)
     expected = 2 * int(sum(int(b.sum()) for b in split)) >= ballots
-    with tempfile.TemporaryDirectory(prefix="mpc-bench-") as tmp:
-        work = Path(tmp)
-        cluster_file = _write_cluster(work, names, {"ballots": split})
-        cluster = load_cluster(cluster_file)
-        nodes = NodeProcesses(cluster_file, work / "logs")
-        t0 = time.perf_counter()
-        cli_times: list[float] = []
-        try:
-            nodes.start_all(names)
+    async def vote(coordinator: Coordinator) -> bool:
+        return (await coordinator.vote("ballots")).passed == expected
 
-            async def vote(coordinator: Coordinator) -> bool:
-                return (await coordinator.vote("ballots")).passed == expected
-
-            times, cpu, ok = asyncio.run(_timed_sessions(cluster, nodes, repeats, vote))
-            for _ in range(cli_repeats):
-                dt, passed = _cli_vote(cluster_file, "ballots")
-                cli_times.append(dt)
-                ok &= passed == expected
-        finally:
-            nodes.stop_all()
-        end_to_end = time.perf_counter() - t0 - sum(times[1:]) - sum(cli_times)
+    cli_times: list[float] = []
+    with _running(names, {"ballots": split}) as run:
+        times, cpu, ok = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, vote))
+        for _ in range(cli_repeats):
+            dt, passed = _cli_vote(run.cluster_file, "ballots")
+            cli_times.append(dt)
+            ok &= passed == expected
+    end_to_end = run.stopped - run.started - sum(times[1:]) - sum(cli_times)
     compute = statistics.median(times[1:])
     return {"compute_s": compute, "first_s": times[0], "setup_s": times[0] - compute,
             "cli_s": statistics.median(cli_times) if cli_times else None, "end_to_end_s": end_to_end,
