@@ -10,7 +10,6 @@ Each node has its own registry, so several nodes in one process (the tests) keep
 
 from __future__ import annotations
 
-import logging
 import threading
 from wsgiref.simple_server import WSGIServer
 
@@ -19,8 +18,6 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from mpc import __version__
 from mpc.config import split_address
 from mpc.errors import ConfigError
-
-log = logging.getLogger("mpc.node")
 
 # One peer message takes ~1 ms on loopback, a base-OT batch ~1 s, a 10^7-element share seconds.
 _ROUND_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
