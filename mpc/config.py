@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,31 @@ from mpc.errors import ConfigError
 
 PROTOCOL_NAMES = ("sum", "average", "vote", "threshold")
 DEFAULT_MIN_PARTICIPANTS = 3
+# Across sessions (DESIGN.md §9): by default an input version takes part in one distinct query,
+# over every node of the owner's own cluster file. Both defeat the differencing and the
+# threshold-search attacks of a lone coordinator; README "What is protected, across sessions".
+DEFAULT_MAX_RELEASES = 1
+DEFAULT_MAX_SESSIONS = 64
+DEFAULT_MAX_SESSIONS_PER_COORDINATOR = 16
+HALF = "half"                    # the vote rule "at least half of the ballots cast", in `thresholds`
+Pin = str | frozenset[str]       # "cluster", "any", or exactly these nodes
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """What a sequence of sessions may reveal about one input (the policy's defaults, or its own table)."""
+
+    max_releases: int = DEFAULT_MAX_RELEASES
+    participants: Pin = "cluster"
+    thresholds: frozenset[int | str] | None = None   # None: any; else only these (ints, or "half")
+
+    def pinned(self, cluster_nodes: Sequence[str]) -> frozenset[str] | None:
+        """The participant set this input is pinned to, or None if any set may take part."""
+        if self.participants == "any":
+            return None
+        if self.participants == "cluster":
+            return frozenset(cluster_nodes)
+        return frozenset(self.participants)
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
 
 
@@ -31,8 +56,17 @@ class Policy:
     protocols: frozenset[str] = frozenset(PROTOCOL_NAMES)
     # None: every stored input may be used; otherwise only the names listed.
     inputs: frozenset[str] | None = None
-    # Per protocol, the only inputs it may use (protocols not named here: no extra limit).
+    # Per protocol, the only inputs it may use (protocols not named here: no extra limit). A
+    # ballot input may be used by another protocol than a vote only where this names it.
     allow: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    defaults: Rules = field(default_factory=Rules)
+    per_input: Mapping[str, Rules] = field(default_factory=dict)
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    max_sessions_per_coordinator: int = DEFAULT_MAX_SESSIONS_PER_COORDINATOR
+
+    def rules(self, input_name: str) -> Rules:
+        """The release rules of one input: its own table if the policy has one, else the defaults."""
+        return self.per_input.get(input_name, self.defaults)
 
     def refusal(self, node: str, protocol: str, input_name: str) -> str | None:
         """Why this policy refuses `protocol` on `input_name`, or None if it allows it."""
@@ -151,6 +185,31 @@ def _split_address(address: str, where: str) -> str:
     return split_address(address, where)[0]
 
 
+def _rules(table: dict[str, Any], where: str, base: Rules) -> Rules:
+    maximum = _take(table, "max_releases", int, where, base.max_releases)
+    if maximum < 1:
+        raise ConfigError(f"{where}: max_releases must be at least 1, got {maximum}")
+    pin: Pin = base.participants
+    if "participants" in table:
+        raw = table.pop("participants")
+        if raw in ("cluster", "any"):
+            pin = raw
+        elif isinstance(raw, list) and raw and all(isinstance(n, str) and _NAME.match(n) for n in raw):
+            pin = frozenset(raw)
+        else:
+            raise ConfigError(f"{where}: participants must be \"cluster\", \"any\" or a list of node names, "
+                              f"got {str(raw)[:80]}")
+    thresholds = base.thresholds
+    if "thresholds" in table:
+        raw = table.pop("thresholds")
+        if not isinstance(raw, list) or not all(t == HALF or (isinstance(t, int) and not isinstance(t, bool))
+                                                for t in raw):
+            raise ConfigError(f"{where}: thresholds must be a list of integers and \"{HALF}\", got {str(raw)[:80]}")
+        thresholds = frozenset(raw)
+    _no_leftovers(table, where)
+    return Rules(maximum, pin, thresholds)
+
+
 def _policy(table: dict[str, Any], where: str) -> Policy:
     minimum = _take(table, "min_participants", int, where, DEFAULT_MIN_PARTICIPANTS)
     if minimum < 2:
@@ -167,8 +226,20 @@ def _policy(table: dict[str, Any], where: str) -> Policy:
             raise ConfigError(f"{where}.allow: unknown protocol {protocol!r}; known: {list(PROTOCOL_NAMES)}")
         names = _take(allow_table, protocol, list, f"{where}.allow")
         allow[protocol] = frozenset(map(str, names))
+    sessions = _take(table, "max_sessions", int, where, DEFAULT_MAX_SESSIONS)
+    per_coordinator = _take(table, "max_sessions_per_coordinator", int, where, DEFAULT_MAX_SESSIONS_PER_COORDINATOR)
+    if not 1 <= per_coordinator <= sessions:
+        raise ConfigError(f"{where}: need 1 <= max_sessions_per_coordinator <= max_sessions, "
+                          f"got {per_coordinator} and {sessions}")
+    per_input_table = dict(_take(table, "per_input", dict, where, {}))
+    rule_keys: dict[str, Any] = {k: table.pop(k) for k in ("max_releases", "participants", "thresholds") if k in table}
     _no_leftovers(table, where)
-    return Policy(minimum, frozenset(protocols), None if inputs is None else frozenset(map(str, inputs)), allow)
+    defaults = _rules(rule_keys, where, Rules())
+    per_input = {name: _rules(dict(_take(per_input_table, name, dict, f"{where}.per_input")),
+                              f"{where}.per_input.{name}", defaults)
+                 for name in list(per_input_table)}
+    return Policy(minimum, frozenset(protocols), None if inputs is None else frozenset(map(str, inputs)), allow,
+                  defaults, per_input, sessions, per_coordinator)
 
 
 def _node(name: str, table: dict[str, Any], base: Path, where: str) -> NodeConfig:

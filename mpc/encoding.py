@@ -20,9 +20,16 @@ from mpc.ring import Signed
 DEFAULT_FRAC_BITS = 16
 MAX_FRAC_BITS = 32
 INT64_MAX = (1 << 63) - 1
+# Every input declares its bounds (public); this is the default, the int32 range, at any scale.
+DEFAULT_BOUND = (1 << 31) - 1
+# Ballots one node may hold: a public cap, so that no vote is ever refused on a secret count.
+MAX_BALLOTS = 1 << 22
 _INTEGER = re.compile(r"[+-]?[0-9]+\Z")
 # At most 4 exponent digits: "1e999999999" would otherwise cost an enormous exact power of ten.
-_REAL = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,4})?\Z")
+# The mantissa has one way to match only ("[0-9]+\.?[0-9]*" backtracks quadratically on long cells).
+_MANTISSA = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)"
+_REAL = re.compile(_MANTISSA + r"([eE][+-]?[0-9]{1,4})?\Z")
+_LONG_EXPONENT = re.compile(_MANTISSA + r"[eE][+-]?[0-9]{5,}\Z")  # a real but for its exponent's length
 
 
 def _check_frac_bits(frac_bits: int) -> None:
@@ -51,8 +58,11 @@ def encode_texts(texts: Sequence[str], frac_bits: int | None = None,
         all_integers = False
         if not _REAL.match(t):
             low = t.lower().lstrip("+-")
-            kind = "not a finite number" if low in ("nan", "inf", "infinity") else "not a number"
-            raise InputError(f"{where(i)}: {t[:40]!r} is {kind}")
+            if low in ("nan", "inf", "infinity"):
+                raise InputError(f"{where(i)}: {t[:40]!r} is not a finite number")
+            if _LONG_EXPONENT.match(t):
+                raise InputError(f"{where(i)}: {t[:40]!r} has an exponent out of range (at most 4 digits)")
+            raise InputError(f"{where(i)}: {t[:40]!r} is not a number")
     if frac_bits is None:
         frac_bits = 0 if all_integers else DEFAULT_FRAC_BITS
     _check_frac_bits(frac_bits)
@@ -60,7 +70,10 @@ def encode_texts(texts: Sequence[str], frac_bits: int | None = None,
     out = np.empty(len(stripped), dtype=np.int64)
     for i, t in enumerate(stripped):
         # Fraction parses decimal text exactly, so rounding happens once, at the 2^-f grid.
-        w = int(t) * scale if _INTEGER.match(t) else round(Fraction(t) * scale)
+        try:
+            w = int(t) * scale if _INTEGER.match(t) else round(Fraction(t) * scale)
+        except ValueError:  # Python refuses integer strings beyond sys.get_int_max_str_digits()
+            raise InputError(f"{where(i)}: {t[:40]!r} has too many digits") from None
         if not -INT64_MAX <= w <= INT64_MAX:
             raise InputError(f"{where(i)}: the value is too large to encode with {frac_bits} fractional bits "
                              f"(|value| must be below {INT64_MAX / scale:.6g})")
@@ -100,6 +113,14 @@ def rescale(values: Signed, from_bits: int, to_bits: int) -> Signed:
     if values.size and (int(values.max()) > limit or int(values.min()) < -limit):
         raise InputError(f"a value is too large to rescale to {to_bits} fractional bits")
     return values << np.int64(shift)
+
+
+def default_bounds(frac_bits: int) -> tuple[int, int]:
+    """The bounds an input gets when its owner declares none: +-DEFAULT_BOUND.
+
+    Returns: (lo, hi) encoded at `frac_bits` fractional bits.
+    """
+    return -(DEFAULT_BOUND << frac_bits), DEFAULT_BOUND << frac_bits
 
 
 def sum_bound(parties: int) -> int:

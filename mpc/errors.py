@@ -61,3 +61,26 @@ class PeerUnavailable(MpcError):
 
 class SessionFailed(MpcError):
     """A computation failed; the message says at which node and why."""
+
+
+class Busy(MpcError):
+    """A node has as many live sessions as its owner allows (in total or for this coordinator)."""
+
+
+# A caller can send names, ids and steps of any size; what an error or a log line quotes of them is
+# bounded by these, so that the caller, not the node, pays for a long string (and an error still
+# fits in gRPC's status metadata).
+QUOTE_LIMIT = 200
+MESSAGE_LIMIT = 2000
+
+
+def quoted(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """`text` as a message may quote it: repr'd, cut to `limit` characters with the full length said."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def clipped(message: str, limit: int = MESSAGE_LIMIT) -> str:
+    """A whole error message cut to `limit` characters (a last resort; quote caller strings with `quoted`)."""
+    return message if len(message) <= limit else message[:limit] + f"... ({len(message) - limit} more characters)"

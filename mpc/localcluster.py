@@ -45,8 +45,12 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 def write_local_cluster(workdir: Path, names: Sequence[str], *, min_participants: int | None = None,
                         extra_node_keys: Mapping[str, str] | None = None, session_timeout_s: float = 30.0,
-                        policies: Mapping[str, str] | None = None) -> Path:
+                        policies: Mapping[str, str] | None = None, every_policy: str = "") -> Path:
     """Issue certificates and write a cluster file for nodes on 127.0.0.1.
+
+    Args:
+        policies: raw TOML for a node's policy table, by node.
+        every_policy: raw TOML keys added to every node's policy table (before its own).
 
     Returns: the cluster file's path (workdir/cluster.toml).
     """
@@ -62,10 +66,12 @@ def write_local_cluster(workdir: Path, names: Sequence[str], *, min_participants
         for key, value in (extra_node_keys or {}).items():
             lines.append(f"{key} = {value}")
         policy = (policies or {}).get(name)
-        if min_participants is not None or policy:
+        if min_participants is not None or policy or every_policy:
             lines.append(f"[nodes.{name}.policy]")
         if min_participants is not None:
             lines.append(f"min_participants = {min_participants}")
+        if every_policy:
+            lines.append(every_policy)
         if policy:
             lines.append(policy)  # raw TOML for this node's policy table (tests)
     path = workdir / "cluster.toml"

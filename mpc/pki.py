@@ -2,8 +2,24 @@
 
 Identity travels in the certificate, as SPIFFE-style URI SANs (DESIGN.md §5):
 ``spiffe://mpc/node/<name>`` for a node and ``spiffe://mpc/coordinator/<name>`` for a
-coordinator. Node certificates also carry DNS/IP SANs for TLS host-name checks. Keys are
-EC P-256, stored as unencrypted PKCS#8 PEM with mode 0600.
+coordinator. Keys are EC P-256, stored as unencrypted PKCS#8 PEM with mode 0600.
+
+A node certificate also carries DNS/IP SANs:
+
+- its host names, the names it is dialled by (for the dial address and for ordinary TLS
+  tools such as ``openssl s_client``);
+- its identity as a DNS name, ``<name>.node.mpc.invalid`` (``identity_dns_name``), which
+  mirrors the URI SAN and is issued only in that node's certificate. ``.invalid`` is reserved
+  (RFC 2606), so it can never be a real host name, and ``issue`` refuses it as a host name.
+
+Clients check the identity, not the host name: gRPC Python gives a client no access to the
+server's certificate (no client-side auth_context, no verify callback), so the URI SAN cannot
+be checked there; the only check made at the handshake is the TLS target-name check against
+DNS/IP SANs. So clients set the target name to the identity DNS name of the node they mean
+(mpc/transport/tls.py ``channel_options``), and the handshake fails unless the certificate is
+that node's. Host names alone would not do: nodes on one machine share one (``localhost``),
+and then each would accept the others' certificates. As the CA is private and issues each
+identity name to one node only, the identity check subsumes the host-name check.
 """
 
 from __future__ import annotations
@@ -28,12 +44,17 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from mpc.errors import AuthError, ConfigError
 
 __all__ = [
-    "COORDINATOR_URI_PREFIX", "NODE_URI_PREFIX", "Identity", "PrivateKey", "cert_not_after",
-    "identity_from_pem", "identity_from_uri", "init_cluster_certs", "issue", "load_ca", "make_ca",
+    "COORDINATOR_URI_PREFIX", "IDENTITY_DNS_SUFFIX", "NODE_URI_PREFIX", "Identity", "PrivateKey",
+    "cert_not_after", "identity_dns_name", "identity_from_pem", "identity_from_uri", "init_cluster_certs",
+    "issue", "load_ca", "make_ca",
 ]
 
 NODE_URI_PREFIX = "spiffe://mpc/node/"
 COORDINATOR_URI_PREFIX = "spiffe://mpc/coordinator/"
+# A node's identity as a DNS name: <name>.node.mpc.invalid (see the module docstring).
+IDENTITY_DNS_SUFFIX = ".node.mpc.invalid"
+# Host names under this domain are mpc's own identity names, never a node's host.
+_RESERVED_DOMAIN = "mpc.invalid"
 
 CA_CERT_FILE = "ca.pem"
 CA_KEY_FILE = "ca.key"
@@ -82,6 +103,16 @@ def _check_name(name: str) -> None:
             f"bad node/coordinator name {name!r}: expected 1-63 characters of "
             "[a-z0-9-], starting with a letter or digit"
         )
+
+
+def identity_dns_name(name: str) -> str:
+    """Returns node ``name``'s identity DNS name, e.g. ``alice.node.mpc.invalid``.
+
+    Only node ``name``'s certificate carries it, so a client that expects it as the TLS target
+    name reaches node ``name`` or fails the handshake. Raises ConfigError for a bad name.
+    """
+    _check_name(name)
+    return name + IDENTITY_DNS_SUFFIX
 
 
 def identity_from_uri(uri: str) -> Identity | None:
@@ -305,7 +336,12 @@ def _host_san(host: str) -> x509.GeneralName:
     labels = host.split(".")
     if len(host) > 253 or not all(_DNS_LABEL_RE.fullmatch(label) for label in labels):
         raise ConfigError(f"bad host name {host!r}: expected an IP address or a DNS name")
-    return x509.DNSName(host.lower())
+    host = host.lower()
+    if host == _RESERVED_DOMAIN or host.endswith("." + _RESERVED_DOMAIN):
+        # Else a certificate could carry another node's identity name (<name>.node.mpc.invalid).
+        raise ConfigError(f"bad host name {host!r}: names under {_RESERVED_DOMAIN} are mpc's node identities, "
+                          "not host names; give the node's real host name")
+    return x509.DNSName(host)
 
 
 def _validity(
@@ -341,8 +377,15 @@ def issue(
     days: int = 825,
     not_before: datetime | None = None,
     not_after: datetime | None = None,
+    identity_dns: bool = True,
 ) -> tuple[Path, Path]:
     """Issue a certificate for ``identity`` signed by the CA in ``ca_dir``.
+
+    A node certificate carries a DNS/IP SAN per host (default: its name), its identity DNS
+    name (``identity_dns_name``) and its URI SAN; a coordinator's carries its URI SAN and the
+    ``hosts`` given (none by default). ``identity_dns=False`` leaves the identity DNS name
+    out, as mpc did before clients checked it (only for tests of how clients refuse such a
+    certificate).
 
     Writes ``<name>.pem``/``<name>.key`` (node) or ``coordinator-<name>.pem``/``.key``
     (coordinator) into ``directory``; an existing pair is replaced (renewal).
@@ -360,6 +403,8 @@ def issue(
     if identity.role == "node" and not host_list:
         host_list = [identity.name]
     names: list[x509.GeneralName] = [_host_san(h) for h in host_list]
+    if identity.role == "node" and identity_dns:
+        names.append(x509.DNSName(identity_dns_name(identity.name)))
     names.append(x509.UniformResourceIdentifier(identity.uri()))
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
     if identity.role == "node":

@@ -13,7 +13,7 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mpc.encoding import MAX_BALLOTS, default_bounds
 from mpc.errors import InputError, StoreError
 
 SESSION_STATES = ("prepared", "running", "done", "failed", "aborted", "interrupted")
@@ -70,7 +71,45 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
             BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
     ),
 )
-AUDIT_EVENTS = ("prepared", "refused", "done", "failed", "aborted", "interrupted")
+AUDIT_EVENTS = ("prepared", "refused", "released", "done", "failed", "aborted", "interrupted")
+_AUDIT_TABLE = """CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL,
+            event TEXT NOT NULL CHECK (event IN ('prepared', 'refused', 'released', 'done', 'failed',
+                                                 'aborted', 'interrupted')),
+            session_id TEXT NOT NULL, coordinator TEXT NOT NULL, protocol TEXT NOT NULL,
+            inputs TEXT NOT NULL, participants TEXT NOT NULL,
+            sent TEXT NOT NULL DEFAULT '[]', reason TEXT NOT NULL DEFAULT '')"""
+_APPEND_ONLY = tuple(
+    f"""CREATE TRIGGER {table}_append_only_{op.lower()} BEFORE {op} ON {table}
+            BEGIN SELECT RAISE(ABORT, 'the {what} is append-only'); END"""
+    for table, what in (("audit", "audit log"), ("releases", "release log")) for op in ("UPDATE", "DELETE"))
+_MIGRATIONS += (
+    (
+        # What each stored input declares in public: its version (never reused for a name, even
+        # after `input rm`), its kind, and its bounds (encoded at its own scale; NULL for an input
+        # stored by an older mpc, which must be stored again with bounds before it is used).
+        # A separate table, so that reading it never touches an input's BLOB overflow pages.
+        """CREATE TABLE input_meta (
+            name TEXT PRIMARY KEY, version INTEGER NOT NULL CHECK (version >= 1),
+            kind TEXT NOT NULL CHECK (kind IN ('number', 'ballots')), lo INTEGER, hi INTEGER,
+            CHECK ((lo IS NULL) = (hi IS NULL) AND (lo IS NULL OR lo <= hi)))""",
+        "INSERT INTO input_meta (name, version, kind, lo, hi) SELECT name, 1, 'number', NULL, NULL FROM inputs",
+        # The releases each input version took part in (DESIGN.md §9); append-only, like the audit log.
+        """CREATE TABLE releases (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, session_id TEXT NOT NULL,
+            input_name TEXT NOT NULL, version INTEGER NOT NULL, query TEXT NOT NULL,
+            counted INTEGER NOT NULL CHECK (counted IN (0, 1)))""",
+        "CREATE INDEX releases_by_input ON releases (input_name, version)",
+        # The audit log learns the event "released": rebuilt with the wider CHECK, rows kept.
+        _AUDIT_TABLE.replace("CREATE TABLE audit", "CREATE TABLE audit_v3"),
+        "INSERT INTO audit_v3 SELECT * FROM audit",
+        "DROP TABLE audit",
+        "ALTER TABLE audit_v3 RENAME TO audit",
+        "CREATE INDEX audit_by_session ON audit (session_id)",
+        "CREATE INDEX audit_by_time ON audit (at)",
+        *_APPEND_ONLY,
+    ),
+)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _SESSION_COLUMNS = (
@@ -89,6 +128,9 @@ class StoredInput:
     is_scalar: bool
     created_at: str
     updated_at: str
+    version: int = 1
+    kind: str = "number"                       # "number" or "ballots"
+    bounds: tuple[int, int] | None = None      # declared [lo, hi], encoded; None: undeclared
 
     def __repr__(self) -> str:
         """Returns: the metadata only; the values are never shown."""
@@ -107,6 +149,9 @@ class InputInfo:
     frac_bits: int
     is_scalar: bool
     updated_at: str
+    version: int = 1
+    kind: str = "number"
+    bounds: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +197,7 @@ class AuditEntry:
     outcome: str       # refused, prepared (still open, or the node stopped), done, failed, ...
     reason: str
     sent: tuple[Transfer, ...]
+    release: str = ""  # the release this session counted against the input's budget, if it got that far
 
     @property
     def bytes_sent(self) -> int:
@@ -163,7 +209,21 @@ class AuditEntry:
         return {"session": self.session_id, "started_at": self.started_at, "ended_at": self.ended_at,
                 "coordinator": self.coordinator, "protocol": self.protocol, "inputs": list(self.inputs),
                 "participants": list(self.participants), "outcome": self.outcome, "reason": self.reason,
-                "sent": [t.as_dict() for t in self.sent], "bytes_sent": self.bytes_sent}
+                "sent": [t.as_dict() for t in self.sent], "bytes_sent": self.bytes_sent, "release": self.release}
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRecord:
+    """One release an input version took part in: the query (canonical JSON) and whether it
+    counted against the version's budget (a repeat, or an output implied by an earlier one, does not)."""
+
+    seq: int
+    at: str
+    session_id: str
+    input_name: str
+    version: int
+    query: str
+    counted: bool
 
 
 def _audit_protocol(aggregate: str) -> str:
@@ -209,6 +269,35 @@ def _check_input(
             f"input {name!r}: frac_bits must be in 0..{MAX_FRAC_BITS}, got {int(frac_bits)}"
         )
     return np.ascontiguousarray(values, dtype=_BLOB_DTYPE), int(frac_bits)
+
+
+def _bounds(lo: object, hi: object) -> tuple[int, int] | None:
+    return None if lo is None or hi is None else (int(lo), int(hi))  # type: ignore[call-overload]
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """A caller-supplied name as an error message may quote it: repr'd and cut to `limit` characters."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
+def _check_bounds(name: str, data: np.ndarray, frac_bits: int, bounds: tuple[int, int] | None,
+                  ballots: bool) -> tuple[int, int]:
+    """Returns: the (lo, hi) to declare. Raises: InputError naming the first value outside them (by position)."""
+    if ballots:
+        if frac_bits != 0 or (bounds is not None and bounds != (0, 1)):
+            raise InputError(f"input {name!r}: ballots are the integers 0 and 1 (no other bounds or scale)")
+        if data.size > MAX_BALLOTS:
+            raise InputError(f"input {name!r}: at most {MAX_BALLOTS} ballots per node, got {data.size}")
+        bounds = (0, 1)
+    lo, hi = default_bounds(frac_bits) if bounds is None else (int(bounds[0]), int(bounds[1]))
+    if lo > hi:
+        raise InputError(f"input {name!r}: the lower bound is above the upper bound")
+    outside = np.flatnonzero((data < lo) | (data > hi))
+    if outside.size:
+        what = "is not a ballot (0 or 1)" if ballots else "lies outside the declared bounds"
+        hint = "" if ballots or bounds is not None else " (the default, +-2147483647: declare wider ones with --bounds)"
+        raise InputError(f"input {name!r}: value {int(outside[0]) + 1} {what}{hint}; nothing was stored")
+    return lo, hi
 
 
 def _check_text(what: str, value: object, *, allow_empty: bool = False) -> str:
@@ -356,11 +445,21 @@ class Store:
     # -- inputs -------------------------------------------------------------------------------
 
     def put_input(self, name: str, values: np.ndarray, frac_bits: int, is_scalar: bool, *,
-                  overwrite: bool = False) -> None:
-        """Store a private input in one transaction. Raises: InputError if malformed, StoreError
-        if the name exists and `overwrite` is false."""
+                  overwrite: bool = False, bounds: tuple[int, int] | None = None, ballots: bool = False) -> int:
+        """Store a private input, with its public declaration, in one transaction.
+
+        Args:
+            bounds: the declared [lo, hi], encoded at `frac_bits` (default: DEFAULT_BOUND at that
+                scale; ballots are always [0, 1]). Every value must lie within them.
+            ballots: the values are ballots (0 or 1, integers); only a vote may use them unless
+                the node's policy says otherwise, and their number is never shown.
+        Returns: the new version of the input (versions of a name are never reused).
+        Raises: InputError if malformed or a value lies outside the bounds (naming its position,
+        never the value); StoreError if the name exists and `overwrite` is false.
+        """
         name = _check_name(name)
         data, frac = _check_input(name, values, frac_bits, is_scalar)
+        lo, hi = _check_bounds(name, data, frac, bounds, ballots)
         now = _now()
         row = (name, int(data.size), frac, int(is_scalar), now, now, memoryview(data).cast("B"))
         sql = (
@@ -380,35 +479,43 @@ class Store:
                     f"input {name!r} already exists at this node; pass --overwrite to replace it"
                 )
             conn.execute(sql, row)
+            last = conn.execute("SELECT version FROM input_meta WHERE name = ?", (name,)).fetchone()
+            version = 1 if last is None else int(last[0]) + 1
+            conn.execute(
+                "INSERT INTO input_meta (name, version, kind, lo, hi) VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) "
+                "DO UPDATE SET version = excluded.version, kind = excluded.kind, lo = excluded.lo, hi = excluded.hi",
+                (name, version, "ballots" if ballots else "number", lo, hi))
+        return version
 
     def get_input(self, name: str) -> StoredInput:
         """Returns: the stored input (values read-only). Raises: StoreError if there is none."""
         with self._reading() as conn:
             row = conn.execute(
-                "SELECT length, frac_bits, is_scalar, created_at, updated_at, data "
-                "FROM inputs WHERE name = ?",
+                "SELECT i.length, i.frac_bits, i.is_scalar, i.created_at, i.updated_at, m.version, m.kind, "
+                "m.lo, m.hi, i.data FROM inputs i JOIN input_meta m USING (name) WHERE name = ?",
                 (name,),
             ).fetchone()
         if row is None:
-            raise StoreError(f"no input named {name!r} at this node")
-        length, frac_bits, is_scalar, created_at, updated_at, blob = row
+            raise StoreError(f"no input named {_shown(name)} at this node")
+        length, frac_bits, is_scalar, created_at, updated_at, version, kind, lo, hi, blob = row
         if not isinstance(blob, bytes) or len(blob) != 8 * int(length):
             raise StoreError(f"input {name!r} is damaged in the store: wrong blob length")
         # One zero-copy view of the blob; astype is a no-op on little-endian hosts.
         values = np.frombuffer(blob, dtype=_BLOB_DTYPE).astype(np.int64, copy=False)
         return StoredInput(name, values, int(frac_bits), bool(is_scalar), str(created_at),
-                           str(updated_at))
+                           str(updated_at), int(version), str(kind), _bounds(lo, hi))
 
     def list_inputs(self) -> list[InputInfo]:
         """Returns: every input's metadata, sorted by name; the values are not read."""
         with self._reading() as conn:
             rows = conn.execute(
-                "SELECT name, length, frac_bits, is_scalar, updated_at FROM inputs ORDER BY name"
+                "SELECT i.name, i.length, i.frac_bits, i.is_scalar, i.updated_at, m.version, m.kind, m.lo, m.hi "
+                "FROM inputs i JOIN input_meta m USING (name) ORDER BY name"
             ).fetchall()
         return [
             InputInfo(name=str(n), length=int(ln), frac_bits=int(f), is_scalar=bool(s),
-                      updated_at=str(u))
-            for n, ln, f, s, u in rows
+                      updated_at=str(u), version=int(v), kind=str(k), bounds=_bounds(lo, hi))
+            for n, ln, f, s, u, v, k, lo, hi in rows
         ]
 
     def delete_input(self, name: str) -> None:
@@ -570,15 +677,64 @@ class Store:
                                           tuple(json.loads(participants)), event, reason, transfers)
                 if event != "refused":
                     open_sessions[session_id] = seq
+            elif event == "released":
+                e = entries[first]
+                entries[first] = AuditEntry(session_id, e.started_at, e.ended_at, e.coordinator, e.protocol,
+                                            e.inputs, e.participants, e.outcome, e.reason, e.sent, reason)
             else:
                 e = entries[first]
                 entries[first] = AuditEntry(session_id, e.started_at, at, e.coordinator, e.protocol, e.inputs,
-                                            e.participants, event, reason or e.reason, e.sent + transfers)
+                                            e.participants, event, reason or e.reason, e.sent + transfers,
+                                            e.release)
         chosen = [e for e in entries.values()
                   if (input_name is None or input_name in e.inputs)
                   and (since is None or e.started_at >= since)
                   and (until is None or e.started_at[:len(until)] <= until)]
         return chosen[-limit:]
+
+    # -- releases -----------------------------------------------------------------------------
+
+    def releases(self, input_name: str, version: int | None = None) -> list[ReleaseRecord]:
+        """The releases of one input (one version of it, or all), oldest first."""
+        return self._releases(None, input_name, version)
+
+    def _releases(self, conn: sqlite3.Connection | None, input_name: str, version: int | None) -> list[ReleaseRecord]:
+        sql = "SELECT seq, at, session_id, input_name, version, query, counted FROM releases WHERE input_name = ?"
+        args: tuple[object, ...] = (input_name,)
+        if version is not None:
+            sql, args = sql + " AND version = ?", (input_name, version)
+        if conn is None:
+            with self._reading() as reader:
+                rows = reader.execute(sql + " ORDER BY seq", args).fetchall()
+        else:
+            rows = conn.execute(sql + " ORDER BY seq", args).fetchall()
+        return [ReleaseRecord(int(q), str(a), str(sid), str(n), int(v), str(j), bool(c))
+                for q, a, sid, n, v, j, c in rows]
+
+    def record_release(self, session_id: str, input_name: str, version: int, query: str,
+                       decide: Callable[[list[ReleaseRecord]], tuple[bool, str]]) -> str:
+        """Count a session's release against an input version's budget, atomically.
+
+        `decide` sees the version's earlier releases and returns (counted, description), or
+        raises (PolicyError) to refuse; the check and the insert share one transaction, so two
+        sessions cannot both take the last release. The audit log gets a "released" event with
+        the description in the same transaction.
+
+        Returns: the description. Raises: whatever `decide` raises; StoreError for an unknown session.
+        """
+        with self._writing() as conn:
+            row = conn.execute("SELECT protocol, participants, coordinator FROM sessions WHERE session_id = ?",
+                               (session_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"no session {session_id!r} at this node")
+            counted, description = decide(self._releases(conn, input_name, version))
+            now = _now()
+            conn.execute("INSERT INTO releases (at, session_id, input_name, version, query, counted) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", (now, session_id, input_name, version, query, int(counted)))
+            protocol, participants, coordinator = row
+            self._append_audit(conn, now, "released", session_id, coordinator, _audit_protocol(protocol),
+                               [input_name], json.loads(participants), (), description)
+        return description
 
     def list_sessions(self, limit: int = 100) -> list[SessionRecord]:
         """Returns: up to `limit` sessions, newest first. Raises: StoreError if limit < 1."""

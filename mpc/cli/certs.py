@@ -20,8 +20,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     csub = p.add_subparsers(dest="certs_command", required=True, metavar="ACTION")
     init = csub.add_parser("init", help="create the CA (if absent) and issue node and coordinator certificates",
                            description="Keys are written with mode 0600. Each node certificate carries a DNS "
-                                       "SAN per host name and the URI SAN spiffe://mpc/node/NAME; the "
-                                       "coordinator's carries spiffe://mpc/coordinator/NAME.")
+                                       "SAN per host name, the URI SAN spiffe://mpc/node/NAME and its "
+                                       "identity as the DNS SAN NAME.node.mpc.invalid (which clients check: "
+                                       "certificates issued before it was added must be reissued); the "
+                                       "coordinator's carries spiffe://mpc/coordinator/NAME. With an existing "
+                                       "CA in --dir, only the named parties' certificates are (re)issued.")
     init.add_argument("--dir", type=Path, required=True, help="directory for ca.pem/ca.key and the certificates")
     init.add_argument("--node", action="append", default=[], metavar="NAME[=HOST[,HOST...]]",
                       help="a node and the host names (or IPs) it is reached by; default host: NAME")

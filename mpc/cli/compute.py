@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from mpc.cli.progress import TerminalProgress
 from mpc.config import load_cluster
-from mpc.coordinator.client import AverageResult, Coordinator, NodeStatus, SumResult, ThresholdResult, VoteResult
+from mpc.coordinator.client import AverageResult, Coordinator, InputStatus, NodeStatus, SumResult, ThresholdResult, VoteResult
 
 T = TypeVar("T")
 
@@ -114,6 +114,14 @@ def run_threshold(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shape(i: InputStatus) -> str:
+    if i.kind == "ballots":
+        return f"{i.name}[ballots] v{i.version}"
+    shape = i.name if i.scalar else f"{i.name}[{i.length}]"
+    bounds = "bounds undeclared" if i.bounds is None else f"{_fmt(i.bounds[0])}..{_fmt(i.bounds[1])}"
+    return f"{shape} v{i.version} ({bounds})"
+
+
 def run_status(args: argparse.Namespace) -> int:
     """Print each node's status; exit 1 if any node is down."""
     nodes: list[NodeStatus] = _with_coordinator(args, lambda c: c.status())
@@ -124,7 +132,7 @@ def run_status(args: argparse.Namespace) -> int:
             if not n.healthy:
                 print(f"{n.name:<12} {n.address:<22} DOWN  {n.error}")
                 continue
-            offered = ", ".join(f"{name}[{length}]" if not scalar else name for name, length, _, scalar in n.inputs)
+            offered = ", ".join(_shape(i) for i in n.inputs)
             print(f"{n.name:<12} {n.address:<22} up    v{n.version}  sessions={n.active_sessions}  "
                   f"cert until {n.cert_not_after[:10]}  inputs: {offered or '-'}")
     return 0 if all(n.healthy for n in nodes) else 1

@@ -23,6 +23,12 @@ from mpc.store import Store
 RAISES = {"alice": "3800", "bob": "2514", "carlos": "2982", "david": "3390"}
 # A referendum: each node holds the ballots of its own voters (1 = for).
 REFERENDUM = {"alice": ["1", "0", "1"], "bob": ["1", "1"], "carlos": ["0", "0", "1"], "david": ["1"]}
+# Each owner's policy: by default an input version takes part in one distinct query, over every
+# node of the cluster. The referendum is asked two questions (at least half? at least 7?), so its
+# owners allow exactly those two thresholds; any other threshold would be refused.
+REFERENDUM_POLICY = """[nodes.{name}.policy.per_input.referendum]
+max_releases = 2
+thresholds = ["half", 7]"""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _demo(workdir: Path) -> int:
     names = list(RAISES)
-    cluster_file = write_local_cluster(workdir, names)
+    cluster_file = write_local_cluster(workdir, names,
+                                       policies={n: REFERENDUM_POLICY.format(name=n) for n in names})
     cluster = load_cluster(cluster_file)
     print(f"cluster: {cluster_file} (private CA and one certificate per node in {workdir / 'certs'})")
     for name, value in RAISES.items():
@@ -53,9 +60,9 @@ def _demo(workdir: Path) -> int:
         if data_dir is None:  # write_local_cluster always sets it
             raise RuntimeError(f"node {name} has no data_dir")
         with Store.open_dir(data_dir) as store:
-            put_values(store, "raise", [value], scalar=True, overwrite=True)
-            put_values(store, "referendum", REFERENDUM[name], overwrite=True)
-            put_values(store, "unanimous", ["1"] * len(REFERENDUM[name]), overwrite=True)
+            put_values(store, "raise", [value], scalar=True, overwrite=True, bounds=("0", "100000"))
+            put_values(store, "referendum", REFERENDUM[name], overwrite=True, ballots=True)
+            put_values(store, "unanimous", ["1"] * len(REFERENDUM[name]), overwrite=True, ballots=True)
         print(f"  {name:<7} stores their raise in their own node's store (it never leaves in the clear)")
     nodes = NodeProcesses(cluster_file, workdir / "logs")
     try:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from mpc.config import load_cluster
 from mpc.errors import ConfigError
-from mpc.inputs import put_csv, put_values
-from mpc.store import FILE_NAME, Store
+from mpc.encoding import decode_value
+from mpc.inputs import parse_bounds, put_csv, put_values
+from mpc.store import FILE_NAME, InputInfo, Store
 
 
 def open_store(args: argparse.Namespace, *, must_exist: bool = False) -> Store:
@@ -56,7 +57,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     put.add_argument("--column", help="CSV column name or 1-based number")
     put.add_argument("--frac-bits", type=int, default=None, help="fixed-point fractional bits (0..32)")
     put.add_argument("--vector", action="store_true", help="store a single VALUE as a vector of length 1")
-    put.add_argument("--overwrite", action="store_true", help="replace an existing input of that name")
+    put.add_argument("--overwrite", action="store_true",
+                     help="replace an existing input of that name (a new version, with a fresh release budget)")
+    put.add_argument("--bounds", metavar="LO,HI", default=None,
+                     help="declared public bounds of every value (default -2147483647,2147483647); sessions are "
+                          "checked against them, never against the values")
+    put.add_argument("--ballots", action="store_true",
+                     help="the values are ballots (0 or 1) for `mpc vote`: only a vote may use them unless the "
+                          "node's policy says otherwise, and their number is never shown")
     add_store_arguments(put)
     put.set_defaults(run=run_put)
     ls = isub.add_parser("list", help="list input names and shapes (never values)")
@@ -78,17 +86,21 @@ def run_put(args: argparse.Namespace) -> int:
             raise ConfigError("--csv needs --column NAME")
     elif not args.values:
         raise ConfigError(f"no values for input {args.name!r}: give VALUE... or --csv FILE --column NAME")
+    bounds = None if args.bounds is None else parse_bounds(args.bounds)
+    scalar = args.csv is None and len(args.values) == 1 and not args.vector and not args.ballots
     with open_store(args) as store:
         if args.csv is not None:
             count, bits = put_csv(store, args.name, args.csv, args.column, frac_bits=args.frac_bits,
-                                  overwrite=args.overwrite)
+                                           overwrite=args.overwrite, bounds=bounds, ballots=args.ballots)
         else:
-            scalar = len(args.values) == 1 and not args.vector
-            count, bits = put_values(store, args.name, args.values, frac_bits=args.frac_bits, scalar=scalar,
-                                     overwrite=args.overwrite)
-    shape = "scalar" if args.csv is None and count == 1 and not args.vector else f"vector of {count}"
+            count, bits = put_values(store, args.name, args.values, frac_bits=args.frac_bits,
+                                              scalar=scalar, overwrite=args.overwrite, bounds=bounds,
+                                              ballots=args.ballots)
+        info = next(i for i in store.list_inputs() if i.name == args.name)
+    shape = "ballots" if args.ballots else ("scalar" if scalar else "vector")
+    shape += f" of {count}" if not scalar else ""
     scale = "exact integers" if bits == 0 else f"fixed point, {bits} fractional bits"
-    print(f"stored {args.name!r}: {shape} ({scale})")
+    print(f"stored {args.name!r} version {info.version}: {shape} ({scale}; bounds {_bounds_text(info)})")
     return 0
 
 
@@ -98,11 +110,21 @@ def run_list(args: argparse.Namespace) -> int:
         inputs = store.list_inputs()
     if args.json:
         print(json.dumps([{"name": i.name, "length": i.length, "frac_bits": i.frac_bits, "scalar": i.is_scalar,
-                           "updated_at": i.updated_at} for i in inputs]))
+                           "updated_at": i.updated_at, "version": i.version, "kind": i.kind,
+                           "bounds": None if i.bounds is None else [decode_value(b, i.frac_bits) for b in i.bounds]}
+                          for i in inputs]))
         return 0
     for i in inputs:
-        print(f"{i.name}\t{'scalar' if i.is_scalar else f'vector[{i.length}]'}\tfrac_bits={i.frac_bits}\t{i.updated_at}")
+        shape = "ballots" if i.kind == "ballots" else ("scalar" if i.is_scalar else "vector")
+        shape += "" if i.is_scalar else f"[{i.length}]"
+        print(f"{i.name}\tv{i.version}\t{shape}\tfrac_bits={i.frac_bits}\tbounds {_bounds_text(i)}\t{i.updated_at}")
     return 0
+
+
+def _bounds_text(i: InputInfo) -> str:
+    if i.bounds is None:
+        return "undeclared (store again with --bounds)"
+    return ",".join(str(decode_value(b, i.frac_bits)) for b in i.bounds)
 
 
 def run_rm(args: argparse.Namespace) -> int:

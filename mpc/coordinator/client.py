@@ -149,6 +149,25 @@ class ThresholdResult:
 
 
 @dataclass(frozen=True, slots=True)
+class InputStatus:
+    """What a node shows of one input: public metadata only (a ballot input's length is hidden)."""
+
+    name: str
+    length: int | None        # None: secret (ballots)
+    frac_bits: int
+    scalar: bool
+    version: int
+    kind: str
+    bounds: tuple[Number, Number] | None   # decoded; None: declared by no one (an older mpc's input)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"name": self.name, "length": self.length, "frac_bits": self.frac_bits, "scalar": self.scalar,
+                "version": self.version, "kind": self.kind,
+                "bounds": None if self.bounds is None else list(self.bounds)}
+
+
+@dataclass(frozen=True, slots=True)
 class NodeStatus:
     """One node's answer to Status, or why it gave none."""
 
@@ -156,7 +175,7 @@ class NodeStatus:
     address: str
     healthy: bool
     version: str = ""
-    inputs: tuple[tuple[str, int, int, bool], ...] = ()
+    inputs: tuple[InputStatus, ...] = ()
     active_sessions: int = 0
     cert_not_after: str = ""
     error: str = ""
@@ -166,7 +185,7 @@ class NodeStatus:
         """JSON-ready form."""
         return {"node": self.name, "address": self.address, "healthy": self.healthy, "health": self.health,
                 "version": self.version,
-                "inputs": [{"name": n, "length": ln, "frac_bits": f, "scalar": s} for n, ln, f, s in self.inputs],
+                "inputs": [i.as_dict() for i in self.inputs],
                 "active_sessions": self.active_sessions, "cert_not_after": self.cert_not_after, "error": self.error}
 
 
@@ -250,11 +269,12 @@ class Coordinator:
         cls = PeerUnavailable if unreachable else SessionFailed
         raise cls(f"session {session_id} failed, nothing was revealed: {reasons}")
 
-    async def _collect(self, session_id: str, name: str, frac_bits: int, length: int, total: Words,
-                       timeout: float, xor: bool, tracker: _Tracker | None) -> None:
+    async def _collect(self, session_id: str, name: str, frac_bits: int, length: int, versions: dict[str, int],
+                       total: Words, timeout: float, xor: bool, tracker: _Tracker | None) -> None:
         """Stream one node's output share and add (or, for bit shares, XOR) it into `total`."""
         call = self._stub(name).Compute(mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=frac_bits,
-                                                               length=length, progress=tracker is not None),
+                                                               length=length, progress=tracker is not None,
+                                                               input_versions=versions),
                                         timeout=timeout)
         expected = 0
         async for chunk in call:
@@ -325,6 +345,7 @@ class Coordinator:
                                 f"but a vector at {', '.join(vectors)}; nothing was shared")
         length = next(iter(lengths.values()))
         frac_bits = max(r.frac_bits for r in prepared.values())
+        versions = {n: r.input_version for n, r in prepared.items()}
         total = np.zeros(length, dtype=np.uint64)
         xor = protocol in (mpc_pb2.PROTOCOL_VOTE, mpc_pb2.PROTOCOL_THRESHOLD)
         if tracker is not None:
@@ -332,7 +353,7 @@ class Coordinator:
             tracker.emit()
         # The nodes end the session at `timeout` themselves and say whom they waited for; our own
         # deadline comes a little later, so that their answer is what the caller sees.
-        await self._gather(session_id, {n: self._collect(session_id, n, frac_bits, length, total,
+        await self._gather(session_id, {n: self._collect(session_id, n, frac_bits, length, versions, total,
                                                          timeout + COMPUTE_GRACE_S, xor, tracker)
                                         for n in self.nodes})
         return Opened(session_id, input_name, self.nodes, total, frac_bits,
@@ -405,7 +426,11 @@ class Coordinator:
             except grpc.aio.AioRpcError as exc:
                 return NodeStatus(name, node.address, False, health="UNREACHABLE",
                                   error=describe_rpc_error(node, exc))
-            inputs = tuple((i.name, i.length, i.frac_bits, i.is_scalar) for i in r.inputs)
+            inputs = tuple(InputStatus(i.name, None if i.kind == "ballots" else i.length, i.frac_bits, i.is_scalar,
+                                       i.version, i.kind or "number",
+                                       (decode_value(i.lo, i.frac_bits), decode_value(i.hi, i.frac_bits))
+                                       if i.bounded else None)
+                           for i in r.inputs)
             return NodeStatus(name, node.address, True, r.version, inputs, r.active_sessions, r.cert_not_after,
                               health="SERVING")
         return list(await asyncio.gather(*(one(n) for n in self.nodes)))

@@ -11,14 +11,15 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from mpc import __version__
 from mpc.config import ClusterConfig, NodeConfig
 from mpc.errors import (
     AuthError,
+    Busy,
     LocalProtocolError,
     MpcError,
     PeerUnavailable,
@@ -28,14 +29,19 @@ from mpc.errors import (
     SessionClosed,
     SessionFailed,
     UnknownSession,
+    quoted,
 )
+from mpc.config import HALF
 from mpc.node.metrics import NodeMetrics
+from mpc.node.releases import Query, budget_spent, decide, might_be_implied
 from mpc.pki import Identity
 from mpc.prg import Rng, SystemRng
 from mpc.ot.triples import PairwiseOt
+from mpc.protocols.agreement import AgreedParty, session_digest
 from mpc.protocols.contribution import (
     COMPARE_BITS,
     Aggregate,
+    check_declared,
     check_threshold,
     compare_contribution,
     contribution,
@@ -45,11 +51,14 @@ from mpc.protocols.events import Output, Send
 from mpc.protocols.sum import SecureSumParty
 from mpc.protocols.threshold import NewOtSetup, ThresholdParty
 from mpc.ring import Words
-from mpc.store import InputInfo, Store, StoredInput, Transfer
+from mpc.store import InputInfo, ReleaseRecord, Store, StoredInput, Transfer
 
 log = logging.getLogger("mpc.node")
 
 _SESSION_ID = re.compile(r"[0-9a-f]{32}\Z")
+_INPUT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z", re.ASCII)
+_NODE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
+MAX_PARTICIPANTS = 256
 MAX_SESSION_TIMEOUT_S = 24 * 3600.0
 # Observer of what this node receives from peers: (session, sender, step, payload). Tests
 # use it to check that nothing a node receives reveals another party's input.
@@ -76,17 +85,20 @@ def protocol_name(aggregate: Aggregate) -> str:
 
 
 class Engine(Protocol):
-    """What the node needs of a sans-I/O protocol engine."""
+    """What the node needs of a sans-I/O protocol engine (an AgreedParty around the protocol's own)."""
 
-    length: int
+    @property
+    def length(self) -> int:
+        """Words in this node's contribution."""
+        ...
 
     @property
     def waiting_for(self) -> tuple[str, ...]:
         """Peers the engine is waiting on."""
         ...
 
-    def start(self, contribution: Words) -> list[Any]:
-        """Begin with this node's contribution."""
+    def start(self, contribution: Words, digest: bytes) -> list[Any]:
+        """Begin with this node's contribution and the digest of the session description."""
         ...
 
     def receive(self, sender: str, step: str, payload: bytes) -> list[Any]:
@@ -111,6 +123,7 @@ class Prepared:
     length: int
     frac_bits: int
     is_scalar: bool
+    input_version: int
 
 
 @dataclass(eq=False)
@@ -128,6 +141,7 @@ class Session:
     contribution_bits: int
     deadline: float                      # loop.time() after which the session is dropped
     output: asyncio.Future[Words] = field(repr=False)
+    threshold: int | None = None         # a vote's K (None: at least half) or a threshold's K
     timer: asyncio.TimerHandle | None = None
     running: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -214,6 +228,12 @@ class NodeCore:
         name = self.me.name
         if not _SESSION_ID.match(session_id):
             raise RemoteProtocolError("session id must be 32 lowercase hex characters")
+        # What a caller sent is checked for shape before any message quotes it (bounded by the caller).
+        if not _INPUT_NAME.match(input_name):
+            raise RemoteProtocolError(f"session {session_id}: input name {quoted(input_name, 60)} is not valid")
+        if len(participants) > MAX_PARTICIPANTS or not all(_NODE_NAME.match(p) for p in participants):
+            raise RemoteProtocolError(f"session {session_id}: participants must be at most {MAX_PARTICIPANTS} "
+                                      f"node names, got {quoted(','.join(participants), 120)}")
         policy = self.me.policy
         protocol = protocol_name(aggregate)
         refusal = policy.refusal(name, protocol, input_name)
@@ -229,6 +249,7 @@ class NodeCore:
         if len(participants) < policy.min_participants:
             raise PolicyError(f"node {name}: policy requires at least {policy.min_participants} participants, "
                               f"session {session_id} has {len(participants)}")
+        self._check_load(caller)
         if session_id in self.sessions or self.store.get_session(session_id) is not None:
             raise RoundMismatch(f"session {session_id} already exists at node {name}")
         if aggregate == "threshold" and threshold is None:
@@ -236,9 +257,12 @@ class NodeCore:
         if threshold is not None:
             check_threshold(threshold)
         stored = self.store.get_input(input_name)
-        # Build the contribution now, at the input's own scale, so that a bad ballot or a value
-        # that could overflow is refused at prepare, before any node sends anything.
+        self._check_rules(aggregate, stored, participants, threshold)
+        # Refusals look at public data only (declared kind and bounds, the participant count, the
+        # scale): whether this session could overflow never depends on the stored values.
         what = f"input {input_name!r} at node {name}"
+        check_declared(aggregate, stored.kind, stored.bounds, stored.values.size, stored.frac_bits,
+                       stored.frac_bits, len(participants), what)
         if aggregate in _BIT_OUTPUTS:
             prepared = compare_contribution(aggregate, stored.values, stored.frac_bits, threshold is None,
                                             len(participants), what)
@@ -248,31 +272,85 @@ class NodeCore:
         length = contribution_length(aggregate, stored.values.size)
         loop = asyncio.get_running_loop()
         timeout_s = min(timeout_s or self.cluster.session_timeout_s, MAX_SESSION_TIMEOUT_S)
-        engine: Engine
+        inner: SecureSumParty | ThresholdParty
         if aggregate in _BIT_OUTPUTS:
             # Votes compare 2T - N with 0 unless an explicit threshold is given (threshold.py).
             k = 0 if threshold is None else threshold
-            engine = ThresholdParty(session_id, name, participants, length, k, self.rng, self.ot_setups,
-                                    COMPARE_BITS)
+            inner = ThresholdParty(session_id, name, participants, length, k, self.rng, self.ot_setups,
+                                   COMPARE_BITS)
         else:
-            engine = SecureSumParty(session_id, name, participants, length, self.rng)
+            inner = SecureSumParty(session_id, name, participants, length, self.rng)
+        engine = AgreedParty(inner, session_id, name, participants)
         frac_bits = 0 if aggregate in _BIT_OUTPUTS else stored.frac_bits
         session = Session(session_id, aggregate, tuple(participants), caller, stored, engine, prepared, frac_bits,
-                          loop.time() + timeout_s, loop.create_future())
+                          loop.time() + timeout_s, loop.create_future(), threshold)
         self.store.record_session(session_id, aggregate, input_name, participants, caller.uri())
         session.timer = loop.call_at(session.deadline, self._expire, session)
         self.sessions[session_id] = session
-        log.info("session %s prepared: %s of %r with %s", session_id, aggregate, input_name, ",".join(participants),
-                 extra={"session": session_id})
-        return Prepared(session_id, name, length, frac_bits, stored.is_scalar or aggregate == "vote")
+        log.info("session %s prepared: %s of %r (v%d) with %s", session_id, aggregate, input_name, stored.version,
+                 ",".join(participants), extra={"session": session_id})
+        return Prepared(session_id, name, length, frac_bits, stored.is_scalar or aggregate == "vote", stored.version)
 
-    async def compute(self, caller: Identity, session_id: str, frac_bits: int, length: int) -> Words:
+    def _check_load(self, caller: Identity) -> None:
+        """Refuse a new session beyond the owner's limits on live sessions (in total, per coordinator)."""
+        policy = self.me.policy
+        if len(self.sessions) >= policy.max_sessions:
+            raise Busy(f"node {self.me.name} has {len(self.sessions)} live sessions, its limit (max_sessions); "
+                       f"try again when some have ended")
+        mine = sum(1 for s in self.sessions.values() if s.coordinator == caller)
+        if mine >= policy.max_sessions_per_coordinator:
+            raise Busy(f"node {self.me.name} has {mine} live sessions for {caller.uri()}, its limit "
+                       f"(max_sessions_per_coordinator); try again when some have ended")
+
+    def _check_rules(self, aggregate: Aggregate, stored: StoredInput, participants: list[str],
+                     threshold: int | None) -> None:
+        """The owner's rules across sessions (DESIGN.md §9), checked at prepare, before anything is shared.
+
+        Raises: PolicyError naming this node, the input and the rule.
+        """
+        name, policy, protocol = self.me.name, self.me.policy, protocol_name(aggregate)
+        input_name = stored.name
+        if stored.kind == "ballots" and protocol != "vote" and input_name not in policy.allow.get(protocol, ()):
+            raise PolicyError(f"node {name}: input {input_name!r} holds ballots, which only a vote may use "
+                              f"(the policy's allow.{protocol} may name it)")
+        rules = policy.rules(input_name)
+        pinned = rules.pinned(list(self.cluster.nodes))
+        if pinned is not None and set(participants) != pinned:
+            raise PolicyError(f"node {name}: policy pins the participants of {input_name!r} to "
+                              f"{', '.join(sorted(pinned))} (participants); this session has "
+                              f"{', '.join(sorted(participants))}")
+        if protocol in ("vote", "threshold") and rules.thresholds is not None:
+            rule: int | str = HALF if threshold is None else threshold
+            if rule not in rules.thresholds:
+                allowed = ", ".join(sorted(map(str, rules.thresholds))) or "none"
+                raise PolicyError(f"node {name}: policy allows {protocol}s on {input_name!r} only with the "
+                                  f"thresholds {allowed} (thresholds), not {rule}")
+        records = self.store.releases(input_name, stored.version)
+        earlier = [Query.from_json(r.query) for r in records]
+        used = sum(1 for r in records if r.counted)
+        # The other nodes' versions come with Compute; if no earlier release could make this one
+        # a repeat, a spent budget refuses now, before anything is shared.
+        if used >= rules.max_releases and not might_be_implied(aggregate, threshold, participants, earlier,
+                                                               stored.is_scalar):
+            probe = Query(aggregate, threshold, tuple(sorted(participants)), ())
+            raise budget_spent(name, input_name, stored.version, rules.max_releases, probe.describe())
+
+    async def compute(self, caller: Identity, session_id: str, frac_bits: int, length: int,
+                      versions: Mapping[str, int]) -> Words:
         """Run a prepared session and return this node's output share.
 
+        Before anything that depends on the input leaves, the release is counted against the
+        input version's budget, and every peer must have prepared the identical session
+        description (mpc/protocols/agreement.py).
+
+        Args:
+            versions: every participant's input version, as the nodes reported them at prepare.
         Returns: the output share (uniformly random on its own).
         Raises: UnknownSession/SessionClosed, AuthError if another coordinator asks,
-        RoundMismatch if already running, InputError if the input cannot be summed safely,
-        PeerUnavailable/SessionFailed naming the peer when the exchange fails.
+        RoundMismatch if already running, InputError if the declared bounds could overflow at
+        this scale, PolicyError when the input's release budget is spent,
+        PeerUnavailable/SessionFailed naming the peer when the exchange fails or a peer's
+        session description differs.
         """
         session = self._live(session_id)
         if caller != session.coordinator:
@@ -289,17 +367,30 @@ class NodeCore:
         if not own_bits <= frac_bits <= 32:
             raise RemoteProtocolError(f"session {session_id}: scale of {frac_bits} fractional bits is below "
                                       f"node {self.me.name}'s {own_bits} or above 32")
+        stored = session.stored
+        if set(versions) != set(session.parties) or versions.get(self.me.name) != stored.version:
+            raise RemoteProtocolError(f"session {session_id}: the coordinator's input versions "
+                                      f"{quoted(str(dict(versions)), 200)} do not match the participants, or "
+                                      f"node {self.me.name}'s input {stored.name!r} version {stored.version}")
         session.running = True
         self.store.set_session_status(session_id, "running")
         loop = asyncio.get_running_loop()
         try:
+            if session.aggregate not in _BIT_OUTPUTS:
+                check_declared(session.aggregate, stored.kind, stored.bounds, stored.values.size, stored.frac_bits,
+                               frac_bits, len(session.parties), f"input {stored.name!r} at node {self.me.name}")
+            digest = session_digest({
+                "session": session_id, "coordinator": caller.uri(), "aggregate": session.aggregate,
+                "threshold": session.threshold, "input": stored.name, "participants": list(session.parties),
+                "frac_bits": frac_bits, "length": length, "versions": dict(sorted(versions.items()))})
+            self._release(session, versions)
             words = session.contribution
             if frac_bits != session.contribution_bits:  # another node's input is finer: rescale ours
                 stored = session.stored
                 words = contribution(session.aggregate, stored.values, stored.frac_bits, frac_bits,
                                      len(session.parties), f"input {stored.name!r} at node {self.me.name}")
             async with session.lock:
-                self._dispatch(session, session.engine.start(words))
+                self._dispatch(session, session.engine.start(words, digest))
             try:
                 share = await asyncio.wait_for(asyncio.shield(session.output), session.remaining(loop))
             except TimeoutError:
@@ -327,6 +418,23 @@ class NodeCore:
             raise
         self._finish(session, "done", "")
         return share
+
+    def _release(self, session: Session, versions: Mapping[str, int]) -> None:
+        """Count this session against its input version's budget, before anything value-dependent leaves.
+
+        Raises: PolicyError when the budget is spent (another session may have taken it since prepare).
+        """
+        stored = session.stored
+        query = Query.of(session.aggregate, session.threshold, versions)
+        rules = self.me.policy.rules(stored.name)
+
+        def check(earlier: list[ReleaseRecord]) -> tuple[bool, str]:
+            return decide(query, [(Query.from_json(r.query), r.counted) for r in earlier],
+                          max_releases=rules.max_releases, scalar=stored.is_scalar, node=self.me.name,
+                          input_name=stored.name, version=stored.version)
+
+        described = self.store.record_release(session.session_id, stored.name, stored.version, query.to_json(), check)
+        log.info("session %s: %s", session.session_id, described, extra={"session": session.session_id})
 
     def progress(self, session_id: str) -> tuple[int, int, int]:
         """How far a live session has got (see Session.progress); zeros once it has ended."""
@@ -356,6 +464,8 @@ class NodeCore:
         allowed = self.me.policy.inputs
         if allowed is not None:
             inputs = [i for i in inputs if i.name in allowed]
+        # A vote hides its ballot count: the number of ballots a node holds is shown nowhere.
+        inputs = [replace(i, length=0) if i.kind == "ballots" else i for i in inputs]
         return self.me.name, __version__, inputs, len(self.sessions), self.cert_not_after
 
     # ---- peer side --------------------------------------------------------------------

@@ -20,7 +20,9 @@ pair's lifetime, so tweaks never repeat either. π runs as one AES-ECB call over
 Bit order everywhere: OT j is bit j % 8 of byte j // 8, which is bit j % 64 of uint64 word
 j // 64 on little-endian words; s and the 128-bit columns use the same order.
 
-API (sans-I/O; both objects keep their offsets in step, one extension at a time):
+API (sans-I/O; both objects keep their offsets in step; each is thread-safe: a lock makes the
+reservation of a PRG window atomic, and the AES and transpose work on it runs outside the lock,
+so extensions of one pair may run concurrently from several threads):
     IknpReceiver(pairs).extend(choices, m)       -> (message u for S, m_r as packed bits)
     IknpSender(s, keys).extend(m, u)             -> (m0, m1) as packed bits
     .extend_strings(...)                          -> the same with full 128-bit outputs,
@@ -32,6 +34,7 @@ The message u is a 16-byte header (offset in blocks, m; little-endian uint64) an
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -190,7 +193,7 @@ def _aes_keys(keys: Sequence[bytes], what: str) -> list[algorithms.AES]:
 class IknpReceiver:
     """The IKNP extension receiver R: holds all base pairs (k_i^0, k_i^1), chooses r."""
 
-    __slots__ = ("_k0", "_k1", "_offset")
+    __slots__ = ("_k0", "_k1", "_offset", "_lock")
 
     def __init__(self, pairs: Sequence[tuple[bytes, bytes]]) -> None:
         if len(pairs) != KAPPA:
@@ -198,6 +201,7 @@ class IknpReceiver:
         self._k0 = _aes_keys([k0 for k0, _ in pairs], "receiver")
         self._k1 = _aes_keys([k1 for _, k1 in pairs], "receiver")
         self._offset = 0
+        self._lock = threading.Lock()  # held while _offset is read and advanced
 
     @property
     def offset(self) -> int:
@@ -232,10 +236,11 @@ class IknpReceiver:
         r[:-(-m // 8)] = np.ascontiguousarray(choices, dtype=WORD).view(np.uint8)[:-(-m // 8)]
         if m % 8:
             r[m // 8] &= (1 << (m % 8)) - 1  # padding OTs choose 0
-        offset = self._offset
-        if offset + padded // KAPPA > _MAX_OFFSET:
-            raise LocalProtocolError("IKNP: this pair's PRG offsets are used up; run a new base-OT setup")
-        self._offset += padded // KAPPA
+        with self._lock:  # reserve the window atomically; other threads may extend this pair too
+            offset = self._offset
+            if offset + padded // KAPPA > _MAX_OFFSET:
+                raise LocalProtocolError("IKNP: this pair's PRG offsets are used up; run a new base-OT setup")
+            self._offset = offset + padded // KAPPA
         t = _prg_rows(self._k0, offset, row_bytes)
         u = _prg_rows(self._k1, offset, row_bytes)
         u ^= t
@@ -257,7 +262,7 @@ def _merge(windows: list[tuple[int, int]], new: tuple[int, int]) -> list[tuple[i
 class IknpSender:
     """The IKNP extension sender S: holds s and the base keys k_i^{s_i}."""
 
-    __slots__ = ("_s", "_s_rows", "_keys", "_offset", "_used")
+    __slots__ = ("_s", "_s_rows", "_keys", "_offset", "_used", "_lock")
 
     def __init__(self, s: bytes, keys: Sequence[bytes]) -> None:
         if len(s) != KAPPA // 8:
@@ -270,6 +275,7 @@ class IknpSender:
         # PRG windows [start, end) already answered. The receiver allocates windows in order,
         # but concurrent sessions may deliver them out of order; any window is taken once only.
         self._used: list[tuple[int, int]] = []
+        self._lock = threading.Lock()  # held while _used and _offset are checked and updated
 
     @property
     def offset(self) -> int:
@@ -309,10 +315,11 @@ class IknpSender:
         if their_m != m:
             raise RemoteProtocolError(f"IKNP: message announces {their_m} OTs, expected {m}")
         end = offset + padded // KAPPA
-        if end > _MAX_OFFSET or any(offset < e and s < end for s, e in self._used):
-            raise RoundMismatch(f"IKNP: PRG window [{offset}, {end}) was already used (a replayed extension)")
-        self._used = _merge(self._used, (offset, end))
-        self._offset = max(self._offset, end)
+        with self._lock:  # check and claim the window atomically; other threads may extend this pair too
+            if end > _MAX_OFFSET or any(offset < e and s < end for s, e in self._used):
+                raise RoundMismatch(f"IKNP: PRG window [{offset}, {end}) was already used (a replayed extension)")
+            self._used = _merge(self._used, (offset, end))
+            self._offset = max(self._offset, end)
         q = _prg_rows(self._keys, offset, row_bytes)
         rows = np.frombuffer(u, dtype=np.uint8, offset=_HEADER.size).reshape(KAPPA, row_bytes)
         q[self._s_rows] ^= rows[self._s_rows]

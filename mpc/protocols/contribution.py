@@ -14,7 +14,7 @@ from typing import Literal
 
 import numpy as np
 
-from mpc.encoding import check_sum_bound, exact_local_sum, rescale
+from mpc.encoding import INT64_MAX, MAX_BALLOTS, check_sum_bound, exact_local_sum, rescale
 from mpc.errors import InputError
 from mpc.ring import Signed, Words, from_signed
 
@@ -57,6 +57,43 @@ def contribution(aggregate: Aggregate, values: Signed, frac_bits: int, session_f
         body = np.append(scaled, np.int64(1))
     check_sum_bound(body, parties, session_frac_bits, what)
     return from_signed(body)
+
+
+def check_declared(aggregate: Aggregate, kind: str, bounds: tuple[int, int] | None, length: int, frac_bits: int,
+                   session_frac_bits: int, parties: int, what: str) -> None:
+    """Refuse a session on public data only: the input's declared kind, bounds and (for number
+    inputs) length, the participant count and the scale; never on the stored values (DESIGN.md
+    §9: a refusal that depends on a value tells the caller something about it).
+
+    Within these checks the sum over `parties` contributions cannot wrap and a comparison's
+    total stays in range, whatever the stored values are.
+    Raises: InputError naming `what` and the public quantity at fault.
+    """
+    if aggregate == "vote":
+        if kind != "ballots":
+            raise InputError(f"{what} is not declared as ballots; a vote takes ballots stored with "
+                             f"`mpc input put NAME 1 0 ... --ballots`")
+        if parties * MAX_BALLOTS > COMPARE_BOUND - 1:
+            raise InputError(f"a vote over {parties} parties could leave the comparison's range "
+                             f"(each node may hold up to {MAX_BALLOTS} ballots); "
+                             f"at most {(COMPARE_BOUND - 1) // MAX_BALLOTS} parties")
+        return
+    if bounds is None:
+        raise InputError(f"{what} declares no bounds (it was stored by an older mpc); store it again with "
+                         f"--bounds LO,HI")
+    magnitude = max(-bounds[0], bounds[1], 0)
+    if aggregate == "threshold":
+        if frac_bits != 0:
+            raise InputError(f"{what} is fixed point ({frac_bits} fractional bits); comparisons take integers")
+        limit = (COMPARE_BOUND - 1) // max(parties, 1)
+        if magnitude > limit:
+            raise InputError(f"{what} declares bounds beyond +-{limit}, too large to compare over {parties} parties")
+        return
+    records = length if aggregate == "average-records" else 1
+    if (magnitude << (session_frac_bits - frac_bits)) * records * parties > INT64_MAX:
+        raise InputError(f"{what} declares bounds that could overflow a sum over {parties} parties at "
+                         f"{session_frac_bits} fractional bits; declare narrower bounds (--bounds LO,HI); "
+                         f"nothing was shared")
 
 
 def check_threshold(threshold: int) -> None:

@@ -36,6 +36,10 @@ class SecureSumParty:
     Messages may arrive before `start`; they are kept until the contribution is known.
     """
 
+    # Steps whose messages do not depend on the input (fresh seeds): they may leave before the
+    # parties have agreed on the session (mpc/protocols/agreement.py); the output share may not.
+    value_free_steps: tuple[str, ...] = ("sum/",)
+
     def __init__(self, session_id: str, me: str, parties: Sequence[str], length: int, rng: Rng) -> None:
         if me not in parties:
             raise LocalProtocolError(f"session {session_id}: {me!r} is not among the parties {list(parties)}")

@@ -67,6 +67,9 @@ Event = Send | Output | NewOtSetup
 class ThresholdParty:
     """One party of [sum of contributions >= k], elementwise over `length` values."""
 
+    # Hellos, seeds, base OTs and triples do not depend on the input; the comparison's openings do.
+    value_free_steps: tuple[str, ...] = ("vote/hello", "sum/", "ot/", "triples/")
+
     def __init__(self, session_id: str, me: str, parties: Sequence[str], length: int, threshold: int,
                  rng: Rng, ot_setups: Mapping[str, Mapping[bytes, PairwiseOt]], ell: int = DEFAULT_ELL) -> None:
         self.session_id = session_id

@@ -1,4 +1,10 @@
-"""Outgoing calls: one mutual-TLS channel per remote node, reused across sessions."""
+"""Outgoing calls: one mutual-TLS channel per remote node, reused across sessions.
+
+Each channel expects the identity of the node it is for (its DNS SAN `<name>.node.mpc.invalid`,
+see mpc/transport/tls.py for why not the URI SAN), so a call that reaches another node, or a
+certificate issued before mpc put that name in it, fails at the handshake before anything is
+sent; `describe_rpc_error` says so instead of calling the node unreachable.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import grpc
 
 from mpc.config import ClusterConfig, NodeConfig
 from mpc.errors import PeerUnavailable, SessionFailed
+from mpc.pki import identity_dns_name
 from mpc.transport.tls import CHUNK_BYTES, TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
@@ -20,16 +27,19 @@ UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_E
 # (backoff up to grpc.max_reconnect_backoff_ms = 2 s, plus jitter), even if the peer is back.
 # A peer send that fails UNAVAILABLE is tried once more, waiting up to this long for the channel.
 RECONNECT_GRACE_S = 3.0
-# How gRPC says that the certificate at the far end does not carry the name we dialled (the TLS
-# host-name check; grpc 1.6x and later, then older releases). The status is UNAVAILABLE, as for
-# a node that is down, but the node did answer: it must not be called unreachable.
+# How gRPC says that the certificate at the far end does not carry the TLS target name, which is
+# the identity DNS name of the node we meant (mpc.transport.tls.channel_options): the party that
+# answered is not that node (grpc 1.6x and later, then older releases). The status is UNAVAILABLE,
+# as for a node that is down, but a party did answer: it must not be called unreachable, and
+# waiting or retrying cannot mend it.
 _NAME_MISMATCH = re.compile(r"Hostname Verification Check failed|Peer name \S+ is not in peer certificate")
 # The address the name resolved to, as gRPC writes it: "ipv4:10.0.0.2:7001: ..." or "ipv6:%5B::1%5D:7001: ...".
 _RESOLVED = re.compile(r"\bipv[46]:(\S+):(?= )")
 
 
 def is_name_mismatch(exc: grpc.aio.AioRpcError) -> bool:
-    """Whether the call failed because the node's certificate does not carry the name dialled."""
+    """Whether the call failed because the certificate that answered is not the node's we meant
+    (it lacks that node's identity DNS name, mpc.pki.identity_dns_name)."""
     return exc.code() == grpc.StatusCode.UNAVAILABLE and bool(_NAME_MISMATCH.search(exc.details() or ""))
 
 
@@ -44,10 +54,10 @@ def describe_rpc_error(node: NodeConfig, exc: grpc.aio.AioRpcError) -> str:
     if is_name_mismatch(exc):
         resolved = _RESOLVED.search(exc.details() or "")
         where = f" (reached {unquote(resolved.group(1))})" if resolved else ""
-        return (f"node {node.name} at {node.address}{where}: its TLS certificate does not match the host name "
-                f"{node.host!r} (the name is not among the certificate's subject alternative names); reissue "
-                f"{node.name}'s certificate for {node.host} or set its address/host in the cluster file to a "
-                f"name the certificate carries")
+        return (f"node {node.name} at {node.address}{where}: the certificate there is not node {node.name}'s "
+                f"(it lacks {node.name}'s identity {identity_dns_name(node.name)}): another node answers at that "
+                f"address, or the certificate was issued by an older mpc; check the address or reissue the "
+                f"certificate with `mpc certs init`")
     if code == grpc.StatusCode.UNAVAILABLE:
         detail = (exc.details() or "").splitlines()[0][:200]
         return f"node {node.name} at {node.address} is unreachable ({detail})"
@@ -70,7 +80,8 @@ class Channels:
         channel = self._channels.get(name)
         if channel is None:
             node = self.cluster.node(name)
-            channel = grpc.aio.secure_channel(node.address, self._credentials, options=channel_options(node.host))
+            # The TLS target name is the node's identity, not its host: see mpc/transport/tls.py.
+            channel = grpc.aio.secure_channel(node.address, self._credentials, options=channel_options(node.name))
             self._channels[name] = channel
         return channel
 
@@ -99,7 +110,8 @@ class PeerClient:
         """Deliver one message to node `to` before `timeout` seconds pass.
 
         Raises: PeerUnavailable naming the peer if it cannot be reached in time;
-        SessionFailed with the peer's reason if it refuses the message.
+        SessionFailed with the peer's reason if it refuses the message, or if the party that
+        answers at its address is not that peer (nothing is sent then).
         """
         stub = mpc_pb2_grpc.PeerStub(self.channels.channel(to))
 
@@ -131,7 +143,7 @@ class PeerClient:
         except grpc.aio.AioRpcError as exc:
             node = self.channels.cluster.node(to)
             message = f"session {session_id}: {self.me} -> {describe_rpc_error(node, exc)}"
-            if exc.code() in UNREACHABLE:
+            if exc.code() in UNREACHABLE and not is_name_mismatch(exc):
                 raise PeerUnavailable(message) from None
             raise SessionFailed(message) from None
 

@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError
 
 from mpc.errors import (
     AuthError,
+    Busy,
     ConfigError,
     InputError,
     MpcError,
@@ -28,6 +29,8 @@ from mpc.errors import (
     SessionFailed,
     StoreError,
     UnknownSession,
+    clipped,
+    quoted,
 )
 from mpc.node.core import NodeCore
 from mpc.pki import Identity
@@ -57,8 +60,15 @@ _STATUS: list[tuple[type[MpcError], grpc.StatusCode]] = [
     # for "this node cannot be reached", which gRPC itself reports.
     (PeerUnavailable, grpc.StatusCode.ABORTED),
     (SessionFailed, grpc.StatusCode.ABORTED),
+    (Busy, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ConfigError, grpc.StatusCode.INTERNAL),
 ]
+MAX_STEP_CHARS = 64
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: MpcError) -> None:
+    """End the call with the error's status and its message, bounded in size whatever the caller sent."""
+    await context.abort(status_for(exc), clipped(str(exc)))
 
 
 def status_for(exc: MpcError) -> grpc.StatusCode:
@@ -171,9 +181,9 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
             p = self.core.prepare(caller, request.session_id, aggregate, request.input_name,
                                   list(request.participants), request.timeout_ms / 1000, threshold)
         except MpcError as exc:
-            await context.abort(status_for(exc), str(exc))
+            await _abort(context, exc)
         return mpc_pb2.PrepareReply(session_id=p.session_id, node=p.node, length=p.length,
-                                    frac_bits=p.frac_bits, is_scalar=p.is_scalar)
+                                    frac_bits=p.frac_bits, is_scalar=p.is_scalar, input_version=p.input_version)
 
     async def Compute(self, request: mpc_pb2.ComputeRequest,
                       context: grpc.aio.ServicerContext) -> AsyncIterator[mpc_pb2.ShareChunk]:
@@ -181,7 +191,8 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
         try:
             caller = _require(context, "coordinator", "Control.Compute")
             task = asyncio.ensure_future(
-                self.core.compute(caller, request.session_id, request.frac_bits, request.length))
+                self.core.compute(caller, request.session_id, request.frac_bits, request.length,
+                                  dict(request.input_versions)))
             # If we are cancelled just as it fails, its exception is still taken (not logged as lost).
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
             try:
@@ -198,7 +209,7 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
             finally:
                 task.cancel()  # the coordinator went away: the session ends (aborted) at once
         except MpcError as exc:
-            await context.abort(status_for(exc), str(exc))
+            await _abort(context, exc)
         total = share.size
         for offset in range(0, total, _CHUNK_WORDS):
             yield mpc_pb2.ShareChunk(session_id=request.session_id, node=self.core.me.name, offset=offset,
@@ -211,7 +222,7 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
             caller = _require(context, "coordinator", "Control.Abort")
             self.core.abort(caller, request.session_id, request.reason)
         except MpcError as exc:
-            await context.abort(status_for(exc), str(exc))
+            await _abort(context, exc)
         return mpc_pb2.AbortReply()
 
     async def Status(self, request: mpc_pb2.StatusRequest,
@@ -220,11 +231,13 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
         try:
             _require(context, "coordinator", "Control.Status")
         except MpcError as exc:
-            await context.abort(status_for(exc), str(exc))
+            await _abort(context, exc)
         name, version, inputs, active, not_after = self.core.status()
         return mpc_pb2.StatusReply(
             node=name, version=version, active_sessions=active, cert_not_after=not_after,
-            inputs=[mpc_pb2.InputInfo(name=i.name, length=i.length, frac_bits=i.frac_bits, is_scalar=i.is_scalar)
+            inputs=[mpc_pb2.InputInfo(name=i.name, length=i.length, frac_bits=i.frac_bits, is_scalar=i.is_scalar,
+                                      version=i.version, kind=i.kind, bounded=i.bounds is not None,
+                                      lo=i.bounds[0] if i.bounds else 0, hi=i.bounds[1] if i.bounds else 0)
                     for i in inputs])
 
 
@@ -243,6 +256,8 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
     async def _deliver(self, caller: Identity, header: mpc_pb2.PeerHeader, payload: bytes) -> None:
         if len(payload) != header.payload_bytes:
             raise RemoteProtocolError(f"peer message has {len(payload)} bytes, declared {header.payload_bytes}")
+        if len(header.step) > MAX_STEP_CHARS:
+            raise RemoteProtocolError(f"peer message step {quoted(header.step, 60)} is too long")
         await self.core.deliver(caller, header.session_id, header.sender, header.step, payload)
 
     async def Deliver(self, request: mpc_pb2.PeerMessage, context: grpc.aio.ServicerContext) -> mpc_pb2.PeerAck:
@@ -253,7 +268,7 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
                 raise RemoteProtocolError("peer message without a header")
             await self._deliver(caller, request.header, request.payload)
         except MpcError as exc:
-            await context.abort(status_for(exc), str(exc))
+            await _abort(context, exc)
         return mpc_pb2.PeerAck()
 
     async def Send(self, request_iterator: AsyncIterator[mpc_pb2.PeerFrame],
@@ -282,5 +297,5 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
                 raise RemoteProtocolError("empty peer stream")
             await self._deliver(caller, header, bytes(payload))
         except MpcError as exc:
-            await context.abort(status_for(exc), str(exc))
+            await _abort(context, exc)
         return mpc_pb2.PeerAck()

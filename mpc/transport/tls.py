@@ -1,8 +1,18 @@
 """Mutual TLS for every connection: credentials, channel options and the caller's identity.
 
-A node's certificate names it twice: a DNS SAN for its host (checked by the dialling side via
-the target name) and a URI SAN `spiffe://mpc/node/<name>` (checked by the called side on
-every RPC). The coordinator's URI SAN is `spiffe://mpc/coordinator/<name>`.
+A node's certificate names it twice: a URI SAN `spiffe://mpc/node/<name>` (checked by the
+called side on every RPC) and the DNS SAN `<name>.node.mpc.invalid` (mpc.pki.identity_dns_name,
+checked by the dialling side at the handshake). The coordinator's URI SAN is
+`spiffe://mpc/coordinator/<name>`.
+
+Why the dialling side checks a DNS name rather than the URI SAN: gRPC Python gives a client no
+access to the server's certificate (no client-side auth_context, no custom verify callback), so
+the only check it can make is the TLS target-name check against DNS/IP SANs. `channel_options`
+sets the target name to the identity DNS name of the node meant, which mirrors its URI SAN and
+which the (private) CA puts in that node's certificate only: the handshake fails unless the
+certificate is that node's, even when nodes share a host name (as on one machine), and the
+check subsumes a host-name check. The node's host names stay in its certificate, for the dial
+address and for ordinary TLS tools, but clients do not check them.
 """
 
 from __future__ import annotations
@@ -13,7 +23,7 @@ from pathlib import Path
 import grpc
 
 from mpc.errors import AuthError, ConfigError
-from mpc.pki import Identity, identity_from_pem
+from mpc.pki import Identity, identity_dns_name, identity_from_pem
 
 CHUNK_BYTES = 1 << 20                      # vectors stream in 1 MiB chunks
 MAX_MESSAGE_BYTES = 4 * CHUNK_BYTES        # a chunk plus headers fits with room to spare
@@ -61,14 +71,18 @@ class TlsMaterial:
                                             certificate_chain=self.cert)
 
 
-def channel_options(host: str) -> list[tuple[str, int | str]]:
-    """Options for a channel to a node whose certificate carries DNS name `host`.
+def channel_options(node: str) -> list[tuple[str, int | str]]:
+    """Options for a channel to the node named `node` (its cluster-file name).
+
+    The TLS target name is the node's identity DNS name (mpc.pki.identity_dns_name), so the
+    handshake succeeds only if the certificate at the far end is that node's.
 
     Returns: gRPC channel options (TLS name, message limits, keepalive, no transparent retry
     storm: a down node must fail fast).
+    Raises: ConfigError if `node` is not a valid node name.
     """
     return [
-        ("grpc.ssl_target_name_override", host),
+        ("grpc.ssl_target_name_override", identity_dns_name(node)),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.keepalive_time_ms", 30_000),

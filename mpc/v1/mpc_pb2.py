@@ -24,47 +24,51 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10mpc/v1/mpc.proto\x12\x06mpc.v1\"\xd7\x01\n\x0ePrepareRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\"\n\x08protocol\x18\x02 \x01(\x0e\x32\x10.mpc.v1.Protocol\x12\x12\n\ninput_name\x18\x03 \x01(\t\x12\x14\n\x0cparticipants\x18\x04 \x03(\t\x12\x12\n\ntimeout_ms\x18\x05 \x01(\r\x12)\n\x0c\x61verage_mode\x18\x06 \x01(\x0e\x32\x13.mpc.v1.AverageMode\x12\x16\n\tthreshold\x18\x07 \x01(\x03H\x00\x88\x01\x01\x42\x0c\n\n_threshold\"f\n\x0cPrepareReply\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0e\n\x06length\x18\x03 \x01(\x04\x12\x11\n\tfrac_bits\x18\x04 \x01(\r\x12\x11\n\tis_scalar\x18\x05 \x01(\x08\"Y\n\x0e\x43omputeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tfrac_bits\x18\x02 \x01(\r\x12\x0e\n\x06length\x18\x03 \x01(\x04\x12\x10\n\x08progress\x18\x04 \x01(\x08\"W\n\x08Progress\x12\x17\n\x0fpeer_bytes_sent\x18\x01 \x01(\x04\x12\x1b\n\x13peer_bytes_received\x18\x02 \x01(\x04\x12\x15\n\rpeer_messages\x18\x03 \x01(\x04\"\x87\x01\n\nShareChunk\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x14\n\x0ctotal_length\x18\x04 \x01(\x04\x12\r\n\x05words\x18\x05 \x01(\x0c\x12\"\n\x08progress\x18\x06 \x01(\x0b\x32\x10.mpc.v1.Progress\"2\n\x0c\x41\x62ortRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x0c\n\nAbortReply\"\x0f\n\rStatusRequest\"O\n\tInputInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06length\x18\x02 \x01(\x04\x12\x11\n\tfrac_bits\x18\x03 \x01(\r\x12\x11\n\tis_scalar\x18\x04 \x01(\x08\"\x80\x01\n\x0bStatusReply\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12!\n\x06inputs\x18\x03 \x03(\x0b\x32\x11.mpc.v1.InputInfo\x12\x17\n\x0f\x61\x63tive_sessions\x18\x04 \x01(\r\x12\x16\n\x0e\x63\x65rt_not_after\x18\x05 \x01(\t\"U\n\nPeerHeader\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x15\n\rpayload_bytes\x18\x04 \x01(\x04\">\n\tPeerFrame\x12\"\n\x06header\x18\x01 \x01(\x0b\x32\x12.mpc.v1.PeerHeader\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"B\n\x0bPeerMessage\x12\"\n\x06header\x18\x01 \x01(\x0b\x32\x12.mpc.v1.PeerHeader\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"\t\n\x07PeerAck*w\n\x08Protocol\x12\x18\n\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n\x0cPROTOCOL_SUM\x10\x01\x12\x14\n\x10PROTOCOL_AVERAGE\x10\x02\x12\x11\n\rPROTOCOL_VOTE\x10\x03\x12\x16\n\x12PROTOCOL_THRESHOLD\x10\x04*E\n\x0b\x41verageMode\x12\x18\n\x14\x41VERAGE_MODE_RECORDS\x10\x00\x12\x1c\n\x18\x41VERAGE_MODE_ELEMENTWISE\x10\x01\x32\xe4\x01\n\x07\x43ontrol\x12\x37\n\x07Prepare\x12\x16.mpc.v1.PrepareRequest\x1a\x14.mpc.v1.PrepareReply\x12\x37\n\x07\x43ompute\x12\x16.mpc.v1.ComputeRequest\x1a\x12.mpc.v1.ShareChunk0\x01\x12\x31\n\x05\x41\x62ort\x12\x14.mpc.v1.AbortRequest\x1a\x12.mpc.v1.AbortReply\x12\x34\n\x06Status\x12\x15.mpc.v1.StatusRequest\x1a\x13.mpc.v1.StatusReply2e\n\x04Peer\x12,\n\x04Send\x12\x11.mpc.v1.PeerFrame\x1a\x0f.mpc.v1.PeerAck(\x01\x12/\n\x07\x44\x65liver\x12\x13.mpc.v1.PeerMessage\x1a\x0f.mpc.v1.PeerAckb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10mpc/v1/mpc.proto\x12\x06mpc.v1\"\xd7\x01\n\x0ePrepareRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\"\n\x08protocol\x18\x02 \x01(\x0e\x32\x10.mpc.v1.Protocol\x12\x12\n\ninput_name\x18\x03 \x01(\t\x12\x14\n\x0cparticipants\x18\x04 \x03(\t\x12\x12\n\ntimeout_ms\x18\x05 \x01(\r\x12)\n\x0c\x61verage_mode\x18\x06 \x01(\x0e\x32\x13.mpc.v1.AverageMode\x12\x16\n\tthreshold\x18\x07 \x01(\x03H\x00\x88\x01\x01\x42\x0c\n\n_threshold\"}\n\x0cPrepareReply\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0e\n\x06length\x18\x03 \x01(\x04\x12\x11\n\tfrac_bits\x18\x04 \x01(\r\x12\x11\n\tis_scalar\x18\x05 \x01(\x08\x12\x15\n\rinput_version\x18\x06 \x01(\x04\"\xd2\x01\n\x0e\x43omputeRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x11\n\tfrac_bits\x18\x02 \x01(\r\x12\x0e\n\x06length\x18\x03 \x01(\x04\x12\x10\n\x08progress\x18\x04 \x01(\x08\x12\x41\n\x0einput_versions\x18\x05 \x03(\x0b\x32).mpc.v1.ComputeRequest.InputVersionsEntry\x1a\x34\n\x12InputVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"W\n\x08Progress\x12\x17\n\x0fpeer_bytes_sent\x18\x01 \x01(\x04\x12\x1b\n\x13peer_bytes_received\x18\x02 \x01(\x04\x12\x15\n\rpeer_messages\x18\x03 \x01(\x04\"\x87\x01\n\nShareChunk\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x14\n\x0ctotal_length\x18\x04 \x01(\x04\x12\r\n\x05words\x18\x05 \x01(\x0c\x12\"\n\x08progress\x18\x06 \x01(\x0b\x32\x10.mpc.v1.Progress\"2\n\x0c\x41\x62ortRequest\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x0c\n\nAbortReply\"\x0f\n\rStatusRequest\"\x97\x01\n\tInputInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06length\x18\x02 \x01(\x04\x12\x11\n\tfrac_bits\x18\x03 \x01(\r\x12\x11\n\tis_scalar\x18\x04 \x01(\x08\x12\x0f\n\x07version\x18\x05 \x01(\x04\x12\x0c\n\x04kind\x18\x06 \x01(\t\x12\x0f\n\x07\x62ounded\x18\x07 \x01(\x08\x12\n\n\x02lo\x18\x08 \x01(\x12\x12\n\n\x02hi\x18\t \x01(\x12\"\x80\x01\n\x0bStatusReply\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12!\n\x06inputs\x18\x03 \x03(\x0b\x32\x11.mpc.v1.InputInfo\x12\x17\n\x0f\x61\x63tive_sessions\x18\x04 \x01(\r\x12\x16\n\x0e\x63\x65rt_not_after\x18\x05 \x01(\t\"U\n\nPeerHeader\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x15\n\rpayload_bytes\x18\x04 \x01(\x04\">\n\tPeerFrame\x12\"\n\x06header\x18\x01 \x01(\x0b\x32\x12.mpc.v1.PeerHeader\x12\r\n\x05\x63hunk\x18\x02 \x01(\x0c\"B\n\x0bPeerMessage\x12\"\n\x06header\x18\x01 \x01(\x0b\x32\x12.mpc.v1.PeerHeader\x12\x0f\n\x07payload\x18\x02 \x01(\x0c\"\t\n\x07PeerAck*w\n\x08Protocol\x12\x18\n\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x10\n\x0cPROTOCOL_SUM\x10\x01\x12\x14\n\x10PROTOCOL_AVERAGE\x10\x02\x12\x11\n\rPROTOCOL_VOTE\x10\x03\x12\x16\n\x12PROTOCOL_THRESHOLD\x10\x04*E\n\x0b\x41verageMode\x12\x18\n\x14\x41VERAGE_MODE_RECORDS\x10\x00\x12\x1c\n\x18\x41VERAGE_MODE_ELEMENTWISE\x10\x01\x32\xe4\x01\n\x07\x43ontrol\x12\x37\n\x07Prepare\x12\x16.mpc.v1.PrepareRequest\x1a\x14.mpc.v1.PrepareReply\x12\x37\n\x07\x43ompute\x12\x16.mpc.v1.ComputeRequest\x1a\x12.mpc.v1.ShareChunk0\x01\x12\x31\n\x05\x41\x62ort\x12\x14.mpc.v1.AbortRequest\x1a\x12.mpc.v1.AbortReply\x12\x34\n\x06Status\x12\x15.mpc.v1.StatusRequest\x1a\x13.mpc.v1.StatusReply2e\n\x04Peer\x12,\n\x04Send\x12\x11.mpc.v1.PeerFrame\x1a\x0f.mpc.v1.PeerAck(\x01\x12/\n\x07\x44\x65liver\x12\x13.mpc.v1.PeerMessage\x1a\x0f.mpc.v1.PeerAckb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'mpc.v1.mpc_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROTOCOL']._serialized_start=1193
-  _globals['_PROTOCOL']._serialized_end=1312
-  _globals['_AVERAGEMODE']._serialized_start=1314
-  _globals['_AVERAGEMODE']._serialized_end=1383
+  _globals['_COMPUTEREQUEST_INPUTVERSIONSENTRY']._loaded_options = None
+  _globals['_COMPUTEREQUEST_INPUTVERSIONSENTRY']._serialized_options = b'8\001'
+  _globals['_PROTOCOL']._serialized_start=1411
+  _globals['_PROTOCOL']._serialized_end=1530
+  _globals['_AVERAGEMODE']._serialized_start=1532
+  _globals['_AVERAGEMODE']._serialized_end=1601
   _globals['_PREPAREREQUEST']._serialized_start=29
   _globals['_PREPAREREQUEST']._serialized_end=244
   _globals['_PREPAREREPLY']._serialized_start=246
-  _globals['_PREPAREREPLY']._serialized_end=348
-  _globals['_COMPUTEREQUEST']._serialized_start=350
-  _globals['_COMPUTEREQUEST']._serialized_end=439
-  _globals['_PROGRESS']._serialized_start=441
-  _globals['_PROGRESS']._serialized_end=528
-  _globals['_SHARECHUNK']._serialized_start=531
-  _globals['_SHARECHUNK']._serialized_end=666
-  _globals['_ABORTREQUEST']._serialized_start=668
-  _globals['_ABORTREQUEST']._serialized_end=718
-  _globals['_ABORTREPLY']._serialized_start=720
-  _globals['_ABORTREPLY']._serialized_end=732
-  _globals['_STATUSREQUEST']._serialized_start=734
-  _globals['_STATUSREQUEST']._serialized_end=749
-  _globals['_INPUTINFO']._serialized_start=751
-  _globals['_INPUTINFO']._serialized_end=830
-  _globals['_STATUSREPLY']._serialized_start=833
-  _globals['_STATUSREPLY']._serialized_end=961
-  _globals['_PEERHEADER']._serialized_start=963
-  _globals['_PEERHEADER']._serialized_end=1048
-  _globals['_PEERFRAME']._serialized_start=1050
-  _globals['_PEERFRAME']._serialized_end=1112
-  _globals['_PEERMESSAGE']._serialized_start=1114
-  _globals['_PEERMESSAGE']._serialized_end=1180
-  _globals['_PEERACK']._serialized_start=1182
-  _globals['_PEERACK']._serialized_end=1191
-  _globals['_CONTROL']._serialized_start=1386
-  _globals['_CONTROL']._serialized_end=1614
-  _globals['_PEER']._serialized_start=1616
-  _globals['_PEER']._serialized_end=1717
+  _globals['_PREPAREREPLY']._serialized_end=371
+  _globals['_COMPUTEREQUEST']._serialized_start=374
+  _globals['_COMPUTEREQUEST']._serialized_end=584
+  _globals['_COMPUTEREQUEST_INPUTVERSIONSENTRY']._serialized_start=532
+  _globals['_COMPUTEREQUEST_INPUTVERSIONSENTRY']._serialized_end=584
+  _globals['_PROGRESS']._serialized_start=586
+  _globals['_PROGRESS']._serialized_end=673
+  _globals['_SHARECHUNK']._serialized_start=676
+  _globals['_SHARECHUNK']._serialized_end=811
+  _globals['_ABORTREQUEST']._serialized_start=813
+  _globals['_ABORTREQUEST']._serialized_end=863
+  _globals['_ABORTREPLY']._serialized_start=865
+  _globals['_ABORTREPLY']._serialized_end=877
+  _globals['_STATUSREQUEST']._serialized_start=879
+  _globals['_STATUSREQUEST']._serialized_end=894
+  _globals['_INPUTINFO']._serialized_start=897
+  _globals['_INPUTINFO']._serialized_end=1048
+  _globals['_STATUSREPLY']._serialized_start=1051
+  _globals['_STATUSREPLY']._serialized_end=1179
+  _globals['_PEERHEADER']._serialized_start=1181
+  _globals['_PEERHEADER']._serialized_end=1266
+  _globals['_PEERFRAME']._serialized_start=1268
+  _globals['_PEERFRAME']._serialized_end=1330
+  _globals['_PEERMESSAGE']._serialized_start=1332
+  _globals['_PEERMESSAGE']._serialized_end=1398
+  _globals['_PEERACK']._serialized_start=1400
+  _globals['_PEERACK']._serialized_end=1409
+  _globals['_CONTROL']._serialized_start=1604
+  _globals['_CONTROL']._serialized_end=1832
+  _globals['_PEER']._serialized_start=1834
+  _globals['_PEER']._serialized_end=1935
 # @@protoc_insertion_point(module_scope)

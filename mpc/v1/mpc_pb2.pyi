@@ -46,30 +46,41 @@ class PrepareRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., protocol: _Optional[_Union[Protocol, str]] = ..., input_name: _Optional[str] = ..., participants: _Optional[_Iterable[str]] = ..., timeout_ms: _Optional[int] = ..., average_mode: _Optional[_Union[AverageMode, str]] = ..., threshold: _Optional[int] = ...) -> None: ...
 
 class PrepareReply(_message.Message):
-    __slots__ = ("session_id", "node", "length", "frac_bits", "is_scalar")
+    __slots__ = ("session_id", "node", "length", "frac_bits", "is_scalar", "input_version")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
     IS_SCALAR_FIELD_NUMBER: _ClassVar[int]
+    INPUT_VERSION_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     node: str
     length: int
     frac_bits: int
     is_scalar: bool
-    def __init__(self, session_id: _Optional[str] = ..., node: _Optional[str] = ..., length: _Optional[int] = ..., frac_bits: _Optional[int] = ..., is_scalar: _Optional[bool] = ...) -> None: ...
+    input_version: int
+    def __init__(self, session_id: _Optional[str] = ..., node: _Optional[str] = ..., length: _Optional[int] = ..., frac_bits: _Optional[int] = ..., is_scalar: _Optional[bool] = ..., input_version: _Optional[int] = ...) -> None: ...
 
 class ComputeRequest(_message.Message):
-    __slots__ = ("session_id", "frac_bits", "length", "progress")
+    __slots__ = ("session_id", "frac_bits", "length", "progress", "input_versions")
+    class InputVersionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     frac_bits: int
     length: int
     progress: bool
-    def __init__(self, session_id: _Optional[str] = ..., frac_bits: _Optional[int] = ..., length: _Optional[int] = ..., progress: _Optional[bool] = ...) -> None: ...
+    input_versions: _containers.ScalarMap[str, int]
+    def __init__(self, session_id: _Optional[str] = ..., frac_bits: _Optional[int] = ..., length: _Optional[int] = ..., progress: _Optional[bool] = ..., input_versions: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("peer_bytes_sent", "peer_bytes_received", "peer_messages")
@@ -114,16 +125,26 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InputInfo(_message.Message):
-    __slots__ = ("name", "length", "frac_bits", "is_scalar")
+    __slots__ = ("name", "length", "frac_bits", "is_scalar", "version", "kind", "bounded", "lo", "hi")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
     IS_SCALAR_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    BOUNDED_FIELD_NUMBER: _ClassVar[int]
+    LO_FIELD_NUMBER: _ClassVar[int]
+    HI_FIELD_NUMBER: _ClassVar[int]
     name: str
     length: int
     frac_bits: int
     is_scalar: bool
-    def __init__(self, name: _Optional[str] = ..., length: _Optional[int] = ..., frac_bits: _Optional[int] = ..., is_scalar: _Optional[bool] = ...) -> None: ...
+    version: int
+    kind: str
+    bounded: bool
+    lo: int
+    hi: int
+    def __init__(self, name: _Optional[str] = ..., length: _Optional[int] = ..., frac_bits: _Optional[int] = ..., is_scalar: _Optional[bool] = ..., version: _Optional[int] = ..., kind: _Optional[str] = ..., bounded: _Optional[bool] = ..., lo: _Optional[int] = ..., hi: _Optional[int] = ...) -> None: ...
 
 class StatusReply(_message.Message):
     __slots__ = ("node", "version", "inputs", "active_sessions", "cert_not_after")

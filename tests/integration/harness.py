@@ -15,6 +15,10 @@ from mpc.node.daemon import NodeServer
 from mpc.store import Store
 
 NAMES = ("alice", "bob", "carlos", "david", "erin", "frank", "grace")
+# For tests of other things than the rules across sessions (test_across_sessions.py tests those):
+# every node lets any participant set run any number of distinct queries on an input version.
+ANY_QUERIES = 'participants = "any"\nmax_releases = 1000000'
+
 
 
 @dataclass
@@ -40,12 +44,17 @@ class LocalCluster:
     recorder: Recorder
 
     def put(self, name: str, input_name: str, values: Sequence[int] | np.ndarray, *, frac_bits: int = 0,
-            scalar: bool = False, overwrite: bool = False) -> None:
-        """Store an encoded input at one node, as `mpc input put` would on that node's machine."""
+            scalar: bool = False, overwrite: bool = False, bounds: tuple[int, int] | None = None,
+            ballots: bool = False) -> int:
+        """Store an encoded input at one node, as `mpc input put` would on that node's machine.
+
+        Returns: its new version.
+        """
         data_dir = self.cluster.node(name).data_dir
         assert data_dir is not None
         with Store.open_dir(data_dir) as store:
-            store.put_input(input_name, np.asarray(values, dtype=np.int64), frac_bits, scalar, overwrite=overwrite)
+            return store.put_input(input_name, np.asarray(values, dtype=np.int64), frac_bits, scalar,
+                                   overwrite=overwrite, bounds=bounds, ballots=ballots)
 
     async def stop(self, name: str) -> None:
         """Stop one node (as if its machine went down)."""
@@ -61,14 +70,14 @@ def make_cluster_file(tmp: Path, n: int, **kwargs: object) -> Path:
 @asynccontextmanager
 async def running_cluster(tmp: Path, n: int = 3, *, min_participants: int | None = None,
                           session_timeout_s: float = 30.0, start: Sequence[str] | None = None,
-                          policies: Mapping[str, str] | None = None,
+                          policies: Mapping[str, str] | None = None, every_policy: str = "",
                           metrics: bool = False) -> AsyncIterator[LocalCluster]:
     """Start n node servers (or only `start`), yield, then stop them all.
 
     metrics: each node serves Prometheus metrics on a free loopback port (server.metrics_port).
     """
     path = make_cluster_file(tmp, n, min_participants=min_participants, session_timeout_s=session_timeout_s,
-                             policies=policies)
+                             policies=policies, every_policy=every_policy)
     cluster = load_cluster(path)
     recorder = Recorder()
     servers: dict[str, NodeServer] = {}

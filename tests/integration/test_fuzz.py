@@ -229,7 +229,7 @@ class Env:
                 cert, key_path = cluster.node(caller).cert, cluster.node(caller).key
             creds = TlsMaterial.load(cluster.ca, cert, key_path).channel_credentials()
             target = cluster.node(node)
-            options = channel_options(target.host)
+            options = channel_options(target.name)
             if big:
                 options = [o for o in options if o[0] != "grpc.max_send_message_length"]
                 options += [("grpc.max_send_message_length", -1)]

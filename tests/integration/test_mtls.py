@@ -13,21 +13,29 @@ from __future__ import annotations
 import asyncio
 import secrets
 import struct
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 
+from mpc.config import ClusterConfig, load_cluster
 from mpc.coordinator.client import Coordinator
-from mpc.pki import Identity, issue, make_ca
+from mpc.errors import PeerUnavailable, SessionFailed
+from mpc.localcluster import write_local_cluster
+from mpc.node.daemon import NodeServer
+from mpc.pki import Identity, identity_dns_name, issue, make_ca
 from mpc.protocols.sum import STEP_SEED
+from mpc.transport.peers import RECONNECT_GRACE_S, Channels, PeerClient, describe_rpc_error, is_name_mismatch
 from mpc.transport.tls import TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
-from .harness import LocalCluster, running_cluster
+from .harness import NAMES, LocalCluster, Recorder, running_cluster
 
 CALL_TIMEOUT = 5.0
 SEED_MSG = struct.Struct("<16sQ")
@@ -50,10 +58,10 @@ def coordinator_creds(lc: LocalCluster) -> grpc.ChannelCredentials:
 
 @asynccontextmanager
 async def dial(lc: LocalCluster, node: str, creds: grpc.ChannelCredentials,
-               host: str | None = None) -> AsyncIterator[grpc.aio.Channel]:
-    """A secure channel to `node`'s address, expecting TLS name `host` (default: its own)."""
+               expect: str | None = None) -> AsyncIterator[grpc.aio.Channel]:
+    """A secure channel to `node`'s address, expecting node `expect`'s certificate (default: `node`'s)."""
     target = lc.cluster.node(node)
-    channel = grpc.aio.secure_channel(target.address, creds, options=channel_options(host or target.host))
+    channel = grpc.aio.secure_channel(target.address, creds, options=channel_options(expect or target.name))
     try:
         yield channel
     finally:
@@ -199,12 +207,12 @@ def test_client_checks_the_server_name(tmp_path: Path) -> None:
         async with cluster3(tmp_path) as lc:
             creds = coordinator_creds(lc)
             # alice's address, but expecting bob's certificate: alice's certificate does not
-            # name "bob", so the client refuses the connection.
-            async with dial(lc, "alice", creds, host=lc.cluster.node("bob").host) as ch:
+            # carry bob's identity, so the client refuses the connection.
+            async with dial(lc, "alice", creds, expect="bob") as ch:
                 err = await refused(mpc_pb2_grpc.ControlStub(ch).Status(mpc_pb2.StatusRequest(),
                                                                         timeout=CALL_TIMEOUT))
                 assert err.code() == grpc.StatusCode.UNAVAILABLE, err
-            async with dial(lc, "alice", creds, host="not-a-node.example") as ch:
+            async with dial(lc, "alice", creds, expect="not-a-node") as ch:
                 err = await refused(mpc_pb2_grpc.ControlStub(ch).Status(mpc_pb2.StatusRequest(),
                                                                         timeout=CALL_TIMEOUT))
                 assert err.code() == grpc.StatusCode.UNAVAILABLE, err
@@ -212,6 +220,184 @@ def test_client_checks_the_server_name(tmp_path: Path) -> None:
             async with dial(lc, "alice", creds) as ch:
                 reply = await mpc_pb2_grpc.ControlStub(ch).Status(mpc_pb2.StatusRequest(), timeout=CALL_TIMEOUT)
             assert reply.node == "alice"
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+# ---- the client checks whom it reached, not only the host name ---------------------------------
+
+SHARED_HOSTS = ["localhost", "127.0.0.1"]   # every node on one machine is reached by these
+
+
+@asynccontextmanager
+async def one_machine(tmp: Path, *, older: Sequence[str] = ()) -> AsyncIterator[LocalCluster]:
+    """alice, bob, carlos on 127.0.0.1 (x = 1, 2, 3), their certificates all issued for the same
+    host names, as for nodes on one machine; those in `older` as an older mpc issued them,
+    without the identity DNS name."""
+    names = NAMES[:3]
+    cluster = load_cluster(write_local_cluster(tmp, names))
+    certs = cluster.ca.parent
+    for name in names:
+        issue(certs, certs, Identity("node", name), hosts=SHARED_HOSTS, identity_dns=name not in older)
+    recorder = Recorder()
+    lc = LocalCluster(cluster, {}, recorder)
+    try:
+        for name in names:
+            await start_node(lc, name)
+        for value, name in enumerate(names, start=1):
+            lc.put(name, "x", [value], scalar=True)
+        yield lc
+    finally:
+        for server in list(lc.servers.values()):
+            await server.stop(0)
+
+
+async def start_node(lc: LocalCluster, name: str) -> None:
+    server = NodeServer(lc.cluster, name, observer=lc.recorder.for_node(name))
+    await server.start()
+    lc.servers[name] = server
+
+
+def redirected(cluster: ClusterConfig, name: str, to: str) -> ClusterConfig:
+    """A copy of the cluster file in which node `name`'s address is node `to`'s."""
+    nodes = {n: replace(node, address=cluster.node(to).address) if n == name else node
+             for n, node in cluster.nodes.items()}
+    return replace(cluster, nodes=nodes)
+
+
+def calls_reaching(server: NodeServer) -> list[str]:
+    """Record every Control or Peer call that gets past the handshake to the node's core."""
+    seen: list[str] = []
+    core = server.core
+    for method in ("status", "prepare", "refused", "compute", "abort", "progress", "admit", "deliver"):
+        original = getattr(core, method)
+
+        def spy(*args: object, _method: str = method, _original: Any = original, **kwargs: object) -> Any:
+            seen.append(_method)
+            return _original(*args, **kwargs)
+        setattr(core, method, spy)
+    return seen
+
+
+def assert_says_not_that_node(message: str, node: str, address: str, reached: str) -> None:
+    """The clear refusal: names the node, where it was dialled and reached, and what is missing."""
+    assert f"node {node} at {address} (reached {reached}): the certificate there is not node {node}'s" in message, \
+        message
+    assert f"it lacks {node}'s identity {identity_dns_name(node)}" in message, message
+    assert "another node answers at that address" in message and "older mpc" in message, message
+    assert "reissue the certificate with `mpc certs init`" in message, message
+    assert "unreachable" not in message, message
+
+
+def test_coordinator_that_reaches_another_node_is_refused_at_the_handshake(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with one_machine(tmp_path) as lc:
+            bob = lc.cluster.node("bob")
+            # The coordinator dials alice, but its cluster file gives alice bob's port.
+            misdirected = redirected(lc.cluster, "alice", to="bob")
+            seen = calls_reaching(lc.servers["bob"])
+            async with Coordinator(misdirected, nodes=("alice",)) as c:
+                [status] = await c.status()
+            assert (status.name, status.healthy) == ("alice", False), status
+            assert_says_not_that_node(status.error, "alice", bob.address, bob.address)
+            me = lc.cluster.require_coordinator()
+            channels = Channels(misdirected, TlsMaterial.load(lc.cluster.ca, me.cert, me.key))
+            try:
+                request = mpc_pb2.PrepareRequest(session_id=secrets.token_hex(16), protocol=mpc_pb2.PROTOCOL_SUM,
+                                                 input_name="x", participants=list(lc.cluster.nodes),
+                                                 timeout_ms=10_000)
+                err = await refused(mpc_pb2_grpc.ControlStub(channels.channel("alice")).Prepare(
+                    request, timeout=CALL_TIMEOUT))
+            finally:
+                await channels.close()
+            assert is_name_mismatch(err), err
+            assert_says_not_that_node(describe_rpc_error(misdirected.node("alice"), err), "alice", bob.address,
+                                      bob.address)
+            # Nothing got through to bob: no call, no session.
+            assert seen == [] and not any(lc.recorder.received.values())
+            # Control: the host-name check alone (what clients did before) lets bob pass for alice.
+            creds = coordinator_creds(lc)
+            before = [("grpc.ssl_target_name_override", "localhost"), *channel_options("alice")[1:]]
+            async with grpc.aio.secure_channel(bob.address, creds, options=before) as ch:
+                reply = await mpc_pb2_grpc.ControlStub(ch).Status(mpc_pb2.StatusRequest(), timeout=CALL_TIMEOUT)
+            assert reply.node == "bob" and reply.active_sessions == 0 and "status" in seen, (reply, seen)
+            # A whole computation through the misdirected file is refused naming alice.
+            async with Coordinator(misdirected) as c:
+                with pytest.raises((PeerUnavailable, SessionFailed)) as failed:
+                    await c.sum("x")
+            message = str(failed.value)
+            assert "nothing was revealed" in message, message
+            assert_says_not_that_node(message, "alice", bob.address, bob.address)
+            # The right file reaches every node (the shared host names are no obstacle).
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+def test_peer_that_reaches_another_node_is_refused_at_the_handshake(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with one_machine(tmp_path) as lc:
+            session_id = await prepare_session(lc)
+            bob = lc.cluster.node("bob")
+            seen = calls_reaching(lc.servers["bob"])
+            # carlos's copy of the cluster file gives alice bob's port.
+            carlos = lc.cluster.node("carlos")
+            client = PeerClient(redirected(lc.cluster, "alice", to="bob"), "carlos",
+                                TlsMaterial.load(lc.cluster.ca, carlos.cert, carlos.key))
+            start = time.monotonic()
+            try:
+                with pytest.raises(SessionFailed) as failed:
+                    await client.send("alice", session_id, STEP_SEED, SEED_MSG.pack(secrets.token_bytes(16), 1),
+                                      timeout=10.0)
+            finally:
+                await client.close()
+            took = time.monotonic() - start
+            message = str(failed.value)
+            assert message.startswith(f"session {session_id}: carlos -> node alice at {bob.address} "), message
+            assert_says_not_that_node(message, "alice", bob.address, bob.address)
+            assert took < RECONNECT_GRACE_S, f"retried or waited: {took:.1f} s"  # no retry can mend it
+            assert seen == [] and not any(lc.recorder.received.values())
+            # Control: the same kind of client on the right file delivers (alice owes bob a seed).
+            alice = lc.cluster.node("alice")
+            client = PeerClient(lc.cluster, "alice", TlsMaterial.load(lc.cluster.ca, alice.cert, alice.key))
+            try:
+                await client.send("bob", session_id, STEP_SEED, SEED_MSG.pack(secrets.token_bytes(16), 1),
+                                  timeout=10.0)
+            finally:
+                await client.close()
+            assert [(s, sender) for s, sender, _, _ in lc.recorder.received["bob"]] == [(session_id, "alice")]
+            assert "deliver" in seen, seen   # the spy does see calls that get through
+            await abort_session(lc, session_id)
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+def test_certificate_without_the_identity_name_is_refused_with_advice_to_reissue(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with one_machine(tmp_path, older=("alice",)) as lc:
+            alice, bob = lc.cluster.node("alice"), lc.cluster.node("bob")
+            seen = calls_reaching(lc.servers["alice"])
+            async with Coordinator(lc.cluster) as c:
+                statuses = {s.name: s for s in await c.status()}
+                assert not statuses["alice"].healthy, statuses["alice"]
+                assert_says_not_that_node(statuses["alice"].error, "alice", alice.address, alice.address)
+                assert statuses["bob"].healthy and statuses["carlos"].healthy, statuses
+                with pytest.raises((PeerUnavailable, SessionFailed)) as failed:
+                    await c.sum("x")
+            assert "nothing was revealed" in str(failed.value), failed.value
+            assert_says_not_that_node(str(failed.value), "alice", alice.address, alice.address)
+            client = PeerClient(lc.cluster, "bob", TlsMaterial.load(lc.cluster.ca, bob.cert, bob.key))
+            try:
+                with pytest.raises(SessionFailed) as failed:
+                    await client.send("alice", secrets.token_hex(16), STEP_SEED, b"", timeout=10.0)
+            finally:
+                await client.close()
+            assert "bob -> node alice" in str(failed.value), failed.value
+            assert_says_not_that_node(str(failed.value), "alice", alice.address, alice.address)
+            assert seen == [] and not any(lc.recorder.received.values())
+            # Reissued as the message advises (same CA, same host names), alice is reached again.
+            await lc.stop("alice")
+            issue(lc.cluster.ca.parent, lc.cluster.ca.parent, Identity("node", "alice"), hosts=SHARED_HOSTS)
+            await start_node(lc, "alice")
             await assert_still_serving(lc)
     asyncio.run(go())
 

@@ -76,7 +76,7 @@ def control_stub(lc: LocalCluster, node: str) -> tuple[grpc.aio.Channel, mpc_pb2
     me = lc.cluster.require_coordinator()
     target = lc.cluster.node(node)
     creds = TlsMaterial.load(lc.cluster.ca, me.cert, me.key).channel_credentials()
-    channel = grpc.aio.secure_channel(target.address, creds, options=channel_options(target.host))
+    channel = grpc.aio.secure_channel(target.address, creds, options=channel_options(target.name))
     return channel, mpc_pb2_grpc.ControlStub(channel)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from fractions import Fraction
 
 import numpy as np
@@ -189,6 +190,59 @@ def test_non_numbers_are_refused_naming_their_position(bad: str, position: int) 
 def test_nan_and_infinity_are_called_not_finite(bad: str) -> None:
     with pytest.raises(InputError, match="not a finite number"):
         encode_texts([bad])
+
+
+@pytest.mark.parametrize("bad", ["1e-99999", "1e99999", "1E+12345", "-2.5e000001", ".5e-123456789", "3.e10000",
+                                 "7e" + "9" * 60])
+@pytest.mark.parametrize("position", [0, 2])
+def test_a_long_exponent_is_called_out_of_range(bad: str, position: int) -> None:
+    texts = ["1", "2.5", "3"]
+    texts[position] = bad
+    with pytest.raises(InputError) as err:
+        encode_texts(texts, where=marker)
+    message = str(err.value)
+    assert message == f"{marker(position)}: {bad[:40]!r} has an exponent out of range (at most 4 digits)"
+
+
+@settings(deadline=None, max_examples=100)
+@given(mantissa=st.sampled_from(["1", "-1", "+0", "2.5", ".5", "7.", "123456789"]),
+       sign=st.sampled_from(["", "+", "-"]), digits=st.text("0123456789", min_size=1, max_size=12))
+def test_exponents_up_to_four_digits_parse_and_longer_ones_are_out_of_range(mantissa: str, sign: str,
+                                                                            digits: str) -> None:
+    text = f"{mantissa}e{sign}{digits}"
+    if len(digits) > 4:
+        with pytest.raises(InputError, match="exponent out of range"):
+            encode_texts([text])
+        return
+    try:
+        encoded, bits = encode_texts([text])
+    except InputError as exc:  # only a value that cannot fit is refused
+        assert "too large" in str(exc) and abs(Fraction(text)) * (1 << DEFAULT_FRAC_BITS) >= INT64_MAX
+    else:
+        assert encoded.tolist() == [expected_encoding(Fraction(text), bits)]
+
+
+@pytest.mark.parametrize("bad", ["1e", "1e+", "e99999", "1e99999x", "1.2.3e99999", "1e9999.5", "abc1e99999"])
+def test_other_malformed_exponents_are_still_not_numbers(bad: str) -> None:
+    with pytest.raises(InputError, match="is not a number"):
+        encode_texts([bad])
+
+
+def test_long_cells_are_refused_quickly() -> None:
+    # The old real-number pattern backtracked quadratically: minutes for a 100,000-digit cell.
+    for bad in ("1" * 100_000 + "x", "1." + "1" * 100_000 + "x", "1" * 100_000 + "e" + "1" * 100_000):
+        start = time.perf_counter()
+        with pytest.raises(InputError) as err:
+            encode_texts([bad])
+        assert time.perf_counter() - start < 5
+        assert repr(bad[:40]) in str(err.value) and bad[:41] not in str(err.value)
+
+
+@pytest.mark.parametrize("text", ["1" * 5000, "-" + "9" * 4301, "1" * 5000 + ".5", "0." + "0" * 5000 + "1"])
+def test_numbers_with_too_many_digits_are_refused_not_crashed(text: str) -> None:
+    with pytest.raises(InputError) as err:
+        encode_texts(["1", text], where=marker)
+    assert marker(1) in str(err.value) and ("too many digits" in str(err.value) or "too large" in str(err.value))
 
 
 def test_an_empty_list_is_refused() -> None:

@@ -19,7 +19,7 @@ from cryptography import x509
 
 from mpc.cli.app import build_parser, main
 from mpc.config import ClusterConfig, load_cluster
-from mpc.pki import identity_from_pem
+from mpc.pki import identity_dns_name, identity_from_pem
 
 SAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "three-orgs"
 CLUSTER = SAMPLES / "cluster.toml"
@@ -122,7 +122,7 @@ def test_readme_certificates_carry_the_names_the_file_dials(cluster: ClusterConf
         cert = x509.load_pem_x509_certificate(pem)
         dns = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
             x509.DNSName)
-        assert dns == [node.host], (name, dns)
+        assert dns == [node.host, identity_dns_name(name)], (name, dns)   # the host, then the identity
         ident = identity_from_pem(pem)
         assert (ident.role, ident.name) == ("node", name)
     coordinator = cluster.require_coordinator()

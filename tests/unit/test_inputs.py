@@ -54,9 +54,39 @@ def test_byte_order_mark_is_not_part_of_the_first_header(tmp_path: Path) -> None
     assert read_csv_column(path, "salary") == (["10", "20"], [2, 3])
 
 
-def test_blank_lines_are_skipped_and_line_numbers_kept(tmp_path: Path) -> None:
-    path = csv_file(tmp_path, "v,w\n1,a\n\n2,b\n , \n   \n3,c\n\n")
-    assert read_csv_column(path, "v") == (["1", "2", "3"], [2, 4, 7])
+@pytest.mark.parametrize(("text", "expected"), [
+    ("v,w\n1,a\n2,b\n3,c\n\n", (["1", "2", "3"], [2, 3, 4])),
+    ("v\n1\n2\n\n\n\n", (["1", "2"], [2, 3])),
+    ("v\r\n1\r\n\r\n\r\n", (["1"], [2])),
+    ('v,w\n1,"a\nb"\n2,c\n\n', (["1", "2"], [3, 4])),  # a quoted newline counts (a record's last line)
+])
+def test_empty_lines_at_the_end_are_no_records(tmp_path: Path, text: str,
+                                               expected: tuple[list[str], list[int]]) -> None:
+    assert read_csv_column(csv_file(tmp_path, text), "v") == expected
+
+
+@pytest.mark.parametrize(("text", "column", "line"), [
+    ("v\n1\n\n2\n", "v", 3),                # one column: an empty line is a blank cell
+    ("v\n1\n2\n3\n4\n\n\n5\n", "1", 6),     # the first of several empty lines, data after them
+    ("v\n1\n   \n2\n", "v", 3),             # whitespace only
+    ("v\n1\n2\n \t \n", "v", 4),            # whitespace only on the last line is still a cell
+    ('v\n1\n""\n', "v", 3),                 # a quoted empty cell
+    ("v,w\n1,a\n\n2,b\n", "w", 3),          # several columns: an empty line is no record either
+    ("v,w\n1,a\n , \n", "v", 3),
+    ("v,w\n1,a\n2,\n3,c\n", "w", 3),        # the other cells are not blank
+    ("v,w\n1,a\n2,b\n3,c\n4,d\n,e\n", "v", 6),
+])
+def test_a_blank_cell_is_refused_naming_file_line_and_column(tmp_path: Path, text: str, column: str,
+                                                             line: int) -> None:
+    path = csv_file(tmp_path, text)
+    message = input_error(read_csv_column, path, column)
+    assert message.startswith(f"{path} line {line}, column {column!r}:") and "blank" in message
+
+
+def test_a_blank_cell_in_another_column_is_not_an_error(tmp_path: Path) -> None:
+    path = csv_file(tmp_path, "v,w\n1,\n2, \n3,c\n")
+    assert read_csv_column(path, "v") == (["1", "2", "3"], [2, 3, 4])
+    assert "line 2, column 'w'" in input_error(read_csv_column, path, "w")
 
 
 def test_quoted_cells(tmp_path: Path) -> None:
@@ -73,7 +103,7 @@ def test_missing_column_lists_the_header(tmp_path: Path, column: str) -> None:
 
 
 def test_short_row_names_its_line(tmp_path: Path) -> None:
-    path = csv_file(tmp_path, "id,salary\n1,2\n\n3\n4,5\n")
+    path = csv_file(tmp_path, "id,salary\n1,2\n5,6\n3\n4,5\n")
     message = input_error(read_csv_column, path, "salary")
     assert str(path) in message and "line 4" in message and "1 column(s)" in message
 
@@ -84,7 +114,7 @@ def test_empty_file(tmp_path: Path) -> None:
     assert str(path) in message and "empty" in message
 
 
-@pytest.mark.parametrize("text", ["salary\n", "salary", "salary\n\n\n", "salary\n,\n"])
+@pytest.mark.parametrize("text", ["salary\n", "salary", "salary\n\n\n", "salary\r\n\r\n"])
 def test_no_data_rows(tmp_path: Path, text: str) -> None:
     path = csv_file(tmp_path, text)
     message = input_error(read_csv_column, path, "salary")
@@ -110,7 +140,49 @@ def test_csv_syntax_errors_name_the_line(tmp_path: Path) -> None:
 def test_a_file_that_is_not_utf8_is_an_input_error(tmp_path: Path) -> None:
     path = csv_file(tmp_path, "salary\n1\ncaf\u00e9\n", encoding="latin-1")
     message = input_error(read_csv_column, path, "salary")
-    assert str(path) in message
+    assert message.startswith(f"{path} line 3: ") and "not valid UTF-8" in message and "0xE9" in message
+
+
+def utf8_lines(count: int, width: int = 1) -> list[bytes]:
+    return [b"v,w"] + [str(i).zfill(width).encode() + b",x" for i in range(1, count)]
+
+
+@pytest.mark.parametrize(("line", "bad", "newline"), [
+    (1, b"\xff", b"\n"), (2, b"\xe9", b"\n"), (5, b"\xc3", b"\r\n"), (5, b"\x80", b"\r"),
+    (7, b"\xed\xa0\x80", b"\n"),  # an encoded surrogate is not UTF-8 either
+    (3000, b"\xfe", b"\n"),       # far beyond the first read chunk of the file
+])
+@pytest.mark.parametrize("where", ["start", "end"])
+def test_a_bad_byte_names_its_file_line(tmp_path: Path, line: int, bad: bytes, newline: bytes,
+                                        where: str) -> None:
+    rows = utf8_lines(4000, 6)
+    rows[line - 1] = bad + rows[line - 1] if where == "start" else rows[line - 1] + bad
+    path = tmp_path / "records.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + newline.join(rows) + newline)
+    for column in ("v", "w"):  # whichever column is read: the whole line is checked
+        message = input_error(read_csv_column, path, column)
+        assert message.startswith(f"{path} line {line}: ") and "not valid UTF-8" in message
+        assert f"0x{bad[0]:02X}" in message
+
+
+def test_a_bad_byte_inside_a_quoted_multiline_cell_names_its_own_line(tmp_path: Path) -> None:
+    path = tmp_path / "records.csv"
+    path.write_bytes(b'v,w\n1,"first\nsecond\nth\xe9rd"\n2,y\n')
+    assert input_error(read_csv_column, path, "v").startswith(f"{path} line 4: ")
+    path.write_bytes(b'v,w\n1,"first\nsecond"\n2,y\n3,\xe9\n')
+    assert input_error(read_csv_column, path, "v").startswith(f"{path} line 5: ")
+
+
+def test_a_truncated_character_at_the_end_of_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "records.csv"
+    path.write_bytes("v\n1\n2\u00e9".encode()[:-1])
+    assert input_error(read_csv_column, path, "v").startswith(f"{path} line 3: ")
+
+
+def test_valid_utf8_is_read_unchanged(tmp_path: Path) -> None:
+    path = csv_file(tmp_path, "caf\u00e9,\u20ac\n\u00e9t\u00e9,1\n\U0001f600,2\n")
+    assert read_csv_column(path, "\u20ac") == (["1", "2"], [2, 3])
+    assert read_csv_column(path, "caf\u00e9") == (["\u00e9t\u00e9", "\U0001f600"], [2, 3])
 
 
 # -- put_values ----------------------------------------------------------------------------------
@@ -130,7 +202,7 @@ def test_scalar_takes_exactly_one_value(store: Store) -> None:
 
 def test_vector_of_integers_is_exact(store: Store) -> None:
     big = str((1 << 62) + 1)
-    assert put_values(store, "v", ["1", "-2", big]) == (3, 0)
+    assert put_values(store, "v", ["1", "-2", big], bounds=("-" + big, big)) == (3, 0)
     stored = store.get_input("v")
     assert stored.values.tolist() == [1, -2, (1 << 62) + 1]
     assert stored.frac_bits == 0 and not stored.is_scalar
@@ -183,7 +255,7 @@ def test_values_are_shared_with_another_store_handle(store: Store) -> None:
 
 
 def test_put_csv_stores_a_column(store: Store, tmp_path: Path) -> None:
-    path = csv_file(tmp_path, "\ufeffid,salary\n1,1000\n\n2,2500\n")
+    path = csv_file(tmp_path, "\ufeffid,salary\n1,1000\n2,2500\n\n")
     assert put_csv(store, "salary", path, "salary") == (2, 0)
     stored = store.get_input("salary")
     assert stored.values.tolist() == [1000, 2500] and stored.frac_bits == 0 and not stored.is_scalar
@@ -199,7 +271,7 @@ def test_put_csv_reals_and_override(store: Store, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("bad", ["abc", "", "nan", "1e999", "--5"])
 def test_put_csv_bad_cell_names_file_and_line(store: Store, tmp_path: Path, bad: str) -> None:
-    path = csv_file(tmp_path, f"id,salary\n1,10\n\n2,{bad}\n3,30\n")
+    path = csv_file(tmp_path, f"id,salary\n1,10\n4,40\n2,{bad}\n3,30\n")
     message = input_error(put_csv, store, "salary", path, "salary", frac_bits=0)
     assert str(path) in message and "line 4" in message and "'salary'" in message
     assert store.list_inputs() == []

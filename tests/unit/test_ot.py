@@ -8,6 +8,12 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import struct
+import sys
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import numpy as np
 import pytest
@@ -22,6 +28,7 @@ from mpc.prg import AesCtrRng, SystemRng
 from mpc.ring import Words
 
 FALSE_ALARM = 1e-6
+T = TypeVar("T")
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -362,3 +369,94 @@ def test_iknp_misuse() -> None:
         IknpSender(bytes(15), [bytes(16)] * KAPPA)
     with pytest.raises(LocalProtocolError):
         IknpSender(bytes(16), [bytes(16)] * 127 + [bytes(15)])
+
+
+# --- IKNP: one pair extended from several threads ---------------------------------------------
+
+THREADS = 4
+EXTENSIONS = 50
+
+
+def run_in_threads(work: Callable[[int], T], count: int = THREADS) -> list[T]:
+    """Run work(0..count-1) in `count` threads that start together, with a tiny switch interval
+    so that the interpreter swaps threads inside read-modify-write sequences; re-raise failures."""
+    barrier = threading.Barrier(count)
+
+    def started(i: int) -> T:
+        barrier.wait()
+        return work(i)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        with ThreadPoolExecutor(count) as pool:
+            return list(pool.map(started, range(count)))
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def test_one_pair_extended_from_several_threads() -> None:
+    sender, receiver = ideal_base_ot()
+    sizes = (1, 64, 128, 129, 1000, 4096)  # windows of 1, 1, 1, 2, 8 and 32 blocks
+
+    def extensions(i: int) -> list[tuple[int, int, bytes]]:
+        windows = []
+        for k in range(EXTENSIONS):
+            m = sizes[(i + k) % len(sizes)]
+            r = random_words(-(-m // 64))
+            u, m_r = receiver.extend(r, m)
+            offset, their_m = struct.unpack_from("<QQ", u)
+            assert their_m == m
+            m0, m1 = sender.extend(m, u)
+            assert np.array_equal(m_r, m0 ^ (r & (m0 ^ m1)))  # m_r = m1 where r is 1, else m0
+            assert np.array_equal(bit_array(m_r, m), np.where(bit_array(r, m), bit_array(m1, m), bit_array(m0, m)))
+            windows.append((offset, offset + -(-m // KAPPA), u))
+        return windows
+
+    windows = sorted(w for per_thread in run_in_threads(extensions) for w in per_thread)
+    assert len(windows) == THREADS * EXTENSIONS
+    for (_, end, _), (start, _, _) in zip(windows, windows[1:]):
+        assert end == start  # never overlapping, and no block skipped
+    assert windows[0][0] == 0
+    assert receiver.offset == sender.offset == windows[-1][1]
+    for _, _, u in windows:  # the sender remembers every window it answered (no update was lost)
+        with pytest.raises(RoundMismatch):
+            sender.extend(struct.unpack_from("<QQ", u)[1], u)
+
+
+def test_string_outputs_of_one_pair_extended_from_several_threads() -> None:
+    sender, receiver = ideal_base_ot()
+    m = 300
+
+    def extensions(_: int) -> list[bytes]:
+        seen = []
+        for _ in range(EXTENSIONS // 2):
+            r = random_words(-(-m // 64))
+            u, chosen = receiver.extend_strings(r, m)
+            h0, h1 = sender.extend_strings(m, u)
+            assert np.array_equal(chosen, np.where(bit_array(r, m)[:, None], h1, h0))
+            seen += [row.tobytes() for row in h0]
+        return seen
+
+    outputs = [row for per_thread in run_in_threads(extensions) for row in per_thread]
+    assert len(set(outputs)) == len(outputs)  # every OT got its own PRG blocks and tweak
+
+
+def test_a_message_answered_from_several_threads_at_once_is_answered_once() -> None:
+    sender, receiver = ideal_base_ot()
+    m, rounds = 1000, 50
+    for _ in range(rounds):
+        r = random_words(-(-m // 64))
+        u, m_r = receiver.extend(r, m)
+
+        def answer(_: int) -> tuple[Words, Words] | None:
+            try:
+                return sender.extend(m, u)
+            except RoundMismatch:
+                return None
+
+        answers = [a for a in run_in_threads(answer) if a is not None]
+        assert len(answers) == 1
+        m0, m1 = answers[0]
+        assert np.array_equal(m_r, m0 ^ (r & (m0 ^ m1)))
+    assert sender.offset == receiver.offset == rounds * 8

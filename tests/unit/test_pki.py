@@ -21,8 +21,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from mpc.errors import AuthError, ConfigError
 from mpc.pki import (
+    IDENTITY_DNS_SUFFIX,
     Identity,
     cert_not_after,
+    identity_dns_name,
     identity_from_pem,
     identity_from_uri,
     init_cluster_certs,
@@ -104,7 +106,7 @@ def test_node_cert_has_sans_usages_and_verifies_against_the_ca(tmp_path: Path) -
     leaf, (ca, _) = _cert(cert_path), load_ca(tmp_path)
 
     san = _san(leaf)
-    assert san.get_values_for_type(x509.DNSName) == ["alice", "alice.example"]
+    assert san.get_values_for_type(x509.DNSName) == ["alice", "alice.example", "alice.node.mpc.invalid"]
     assert san.get_values_for_type(x509.UniformResourceIdentifier) == ["spiffe://mpc/node/alice"]
     eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
@@ -125,7 +127,7 @@ def test_node_cert_has_sans_usages_and_verifies_against_the_ca(tmp_path: Path) -
 def test_node_hosts_default_to_the_name(tmp_path: Path) -> None:
     make_ca(tmp_path)
     cert_path, _ = issue(tmp_path, tmp_path, Identity("node", "bob"))
-    assert _san(_cert(cert_path)).get_values_for_type(x509.DNSName) == ["bob"]
+    assert _san(_cert(cert_path)).get_values_for_type(x509.DNSName) == ["bob", "bob.node.mpc.invalid"]
 
 
 def test_coordinator_cert_is_client_only_and_verifies_as_a_client(tmp_path: Path) -> None:
@@ -149,7 +151,57 @@ def test_ip_hosts_become_ip_address_sans(tmp_path: Path) -> None:
         ipaddress.ip_address("127.0.0.1"),
         ipaddress.ip_address("::1"),
     ]
-    assert san.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert san.get_values_for_type(x509.DNSName) == ["localhost", "alice.node.mpc.invalid"]
+
+
+def test_each_node_certificate_carries_exactly_its_own_identity_name(tmp_path: Path) -> None:
+    # Nodes on one machine share their host names: only the identity name tells them apart.
+    shared = ["localhost", "127.0.0.1"]
+    out = init_cluster_certs(tmp_path, {"alice": shared, "bob": shared, "carlos": []},
+                             coordinators=["coordinator", "ops"])
+    ca, _ = load_ca(tmp_path)
+    nodes = ("alice", "bob", "carlos")
+    for name in nodes:
+        leaf = _cert(out[name][0])
+        dns = _san(leaf).get_values_for_type(x509.DNSName)
+        assert [d for d in dns if d.endswith(IDENTITY_DNS_SUFFIX)] == [identity_dns_name(name)], (name, dns)
+        assert identity_dns_name(name) == f"{name}.node.mpc.invalid"
+        assert identity_from_pem(out[name][0].read_bytes()) == Identity("node", name)  # mirrors the URI SAN
+        # As a TLS client checks it: valid for its own identity name, for no other node's.
+        for other in nodes:
+            verifier = PolicyBuilder().store(Store([ca])).build_server_verifier(
+                x509.DNSName(identity_dns_name(other)))
+            if other == name:
+                verifier.verify(leaf, [])
+            else:
+                with pytest.raises(VerificationError):
+                    verifier.verify(leaf, [])
+    for stem in ("coordinator-coordinator", "coordinator-ops"):
+        san = _san(_cert(out[stem][0]))
+        assert san.get_values_for_type(x509.DNSName) == [], stem
+        assert not any(IDENTITY_DNS_SUFFIX in str(n.value) for n in san), stem
+
+
+def test_identity_names_are_not_host_names(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="bad node/coordinator name"):
+        identity_dns_name("Bob")
+    make_ca(tmp_path)
+    # No certificate may carry another node's identity name as a "host", nor may a coordinator's.
+    for hosts in (["alice.node.mpc.invalid"], ["x", "BOB.NODE.MPC.INVALID"], ["mpc.invalid"]):
+        with pytest.raises(ConfigError, match="mpc.invalid"):
+            issue(tmp_path, tmp_path, Identity("node", "bob"), hosts=hosts)
+        with pytest.raises(ConfigError, match="mpc.invalid"):
+            issue(tmp_path, tmp_path, COORD, hosts=hosts)
+    with pytest.raises(ConfigError, match="mpc.invalid"):
+        init_cluster_certs(tmp_path / "new", {"bob": ["alice.node.mpc.invalid"]})
+    assert not (tmp_path / "new" / "ca.key").exists()  # refused before anything was written
+
+
+def test_a_certificate_as_older_mpc_issued_it_lacks_the_identity_name(tmp_path: Path) -> None:
+    make_ca(tmp_path)
+    cert_path, _ = issue(tmp_path, tmp_path, ALICE, hosts=["localhost"], identity_dns=False)
+    assert _san(_cert(cert_path)).get_values_for_type(x509.DNSName) == ["localhost"]
+    assert identity_from_pem(cert_path.read_bytes()) == ALICE
 
 
 def test_expired_cert_has_the_requested_not_after(tmp_path: Path) -> None:
@@ -322,7 +374,8 @@ async def _serve_and_call(tmp_path: Path, client_dir: Path | None) -> bytes:
     try:
         channel_creds = grpc.ssl_channel_credentials(root, coord_key, coord_cert)
         async with grpc.aio.secure_channel(
-            f"127.0.0.1:{port}", channel_creds, options=[("grpc.ssl_target_name_override", "alice")]
+            f"127.0.0.1:{port}", channel_creds,
+            options=[("grpc.ssl_target_name_override", identity_dns_name("alice"))]
         ) as channel:
             reply = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=10

@@ -48,6 +48,8 @@ EXPECTED: dict[str, tuple[str, str, str, list[str]]] = {
                                 # nodes agree before anything is shared, and a sum's length is public)
         "frac_bits: uint32",    # public scale of the stored encoding (0 for votes)
         "is_scalar: bool",      # public shape
+        "input_version: uint64",  # public: which stored version takes part (it keys the release budget
+                                  # and enters the session description the nodes agree on)
     ]),
     "mpc.v1.Control/Compute": ("mpc.v1.ComputeRequest", "unary -> stream", "mpc.v1.ShareChunk", [
         "session_id: string",   # echo
@@ -71,9 +73,14 @@ EXPECTED: dict[str, tuple[str, str, str, list[str]]] = {
         "version: string",      # the mpc version
         "inputs[]: message mpc.v1.InputInfo",   # names and shapes only, never values:
         "inputs[].name: string",        # the input's name (the owner chose it; it is what sessions cite)
-        "inputs[].length: uint64",      # public shape
+        "inputs[].length: uint64",      # public shape; 0 for ballots (a vote hides their count)
         "inputs[].frac_bits: uint32",   # public scale
         "inputs[].is_scalar: bool",     # public shape
+        "inputs[].version: uint64",     # public: the stored version (a counter, never reused)
+        "inputs[].kind: string",        # public declaration: number or ballots
+        "inputs[].bounded: bool",       # whether bounds were declared
+        "inputs[].lo: sint64",          # the declared public bounds (what refusals are computed from)
+        "inputs[].hi: sint64",
         "active_sessions: uint32",      # a count
         "cert_not_after: string",       # the node's certificate expiry (the certificate itself is
                                         # sent in every TLS handshake anyway)
@@ -208,8 +215,8 @@ def test_status_of_a_running_node_never_contains_a_stored_value(tmp_path: Path) 
             scalars = {name: (1 << 40) + secrets.randbelow(1 << 40) for name in lc.cluster.nodes}
             fixed = {name: 1234.5678 + secrets.randbelow(1000) for name in lc.cluster.nodes}
             for name in lc.cluster.nodes:
-                lc.put(name, "salary-vector", values[name])
-                lc.put(name, "salary", [scalars[name]], scalar=True)
+                lc.put(name, "salary-vector", values[name], bounds=(0, 1 << 42))
+                lc.put(name, "salary", [scalars[name]], scalar=True, bounds=(0, 1 << 42))
                 lc.put(name, "rate", [round(fixed[name] * (1 << 16))], frac_bits=16, scalar=True)
             me = lc.cluster.require_coordinator()
             creds = TlsMaterial.load(lc.cluster.ca, me.cert, me.key).channel_credentials()
@@ -218,7 +225,7 @@ def test_status_of_a_running_node_never_contains_a_stored_value(tmp_path: Path) 
                 out = {}
                 for name in lc.cluster.nodes:
                     node = lc.cluster.node(name)
-                    async with grpc_channel(node.address, creds, node.host) as channel:
+                    async with grpc_channel(node.address, creds, node.name) as channel:
                         reply = await mpc_pb2_grpc.ControlStub(channel).Status(mpc_pb2.StatusRequest(), timeout=10)
                     out[name] = reply.SerializeToString()
                 return out
@@ -254,9 +261,9 @@ def test_status_of_a_running_node_never_contains_a_stored_value(tmp_path: Path) 
 
 
 @asynccontextmanager
-async def grpc_channel(address: str, creds: grpc.ChannelCredentials, host: str) -> AsyncIterator[grpc.aio.Channel]:
-    """A secure channel to a node, closed on exit."""
-    channel = grpc.aio.secure_channel(address, creds, options=channel_options(host))
+async def grpc_channel(address: str, creds: grpc.ChannelCredentials, node: str) -> AsyncIterator[grpc.aio.Channel]:
+    """A secure channel to node `node` (at `address`), closed on exit."""
+    channel = grpc.aio.secure_channel(address, creds, options=channel_options(node))
     try:
         yield channel
     finally:

@@ -19,6 +19,7 @@ import pytest
 
 from mpc.errors import InputError, StoreError
 from mpc.prg import SystemRng, random_words
+from mpc.encoding import default_bounds
 from mpc.store import (
     SESSION_STATES,
     TERMINAL_STATES,
@@ -56,8 +57,8 @@ def test_round_trip_scalar_vector_and_large(tmp_path: Path) -> None:
     vec = np.array([-(2**63), -1, 0, 1, 2**63 - 1], dtype=np.int64)
     with Store(path) as s:
         s.put_input("raise", np.array([SECRET], dtype=np.int64), 0, True)
-        s.put_input("prices.v1", vec, 16, False)
-        s.put_input("big", big, 0, False)
+        s.put_input("prices.v1", vec, 16, False, bounds=(-(2**63), 2**63 - 1))  # declared: the whole int64 range
+        s.put_input("big", big, 0, False, bounds=(-(2**63), 2**63 - 1))
         got = s.get_input("raise")
         assert got.name == "raise" and got.is_scalar and got.frac_bits == 0
         assert got.values.tolist() == [SECRET]
@@ -100,7 +101,7 @@ def test_list_inputs_metadata(store: Store) -> None:
     store.put_input("Alpha", np.array([5], dtype=np.int64), 0, True)
     infos = store.list_inputs()
     assert [i.name for i in infos] == ["Alpha", "zeta"]
-    assert infos[1] == InputInfo("zeta", 7, 8, False, infos[1].updated_at)
+    assert infos[1] == InputInfo("zeta", 7, 8, False, infos[1].updated_at, 1, "number", default_bounds(8))
     assert infos[0].length == 1 and infos[0].is_scalar
     assert not any(hasattr(i, "values") for i in infos)
 
@@ -201,7 +202,7 @@ def test_secret_is_not_left_in_the_file_after_delete(tmp_path: Path) -> None:
     path = tmp_path / "node.sqlite3"
     marker = np.array([0x5EC2E75EC2E75EC2] * 64, dtype=np.int64)
     with Store(path) as s:
-        s.put_input("x", marker, 0, False)
+        s.put_input("x", marker, 0, False, bounds=(0, 2**63 - 1))
         s.delete_input("x")
     # close() checkpoints the WAL into the main file; secure_delete zeroed the freed pages.
     needle = marker[:4].tobytes()

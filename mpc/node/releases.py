@@ -1,0 +1,121 @@
+"""What a sequence of sessions may reveal about one stored input version (DESIGN.md §9).
+
+The rule follows DAP's batch rules (draft-ietf-ppm-dap, §4.6 "min_batch_size" and
+"max_batch_query_count"): a stored input version takes part in at most `max_releases`
+*distinct* queries. A query is what a session computes and over which data: the protocol, its
+parameters (a vote's rule or a threshold), the set of participants and every participant's input
+version. Two releases count once when the second reveals nothing the first did not:
+- the identical query over the identical data (a repeat);
+- an output that is a function of an earlier one over the same data and participants, with
+  public shapes: an average, a threshold or the sum itself after a sum (the counts are public:
+  n for scalars, n·L for equal-length vectors); a sum or threshold after an elementwise average
+  (it opens the sums); and, for scalar inputs, any of sum and average after the other.
+Everything else is a distinct query: another participant set (the differencing attack), another
+threshold (the binary search on a tally), another protocol, or another node's new data.
+
+Pure logic: the node's store keeps the releases, node core asks here whether one more may go.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from mpc.errors import PolicyError
+
+# Per-record outputs whose counts are public once the input is scalar: all three say "the sum".
+_SCALAR_SUMS = frozenset({"sum", "average-records", "average-elementwise"})
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """One release: the aggregate, its parameter, and exactly which data it ran over."""
+
+    aggregate: str                          # "sum", "average-records", ..., "vote", "threshold"
+    threshold: int | None                   # a vote's K (None: at least half) or a threshold's K
+    participants: tuple[str, ...]           # sorted: a sum does not depend on the party order
+    versions: tuple[tuple[str, int], ...]   # (node, input version), sorted by node
+
+    @classmethod
+    def of(cls, aggregate: str, threshold: int | None, versions: Mapping[str, int]) -> Query:
+        """The query of a session over `versions` (one entry per participant)."""
+        return cls(aggregate, threshold, tuple(sorted(versions)), tuple(sorted(versions.items())))
+
+    def to_json(self) -> str:
+        """Canonical JSON, as the store keeps it."""
+        return json.dumps({"aggregate": self.aggregate, "threshold": self.threshold,
+                           "participants": list(self.participants),
+                           "versions": [[n, v] for n, v in self.versions]}, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Query:
+        """Parse what to_json wrote."""
+        raw = json.loads(text)
+        return cls(str(raw["aggregate"]), raw["threshold"], tuple(raw["participants"]),
+                   tuple((str(n), int(v)) for n, v in raw["versions"]))
+
+    def describe(self) -> str:
+        """A short human description: "vote (at least 7) over alice,bob,carlos"."""
+        what = self.aggregate
+        if self.aggregate == "vote":
+            what += " (at least half)" if self.threshold is None else f" (at least {self.threshold})"
+        elif self.aggregate == "threshold":
+            what += f" (at least {self.threshold})"
+        return f"{what} over {','.join(self.participants)}"
+
+
+def _implied(new: Query, old: Query, scalar: bool) -> bool:
+    """Whether `new`'s output is a function of `old`'s and public data; same data assumed."""
+    if (new.aggregate, new.threshold) == (old.aggregate, old.threshold):
+        return True
+    if scalar and new.aggregate in _SCALAR_SUMS and old.aggregate in _SCALAR_SUMS:
+        return True
+    if old.aggregate == "sum":
+        return new.aggregate in ("average-records", "average-elementwise", "threshold")
+    if old.aggregate == "average-elementwise":
+        return new.aggregate in ("sum", "threshold")
+    return False
+
+
+def implied_by(new: Query, earlier: Iterable[Query], scalar: bool) -> Query | None:
+    """The earlier query over the same data and participants that already revealed `new`, if any."""
+    for old in earlier:
+        if old.participants == new.participants and old.versions == new.versions and _implied(new, old, scalar):
+            return old
+    return None
+
+
+def might_be_implied(aggregate: str, threshold: int | None, participants: Sequence[str],
+                     earlier: Iterable[Query], scalar: bool) -> bool:
+    """At prepare, before the other nodes' versions are known: could an earlier release imply this one?"""
+    parties = tuple(sorted(participants))
+    probe = Query(aggregate, threshold, parties, ())
+    return any(old.participants == parties and _implied(probe, old, scalar) for old in earlier)
+
+
+def decide(new: Query, earlier: Sequence[tuple[Query, bool]], *, max_releases: int, scalar: bool, node: str,
+           input_name: str, version: int) -> tuple[bool, str]:
+    """Whether this release may go, and whether it counts against the budget.
+
+    Args:
+        earlier: the version's earlier releases, each with whether it was counted.
+    Returns: (counted, a description for the audit log).
+    Raises: PolicyError naming the node, the input, its version and the rule when the budget is spent.
+    """
+    used = sum(1 for _, counted in earlier if counted)
+    previous = implied_by(new, (q for q, _ in earlier), scalar)
+    if previous is not None:
+        how = "a repeat of" if previous == new else "implied by"
+        return False, f"{new.describe()}: {how} an earlier release ({previous.describe()}); not counted"
+    if used >= max_releases:
+        raise budget_spent(node, input_name, version, max_releases, new.describe())
+    return True, f"{new.describe()}: release {used + 1} of at most {max_releases} of {input_name!r} v{version}"
+
+
+def budget_spent(node: str, input_name: str, version: int, max_releases: int, query: str) -> PolicyError:
+    """The refusal when an input version has taken part in all the distinct queries it may."""
+    return PolicyError(f"node {node}: input {input_name!r} version {version} has taken part in its "
+                       f"{max_releases} distinct release(s) (max_releases); {query} would be another. "
+                       f"Repeating an earlier query is allowed; the owner may raise max_releases or store "
+                       f"a new version")

@@ -1,0 +1,151 @@
+"""Agreement on the session before anything value-dependent leaves a node (DESIGN.md §9).
+
+A coordinator could prepare different nodes with different descriptions of "the same" session:
+another input name at the victim and an all-zero input elsewhere opens the victim's value in one
+valid-looking session. So every party sends every other party a digest of the session
+description it prepared (protocol, parameters, input name, ordered participants, scale, length,
+each node's input version, session id and coordinator), and holds back everything that depends
+on its input, i.e. its output share and every message but those its engine declares
+value-free (fresh seeds, OT and triple traffic), until the digests of *all* peers have arrived
+and equal its own. A mismatch ends the session at this node, naming the peer, and nothing
+value-dependent has left. All parties of a protocol instance must share its session
+identifier and the description of its inputs, as in Canetti's UC framework ("Universally
+Composable Security", FOCS 2001: the session id every party of an instance agrees on); here the
+check is explicit because the coordinator that hands out the description is not trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
+from mpc.protocols.events import Output, Send
+from mpc.ring import Words
+
+STEP_DIGEST = "agree/digest"
+DIGEST_BYTES = 32
+
+
+def session_digest(description: Mapping[str, object]) -> bytes:
+    """SHA-256 over the canonical JSON of a session description (sorted keys, no spaces).
+
+    Returns: 32 bytes.
+    """
+    text = json.dumps(description, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(b"mpc/v1/session-description\0" + text.encode()).digest()
+
+
+class Inner(Protocol):
+    """The engine being guarded: the node's engine interface, plus its value-free step prefixes."""
+
+    length: int
+    value_free_steps: tuple[str, ...]
+
+    @property
+    def waiting_for(self) -> tuple[str, ...]:
+        """Peers the engine is waiting on."""
+        ...
+
+    def start(self, contribution: Words) -> Sequence[object]:
+        """Begin with this node's contribution."""
+        ...
+
+    def receive(self, sender: str, step: str, payload: bytes) -> Sequence[object]:
+        """Take one peer message."""
+        ...
+
+
+class AgreedParty:
+    """Wraps an engine: exchanges description digests and holds value-dependent events until all agree."""
+
+    def __init__(self, inner: Inner, session_id: str, me: str, parties: Sequence[str]) -> None:
+        self.inner = inner
+        self.session_id = session_id
+        self.me = me
+        self.peers = tuple(p for p in parties if p != me)
+        self._digest: bytes | None = None
+        self._theirs: dict[str, bytes] = {}
+        self._held: list[object] = []
+        self._agreed = False
+
+    @property
+    def length(self) -> int:
+        """The contribution length of the inner engine."""
+        return self.inner.length
+
+    @property
+    def agreed(self) -> bool:
+        """Whether every peer's digest has arrived and equals ours."""
+        return self._agreed
+
+    @property
+    def waiting_for(self) -> tuple[str, ...]:
+        """Peers whose digest is missing, else whoever the inner engine waits on."""
+        missing = tuple(p for p in self.peers if p not in self._theirs)
+        return missing if missing or self._digest is None else self.inner.waiting_for
+
+    def start(self, contribution: Words, digest: bytes) -> list[object]:
+        """Send our digest to every peer and start the inner engine, holding what depends on the input.
+
+        Returns: the events that may leave now.
+        Raises: LocalProtocolError if started twice; RemoteProtocolError if a digest that came
+        early differs from ours.
+        """
+        if self._digest is not None:
+            raise LocalProtocolError(f"session {self.session_id}: agreement already started")
+        if len(digest) != DIGEST_BYTES:
+            raise LocalProtocolError(f"session {self.session_id}: a digest has {DIGEST_BYTES} bytes")
+        self._digest = digest
+        for peer, theirs in self._theirs.items():
+            self._check(peer, theirs)
+        events: list[object] = [Send(p, STEP_DIGEST, digest) for p in self.peers]
+        return events + self._filter(self.inner.start(contribution))
+
+    def receive(self, sender: str, step: str, payload: bytes) -> list[object]:
+        """Take a peer's digest, or pass a message to the inner engine.
+
+        Returns: the events that may leave now (everything held, once all digests agree).
+        Raises: RemoteProtocolError naming the peer whose description differs; RoundMismatch for
+        a second digest; whatever the inner engine raises.
+        """
+        if step != STEP_DIGEST:
+            return self._filter(self.inner.receive(sender, step, payload))
+        if sender not in self.peers:
+            raise RemoteProtocolError(f"session {self.session_id}: {sender!r} is not a peer of {self.me!r}")
+        if sender in self._theirs:
+            raise RoundMismatch(f"session {self.session_id}: second session digest from {sender!r}")
+        if len(payload) != DIGEST_BYTES:
+            raise RemoteProtocolError(f"session {self.session_id}: digest from {sender!r} has {len(payload)} bytes")
+        self._theirs[sender] = payload
+        if self._digest is None:
+            return []
+        self._check(sender, payload)
+        return self._filter([])
+
+    def _check(self, peer: str, theirs: bytes) -> None:
+        assert self._digest is not None
+        if not hmac.compare_digest(theirs, self._digest):
+            raise RemoteProtocolError(
+                f"session {self.session_id}: node {peer} prepared a different session description than node "
+                f"{self.me} (protocol, parameters, input name, participants, scale or input versions differ); "
+                f"nothing that depends on an input was sent")
+
+    def _filter(self, events: Sequence[object]) -> list[object]:
+        if not self._agreed and self._digest is not None and len(self._theirs) == len(self.peers):
+            self._agreed = True
+        out: list[object] = []
+        if self._agreed and self._held:
+            out, self._held = self._held, []
+        for event in events:
+            if self._agreed:
+                out.append(event)
+            elif isinstance(event, Output) or (isinstance(event, Send) and
+                                               not event.step.startswith(self.inner.value_free_steps)):
+                self._held.append(event)
+            else:
+                out.append(event)
+        return out

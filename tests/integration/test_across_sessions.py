@@ -1,0 +1,767 @@
+"""Privacy across sessions (issue 10): a lone coordinator must not learn a node's input from a
+series of sessions that are each valid on their own.
+
+Written from the issue's "Why", as an independent tester would: one attack class per test, each
+run with a valid coordinator certificate, no colluding node and the default policy, asserting that
+the attack FAILS and that NOTHING is opened (no output share reaches the coordinator: a CLI run
+exits 1 with an empty stdout; a raw Compute stream yields no ShareChunk with words). Next to each,
+what an owner can loosen, and what that then reveals.
+
+One module-scoped cluster: certificates and a four-node cluster file from
+mpc.localcluster.write_local_cluster, four real `mpc node` processes (mpc.localcluster.NodeProcesses,
+loopback, mutual TLS, each its own SQLite store). Coordinators are real `python -m mpc` CLI processes
+(with coordinator-owned cluster files listing only some of the nodes) or raw gRPC Control stubs with
+the cluster's coordinator certificate. Every process started here is stopped by its PID; every wait
+has a deadline.
+
+The owner policies: the defaults, except per-input tables that loosen a few inputs named *_any,
+*2, wide_* and thr_* (see POLICY).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from mpc.config import ClusterConfig, load_cluster
+from mpc.localcluster import NodeProcesses, write_local_cluster
+from mpc.store import Store
+from mpc.transport.tls import TlsMaterial, channel_options
+from mpc.v1 import mpc_pb2, mpc_pb2_grpc
+
+pytestmark = pytest.mark.slow
+
+ALL4 = ("alice", "bob", "carlos", "david")
+RAISES = {"alice": 3800, "bob": 2514, "carlos": 2982, "david": 3390}       # sum 12686
+CLI_TIMEOUT = 60.0
+CALL_TIMEOUT = 20.0          # any one raw gRPC call
+SESSION_MS = 20_000          # the raw sessions' deadline at the nodes
+ENV = {k: v for k, v in os.environ.items() if k != "MPC_CLUSTER"} | {"PYTHONUNBUFFERED": "1"}
+
+# The default referendum: ballot counts and yes-counts all above 65535, so that no port number and
+# no millisecond can look like one of them in a log line. T = 271_188 of N = 438_036: YES.
+REFERENDUM = {"alice": (123_457, 70_001), "bob": (98_731, 66_161), "carlos": (111_119, 67_003),
+              "david": (104_729, 68_023)}
+# The loosened referendum (thresholds "half" and 7, two releases): T = 6 of N = 9.
+REFERENDUM2 = {"alice": [1, 0, 1], "bob": [1, 1], "carlos": [0, 0, 1], "david": [1]}
+
+SALARY = 7_340_211                     # the victim's (alice's) salary, for the mixed-names attack
+WIDE_HI = 3 * 10**18                   # a sum of 3 such values fits in int64, of 4 does not
+THR_HI = 300_000_000                   # a threshold over 3 parties accepts this bound, over 4 does not
+
+
+def _per_input(node: str, name: str, **rules: object) -> str:
+    lines = [f"[nodes.{node}.policy.per_input.{name}]"]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in rules.items()]
+    return "\n".join(lines)
+
+
+def policy(node: str) -> str:
+    """Each owner's policy: the defaults, loosened for a few inputs only."""
+    return "\n".join([
+        _per_input(node, "raise_any", participants="any", max_releases=5),
+        _per_input(node, "referendum2", thresholds=["half", 7], max_releases=2),
+        _per_input(node, "wide_small", participants="any"),
+        _per_input(node, "wide_big", participants="any"),
+        _per_input(node, "pwide_small", participants="any"),
+        _per_input(node, "pwide_big", participants="any"),
+        _per_input(node, "thr_small", participants="any"),
+        _per_input(node, "thr_big", participants="any"),
+    ])
+
+
+# ---- the CLI ----------------------------------------------------------------------------------------
+
+TRANSCRIPT: list[subprocess.CompletedProcess[str]] = []   # every CLI call of the module (test 5 scans it)
+
+
+def mpc(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run `python -m mpc ARGS...` to completion (with a deadline), capturing its output."""
+    proc = subprocess.run([sys.executable, "-m", "mpc", *map(str, args)], cwd=cwd, env=ENV, text=True,
+                          capture_output=True, timeout=CLI_TIMEOUT, stdin=subprocess.DEVNULL)
+    TRANSCRIPT.append(proc)
+    return proc
+
+
+def show(proc: subprocess.CompletedProcess[str]) -> str:
+    args = " ".join(str(a) if len(str(a)) < 200 else f"<{len(str(a))} chars>" for a in proc.args)
+    return f"$ {args}\nexit {proc.returncode}\nstdout: {proc.stdout[:3000]}\nstderr: {proc.stderr[:3000]}"
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, show(proc)
+    return proc.stdout
+
+
+def refused(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """The attack failed and nothing was opened: exit 1, an error, an empty stdout. Returns stderr."""
+    assert proc.returncode == 1, show(proc)
+    assert proc.stdout == "", show(proc)
+    assert "mpc: error:" in proc.stderr and "Traceback" not in proc.stderr, show(proc)
+    for needle in needles:
+        assert needle in proc.stderr, f"{needle!r} not in the error\n{show(proc)}"
+    return proc.stderr
+
+
+def number(text: str) -> float:
+    return float(text.strip().split()[0])
+
+
+def shows(text: str, value: int) -> bool:
+    """`value` appears in `text` as a number of its own."""
+    return re.search(rf"(?<![\w.]){value}(?![\w]|\.\d)", text) is not None
+
+
+# ---- the module's cluster ---------------------------------------------------------------------------
+
+
+@dataclass
+class Env:
+    dir: Path
+    cluster_file: Path
+    cluster: ClusterConfig
+    nodes: NodeProcesses
+    log_dir: Path
+    subsets: dict[str, Path] = field(default_factory=dict)   # left-out node -> a coordinator's 3-node file
+
+    def data_dir(self, node: str) -> Path:
+        d = self.cluster.node(node).data_dir
+        assert d is not None
+        return d
+
+    def put(self, node: str, name: str, values: Sequence[int], *, scalar: bool = False,
+            bounds: tuple[int, int] | None = None, ballots: bool = False) -> int:
+        with Store.open_dir(self.data_dir(node)) as store:
+            return store.put_input(name, np.asarray(values, dtype=np.int64), 0, scalar, bounds=bounds,
+                                   ballots=ballots)
+
+    def audit(self, node: str) -> list[dict[str, object]]:
+        """`mpc audit --json` on the node's machine."""
+        return json.loads(ok(mpc("audit", "--node", node, "--cluster", self.cluster_file, "--json")))
+
+    def node_log(self, node: str) -> str:
+        return (self.log_dir / f"{node}.log").read_text(errors="replace")
+
+
+def write_coordinator_file(path: Path, cluster: ClusterConfig, names: Sequence[str]) -> Path:
+    """A coordinator's OWN cluster file: the same CA and coordinator certificate, only `names`."""
+    me = cluster.require_coordinator()
+    lines = ["[cluster]", f'ca = "{cluster.ca}"', "", "[coordinator]", f'name = "{me.name}"',
+             f'cert = "{me.cert}"', f'key = "{me.key}"']
+    for name in names:
+        node = cluster.node(name)
+        lines += ["", f"[nodes.{name}]", f'address = "{node.address}"', f'host = "{node.host}"']
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    d = tmp_path_factory.mktemp("across")
+    path = write_local_cluster(d, ALL4, policies={n: policy(n) for n in ALL4})
+    cluster = load_cluster(path)
+    log_dir = d / "logs"
+    nodes = NodeProcesses(path, log_dir)
+    e = Env(d, path, cluster, nodes, log_dir)
+    for left_out in ALL4:
+        e.subsets[left_out] = write_coordinator_file(d / f"without-{left_out}.toml", cluster,
+                                                     [n for n in ALL4 if n != left_out])
+
+    def at_node(node: str) -> list[subprocess.CompletedProcess[str]]:
+        """What each owner types on their own machine (the four at once)."""
+        count, yes = REFERENDUM[node]
+        ballots = ["1"] * yes + ["0"] * (count - yes)
+        return [mpc("input", "put", "raise", str(RAISES[node]), "--cluster", path, "--node", node),
+                mpc("input", "put", "raise_any", str(RAISES[node]), "--cluster", path, "--node", node),
+                mpc("input", "put", "referendum", *ballots, "--ballots", "--cluster", path, "--node", node),
+                mpc("input", "put", "referendum2", *map(str, REFERENDUM2[node]), "--ballots",
+                    "--cluster", path, "--node", node)]
+
+    with ThreadPoolExecutor(len(ALL4)) as pool:
+        for procs in pool.map(at_node, ALL4):
+            for proc in procs:
+                ok(proc)
+    # Inputs for the raw-stub tests, stored as `mpc input put` would (the store's own API).
+    for node in ALL4:
+        e.put(node, "salary", [SALARY if node == "alice" else 4_000_000], scalar=True)
+        e.put(node, "zeros", [0], scalar=True)
+        for name in ("lie", "lie2", "lie3"):
+            e.put(node, name, [11], scalar=True)
+        e.put(node, "race", [1, 2, 3], bounds=(0, 100))
+        other = 5
+        e.put(node, "mag_small", [1 if node == "alice" else other], scalar=True, bounds=(0, 2147483647))
+        e.put(node, "mag_big", [2_000_000_000 if node == "alice" else other], scalar=True, bounds=(0, 2147483647))
+        e.put(node, "wide_small", [1 if node == "alice" else 7], scalar=True, bounds=(0, WIDE_HI))
+        e.put(node, "wide_big", [WIDE_HI - 1 if node == "alice" else 7], scalar=True, bounds=(0, WIDE_HI))
+        e.put(node, "pwide_small", [1 if node == "alice" else 7], scalar=True, bounds=(0, WIDE_HI))
+        e.put(node, "pwide_big", [WIDE_HI - 1 if node == "alice" else 7], scalar=True, bounds=(0, WIDE_HI))
+        e.put(node, "thr_small", [1, 0] if node == "alice" else [3, 3], bounds=(0, THR_HI))
+        e.put(node, "thr_big", [THR_HI - 1] * 2 if node == "alice" else [3, 3], bounds=(0, THR_HI))
+        e.put(node, "budget", [1, 2], bounds=(0, 1000))
+    try:
+        nodes.start_all(ALL4)
+        yield e
+    finally:
+        nodes.stop_all()
+
+
+# ---- raw Control stubs (a coordinator that does what it likes) ---------------------------------------
+
+
+def new_id() -> str:
+    return secrets.token_hex(16)
+
+
+@dataclass
+class Outcome:
+    """One node's answer to one call: ok (code None) or refused, and every share word it sent us."""
+
+    node: str
+    code: grpc.StatusCode | None
+    details: str = ""
+    words: list[bytes] = field(default_factory=list)
+    reply: mpc_pb2.PrepareReply | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.code is None
+
+
+class Raw:
+    """Control stubs to every node with the cluster's coordinator certificate."""
+
+    def __init__(self, cluster: ClusterConfig) -> None:
+        me = cluster.require_coordinator()
+        creds = TlsMaterial.load(cluster.ca, me.cert, me.key).channel_credentials()
+        self.channels = {n: grpc.aio.secure_channel(cluster.node(n).address, creds, options=channel_options(n))
+                         for n in cluster.nodes}
+
+    async def __aenter__(self) -> Raw:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for ch in self.channels.values():
+            await ch.close()
+
+    def stub(self, node: str) -> mpc_pb2_grpc.ControlStub:
+        return mpc_pb2_grpc.ControlStub(self.channels[node])
+
+    async def prepare(self, node: str, sid: str, input_name: str, participants: Sequence[str], *,
+                      protocol: int = mpc_pb2.PROTOCOL_SUM, mode: int = mpc_pb2.AVERAGE_MODE_RECORDS,
+                      threshold: int | None = None) -> Outcome:
+        request = mpc_pb2.PrepareRequest(session_id=sid, protocol=protocol, input_name=input_name,  # type: ignore[arg-type]
+                                         participants=list(participants), timeout_ms=SESSION_MS,
+                                         average_mode=mode, threshold=threshold)  # type: ignore[arg-type]
+        try:
+            reply = await self.stub(node).Prepare(request, timeout=CALL_TIMEOUT)
+        except grpc.aio.AioRpcError as exc:
+            return Outcome(node, exc.code(), exc.details() or "")
+        return Outcome(node, None, reply=reply)
+
+    async def compute(self, node: str, sid: str, frac_bits: int, length: int, versions: Mapping[str, int]) -> Outcome:
+        out = Outcome(node, None)
+        call = self.stub(node).Compute(mpc_pb2.ComputeRequest(session_id=sid, frac_bits=frac_bits, length=length,
+                                                              input_versions=dict(versions)),
+                                       timeout=CALL_TIMEOUT)
+        try:
+            async for chunk in call:
+                if chunk.words:
+                    out.words.append(bytes(chunk.words))
+        except grpc.aio.AioRpcError as exc:
+            out.code, out.details = exc.code(), exc.details() or ""
+        return out
+
+    async def abort(self, nodes: Sequence[str], sid: str) -> None:
+        for node in nodes:
+            try:
+                await self.stub(node).Abort(mpc_pb2.AbortRequest(session_id=sid, reason="test"), timeout=CALL_TIMEOUT)
+            except grpc.aio.AioRpcError:
+                pass   # never prepared there
+
+    async def status(self, node: str) -> mpc_pb2.StatusReply:
+        return await self.stub(node).Status(mpc_pb2.StatusRequest(), timeout=CALL_TIMEOUT)
+
+    async def compute_all(self, sid: str, calls: Mapping[str, tuple[int, int, Mapping[str, int]]], *,
+                          abort_early: bool = True) -> dict[str, Outcome]:
+        """Compute at every node of `calls` at once (node -> frac_bits, length, versions); as soon as one
+        fails, abort the session everywhere (as the real coordinator does; unless not `abort_early`: then
+        only once every node has answered), then collect every answer."""
+        tasks = {n: asyncio.ensure_future(self.compute(n, sid, *args)) for n, args in calls.items()}
+        pending = set(tasks.values())
+        aborted = False
+        while pending:
+            done, pending = await asyncio.wait(pending, timeout=CALL_TIMEOUT + 5,
+                                               return_when=asyncio.FIRST_COMPLETED)
+            assert done, f"session {sid}: computes still running after {CALL_TIMEOUT + 5} s"
+            if abort_early and not aborted and any(not t.result().ok for t in done):
+                aborted = True
+                await self.abort(list(calls), sid)
+        if not abort_early:
+            await self.abort(list(calls), sid)
+        return {n: t.result() for n, t in tasks.items()}
+
+    async def session(self, inputs: Mapping[str, str], *, protocol: int = mpc_pb2.PROTOCOL_SUM,
+                      mode: int = mpc_pb2.AVERAGE_MODE_RECORDS, threshold: int | None = None,
+                      frac_bits: int | Callable[[str], int] | None = None,
+                      versions: Callable[[str, dict[str, int]], Mapping[str, int]] | None = None,
+                      only: Sequence[str] | None = None, abort_early: bool = True) -> tuple[str, dict[str, Outcome], dict[str, Outcome]]:
+        """Prepare node -> input at each node (participants: the keys, in order), then compute.
+
+        only: compute at these nodes only (then abort the session everywhere).
+        Returns: (session id, prepare outcomes, compute outcomes; empty if a prepare failed).
+        """
+        sid, parties = new_id(), list(inputs)
+        prepared = dict(zip(parties, await asyncio.gather(*(
+            self.prepare(n, sid, inputs[n], parties, protocol=protocol, mode=mode, threshold=threshold)
+            for n in parties))))
+        if not all(o.ok for o in prepared.values()):
+            await self.abort(parties, sid)
+            return sid, prepared, {}
+        true_versions = {n: o.reply.input_version for n, o in prepared.items()}  # type: ignore[union-attr]
+        length = next(iter(prepared.values())).reply.length  # type: ignore[union-attr]
+        bits = max(o.reply.frac_bits for o in prepared.values())  # type: ignore[union-attr]
+        calls = {n: (bits if frac_bits is None else frac_bits if isinstance(frac_bits, int) else frac_bits(n),
+                     length, true_versions if versions is None else versions(n, dict(true_versions)))
+                 for n in parties if only is None or n in only}
+        outcomes = await self.compute_all(sid, calls, abort_early=abort_early)
+        if only is not None:
+            await self.abort(parties, sid)
+        return sid, prepared, outcomes
+
+
+def raw(env: Env, coro_fn: Callable[[Raw], object]) -> object:
+    async def go() -> object:
+        async with Raw(env.cluster) as r:
+            return await asyncio.wait_for(coro_fn(r), 120)  # type: ignore[arg-type]
+    return asyncio.run(go())
+
+
+def nothing_opened(outcomes: Mapping[str, Outcome]) -> None:
+    leaked = {n: len(o.words) for n, o in outcomes.items() if o.words}
+    assert not leaked, f"share chunks with words reached the coordinator from {leaked}: {outcomes}"
+
+
+# ==== 1. differencing over subsets (real CLI processes) ==================================================
+
+
+def test_differencing_over_3_node_subsets_fails_and_the_full_sum_works(env: Env) -> None:
+    """Four `mpc sum raise` runs, each from a coordinator's own file listing 3 of the 4 nodes: every
+    one is refused by the nodes it asks (their owner pins the participants to their whole cluster)."""
+    for left_out, path in env.subsets.items():
+        err = refused(mpc("sum", "raise", "--cluster", path), "(participants)")
+        asked = [n for n in ALL4 if n != left_out]
+        named = [n for n in asked if f"node {n}" in err]
+        assert named, f"no asked node named in the refusal without {left_out}:\n{err}"
+        for n in ALL4:
+            assert not shows(err, RAISES[n]), err
+    assert number(ok(mpc("sum", "raise", "--cluster", env.cluster_file))) == sum(RAISES.values())
+    # The identical query on the identical data may repeat; an average of a scalar says nothing new.
+    assert number(ok(mpc("sum", "raise", "--cluster", env.cluster_file))) == 12686
+    assert number(ok(mpc("average", "raise", "--cluster", env.cluster_file))) == 3171.5
+    # And after the full sum, the subsets are still refused.
+    refused(mpc("sum", "raise", "--cluster", env.subsets["alice"]), "(participants)")
+
+
+def test_loosened_participants_any_and_5_releases_the_differencing_recovers_every_raise(env: Env) -> None:
+    """What loosening reveals: with participants = "any" and max_releases = 5 for `raise_any`, the
+    four 3-subset sums and the full sum give every raise exactly."""
+    full = number(ok(mpc("sum", "raise_any", "--cluster", env.cluster_file)))
+    assert full == 12686
+    recovered = {}
+    for left_out, path in env.subsets.items():
+        recovered[left_out] = full - number(ok(mpc("sum", "raise_any", "--cluster", path)))
+    assert recovered == {n: float(v) for n, v in RAISES.items()}
+
+
+# ==== 2. binary search on vote thresholds (real CLI processes) ============================================
+
+
+def test_threshold_binary_search_learns_at_most_one_bit_and_ballots_are_never_summed(env: Env) -> None:
+    f = env.cluster_file
+    first = ok(mpc("vote", "referendum", "--cluster", f)).strip()
+    assert first == "YES"                                     # 2 * 271_188 >= 438_036
+    # A binary search on K: every further threshold is another query on the same ballots.
+    for k in (219_018, 300_000, 250_000, 1):
+        err = refused(mpc("vote", "referendum", "--threshold", str(k), "--cluster", f), "(max_releases)",
+                      "'referendum'")
+        assert re.search(r"node (alice|bob|carlos|david)", err), err
+    # ... also without alice (the issue's second half of the search): her owner pins the participants.
+    refused(mpc("vote", "referendum", "--cluster", env.subsets["alice"]), "(participants)")
+    refused(mpc("vote", "referendum", "--threshold", "5", "--cluster", env.subsets["alice"]), "(participants)")
+    # The identical vote may repeat (nothing new), with the same answer.
+    assert ok(mpc("vote", "referendum", "--cluster", f)).strip() == first
+    # Ballots are only for votes: an average or a sum would open the tally (and the ballot count).
+    refused(mpc("average", "referendum", "--cluster", f), "holds ballots")
+    refused(mpc("sum", "referendum", "--cluster", f), "holds ballots")
+    refused(mpc("threshold", "referendum", "--at-least", "1", "--cluster", f), "holds ballots")
+
+
+def test_loosened_thresholds_allow_exactly_the_owners_two_rules(env: Env) -> None:
+    """per_input thresholds = ["half", 7], max_releases = 2: those two votes work (two bits), a third K is refused."""
+    f = env.cluster_file
+    assert ok(mpc("vote", "referendum2", "--cluster", f)).strip() == "YES"            # 12 >= 9
+    assert ok(mpc("vote", "referendum2", "--threshold", "7", "--cluster", f)).strip() == "NO"   # T = 6
+    for k in (6, 5, 8):
+        err = refused(mpc("vote", "referendum2", "--threshold", str(k), "--cluster", f), "(thresholds)",
+                      "'referendum2'")
+        assert re.search(r"node (alice|bob|carlos|david)", err), err
+    # Both allowed rules may be repeated.
+    assert ok(mpc("vote", "referendum2", "--threshold", "7", "--cluster", f)).strip() == "NO"
+    assert ok(mpc("vote", "referendum2", "--cluster", f)).strip() == "YES"
+
+
+# ==== 3. mixed input names in one session (raw stubs) =====================================================
+
+
+def test_mixed_input_names_fail_everywhere_and_open_nothing(env: Env) -> None:
+    """The victim prepares `salary`, the others an all-zero input, same session id: the sum would be
+    the victim's salary. The nodes compare session descriptions and fail before any share leaves."""
+    inputs = {"alice": "salary", "bob": "zeros", "carlos": "zeros", "david": "zeros"}
+    # Every node must fail on its own: the session is aborted only once all have answered.
+    sid, prepared, outcomes = raw(env, lambda r: r.session(inputs, abort_early=False))  # type: ignore[misc]
+    assert all(o.ok for o in prepared.values()), prepared
+    nothing_opened(outcomes)
+    assert all(not o.ok for o in outcomes.values()), outcomes
+    for node, o in outcomes.items():
+        assert "prepared a different session description" in o.details, (node, o)
+    assert not shows(" ".join(o.details for o in outcomes.values()), SALARY)
+    # The victim's audit log says so.
+    [entry] = [e for e in env.audit("alice") if e["session"] == sid]
+    assert entry["outcome"] == "failed", entry
+    assert "different session description" in str(entry["reason"]), entry
+    assert "salary" in entry["inputs"], entry  # type: ignore[operator]
+    assert not any(t["to"].startswith("spiffe://mpc/coordinator") for t in entry["sent"]), entry  # type: ignore[union-attr,index]
+
+
+def test_mixed_scale_or_party_order_in_one_session_fails_and_opens_nothing(env: Env) -> None:
+    """The same input everywhere but another scale at one node, or another party order: no agreement."""
+    inputs = {n: "lie2" for n in ALL4}
+    _, prepared, outcomes = raw(env, lambda r: r.session(inputs, frac_bits=lambda n: 1 if n == "bob" else 0))  # type: ignore[misc]
+    assert all(o.ok for o in prepared.values()), prepared
+    nothing_opened(outcomes)
+    assert all(not o.ok for o in outcomes.values()), outcomes
+
+    async def reordered(r: Raw) -> dict[str, Outcome]:
+        sid = new_id()
+        orders = {n: list(ALL4) if n != "david" else ["david", "carlos", "bob", "alice"] for n in ALL4}
+        prepared = {n: await r.prepare(n, sid, "lie2", orders[n]) for n in ALL4}
+        assert all(o.ok for o in prepared.values()), prepared
+        versions = {n: o.reply.input_version for n, o in prepared.items()}  # type: ignore[union-attr]
+        return await r.compute_all(sid, {n: (0, 1, versions) for n in ALL4})
+
+    outcomes = raw(env, reordered)  # type: ignore[assignment]
+    nothing_opened(outcomes)  # type: ignore[arg-type]
+    assert all(not o.ok for o in outcomes.values()), outcomes  # type: ignore[union-attr]
+
+
+def test_a_coordinator_that_lies_about_input_versions_is_refused(env: Env) -> None:
+    inputs = {n: "lie" for n in ALL4}
+    # About another node, told to one node only: that node cannot check it, but the descriptions
+    # differ, so every node fails and nothing is opened.
+    _, prepared, outcomes = raw(env, lambda r: r.session(  # type: ignore[misc]
+        inputs, versions=lambda n, v: {**v, "bob": v["bob"] + 7} if n == "alice" else v, abort_early=False))
+    assert all(o.ok for o in prepared.values()), prepared
+    nothing_opened(outcomes)
+    assert all(not o.ok for o in outcomes.values()), outcomes
+    assert all("different session description" in o.details for o in outcomes.values()), outcomes
+    # About the callee's own version: refused by that node (before anything is shared), nothing opened.
+    _, prepared, outcomes = raw(env, lambda r: r.session(  # type: ignore[misc]
+        inputs, versions=lambda n, v: {**v, "carlos": v["carlos"] + 1}, only=["carlos"]))
+    assert all(o.ok for o in prepared.values()), prepared
+    nothing_opened(outcomes)
+    assert outcomes["carlos"].code == grpc.StatusCode.INVALID_ARGUMENT, outcomes["carlos"]
+    assert "version" in outcomes["carlos"].details, outcomes["carlos"]
+    # A map missing a participant, or naming a stranger: refused.
+    for lie in (lambda n, v: {k: x for k, x in v.items() if k != "david"},
+                lambda n, v: {**v, "mallory": 1}):
+        _, _, outcomes = raw(env, lambda r: r.session(inputs, versions=lie))  # type: ignore[misc]
+        nothing_opened(outcomes)
+        assert all(not o.ok for o in outcomes.values()), outcomes
+
+
+def test_a_lie_about_versions_cannot_pass_new_data_off_as_a_repeat(env: Env) -> None:
+    """A sum over the data; then bob's owner stores a new value. The sum over the new data is another
+    query for alice, carlos and david (their single release is spent); a coordinator that tells them
+    bob's old version, to make it look like a repeat, is found out and nothing is opened."""
+    inputs = {n: "lie3" for n in ALL4}
+    _, prepared, outcomes = raw(env, lambda r: r.session(inputs))  # type: ignore[misc]
+    assert all(o.ok for o in outcomes.values()), outcomes
+    old = {n: o.reply.input_version for n, o in prepared.items()}  # type: ignore[union-attr]
+    with Store.open_dir(env.data_dir("bob")) as store:
+        new_version = store.put_input("lie3", np.array([12], dtype=np.int64), 0, True, overwrite=True)
+    assert new_version == old["bob"] + 1
+    # The honest sum over the new data: refused (max_releases) by the three others, nothing opened.
+    _, prepared, outcomes = raw(env, lambda r: r.session(inputs))  # type: ignore[misc]
+    every = {**prepared, **outcomes}
+    nothing_opened(outcomes)
+    text = " ".join(o.details for o in every.values())
+    assert "(max_releases)" in text, every
+    # Everyone told bob's old version: bob refuses his own; bob told the truth, the others the old
+    # version: the descriptions differ. Nothing opened either way.
+    for lie in (lambda n, v: old, lambda n, v: v if n == "bob" else old):
+        _, prepared, outcomes = raw(env, lambda r: r.session(inputs, versions=lie))  # type: ignore[misc]
+        assert all(o.ok for o in prepared.values()), prepared
+        nothing_opened(outcomes)
+        assert all(not o.ok for o in outcomes.values()), outcomes
+
+
+def test_preparing_many_distinct_queries_before_computing_any_opens_only_one(env: Env) -> None:
+    """The budget is checked again at compute: sessions prepared while the budget was unspent are
+    refused once another distinct query has used it (average, then an elementwise average, then a sum)."""
+    async def attack(r: Raw) -> list[dict[str, Outcome]]:
+        sids = [new_id() for _ in range(3)]
+        kinds = [(mpc_pb2.PROTOCOL_AVERAGE, mpc_pb2.AVERAGE_MODE_RECORDS),
+                 (mpc_pb2.PROTOCOL_AVERAGE, mpc_pb2.AVERAGE_MODE_ELEMENTWISE),
+                 (mpc_pb2.PROTOCOL_SUM, mpc_pb2.AVERAGE_MODE_RECORDS)]
+        replies = []
+        for sid, (protocol, mode) in zip(sids, kinds):
+            prepared = {n: await r.prepare(n, sid, "race", ALL4, protocol=protocol, mode=mode) for n in ALL4}
+            assert all(o.ok for o in prepared.values()), prepared
+            replies.append(prepared)
+        results = []
+        for sid, prepared in zip(sids, replies):
+            versions = {n: o.reply.input_version for n, o in prepared.items()}  # type: ignore[union-attr]
+            length = prepared["alice"].reply.length  # type: ignore[union-attr]
+            results.append(await r.compute_all(sid, {n: (0, length, versions) for n in ALL4}))
+        return results
+
+    first, second, third = raw(env, attack)  # type: ignore[misc]
+    assert all(o.ok and o.words for o in first.values()), first
+    for later in (second, third):
+        nothing_opened(later)
+        assert all(not o.ok for o in later.values()), later
+        assert any("(max_releases)" in o.details for o in later.values()), later
+
+
+# ==== 4. scale and participant-count stepping (raw stubs) ================================================
+
+
+def normalized(o: Outcome, sid: str, name: str) -> tuple[str, str]:
+    text = o.details.replace(sid, "<session>").replace(name, "<input>")
+    text = re.sub(r"[0-9a-f]{32}", "<id>", text)
+    return ("OK" if o.ok else o.code.name, text)  # type: ignore[union-attr]
+
+
+def test_stepping_the_scale_in_compute_reveals_nothing_about_the_value(env: Env) -> None:
+    """Same declared bounds, stored values 1 and 2_000_000_000: stepping frac_bits 0..33 in Compute
+    (a fresh prepared session each time) gives the same accept/refuse pattern and the same errors."""
+    async def step(r: Raw, name: str, parties: Sequence[str]) -> list[dict[str, tuple[str, str]]]:
+        pattern = []
+        for f in range(34):
+            # Every node holds the same declared bounds: all accept or all refuse, so the session is
+            # aborted only after every node has answered (each answer is then its own).
+            sid, prepared, outcomes = await r.session({n: name for n in parties}, frac_bits=f, abort_early=False)
+            assert all(o.ok for o in prepared.values()), prepared
+            pattern.append({n: normalized(o, sid, name) for n, o in outcomes.items()})
+        return pattern
+
+    for small, big, parties in (("mag_small", "mag_big", ALL4), ("wide_small", "wide_big", ALL4[:3])):
+        a = raw(env, lambda r: step(r, small, parties))
+        b = raw(env, lambda r: step(r, big, parties))
+        assert a == b, "\n".join(f"frac_bits {f}: {x} != {y}" for f, (x, y) in enumerate(zip(a, b)) if x != y)  # type: ignore[arg-type]
+        accepted = [f for f, p in enumerate(a) if p["alice"][0] == "OK"]  # type: ignore[index]
+        assert accepted and len(accepted) < 34, a          # the check did bite somewhere, on public data
+
+
+def test_stepping_the_participant_count_in_prepare_reveals_nothing_about_the_value(env: Env) -> None:
+    """Prepare at the victim with 1..4 participants, for a sum, an average and a threshold, on inputs
+    with the same declared bounds and very different stored values: the same answers."""
+    cases = [("pwide_small", "pwide_big", mpc_pb2.PROTOCOL_SUM, None),
+             ("pwide_small", "pwide_big", mpc_pb2.PROTOCOL_AVERAGE, None),
+             ("thr_small", "thr_big", mpc_pb2.PROTOCOL_THRESHOLD, 1),
+             ("mag_small", "mag_big", mpc_pb2.PROTOCOL_SUM, None)]
+
+    async def step(r: Raw, name: str, protocol: int, threshold: int | None) -> list[tuple[str, str]]:
+        pattern = []
+        for k in range(1, 5):
+            sid = new_id()
+            o = await r.prepare("alice", sid, name, ALL4[:k], protocol=protocol, threshold=threshold)
+            if o.ok:
+                await r.abort(["alice"], sid)
+            pattern.append(normalized(o, sid, name))
+        return pattern
+
+    for small, big, protocol, threshold in cases:
+        a = raw(env, lambda r: step(r, small, protocol, threshold))
+        b = raw(env, lambda r: step(r, big, protocol, threshold))
+        assert a == b, f"{small}/{big} protocol {protocol}:\n{a}\n{b}"
+    # The declared bounds did bite at 4 parties (public data): 3 accepted, 4 refused.
+    for name, protocol, threshold in (("pwide_big", mpc_pb2.PROTOCOL_SUM, None),
+                                      ("thr_big", mpc_pb2.PROTOCOL_THRESHOLD, 1)):
+        codes = [p[0] for p in raw(env, lambda r: step(r, name, protocol, threshold))]  # type: ignore[union-attr]
+        assert codes == ["PERMISSION_DENIED", "PERMISSION_DENIED", "OK", "FAILED_PRECONDITION"], (name, codes)
+
+
+# ==== 5. status, errors and logs hide a vote's ballot count ============================================
+
+
+def secrets_of_the_referendum() -> list[int]:
+    counts = [c for c, _ in REFERENDUM.values()]
+    yes = [y for _, y in REFERENDUM.values()]
+    return counts + yes + [sum(counts), sum(yes)]
+
+
+def test_status_hides_the_ballot_count(env: Env) -> None:
+    async def look(r: Raw) -> tuple[dict[str, mpc_pb2.StatusReply], dict[str, Outcome]]:
+        statuses = {n: await r.status(n) for n in ALL4}
+        sid = new_id()
+        prepared = {n: await r.prepare(n, sid, "referendum", ALL4, protocol=mpc_pb2.PROTOCOL_VOTE) for n in ALL4}
+        await r.abort(ALL4, sid)
+        return statuses, prepared
+
+    statuses, prepared = raw(env, look)  # type: ignore[misc]
+    for node, reply in statuses.items():
+        infos = {i.name: i for i in reply.inputs}
+        for name in ("referendum", "referendum2"):
+            assert infos[name].kind == "ballots" and infos[name].length == 0, (node, infos[name])
+        assert infos["raise"].length == 1 and infos["race"].length == 3, infos
+    for node, o in prepared.items():   # a vote's shape is one word, whatever the ballot count
+        assert o.ok and o.reply.length == 1, (node, o)  # type: ignore[union-attr]
+    nodes = json.loads(ok(mpc("status", "--json", "--cluster", env.cluster_file)))
+    for n in nodes:
+        inputs = {i["name"]: i for i in n["inputs"]}
+        assert inputs["referendum"]["length"] is None and inputs["referendum"]["kind"] == "ballots", n
+        assert inputs["race"]["length"] == 3, n
+    text = ok(mpc("status", "--cluster", env.cluster_file))
+    for value in secrets_of_the_referendum():
+        assert not shows(text, value), (value, text)
+
+
+def test_no_error_or_log_of_a_vote_carries_the_ballot_count(env: Env) -> None:
+    # Refusals of votes (a spent budget, a pinned participant set, the wrong protocol), once more.
+    refused(mpc("vote", "referendum", "--threshold", "3", "--cluster", env.cluster_file))
+    refused(mpc("vote", "referendum", "--cluster", env.subsets["bob"]))
+    refused(mpc("average", "referendum", "--elementwise", "--cluster", env.cluster_file))
+    ok(mpc("vote", "referendum", "--json", "--cluster", env.cluster_file))
+    places = {f"log of {n}": env.node_log(n) for n in ALL4}
+    places |= {f"audit of {n}": json.dumps(env.audit(n)) for n in ALL4}
+    places |= {f"CLI call {i} ({' '.join(map(str, p.args[3:5]))})": p.stdout + p.stderr
+               for i, p in enumerate(TRANSCRIPT) if "put" not in p.args[3:5]}
+    found = [(where, v) for where, text in places.items() for v in secrets_of_the_referendum() if shows(text, v)]
+    assert not found, found
+
+
+# ==== 6. the budget survives a restart; --overwrite is a new version; the audit shows each release ======
+
+
+def test_budget_survives_restart_and_overwrite_makes_a_fresh_version(env: Env) -> None:
+    f = env.cluster_file
+    assert ok(mpc("average", "budget", "--cluster", f)).startswith("1.5")
+    # A sum of a vector is another query after its average (it opens each element's sum).
+    err = refused(mpc("sum", "budget", "--cluster", f), "(max_releases)", "'budget'")
+    assert "node alice" in err or "node bob" in err, err
+    env.nodes.stop_all()
+    env.nodes.start_all(ALL4)
+    err = refused(mpc("sum", "budget", "--cluster", f), "(max_releases)", "'budget'")
+    assert ok(mpc("average", "budget", "--cluster", f)).startswith("1.5")        # a repeat: free
+    # alice stores a new version: her budget is fresh, the others' is still spent.
+    out = ok(mpc("input", "put", "budget", "5", "6", "--bounds", "0,1000", "--overwrite",
+                 "--cluster", f, "--node", "alice"))
+    assert "version 2" in out, out
+    err = refused(mpc("sum", "budget", "--cluster", f), "(max_releases)")
+    assert not re.search(r"node alice\b[^;]*max_releases", err), err
+    for node in ("bob", "carlos", "david"):
+        assert "version 2" in ok(mpc("input", "put", "budget", "5", "6", "--bounds", "0,1000", "--overwrite",
+                                     "--cluster", f, "--node", node))
+    assert ok(mpc("sum", "budget", "--cluster", f, "--json"))
+    assert json.loads(TRANSCRIPT[-1].stdout)["sum"] == [20, 24]
+    # rm, then put: the version is not reused (3, not 1), so no old release applies to new data.
+    ok(mpc("input", "rm", "budget", "--cluster", f, "--node", "alice"))
+    out = ok(mpc("input", "put", "budget", "1", "2", "--bounds", "0,1000", "--cluster", f, "--node", "alice"))
+    assert "version 3" in out, out
+    # The audit log shows each release, and which did not count.
+    entries = [e for e in env.audit("alice") if "budget" in e["inputs"]]  # type: ignore[operator]
+    done = [e for e in entries if e["outcome"] == "done"]
+    releases = [str(e["release"]) for e in done]
+    assert len(done) == 3, entries
+    assert "release 1 of at most 1" in releases[0] and "v1" in releases[0], releases
+    assert "not counted" in releases[1], releases
+    assert "release 1 of at most 1" in releases[2] and "v2" in releases[2], releases
+    refusals = [e for e in entries if e["outcome"] == "refused"]
+    assert len(refusals) >= 2 and all("(max_releases)" in str(e["reason"]) for e in refusals), refusals
+    with Store.open_dir(env.data_dir("alice")) as store:
+        assert [r.counted for r in store.releases("budget")] == [True, False, True]
+
+
+# ==== 7. bounded by the caller ============================================================================
+
+
+def test_a_20kb_input_name_is_invalid_argument_with_a_short_message(env: Env) -> None:
+    """The issue's case: a 20 KB input name came back as a gRPC metadata-size failure."""
+    long_name = "x" * 20_000
+    sid = new_id()
+    o = raw(env, lambda r: r.prepare("alice", sid, long_name, ALL4))
+    assert o.code == grpc.StatusCode.INVALID_ARGUMENT, o  # type: ignore[union-attr]
+    assert len(o.details) < 1024, (len(o.details), o.details[:300])  # type: ignore[union-attr]
+    assert "metadata" not in o.details.lower(), o.details[:300]  # type: ignore[union-attr]
+    err = refused(mpc("sum", long_name, "--cluster", env.cluster_file))
+    assert len(err) < 2048, (len(err), err[:500])
+    assert "metadata" not in err.lower(), err[:500]
+    [entry] = [e for e in env.audit("alice") if e["session"] == sid]
+    assert entry["outcome"] == "refused" and len(json.dumps(entry)) < 4096, len(json.dumps(entry))
+
+
+def test_every_long_caller_string_is_quoted_short(env: Env) -> None:
+    """Any string a caller sends, 20 KB long, in any Control call: the error quotes about 200
+    characters of it, and no node log line grows with it."""
+    calls: dict[str, Callable[[Raw], object]] = {
+        "Prepare participant": lambda r: r.prepare("alice", new_id(), "raise", [*ALL4[1:], "a" * 20_000, "alice"]),
+        "Prepare session id": lambda r: r.prepare("alice", "f" * 20_000, "raise", ALL4),
+        "Compute session id": lambda r: r.compute("alice", "d" * 20_000, 0, 1, {"alice": 1}),
+        "Compute version map": lambda r: r.compute("alice", new_id(), 0, 1, {"b" * 20_000: 1}),
+        "Abort session id": lambda r: abort_call(r, "e" * 20_000, "r"),
+    }
+    long = {}
+    for what, call in calls.items():
+        o = raw(env, call)
+        assert not o.ok, (what, o)  # type: ignore[union-attr]
+        if len(o.details) >= 1024:  # type: ignore[union-attr]
+            long[what] = (o.code.name, len(o.details), o.details[:80] + "...")  # type: ignore[union-attr]
+    lines = {n: max(map(len, env.node_log(n).splitlines()), default=0) for n in ALL4}
+    assert not long, f"errors quoting more than 1 KB of what the caller sent: {long}"
+    assert all(v < 4000 for v in lines.values()), f"longest node log lines: {lines}"
+
+
+async def abort_call(r: Raw, sid: str, reason: str) -> Outcome:
+    try:
+        await r.stub("alice").Abort(mpc_pb2.AbortRequest(session_id=sid, reason=reason), timeout=CALL_TIMEOUT)
+    except grpc.aio.AioRpcError as exc:
+        return Outcome("alice", exc.code(), exc.details() or "")
+    return Outcome("alice", None)
+
+
+def test_many_concurrent_prepares_from_one_coordinator_are_resource_exhausted_and_the_node_keeps_serving(
+        env: Env) -> None:
+    async def flood(r: Raw) -> tuple[int, list[Outcome], mpc_pb2.StatusReply, Outcome]:
+        before = (await r.status("alice")).active_sessions
+        sids = [new_id() for _ in range(40)]
+        outcomes = await asyncio.gather(*(r.prepare("alice", sid, "raise", ALL4) for sid in sids))
+        status = await r.status("alice")
+        for sid, o in zip(sids, outcomes):
+            if o.ok:
+                await r.abort(["alice"], sid)
+        again = await r.prepare("alice", sid := new_id(), "raise", ALL4)
+        await r.abort(["alice"], sid)
+        return before, list(outcomes), status, again
+
+    before, outcomes, status, again = raw(env, flood)  # type: ignore[misc]
+    accepted = [o for o in outcomes if o.ok]
+    busy = [o for o in outcomes if o.code == grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert len(accepted) == 16 - before, (before, [(o.code, o.details[:100]) for o in outcomes])
+    assert len(accepted) + len(busy) == 40, [(o.code, o.details[:100]) for o in outcomes if not o.ok and o not in busy]
+    assert all("max_sessions_per_coordinator" in o.details for o in busy), busy[:2]
+    assert status.active_sessions == 16, status
+    assert again.ok, again
