@@ -88,7 +88,7 @@ class NodeConfig:
 
     name: str
     address: str              # host:port that peers and coordinators dial
-    host: str                 # the DNS name its certificate carries (TLS name check)
+    host: str                 # the DNS name its certificate is issued for (clients check its identity name)
     listen: str               # host:port the daemon binds
     cert: Path | None
     key: Path | None

@@ -94,6 +94,8 @@ def run(args: argparse.Namespace) -> int:
               f"{shown(','.join(e.participants)):<24} {shown(summary(e))}")
         if e.reason and e.outcome != "done":
             print(f"{'':<23} reason: {shown(e.reason)}")
+        if e.release:
+            print(f"{'':<23} released: {shown(e.release)}")
         if args.detail:
             for t in e.sent:
                 to = shown(t.to.removeprefix(SPIFFE))

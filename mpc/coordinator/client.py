@@ -21,7 +21,7 @@ from mpc.config import ClusterConfig
 from mpc.encoding import decode_ratio, decode_value
 from mpc.errors import MpcError, PeerUnavailable, SessionFailed
 from mpc.ring import Words, to_signed, words_from_bytes
-from mpc.transport.peers import UNREACHABLE, Channels, describe_rpc_error
+from mpc.transport.peers import UNREACHABLE, Channels, describe_rpc_error, is_name_mismatch
 from mpc.transport.tls import TlsMaterial
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
@@ -189,6 +189,11 @@ class NodeStatus:
                 "active_sessions": self.active_sessions, "cert_not_after": self.cert_not_after, "error": self.error}
 
 
+def _unreachable(exc: BaseException | None) -> bool:
+    """Whether a call failed because the node could not be reached (not: it answered with the wrong certificate)."""
+    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in UNREACHABLE and not is_name_mismatch(exc)
+
+
 class Coordinator:
     """Runs computations over the nodes of a cluster file (use as an async context manager)."""
 
@@ -262,10 +267,9 @@ class Coordinator:
         # A node that did not answer would not answer an Abort either: do not wait for it twice;
         # a node whose call was cancelled has dropped the session already (or is hung).
         cancelled = frozenset(n for n, t in tasks.items() if t.cancelled())
-        silent = cancelled | frozenset(n for n, r in failures
-                                       if isinstance(r, grpc.aio.AioRpcError) and r.code() in UNREACHABLE)
+        silent = cancelled | frozenset(n for n, r in failures if _unreachable(r))
         await self._abort_all(session_id, reasons, skip=silent)
-        unreachable = all(isinstance(r, grpc.aio.AioRpcError) and r.code() in UNREACHABLE for _, r in failures)
+        unreachable = all(_unreachable(r) for _, r in failures)
         cls = PeerUnavailable if unreachable else SessionFailed
         raise cls(f"session {session_id} failed, nothing was revealed: {reasons}")
 
@@ -424,8 +428,8 @@ class Coordinator:
                                       .Name(health.status), error=f"node {name} at {node.address} is not serving")
                 r = await self._stub(name).Status(mpc_pb2.StatusRequest(), timeout=timeout)
             except grpc.aio.AioRpcError as exc:
-                return NodeStatus(name, node.address, False, health="UNREACHABLE",
-                                  error=describe_rpc_error(node, exc))
+                health = "WRONG IDENTITY" if is_name_mismatch(exc) else "UNREACHABLE"
+                return NodeStatus(name, node.address, False, health=health, error=describe_rpc_error(node, exc))
             inputs = tuple(InputStatus(i.name, None if i.kind == "ballots" else i.length, i.frac_bits, i.is_scalar,
                                        i.version, i.kind or "number",
                                        (decode_value(i.lo, i.frac_bits), decode_value(i.hi, i.frac_bits))

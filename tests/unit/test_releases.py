@@ -1,0 +1,187 @@
+"""The release budget (mpc/node/releases.py) and its record in the store: which queries are distinct,
+which follow from earlier ones, the atomic check-and-record, restarts, and the store migration."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mpc.errors import InputError, PolicyError
+from mpc.node.releases import Query, decide, implied_by, might_be_implied
+from mpc.store import Store
+
+ALL = {"alice": 1, "bob": 1, "carlos": 1, "david": 1}
+
+
+def q(aggregate: str, threshold: int | None = None, versions: dict[str, int] | None = None) -> Query:
+    return Query.of(aggregate, threshold, ALL if versions is None else versions)
+
+
+def test_query_json_round_trip_and_party_order() -> None:
+    query = Query.of("vote", 7, {"carlos": 2, "alice": 1, "bob": 5})
+    assert Query.from_json(query.to_json()) == query
+    assert query.participants == ("alice", "bob", "carlos")
+    assert json.loads(query.to_json())["versions"] == [["alice", 1], ["bob", 5], ["carlos", 2]]
+
+
+@pytest.mark.parametrize("new, old, scalar, implied", [
+    (q("sum"), q("sum"), False, True),                          # a repeat
+    (q("average-records"), q("sum"), False, True),               # counts are public for a sum
+    (q("average-elementwise"), q("sum"), False, True),
+    (q("threshold", 5), q("sum"), False, True),                  # bits follow from the sums
+    (q("sum"), q("average-elementwise"), False, True),           # it opens the sums
+    (q("sum"), q("average-records"), True, True),                # scalars: the same numbers
+    (q("sum"), q("average-records"), False, False),              # vectors: elementwise sums say more
+    (q("average-elementwise"), q("average-records"), False, False),
+    (q("sum"), q("threshold", 5), False, False),
+    (q("threshold", 6), q("threshold", 5), False, False),
+    (q("vote", 7), q("vote"), False, False),                     # the binary search on a tally
+    (q("vote"), q("vote", 7), False, False),
+    (q("vote", 7), q("vote", 7), False, True),
+    (q("sum", versions={"alice": 1, "bob": 1, "carlos": 1}), q("sum"), False, False),   # a subset
+    (q("sum", versions={**ALL, "bob": 2}), q("sum"), False, False),                      # bob's new data
+])
+def test_what_follows_from_what(new: Query, old: Query, scalar: bool, implied: bool) -> None:
+    assert (implied_by(new, [old], scalar) is not None) is implied
+
+
+def test_decide_counts_distinct_queries_only() -> None:
+    earlier: list[tuple[Query, bool]] = []
+    for query in (q("sum"), q("sum"), q("average-records"), q("threshold", 3)):
+        counted, text = decide(query, earlier, max_releases=1, scalar=True, node="alice", input_name="raise",
+                               version=1)
+        earlier.append((query, counted))
+        assert ("not counted" in text) is (not counted)
+    assert [c for _, c in earlier] == [True, False, False, False]
+    with pytest.raises(PolicyError) as err:
+        decide(q("vote"), earlier, max_releases=1, scalar=True, node="alice", input_name="raise", version=1)
+    message = str(err.value)
+    assert "node alice" in message and "'raise'" in message and "version 1" in message
+    assert "(max_releases)" in message
+
+
+def test_a_budget_of_k_allows_k_distinct_queries() -> None:
+    earlier: list[tuple[Query, bool]] = []
+    for k in range(5):
+        query = q("vote", k)
+        counted, _ = decide(query, earlier, max_releases=5, scalar=False, node="a", input_name="b", version=1)
+        earlier.append((query, counted))
+    with pytest.raises(PolicyError):
+        decide(q("vote", 99), earlier, max_releases=5, scalar=False, node="a", input_name="b", version=1)
+    # ... and every one of them may still be repeated.
+    for k in range(5):
+        assert decide(q("vote", k), earlier, max_releases=5, scalar=False, node="a", input_name="b",
+                      version=1)[0] is False
+
+
+def test_might_be_implied_ignores_versions_but_not_participants() -> None:
+    earlier = [q("sum")]
+    assert might_be_implied("average-records", None, list(ALL), earlier, False)
+    assert not might_be_implied("sum", None, ["alice", "bob", "carlos"], earlier, False)
+    assert not might_be_implied("vote", 3, list(ALL), earlier, False)
+
+
+def store_with_session(tmp_path: Path, session: str = "a" * 32) -> Store:
+    store = Store(tmp_path / "node.sqlite3")
+    store.put_input("raise", np.array([3800], dtype=np.int64), 0, True)
+    store.record_session(session, "sum", "raise", list(ALL), "spiffe://mpc/coordinator/c")
+    return store
+
+
+def test_record_release_is_kept_across_a_reopen_and_audited(tmp_path: Path) -> None:
+    with store_with_session(tmp_path) as store:
+        query = q("sum")
+
+        def check(earlier: list[object]) -> tuple[bool, str]:
+            return True, "sum over alice,bob,carlos,david: release 1 of at most 1"
+        store.record_release("a" * 32, "raise", 1, query.to_json(), check)
+    with Store(tmp_path / "node.sqlite3") as store:
+        records = store.releases("raise", 1)
+        assert len(records) == 1 and records[0].counted and Query.from_json(records[0].query) == query
+        entry = store.audit_log()[-1]
+        assert entry.release.startswith("sum over alice") and entry.outcome == "prepared"
+        with pytest.raises(Exception, match="append-only"):
+            with sqlite3.connect(tmp_path / "node.sqlite3") as raw:
+                raw.execute("DELETE FROM releases")
+
+
+def test_two_sessions_cannot_both_take_the_last_release(tmp_path: Path) -> None:
+    store = store_with_session(tmp_path)
+    store.record_session("b" * 32, "vote", "raise", list(ALL), "spiffe://mpc/coordinator/c")
+    results: list[str] = []
+    start = threading.Barrier(2)
+
+    def attempt(session: str, threshold: int) -> None:
+        query = q("vote", threshold)
+
+        def check(earlier: list[object]) -> tuple[bool, str]:
+            return decide(query, [(Query.from_json(r.query), r.counted) for r in earlier],  # type: ignore[attr-defined]
+                          max_releases=1, scalar=True, node="alice", input_name="raise", version=1)
+        start.wait()
+        try:
+            store.record_release(session, "raise", 1, query.to_json(), check)
+            results.append("ok")
+        except PolicyError:
+            results.append("refused")
+    threads = [threading.Thread(target=attempt, args=(s, k)) for s, k in (("a" * 32, 1), ("b" * 32, 2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == ["ok", "refused"]
+    assert len(store.releases("raise", 1)) == 1
+    store.close()
+
+
+def test_versions_are_never_reused_even_after_rm(tmp_path: Path) -> None:
+    with Store(tmp_path / "node.sqlite3") as store:
+        assert store.put_input("x", np.array([1], dtype=np.int64), 0, True) == 1
+        assert store.put_input("x", np.array([2], dtype=np.int64), 0, True, overwrite=True) == 2
+        store.delete_input("x")
+        assert store.put_input("x", np.array([3], dtype=np.int64), 0, True) == 3
+        assert store.get_input("x").version == 3
+
+
+@pytest.mark.parametrize("values, kwargs, needle", [
+    ([1 << 31], {}, "value 1 lies outside the declared bounds (the default"),
+    ([5, 11], {"bounds": (0, 10)}, "value 2 lies outside the declared bounds"),
+    ([1, 2], {"ballots": True}, "value 2 is not a ballot"),
+    ([1, -1], {"ballots": True}, "value 2 is not a ballot"),
+    ([1], {"ballots": True, "bounds": (0, 5)}, "ballots are the integers 0 and 1"),
+    ([1], {"bounds": (5, 0)}, "lower bound is above the upper bound"),
+])
+def test_values_outside_their_declaration_are_refused_at_put(tmp_path: Path, values: list[int],
+                                                            kwargs: dict[str, object], needle: str) -> None:
+    with Store(tmp_path / "node.sqlite3") as store:
+        with pytest.raises(InputError) as err:
+            store.put_input("x", np.array(values, dtype=np.int64), 0, False, **kwargs)  # type: ignore[arg-type]
+        assert needle in str(err.value)
+        assert all(str(v) not in str(err.value) for v in values if abs(v) >= 10)   # positions, never values
+        assert store.list_inputs() == []
+
+
+def test_a_store_of_the_previous_schema_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "node.sqlite3"
+    raw = sqlite3.connect(path)
+    from mpc import store as store_module
+    for statement in [s for step in store_module._MIGRATIONS[:2] for s in step]:
+        raw.execute(statement)
+    raw.execute("PRAGMA user_version = 2")
+    raw.execute("INSERT INTO inputs VALUES ('old', 1, 0, 1, 't', 't', ?)", (np.array([7], dtype="<i8").tobytes(),))
+    raw.execute("INSERT INTO audit (at, event, session_id, coordinator, protocol, inputs, participants) "
+                "VALUES ('t', 'refused', 'x', 'c', 'sum', '[]', '[]')")
+    raw.commit()
+    raw.close()
+    with Store(path) as store:
+        old = store.get_input("old")
+        assert old.version == 1 and old.kind == "number" and old.bounds is None   # must be declared again
+        assert [e.outcome for e in store.audit_log()] == ["refused"]
+        store.append_audit("refused", "y", "c", "sum", [], [])
+        with pytest.raises(Exception, match="append-only"):
+            with sqlite3.connect(path) as conn:
+                conn.execute("DELETE FROM audit")
