@@ -135,13 +135,14 @@ class Session:
     parties: tuple[str, ...]
     coordinator: Identity
     stored: StoredInput
-    engine: Engine
+    engine: Engine                       # an AgreedParty around the protocol's own engine
     # The raw contribution and the output share never appear in a repr (tracebacks, debuggers).
     contribution: Words = field(repr=False)  # built at prepare, at `contribution_bits` fractional bits
     contribution_bits: int
     deadline: float                      # loop.time() after which the session is dropped
     output: asyncio.Future[Words] = field(repr=False)
     threshold: int | None = None         # a vote's K (None: at least half) or a threshold's K
+    versions: dict[str, int] = field(default_factory=dict)   # every participant's input version (at compute)
     timer: asyncio.TimerHandle | None = None
     running: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -280,8 +281,9 @@ class NodeCore:
                                    COMPARE_BITS)
         else:
             inner = SecureSumParty(session_id, name, participants, length, self.rng)
-        engine = AgreedParty(inner, session_id, name, participants)
         frac_bits = 0 if aggregate in _BIT_OUTPUTS else stored.frac_bits
+        # The release is counted when every peer has agreed, just before anything value-dependent leaves.
+        engine = AgreedParty(inner, session_id, name, participants, lambda: self._release(session))
         session = Session(session_id, aggregate, tuple(participants), caller, stored, engine, prepared, frac_bits,
                           loop.time() + timeout_s, loop.create_future(), threshold)
         self.store.record_session(session_id, aggregate, input_name, participants, caller.uri())
@@ -339,9 +341,9 @@ class NodeCore:
                       versions: Mapping[str, int]) -> Words:
         """Run a prepared session and return this node's output share.
 
-        Before anything that depends on the input leaves, the release is counted against the
-        input version's budget, and every peer must have prepared the identical session
-        description (mpc/protocols/agreement.py).
+        Nothing that depends on the input leaves until every peer has shown it prepared the
+        identical session description (mpc/protocols/agreement.py); at that moment the release is
+        counted against the input version's budget, or the session fails here.
 
         Args:
             versions: every participant's input version, as the nodes reported them at prepare.
@@ -383,7 +385,7 @@ class NodeCore:
                 "session": session_id, "coordinator": caller.uri(), "aggregate": session.aggregate,
                 "threshold": session.threshold, "input": stored.name, "participants": list(session.parties),
                 "frac_bits": frac_bits, "length": length, "versions": dict(sorted(versions.items()))})
-            self._release(session, versions)
+            session.versions = dict(versions)
             words = session.contribution
             if frac_bits != session.contribution_bits:  # another node's input is finer: rescale ours
                 stored = session.stored
@@ -419,13 +421,14 @@ class NodeCore:
         self._finish(session, "done", "")
         return share
 
-    def _release(self, session: Session, versions: Mapping[str, int]) -> None:
-        """Count this session against its input version's budget, before anything value-dependent leaves.
+    def _release(self, session: Session) -> None:
+        """Count this session against its input version's budget: called once every peer has agreed
+        on the session, just before anything value-dependent leaves this node.
 
         Raises: PolicyError when the budget is spent (another session may have taken it since prepare).
         """
         stored = session.stored
-        query = Query.of(session.aggregate, session.threshold, versions)
+        query = Query.of(session.aggregate, session.threshold, session.versions)
         rules = self.me.policy.rules(stored.name)
 
         def check(earlier: list[ReleaseRecord]) -> tuple[bool, str]:

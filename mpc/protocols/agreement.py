@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
@@ -62,8 +62,15 @@ class Inner(Protocol):
 class AgreedParty:
     """Wraps an engine: exchanges description digests and holds value-dependent events until all agree."""
 
-    def __init__(self, inner: Inner, session_id: str, me: str, parties: Sequence[str]) -> None:
+    def __init__(self, inner: Inner, session_id: str, me: str, parties: Sequence[str],
+                 on_agreed: Callable[[], None] | None = None) -> None:
+        """Args:
+            on_agreed: called once, when every digest has arrived and matched, just before what was
+                held is released; if it raises, the error propagates and nothing is released (the
+                node counts the release against its owner's budget here).
+        """
         self.inner = inner
+        self._on_agreed = on_agreed
         self.session_id = session_id
         self.me = me
         self.peers = tuple(p for p in parties if p != me)
@@ -136,6 +143,8 @@ class AgreedParty:
 
     def _filter(self, events: Sequence[object]) -> list[object]:
         if not self._agreed and self._digest is not None and len(self._theirs) == len(self.peers):
+            if self._on_agreed is not None:
+                self._on_agreed()
             self._agreed = True
         out: list[object] = []
         if self._agreed and self._held:

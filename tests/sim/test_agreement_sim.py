@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
+from mpc.errors import LocalProtocolError, PolicyError, RemoteProtocolError, RoundMismatch
 from mpc.prg import AesCtrRng
 from mpc.protocols.agreement import DIGEST_BYTES, STEP_DIGEST, AgreedParty, session_digest
 from mpc.protocols.events import Output, Send
@@ -149,3 +149,32 @@ def test_the_digest_is_canonical_and_binds_every_field() -> None:
                        ("versions", {"node-0": 1, "node-1": 1, "node-2": 2}), ("coordinator", "spiffe://x")]:
         seen.add(session_digest({**base, key: value}))
     assert len(seen) == 10
+
+
+def test_the_release_is_counted_at_agreement_and_a_refusal_releases_nothing() -> None:
+    parties = names(3)
+    digest = session_digest(description())
+    calls: list[str] = []
+
+    def refuse() -> None:
+        calls.append("agreed")
+        raise PolicyError("budget spent")
+
+    inner = SecureSumParty(SESSION, "node-0", parties, 3, AesCtrRng(secrets.token_bytes(16)))
+    p = AgreedParty(inner, SESSION, "node-0", parties, refuse)
+    events = p.start(np.array([1, 2, 3], dtype=np.uint64), digest)
+    assert calls == [] and not any(isinstance(e, Output) for e in events)
+    p.receive("node-1", STEP_DIGEST, digest)
+    assert calls == []                                   # not before the last digest
+    with pytest.raises(PolicyError):
+        p.receive("node-2", STEP_DIGEST, digest)
+    assert calls == ["agreed"] and not p.agreed
+
+    counted: list[str] = []
+    q = AgreedParty(SecureSumParty(SESSION, "node-0", parties, 3, AesCtrRng(secrets.token_bytes(16))),
+                    SESSION, "node-0", parties, lambda: counted.append("agreed"))
+    q.receive("node-1", STEP_DIGEST, digest)
+    q.receive("node-2", STEP_DIGEST, digest)
+    assert counted == []                                 # digests alone: we have not started
+    out = q.start(np.array([1, 2, 3], dtype=np.uint64), digest)
+    assert counted == ["agreed"] and any(isinstance(e, Output) for e in out)
