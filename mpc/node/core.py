@@ -97,6 +97,11 @@ class Engine(Protocol):
         """Peers the engine is waiting on."""
         ...
 
+    @property
+    def triple_counts(self) -> tuple[int, int] | None:
+        """Bit triples (generated, consumed) so far, for engines that use them."""
+        ...
+
     def start(self, contribution: Words, digest: bytes) -> list[Any]:
         """Begin with this node's contribution and the digest of the session description."""
         ...
@@ -584,7 +589,7 @@ class NodeCore:
             task.cancel()
         protocol = protocol_name(session.aggregate)
         self.metrics.sessions.labels(protocol, status).inc()
-        counts = getattr(session.engine, "triple_counts", None)
+        counts = session.engine.triple_counts
         if counts is not None:
             self.metrics.triples_generated.inc(counts[0])
             self.metrics.triples_consumed.inc(counts[1])

@@ -85,6 +85,12 @@ class AgreedParty:
         return self.inner.length
 
     @property
+    def triple_counts(self) -> tuple[int, int] | None:
+        """The inner engine's (generated, consumed) bit triples, if it uses any (for the node's metrics)."""
+        counts: tuple[int, int] | None = getattr(self.inner, "triple_counts", None)
+        return counts
+
+    @property
     def agreed(self) -> bool:
         """Whether every peer's digest has arrived and equals ours."""
         return self._agreed

@@ -48,13 +48,15 @@ from hypothesis import strategies as st
 from mpc.coordinator.client import Coordinator
 from mpc.ot.extension import KAPPA
 from mpc.ot.triples import STEP_BASE_A, STEP_BASE_B, STEP_T, STEP_U
+from mpc.pki import Identity
+from mpc.protocols.agreement import DIGEST_BYTES, STEP_DIGEST, session_digest
 from mpc.protocols.compare import SignBitParty
 from mpc.protocols.sum import STEP_SEED
 from mpc.protocols.threshold import STEP_HELLO
 from mpc.transport.tls import MAX_MESSAGE_BYTES, TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
-from .harness import LocalCluster, running_cluster
+from .harness import ANY_QUERIES, LocalCluster, running_cluster
 
 T = TypeVar("T")
 OK = grpc.StatusCode.OK
@@ -77,8 +79,8 @@ PEER_ALLOWED = frozenset({OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.
                           grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED})
 
 CMP_STEPS = SignBitParty("0" * 32, "alice", NAMES, 32, 1, None).steps  # type: ignore[arg-type]
-KNOWN_STEPS = (STEP_SEED, STEP_HELLO, STEP_BASE_A, STEP_BASE_B, STEP_U, STEP_T, *CMP_STEPS,
-               "sum/", "ot/base/", "ot/base/c", "triples/", "cmp/", "cmp/ks/99", "vote/open", "")
+KNOWN_STEPS = (STEP_DIGEST, STEP_SEED, STEP_HELLO, STEP_BASE_A, STEP_BASE_B, STEP_U, STEP_T, *CMP_STEPS,
+               "sum/", "ot/base/", "ot/base/c", "triples/", "cmp/", "cmp/ks/99", "vote/open", "agree/", "")
 
 METHODS = {  # full method path -> (kind, request type)
     "/mpc.v1.Control/Prepare": ("unary_unary", mpc_pb2.PrepareRequest),
@@ -205,11 +207,13 @@ def check(outcome: Outcome, allowed: frozenset[grpc.StatusCode], what: object) -
 class Env:
     """The running cluster, the channels every fuzz call uses, and helpers around them."""
 
-    def __init__(self, lt: LoopThread, lc: LocalCluster, finished_session: str, shapes: VoteShapes) -> None:
+    def __init__(self, lt: LoopThread, lc: LocalCluster, finished_session: str, shapes: VoteShapes,
+                 versions: dict[tuple[str, str], int]) -> None:
         self.lt = lt
         self.lc = lc
         self.finished_session = finished_session
         self.vote_shapes = shapes
+        self.versions = versions          # (node, input name) -> the version stored there
         self.channels: dict[tuple[str, str, bool], grpc.aio.Channel] = {}
 
     # Channels are created on the loop thread (grpc.aio objects belong to their loop).
@@ -262,6 +266,11 @@ class Env:
             replies[name] = outcome.value
         return replies
 
+    def input_versions(self, parties: Sequence[str], input_name: str) -> dict[str, int]:
+        """Every participant's input version, as a coordinator passes them to Compute (1 where a
+        node does not hold the input: it never prepares the session anyway)."""
+        return {p: self.versions.get((p, input_name), 1) for p in parties}
+
     async def abort(self, session_id: str, at: Sequence[str] = (TARGET,), reason: str = "fuzz") -> None:
         """Abort a session the example made (OK, or NOT_FOUND where it never got prepared)."""
         for name in at:
@@ -313,16 +322,24 @@ def vote_shapes(lc: LocalCluster, vote_id: str) -> VoteShapes:
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     lt = LoopThread()
     try:
-        manager = running_cluster(tmp_path_factory.mktemp("fuzz"), 3)
+        # The fuzzer tests robustness, not the rules across sessions (test_across_sessions.py):
+        # the owners let any participant set run any number of distinct queries.
+        manager = running_cluster(tmp_path_factory.mktemp("fuzz"), 3, every_policy=ANY_QUERIES)
         lc = lt.run(manager.__aenter__(), 60)
         fuzz_env: Env | None = None
         try:
+            versions: dict[tuple[str, str], int] = {}
+
+            def put(name: str, input_name: str, values: list[int], **kwargs: Any) -> None:
+                versions[(name, input_name)] = lc.put(name, input_name, values, **kwargs)
             for i, name in enumerate(NAMES):
-                lc.put(name, "x", [INPUTS["x"][i]], scalar=True)
-                lc.put(name, "ballot", [INPUTS["ballot"][i]])
-            lc.put(TARGET, "v", [1, -2, 3])
-            lc.put(TARGET, "fixed", [3 << 15, -(1 << 16)], frac_bits=16)
-            lc.put(TARGET, "huge", [INT64[1] // 2, INT64[0] // 2])      # too large to sum over 3 parties
+                # Narrow declared bounds: a well-formed sum of "x" fits at every scale up to 32 bits.
+                put(name, "x", [INPUTS["x"][i]], scalar=True, bounds=(-8, 8))
+                put(name, "ballot", [INPUTS["ballot"][i]], ballots=True)
+            put(TARGET, "v", [1, -2, 3], bounds=(-8, 8))             # narrow enough to compare
+            put(TARGET, "fixed", [3 << 15, -(1 << 16)], frac_bits=16)
+            # Declared bounds too wide to sum over 2 or more parties (refused at prepare).
+            put(TARGET, "huge", [INT64[1] // 2, INT64[0] // 2], bounds=(INT64[0] // 2, INT64[1] // 2))
 
             async def first_sessions() -> tuple[str, str]:
                 async with Coordinator(lc.cluster) as c:
@@ -332,7 +349,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 assert vote.passed          # 2 of 3 ballots are yes
                 return result.session_id, vote.session_id
             finished, vote_id = lt.run(first_sessions(), 60)
-            fuzz_env = Env(lt, lc, finished, vote_shapes(lc, vote_id))
+            fuzz_env = Env(lt, lc, finished, vote_shapes(lc, vote_id), versions)
             yield fuzz_env
         finally:
             if fuzz_env is not None:
@@ -441,6 +458,9 @@ def _fuzz_prepare(env: Env, case: tuple[dict[str, Any], list[str]]) -> None:
         # An input whose sum could overflow is refused at prepare, before anything is shared.
         assert outcome.code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT,
                                 grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED), outcome
+    if request.input_name == "huge" and request.protocol == mpc_pb2.PROTOCOL_SUM and len(request.participants) > 1:
+        # Its declared bounds could overflow a sum over two or more parties: never prepared.
+        assert outcome.code != OK, outcome
     if not mutated:
         assert outcome.code == OK, (request, outcome)      # the unmutated request is well formed
     if outcome.code == OK:
@@ -458,14 +478,45 @@ def test_fuzz_prepare(env: Env) -> None:
     env.assert_still_serving()
 
 
+VERSION_MUTATIONS = ("missing", "extra", "own", "peer", "empty", "random")
+
+
+@st.composite
+def mutated_versions(draw: st.DrawFn, versions: dict[str, int], mutation: str | None) -> dict[str, int]:
+    """The participants' input versions with one mutation (None: as reported at prepare).
+
+    missing: a participant left out; extra: a node that is no participant added; own / peer:
+    the target's / another participant's version changed; empty: no versions; random: any map.
+    """
+    out = dict(versions)
+    if mutation == "missing":
+        del out[draw(st.sampled_from(sorted(out)))]
+    elif mutation == "extra":
+        out[draw(participant.filter(lambda p: p not in versions))] = draw(st.integers(0, UINT64_MAX))
+    elif mutation == "own":
+        out[TARGET] = draw(st.integers(0, UINT64_MAX).filter(lambda v: v != versions[TARGET]))
+    elif mutation == "peer":
+        peer = draw(st.sampled_from(sorted(set(out) - {TARGET})))
+        out[peer] = draw(st.integers(0, UINT64_MAX).filter(lambda v: v != versions[peer]))
+    elif mutation == "empty":
+        out = {}
+    elif mutation == "random":
+        out = draw(st.dictionaries(participant, st.integers(0, UINT64_MAX), max_size=5))
+    return out
+
+
 @fuzz_settings(150)
 @given(scenario=st.sampled_from(["unknown", "target-first", "target-first", "target-last", "everyone"]),
        aggregate=st.sampled_from(AGGREGATES), mutated_id=bad_session_ids,
        frac_bits=st.one_of(st.integers(0, 32), st.integers(0, 32), frac_bits_values),
-       length=st.one_of(st.none(), st.none(), lengths), twice=st.booleans())
+       length=st.one_of(st.none(), st.none(), lengths), twice=st.booleans(),
+       version_mutation=st.one_of(st.none(), st.none(), st.sampled_from(VERSION_MUTATIONS)),
+       data=st.data())
 def _fuzz_compute(env: Env, scenario: str, aggregate: tuple[int, int, str, int | None], mutated_id: str,
-                  frac_bits: int, length: int | None, twice: bool) -> None:
-    """Compute with mutated scale and length, on unknown, half-prepared and fully prepared sessions.
+                  frac_bits: int, length: int | None, twice: bool, version_mutation: str | None,
+                  data: st.DataObject) -> None:
+    """Compute with mutated scale, length and input versions, on unknown, half-prepared and
+    fully prepared sessions.
 
     target-first: only the target knows the session and is first in the party order: it waits
     for no peer, and its own messages to the unprepared peers are refused at once.
@@ -480,6 +531,9 @@ def _fuzz_compute(env: Env, scenario: str, aggregate: tuple[int, int, str, int |
     if scenario == "everyone":
         protocol, mode, input_name, threshold = mpc_pb2.PROTOCOL_SUM, mpc_pb2.AVERAGE_MODE_RECORDS, "x", None
     session_id = mutated_id if scenario == "unknown" else secrets.token_hex(16)
+    # The versions the nodes report at prepare (known in advance: nothing overwrites them).
+    versions = data.draw(mutated_versions(env.input_versions(parties, input_name), version_mutation),
+                         label="input_versions")
 
     async def go() -> list[Outcome]:
         want = 1 if length is None else length
@@ -489,7 +543,9 @@ def _fuzz_compute(env: Env, scenario: str, aggregate: tuple[int, int, str, int |
                                         timeout_ms=300 if scenario == "target-last" else 4_000)
             if length is None:
                 want = replies[TARGET].length
-        request = mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=frac_bits, length=want)
+            assert all(r.input_version == env.versions[(n, input_name)] for n, r in replies.items()), replies
+        request = mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=frac_bits, length=want,
+                                         input_versions=versions)
         calls = [_streamed((await env.control(name)).Compute(request, timeout=CALL_DEADLINE))
                  for name in (at if scenario == "everyone" else [TARGET]) for _ in range(2 if twice else 1)]
         outcomes = list(await asyncio.gather(*calls))
@@ -499,7 +555,10 @@ def _fuzz_compute(env: Env, scenario: str, aggregate: tuple[int, int, str, int |
 
     outcomes = env.run(go(), 2 * CALL_DEADLINE + RUN_SLACK)
     for outcome in outcomes:
-        check(outcome, CONTROL_ALLOWED, (scenario, session_id, aggregate, frac_bits, length))
+        check(outcome, CONTROL_ALLOWED, (scenario, session_id, aggregate, frac_bits, length, versions))
+        if version_mutation in ("missing", "extra", "own", "empty"):
+            # Versions that do not match the participants or the target's own input: refused.
+            assert outcome.code != OK, (version_mutation, versions, outcome)
         if outcome.code == OK:   # the session ran: the chunks are consistent
             assert outcome.value and all(c.session_id == session_id for c in outcome.value), outcome
         if scenario == "unknown":
@@ -510,8 +569,10 @@ def _fuzz_compute(env: Env, scenario: str, aggregate: tuple[int, int, str, int |
     if scenario == "everyone" and len(ok) == len(NAMES):
         total = sum(int.from_bytes(c.words, "little") for o in ok for c in o.value) % (1 << 64)
         assert total == (sum(INPUTS["x"]) << frac_bits) % (1 << 64), (frac_bits, total)
-    if scenario == "everyone" and length is None and frac_bits <= 32 and not twice:
+    if scenario == "everyone" and length is None and frac_bits <= 32 and not twice and version_mutation is None:
         assert len(ok) == len(NAMES), outcomes       # a well-formed compute at every node succeeds
+    if scenario == "everyone" and version_mutation == "peer":
+        assert not ok, outcomes   # the peer whose version is wrong refuses; nobody opens a share
 
 
 def test_fuzz_compute(env: Env) -> None:
@@ -596,6 +657,8 @@ def shaped_payloads(draw: st.DrawFn, step: str, sender: str, shapes: VoteShapes)
     if step == STEP_HELLO:
         ids = draw(st.lists(st.one_of(st.just(shapes.setup_id), st.binary(min_size=16, max_size=16)), max_size=9))
         return b"".join(ids)
+    if step == STEP_DIGEST:       # a digest of some other session description
+        return draw(st.binary(min_size=DIGEST_BYTES, max_size=DIGEST_BYTES))
     size = shapes.sizes.get(step)
     if size is None:
         return draw(st.integers(0, 64).flatmap(lambda k: st.binary(min_size=8 * k, max_size=8 * k)))
@@ -686,7 +749,9 @@ class PeerScenario:
     input_name: str
     at: tuple[str, ...]            # nodes that prepare the session
     computes: bool                 # the target computes (in the background) while the fuzzer sends
-    prefix: str = ""               # "": nothing; "hello": both peers greet (no common OT setup);
+    prefix: str = ""               # "": nothing; "agreed": both peers send the session's true digest;
+                                   # each of the following starts with those digests too:
+                                   # "hello": both peers greet (no common OT setup);
                                    # "hello-shared": greet with the shared setup (straight to triples);
                                    # "triples": that, then well-shaped IKNP messages and corrections
                                    # from both peers, so that the target reaches the comparison rounds
@@ -698,7 +763,8 @@ PEER_SCENARIOS = {
     "unknown": PeerScenario(mpc_pb2.PROTOCOL_SUM, "x", (), False),
     "prepared-sum": PeerScenario(mpc_pb2.PROTOCOL_SUM, "x", (TARGET,), False, likely=(STEP_SEED,)),
     "prepared-vote": PeerScenario(mpc_pb2.PROTOCOL_VOTE, "ballot", (TARGET,), False),
-    "running-sum": PeerScenario(mpc_pb2.PROTOCOL_SUM, "x", NAMES, True, likely=(STEP_SEED,)),
+    "running-sum": PeerScenario(mpc_pb2.PROTOCOL_SUM, "x", NAMES, True, likely=(STEP_SEED, STEP_DIGEST)),
+    "agreed-sum": PeerScenario(mpc_pb2.PROTOCOL_SUM, "x", NAMES, True, "agreed", likely=(STEP_SEED,)),
     "running-vote": PeerScenario(mpc_pb2.PROTOCOL_VOTE, "ballot", NAMES, True),
     "fresh-ot-vote": PeerScenario(mpc_pb2.PROTOCOL_VOTE, "ballot", NAMES, True, "hello",
                                   likely=(STEP_BASE_A, STEP_BASE_B)),
@@ -709,11 +775,25 @@ PEER_SCENARIOS = {
 }
 
 
-def _prefix(data: st.DataObject, scenario: PeerScenario, shapes: VoteShapes) -> list[PeerCall]:
+AGGREGATE_NAMES: dict[int, str] = {mpc_pb2.PROTOCOL_SUM: "sum", mpc_pb2.PROTOCOL_VOTE: "vote"}  # transport/server.py
+
+
+def true_digest(scenario: PeerScenario, session_id: str, parties: Sequence[str], versions: dict[str, int]) -> bytes:
+    """The digest of the session description every node prepared (mpc/node/core.py, compute):
+    what an honest peer sends first. The scenarios compute integers of length 1."""
+    return session_digest({
+        "session": session_id, "coordinator": Identity("coordinator", "coordinator").uri(),
+        "aggregate": AGGREGATE_NAMES[scenario.protocol], "threshold": None, "input": scenario.input_name,
+        "participants": list(parties), "frac_bits": 0, "length": 1, "versions": dict(sorted(versions.items()))})
+
+
+def _prefix(data: st.DataObject, scenario: PeerScenario, shapes: VoteShapes, digest: bytes) -> list[PeerCall]:
     """The well-formed messages that drive the target to the scenario's phase."""
     def honest(as_node: str, step: str, payload: bytes) -> PeerCall:
         return PeerCall(as_node, True, "", None, step, payload, None, "deliver", "ok", ())
     calls = []
+    if scenario.prefix:   # the peers agree on the session first (mpc/protocols/agreement.py)
+        calls += [honest(peer, STEP_DIGEST, digest) for peer in ("bob", "carlos")]
     if scenario.prefix.startswith("hello") or scenario.prefix == "triples":
         hello = b"" if scenario.prefix == "hello" else shapes.setup_id
         calls += [honest(peer, STEP_HELLO, hello) for peer in ("bob", "carlos")]
@@ -758,13 +838,14 @@ def _fuzz_peer(env: Env, data: st.DataObject, name: str, parties: list[str]) -> 
     scenario = PEER_SCENARIOS[name]
     if scenario.target_first:
         parties = [TARGET, *(p for p in parties if p != TARGET)]
-    prefix = _prefix(data, scenario, env.vote_shapes)
+    session_id = secrets.token_hex(16)
+    versions = env.input_versions(parties, scenario.input_name)
+    prefix = _prefix(data, scenario, env.vote_shapes, true_digest(scenario, session_id, parties, versions))
     if scenario.prefix == "triples":
         messages = data.draw(compare_rounds(env.vote_shapes), label="messages")
     else:
         messages = data.draw(st.lists(peer_calls(env.vote_shapes, scenario.likely), min_size=1, max_size=5),
                              label="messages")
-    session_id = secrets.token_hex(16)
 
     async def go() -> tuple[list[Outcome], list[Outcome], Outcome | None]:
         if scenario.at:
@@ -773,11 +854,14 @@ def _fuzz_peer(env: Env, data: st.DataObject, name: str, parties: list[str]) -> 
         compute: asyncio.Task[Outcome] | None = None
         if scenario.computes:
             # The session's own deadline ends the computation at the latest: the call outlives it.
-            request = mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=0, length=1)
+            request = mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=0, length=1, input_versions=versions)
             compute = asyncio.ensure_future(_streamed((await env.control()).Compute(
                 request, timeout=PEER_SESSION_S + CALL_DEADLINE)))
             await asyncio.sleep(0.01)
         driven = [await _peer_call(env, m, session_id) for m in prefix]
+        live = env.lc.servers[TARGET].core.sessions.get(session_id)
+        if scenario.prefix and live is not None:   # the true digests made the target agree
+            assert getattr(live.engine, "agreed"), (name, parties)
         outcomes = [await _peer_call(env, m, session_id) for m in messages]
         if scenario.at:
             await env.abort(session_id, scenario.at)
@@ -815,7 +899,9 @@ def _valid_requests() -> dict[str, list[bytes]]:
             session_id=sid, protocol=mpc_pb2.PROTOCOL_VOTE, input_name="ballot", participants=list(NAMES),
             timeout_ms=1000, threshold=-5).SerializeToString()],
         "/mpc.v1.Control/Compute": [mpc_pb2.ComputeRequest(session_id=sid, frac_bits=16,
-                                                           length=3).SerializeToString()],
+                                                           length=3).SerializeToString(),
+                                    mpc_pb2.ComputeRequest(session_id=sid, frac_bits=0, length=1, progress=True,
+                                                           input_versions={n: 1 for n in NAMES}).SerializeToString()],
         "/mpc.v1.Control/Abort": [mpc_pb2.AbortRequest(session_id=sid, reason="fuzz").SerializeToString()],
         "/mpc.v1.Control/Status": [mpc_pb2.StatusRequest().SerializeToString(), b""],
         "/mpc.v1.Peer/Send": [mpc_pb2.PeerFrame(header=header, chunk=bytes(24)).SerializeToString(),

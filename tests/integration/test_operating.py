@@ -6,7 +6,8 @@ the JSON format:
 
     1. a secure sum of `salary` (distinctive seven-digit inputs);
     2. a vote on `ballot` (T = 5 of N = 8: YES);
-    3. a sum of `ballot`, which carlos's policy refuses (alice and bob had prepared: aborted);
+    3. a sum of `ballot`, which carlos's policy refuses (alice and bob, whose owners let a sum
+       use their ballots after the vote, had prepared: aborted);
 
 and keeps what it saw: every log line, every peer payload each node received, every output
 share chunk the coordinator received, the audit log of each node, and each node's /metrics
@@ -50,6 +51,8 @@ SALARY = {"alice": 7_340_211, "bob": 5_918_407, "carlos": 6_602_153}
 BALLOT = {"alice": [1, 0, 1], "bob": [1, 1], "carlos": [0, 0, 1]}       # T = 5, N = 8: YES
 COORDINATOR = "spiffe://mpc/coordinator/coordinator"
 CAROL_POLICY = 'allow.sum = ["salary"]'                                 # carlos: ballots are never summed
+# alice and bob: a sum may use the ballots, as a second release of their version after the vote.
+LOOSE_POLICY = 'allow.sum = ["salary", "ballot"]\nmax_releases = 2'
 SCRAPE_TIMEOUT = 5.0
 FORGED_ID = "\x1b[2K\rFAKE 2026-01-01 sum done\n"
 
@@ -133,11 +136,12 @@ async def _run(tmp: Path) -> Scenario:
     root.addHandler(handler)
     root.setLevel(logging.DEBUG)
     try:
-        async with running_cluster(tmp, 3, metrics=True, policies={"carlos": CAROL_POLICY}) as lc:
+        policies = {"alice": LOOSE_POLICY, "bob": LOOSE_POLICY, "carlos": CAROL_POLICY}
+        async with running_cluster(tmp, 3, metrics=True, policies=policies) as lc:
             sc = Scenario(tmp, {n: lc.cluster.node(n).data_dir for n in TRIO})  # type: ignore[misc]
             for name in TRIO:
                 lc.put(name, "salary", [SALARY[name]], scalar=True)
-                lc.put(name, "ballot", BALLOT[name])
+                lc.put(name, "ballot", BALLOT[name], ballots=True)
 
             def observe(session: str, node: str, chunk: bytes) -> None:
                 sc.secret_blobs.append(chunk)
@@ -206,9 +210,11 @@ def test_audit_of_a_sum_names_who_what_and_every_byte_that_left(run: Scenario) -
         assert (e.coordinator, e.protocol, e.inputs, e.participants, e.outcome) == \
             (COORDINATOR, "sum", ("salary",), TRIO, "done")
         assert e.started_at <= e.ended_at and e.reason == ""
+        # Agreement: one 32-byte digest of the session description to each other party.
         # Bonawitz masks: party i sends one 24-byte seed message (16-byte seed, 8-byte length
         # cross-check) to each later party; the coordinator gets one 8-byte output share.
-        expected = {("sum/seed", later): (1, 24) for later in TRIO[index + 1:]}
+        expected = {("agree/digest", other): (1, 32) for other in TRIO if other != node}
+        expected |= {("sum/seed", later): (1, 24) for later in TRIO[index + 1:]}
         expected[("output share", COORDINATOR)] = (1, 8)
         assert sent(e) == expected, f"{node}: {e.sent}"
 
@@ -220,7 +226,9 @@ def test_audit_of_a_vote_lists_each_kind_of_message_with_sizes(run: Scenario) ->
         s = sent(e)
         assert s.pop(("output share", COORDINATOR)) == (1, 8)     # one XOR share of the answer bit
         kinds = {kind for kind, _ in s}
-        assert {"vote/hello", "ot/base/a", "ot/base/b", "triples/u", "triples/t", "cmp/csa", "cmp/ks"} <= kinds
+        assert {"agree/digest", "vote/hello", "ot/base/a", "ot/base/b", "triples/u", "triples/t", "cmp/csa",
+                "cmp/ks"} <= kinds
+        assert all(s[("agree/digest", other)] == (1, 32) for other in set(TRIO) - {node}), s
         peers = {to for _, to in s}
         assert peers == set(TRIO) - {node}
         assert all(messages >= 1 and size >= 0 for messages, size in s.values())
@@ -286,14 +294,17 @@ def test_a_session_cut_by_a_restart_is_logged_interrupted(tmp_path: Path) -> Non
 
 
 def test_a_session_that_times_out_is_logged_failed_with_what_was_sent(tmp_path: Path) -> None:
-    """bob and carlos compute; alice never does. bob sends carlos its seed, then both time out
-    waiting for alice's; alice's prepared session expires."""
+    """bob and carlos compute; alice never does. Each sends the others its digest of the session,
+    bob sends carlos its seed, then both time out waiting for alice's; alice's prepared session
+    expires."""
     session_id = "cd" * 16
+    versions: dict[str, int] = {}
 
     async def compute(lc: LocalCluster, node: str) -> grpc.aio.AioRpcError | None:
         channel, stub = control_stub(lc, node)
         try:
-            async for _ in stub.Compute(mpc_pb2.ComputeRequest(session_id=session_id, length=1), timeout=10):
+            async for _ in stub.Compute(mpc_pb2.ComputeRequest(session_id=session_id, length=1,
+                                                               input_versions=versions), timeout=10):
                 pass
             return None
         except grpc.aio.AioRpcError as exc:
@@ -304,7 +315,7 @@ def test_a_session_that_times_out_is_logged_failed_with_what_was_sent(tmp_path: 
     async def scenario() -> tuple[dict[str, list[AuditEntry]], list[grpc.aio.AioRpcError | None]]:
         async with running_cluster(tmp_path, 3) as lc:
             for name in TRIO:
-                lc.put(name, "salary", [SALARY[name]], scalar=True)
+                versions[name] = lc.put(name, "salary", [SALARY[name]], scalar=True)
                 assert await prepare_raw(lc, name, session_id, "salary", timeout_ms=1500) is None
             errors = await asyncio.gather(compute(lc, "bob"), compute(lc, "carlos"))
             await asyncio.sleep(0.5)    # alice's own deadline
@@ -317,8 +328,12 @@ def test_a_session_that_times_out_is_logged_failed_with_what_was_sent(tmp_path: 
         assert entry.outcome == "failed" and entry.session_id == session_id, entry
         assert "timed out" in entry.reason, entry.reason
     assert "alice" in audits["bob"][0].reason and "alice" in audits["carlos"][0].reason
-    assert sent(audits["bob"][0]) == {("sum/seed", "carlos"): (1, 24)}   # and no output share
-    assert audits["alice"][0].sent == () and audits["carlos"][0].sent == ()
+    # Only what depends on no input left them (digests of the public description, a fresh
+    # seed), and no output share.
+    assert sent(audits["bob"][0]) == {("agree/digest", "alice"): (1, 32), ("agree/digest", "carlos"): (1, 32),
+                                      ("sum/seed", "carlos"): (1, 24)}
+    assert sent(audits["carlos"][0]) == {("agree/digest", "alice"): (1, 32), ("agree/digest", "bob"): (1, 32)}
+    assert audits["alice"][0].sent == ()
 
 
 def mpc(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -331,13 +346,20 @@ def test_mpc_audit_prints_a_table_json_and_filters(run: Scenario) -> None:
     table = mpc("audit", *where)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0].startswith("started (UTC)") and len(lines) == 1 + 3 + 1   # 3 sessions, 1 reason line
+    # 3 sessions, 2 release lines (the sum and the vote), 1 reason line (the aborted sum)
+    assert lines[0].startswith("started (UTC)") and len(lines) == 1 + 3 + 2 + 1
+    # bob's sent: a 32-byte digest to alice and to carlos, a 24-byte seed to carlos.
     assert re.search(r"sum\s+salary\s+done\s+coordinator/coordinator\s+alice,bob,carlos\s+"
-                     r"output share of 8 B to the coordinator; 24 B in 1 message to carlos", table.stdout)
+                     r"output share of 8 B to the coordinator; 88 B in 3 messages to alice, carlos", table.stdout)
+    assert re.search(r"^\s+released: sum over alice,bob,carlos: .*'salary' v1$", table.stdout, re.M), table.stdout
     as_json = json.loads(mpc("audit", *where, "--json").stdout)
     assert [e["session"] for e in as_json] == [e.session_id for e in run.audit["bob"]]
-    assert as_json[0]["sent"] == [{"kind": "sum/seed", "to": "carlos", "messages": 1, "bytes": 24},
+    assert as_json[0]["sent"] == [{"kind": "agree/digest", "to": "alice", "messages": 1, "bytes": 32},
+                                  {"kind": "agree/digest", "to": "carlos", "messages": 1, "bytes": 32},
+                                  {"kind": "sum/seed", "to": "carlos", "messages": 1, "bytes": 24},
                                   {"kind": "output share", "to": COORDINATOR, "messages": 1, "bytes": 8}]
+    assert "sum over alice,bob,carlos" in as_json[0]["release"] and "'salary' v1" in as_json[0]["release"]
+    assert as_json[2]["release"] == ""     # the aborted sum never got as far as a release
     salary_only = json.loads(mpc("audit", *where, "--json", "--input", "salary").stdout)
     assert [e["session"] for e in salary_only] == [run.sessions["sum"]]
     today = run.audit["bob"][0].started_at[:10]
@@ -347,8 +369,11 @@ def test_mpc_audit_prints_a_table_json_and_filters(run: Scenario) -> None:
     assert [e["session"] for e in json.loads(mpc("audit", *where, "--json", "--limit", "1").stdout)] == \
         [run.audit["bob"][-1].session_id]
     detail = mpc("audit", *where, "--input", "salary", "--detail").stdout.splitlines()
-    assert re.fullmatch(r"\s+sent sum/seed\s+to carlos\s+1 message\s+24 B", detail[2]), detail
-    assert re.fullmatch(r"\s+sent output share\s+to coordinator/coordinator\s+1 message\s+8 B", detail[3]), detail
+    assert re.fullmatch(r"\s+released: sum over alice,bob,carlos: .*", detail[2]), detail
+    assert re.fullmatch(r"\s+sent agree/digest\s+to alice\s+1 message\s+32 B", detail[3]), detail
+    assert re.fullmatch(r"\s+sent agree/digest\s+to carlos\s+1 message\s+32 B", detail[4]), detail
+    assert re.fullmatch(r"\s+sent sum/seed\s+to carlos\s+1 message\s+24 B", detail[5]), detail
+    assert re.fullmatch(r"\s+sent output share\s+to coordinator/coordinator\s+1 message\s+8 B", detail[6]), detail
     bad = mpc("audit", *where, "--since", "last week")
     assert bad.returncode == 1 and "--since" in bad.stderr and "last week" in bad.stderr
     missing = mpc("audit", "--data-dir", run.workdir / "no-such-node")

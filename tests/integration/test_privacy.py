@@ -6,7 +6,9 @@ the coordinator's observer sees every output-share chunk it receives. From those
 
 - no raw input encoding of any party appears anywhere in what a node or the coordinator
   receives, over many sessions of fresh random inputs;
-- nodes receive only "sum/seed" messages of exactly 24 bytes (16-byte seed + length);
+- nodes receive only "sum/seed" messages of exactly 24 bytes (16-byte seed + length), and
+  from every other party one "agree/digest" of 32 bytes, the same at every node of a session
+  (a digest of the public session description: it depends on no input);
 - the coordinator's shares, the seeds, and what a coalition of the coordinator with one node
   can unmask, are all uniform bytes (chi-square), over repeated sessions on fixed inputs;
 - and, as a positive control, the recorded views are the real ones: knowing every seed
@@ -33,6 +35,7 @@ import pytest
 from mpc.coordinator.client import Coordinator
 from mpc.encoding import sum_bound
 from mpc.prg import prg_words
+from mpc.protocols.agreement import DIGEST_BYTES, STEP_DIGEST
 from mpc.protocols.sum import STEP_SEED
 from mpc.ring import words_to_bytes
 
@@ -127,9 +130,15 @@ def test_chi_square_threshold() -> None:
 
 
 def random_inputs(n: int, length: int) -> list[list[int]]:
-    """Fresh random int64 vectors from the OS CSPRNG, within the no-overflow bound for n parties."""
+    """Fresh random int64 vectors from the OS CSPRNG, within the no-overflow bound for n parties
+    (stored with those bounds declared: see no_overflow_bounds)."""
     bound = sum_bound(n)
     return [[secrets.randbelow(2 * bound + 1) - bound for _ in range(length)] for _ in range(n)]
+
+
+def no_overflow_bounds(n: int) -> tuple[int, int]:
+    """The widest bounds a node may declare so that a sum over n parties cannot overflow."""
+    return -sum_bound(n), sum_bound(n)
 
 
 def encodings(values: list[int]) -> list[bytes]:
@@ -177,12 +186,14 @@ def unmask(share: bytes, node: str, parties: tuple[str, ...], seeds: dict[tuple[
 
 
 def seeds_of(lc: LocalCluster, parties: tuple[str, ...], session: str) -> dict[tuple[str, str], bytes]:
-    """Every pairwise seed of a session, from what the receiving nodes recorded."""
+    """Every pairwise seed of a session, from what the receiving nodes recorded (each node also
+    received one digest of the session description from every other party: left out here)."""
     seeds: dict[tuple[str, str], bytes] = {}
     for receiver in parties:
         for sender, step, payload in node_view(lc, receiver, session):
-            assert step == STEP_SEED
-            seeds[(sender, receiver)] = SEED_MSG.unpack(payload)[0]
+            assert step in (STEP_SEED, STEP_DIGEST), step
+            if step == STEP_SEED:
+                seeds[(sender, receiver)] = SEED_MSG.unpack(payload)[0]
     return seeds
 
 
@@ -199,12 +210,13 @@ def test_no_party_receives_another_partys_input(tmp_path: Path, n: int) -> None:
             parties = tuple(lc.cluster.nodes)
             opened: list[str] = []
             all_seeds: list[bytes] = []
+            all_digests: set[bytes] = set()
             async with Coordinator(lc.cluster, observer=views.observe) as c:
                 for k in range(sessions):
                     length = 1 + k % 5            # scalars and vectors of up to 5 words
                     inputs = random_inputs(n, length)
                     for name, values in zip(parties, inputs):
-                        lc.put(name, "x", values, scalar=length == 1, overwrite=True)
+                        lc.put(name, "x", values, scalar=length == 1, overwrite=True, bounds=no_overflow_bounds(n))
                     result = await c.sum("x")
                     session = result.session_id
                     opened.append(session)
@@ -212,9 +224,16 @@ def test_no_party_receives_another_partys_input(tmp_path: Path, n: int) -> None:
                     assert result.value == (expected[0] if length == 1 else expected)
 
                     raw = {name: encodings(values) for name, values in zip(parties, inputs)}
-                    # What the nodes received: only seeds, 24 bytes each, from each earlier party.
+                    # What the nodes received: one digest of the session description from every
+                    # other party, the same everywhere in the session (so it depends on no input) ...
+                    digests = {(receiver, sender): payload for receiver in parties
+                               for sender, step, payload in node_view(lc, receiver, session) if step == STEP_DIGEST}
+                    assert sorted(digests) == sorted((r, s) for r in parties for s in parties if s != r), digests
+                    assert len(set(digests.values())) == 1 and len(next(iter(digests.values()))) == DIGEST_BYTES
+                    all_digests |= set(digests.values())
+                    # ... and otherwise only seeds, 24 bytes each, from each earlier party.
                     for i, receiver in enumerate(parties):
-                        view = node_view(lc, receiver, session)
+                        view = [m for m in node_view(lc, receiver, session) if m[1] != STEP_DIGEST]
                         assert sorted(sender for sender, _, _ in view) == sorted(parties[:i]), (receiver, view)
                         for sender, step, payload in view:
                             assert step == STEP_SEED
@@ -242,6 +261,8 @@ def test_no_party_receives_another_partys_input(tmp_path: Path, n: int) -> None:
             # Seeds are fresh: never repeated across pairs or sessions.
             assert len(all_seeds) == sessions * n * (n - 1) // 2
             assert len(set(all_seeds)) == len(all_seeds)
+            # Each session's description (its id among it) has a digest of its own.
+            assert len(all_digests) == sessions
             # Nothing else reached any node: every recorded message belongs to these sessions.
             assert {s for msgs in lc.recorder.received.values() for s, *_ in msgs} == set(opened)
     asyncio.run(go())
@@ -259,7 +280,8 @@ def test_shares_and_coalition_views_are_uniform(tmp_path: Path) -> None:
         async with running_cluster(tmp_path, 3) as lc:
             parties = tuple(lc.cluster.nodes)
             for name in parties:
-                lc.put(name, "v", np.full(length, constant, dtype=np.int64))
+                # The constant lies beyond the default bounds (+-2^31 - 1): declared ones that fit.
+                lc.put(name, "v", np.full(length, constant, dtype=np.int64), bounds=(0, constant))
             opened: list[str] = []
             async with Coordinator(lc.cluster, observer=views.observe) as c:
                 for _ in range(sessions):

@@ -49,7 +49,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         # Element j sums to (j % 100) + ((j + 1) % 100) + ((j + 2) % 100): about half reach K.
         values = (np.arange(LENGTH, dtype=np.int64) + index) % 100
         with Store.open_dir(workdir / "data" / name) as store:
-            store.put_input("counts", values, 0, False)
+            # A comparison needs declared bounds it can compare over 3 parties (the default is too wide).
+            store.put_input("counts", values, 0, False, bounds=(0, 99))
     nodes = NodeProcesses(cluster_file, workdir / "logs")
     try:
         nodes.start_all(NAMES)
