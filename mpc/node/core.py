@@ -409,7 +409,7 @@ class NodeCore:
             if pending:
                 _, late = await asyncio.wait(pending, timeout=session.remaining(loop))
                 if late:
-                    peers = ", ".join(sorted(t.get_name() for t in late))
+                    peers = ", ".join(sorted({t.get_name() for t in late}))
                     raise PeerUnavailable(f"session {session_id}: node {self.me.name} could not deliver to {peers} "
                                           f"in time")
             if session.send_errors:
@@ -522,6 +522,20 @@ class NodeCore:
             raise
         if self.sessions.get(session_id) is session:  # it may have ended while we computed
             self._dispatch(session, events)
+
+    def close(self) -> None:
+        """Drop every live session without touching the store (the node is stopping; its next
+        start marks them interrupted), so that no deadline fires after the store is closed."""
+        sessions, self.sessions = list(self.sessions.values()), {}
+        for session in sessions:
+            if session.timer is not None:
+                session.timer.cancel()
+            for task in session.tasks:
+                task.cancel()
+            if not session.output.done():
+                session.output.set_exception(SessionFailed(f"session {session.session_id}: node {self.me.name} "
+                                                           f"is stopping"))
+            session.output.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     # ---- internals --------------------------------------------------------------------
 

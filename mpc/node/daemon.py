@@ -84,6 +84,7 @@ class NodeServer:
         await self.server.stop(grace)
         await asyncio.to_thread(self.metrics.close)   # the HTTP server's shutdown blocks briefly
         await self.peers.close()
+        self.core.close()
         self.store.close()
         log.info("node %s stopped", self.config.name)
 

@@ -169,10 +169,11 @@ class Daemons:
         assert d is not None
         return d
 
-    def put(self, node: str, name: str, values: Sequence[int] | np.ndarray, *, scalar: bool = False) -> None:
+    def put(self, node: str, name: str, values: Sequence[int] | np.ndarray, *, scalar: bool = False,
+            ballots: bool = False) -> None:
         """Store an input at one node, as its owner would on that node's machine (the node may be running)."""
         with Store.open_dir(self.data_dir(node)) as store:
-            store.put_input(name, np.asarray(values, dtype=np.int64), 0, scalar)
+            store.put_input(name, np.asarray(values, dtype=np.int64), 0, scalar, ballots=ballots)
 
     def signal(self, node: str, sig: int) -> None:
         """Send `sig` to the node's process (by PID), without waiting."""
@@ -319,7 +320,7 @@ def test_node_killed_during_vote_fails_naming_it(trio: Daemons) -> None:
     d = trio
     ballots = {"alice": [1, 0, 1], "bob": [1, 1], "carlos": [0, 0, 1]}  # 5 yes of 8: YES
     for n, b in ballots.items():
-        d.put(n, "ballot", b)
+        d.put(n, "ballot", b, ballots=True)
 
     async def go() -> None:
         senders: set[str] = set()
@@ -348,7 +349,8 @@ def test_node_killed_during_vote_fails_naming_it(trio: Daemons) -> None:
             assert_failed_and_dropped(d, ("alice", "bob"), sid, streamed=senders)
 
             await d.restart("carlos")
-            assert await inputs_at(c, "carlos") == {"ballot": (3, False)}
+            # carlos still offers his ballots (Status hides how many: a vote hides its ballot count).
+            assert await inputs_at(c, "carlos") == {"ballot": (0, False)}
             result = await c.vote("ballot")
             assert result.passed is True
             await drained(c, TRIO, 5)
@@ -418,12 +420,14 @@ def test_first_session_after_a_peer_restart_succeeds(tmp_path: Path) -> None:
                 for _ in range(3):
                     sid = os.urandom(16).hex()
                     request = prepare_request(sid, "x", TRIO, 10.0)
-                    await asyncio.gather(*(control(c, n).Prepare(request, timeout=5) for n in TRIO))
+                    replies = await asyncio.gather(*(control(c, n).Prepare(request, timeout=5) for n in TRIO))
+                    versions = {r.node: r.input_version for r in replies}
                     await lc.stop("bob")
-                    # alice (first in order) sends her seed to bob at Compute: it fails, naming bob.
+                    # alice sends her digest and seed to bob at Compute: it fails, naming bob.
                     with pytest.raises(grpc.aio.AioRpcError) as info:
                         async for _ in control(c, "alice").Compute(
-                                mpc_pb2.ComputeRequest(session_id=sid, frac_bits=0, length=1), timeout=5):
+                                mpc_pb2.ComputeRequest(session_id=sid, frac_bits=0, length=1,
+                                                       input_versions=versions), timeout=5):
                             pass
                     assert info.value.code() == grpc.StatusCode.ABORTED and "bob" in (info.value.details() or "")
                     await control(c, "carlos").Abort(mpc_pb2.AbortRequest(session_id=sid, reason="bob down"),
@@ -737,7 +741,7 @@ def test_concurrent_sums_and_votes_from_two_coordinators(tmp_path: Path) -> None
         votes["warm"] = {n: [1, 0] for n in FOUR}
         for name, per_node in {**sums, **votes}.items():
             for n, values in per_node.items():
-                d.put(n, name, values)
+                d.put(n, name, values, ballots=name in votes)
 
         def expected_sum(name: str) -> list[int]:
             return [int(x) for x in np.sum([sums[name][n] for n in FOUR], axis=0)]

@@ -5,15 +5,19 @@ The daemons are subprocesses (NodeProcesses, stopped by PID) so that each node's
 from /proc/PID/status. Growth is measured from the end of a warm-up (the first WARMUP sessions:
 channels, TLS sessions, caches, SQLite pages) to the end of the run. `pytest -s` prints the table.
 The whole file takes about 25 s on a 2-core machine; every wait has a deadline.
+The owners raise their live-session limits (the default policy allows 16 per coordinator) so that
+one coordinator may run 50 at once; at the end a Prepare beyond the raised limit is still refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
@@ -21,6 +25,7 @@ from mpc.config import ClusterConfig, load_cluster
 from mpc.coordinator.client import Coordinator
 from mpc.localcluster import NodeProcesses, write_local_cluster
 from mpc.store import Store
+from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +36,10 @@ CONCURRENT = 50            # sessions at once
 MAX_GROWTH = 64 << 20      # bytes of RSS a node may gain after the warm-up
 RUN_DEADLINE = 180.0       # the whole load must finish within this (it takes ~25 s)
 # Five scalar inputs, different at every node, so that concurrent sessions cannot pass by cross-talk.
+# The default policy allows 16 live sessions per coordinator (max_sessions_per_coordinator): this
+# load test's owners raise their limits so that one coordinator may run CONCURRENT sessions at once.
+LIMIT = 64
+LIMITS = f"max_sessions = {LIMIT}\nmax_sessions_per_coordinator = {LIMIT}"
 INPUTS = {f"load{k}": {n: (k + 1) * 1000 + 17 * i - 3 * k for i, n in enumerate(NAMES)} for k in range(5)}
 
 
@@ -44,7 +53,7 @@ def rss_bytes(pid: int) -> int:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[ClusterConfig, NodeProcesses]]:
-    path = write_local_cluster(tmp_path, NAMES, session_timeout_s=30.0)
+    path = write_local_cluster(tmp_path, NAMES, session_timeout_s=30.0, every_policy=LIMITS)
     cluster = load_cluster(path)
     for name in NAMES:
         data_dir = cluster.node(name).data_dir
@@ -105,6 +114,27 @@ def test_1000_sequential_and_50_concurrent_sums_correct_with_bounded_memory(
             for st in await c.status():
                 assert st.healthy and st.active_sessions == 0, st
 
+            # The limit still exists: alice refuses a live session beyond it (Prepare only, nothing shared).
+            alice = mpc_pb2_grpc.ControlStub(c.channels.channel("alice"))
+
+            def prepare(sid: str) -> mpc_pb2.PrepareRequest:
+                return mpc_pb2.PrepareRequest(session_id=sid, protocol=mpc_pb2.PROTOCOL_SUM, input_name=names[0],
+                                              participants=list(NAMES), timeout_ms=30_000)
+            held = [os.urandom(16).hex() for _ in range(LIMIT)]
+            await asyncio.gather(*(alice.Prepare(prepare(sid), timeout=10) for sid in held))
+            probe_ids.update(held)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                extra = os.urandom(16).hex()
+                probe_ids.add(extra)
+                await alice.Prepare(prepare(extra), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "its limit (max_sessions" in (refused.value.details() or ""), refused.value.details()
+            await asyncio.gather(*(alice.Abort(mpc_pb2.AbortRequest(session_id=sid, reason="limit probe"), timeout=10)
+                                   for sid in held))
+            for st in await c.status():
+                assert st.healthy and st.active_sessions == 0, st
+
+    probe_ids: set[str] = set()
     asyncio.run(asyncio.wait_for(go(), RUN_DEADLINE))
 
     # Every session is on record as done at every node, and nothing else is left over.
@@ -112,9 +142,14 @@ def test_1000_sequential_and_50_concurrent_sums_correct_with_bounded_memory(
         data_dir = config.node(name).data_dir
         assert data_dir is not None
         with Store.open_dir(data_dir) as store:
-            records = store.list_sessions(SEQUENTIAL + CONCURRENT + 10)
+            records = store.list_sessions(SEQUENTIAL + CONCURRENT + 2 * LIMIT)
+        probes = [r for r in records if r.session_id in probe_ids]
+        records = [r for r in records if r.session_id not in probe_ids]
         assert len(records) == SEQUENTIAL + CONCURRENT
         assert {r.status for r in records} == {"done"}
+        # Only alice saw the limit probe's sessions: LIMIT of them, aborted (the one beyond was never recorded).
+        assert len(probes) == (LIMIT if name == "alice" else 0)
+        assert {r.status for r in probes} <= {"aborted"}
 
     mib = 1 << 20
     print(f"\n[load] {SEQUENTIAL} sequential sums in {timing['sequential']:.1f} s "

@@ -177,15 +177,20 @@ def test_partitioned_nodes_fail_the_session_clearly_and_recover(lab: Lab) -> Non
     assert took < SESSION_TIMEOUT_S + SLACK_S, f"took {took:.1f} s\n{show(failed)}"
     assert "mpc: error:" in failed.stderr and "Traceback" not in failed.stderr, show(failed)
     assert "nothing was revealed" in failed.stderr, show(failed)
-    # Who could not reach whom. Alice's seed to bob cannot leave alice (sum parties send seeds
-    # to later parties) and bob waits in vain for it: the message has one part per failed node,
-    # alice's naming bob and bob's naming alice; carlos, who got both his seeds, is not in it.
+    # Who could not reach whom. Every node sends its session digest to every other ("agree/digest")
+    # and alice's seed goes to bob (sum parties send seeds to later parties): nothing passes between
+    # alice and bob, so each fails waiting for (or sending to) the other. The message has one part
+    # per failed node, alice's naming bob and bob's naming alice; carlos, who got everything he
+    # needed from both, is not in it.
     parts = failure_parts(failed.stderr)
     assert set(parts) == {"alice", "bob"}, show(failed)
     names_the_other = {
         "alice": (r"alice -> node bob at \S+ is unreachable", r"node alice could not deliver to bob in time",
-                  r"alice -> node bob at \S+ did not answer in time"),
-        "bob": (r"node bob timed out waiting for alice", r"at node bob: session timed out waiting for alice"),
+                  r"alice -> node bob at \S+ did not answer in time", r"node alice timed out waiting for bob",
+                  r"at node alice: session timed out waiting for bob"),
+        "bob": (r"bob -> node alice at \S+ is unreachable", r"node bob could not deliver to alice in time",
+                r"bob -> node alice at \S+ did not answer in time", r"node bob timed out waiting for alice",
+                r"at node bob: session timed out waiting for alice"),
     }
     for name, part in parts.items():
         assert any(re.search(form, part) for form in names_the_other[name]), show(failed)

@@ -10,7 +10,7 @@ import pytest
 
 from mpc.coordinator.client import Coordinator
 from mpc.encoding import encode_floats
-from mpc.errors import SessionFailed
+from mpc.errors import InputError, SessionFailed
 
 from .harness import running_cluster
 
@@ -34,8 +34,8 @@ def test_vector_sums_negative_and_real(tmp_path: Path) -> None:
     async def go() -> None:
         async with running_cluster(tmp_path, 3) as lc:
             vectors = {"alice": [1, -5, 7, 2**40], "bob": [-1, -5, 0, 3], "carlos": [0, 10, -7, -(2**40)]}
-            for name, v in vectors.items():
-                lc.put(name, "v", v)
+            for name, v in vectors.items():  # 2**40 lies beyond the default bounds: declare wider ones
+                lc.put(name, "v", v, bounds=(-(2**40), 2**40))
             reals = {"alice": [0.5, -1.25], "bob": [2.75, 1e-3], "carlos": [-0.125, 3.0]}
             for name, v in reals.items():
                 lc.put(name, "r", encode_floats(v, 16), frac_bits=16)
@@ -116,17 +116,43 @@ def test_a_sum_that_could_overflow_is_refused_before_sharing(tmp_path: Path) -> 
     async def go() -> None:
         async with running_cluster(tmp_path, 3) as lc:
             big = (1 << 63) // 3 + 1  # three of these would wrap int64
+            # bob declares bounds wide enough for his value; the others keep the default bounds.
             for name in ("alice", "bob", "carlos"):
-                lc.put(name, "huge", [1, big if name == "bob" else 2])
+                lc.put(name, "huge", [1, big if name == "bob" else 2],
+                       bounds=(-big, big) if name == "bob" else None)
             seen: list[bytes] = []
             async with Coordinator(lc.cluster, observer=lambda s, n, b: seen.append(b)) as c:
-                with pytest.raises(SessionFailed, match=r"input 'huge' at node bob has a value too large for a sum "
-                                                        r"over 3 parties") as err:
+                # Refused at prepare on bob's declared bounds (public), not on his stored value.
+                with pytest.raises(SessionFailed, match=r"input 'huge' at node bob declares bounds that could "
+                                                        r"overflow a sum over 3 parties at 0 fractional bits; "
+                                                        r"declare narrower bounds") as err:
                     await c.sum("huge")
                 assert str(big) not in str(err.value)
+                assert "nothing was shared" in str(err.value)
             assert seen == []  # the coordinator received no share at all
+            assert all(not received for received in lc.recorder.received.values())  # no peer message either
             for server in lc.servers.values():
                 assert server.core.sessions == {}
+    asyncio.run(go())
+
+
+def test_a_value_outside_its_declared_bounds_is_refused_at_put(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running_cluster(tmp_path, 3) as lc:
+            big = (1 << 63) // 3 + 1
+            # The default bounds (+-2147483647) refuse a larger value, naming its position, not the value.
+            with pytest.raises(InputError, match=r"input 'huge': value 2 lies outside the declared bounds "
+                                                 r"\(the default") as err:
+                lc.put("alice", "huge", [1, big])
+            assert str(big) not in str(err.value)
+            # Declared bounds refuse a value outside them too.
+            with pytest.raises(InputError, match=r"value 1 lies outside the declared bounds; nothing was stored"):
+                lc.put("alice", "small", [11, 5], bounds=(0, 10))
+            # Nothing was stored: the node has no such input.
+            async with Coordinator(lc.cluster) as c:
+                with pytest.raises(SessionFailed, match=r"huge"):
+                    await c.sum("huge")
+            assert all(not received for received in lc.recorder.received.values())
     asyncio.run(go())
 
 
@@ -142,7 +168,7 @@ def test_a_vote_refuses_a_fixed_point_scale(tmp_path: Path) -> None:
     async def go() -> None:
         async with running_cluster(tmp_path, 3) as lc:
             for name in ("alice", "bob", "carlos"):
-                lc.put(name, "ballot", [1, 0])
+                lc.put(name, "ballot", [1, 0], ballots=True)
             me = lc.cluster.require_coordinator()
             channels = Channels(lc.cluster, TlsMaterial.load(lc.cluster.ca, me.cert, me.key))
             try:
