@@ -45,6 +45,7 @@ class Rules:
             return frozenset(cluster_nodes)
         return frozenset(self.participants)
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
+_INPUT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +206,9 @@ def _rules(table: dict[str, Any], where: str, base: Rules) -> Rules:
         if not isinstance(raw, list) or not all(t == HALF or (isinstance(t, int) and not isinstance(t, bool))
                                                 for t in raw):
             raise ConfigError(f"{where}: thresholds must be a list of integers and \"{HALF}\", got {str(raw)[:80]}")
+        limit = 1 << 30   # the comparison's range (mpc/protocols/contribution.py, COMPARE_BOUND)
+        if any(isinstance(t, int) and not -limit <= t <= limit for t in raw):
+            raise ConfigError(f"{where}: thresholds must lie within +-{limit}")
         thresholds = frozenset(raw)
     _no_leftovers(table, where)
     return Rules(maximum, pin, thresholds)
@@ -227,7 +231,8 @@ def _policy(table: dict[str, Any], where: str) -> Policy:
         names = _take(allow_table, protocol, list, f"{where}.allow")
         allow[protocol] = frozenset(map(str, names))
     sessions = _take(table, "max_sessions", int, where, DEFAULT_MAX_SESSIONS)
-    per_coordinator = _take(table, "max_sessions_per_coordinator", int, where, DEFAULT_MAX_SESSIONS_PER_COORDINATOR)
+    per_coordinator = _take(table, "max_sessions_per_coordinator", int, where,
+                            min(DEFAULT_MAX_SESSIONS_PER_COORDINATOR, sessions))
     if not 1 <= per_coordinator <= sessions:
         raise ConfigError(f"{where}: need 1 <= max_sessions_per_coordinator <= max_sessions, "
                           f"got {per_coordinator} and {sessions}")
@@ -235,6 +240,9 @@ def _policy(table: dict[str, Any], where: str) -> Policy:
     rule_keys: dict[str, Any] = {k: table.pop(k) for k in ("max_releases", "participants", "thresholds") if k in table}
     _no_leftovers(table, where)
     defaults = _rules(rule_keys, where, Rules())
+    bad = [name for name in per_input_table if not _INPUT_NAME.match(name)]
+    if bad:
+        raise ConfigError(f"{where}.per_input: {str(bad[0])[:80]!r} is not an input name")
     per_input = {name: _rules(dict(_take(per_input_table, name, dict, f"{where}.per_input")),
                               f"{where}.per_input.{name}", defaults)
                  for name in list(per_input_table)}
@@ -307,4 +315,19 @@ def load_cluster(path: str | os.PathLike[str] | None = None) -> ClusterConfig:
              for n, t in nodes_raw.items()}
     if len(nodes) < 2:
         raise ConfigError(f"{where}: a cluster needs at least two nodes, found {len(nodes)}")
+    for node in nodes.values():
+        _check_pins(node, f"{where} [nodes.{node.name}.policy]", list(nodes))
     return ClusterConfig(file, name, ca, nodes, coordinator, session_timeout, connect_timeout)
+
+
+def _check_pins(node: NodeConfig, where: str, names: list[str]) -> None:
+    """A pinned participant list must name nodes of this file, this node among them (else no session could run)."""
+    tables = [("", node.policy.defaults), *((f".per_input.{n}", r) for n, r in node.policy.per_input.items())]
+    for suffix, rules in tables:
+        pinned = rules.participants
+        if isinstance(pinned, frozenset):
+            unknown = sorted(pinned - set(names))
+            if unknown:
+                raise ConfigError(f"{where}{suffix}: participants names nodes not in this file: {', '.join(unknown)}")
+            if node.name not in pinned:
+                raise ConfigError(f"{where}{suffix}: participants must include the node itself ({node.name})")

@@ -22,8 +22,10 @@ What is checked (each failure names the file and the reason; exit 1 if any):
 3. Keys: each TLS volume holds exactly the CA certificate and that party's own certificate
    and key (mode 0600); the CA key is only in the `ca` volume.
 4. Stores: each node's data volume holds one store with exactly one input, that node's own
-   value(s); no other volume holds a store or any SQLite database at all. (Read with sqlite3
-   from the volume copy.)
+   value(s), declared as the demo declares it (ballots for a referendum, stored with
+   `--ballots`; a number input with the demo's `--bounds`), and its release log names no
+   other input; no other volume holds a store or any SQLite database at all. (Read with
+   sqlite3 from the volume copy.)
 5. Scalars only: the value, as a decimal word and as the 8-byte little-endian int64 the store
    keeps it as, occurs in no log, no container configuration (command, environment, labels,
    mounts) and no volume file of any other party or of the coordinator or certs job. As a
@@ -116,8 +118,17 @@ def volume_files(tar_path: Path) -> dict[str, tuple[bytes, int, int, int]]:
     return files
 
 
-def read_store(files: dict[str, tuple[bytes, int, int, int]]) -> dict[str, tuple[list[int], int, bool]]:
-    """The inputs table of a store (with its WAL), as name -> (values, frac_bits, is_scalar)."""
+@dataclass
+class Store:
+    """What a node's store holds: its inputs, what each declares in public, and its release log."""
+
+    inputs: dict[str, tuple[list[int], int, bool]]     # name -> (values, frac_bits, is_scalar)
+    declared: dict[str, tuple[str, int | None, int | None]]  # name -> (kind, lo, hi), as encoded
+    released: list[str]                                 # the input name of every release
+
+
+def read_store(files: dict[str, tuple[bytes, int, int, int]]) -> Store:
+    """A store (with its WAL) from a volume copy."""
     with tempfile.TemporaryDirectory() as tmp:
         for name, (data, *_rest) in files.items():
             if name.startswith(STORE_PREFIX):
@@ -125,10 +136,13 @@ def read_store(files: dict[str, tuple[bytes, int, int, int]]) -> dict[str, tuple
         con = sqlite3.connect(Path(tmp) / STORE_PREFIX)
         try:
             rows = con.execute("SELECT name, data, frac_bits, is_scalar FROM inputs").fetchall()
+            meta = con.execute("SELECT name, kind, lo, hi FROM input_meta").fetchall()
+            released = [n for (n,) in con.execute("SELECT input_name FROM releases")]
         finally:
             con.close()
-    return {name: (list(struct.unpack(f"<{len(blob) // 8}q", blob)), bits, bool(scalar))
-            for name, blob, bits, scalar in rows}
+    return Store({name: (list(struct.unpack(f"<{len(blob) // 8}q", blob)), bits, bool(scalar))
+                  for name, blob, bits, scalar in rows},
+                 {name: (kind, lo, hi) for name, kind, lo, hi in meta}, released)
 
 
 def expected_result(kind: str, values: dict[str, list[int]]) -> str:
@@ -148,6 +162,9 @@ def main() -> int:
     ap.add_argument("--project", required=True)
     ap.add_argument("--input", required=True, help="the input name the demo stores")
     ap.add_argument("--kind", choices=["scalar", "ballots"], required=True)
+    ap.add_argument("--bounds", metavar="LO,HI", default=None,
+                    help="the bounds the input jobs declare (integers; default -2147483647,2147483647; "
+                         "ballots: always 0,1)")
     ap.add_argument("--party", action="append", required=True, metavar="NAME=V[,V...]")
     args = ap.parse_args()
 
@@ -156,6 +173,14 @@ def main() -> int:
         name, _, vs = spec.partition("=")
         values[name] = [int(v) for v in vs.split(",")]
     parties = list(values)
+    if args.kind == "ballots":
+        bounds = (0, 1)
+    elif args.bounds is None:
+        bounds = (-2147483647, 2147483647)
+    else:
+        lo, _, hi = args.bounds.partition(",")
+        bounds = (int(lo), int(hi))
+    declared = ("ballots" if args.kind == "ballots" else "number", *bounds)
     r = Report()
     containers = load_containers(args.dir)
     volumes = {short_volume(p.stem, args.project): volume_files(p) for p in sorted((args.dir / "volumes").glob("*.tar"))}
@@ -211,10 +236,17 @@ def main() -> int:
         if p is not None and vol == f"{p}-data":
             r.check(has_store, f"store: {vol} holds {p}'s store")
             if has_store:
-                inputs = read_store(files)
+                store = read_store(files)
+                inputs = store.inputs
                 ok = list(inputs) == [args.input] and inputs[args.input][0] == values[p]
                 r.check(ok, f"store: {vol} holds only {p}'s own {args.input!r}",
                         f"it holds {sorted(inputs)} (values {'match' if ok else 'differ'})")
+                got = store.declared.get(args.input)
+                r.check(got == declared, f"store: {vol} declares {args.input!r} as {declared[0]} in "
+                        f"[{declared[1]}, {declared[2]}]", f"it declares {got}")
+                r.check(bool(store.released) and set(store.released) == {args.input},
+                        f"store: {vol}'s release log records the demo's {args.input!r} and nothing else",
+                        f"it records {sorted(set(store.released)) or 'no release'}")
         else:
             dbs = sorted(n for n, (data, *_) in files.items()
                          if n.startswith(STORE_PREFIX) or data.startswith(SQLITE_MAGIC))

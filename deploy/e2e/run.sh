@@ -10,9 +10,11 @@
 #   d. downloads the project's dependency wheels from PyPI into deploy/e2e/wheels/ and builds
 #      deploy/Dockerfile through the compose files with BASE=that image, installing only from
 #      those wheels (--no-index; the build has no network anyway)
-#   e. runs each demo with docker-compose, checks the coordinator's answer (3171.5; YES), that
-#      the nodes are PID 1 and exit 0 on SIGTERM, and, with check_privacy.py, that no node's
-#      input shows up in any other container's logs, configuration or volumes
+#   e. runs each demo with docker-compose, checks the coordinator's answer (3171.5; YES), what
+#      the nodes' policies allow on data already released (a sum after the average; a second
+#      allowed threshold) and refuse (any other threshold), that the nodes are PID 1 and exit 0
+#      on SIGTERM, and, with check_privacy.py, that no node's input shows up in any other
+#      container's logs, configuration or volumes
 #   f. tears everything down on exit, also after a failure, Ctrl-C or SIGTERM: compose down -v,
 #      images, dockerd and containerd (by PID), the namespace, the temporary files and wheels
 #
@@ -330,10 +332,47 @@ log "image $IMAGE: $(docker run --rm --network none "$IMAGE" --version), user mp
     "$(docker image inspect -f '{{.Size}}' "$IMAGE" | awk '{printf "%d MB", $1/1e6}')"
 
 # --------------------------------------------------------------------------------- e. demos
-# run_demo DEMO INPUT KIND PARTY=VALUES...
+# coordinator_says NAME EXPECTED_RC COMPOSE... -- ARGS...: `compose run --no-deps coordinator ARGS`
+# (the input jobs do not run again, so the stored versions stay those already released);
+# fails unless it exits EXPECTED_RC. Its stdout and stderr are in $TMP/logs/NAME.out and .err.
+coordinator_says() {
+    local name=$1 want=$2 rc=0 dc=()
+    shift 2
+    while [[ $1 != -- ]]; do dc+=("$1"); shift; done
+    shift
+    spawn "$TMP/logs/$name.out" "$TMP/logs/$name.err" timeout 300 "${dc[@]}" run --rm -T --no-deps coordinator \
+        "$@" --cluster /etc/mpc/cluster.toml || rc=$?
+    if ((rc != want)); then
+        log "  mpc $* exited $rc, not $want: $(cat "$TMP/logs/$name.out" "$TMP/logs/$name.err")"
+        return 1
+    fi
+}
+
+# check_rules DEMO COMPOSE...: what each node's policy allows on data already released, and what not.
+check_rules() {
+    local demo=$1
+    shift
+    if [[ $demo == raises ]]; then
+        # The sum follows from the average already released: free, not a second query.
+        coordinator_says "rules-$demo-sum" 0 "$@" -- sum raise || fail "sum after the average was refused"
+        [[ $(<"$TMP/logs/rules-$demo-sum.out") == 12686 ]] || fail "sum raise printed $(<"$TMP/logs/rules-$demo-sum.out")"
+        log "sum after the average: 12686 (implied by the average, no new release)"
+    else
+        # The owners allow exactly two questions: "at least half?" (asked) and "at least 7?".
+        coordinator_says "rules-$demo-t7" 0 "$@" -- vote referendum --threshold 7 || fail "vote --threshold 7 was refused"
+        [[ $(<"$TMP/logs/rules-$demo-t7.out") == NO ]] || fail "vote --threshold 7 printed $(<"$TMP/logs/rules-$demo-t7.out")"
+        coordinator_says "rules-$demo-t5" 1 "$@" -- vote referendum --threshold 5 \
+            || fail "vote --threshold 5 was not refused"
+        grep -q "(thresholds)" "$TMP/logs/rules-$demo-t5.err" && grep -q "nothing was revealed" "$TMP/logs/rules-$demo-t5.err" \
+            && [[ ! -s $TMP/logs/rules-$demo-t5.out ]] || fail "the refusal of --threshold 5: $(cat "$TMP/logs/rules-$demo-t5.err")"
+        log "vote --threshold 7: NO; --threshold 5 refused by the nodes' policy (thresholds), nothing revealed"
+    fi
+}
+
+# run_demo DEMO INPUT KIND BOUNDS PARTY=VALUES...   (BOUNDS: LO,HI as the input jobs declare them)
 run_demo() {
-    local demo=$1 input=$2 kind=$3
-    shift 3
+    local demo=$1 input=$2 kind=$3 bounds=$4
+    shift 4
     local project=e2e-$demo art=$TMP/artifacts/$demo
     local dc=("$COMPOSE" -p "$project" -f "$REPO/deploy/compose/$demo/compose.yaml")
     local coord code n cid svc vol t0 pid1
@@ -354,6 +393,9 @@ run_demo() {
     spawn "$art/containers/coordinator-run.out" "$art/containers/coordinator-run.err" \
         timeout 300 "${dc[@]}" run --rm -T coordinator || fail "docker-compose run coordinator ($demo)"
     log "coordinator (run): $(<"$art/containers/coordinator-run.out")"
+
+    step "e. $demo: the owners' rules across sessions"
+    check_rules "$demo" "${dc[@]}"
 
     step "e. $demo: nodes are PID 1 and stop cleanly on SIGTERM"
     for n in "${NODES[@]}"; do
@@ -381,15 +423,17 @@ run_demo() {
             --user 0:0 -v "$vol:/v:ro" "$BASE_IMAGE" tar -C /v -cf - . || fail "copying volume $vol"
     done
     python3 "$E2E/check_privacy.py" "$art" --project "$project" --input "$input" --kind "$kind" \
-        "${@/#/--party=}" || fail "privacy checks of $demo (see the FAIL lines above)"
+        --bounds "$bounds" "${@/#/--party=}" || fail "privacy checks of $demo (see the FAIL lines above)"
 
     step "e. $demo: compose down -v"
     quiet "down-$demo" timeout 120 "${dc[@]}" down -v || fail "docker-compose down -v ($demo)"
 }
 
 # The raises of README.md: the coordinator must print 3171.5 (check_privacy.py computes it).
-run_demo raises raise scalar alice=3800 bob=2514 carlos=2982 david=3390
+# The input jobs declare --bounds 0,100000.
+run_demo raises raise scalar 0,100000 alice=3800 bob=2514 carlos=2982 david=3390
 # The referendum of mpc/cli/demo.py: 6 of the 9 ballots are 1, so "at least half" must say
-# YES (check_privacy.py computes the expected answer from these ballots).
-run_demo referendum referendum ballots alice=1,0,1 bob=1,1 carlos=0,0,1 david=1
+# YES (check_privacy.py computes the expected answer from these ballots). Stored with
+# --ballots, whose bounds are always 0,1.
+run_demo referendum referendum ballots 0,1 alice=1,0,1 bob=1,1 carlos=0,0,1 david=1
 STEP=done

@@ -14,8 +14,9 @@ loopback, mutual TLS, each its own SQLite store). Coordinators are real `python 
 the cluster's coordinator certificate. Every process started here is stopped by its PID; every wait
 has a deadline.
 
-The owner policies: the defaults, except per-input tables that loosen a few inputs named *_any,
-*2, wide_* and thr_* (see POLICY).
+The owner policies: the defaults, except per-input tables (see `policy`) that loosen raise_any,
+referendum2, raise_trio and the inputs of the stepping tests (wide_*, pwide_*, thr_*). Each test
+uses inputs of its own, so that one test's releases do not spend another's budget.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ import re
 import secrets
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -38,11 +40,14 @@ import pytest
 
 from mpc.config import ClusterConfig, load_cluster
 from mpc.localcluster import NodeProcesses, write_local_cluster
+from mpc.pki import Identity, issue
 from mpc.store import Store
 from mpc.transport.tls import TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
 pytestmark = pytest.mark.slow
+
+T = TypeVar("T")
 
 ALL4 = ("alice", "bob", "carlos", "david")
 RAISES = {"alice": 3800, "bob": 2514, "carlos": 2982, "david": 3390}       # sum 12686
@@ -52,9 +57,9 @@ SESSION_MS = 20_000          # the raw sessions' deadline at the nodes
 ENV = {k: v for k, v in os.environ.items() if k != "MPC_CLUSTER"} | {"PYTHONUNBUFFERED": "1"}
 
 # The default referendum: ballot counts and yes-counts all above 65535, so that no port number and
-# no millisecond can look like one of them in a log line. T = 271_188 of N = 438_036: YES.
-REFERENDUM = {"alice": (123_457, 70_001), "bob": (98_731, 66_161), "carlos": (111_119, 67_003),
-              "david": (104_729, 68_023)}
+# no millisecond can look like one of them in a log line. T = 265_250 of N = 356_038: YES.
+REFERENDUM = {"alice": (90_007, 66_103), "bob": (88_001, 67_009), "carlos": (91_019, 66_601),
+              "david": (87_011, 65_537)}
 # The loosened referendum (thresholds "half" and 7, two releases): T = 6 of N = 9.
 REFERENDUM2 = {"alice": [1, 0, 1], "bob": [1, 1], "carlos": [0, 0, 1], "david": [1]}
 
@@ -76,6 +81,7 @@ def policy(node: str) -> str:
         _per_input(node, "referendum2", thresholds=["half", 7], max_releases=2),
         _per_input(node, "wide_small", participants="any"),
         _per_input(node, "wide_big", participants="any"),
+        *([_per_input(node, "raise_trio", participants=["alice", "bob", "carlos"])] if node != "david" else []),
         _per_input(node, "pwide_small", participants="any"),
         _per_input(node, "pwide_big", participants="any"),
         _per_input(node, "thr_small", participants="any"),
@@ -136,6 +142,7 @@ class Env:
     nodes: NodeProcesses
     log_dir: Path
     subsets: dict[str, Path] = field(default_factory=dict)   # left-out node -> a coordinator's 3-node file
+    mallory: Path = Path()                                     # all four nodes, another coordinator's certificate
 
     def data_dir(self, node: str) -> Path:
         d = self.cluster.node(node).data_dir
@@ -148,7 +155,7 @@ class Env:
             return store.put_input(name, np.asarray(values, dtype=np.int64), 0, scalar, bounds=bounds,
                                    ballots=ballots)
 
-    def audit(self, node: str) -> list[dict[str, object]]:
+    def audit(self, node: str) -> list[dict[str, Any]]:
         """`mpc audit --json` on the node's machine."""
         return json.loads(ok(mpc("audit", "--node", node, "--cluster", self.cluster_file, "--json")))
 
@@ -180,6 +187,14 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         e.subsets[left_out] = write_coordinator_file(d / f"without-{left_out}.toml", cluster,
                                                      [n for n in ALL4 if n != left_out])
 
+    # A second coordinator identity under the same CA (the same attacker, or another one).
+    cert, key = issue(d / "certs", d / "certs", Identity("coordinator", "mallory"))
+    e.mallory = d / "mallory.toml"
+    text = path.read_text(encoding="utf-8").replace('name = "coordinator"', 'name = "mallory"')
+    text = text.replace("certs/coordinator-coordinator.pem", f"certs/{cert.name}")
+    text = text.replace("certs/coordinator-coordinator.key", f"certs/{key.name}")
+    e.mallory.write_text(text, encoding="utf-8")
+
     def at_node(node: str) -> list[subprocess.CompletedProcess[str]]:
         """What each owner types on their own machine (the four at once)."""
         count, yes = REFERENDUM[node]
@@ -201,6 +216,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         for name in ("lie", "lie2", "lie3"):
             e.put(node, name, [11], scalar=True)
         e.put(node, "race", [1, 2, 3], bounds=(0, 100))
+        e.put(node, "race2", [1, 2, 3], bounds=(0, 100))
+        e.put(node, "abortme", [5], scalar=True, bounds=(0, 100))
         other = 5
         e.put(node, "mag_small", [1 if node == "alice" else other], scalar=True, bounds=(0, 2147483647))
         e.put(node, "mag_big", [2_000_000_000 if node == "alice" else other], scalar=True, bounds=(0, 2147483647))
@@ -211,6 +228,13 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         e.put(node, "thr_small", [1, 0] if node == "alice" else [3, 3], bounds=(0, THR_HI))
         e.put(node, "thr_big", [THR_HI - 1] * 2 if node == "alice" else [3, 3], bounds=(0, THR_HI))
         e.put(node, "budget", [1, 2], bounds=(0, 1000))
+        e.put(node, "raise_trio", [RAISES[node]], scalar=True)
+        e.put(node, "dos1", [21], scalar=True)
+        e.put(node, "dos2", [22], scalar=True, bounds=(0, 1000))
+        e.put(node, "score", [{"alice": 400, "bob": 150, "carlos": 220, "david": 90}[node]], scalar=True,
+              bounds=(0, 1000))
+        e.put(node, "ballots_victim", [1, 1, 0], ballots=True)
+        e.put(node, "ballots_zero", [0, 0, 0], ballots=True)
     try:
         nodes.start_all(ALL4)
         yield e
@@ -239,6 +263,11 @@ class Outcome:
     def ok(self) -> bool:
         return self.code is None
 
+    @property
+    def prepared(self) -> mpc_pb2.PrepareReply:
+        assert self.reply is not None, self
+        return self.reply
+
 
 class Raw:
     """Control stubs to every node with the cluster's coordinator certificate."""
@@ -262,9 +291,10 @@ class Raw:
     async def prepare(self, node: str, sid: str, input_name: str, participants: Sequence[str], *,
                       protocol: int = mpc_pb2.PROTOCOL_SUM, mode: int = mpc_pb2.AVERAGE_MODE_RECORDS,
                       threshold: int | None = None) -> Outcome:
-        request = mpc_pb2.PrepareRequest(session_id=sid, protocol=protocol, input_name=input_name,  # type: ignore[arg-type]
-                                         participants=list(participants), timeout_ms=SESSION_MS,
-                                         average_mode=mode, threshold=threshold)  # type: ignore[arg-type]
+        request = mpc_pb2.PrepareRequest(session_id=sid, protocol=protocol,  # type: ignore[arg-type]
+                                         input_name=input_name, participants=list(participants),
+                                         timeout_ms=SESSION_MS, average_mode=mode,  # type: ignore[arg-type]
+                                         threshold=threshold)
         try:
             reply = await self.stub(node).Prepare(request, timeout=CALL_TIMEOUT)
         except grpc.aio.AioRpcError as exc:
@@ -330,9 +360,9 @@ class Raw:
         if not all(o.ok for o in prepared.values()):
             await self.abort(parties, sid)
             return sid, prepared, {}
-        true_versions = {n: o.reply.input_version for n, o in prepared.items()}  # type: ignore[union-attr]
-        length = next(iter(prepared.values())).reply.length  # type: ignore[union-attr]
-        bits = max(o.reply.frac_bits for o in prepared.values())  # type: ignore[union-attr]
+        true_versions = {n: o.prepared.input_version for n, o in prepared.items()}
+        length = next(iter(prepared.values())).prepared.length
+        bits = max(o.prepared.frac_bits for o in prepared.values())
         calls = {n: (bits if frac_bits is None else frac_bits if isinstance(frac_bits, int) else frac_bits(n),
                      length, true_versions if versions is None else versions(n, dict(true_versions)))
                  for n in parties if only is None or n in only}
@@ -342,11 +372,21 @@ class Raw:
         return sid, prepared, outcomes
 
 
-def raw(env: Env, coro_fn: Callable[[Raw], object]) -> object:
-    async def go() -> object:
+def raw(env: Env, coro_fn: Callable[[Raw], Awaitable[T]]) -> T:
+    """Run one coordinator's script against the cluster (bounded)."""
+    async def go() -> T:
         async with Raw(env.cluster) as r:
-            return await asyncio.wait_for(coro_fn(r), 120)  # type: ignore[arg-type]
+            return await asyncio.wait_for(coro_fn(r), 120)
     return asyncio.run(go())
+
+
+async def until(predicate: Callable[[], bool], what: str, limit: float = 10.0) -> None:
+    """Wait for a condition (polled), with a deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit
+    while not predicate():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
 
 
 def nothing_opened(outcomes: Mapping[str, Outcome]) -> None:
@@ -386,13 +426,51 @@ def test_loosened_participants_any_and_5_releases_the_differencing_recovers_ever
     assert recovered == {n: float(v) for n, v in RAISES.items()}
 
 
+def test_loosened_pinned_participant_list_allows_exactly_that_set(env: Env) -> None:
+    """An owner may pin an input to a named set instead of the whole cluster: then only that set works."""
+    assert number(ok(mpc("sum", "raise_trio", "--cluster", env.subsets["david"]))) == 3800 + 2514 + 2982
+    err = refused(mpc("sum", "raise_trio", "--cluster", env.cluster_file), "(participants)")
+    assert "node alice" in err or "node bob" in err or "node carlos" in err, err
+    refused(mpc("sum", "raise_trio", "--cluster", env.subsets["carlos"]), "(participants)")
+
+
+def test_input_put_refuses_values_outside_the_declared_bounds_without_echoing_them(env: Env) -> None:
+    where = ("--cluster", env.cluster_file, "--node", "alice")
+    for args in (["bx", "5", "77777", "--bounds", "0,1000"], ["bx", "3000000001"],
+                 ["bx", "1", "0", "2", "--ballots"], ["bx", "1", "0", "--ballots", "--bounds", "0,5"]):
+        proc = mpc("input", "put", *args, *where)
+        assert proc.returncode == 1 and "mpc: error:" in proc.stderr, show(proc)
+        for value in ("77777", "3000000001"):
+            assert not shows(proc.stderr, int(value)), show(proc)
+    assert "bx" not in ok(mpc("input", "list", *where))
+
+
+def test_node_level_loosening_is_the_default_of_every_input(tmp_path: Path) -> None:
+    """The owner policy of the loosened tests, written for the whole node instead of per input:
+    every input then gets it, and a per-input table still overrides it."""
+    path = write_local_cluster(tmp_path, ALL4[:3], policies={
+        "alice": 'participants = "any"\nmax_releases = 5\nthresholds = ["half", 7]\n'
+                 + _per_input("alice", "strict", participants="cluster", max_releases=1)})
+    cluster = load_cluster(path)
+    alice, bob = cluster.node("alice").policy, cluster.node("bob").policy
+    loose = alice.rules("anything")
+    assert (loose.max_releases, loose.participants, loose.thresholds) == (5, "any", frozenset({"half", 7}))
+    assert loose.pinned(list(cluster.nodes)) is None
+    strict = alice.rules("strict")
+    assert (strict.max_releases, strict.pinned(list(cluster.nodes))) == (1, frozenset(ALL4[:3]))
+    default = bob.rules("anything")
+    assert (default.max_releases, default.pinned(list(cluster.nodes)), default.thresholds) == (
+        1, frozenset(ALL4[:3]), None)
+    assert (bob.min_participants, bob.max_sessions, bob.max_sessions_per_coordinator) == (3, 64, 16)
+
+
 # ==== 2. binary search on vote thresholds (real CLI processes) ============================================
 
 
 def test_threshold_binary_search_learns_at_most_one_bit_and_ballots_are_never_summed(env: Env) -> None:
     f = env.cluster_file
     first = ok(mpc("vote", "referendum", "--cluster", f)).strip()
-    assert first == "YES"                                     # 2 * 271_188 >= 438_036
+    assert first == "YES"                                     # 2 * 265_250 >= 356_038
     # A binary search on K: every further threshold is another query on the same ballots.
     for k in (219_018, 300_000, 250_000, 1):
         err = refused(mpc("vote", "referendum", "--threshold", str(k), "--cluster", f), "(max_releases)",
@@ -423,6 +501,26 @@ def test_loosened_thresholds_allow_exactly_the_owners_two_rules(env: Env) -> Non
     assert ok(mpc("vote", "referendum2", "--cluster", f)).strip() == "YES"
 
 
+def test_threshold_binary_search_on_a_number_input_learns_at_most_one_bit(env: Env) -> None:
+    """`mpc threshold NAME --at-least K` is the same search on a number: one K, then nothing more
+    (a sum after a threshold is another query too; a threshold after a sum would not be)."""
+    f = env.cluster_file
+    assert ok(mpc("threshold", "score", "--at-least", "500", "--cluster", f)).strip() == "1"   # 860 >= 500
+    for k in (1000, 750, 860, 861):
+        refused(mpc("threshold", "score", "--at-least", str(k), "--cluster", f), "(max_releases)", "'score'")
+    refused(mpc("sum", "score", "--cluster", f), "(max_releases)")
+    refused(mpc("threshold", "score", "--at-least", "500", "--cluster", env.subsets["david"]), "(participants)")
+    assert ok(mpc("threshold", "score", "--at-least", "500", "--cluster", f)).strip() == "1"   # a repeat
+
+
+def test_another_coordinator_identity_gets_no_fresh_budget(env: Env) -> None:
+    """The budget belongs to the input version, not to a coordinator: a second coordinator certificate
+    continues the binary search no further than the first."""
+    assert ok(mpc("vote", "referendum", "--cluster", env.mallory)).strip() == "YES"     # a repeat
+    refused(mpc("vote", "referendum", "--threshold", "5", "--cluster", env.mallory), "(max_releases)")
+    refused(mpc("threshold", "score", "--at-least", "700", "--cluster", env.mallory), "(max_releases)")
+
+
 # ==== 3. mixed input names in one session (raw stubs) =====================================================
 
 
@@ -431,7 +529,7 @@ def test_mixed_input_names_fail_everywhere_and_open_nothing(env: Env) -> None:
     the victim's salary. The nodes compare session descriptions and fail before any share leaves."""
     inputs = {"alice": "salary", "bob": "zeros", "carlos": "zeros", "david": "zeros"}
     # Every node must fail on its own: the session is aborted only once all have answered.
-    sid, prepared, outcomes = raw(env, lambda r: r.session(inputs, abort_early=False))  # type: ignore[misc]
+    sid, prepared, outcomes = raw(env, lambda r: r.session(inputs, abort_early=False))
     assert all(o.ok for o in prepared.values()), prepared
     nothing_opened(outcomes)
     assert all(not o.ok for o in outcomes.values()), outcomes
@@ -442,14 +540,25 @@ def test_mixed_input_names_fail_everywhere_and_open_nothing(env: Env) -> None:
     [entry] = [e for e in env.audit("alice") if e["session"] == sid]
     assert entry["outcome"] == "failed", entry
     assert "different session description" in str(entry["reason"]), entry
-    assert "salary" in entry["inputs"], entry  # type: ignore[operator]
-    assert not any(t["to"].startswith("spiffe://mpc/coordinator") for t in entry["sent"]), entry  # type: ignore[union-attr,index]
+    assert "salary" in entry["inputs"], entry
+    assert not any(t["to"].startswith("spiffe://mpc/coordinator") for t in entry["sent"]), entry
+
+
+def test_mixed_ballot_inputs_in_one_vote_fail_everywhere_and_open_nothing(env: Env) -> None:
+    """The same attack on a vote: the victim's ballots, all-zero ballots elsewhere."""
+    inputs = {"alice": "ballots_victim", "bob": "ballots_zero", "carlos": "ballots_zero", "david": "ballots_zero"}
+    _, prepared, outcomes = raw(env, lambda r: r.session(
+        inputs, protocol=mpc_pb2.PROTOCOL_VOTE, threshold=2, abort_early=False))
+    assert all(o.ok for o in prepared.values()), prepared
+    nothing_opened(outcomes)
+    for node, o in outcomes.items():
+        assert not o.ok and "prepared a different session description" in o.details, (node, o)
 
 
 def test_mixed_scale_or_party_order_in_one_session_fails_and_opens_nothing(env: Env) -> None:
     """The same input everywhere but another scale at one node, or another party order: no agreement."""
     inputs = {n: "lie2" for n in ALL4}
-    _, prepared, outcomes = raw(env, lambda r: r.session(inputs, frac_bits=lambda n: 1 if n == "bob" else 0))  # type: ignore[misc]
+    _, prepared, outcomes = raw(env, lambda r: r.session(inputs, frac_bits=lambda n: 1 if n == "bob" else 0))
     assert all(o.ok for o in prepared.values()), prepared
     nothing_opened(outcomes)
     assert all(not o.ok for o in outcomes.values()), outcomes
@@ -459,26 +568,26 @@ def test_mixed_scale_or_party_order_in_one_session_fails_and_opens_nothing(env: 
         orders = {n: list(ALL4) if n != "david" else ["david", "carlos", "bob", "alice"] for n in ALL4}
         prepared = {n: await r.prepare(n, sid, "lie2", orders[n]) for n in ALL4}
         assert all(o.ok for o in prepared.values()), prepared
-        versions = {n: o.reply.input_version for n, o in prepared.items()}  # type: ignore[union-attr]
+        versions = {n: o.prepared.input_version for n, o in prepared.items()}
         return await r.compute_all(sid, {n: (0, 1, versions) for n in ALL4})
 
-    outcomes = raw(env, reordered)  # type: ignore[assignment]
-    nothing_opened(outcomes)  # type: ignore[arg-type]
-    assert all(not o.ok for o in outcomes.values()), outcomes  # type: ignore[union-attr]
+    outcomes = raw(env, reordered)
+    nothing_opened(outcomes)
+    assert all(not o.ok for o in outcomes.values()), outcomes
 
 
 def test_a_coordinator_that_lies_about_input_versions_is_refused(env: Env) -> None:
     inputs = {n: "lie" for n in ALL4}
     # About another node, told to one node only: that node cannot check it, but the descriptions
     # differ, so every node fails and nothing is opened.
-    _, prepared, outcomes = raw(env, lambda r: r.session(  # type: ignore[misc]
+    _, prepared, outcomes = raw(env, lambda r: r.session(
         inputs, versions=lambda n, v: {**v, "bob": v["bob"] + 7} if n == "alice" else v, abort_early=False))
     assert all(o.ok for o in prepared.values()), prepared
     nothing_opened(outcomes)
     assert all(not o.ok for o in outcomes.values()), outcomes
     assert all("different session description" in o.details for o in outcomes.values()), outcomes
     # About the callee's own version: refused by that node (before anything is shared), nothing opened.
-    _, prepared, outcomes = raw(env, lambda r: r.session(  # type: ignore[misc]
+    _, prepared, outcomes = raw(env, lambda r: r.session(
         inputs, versions=lambda n, v: {**v, "carlos": v["carlos"] + 1}, only=["carlos"]))
     assert all(o.ok for o in prepared.values()), prepared
     nothing_opened(outcomes)
@@ -487,7 +596,7 @@ def test_a_coordinator_that_lies_about_input_versions_is_refused(env: Env) -> No
     # A map missing a participant, or naming a stranger: refused.
     for lie in (lambda n, v: {k: x for k, x in v.items() if k != "david"},
                 lambda n, v: {**v, "mallory": 1}):
-        _, _, outcomes = raw(env, lambda r: r.session(inputs, versions=lie))  # type: ignore[misc]
+        _, _, outcomes = raw(env, lambda r: r.session(inputs, versions=lie))
         nothing_opened(outcomes)
         assert all(not o.ok for o in outcomes.values()), outcomes
 
@@ -497,14 +606,14 @@ def test_a_lie_about_versions_cannot_pass_new_data_off_as_a_repeat(env: Env) -> 
     query for alice, carlos and david (their single release is spent); a coordinator that tells them
     bob's old version, to make it look like a repeat, is found out and nothing is opened."""
     inputs = {n: "lie3" for n in ALL4}
-    _, prepared, outcomes = raw(env, lambda r: r.session(inputs))  # type: ignore[misc]
+    _, prepared, outcomes = raw(env, lambda r: r.session(inputs))
     assert all(o.ok for o in outcomes.values()), outcomes
-    old = {n: o.reply.input_version for n, o in prepared.items()}  # type: ignore[union-attr]
+    old = {n: o.prepared.input_version for n, o in prepared.items()}
     with Store.open_dir(env.data_dir("bob")) as store:
         new_version = store.put_input("lie3", np.array([12], dtype=np.int64), 0, True, overwrite=True)
     assert new_version == old["bob"] + 1
     # The honest sum over the new data: refused (max_releases) by the three others, nothing opened.
-    _, prepared, outcomes = raw(env, lambda r: r.session(inputs))  # type: ignore[misc]
+    _, prepared, outcomes = raw(env, lambda r: r.session(inputs))
     every = {**prepared, **outcomes}
     nothing_opened(outcomes)
     text = " ".join(o.details for o in every.values())
@@ -512,7 +621,7 @@ def test_a_lie_about_versions_cannot_pass_new_data_off_as_a_repeat(env: Env) -> 
     # Everyone told bob's old version: bob refuses his own; bob told the truth, the others the old
     # version: the descriptions differ. Nothing opened either way.
     for lie in (lambda n, v: old, lambda n, v: v if n == "bob" else old):
-        _, prepared, outcomes = raw(env, lambda r: r.session(inputs, versions=lie))  # type: ignore[misc]
+        _, prepared, outcomes = raw(env, lambda r: r.session(inputs, versions=lie))
         assert all(o.ok for o in prepared.values()), prepared
         nothing_opened(outcomes)
         assert all(not o.ok for o in outcomes.values()), outcomes
@@ -533,17 +642,105 @@ def test_preparing_many_distinct_queries_before_computing_any_opens_only_one(env
             replies.append(prepared)
         results = []
         for sid, prepared in zip(sids, replies):
-            versions = {n: o.reply.input_version for n, o in prepared.items()}  # type: ignore[union-attr]
-            length = prepared["alice"].reply.length  # type: ignore[union-attr]
+            versions = {n: o.prepared.input_version for n, o in prepared.items()}
+            length = prepared["alice"].prepared.length
             results.append(await r.compute_all(sid, {n: (0, length, versions) for n in ALL4}))
         return results
 
-    first, second, third = raw(env, attack)  # type: ignore[misc]
+    first, second, third = raw(env, attack)
     assert all(o.ok and o.words for o in first.values()), first
     for later in (second, third):
         nothing_opened(later)
         assert all(not o.ok for o in later.values()), later
         assert any("(max_releases)" in o.details for o in later.values()), later
+
+
+def test_a_session_that_never_reaches_agreement_spends_no_release(env: Env) -> None:
+    """Availability, not privacy: a session that fails before the nodes agree has released nothing,
+    so it should not spend the input version's budget. Otherwise one coordinator can make the
+    owners' own query fail for good, without anything being opened: (a) by telling one node a
+    forged version of another's input; (b) by sending Compute for another query to one node only."""
+    inputs = {n: "dos1" for n in ALL4}
+    _, prepared, outcomes = raw(env, lambda r: r.session(
+        inputs, versions=lambda n, v: {**v, "bob": v["bob"] + 1} if n == "alice" else v, abort_early=False))
+    assert all(o.ok for o in prepared.values()), prepared
+    nothing_opened(outcomes)
+    assert all(not o.ok for o in outcomes.values()), outcomes
+    # (b): a threshold prepared everywhere, computed at alice only, aborted once alice has counted it.
+    async def lone_compute(r: Raw) -> Outcome:
+        sid = new_id()
+        prepared = {n: await r.prepare(n, sid, "dos2", ALL4, protocol=mpc_pb2.PROTOCOL_THRESHOLD, threshold=3)
+                    for n in ALL4}
+        assert all(o.ok for o in prepared.values()), prepared
+        versions = {n: o.prepared.input_version for n, o in prepared.items()}
+        task = asyncio.ensure_future(r.compute("alice", sid, 0, 1, versions))
+
+        def started() -> bool:
+            record = store.get_session(sid)
+            return task.done() or (record is not None and record.status != "prepared")
+
+        # Abort once alice has begun computing (whatever she counts before she waits for her peers).
+        with Store.open_dir(env.data_dir("alice")) as store:
+            await until(started, "alice to start computing")
+        await r.abort(ALL4, sid)
+        return await task
+
+    outcome = raw(env, lone_compute)
+    assert not outcome.ok and not outcome.words, outcome
+    results = {name: mpc("sum", name, "--cluster", env.cluster_file) for name in ("dos1", "dos2")}
+    failed = {name: p.stderr.strip()[:400] for name, p in results.items() if p.returncode != 0}
+    assert not failed, f"the owners' own first sum is refused after a session that opened nothing: {failed}"
+    assert number(results["dos1"].stdout) == 84 and number(results["dos2"].stdout) == 88
+
+
+def test_two_distinct_queries_computed_at_once_open_at_most_one(env: Env) -> None:
+    """The same, with both sessions computing at the same time at every node: the check and the
+    record of a release are one transaction, so at most one of two distinct queries opens."""
+    async def attack(r: Raw) -> list[dict[str, Outcome]]:
+        sids = [new_id(), new_id()]
+        prepared = []
+        for sid, mode in zip(sids, (mpc_pb2.AVERAGE_MODE_RECORDS, mpc_pb2.AVERAGE_MODE_ELEMENTWISE)):
+            p = {n: await r.prepare(n, sid, "race2", ALL4, protocol=mpc_pb2.PROTOCOL_AVERAGE, mode=mode)
+                 for n in ALL4}
+            assert all(o.ok for o in p.values()), p
+            prepared.append(p)
+        calls = [{n: (0, p[n].prepared.length, {m: o.prepared.input_version for m, o in p.items()})
+                  for n in ALL4} for p in prepared]
+        return list(await asyncio.gather(*(r.compute_all(sid, c) for sid, c in zip(sids, calls))))
+
+    results = raw(env, attack)
+    complete = [i for i, outcomes in enumerate(results) if all(o.words for o in outcomes.values())]
+    assert len(complete) <= 1, f"two distinct queries opened: {results}"
+    partial = [i for i, outcomes in enumerate(results) if i not in complete and any(o.words for o in outcomes.values())]
+    assert not partial, f"a session that did not open sent some output shares: {[results[i] for i in partial]}"
+
+
+def test_a_share_that_left_a_node_is_in_its_audit_log_even_if_the_coordinator_aborts(env: Env) -> None:
+    """A coordinator that aborts a session as soon as the first output share arrives (the identical
+    query, repeated: allowed): every node whose share reached the coordinator must say so in its
+    audit log (outcome done, an output share sent). Otherwise a coordinator can open a sum while
+    the audit logs say "aborted, nothing sent to the coordinator"."""
+    async def once(r: Raw) -> tuple[str, dict[str, Outcome]]:
+        sid = new_id()
+        prepared = {n: await r.prepare(n, sid, "abortme", ALL4) for n in ALL4}
+        assert all(o.ok for o in prepared.values()), prepared
+        versions = {n: o.prepared.input_version for n, o in prepared.items()}
+        tasks = {n: asyncio.ensure_future(r.compute(n, sid, 0, 1, versions)) for n in ALL4}
+        done, _ = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED, timeout=CALL_TIMEOUT)
+        await r.abort(ALL4, sid)
+        return sid, {n: await t for n, t in tasks.items()}
+
+    runs = [raw(env, once) for _ in range(12)]
+    audits = {n: {e["session"]: e for e in env.audit(n)} for n in ALL4}
+    hidden = []
+    for sid, outcomes in runs:
+        for node, o in outcomes.items():
+            if o.words:
+                entry = audits[node][sid]
+                to_coordinator = [t for t in entry["sent"] if t["kind"] == "output share"]
+                if entry["outcome"] != "done" or not to_coordinator:
+                    hidden.append((node, sid[:8], entry["outcome"], entry["reason"][:60], entry["release"][:40]))
+    assert not hidden, f"output shares the coordinator received but the node's audit log does not show: {hidden}"
 
 
 # ==== 4. scale and participant-count stepping (raw stubs) ================================================
@@ -552,7 +749,7 @@ def test_preparing_many_distinct_queries_before_computing_any_opens_only_one(env
 def normalized(o: Outcome, sid: str, name: str) -> tuple[str, str]:
     text = o.details.replace(sid, "<session>").replace(name, "<input>")
     text = re.sub(r"[0-9a-f]{32}", "<id>", text)
-    return ("OK" if o.ok else o.code.name, text)  # type: ignore[union-attr]
+    return ("OK" if o.code is None else o.code.name, text)
 
 
 def test_stepping_the_scale_in_compute_reveals_nothing_about_the_value(env: Env) -> None:
@@ -571,8 +768,8 @@ def test_stepping_the_scale_in_compute_reveals_nothing_about_the_value(env: Env)
     for small, big, parties in (("mag_small", "mag_big", ALL4), ("wide_small", "wide_big", ALL4[:3])):
         a = raw(env, lambda r: step(r, small, parties))
         b = raw(env, lambda r: step(r, big, parties))
-        assert a == b, "\n".join(f"frac_bits {f}: {x} != {y}" for f, (x, y) in enumerate(zip(a, b)) if x != y)  # type: ignore[arg-type]
-        accepted = [f for f, p in enumerate(a) if p["alice"][0] == "OK"]  # type: ignore[index]
+        assert a == b, "\n".join(f"frac_bits {f}: {x} != {y}" for f, (x, y) in enumerate(zip(a, b)) if x != y)
+        accepted = [f for f, p in enumerate(a) if p["alice"][0] == "OK"]
         assert accepted and len(accepted) < 34, a          # the check did bite somewhere, on public data
 
 
@@ -601,7 +798,7 @@ def test_stepping_the_participant_count_in_prepare_reveals_nothing_about_the_val
     # The declared bounds did bite at 4 parties (public data): 3 accepted, 4 refused.
     for name, protocol, threshold in (("pwide_big", mpc_pb2.PROTOCOL_SUM, None),
                                       ("thr_big", mpc_pb2.PROTOCOL_THRESHOLD, 1)):
-        codes = [p[0] for p in raw(env, lambda r: step(r, name, protocol, threshold))]  # type: ignore[union-attr]
+        codes = [p[0] for p in raw(env, lambda r: step(r, name, protocol, threshold))]
         assert codes == ["PERMISSION_DENIED", "PERMISSION_DENIED", "OK", "FAILED_PRECONDITION"], (name, codes)
 
 
@@ -622,14 +819,14 @@ def test_status_hides_the_ballot_count(env: Env) -> None:
         await r.abort(ALL4, sid)
         return statuses, prepared
 
-    statuses, prepared = raw(env, look)  # type: ignore[misc]
+    statuses, prepared = raw(env, look)
     for node, reply in statuses.items():
         infos = {i.name: i for i in reply.inputs}
         for name in ("referendum", "referendum2"):
             assert infos[name].kind == "ballots" and infos[name].length == 0, (node, infos[name])
         assert infos["raise"].length == 1 and infos["race"].length == 3, infos
     for node, o in prepared.items():   # a vote's shape is one word, whatever the ballot count
-        assert o.ok and o.reply.length == 1, (node, o)  # type: ignore[union-attr]
+        assert o.ok and o.prepared.length == 1, (node, o)
     nodes = json.loads(ok(mpc("status", "--json", "--cluster", env.cluster_file)))
     for n in nodes:
         inputs = {i["name"]: i for i in n["inputs"]}
@@ -649,7 +846,7 @@ def test_no_error_or_log_of_a_vote_carries_the_ballot_count(env: Env) -> None:
     places = {f"log of {n}": env.node_log(n) for n in ALL4}
     places |= {f"audit of {n}": json.dumps(env.audit(n)) for n in ALL4}
     places |= {f"CLI call {i} ({' '.join(map(str, p.args[3:5]))})": p.stdout + p.stderr
-               for i, p in enumerate(TRANSCRIPT) if "put" not in p.args[3:5]}
+               for i, p in enumerate(TRANSCRIPT) if p.args[3] != "input"}   # not the owners' own local commands
     found = [(where, v) for where, text in places.items() for v in secrets_of_the_referendum() if shows(text, v)]
     assert not found, found
 
@@ -683,7 +880,7 @@ def test_budget_survives_restart_and_overwrite_makes_a_fresh_version(env: Env) -
     out = ok(mpc("input", "put", "budget", "1", "2", "--bounds", "0,1000", "--cluster", f, "--node", "alice"))
     assert "version 3" in out, out
     # The audit log shows each release, and which did not count.
-    entries = [e for e in env.audit("alice") if "budget" in e["inputs"]]  # type: ignore[operator]
+    entries = [e for e in env.audit("alice") if "budget" in e["inputs"]]
     done = [e for e in entries if e["outcome"] == "done"]
     releases = [str(e["release"]) for e in done]
     assert len(done) == 3, entries
@@ -704,9 +901,9 @@ def test_a_20kb_input_name_is_invalid_argument_with_a_short_message(env: Env) ->
     long_name = "x" * 20_000
     sid = new_id()
     o = raw(env, lambda r: r.prepare("alice", sid, long_name, ALL4))
-    assert o.code == grpc.StatusCode.INVALID_ARGUMENT, o  # type: ignore[union-attr]
-    assert len(o.details) < 1024, (len(o.details), o.details[:300])  # type: ignore[union-attr]
-    assert "metadata" not in o.details.lower(), o.details[:300]  # type: ignore[union-attr]
+    assert o.code == grpc.StatusCode.INVALID_ARGUMENT, o
+    assert len(o.details) < 1024, (len(o.details), o.details[:300])
+    assert "metadata" not in o.details.lower(), o.details[:300]
     err = refused(mpc("sum", long_name, "--cluster", env.cluster_file))
     assert len(err) < 2048, (len(err), err[:500])
     assert "metadata" not in err.lower(), err[:500]
@@ -717,7 +914,7 @@ def test_a_20kb_input_name_is_invalid_argument_with_a_short_message(env: Env) ->
 def test_every_long_caller_string_is_quoted_short(env: Env) -> None:
     """Any string a caller sends, 20 KB long, in any Control call: the error quotes about 200
     characters of it, and no node log line grows with it."""
-    calls: dict[str, Callable[[Raw], object]] = {
+    calls: dict[str, Callable[[Raw], Awaitable[Outcome]]] = {
         "Prepare participant": lambda r: r.prepare("alice", new_id(), "raise", [*ALL4[1:], "a" * 20_000, "alice"]),
         "Prepare session id": lambda r: r.prepare("alice", "f" * 20_000, "raise", ALL4),
         "Compute session id": lambda r: r.compute("alice", "d" * 20_000, 0, 1, {"alice": 1}),
@@ -727,9 +924,9 @@ def test_every_long_caller_string_is_quoted_short(env: Env) -> None:
     long = {}
     for what, call in calls.items():
         o = raw(env, call)
-        assert not o.ok, (what, o)  # type: ignore[union-attr]
-        if len(o.details) >= 1024:  # type: ignore[union-attr]
-            long[what] = (o.code.name, len(o.details), o.details[:80] + "...")  # type: ignore[union-attr]
+        assert o.code is not None, (what, o)
+        if len(o.details) >= 1024:
+            long[what] = (o.code.name, len(o.details), o.details[:80] + "...")
     lines = {n: max(map(len, env.node_log(n).splitlines()), default=0) for n in ALL4}
     assert not long, f"errors quoting more than 1 KB of what the caller sent: {long}"
     assert all(v < 4000 for v in lines.values()), f"longest node log lines: {lines}"
@@ -757,7 +954,7 @@ def test_many_concurrent_prepares_from_one_coordinator_are_resource_exhausted_an
         await r.abort(["alice"], sid)
         return before, list(outcomes), status, again
 
-    before, outcomes, status, again = raw(env, flood)  # type: ignore[misc]
+    before, outcomes, status, again = raw(env, flood)
     accepted = [o for o in outcomes if o.ok]
     busy = [o for o in outcomes if o.code == grpc.StatusCode.RESOURCE_EXHAUSTED]
     assert len(accepted) == 16 - before, (before, [(o.code, o.details[:100]) for o in outcomes])

@@ -161,7 +161,9 @@ def walk(tmp_path_factory: pytest.TempPathFactory) -> Walkthrough:
         csv.write_text("week,hours\n" + "".join(f"{w + 1},{h}\n" for w, h in enumerate(HOURS[name])),
                        encoding="utf-8")
         column = "2" if name == "alice" else "hours"  # a column by 1-based number works too
-        return [mpc("input", "put", "raise", str(RAISES[name]), "--cluster", "cluster.toml", "--node", name, cwd=d),
+        # The raise declares its public bounds as the README's walkthrough does; hours take the default.
+        return [mpc("input", "put", "raise", str(RAISES[name]), "--bounds", "0,100000",
+                    "--cluster", "cluster.toml", "--node", name, cwd=d),
                 mpc("input", "put", "hours", "--csv", csv, "--column", column,
                     "--cluster", "cluster.toml", "--node", name, cwd=d)]
 
@@ -245,11 +247,18 @@ def test_input_list_shows_names_and_shapes_never_values(walk: Walkthrough) -> No
     assert set(listed) == {"raise", "hours"}
     assert (listed["raise"]["length"], listed["raise"]["scalar"], listed["raise"]["frac_bits"]) == (1, True, 0)
     assert (listed["hours"]["length"], listed["hours"]["scalar"]) == (3, False)
+    # Public metadata only: the version, the kind and the declared bounds, never a stored value.
+    assert (listed["raise"]["version"], listed["raise"]["kind"], listed["raise"]["bounds"]) == (1, "number", [0, 100000])
+    assert (listed["hours"]["kind"], listed["hours"]["bounds"]) == ("number", [-2147483647, 2147483647])
     for entry in listed.values():
-        assert set(entry) <= {"name", "length", "frac_bits", "scalar", "updated_at"}, entry
+        assert set(entry) <= {"name", "length", "frac_bits", "scalar", "updated_at", "version", "kind",
+                              "bounds"}, entry
     assert not shows(out, 3800)
     text = ok(mpc("input", "list", "--cluster", walk.cluster_file, "--node", "alice"))
     assert "raise" in text and "hours" in text and not shows(text, 3800)
+    rows = {line.split("\t")[0]: line.split("\t") for line in text.splitlines()}
+    assert rows["raise"][1:4] == ["v1", "scalar", "frac_bits=0"] and "0,100000" in rows["raise"][4], text
+    assert rows["hours"][1:3] == ["v1", "vector[3]"] and "-2147483647,2147483647" in rows["hours"][4], text
     # --data-dir names the store directly, as on a node's machine without the cluster file.
     direct = ok(mpc("input", "list", "--json", "--data-dir", walk.dir / "data" / "bob"))
     assert {i["name"] for i in json.loads(direct)} == {"raise", "hours"}

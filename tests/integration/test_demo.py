@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from mpc.config import HALF, Rules, load_cluster
+from mpc.store import Store
+
 pytestmark = pytest.mark.slow
 
 DEMO_TIMEOUT = 120.0
@@ -103,3 +106,20 @@ def test_demo_prints_the_raises_example_and_stops_its_daemons() -> None:
     assert not Path(workdir[1]).exists(), "the demo's temporary directory was not removed"
     assert "stopped 4 node daemons (exit codes [0])" in proc.stdout, "every node should exit 0 on SIGTERM"
 
+
+
+def test_demo_loosens_only_the_referendums_thresholds(tmp_path: Path) -> None:
+    """The demo's cluster file keeps the default rules across sessions, except that every owner lets
+    the referendum answer exactly the demo's two questions; its inputs declare bounds and ballots."""
+    proc = run_demo("--dir", tmp_path / "demo")
+    assert proc.returncode == 0, f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
+    cluster = load_cluster(tmp_path / "demo" / "cluster.toml")
+    assert list(cluster.nodes) == ["alice", "bob", "carlos", "david"]
+    for name, node in cluster.nodes.items():
+        policy = node.policy
+        assert policy.defaults == Rules(), name                    # one query per version, the whole cluster
+        assert dict(policy.per_input) == {"referendum": Rules(2, "cluster", frozenset({HALF, 7}))}, name
+        assert node.data_dir is not None
+        with Store.open_dir(node.data_dir) as store:
+            kinds = {i.name: (i.kind, i.version) for i in store.list_inputs()}
+        assert kinds == {"raise": ("number", 1), "referendum": ("ballots", 1), "unanimous": ("ballots", 1)}, kinds

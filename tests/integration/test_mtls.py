@@ -30,12 +30,13 @@ from mpc.errors import PeerUnavailable, SessionFailed
 from mpc.localcluster import write_local_cluster
 from mpc.node.daemon import NodeServer
 from mpc.pki import Identity, identity_dns_name, issue, make_ca
+from mpc.protocols.agreement import STEP_DIGEST
 from mpc.protocols.sum import STEP_SEED
 from mpc.transport.peers import RECONNECT_GRACE_S, Channels, PeerClient, describe_rpc_error, is_name_mismatch
 from mpc.transport.tls import TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
-from .harness import NAMES, LocalCluster, Recorder, running_cluster
+from .harness import ANY_QUERIES, NAMES, LocalCluster, Recorder, running_cluster
 
 CALL_TIMEOUT = 5.0
 SEED_MSG = struct.Struct("<16sQ")
@@ -590,9 +591,12 @@ def test_replayed_seed_for_a_finished_session_is_refused(tmp_path: Path) -> None
             async with Coordinator(lc.cluster) as c:
                 result = await c.sum("x")
             assert result.value == 6
-            seeds = [(s, sender, step, p) for s, sender, step, p in lc.recorder.received["bob"]
-                     if s == result.session_id]
-            assert [(sender, step) for _, sender, step, _ in seeds] == [("alice", STEP_SEED)]
+            received = [(s, sender, step, p) for s, sender, step, p in lc.recorder.received["bob"]
+                        if s == result.session_id]
+            # bob received one session digest from each peer (the agreement step) and alice's seed.
+            assert sorted((sender, step) for _, sender, step, _ in received) == sorted(
+                [("alice", STEP_DIGEST), ("carlos", STEP_DIGEST), ("alice", STEP_SEED)])
+            seeds = [r for r in received if r[2] == STEP_SEED]
             session_id, sender, step, payload = seeds[0]
             before = {n: len(v) for n, v in lc.recorder.received.items()}
             # alice's own certificate replays alice's own message byte for byte.
@@ -608,7 +612,9 @@ def test_replayed_seed_for_a_finished_session_is_refused(tmp_path: Path) -> None
 
 def test_only_the_sessions_parties_may_send_and_only_what_they_owe(tmp_path: Path) -> None:
     async def go() -> None:
-        async with running_cluster(tmp_path, 4) as lc:
+        # The owners let a subset of their cluster run a session (by default each node joins only
+        # sessions of every node in its cluster file), so that david can be outside this one.
+        async with running_cluster(tmp_path, 4, every_policy=ANY_QUERIES) as lc:
             for value, name in enumerate(lc.cluster.nodes, start=1):
                 lc.put(name, "x", [value], scalar=True)
             parties = ("alice", "bob", "carlos")          # david is in the cluster, not in the session

@@ -24,8 +24,8 @@ The one exception: a certificate as an older mpc issued it (without the identity
 process with mpc.pki.issue(identity_dns=False).
 
 What it shows:
-- `mpc status`, `mpc sum`, `mpc average` and `mpc vote` (both rules) give the right results
-  across the hosts;
+- `mpc status`, `mpc sum`, `mpc average` and `mpc vote` (both rules, which each owner's policy
+  allows on the ballots; a third is refused) give the right results across the hosts;
 - clients check whom they reached (the node's identity name in its certificate), not the host
   name: the coordinator's cluster file naming bob by an alias that is not in his certificate
   still reaches bob;
@@ -73,6 +73,11 @@ CONNECT_TIMEOUT_S = 2.0
 VOTE_TIMEOUT_S = 30.0
 RAISES = {"alice": 3800, "bob": 2514, "carlos": 3390}               # scalar inputs "raise"
 BALLOTS = {"alice": [1, 0, 1], "bob": [1, 0], "carlos": [0, 0, 1, 0]}  # 4 yes out of 9
+# Each owner lets the ballots answer exactly the two questions asked of them (at least half? at
+# least 4?); by default an input version takes part in one distinct query (as `mpc demo` does).
+BALLOTS_POLICY = """[nodes.{name}.policy.per_input.ballots]
+max_releases = 2
+thresholds = ["half", 4]"""
 
 @dataclass
 class Lab:
@@ -129,7 +134,8 @@ class Lab:
         for n in NODES:
             d = certs.get(n, "certs")
             lines += ["", f"[nodes.{n}]", f'address = "{address.get(n, HOST[n])}:{PORT}"',
-                      f'cert = "{d}/{n}.pem"', f'key = "{d}/{n}.key"', f'data_dir = "data/{n}"']
+                      f'cert = "{d}/{n}.pem"', f'key = "{d}/{n}.key"', f'data_dir = "data/{n}"',
+                      "", BALLOTS_POLICY.format(name=n)]
         path = self.workdir / file
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return path
@@ -139,7 +145,8 @@ class Lab:
         cluster = self.workdir / "cluster.toml"
         procs = []
         for n in NODES:
-            for args in (["raise", str(RAISES[n])], ["ballots", *map(str, BALLOTS[n])]):
+            for args in (["raise", str(RAISES[n]), "--bounds", "0,100000"],
+                         ["ballots", *map(str, BALLOTS[n]), "--ballots"]):
                 argv = ["ip", "netns", "exec", self.net.ns(n), sys.executable, "-m", "mpc", "input", "put",
                         *args, "--cluster", str(cluster), "--node", n]
                 procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -322,9 +329,11 @@ def test_all_computations_across_three_hosts(lab: Lab) -> None:
     assert status.returncode == 0, show(status)
     lines = status_lines(status.stdout)
     for n in NODES:
-        assert re.match(rf"{n}\s+{re.escape(HOST[n])}:{PORT}\s+up\b.*\bsessions=0\b.*inputs: .*\bballots\[",
-                        lines.get(n, "")), show(status)
-        assert "raise" in lines[n], show(status)
+        # Ballots are listed without their count; the raise with its declared bounds.
+        assert re.match(rf"{n}\s+{re.escape(HOST[n])}:{PORT}\s+up\b.*\bsessions=0\b.*inputs: .*"
+                        rf"\bballots\[ballots\] v1\b", lines.get(n, "")), show(status)
+        assert "raise v1 (0..100000)" in lines[n], show(status)
+        assert not numbers_in(lines[n], [len(BALLOTS[n])]), show(status)
 
     total = sum(RAISES.values())
     sum_, _ = lab.coordinator("sum", "raise")
@@ -344,6 +353,10 @@ def test_all_computations_across_three_hosts(lab: Lab) -> None:
     assert vote.returncode == 0 and vote.stdout.strip() == "NO", show(vote)
     vote4, _ = lab.coordinator("vote", "ballots", "--threshold", "4")
     assert vote4.returncode == 0 and vote4.stdout.strip() == "YES", show(vote4)
+    # A third question on the same ballots is one the owners did not allow.
+    vote5, _ = lab.coordinator("vote", "ballots", "--threshold", "5")
+    assert_refused_without_revealing(vote5, *NODES)
+    assert "(thresholds)" in vote5.stderr, show(vote5)
     lab.assert_nodes_alive()
 
 

@@ -23,7 +23,7 @@ def test_policy_refusals_name_the_node_and_rule(tmp_path: Path) -> None:
         async with running_cluster(tmp_path, 3, policies={"carlos": CAROL_POLICY}) as lc:
             for i, name in enumerate(("alice", "bob", "carlos")):
                 lc.put(name, "raise", [1000 + i], scalar=True)
-                lc.put(name, "ballots", [1, 0, 1])
+                lc.put(name, "ballots", [1, 0, 1], ballots=True)
             seen: list[str] = []
             async with Coordinator(lc.cluster, observer=lambda s, n, b: seen.append(n)) as c:
                 assert (await c.sum("raise")).value == 3003

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mpc.config import DEFAULT_MIN_PARTICIPANTS, PROTOCOL_NAMES, ClusterConfig, Policy, load_cluster
+from mpc.config import DEFAULT_MIN_PARTICIPANTS, PROTOCOL_NAMES, ClusterConfig, Policy, Rules, load_cluster
 from mpc.errors import ConfigError
 
 FULL = """\
@@ -124,6 +124,23 @@ def test_full_file_loads_with_defaults_and_relative_paths(tmp_path: Path, monkey
     assert coordinator.name == "coordinator"
     assert coordinator.cert == base / "certs" / "coordinator.pem"
     assert coordinator.key == base / "certs" / "coordinator.key"
+
+
+def test_the_deploy_sample_loads_and_sets_what_its_comments_say() -> None:
+    """deploy/cluster.sample.toml, which the README points to for every key, must not rot."""
+    sample = Path(__file__).resolve().parents[2] / "deploy" / "cluster.sample.toml"
+    conf = load_cluster(sample)
+    assert list(conf.nodes) == ["alice", "bob", "carlos", "david"]
+    alice = conf.node("alice")
+    assert alice.host == "alice.example.org" and alice.metrics == "127.0.0.1:9464"
+    policy = alice.policy
+    # Its rules across sessions are written out with their default values ...
+    assert policy.defaults == Rules() and policy.defaults.participants == "cluster"
+    assert (policy.max_sessions, policy.max_sessions_per_coordinator) == (64, 16)
+    # ... and the referendum's own table changes only what it names.
+    assert policy.rules("referendum") == Rules(2, "cluster", frozenset({"half", 7}))
+    assert policy.allow["vote"] == frozenset({"referendum"})
+    assert all(conf.node(n).policy == Policy() for n in ("bob", "carlos", "david"))
 
 
 def test_minimal_file_loads(tmp_path: Path) -> None:

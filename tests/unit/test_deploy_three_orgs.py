@@ -129,3 +129,22 @@ def test_readme_certificates_carry_the_names_the_file_dials(cluster: ClusterConf
     ident = identity_from_pem((issued / coordinator.cert.name).read_bytes())
     assert (ident.role, ident.name) == ("coordinator", coordinator.name)
     assert (issued / coordinator.key.name).is_file()
+
+
+def test_readme_stores_inputs_as_the_policy_expects(cluster: ClusterConfig) -> None:
+    """The referendum is stored as ballots (a vote refuses anything else), the raise with public bounds."""
+    parser = build_parser()
+    puts = {args.name: args for args in (parser.parse_args(c) for c in readme_commands() if c[:2] == ["input", "put"])}
+    assert set(puts) == {"raise", "referendum"}, puts
+    assert puts["referendum"].ballots and all(v in ("0", "1") for v in puts["referendum"].values)
+    assert not puts["raise"].ballots and puts["raise"].bounds is not None
+    votes = [c for c in readme_commands() if c[:1] == ["vote"]]
+    assert votes and all(parser.parse_args(v).name == "referendum" for v in votes), votes
+    org_a = cluster.node("org-a").policy
+    for argv in votes:                 # the rule the README's vote uses is one org A allows
+        threshold = parser.parse_args(argv).threshold
+        allowed = org_a.rules("referendum").thresholds
+        assert allowed is None or ("half" if threshold is None else threshold) in allowed, argv
+    for node in cluster.nodes.values():  # every node: sessions of the whole cluster, one query per version
+        assert node.policy.rules("raise").pinned(list(cluster.nodes)) == frozenset(cluster.nodes)
+        assert node.policy.rules("referendum").max_releases == 1

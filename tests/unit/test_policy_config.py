@@ -1,4 +1,5 @@
-"""Parsing of the per-protocol input policy ([nodes.X.policy.allow])."""
+"""Parsing of the owner policy: the per-protocol input policy ([nodes.X.policy.allow]) and the rules
+across sessions (max_releases, participants, thresholds, session limits, [nodes.X.policy.per_input.NAME])."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mpc.config import load_cluster
+from mpc.config import (DEFAULT_MAX_RELEASES, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_COORDINATOR, HALF,
+                        Rules, load_cluster)
 from mpc.errors import ConfigError
 
 BASE = '''[cluster]
@@ -50,3 +52,129 @@ def test_bad_allow_tables_are_named(tmp_path: Path, text: str, fragment: str) ->
     with pytest.raises(ConfigError) as err:
         load(tmp_path, text)
     assert fragment in str(err.value)
+
+
+# ---- the rules across sessions (issue 10): release budget, pinned participants, vote rules, load --------
+
+
+def test_defaults_of_the_rules_across_sessions(tmp_path: Path) -> None:
+    policy = load(tmp_path, "")
+    assert policy.defaults == Rules() == Rules(DEFAULT_MAX_RELEASES, "cluster", None)
+    assert DEFAULT_MAX_RELEASES == 1
+    assert policy.per_input == {}
+    assert policy.rules("anything") is policy.defaults
+    # Pinned to every node of the owner's own cluster file, whatever the order it is given in.
+    assert policy.defaults.pinned(["bob", "alice"]) == frozenset({"alice", "bob"})
+    assert (policy.max_sessions, policy.max_sessions_per_coordinator) == (
+        DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_COORDINATOR) == (64, 16)
+
+
+def test_policy_level_rules_are_read(tmp_path: Path) -> None:
+    policy = load(tmp_path, 'max_releases = 3\nparticipants = ["alice", "bob"]\nthresholds = ["half", 2, 0]\n'
+                            'max_sessions = 10\nmax_sessions_per_coordinator = 10')
+    assert policy.defaults == Rules(3, frozenset({"alice", "bob"}), frozenset({HALF, 2, 0}))
+    assert policy.defaults.pinned(["alice", "bob", "carlos"]) == frozenset({"alice", "bob"})
+    assert (policy.max_sessions, policy.max_sessions_per_coordinator) == (10, 10)
+    anyone = load(tmp_path, 'participants = "any"')
+    assert anyone.defaults.participants == "any" and anyone.defaults.pinned(["alice", "bob"]) is None
+    cluster = load(tmp_path, 'participants = "cluster"\nthresholds = []')
+    assert cluster.defaults.participants == "cluster" and cluster.defaults.thresholds == frozenset()
+
+
+def test_per_input_tables_inherit_the_policys_values(tmp_path: Path) -> None:
+    policy = load(tmp_path, 'max_releases = 5\nparticipants = "any"\nthresholds = [3]\n'
+                            '[nodes.alice.policy.per_input.referendum]\nmax_releases = 2\nthresholds = ["half", 7]\n'
+                            '[nodes.alice.policy.per_input.salary]\nparticipants = ["alice", "bob"]\n'
+                            '[nodes.alice.policy.per_input.empty]')
+    assert policy.defaults == Rules(5, "any", frozenset({3}))
+    # Each key a table does not set comes from the policy's own value, not from the built-in default.
+    assert policy.rules("referendum") == Rules(2, "any", frozenset({HALF, 7}))
+    assert policy.rules("salary") == Rules(5, frozenset({"alice", "bob"}), frozenset({3}))
+    assert policy.rules("empty") == policy.defaults
+    assert policy.rules("other") is policy.defaults
+    # Without policy-level values, a table inherits the built-in defaults.
+    plain = load(tmp_path, '[nodes.alice.policy.per_input.referendum]\nthresholds = ["half", 7]')
+    assert plain.rules("referendum") == Rules(DEFAULT_MAX_RELEASES, "cluster", frozenset({HALF, 7}))
+    assert plain.rules("raise") == Rules()
+
+
+def test_per_input_table_before_the_policy_keys_still_inherits(tmp_path: Path) -> None:
+    # TOML puts a policy-level key after a sub-table only with a dotted key; either order reads the same.
+    policy = load(tmp_path, 'per_input.x.thresholds = [1]\nmax_releases = 4')
+    assert policy.rules("x") == Rules(4, "cluster", frozenset({1}))
+
+
+@pytest.mark.parametrize(("text", "fragments"), [
+    ("max_releases = 0", ("max_releases must be at least 1", "got 0")),
+    ("max_releases = -3", ("max_releases must be at least 1",)),
+    ('max_releases = "2"', ("'max_releases' must be a int",)),
+    ("max_releases = 1.5", ("'max_releases' must be a int",)),
+    ("max_releases = true", ("'max_releases' must be a int",)),
+    ('participants = "everyone"', ("participants must be", "everyone")),
+    ("participants = []", ("participants must be",)),
+    ("participants = 3", ("participants must be",)),
+    ('participants = ["alice", 7]', ("participants must be",)),
+    ('participants = ["Alice"]', ("participants must be", "Alice")),
+    ('thresholds = [1, 2.5]', ("thresholds must be a list", "2.5")),
+    ('thresholds = ["half", "majority"]', ("thresholds must be a list", "majority")),
+    ('thresholds = [true]', ("thresholds must be a list",)),
+    ('thresholds = "half"', ("thresholds must be a list",)),
+    ("max_sessions = 4\nmax_sessions_per_coordinator = 5", ("max_sessions_per_coordinator <= max_sessions",
+                                                            "got 5 and 4")),
+    ("max_sessions_per_coordinator = 65", ("max_sessions_per_coordinator <= max_sessions", "got 65 and 64")),
+    ("max_sessions_per_coordinator = 0", ("max_sessions_per_coordinator",)),
+    ("max_sessions = 0\nmax_sessions_per_coordinator = 0", ("max_sessions_per_coordinator <= max_sessions",)),
+    ('max_sessions = "many"', ("'max_sessions' must be a int",)),
+])
+def test_bad_rules_are_refused_naming_the_key(tmp_path: Path, text: str, fragments: tuple[str, ...]) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, text)
+    message = str(err.value)
+    assert "[nodes.alice].policy" in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+@pytest.mark.parametrize(("text", "fragments"), [
+    ("max_releases = 0", ("policy.per_input.referendum", "max_releases must be at least 1")),
+    ('participants = "all"', ("policy.per_input.referendum", "participants must be")),
+    ('thresholds = [0.5]', ("policy.per_input.referendum", "thresholds must be a list")),
+    ('thresholds = ["quarter"]', ("policy.per_input.referendum", "thresholds must be a list")),
+    ("max_release = 2", ("policy.per_input.referendum", "unknown key(s) max_release")),
+    ("min_participants = 4", ("policy.per_input.referendum", "unknown key(s) min_participants")),
+    ("max_sessions = 4", ("policy.per_input.referendum", "unknown key(s) max_sessions")),
+])
+def test_bad_per_input_tables_are_refused_naming_the_input_and_key(tmp_path: Path, text: str,
+                                                                   fragments: tuple[str, ...]) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, f"[nodes.alice.policy.per_input.referendum]\n{text}")
+    message = str(err.value)
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_a_per_input_entry_must_be_a_table(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"per_input.*'referendum' must be a dict"):
+        load(tmp_path, "per_input = { referendum = 2 }")
+    with pytest.raises(ConfigError, match=r"'per_input' must be a dict"):
+        load(tmp_path, "per_input = 2")
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ('participants = ["alice", "zed"]', "not in this file: zed"),
+    ('participants = ["bob"]', "must include the node itself (alice)"),
+    ('[nodes.alice.policy.per_input.raise]\nparticipants = ["alice", "zed"]', "per_input.raise: participants"),
+    ("thresholds = [-1073741825]", "within +-1073741824"),
+    ("thresholds = [1073741825]", "within +-1073741824"),
+    ('[nodes.alice.policy.per_input."Not A Name"]\nmax_releases = 2', "is not an input name"),
+])
+def test_rules_that_could_never_apply_are_refused_at_load(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, text)
+    assert fragment in str(err.value)
+
+
+def test_a_smaller_session_limit_lowers_the_per_coordinator_default(tmp_path: Path) -> None:
+    policy = load(tmp_path, "max_sessions = 8")
+    assert (policy.max_sessions, policy.max_sessions_per_coordinator) == (8, 8)
+    assert load(tmp_path, 'thresholds = ["half", 1073741824, -1073741824]').defaults.thresholds is not None
