@@ -148,6 +148,7 @@ class Session:
     output: asyncio.Future[Words] = field(repr=False)
     threshold: int | None = None         # a vote's K (None: at least half) or a threshold's K
     versions: dict[str, int] = field(default_factory=dict)   # every participant's input version (at compute)
+    reserved: tuple[Query, bool] | None = None   # its release, held in the budget until agreement or the end
     timer: asyncio.TimerHandle | None = None
     running: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -391,6 +392,9 @@ class NodeCore:
                 "threshold": session.threshold, "input": stored.name, "participants": list(session.parties),
                 "frac_bits": frac_bits, "length": length, "versions": dict(sorted(versions.items()))})
             session.versions = dict(versions)
+            # Reserve the release now, before our digest goes out: a node whose budget refuses
+            # never sends one, so no peer reaches agreement and no output share leaves any node.
+            self._reserve(session)
             words = session.contribution
             if frac_bits != session.contribution_bits:  # another node's input is finer: rescale ours
                 stored = session.stored
@@ -414,6 +418,9 @@ class NodeCore:
                                           f"in time")
             if session.send_errors:
                 raise session.send_errors[0]
+            if self.sessions.get(session_id) is not session:   # aborted or expired while we waited
+                raise SessionClosed(f"session {session_id} ended at node {self.me.name} before its output share "
+                                    f"was sent")
             # What the coordinator gets: exactly this share, as the servicer streams it next.
             session.count_sent(OUTPUT_SHARE, caller.uri(), int(share.nbytes))
             self.metrics.output_bytes.inc(int(share.nbytes))
@@ -426,22 +433,43 @@ class NodeCore:
         self._finish(session, "done", "")
         return share
 
-    def _release(self, session: Session) -> None:
-        """Count this session against its input version's budget: called once every peer has agreed
-        on the session, just before anything value-dependent leaves this node.
+    def _decide(self, session: Session, recorded: list[ReleaseRecord]) -> tuple[bool, str]:
+        """Whether this session's release may go, given the recorded releases of its input version and
+        the releases other live sessions at this node have reserved on it (each reserved one counts as
+        if it had happened: a reservation is dropped only when its session ends without agreement).
 
-        Raises: PolicyError when the budget is spent (another session may have taken it since prepare).
+        Returns: (counted, description). Raises: PolicyError when the budget is spent.
+        """
+        stored = session.stored
+        earlier = [(Query.from_json(r.query), r.counted) for r in recorded]
+        for other in self.sessions.values():
+            if other is not session and other.reserved is not None and other.stored.name == stored.name \
+                    and other.stored.version == stored.version:
+                earlier.append(other.reserved)
+        query = Query.of(session.aggregate, session.threshold, session.versions)
+        return decide(query, earlier, max_releases=self.me.policy.rules(stored.name).max_releases,
+                      scalar=stored.is_scalar, node=self.me.name, input_name=stored.name, version=stored.version)
+
+    def _reserve(self, session: Session) -> None:
+        """Hold this session's place in its input version's budget until it agrees or ends.
+
+        Raises: PolicyError when the budget is spent (the session then fails before its digest is sent).
+        """
+        stored = session.stored
+        counted, _ = self._decide(session, self.store.releases(stored.name, stored.version))
+        session.reserved = (Query.of(session.aggregate, session.threshold, session.versions), counted)
+
+    def _release(self, session: Session) -> None:
+        """Record this session's release: called once every peer has agreed on the session (so every
+        peer has reserved its own), just before anything value-dependent leaves this node.
+
+        Raises: PolicyError if the budget is spent after all (only if the store was changed under us).
         """
         stored = session.stored
         query = Query.of(session.aggregate, session.threshold, session.versions)
-        rules = self.me.policy.rules(stored.name)
-
-        def check(earlier: list[ReleaseRecord]) -> tuple[bool, str]:
-            return decide(query, [(Query.from_json(r.query), r.counted) for r in earlier],
-                          max_releases=rules.max_releases, scalar=stored.is_scalar, node=self.me.name,
-                          input_name=stored.name, version=stored.version)
-
-        described = self.store.record_release(session.session_id, stored.name, stored.version, query.to_json(), check)
+        described = self.store.record_release(session.session_id, stored.name, stored.version, query.to_json(),
+                                              lambda recorded: self._decide(session, recorded))
+        session.reserved = None
         log.info("session %s: %s", session.session_id, described, extra={"session": session.session_id})
 
     def progress(self, session_id: str) -> tuple[int, int, int]:
@@ -456,8 +484,8 @@ class NodeCore:
         """
         session = self.sessions.get(session_id)
         if session is None:
-            if self.store.get_session(session_id) is None:
-                raise UnknownSession(f"unknown session {session_id} at node {self.me.name}")
+            if not _SESSION_ID.match(session_id) or self.store.get_session(session_id) is None:
+                raise UnknownSession(f"unknown session {quoted(session_id, 40)} at node {self.me.name}")
             return
         if caller != session.coordinator:
             raise AuthError(f"session {session_id} belongs to another coordinator")

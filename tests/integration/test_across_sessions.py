@@ -218,6 +218,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         e.put(node, "race", [1, 2, 3], bounds=(0, 100))
         e.put(node, "race2", [1, 2, 3], bounds=(0, 100))
         e.put(node, "abortme", [5], scalar=True, bounds=(0, 100))
+        e.put(node, "partial", [9], scalar=True, bounds=(0, 100))
         other = 5
         e.put(node, "mag_small", [1 if node == "alice" else other], scalar=True, bounds=(0, 2147483647))
         e.put(node, "mag_big", [2_000_000_000 if node == "alice" else other], scalar=True, bounds=(0, 2147483647))
@@ -290,10 +291,10 @@ class Raw:
 
     async def prepare(self, node: str, sid: str, input_name: str, participants: Sequence[str], *,
                       protocol: int = mpc_pb2.PROTOCOL_SUM, mode: int = mpc_pb2.AVERAGE_MODE_RECORDS,
-                      threshold: int | None = None) -> Outcome:
+                      threshold: int | None = None, timeout_ms: int = SESSION_MS) -> Outcome:
         request = mpc_pb2.PrepareRequest(session_id=sid, protocol=protocol,  # type: ignore[arg-type]
                                          input_name=input_name, participants=list(participants),
-                                         timeout_ms=SESSION_MS, average_mode=mode,  # type: ignore[arg-type]
+                                         timeout_ms=timeout_ms, average_mode=mode,  # type: ignore[arg-type]
                                          threshold=threshold)
         try:
             reply = await self.stub(node).Prepare(request, timeout=CALL_TIMEOUT)
@@ -347,7 +348,8 @@ class Raw:
                       mode: int = mpc_pb2.AVERAGE_MODE_RECORDS, threshold: int | None = None,
                       frac_bits: int | Callable[[str], int] | None = None,
                       versions: Callable[[str, dict[str, int]], Mapping[str, int]] | None = None,
-                      only: Sequence[str] | None = None, abort_early: bool = True) -> tuple[str, dict[str, Outcome], dict[str, Outcome]]:
+                      only: Sequence[str] | None = None, abort_early: bool = True,
+                      timeout_ms: int = SESSION_MS) -> tuple[str, dict[str, Outcome], dict[str, Outcome]]:
         """Prepare node -> input at each node (participants: the keys, in order), then compute.
 
         only: compute at these nodes only (then abort the session everywhere).
@@ -355,7 +357,8 @@ class Raw:
         """
         sid, parties = new_id(), list(inputs)
         prepared = dict(zip(parties, await asyncio.gather(*(
-            self.prepare(n, sid, inputs[n], parties, protocol=protocol, mode=mode, threshold=threshold)
+            self.prepare(n, sid, inputs[n], parties, protocol=protocol, mode=mode, threshold=threshold,
+                         timeout_ms=timeout_ms)
             for n in parties))))
         if not all(o.ok for o in prepared.values()):
             await self.abort(parties, sid)
@@ -625,6 +628,24 @@ def test_a_lie_about_versions_cannot_pass_new_data_off_as_a_repeat(env: Env) -> 
         assert all(o.ok for o in prepared.values()), prepared
         nothing_opened(outcomes)
         assert all(not o.ok for o in outcomes.values()), outcomes
+
+
+def test_when_one_node_refuses_the_release_no_other_share_reaches_the_coordinator(env: Env) -> None:
+    """A sum over the data; then bob, carlos and david store new values (fresh budgets), alice keeps
+    hers (budget spent). The sum over the new data is a new query for alice, who refuses; the
+    coordinator does not abort (it just waits, a few seconds at most). No output share of that
+    session may reach it: the nodes must not count and release independently of one another."""
+    inputs = {n: "partial" for n in ALL4}
+    _, _, outcomes = raw(env, lambda r: r.session(inputs))
+    assert all(o.ok and o.words for o in outcomes.values()), outcomes
+    for node in ("bob", "carlos", "david"):
+        with Store.open_dir(env.data_dir(node)) as store:
+            assert store.put_input("partial", np.array([10], dtype=np.int64), 0, True, overwrite=True,
+                                   bounds=(0, 100)) == 2
+    _, prepared, outcomes = raw(env, lambda r: r.session(inputs, abort_early=False, timeout_ms=5000))
+    assert all(o.ok for o in prepared.values()), prepared
+    assert "(max_releases)" in outcomes["alice"].details, outcomes["alice"]
+    nothing_opened(outcomes)
 
 
 def test_preparing_many_distinct_queries_before_computing_any_opens_only_one(env: Env) -> None:
