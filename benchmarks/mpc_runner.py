@@ -68,7 +68,7 @@ def run_mpc_sum(length: int, parties: int = 3, *, raises: bool = False, repeats:
         opened = await coordinator.open(1, "x")
         return bool(np.array_equal(opened.total.view(np.int64), expected))
 
-    with _running(names, {"x": values}) as run:
+    with _running(names, {"x": values}, (0, 1 << 32)) as run:   # the inputs are below 2^32
         times, _, ok = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, add))
     end_to_end = run.stopped - run.started - sum(times[1:])
     return {"compute_s": statistics.median(times[1:]), "first_s": times[0], "end_to_end_s": end_to_end,
@@ -110,8 +110,10 @@ def vote_ballots(ballots: int, parties: int) -> list[np.ndarray]:
     return [np.ascontiguousarray(chunk) for chunk in np.array_split(every, parties)]
 
 
-def _write_cluster(work: Path, names: Sequence[str], inputs: Mapping[str, Sequence[np.ndarray]]) -> Path:
-    """A local cluster file with `inputs[input_name][i]` stored at node names[i]."""
+def _write_cluster(work: Path, names: Sequence[str], inputs: Mapping[str, Sequence[np.ndarray]],
+                   bounds: tuple[int, int] | None) -> Path:
+    """A local cluster file with `inputs[input_name][i]` stored at node names[i], declared with
+    `bounds` ("ballots" as ballots). The default policy applies: every benchmark repeats one query."""
     cluster_file = write_local_cluster(work, names, session_timeout_s=_SESSION_TIMEOUT_S)
     cluster = load_cluster(cluster_file)
     for i, name in enumerate(names):
@@ -120,7 +122,7 @@ def _write_cluster(work: Path, names: Sequence[str], inputs: Mapping[str, Sequen
             raise RuntimeError("write_local_cluster sets data_dir")
         with Store.open_dir(data_dir) as store:
             for input_name, per_node in inputs.items():
-                store.put_input(input_name, per_node[i], 0, False)
+                store.put_input(input_name, per_node[i], 0, False, bounds=bounds, ballots=input_name == "ballots")
     return cluster_file
 
 @dataclass
@@ -136,11 +138,12 @@ class _Running:
 
 
 @contextmanager
-def _running(names: Sequence[str], inputs: Mapping[str, Sequence[np.ndarray]]) -> Iterator[_Running]:
+def _running(names: Sequence[str], inputs: Mapping[str, Sequence[np.ndarray]],
+             bounds: tuple[int, int] | None = None) -> Iterator[_Running]:
     """Node processes holding `inputs`, in a temporary directory; stopped (by PID) on exit."""
     with tempfile.TemporaryDirectory(prefix="mpc-bench-") as tmp:
         work = Path(tmp)
-        cluster_file = _write_cluster(work, names, inputs)
+        cluster_file = _write_cluster(work, names, inputs, bounds)
         nodes = NodeProcesses(cluster_file, work / "logs")
         run = _Running(cluster_file, load_cluster(cluster_file), nodes, time.perf_counter())
         try:
@@ -217,7 +220,8 @@ def run_mpc_compare(M: int = 1000, parties: int = 3, repeats: int = 5, threshold
     async def compare(coordinator: Coordinator) -> bool:
         return (await coordinator.at_least("x", threshold)).bits == expected
 
-    with _running(names, {"x": values}) as run:
+    limit = (COMPARE_BOUND - 1) // parties
+    with _running(names, {"x": values}, (-limit, limit)) as run:
         times, cpu, ok = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, compare))
     end_to_end = run.stopped - run.started - sum(times[1:])
     compute = statistics.median(times[1:])

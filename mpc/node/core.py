@@ -347,9 +347,10 @@ class NodeCore:
                       versions: Mapping[str, int]) -> Words:
         """Run a prepared session and return this node's output share.
 
-        Nothing that depends on the input leaves until every peer has shown it prepared the
-        identical session description (mpc/protocols/agreement.py); at that moment the release is
-        counted against the input version's budget, or the session fails here.
+        The release is reserved in the input version's budget before this node's session digest
+        goes out (or the session fails here, and no peer ever agrees). Nothing that depends on the
+        input leaves until every peer has shown it prepared the identical session description
+        (mpc/protocols/agreement.py); at that moment the release is recorded.
 
         Args:
             versions: every participant's input version, as the nodes reported them at prepare.
