@@ -33,7 +33,7 @@ from mpc.errors import (
 )
 from mpc.config import HALF
 from mpc.node.metrics import NodeMetrics
-from mpc.node.releases import Query, budget_spent, decide, might_be_implied
+from mpc.node.releases import Query, ReleaseBook
 from mpc.pki import Identity
 from mpc.prg import Rng, SystemRng
 from mpc.ot.triples import PairwiseOt
@@ -51,7 +51,7 @@ from mpc.protocols.events import Output, Send
 from mpc.protocols.sum import SecureSumParty
 from mpc.protocols.threshold import NewOtSetup, ThresholdParty
 from mpc.ring import Words
-from mpc.store import InputInfo, ReleaseRecord, Store, StoredInput, Transfer
+from mpc.store import InputInfo, Store, StoredInput, Transfer
 
 log = logging.getLogger("mpc.node")
 
@@ -148,7 +148,6 @@ class Session:
     output: asyncio.Future[Words] = field(repr=False)
     threshold: int | None = None         # a vote's K (None: at least half) or a threshold's K
     versions: dict[str, int] = field(default_factory=dict)   # every participant's input version (at compute)
-    reserved: tuple[Query, bool] | None = None   # its release, held in the budget until agreement or the end
     timer: asyncio.TimerHandle | None = None
     running: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -194,6 +193,7 @@ class NodeCore:
         self.observer = observer
         self.cert_not_after = cert_not_after
         self.sessions: dict[str, Session] = {}
+        self.releases = ReleaseBook(store, me.name, me.policy)
         # OT setups with each peer, kept for the node's lifetime (newest last), by setup id.
         self.ot_setups: dict[str, dict[bytes, PairwiseOt]] = {}
 
@@ -333,15 +333,7 @@ class NodeCore:
                 allowed = ", ".join(sorted(map(str, rules.thresholds))) or "none"
                 raise PolicyError(f"node {name}: policy allows {protocol}s on {input_name!r} only with the "
                                   f"thresholds {allowed} (thresholds), not {rule}")
-        records = self.store.releases(input_name, stored.version)
-        earlier = [Query.from_json(r.query) for r in records]
-        used = sum(1 for r in records if r.counted)
-        # The other nodes' versions come with Compute; if no earlier release could make this one
-        # a repeat, a spent budget refuses now, before anything is shared.
-        if used >= rules.max_releases and not might_be_implied(aggregate, threshold, participants, earlier,
-                                                               stored.is_scalar):
-            probe = Query(aggregate, threshold, tuple(sorted(participants)), ())
-            raise budget_spent(name, input_name, stored.version, rules.max_releases, probe.describe())
+        self.releases.precheck(stored, aggregate, threshold, participants)
 
     async def compute(self, caller: Identity, session_id: str, frac_bits: int, length: int,
                       versions: Mapping[str, int]) -> Words:
@@ -395,7 +387,7 @@ class NodeCore:
             session.versions = dict(versions)
             # Reserve the release now, before our digest goes out: a node whose budget refuses
             # never sends one, so no peer reaches agreement and no output share leaves any node.
-            self._reserve(session)
+            self.releases.reserve(session_id, stored, Query.of(session.aggregate, session.threshold, versions))
             words = session.contribution
             if frac_bits != session.contribution_bits:  # another node's input is finer: rescale ours
                 stored = session.stored
@@ -434,43 +426,14 @@ class NodeCore:
         self._finish(session, "done", "")
         return share
 
-    def _decide(self, session: Session, recorded: list[ReleaseRecord]) -> tuple[bool, str]:
-        """Whether this session's release may go, given the recorded releases of its input version and
-        the releases other live sessions at this node have reserved on it (each reserved one counts as
-        if it had happened: a reservation is dropped only when its session ends without agreement).
-
-        Returns: (counted, description). Raises: PolicyError when the budget is spent.
-        """
-        stored = session.stored
-        earlier = [(Query.from_json(r.query), r.counted) for r in recorded]
-        for other in self.sessions.values():
-            if other is not session and other.reserved is not None and other.stored.name == stored.name \
-                    and other.stored.version == stored.version:
-                earlier.append(other.reserved)
-        query = Query.of(session.aggregate, session.threshold, session.versions)
-        return decide(query, earlier, max_releases=self.me.policy.rules(stored.name).max_releases,
-                      scalar=stored.is_scalar, node=self.me.name, input_name=stored.name, version=stored.version)
-
-    def _reserve(self, session: Session) -> None:
-        """Hold this session's place in its input version's budget until it agrees or ends.
-
-        Raises: PolicyError when the budget is spent (the session then fails before its digest is sent).
-        """
-        stored = session.stored
-        counted, _ = self._decide(session, self.store.releases(stored.name, stored.version))
-        session.reserved = (Query.of(session.aggregate, session.threshold, session.versions), counted)
-
     def _release(self, session: Session) -> None:
         """Record this session's release: called once every peer has agreed on the session (so every
         peer has reserved its own), just before anything value-dependent leaves this node.
 
         Raises: PolicyError if the budget is spent after all (only if the store was changed under us).
         """
-        stored = session.stored
         query = Query.of(session.aggregate, session.threshold, session.versions)
-        described = self.store.record_release(session.session_id, stored.name, stored.version, query.to_json(),
-                                              lambda recorded: self._decide(session, recorded))
-        session.reserved = None
+        described = self.releases.record(session.session_id, session.stored, query)
         log.info("session %s: %s", session.session_id, described, extra={"session": session.session_id})
 
     def progress(self, session_id: str) -> tuple[int, int, int]:
@@ -557,6 +520,7 @@ class NodeCore:
         start marks them interrupted), so that no deadline fires after the store is closed."""
         sessions, self.sessions = list(self.sessions.values()), {}
         for session in sessions:
+            self.releases.drop(session.session_id)
             if session.timer is not None:
                 session.timer.cancel()
             for task in session.tasks:
@@ -620,6 +584,7 @@ class NodeCore:
     def _finish(self, session: Session, status: str, reason: str) -> None:
         if self.sessions.pop(session.session_id, None) is None:
             return
+        self.releases.drop(session.session_id)
         if session.timer is not None:
             session.timer.cancel()
         if not session.output.done():

@@ -13,7 +13,8 @@ version. Two releases count once when the second reveals nothing the first did n
 Everything else is a distinct query: another participant set (the differencing attack), another
 threshold (the binary search on a tally), another protocol, or another node's new data.
 
-Pure logic: the node's store keeps the releases, node core asks here whether one more may go.
+`decide` and `implied_by` are pure; `ReleaseBook` keeps one node's releases, recorded in its
+store and reserved by its live sessions, and node core asks it whether one more may go.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from mpc.config import Policy
 from mpc.errors import PolicyError
+from mpc.store import ReleaseRecord, Store, StoredInput
 
 # Per-record outputs whose counts are public once the input is scalar: all three say "the sum".
 _SCALAR_SUMS = frozenset({"sum", "average-records", "average-elementwise"})
@@ -119,3 +122,61 @@ def budget_spent(node: str, input_name: str, version: int, max_releases: int, qu
                        f"{max_releases} distinct release(s) (max_releases); {query} would be another. "
                        f"Repeating an earlier query is allowed; the owner may raise max_releases or store "
                        f"a new version")
+
+
+class ReleaseBook:
+    """One node's releases: recorded ones in its store, and those its live sessions have reserved.
+
+    A session reserves its release before its session digest leaves (`reserve`), records it once
+    every peer has agreed (`record`), and drops the reservation when it ends (`drop`). A reserved
+    release counts as if it had happened, so two sessions cannot both take the last one.
+    """
+
+    def __init__(self, store: Store, node: str, policy: Policy) -> None:
+        self.store = store
+        self.node = node
+        self.policy = policy
+        self._reserved: dict[str, tuple[str, int, Query, bool]] = {}   # session -> (input, version, query, counted)
+
+    def precheck(self, stored: StoredInput, aggregate: str, threshold: int | None, participants: Sequence[str]) -> None:
+        """At prepare, before the other nodes' versions are known: refuse a query that no earlier
+        release could make a repeat of when the version's budget is already spent.
+
+        Raises: PolicyError naming the node, the input and the rule.
+        """
+        maximum = self.policy.rules(stored.name).max_releases
+        records = self.store.releases(stored.name, stored.version)
+        if sum(1 for r in records if r.counted) >= maximum and not might_be_implied(
+                aggregate, threshold, participants, [Query.from_json(r.query) for r in records], stored.is_scalar):
+            probe = Query(aggregate, threshold, tuple(sorted(participants)), ())
+            raise budget_spent(self.node, stored.name, stored.version, maximum, probe.describe())
+
+    def reserve(self, session_id: str, stored: StoredInput, query: Query) -> None:
+        """Hold a session's place in its input version's budget until it is recorded or dropped.
+
+        Raises: PolicyError when the budget is spent.
+        """
+        counted, _ = self._decide(session_id, stored, query, self.store.releases(stored.name, stored.version))
+        self._reserved[session_id] = (stored.name, stored.version, query, counted)
+
+    def record(self, session_id: str, stored: StoredInput, query: Query) -> str:
+        """Record a reserved release in the store (and its audit log), deciding again atomically.
+
+        Returns: its description. Raises: PolicyError if the budget is spent after all.
+        """
+        described = self.store.record_release(session_id, stored.name, stored.version, query.to_json(),
+                                              lambda recorded: self._decide(session_id, stored, query, recorded))
+        self._reserved.pop(session_id, None)
+        return described
+
+    def drop(self, session_id: str) -> None:
+        """Forget a session's reservation (it ended before agreement, or was recorded)."""
+        self._reserved.pop(session_id, None)
+
+    def _decide(self, session_id: str, stored: StoredInput, query: Query,
+                recorded: Sequence[ReleaseRecord]) -> tuple[bool, str]:
+        earlier = [(Query.from_json(r.query), r.counted) for r in recorded]
+        earlier += [(q, counted) for other, (name, version, q, counted) in self._reserved.items()
+                    if other != session_id and (name, version) == (stored.name, stored.version)]
+        return decide(query, earlier, max_releases=self.policy.rules(stored.name).max_releases,
+                      scalar=stored.is_scalar, node=self.node, input_name=stored.name, version=stored.version)
