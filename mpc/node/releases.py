@@ -128,15 +128,21 @@ class ReleaseBook:
     """One node's releases: recorded ones in its store, and those its live sessions have reserved.
 
     A session reserves its release before its session digest leaves (`reserve`), records it once
-    every peer has agreed (`record`), and drops the reservation when it ends (`drop`). A reserved
-    release counts as if it had happened, so two sessions cannot both take the last one.
+    every peer has agreed (`record`), and drops the reservation when it ends (`drop`).
+
+    Only a *recorded* release can make a later one free (a repeat, or implied): a reservation may
+    never release anything, so nothing may ride on it. Reservations only hold budget: a pending
+    query that no recorded release implies takes a slot until its session ends, and a new query
+    may share a pending slot (it is then counted when it is recorded, if that slot's own session
+    never was). So two sessions cannot both take the last release, and concurrent or abandoned
+    sessions never turn a distinct query into a free one.
     """
 
     def __init__(self, store: Store, node: str, policy: Policy) -> None:
         self.store = store
         self.node = node
         self.policy = policy
-        self._reserved: dict[str, tuple[str, int, Query, bool]] = {}   # session -> (input, version, query, counted)
+        self._reserved: dict[str, tuple[str, int, Query]] = {}   # session -> (input, version, query)
 
     def precheck(self, stored: StoredInput, aggregate: str, threshold: int | None, participants: Sequence[str]) -> None:
         """At prepare, before the other nodes' versions are known: refuse a query that no earlier
@@ -154,29 +160,38 @@ class ReleaseBook:
     def reserve(self, session_id: str, stored: StoredInput, query: Query) -> None:
         """Hold a session's place in its input version's budget until it is recorded or dropped.
 
-        Raises: PolicyError when the budget is spent.
+        Raises: PolicyError when the budget is spent, counting the slots other live sessions hold.
         """
-        counted, _ = self._decide(session_id, stored, query, self.store.releases(stored.name, stored.version))
-        self._reserved[session_id] = (stored.name, stored.version, query, counted)
+        recorded = [(Query.from_json(r.query), r.counted) for r in self.store.releases(stored.name, stored.version)]
+        queries = [q for q, _ in recorded]
+        if implied_by(query, queries, stored.is_scalar) is None:
+            slots: list[Query] = []    # distinct pending queries that no recorded release implies
+            for name, version, other in self._reserved.values():
+                if (name, version) == (stored.name, stored.version) and implied_by(
+                        other, queries, stored.is_scalar) is None and implied_by(other, slots, stored.is_scalar) is None:
+                    slots.append(other)
+            maximum = self.policy.rules(stored.name).max_releases
+            used = sum(1 for _, counted in recorded if counted)
+            if implied_by(query, slots, stored.is_scalar) is None and used + len(slots) >= maximum:
+                raise budget_spent(self.node, stored.name, stored.version, maximum, query.describe())
+        self._reserved[session_id] = (stored.name, stored.version, query)
 
     def record(self, session_id: str, stored: StoredInput, query: Query) -> str:
-        """Record a reserved release in the store (and its audit log), deciding again atomically.
+        """Record a reserved release in the store (and its audit log), deciding atomically against
+        the recorded releases only.
 
         Returns: its description. Raises: PolicyError if the budget is spent after all.
         """
-        described = self.store.record_release(session_id, stored.name, stored.version, query.to_json(),
-                                              lambda recorded: self._decide(session_id, stored, query, recorded))
+        maximum = self.policy.rules(stored.name).max_releases
+
+        def check(recorded: Sequence[ReleaseRecord]) -> tuple[bool, str]:
+            return decide(query, [(Query.from_json(r.query), r.counted) for r in recorded], max_releases=maximum,
+                          scalar=stored.is_scalar, node=self.node, input_name=stored.name, version=stored.version)
+
+        described = self.store.record_release(session_id, stored.name, stored.version, query.to_json(), check)
         self._reserved.pop(session_id, None)
         return described
 
     def drop(self, session_id: str) -> None:
         """Forget a session's reservation (it ended before agreement, or was recorded)."""
         self._reserved.pop(session_id, None)
-
-    def _decide(self, session_id: str, stored: StoredInput, query: Query,
-                recorded: Sequence[ReleaseRecord]) -> tuple[bool, str]:
-        earlier = [(Query.from_json(r.query), r.counted) for r in recorded]
-        earlier += [(q, counted) for other, (name, version, q, counted) in self._reserved.items()
-                    if other != session_id and (name, version) == (stored.name, stored.version)]
-        return decide(query, earlier, max_releases=self.policy.rules(stored.name).max_releases,
-                      scalar=stored.is_scalar, node=self.node, input_name=stored.name, version=stored.version)

@@ -736,6 +736,73 @@ def test_two_distinct_queries_computed_at_once_open_at_most_one(env: Env) -> Non
     assert not partial, f"a session that did not open sent some output shares: {[results[i] for i in partial]}"
 
 
+def _ballots(env: Env, name: str) -> None:
+    for node, ballots in REFERENDUM2.items():
+        env.put(node, name, ballots, ballots=True)
+
+
+def _counted(env: Env, name: str) -> dict[str, list[bool]]:
+    out = {}
+    for node in ALL4:
+        with Store.open_dir(env.data_dir(node)) as store:
+            out[node] = [r.counted for r in store.releases(name)]
+    return out
+
+
+def _vote(r: Raw, name: str, k: int) -> Awaitable[tuple[str, dict[str, Outcome], dict[str, Outcome]]]:
+    return r.session({n: name for n in ALL4}, protocol=mpc_pb2.PROTOCOL_VOTE, threshold=k)
+
+
+def test_identical_sessions_computed_at_once_leave_no_second_query_free(env: Env) -> None:
+    """Two identical vote sessions computed at the same time: neither may count as "a repeat" of the
+    other before either has released anything, so the next threshold is still refused (found in review:
+    a reservation once made a concurrent identical release free, and a binary search went through)."""
+    _ballots(env, "dup")
+
+    async def attack(r: Raw) -> tuple[list[Any], tuple[str, dict[str, Outcome], dict[str, Outcome]]]:
+        first = await asyncio.gather(_vote(r, "dup", 5), _vote(r, "dup", 5))
+        return list(first), await _vote(r, "dup", 7)
+
+    first, (_, prepared, computed) = raw(env, attack)
+    assert any(all(o.words for o in c.values()) for _, _, c in first), first      # the allowed query opens
+    assert not all(o.ok for o in prepared.values()) or not computed or not all(o.ok for o in computed.values())
+    nothing_opened(computed)
+    refusals = [o.details for o in [*prepared.values(), *computed.values()] if not o.ok]
+    assert refusals and all("(max_releases)" in d or "nothing" in d or "aborted" in d for d in refusals), refusals
+    for node, counted in _counted(env, "dup").items():
+        assert counted.count(True) == 1, (node, counted)
+
+
+def test_decoy_sessions_that_never_agree_make_no_release_free(env: Env) -> None:
+    """Decoys: two sessions of the same query left hanging (each missing one node, so they can never
+    agree) while a third runs. The third is counted: a release that never happened frees nothing."""
+    _ballots(env, "decoy")
+
+    async def attack(r: Raw) -> tuple[dict[str, Outcome], tuple[str, dict[str, Outcome], dict[str, Outcome]]]:
+        decoys = [new_id(), new_id()]
+        hanging = []
+        for sid, missing in zip(decoys, ("alice", "bob")):
+            p = {n: await r.prepare(n, sid, "decoy", ALL4, protocol=mpc_pb2.PROTOCOL_VOTE, threshold=5) for n in ALL4}
+            assert all(o.ok for o in p.values()), p
+            versions = {n: o.prepared.input_version for n, o in p.items()}
+            hanging += [asyncio.ensure_future(r.compute(n, sid, 0, 1, versions)) for n in ALL4 if n != missing]
+        await asyncio.sleep(0)
+        _, _, allowed = await _vote(r, "decoy", 5)
+        await r.abort(ALL4, decoys[0])
+        await r.abort(ALL4, decoys[1])
+        for outcome in await asyncio.gather(*hanging):
+            assert not outcome.words, outcome          # a decoy never opens anything
+        return allowed, await _vote(r, "decoy", 7)
+
+    allowed, (_, prepared, computed) = raw(env, attack)
+    assert all(o.words for o in allowed.values()), allowed
+    refusals = [o.details for o in prepared.values() if not o.ok]
+    assert refusals and all("(max_releases)" in d for d in refusals), prepared
+    assert computed == {}
+    for node, counted in _counted(env, "decoy").items():
+        assert counted == [True], (node, counted)
+
+
 def test_a_share_that_left_a_node_is_in_its_audit_log_even_if_the_coordinator_aborts(env: Env) -> None:
     """A coordinator that aborts a session as soon as the first output share arrives (the identical
     query, repeated: allowed): every node whose share reached the coordinator must say so in its
