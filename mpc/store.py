@@ -92,8 +92,10 @@ _MIGRATIONS += (
         """CREATE TABLE input_meta (
             name TEXT PRIMARY KEY, version INTEGER NOT NULL CHECK (version >= 1),
             kind TEXT NOT NULL CHECK (kind IN ('number', 'ballots')), lo INTEGER, hi INTEGER,
+            yes INTEGER CHECK ((kind = 'ballots') = (yes IS NOT NULL)),
             CHECK ((lo IS NULL) = (hi IS NULL) AND (lo IS NULL OR lo <= hi)))""",
-        "INSERT INTO input_meta (name, version, kind, lo, hi) SELECT name, 1, 'number', NULL, NULL FROM inputs",
+        "INSERT INTO input_meta (name, version, kind, lo, hi, yes) SELECT name, 1, 'number', NULL, NULL, NULL "
+        "FROM inputs",
         # The releases each input version took part in (DESIGN.md §9); append-only, like the audit log.
         """CREATE TABLE releases (
             seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, session_id TEXT NOT NULL,
@@ -481,10 +483,14 @@ class Store:
             conn.execute(sql, row)
             last = conn.execute("SELECT version FROM input_meta WHERE name = ?", (name,)).fetchone()
             version = 1 if last is None else int(last[0]) + 1
+            # A ballot input's tally is kept beside it, so that a vote never reads (or takes time
+            # proportional to) the ballots themselves: how long it takes says nothing of their number.
+            yes = int(np.count_nonzero(data)) if ballots else None
             conn.execute(
-                "INSERT INTO input_meta (name, version, kind, lo, hi) VALUES (?, ?, ?, ?, ?) ON CONFLICT (name) "
-                "DO UPDATE SET version = excluded.version, kind = excluded.kind, lo = excluded.lo, hi = excluded.hi",
-                (name, version, "ballots" if ballots else "number", lo, hi))
+                "INSERT INTO input_meta (name, version, kind, lo, hi, yes) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET version = excluded.version, kind = excluded.kind, "
+                "lo = excluded.lo, hi = excluded.hi, yes = excluded.yes",
+                (name, version, "ballots" if ballots else "number", lo, hi, yes))
         return version
 
     def get_input(self, name: str) -> StoredInput:
@@ -504,6 +510,23 @@ class Store:
         values = np.frombuffer(blob, dtype=_BLOB_DTYPE).astype(np.int64, copy=False)
         return StoredInput(name, values, int(frac_bits), bool(is_scalar), str(created_at),
                            str(updated_at), int(version), str(kind), _bounds(lo, hi))
+
+    def get_tally(self, name: str) -> tuple[StoredInput, int, int]:
+        """A ballot input's public declaration and its private tally, without reading the ballots.
+
+        Returns: (the input with no values, yes ballots, ballots) — the counts are 0 for a number input.
+        Raises: StoreError if there is none.
+        """
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT i.length, i.frac_bits, i.is_scalar, i.created_at, i.updated_at, m.version, m.kind, "
+                "m.lo, m.hi, m.yes FROM inputs i JOIN input_meta m USING (name) WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise StoreError(f"no input named {_shown(name)} at this node")
+        length, frac_bits, is_scalar, created_at, updated_at, version, kind, lo, hi, yes = row
+        declared = StoredInput(name, np.empty(0, dtype=np.int64), int(frac_bits), bool(is_scalar), str(created_at),
+                               str(updated_at), int(version), str(kind), _bounds(lo, hi))
+        return (declared, int(yes), int(length)) if yes is not None else (declared, 0, 0)
 
     def list_inputs(self) -> list[InputInfo]:
         """Returns: every input's metadata, sorted by name; the values are not read."""

@@ -46,6 +46,7 @@ from mpc.protocols.contribution import (
     compare_contribution,
     contribution,
     contribution_length,
+    vote_contribution,
 )
 from mpc.protocols.events import Output, Send
 from mpc.protocols.sum import SecureSumParty
@@ -263,14 +264,20 @@ class NodeCore:
             raise RemoteProtocolError(f"session {session_id}: an elementwise threshold needs a threshold")
         if threshold is not None:
             check_threshold(threshold)
-        stored = self.store.get_input(input_name)
+        # A vote reads its input's tally only, never the ballots: its time says nothing of their number.
+        if aggregate == "vote":
+            stored, yes, ballots = self.store.get_tally(input_name)
+        else:
+            stored = self.store.get_input(input_name)
         self._check_rules(aggregate, stored, participants, threshold)
         # Refusals look at public data only (declared kind and bounds, the participant count, the
         # scale): whether this session could overflow never depends on the stored values.
         what = f"input {input_name!r} at node {name}"
         check_declared(aggregate, stored.kind, stored.bounds, stored.values.size, stored.frac_bits,
                        stored.frac_bits, len(participants), what)
-        if aggregate in _BIT_OUTPUTS:
+        if aggregate == "vote":
+            prepared = vote_contribution(yes, ballots, threshold is None)
+        elif aggregate == "threshold":
             prepared = compare_contribution(aggregate, stored.values, stored.frac_bits, threshold is None,
                                             len(participants), what)
         else:

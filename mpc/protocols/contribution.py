@@ -105,6 +105,15 @@ def check_threshold(threshold: int) -> None:
         raise InputError(f"threshold {threshold} is out of range: |k| must be at most {COMPARE_BOUND}")
 
 
+def vote_contribution(yes: int, ballots: int, half_rule: bool) -> Words:
+    """This node's contribution to a vote from its tally: 2 t - n for "at least half of the ballots
+    cast" (compared with 0), else t (compared with the threshold). check_declared bounds both.
+
+    Returns: one uint64 word.
+    """
+    return from_signed(np.array([2 * yes - ballots if half_rule else yes], dtype=np.int64))
+
+
 def compare_contribution(aggregate: Aggregate, values: Signed, frac_bits: int, half_rule: bool,
                          parties: int, what: str) -> Words:
     """This node's contribution to a vote or an elementwise threshold.
