@@ -511,10 +511,11 @@ class Store:
         return StoredInput(name, values, int(frac_bits), bool(is_scalar), str(created_at),
                            str(updated_at), int(version), str(kind), _bounds(lo, hi))
 
-    def get_tally(self, name: str) -> tuple[StoredInput, int, int]:
-        """A ballot input's public declaration and its private tally, without reading the ballots.
+    def get_declared(self, name: str) -> tuple[StoredInput, int, int]:
+        """An input's declaration, its length, and for ballots their tally, without reading its values
+        (so that how long it takes does not depend on how many there are).
 
-        Returns: (the input with no values, yes ballots, ballots) — the counts are 0 for a number input.
+        Returns: (the input with no values, yes ballots (0 for a number input), length).
         Raises: StoreError if there is none.
         """
         with self._reading() as conn:
@@ -526,7 +527,7 @@ class Store:
         length, frac_bits, is_scalar, created_at, updated_at, version, kind, lo, hi, yes = row
         declared = StoredInput(name, np.empty(0, dtype=np.int64), int(frac_bits), bool(is_scalar), str(created_at),
                                str(updated_at), int(version), str(kind), _bounds(lo, hi))
-        return (declared, int(yes), int(length)) if yes is not None else (declared, 0, 0)
+        return declared, 0 if yes is None else int(yes), int(length)
 
     def list_inputs(self) -> list[InputInfo]:
         """Returns: every input's metadata, sorted by name; the values are not read."""

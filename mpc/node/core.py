@@ -262,19 +262,24 @@ class NodeCore:
             raise RoundMismatch(f"session {session_id} already exists at node {name}")
         if aggregate == "threshold" and threshold is None:
             raise RemoteProtocolError(f"session {session_id}: an elementwise threshold needs a threshold")
+        if aggregate not in _BIT_OUTPUTS and threshold is not None:
+            raise RemoteProtocolError(f"session {session_id}: a {protocol} takes no threshold")
         if threshold is not None:
             check_threshold(threshold)
-        # A vote reads its input's tally only, never the ballots: its time says nothing of their number.
-        if aggregate == "vote":
-            stored, yes, ballots = self.store.get_tally(input_name)
-        else:
-            stored = self.store.get_input(input_name)
+        # Every refusal is decided on the declaration alone, before any value is read: neither what a
+        # refusal says nor how long it takes depends on the values (or on how many ballots there are).
+        # A vote never reads its ballots at all, only the tally kept beside them.
+        stored, yes, length = self.store.get_declared(input_name)
         self._check_rules(aggregate, stored, participants, threshold)
-        # Refusals look at public data only (declared kind and bounds, the participant count, the
-        # scale): whether this session could overflow never depends on the stored values.
         what = f"input {input_name!r} at node {name}"
-        check_declared(aggregate, stored.kind, stored.bounds, stored.values.size, stored.frac_bits,
-                       stored.frac_bits, len(participants), what)
+        check_declared(aggregate, stored.kind, stored.bounds, length, stored.frac_bits, stored.frac_bits,
+                       len(participants), what)
+        if aggregate != "vote":
+            declared, stored = stored, self.store.get_input(input_name)
+            if stored.version != declared.version:
+                raise RoundMismatch(f"session {session_id}: input {input_name!r} at node {name} was replaced "
+                                    f"during prepare; try again")
+        ballots = length
         if aggregate == "vote":
             prepared = vote_contribution(yes, ballots, threshold is None)
         elif aggregate == "threshold":
@@ -283,7 +288,7 @@ class NodeCore:
         else:
             prepared = contribution(aggregate, stored.values, stored.frac_bits, stored.frac_bits,
                                     len(participants), what)
-        length = contribution_length(aggregate, stored.values.size)
+        length = contribution_length(aggregate, length)
         loop = asyncio.get_running_loop()
         timeout_s = min(timeout_s or self.cluster.session_timeout_s, MAX_SESSION_TIMEOUT_S)
         inner: SecureSumParty | ThresholdParty
@@ -401,6 +406,8 @@ class NodeCore:
                 words = contribution(session.aggregate, stored.values, stored.frac_bits, frac_bits,
                                      len(session.parties), f"input {stored.name!r} at node {self.me.name}")
             async with session.lock:
+                if self.sessions.get(session_id) is not session:   # aborted while we waited for the lock
+                    raise SessionClosed(f"session {session_id} ended at node {self.me.name} before it started")
                 self._dispatch(session, session.engine.start(words, digest))
             try:
                 share = await asyncio.wait_for(asyncio.shield(session.output), session.remaining(loop))

@@ -43,3 +43,40 @@ def test_policy_refusals_name_the_node_and_rule(tmp_path: Path) -> None:
             for name, server in lc.servers.items():
                 assert server.core.sessions == {}, name
     asyncio.run(go())
+
+
+def test_refusals_and_votes_never_read_the_ballots(tmp_path: Path) -> None:
+    """How long a prepare takes must not depend on how many ballots a node holds: a vote reads only
+    the tally kept beside them, and every refusal is decided on the declaration before any value is
+    read. Here reading a ballot input's values fails loudly, and neither path notices."""
+    async def go() -> None:
+        async with running_cluster(tmp_path, 3) as lc:
+            for i, name in enumerate(("alice", "bob", "carlos")):
+                lc.put(name, "ballots", [1, 0, 1] * (i + 1), ballots=True)
+            for server in lc.servers.values():
+                store = server.core.store
+                original = store.get_input
+
+                def guarded(name: str, _original=original):  # type: ignore[no-untyped-def]
+                    assert name != "ballots", "a ballot input's values were read"
+                    return _original(name)
+                store.get_input = guarded  # type: ignore[method-assign]
+            async with Coordinator(lc.cluster) as c:
+                assert (await c.vote("ballots")).passed                     # T = 12 of N = 18
+                for refused in (c.sum("ballots"), c.average("ballots"), c.at_least("ballots", 1)):
+                    with pytest.raises(SessionFailed, match="holds ballots"):
+                        await refused
+    asyncio.run(go())
+
+
+def test_a_sum_or_average_takes_no_threshold(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running_cluster(tmp_path, 3) as lc:
+            for name in ("alice", "bob", "carlos"):
+                lc.put(name, "x", [5], scalar=True)
+            async with Coordinator(lc.cluster) as c:
+                for protocol in (1, 2):   # PROTOCOL_SUM, PROTOCOL_AVERAGE
+                    with pytest.raises(SessionFailed, match="takes no threshold"):
+                        await c.open(protocol, "x", threshold=7)
+                assert (await c.sum("x")).value == 15      # nothing was spent by the refusals
+    asyncio.run(go())

@@ -190,12 +190,12 @@ def test_a_store_of_the_previous_schema_is_migrated(tmp_path: Path) -> None:
 def test_a_vote_reads_the_tally_kept_beside_the_ballots(tmp_path: Path) -> None:
     with Store(tmp_path / "node.sqlite3") as store:
         store.put_input("b", np.array([1, 0, 1, 1], dtype=np.int64), 0, False, ballots=True)
-        declared, yes, n = store.get_tally("b")
+        declared, yes, n = store.get_declared("b")
         assert (yes, n, declared.kind, declared.version, declared.values.size) == (3, 4, "ballots", 1, 0)
         store.put_input("b", np.array([0, 0], dtype=np.int64), 0, False, ballots=True, overwrite=True)
-        assert store.get_tally("b")[1:] == (0, 2)
+        assert store.get_declared("b")[1:] == (0, 2)
         store.put_input("b", np.array([5], dtype=np.int64), 0, True, overwrite=True)      # now a number
-        declared, yes, n = store.get_tally("b")
-        assert (declared.kind, yes, n) == ("number", 0, 0)
+        declared, yes, n = store.get_declared("b")
+        assert (declared.kind, yes, n) == ("number", 0, 1)
         with pytest.raises(Exception, match="no input named"):
-            store.get_tally("missing")
+            store.get_declared("missing")
