@@ -199,3 +199,25 @@ def test_a_vote_reads_the_tally_kept_beside_the_ballots(tmp_path: Path) -> None:
         assert (declared.kind, yes, n) == ("number", 0, 1)
         with pytest.raises(Exception, match="no input named"):
             store.get_declared("missing")
+
+
+def test_release_book_reservations_hold_slots_but_never_make_a_release_free(tmp_path: Path) -> None:
+    from mpc.config import Policy
+    from mpc.node.releases import ReleaseBook
+    with Store(tmp_path / "node.sqlite3") as store:
+        store.put_input("b", np.array([1, 0, 1], dtype=np.int64), 0, False, ballots=True)
+        stored = store.get_declared("b")[0]
+        for sid in ("a" * 32, "b" * 32, "c" * 32, "d" * 32):
+            store.record_session(sid, "vote", "b", list(ALL), "spiffe://mpc/coordinator/c")
+        book = ReleaseBook(store, "alice", Policy())
+        book.reserve("a" * 32, stored, q("vote", 5))
+        book.reserve("b" * 32, stored, q("vote", 5))        # shares the pending slot of the same query
+        with pytest.raises(PolicyError, match=r"\(max_releases\)"):
+            book.reserve("c" * 32, stored, q("vote", 7))    # the only slot is held
+        book.drop("a" * 32)                                 # a decoy that never agreed
+        assert "release 1 of at most 1" in book.record("b" * 32, stored, q("vote", 5))   # counted, not free
+        book.reserve("d" * 32, stored, q("vote", 5))        # a repeat of a recorded release
+        assert "repeat" in book.record("d" * 32, stored, q("vote", 5))
+        with pytest.raises(PolicyError, match=r"\(max_releases\)"):
+            book.reserve("c" * 32, stored, q("vote", 7))
+        assert [r.counted for r in store.releases("b", 1)] == [True, False]
