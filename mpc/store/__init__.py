@@ -1,0 +1,50 @@
+"""The node's local SQLite store: its owner's private inputs and its session records (DESIGN §6).
+
+One file per node, opened by the daemon and, at the same time, by `mpc input put` in another
+process on the same machine. WAL mode lets the two read and write side by side; every write is
+one `BEGIN IMMEDIATE` transaction, so a `kill -9` leaves either the old or the new row.
+Inputs are stored as little-endian int64 BLOBs and never appear in a repr or an error message.
+
+The store is a package, one module per thing it stores: `schema` (the migrations), `base` (the
+file, the connection and its transactions), `inputs`, `sessions` (with the audit log) and
+`releases`. `Store` puts them together; import everything from `mpc.store`.
+"""
+
+from __future__ import annotations
+
+from mpc.store.base import BUSY_TIMEOUT_MS, FILE_NAME, StoreBase
+from mpc.store.inputs import MAX_FRAC_BITS, InputInfo, InputsMixin, StoredInput
+from mpc.store.releases import ReleaseRecord, ReleasesMixin
+from mpc.store.schema import _MIGRATIONS as _MIGRATIONS
+from mpc.store.schema import AUDIT_EVENTS, SCHEMA_VERSION
+from mpc.store.sessions import (
+    RESTART_REASON,
+    SESSION_STATES,
+    TERMINAL_STATES,
+    AuditEntry,
+    SessionRecord,
+    SessionsMixin,
+    Transfer,
+)
+
+__all__ = [
+    "AUDIT_EVENTS",
+    "BUSY_TIMEOUT_MS",
+    "FILE_NAME",
+    "MAX_FRAC_BITS",
+    "RESTART_REASON",
+    "SCHEMA_VERSION",
+    "SESSION_STATES",
+    "TERMINAL_STATES",
+    "AuditEntry",
+    "InputInfo",
+    "ReleaseRecord",
+    "SessionRecord",
+    "Store",
+    "StoredInput",
+    "Transfer",
+]
+
+
+class Store(InputsMixin, SessionsMixin, ReleasesMixin, StoreBase):
+    """A node's SQLite store; safe to share between threads, and between processes via the file."""

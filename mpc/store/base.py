@@ -1,0 +1,157 @@
+"""The store's file and connection: creating the file (0600), opening it, the WAL and durability
+pragmas, the locked reader and the BEGIN IMMEDIATE writer, and bringing the schema up to date.
+
+It stores nothing itself; mpc.store.inputs, .sessions and .releases each add the methods for
+what they keep, and mpc.store.Store puts them together.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Self
+
+from mpc.errors import StoreError
+from mpc.store.schema import _MIGRATIONS, SCHEMA_VERSION
+
+FILE_NAME = "node.sqlite3"
+BUSY_TIMEOUT_MS = 5000
+
+
+def _now() -> str:
+    """Returns: the current UTC time as ISO-8601 with milliseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _create_private_file(path: Path) -> None:
+    """Create `path` with mode 0600 (and its parent with 0700) if missing. Raises: StoreError."""
+    parent = path.parent
+    try:
+        if not parent.exists():
+            parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(parent, 0o700)  # mkdir's mode is filtered by the umask
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot create the store {str(path)!r}: {exc.strerror}") from exc
+    try:
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
+class StoreBase:
+    """The connection to a node's store file, with its lock; the base of mpc.store.Store."""
+
+    def __init__(self, path: Path) -> None:
+        """Open (creating if missing) the store at `path`. Raises: StoreError."""
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        _create_private_file(self.path)
+        try:
+            # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the
+            # write lock up front and waits on busy_timeout instead of failing on upgrade.
+            conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000,
+                                   isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {str(self.path)!r}: {exc}") from exc
+        self._conn: sqlite3.Connection | None = conn
+        try:
+            self._configure()
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
+
+    @classmethod
+    def open_dir(cls, data_dir: Path) -> Self:
+        """Returns: the store `node.sqlite3` in the node's data directory. Raises: StoreError."""
+        return cls(Path(data_dir) / FILE_NAME)
+
+    def close(self) -> None:
+        """Close the connection; later calls raise StoreError. Closing twice is harmless."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Self:
+        """Returns: this store, closed again when the `with` block ends."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the store."""
+        self.close()
+
+    def __repr__(self) -> str:
+        """Returns: the store's path."""
+        return f"Store({str(self.path)!r})"
+
+    # -- connection plumbing ------------------------------------------------------------------
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        """Yield the connection under the lock. Raises: StoreError if closed or SQLite fails."""
+        with self._lock:
+            if self._conn is None:
+                raise StoreError(f"the store {str(self.path)!r} is closed")
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {str(self.path)!r}: {exc}") from exc
+
+    @contextmanager
+    def _writing(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """Yield the connection inside one BEGIN IMMEDIATE transaction, committed on success.
+
+        durable=False commits without fsync (WAL + synchronous=NORMAL): still atomic and safe
+        against kill -9, only a power cut may lose the last such commits. Session bookkeeping
+        uses it so that a session does not wait on the disk; inputs always use FULL.
+        """
+        with self._reading() as conn:
+            if not durable:
+                conn.execute("PRAGMA synchronous = NORMAL")
+            try:
+                with conn:  # commits on success, rolls back on any exception
+                    conn.execute("BEGIN IMMEDIATE")
+                    yield conn
+            finally:
+                if not durable:
+                    conn.execute("PRAGMA synchronous = FULL")
+
+    def _configure(self) -> None:
+        """Set WAL, busy timeout and durability pragmas. Raises: StoreError."""
+        with self._reading() as conn:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(
+                    f"store {str(self.path)!r}: cannot use WAL mode (got {mode!r}); "
+                    "is it on a network file system?"
+                )
+            # FULL: a commit is on disk when put_input returns, even across a power cut.
+            conn.execute("PRAGMA synchronous = FULL")
+            # Deleted or replaced inputs are overwritten with zeros, not left in free pages.
+            conn.execute("PRAGMA secure_delete = ON")
+            conn.execute("PRAGMA trusted_schema = OFF")
+
+    def _migrate(self) -> None:
+        """Bring the schema to SCHEMA_VERSION. Raises: StoreError if the file is newer than us."""
+        with self._writing() as conn:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"store {str(self.path)!r} has schema version {version}, but this mpc "
+                    f"knows only up to {SCHEMA_VERSION}; upgrade mpc"
+                )
+            for step in _MIGRATIONS[version:]:
+                for statement in step:
+                    conn.execute(statement)
+            if version != SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

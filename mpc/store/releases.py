@@ -1,0 +1,74 @@
+"""Releases: the table `releases` (append-only), the releases each input version took part in
+and whether each counted against the version's budget (DESIGN.md §9).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from mpc.errors import StoreError
+from mpc.store.base import StoreBase, _now
+from mpc.store.sessions import SessionsMixin, _audit_protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseRecord:
+    """One release an input version took part in: the query (canonical JSON) and whether it
+    counted against the version's budget (a repeat, or an output implied by an earlier one, does not)."""
+
+    seq: int
+    at: str
+    session_id: str
+    input_name: str
+    version: int
+    query: str
+    counted: bool
+
+
+class ReleasesMixin(StoreBase):
+    """The store's release log; each release also appends a "released" event to the audit log."""
+
+    def releases(self, input_name: str, version: int | None = None) -> list[ReleaseRecord]:
+        """The releases of one input (one version of it, or all), oldest first."""
+        return self._releases(None, input_name, version)
+
+    def _releases(self, conn: sqlite3.Connection | None, input_name: str, version: int | None) -> list[ReleaseRecord]:
+        sql = "SELECT seq, at, session_id, input_name, version, query, counted FROM releases WHERE input_name = ?"
+        args: tuple[object, ...] = (input_name,)
+        if version is not None:
+            sql, args = sql + " AND version = ?", (input_name, version)
+        if conn is None:
+            with self._reading() as reader:
+                rows = reader.execute(sql + " ORDER BY seq", args).fetchall()
+        else:
+            rows = conn.execute(sql + " ORDER BY seq", args).fetchall()
+        return [ReleaseRecord(int(q), str(a), str(sid), str(n), int(v), str(j), bool(c))
+                for q, a, sid, n, v, j, c in rows]
+
+    def record_release(self, session_id: str, input_name: str, version: int, query: str,
+                       decide: Callable[[list[ReleaseRecord]], tuple[bool, str]]) -> str:
+        """Count a session's release against an input version's budget, atomically.
+
+        `decide` sees the version's earlier releases and returns (counted, description), or
+        raises (PolicyError) to refuse; the check and the insert share one transaction, so two
+        sessions cannot both take the last release. The audit log gets a "released" event with
+        the description in the same transaction.
+
+        Returns: the description. Raises: whatever `decide` raises; StoreError for an unknown session.
+        """
+        with self._writing() as conn:
+            row = conn.execute("SELECT protocol, participants, coordinator FROM sessions WHERE session_id = ?",
+                               (session_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"no session {session_id!r} at this node")
+            counted, description = decide(self._releases(conn, input_name, version))
+            now = _now()
+            conn.execute("INSERT INTO releases (at, session_id, input_name, version, query, counted) "
+                         "VALUES (?, ?, ?, ?, ?, ?)", (now, session_id, input_name, version, query, int(counted)))
+            protocol, participants, coordinator = row
+            SessionsMixin._append_audit(conn, now, "released", session_id, coordinator, _audit_protocol(protocol),
+                                        [input_name], json.loads(participants), (), description)
+        return description

@@ -1,0 +1,87 @@
+"""The store's schema: the migrations that build its tables, one step per schema version.
+
+Tables: `inputs` and `input_meta` (mpc.store.inputs), `sessions` and `audit`
+(mpc.store.sessions), `releases` (mpc.store.releases). The file's `PRAGMA user_version` is the
+number of steps applied; StoreBase._migrate applies the rest when it opens the file.
+"""
+
+from __future__ import annotations
+
+# _MIGRATIONS[v] takes the schema from user_version v to v + 1. Append, never edit.
+# The BLOB column comes last so that list_inputs() never touches its overflow pages.
+_MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE inputs (
+            name TEXT PRIMARY KEY, length INTEGER NOT NULL CHECK (length >= 1),
+            frac_bits INTEGER NOT NULL CHECK (frac_bits BETWEEN 0 AND 32),
+            is_scalar INTEGER NOT NULL CHECK (is_scalar IN (0, 1)),
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+            data BLOB NOT NULL CHECK (length(data) = 8 * length))""",
+        """CREATE TABLE sessions (
+            session_id TEXT PRIMARY KEY, protocol TEXT NOT NULL, input_name TEXT NOT NULL,
+            participants TEXT NOT NULL, coordinator TEXT NOT NULL, status TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '', created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+        "CREATE INDEX sessions_by_created ON sessions (created_at)",
+        "CREATE INDEX sessions_by_status ON sessions (status)",
+    ),
+    (
+        # The audit log: one row per event of a session that touched this node's inputs (its
+        # prepare, its end, or its refusal). Sizes and kinds of what left the node, never values.
+        # Rows are only ever appended: the triggers refuse UPDATE and DELETE.
+        """CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL,
+            event TEXT NOT NULL CHECK (event IN ('prepared', 'refused', 'done', 'failed', 'aborted',
+                                                 'interrupted')),
+            session_id TEXT NOT NULL, coordinator TEXT NOT NULL, protocol TEXT NOT NULL,
+            inputs TEXT NOT NULL, participants TEXT NOT NULL,
+            sent TEXT NOT NULL DEFAULT '[]', reason TEXT NOT NULL DEFAULT '')""",
+        "CREATE INDEX audit_by_session ON audit (session_id)",
+        "CREATE INDEX audit_by_time ON audit (at)",
+        """CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+        """CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
+            BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+    ),
+)
+AUDIT_EVENTS = ("prepared", "refused", "released", "done", "failed", "aborted", "interrupted")
+_AUDIT_TABLE = """CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL,
+            event TEXT NOT NULL CHECK (event IN ('prepared', 'refused', 'released', 'done', 'failed',
+                                                 'aborted', 'interrupted')),
+            session_id TEXT NOT NULL, coordinator TEXT NOT NULL, protocol TEXT NOT NULL,
+            inputs TEXT NOT NULL, participants TEXT NOT NULL,
+            sent TEXT NOT NULL DEFAULT '[]', reason TEXT NOT NULL DEFAULT '')"""
+_APPEND_ONLY = tuple(
+    f"""CREATE TRIGGER {table}_append_only_{op.lower()} BEFORE {op} ON {table}
+            BEGIN SELECT RAISE(ABORT, 'the {what} is append-only'); END"""
+    for table, what in (("audit", "audit log"), ("releases", "release log")) for op in ("UPDATE", "DELETE"))
+_MIGRATIONS += (
+    (
+        # What each stored input declares in public: its version (never reused for a name, even
+        # after `input rm`), its kind, and its bounds (encoded at its own scale; NULL for an input
+        # stored by an older mpc, which must be stored again with bounds before it is used).
+        # A separate table, so that reading it never touches an input's BLOB overflow pages.
+        """CREATE TABLE input_meta (
+            name TEXT PRIMARY KEY, version INTEGER NOT NULL CHECK (version >= 1),
+            kind TEXT NOT NULL CHECK (kind IN ('number', 'ballots')), lo INTEGER, hi INTEGER,
+            yes INTEGER CHECK ((kind = 'ballots') = (yes IS NOT NULL)),
+            CHECK ((lo IS NULL) = (hi IS NULL) AND (lo IS NULL OR lo <= hi)))""",
+        "INSERT INTO input_meta (name, version, kind, lo, hi, yes) SELECT name, 1, 'number', NULL, NULL, NULL "
+        "FROM inputs",
+        # The releases each input version took part in (DESIGN.md §9); append-only, like the audit log.
+        """CREATE TABLE releases (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, session_id TEXT NOT NULL,
+            input_name TEXT NOT NULL, version INTEGER NOT NULL, query TEXT NOT NULL,
+            counted INTEGER NOT NULL CHECK (counted IN (0, 1)))""",
+        "CREATE INDEX releases_by_input ON releases (input_name, version)",
+        # The audit log learns the event "released": rebuilt with the wider CHECK, rows kept.
+        _AUDIT_TABLE.replace("CREATE TABLE audit", "CREATE TABLE audit_v3"),
+        "INSERT INTO audit_v3 SELECT * FROM audit",
+        "DROP TABLE audit",
+        "ALTER TABLE audit_v3 RENAME TO audit",
+        "CREATE INDEX audit_by_session ON audit (session_id)",
+        "CREATE INDEX audit_by_time ON audit (at)",
+        *_APPEND_ONLY,
+    ),
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
