@@ -37,7 +37,7 @@ from mpc.node.releases import Query, ReleaseBook
 from mpc.pki import Identity
 from mpc.prg import Rng, SystemRng
 from mpc.ot.triples import PairwiseOt
-from mpc.protocols.agreement import AgreedParty, session_digest
+from mpc.protocols.agreement import STEP_DIGEST, AgreedParty, session_digest
 from mpc.protocols.contribution import (
     COMPARE_BITS,
     Aggregate,
@@ -103,6 +103,11 @@ class Engine(Protocol):
         """Bit triples (generated, consumed) so far, for engines that use them."""
         ...
 
+    @property
+    def failure(self) -> MpcError | None:
+        """Set by start when the session must fail once the events it returned are sent."""
+        ...
+
     def start(self, contribution: Words, digest: bytes) -> list[Any]:
         """Begin with this node's contribution and the digest of the session description."""
         ...
@@ -152,6 +157,7 @@ class Session:
     timer: asyncio.TimerHandle | None = None
     running: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    digests: set[asyncio.Task[None]] = field(default_factory=set)   # the tasks sending our session digest
     send_errors: list[MpcError] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # What left this node in the session, by (kind, recipient): [messages, bytes]. Sizes only.
@@ -409,6 +415,8 @@ class NodeCore:
                 if self.sessions.get(session_id) is not session:   # aborted while we waited for the lock
                     raise SessionClosed(f"session {session_id} ended at node {self.me.name} before it started")
                 self._dispatch(session, session.engine.start(words, digest))
+            if session.engine.failure is not None:   # a peer's early digest differs; ours still went out
+                raise session.engine.failure
             try:
                 share = await asyncio.wait_for(asyncio.shield(session.output), session.remaining(loop))
             except TimeoutError:
@@ -570,6 +578,9 @@ class NodeCore:
                 task = asyncio.get_running_loop().create_task(self._send(session, event), name=event.to)
                 session.tasks.add(task)
                 task.add_done_callback(session.tasks.discard)
+                if event.step == STEP_DIGEST:
+                    session.digests.add(task)
+                    task.add_done_callback(session.digests.discard)
 
     async def _send(self, session: Session, event: Send) -> None:
         loop = asyncio.get_running_loop()
@@ -607,7 +618,9 @@ class NodeCore:
         # The output future may never be awaited (e.g. expired before compute); mark its
         # exception retrieved so asyncio does not log it as lost.
         session.output.add_done_callback(lambda f: f.cancelled() or f.exception())
-        for task in session.tasks:
+        # Our session digests still go out (each bounded by the session's deadline): a peer then
+        # learns at once that the descriptions differ instead of waiting for ours until then.
+        for task in session.tasks - session.digests:
             task.cancel()
         protocol = protocol_name(session.aggregate)
         self.metrics.sessions.labels(protocol, status).inc()

@@ -78,6 +78,7 @@ class AgreedParty:
         self._theirs: dict[str, bytes] = {}
         self._held: list[object] = []
         self._agreed = False
+        self.failure: RemoteProtocolError | None = None   # set by start when an early digest differs
 
     @property
     def length(self) -> int:
@@ -104,18 +105,25 @@ class AgreedParty:
     def start(self, contribution: Words, digest: bytes) -> list[object]:
         """Send our digest to every peer and start the inner engine, holding what depends on the input.
 
+        If a digest that came early differs from ours, only our digests go out (so that every peer
+        learns of the disagreement too, instead of waiting for ours until its deadline) and
+        `failure` is set: the caller sends them, then ends the session with it.
+
         Returns: the events that may leave now.
-        Raises: LocalProtocolError if started twice; RemoteProtocolError if a digest that came
-        early differs from ours.
+        Raises: LocalProtocolError if started twice or with a malformed digest.
         """
         if self._digest is not None:
             raise LocalProtocolError(f"session {self.session_id}: agreement already started")
         if len(digest) != DIGEST_BYTES:
             raise LocalProtocolError(f"session {self.session_id}: a digest has {DIGEST_BYTES} bytes")
         self._digest = digest
-        for peer, theirs in self._theirs.items():
-            self._check(peer, theirs)
         events: list[object] = [Send(p, STEP_DIGEST, digest) for p in self.peers]
+        for peer, theirs in self._theirs.items():
+            try:
+                self._check(peer, theirs)
+            except RemoteProtocolError as exc:
+                self.failure = exc
+                return events
         return events + self._filter(self.inner.start(contribution))
 
     def receive(self, sender: str, step: str, payload: bytes) -> list[object]:

@@ -55,6 +55,9 @@ def run(n: int, digests: Sequence[bytes], values: Sequence[list[int]]) -> tuple[
 
     for i, e in enumerate(engines):
         emit(i, e.start(np.array(values[i], dtype=np.uint64), digests[i]))
+        if e.failure is not None:   # an early digest differed: only our digests went out
+            errors.append(e.failure)
+            failed.add(i)
     while queue:
         i, send = queue.pop(secrets.randbelow(len(queue)))
         j = parties.index(send.to)
@@ -116,8 +119,13 @@ def test_a_digest_that_arrives_before_start_is_checked_at_start() -> None:
     parties = names(3)
     p = party("node-1", parties)
     assert p.receive("node-0", STEP_DIGEST, session_digest(description("zeros"))) == []
-    with pytest.raises(RemoteProtocolError, match="node node-0 prepared a different session description"):
-        p.start(np.zeros(3, dtype=np.uint64), session_digest(description()))
+    mine = session_digest(description())
+    events = p.start(np.zeros(3, dtype=np.uint64), mine)
+    # Our digest still goes to every peer (so that they learn of the disagreement at once), nothing else.
+    assert [(e.to, e.step, e.payload) for e in events if isinstance(e, Send)] == [
+        ("node-0", STEP_DIGEST, mine), ("node-2", STEP_DIGEST, mine)]
+    assert len(events) == 2
+    assert p.failure is not None and "node node-0 prepared a different session description" in str(p.failure)
 
 
 def test_malformed_digests_are_refused() -> None:
