@@ -44,8 +44,9 @@ class Rules:
         if self.participants == "cluster":
             return frozenset(cluster_nodes)
         return frozenset(self.participants)
-_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
-_INPUT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z", re.ASCII)
+# The shapes of names, declared once: the store, the config and the node's checks of a request use these.
+NODE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
+INPUT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +196,7 @@ def _rules(table: dict[str, Any], where: str, base: Rules) -> Rules:
         raw = table.pop("participants")
         if raw in ("cluster", "any"):
             pin = raw
-        elif isinstance(raw, list) and raw and all(isinstance(n, str) and _NAME.match(n) for n in raw):
+        elif isinstance(raw, list) and raw and all(isinstance(n, str) and NODE_NAME.match(n) for n in raw):
             pin = frozenset(raw)
         else:
             raise ConfigError(f"{where}: participants must be \"cluster\", \"any\" or a list of node names, "
@@ -240,7 +241,7 @@ def _policy(table: dict[str, Any], where: str) -> Policy:
     rule_keys: dict[str, Any] = {k: table.pop(k) for k in ("max_releases", "participants", "thresholds") if k in table}
     _no_leftovers(table, where)
     defaults = _rules(rule_keys, where, Rules())
-    bad = [name for name in per_input_table if not _INPUT_NAME.match(name)]
+    bad = [name for name in per_input_table if not INPUT_NAME.match(name)]
     if bad:
         raise ConfigError(f"{where}.per_input: {str(bad[0])[:80]!r} is not an input name")
     per_input = {name: _rules(dict(_take(per_input_table, name, dict, f"{where}.per_input")),
@@ -251,7 +252,7 @@ def _policy(table: dict[str, Any], where: str) -> Policy:
 
 
 def _node(name: str, table: dict[str, Any], base: Path, where: str) -> NodeConfig:
-    if not _NAME.match(name):
+    if not NODE_NAME.match(name):
         raise ConfigError(f"{where}: node name {name!r} must be lowercase letters, digits and '-'")
     address = _take(table, "address", str, where)
     default_host = _split_address(address, where)

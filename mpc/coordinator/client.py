@@ -21,7 +21,7 @@ from mpc.config import ClusterConfig
 from mpc.encoding import decode_ratio, decode_value
 from mpc.errors import MpcError, PeerUnavailable, SessionFailed
 from mpc.ring import Words, to_signed, words_from_bytes
-from mpc.transport.peers import UNREACHABLE, Channels, describe_rpc_error, is_name_mismatch
+from mpc.transport.peers import Channels, describe_rpc_error, is_name_mismatch, is_unreachable
 from mpc.transport.tls import TlsMaterial
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
@@ -189,11 +189,6 @@ class NodeStatus:
                 "active_sessions": self.active_sessions, "cert_not_after": self.cert_not_after, "error": self.error}
 
 
-def _unreachable(exc: BaseException | None) -> bool:
-    """Whether a call failed because the node could not be reached (not: it answered with the wrong certificate)."""
-    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in UNREACHABLE and not is_name_mismatch(exc)
-
-
 class Coordinator:
     """Runs computations over the nodes of a cluster file (use as an async context manager)."""
 
@@ -267,9 +262,9 @@ class Coordinator:
         # A node that did not answer would not answer an Abort either: do not wait for it twice;
         # a node whose call was cancelled has dropped the session already (or is hung).
         cancelled = frozenset(n for n, t in tasks.items() if t.cancelled())
-        silent = cancelled | frozenset(n for n, r in failures if _unreachable(r))
+        silent = cancelled | frozenset(n for n, r in failures if is_unreachable(r))
         await self._abort_all(session_id, reasons, skip=silent)
-        unreachable = all(_unreachable(r) for _, r in failures)
+        unreachable = all(is_unreachable(r) for _, r in failures)
         cls = PeerUnavailable if unreachable else SessionFailed
         raise cls(f"session {session_id} failed, nothing was revealed: {reasons}")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from mpc import __version__
-from mpc.config import ClusterConfig, NodeConfig
+from mpc.config import HALF, INPUT_NAME, NODE_NAME, ClusterConfig, NodeConfig
 from mpc.errors import (
     AuthError,
     Busy,
@@ -31,7 +31,6 @@ from mpc.errors import (
     UnknownSession,
     quoted,
 )
-from mpc.config import HALF
 from mpc.node.metrics import NodeMetrics
 from mpc.node.releases import Query, ReleaseBook
 from mpc.pki import Identity
@@ -57,8 +56,6 @@ from mpc.store import InputInfo, Store, StoredInput, Transfer
 log = logging.getLogger("mpc.node")
 
 _SESSION_ID = re.compile(r"[0-9a-f]{32}\Z")
-_INPUT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z", re.ASCII)
-_NODE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
 MAX_PARTICIPANTS = 256
 MAX_SESSION_TIMEOUT_S = 24 * 3600.0
 # Observer of what this node receives from peers: (session, sender, step, payload). Tests
@@ -153,7 +150,7 @@ class Session:
     deadline: float                      # loop.time() after which the session is dropped
     output: asyncio.Future[Words] = field(repr=False)
     threshold: int | None = None         # a vote's K (None: at least half) or a threshold's K
-    versions: dict[str, int] = field(default_factory=dict)   # every participant's input version (at compute)
+    query: Query | None = None           # what this session releases, once compute knows every version
     timer: asyncio.TimerHandle | None = None
     running: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
@@ -243,9 +240,9 @@ class NodeCore:
         if not _SESSION_ID.match(session_id):
             raise RemoteProtocolError("session id must be 32 lowercase hex characters")
         # What a caller sent is checked for shape before any message quotes it (bounded by the caller).
-        if not _INPUT_NAME.match(input_name):
+        if not INPUT_NAME.match(input_name):
             raise RemoteProtocolError(f"session {session_id}: input name {quoted(input_name, 60)} is not valid")
-        if len(participants) > MAX_PARTICIPANTS or not all(_NODE_NAME.match(p) for p in participants):
+        if len(participants) > MAX_PARTICIPANTS or not all(NODE_NAME.match(p) for p in participants):
             raise RemoteProtocolError(f"session {session_id}: participants must be at most {MAX_PARTICIPANTS} "
                                       f"node names, got {quoted(','.join(participants), 120)}")
         policy = self.me.policy
@@ -275,26 +272,24 @@ class NodeCore:
         # Every refusal is decided on the declaration alone, before any value is read: neither what a
         # refusal says nor how long it takes depends on the values (or on how many ballots there are).
         # A vote never reads its ballots at all, only the tally kept beside them.
-        stored, yes, length = self.store.get_declared(input_name)
+        stored, yes, records = self.store.get_declared(input_name)
         self._check_rules(aggregate, stored, participants, threshold)
         what = f"input {input_name!r} at node {name}"
-        check_declared(aggregate, stored.kind, stored.bounds, length, stored.frac_bits, stored.frac_bits,
+        check_declared(aggregate, stored.kind, stored.bounds, records, stored.frac_bits, stored.frac_bits,
                        len(participants), what)
         if aggregate != "vote":
             declared, stored = stored, self.store.get_input(input_name)
             if stored.version != declared.version:
                 raise RoundMismatch(f"session {session_id}: input {input_name!r} at node {name} was replaced "
                                     f"during prepare; try again")
-        ballots = length
         if aggregate == "vote":
-            prepared = vote_contribution(yes, ballots, threshold is None)
+            prepared = vote_contribution(yes, records, threshold is None)
         elif aggregate == "threshold":
-            prepared = compare_contribution(aggregate, stored.values, stored.frac_bits, threshold is None,
-                                            len(participants), what)
+            prepared = compare_contribution(stored.values, stored.frac_bits, len(participants), what)
         else:
             prepared = contribution(aggregate, stored.values, stored.frac_bits, stored.frac_bits,
                                     len(participants), what)
-        length = contribution_length(aggregate, length)
+        length = contribution_length(aggregate, records)
         loop = asyncio.get_running_loop()
         timeout_s = min(timeout_s or self.cluster.session_timeout_s, MAX_SESSION_TIMEOUT_S)
         inner: SecureSumParty | ThresholdParty
@@ -402,13 +397,12 @@ class NodeCore:
                 "session": session_id, "coordinator": caller.uri(), "aggregate": session.aggregate,
                 "threshold": session.threshold, "input": stored.name, "participants": list(session.parties),
                 "frac_bits": frac_bits, "length": length, "versions": dict(sorted(versions.items()))})
-            session.versions = dict(versions)
+            session.query = Query.of(session.aggregate, session.threshold, versions)
             # Reserve the release now, before our digest goes out: a node whose budget refuses
             # never sends one, so no peer reaches agreement and no output share leaves any node.
-            self.releases.reserve(session_id, stored, Query.of(session.aggregate, session.threshold, versions))
+            self.releases.reserve(session_id, stored, session.query)
             words = session.contribution
             if frac_bits != session.contribution_bits:  # another node's input is finer: rescale ours
-                stored = session.stored
                 words = contribution(session.aggregate, stored.values, stored.frac_bits, frac_bits,
                                      len(session.parties), f"input {stored.name!r} at node {self.me.name}")
             async with session.lock:
@@ -454,8 +448,9 @@ class NodeCore:
 
         Raises: PolicyError if the budget is spent after all (only if the store was changed under us).
         """
-        query = Query.of(session.aggregate, session.threshold, session.versions)
-        described = self.releases.record(session.session_id, session.stored, query)
+        if session.query is None:   # agreement needs our digest, which compute sends after setting it
+            raise LocalProtocolError(f"session {session.session_id}: agreed before compute")
+        described = self.releases.record(session.session_id, session.stored, session.query)
         log.info("session %s: %s", session.session_id, described, extra={"session": session.session_id})
 
     def progress(self, session_id: str) -> tuple[int, int, int]:

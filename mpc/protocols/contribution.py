@@ -114,29 +114,18 @@ def vote_contribution(yes: int, ballots: int, half_rule: bool) -> Words:
     return from_signed(np.array([2 * yes - ballots if half_rule else yes], dtype=np.int64))
 
 
-def compare_contribution(aggregate: Aggregate, values: Signed, frac_bits: int, half_rule: bool,
-                         parties: int, what: str) -> Words:
-    """This node's contribution to a vote or an elementwise threshold.
+def compare_contribution(values: Signed, frac_bits: int, parties: int, what: str) -> Words:
+    """This node's contribution to an elementwise threshold: the integer values themselves (a vote
+    contributes from its tally, vote_contribution).
 
-    vote: `values` are ballots, each 0 or 1; the contribution is 2 t - n for the "at least half
-    of the ballots cast" rule (compared with 0), else t (compared with the public threshold).
-    threshold: the integer values themselves.
-
-    Returns: uint64 words (one for a vote).
-    Raises: InputError naming `what` (never a value) for a ballot other than 0/1, fixed-point
-    values, or totals that could leave the comparison's range.
+    Returns: uint64 words.
+    Raises: InputError naming `what` (never a value) for fixed-point values or totals that could
+    leave the comparison's range (check_declared rules both out first, on the declaration).
     """
     if frac_bits != 0:
         raise InputError(f"{what} is fixed point ({frac_bits} fractional bits); comparisons take integers")
-    if aggregate == "vote":
-        if values.size and (int(values.min()) < 0 or int(values.max()) > 1):
-            raise InputError(f"{what} is not a ballot vector: every ballot must be 0 or 1")
-        yes = int(np.count_nonzero(values))
-        body = np.array([2 * yes - values.size if half_rule else yes], dtype=np.int64)
-    else:
-        body = values
     limit = (COMPARE_BOUND - 1) // max(parties, 1)  # totals within +-(2^30 - 1): total - k < 2^31
-    if body.size and (int(body.max()) > limit or int(body.min()) < -limit):
+    if values.size and (int(values.max()) > limit or int(values.min()) < -limit):
         raise InputError(f"{what} is too large to compare: each node's total must stay within +-{limit} "
                          f"for {parties} parties; nothing was shared")
-    return from_signed(np.ascontiguousarray(body, dtype=np.int64))
+    return from_signed(np.ascontiguousarray(values, dtype=np.int64))

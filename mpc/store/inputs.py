@@ -6,18 +6,17 @@ The values never appear in a repr or an error message.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 
+from mpc.config import INPUT_NAME
 from mpc.encoding import MAX_BALLOTS, default_bounds
 from mpc.errors import InputError, StoreError
 from mpc.store.base import StoreBase, _now
 
 MAX_FRAC_BITS = 32
 
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}", re.ASCII)
 _BLOB_DTYPE = np.dtype("<i8")
 
 
@@ -59,7 +58,7 @@ class InputInfo:
 
 def _check_name(name: object) -> str:
     """Returns: `name` if it is a valid input name. Raises: InputError naming it otherwise."""
-    if not isinstance(name, str) or _NAME_RE.fullmatch(name) is None:
+    if not isinstance(name, str) or INPUT_NAME.match(name) is None:
         raise InputError(
             f"input name {name!r} is not valid: use 1 to 128 ASCII letters, digits, '_', '.' "
             "or '-', starting with a letter or digit"

@@ -43,6 +43,12 @@ def is_name_mismatch(exc: grpc.aio.AioRpcError) -> bool:
     return exc.code() == grpc.StatusCode.UNAVAILABLE and bool(_NAME_MISMATCH.search(exc.details() or ""))
 
 
+def is_unreachable(exc: BaseException | None) -> bool:
+    """Whether a call failed because the node could not be reached or did not answer in time
+    (not: a party answered with another node's certificate)."""
+    return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in UNREACHABLE and not is_name_mismatch(exc)
+
+
 def describe_rpc_error(node: NodeConfig, exc: grpc.aio.AioRpcError) -> str:
     """A one-line explanation of a failed call to `node` that names it and its address.
 
@@ -143,7 +149,7 @@ class PeerClient:
         except grpc.aio.AioRpcError as exc:
             node = self.channels.cluster.node(to)
             message = f"session {session_id}: {self.me} -> {describe_rpc_error(node, exc)}"
-            if exc.code() in UNREACHABLE and not is_name_mismatch(exc):
+            if is_unreachable(exc):
                 raise PeerUnavailable(message) from None
             raise SessionFailed(message) from None
 

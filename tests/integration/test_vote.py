@@ -117,7 +117,7 @@ def _largest(accepts: Callable[[int], bool]) -> int:
 def limit(n: int) -> int:
     """The largest |value| a node accepts for an n-party threshold (the node's own check)."""
     return _largest(lambda v: _accepts(lambda: compare_contribution(
-        "threshold", np.array([v, -v], dtype=np.int64), 0, False, n, "x")))
+        np.array([v, -v], dtype=np.int64), 0, n, "x")))
 
 
 # The thresholds a node accepts (check_threshold): K_LO..K_HI; totals must stay decidable.

@@ -13,7 +13,7 @@ reuse them.
   party advertises, so that no base OT runs.
 - [sum >= k] equals the plaintext for random vectors and at the edges (total - k in
   {-1, 0, 1}, total 0, negative totals, the +-2^30 bounds the node enforces); votes with the
-  half rule (contributions 2t - n from compare_contribution) and with explicit thresholds.
+  half rule (contributions 2t - n from vote_contribution) and with explicit thresholds.
 - OT state: a second session reuses the setups (no "ot/base/" step, no NewOtSetup); a party
   that lost its setups forces fresh ones with exactly its own pairs.
 - Engine errors: unknown, repeated or malformed messages, non-peers, a second start.
@@ -38,7 +38,7 @@ from hypothesis import strategies as st
 from mpc.errors import InputError, LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.ot.triples import STEP_BASE_A, STEP_BASE_B, STEP_T, STEP_U, PairwiseOt
 from mpc.prg import SystemRng
-from mpc.protocols.contribution import COMPARE_BITS, check_threshold, compare_contribution
+from mpc.protocols.contribution import COMPARE_BITS, check_threshold, compare_contribution, vote_contribution
 from mpc.protocols.events import Output, Send
 from mpc.protocols.sum import STEP_SEED
 from mpc.protocols.threshold import MAX_SETUPS_ADVERTISED, SETUP_ID_BYTES, STEP_HELLO, NewOtSetup, ThresholdParty
@@ -77,7 +77,7 @@ def _accepts(check: Callable[[], object]) -> bool:
 def limit(n: int) -> int:
     """The largest |contribution| the node's own check (compare_contribution) accepts for n parties."""
     def ok(v: int) -> bool:
-        return _accepts(lambda: compare_contribution("threshold", np.array([v, -v], dtype=np.int64), 0, False, n, "x"))
+        return _accepts(lambda: compare_contribution(np.array([v, -v], dtype=np.int64), 0, n, "x"))
     return _largest(ok, 0, 1 << 62)
 
 
@@ -465,7 +465,7 @@ def vote_spec(parties: Sequence[str], tallies: Sequence[tuple[int, int]], thresh
     n = len(parties)
     contributions = {}
     for p, ballots in zip(parties, ballots_for(tallies)):
-        words = compare_contribution("vote", ballots, 0, threshold is None, n, f"ballots at {p}")
+        words = vote_contribution(int(np.count_nonzero(ballots)), ballots.size, threshold is None)
         contributions[p] = [int(w) for w in words.view(np.int64)]
     return Spec(tuple(parties), contributions, 0 if threshold is None else threshold)
 
