@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/mpc demo
 
 test: $(STAMP)
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -31,7 +31,7 @@ if str(ROOT) not in sys.path:  # the dealer double lives in tests/, which is not
 
 from mpc.prg import SystemRng, random_words  # noqa: E402
 from mpc.protocols.compare import LessThanParty  # noqa: E402
-from mpc.protocols.events import Output, Send  # noqa: E402
+from mpc.events import Output, Send  # noqa: E402
 from tests.sim.dealer import TrustedDealer  # noqa: E402
 
 BITS = 32

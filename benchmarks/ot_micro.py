@@ -36,7 +36,7 @@ from mpc.ot.base import BASE_OTS, ChouOrlandiReceiver, ChouOrlandiSender  # noqa
 from mpc.ot.extension import KAPPA, IknpReceiver, IknpSender  # noqa: E402
 from mpc.ot.triples import PairwiseOt, PairwiseOtSetup, TripleDealerless  # noqa: E402
 from mpc.prg import SystemRng  # noqa: E402
-from mpc.protocols.events import Send  # noqa: E402
+from mpc.events import Send  # noqa: E402
 
 NAMES = ("alice", "bob", "carlos", "david", "erin", "frank", "grace")
 

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from mpc.errors import ConfigError
+from mpc.protocols.catalogue import NAMES
 
-PROTOCOL_NAMES = ("sum", "average", "vote", "threshold")
+PROTOCOL_NAMES = NAMES   # every protocol of the catalogue (mpc/protocols/catalogue.py)
 DEFAULT_MIN_PARTICIPANTS = 3
 # Across sessions (DESIGN.md §9): by default an input version takes part in one distinct query,
 # over every node of the owner's own cluster file. Both defeat the differencing and the

@@ -71,7 +71,7 @@ def keystream_words(key: bytes, n: int) -> Words:
     Returns: a writable uint64 array of length n.
     """
     out = np.empty(n + 2, dtype=WORD)  # update_into wants block_size - 1 spare bytes
-    view = memoryview(out).cast("B")
+    view = out.data.cast("B")
     enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
     total = 8 * n
     done = 0

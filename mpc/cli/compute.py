@@ -11,7 +11,18 @@ from typing import TypeVar
 
 from mpc.cli.progress import TerminalProgress
 from mpc.config import load_cluster
-from mpc.coordinator.client import AverageResult, Coordinator, InputStatus, NodeStatus, SumResult, ThresholdResult, VoteResult
+from mpc.coordinator.client import (
+    AuctionResult,
+    AverageResult,
+    ClearingResult,
+    Coordinator,
+    InputStatus,
+    NodeStatus,
+    PluralityResult,
+    SumResult,
+    ThresholdResult,
+    VoteResult,
+)
 
 T = TypeVar("T")
 
@@ -36,12 +47,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
     _common(a)
     a.set_defaults(run=run_average)
-    v = sub.add_parser("vote", help="threshold vote on stored ballots (0/1): prints only YES or NO",
+    v = sub.add_parser("vote", help="threshold vote on stored ballots (0/1): prints only YES or NO; or with "
+                                    "--options a plurality vote",
                        description="Default rule: YES if at least half of the ballots cast are 1. Neither the "
                                    "tally nor the number of ballots is revealed, only YES/NO. --threshold K: "
-                                   "YES if at least K ballots are 1.")
+                                   "YES if at least K ballots are 1. --options A,B,C: each ballot is an option "
+                                   "index 0, 1, 2 (stored with --bounds 0,2); prints the count per option, or "
+                                   "with --winner-only the winning option alone (ties: the first option).")
     v.add_argument("name", help="ballot input name, stored at every node")
     v.add_argument("--threshold", type=int, default=None, metavar="K", help="YES if at least K yes-ballots")
+    v.add_argument("--options", type=_names, default=None, metavar="A,B,...", help="plurality vote over these options")
+    v.add_argument("--winner-only", action="store_true", dest="winner_only",
+                   help="with --options: open the winning option alone, not the counts")
     v.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
     _common(v)
     v.set_defaults(run=run_vote)
@@ -52,9 +69,42 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     t.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
     _common(t)
     t.set_defaults(run=run_threshold)
+    au = sub.add_parser("auction", help="sealed-bid auction over every node's bids: prints the winner and the price",
+                        description="Each node's input is a vector of integer bids. Prints the winning node, the "
+                                    "bid's index there and the price: the highest bid, or with --second-price the "
+                                    "second-highest (Vickrey). Nothing about a losing bid is opened. Ties: the "
+                                    "bid that comes first (node order of the cluster, then index) wins.")
+    au.add_argument("name", help="bid input name, stored at every node")
+    au.add_argument("--second-price", action="store_true", dest="second_price", help="Vickrey: pay the second bid")
+    au.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
+    _common(au)
+    au.set_defaults(run=run_auction)
+    cp = sub.add_parser("clearing-price", help="market-clearing price of a double auction on a public price grid",
+                        description="Each node's input is its net demand at each grid price (demand positive, "
+                                    "supply negative, not increasing with the price). Prints the first price where "
+                                    "total net demand is at most 0, or that there is none. Nothing else is opened.")
+    cp.add_argument("name", help="net-demand input name, stored at every node (one value per price)")
+    cp.add_argument("--prices", type=_integers, required=True, metavar="P1,P2,...", help="the price grid, increasing")
+    cp.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
+    _common(cp)
+    cp.set_defaults(run=run_clearing_price)
     st = sub.add_parser("status", help="health, version and offered inputs (names and shapes) of every node")
     _common(st)
     st.set_defaults(run=run_status)
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if len(names) < 2 or not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"need at least two distinct, non-empty option names, got {text!r}")
+    return names
+
+
+def _integers(text: str) -> list[int]:
+    try:
+        return [int(p) for p in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"need comma-separated integers, got {text!r}") from None
 
 
 def _with_coordinator(args: argparse.Namespace, job: Callable[[Coordinator], Awaitable[T]]) -> T:
@@ -99,7 +149,11 @@ def run_average(args: argparse.Namespace) -> int:
 
 
 def run_vote(args: argparse.Namespace) -> int:
-    """Print YES or NO."""
+    """Print YES or NO, or a plurality vote's counts or winner."""
+    if args.options is not None:
+        return _run_plurality(args)
+    if args.winner_only:
+        raise SystemExit("mpc vote: --winner-only needs --options")
     result: VoteResult = _with_coordinator(
         args, lambda c: c.vote(args.name, threshold=args.threshold, timeout_s=args.timeout))
     print(json.dumps(result.as_dict()) if args.json else ("YES" if result.passed else "NO"))
@@ -111,6 +165,50 @@ def run_threshold(args: argparse.Namespace) -> int:
     result: ThresholdResult = _with_coordinator(
         args, lambda c: c.at_least(args.name, args.at_least, timeout_s=args.timeout))
     print(json.dumps(result.as_dict()) if args.json else " ".join(str(int(b)) for b in result.bits))
+    return 0
+
+
+def _run_plurality(args: argparse.Namespace) -> int:
+    if args.threshold is not None:
+        raise SystemExit("mpc vote: --threshold and --options do not go together")
+    options: list[str] = args.options
+    result: PluralityResult = _with_coordinator(
+        args, lambda c: c.plurality(args.name, len(options), winner_only=args.winner_only, timeout_s=args.timeout))
+    if args.json:
+        out = result.as_dict()
+        out["option_names"] = options
+        out["winner_name"] = options[result.winner]
+        print(json.dumps(out))
+    elif result.counts is None:
+        print(options[result.winner])
+    else:
+        for name, count in zip(options, result.counts):
+            print(f"{name}: {count}")
+    return 0
+
+
+def run_auction(args: argparse.Namespace) -> int:
+    """Print the winner and the price."""
+    result: AuctionResult = _with_coordinator(
+        args, lambda c: c.auction(args.name, second_price=args.second_price, timeout_s=args.timeout))
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    else:
+        what = "second-highest bid" if result.pricing == "second" else "highest bid"
+        print(f"winner: node {result.winner_node}, bid {result.winner_index}; price {result.price} ({what})")
+    return 0
+
+
+def run_clearing_price(args: argparse.Namespace) -> int:
+    """Print the clearing price, or that there is none."""
+    result: ClearingResult = _with_coordinator(
+        args, lambda c: c.clearing_price(args.name, args.prices, timeout_s=args.timeout))
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    elif result.price is None:
+        print("no clearing price: demand exceeds supply at every price of the grid")
+    else:
+        print(result.price)
     return 0
 
 

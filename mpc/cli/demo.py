@@ -2,8 +2,9 @@
 (DESIGN.md §1).
 
 Starts four local node daemons over mutual TLS on loopback, has each engineer store their
-raise (and each node its voters' ballots) at their own node, runs the secure sum, average and
-threshold votes, prints them, and stops every process it started.
+raise (and each node its voters' ballots and its bidders' sealed bids) at their own node, runs
+the secure sum, average, threshold votes and a first- and second-price auction, prints them, and
+stops every process it started.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ REFERENDUM = {"alice": ["1", "0", "1"], "bob": ["1", "1"], "carlos": ["0", "0", 
 # owners allow exactly those two thresholds; any other threshold would be refused.
 REFERENDUM_POLICY = """[nodes.{name}.policy.per_input.referendum]
 max_releases = 2
-thresholds = ["half", 7]"""
+thresholds = ["half", 7]
+[nodes.{name}.policy.per_input.bids]
+max_releases = 2"""
+# A sealed-bid auction for a contract: each node holds its bidders' sealed bids. The bids are run
+# as a first-price and as a second-price auction, two distinct releases, which the owners allow.
+BIDS = {"alice": ["410", "385"], "bob": ["450"], "carlos": ["395", "440", "300"], "david": ["420"]}
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,6 +69,7 @@ def _demo(workdir: Path) -> int:
             put_values(store, "raise", [value], scalar=True, overwrite=True, bounds=("0", "100000"))
             put_values(store, "referendum", REFERENDUM[name], overwrite=True, ballots=True)
             put_values(store, "unanimous", ["1"] * len(REFERENDUM[name]), overwrite=True, ballots=True)
+            put_values(store, "bids", BIDS[name], overwrite=True, bounds=("0", "1000000"))
         print(f"  {name:<7} stores their raise in their own node's store (it never leaves in the clear)")
     nodes = NodeProcesses(cluster_file, workdir / "logs")
     try:
@@ -84,6 +91,12 @@ def _demo(workdir: Path) -> int:
                 vote = await coordinator.vote("unanimous")
                 print(f"  a unanimous referendum:   {'YES' if vote.passed else 'NO'}   "
                       "(its tally would have revealed every ballot; the bit does not)")
+                print("sealed-bid auction, each node holding its bidders' bids (no losing bid is opened):")
+                first = await coordinator.auction("bids")
+                print(f"  first price:  bid {first.winner_index} at node {first.winner_node} wins, pays {first.price}")
+                second = await coordinator.auction("bids", second_price=True)
+                print(f"  second price: bid {second.winner_index} at node {second.winner_node} wins, pays "
+                      f"{second.price} (the second-highest bid; the winner's own bid stays secret)")
 
         asyncio.run(compute())
     finally:

@@ -18,9 +18,32 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mpc.config import ClusterConfig
-from mpc.encoding import decode_ratio, decode_value
-from mpc.errors import MpcError, PeerUnavailable, SessionFailed
-from mpc.ring import Words, to_signed, words_from_bytes
+from mpc.encoding import decode_value
+from mpc.errors import InputError, MpcError, PeerUnavailable, SessionFailed
+from mpc.protocols.catalogue import (
+    AuctionParams,
+    AverageParams,
+    ClearingParams,
+    Entry,
+    NoParams,
+    Opened,
+    PluralityParams,
+    ThresholdParams,
+    VoteParams,
+    entry,
+    params_to_wire,
+)
+from mpc.results import (
+    AuctionResult,
+    AverageResult,
+    ClearingResult,
+    PluralityResult,
+    Result,
+    SumResult,
+    ThresholdResult,
+    VoteResult,
+)
+from mpc.ring import Words, words_from_bytes
 from mpc.transport.peers import Channels, describe_rpc_error, is_name_mismatch, is_unreachable
 from mpc.transport.tls import TlsMaterial
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
@@ -31,6 +54,8 @@ COMPUTE_GRACE_S = 1.0
 # Observer of what the coordinator receives: (session, node, share bytes of one chunk).
 ShareObserver = Callable[[str, str, bytes], None]
 Number = int | float
+__all__ = ["AuctionResult", "AverageResult", "ClearingResult", "Coordinator", "InputStatus", "NodeStatus",
+           "PluralityResult", "ProgressReport", "SumResult", "ThresholdResult", "VoteResult"]
 # After the first failed call of a session phase, how long the other calls may still end on
 # their own (so that the error names every node at fault) before they are cancelled.
 FAILURE_GRACE_S = 0.5
@@ -70,82 +95,6 @@ class _Tracker:
         self.report(ProgressReport(self.session_id, self.phase, self.nodes, len(self.done), self.share_bytes,
                                    self.share_bytes_total, sum(b for b, _ in self.peers.values()),
                                    sum(m for _, m in self.peers.values())))
-
-
-@dataclass(frozen=True, slots=True)
-class Opened:
-    """The opened total of a session, before interpretation."""
-
-    session_id: str
-    input_name: str
-    nodes: tuple[str, ...]
-    total: Words              # sum of the output shares, mod 2^64
-    frac_bits: int
-    is_scalar: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SumResult:
-    """A secure sum: a number for scalar inputs, else a list."""
-
-    session_id: str
-    input_name: str
-    nodes: tuple[str, ...]
-    value: Number | list[Number]
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes), "sum": self.value}
-
-
-@dataclass(frozen=True, slots=True)
-class AverageResult:
-    """A secure average and what it reveals: the sum(s) and the record count."""
-
-    session_id: str
-    input_name: str
-    nodes: tuple[str, ...]
-    mode: str
-    average: float | list[float]
-    total: Number | list[Number]
-    count: int
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes), "mode": self.mode,
-                "average": self.average, "sum": self.total, "count": self.count}
-
-
-@dataclass(frozen=True, slots=True)
-class VoteResult:
-    """The outcome of a vote: only whether it passed, and the rule it was judged by."""
-
-    session_id: str
-    input_name: str
-    nodes: tuple[str, ...]
-    passed: bool
-    rule: str
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes),
-                "result": "YES" if self.passed else "NO", "rule": self.rule}
-
-
-@dataclass(frozen=True, slots=True)
-class ThresholdResult:
-    """[elementwise sum >= k] for every element: the bits, nothing else."""
-
-    session_id: str
-    input_name: str
-    nodes: tuple[str, ...]
-    threshold: int
-    bits: list[bool]
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes),
-                "threshold": self.threshold, "at_least": [int(b) for b in self.bits]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,7 +206,7 @@ class Coordinator:
             return {n: t.result() for n, t in tasks.items()}
         for _, r in failures:
             if not isinstance(r, (grpc.aio.AioRpcError, MpcError, asyncio.TimeoutError)):
-                raise r  # type: ignore[misc]
+                raise r
         reasons = "; ".join(self._explain(n, r) for n, r in failures if r is not None)
         # A node that did not answer would not answer an Abort either: do not wait for it twice;
         # a node whose call was cancelled has dropped the session already (or is hung).
@@ -269,11 +218,12 @@ class Coordinator:
         raise cls(f"session {session_id} failed, nothing was revealed: {reasons}")
 
     async def _collect(self, session_id: str, name: str, frac_bits: int, length: int, versions: dict[str, int],
-                       total: Words, timeout: float, xor: bool, tracker: _Tracker | None) -> None:
+                       lengths: dict[str, int], total: Words, timeout: float, xor: bool,
+                       tracker: _Tracker | None) -> None:
         """Stream one node's output share and add (or, for bit shares, XOR) it into `total`."""
         call = self._stub(name).Compute(mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=frac_bits,
                                                                length=length, progress=tracker is not None,
-                                                               input_versions=versions),
+                                                               input_versions=versions, lengths=lengths),
                                         timeout=timeout)
         expected = 0
         async for chunk in call:
@@ -310,101 +260,130 @@ class Coordinator:
         if expected != length:
             raise SessionFailed(f"node {name} sent {expected} share words, expected {length}")
 
-    async def open(self, protocol: int, input_name: str, *, average_mode: int = mpc_pb2.AVERAGE_MODE_RECORDS,
-                   threshold: int | None = None, timeout_s: float | None = None) -> Opened:
-        """Run one session over all nodes and add up the output shares.
+    async def run(self, protocol: Entry[Any], params: Any, input_name: str, *,
+                  timeout_s: float | None = None) -> Result:
+        """Run one session of a catalogue protocol over all nodes and decode its output.
 
-        Returns: the opened total.
+        Returns: the protocol's result.
         Raises: PeerUnavailable naming the nodes that could not be reached; SessionFailed
         naming the node and cause otherwise (input missing, lengths differ, policy, ...).
         In every failure the session is aborted at every node before anything is opened.
         """
+        protocol.validate(params)
+        opened = await self.open(protocol, params, input_name, timeout_s=timeout_s)
+        return protocol.decode(params, opened)
+
+    async def open(self, protocol: Entry[Any], params: Any, input_name: str, *,
+                   timeout_s: float | None = None) -> Opened:
+        """Prepare a session on every node, collect one output share from each and combine them.
+
+        Returns: the combined output, before decoding. Raises: as `run`.
+        """
         session_id = secrets.token_hex(16)
         timeout = timeout_s or self.cluster.session_timeout_s
-        request = mpc_pb2.PrepareRequest(session_id=session_id, protocol=protocol, input_name=input_name,  # type: ignore[arg-type]
-                                         participants=self.nodes, timeout_ms=int(timeout * 1000),
-                                         average_mode=average_mode, threshold=threshold)  # type: ignore[arg-type]
+        wire = {}
+        for name, value in params_to_wire(params).items():
+            if isinstance(value, bool):
+                wire[name] = mpc_pb2.Param(flag=value)
+            elif isinstance(value, int):
+                wire[name] = mpc_pb2.Param(integer=value)
+            else:
+                wire[name] = mpc_pb2.Param(integers=mpc_pb2.IntegerList(values=list(value or ())))
+        request = mpc_pb2.PrepareRequest(session_id=session_id, protocol=protocol.wire_id, input_name=input_name,
+                                         participants=self.nodes, timeout_ms=int(timeout * 1000), params=wire)
         connect = self.cluster.connect_timeout_s
         tracker = None if self.progress is None else _Tracker(session_id, len(self.nodes), self.progress)
         if tracker is not None:
             tracker.emit()
         prepared: dict[str, mpc_pb2.PrepareReply] = await self._gather(
             session_id, {n: self._stub(n).Prepare(request, timeout=connect) for n in self.nodes})
-        lengths = {n: r.length for n, r in prepared.items()}
-        if len(set(lengths.values())) != 1:
+        lengths = {n: int(prepared[n].length) for n in self.nodes}
+        if protocol.lengths == "equal" and len(set(lengths.values())) != 1:
             await self._abort_all(session_id, "input lengths differ")
             shown = ", ".join(f"{n} {ln}" for n, ln in lengths.items())
             raise SessionFailed(f"session {session_id}: input {input_name!r} has different lengths at the nodes "
                                 f"({shown} words); nothing was shared")
         scalars = sorted(n for n, r in prepared.items() if r.is_scalar)
-        if scalars and len(scalars) != len(prepared):
+        if protocol.shapes_match and scalars and len(scalars) != len(prepared):
             await self._abort_all(session_id, "scalar and vector inputs mixed")
             vectors = sorted(set(prepared) - set(scalars))
             raise SessionFailed(f"session {session_id}: input {input_name!r} is a scalar at {', '.join(scalars)} "
                                 f"but a vector at {', '.join(vectors)}; nothing was shared")
-        length = next(iter(lengths.values()))
+        try:
+            length = protocol.output_length(params, lengths)
+        except InputError as exc:
+            await self._abort_all(session_id, str(exc))
+            raise SessionFailed(f"session {session_id}: {exc}; nothing was shared") from None
         frac_bits = max(r.frac_bits for r in prepared.values())
         versions = {n: r.input_version for n, r in prepared.items()}
         total = np.zeros(length, dtype=np.uint64)
-        xor = protocol in (mpc_pb2.PROTOCOL_VOTE, mpc_pb2.PROTOCOL_THRESHOLD)
         if tracker is not None:
             tracker.phase, tracker.share_bytes_total = "compute", 8 * length * len(self.nodes)
             tracker.emit()
         # The nodes end the session at `timeout` themselves and say whom they waited for; our own
         # deadline comes a little later, so that their answer is what the caller sees.
-        await self._gather(session_id, {n: self._collect(session_id, n, frac_bits, length, versions, total,
-                                                         timeout + COMPUTE_GRACE_S, xor, tracker)
+        await self._gather(session_id, {n: self._collect(session_id, n, frac_bits, length, versions, lengths, total,
+                                                         timeout + COMPUTE_GRACE_S, protocol.combine == "xor",
+                                                         tracker)
                                         for n in self.nodes})
-        return Opened(session_id, input_name, self.nodes, total, frac_bits,
+        return Opened(session_id, input_name, self.nodes, lengths, total, frac_bits,
                       all(r.is_scalar for r in prepared.values()))
 
     async def sum(self, input_name: str, *, timeout_s: float | None = None) -> SumResult:
-        """Secure sum of `input_name` over all nodes (elementwise for vectors).
-
-        Returns: the sum. Raises: as `open`.
-        """
-        opened = await self.open(mpc_pb2.PROTOCOL_SUM, input_name, timeout_s=timeout_s)
-        values = [decode_value(int(w), opened.frac_bits) for w in to_signed(opened.total)]
-        return SumResult(opened.session_id, input_name, opened.nodes, values[0] if opened.is_scalar else values)
+        """Secure sum of `input_name` over all nodes (elementwise for vectors). Raises: as `run`."""
+        result = await self.run(entry("sum"), NoParams(), input_name, timeout_s=timeout_s)
+        assert isinstance(result, SumResult)
+        return result
 
     async def average(self, input_name: str, *, elementwise: bool = False,
                       timeout_s: float | None = None) -> AverageResult:
-        """Secure average: sum of values and of record counts, opened together (both revealed).
-
-        Returns: the average with the revealed sum and count. Raises: as `open`.
-        """
-        mode = mpc_pb2.AVERAGE_MODE_ELEMENTWISE if elementwise else mpc_pb2.AVERAGE_MODE_RECORDS
-        opened = await self.open(mpc_pb2.PROTOCOL_AVERAGE, input_name, average_mode=mode, timeout_s=timeout_s)
-        signed = [int(w) for w in to_signed(opened.total)]
-        sums, count = signed[:-1], signed[-1]
-        f = opened.frac_bits
-        averages = [decode_ratio(s, count, f) for s in sums]
-        totals = [decode_value(s, f) for s in sums]
-        if elementwise:
-            return AverageResult(opened.session_id, input_name, opened.nodes, "elementwise", averages, totals, count)
-        return AverageResult(opened.session_id, input_name, opened.nodes, "records", averages[0], totals[0], count)
+        """Secure average: sum of values and of record counts, opened together (both revealed). Raises: as `run`."""
+        result = await self.run(entry("average"), AverageParams(elementwise), input_name, timeout_s=timeout_s)
+        assert isinstance(result, AverageResult)
+        return result
 
     async def vote(self, input_name: str, *, threshold: int | None = None,
                    timeout_s: float | None = None) -> VoteResult:
         """Threshold vote over the ballots stored as `input_name`: only YES/NO is opened.
 
         Without a threshold the rule is "at least half of the ballots cast" (2T >= N, neither T
-        nor N is opened); with one it is T >= threshold.
-
-        Returns: the result. Raises: as `open`.
+        nor N is opened); with one it is T >= threshold. Raises: as `run`.
         """
-        opened = await self.open(mpc_pb2.PROTOCOL_VOTE, input_name, threshold=threshold, timeout_s=timeout_s)
-        rule = "at least half of the ballots cast" if threshold is None else f"at least {threshold} yes ballots"
-        return VoteResult(opened.session_id, input_name, opened.nodes, bool(int(opened.total[0]) & 1), rule)
+        result = await self.run(entry("vote"), VoteParams(threshold), input_name, timeout_s=timeout_s)
+        assert isinstance(result, VoteResult)
+        return result
 
     async def at_least(self, input_name: str, threshold: int, *, timeout_s: float | None = None) -> ThresholdResult:
-        """Batched [sum over nodes >= threshold] for every element of a vector input.
+        """Batched [sum over nodes >= threshold] for every element of a vector input. Raises: as `run`."""
+        result = await self.run(entry("threshold"), ThresholdParams(threshold), input_name, timeout_s=timeout_s)
+        assert isinstance(result, ThresholdResult)
+        return result
 
-        Returns: one bit per element (the sums stay secret). Raises: as `open`.
+    async def auction(self, input_name: str, *, second_price: bool = False,
+                      timeout_s: float | None = None) -> AuctionResult:
+        """Sealed-bid auction over every node's bids: the winner and the highest (or second-highest) bid.
+
+        Raises: as `run`.
         """
-        opened = await self.open(mpc_pb2.PROTOCOL_THRESHOLD, input_name, threshold=threshold, timeout_s=timeout_s)
-        return ThresholdResult(opened.session_id, input_name, opened.nodes, threshold,
-                               [bool(int(w) & 1) for w in opened.total])
+        result = await self.run(entry("auction"), AuctionParams(second_price), input_name, timeout_s=timeout_s)
+        assert isinstance(result, AuctionResult)
+        return result
+
+    async def clearing_price(self, input_name: str, prices: list[int], *,
+                             timeout_s: float | None = None) -> ClearingResult:
+        """The first price of the grid where total net demand is at most 0 (or none). Raises: as `run`."""
+        result = await self.run(entry("clearing-price"), ClearingParams(tuple(prices)), input_name,
+                                timeout_s=timeout_s)
+        assert isinstance(result, ClearingResult)
+        return result
+
+    async def plurality(self, input_name: str, options: int, *, winner_only: bool = False,
+                        timeout_s: float | None = None) -> PluralityResult:
+        """Plurality vote over option indices: the count per option, or the winner alone. Raises: as `run`."""
+        result = await self.run(entry("plurality"), PluralityParams(options, winner_only), input_name,
+                                timeout_s=timeout_s)
+        assert isinstance(result, PluralityResult)
+        return result
 
     async def status(self) -> list[NodeStatus]:
         """Ask every node for its status (a down node is reported, not raised).

@@ -1,13 +1,14 @@
 """A node's sessions: policy checks, the protocol engine, deadlines and clean-up.
 
 This is the part of the daemon that knows nothing of gRPC: the servicers in
-mpc/transport/server.py decode a request, check the caller's role, and call in here with the
+mpc/node/servicer.py decode a request, check the caller's role, and call in here with the
 caller's certificate identity. Peer messages leave through a `PeerSender`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import time
@@ -20,6 +21,7 @@ from mpc.config import HALF, INPUT_NAME, NODE_NAME, ClusterConfig, NodeConfig
 from mpc.errors import (
     AuthError,
     Busy,
+    InputError,
     LocalProtocolError,
     MpcError,
     PeerUnavailable,
@@ -35,21 +37,10 @@ from mpc.node.metrics import NodeMetrics
 from mpc.node.releases import Query, ReleaseBook
 from mpc.pki import Identity
 from mpc.prg import Rng, SystemRng
-from mpc.ot.triples import PairwiseOt
+from mpc.events import Output, Send
+from mpc.ot.triples import OtSetups
 from mpc.protocols.agreement import STEP_DIGEST, AgreedParty, session_digest
-from mpc.protocols.contribution import (
-    COMPARE_BITS,
-    Aggregate,
-    check_declared,
-    check_threshold,
-    compare_contribution,
-    contribution,
-    contribution_length,
-    vote_contribution,
-)
-from mpc.protocols.events import Output, Send
-from mpc.protocols.sum import SecureSumParty
-from mpc.protocols.threshold import NewOtSetup, ThresholdParty
+from mpc.protocols.catalogue import NAMES, Contributing, Declared, EngineArgs, Entry, describe_params
 from mpc.ring import Words
 from mpc.store import InputInfo, Store, StoredInput, Transfer
 
@@ -64,9 +55,7 @@ PeerObserver = Callable[[str, str, str, bytes], None]
 
 
 MAX_OT_SETUPS_PER_PEER = 4
-_SLOW_STEPS = ("ot/base/",)
-_BIT_OUTPUTS = frozenset({"vote", "threshold"})
-KNOWN_PROTOCOLS = frozenset({"sum", "average", "vote", "threshold"})
+MAX_EARLY_MESSAGES = 64          # peer messages kept for a session whose compute has not begun here
 _ROUND_SUFFIX = re.compile(r"(/\d+)+\Z")
 OUTPUT_SHARE = "output share"
 MAX_AUDITED_PARTICIPANTS = 64   # a refused request's participant list is cut to this length
@@ -75,43 +64,6 @@ MAX_AUDITED_PARTICIPANTS = 64   # a refused request's participant list is cut to
 def traffic_kind(step: str) -> str:
     """The audit log's kind of a protocol step: its label without round numbers ("ks/3" -> "ks")."""
     return _ROUND_SUFFIX.sub("", step)
-
-
-def protocol_name(aggregate: Aggregate) -> str:
-    """The policy name of an aggregate ("sum", "average", "vote", "threshold")."""
-    return aggregate.split("-")[0]
-
-
-class Engine(Protocol):
-    """What the node needs of a sans-I/O protocol engine (an AgreedParty around the protocol's own)."""
-
-    @property
-    def length(self) -> int:
-        """Words in this node's contribution."""
-        ...
-
-    @property
-    def waiting_for(self) -> tuple[str, ...]:
-        """Peers the engine is waiting on."""
-        ...
-
-    @property
-    def triple_counts(self) -> tuple[int, int] | None:
-        """Bit triples (generated, consumed) so far, for engines that use them."""
-        ...
-
-    @property
-    def failure(self) -> MpcError | None:
-        """Set by start when the session must fail once the events it returned are sent."""
-        ...
-
-    def start(self, contribution: Words, digest: bytes) -> list[Any]:
-        """Begin with this node's contribution and the digest of the session description."""
-        ...
-
-    def receive(self, sender: str, step: str, payload: bytes) -> list[Any]:
-        """Take one peer message."""
-        ...
 
 
 class PeerSender(Protocol):
@@ -139,17 +91,19 @@ class Session:
     """A live session at this node; dropped (and its memory freed) when it ends."""
 
     session_id: str
-    aggregate: Aggregate
+    protocol: Entry[Any]                 # the catalogue entry
+    params: Any                          # its typed parameters
     parties: tuple[str, ...]
     coordinator: Identity
-    stored: StoredInput
-    engine: Engine                       # an AgreedParty around the protocol's own engine
-    # The raw contribution and the output share never appear in a repr (tracebacks, debuggers).
-    contribution: Words = field(repr=False)  # built at prepare, at `contribution_bits` fractional bits
-    contribution_bits: int
+    stored: StoredInput                  # values are never in a repr
+    declared: Declared
+    yes: int                             # a ballot input's tally (0 for numbers)
+    length: int                          # what this node reported at prepare
     deadline: float                      # loop.time() after which the session is dropped
+    # The output share never appears in a repr (tracebacks, debuggers).
     output: asyncio.Future[Words] = field(repr=False)
-    threshold: int | None = None         # a vote's K (None: at least half) or a threshold's K
+    engine: AgreedParty | None = None    # made at compute, when every length and the scale are known
+    early: list[tuple[str, str, bytes]] = field(default_factory=list, repr=False)   # peer messages before it
     query: Query | None = None           # what this session releases, once compute knows every version
     timer: asyncio.TimerHandle | None = None
     running: bool = False
@@ -199,12 +153,12 @@ class NodeCore:
         self.sessions: dict[str, Session] = {}
         self.releases = ReleaseBook(store, me.name, me.policy)
         # OT setups with each peer, kept for the node's lifetime (newest last), by setup id.
-        self.ot_setups: dict[str, dict[bytes, PairwiseOt]] = {}
+        self.ot_setups = OtSetups(MAX_OT_SETUPS_PER_PEER)
 
     # ---- coordinator side -------------------------------------------------------------
 
-    def prepare(self, caller: Identity, session_id: str, aggregate: Aggregate, input_name: str,
-                participants: list[str], timeout_s: float, threshold: int | None = None) -> Prepared:
+    def prepare(self, caller: Identity, session_id: str, protocol: Entry[Any], params: Any, input_name: str,
+                participants: list[str], timeout_s: float) -> Prepared:
         """Register a session after checking the policy, the parties and the input; a refusal
         goes to the audit log with its reason.
 
@@ -213,9 +167,9 @@ class NodeCore:
         policy refuses, StoreError when the input is missing, RoundMismatch for a reused id.
         """
         try:
-            return self._prepare(caller, session_id, aggregate, input_name, participants, timeout_s, threshold)
+            return self._prepare(caller, session_id, protocol, params, input_name, participants, timeout_s)
         except MpcError as exc:
-            self.refused(caller, session_id, protocol_name(aggregate), input_name, participants, exc)
+            self.refused(caller, session_id, protocol.name, input_name, participants, exc)
             raise
 
     def refused(self, caller: Identity, session_id: str, protocol: str, input_name: str,
@@ -224,7 +178,7 @@ class NodeCore:
 
         A store that cannot be written is logged, and the refusal itself still reaches the caller.
         """
-        self.metrics.sessions.labels(protocol if protocol in KNOWN_PROTOCOLS else "unknown", "refused").inc()
+        self.metrics.sessions.labels(protocol if protocol in NAMES else "unknown", "refused").inc()
         # The id comes from the caller: quote it unless well-formed, so it cannot forge log lines.
         shown = session_id if _SESSION_ID.match(session_id) else repr(session_id[:64])
         try:
@@ -234,8 +188,8 @@ class NodeCore:
             log.error("session %s: cannot write its refusal to the audit log: %s", shown, exc, extra={"session": shown})
         log.warning("session %s refused: %s", shown, error, extra={"session": shown})
 
-    def _prepare(self, caller: Identity, session_id: str, aggregate: Aggregate, input_name: str,
-                 participants: list[str], timeout_s: float, threshold: int | None) -> Prepared:
+    def _prepare(self, caller: Identity, session_id: str, protocol: Entry[Any], params: Any, input_name: str,
+                 participants: list[str], timeout_s: float) -> Prepared:
         name = self.me.name
         if not _SESSION_ID.match(session_id):
             raise RemoteProtocolError("session id must be 32 lowercase hex characters")
@@ -246,8 +200,7 @@ class NodeCore:
             raise RemoteProtocolError(f"session {session_id}: participants must be at most {MAX_PARTICIPANTS} "
                                       f"node names, got {quoted(','.join(participants), 120)}")
         policy = self.me.policy
-        protocol = protocol_name(aggregate)
-        refusal = policy.refusal(name, protocol, input_name)
+        refusal = policy.refusal(name, protocol.name, input_name)
         if refusal is not None:
             raise PolicyError(refusal)
         if len(set(participants)) != len(participants):
@@ -263,54 +216,32 @@ class NodeCore:
         self._check_load(caller)
         if session_id in self.sessions or self.store.get_session(session_id) is not None:
             raise RoundMismatch(f"session {session_id} already exists at node {name}")
-        if aggregate == "threshold" and threshold is None:
-            raise RemoteProtocolError(f"session {session_id}: an elementwise threshold needs a threshold")
-        if aggregate not in _BIT_OUTPUTS and threshold is not None:
-            raise RemoteProtocolError(f"session {session_id}: a {protocol} takes no threshold")
-        if threshold is not None:
-            check_threshold(threshold)
         # Every refusal is decided on the declaration alone, before any value is read: neither what a
         # refusal says nor how long it takes depends on the values (or on how many ballots there are).
         # A vote never reads its ballots at all, only the tally kept beside them.
         stored, yes, records = self.store.get_declared(input_name)
-        self._check_rules(aggregate, stored, participants, threshold)
-        what = f"input {input_name!r} at node {name}"
-        check_declared(aggregate, stored.kind, stored.bounds, records, stored.frac_bits, stored.frac_bits,
-                       len(participants), what)
-        if aggregate != "vote":
-            declared, stored = stored, self.store.get_input(input_name)
-            if stored.version != declared.version:
+        declared = Declared(input_name, name, stored.kind, stored.bounds, records, stored.frac_bits, stored.is_scalar)
+        self._check_rules(protocol, params, stored, participants)
+        protocol.check(params, declared, len(participants), stored.frac_bits)
+        if "ballots" not in protocol.kinds:   # a vote never reads its ballots
+            version, stored = stored.version, self.store.get_input(input_name)
+            if stored.version != version:
                 raise RoundMismatch(f"session {session_id}: input {input_name!r} at node {name} was replaced "
                                     f"during prepare; try again")
-        if aggregate == "vote":
-            prepared = vote_contribution(yes, records, threshold is None)
-        elif aggregate == "threshold":
-            prepared = compare_contribution(stored.values, stored.frac_bits, len(participants), what)
-        else:
-            prepared = contribution(aggregate, stored.values, stored.frac_bits, stored.frac_bits,
-                                    len(participants), what)
-        length = contribution_length(aggregate, records)
+        length = protocol.length(params, declared)
+        frac_bits = 0 if protocol.integers else stored.frac_bits
         loop = asyncio.get_running_loop()
         timeout_s = min(timeout_s or self.cluster.session_timeout_s, MAX_SESSION_TIMEOUT_S)
-        inner: SecureSumParty | ThresholdParty
-        if aggregate in _BIT_OUTPUTS:
-            # Votes compare 2T - N with 0 unless an explicit threshold is given (threshold.py).
-            k = 0 if threshold is None else threshold
-            inner = ThresholdParty(session_id, name, participants, length, k, self.rng, self.ot_setups,
-                                   COMPARE_BITS)
-        else:
-            inner = SecureSumParty(session_id, name, participants, length, self.rng)
-        frac_bits = 0 if aggregate in _BIT_OUTPUTS else stored.frac_bits
-        # The release is counted when every peer has agreed, just before anything value-dependent leaves.
-        engine = AgreedParty(inner, session_id, name, participants, lambda: self._release(session))
-        session = Session(session_id, aggregate, tuple(participants), caller, stored, engine, prepared, frac_bits,
-                          loop.time() + timeout_s, loop.create_future(), threshold)
-        self.store.record_session(session_id, aggregate, input_name, participants, caller.uri())
+        session = Session(session_id, protocol, params, tuple(participants), caller, stored, declared, yes, length,
+                          loop.time() + timeout_s, loop.create_future())
+        self.store.record_session(session_id, protocol.name, input_name, participants, caller.uri())
         session.timer = loop.call_at(session.deadline, self._expire, session)
         self.sessions[session_id] = session
-        log.info("session %s prepared: %s of %r (v%d) with %s", session_id, aggregate, input_name, stored.version,
-                 ",".join(participants), extra={"session": session_id})
-        return Prepared(session_id, name, length, frac_bits, stored.is_scalar or aggregate == "vote", stored.version)
+        log.info("session %s prepared: %s %s of %r (v%d) with %s", session_id, protocol.name,
+                 json.dumps(describe_params(params)), input_name, stored.version, ",".join(participants),
+                 extra={"session": session_id})
+        return Prepared(session_id, name, length, frac_bits, stored.is_scalar or stored.kind == "ballots",
+                        stored.version)
 
     def _check_load(self, caller: Identity) -> None:
         """Refuse a new session beyond the owner's limits on live sessions (in total, per coordinator)."""
@@ -323,33 +254,35 @@ class NodeCore:
             raise Busy(f"node {self.me.name} has {mine} live sessions for {caller.uri()}, its limit "
                        f"(max_sessions_per_coordinator); try again when some have ended")
 
-    def _check_rules(self, aggregate: Aggregate, stored: StoredInput, participants: list[str],
-                     threshold: int | None) -> None:
+    def _check_rules(self, protocol: Entry[Any], params: Any, stored: StoredInput, participants: list[str]) -> None:
         """The owner's rules across sessions (DESIGN.md §9), checked at prepare, before anything is shared.
 
-        Raises: PolicyError naming this node, the input and the rule.
+        Raises: PolicyError naming this node, the input and the rule; InputError for an input
+        of a kind the protocol does not take.
         """
-        name, policy, protocol = self.me.name, self.me.policy, protocol_name(aggregate)
-        input_name = stored.name
-        if stored.kind == "ballots" and protocol != "vote" and input_name not in policy.allow.get(protocol, ()):
-            raise PolicyError(f"node {name}: input {input_name!r} holds ballots, which only a vote may use "
-                              f"(the policy's allow.{protocol} may name it)")
+        name, policy, input_name = self.me.name, self.me.policy, stored.name
+        if stored.kind not in protocol.kinds and input_name not in policy.allow.get(protocol.name, ()):
+            if stored.kind == "ballots":
+                raise PolicyError(f"node {name}: input {input_name!r} holds ballots, which only a vote may use "
+                                  f"(the policy's allow.{protocol.name} may name it)")
+            raise InputError(f"input {input_name!r} at node {name} is not declared as ballots; a {protocol.name} "
+                             f"takes ballots stored with `mpc input put NAME 1 0 ... --ballots`")
         rules = policy.rules(input_name)
         pinned = rules.pinned(list(self.cluster.nodes))
         if pinned is not None and set(participants) != pinned:
             raise PolicyError(f"node {name}: policy pins the participants of {input_name!r} to "
                               f"{', '.join(sorted(pinned))} (participants); this session has "
                               f"{', '.join(sorted(participants))}")
-        if protocol in ("vote", "threshold") and rules.thresholds is not None:
-            rule: int | str = HALF if threshold is None else threshold
-            if rule not in rules.thresholds:
-                allowed = ", ".join(sorted(map(str, rules.thresholds))) or "none"
-                raise PolicyError(f"node {name}: policy allows {protocol}s on {input_name!r} only with the "
-                                  f"thresholds {allowed} (thresholds), not {rule}")
-        self.releases.precheck(stored, aggregate, threshold, participants)
+        rule = protocol.thresholds(params)
+        if rule is not None and rules.thresholds is not None and rule not in rules.thresholds:
+            allowed = ", ".join(sorted(map(str, rules.thresholds))) or "none"
+            raise PolicyError(f"node {name}: policy allows {protocol.name}s on {input_name!r} only with the "
+                              f"thresholds {allowed} (thresholds), not {rule}")
+        variant, parameter = protocol.query(params)
+        self.releases.precheck(stored, variant, parameter, participants)
 
     async def compute(self, caller: Identity, session_id: str, frac_bits: int, length: int,
-                      versions: Mapping[str, int]) -> Words:
+                      versions: Mapping[str, int], lengths: Mapping[str, int]) -> Words:
         """Run a prepared session and return this node's output share.
 
         The release is reserved in the input version's budget before this node's session digest
@@ -358,7 +291,9 @@ class NodeCore:
         (mpc/protocols/agreement.py); at that moment the release is recorded.
 
         Args:
+            length: words of each node's output share.
             versions: every participant's input version, as the nodes reported them at prepare.
+            lengths: every participant's length, as the nodes reported them at prepare.
         Returns: the output share (uniformly random on its own).
         Raises: UnknownSession/SessionClosed, AuthError if another coordinator asks,
         RoundMismatch if already running, InputError if the declared bounds could overflow at
@@ -371,50 +306,71 @@ class NodeCore:
             raise AuthError(f"session {session_id} belongs to another coordinator")
         if session.running:
             raise RoundMismatch(f"session {session_id} is already computing at node {self.me.name}")
-        if length != session.engine.length:
-            raise RemoteProtocolError(f"session {session_id}: coordinator expects {length} words, "
-                                      f"node {self.me.name} contributes {session.engine.length}")
-        own_bits = session.contribution_bits
-        if session.aggregate in _BIT_OUTPUTS and frac_bits != 0:
-            raise RemoteProtocolError(f"session {session_id}: comparisons take integers, got a scale of "
+        protocol, params, stored = session.protocol, session.params, session.stored
+        me = self.me.name
+        if set(lengths) != set(session.parties) or lengths.get(me) != session.length:
+            raise RemoteProtocolError(f"session {session_id}: the coordinator's lengths "
+                                      f"{quoted(str(dict(lengths)), 200)} do not match the participants, or node "
+                                      f"{me}'s length {session.length}")
+        if protocol.lengths == "equal" and len(set(lengths.values())) != 1:
+            raise RemoteProtocolError(f"session {session_id}: the nodes' lengths differ: "
+                                      f"{quoted(str(dict(lengths)), 200)}")
+        ordered = {p: int(lengths[p]) for p in session.parties}
+        try:
+            words = protocol.contribution_length(params, ordered)
+            out = protocol.output_length(params, ordered)
+        except InputError as exc:
+            raise RemoteProtocolError(f"session {session_id}: {exc}") from None
+        if length != out:
+            raise RemoteProtocolError(f"session {session_id}: coordinator expects {length} output words, "
+                                      f"node {me} sends {out}")
+        own_bits = session.declared.frac_bits
+        if protocol.integers and frac_bits != 0:
+            raise RemoteProtocolError(f"session {session_id}: a {protocol.name} takes integers, got a scale of "
                                       f"{frac_bits} fractional bits")
         if not own_bits <= frac_bits <= 32:
             raise RemoteProtocolError(f"session {session_id}: scale of {frac_bits} fractional bits is below "
-                                      f"node {self.me.name}'s {own_bits} or above 32")
-        stored = session.stored
-        if set(versions) != set(session.parties) or versions.get(self.me.name) != stored.version:
+                                      f"node {me}'s {own_bits} or above 32")
+        if set(versions) != set(session.parties) or versions.get(me) != stored.version:
             raise RemoteProtocolError(f"session {session_id}: the coordinator's input versions "
                                       f"{quoted(str(dict(versions)), 200)} do not match the participants, or "
-                                      f"node {self.me.name}'s input {stored.name!r} version {stored.version}")
+                                      f"node {me}'s input {stored.name!r} version {stored.version}")
         session.running = True
         self.store.set_session_status(session_id, "running")
         loop = asyncio.get_running_loop()
         try:
-            if session.aggregate not in _BIT_OUTPUTS:
-                check_declared(session.aggregate, stored.kind, stored.bounds, stored.values.size, stored.frac_bits,
-                               frac_bits, len(session.parties), f"input {stored.name!r} at node {self.me.name}")
+            protocol.check(params, session.declared, len(session.parties), frac_bits)
             digest = session_digest({
-                "session": session_id, "coordinator": caller.uri(), "aggregate": session.aggregate,
-                "threshold": session.threshold, "input": stored.name, "participants": list(session.parties),
-                "frac_bits": frac_bits, "length": length, "versions": dict(sorted(versions.items()))})
-            session.query = Query.of(session.aggregate, session.threshold, versions)
+                "session": session_id, "coordinator": caller.uri(), "protocol": protocol.name,
+                "params": describe_params(params), "input": stored.name, "participants": list(session.parties),
+                "frac_bits": frac_bits, "lengths": ordered, "versions": dict(sorted(versions.items()))})
+            variant, parameter = protocol.query(params)
+            session.query = Query.of(variant, parameter, versions)
             # Reserve the release now, before our digest goes out: a node whose budget refuses
             # never sends one, so no peer reaches agreement and no output share leaves any node.
             self.releases.reserve(session_id, stored, session.query)
-            words = session.contribution
-            if frac_bits != session.contribution_bits:  # another node's input is finer: rescale ours
-                words = contribution(session.aggregate, stored.values, stored.frac_bits, frac_bits,
-                                     len(session.parties), f"input {stored.name!r} at node {self.me.name}")
+            index = session.parties.index(me)
+            offset = sum(ordered[p] for p in session.parties[:index])
+            contribution = protocol.contribute(params, Contributing(
+                session.declared, stored.values, session.yes, frac_bits, len(session.parties), offset,
+                sum(ordered.values())))
+            inner = protocol.engine(params, EngineArgs(session_id, me, session.parties, words, self.rng,
+                                                       self.ot_setups))
             async with session.lock:
                 if self.sessions.get(session_id) is not session:   # aborted while we waited for the lock
-                    raise SessionClosed(f"session {session_id} ended at node {self.me.name} before it started")
-                self._dispatch(session, session.engine.start(words, digest))
-            if session.engine.failure is not None:   # a peer's early digest differs; ours still went out
-                raise session.engine.failure
+                    raise SessionClosed(f"session {session_id} ended at node {me} before it started")
+                engine = AgreedParty(inner, session_id, me, session.parties, lambda: self._release(session))
+                session.engine = engine
+                self._dispatch(session, engine.start(contribution, digest))
+                early, session.early = session.early, []
+                for sender, step, payload in early if engine.failure is None else ():
+                    self._dispatch(session, await self._run_engine(engine, sender, step, payload))
+            if engine.failure is not None:   # a peer's early digest differs; ours still went out
+                raise engine.failure
             try:
                 share = await asyncio.wait_for(asyncio.shield(session.output), session.remaining(loop))
             except TimeoutError:
-                waiting = ", ".join(session.engine.waiting_for) or "nobody"
+                waiting = ", ".join(engine.waiting_for) or "nobody"
                 raise PeerUnavailable(f"session {session_id}: node {self.me.name} timed out waiting for "
                                       f"{waiting}") from None
             # Our own messages must have arrived before we call the session done.
@@ -522,15 +478,26 @@ class NodeCore:
                   extra={"session": session_id})
         try:
             async with session.lock:
-                if step.startswith(_SLOW_STEPS):
-                    events = await asyncio.to_thread(session.engine.receive, sender, step, payload)
-                else:
-                    events = session.engine.receive(sender, step, payload)
+                engine = session.engine
+                if engine is None:   # a peer started before our compute: keep it until the engine exists
+                    if len(session.early) >= MAX_EARLY_MESSAGES:
+                        raise RemoteProtocolError(f"session {session_id}: too many messages from peers before "
+                                                  f"node {self.me.name} started computing")
+                    session.early.append((sender, step, payload))
+                    return
+                events = await self._run_engine(engine, sender, step, payload)
         except MpcError as exc:
             self._finish(session, "failed", f"bad message from {sender}: {exc}")
             raise
         if self.sessions.get(session_id) is session:  # it may have ended while we computed
             self._dispatch(session, events)
+
+    @staticmethod
+    async def _run_engine(engine: AgreedParty, sender: str, step: str, payload: bytes) -> list[Send | Output]:
+        """Feed the engine one message; steps it calls slow (base OTs) run in a worker thread."""
+        if engine.is_slow(step):
+            return await asyncio.to_thread(engine.receive, sender, step, payload)
+        return engine.receive(sender, step, payload)
 
     def close(self) -> None:
         """Drop every live session without touching the store (the node is stopping; its next
@@ -564,11 +531,6 @@ class NodeCore:
             if isinstance(event, Output):
                 if not session.output.done():
                     session.output.set_result(event.words)
-            elif isinstance(event, NewOtSetup):
-                setups = self.ot_setups.setdefault(event.peer, {})
-                setups[event.setup_id] = event.pair
-                while len(setups) > MAX_OT_SETUPS_PER_PEER:
-                    del setups[next(iter(setups))]
             else:
                 task = asyncio.get_running_loop().create_task(self._send(session, event), name=event.to)
                 session.tasks.add(task)
@@ -596,7 +558,7 @@ class NodeCore:
 
     def _expire(self, session: Session) -> None:
         if self.sessions.get(session.session_id) is session:
-            waiting = ", ".join(session.engine.waiting_for)
+            waiting = "" if session.engine is None else ", ".join(session.engine.waiting_for)
             reason = "session timed out" + (f" waiting for {waiting}" if waiting else "")
             log.warning("session %s: %s", session.session_id, reason, extra={"session": session.session_id})
             self._finish(session, "failed", reason)
@@ -617,9 +579,8 @@ class NodeCore:
         # learns at once that the descriptions differ instead of waiting for ours until then.
         for task in session.tasks - session.digests:
             task.cancel()
-        protocol = protocol_name(session.aggregate)
-        self.metrics.sessions.labels(protocol, status).inc()
-        counts = session.engine.triple_counts
+        self.metrics.sessions.labels(session.protocol.name, status).inc()
+        counts = None if session.engine is None else session.engine.triple_counts
         if counts is not None:
             self.metrics.triples_generated.inc(counts[0])
             self.metrics.triples_consumed.inc(counts[1])

@@ -18,7 +18,7 @@ from mpc.pki import cert_not_after
 from mpc.prg import Rng
 from mpc.store import Store
 from mpc.transport.peers import PeerClient
-from mpc.transport.server import ControlService, MalformedRequestInterceptor, PeerService
+from mpc.node.servicer import ControlService, MalformedRequestInterceptor, PeerService
 from mpc.transport.tls import SERVER_OPTIONS, TlsMaterial
 from mpc.v1 import mpc_pb2_grpc
 

@@ -35,19 +35,19 @@ _SCALAR_SUMS = frozenset({"sum", "average-records", "average-elementwise"})
 class Query:
     """One release: the aggregate, its parameter, and exactly which data it ran over."""
 
-    aggregate: str                          # "sum", "average-records", ..., "vote", "threshold"
-    threshold: int | None                   # a vote's K (None: at least half) or a threshold's K
+    aggregate: str                          # the catalogue's variant: "sum", "average-records", "vote", ...
+    parameter: object                       # its parameter as JSON (a vote's K, None: at least half; ...)
     participants: tuple[str, ...]           # sorted: a sum does not depend on the party order
     versions: tuple[tuple[str, int], ...]   # (node, input version), sorted by node
 
     @classmethod
-    def of(cls, aggregate: str, threshold: int | None, versions: Mapping[str, int]) -> Query:
+    def of(cls, aggregate: str, parameter: object, versions: Mapping[str, int]) -> Query:
         """The query of a session over `versions` (one entry per participant)."""
-        return cls(aggregate, threshold, tuple(sorted(versions)), tuple(sorted(versions.items())))
+        return cls(aggregate, parameter, tuple(sorted(versions)), tuple(sorted(versions.items())))
 
     def to_json(self) -> str:
         """Canonical JSON, as the store keeps it."""
-        return json.dumps({"aggregate": self.aggregate, "threshold": self.threshold,
+        return json.dumps({"aggregate": self.aggregate, "parameter": self.parameter,
                            "participants": list(self.participants),
                            "versions": [[n, v] for n, v in self.versions]}, sort_keys=True, separators=(",", ":"))
 
@@ -55,27 +55,32 @@ class Query:
     def from_json(cls, text: str) -> Query:
         """Parse what to_json wrote."""
         raw = json.loads(text)
-        return cls(str(raw["aggregate"]), raw["threshold"], tuple(raw["participants"]),
+        # Stores written before the protocol catalogue call the parameter "threshold".
+        return cls(str(raw["aggregate"]), raw["parameter"] if "parameter" in raw else raw["threshold"], tuple(raw["participants"]),
                    tuple((str(n), int(v)) for n, v in raw["versions"]))
 
     def describe(self) -> str:
         """A short human description: "vote (at least 7) over alice,bob,carlos"."""
         what = self.aggregate
         if self.aggregate == "vote":
-            what += " (at least half)" if self.threshold is None else f" (at least {self.threshold})"
+            what += " (at least half)" if self.parameter is None else f" (at least {self.parameter})"
         elif self.aggregate == "threshold":
-            what += f" (at least {self.threshold})"
+            what += f" (at least {self.parameter})"
+        elif self.parameter is not None:
+            what += f" ({json.dumps(self.parameter)[:60]})"
         return f"{what} over {','.join(self.participants)}"
 
 
 def _implied(new: Query, old: Query, scalar: bool) -> bool:
     """Whether `new`'s output is a function of `old`'s and public data; same data assumed."""
-    if (new.aggregate, new.threshold) == (old.aggregate, old.threshold):
+    if (new.aggregate, new.parameter) == (old.aggregate, old.parameter):
         return True
+    if (old.aggregate, new.aggregate) == ("plurality", "plurality-winner") and old.parameter == new.parameter:
+        return True   # the winner is a function of the counts (lowest option wins a tie)
     if scalar and new.aggregate in _SCALAR_SUMS and old.aggregate in _SCALAR_SUMS:
         return True
     if old.aggregate == "sum":
-        return new.aggregate in ("average-records", "average-elementwise", "threshold")
+        return new.aggregate in ("average-records", "average-elementwise", "threshold", "clearing-price")
     if old.aggregate == "average-elementwise":
         return new.aggregate in ("sum", "threshold")
     return False
@@ -89,11 +94,11 @@ def implied_by(new: Query, earlier: Iterable[Query], scalar: bool) -> Query | No
     return None
 
 
-def might_be_implied(aggregate: str, threshold: int | None, participants: Sequence[str],
+def might_be_implied(aggregate: str, parameter: object, participants: Sequence[str],
                      earlier: Iterable[Query], scalar: bool) -> bool:
     """At prepare, before the other nodes' versions are known: could an earlier release imply this one?"""
     parties = tuple(sorted(participants))
-    probe = Query(aggregate, threshold, parties, ())
+    probe = Query(aggregate, parameter, parties, ())
     return any(old.participants == parties and _implied(probe, old, scalar) for old in earlier)
 
 
@@ -144,7 +149,7 @@ class ReleaseBook:
         self.policy = policy
         self._reserved: dict[str, tuple[str, int, Query]] = {}   # session -> (input, version, query)
 
-    def precheck(self, stored: StoredInput, aggregate: str, threshold: int | None, participants: Sequence[str]) -> None:
+    def precheck(self, stored: StoredInput, aggregate: str, parameter: object, participants: Sequence[str]) -> None:
         """At prepare, before the other nodes' versions are known: refuse a query that no earlier
         release could make a repeat of when the version's budget is already spent.
 
@@ -153,8 +158,8 @@ class ReleaseBook:
         maximum = self.policy.rules(stored.name).max_releases
         records = self.store.releases(stored.name, stored.version)
         if sum(1 for r in records if r.counted) >= maximum and not might_be_implied(
-                aggregate, threshold, participants, [Query.from_json(r.query) for r in records], stored.is_scalar):
-            probe = Query(aggregate, threshold, tuple(sorted(participants)), ())
+                aggregate, parameter, participants, [Query.from_json(r.query) for r in records], stored.is_scalar):
+            probe = Query(aggregate, parameter, tuple(sorted(participants)), ())
             raise budget_spent(self.node, stored.name, stored.version, maximum, probe.describe())
 
     def reserve(self, session_id: str, stored: StoredInput, query: Query) -> None:

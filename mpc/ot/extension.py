@@ -72,7 +72,7 @@ def _check_m(m: int) -> None:
 def _prg_rows(keys: Sequence[algorithms.AES], offset: int, row_bytes: int) -> npt.NDArray[np.uint8]:
     """G(k_i) for every key, starting at block `offset`: a (128, row_bytes) array."""
     out = np.empty(len(keys) * row_bytes + BLOCK, dtype=np.uint8)  # update_into wants 15 spare bytes
-    view = memoryview(out)
+    view = out.data
     zeros = bytes(row_bytes)
     counter = offset.to_bytes(BLOCK, "big")
     for i, key in enumerate(keys):
@@ -145,11 +145,11 @@ def tccr_hash(columns: Blocks, tweaks: Words) -> Blocks:
     n = columns.shape[0]
     pi = _cipher_pi().encryptor()
     y = np.empty(n * BLOCK + BLOCK, dtype=np.uint8)  # update_into wants 15 spare bytes
-    pi.update_into(np.ascontiguousarray(columns), y)
+    pi.update_into(np.ascontiguousarray(columns).data, y.data)
     z = y.copy()
     z[:n * BLOCK].view(WORD)[::2] ^= tweaks  # tweak j in the low 64 bits of the block
     out = np.empty_like(y)
-    pi.update_into(z[:n * BLOCK], out)
+    pi.update_into(z[:n * BLOCK].data, out.data)
     np.bitwise_xor(out, y, out=out)
     return out[:n * BLOCK].reshape(n, BLOCK)
 
@@ -162,6 +162,7 @@ def _outputs(rows: npt.NDArray[np.uint8], m: int, offset: int, xor: npt.NDArray[
     `strings`, else bit 0 of each packed into 8 * ceil(m / 64) bytes (zero past m).
     """
     count = 1 if xor is None else 2
+    outs: list[npt.NDArray[np.uint8]]
     if strings:
         outs = [np.empty((m, BLOCK), dtype=np.uint8) for _ in range(count)]
     else:

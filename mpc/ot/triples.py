@@ -8,18 +8,18 @@ batch of 1-bit random OTs (IKNP, mpc/ot/extension.py) gives P_j (m0, m1) and P_i
 sends t = m0 ⊕ m1 ⊕ b_j and keeps v = m0; P_i sets u = m_{a_i} ⊕ (a_i ∧ t) = m0 ⊕ (a_i ∧ b_j).
 Then c_i = (a_i ∧ b_i) ⊕ ⊕_{j≠i} (u_{i←j} ⊕ v_{i→j}) and ⊕ c_i = (⊕ a_i) ∧ (⊕ b_i).
 
-Three sans-I/O pieces, all per party (Send events from mpc/protocols/events.py):
+Three sans-I/O pieces, all per party (Send events from mpc/events.py):
 - `PairwiseOtSetup(me, parties, rng)`: the one-off base OTs (Chou-Orlandi, mpc/ot/base.py) in
   both directions with every peer: steps "ot/base/a" then "ot/base/b". It ends with an
   `OtReady` event whose `pairs[peer]` is a `PairwiseOt`, to keep for the node's lifetime.
 - `TripleDealerless(me, parties, words, rng, ot)`: one triple session of 64 * words AND gates
   over IKNP extensions only: steps "triples/u" (IKNP message) then "triples/t" (corrections).
-  It ends with a `BitTriples(a, b, c)` event (mpc.protocols.beaver's type, the one the Beaver
-  AND gates consume): this party's XOR shares, packed uint64 words.
+  It ends with a `BitTriples(a, b, c)` event (defined here; the Beaver AND gates of
+  mpc/protocols/beaver.py consume it): this party's XOR shares, packed uint64 words.
   Sessions over the same `PairwiseOt`s must run one after another (the IKNP PRG offsets of
   each pair advance in step; an out-of-turn message raises RoundMismatch).
 - `TriplePool`: one party's triples, handed out as disjoint word ranges, each exactly once
-  (an mpc.protocols.beaver.TripleSource).
+  (a `TripleSource`).
 """
 
 from __future__ import annotations
@@ -27,21 +27,65 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
 from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
+from mpc.events import Send
 from mpc.ot.base import ChouOrlandiReceiver, ChouOrlandiSender
 from mpc.ot.extension import KAPPA, IknpReceiver, IknpSender
 from mpc.prg import Rng, random_words
-from mpc.protocols.beaver import BitTriples
-from mpc.protocols.events import Send
 from mpc.ring import Words, words_from_bytes, words_to_bytes
 
 STEP_BASE_A = "ot/base/a"
 STEP_BASE_B = "ot/base/b"
 STEP_U = "triples/u"
 STEP_T = "triples/t"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class BitTriples:
+    """One party's XOR shares of packed AND-gate triples: bitwise c = a & b after reconstruction."""
+
+    a: Words
+    b: Words
+    c: Words
+
+    def __post_init__(self) -> None:
+        for name in ("a", "b", "c"):
+            words = getattr(self, name)
+            if not isinstance(words, np.ndarray) or words.dtype != np.uint64 or words.ndim != 1:
+                raise LocalProtocolError(f"triple share {name} must be a 1-D uint64 array")
+        if not self.a.shape == self.b.shape == self.c.shape:
+            raise LocalProtocolError(f"triple shares differ in length: a {self.a.size}, "
+                                     f"b {self.b.size}, c {self.c.size} words")
+
+    @property
+    def words(self) -> int:
+        """The number of packed triple words (64 AND gates each).
+
+        Returns: len(a) == len(b) == len(c).
+        """
+        return int(self.a.size)
+
+    def __repr__(self) -> str:
+        return f"BitTriples({self.words} words, <shares redacted>)"
+
+    def __bool__(self) -> bool:
+        raise TypeError("triple shares have no truth value")
+
+
+class TripleSource(Protocol):
+    """Where one party draws its triple shares; every party draws in the same order."""
+
+    def take(self, words: int) -> BitTriples:
+        """Hand out the next `words` triple words, disjoint from every earlier take.
+
+        Returns: this party's shares of `words` fresh triples.
+        Raises: LocalProtocolError when exhausted, or when asked for words already handed out.
+        """
+        ...
 
 
 def _check_parties(me: str, parties: Sequence[str]) -> tuple[str, ...]:
@@ -80,6 +124,37 @@ class OtReady:
 
     def __repr__(self) -> str:
         return f"OtReady(peers={sorted(self.pairs)!r})"
+
+
+class OtSetups:
+    """The OT setups a node keeps with each peer for its lifetime, by setup id, newest last.
+
+    Sessions reuse a setup both ends still hold (the "hello" of mpc/protocols/compute.py) and
+    add the ones they make; at most `per_peer` are kept per peer, the oldest dropped first.
+    """
+
+    def __init__(self, per_peer: int = 4) -> None:
+        if per_peer < 1:
+            raise LocalProtocolError(f"an OT setup registry keeps at least one setup per peer, got {per_peer}")
+        self.per_peer = per_peer
+        self._by_peer: dict[str, dict[bytes, PairwiseOt]] = {}
+
+    def known(self, peer: str) -> dict[bytes, PairwiseOt]:
+        """The setups kept with `peer`, oldest first (a copy).
+
+        Returns: setup id -> PairwiseOt.
+        """
+        return dict(self._by_peer.get(peer, {}))
+
+    def add(self, peer: str, setup_id: bytes, pair: PairwiseOt) -> None:
+        """Keep a new setup with `peer`, dropping the oldest beyond `per_peer`."""
+        setups = self._by_peer.setdefault(peer, {})
+        setups[setup_id] = pair
+        while len(setups) > self.per_peer:
+            del setups[next(iter(setups))]
+
+    def __repr__(self) -> str:
+        return f"OtSetups({ {p: len(s) for p, s in self._by_peer.items()} }, <keys redacted>)"
 
 
 class PairwiseOtSetup:

@@ -1,5 +1,5 @@
 """Sans-I/O protocol engines: pure objects that take messages in and give messages out."""
 
-from mpc.protocols.events import Output, Send
+from mpc.events import Output, Send
 
 __all__ = ["Output", "Send"]

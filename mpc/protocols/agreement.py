@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
-from mpc.protocols.events import Output, Send
+from mpc.events import Output, Send
 from mpc.ring import Words
 
 STEP_DIGEST = "agree/digest"
@@ -40,7 +40,7 @@ def session_digest(description: Mapping[str, object]) -> bytes:
 
 
 class Inner(Protocol):
-    """The engine being guarded: the node's engine interface, plus its value-free step prefixes."""
+    """The engine being guarded: the node's engine interface (mpc/protocols/catalogue.py, Engine)."""
 
     length: int
     value_free_steps: tuple[str, ...]
@@ -50,11 +50,20 @@ class Inner(Protocol):
         """Peers the engine is waiting on."""
         ...
 
-    def start(self, contribution: Words) -> Sequence[object]:
+    @property
+    def triple_counts(self) -> tuple[int, int] | None:
+        """Bit triples (generated, consumed) so far, for engines that use them."""
+        ...
+
+    def is_slow(self, step: str) -> bool:
+        """Whether handling `step` should run outside the event loop."""
+        ...
+
+    def start(self, contribution: Words) -> list[Send | Output]:
         """Begin with this node's contribution."""
         ...
 
-    def receive(self, sender: str, step: str, payload: bytes) -> Sequence[object]:
+    def receive(self, sender: str, step: str, payload: bytes) -> list[Send | Output]:
         """Take one peer message."""
         ...
 
@@ -76,7 +85,7 @@ class AgreedParty:
         self.peers = tuple(p for p in parties if p != me)
         self._digest: bytes | None = None
         self._theirs: dict[str, bytes] = {}
-        self._held: list[object] = []
+        self._held: list[Send | Output] = []
         self._agreed = False
         self.failure: RemoteProtocolError | None = None   # set by start when an early digest differs
 
@@ -88,8 +97,11 @@ class AgreedParty:
     @property
     def triple_counts(self) -> tuple[int, int] | None:
         """The inner engine's (generated, consumed) bit triples, if it uses any (for the node's metrics)."""
-        counts: tuple[int, int] | None = getattr(self.inner, "triple_counts", None)
-        return counts
+        return self.inner.triple_counts
+
+    def is_slow(self, step: str) -> bool:
+        """Whether the inner engine handles `step` slowly (digests are quick)."""
+        return step != STEP_DIGEST and self.inner.is_slow(step)
 
     @property
     def agreed(self) -> bool:
@@ -102,7 +114,7 @@ class AgreedParty:
         missing = tuple(p for p in self.peers if p not in self._theirs)
         return missing if missing or self._digest is None else self.inner.waiting_for
 
-    def start(self, contribution: Words, digest: bytes) -> list[object]:
+    def start(self, contribution: Words, digest: bytes) -> list[Send | Output]:
         """Send our digest to every peer and start the inner engine, holding what depends on the input.
 
         If a digest that came early differs from ours, only our digests go out (so that every peer
@@ -117,7 +129,7 @@ class AgreedParty:
         if len(digest) != DIGEST_BYTES:
             raise LocalProtocolError(f"session {self.session_id}: a digest has {DIGEST_BYTES} bytes")
         self._digest = digest
-        events: list[object] = [Send(p, STEP_DIGEST, digest) for p in self.peers]
+        events: list[Send | Output] = [Send(p, STEP_DIGEST, digest) for p in self.peers]
         for peer, theirs in self._theirs.items():
             try:
                 self._check(peer, theirs)
@@ -126,7 +138,7 @@ class AgreedParty:
                 return events
         return events + self._filter(self.inner.start(contribution))
 
-    def receive(self, sender: str, step: str, payload: bytes) -> list[object]:
+    def receive(self, sender: str, step: str, payload: bytes) -> list[Send | Output]:
         """Take a peer's digest, or pass a message to the inner engine.
 
         Returns: the events that may leave now (everything held, once all digests agree).
@@ -155,12 +167,12 @@ class AgreedParty:
                 f"{self.me} (protocol, parameters, input name, participants, scale or input versions differ); "
                 f"nothing that depends on an input was sent")
 
-    def _filter(self, events: Sequence[object]) -> list[object]:
+    def _filter(self, events: Sequence[Send | Output]) -> list[Send | Output]:
         if not self._agreed and self._digest is not None and len(self._theirs) == len(self.peers):
             if self._on_agreed is not None:
                 self._on_agreed()
             self._agreed = True
-        out: list[object] = []
+        out: list[Send | Output] = []
         if self._agreed and self._held:
             out, self._held = self._held, []
         for event in events:

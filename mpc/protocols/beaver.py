@@ -16,57 +16,13 @@ double that never ships under mpc/.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
-
 import numpy as np
 
 from mpc.errors import LocalProtocolError
+from mpc.ot.triples import BitTriples, TripleSource
 from mpc.ring import Words
 
-
-@dataclass(frozen=True, slots=True, eq=False)
-class BitTriples:
-    """One party's XOR shares of packed AND-gate triples: bitwise c = a & b after reconstruction."""
-
-    a: Words
-    b: Words
-    c: Words
-
-    def __post_init__(self) -> None:
-        for name in ("a", "b", "c"):
-            words = getattr(self, name)
-            if not isinstance(words, np.ndarray) or words.dtype != np.uint64 or words.ndim != 1:
-                raise LocalProtocolError(f"triple share {name} must be a 1-D uint64 array")
-        if not self.a.shape == self.b.shape == self.c.shape:
-            raise LocalProtocolError(f"triple shares differ in length: a {self.a.size}, "
-                                     f"b {self.b.size}, c {self.c.size} words")
-
-    @property
-    def words(self) -> int:
-        """The number of packed triple words (64 AND gates each).
-
-        Returns: len(a) == len(b) == len(c).
-        """
-        return int(self.a.size)
-
-    def __repr__(self) -> str:
-        return f"BitTriples({self.words} words, <shares redacted>)"
-
-    def __bool__(self) -> bool:
-        raise TypeError("triple shares have no truth value")
-
-
-class TripleSource(Protocol):
-    """Where one party draws its triple shares; every party draws in the same order."""
-
-    def take(self, words: int) -> BitTriples:
-        """Hand out the next `words` triple words, disjoint from every earlier take.
-
-        Returns: this party's shares of `words` fresh triples.
-        Raises: LocalProtocolError when exhausted, or when asked for words already handed out.
-        """
-        ...
+__all__ = ["BitTriples", "TripleSource", "beaver_finish", "beaver_open_message"]
 
 
 def beaver_open_message(x: Words, y: Words, t: BitTriples) -> tuple[Words, Words]:

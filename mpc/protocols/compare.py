@@ -47,7 +47,7 @@ import numpy.typing as npt
 
 from mpc.errors import InputError, LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.protocols.beaver import BitTriples, TripleSource, beaver_finish, beaver_open_message
-from mpc.protocols.events import Output, Send
+from mpc.events import Output, Send
 from mpc.ring import RING_BITS, WORD, Words, reduce_bits, words_from_bytes, words_to_bytes
 
 Bits = npt.NDArray[np.bool_]
@@ -79,7 +79,7 @@ def _kogge_stone_plan(ell: int) -> tuple[tuple[int, ...], tuple[tuple[tuple[int,
     return tuple(sorted(need_g)), tuple(reversed(gates))
 
 
-def _sign_bit_circuit(own: Bits, me: int, parties: int) -> _Circuit:
+def sign_bit_circuit(own: Bits, me: int, parties: int) -> _Circuit:
     """The MSB circuit on XOR shares, as a coroutine that yields one AND layer per round.
 
     Returns (as the generator's value): this party's shares of MSB, shape (batch,).
@@ -125,7 +125,7 @@ def _layer_plan(parties: int, ell: int) -> tuple[tuple[str, int], ...]:
 
     Returns: (step label, AND gates per value) for every round, in order.
     """
-    circuit = _sign_bit_circuit(np.zeros((ell, 1), dtype=np.bool_), 0, parties)
+    circuit = sign_bit_circuit(np.zeros((ell, 1), dtype=np.bool_), 0, parties)
     plan: list[tuple[str, int]] = []
     try:
         label, left, _ = next(circuit)
@@ -140,12 +140,14 @@ def _words_for(gates: int, batch: int) -> int:
     return -(-gates * batch // 64)
 
 
-def _to_bits(words: Words, ell: int) -> Bits:
+def to_bit_planes(words: Words, ell: int) -> Bits:
+    """Bit planes of words: row j holds bit j of every word (shape (ell, len(words)))."""
     shifts = np.arange(ell, dtype=np.uint64)[:, None]
     return ((words[None, :] >> shifts) & np.uint64(1)).astype(np.bool_)
 
 
-def _pack(bits: Bits) -> Words:
+def pack_bits(bits: Bits) -> Words:
+    """Pack bits of any shape densely into uint64 words, little-endian, zero padded."""
     # The zero padding of the last word opens as bits of a (resp. b) that no gate ever uses.
     flat = np.packbits(bits.reshape(-1), bitorder="little")
     buf = np.zeros(8 * _words_for(bits.size, 1), dtype=np.uint8)
@@ -153,7 +155,8 @@ def _pack(bits: Bits) -> Words:
     return buf.view(WORD).astype(np.uint64, copy=False)
 
 
-def _unpack(words: Words, shape: tuple[int, ...]) -> Bits:
+def unpack_bits(words: Words, shape: tuple[int, ...]) -> Bits:
+    """The inverse of pack_bits for bits of the given shape."""
     raw = np.ascontiguousarray(words, dtype=WORD).view(np.uint8)
     bits: Bits = np.unpackbits(raw, count=int(np.prod(shape)), bitorder="little").reshape(shape).astype(np.bool_)
     return bits
@@ -260,7 +263,7 @@ class SignBitParty:
                                      f"got {triples.words}")
         self._started = True
         self._triples = triples
-        self._circuit = _sign_bit_circuit(_to_bits(reduce_bits(shares, self.ell), self.ell),
+        self._circuit = sign_bit_circuit(to_bit_planes(reduce_bits(shares, self.ell), self.ell),
                                           self._index, len(self.parties))
         _, left, right = next(self._circuit)
         return [*self._open(left, right), *self._advance()]
@@ -298,7 +301,7 @@ class SignBitParty:
         cut = slice(self._offset, self._offset + words)
         self._offset += words
         t = BitTriples(self._triples.a[cut], self._triples.b[cut], self._triples.c[cut])
-        d_i, e_i = beaver_open_message(_pack(left), _pack(right), t)
+        d_i, e_i = beaver_open_message(pack_bits(left), pack_bits(right), t)
         self._opened = (d_i, e_i, t, left.shape)
         payload = words_to_bytes(np.concatenate((d_i, e_i)))
         return [Send(peer, self.steps[self._round], payload) for peer in self._peers]
@@ -314,7 +317,7 @@ class SignBitParty:
                 d ^= opening[:words]
                 e ^= opening[words:]
             self._inbox[self._round] = {}
-            z = _unpack(beaver_finish(self._index == 0, d, e, t), shape)
+            z = unpack_bits(beaver_finish(self._index == 0, d, e, t), shape)
             try:
                 _, left, right = self._circuit.send(z)
             except StopIteration as stop:

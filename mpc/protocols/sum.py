@@ -23,7 +23,7 @@ import numpy as np
 
 from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.prg import SEED_BYTES, Rng, prg_words
-from mpc.protocols.events import Output, Send
+from mpc.events import Output, Send
 from mpc.ring import Words
 
 STEP_SEED = "sum/seed"

@@ -140,7 +140,7 @@ class InputsMixin(StoreBase):
         data, frac = _check_input(name, values, frac_bits, is_scalar)
         lo, hi = _check_bounds(name, data, frac, bounds, ballots)
         now = _now()
-        row = (name, int(data.size), frac, int(is_scalar), now, now, memoryview(data).cast("B"))
+        row = (name, int(data.size), frac, int(is_scalar), now, now, np.ascontiguousarray(data).data.cast("B"))
         sql = (
             "INSERT INTO inputs (name, length, frac_bits, is_scalar, created_at, updated_at, "
             "data) VALUES (?, ?, ?, ?, ?, ?, ?)"

@@ -98,8 +98,9 @@ def _check_text(what: str, value: object, *, allow_empty: bool = False) -> str:
 
 def _session_from_row(row: tuple[object, ...]) -> SessionRecord:
     """Returns: the SessionRecord for a row selected with _SESSION_COLUMNS."""
-    text = [str(value) for value in row]
-    return SessionRecord(*text[:3], tuple(json.loads(text[3])), *text[4:])
+    session_id, protocol, input_name, participants, coordinator, status, reason, created, updated = map(str, row)
+    return SessionRecord(session_id, protocol, input_name, tuple(json.loads(participants)), coordinator, status,
+                         reason, created, updated)
 
 
 class SessionsMixin(StoreBase):

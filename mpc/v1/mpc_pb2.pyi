@@ -1,5 +1,4 @@
 from google.protobuf.internal import containers as _containers
-from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -7,43 +6,44 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class Protocol(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    PROTOCOL_UNSPECIFIED: _ClassVar[Protocol]
-    PROTOCOL_SUM: _ClassVar[Protocol]
-    PROTOCOL_AVERAGE: _ClassVar[Protocol]
-    PROTOCOL_VOTE: _ClassVar[Protocol]
-    PROTOCOL_THRESHOLD: _ClassVar[Protocol]
+class Param(_message.Message):
+    __slots__ = ("integer", "flag", "integers")
+    INTEGER_FIELD_NUMBER: _ClassVar[int]
+    FLAG_FIELD_NUMBER: _ClassVar[int]
+    INTEGERS_FIELD_NUMBER: _ClassVar[int]
+    integer: int
+    flag: bool
+    integers: IntegerList
+    def __init__(self, integer: _Optional[int] = ..., flag: _Optional[bool] = ..., integers: _Optional[_Union[IntegerList, _Mapping]] = ...) -> None: ...
 
-class AverageMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    AVERAGE_MODE_RECORDS: _ClassVar[AverageMode]
-    AVERAGE_MODE_ELEMENTWISE: _ClassVar[AverageMode]
-PROTOCOL_UNSPECIFIED: Protocol
-PROTOCOL_SUM: Protocol
-PROTOCOL_AVERAGE: Protocol
-PROTOCOL_VOTE: Protocol
-PROTOCOL_THRESHOLD: Protocol
-AVERAGE_MODE_RECORDS: AverageMode
-AVERAGE_MODE_ELEMENTWISE: AverageMode
+class IntegerList(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, values: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PrepareRequest(_message.Message):
-    __slots__ = ("session_id", "protocol", "input_name", "participants", "timeout_ms", "average_mode", "threshold")
+    __slots__ = ("session_id", "protocol", "input_name", "participants", "timeout_ms", "params")
+    class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Param
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Param, _Mapping]] = ...) -> None: ...
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_FIELD_NUMBER: _ClassVar[int]
     INPUT_NAME_FIELD_NUMBER: _ClassVar[int]
     PARTICIPANTS_FIELD_NUMBER: _ClassVar[int]
     TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
-    AVERAGE_MODE_FIELD_NUMBER: _ClassVar[int]
-    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
-    protocol: Protocol
+    protocol: int
     input_name: str
     participants: _containers.RepeatedScalarFieldContainer[str]
     timeout_ms: int
-    average_mode: AverageMode
-    threshold: int
-    def __init__(self, session_id: _Optional[str] = ..., protocol: _Optional[_Union[Protocol, str]] = ..., input_name: _Optional[str] = ..., participants: _Optional[_Iterable[str]] = ..., timeout_ms: _Optional[int] = ..., average_mode: _Optional[_Union[AverageMode, str]] = ..., threshold: _Optional[int] = ...) -> None: ...
+    params: _containers.MessageMap[str, Param]
+    def __init__(self, session_id: _Optional[str] = ..., protocol: _Optional[int] = ..., input_name: _Optional[str] = ..., participants: _Optional[_Iterable[str]] = ..., timeout_ms: _Optional[int] = ..., params: _Optional[_Mapping[str, Param]] = ...) -> None: ...
 
 class PrepareReply(_message.Message):
     __slots__ = ("session_id", "node", "length", "frac_bits", "is_scalar", "input_version")
@@ -62,8 +62,15 @@ class PrepareReply(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., node: _Optional[str] = ..., length: _Optional[int] = ..., frac_bits: _Optional[int] = ..., is_scalar: _Optional[bool] = ..., input_version: _Optional[int] = ...) -> None: ...
 
 class ComputeRequest(_message.Message):
-    __slots__ = ("session_id", "frac_bits", "length", "progress", "input_versions")
+    __slots__ = ("session_id", "frac_bits", "length", "progress", "input_versions", "lengths")
     class InputVersionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class LengthsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -75,12 +82,14 @@ class ComputeRequest(_message.Message):
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     INPUT_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    LENGTHS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     frac_bits: int
     length: int
     progress: bool
     input_versions: _containers.ScalarMap[str, int]
-    def __init__(self, session_id: _Optional[str] = ..., frac_bits: _Optional[int] = ..., length: _Optional[int] = ..., progress: _Optional[bool] = ..., input_versions: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    lengths: _containers.ScalarMap[str, int]
+    def __init__(self, session_id: _Optional[str] = ..., frac_bits: _Optional[int] = ..., length: _Optional[int] = ..., progress: _Optional[bool] = ..., input_versions: _Optional[_Mapping[str, int]] = ..., lengths: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("peer_bytes_sent", "peer_bytes_received", "peer_messages")

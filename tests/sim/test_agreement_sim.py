@@ -17,7 +17,7 @@ import pytest
 from mpc.errors import LocalProtocolError, PolicyError, RemoteProtocolError, RoundMismatch
 from mpc.prg import AesCtrRng
 from mpc.protocols.agreement import DIGEST_BYTES, STEP_DIGEST, AgreedParty, session_digest
-from mpc.protocols.events import Output, Send
+from mpc.events import Output, Send
 from mpc.protocols.sum import SecureSumParty
 
 SESSION = "0123456789abcdef0123456789abcdef"

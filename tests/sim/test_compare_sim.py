@@ -17,7 +17,7 @@ from mpc.errors import InputError, LocalProtocolError, RemoteProtocolError, Roun
 from mpc.prg import AesCtrRng, Rng, SystemRng, random_words
 from mpc.protocols.beaver import BitTriples, TripleSource, beaver_finish, beaver_open_message
 from mpc.protocols.compare import AtLeastPublicParty, LessThanParty, SignBitParty, ell_for_tally
-from mpc.protocols.events import Output, Send
+from mpc.events import Output, Send
 from mpc.ring import Words, reduce_bits, words_from_bytes
 from tests.sim.dealer import TrustedDealer
 

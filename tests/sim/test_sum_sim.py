@@ -21,7 +21,7 @@ from mpc.encoding import INT64_MAX, sum_bound
 from mpc.errors import InputError, LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.prg import SEED_BYTES, AesCtrRng, SystemRng, random_words
 from mpc.protocols.contribution import contribution, contribution_length
-from mpc.protocols.events import Output, Send
+from mpc.events import Output, Send
 from mpc.protocols.sum import STEP_SEED, SecureSumParty
 from mpc.ring import Words, from_signed, to_signed, words_to_bytes
 

@@ -25,7 +25,7 @@ from mpc.ot.triples import (STEP_BASE_A, STEP_BASE_B, STEP_T, STEP_U, OtReady, P
                             TripleDealerless, TriplePool)
 from mpc.prg import AesCtrRng, SystemRng
 from mpc.protocols.beaver import BitTriples
-from mpc.protocols.events import Send
+from mpc.events import Send
 from mpc.ring import Words
 
 FALSE_ALARM = 1e-6

@@ -34,12 +34,12 @@ from mpc.errors import (
 )
 from mpc.node.core import NodeCore
 from mpc.pki import Identity
-from mpc.protocols.contribution import Aggregate
+from mpc.protocols.catalogue import BY_WIRE_ID, ParamValue, params_from_wire
 from mpc.ring import words_to_bytes
 from mpc.transport.tls import CHUNK_BYTES, caller_identity
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
-log = logging.getLogger("mpc.transport")
+log = logging.getLogger("mpc.node")
 
 MAX_PEER_PAYLOAD = 1 << 30
 _CHUNK_WORDS = CHUNK_BYTES // 8
@@ -89,14 +89,15 @@ def _require(context: grpc.aio.ServicerContext, role: str, what: str) -> Identit
     return caller
 
 
-_AGGREGATES: dict[tuple[int, int], Aggregate] = {
-    (mpc_pb2.PROTOCOL_SUM, mpc_pb2.AVERAGE_MODE_RECORDS): "sum",
-    (mpc_pb2.PROTOCOL_SUM, mpc_pb2.AVERAGE_MODE_ELEMENTWISE): "sum",
-    (mpc_pb2.PROTOCOL_AVERAGE, mpc_pb2.AVERAGE_MODE_RECORDS): "average-records",
-    (mpc_pb2.PROTOCOL_AVERAGE, mpc_pb2.AVERAGE_MODE_ELEMENTWISE): "average-elementwise",
-    (mpc_pb2.PROTOCOL_VOTE, mpc_pb2.AVERAGE_MODE_RECORDS): "vote",
-    (mpc_pb2.PROTOCOL_THRESHOLD, mpc_pb2.AVERAGE_MODE_RECORDS): "threshold",
-}
+def _params(request: mpc_pb2.PrepareRequest) -> dict[str, ParamValue]:
+    """The request's parameters as plain values (typed by the protocol's catalogue entry next)."""
+    out: dict[str, ParamValue] = {}
+    for name, param in request.params.items():
+        which = param.WhichOneof("value")
+        if which is None:
+            raise RemoteProtocolError(f"parameter {quoted(name, 40)} has no value")
+        out[name] = tuple(param.integers.values) if which == "integers" else getattr(param, which)
+    return out
 
 
 class _Malformed:
@@ -117,7 +118,7 @@ def _tolerant(deserialize: Any) -> Any:
     return parse
 
 
-class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
+class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc is untyped
     """Answer a request that is not valid protobuf with INVALID_ARGUMENT and a clear message.
 
     Without it grpc.aio's deserializer raises DecodeError before any handler runs, and the
@@ -171,15 +172,17 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
         """Register a session; reply with the input's public shape."""
         try:
             caller = _require(context, "coordinator", "Control.Prepare")
-            aggregate = _AGGREGATES.get((request.protocol, request.average_mode))
-            if aggregate is None:
-                error = RemoteProtocolError(f"unknown protocol {request.protocol} / mode {request.average_mode}")
-                self.core.refused(caller, request.session_id, f"protocol {request.protocol}", request.input_name,
-                                  list(request.participants), error)
-                raise error
-            threshold = request.threshold if request.HasField("threshold") else None
-            p = self.core.prepare(caller, request.session_id, aggregate, request.input_name,
-                                  list(request.participants), request.timeout_ms / 1000, threshold)
+            protocol = BY_WIRE_ID.get(request.protocol)
+            try:
+                if protocol is None:
+                    raise RemoteProtocolError(f"unknown protocol {request.protocol}")
+                params = params_from_wire(protocol, _params(request))
+            except MpcError as error:
+                self.core.refused(caller, request.session_id, protocol.name if protocol else
+                                  f"protocol {request.protocol}", request.input_name, list(request.participants), error)
+                raise
+            p = self.core.prepare(caller, request.session_id, protocol, params, request.input_name,
+                                  list(request.participants), request.timeout_ms / 1000)
         except MpcError as exc:
             await _abort(context, exc)
         return mpc_pb2.PrepareReply(session_id=p.session_id, node=p.node, length=p.length,
@@ -192,7 +195,7 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
             caller = _require(context, "coordinator", "Control.Compute")
             task = asyncio.ensure_future(
                 self.core.compute(caller, request.session_id, request.frac_bits, request.length,
-                                  dict(request.input_versions)))
+                                  dict(request.input_versions), dict(request.lengths)))
             # If we are cancelled just as it fails, its exception is still taken (not logged as lost).
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
             try:

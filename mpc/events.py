@@ -1,4 +1,4 @@
-"""Events shared by every sans-I/O protocol engine (STYLE.md §2)."""
+"""Events shared by every sans-I/O engine, in mpc/ot/ and mpc/protocols/ alike (STYLE.md §2)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,647 @@
+"""The protocol catalogue: every protocol mpc runs, declared once (DESIGN.md §10).
+
+An entry says what the protocol is called (its policy and audit name), its wire id, its typed
+parameters, which inputs it takes and what it refuses on their declaration, what a node
+contributes, which engine runs it, how the nodes' lengths and output shares combine, how the
+coordinator decodes the result, and what that result reveals. Node core, the servicer, the
+coordinator, the policy, the audit log and the CLI all read it; a new protocol is one engine
+(or program) module, one entry here and one CLI command.
+
+Parameters travel as `map<string, Param>` in PrepareRequest (protos/mpc/v1/mpc.proto), typed by
+the entry's parameter dataclass: int, bool, int | None (absent: None) and tuple[int, ...].
+Every parameter enters the session description the nodes agree on (mpc/protocols/agreement.py)
+and the release query the owner's budget counts (mpc/node/releases.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+
+import numpy as np
+
+from mpc.encoding import MAX_BALLOTS, decode_ratio, decode_value
+from mpc.errors import InputError, RemoteProtocolError
+from mpc.events import Output, Send
+from mpc.ot.triples import OtSetups
+from mpc.prg import Rng
+from mpc.protocols import auction, clearing
+from mpc.protocols.circuit import Context, Program, public
+from mpc.protocols.compute import ComputeParty
+from mpc.protocols.contribution import (
+    COMPARE_BITS,
+    COMPARE_BOUND,
+    check_declared,
+    check_threshold,
+    compare_contribution,
+    contribution,
+    vote_contribution,
+)
+from mpc.protocols.sum import SecureSumParty
+from mpc.protocols.threshold import ThresholdParty
+from mpc.results import (
+    AuctionResult,
+    AverageResult,
+    ClearingResult,
+    PluralityResult,
+    Result,
+    SumResult,
+    ThresholdResult,
+    VoteResult,
+)
+from mpc.ring import Signed, Words, to_signed
+
+Combine = Literal["add", "xor"]
+ParamValue = int | bool | tuple[int, ...] | None
+MAX_OPTIONS = 256
+
+
+class Engine(Protocol):
+    """What a node needs of a sans-I/O protocol engine (mpc/node/core.py wraps it in an AgreedParty)."""
+
+    length: int
+    value_free_steps: tuple[str, ...]
+
+    @property
+    def waiting_for(self) -> tuple[str, ...]:
+        """Peers the engine is waiting on."""
+        ...
+
+    @property
+    def triple_counts(self) -> tuple[int, int] | None:
+        """Bit triples (generated, consumed) so far, for engines that use them."""
+        ...
+
+    def is_slow(self, step: str) -> bool:
+        """Whether handling `step` should run outside the event loop (seconds of arithmetic)."""
+        ...
+
+    def start(self, contribution: Words) -> list[Send | Output]:
+        """Begin with this node's contribution."""
+        ...
+
+    def receive(self, sender: str, step: str, payload: bytes) -> list[Send | Output]:
+        """Take one peer message."""
+        ...
+
+
+class _SumEngine(SecureSumParty):
+    """The secure sum as a node engine: no triples, nothing slow."""
+
+    triple_counts: tuple[int, int] | None = None
+
+    def is_slow(self, step: str) -> bool:
+        """Nothing in a sum is slow."""
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """What a node has declared about its input, in public (DESIGN.md §9): refusals use only this."""
+
+    name: str
+    node: str
+    kind: str                             # "number" or "ballots"
+    bounds: tuple[int, int] | None        # encoded at frac_bits; None: undeclared
+    records: int                          # stored length (a ballot input's count stays private)
+    frac_bits: int
+    is_scalar: bool
+
+    @property
+    def what(self) -> str:
+        """How messages name the input: "input 'raises' at node alice"."""
+        return f"input {self.name!r} at node {self.node}"
+
+
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class Contributing:
+    """Everything a node's contribution depends on, at compute (when every length is known)."""
+
+    declared: Declared
+    values: Signed = dataclasses.field(repr=False)   # never logged
+    yes: int                       # a ballot input's tally (0 for numbers)
+    scale: int                     # the session's fractional bits
+    parties: int
+    offset: int                    # words of the participants before this node ("concat" protocols)
+    total: int                     # the sum of every participant's length ("concat" protocols)
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """The combined output shares of a session, before the entry decodes them."""
+
+    session_id: str
+    input_name: str
+    nodes: tuple[str, ...]
+    lengths: Mapping[str, int]
+    words: Words
+    frac_bits: int
+    is_scalar: bool
+
+
+# ---- parameters ----------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class NoParams:
+    """A protocol without parameters."""
+
+
+@dataclass(frozen=True, slots=True)
+class AverageParams:
+    """elementwise: the mean of one vector per node, element by element (else over all records)."""
+
+    elementwise: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class VoteParams:
+    """threshold: YES if at least this many yes ballots; None: at least half of those cast."""
+
+    threshold: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdParams:
+    """threshold: one bit per element, [sum >= threshold]."""
+
+    threshold: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuctionParams:
+    """second_price: the winner pays the second-highest bid (Vickrey), and only that is opened."""
+
+    second_price: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ClearingParams:
+    """prices: the public price grid, strictly increasing."""
+
+    prices: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PluralityParams:
+    """options: the number of options (ballots are 0..options-1); winner_only: open the winner alone."""
+
+    options: int
+    winner_only: bool = False
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def params_from_wire(entry: "Entry[Any]", raw: Mapping[str, ParamValue]) -> Any:
+    """Build an entry's typed parameters from decoded wire values, refusing anything else.
+
+    Returns: the parameter dataclass, validated by the entry.
+    Raises: RemoteProtocolError naming the protocol and the parameter at fault.
+    """
+    hints = _field_types(entry.params)
+    unknown = sorted(set(raw) - set(hints))
+    if unknown:
+        raise RemoteProtocolError(f"protocol {entry.name} takes no parameter {unknown[0][:40]!r} "
+                                  f"(it takes: {', '.join(hints) or 'none'})")
+    values: dict[str, object] = {}
+    for f in dataclasses.fields(entry.params):
+        kind = hints[f.name]
+        value = raw.get(f.name)
+        optional = isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind)
+        if value is None:
+            if optional:
+                values[f.name] = None
+                continue
+            if f.default is not dataclasses.MISSING:
+                continue
+            raise RemoteProtocolError(f"protocol {entry.name} needs the parameter {f.name!r}")
+        base = int if optional else kind
+        if base is bool and not isinstance(value, bool) or base is int and (isinstance(value, bool) or
+                                                                              not isinstance(value, int)):
+            raise RemoteProtocolError(f"protocol {entry.name}: parameter {f.name!r} must be {base.__name__}")
+        if base not in (bool, int) and not (isinstance(value, tuple) and all(isinstance(v, int) for v in value)):
+            raise RemoteProtocolError(f"protocol {entry.name}: parameter {f.name!r} must be a list of integers")
+        values[f.name] = value
+    params = entry.params(**values)
+    try:
+        entry.validate(params)
+    except InputError as exc:
+        raise RemoteProtocolError(f"protocol {entry.name}: {exc}") from None
+    return params
+
+
+def params_to_wire(params: object) -> dict[str, ParamValue]:
+    """The wire values of typed parameters (None left out: absent means None)."""
+    out: dict[str, ParamValue] = {}
+    for f in dataclasses.fields(params):  # type: ignore[arg-type]
+        value = getattr(params, f.name)
+        if value is not None:
+            out[f.name] = value
+    return out
+
+
+def describe_params(params: object) -> dict[str, object]:
+    """Canonical JSON-ready form of parameters (for the session digest, the release query, the audit)."""
+    return {f.name: (list(v) if isinstance(v := getattr(params, f.name), tuple) else v)
+            for f in dataclasses.fields(params)}  # type: ignore[arg-type]
+
+
+# ---- entries ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class EngineArgs:
+    """What an engine factory gets: the session's public shape and the node's resources."""
+
+    session_id: str
+    me: str
+    parties: tuple[str, ...]
+    length: int          # words of each contribution
+    rng: Rng
+    setups: OtSetups
+
+
+P = TypeVar("P")
+
+
+class Entry(Generic[P]):
+    """One protocol of the catalogue. Subclasses fill in the class attributes and override what differs."""
+
+    name: ClassVar[str]              # policy, audit and CLI name
+    wire_id: ClassVar[int]           # PrepareRequest.protocol
+    params: ClassVar[type]           # the parameter dataclass
+    reveals: ClassVar[str]           # what the opened output reveals, for people
+    kinds: ClassVar[frozenset[str]] = frozenset({"number"})
+    lengths: ClassVar[Literal["equal", "concat"]] = "equal"   # nodes' lengths: equal, or laid end to end
+    combine: ClassVar[Combine] = "add"                          # how output shares combine
+    integers: ClassVar[bool] = False   # the session runs at scale 0 (comparisons take integers)
+    shapes_match: ClassVar[bool] = False   # scalar and vector inputs may not mix (sum, average)
+
+    def validate(self, params: P) -> None:
+        """Refuse parameters out of range (public data). Raises: InputError."""
+
+    def thresholds(self, params: P) -> int | str | None:
+        """The rule the owner's `thresholds` pin constrains, or None if it does not apply."""
+        return None
+
+    def check(self, params: P, declared: Declared, parties: int, scale: int) -> None:
+        """Refuse on the input's declaration, the participant count and the scale only (DESIGN.md §9).
+
+        Raises: InputError naming the input and the public quantity at fault.
+        """
+
+    def length(self, params: P, declared: Declared) -> int:
+        """The length this node reports at prepare (its contribution, or for "concat" its records)."""
+        return declared.records
+
+    def contribution_length(self, params: P, lengths: Mapping[str, int]) -> int:
+        """Words every node contributes, from every node's reported length."""
+        return next(iter(lengths.values()))
+
+    def output_length(self, params: P, lengths: Mapping[str, int]) -> int:
+        """Words of each node's output share."""
+        return self.contribution_length(params, lengths)
+
+    def contribute(self, params: P, c: Contributing) -> Words:
+        """This node's contribution. Raises: InputError naming the input (never a value)."""
+        raise NotImplementedError
+
+    def engine(self, params: P, args: EngineArgs) -> Engine:
+        """The engine that runs the session at this node."""
+        return _SumEngine(args.session_id, args.me, args.parties, args.length, args.rng)
+
+    def decode(self, params: P, opened: Opened) -> Result:
+        """The coordinator's result from the combined output shares."""
+        raise NotImplementedError
+
+    def query(self, params: P) -> tuple[str, object]:
+        """The release this session makes, as (variant, parameter) for mpc/node/releases.py."""
+        return self.name, None
+
+
+def _program_engine(args: EngineArgs, program: Any, *, summed: bool, prefix: str) -> ComputeParty:
+    return ComputeParty(args.session_id, args.me, args.parties, args.length, program, args.rng, args.setups,
+                        summed=summed, prefix=prefix)
+
+
+class SumEntry(Entry[NoParams]):
+    """Elementwise sum of the nodes' vectors."""
+
+    name, wire_id, params = "sum", 1, NoParams
+    reveals = "the sum (elementwise for vectors)"
+    shapes_match = True
+
+    def check(self, params: NoParams, declared: Declared, parties: int, scale: int) -> None:
+        check_declared("sum", declared.kind, declared.bounds, declared.records, declared.frac_bits, scale, parties,
+                       declared.what)
+
+    def contribute(self, params: NoParams, c: Contributing) -> Words:
+        d = c.declared
+        return contribution("sum", c.values, d.frac_bits, c.scale, c.parties, d.what)
+
+    def decode(self, params: NoParams, opened: Opened) -> Result:
+        values = [decode_value(int(w), opened.frac_bits) for w in to_signed(opened.words)]
+        return SumResult(opened.session_id, opened.input_name, opened.nodes,
+                         values[0] if opened.is_scalar else values)
+
+
+class AverageEntry(Entry[AverageParams]):
+    """Sum of values and of record counts, opened together."""
+
+    name, wire_id, params = "average", 2, AverageParams
+    reveals = "the sum(s) and the record count"
+    shapes_match = True
+
+    @staticmethod
+    def _aggregate(params: AverageParams) -> Literal["average-records", "average-elementwise"]:
+        return "average-elementwise" if params.elementwise else "average-records"
+
+    def check(self, params: AverageParams, declared: Declared, parties: int, scale: int) -> None:
+        check_declared(self._aggregate(params), declared.kind, declared.bounds, declared.records, declared.frac_bits,
+                       scale, parties, declared.what)
+
+    def length(self, params: AverageParams, declared: Declared) -> int:
+        return declared.records + 1 if params.elementwise else 2
+
+    def contribute(self, params: AverageParams, c: Contributing) -> Words:
+        d = c.declared
+        return contribution(self._aggregate(params), c.values, d.frac_bits, c.scale, c.parties, d.what)
+
+    def decode(self, params: AverageParams, opened: Opened) -> Result:
+        signed = [int(w) for w in to_signed(opened.words)]
+        sums, count = signed[:-1], signed[-1]
+        f = opened.frac_bits
+        averages = [decode_ratio(s, count, f) for s in sums]
+        totals = [decode_value(s, f) for s in sums]
+        if params.elementwise:
+            return AverageResult(opened.session_id, opened.input_name, opened.nodes, "elementwise", averages,
+                                 totals, count)
+        return AverageResult(opened.session_id, opened.input_name, opened.nodes, "records", averages[0], totals[0],
+                             count)
+
+    def query(self, params: AverageParams) -> tuple[str, object]:
+        return self._aggregate(params), None
+
+
+class VoteEntry(Entry[VoteParams]):
+    """[yes ballots >= threshold] (default: at least half of the ballots cast); one bit."""
+
+    name, wire_id, params = "vote", 3, VoteParams
+    reveals = "YES or NO only (neither the tally nor the number of ballots)"
+    kinds = frozenset({"ballots"})
+    combine: ClassVar[Combine] = "xor"
+    integers = True
+
+    def validate(self, params: VoteParams) -> None:
+        if params.threshold is not None:
+            check_threshold(params.threshold)
+
+    def thresholds(self, params: VoteParams) -> int | str | None:
+        return "half" if params.threshold is None else params.threshold
+
+    def check(self, params: VoteParams, declared: Declared, parties: int, scale: int) -> None:
+        check_declared("vote", declared.kind, declared.bounds, declared.records, declared.frac_bits, scale, parties,
+                       declared.what)
+
+    def length(self, params: VoteParams, declared: Declared) -> int:
+        return 1
+
+    def contribute(self, params: VoteParams, c: Contributing) -> Words:
+        return vote_contribution(c.yes, c.declared.records, params.threshold is None)
+
+    def engine(self, params: VoteParams, args: EngineArgs) -> Engine:
+        # "At least half" compares 2T - N with 0; an explicit threshold K compares T with K.
+        k = 0 if params.threshold is None else params.threshold
+        return ThresholdParty(args.session_id, args.me, args.parties, args.length, k, args.rng, args.setups,
+                              COMPARE_BITS)
+
+    def decode(self, params: VoteParams, opened: Opened) -> Result:
+        rule = ("at least half of the ballots cast" if params.threshold is None
+                else f"at least {params.threshold} yes ballots")
+        return VoteResult(opened.session_id, opened.input_name, opened.nodes, bool(int(opened.words[0]) & 1), rule)
+
+    def query(self, params: VoteParams) -> tuple[str, object]:
+        return self.name, params.threshold
+
+
+class ThresholdEntry(Entry[ThresholdParams]):
+    """[elementwise sum >= threshold]: one bit per element."""
+
+    name, wire_id, params = "threshold", 4, ThresholdParams
+    reveals = "one bit per element, [sum >= K]; the sums stay secret"
+    combine: ClassVar[Combine] = "xor"
+    integers = True
+
+    def validate(self, params: ThresholdParams) -> None:
+        check_threshold(params.threshold)
+
+    def thresholds(self, params: ThresholdParams) -> int | str | None:
+        return params.threshold
+
+    def check(self, params: ThresholdParams, declared: Declared, parties: int, scale: int) -> None:
+        check_declared("threshold", declared.kind, declared.bounds, declared.records, declared.frac_bits, scale,
+                       parties, declared.what)
+
+    def contribute(self, params: ThresholdParams, c: Contributing) -> Words:
+        return compare_contribution(c.values, c.declared.frac_bits, c.parties, c.declared.what)
+
+    def engine(self, params: ThresholdParams, args: EngineArgs) -> Engine:
+        return ThresholdParty(args.session_id, args.me, args.parties, args.length, params.threshold, args.rng,
+                              args.setups, COMPARE_BITS)
+
+    def decode(self, params: ThresholdParams, opened: Opened) -> Result:
+        return ThresholdResult(opened.session_id, opened.input_name, opened.nodes, params.threshold,
+                               [bool(int(w) & 1) for w in opened.words])
+
+    def query(self, params: ThresholdParams) -> tuple[str, object]:
+        return self.name, params.threshold
+
+
+def _check_integers_within(declared: Declared, lo: int, hi: int, purpose: str) -> None:
+    if declared.bounds is None:
+        raise InputError(f"{declared.what} declares no bounds (it was stored by an older mpc); store it again "
+                         f"with --bounds LO,HI")
+    if declared.frac_bits != 0:
+        raise InputError(f"{declared.what} is fixed point ({declared.frac_bits} fractional bits); {purpose} take "
+                         f"integers")
+    if declared.bounds[0] < lo or declared.bounds[1] > hi:
+        raise InputError(f"{declared.what} declares bounds {declared.bounds[0]}..{declared.bounds[1]}, outside "
+                         f"{lo}..{hi}: {purpose}")
+
+
+class AuctionEntry(Entry[AuctionParams]):
+    """Sealed-bid auction over every node's bids: the winner, and the highest or second-highest bid."""
+
+    name, wire_id, params = "auction", 5, AuctionParams
+    reveals = ("the winner (node and bid index) and the highest bid; with --second-price the winner and the "
+               "second-highest bid only")
+    lengths: ClassVar[Literal["equal", "concat"]] = "concat"
+    integers = True
+
+    def check(self, params: AuctionParams, declared: Declared, parties: int, scale: int) -> None:
+        limit = auction.VALUE_OFFSET - 1
+        _check_integers_within(declared, -limit, limit, f"bids are integers within +-{limit}")
+        if declared.records > auction.MAX_BIDS:
+            raise InputError(f"{declared.what} holds {declared.records} bids, more than an auction takes "
+                             f"({auction.MAX_BIDS})")
+
+    def contribution_length(self, params: AuctionParams, lengths: Mapping[str, int]) -> int:
+        m = sum(lengths.values())
+        auction.check_bid_count(m)
+        return 2 * m if params.second_price else m
+
+    def output_length(self, params: AuctionParams, lengths: Mapping[str, int]) -> int:
+        return 2 if params.second_price else 1
+
+    def contribute(self, params: AuctionParams, c: Contributing) -> Words:
+        keys = auction.bid_keys(c.values, c.offset, c.total)
+        if not params.second_price:
+            return keys
+        return np.concatenate((keys, auction.bid_values(c.values, c.offset, c.total)))
+
+    def engine(self, params: AuctionParams, args: EngineArgs) -> Engine:
+        program = auction.second_price if params.second_price else auction.first_price
+        return _program_engine(args, program, summed=False, prefix="auc")
+
+    def decode(self, params: AuctionParams, opened: Opened) -> Result:
+        m = sum(opened.lengths.values())
+        words = [int(w) for w in opened.words]
+        if params.second_price:
+            position, price = words[0], words[1] - auction.VALUE_OFFSET - 1
+        else:
+            position, price = auction.decode_key(words[0], m)
+        node, index = _locate(opened.nodes, opened.lengths, position)
+        return AuctionResult(opened.session_id, opened.input_name, opened.nodes, node, index, price,
+                             "second" if params.second_price else "first", m)
+
+    def query(self, params: AuctionParams) -> tuple[str, object]:
+        return "auction-second" if params.second_price else "auction-first", None
+
+
+def _locate(nodes: Sequence[str], lengths: Mapping[str, int], position: int) -> tuple[str, int]:
+    """The node and index of a global position in the session's layout."""
+    for node in nodes:
+        if position < lengths[node]:
+            return node, position
+        position -= lengths[node]
+    raise RemoteProtocolError(f"the opened position lies beyond the {sum(lengths.values())} bids: the nodes' "
+                              f"output shares do not agree")
+
+
+class ClearingPriceEntry(Entry[ClearingParams]):
+    """Double auction: the first grid price where total net demand is at most 0."""
+
+    name, wire_id, params = "clearing-price", 6, ClearingParams
+    reveals = "the clearing price only (neither the aggregate curve nor any bidder's)"
+    combine: ClassVar[Combine] = "xor"
+    integers = True
+
+    def validate(self, params: ClearingParams) -> None:
+        clearing.check_grid(params.prices)
+
+    def check(self, params: ClearingParams, declared: Declared, parties: int, scale: int) -> None:
+        if declared.records != len(params.prices):
+            raise InputError(f"{declared.what} has {declared.records} values, the price grid {len(params.prices)} "
+                             f"prices: one net demand per price")
+        check_declared("threshold", declared.kind, declared.bounds, declared.records, declared.frac_bits, scale,
+                       parties, declared.what)
+
+    def contribute(self, params: ClearingParams, c: Contributing) -> Words:
+        clearing.check_monotone(c.values, c.declared.what)
+        return compare_contribution(c.values, c.declared.frac_bits, c.parties, c.declared.what)
+
+    def engine(self, params: ClearingParams, args: EngineArgs) -> Engine:
+        return _program_engine(args, clearing.clearing_program, summed=True, prefix="clr")
+
+    def decode(self, params: ClearingParams, opened: Opened) -> Result:
+        hits = [i for i, w in enumerate(opened.words) if int(w) & 1]
+        if len(hits) > 1:
+            raise RemoteProtocolError("the opened clearing vector has more than one price: the nodes' output shares "
+                                      "do not agree")
+        index = hits[0] if hits else None
+        return ClearingResult(opened.session_id, opened.input_name, opened.nodes, list(params.prices),
+                              None if index is None else params.prices[index], index)
+
+    def query(self, params: ClearingParams) -> tuple[str, object]:
+        return self.name, list(params.prices)
+
+
+def _winner_program(options: int, count_bits: int) -> Any:
+    """Argmax of the counts, opening the winning option only: keys count * 2^I + (options - 1 - option)
+    are made from the shares locally, so the lowest option index wins a tie."""
+    bits = auction.index_bits(options)
+    ell = count_bits + bits + 1
+
+    def program(ctx: Context, counts: Words) -> Program[Words]:
+        order = np.uint64(options - 1) - np.arange(options, dtype=np.uint64)
+        keys = (counts << np.uint64(bits)) + public(ctx, order)
+        return (yield from auction.tournament(ctx, keys, ell, positions=True))
+    return program
+
+
+class PluralityEntry(Entry[PluralityParams]):
+    """Plurality vote: ballots are option indices; the count per option, or the winner alone."""
+
+    name, wire_id, params = "plurality", 7, PluralityParams
+    reveals = "the count per option; with --winner-only the winning option alone"
+    integers = True
+
+    def validate(self, params: PluralityParams) -> None:
+        if not 2 <= params.options <= MAX_OPTIONS:
+            raise InputError(f"a plurality vote takes 2..{MAX_OPTIONS} options, got {params.options}")
+
+    def check(self, params: PluralityParams, declared: Declared, parties: int, scale: int) -> None:
+        _check_integers_within(declared, 0, params.options - 1,
+                               f"ballots are option indices 0..{params.options - 1} (declare --bounds "
+                               f"0,{params.options - 1}); ballots outside the options are refused")
+        if declared.records > MAX_BALLOTS or parties * MAX_BALLOTS > COMPARE_BOUND - 1:
+            raise InputError(f"{declared.what}: a plurality vote takes at most {MAX_BALLOTS} ballots per node and "
+                             f"at most {(COMPARE_BOUND - 1) // MAX_BALLOTS} nodes")
+
+    def length(self, params: PluralityParams, declared: Declared) -> int:
+        return params.options
+
+    def contribute(self, params: PluralityParams, c: Contributing) -> Words:
+        counts = np.bincount(c.values.astype(np.int64), minlength=params.options)
+        return counts.astype(np.uint64)
+
+    def engine(self, params: PluralityParams, args: EngineArgs) -> Engine:
+        if not params.winner_only:
+            return super().engine(params, args)
+        return _program_engine(args, _winner_program(params.options, COMPARE_BITS - 1), summed=True,
+                               prefix="plu")
+
+    def output_length(self, params: PluralityParams, lengths: Mapping[str, int]) -> int:
+        return 1 if params.winner_only else params.options
+
+    def decode(self, params: PluralityParams, opened: Opened) -> Result:
+        if params.winner_only:
+            option = int(opened.words[0])
+            if option >= params.options:
+                raise RemoteProtocolError("the opened winner is not an option: the nodes' output shares do not agree")
+            return PluralityResult(opened.session_id, opened.input_name, opened.nodes, params.options, None, option)
+        counts = [int(w) for w in to_signed(opened.words)]
+        best = max(range(params.options), key=lambda i: (counts[i], -i))
+        return PluralityResult(opened.session_id, opened.input_name, opened.nodes, params.options, counts, best)
+
+    def query(self, params: PluralityParams) -> tuple[str, object]:
+        return ("plurality-winner" if params.winner_only else "plurality"), params.options
+
+
+CATALOGUE: tuple[Entry[Any], ...] = (SumEntry(), AverageEntry(), VoteEntry(), ThresholdEntry(), AuctionEntry(),
+                                     ClearingPriceEntry(), PluralityEntry())
+BY_NAME: dict[str, Entry[Any]] = {e.name: e for e in CATALOGUE}
+BY_WIRE_ID: dict[int, Entry[Any]] = {e.wire_id: e for e in CATALOGUE}
+NAMES: tuple[str, ...] = tuple(BY_NAME)
+
+
+def entry(name: str) -> Entry[Any]:
+    """The catalogue entry named `name`. Raises: KeyError naming the known protocols."""
+    try:
+        return BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"unknown protocol {name!r}; known: {', '.join(NAMES)}") from None

@@ -1,0 +1,372 @@
+"""Programs on secret-shared values, and the engine that runs one among the nodes (PROTOCOLS.md §2, §5, §8).
+
+A program is a straight-line generator written as if for one party. Whenever it needs a value
+opened among the nodes (never to the coordinator) it yields an `Open`: this party's words, a
+label, and how the parties' words combine (XOR for bit sharings, addition mod 2^64 for
+arithmetic ones); the engine sends the words to every peer, waits for theirs, and sends the
+combination back into the generator. Sub-programs compose with `yield from`:
+
+    def program(ctx, x):                          # x: this party's additive shares
+        b = yield from at_least(ctx, "cmp", x, 0, 32)           # XOR shares of [x >= 0]
+        b = yield from bit_to_arith(ctx, "b2a", b)               # additive shares of the same bits
+        return (yield from multiply(ctx, "mul", b, x))           # [x >= 0] * x
+
+Everything a program opens is masked by preprocessing it draws from `ctx` in program order
+(bit triples for AND gates, arithmetic triples for products, daBits for conversions), so every
+opened value is uniform on its own; only the program's return value, this party's share of
+the output, leaves for the coordinator. The shape of a program (its rounds, labels and how
+much preprocessing it draws) depends on public sizes only, never on values: `plan` runs it
+once on zeros to learn the shape, before any preprocessing is made.
+
+Primitives here, each one round or a fixed circuit:
+  and_gates     Beaver AND on XOR-shared bits (Beaver, CRYPTO 1991; PROTOCOLS.md §2)
+  sign_bit      MSB of an additive sharing mod 2^ell (the circuit of mpc/protocols/compare.py, §5)
+  at_least      [x >= k] for public k; less_than [x < y]
+  multiply      Beaver multiplication mod 2^64 with arithmetic triples (PROTOCOLS.md §8)
+  bit_to_arith  B2A of XOR-shared bits with daBits (Rotaru & Wood, INDOCRYPT 2019; §8)
+  select        [c] ? [x] : [y] = [y] + [c]([x] - [y]) (§8)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypeVar
+
+import numpy as np
+
+from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
+from mpc.events import Output, Send
+from mpc.ot.arith import ArithTriples, DaBits
+from mpc.ot.triples import BitTriples, TripleSource
+from mpc.protocols.beaver import beaver_finish, beaver_open_message
+from mpc.protocols.compare import Bits, pack_bits, sign_bit_circuit, to_bit_planes, unpack_bits
+from mpc.ring import RING_BITS, Words, reduce_bits, words_from_bytes, words_to_bytes
+
+T = TypeVar("T")
+Combine = Literal["xor", "add"]
+MAX_LABEL = 48
+
+
+@dataclass(frozen=True, slots=True)
+class Open:
+    """Open `words` among the nodes: every party contributes its words, all learn the combination."""
+
+    label: str
+    words: Words
+    combine: Combine
+
+    def __repr__(self) -> str:
+        return f"Open({self.label!r}, {self.words.size} words, {self.combine})"
+
+
+Program = Generator[Open, Words, T]
+
+
+class ArithSource(Protocol):
+    """Where a party draws its arithmetic triples; every party draws in the same order."""
+
+    def take(self, n: int) -> ArithTriples:
+        """The next n triples, never handed out before."""
+        ...
+
+
+class DaBitSource(Protocol):
+    """Where a party draws its daBits; every party draws in the same order."""
+
+    def take(self, n: int) -> DaBits:
+        """The next n daBits, never handed out before."""
+        ...
+
+
+@dataclass(eq=False)
+class Context:
+    """What a program knows of the session: its party index and count, and its preprocessing."""
+
+    index: int
+    parties: int
+    bits: TripleSource
+    arith: ArithSource
+    dabits: DaBitSource
+
+    @property
+    def first(self) -> bool:
+        """Whether this party is P_0 (the one that adds public constants)."""
+        return self.index == 0
+
+
+def public(ctx: Context, value: Words) -> Words:
+    """This party's additive share of a public value: P_0 holds it, the others 0."""
+    return value.copy() if ctx.first else np.zeros_like(value)
+
+
+def open_words(label: str, words: Words, combine: Combine) -> Program[Words]:
+    """Open words among the nodes (the masked values of a primitive, never a raw input).
+
+    Returns: the combination over all parties.
+    """
+    return (yield Open(label, np.ascontiguousarray(words, dtype=np.uint64), combine))
+
+
+def and_gates(ctx: Context, label: str, left: Bits, right: Bits) -> Program[Bits]:
+    """One layer of Beaver AND gates on XOR-shared bits of any shape (one round).
+
+    Returns: this party's XOR shares of left & right, same shape.
+    """
+    if left.shape != right.shape:
+        raise LocalProtocolError(f"{label}: AND of shapes {left.shape} and {right.shape}")
+    if left.size == 0:
+        return np.zeros_like(left)
+    x, y = pack_bits(left), pack_bits(right)
+    t = ctx.bits.take(int(x.size))
+    d_i, e_i = beaver_open_message(x, y, t)
+    opened = yield from open_words(label, np.concatenate((d_i, e_i)), "xor")
+    z = beaver_finish(ctx.first, opened[:x.size], opened[x.size:], t)
+    return unpack_bits(z, left.shape)
+
+
+def sign_bit(ctx: Context, label: str, shares: Words, ell: int) -> Program[Words]:
+    """MSB of the values additively shared mod 2^ell (the circuit of mpc/protocols/compare.py).
+
+    Returns: XOR shares of each MSB, one uint64 word (0 or 1) per value.
+    """
+    if not 2 <= ell <= RING_BITS:
+        raise LocalProtocolError(f"{label}: ell must be in 2..{RING_BITS}, got {ell}")
+    circuit = sign_bit_circuit(to_bit_planes(reduce_bits(shares, ell), ell), ctx.index, ctx.parties)
+    step, left, right = next(circuit)
+    while True:
+        z = yield from and_gates(ctx, f"{label}/{step}" if label else step, left, right)
+        try:
+            step, left, right = circuit.send(z)
+        except StopIteration as stop:
+            return np.asarray(stop.value, dtype=np.uint64)
+
+
+def at_least(ctx: Context, label: str, shares: Words, k: int | Words, ell: int) -> Program[Words]:
+    """[x >= k] for additively shared x and public k: 1 ^ MSB(x - k) (PROTOCOLS.md §5).
+
+    Correct when -2^(ell-1) <= x - k < 2^(ell-1).
+    Returns: XOR shares of the bits, one word (0 or 1) per value.
+    """
+    kw = np.full(shares.size, k % (1 << RING_BITS), dtype=np.uint64) if isinstance(k, int) else k
+    msb = yield from sign_bit(ctx, label, shares - public(ctx, kw), ell)
+    return msb ^ public(ctx, np.ones_like(msb))
+
+
+def less_than(ctx: Context, label: str, x: Words, y: Words, ell: int) -> Program[Words]:
+    """[x < y] for additively shared x and y: MSB(x - y), correct when x - y fits ell bits signed.
+
+    Returns: XOR shares of the bits.
+    """
+    return (yield from sign_bit(ctx, label, x - y, ell))
+
+
+def multiply(ctx: Context, label: str, x: Words, y: Words) -> Program[Words]:
+    """Elementwise [x * y] mod 2^64 with Beaver triples (one round; PROTOCOLS.md §8).
+
+    Open d = x - a and e = y - b; [xy] = [c] + d[b] + e[a] + de (P_0 adds de).
+    Returns: this party's additive shares of the products.
+    """
+    if x.shape != y.shape:
+        raise LocalProtocolError(f"{label}: product of shapes {x.shape} and {y.shape}")
+    t = ctx.arith.take(int(x.size))
+    opened = yield from open_words(label, np.concatenate((x - t.a, y - t.b)), "add")
+    d, e = opened[:x.size], opened[x.size:]
+    z: Words = t.c + d * t.b + e * t.a
+    if ctx.first:
+        z += d * e
+    return z
+
+
+def bit_to_arith(ctx: Context, label: str, bits: Words) -> Program[Words]:
+    """Convert XOR-shared bits to additive shares of the same bits with daBits (one round).
+
+    Open e = b ^ r (uniform: r is), then [b] = e + [r] - 2e[r] (PROTOCOLS.md §8).
+    Returns: this party's additive shares mod 2^64.
+    """
+    r = ctx.dabits.take(int(bits.size))
+    e = yield from open_words(label, (bits & np.uint64(1)) ^ r.bits, "xor")
+    return public(ctx, e) + r.arith - np.uint64(2) * e * r.arith
+
+
+def select(ctx: Context, label: str, c: Words, x: Words, y: Words) -> Program[Words]:
+    """[c] ? [x] : [y] elementwise, for additively shared bits c (one multiplication).
+
+    Returns: this party's additive shares of the selected values.
+    """
+    return y + (yield from multiply(ctx, label, c, x - y))
+
+
+# ---- planning -------------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class _Counter:
+    """A preprocessing source for the dry run: zeros, and a count of what was drawn."""
+
+    kind: str
+    drawn: int = 0
+
+    def take(self, n: int) -> BitTriples | ArithTriples | DaBits:
+        if n < 1:
+            raise LocalProtocolError(f"a take of {self.kind} needs at least one, got {n}")
+        self.drawn += n
+        zero = np.zeros(n, dtype=np.uint64)
+        if self.kind == "bits":
+            return BitTriples(zero, zero.copy(), zero.copy())
+        if self.kind == "arith":
+            return ArithTriples(zero, zero.copy(), zero.copy())
+        return DaBits(zero, zero.copy())
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A program's shape: its rounds (label, words this party sends) and the preprocessing it draws."""
+
+    rounds: tuple[tuple[str, int], ...]
+    bit_words: int
+    arith_triples: int
+    dabits: int
+    output_words: int
+
+
+ProgramFactory = Callable[[Context, Words], Program[Words]]
+
+
+def plan(factory: ProgramFactory, parties: int, input_words: int) -> Plan:
+    """Run a program once on zeros (as P_0) to learn its shape: it depends on public sizes only.
+
+    Returns: the Plan.
+    """
+    counters = _Counter("bits"), _Counter("arith"), _Counter("dabits")
+    ctx = Context(0, parties, counters[0], counters[1], counters[2])   # type: ignore[arg-type]
+    program = factory(ctx, np.zeros(input_words, dtype=np.uint64))
+    rounds: list[tuple[str, int]] = []
+    try:
+        request = next(program)
+        while True:
+            rounds.append((request.label, int(request.words.size)))
+            request = program.send(np.zeros_like(request.words))
+    except StopIteration as stop:
+        output = np.asarray(stop.value)
+    return Plan(tuple(rounds), counters[0].drawn, counters[1].drawn, counters[2].drawn, int(output.size))
+
+
+# ---- the engine -----------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class _Round:
+    label: str
+    words: Words
+    combine: Combine
+    inbox: dict[str, Words] = field(default_factory=dict)
+
+
+class CircuitParty:
+    """Runs one program at one party: sends each opening to every peer, combines the peers' answers.
+
+    Step labels are `prefix + "/" + label`. A peer can be at most one round ahead of us (it
+    needs our words to finish a round), so at most one message per peer is kept for a later
+    round; it must carry the label we reach next. Every payload must have exactly the length
+    of our own words for that round (the program's shape is public and the same everywhere).
+    """
+
+    def __init__(self, session_id: str, me: str, parties: Sequence[str], program: Program[Words],
+                 prefix: str) -> None:
+        if me not in parties:
+            raise LocalProtocolError(f"session {session_id}: {me!r} is not among the parties {list(parties)}")
+        self.session_id = session_id
+        self.me = me
+        self.peers = tuple(p for p in parties if p != me)
+        self.prefix = prefix
+        self._program: Program[Words] | None = program
+        self._round: _Round | None = None
+        self._ahead: dict[str, tuple[str, bytes]] = {}
+        self._started = False
+        self._done = False
+        self.rounds = 0
+
+    @property
+    def finished(self) -> bool:
+        """Whether this party has emitted its output share."""
+        return self._done
+
+    @property
+    def waiting_for(self) -> tuple[str, ...]:
+        """Peers whose words for the current round have not arrived."""
+        if self._done or self._round is None:
+            return () if self._done else self.peers
+        return tuple(p for p in self.peers if p not in self._round.inbox)
+
+    def start(self) -> list[Send | Output]:
+        """Run the program to its first opening.
+
+        Returns: one Send per peer (or the Output of a program that opens nothing).
+        Raises: LocalProtocolError if started twice.
+        """
+        if self._started:
+            raise LocalProtocolError(f"session {self.session_id}: {self.prefix} already started")
+        self._started = True
+        events = self._step(None)
+        return events + self._maybe_advance()
+
+    def receive(self, sender: str, step: str, payload: bytes) -> list[Send | Output]:
+        """Take a peer's words for the current round (or keep one for the next).
+
+        Returns: the next round's Sends, the Output after the last round, or [].
+        Raises: RemoteProtocolError for a sender that is not a peer or a payload of the wrong
+        length; RoundMismatch for a finished session, a repeated or unexpected step.
+        """
+        if sender not in self.peers:
+            raise RemoteProtocolError(f"session {self.session_id}: {sender!r} is not a peer of {self.me!r}")
+        if self._done:
+            raise RoundMismatch(f"session {self.session_id}: step {step!r} from {sender!r} after the end")
+        current = self._round
+        if current is None or sender in current.inbox or not self._started:
+            if sender in self._ahead:
+                raise RoundMismatch(f"session {self.session_id}: step {step!r} from {sender!r} is more than one "
+                                    f"round ahead")
+            self._ahead[sender] = (step, payload)
+            return []
+        self._accept(current, sender, step, payload)
+        return self._maybe_advance()
+
+    def _accept(self, current: _Round, sender: str, step: str, payload: bytes) -> None:
+        expected = f"{self.prefix}/{current.label}"
+        if step != expected:
+            raise RoundMismatch(f"session {self.session_id}: expected step {expected!r}, got {step!r} from {sender!r}")
+        try:
+            current.inbox[sender] = words_from_bytes(payload, int(current.words.size))
+        except ValueError as exc:
+            raise RemoteProtocolError(f"session {self.session_id}: step {step!r} from {sender!r}: {exc}") from None
+
+    def _maybe_advance(self) -> list[Send | Output]:
+        events: list[Send | Output] = []
+        while self._round is not None and len(self._round.inbox) == len(self.peers):
+            current = self._round
+            combined = current.words.copy()
+            for words in current.inbox.values():
+                if current.combine == "xor":
+                    combined ^= words
+                else:
+                    combined += words
+            events += self._step(combined)
+        return events
+
+    def _step(self, answer: Words | None) -> list[Send | Output]:
+        assert self._program is not None
+        try:
+            request = next(self._program) if answer is None else self._program.send(answer)
+        except StopIteration as stop:
+            self._done = True
+            self._program = self._round = None
+            return [Output(np.asarray(stop.value, dtype=np.uint64))]
+        if len(request.label) > MAX_LABEL:
+            raise LocalProtocolError(f"session {self.session_id}: step label {request.label[:60]!r} is too long")
+        self._round = _Round(request.label, request.words, request.combine)
+        self.rounds += 1
+        payload = words_to_bytes(request.words)
+        events: list[Send | Output] = [Send(peer, f"{self.prefix}/{request.label}", payload) for peer in self.peers]
+        ahead, self._ahead = self._ahead, {}
+        for sender, (step, data) in ahead.items():
+            self._accept(self._round, sender, step, data)
+        return events

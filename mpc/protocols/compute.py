@@ -1,0 +1,286 @@
+"""One party's engine for any protocol that runs a program on shared values (DESIGN.md §4, §10).
+
+The engine composes sans-I/O pieces, each behind its own step prefix:
+
+1. "mpc/hello": each party tells each peer which OT setups it still holds with it, so that
+   both ends agree, without a round of their own, on reusing one or making a fresh one;
+2. the input: either the pairwise-masked secure sum of the contributions ("sum/…",
+   mpc/protocols/sum.py), whose output y_i is kept as this party's additive share of the total,
+   or (`summed=False`) the contribution itself as this party's additive share (a node's own
+   values, held by it alone: the sealed bids of an auction);
+3. "ot/base/…" (only for pairs with no common setup: base OTs, mpc/ot/base.py), then
+   preprocessing in parallel: Beaver bit triples ("triples/…", mpc/ot/triples.py) and
+   arithmetic triples and daBits ("arith/…", mpc/ot/arith.py), exactly as many as the
+   program draws (mpc/protocols/circuit.py `plan`);
+4. the program itself (`prefix/…`, mpc/protocols/circuit.py) on the input share; its result
+   is this party's Output.
+
+Steps 1 and 3, and the seeds of 2, do not depend on any input (`value_free_steps`); the
+program's openings and the output do (mpc/protocols/agreement.py holds them until the parties
+agree on the session). Messages for a piece that does not exist yet are kept until it does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
+from mpc.events import Output, Send
+from mpc.ot.arith import ArithDealerless, ArithPool, ArithTriples, DaBitPool, DaBits
+from mpc.ot.triples import (
+    STEP_BASE_A,
+    STEP_BASE_B,
+    BitTriples,
+    OtReady,
+    OtSetups,
+    PairwiseOt,
+    PairwiseOtSetup,
+    TripleDealerless,
+    TriplePool,
+)
+from mpc.prg import Rng
+from mpc.protocols.circuit import CircuitParty, Context, Plan, ProgramFactory, plan
+from mpc.protocols.sum import SecureSumParty
+from mpc.ring import Words
+
+STEP_HELLO = "mpc/hello"
+SETUP_ID_BYTES = 16
+MAX_SETUPS_ADVERTISED = 8
+_SLOW_STEPS = ("ot/base/",)
+
+Piece = PairwiseOtSetup | TripleDealerless | ArithDealerless | CircuitParty
+
+
+class ComputeParty:
+    """One party of a program over the nodes' inputs, with dealer-free preprocessing."""
+
+    def __init__(self, session_id: str, me: str, parties: Sequence[str], length: int, factory: ProgramFactory,
+                 rng: Rng, setups: OtSetups, *, summed: bool = True, prefix: str = "run",
+                 hello: str = STEP_HELLO) -> None:
+        """Args:
+            length: words of this party's contribution (the same at every party).
+            factory: builds the program from a Context and this party's input share.
+            setups: the node's lifetime OT setups; new ones are added to it.
+            summed: the input is the secure sum of the contributions (else each contribution
+                is its owner's additive share as it is).
+            prefix: the program's step prefix.
+        """
+        if me not in parties or len(set(parties)) != len(parties) or len(parties) < 2:
+            raise LocalProtocolError(f"session {session_id}: {me!r} among parties {list(parties)}: a program needs "
+                                     f"at least two distinct parties including this one")
+        self.session_id = session_id
+        self.me = me
+        self.parties = tuple(parties)
+        self.length = length
+        self.peers = tuple(p for p in self.parties if p != me)
+        self.prefix = prefix
+        self._hello = hello
+        self._factory = factory
+        self._rng = rng
+        self._setups = setups
+        self.plan: Plan = plan(factory, len(self.parties), length)
+        self.value_free_steps: tuple[str, ...] = (hello, "sum/", "ot/", "triples/", "arith/")
+        self._known = {p: setups.known(p) for p in self.peers}
+        self._sum = SecureSumParty(session_id, me, parties, length, rng) if summed else None
+        self._hellos: dict[str, set[bytes]] = {}
+        self._chosen: dict[str, PairwiseOt] = {}
+        self._setup: PairwiseOtSetup | None = None
+        self._triples: TripleDealerless | None = None
+        self._arith: ArithDealerless | None = None
+        self._bit_pool: TriplePool | None = None if self.plan.bit_words else TriplePool()
+        self._arith_pool: ArithPool | None = None if self.plan.arith_triples else ArithPool()
+        self._dabit_pool: DaBitPool | None = None if self.plan.dabits else DaBitPool()
+        self._circuit: CircuitParty | None = None
+        self._share: Words | None = None
+        self._early: list[tuple[str, str, bytes]] = []
+        self._started = False
+        self._done = False
+        self._preprocessing = False
+        self._generated_words = 0
+
+    # ---- the engine interface of the node (mpc/node/core.py) ---------------------------
+
+    @property
+    def waiting_for(self) -> tuple[str, ...]:
+        """Peers this party is waiting on in its current phase (for timeout messages)."""
+        if self._done:
+            return ()
+        if len(self._hellos) < len(self.peers):
+            return tuple(p for p in self.peers if p not in self._hellos)
+        if self._sum is not None and not self._sum.finished:
+            return self._sum.waiting_for
+        if self._circuit is not None:
+            return self._circuit.waiting_for
+        return self.peers  # OT setup or preprocessing: every pair takes part
+
+    @property
+    def triple_counts(self) -> tuple[int, int]:
+        """Bit triples (AND gates) this session made and used so far: (generated, consumed)."""
+        used = 0 if self._bit_pool is None else self._bit_pool.handed_out
+        return 64 * self._generated_words, 64 * used
+
+    def is_slow(self, step: str) -> bool:
+        """Whether handling `step` takes long enough (base OTs) to run outside the event loop."""
+        return step.startswith(_SLOW_STEPS)
+
+    def start(self, contribution: Words) -> list[Send | Output]:
+        """Greet every peer with our OT setup ids and bring in our contribution.
+
+        Returns: the first messages.
+        Raises: LocalProtocolError if started twice or with the wrong shape.
+        """
+        if self._started:
+            raise LocalProtocolError(f"session {self.session_id}: already started")
+        if contribution.shape != (self.length,):
+            raise LocalProtocolError(f"session {self.session_id}: contribution has shape {contribution.shape}, "
+                                     f"expected ({self.length},)")
+        self._started = True
+        events: list[Send | Output] = []
+        for peer in self.peers:
+            ids = sorted(self._known[peer])[-MAX_SETUPS_ADVERTISED:]
+            events.append(Send(peer, self._hello, b"".join(ids)))
+        if self._sum is None:
+            self._share = np.array(contribution, dtype=np.uint64, copy=True)
+        else:
+            events += self._from_sum(self._sum.start(contribution))
+        return events + self._advance()
+
+    def receive(self, sender: str, step: str, payload: bytes) -> list[Send | Output]:
+        """Route one peer message to its piece (or keep it until that piece exists).
+
+        Returns: the messages and outputs it causes.
+        Raises: RemoteProtocolError/RoundMismatch for a malformed, repeated or unexpected message.
+        """
+        if sender not in self.peers:
+            raise RemoteProtocolError(f"session {self.session_id}: {sender!r} is not a peer of {self.me!r}")
+        if step == self._hello:
+            if sender in self._hellos:
+                raise RoundMismatch(f"session {self.session_id}: second hello from {sender!r}")
+            if len(payload) % SETUP_ID_BYTES or len(payload) > SETUP_ID_BYTES * MAX_SETUPS_ADVERTISED:
+                raise RemoteProtocolError(f"session {self.session_id}: hello from {sender!r} has {len(payload)} bytes")
+            self._hellos[sender] = {payload[i:i + SETUP_ID_BYTES] for i in range(0, len(payload), SETUP_ID_BYTES)}
+            return self._advance() if self._started else []
+        if step.startswith("sum/"):
+            if self._sum is None:
+                raise RoundMismatch(f"session {self.session_id}: {step!r} from {sender!r} but this session sums nothing")
+            return self._from_sum(self._sum.receive(sender, step, payload)) + self._advance()
+        piece = self._piece_for(step)
+        if piece is None:
+            if any(s == sender and st == step for s, st, _ in self._early):
+                raise RoundMismatch(f"session {self.session_id}: step {step!r} from {sender!r} already received")
+            self._early.append((sender, step, payload))
+            if len(self._early) > 16 * len(self.peers) + 64:
+                raise RemoteProtocolError(f"session {self.session_id}: too many early messages")
+            return []
+        return self._route(piece.receive(sender, step, payload))
+
+    # ---- internals --------------------------------------------------------------------
+
+    def _piece_for(self, step: str) -> Piece | None:
+        if step in (STEP_BASE_A, STEP_BASE_B):
+            if self._setup is None and self._preprocessing:
+                raise RoundMismatch(f"session {self.session_id}: {step!r} but this session makes no OT setup")
+            return self._setup
+        if step.startswith("triples/"):
+            if self._preprocessing and not self.plan.bit_words:
+                raise RoundMismatch(f"session {self.session_id}: {step!r} but this session makes no bit triples")
+            return self._triples
+        if step.startswith("arith/"):
+            if self._preprocessing and not (self.plan.arith_triples or self.plan.dabits):
+                raise RoundMismatch(f"session {self.session_id}: {step!r} but this session makes no arithmetic "
+                                    f"preprocessing")
+            return self._arith
+        if step.startswith(self.prefix + "/"):
+            return self._circuit
+        raise RoundMismatch(f"session {self.session_id}: unknown step {step!r}")
+
+    def _from_sum(self, events: list[Send | Output]) -> list[Send | Output]:
+        out: list[Send | Output] = []
+        for e in events:
+            if isinstance(e, Output):
+                self._share = e.words   # kept: the additive share of the total
+            else:
+                out.append(e)
+        return out
+
+    def _route(self, events: Sequence[object]) -> list[Send | Output]:
+        out: list[Send | Output] = []
+        for e in events:
+            if isinstance(e, Send):
+                out.append(e)
+            elif isinstance(e, OtReady):
+                setup_id = bytes.fromhex(self.session_id)[:SETUP_ID_BYTES]
+                for peer, pair in e.pairs.items():
+                    self._chosen[peer] = pair
+                    self._setups.add(peer, setup_id, pair)
+                out += self._advance()
+            elif isinstance(e, BitTriples):
+                self._generated_words += e.words
+                self._bit_pool = TriplePool(e)
+                out += self._advance()
+            elif isinstance(e, ArithTriples):
+                self._arith_pool = ArithPool(e)
+                out += self._advance()
+            elif isinstance(e, DaBits):
+                self._dabit_pool = DaBitPool(e)
+                out += self._advance()
+            elif isinstance(e, Output):
+                self._done = True
+                out.append(e)
+        return out
+
+    def _create(self, piece: Piece, events: list[Send | Output], prefix: str) -> list[Send | Output]:
+        """Replay the messages kept for a piece that now exists."""
+        kept = [m for m in self._early if m[1].startswith(prefix)]
+        self._early = [m for m in self._early if not m[1].startswith(prefix)]
+        for sender, step, payload in kept:
+            events += self._route(piece.receive(sender, step, payload))
+        return events
+
+    def _advance(self) -> list[Send | Output]:
+        events: list[Send | Output] = []
+        if not self._started or len(self._hellos) < len(self.peers):
+            return events
+        if self._setup is None and not self._preprocessing and not self._chosen:
+            fresh = []
+            for peer in self.peers:
+                common = self._hellos[peer] & set(self._known[peer])
+                if common:
+                    self._chosen[peer] = self._known[peer][max(common)]
+                else:
+                    fresh.append(peer)
+            if fresh:
+                self._setup = PairwiseOtSetup(self.me, [self.me, *fresh], self._rng, self.session_id)
+                events += self._route(self._setup.start())
+                return self._create(self._setup, events, "ot/")
+            stray = next((m for m in self._early if m[1].startswith("ot/")), None)
+            if stray is not None:
+                raise RoundMismatch(f"session {self.session_id}: {stray[1]!r} from {stray[0]!r} but this session "
+                                    f"makes no OT setup")
+        if not self._preprocessing and len(self._chosen) == len(self.peers):
+            self._preprocessing = True
+            p = self.plan
+            if p.bit_words:
+                self._triples = TripleDealerless(self.me, self.parties, p.bit_words, self._rng, self._chosen,
+                                                 self.session_id)
+                events += self._route(self._triples.start())
+                events = self._create(self._triples, events, "triples/")
+            if p.arith_triples or p.dabits:
+                self._arith = ArithDealerless(self.me, self.parties, p.arith_triples, p.dabits, self._rng,
+                                              self._chosen, self.session_id)
+                events += self._route(self._arith.start())
+                events = self._create(self._arith, events, "arith/")
+            return events + self._advance()
+        ready = self._bit_pool is not None and self._arith_pool is not None and self._dabit_pool is not None
+        if self._circuit is None and ready and self._share is not None:
+            assert self._bit_pool is not None and self._arith_pool is not None and self._dabit_pool is not None
+            ctx = Context(self.parties.index(self.me), len(self.parties), self._bit_pool, self._arith_pool,
+                          self._dabit_pool)
+            share, self._share = self._share, None
+            self._circuit = CircuitParty(self.session_id, self.me, self.parties, self._factory(ctx, share),
+                                         self.prefix)
+            events += self._route(self._circuit.start())
+            return self._create(self._circuit, events, self.prefix + "/")
+        return events

@@ -1,0 +1,136 @@
+"""What the coordinator reports of a session: the decoded output, and nothing else.
+
+One dataclass per kind of result, each with `as_dict` for `--json`; the protocol catalogue
+(mpc/protocols/catalogue.py) decodes the opened words into them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+Number = int | float
+
+
+@dataclass(frozen=True, slots=True)
+class SumResult:
+    """A secure sum: a number for scalar inputs, else a list."""
+
+    session_id: str
+    input_name: str
+    nodes: tuple[str, ...]
+    value: Number | list[Number]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes), "sum": self.value}
+
+
+@dataclass(frozen=True, slots=True)
+class AverageResult:
+    """A secure average and what it reveals: the sum(s) and the record count."""
+
+    session_id: str
+    input_name: str
+    nodes: tuple[str, ...]
+    mode: str
+    average: float | list[float]
+    total: Number | list[Number]
+    count: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes), "mode": self.mode,
+                "average": self.average, "sum": self.total, "count": self.count}
+
+
+@dataclass(frozen=True, slots=True)
+class VoteResult:
+    """The outcome of a vote: only whether it passed, and the rule it was judged by."""
+
+    session_id: str
+    input_name: str
+    nodes: tuple[str, ...]
+    passed: bool
+    rule: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes),
+                "result": "YES" if self.passed else "NO", "rule": self.rule}
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdResult:
+    """[elementwise sum >= k] for every element: the bits, nothing else."""
+
+    session_id: str
+    input_name: str
+    nodes: tuple[str, ...]
+    threshold: int
+    bits: list[bool]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes),
+                "threshold": self.threshold, "at_least": [int(b) for b in self.bits]}
+
+
+@dataclass(frozen=True, slots=True)
+class AuctionResult:
+    """A sealed-bid auction: the winner (node, bid index there) and the price, nothing else."""
+
+    session_id: str
+    input_name: str
+    nodes: tuple[str, ...]
+    winner_node: str
+    winner_index: int
+    price: int
+    pricing: str              # "first": the highest bid; "second": the second-highest (Vickrey)
+    bids: int                 # bids in the auction (public: every node's count)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes),
+                "winner": {"node": self.winner_node, "index": self.winner_index}, "price": self.price,
+                "pricing": self.pricing, "bids": self.bids}
+
+
+@dataclass(frozen=True, slots=True)
+class ClearingResult:
+    """A market-clearing price on a public grid, or None when demand exceeds supply at every price."""
+
+    session_id: str
+    input_name: str
+    nodes: tuple[str, ...]
+    prices: list[int]
+    price: int | None
+    index: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes),
+                "prices": self.prices, "clearing_price": self.price, "index": self.index}
+
+
+@dataclass(frozen=True, slots=True)
+class PluralityResult:
+    """A plurality vote: the count per option (None with winner-only) and the winning option.
+
+    Ties go to the lowest option index.
+    """
+
+    session_id: str
+    input_name: str
+    nodes: tuple[str, ...]
+    options: int
+    counts: list[int] | None
+    winner: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes),
+                "options": self.options, "counts": self.counts, "winner": self.winner}
+
+
+Result = SumResult | AverageResult | VoteResult | ThresholdResult | AuctionResult | ClearingResult | PluralityResult
