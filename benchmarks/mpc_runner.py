@@ -6,11 +6,11 @@ and the channels are open (the analogue of MPyC's time after `mpc.start()`); fir
 first session, which also pays the TLS handshakes; end_to_end_s: spawning the node processes,
 waiting for health, one sum, stopping them (the analogue of MPyC's spawn-to-exit).
 
-Comparisons and votes (mpc/protocols/threshold.py) need Beaver bit triples from OT; the first
-such session between two nodes runs 128 Chou-Orlandi base OTs in each direction of every pair,
-which the nodes keep for their lifetime, so later sessions reuse them. run_mpc_compare and
-run_mpc_vote therefore report that first session separately (first_s, setup_s) from the median
-of the later ones (compute_s); run_mpc_base_ot times the base OTs of one pair in-process.
+Comparisons, votes and auctions need Beaver bit triples from OT; the first such session
+between two nodes runs 128 Chou-Orlandi base OTs in each direction of every pair, which the
+nodes keep for their lifetime, so later sessions reuse them. run_mpc_compare, run_mpc_vote and
+run_mpc_auction therefore report that first session separately (first_s, setup_s) from the
+median of the later ones (compute_s); run_mpc_base_ot times the base OTs of one pair in-process.
 """
 
 from __future__ import annotations
@@ -280,6 +280,77 @@ def run_mpc_vote(ballots: int = 1000, parties: int = 3, repeats: int = 5,
             "cli_s": statistics.median(cli_times) if cli_times else None, "end_to_end_s": end_to_end,
             "ballots": ballots, "parties": parties, "passed": expected, "ok": ok, "repeats": repeats,
             **_cpu_fields(cpu)}
+
+
+# The bids of the auction benchmark: |bid| <= 2^30 - 1, the most for which MPyC's SecInt(32)
+# compares two bids exactly (their difference must fit in signed 32 bits); mpc takes any int32.
+# The same limit as benchmarks/mpyc_programs/auction.py BID_LIMIT.
+AUCTION_BID_LIMIT = (1 << 30) - 1
+
+
+def auction_bids(bids: int, parties: int) -> list[np.ndarray]:
+    """Deterministic bids, split into `parties` contiguous chunks (sizes differ by <= 1): values
+    in +-AUCTION_BID_LIMIT (negative ones too), every 13th bid a repeat of the one before it,
+    and the top value AUCTION_BID_LIMIT planted at global indices bids//2, bids//2 + 2 and
+    bids - 1, so the maximum is tied within a node and across nodes (with 3 nodes).
+
+    The same formula as benchmarks/mpyc_programs/auction.py, so both sides hold the same bids.
+    Returns: one int64 vector per node.
+    """
+    j = np.arange(bids, dtype=np.int64)
+    every = (j * 2_654_435_761 + 12_345) % (2 * AUCTION_BID_LIMIT + 1) - AUCTION_BID_LIMIT
+    every[13::13] = every[12:-1:13]  # ties below the top
+    every[[bids // 2, min(bids // 2 + 2, bids - 1), bids - 1]] = AUCTION_BID_LIMIT  # the top, tied
+    return [np.ascontiguousarray(chunk) for chunk in np.array_split(every, parties)]
+
+
+def auction_expected(split: Sequence[np.ndarray], second_price: bool) -> tuple[int, int, int]:
+    """The plaintext auction under mpc's rule: the highest bid wins, among equal highest bids the
+    first in (node order, index at the node); the price is that bid, or with second_price the
+    highest of the others (equal to the winner's when the top is tied).
+
+    Returns: (winning node's position, index at that node, price).
+    """
+    every = np.concatenate(split)
+    winner = int(np.argmax(every))  # the first occurrence of the maximum
+    price = int(np.max(np.delete(every, winner))) if second_price else int(every[winner])
+    starts = np.cumsum([0] + [len(chunk) for chunk in split])
+    node = int(np.searchsorted(starts, winner, side="right")) - 1
+    return node, winner - int(starts[node]), price
+
+
+def run_mpc_auction(bids: int = 1000, parties: int = 3, second_price: bool = False,
+                    repeats: int = 5) -> dict[str, object]:
+    """A sealed-bid auction over `bids` bids split across the nodes (`Coordinator.auction`): only
+    the winner (node and index there) and the price are opened; with second_price the price is
+    the second-highest bid.
+
+    first_s: the first auction on fresh nodes (includes the base OTs of every pair); compute_s:
+    median of `repeats` later auctions; setup_s = first_s - compute_s; end_to_end_s: spawning
+    the nodes, the first auction, stopping them. ok: every result equals the plaintext's
+    (auction_expected).
+
+    first_cpu_s / compute_cpu_s: CPU seconds of the node processes together (Linux).
+
+    Returns: {"compute_s", "first_s", "setup_s", "end_to_end_s", "bids", "parties", "second_price",
+    "winner_node", "winner_index", "price", "ok", "repeats", "first_cpu_s", "compute_cpu_s"}.
+    """
+    if bids < max(parties, 2) or repeats < 1:
+        raise ValueError("need at least one bid per node, two bids and one repeat")
+    names = NAMES[:parties]
+    split = auction_bids(bids, parties)
+    node, index, price = auction_expected(split, second_price)
+    async def auction(coordinator: Coordinator) -> bool:
+        result = await coordinator.auction("bids", second_price=second_price)
+        return (result.winner_node, result.winner_index, result.price) == (names[node], index, price)
+
+    with _running(names, {"bids": split}, (-AUCTION_BID_LIMIT, AUCTION_BID_LIMIT)) as run:
+        times, cpu, ok = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, auction))
+    end_to_end = run.stopped - run.started - sum(times[1:])
+    compute = statistics.median(times[1:])
+    return {"compute_s": compute, "first_s": times[0], "setup_s": times[0] - compute, "end_to_end_s": end_to_end,
+            "bids": bids, "parties": parties, "second_price": second_price, "winner_node": names[node],
+            "winner_index": index, "price": price, "ok": ok, "repeats": repeats, **_cpu_fields(cpu)}
 
 
 def _timed(fn: Callable[[], Any]) -> float:

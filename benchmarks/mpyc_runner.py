@@ -2,11 +2,13 @@
 
 Usage from Python (e.g. benchmarks/run.py)::
 
-    from benchmarks.mpyc_runner import run_mpyc_sum, run_mpyc_compare, run_mpyc_vote
+    from benchmarks.mpyc_runner import run_mpyc_sum, run_mpyc_compare, run_mpyc_vote, run_mpyc_auction
     run_mpyc_sum(10_000)                  # 3 parties, vectors of L=10^4 secure ints each
     run_mpyc_sum(1, scalar_raises=True)   # 4 parties, inputs 3800, 2514, 2982, 3390 -> 12686
     run_mpyc_compare(1000)                # 3 parties, 1000 batched secure x >= y
     run_mpyc_vote(1000)                   # 3 parties, 1000 ballots split, opens [2 tally >= N]
+    run_mpyc_auction(1000)                # 3 parties, 1000 bids split, opens argmax and max
+    run_mpyc_auction(1000, second_price=True)   # ... opens argmax and the second-highest bid
 
 (or ``python benchmarks/mpyc_runner.py [--big]`` for the standard set of measurements).
 
@@ -51,6 +53,7 @@ PROGRAMS = Path(__file__).resolve().parent / 'mpyc_programs'
 SUM_PROGRAM = PROGRAMS / 'sum_vector.py'
 COMPARE_PROGRAM = PROGRAMS / 'compare.py'
 VOTE_PROGRAM = PROGRAMS / 'vote.py'
+AUCTION_PROGRAM = PROGRAMS / 'auction.py'
 HOST = '127.0.0.1'
 RAISES_PARTIES = 4
 
@@ -247,6 +250,22 @@ def run_mpyc_vote(ballots: int = 1000, parties: int = 3, *, timeout: float = 600
     return _run_parties(VOTE_PROGRAM, parties, ['--N', str(ballots)], timeout)
 
 
+def run_mpyc_auction(bids: int = 1000, parties: int = 3, *, second_price: bool = False,
+                     lists: bool = False, timeout: float = 600) -> dict:
+    """A sealed-bid auction over `bids` bids split across the parties (SecInt(32) secure arrays,
+    mpc.np_argmax; with lists=True lists of secure integers and mpc.argmax, slower): only the
+    winning index and the price (the highest bid, or with second_price the second-highest) are
+    opened. Ties go to the first occurrence in (party, index at the party).
+
+    Returns {"compute_s", "end_to_end_s", "M", "parties", "second_price", "lists", "winner_party",
+    "winner_index", "price", "ok", "tls", "ssl_logged"}.
+    """
+    if bids < max(parties, 2):
+        raise ValueError('need at least one bid per party and two bids')
+    flags = (['--second-price'] if second_price else []) + (['--lists'] if lists else [])
+    return _run_parties(AUCTION_PROGRAM, parties, ['--M', str(bids), *flags], timeout)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
     parser = argparse.ArgumentParser(description='MPyC side of the mpc benchmark')
@@ -254,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--timeout', type=float, default=900)
     args = parser.parse_args(argv)
     runs = [('sum', 10**4), ('sum', 10**5)] + ([('sum', 10**6)] if args.big else [])
-    runs += [('raises', 1), ('compare', 1000), ('vote', 1000)]
+    runs += [('raises', 1), ('compare', 1000), ('vote', 1000), ('auction', 1000), ('auction2', 1000)]
     all_ok = True
     for kind, n in runs:
         if kind == 'sum':
@@ -263,6 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             res = run_mpyc_sum(1, scalar_raises=True, timeout=args.timeout)
         elif kind == 'compare':
             res = run_mpyc_compare(n, timeout=args.timeout)
+        elif kind in ('auction', 'auction2'):
+            res = run_mpyc_auction(n, second_price=kind == 'auction2', timeout=args.timeout)
         else:
             res = run_mpyc_vote(n, timeout=args.timeout)
         all_ok &= bool(res['ok'])

@@ -1,13 +1,15 @@
 """mpc vs MPyC, same machine, one run, each party its own process on loopback, TLS on for both.
 
-    make bench          # or: .venv/bin/python benchmarks/run.py [--only sum|compare|all] [--json FILE]
+    make bench          # or: .venv/bin/python benchmarks/run.py [--only sum|compare|auction|all] [--json FILE]
 
 Prints a Markdown table: computation time (after start-up) and end to end, and the ratios
 MPyC / mpc (higher is better for mpc); below it the comparisons per second and mpc's one-off
 base OT cost. Cases: the secure sums (--only sum); 1000 batched 32-bit comparisons and a vote
-over 1000 ballots among 3 parties (--only compare). For the comparison and the vote, mpc's
-compute time is the median of later sessions on running nodes, which reuse the base OTs the
-first session set up (the nodes keep them for their lifetime); its end-to-end time includes
+over 1000 ballots among 3 parties (--only compare); a sealed-bid auction over 1000 bids split
+among 3 parties, opening the winner and the highest bid, and the same opening the second-highest
+bid (--only auction; --bids sets the number). For the comparison, the vote and the auctions,
+mpc's compute time is the median of later sessions on running nodes, which reuse the base OTs
+the first session set up (the nodes keep them for their lifetime); its end-to-end time includes
 that first session, i.e. spawning the nodes, the base OTs, one session and stopping them.
 """
 
@@ -22,8 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.mpc_runner import run_mpc_base_ot, run_mpc_compare, run_mpc_sum, run_mpc_vote  # noqa: E402
-from benchmarks.mpyc_runner import run_mpyc_compare, run_mpyc_sum, run_mpyc_vote  # noqa: E402
+from benchmarks.mpc_runner import (  # noqa: E402
+    run_mpc_auction, run_mpc_base_ot, run_mpc_compare, run_mpc_sum, run_mpc_vote)
+from benchmarks.mpyc_runner import run_mpyc_auction, run_mpyc_compare, run_mpyc_sum, run_mpyc_vote  # noqa: E402
 
 
 def _row(name: str, ours: dict[str, object], theirs: dict[str, object]) -> str:
@@ -44,10 +47,12 @@ def main() -> int:
     """Run the comparisons and print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000", help="vector lengths for the 3-party sum")
-    parser.add_argument("--only", choices=("sum", "compare", "all"), default="all",
-                        help="sum: the secure sums; compare: comparisons, vote, base OTs; all: both (default)")
+    parser.add_argument("--only", choices=("sum", "compare", "auction", "all"), default="all",
+                        help="sum: the secure sums; compare: comparisons, vote, base OTs; auction: first- and "
+                             "second-price auctions; all: every one (default)")
     parser.add_argument("--comparisons", type=int, default=1000, help="batched comparisons (3 parties)")
     parser.add_argument("--ballots", type=int, default=1000, help="ballots in the vote (3 parties)")
+    parser.add_argument("--bids", type=int, default=1000, help="bids in the auctions (3 parties)")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -88,6 +93,17 @@ def main() -> int:
                      f"Chou-Orlandi OTs one direction {_f(base, 'one_direction_s'):.2f} s, both directions "
                      f"{_f(base, 'both_directions_s'):.2f} s; paid by the first comparison or vote between two "
                      f"nodes, then kept for the nodes' lifetime")
+    if args.only in ("auction", "all"):
+        b = args.bids
+        for second_price, name in ((False, f"auction max+argmax, {b:,} bids, 3 parties"),
+                                   (True, f"second-price auction, {b:,} bids, 3 parties")):
+            ours = run_mpc_auction(b, second_price=second_price)
+            theirs = run_mpyc_auction(b, second_price=second_price, timeout=900)
+            results.append({"case": f"auction{2 if second_price else 1}-3-{b}", "mpc": ours, "mpyc": theirs})
+            rows.append(_row(name, ours, theirs))
+            notes.append(f"- mpc {'second-price ' if second_price else ''}auction: first auction on fresh nodes "
+                         f"{_f(ours, 'first_s'):.2f} s (one-off setup {_f(ours, 'setup_s'):.2f} s), later ones "
+                         f"{_f(ours, 'compute_s'):.3f} s; {_cpu_note(ours)}")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"load average (1/5/15 min) at start {load_start}, at end {_load()}")
     print("| case | mpc compute (s) | MPyC compute (s) | MPyC/mpc | mpc end to end (s) | MPyC end to end (s) "

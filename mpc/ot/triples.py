@@ -16,8 +16,8 @@ Three sans-I/O pieces, all per party (Send events from mpc/events.py):
   over IKNP extensions only: steps "triples/u" (IKNP message) then "triples/t" (corrections).
   It ends with a `BitTriples(a, b, c)` event (defined here; the Beaver AND gates of
   mpc/protocols/beaver.py consume it): this party's XOR shares, packed uint64 words.
-  Sessions over the same `PairwiseOt`s must run one after another (the IKNP PRG offsets of
-  each pair advance in step; an out-of-turn message raises RoundMismatch).
+  Sessions over the same `PairwiseOt`s may run concurrently (each IKNP extension reserves
+  its own PRG window; a window used twice raises RoundMismatch).
 - `TriplePool`: one party's triples, handed out as disjoint word ranges, each exactly once
   (a `TripleSource`).
 """
