@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from mpc.errors import ConfigError
-from mpc.protocols.catalogue import NAMES
+from mpc.protocols.catalogue import HALF, NAMES
 
 PROTOCOL_NAMES = NAMES   # every protocol of the catalogue (mpc/protocols/catalogue.py)
 DEFAULT_MIN_PARTICIPANTS = 3
@@ -26,7 +26,6 @@ DEFAULT_MIN_PARTICIPANTS = 3
 DEFAULT_MAX_RELEASES = 1
 DEFAULT_MAX_SESSIONS = 64
 DEFAULT_MAX_SESSIONS_PER_COORDINATOR = 16
-HALF = "half"                    # the vote rule "at least half of the ballots cast", in `thresholds`
 Pin = str | frozenset[str]       # "cluster", "any", or exactly these nodes
 
 

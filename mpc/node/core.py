@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from mpc import __version__
-from mpc.config import HALF, INPUT_NAME, NODE_NAME, ClusterConfig, NodeConfig
+from mpc.config import INPUT_NAME, NODE_NAME, ClusterConfig, NodeConfig
 from mpc.errors import (
     AuthError,
     Busy,

@@ -20,10 +20,10 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
 
 from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.events import Output, Send
+from mpc.protocols.engine import Engine
 from mpc.ring import Words
 
 STEP_DIGEST = "agree/digest"
@@ -39,39 +39,10 @@ def session_digest(description: Mapping[str, object]) -> bytes:
     return hashlib.sha256(b"mpc/v1/session-description\0" + text.encode()).digest()
 
 
-class Inner(Protocol):
-    """The engine being guarded: the node's engine interface (mpc/protocols/catalogue.py, Engine)."""
-
-    length: int
-    value_free_steps: tuple[str, ...]
-
-    @property
-    def waiting_for(self) -> tuple[str, ...]:
-        """Peers the engine is waiting on."""
-        ...
-
-    @property
-    def triple_counts(self) -> tuple[int, int] | None:
-        """Bit triples (generated, consumed) so far, for engines that use them."""
-        ...
-
-    def is_slow(self, step: str) -> bool:
-        """Whether handling `step` should run outside the event loop."""
-        ...
-
-    def start(self, contribution: Words) -> list[Send | Output]:
-        """Begin with this node's contribution."""
-        ...
-
-    def receive(self, sender: str, step: str, payload: bytes) -> list[Send | Output]:
-        """Take one peer message."""
-        ...
-
-
 class AgreedParty:
     """Wraps an engine: exchanges description digests and holds value-dependent events until all agree."""
 
-    def __init__(self, inner: Inner, session_id: str, me: str, parties: Sequence[str],
+    def __init__(self, inner: Engine, session_id: str, me: str, parties: Sequence[str],
                  on_agreed: Callable[[], None] | None = None) -> None:
         """Args:
             on_agreed: called once, when every digest has arrived and matched, just before what was

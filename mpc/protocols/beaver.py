@@ -16,8 +16,6 @@ double that never ships under mpc/.
 
 from __future__ import annotations
 
-import numpy as np
-
 from mpc.errors import LocalProtocolError
 from mpc.ot.triples import BitTriples, TripleSource
 from mpc.ring import Words

@@ -20,13 +20,12 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 
 from mpc.encoding import MAX_BALLOTS, decode_ratio, decode_value
 from mpc.errors import InputError, RemoteProtocolError
-from mpc.events import Output, Send
 from mpc.ot.triples import OtSetups
 from mpc.prg import Rng
 from mpc.protocols import auction, clearing
@@ -41,6 +40,7 @@ from mpc.protocols.contribution import (
     contribution,
     vote_contribution,
 )
+from mpc.protocols.engine import Engine
 from mpc.protocols.sum import SecureSumParty
 from mpc.protocols.threshold import ThresholdParty
 from mpc.results import (
@@ -58,35 +58,7 @@ from mpc.ring import Signed, Words, to_signed
 Combine = Literal["add", "xor"]
 ParamValue = int | bool | tuple[int, ...] | None
 MAX_OPTIONS = 256
-
-
-class Engine(Protocol):
-    """What a node needs of a sans-I/O protocol engine (mpc/node/core.py wraps it in an AgreedParty)."""
-
-    length: int
-    value_free_steps: tuple[str, ...]
-
-    @property
-    def waiting_for(self) -> tuple[str, ...]:
-        """Peers the engine is waiting on."""
-        ...
-
-    @property
-    def triple_counts(self) -> tuple[int, int] | None:
-        """Bit triples (generated, consumed) so far, for engines that use them."""
-        ...
-
-    def is_slow(self, step: str) -> bool:
-        """Whether handling `step` should run outside the event loop (seconds of arithmetic)."""
-        ...
-
-    def start(self, contribution: Words) -> list[Send | Output]:
-        """Begin with this node's contribution."""
-        ...
-
-    def receive(self, sender: str, step: str, payload: bytes) -> list[Send | Output]:
-        """Take one peer message."""
-        ...
+HALF = "half"                  # the vote rule "at least half of the ballots cast", in a policy's `thresholds`
 
 
 class _SumEngine(SecureSumParty):
@@ -401,7 +373,7 @@ class VoteEntry(Entry[VoteParams]):
             check_threshold(params.threshold)
 
     def thresholds(self, params: VoteParams) -> int | str | None:
-        return "half" if params.threshold is None else params.threshold
+        return HALF if params.threshold is None else params.threshold
 
     def check(self, params: VoteParams, declared: Declared, parties: int, scale: int) -> None:
         check_declared("vote", declared.kind, declared.bounds, declared.records, declared.frac_bits, scale, parties,
