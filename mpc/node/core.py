@@ -308,6 +308,10 @@ class NodeCore:
             raise RoundMismatch(f"session {session_id} is already computing at node {self.me.name}")
         protocol, params, stored = session.protocol, session.params, session.stored
         me = self.me.name
+        if not lengths and protocol.lengths == "equal":
+            # A coordinator that sends no lengths (an older mpc) means "equal": each node assumes its
+            # own everywhere, and the session digest, which holds the lengths, catches a difference.
+            lengths = {p: session.length for p in session.parties}
         if set(lengths) != set(session.parties) or lengths.get(me) != session.length:
             raise RemoteProtocolError(f"session {session_id}: the coordinator's lengths "
                                       f"{quoted(str(dict(lengths)), 200)} do not match the participants, or node "

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 
 from mpc.config import Policy
 from mpc.errors import PolicyError
+from mpc.protocols.catalogue import describe_release, implies
 from mpc.store import ReleaseRecord, Store, StoredInput
 
-# Per-record outputs whose counts are public once the input is scalar: all three say "the sum".
-_SCALAR_SUMS = frozenset({"sum", "average-records", "average-elementwise"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,34 +55,19 @@ class Query:
         """Parse what to_json wrote."""
         raw = json.loads(text)
         # Stores written before the protocol catalogue call the parameter "threshold".
-        return cls(str(raw["aggregate"]), raw["parameter"] if "parameter" in raw else raw["threshold"], tuple(raw["participants"]),
+        parameter = raw["parameter"] if "parameter" in raw else raw["threshold"]
+        return cls(str(raw["aggregate"]), parameter, tuple(raw["participants"]),
                    tuple((str(n), int(v)) for n, v in raw["versions"]))
 
     def describe(self) -> str:
         """A short human description: "vote (at least 7) over alice,bob,carlos"."""
-        what = self.aggregate
-        if self.aggregate == "vote":
-            what += " (at least half)" if self.parameter is None else f" (at least {self.parameter})"
-        elif self.aggregate == "threshold":
-            what += f" (at least {self.parameter})"
-        elif self.parameter is not None:
-            what += f" ({json.dumps(self.parameter)[:60]})"
-        return f"{what} over {','.join(self.participants)}"
+        return f"{describe_release(self.aggregate, self.parameter)} over {','.join(self.participants)}"
 
 
 def _implied(new: Query, old: Query, scalar: bool) -> bool:
     """Whether `new`'s output is a function of `old`'s and public data; same data assumed."""
-    if (new.aggregate, new.parameter) == (old.aggregate, old.parameter):
-        return True
-    if (old.aggregate, new.aggregate) == ("plurality", "plurality-winner") and old.parameter == new.parameter:
-        return True   # the winner is a function of the counts (lowest option wins a tie)
-    if scalar and new.aggregate in _SCALAR_SUMS and old.aggregate in _SCALAR_SUMS:
-        return True
-    if old.aggregate == "sum":
-        return new.aggregate in ("average-records", "average-elementwise", "threshold", "clearing-price")
-    if old.aggregate == "average-elementwise":
-        return new.aggregate in ("sum", "threshold")
-    return False
+    return (new.aggregate, new.parameter) == (old.aggregate, old.parameter) or implies(
+        old.aggregate, old.parameter, new.aggregate, new.parameter, scalar)
 
 
 def implied_by(new: Query, earlier: Iterable[Query], scalar: bool) -> Query | None:

@@ -16,6 +16,7 @@ and the release query the owner's budget counts (mpc/node/releases.py).
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -602,6 +603,39 @@ class PluralityEntry(Entry[PluralityParams]):
 
     def query(self, params: PluralityParams) -> tuple[str, object]:
         return ("plurality-winner" if params.winner_only else "plurality"), params.options
+
+
+# What one release implies about another over the same data and participants (mpc/node/releases.py):
+# (earlier variant, later variant) where the later output is a function of the earlier one and public
+# shapes. A sum gives its average (the counts are public: n for scalars, n·L for vectors), any
+# threshold of it and its clearing price; an elementwise average gives the sums back.
+_IMPLIES = frozenset({("sum", "average-records"), ("sum", "average-elementwise"), ("sum", "threshold"),
+                      ("sum", "clearing-price"), ("average-elementwise", "sum"), ("average-elementwise", "threshold")})
+# The same, when the parameters are equal too: a plurality's winner is a function of its counts.
+_IMPLIES_SAME_PARAMETER = frozenset({("plurality", "plurality-winner")})
+# For scalar inputs every record count is public (one per node): all three say "the sum".
+_SCALAR_SUMS = frozenset({"sum", "average-records", "average-elementwise"})
+
+
+def implies(old: str, old_parameter: object, new: str, new_parameter: object, scalar: bool) -> bool:
+    """Whether release `new` reveals nothing beyond release `old` over the same data (not counting repeats).
+
+    Returns: True when the new output is a function of the old one and public data.
+    """
+    if scalar and old in _SCALAR_SUMS and new in _SCALAR_SUMS:
+        return True
+    if (old, new) in _IMPLIES_SAME_PARAMETER:
+        return old_parameter == new_parameter
+    return (old, new) in _IMPLIES
+
+
+def describe_release(variant: str, parameter: object) -> str:
+    """A short description of a release: "vote (at least half)", "threshold (at least 7)", "auction-second"."""
+    if variant == VoteEntry.name:
+        return f"vote (at least {'half' if parameter is None else parameter})"
+    if variant == ThresholdEntry.name:
+        return f"threshold (at least {parameter})"
+    return variant if parameter is None else f"{variant} ({json.dumps(parameter)[:60]})"
 
 
 CATALOGUE: tuple[Entry[Any], ...] = (SumEntry(), AverageEntry(), VoteEntry(), ThresholdEntry(), AuctionEntry(),

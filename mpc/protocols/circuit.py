@@ -266,7 +266,7 @@ class CircuitParty:
 
     Step labels are `prefix + "/" + label`. A peer can be at most one round ahead of us (it
     needs our words to finish a round), so at most one message per peer is kept for a later
-    round; it must carry the label we reach next. Every payload must have exactly the length
+    round (its calls may overtake each other); it must carry the label we reach next. Every payload must have exactly the length
     of our own words for that round (the program's shape is public and the same everywhere).
     """
 
@@ -321,14 +321,16 @@ class CircuitParty:
         if self._done:
             raise RoundMismatch(f"session {self.session_id}: step {step!r} from {sender!r} after the end")
         current = self._round
-        if current is None or sender in current.inbox or not self._started:
-            if sender in self._ahead:
-                raise RoundMismatch(f"session {self.session_id}: step {step!r} from {sender!r} is more than one "
-                                    f"round ahead")
-            self._ahead[sender] = (step, payload)
-            return []
-        self._accept(current, sender, step, payload)
-        return self._maybe_advance()
+        if current is not None and sender not in current.inbox and step == f"{self.prefix}/{current.label}":
+            self._accept(current, sender, step, payload)
+            return self._maybe_advance()
+        # For a later round: peers' calls may overtake each other, so a peer's next-round words can
+        # come before its words for this round; it cannot be two rounds ahead (it needs ours).
+        if sender in self._ahead:
+            raise RoundMismatch(f"session {self.session_id}: step {step!r} from {sender!r}, but a message for a "
+                                f"later round ({self._ahead[sender][0]!r}) is already waiting")
+        self._ahead[sender] = (step, payload)
+        return []
 
     def _accept(self, current: _Round, sender: str, step: str, payload: bytes) -> None:
         expected = f"{self.prefix}/{current.label}"
@@ -368,5 +370,5 @@ class CircuitParty:
         events: list[Send | Output] = [Send(peer, f"{self.prefix}/{request.label}", payload) for peer in self.peers]
         ahead, self._ahead = self._ahead, {}
         for sender, (step, data) in ahead.items():
-            self._accept(self._round, sender, step, data)
+            self._accept(self._round, sender, step, data)   # it must be for this round
         return events
