@@ -35,10 +35,15 @@ from mpc.protocols.compute import ComputeParty
 from mpc.protocols.contribution import (
     COMPARE_BITS,
     COMPARE_BOUND,
-    check_declared,
+    check_ballots_declared,
+    check_compare_declared,
+    check_sum_declared,
     check_threshold,
     compare_contribution,
-    contribution,
+    elementwise_contribution,
+    records_contribution,
+    require_bounds,
+    sum_contribution,
     vote_contribution,
 )
 from mpc.protocols.engine import Engine
@@ -309,12 +314,11 @@ class SumEntry(Entry[NoParams]):
     shapes_match = True
 
     def check(self, params: NoParams, declared: Declared, parties: int, scale: int) -> None:
-        check_declared("sum", declared.kind, declared.bounds, declared.records, declared.frac_bits, scale, parties,
-                       declared.what)
+        check_sum_declared(declared.bounds, 1, declared.frac_bits, scale, parties, declared.what)
 
     def contribute(self, params: NoParams, c: Contributing) -> Words:
         d = c.declared
-        return contribution("sum", c.values, d.frac_bits, c.scale, c.parties, d.what)
+        return sum_contribution(c.values, d.frac_bits, c.scale, c.parties, d.what)
 
     def decode(self, params: NoParams, opened: Opened) -> Result:
         values = [decode_value(int(w), opened.frac_bits) for w in to_signed(opened.words)]
@@ -329,20 +333,17 @@ class AverageEntry(Entry[AverageParams]):
     reveals = "the sum(s) and the record count"
     shapes_match = True
 
-    @staticmethod
-    def _aggregate(params: AverageParams) -> Literal["average-records", "average-elementwise"]:
-        return "average-elementwise" if params.elementwise else "average-records"
-
     def check(self, params: AverageParams, declared: Declared, parties: int, scale: int) -> None:
-        check_declared(self._aggregate(params), declared.kind, declared.bounds, declared.records, declared.frac_bits,
-                       scale, parties, declared.what)
+        records = 1 if params.elementwise else declared.records   # a node adds up its records first
+        check_sum_declared(declared.bounds, records, declared.frac_bits, scale, parties, declared.what)
 
     def length(self, params: AverageParams, declared: Declared) -> int:
         return declared.records + 1 if params.elementwise else 2
 
     def contribute(self, params: AverageParams, c: Contributing) -> Words:
         d = c.declared
-        return contribution(self._aggregate(params), c.values, d.frac_bits, c.scale, c.parties, d.what)
+        build = elementwise_contribution if params.elementwise else records_contribution
+        return build(c.values, d.frac_bits, c.scale, c.parties, d.what)
 
     def decode(self, params: AverageParams, opened: Opened) -> Result:
         signed = [int(w) for w in to_signed(opened.words)]
@@ -357,7 +358,7 @@ class AverageEntry(Entry[AverageParams]):
                              count)
 
     def query(self, params: AverageParams) -> tuple[str, object]:
-        return self._aggregate(params), None
+        return ("average-elementwise" if params.elementwise else "average-records"), None
 
 
 class VoteEntry(Entry[VoteParams]):
@@ -377,8 +378,7 @@ class VoteEntry(Entry[VoteParams]):
         return HALF if params.threshold is None else params.threshold
 
     def check(self, params: VoteParams, declared: Declared, parties: int, scale: int) -> None:
-        check_declared("vote", declared.kind, declared.bounds, declared.records, declared.frac_bits, scale, parties,
-                       declared.what)
+        check_ballots_declared(declared.kind, parties, declared.what)
 
     def length(self, params: VoteParams, declared: Declared) -> int:
         return 1
@@ -416,8 +416,7 @@ class ThresholdEntry(Entry[ThresholdParams]):
         return params.threshold
 
     def check(self, params: ThresholdParams, declared: Declared, parties: int, scale: int) -> None:
-        check_declared("threshold", declared.kind, declared.bounds, declared.records, declared.frac_bits, scale,
-                       parties, declared.what)
+        check_compare_declared(declared.bounds, declared.frac_bits, parties, declared.what)
 
     def contribute(self, params: ThresholdParams, c: Contributing) -> Words:
         return compare_contribution(c.values, c.declared.frac_bits, c.parties, c.declared.what)
@@ -435,14 +434,12 @@ class ThresholdEntry(Entry[ThresholdParams]):
 
 
 def _check_integers_within(declared: Declared, lo: int, hi: int, purpose: str) -> None:
-    if declared.bounds is None:
-        raise InputError(f"{declared.what} declares no bounds (it was stored by an older mpc); store it again "
-                         f"with --bounds LO,HI")
+    bounds = require_bounds(declared.bounds, declared.what)
     if declared.frac_bits != 0:
         raise InputError(f"{declared.what} is fixed point ({declared.frac_bits} fractional bits); {purpose} take "
                          f"integers")
-    if declared.bounds[0] < lo or declared.bounds[1] > hi:
-        raise InputError(f"{declared.what} declares bounds {declared.bounds[0]}..{declared.bounds[1]}, outside "
+    if bounds[0] < lo or bounds[1] > hi:
+        raise InputError(f"{declared.what} declares bounds {bounds[0]}..{bounds[1]}, outside "
                          f"{lo}..{hi}: {purpose}")
 
 
@@ -520,8 +517,7 @@ class ClearingPriceEntry(Entry[ClearingParams]):
         if declared.records != len(params.prices):
             raise InputError(f"{declared.what} has {declared.records} values, the price grid {len(params.prices)} "
                              f"prices: one net demand per price")
-        check_declared("threshold", declared.kind, declared.bounds, declared.records, declared.frac_bits, scale,
-                       parties, declared.what)
+        check_compare_declared(declared.bounds, declared.frac_bits, parties, declared.what)
 
     def contribute(self, params: ClearingParams, c: Contributing) -> Words:
         clearing.check_monotone(c.values, c.declared.what)

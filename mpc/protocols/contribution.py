@@ -1,16 +1,17 @@
-"""What a node feeds into a secure sum for each aggregate (DESIGN.md §4, "Sum" and "Average").
+"""What a node feeds into a protocol, and the checks on its declaration (DESIGN.md §4, §9).
 
+The pieces the catalogue's entries (mpc/protocols/catalogue.py) are built from:
 sum:                   the stored vector, elementwise.
 average (records):     [sum of this node's records, number of records]; the mean over every
                        record of every node is total / count, and both are revealed.
 average (elementwise): [v_1 .. v_L, 1]; the elementwise mean over nodes, count = node count.
+vote, threshold:       the tally (2t - n, or t), or the integer values, compared with k.
 All values are first brought to the session's common scale and checked against the bound
-that keeps a sum over `parties` contributions from wrapping (PROTOCOLS.md §1).
+that keeps a sum over `parties` contributions from wrapping (PROTOCOLS.md §1); refusals at
+prepare use the declaration only (check_*_declared).
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 import numpy as np
 
@@ -18,82 +19,98 @@ from mpc.encoding import INT64_MAX, MAX_BALLOTS, check_sum_bound, exact_local_su
 from mpc.errors import InputError
 from mpc.ring import Signed, Words, from_signed
 
-Aggregate = Literal["sum", "average-records", "average-elementwise", "vote", "threshold"]
 # Comparisons run on ell = 32 bits (mpc/protocols/threshold.py): totals within +-(2^30 - 1) and
 # thresholds within +-2^30, so that total - k never leaves [-2^31, 2^31).
 COMPARE_BITS = 32
 COMPARE_BOUND = 1 << (COMPARE_BITS - 2)
 
 
-def contribution_length(aggregate: Aggregate, stored_length: int) -> int:
-    """The number of words a node contributes.
+def sum_contribution(values: Signed, frac_bits: int, session_frac_bits: int, parties: int, what: str) -> Words:
+    """A sum's contribution: the stored vector at the session's scale.
 
-    Returns: the length of the vector that enters the secure sum.
+    Returns: uint64 words, one per value.
+    Raises: InputError naming `what` when a value could make the sum over `parties` overflow.
     """
-    if aggregate == "sum":
-        return stored_length
-    if aggregate in ("average-records", "vote"):
-        return 2 if aggregate == "average-records" else 1
-    if aggregate == "threshold":
-        return stored_length
-    return stored_length + 1
+    return _checked(rescale(values, frac_bits, session_frac_bits), parties, session_frac_bits, what)
 
 
-def contribution(aggregate: Aggregate, values: Signed, frac_bits: int, session_frac_bits: int,
-                 parties: int, what: str) -> Words:
-    """Build this node's contribution at the session's scale.
+def records_contribution(values: Signed, frac_bits: int, session_frac_bits: int, parties: int,
+                         what: str) -> Words:
+    """An average over records: [sum of this node's records, number of records].
 
-    Returns: uint64 words of length contribution_length(aggregate, len(values)).
-    Raises: InputError naming `what` when a value (or this node's record sum, or the record
-    count) could make the sum over `parties` contributions overflow.
+    Returns: two uint64 words.
+    Raises: InputError naming `what` when the record sum or count could overflow the sum.
     """
     scaled = rescale(values, frac_bits, session_frac_bits)
-    if aggregate == "sum":
-        body = scaled
-    elif aggregate == "average-records":
-        local = exact_local_sum(scaled, what)
-        body = np.array([local, scaled.size], dtype=np.int64)
-    else:
-        body = np.append(scaled, np.int64(1))
-    check_sum_bound(body, parties, session_frac_bits, what)
+    body = np.array([exact_local_sum(scaled, what), scaled.size], dtype=np.int64)
+    return _checked(body, parties, session_frac_bits, what)
+
+
+def elementwise_contribution(values: Signed, frac_bits: int, session_frac_bits: int, parties: int,
+                             what: str) -> Words:
+    """An elementwise average: [v_1 .. v_L, 1]; the count is the number of nodes.
+
+    Returns: L + 1 uint64 words.
+    Raises: InputError naming `what` when a value could make the sum overflow.
+    """
+    scaled = rescale(values, frac_bits, session_frac_bits)
+    return _checked(np.append(scaled, np.int64(1)), parties, session_frac_bits, what)
+
+
+def _checked(body: Signed, parties: int, frac_bits: int, what: str) -> Words:
+    check_sum_bound(body, parties, frac_bits, what)
     return from_signed(body)
 
 
-def check_declared(aggregate: Aggregate, kind: str, bounds: tuple[int, int] | None, length: int, frac_bits: int,
-                   session_frac_bits: int, parties: int, what: str) -> None:
-    """Refuse a session on public data only: the input's declared kind, bounds and (for number
-    inputs) length, the participant count and the scale; never on the stored values (DESIGN.md
-    §9: a refusal that depends on a value tells the caller something about it).
-
-    Within these checks the sum over `parties` contributions cannot wrap and a comparison's
-    total stays in range, whatever the stored values are.
-    Raises: InputError naming `what` and the public quantity at fault.
-    """
-    if aggregate == "vote":
-        if kind != "ballots":
-            raise InputError(f"{what} is not declared as ballots; a vote takes ballots stored with "
-                             f"`mpc input put NAME 1 0 ... --ballots`")
-        if parties * MAX_BALLOTS > COMPARE_BOUND - 1:
-            raise InputError(f"a vote over {parties} parties could leave the comparison's range "
-                             f"(each node may hold up to {MAX_BALLOTS} ballots); "
-                             f"at most {(COMPARE_BOUND - 1) // MAX_BALLOTS} parties")
-        return
+def require_bounds(bounds: tuple[int, int] | None, what: str) -> tuple[int, int]:
+    """The declared bounds. Raises: InputError naming `what` when the input declares none."""
     if bounds is None:
         raise InputError(f"{what} declares no bounds (it was stored by an older mpc); store it again with "
                          f"--bounds LO,HI")
-    magnitude = max(-bounds[0], bounds[1], 0)
-    if aggregate == "threshold":
-        if frac_bits != 0:
-            raise InputError(f"{what} is fixed point ({frac_bits} fractional bits); comparisons take integers")
-        limit = (COMPARE_BOUND - 1) // max(parties, 1)
-        if magnitude > limit:
-            raise InputError(f"{what} declares bounds beyond +-{limit}, too large to compare over {parties} parties")
-        return
-    records = length if aggregate == "average-records" else 1
+    return bounds
+
+
+def check_sum_declared(bounds: tuple[int, int] | None, records: int, frac_bits: int, session_frac_bits: int,
+                       parties: int, what: str) -> None:
+    """Refuse, on the declaration alone (DESIGN.md §9), a sum that could wrap: `records` values per
+    node (1 unless a node adds up its records first), over `parties` nodes, at the session's scale.
+
+    Raises: InputError naming `what` and the public quantity at fault.
+    """
+    lo, hi = require_bounds(bounds, what)
+    magnitude = max(-lo, hi, 0)
     if (magnitude << (session_frac_bits - frac_bits)) * records * parties > INT64_MAX:
         raise InputError(f"{what} declares bounds that could overflow a sum over {parties} parties at "
                          f"{session_frac_bits} fractional bits; declare narrower bounds (--bounds LO,HI); "
                          f"nothing was shared")
+
+
+def check_compare_declared(bounds: tuple[int, int] | None, frac_bits: int, parties: int, what: str) -> None:
+    """Refuse, on the declaration alone, a comparison whose total could leave its range.
+
+    Raises: InputError naming `what` and the public quantity at fault.
+    """
+    lo, hi = require_bounds(bounds, what)
+    if frac_bits != 0:
+        raise InputError(f"{what} is fixed point ({frac_bits} fractional bits); comparisons take integers")
+    limit = (COMPARE_BOUND - 1) // max(parties, 1)
+    if max(-lo, hi, 0) > limit:
+        raise InputError(f"{what} declares bounds beyond +-{limit}, too large to compare over {parties} parties")
+
+
+def check_ballots_declared(kind: str, parties: int, what: str) -> None:
+    """Refuse a vote on an input not declared as ballots, or over so many nodes that the tally
+    could leave the comparison's range.
+
+    Raises: InputError naming `what` and the fault.
+    """
+    if kind != "ballots":
+        raise InputError(f"{what} is not declared as ballots; a vote takes ballots stored with "
+                         f"`mpc input put NAME 1 0 ... --ballots`")
+    if parties * MAX_BALLOTS > COMPARE_BOUND - 1:
+        raise InputError(f"a vote over {parties} parties could leave the comparison's range "
+                         f"(each node may hold up to {MAX_BALLOTS} ballots); "
+                         f"at most {(COMPARE_BOUND - 1) // MAX_BALLOTS} parties")
 
 
 def check_threshold(threshold: int) -> None:

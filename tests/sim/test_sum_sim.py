@@ -20,7 +20,8 @@ from hypothesis.extra import numpy as hnp
 from mpc.encoding import INT64_MAX, sum_bound
 from mpc.errors import InputError, LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.prg import SEED_BYTES, AesCtrRng, SystemRng, random_words
-from mpc.protocols.contribution import contribution, contribution_length
+from mpc.protocols.catalogue import AverageEntry, AverageParams, Declared, NoParams, SumEntry
+from mpc.protocols.contribution import elementwise_contribution, records_contribution, sum_contribution
 from mpc.events import Output, Send
 from mpc.protocols.sum import STEP_SEED, SecureSumParty
 from mpc.ring import Words, from_signed, to_signed, words_to_bytes
@@ -348,10 +349,19 @@ def test_output_share_is_redacted_and_has_no_truth_value() -> None:
 # -- contributions -------------------------------------------------------------------------------
 
 
+BUILD = {"sum": sum_contribution, "average-records": records_contribution,
+         "average-elementwise": elementwise_contribution}
+
+
+def contribution(aggregate: str, values: np.ndarray, frac: int, session: int, parties: int, what: str) -> np.ndarray:
+    return BUILD[aggregate](values, frac, session, parties, what)
+
+
 def test_contribution_lengths() -> None:
-    assert contribution_length("sum", 5) == 5
-    assert contribution_length("average-records", 5) == 2
-    assert contribution_length("average-elementwise", 5) == 6
+    declared = Declared("x", "alice", "number", (-1, 1), 5, 0, False)
+    assert SumEntry().length(NoParams(), declared) == 5
+    assert AverageEntry().length(AverageParams(elementwise=False), declared) == 2
+    assert AverageEntry().length(AverageParams(elementwise=True), declared) == 6
 
 
 @settings(deadline=None, max_examples=50)
@@ -363,9 +373,8 @@ def test_contribution_values(values: list[int], frac: int, extra: int, parties: 
     scaled = [v << extra for v in values]
     for aggregate, expected in (("sum", scaled), ("average-records", [sum(scaled), len(values)]),
                                 ("average-elementwise", [*scaled, 1])):
-        words = contribution(aggregate, arr, frac, session, parties, "input 'x'")  # type: ignore[arg-type]
+        words = contribution(aggregate, arr, frac, session, parties, "input 'x'")
         assert words.dtype == np.uint64
-        assert words.size == contribution_length(aggregate, len(values))  # type: ignore[arg-type]
         assert to_signed(words).tolist() == expected
 
 
@@ -373,11 +382,10 @@ def test_contribution_values(values: list[int], frac: int, extra: int, parties: 
 @pytest.mark.parametrize("aggregate", ["sum", "average-elementwise"])
 def test_contribution_refuses_values_beyond_the_bound(parties: int, aggregate: str) -> None:
     bound = sum_bound(parties)
-    contribution(aggregate, np.array([bound, -bound], dtype=np.int64), 0, 0, parties, "x")  # type: ignore[arg-type]
+    contribution(aggregate, np.array([bound, -bound], dtype=np.int64), 0, 0, parties, "x")
     for bad in (bound + 1, -bound - 1):
         with pytest.raises(InputError, match=f"input 'salary'.*{parties} parties") as err:
-            contribution(aggregate, np.array([0, bad], dtype=np.int64), 0, 0, parties,  # type: ignore[arg-type]
-                         "input 'salary'")
+            contribution(aggregate, np.array([0, bad], dtype=np.int64), 0, 0, parties, "input 'salary'")
         assert str(bad) not in str(err.value) and str(abs(bad)) not in str(err.value)
 
 
