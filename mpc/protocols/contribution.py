@@ -124,7 +124,7 @@ def check_threshold(threshold: int) -> None:
 
 def vote_contribution(yes: int, ballots: int, half_rule: bool) -> Words:
     """This node's contribution to a vote from its tally: 2 t - n for "at least half of the ballots
-    cast" (compared with 0), else t (compared with the threshold). check_declared bounds both.
+    cast" (compared with 0), else t (compared with the threshold). check_ballots_declared bounds both.
 
     Returns: one uint64 word.
     """
@@ -137,7 +137,7 @@ def compare_contribution(values: Signed, frac_bits: int, parties: int, what: str
 
     Returns: uint64 words.
     Raises: InputError naming `what` (never a value) for fixed-point values or totals that could
-    leave the comparison's range (check_declared rules both out first, on the declaration).
+    leave the comparison's range (check_compare_declared rules both out first, on the declaration).
     """
     if frac_bits != 0:
         raise InputError(f"{what} is fixed point ({frac_bits} fractional bits); comparisons take integers")
