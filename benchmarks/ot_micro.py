@@ -1,7 +1,7 @@
 """Micro-benchmark of the OT layer (mpc/ot/, PROTOCOLS.md §3-4), all in one process, no network.
 
-1. The one-off base OTs of one ordered pair: 128 Chou-Orlandi OTs in the RFC 3526 2048-bit
-   group (sender's A, receiver's B's and keys, sender's key pairs), best and median of repeats.
+1. The one-off base OTs of one ordered pair: 128 Chou-Orlandi OTs on Ed25519 (libsodium)
+   (sender's A, receiver's B's and keys, sender's key pairs), best and median of repeats.
 2. IKNP alone on one pair: m random 1-bit OTs (receiver side, sender side), OTs per second.
 3. Dealerless bit triples for n parties (default 3) over an in-memory FIFO router, after a real
    pairwise setup: AND gates per second for 10^5 and 10^6 gates. Every party runs in this one

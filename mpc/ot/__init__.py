@@ -1,6 +1,6 @@
 """Oblivious transfer and dealerless Beaver bit triples (DESIGN.md §4, PROTOCOLS.md §3-4).
 
-base.py       Chou-Orlandi base OT in the RFC 3526 2048-bit MODP group (LATINCRYPT 2015)
+base.py       Chou-Orlandi base OT on Ed25519 with libsodium (LATINCRYPT 2015)
 extension.py  IKNP OT extension with random-OT outputs (CRYPTO 2003), fixed-key-AES hash
 triples.py    pairwise OT setup, bit triples from random OT (ABY, NDSS 2015), TriplePool, OtSetups
 arith.py      arithmetic triples (Gilboa OT multiplication) and daBits (Rotaru-Wood), their pools

@@ -18,11 +18,11 @@ from typing import TypeVar
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from nacl import bindings as sodium
 
 from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.ot import base
-from mpc.ot.base import (ELEMENT_BYTES, G, P, Q, ChouOrlandiReceiver, ChouOrlandiSender, decode_element,
-                         encode_element, legendre_is_one)
+from mpc.ot.base import ELEMENT_BYTES, ChouOrlandiReceiver, ChouOrlandiSender, decode_point, random_scalar
 from mpc.ot.extension import KAPPA, IknpReceiver, IknpSender, tccr_hash, transpose
 from mpc.prg import AesCtrRng, SystemRng
 from mpc.ring import Words
@@ -76,81 +76,89 @@ def ideal_base_ot() -> tuple[IknpSender, IknpReceiver]:
     return IknpSender(s, [pairs[i][bits[i]] for i in range(KAPPA)]), IknpReceiver(pairs)
 
 
-def miller_rabin(n: int, bases: tuple[int, ...]) -> bool:
-    d, r = n - 1, 0
-    while d % 2 == 0:
-        d, r = d // 2, r + 1
-    for a in bases:
-        x = pow(a, d, n)
-        if x in (1, n - 1):
-            continue
-        for _ in range(r - 1):
-            x = x * x % n
-            if x == n - 1:
-                break
-        else:
-            return False
-    return True
+# --- the group: Ed25519's prime-order subgroup, points validated ----------------------------------
+
+# The eight points of small order (orders 1, 2, 4, 4, 8, 8, 8, 8), as libsodium lists them.
+SMALL_ORDER = [bytes.fromhex(h) for h in (
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000080",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+)]
+# y = p = 2^255 - 19 and y = p + 1: encodings that are not canonical.
+NON_CANONICAL = [bytes.fromhex("edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f"),
+                 bytes.fromhex("eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f")]
 
 
-def pi_fraction_bits(bits: int) -> int:
-    """floor(2^bits * pi) with Machin's formula pi = 16 atan(1/5) - 4 atan(1/239), in integers."""
-    guard = 64
-    one = 1 << (bits + guard)
-
-    def atan_inv(x: int) -> int:
-        total, term, k, sign = 0, one // x, 1, 1
-        while term:
-            total += sign * (term // k)
-            term //= x * x
-            k += 2
-            sign = -sign
-        return total
-
-    return (16 * atan_inv(5) - 4 * atan_inv(239)) >> guard
+def valid_point() -> bytes:
+    return sodium.crypto_scalarmult_ed25519_base_noclamp(random_scalar(SystemRng()))
 
 
-# --- the group -------------------------------------------------------------------------------
-
-def test_group_is_rfc3526_group14() -> None:
-    expected = 2**2048 - 2**1984 - 1 + 2**64 * (pi_fraction_bits(1918) + 124476)
-    assert P == expected
-    assert P.bit_length() == 2048 and P % 8 == 7
-    assert Q == (P - 1) // 2
-    assert miller_rabin(P, (2, 3, 5, 7)) and miller_rabin(Q, (2, 3, 5, 7))
-    assert pow(G, Q, P) == 1 and G != 1  # g = 2 has order q: 2 is a residue since p = 7 mod 8
-
-
-def test_legendre_check_equals_euler_criterion() -> None:
-    samples = [int.from_bytes(os.urandom(ELEMENT_BYTES), "big") % P for _ in range(8)]
-    samples += [pow(G, secrets.randbits(256), P), 3, 5, 7, P - 2, 0, 1, P - 1]
-    for x in samples:
-        assert legendre_is_one(x) == (x % P != 0 and pow(x, Q, P) == 1)
+def off_curve_point() -> bytes:
+    """A y whose x^2 = (y^2 - 1) / (d y^2 + 1) has no square root: about half of all y."""
+    while True:
+        candidate = bytearray(os.urandom(32))
+        candidate[31] &= 0x7F
+        try:
+            sodium.crypto_core_ed25519_add(bytes(candidate), valid_point())
+        except Exception:   # libsodium refuses to decode it
+            return bytes(candidate)
 
 
-# p = 3 mod 4 makes -1 a non-residue and 2 a residue, so -4 = p - 4 is a non-residue; p - 1 has
-# order 2; 0, 1, p and 2^2048 - 1 are not even candidates.
-@pytest.mark.parametrize("bad", [0, 1, P - 1, P, 2**2048 - 1, P - 4, "g^k * (p - 1)"])
-def test_subgroup_check_rejects(bad: int | str) -> None:
-    value = pow(G, secrets.randbits(256), P) * (P - 1) % P if isinstance(bad, str) else bad
-    assert pow(value, Q, P) != 1 or value in (0, 1) or value >= P  # truly outside the subgroup
-    data = value.to_bytes(ELEMENT_BYTES, "big")
-    with pytest.raises(RemoteProtocolError):
-        decode_element(data, "test")
+def mixed_order_point() -> bytes:
+    """A point on the curve but outside the prime-order subgroup: a valid point plus the point of order 2."""
+    return bytes(sodium.crypto_core_ed25519_add(valid_point(), SMALL_ORDER[1]))
+
+
+BAD_POINTS = {
+    **{f"small order {i}": p for i, p in enumerate(SMALL_ORDER)},
+    **{f"non-canonical {i}": p for i, p in enumerate(NON_CANONICAL)},
+    "off the curve": off_curve_point(),
+    "mixed order": mixed_order_point(),
+}
+
+
+def test_small_order_points_really_have_small_order() -> None:
+    """The list is right: 8T is the identity for each T, and only the first is the identity itself."""
+    identity = SMALL_ORDER[0]
+    for point in SMALL_ORDER:
+        twice = sodium.crypto_core_ed25519_add(point, point)
+        four = sodium.crypto_core_ed25519_add(twice, twice)
+        assert sodium.crypto_core_ed25519_add(four, four) == identity
+    assert len(set(SMALL_ORDER)) == 8 and identity not in SMALL_ORDER[1:]
+
+
+@pytest.mark.parametrize("what", sorted(BAD_POINTS))
+def test_every_received_point_is_validated(what: str) -> None:
+    bad = BAD_POINTS[what]
+    assert not sodium.crypto_core_ed25519_is_valid_point(bad)
+    with pytest.raises(RemoteProtocolError, match="base OT point"):
+        decode_point(bad, "base OT point X")
     # as the sender's A
-    with pytest.raises(RemoteProtocolError):
-        ChouOrlandiReceiver([0, 1], SystemRng()).respond(data)
+    with pytest.raises(RemoteProtocolError, match="point A"):
+        ChouOrlandiReceiver([0, 1], SystemRng()).respond(bad)
     # as one of the receiver's B's
     sender = ChouOrlandiSender(SystemRng(), count=3)
-    good = encode_element(pow(G, 12345, P))
-    with pytest.raises(RemoteProtocolError):
-        sender.finish(good + data + good)
+    good = valid_point()
+    with pytest.raises(RemoteProtocolError, match="point B_1"):
+        sender.finish(good + bad + good)
 
 
-def test_decode_accepts_subgroup_elements() -> None:
-    for e in (1, 2, secrets.randbits(256)):
-        x = pow(G, e, P)
-        assert decode_element(encode_element(x), "test") == x
+def test_decode_accepts_subgroup_points() -> None:
+    for _ in range(4):
+        point = valid_point()
+        assert decode_point(point, "test") == point
+
+
+def test_scalars_are_full_strength_and_reduced() -> None:
+    order = 2**252 + 27742317777372353535851937790883648493
+    scalars = [int.from_bytes(random_scalar(SystemRng()), "little") for _ in range(64)]
+    assert all(0 < x < order for x in scalars)
+    assert max(scalars).bit_length() >= 250   # uniform in Z_L, not short exponents
 
 
 @pytest.mark.parametrize("delta", [-1, 1, -ELEMENT_BYTES])
@@ -167,7 +175,7 @@ def test_wrong_lengths_rejected(delta: int) -> None:
     with pytest.raises(RemoteProtocolError):
         sender.finish(bad_bs)
     with pytest.raises(RemoteProtocolError):
-        sender.finish(bs + encode_element(4))  # one element too many: leftover bytes
+        sender.finish(bs + valid_point())  # one point too many: leftover bytes
 
 
 # --- base OT ---------------------------------------------------------------------------------
@@ -189,10 +197,10 @@ def test_base_ot_128_random_choices() -> None:
     assert len({k for pair in pairs for k in pair}) == 2 * base.BASE_OTS
 
 
-def test_base_ot_full_size_exponents_and_context() -> None:
+def test_base_ot_context_binds_the_keys() -> None:
     rng = SystemRng()
-    sender = ChouOrlandiSender(rng, count=2, context=b"x", exponent_bits=Q.bit_length())
-    receiver = ChouOrlandiReceiver([1, 0], rng, context=b"x", exponent_bits=Q.bit_length())
+    sender = ChouOrlandiSender(rng, count=2, context=b"x")
+    receiver = ChouOrlandiReceiver([1, 0], rng, context=b"x")
     pairs = sender.finish(receiver.respond(sender.first_message()))
     assert receiver.keys() == [pairs[0][1], pairs[1][0]]
     # a receiver bound to another context derives other keys
@@ -224,8 +232,6 @@ def test_base_ot_misuse() -> None:
         ChouOrlandiReceiver([], rng)
     with pytest.raises(LocalProtocolError):
         ChouOrlandiSender(rng, count=0)
-    with pytest.raises(LocalProtocolError):
-        ChouOrlandiSender(rng, exponent_bits=255)
     sender = ChouOrlandiSender(rng, count=1)
     receiver = ChouOrlandiReceiver([1], rng)
     with pytest.raises(LocalProtocolError):
