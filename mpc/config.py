@@ -73,8 +73,8 @@ class Policy:
     def refusal(self, node: str, protocol: str, input_name: str) -> str | None:
         """Why this policy refuses `protocol` on `input_name`, or None if it allows it."""
         if protocol not in self.protocols:
-            return (f"node {node}: policy does not allow protocol {protocol!r} "
-                    f"(allowed: {', '.join(sorted(self.protocols)) or 'none'})")
+            return (f"node {node}: policy does not allow protocol {protocol!r} (asked for input {input_name!r}; "
+                    f"allowed: {', '.join(sorted(self.protocols)) or 'none'})")
         if self.inputs is not None and input_name not in self.inputs:
             return f"node {node}: policy does not allow input {input_name!r} to be used"
         allowed = self.allow.get(protocol)

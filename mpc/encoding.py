@@ -24,6 +24,7 @@ INT64_MAX = (1 << 63) - 1
 DEFAULT_BOUND = (1 << 31) - 1
 # Ballots one node may hold: a public cap, so that no vote is ever refused on a secret count.
 MAX_BALLOTS = 1 << 22
+MAX_OPTIONS = 256               # options of a plurality vote: ballots are indices 0..MAX_OPTIONS-1
 _INTEGER = re.compile(r"[+-]?[0-9]+\Z")
 # At most 4 exponent digits: "1e999999999" would otherwise cost an enormous exact power of ten.
 # The mantissa has one way to match only ("[0-9]+\.?[0-9]*" backtracks quadratically on long cells).

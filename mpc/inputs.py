@@ -110,12 +110,14 @@ def _encode_with_bounds(texts: Sequence[str], bounds: tuple[str, str] | None, fr
 
 def put_values(store: Store, name: str, texts: Sequence[str], *, frac_bits: int | None = None,
                scalar: bool = False, overwrite: bool = False, source: str = "",
-               bounds: tuple[str, str] | None = None, ballots: bool = False) -> tuple[int, int]:
+               bounds: tuple[str, str] | None = None, ballots: bool = False,
+               curve: bool = False) -> tuple[int, int]:
     """Encode values and store them as private input `name`, with their declared bounds.
 
     Args:
-        bounds: (LO, HI) as decimal text; default +-2147483647 (ballots: always 0 and 1).
-        ballots: the values are ballots (0/1) for votes; their number is never shown.
+        bounds: (LO, HI) as decimal text; default +-2147483647 (ballots: 0 and 1, or 0..K-1).
+        ballots: the values are ballots (0/1, or option indices) for votes; their number is never shown.
+        curve: the values are a net-demand curve (never increasing) for `mpc clearing-price`.
     Returns: (number of values, fractional bits used).
     Raises: InputError naming the value's position (or `source` line) when one is bad or
     outside the bounds; StoreError when the name exists and overwrite is False.
@@ -126,13 +128,13 @@ def put_values(store: Store, name: str, texts: Sequence[str], *, frac_bits: int 
         raise InputError(f"input {name!r}: ballots are a vector (one ballot is stored as a vector of one)")
     values, bits, declared = _encode_with_bounds(texts, bounds, frac_bits,
                                                  lambda i: f"input {name!r}, {source or 'value'} {i + 1}")
-    store.put_input(name, values, bits, scalar, overwrite=overwrite, bounds=declared, ballots=ballots)
+    store.put_input(name, values, bits, scalar, overwrite=overwrite, bounds=declared, ballots=ballots, curve=curve)
     return values.size, bits
 
 
 def put_csv(store: Store, name: str, path: Path, column: str, *, frac_bits: int | None = None,
             overwrite: bool = False, bounds: tuple[str, str] | None = None,
-            ballots: bool = False) -> tuple[int, int]:
+            ballots: bool = False, curve: bool = False) -> tuple[int, int]:
     """Store one CSV column as a private vector input.
 
     Returns: (number of values, fractional bits used).
@@ -141,5 +143,5 @@ def put_csv(store: Store, name: str, path: Path, column: str, *, frac_bits: int 
     texts, lines = read_csv_column(path, column)
     values, bits, declared = _encode_with_bounds(texts, bounds, frac_bits,
                                                  lambda i: f"{path} line {lines[i]}, column {column!r}")
-    store.put_input(name, values, bits, False, overwrite=overwrite, bounds=declared, ballots=ballots)
+    store.put_input(name, values, bits, False, overwrite=overwrite, bounds=declared, ballots=ballots, curve=curve)
     return values.size, bits

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -85,6 +86,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                     "total net demand is at most 0, or that there is none. Nothing else is opened.")
     cp.add_argument("name", help="net-demand input name, stored at every node (one value per price)")
     cp.add_argument("--prices", type=_integers, required=True, metavar="P1,P2,...", help="the price grid, increasing")
+    # A grid may start below zero ("--prices -5,0,5"): let argparse read "-5,0,5" as a value, not an option.
+    cp._negative_number_matcher = re.compile(r"^-\d[\d,-]*$")
     cp.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
     _common(cp)
     cp.set_defaults(run=run_clearing_price)

@@ -63,8 +63,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      help="declared public bounds of every value (default -2147483647,2147483647); sessions are "
                           "checked against them, never against the values")
     put.add_argument("--ballots", action="store_true",
-                     help="the values are ballots (0 or 1) for `mpc vote`: only a vote may use them unless the "
-                          "node's policy says otherwise, and their number is never shown")
+                     help="the values are ballots for `mpc vote`: 0 or 1, or with --bounds 0,K-1 option indices "
+                          "for `mpc vote --options`; only votes may use them unless the node's policy says "
+                          "otherwise, and their number is never shown")
+    put.add_argument("--curve", action="store_true",
+                     help="the values are a net-demand curve over a price grid for `mpc clearing-price` (demand "
+                          "positive, supply negative); refused if it ever increases")
     add_store_arguments(put)
     put.set_defaults(run=run_put)
     ls = isub.add_parser("list", help="list input names and shapes (never values)")
@@ -87,17 +91,19 @@ def run_put(args: argparse.Namespace) -> int:
     elif not args.values:
         raise ConfigError(f"no values for input {args.name!r}: give VALUE... or --csv FILE --column NAME")
     bounds = None if args.bounds is None else parse_bounds(args.bounds)
-    scalar = args.csv is None and len(args.values) == 1 and not args.vector and not args.ballots
+    scalar = (args.csv is None and len(args.values) == 1 and not args.vector and not args.ballots
+              and not args.curve)
     with open_store(args) as store:
         if args.csv is not None:
             count, bits = put_csv(store, args.name, args.csv, args.column, frac_bits=args.frac_bits,
-                                           overwrite=args.overwrite, bounds=bounds, ballots=args.ballots)
+                                           overwrite=args.overwrite, bounds=bounds, ballots=args.ballots,
+                                           curve=args.curve)
         else:
             count, bits = put_values(store, args.name, args.values, frac_bits=args.frac_bits,
                                               scalar=scalar, overwrite=args.overwrite, bounds=bounds,
-                                              ballots=args.ballots)
+                                              ballots=args.ballots, curve=args.curve)
         info = next(i for i in store.list_inputs() if i.name == args.name)
-    shape = "ballots" if args.ballots else ("scalar" if scalar else "vector")
+    shape = "ballots" if args.ballots else "curve" if args.curve else ("scalar" if scalar else "vector")
     shape += f" of {count}" if not scalar else ""
     scale = "exact integers" if bits == 0 else f"fixed point, {bits} fractional bits"
     print(f"stored {args.name!r} version {info.version}: {shape} ({scale}; bounds {_bounds_text(info)})")
@@ -115,7 +121,7 @@ def run_list(args: argparse.Namespace) -> int:
                           for i in inputs]))
         return 0
     for i in inputs:
-        shape = "ballots" if i.kind == "ballots" else ("scalar" if i.is_scalar else "vector")
+        shape = i.kind if i.kind != "number" else ("scalar" if i.is_scalar else "vector")
         shape += "" if i.is_scalar else f"[{i.length}]"
         print(f"{i.name}\tv{i.version}\t{shape}\tfrac_bits={i.frac_bits}\tbounds {_bounds_text(i)}\t{i.updated_at}")
     return 0

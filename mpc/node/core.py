@@ -263,10 +263,11 @@ class NodeCore:
         name, policy, input_name = self.me.name, self.me.policy, stored.name
         if stored.kind not in protocol.kinds and input_name not in policy.allow.get(protocol.name, ()):
             if stored.kind == "ballots":
-                raise PolicyError(f"node {name}: input {input_name!r} holds ballots, which only a vote may use "
+                raise PolicyError(f"node {name}: input {input_name!r} holds ballots, which only votes may use "
                                   f"(the policy's allow.{protocol.name} may name it)")
-            raise InputError(f"input {input_name!r} at node {name} is not declared as ballots; a {protocol.name} "
-                             f"takes ballots stored with `mpc input put NAME 1 0 ... --ballots`")
+            raise InputError(f"input {input_name!r} at node {name} is not declared as "
+                             f"{' or '.join(sorted(protocol.kinds))} (it holds {stored.kind}s); a {protocol.name} "
+                             f"takes {protocol.takes}")
         rules = policy.rules(input_name)
         pinned = rules.pinned(list(self.cluster.nodes))
         if pinned is not None and set(participants) != pinned:
@@ -324,7 +325,7 @@ class NodeCore:
             words = protocol.contribution_length(params, ordered)
             out = protocol.output_length(params, ordered)
         except InputError as exc:
-            raise RemoteProtocolError(f"session {session_id}: {exc}") from None
+            raise RemoteProtocolError(f"session {session_id}: node {me}, input {stored.name!r}: {exc}") from None
         if length != out:
             raise RemoteProtocolError(f"session {session_id}: coordinator expects {length} output words, "
                                       f"node {me} sends {out}")
@@ -356,7 +357,7 @@ class NodeCore:
             index = session.parties.index(me)
             offset = sum(ordered[p] for p in session.parties[:index])
             contribution = protocol.contribute(params, Contributing(
-                session.declared, stored.values, session.yes, frac_bits, len(session.parties), offset,
+                session.declared, stored.values, session.yes, stored.tally, frac_bits, len(session.parties), offset,
                 sum(ordered.values())))
             inner = protocol.engine(params, EngineArgs(session_id, me, session.parties, words, self.rng,
                                                        self.ot_setups))

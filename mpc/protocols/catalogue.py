@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 
-from mpc.encoding import MAX_BALLOTS, decode_ratio, decode_value
+from mpc.encoding import MAX_BALLOTS, MAX_OPTIONS, decode_ratio, decode_value
 from mpc.errors import InputError, RemoteProtocolError
 from mpc.ot.triples import OtSetups
 from mpc.prg import Rng
@@ -63,7 +63,6 @@ from mpc.ring import Signed, Words, to_signed
 
 Combine = Literal["add", "xor"]
 ParamValue = int | bool | tuple[int, ...] | None
-MAX_OPTIONS = 256
 HALF = "half"                  # the vote rule "at least half of the ballots cast", in a policy's `thresholds`
 
 
@@ -101,7 +100,8 @@ class Contributing:
 
     declared: Declared
     values: Signed = dataclasses.field(repr=False)   # never logged
-    yes: int                       # a ballot input's tally (0 for numbers)
+    yes: int                       # a ballot input's yes count (0 for numbers)
+    tally: tuple[int, ...]         # a ballot input's count per option 0..hi (empty for numbers)
     scale: int                     # the session's fractional bits
     parties: int
     offset: int                    # words of the participants before this node ("concat" protocols)
@@ -253,7 +253,8 @@ class Entry(Generic[P]):
     wire_id: ClassVar[int]           # PrepareRequest.protocol
     params: ClassVar[type]           # the parameter dataclass
     reveals: ClassVar[str]           # what the opened output reveals, for people
-    kinds: ClassVar[frozenset[str]] = frozenset({"number"})
+    kinds: ClassVar[frozenset[str]] = frozenset({"number", "curve"})   # the input kinds it takes
+    takes: ClassVar[str] = "numbers stored with `mpc input put NAME VALUE...`"   # the same, for people
     lengths: ClassVar[Literal["equal", "concat"]] = "equal"   # nodes' lengths: equal, or laid end to end
     combine: ClassVar[Combine] = "add"                          # how output shares combine
     integers: ClassVar[bool] = False   # the session runs at scale 0 (comparisons take integers)
@@ -367,6 +368,7 @@ class VoteEntry(Entry[VoteParams]):
     name, wire_id, params = "vote", 3, VoteParams
     reveals = "YES or NO only (neither the tally nor the number of ballots)"
     kinds = frozenset({"ballots"})
+    takes = "ballots stored with `mpc input put NAME 1 0 ... --ballots`"
     combine: ClassVar[Combine] = "xor"
     integers = True
 
@@ -379,6 +381,9 @@ class VoteEntry(Entry[VoteParams]):
 
     def check(self, params: VoteParams, declared: Declared, parties: int, scale: int) -> None:
         check_ballots_declared(declared.kind, parties, declared.what)
+        if declared.bounds != (0, 1):
+            raise InputError(f"{declared.what} holds ballots with options 0..{(declared.bounds or (0, 0))[1]}; a "
+                             f"yes/no vote takes 0/1 ballots (a plurality vote: mpc vote NAME --options A,B,...)")
 
     def length(self, params: VoteParams, declared: Declared) -> int:
         return 1
@@ -433,14 +438,13 @@ class ThresholdEntry(Entry[ThresholdParams]):
         return self.name, params.threshold
 
 
-def _check_integers_within(declared: Declared, lo: int, hi: int, purpose: str) -> None:
+def _check_integers_within(declared: Declared, lo: int, hi: int, rule: str) -> None:
+    """Refuse, on the declaration, an input that is not integers within [lo, hi]; `rule` says why."""
     bounds = require_bounds(declared.bounds, declared.what)
     if declared.frac_bits != 0:
-        raise InputError(f"{declared.what} is fixed point ({declared.frac_bits} fractional bits); {purpose} take "
-                         f"integers")
+        raise InputError(f"{declared.what} is fixed point ({declared.frac_bits} fractional bits): {rule}")
     if bounds[0] < lo or bounds[1] > hi:
-        raise InputError(f"{declared.what} declares bounds {bounds[0]}..{bounds[1]}, outside "
-                         f"{lo}..{hi}: {purpose}")
+        raise InputError(f"{declared.what} declares bounds {bounds[0]}..{bounds[1]}, outside {lo}..{hi}: {rule}")
 
 
 class AuctionEntry(Entry[AuctionParams]):
@@ -450,11 +454,12 @@ class AuctionEntry(Entry[AuctionParams]):
     reveals = ("the winner (node and bid index) and the highest bid; with --second-price the winner and the "
                "second-highest bid only")
     lengths: ClassVar[Literal["equal", "concat"]] = "concat"
+    kinds = frozenset({"number"})
     integers = True
 
     def check(self, params: AuctionParams, declared: Declared, parties: int, scale: int) -> None:
         limit = auction.VALUE_OFFSET - 1
-        _check_integers_within(declared, -limit, limit, f"bids are integers within +-{limit}")
+        _check_integers_within(declared, -limit, limit, f"bids must be integers within +-{limit}")
         if declared.records > auction.MAX_BIDS:
             raise InputError(f"{declared.what} holds {declared.records} bids, more than an auction takes "
                              f"({auction.MAX_BIDS})")
@@ -507,6 +512,8 @@ class ClearingPriceEntry(Entry[ClearingParams]):
 
     name, wire_id, params = "clearing-price", 6, ClearingParams
     reveals = "the clearing price only (neither the aggregate curve nor any bidder's)"
+    kinds = frozenset({"curve"})
+    takes = "a net-demand curve stored with `mpc input put NAME VALUE... --curve` (checked never to increase)"
     combine: ClassVar[Combine] = "xor"
     integers = True
 
@@ -520,7 +527,6 @@ class ClearingPriceEntry(Entry[ClearingParams]):
         check_compare_declared(declared.bounds, declared.frac_bits, parties, declared.what)
 
     def contribute(self, params: ClearingParams, c: Contributing) -> Words:
-        clearing.check_monotone(c.values, c.declared.what)
         return compare_contribution(c.values, c.declared.frac_bits, c.parties, c.declared.what)
 
     def engine(self, params: ClearingParams, args: EngineArgs) -> Engine:
@@ -557,6 +563,8 @@ class PluralityEntry(Entry[PluralityParams]):
 
     name, wire_id, params = "plurality", 7, PluralityParams
     reveals = "the count per option; with --winner-only the winning option alone"
+    kinds = frozenset({"ballots"})
+    takes = "ballots stored with `mpc input put NAME 0 2 1 ... --ballots --bounds 0,K-1`"
     integers = True
 
     def validate(self, params: PluralityParams) -> None:
@@ -565,7 +573,7 @@ class PluralityEntry(Entry[PluralityParams]):
 
     def check(self, params: PluralityParams, declared: Declared, parties: int, scale: int) -> None:
         _check_integers_within(declared, 0, params.options - 1,
-                               f"ballots are option indices 0..{params.options - 1} (declare --bounds "
+                               f"ballots must be option indices 0..{params.options - 1} (declare --bounds "
                                f"0,{params.options - 1}); ballots outside the options are refused")
         if declared.records > MAX_BALLOTS or parties * MAX_BALLOTS > COMPARE_BOUND - 1:
             raise InputError(f"{declared.what}: a plurality vote takes at most {MAX_BALLOTS} ballots per node and "
@@ -575,8 +583,10 @@ class PluralityEntry(Entry[PluralityParams]):
         return params.options
 
     def contribute(self, params: PluralityParams, c: Contributing) -> Words:
-        counts = np.bincount(c.values.astype(np.int64), minlength=params.options)
-        return counts.astype(np.uint64)
+        # From the tally kept beside the ballots: a vote never reads (or takes time with) the ballots.
+        counts = np.zeros(params.options, dtype=np.uint64)
+        counts[:len(c.tally)] = c.tally
+        return counts
 
     def engine(self, params: PluralityParams, args: EngineArgs) -> Engine:
         if not params.winner_only:

@@ -3,7 +3,8 @@ Live", Financial Cryptography 2009: the Danish sugar-beet auction; PROTOCOLS.md 
 
 Each node holds a net-demand vector over a public, increasing price grid p_0 < ... < p_{G-1}:
 the quantity its bidders would buy (positive) or sell (negative) at each price, monotone
-non-increasing per bidder. The market clears at the first grid price where the total net
+non-increasing per bidder (checked when it is stored, `mpc input put NAME ... --curve`: a
+refusal at prepare would depend on the values). The market clears at the first grid price where the total net
 demand D_g (the secure sum of the vectors, never opened) is at most 0.
 
 Program, on the additive shares of D (ell = 32, as every comparison of a sum; the declared
@@ -22,7 +23,7 @@ import numpy as np
 
 from mpc.errors import InputError
 from mpc.protocols.circuit import Context, Program, and_gates, at_least, public
-from mpc.ring import Signed, Words
+from mpc.ring import Words
 
 CLEARING_ELL = 32
 MAX_PRICES = 1 << 16
@@ -41,17 +42,6 @@ def check_grid(prices: tuple[int, ...]) -> None:
         if prices[i] <= prices[i - 1]:
             raise InputError(f"the price grid must be strictly increasing: price {i + 1} ({prices[i]}) is not above "
                              f"price {i} ({prices[i - 1]})")
-
-
-def check_monotone(curve: Signed, what: str) -> None:
-    """Refuse a net-demand curve that rises with the price (demand falls, supply grows as prices rise).
-
-    Raises: InputError naming `what` and the first grid index where the curve rises (not its values).
-    """
-    rises = np.nonzero(np.diff(curve.astype(np.int64)) > 0)[0]
-    if rises.size:
-        raise InputError(f"{what} is not a net-demand curve: it rises from grid price {int(rises[0]) + 1} to "
-                         f"{int(rises[0]) + 2} (net demand must not increase with the price)")
 
 
 def clearing_program(ctx: Context, demand: Words) -> Program[Words]:

@@ -6,12 +6,13 @@ The values never appear in a repr or an error message.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import numpy as np
 
 from mpc.config import INPUT_NAME
-from mpc.encoding import MAX_BALLOTS, default_bounds
+from mpc.encoding import MAX_BALLOTS, MAX_OPTIONS, default_bounds
 from mpc.errors import InputError, StoreError
 from mpc.store.base import StoreBase, _now
 
@@ -31,8 +32,9 @@ class StoredInput:
     created_at: str
     updated_at: str
     version: int = 1
-    kind: str = "number"                       # "number" or "ballots"
+    kind: str = "number"                       # "number", "ballots" or "curve"
     bounds: tuple[int, int] | None = None      # declared [lo, hi], encoded; None: undeclared
+    tally: tuple[int, ...] = ()                # ballots: the count per option 0..hi (private, like the values)
 
     def __repr__(self) -> str:
         """Returns: the metadata only; the values are never shown."""
@@ -101,22 +103,31 @@ def _shown(text: str, limit: int = 60) -> str:
 
 
 def _check_bounds(name: str, data: np.ndarray, frac_bits: int, bounds: tuple[int, int] | None,
-                  ballots: bool) -> tuple[int, int]:
+                  kind: str) -> tuple[int, int]:
     """Returns: the (lo, hi) to declare. Raises: InputError naming the first value outside them (by position)."""
+    ballots = kind == "ballots"
     if ballots:
-        if frac_bits != 0 or (bounds is not None and bounds != (0, 1)):
-            raise InputError(f"input {name!r}: ballots are the integers 0 and 1 (no other bounds or scale)")
+        hi = 1 if bounds is None else int(bounds[1])
+        if frac_bits != 0 or (bounds is not None and int(bounds[0]) != 0) or not 1 <= hi < MAX_OPTIONS:
+            raise InputError(f"input {name!r}: ballots are the integers 0 and 1, or option indices 0..K-1 declared "
+                             f"with --bounds 0,K-1 (K up to {MAX_OPTIONS}); no other bounds or scale")
         if data.size > MAX_BALLOTS:
             raise InputError(f"input {name!r}: at most {MAX_BALLOTS} ballots per node, got {data.size}")
-        bounds = (0, 1)
+        bounds = (0, hi)
     lo, hi = default_bounds(frac_bits) if bounds is None else (int(bounds[0]), int(bounds[1]))
     if lo > hi:
         raise InputError(f"input {name!r}: the lower bound is above the upper bound")
     outside = np.flatnonzero((data < lo) | (data > hi))
     if outside.size:
-        what = "is not a ballot (0 or 1)" if ballots else "lies outside the declared bounds"
+        what = f"is not a ballot (0..{hi})" if ballots else "lies outside the declared bounds"
         hint = "" if ballots or bounds is not None else " (the default, +-2147483647: declare wider ones with --bounds)"
         raise InputError(f"input {name!r}: value {int(outside[0]) + 1} {what}{hint}; nothing was stored")
+    if kind == "curve":
+        rises = np.flatnonzero(np.diff(data) > 0)
+        if rises.size:
+            i = int(rises[0])
+            raise InputError(f"input {name!r}: value {i + 2} is above value {i + 1}; a net-demand curve never "
+                             f"increases with the price (demand positive, supply negative); nothing was stored")
     return lo, hi
 
 
@@ -124,21 +135,27 @@ class InputsMixin(StoreBase):
     """The store's private inputs: put, get, declare, list and delete."""
 
     def put_input(self, name: str, values: np.ndarray, frac_bits: int, is_scalar: bool, *,
-                  overwrite: bool = False, bounds: tuple[int, int] | None = None, ballots: bool = False) -> int:
+                  overwrite: bool = False, bounds: tuple[int, int] | None = None, ballots: bool = False,
+                  curve: bool = False) -> int:
         """Store a private input, with its public declaration, in one transaction.
 
         Args:
             bounds: the declared [lo, hi], encoded at `frac_bits` (default: DEFAULT_BOUND at that
                 scale; ballots are always [0, 1]). Every value must lie within them.
-            ballots: the values are ballots (0 or 1, integers); only a vote may use them unless
-                the node's policy says otherwise, and their number is never shown.
+            ballots: the values are ballots: 0 or 1, or option indices 0..hi with bounds (0, hi);
+                only votes may use them unless the node's policy says otherwise, and their number is
+                never shown.
+            curve: the values are a net-demand curve over a price grid, which never increases.
         Returns: the new version of the input (versions of a name are never reused).
         Raises: InputError if malformed or a value lies outside the bounds (naming its position,
         never the value); StoreError if the name exists and `overwrite` is false.
         """
         name = _check_name(name)
+        if ballots and curve:
+            raise InputError(f"input {name!r}: ballots or a curve, not both")
+        kind = "ballots" if ballots else "curve" if curve else "number"
         data, frac = _check_input(name, values, frac_bits, is_scalar)
-        lo, hi = _check_bounds(name, data, frac, bounds, ballots)
+        lo, hi = _check_bounds(name, data, frac, bounds, kind)
         now = _now()
         row = (name, int(data.size), frac, int(is_scalar), now, now, np.ascontiguousarray(data).data.cast("B"))
         sql = (
@@ -163,11 +180,12 @@ class InputsMixin(StoreBase):
             # A ballot input's tally is kept beside it, so that a vote never reads (or takes time
             # proportional to) the ballots themselves: how long it takes says nothing of their number.
             yes = int(np.count_nonzero(data)) if ballots else None
+            tally = json.dumps(np.bincount(data, minlength=hi + 1).tolist()) if ballots else None
             conn.execute(
-                "INSERT INTO input_meta (name, version, kind, lo, hi, yes) VALUES (?, ?, ?, ?, ?, ?) "
+                "INSERT INTO input_meta (name, version, kind, lo, hi, yes, tally) VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET version = excluded.version, kind = excluded.kind, "
-                "lo = excluded.lo, hi = excluded.hi, yes = excluded.yes",
-                (name, version, "ballots" if ballots else "number", lo, hi, yes))
+                "lo = excluded.lo, hi = excluded.hi, yes = excluded.yes, tally = excluded.tally",
+                (name, version, kind, lo, hi, yes, tally))
         return version
 
     def get_input(self, name: str) -> StoredInput:
@@ -192,18 +210,25 @@ class InputsMixin(StoreBase):
         """An input's declaration, its length, and for ballots their tally, without reading its values
         (so that how long it takes does not depend on how many there are).
 
-        Returns: (the input with no values, yes ballots (0 for a number input), length).
+        Returns: (the input with no values (for ballots with their tally per option), yes ballots
+        (0 for a number input), length).
         Raises: StoreError if there is none.
         """
         with self._reading() as conn:
             row = conn.execute(
                 "SELECT i.length, i.frac_bits, i.is_scalar, i.created_at, i.updated_at, m.version, m.kind, "
-                "m.lo, m.hi, m.yes FROM inputs i JOIN input_meta m USING (name) WHERE name = ?", (name,)).fetchone()
+                "m.lo, m.hi, m.yes, m.tally FROM inputs i JOIN input_meta m USING (name) WHERE name = ?",
+                (name,)).fetchone()
         if row is None:
             raise StoreError(f"no input named {_shown(name)} at this node")
-        length, frac_bits, is_scalar, created_at, updated_at, version, kind, lo, hi, yes = row
+        length, frac_bits, is_scalar, created_at, updated_at, version, kind, lo, hi, yes, tally = row
+        counts: tuple[int, ...] = ()
+        if tally is not None:
+            counts = tuple(int(c) for c in json.loads(str(tally)))
+        elif kind == "ballots":   # 0/1 ballots stored before the tally per option was kept
+            counts = (int(length) - int(yes), int(yes))
         declared = StoredInput(name, np.empty(0, dtype=np.int64), int(frac_bits), bool(is_scalar), str(created_at),
-                               str(updated_at), int(version), str(kind), _bounds(lo, hi))
+                               str(updated_at), int(version), str(kind), _bounds(lo, hi), counts)
         return declared, 0 if yes is None else int(yes), int(length)
 
     def list_inputs(self) -> list[InputInfo]:

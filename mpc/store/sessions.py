@@ -83,9 +83,10 @@ class AuditEntry:
                 "sent": [t.as_dict() for t in self.sent], "bytes_sent": self.bytes_sent, "release": self.release}
 
 
-def _audit_protocol(aggregate: str) -> str:
-    """The protocol name the audit log shows for a session's aggregate ("average-records" -> "average")."""
-    return aggregate.split("-")[0]
+def _audit_protocol(protocol: str) -> str:
+    """The protocol name the audit log shows: the catalogue's policy name, as the node records it
+    ("average-records" and "average-elementwise" are how stores before the catalogue recorded an average)."""
+    return "average" if protocol in ("average-records", "average-elementwise") else protocol
 
 
 def _check_text(what: str, value: object, *, allow_empty: bool = False) -> str:

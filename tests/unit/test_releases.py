@@ -152,7 +152,11 @@ def test_versions_are_never_reused_even_after_rm(tmp_path: Path) -> None:
     ([5, 11], {"bounds": (0, 10)}, "value 2 lies outside the declared bounds"),
     ([1, 2], {"ballots": True}, "value 2 is not a ballot"),
     ([1, -1], {"ballots": True}, "value 2 is not a ballot"),
-    ([1], {"ballots": True, "bounds": (0, 5)}, "ballots are the integers 0 and 1"),
+    ([1], {"ballots": True, "bounds": (1, 5)}, "ballots are the integers 0 and 1, or option indices"),
+    ([1], {"ballots": True, "bounds": (0, 256)}, "ballots are the integers 0 and 1, or option indices"),
+    ([0, 3, 2], {"ballots": True, "bounds": (0, 2)}, "value 2 is not a ballot (0..2)"),
+    ([9, 7, 7, 8, -2], {"curve": True}, "value 4 is above value 3; a net-demand curve never increases"),
+    ([1], {"ballots": True, "curve": True}, "ballots or a curve, not both"),
     ([1], {"bounds": (5, 0)}, "lower bound is above the upper bound"),
 ])
 def test_values_outside_their_declaration_are_refused_at_put(tmp_path: Path, values: list[int],
@@ -163,6 +167,22 @@ def test_values_outside_their_declaration_are_refused_at_put(tmp_path: Path, val
         assert needle in str(err.value)
         assert all(str(v) not in str(err.value) for v in values if abs(v) >= 10)   # positions, never values
         assert store.list_inputs() == []
+
+
+def test_option_ballots_keep_their_tally_and_curves_are_stored(tmp_path: Path) -> None:
+    with Store(tmp_path / "node.sqlite3") as store:
+        store.put_input("poll", np.array([0, 2, 2, 1, 2], dtype=np.int64), 0, False, ballots=True, bounds=(0, 3))
+        declared, yes, length = store.get_declared("poll")
+        assert (declared.kind, declared.bounds, declared.tally, yes, length) == ("ballots", (0, 3), (1, 1, 3, 0), 4, 5)
+        assert declared.values.size == 0   # the ballots themselves are not read
+        store.put_input("yesno", np.array([1, 0, 1], dtype=np.int64), 0, False, ballots=True)
+        assert store.get_declared("yesno")[0].tally == (1, 2)
+        with store._writing() as conn:   # as a store before schema 4 left it: no tally column value
+            conn.execute("UPDATE input_meta SET tally = NULL WHERE name = 'yesno'")
+        assert store.get_declared("yesno")[0].tally == (1, 2)
+        store.put_input("demand", np.array([9, 7, 7, -2], dtype=np.int64), 0, False, curve=True)
+        assert store.get_input("demand").kind == "curve"
+
 
 
 def test_a_store_of_the_previous_schema_is_migrated(tmp_path: Path) -> None:
