@@ -489,6 +489,8 @@ class AuctionEntry(Entry[AuctionParams]):
             position, price = words[0], words[1] - auction.VALUE_OFFSET - 1
         else:
             position, price = auction.decode_key(words[0], m)
+        if not -auction.VALUE_OFFSET < price < auction.VALUE_OFFSET:
+            raise RemoteProtocolError("the opened price is not a bid: the nodes' output shares do not agree")
         node, index = _locate(opened.nodes, opened.lengths, position)
         return AuctionResult(opened.session_id, opened.input_name, opened.nodes, node, index, price,
                              "second" if params.second_price else "first", m)
@@ -499,6 +501,9 @@ class AuctionEntry(Entry[AuctionParams]):
 
 def _locate(nodes: Sequence[str], lengths: Mapping[str, int], position: int) -> tuple[str, int]:
     """The node and index of a global position in the session's layout."""
+    if position < 0:
+        raise RemoteProtocolError("the opened position lies before the first bid: the nodes' output shares do not "
+                                  "agree")
     for node in nodes:
         if position < lengths[node]:
             return node, position

@@ -149,6 +149,8 @@ def at_least(ctx: Context, label: str, shares: Words, k: int | Words, ell: int) 
     Returns: XOR shares of the bits, one word (0 or 1) per value.
     """
     kw = np.full(shares.size, k % (1 << RING_BITS), dtype=np.uint64) if isinstance(k, int) else k
+    if kw.shape != shares.shape:
+        raise LocalProtocolError(f"{label}: {kw.size} thresholds for {shares.size} values")
     msb = yield from sign_bit(ctx, label, shares - public(ctx, kw), ell)
     return msb ^ public(ctx, np.ones_like(msb))
 
@@ -169,6 +171,8 @@ def multiply(ctx: Context, label: str, x: Words, y: Words) -> Program[Words]:
     """
     if x.shape != y.shape:
         raise LocalProtocolError(f"{label}: product of shapes {x.shape} and {y.shape}")
+    if x.size == 0:
+        return np.zeros_like(x)
     t = ctx.arith.take(int(x.size))
     opened = yield from open_words(label, np.concatenate((x - t.a, y - t.b)), "add")
     d, e = opened[:x.size], opened[x.size:]
@@ -184,6 +188,8 @@ def bit_to_arith(ctx: Context, label: str, bits: Words) -> Program[Words]:
     Open e = b ^ r (uniform: r is), then [b] = e + [r] - 2e[r] (PROTOCOLS.md §8).
     Returns: this party's additive shares mod 2^64.
     """
+    if bits.size == 0:
+        return np.zeros_like(bits)
     r = ctx.dabits.take(int(bits.size))
     e = yield from open_words(label, (bits & np.uint64(1)) ^ r.bits, "xor")
     return public(ctx, e) + r.arith - np.uint64(2) * e * r.arith
@@ -359,6 +365,10 @@ class CircuitParty:
         try:
             request = next(self._program) if answer is None else self._program.send(answer)
         except StopIteration as stop:
+            if self._ahead:   # nothing comes after the last round: a kept message was wrong all along
+                sender, (step, _) = next(iter(self._ahead.items()))
+                raise RoundMismatch(f"session {self.session_id}: step {step!r} from {sender!r} matches no round "
+                                    f"of the program")
             self._done = True
             self._program = self._round = None
             return [Output(np.asarray(stop.value, dtype=np.uint64))]

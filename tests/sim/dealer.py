@@ -1,12 +1,17 @@
-"""A trusted dealer of Beaver bit triples: a TEST DOUBLE ONLY (DESIGN.md §4: "A trusted dealer
-may exist only as a test double, never as a shipped mode").
+"""A trusted dealer of Beaver bit triples, arithmetic triples and daBits: a TEST DOUBLE ONLY
+(DESIGN.md §4: "A trusted dealer may exist only as a test double, never as a shipped mode").
 
-The nodes make triples without a dealer, by oblivious transfer (mpc/ot/, PROTOCOLS.md §3).
-This dealer sees every triple in the clear and so would break the security model; it lives
-under tests/ so that nothing under mpc/ can import it. It draws a and b from a CSPRNG
-(AES-CTR keystream, mpc.prg.random_words), sets c = a & b and XOR-shares all three among n
-parties (PROTOCOLS.md §2), handing each party a `DealerPool` that implements
-mpc.protocols.beaver.TripleSource.
+The nodes make their preprocessing without a dealer, by oblivious transfer (mpc/ot/,
+PROTOCOLS.md §3, §8). This dealer sees every item in the clear and so would break the security
+model; it lives under tests/ so that nothing under mpc/ can import it. Everything it deals comes
+from a CSPRNG (AES-CTR keystream, mpc.prg.random_words):
+- bit triples: a, b uniform words, c = a & b, all three XOR-shared among n parties (§2); each
+  party gets a `DealerPool` (mpc.protocols.beaver.TripleSource);
+- arithmetic triples: a, b uniform mod 2^64, c = a*b mod 2^64, all three additively shared
+  (§8); each party gets an `ArithDealerPool` (circuit.ArithSource);
+- daBits: a uniform bit r, XOR-shared as 0/1 words and additively shared mod 2^64 (§8); each
+  party gets a `DaBitDealerPool` (circuit.DaBitSource).
+Every pool hands each item out at most once and wipes its own copy.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from mpc.errors import LocalProtocolError
+from mpc.ot.arith import ArithTriples, DaBits
 from mpc.prg import Rng, random_words
 from mpc.protocols.beaver import BitTriples
 from mpc.ring import Words
@@ -68,14 +74,85 @@ class DealerPool:
         return out
 
 
+class _ItemPool:
+    """One party's shares of dealt items (parallel arrays), handed out in order, each at most once."""
+
+    noun = "item"
+
+    def __init__(self, party: int, *fields: Words) -> None:
+        self.party = party
+        self._fields = [f.copy() for f in fields]
+        self._cursor = 0
+
+    @property
+    def size(self) -> int:
+        """The number of items dealt to this party."""
+        return int(self._fields[0].size)
+
+    @property
+    def remaining(self) -> int:
+        """The number of items never handed out."""
+        return self.size - self._cursor
+
+    def _take(self, n: int) -> list[Words]:
+        if n < 1:
+            raise LocalProtocolError(f"{self.noun} pool of party {self.party}: a take needs at least one, got {n}")
+        if n > self.remaining:
+            raise LocalProtocolError(f"{self.noun} pool of party {self.party} exhausted: asked for {n}, "
+                                     f"{self.remaining} of {self.size} left")
+        cut = slice(self._cursor, self._cursor + n)
+        out = [f[cut].copy() for f in self._fields]
+        for f in self._fields:
+            f[cut] = 0
+        self._cursor += n
+        return out
+
+
+class ArithDealerPool(_ItemPool):
+    """One party's additive shares of dealt arithmetic triples (circuit.ArithSource)."""
+
+    noun = "arithmetic triple"
+
+    def take(self, n: int) -> ArithTriples:
+        """The next n triples, never handed out before.
+
+        Returns: this party's additive shares of a, b and c = a*b mod 2^64.
+        Raises: LocalProtocolError when fewer than n are left, or n < 1.
+        """
+        a, b, c = self._take(n)
+        return ArithTriples(a, b, c)
+
+
+class DaBitDealerPool(_ItemPool):
+    """One party's shares of dealt daBits (circuit.DaBitSource)."""
+
+    noun = "daBit"
+
+    def take(self, n: int) -> DaBits:
+        """The next n daBits, never handed out before.
+
+        Returns: this party's XOR shares (0/1 words) and additive shares of the same bits.
+        Raises: LocalProtocolError when fewer than n are left, or n < 1.
+        """
+        bits, arith = self._take(n)
+        return DaBits(bits, arith)
+
+
 class TrustedDealer:
-    """Makes correct XOR-shared bit triples for `parties` parties from a CSPRNG (tests only)."""
+    """Deals correct bit triples, arithmetic triples and daBits to `parties` parties from a CSPRNG (tests only)."""
 
     def __init__(self, parties: int, rng: Rng) -> None:
         if parties < 2:
             raise ValueError(f"a dealer needs at least 2 parties, got {parties}")
         self.parties = parties
         self._rng = rng
+
+    def _add_share(self, value: Words) -> list[Words]:
+        shares = [random_words(self._rng, value.size) for _ in range(self.parties - 1)]
+        first = value.copy()
+        for s in shares:
+            first -= s
+        return [first, *shares]
 
     def _share(self, value: Words) -> list[Words]:
         shares = [random_words(self._rng, value.size) for _ in range(self.parties - 1)]
@@ -93,3 +170,26 @@ class TrustedDealer:
         b = random_words(self._rng, words)
         shares = zip(self._share(a), self._share(b), self._share(a & b))
         return [DealerPool(i, sa, sb, sc) for i, (sa, sb, sc) in enumerate(shares)]
+
+    def arith_pools(self, count: int) -> list[ArithDealerPool]:
+        """Deal `count` fresh arithmetic triples: a, b uniform mod 2^64, c = a*b mod 2^64.
+
+        Returns: one pool per party, in party order; party i's pool holds its additive shares.
+        """
+        a = random_words(self._rng, count)
+        b = random_words(self._rng, count)
+        shares = zip(self._add_share(a), self._add_share(b), self._add_share(a * b))
+        return [ArithDealerPool(i, sa, sb, sc) for i, (sa, sb, sc) in enumerate(shares)]
+
+    def dabit_pools(self, count: int) -> list[DaBitDealerPool]:
+        """Deal `count` fresh daBits: a uniform bit r, XOR-shared (0/1 words) and additively shared.
+
+        Returns: one pool per party, in party order.
+        """
+        r = random_words(self._rng, count) & np.uint64(1)
+        bit_shares = [random_words(self._rng, count) & np.uint64(1) for _ in range(self.parties - 1)]
+        first = r.copy()
+        for s in bit_shares:
+            first ^= s
+        return [DaBitDealerPool(i, sb, sa)
+                for i, (sb, sa) in enumerate(zip([first, *bit_shares], self._add_share(r)))]
