@@ -97,7 +97,7 @@ class Session:
     coordinator: Identity
     stored: StoredInput                  # values are never in a repr
     declared: Declared
-    yes: int                             # a ballot input's tally (0 for numbers)
+    yes: int = field(repr=False)         # a ballot input's tally (0 for numbers): private, never shown
     length: int                          # what this node reported at prepare
     deadline: float                      # loop.time() after which the session is dropped
     # The output share never appears in a repr (tracebacks, debuggers).

@@ -25,6 +25,7 @@ Three sans-I/O pieces, all per party (Send events from mpc/events.py):
 from __future__ import annotations
 
 import struct
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -138,20 +139,24 @@ class OtSetups:
             raise LocalProtocolError(f"an OT setup registry keeps at least one setup per peer, got {per_peer}")
         self.per_peer = per_peer
         self._by_peer: dict[str, dict[bytes, PairwiseOt]] = {}
+        # Sessions add setups from the worker thread that runs base OTs, and read them on the event loop.
+        self._lock = threading.Lock()
 
     def known(self, peer: str) -> dict[bytes, PairwiseOt]:
         """The setups kept with `peer`, oldest first (a copy).
 
         Returns: setup id -> PairwiseOt.
         """
-        return dict(self._by_peer.get(peer, {}))
+        with self._lock:
+            return dict(self._by_peer.get(peer, {}))
 
     def add(self, peer: str, setup_id: bytes, pair: PairwiseOt) -> None:
         """Keep a new setup with `peer`, dropping the oldest beyond `per_peer`."""
-        setups = self._by_peer.setdefault(peer, {})
-        setups[setup_id] = pair
-        while len(setups) > self.per_peer:
-            del setups[next(iter(setups))]
+        with self._lock:
+            setups = self._by_peer.setdefault(peer, {})
+            setups[setup_id] = pair
+            while len(setups) > self.per_peer:
+                del setups[next(iter(setups))]
 
     def __repr__(self) -> str:
         return f"OtSetups({ {p: len(s) for p, s in self._by_peer.items()} }, <keys redacted>)"

@@ -84,7 +84,7 @@ class Declared:
     node: str
     kind: str                             # "number" or "ballots"
     bounds: tuple[int, int] | None        # encoded at frac_bits; None: undeclared
-    records: int                          # stored length (a ballot input's count stays private)
+    records: int = dataclasses.field(repr=False)   # stored length (a ballot input's count stays private)
     frac_bits: int
     is_scalar: bool
 

@@ -277,7 +277,11 @@ class CircuitParty:
     """
 
     def __init__(self, session_id: str, me: str, parties: Sequence[str], program: Program[Words],
-                 prefix: str) -> None:
+                 prefix: str, labels: Sequence[str] | None = None) -> None:
+        """Args:
+            labels: the program's round labels in order (its `plan`), if known: then a message
+                for neither this round nor the next is refused on arrival, not when its round comes.
+        """
         if me not in parties:
             raise LocalProtocolError(f"session {session_id}: {me!r} is not among the parties {list(parties)}")
         self.session_id = session_id
@@ -287,6 +291,7 @@ class CircuitParty:
         self._program: Program[Words] | None = program
         self._round: _Round | None = None
         self._ahead: dict[str, tuple[str, bytes]] = {}
+        self._labels = None if labels is None else tuple(f"{prefix}/{label}" for label in labels)
         self._started = False
         self._done = False
         self.rounds = 0
@@ -327,9 +332,16 @@ class CircuitParty:
         if self._done:
             raise RoundMismatch(f"session {self.session_id}: step {step!r} from {sender!r} after the end")
         current = self._round
-        if current is not None and sender not in current.inbox and step == f"{self.prefix}/{current.label}":
+        if current is not None and step == f"{self.prefix}/{current.label}":
+            if sender in current.inbox:
+                raise RoundMismatch(f"session {self.session_id}: step {step!r} from {sender!r} already received")
             self._accept(current, sender, step, payload)
             return self._maybe_advance()
+        upcoming = self.rounds   # the index of the next round (rounds counts the rounds begun)
+        if self._labels is not None and (upcoming >= len(self._labels) or step != self._labels[upcoming]):
+            expected = self._labels[upcoming] if upcoming < len(self._labels) else "(none: this is the last round)"
+            raise RoundMismatch(f"session {self.session_id}: step {step!r} from {sender!r} is neither this round's "
+                                f"nor the next ({expected!r})")
         # For a later round: peers' calls may overtake each other, so a peer's next-round words can
         # come before its words for this round; it cannot be two rounds ahead (it needs ours).
         if sender in self._ahead:

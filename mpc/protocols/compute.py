@@ -28,10 +28,14 @@ import numpy as np
 
 from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.events import Output, Send
-from mpc.ot.arith import ArithDealerless, ArithPool, ArithTriples, DaBitPool, DaBits
+from mpc.ot.arith import STEP_T as ARITH_T
+from mpc.ot.arith import STEP_U as ARITH_U
+from mpc.ot.arith import ArithDealerless, ArithPool, ArithTriples, DaBitPool, DaBits, fold_step
 from mpc.ot.triples import (
     STEP_BASE_A,
     STEP_BASE_B,
+    STEP_T,
+    STEP_U,
     BitTriples,
     OtReady,
     OtSetups,
@@ -82,6 +86,11 @@ class ComputeParty:
         self._setups = setups
         self.plan: Plan = plan(factory, len(self.parties), length)
         self.value_free_steps: tuple[str, ...] = (hello, "sum/", "ot/", "triples/", "arith/")
+        # Every step this session can see, known up front: anything else is refused on arrival.
+        self._triple_steps = frozenset({STEP_U, STEP_T} if self.plan.bit_words else ())
+        self._arith_steps = frozenset({ARITH_U, ARITH_T, *(fold_step(k) for k in range(1, len(self.parties)))}
+                                      if self.plan.arith_triples or self.plan.dabits else ())
+        self._program_steps = frozenset(f"{prefix}/{label}" for label, _ in self.plan.rounds)
         self._known = {p: setups.known(p) for p in self.peers}
         self._sum = SecureSumParty(session_id, me, parties, length, rng) if summed else None
         self._hellos: dict[str, set[bytes]] = {}
@@ -183,16 +192,11 @@ class ComputeParty:
             if self._setup is None and self._preprocessing:
                 raise RoundMismatch(f"session {self.session_id}: {step!r} but this session makes no OT setup")
             return self._setup
-        if step.startswith("triples/"):
-            if self._preprocessing and not self.plan.bit_words:
-                raise RoundMismatch(f"session {self.session_id}: {step!r} but this session makes no bit triples")
+        if step in self._triple_steps:
             return self._triples
-        if step.startswith("arith/"):
-            if self._preprocessing and not (self.plan.arith_triples or self.plan.dabits):
-                raise RoundMismatch(f"session {self.session_id}: {step!r} but this session makes no arithmetic "
-                                    f"preprocessing")
+        if step in self._arith_steps:
             return self._arith
-        if step.startswith(self.prefix + "/"):
+        if step in self._program_steps:
             return self._circuit
         raise RoundMismatch(f"session {self.session_id}: unknown step {step!r}")
 
@@ -280,7 +284,7 @@ class ComputeParty:
                           self._dabit_pool)
             share, self._share = self._share, None
             self._circuit = CircuitParty(self.session_id, self.me, self.parties, self._factory(ctx, share),
-                                         self.prefix)
+                                         self.prefix, [label for label, _ in self.plan.rounds])
             events += self._route(self._circuit.start())
             return self._create(self._circuit, events, self.prefix + "/")
         return events

@@ -1,11 +1,12 @@
 """The threshold engine (mpc/protocols/threshold.py, PROTOCOLS.md §2-§5) in memory.
 
-ThresholdParty composes "vote/hello", the pairwise-masked sum, OT setup and bit triples and
-the sign-bit comparison; here every party's engine is joined by an in-memory router that
-delivers messages in a CSPRNG-shuffled order (secrets), interleaved with the starts, across
-one or several concurrent sessions. Each party keeps its OT setups the way the node does
-(NodeCore.ot_setups: per peer, by setup id, from NewOtSetup events), so a module's sessions
-reuse them.
+ThresholdParty (a ComputeParty, mpc/protocols/compute.py) composes "mpc/hello", the
+pairwise-masked sum, OT setup and bit triples and the sign-bit comparison; here every party's
+engine is joined by an in-memory router that delivers messages in a CSPRNG-shuffled order
+(secrets), interleaved with the starts, across one or several concurrent sessions. Each party
+keeps one OT setup registry (mpc.ot.triples.OtSetups, bounded per peer as NodeCore.ot_setups
+is) that its engines read and add to, so a module's sessions reuse the setups. The router
+reads each party's registry around every engine call to see which session added what.
 
 - n = 2, 3: real Chou-Orlandi base OTs, run by the engine itself in the module's first
   session (the only fresh setup but one); n = 4, 5: the ideal base-OT test double of
@@ -14,8 +15,9 @@ reuse them.
 - [sum >= k] equals the plaintext for random vectors and at the edges (total - k in
   {-1, 0, 1}, total 0, negative totals, the +-2^30 bounds the node enforces); votes with the
   half rule (contributions 2t - n from vote_contribution) and with explicit thresholds.
-- OT state: a second session reuses the setups (no "ot/base/" step, no NewOtSetup); a party
-  that lost its setups forces fresh ones with exactly its own pairs.
+- OT state: a second session reuses the setups (no "ot/base/" step, nothing added to any
+  registry); a party that lost its setups forces fresh ones with exactly its own pairs.
+- Only the preprocessing the program needs is made: bit triples, no "arith/" step.
 - Engine errors: unknown, repeated or malformed messages, non-peers, a second start.
 
 The only statistical assertion (each party's output share bits are balanced) uses a
@@ -36,12 +38,13 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mpc.errors import InputError, LocalProtocolError, RemoteProtocolError, RoundMismatch
-from mpc.ot.triples import STEP_BASE_A, STEP_BASE_B, STEP_T, STEP_U, PairwiseOt
+from mpc.node.core import MAX_OT_SETUPS_PER_PEER
+from mpc.ot.triples import STEP_BASE_A, STEP_BASE_B, STEP_T, STEP_U, OtSetups, PairwiseOt
 from mpc.prg import SystemRng
 from mpc.protocols.contribution import COMPARE_BITS, check_threshold, compare_contribution, vote_contribution
-from mpc.protocols.events import Output, Send
+from mpc.events import Output, Send
 from mpc.protocols.sum import STEP_SEED
-from mpc.protocols.threshold import MAX_SETUPS_ADVERTISED, SETUP_ID_BYTES, STEP_HELLO, NewOtSetup, ThresholdParty
+from mpc.protocols.threshold import MAX_SETUPS_ADVERTISED, SETUP_ID_BYTES, STEP_HELLO, ThresholdParty
 from mpc.ring import Words, from_signed
 from tests.sim.test_triples_sim import ideal_setup
 
@@ -95,15 +98,40 @@ def in_range(total: int, k: int) -> bool:
 # ---- parties and the router ------------------------------------------------------------------
 
 
+def registry(held: Mapping[str, Mapping[bytes, PairwiseOt]] | None = None) -> OtSetups:
+    """An OT setup registry bounded like the node's, holding `held` (per peer, oldest first)."""
+    setups = OtSetups(MAX_OT_SETUPS_PER_PEER)
+    for peer, ids in (held or {}).items():
+        for setup_id, pair in ids.items():
+            setups.add(peer, setup_id, pair)
+    return setups
+
+
 @dataclass
 class Party:
-    """What a node keeps across sessions: its OT setups, per peer, by setup id (NodeCore.ot_setups)."""
+    """What a node keeps across sessions: its OT setup registry (NodeCore.ot_setups)."""
 
     name: str
-    ot_setups: Setups = field(default_factory=dict)
+    setups: OtSetups = field(default_factory=registry)
 
-    def keep(self, event: NewOtSetup) -> None:
-        self.ot_setups.setdefault(event.peer, {})[event.setup_id] = event.pair
+    def holds(self) -> Setups:
+        """The setups this party's registry holds, per peer with at least one (copies)."""
+        return {q: ids for q in NAMES if q != self.name and (ids := self.setups.known(q))}
+
+
+@dataclass(frozen=True)
+class NewSetup:
+    """A setup that appeared in a party's registry during one engine call of a session."""
+
+    peer: str
+    setup_id: bytes
+    pair: PairwiseOt
+
+
+def added(before: Setups, after: Setups) -> list[NewSetup]:
+    """What a registry gained between two snapshots: new ids, or ids now holding another pair."""
+    return [NewSetup(q, setup_id, pair) for q, ids in after.items() for setup_id, pair in ids.items()
+            if before.get(q, {}).get(setup_id) is not pair]
 
 
 @dataclass
@@ -114,7 +142,7 @@ class Run:
     parties: tuple[str, ...]
     outputs: dict[str, Words] = field(default_factory=dict)
     sent: list[tuple[str, str, str, bytes]] = field(default_factory=list)       # (sender, to, step, payload)
-    new_setups: list[tuple[str, NewOtSetup]] = field(default_factory=list)      # (party, event)
+    new_setups: list[tuple[str, NewSetup]] = field(default_factory=list)        # (party, what it added)
     refused: list[tuple[str, str, str]] = field(default_factory=list)           # duplicates refused
     engines: dict[str, ThresholdParty] = field(default_factory=dict)
 
@@ -142,14 +170,14 @@ class Spec:
     session_id: str = field(default_factory=lambda: secrets.token_hex(16))
 
 
-def run_sessions(pool: Mapping[str, Party], specs: Sequence[Spec], *, keep: bool = True,
-                 duplicate_cmp: bool = False) -> list[Run]:
+def run_sessions(pool: Mapping[str, Party], specs: Sequence[Spec], *, duplicate_cmp: bool = False) -> list[Run]:
     """Run the sessions at once: every start and every message in one CSPRNG-shuffled queue.
 
-    Each engine is built (like NodeCore.prepare) from its party's setups at that moment; new
-    setups are kept by the party when `keep`. With `duplicate_cmp`, the first "cmp/" message a
-    party gets after its own comparison began is delivered twice in every session, and the
-    second copy must be refused (RoundMismatch) without disturbing the run.
+    Each engine is built (like NodeCore) on its party's registry, which it reads when built and
+    adds its new setups to; what each engine call added is recorded in its session's
+    `new_setups`. With `duplicate_cmp`, the first "cmp/" message a party gets after its own
+    comparison began is delivered twice in every session, and the second copy must be refused
+    (RoundMismatch) without disturbing the run.
     Returns: one Run per spec, every party finished.
     """
     engines: dict[tuple[str, str], ThresholdParty] = {}
@@ -159,7 +187,7 @@ def run_sessions(pool: Mapping[str, Party], specs: Sequence[Spec], *, keep: bool
         length = len(next(iter(s.contributions.values())))
         for p in s.parties:
             engines[s.session_id, p] = ThresholdParty(s.session_id, p, s.parties, length, s.k, SystemRng(),
-                                                      pool[p].ot_setups, ELL)
+                                                      pool[p].setups, ELL)
             starts.append((s.session_id, p, from_signed(np.asarray(s.contributions[p], dtype=np.int64))))
     queue: list[tuple[str, str, str, str, bytes]] = []   # (session, sender, to, step, payload)
     for _ in range(200_000):  # bounded
@@ -167,9 +195,11 @@ def run_sessions(pool: Mapping[str, Party], specs: Sequence[Spec], *, keep: bool
             break
         if starts and (not queue or secrets.randbelow(3) == 0):
             sid, me, words = starts.pop(secrets.randbelow(len(starts)))
+            before = pool[me].holds()
             events = engines[sid, me].start(words)
         else:
             sid, sender, me, step, payload = queue.pop(secrets.randbelow(len(queue)))
+            before = pool[me].holds()
             events = engines[sid, me].receive(sender, step, payload)
             run = runs[sid]
             if (duplicate_cmp and step.startswith("cmp/") and not run.refused
@@ -178,19 +208,16 @@ def run_sessions(pool: Mapping[str, Party], specs: Sequence[Spec], *, keep: bool
                     engines[sid, me].receive(sender, step, payload)
                 run.refused.append((sender, me, step))
         run = runs[sid]
+        run.new_setups += [(me, new) for new in added(before, pool[me].holds())]
         for e in events:
             if isinstance(e, Send):
                 assert e.to in run.parties and e.to != me
                 queue.append((sid, me, e.to, e.step, e.payload))
                 run.sent.append((me, e.to, e.step, e.payload))
-            elif isinstance(e, Output):
+            else:
+                assert isinstance(e, Output), e
                 assert me not in run.outputs, f"{me} output twice in {sid}"
                 run.outputs[me] = np.asarray(e.words, dtype=np.uint64)
-            else:
-                assert isinstance(e, NewOtSetup)
-                run.new_setups.append((me, e))
-                if keep:
-                    pool[me].keep(e)
     else:  # pragma: no cover
         raise AssertionError("router did not settle")
     for run, s in zip(runs.values(), specs):
@@ -269,7 +296,7 @@ def ideal_pool(n: int, ids: Sequence[bytes] = (IDEAL_ID,)) -> dict[str, Party]:
         ot = ideal_setup(parties)
         for p in parties:
             for q, pair in ot[p].items():
-                pool[p].ot_setups.setdefault(q, {})[setup_id] = pair
+                pool[p].setups.add(q, setup_id, pair)
     return pool
 
 
@@ -289,13 +316,14 @@ def test_first_session_makes_exactly_one_setup_per_pair(real3: RealSetup) -> Non
     run, spec = real3.first, real3.spec
     assert np.array_equal(run.bits, plaintext(spec)) and run.bits.tolist() == [1, 0, 1, 1, 0]
     parties = spec.parties
-    # exactly one NewOtSetup per (party, peer), all under the session's setup id
+    # exactly one new setup in each party's registry per peer, all under the session's setup id
     expected_id = bytes.fromhex(spec.session_id)[:SETUP_ID_BYTES]
     got = sorted((p, e.peer) for p, e in run.new_setups)
     assert got == sorted((p, q) for p in parties for q in parties if q != p)
     assert {e.setup_id for _, e in run.new_setups} == {expected_id}
     assert all(isinstance(e.pair, PairwiseOt) and e.pair.peer == e.peer for _, e in run.new_setups)
-    assert "keys redacted" in repr(run.new_setups[0][1])
+    assert all("keys redacted" in repr(e.pair) for _, e in run.new_setups)
+    assert all("keys redacted" in repr(real3.pool[p].setups) for p in parties)
     # base OTs: one A and one B batch in each direction of every pair, nothing else under ot/
     base = sorted((s, t, step) for s, t, step, _ in run.sent if step.startswith("ot/"))
     assert base == sorted((s, t, step) for s in parties for t in parties if s != t
@@ -304,17 +332,17 @@ def test_first_session_makes_exactly_one_setup_per_pair(real3: RealSetup) -> Non
     hellos = [(s, t, payload) for s, t, step, payload in run.sent if step == STEP_HELLO]
     assert len(hellos) == 6 and all(payload == b"" for *_, payload in hellos)
     assert run.steps() >= {STEP_HELLO, STEP_SEED, STEP_BASE_A, STEP_BASE_B, STEP_U, STEP_T}
-    assert all(step.startswith(("vote/", "sum/", "ot/", "triples/", "cmp/")) for step in run.steps())
+    assert all(step == STEP_HELLO or step.startswith(("sum/", "ot/", "triples/", "cmp/")) for step in run.steps())
     # both ends of every pair now hold the same setup id
     for p in parties:
-        assert {q: set(ids) for q, ids in real3.pool[p].ot_setups.items()} == {
+        assert {q: set(ids) for q, ids in real3.pool[p].holds().items()} == {
             q: {expected_id} for q in parties if q != p}
 
 
 @pytest.mark.parametrize("n", [2, 3])
 def test_later_sessions_reuse_the_setups(n: int, real3: RealSetup) -> None:
     pool = pool_for(n, real3)
-    before = {p: {q: dict(ids) for q, ids in pool[p].ot_setups.items()} for p in pool}
+    before = {p: pool[p].holds() for p in pool}
     for _ in range(2):
         spec = spec_for_totals(names(n), [7, -7, 0, 2 * n], 1)
         run = run_one(pool, spec)
@@ -325,15 +353,15 @@ def test_later_sessions_reuse_the_setups(n: int, real3: RealSetup) -> None:
         # each hello advertises the setup ids the sender holds with that receiver
         for s, t, step, payload in run.sent:
             if step == STEP_HELLO:
-                assert payload == b"".join(sorted(pool[s].ot_setups[t]))
-    after = {p: {q: dict(ids) for q, ids in pool[p].ot_setups.items()} for p in pool}
+                assert payload == b"".join(sorted(pool[s].setups.known(t)))
+    after = {p: pool[p].holds() for p in pool}
     assert after == before
 
 
 def test_a_party_that_lost_its_setups_forces_fresh_ones_with_its_own_pairs(real3: RealSetup) -> None:
-    pool = {p: Party(p, {q: dict(ids) for q, ids in real3.pool[p].ot_setups.items()}) for p in names(3)}
-    pool["carlos"].ot_setups = {}   # carlos restarted: advertises nothing
-    old = {p: set(pool[p].ot_setups.get("carlos", {})) for p in ("alice", "bob")}
+    pool = {p: Party(p, registry(real3.pool[p].holds())) for p in names(3)}
+    pool["carlos"] = Party("carlos")   # carlos restarted with an empty registry: advertises nothing
+    old = {p: set(pool[p].setups.known("carlos")) for p in ("alice", "bob")}
     assert old["alice"] and old["bob"]
     spec = spec_for_totals(names(3), [3, -3, 0], 0)
     run = run_one(pool, spec)
@@ -346,13 +374,13 @@ def test_a_party_that_lost_its_setups_forces_fresh_ones_with_its_own_pairs(real3
     assert {e.setup_id for _, e in run.new_setups} == {new_id}
     hellos = {(s, t): payload for s, t, step, payload in run.sent if step == STEP_HELLO}
     assert hellos["carlos", "alice"] == hellos["carlos", "bob"] == b""
-    assert hellos["alice", "bob"] == b"".join(sorted(real3.pool["alice"].ot_setups["bob"]))
+    assert hellos["alice", "bob"] == b"".join(sorted(real3.pool["alice"].setups.known("bob")))
     # alice and bob keep both setups with carlos (the one carlos lost and the new one); the
     # next session uses the new one, the only one carlos advertises
     for p in ("alice", "bob"):
-        assert set(pool[p].ot_setups["carlos"]) == old[p] | {new_id}
-    assert set(pool["carlos"].ot_setups) == {"alice", "bob"}
-    assert all(set(ids) == {new_id} for ids in pool["carlos"].ot_setups.values())
+        assert set(pool[p].setups.known("carlos")) == old[p] | {new_id}
+    assert set(pool["carlos"].holds()) == {"alice", "bob"}
+    assert all(set(ids) == {new_id} for ids in pool["carlos"].holds().values())
     again = run_one(pool, spec_for_totals(names(3), [1], 1))
     assert again.new_setups == [] and again.base_ot_pairs() == set()
     assert again.bits.tolist() == [1]
@@ -364,8 +392,10 @@ def test_only_the_common_newest_setup_is_used() -> None:
     first, second = bytes(SETUP_ID_BYTES), b"\xff" * SETUP_ID_BYTES
     pool = ideal_pool(3, [first, second])
     stale = ideal_setup(parties)["alice"]["bob"]
-    pool["alice"].ot_setups["bob"][b"\x7f" * SETUP_ID_BYTES] = stale   # bob never had it
-    del pool["carlos"].ot_setups["alice"][second]                        # carlos lost the newest with alice
+    pool["alice"].setups.add("bob", b"\x7f" * SETUP_ID_BYTES, stale)    # bob never had it
+    held = pool["carlos"].holds()
+    del held["alice"][second]                                            # carlos lost the newest with alice
+    pool["carlos"] = Party("carlos", registry(held))
     for _ in range(2):
         spec = spec_for_totals(parties, [4, -4, 0, 1, -1], 0)
         run = run_one(pool, spec)
@@ -521,8 +551,8 @@ def test_output_shares_are_balanced_bits() -> None:
         for p, words in run.outputs.items():
             shares[p].append(words)
     band = hoeffding_band(sessions * length, FAMILY_ALPHA / 3)
-    for p, words in shares.items():
-        ones = int(np.concatenate(words).sum())
+    for p, parts in shares.items():
+        ones = int(np.concatenate(parts).sum())
         assert abs(ones - sessions * length / 2) < band, (p, ones)
 
 
@@ -544,7 +574,7 @@ def test_concurrent_sessions_share_the_setups(real3: RealSetup) -> None:
 
 def fresh_engine(pool: Mapping[str, Party] | None = None, me: str = "alice") -> ThresholdParty:
     pool = pool or _IDEAL_POOLS[3]
-    return ThresholdParty(secrets.token_hex(16), me, names(3), 2, 0, SystemRng(), pool[me].ot_setups, ELL)
+    return ThresholdParty(secrets.token_hex(16), me, names(3), 2, 0, SystemRng(), pool[me].setups, ELL)
 
 
 def start(engine: ThresholdParty) -> list[object]:
@@ -564,7 +594,7 @@ def test_start_greets_every_peer_and_refuses_a_second_start() -> None:
 def test_unknown_steps_are_round_mismatches() -> None:
     engine = fresh_engine()
     start(engine)
-    for step in ("bogus", "vote/bye", "sum/open", "hello", "", "VOTE/HELLO"):
+    for step in ("bogus", "vote/bye", "vote/hello", "mpc/bye", "sum/open", "hello", "", "VOTE/HELLO", "MPC/HELLO"):
         with pytest.raises(RoundMismatch):
             engine.receive("bob", step, b"")
 
@@ -636,8 +666,8 @@ def test_unknown_step_under_a_known_prefix_is_refused_at_once(step: str) -> None
 def test_repeated_early_message_is_refused_on_arrival() -> None:
     pool = _IDEAL_POOLS[3]
     sid = secrets.token_hex(16)
-    bob = ThresholdParty(sid, "bob", names(3), 2, 0, SystemRng(), pool["bob"].ot_setups, ELL)
-    alice = ThresholdParty(sid, "alice", names(3), 2, 0, SystemRng(), pool["alice"].ot_setups, ELL)
+    bob = ThresholdParty(sid, "bob", names(3), 2, 0, SystemRng(), pool["bob"].setups, ELL)
+    alice = ThresholdParty(sid, "alice", names(3), 2, 0, SystemRng(), pool["alice"].setups, ELL)
     events = bob.start(from_signed(np.array([1, -1], dtype=np.int64)))
     events += bob.receive("alice", STEP_HELLO, IDEAL_ID)
     events += bob.receive("carlos", STEP_HELLO, IDEAL_ID)

@@ -341,9 +341,29 @@ def test_fewer_than_two_nodes(tmp_path: Path, nodes: str) -> None:
 # -- policies ------------------------------------------------------------------------------------
 
 
+# Protocols added with the catalogue (mpc/protocols/catalogue.py); named here so that dropping
+# one from the catalogue fails a test instead of silently shrinking what a policy accepts.
+NEW_PROTOCOLS = ("auction", "clearing-price", "plurality")
+
+
 def test_unknown_protocols_are_named(tmp_path: Path) -> None:
-    refused(write(tmp_path, full(policy='protocols = ["sum", "auction"]')), "[nodes.alice].policy",
-            "unknown protocol", "'auction'", "'vote'")
+    message = refused(write(tmp_path, full(policy='protocols = ["sum", "lottery"]')), "[nodes.alice].policy",
+                      "unknown protocol", "'lottery'", "'vote'")
+    for name in PROTOCOL_NAMES:  # the message lists every known protocol
+        assert repr(name) in message
+
+
+def test_every_catalogue_protocol_is_accepted(tmp_path: Path) -> None:
+    assert set(NEW_PROTOCOLS) <= set(PROTOCOL_NAMES)
+    listed = ", ".join(f'"{name}"' for name in PROTOCOL_NAMES)
+    conf = load_cluster(write(tmp_path, full(policy=f"protocols = [{listed}]")))
+    assert conf.node("alice").policy.protocols == frozenset(PROTOCOL_NAMES)
+
+
+@pytest.mark.parametrize("name", NEW_PROTOCOLS)
+def test_a_new_protocol_alone_is_accepted(tmp_path: Path, name: str) -> None:
+    conf = load_cluster(write(tmp_path, full(policy=f'protocols = ["{name}"]')))
+    assert conf.node("alice").policy.protocols == frozenset({name})
 
 
 @pytest.mark.parametrize("minimum", [1, 0, -3])

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mpc.config import (DEFAULT_MAX_RELEASES, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_COORDINATOR, HALF,
-                        Rules, load_cluster)
+from mpc.config import (DEFAULT_MAX_RELEASES, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_COORDINATOR,
+                        PROTOCOL_NAMES, Rules, load_cluster)
 from mpc.errors import ConfigError
+from mpc.protocols.catalogue import HALF
 
 BASE = '''[cluster]
 ca = "ca.pem"
@@ -43,8 +44,24 @@ def test_default_policy_allows_everything_but_small_sessions(tmp_path: Path) -> 
         assert policy.refusal("alice", protocol, "anything") is None
 
 
+def test_default_policy_allows_every_catalogue_protocol(tmp_path: Path) -> None:
+    policy = load(tmp_path, "")
+    assert policy.protocols == frozenset(PROTOCOL_NAMES)
+    for protocol in PROTOCOL_NAMES:
+        assert policy.refusal("alice", protocol, "anything") is None, protocol
+
+
+@pytest.mark.parametrize("protocol", ["auction", "clearing-price", "plurality"])
+def test_the_new_protocols_are_accepted_in_allow(tmp_path: Path, protocol: str) -> None:
+    policy = load(tmp_path, f'inputs = ["bids", "other"]\n[nodes.alice.policy.allow]\n"{protocol}" = ["bids"]')
+    assert protocol in PROTOCOL_NAMES
+    assert policy.allow == {protocol: frozenset({"bids"})}
+    assert policy.refusal("alice", protocol, "bids") is None
+    assert "only on bids, not on 'other'" in (policy.refusal("alice", protocol, "other") or "")
+
+
 @pytest.mark.parametrize(("text", "fragment"), [
-    ('[nodes.alice.policy.allow]\nauction = ["x"]', "unknown protocol 'auction'"),
+    ('[nodes.alice.policy.allow]\nlottery = ["x"]', "unknown protocol 'lottery'"),
     ('[nodes.alice.policy.allow]\nsum = "raise"', "must be a list"),
     ('protocols = ["sum"]\nbogus = 1', "unknown key(s) bogus"),
 ])
