@@ -55,7 +55,9 @@ PeerObserver = Callable[[str, str, str, bytes], None]
 
 
 MAX_OT_SETUPS_PER_PEER = 4
-MAX_EARLY_MESSAGES = 64          # peer messages kept for a session whose compute has not begun here
+# Peer messages kept, per peer, for a session whose compute has not begun here: a peer that has
+# begun sends its digest, hello and sum seed, then waits for our hello.
+MAX_EARLY_PER_PEER = 8
 _ROUND_SUFFIX = re.compile(r"(/\d+)+\Z")
 OUTPUT_SHARE = "output share"
 MAX_AUDITED_PARTICIPANTS = 64   # a refused request's participant list is cut to this length
@@ -485,7 +487,7 @@ class NodeCore:
             async with session.lock:
                 engine = session.engine
                 if engine is None:   # a peer started before our compute: keep it until the engine exists
-                    if len(session.early) >= MAX_EARLY_MESSAGES:
+                    if len(session.early) >= MAX_EARLY_PER_PEER * len(session.parties):
                         raise RemoteProtocolError(f"session {session_id}: too many messages from peers before "
                                                   f"node {self.me.name} started computing")
                     session.early.append((sender, step, payload))
