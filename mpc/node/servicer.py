@@ -89,13 +89,13 @@ def _require(context: grpc.aio.ServicerContext, role: str, what: str) -> Identit
     return caller
 
 
-def _params(request: mpc_pb2.PrepareRequest) -> dict[str, ParamValue]:
+def _params(request: mpc_pb2.PrepareRequest, protocol: str) -> dict[str, ParamValue]:
     """The request's parameters as plain values (typed by the protocol's catalogue entry next)."""
     out: dict[str, ParamValue] = {}
     for name, param in request.params.items():
         which = param.WhichOneof("value")
         if which is None:
-            raise RemoteProtocolError(f"parameter {quoted(name, 40)} has no value")
+            raise RemoteProtocolError(f"protocol {protocol}: parameter {quoted(name, 40)} has no value")
         out[name] = tuple(param.integers.values) if which == "integers" else getattr(param, which)
     return out
 
@@ -176,7 +176,7 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
             try:
                 if protocol is None:
                     raise RemoteProtocolError(f"unknown protocol {request.protocol}")
-                params = params_from_wire(protocol, _params(request))
+                params = params_from_wire(protocol, _params(request, protocol.name))
             except MpcError as error:
                 self.core.refused(caller, request.session_id, protocol.name if protocol else
                                   f"protocol {request.protocol}", request.input_name, list(request.participants), error)

@@ -12,7 +12,9 @@ import numpy as np
 from mpc.config import ClusterConfig, load_cluster
 from mpc.localcluster import write_local_cluster
 from mpc.node.daemon import NodeServer
+from mpc.protocols.catalogue import entry
 from mpc.store import Store
+from mpc.v1 import mpc_pb2
 
 NAMES = ("alice", "bob", "carlos", "david", "erin", "frank", "grace")
 # For tests of other things than the rules across sessions (test_across_sessions.py tests those):
@@ -45,7 +47,7 @@ class LocalCluster:
 
     def put(self, name: str, input_name: str, values: Sequence[int] | np.ndarray, *, frac_bits: int = 0,
             scalar: bool = False, overwrite: bool = False, bounds: tuple[int, int] | None = None,
-            ballots: bool = False) -> int:
+            ballots: bool = False, curve: bool = False) -> int:
         """Store an encoded input at one node, as `mpc input put` would on that node's machine.
 
         Returns: its new version.
@@ -54,7 +56,7 @@ class LocalCluster:
         assert data_dir is not None
         with Store.open_dir(data_dir) as store:
             return store.put_input(input_name, np.asarray(values, dtype=np.int64), frac_bits, scalar,
-                                   overwrite=overwrite, bounds=bounds, ballots=ballots)
+                                   overwrite=overwrite, bounds=bounds, ballots=ballots, curve=curve)
 
     async def stop(self, name: str) -> None:
         """Stop one node (as if its machine went down)."""
@@ -97,3 +99,35 @@ async def running_cluster(tmp: Path, n: int = 3, *, min_participants: int | None
 def input_map(values: Mapping[str, int]) -> dict[str, list[int]]:
     """Scalars as one-element lists (helper for tables of inputs)."""
     return {k: [v] for k, v in values.items()}
+
+
+WireParam = bool | int | Sequence[int] | mpc_pb2.Param
+
+
+def wire_param(value: WireParam) -> mpc_pb2.Param:
+    """One PrepareRequest parameter: a bool as `flag`, an int as `integer`, a sequence as `integers`
+    (a Param passes through, e.g. one with no value set)."""
+    if isinstance(value, mpc_pb2.Param):
+        return value
+    if isinstance(value, bool):
+        return mpc_pb2.Param(flag=value)
+    if isinstance(value, int):
+        return mpc_pb2.Param(integer=value)
+    return mpc_pb2.Param(integers=mpc_pb2.IntegerList(values=list(value)))
+
+
+def wire_id(protocol: str | int) -> int:
+    """A protocol's wire id: by catalogue name, or a raw id as is (e.g. one no entry has)."""
+    return protocol if isinstance(protocol, int) else entry(protocol).wire_id
+
+
+def prepare_request(session_id: str, protocol: str | int, input_name: str, participants: Sequence[str], *,
+                    timeout_ms: int = 10_000, params: Mapping[str, WireParam | None] | None = None
+                    ) -> mpc_pb2.PrepareRequest:
+    """A PrepareRequest as the coordinator would send it, with typed parameters (None: left out).
+
+    protocol: a catalogue name ("sum", "vote", ...) or a raw wire id.
+    """
+    wire = {k: wire_param(v) for k, v in (params or {}).items() if v is not None}
+    return mpc_pb2.PrepareRequest(session_id=session_id, protocol=wire_id(protocol), input_name=input_name,
+                                  participants=list(participants), timeout_ms=timeout_ms, params=wire)

@@ -45,6 +45,8 @@ from mpc.store import Store
 from mpc.transport.tls import TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
+from .harness import WireParam, prepare_request
+
 pytestmark = pytest.mark.slow
 
 T = TypeVar("T")
@@ -290,22 +292,23 @@ class Raw:
         return mpc_pb2_grpc.ControlStub(self.channels[node])
 
     async def prepare(self, node: str, sid: str, input_name: str, participants: Sequence[str], *,
-                      protocol: int = mpc_pb2.PROTOCOL_SUM, mode: int = mpc_pb2.AVERAGE_MODE_RECORDS,
-                      threshold: int | None = None, timeout_ms: int = SESSION_MS) -> Outcome:
-        request = mpc_pb2.PrepareRequest(session_id=sid, protocol=protocol,  # type: ignore[arg-type]
-                                         input_name=input_name, participants=list(participants),
-                                         timeout_ms=timeout_ms, average_mode=mode,  # type: ignore[arg-type]
-                                         threshold=threshold)
+                      protocol: str = "sum", params: Mapping[str, WireParam | None] | None = None,
+                      timeout_ms: int = SESSION_MS) -> Outcome:
+        request = prepare_request(sid, protocol, input_name, participants, timeout_ms=timeout_ms, params=params)
         try:
             reply = await self.stub(node).Prepare(request, timeout=CALL_TIMEOUT)
         except grpc.aio.AioRpcError as exc:
             return Outcome(node, exc.code(), exc.details() or "")
         return Outcome(node, None, reply=reply)
 
-    async def compute(self, node: str, sid: str, frac_bits: int, length: int, versions: Mapping[str, int]) -> Outcome:
+    async def compute(self, node: str, sid: str, frac_bits: int, length: int, versions: Mapping[str, int],
+                      lengths: Mapping[str, int] | None = None) -> Outcome:
+        """lengths: every participant's length at prepare (None: an empty map, which a node takes as
+        "all equal to mine" for the protocols whose lengths must be equal)."""
         out = Outcome(node, None)
         call = self.stub(node).Compute(mpc_pb2.ComputeRequest(session_id=sid, frac_bits=frac_bits, length=length,
-                                                              input_versions=dict(versions)),
+                                                              input_versions=dict(versions),
+                                                              lengths=dict(lengths or {})),
                                        timeout=CALL_TIMEOUT)
         try:
             async for chunk in call:
@@ -326,11 +329,11 @@ class Raw:
         return await self.stub(node).Status(mpc_pb2.StatusRequest(), timeout=CALL_TIMEOUT)
 
     async def compute_all(self, sid: str, calls: Mapping[str, tuple[int, int, Mapping[str, int]]], *,
-                          abort_early: bool = True) -> dict[str, Outcome]:
-        """Compute at every node of `calls` at once (node -> frac_bits, length, versions); as soon as one
-        fails, abort the session everywhere (as the real coordinator does; unless not `abort_early`: then
-        only once every node has answered), then collect every answer."""
-        tasks = {n: asyncio.ensure_future(self.compute(n, sid, *args)) for n, args in calls.items()}
+                          lengths: Mapping[str, int] | None = None, abort_early: bool = True) -> dict[str, Outcome]:
+        """Compute at every node of `calls` at once (node -> frac_bits, length, versions; every node is told
+        the same `lengths`); as soon as one fails, abort the session everywhere (as the real coordinator
+        does; unless not `abort_early`: then only once every node has answered), then collect every answer."""
+        tasks = {n: asyncio.ensure_future(self.compute(n, sid, *args, lengths)) for n, args in calls.items()}
         pending = set(tasks.values())
         aborted = False
         while pending:
@@ -344,21 +347,21 @@ class Raw:
             await self.abort(list(calls), sid)
         return {n: t.result() for n, t in tasks.items()}
 
-    async def session(self, inputs: Mapping[str, str], *, protocol: int = mpc_pb2.PROTOCOL_SUM,
-                      mode: int = mpc_pb2.AVERAGE_MODE_RECORDS, threshold: int | None = None,
+    async def session(self, inputs: Mapping[str, str], *, protocol: str = "sum",
+                      params: Mapping[str, WireParam | None] | None = None,
                       frac_bits: int | Callable[[str], int] | None = None,
                       versions: Callable[[str, dict[str, int]], Mapping[str, int]] | None = None,
                       only: Sequence[str] | None = None, abort_early: bool = True,
                       timeout_ms: int = SESSION_MS) -> tuple[str, dict[str, Outcome], dict[str, Outcome]]:
-        """Prepare node -> input at each node (participants: the keys, in order), then compute.
+        """Prepare node -> input at each node (participants: the keys, in order), then compute, telling
+        every node the lengths all reported (as the real coordinator does).
 
         only: compute at these nodes only (then abort the session everywhere).
         Returns: (session id, prepare outcomes, compute outcomes; empty if a prepare failed).
         """
         sid, parties = new_id(), list(inputs)
         prepared = dict(zip(parties, await asyncio.gather(*(
-            self.prepare(n, sid, inputs[n], parties, protocol=protocol, mode=mode, threshold=threshold,
-                         timeout_ms=timeout_ms)
+            self.prepare(n, sid, inputs[n], parties, protocol=protocol, params=params, timeout_ms=timeout_ms)
             for n in parties))))
         if not all(o.ok for o in prepared.values()):
             await self.abort(parties, sid)
@@ -369,7 +372,8 @@ class Raw:
         calls = {n: (bits if frac_bits is None else frac_bits if isinstance(frac_bits, int) else frac_bits(n),
                      length, true_versions if versions is None else versions(n, dict(true_versions)))
                  for n in parties if only is None or n in only}
-        outcomes = await self.compute_all(sid, calls, abort_early=abort_early)
+        lengths = {n: o.prepared.length for n, o in prepared.items()}
+        outcomes = await self.compute_all(sid, calls, lengths=lengths, abort_early=abort_early)
         if only is not None:
             await self.abort(parties, sid)
         return sid, prepared, outcomes
@@ -439,8 +443,10 @@ def test_loosened_pinned_participant_list_allows_exactly_that_set(env: Env) -> N
 
 def test_input_put_refuses_values_outside_the_declared_bounds_without_echoing_them(env: Env) -> None:
     where = ("--cluster", env.cluster_file, "--node", "alice")
+    # Ballots are 0/1, or option indices 0..K-1 declared with --bounds 0,K-1 (K at most 256).
     for args in (["bx", "5", "77777", "--bounds", "0,1000"], ["bx", "3000000001"],
-                 ["bx", "1", "0", "2", "--ballots"], ["bx", "1", "0", "--ballots", "--bounds", "0,5"]):
+                 ["bx", "1", "0", "2", "--ballots"], ["bx", "1", "0", "6", "--ballots", "--bounds", "0,5"],
+                 ["bx", "1", "0", "--ballots", "--bounds", "1,5"], ["bx", "1", "0", "--ballots", "--bounds", "0,256"]):
         proc = mpc("input", "put", *args, *where)
         assert proc.returncode == 1 and "mpc: error:" in proc.stderr, show(proc)
         for value in ("77777", "3000000001"):
@@ -551,7 +557,7 @@ def test_mixed_ballot_inputs_in_one_vote_fail_everywhere_and_open_nothing(env: E
     """The same attack on a vote: the victim's ballots, all-zero ballots elsewhere."""
     inputs = {"alice": "ballots_victim", "bob": "ballots_zero", "carlos": "ballots_zero", "david": "ballots_zero"}
     _, prepared, outcomes = raw(env, lambda r: r.session(
-        inputs, protocol=mpc_pb2.PROTOCOL_VOTE, threshold=2, abort_early=False))
+        inputs, protocol="vote", params={"threshold": 2}, abort_early=False))
     assert all(o.ok for o in prepared.values()), prepared
     nothing_opened(outcomes)
     for node, o in outcomes.items():
@@ -653,12 +659,10 @@ def test_preparing_many_distinct_queries_before_computing_any_opens_only_one(env
     refused once another distinct query has used it (average, then an elementwise average, then a sum)."""
     async def attack(r: Raw) -> list[dict[str, Outcome]]:
         sids = [new_id() for _ in range(3)]
-        kinds = [(mpc_pb2.PROTOCOL_AVERAGE, mpc_pb2.AVERAGE_MODE_RECORDS),
-                 (mpc_pb2.PROTOCOL_AVERAGE, mpc_pb2.AVERAGE_MODE_ELEMENTWISE),
-                 (mpc_pb2.PROTOCOL_SUM, mpc_pb2.AVERAGE_MODE_RECORDS)]
+        kinds = [("average", {"elementwise": False}), ("average", {"elementwise": True}), ("sum", {})]
         replies = []
-        for sid, (protocol, mode) in zip(sids, kinds):
-            prepared = {n: await r.prepare(n, sid, "race", ALL4, protocol=protocol, mode=mode) for n in ALL4}
+        for sid, (protocol, params) in zip(sids, kinds):
+            prepared = {n: await r.prepare(n, sid, "race", ALL4, protocol=protocol, params=params) for n in ALL4}
             assert all(o.ok for o in prepared.values()), prepared
             replies.append(prepared)
         results = []
@@ -690,7 +694,7 @@ def test_a_session_that_never_reaches_agreement_spends_no_release(env: Env) -> N
     # (b): a threshold prepared everywhere, computed at alice only, aborted once alice has counted it.
     async def lone_compute(r: Raw) -> Outcome:
         sid = new_id()
-        prepared = {n: await r.prepare(n, sid, "dos2", ALL4, protocol=mpc_pb2.PROTOCOL_THRESHOLD, threshold=3)
+        prepared = {n: await r.prepare(n, sid, "dos2", ALL4, protocol="threshold", params={"threshold": 3})
                     for n in ALL4}
         assert all(o.ok for o in prepared.values()), prepared
         versions = {n: o.prepared.input_version for n, o in prepared.items()}
@@ -720,8 +724,8 @@ def test_two_distinct_queries_computed_at_once_open_at_most_one(env: Env) -> Non
     async def attack(r: Raw) -> list[dict[str, Outcome]]:
         sids = [new_id(), new_id()]
         prepared = []
-        for sid, mode in zip(sids, (mpc_pb2.AVERAGE_MODE_RECORDS, mpc_pb2.AVERAGE_MODE_ELEMENTWISE)):
-            p = {n: await r.prepare(n, sid, "race2", ALL4, protocol=mpc_pb2.PROTOCOL_AVERAGE, mode=mode)
+        for sid, elementwise in zip(sids, (False, True)):
+            p = {n: await r.prepare(n, sid, "race2", ALL4, protocol="average", params={"elementwise": elementwise})
                  for n in ALL4}
             assert all(o.ok for o in p.values()), p
             prepared.append(p)
@@ -750,7 +754,7 @@ def _counted(env: Env, name: str) -> dict[str, list[bool]]:
 
 
 def _vote(r: Raw, name: str, k: int) -> Awaitable[tuple[str, dict[str, Outcome], dict[str, Outcome]]]:
-    return r.session({n: name for n in ALL4}, protocol=mpc_pb2.PROTOCOL_VOTE, threshold=k)
+    return r.session({n: name for n in ALL4}, protocol="vote", params={"threshold": k})
 
 
 def test_identical_sessions_computed_at_once_leave_no_second_query_free(env: Env) -> None:
@@ -782,7 +786,7 @@ def test_decoy_sessions_that_never_agree_make_no_release_free(env: Env) -> None:
         decoys = [new_id(), new_id()]
         hanging = []
         for sid, missing in zip(decoys, ("alice", "bob")):
-            p = {n: await r.prepare(n, sid, "decoy", ALL4, protocol=mpc_pb2.PROTOCOL_VOTE, threshold=5) for n in ALL4}
+            p = {n: await r.prepare(n, sid, "decoy", ALL4, protocol="vote", params={"threshold": 5}) for n in ALL4}
             assert all(o.ok for o in p.values()), p
             versions = {n: o.prepared.input_version for n, o in p.items()}
             hanging += [asyncio.ensure_future(r.compute(n, sid, 0, 1, versions)) for n in ALL4 if n != missing]
@@ -864,16 +868,16 @@ def test_stepping_the_scale_in_compute_reveals_nothing_about_the_value(env: Env)
 def test_stepping_the_participant_count_in_prepare_reveals_nothing_about_the_value(env: Env) -> None:
     """Prepare at the victim with 1..4 participants, for a sum, an average and a threshold, on inputs
     with the same declared bounds and very different stored values: the same answers."""
-    cases = [("pwide_small", "pwide_big", mpc_pb2.PROTOCOL_SUM, None),
-             ("pwide_small", "pwide_big", mpc_pb2.PROTOCOL_AVERAGE, None),
-             ("thr_small", "thr_big", mpc_pb2.PROTOCOL_THRESHOLD, 1),
-             ("mag_small", "mag_big", mpc_pb2.PROTOCOL_SUM, None)]
+    cases = [("pwide_small", "pwide_big", "sum", None),
+             ("pwide_small", "pwide_big", "average", None),
+             ("thr_small", "thr_big", "threshold", 1),
+             ("mag_small", "mag_big", "sum", None)]
 
-    async def step(r: Raw, name: str, protocol: int, threshold: int | None) -> list[tuple[str, str]]:
+    async def step(r: Raw, name: str, protocol: str, threshold: int | None) -> list[tuple[str, str]]:
         pattern = []
         for k in range(1, 5):
             sid = new_id()
-            o = await r.prepare("alice", sid, name, ALL4[:k], protocol=protocol, threshold=threshold)
+            o = await r.prepare("alice", sid, name, ALL4[:k], protocol=protocol, params={"threshold": threshold})
             if o.ok:
                 await r.abort(["alice"], sid)
             pattern.append(normalized(o, sid, name))
@@ -884,8 +888,7 @@ def test_stepping_the_participant_count_in_prepare_reveals_nothing_about_the_val
         b = raw(env, lambda r: step(r, big, protocol, threshold))
         assert a == b, f"{small}/{big} protocol {protocol}:\n{a}\n{b}"
     # The declared bounds did bite at 4 parties (public data): 3 accepted, 4 refused.
-    for name, protocol, threshold in (("pwide_big", mpc_pb2.PROTOCOL_SUM, None),
-                                      ("thr_big", mpc_pb2.PROTOCOL_THRESHOLD, 1)):
+    for name, protocol, threshold in (("pwide_big", "sum", None), ("thr_big", "threshold", 1)):
         codes = [p[0] for p in raw(env, lambda r: step(r, name, protocol, threshold))]
         assert codes == ["PERMISSION_DENIED", "PERMISSION_DENIED", "OK", "FAILED_PRECONDITION"], (name, codes)
 
@@ -903,7 +906,7 @@ def test_status_hides_the_ballot_count(env: Env) -> None:
     async def look(r: Raw) -> tuple[dict[str, mpc_pb2.StatusReply], dict[str, Outcome]]:
         statuses = {n: await r.status(n) for n in ALL4}
         sid = new_id()
-        prepared = {n: await r.prepare(n, sid, "referendum", ALL4, protocol=mpc_pb2.PROTOCOL_VOTE) for n in ALL4}
+        prepared = {n: await r.prepare(n, sid, "referendum", ALL4, protocol="vote") for n in ALL4}
         await r.abort(ALL4, sid)
         return statuses, prepared
 

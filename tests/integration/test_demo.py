@@ -110,7 +110,8 @@ def test_demo_prints_the_raises_example_and_stops_its_daemons() -> None:
 
 def test_demo_loosens_only_the_referendums_thresholds(tmp_path: Path) -> None:
     """The demo's cluster file keeps the default rules across sessions, except that every owner lets
-    the referendum answer exactly the demo's two questions; its inputs declare bounds and ballots."""
+    the referendum answer exactly the demo's two questions and the sealed bids run as a first- and a
+    second-price auction (two releases); its inputs declare bounds and ballots."""
     proc = run_demo("--dir", tmp_path / "demo")
     assert proc.returncode == 0, f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
     cluster = load_cluster(tmp_path / "demo" / "cluster.toml")
@@ -118,8 +119,10 @@ def test_demo_loosens_only_the_referendums_thresholds(tmp_path: Path) -> None:
     for name, node in cluster.nodes.items():
         policy = node.policy
         assert policy.defaults == Rules(), name                    # one query per version, the whole cluster
-        assert dict(policy.per_input) == {"referendum": Rules(2, "cluster", frozenset({HALF, 7}))}, name
+        assert dict(policy.per_input) == {"referendum": Rules(2, "cluster", frozenset({HALF, 7})),
+                                          "bids": Rules(2, "cluster", None)}, name
         assert node.data_dir is not None
         with Store.open_dir(node.data_dir) as store:
             kinds = {i.name: (i.kind, i.version) for i in store.list_inputs()}
-        assert kinds == {"raise": ("number", 1), "referendum": ("ballots", 1), "unanimous": ("ballots", 1)}, kinds
+        assert kinds == {"raise": ("number", 1), "referendum": ("ballots", 1), "unanimous": ("ballots", 1),
+                         "bids": ("number", 1)}, kinds

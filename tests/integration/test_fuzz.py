@@ -4,14 +4,18 @@ One 3-node cluster (grpc.aio, mutual TLS, SQLite; tests/integration/harness.py) 
 event loop in a background thread for the whole module; every hypothesis example drives it
 from the test thread with `LoopThread.run`, which has a deadline of its own on top of each
 call's gRPC deadline. Each example sends typed messages with mutated fields (random session
-ids, steps, senders, payloads and declared sizes, participants lists, protocol and mode enum
-numbers including unknown ones, thresholds at the int64 extremes, timeouts and lengths at
-their type's extremes), or raw bytes (identity serializers) for malformed protobuf.
+ids, steps, senders, payloads and declared sizes, participants lists, protocol wire ids
+including unknown ones, protocol parameters of unknown names, of the wrong type or with no
+value, thresholds at the int64 extremes, timeouts, lengths and length maps at their type's
+extremes), or raw bytes (identity serializers) for malformed protobuf.
 
 What every call must show (issue 5, "Fuzzing"; DESIGN.md §5):
 - it ends within its deadline (DEADLINE_EXCEEDED is never allowed: the node would have hung);
 - with a status code from the handler's allowed set, never UNKNOWN (an unhandled exception
   in a handler), and a failure carries a non-empty message;
+- a Prepare with an unknown protocol id, or with parameters its protocol does not take (an
+  unknown name, the wrong type, no value, a required one missing), is INVALID_ARGUMENT naming
+  the protocol (or saying the id is unknown) and the parameter;
 - afterwards the node still serves: every node answers Status, a real secure sum among the
   three nodes gives the right total, and no fuzz session is left live at any node.
 
@@ -20,7 +24,7 @@ up state; the examples are bounded (max_examples) and the whole file runs in wel
 minute.
 
 Bytes that do not parse as the method's request message are answered INVALID_ARGUMENT by
-mpc.transport.server.MalformedRequestInterceptor (without it, grpc.aio's own deserializer
+mpc.node.servicer.MalformedRequestInterceptor (without it, grpc.aio's own deserializer
 raised before any mpc code ran and the caller saw UNKNOWN).
 """
 
@@ -35,12 +39,13 @@ import struct
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import grpc
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -50,13 +55,18 @@ from mpc.ot.extension import KAPPA
 from mpc.ot.triples import STEP_BASE_A, STEP_BASE_B, STEP_T, STEP_U
 from mpc.pki import Identity
 from mpc.protocols.agreement import DIGEST_BYTES, STEP_DIGEST, session_digest
-from mpc.protocols.compare import SignBitParty
+from mpc.protocols.catalogue import NAMES as PROTOCOLS
+from mpc.protocols.catalogue import entry
+from mpc.protocols.circuit import at_least, plan
+from mpc.protocols.clearing import MAX_PRICES
+from mpc.protocols.contribution import COMPARE_BITS, COMPARE_BOUND
 from mpc.protocols.sum import STEP_SEED
 from mpc.protocols.threshold import STEP_HELLO
+from mpc.store import Store
 from mpc.transport.tls import MAX_MESSAGE_BYTES, TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
-from .harness import ANY_QUERIES, LocalCluster, running_cluster
+from .harness import ANY_QUERIES, LocalCluster, WireParam, prepare_request, running_cluster
 
 T = TypeVar("T")
 OK = grpc.StatusCode.OK
@@ -65,12 +75,11 @@ RUN_SLACK = 5.0                  # the test thread waits this much longer before
 NAMES = ("alice", "bob", "carlos")
 TARGET = "alice"                 # the node every fuzz call goes to
 INPUTS = {"x": [1, 2, 3], "ballot": [1, 0, 1]}   # per node, alice first; "x" is a scalar
-INT32 = (-(1 << 31), (1 << 31) - 1)
 INT64 = (-(1 << 63), (1 << 63) - 1)
 UINT32_MAX = (1 << 32) - 1
 UINT64_MAX = (1 << 64) - 1
 
-# What each handler may answer (mpc/transport/server.py `_STATUS`). UNKNOWN, INTERNAL and
+# What each handler may answer (mpc/node/servicer.py `_STATUS`). UNKNOWN, INTERNAL and
 # DEADLINE_EXCEEDED are never allowed.
 CONTROL_ALLOWED = frozenset({OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                              grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED,
@@ -78,7 +87,10 @@ CONTROL_ALLOWED = frozenset({OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCo
 PEER_ALLOWED = frozenset({OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
                           grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED})
 
-CMP_STEPS = SignBitParty("0" * 32, "alice", NAMES, 32, 1, None).steps  # type: ignore[arg-type]
+# The rounds of a vote's comparison among the three nodes: the program mpc/protocols/threshold.py
+# runs, under the step prefix "cmp/".
+CMP_STEPS = tuple(f"cmp/{label}" for label, _ in
+                  plan(lambda ctx, x: at_least(ctx, "", x, 0, COMPARE_BITS), len(NAMES), 1).rounds)
 KNOWN_STEPS = (STEP_DIGEST, STEP_SEED, STEP_HELLO, STEP_BASE_A, STEP_BASE_B, STEP_U, STEP_T, *CMP_STEPS,
                "sum/", "ot/base/", "ot/base/c", "triples/", "cmp/", "cmp/ks/99", "vote/open", "agree/", "")
 
@@ -251,14 +263,10 @@ class Env:
         return self.lt.run(coro, timeout)
 
     async def prepare(self, session_id: str, parties: Sequence[str], at: Sequence[str], *,
-                      protocol: int = mpc_pb2.PROTOCOL_SUM, input_name: str = "x", timeout_ms: int = 10_000,
-                      average_mode: int = mpc_pb2.AVERAGE_MODE_RECORDS,
-                      threshold: int | None = None) -> dict[str, mpc_pb2.PrepareReply]:
+                      protocol: str = "sum", input_name: str = "x", timeout_ms: int = 10_000,
+                      params: Mapping[str, WireParam | None] | None = None) -> dict[str, mpc_pb2.PrepareReply]:
         """Prepare a well-formed session at the nodes `at` (must succeed)."""
-        request = mpc_pb2.PrepareRequest(session_id=session_id, protocol=protocol,  # type: ignore[arg-type]
-                                         input_name=input_name,
-                                         participants=list(parties), timeout_ms=timeout_ms,
-                                         average_mode=average_mode, threshold=threshold)  # type: ignore[arg-type]
+        request = prepare_request(session_id, protocol, input_name, parties, timeout_ms=timeout_ms, params=params)
         replies = {}
         for name in at:
             outcome = await _unary((await self.control(name)).Prepare(request, timeout=CALL_DEADLINE))
@@ -338,6 +346,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 put(name, "ballot", [INPUTS["ballot"][i]], ballots=True)
             put(TARGET, "v", [1, -2, 3], bounds=(-8, 8))             # narrow enough to compare
             put(TARGET, "fixed", [3 << 15, -(1 << 16)], frac_bits=16)
+            put(TARGET, "option", [0, 2, 1], bounds=(0, 2), ballots=True)   # plurality ballots, 3 options
+            data_dir = lc.cluster.node(TARGET).data_dir
+            assert data_dir is not None
+            with Store.open_dir(data_dir) as store:                   # a net-demand curve (never rises)
+                versions[(TARGET, "curve")] = store.put_input("curve", np.array([5, 0, -3], dtype=np.int64), 0,
+                                                              False, bounds=(-8, 8), curve=True)
             # Declared bounds too wide to sum over 2 or more parties (refused at prepare).
             put(TARGET, "huge", [INT64[1] // 2, INT64[0] // 2], bounds=(INT64[0] // 2, INT64[1] // 2))
 
@@ -369,9 +383,22 @@ bad_session_ids = st.one_of(
     st.text("0123456789ABCDEF", min_size=32, max_size=32).filter(lambda s: s != s.lower()),
     texts, st.just(""), st.just("0" * 32 + "\n"), st.just("../" * 11), st.text(min_size=200, max_size=400),
 )
-protocols = st.one_of(st.sampled_from([0, 1, 2, 3, 4]), st.integers(*INT32))
-modes = st.one_of(st.sampled_from([0, 1]), st.integers(*INT32))
-input_names = st.one_of(st.sampled_from(["x", "ballot", "v", "fixed", "huge", "nope", "", "X", "x\0"]), texts)
+# The catalogue's parameters as the wire carries them (mpc/protocols/catalogue.py), written out
+# again as the fuzzer's oracle: protocol -> parameter -> (Param oneof field, required).
+PARAMS_OF: dict[str, dict[str, tuple[str, bool]]] = {
+    "sum": {},
+    "average": {"elementwise": ("flag", False)},
+    "vote": {"threshold": ("integer", False)},
+    "threshold": {"threshold": ("integer", True)},
+    "auction": {"second_price": ("flag", False)},
+    "clearing-price": {"prices": ("integers", True)},
+    "plurality": {"options": ("integer", True), "winner_only": ("flag", False)},
+}
+WIRE_IDS: dict[int, str] = {entry(name).wire_id: name for name in PARAMS_OF}
+PARAM_NAMES = sorted({name for declared in PARAMS_OF.values() for name in declared})
+protocols = st.one_of(st.sampled_from([0, *WIRE_IDS, max(WIRE_IDS) + 1, UINT32_MAX]), st.integers(0, UINT32_MAX))
+input_names = st.one_of(st.sampled_from(["x", "ballot", "v", "fixed", "huge", "option", "curve", "nope", "", "X",
+                                         "x\0"]), texts)
 participant = st.one_of(st.sampled_from([*NAMES, "david", "mallory", "", "ALICE", "alice ", "coordinator"]),
                         st.text(max_size=20))
 participants_lists = st.one_of(
@@ -397,16 +424,51 @@ payloads = st.one_of(
     st.binary(min_size=3000, max_size=5000),
 )
 steps = st.one_of(st.sampled_from(KNOWN_STEPS), texts)
-# A known aggregate for a well-formed prepare: (protocol, mode, input, threshold).
-AGGREGATES = [
-    (mpc_pb2.PROTOCOL_SUM, mpc_pb2.AVERAGE_MODE_RECORDS, "x", None),
-    (mpc_pb2.PROTOCOL_SUM, mpc_pb2.AVERAGE_MODE_RECORDS, "fixed", None),
-    (mpc_pb2.PROTOCOL_AVERAGE, mpc_pb2.AVERAGE_MODE_RECORDS, "v", None),
-    (mpc_pb2.PROTOCOL_AVERAGE, mpc_pb2.AVERAGE_MODE_ELEMENTWISE, "fixed", None),
-    (mpc_pb2.PROTOCOL_VOTE, mpc_pb2.AVERAGE_MODE_RECORDS, "ballot", None),
-    (mpc_pb2.PROTOCOL_VOTE, mpc_pb2.AVERAGE_MODE_RECORDS, "ballot", 2),
-    (mpc_pb2.PROTOCOL_THRESHOLD, mpc_pb2.AVERAGE_MODE_RECORDS, "v", 1),
+int64s = st.one_of(st.sampled_from([INT64[0], INT64[1], 0, 1, -1, 2, 3, 255, 256, 257, COMPARE_BOUND,
+                                    COMPARE_BOUND + 1, -COMPARE_BOUND - 1]), st.integers(*INT64))
+param_names = st.one_of(st.sampled_from([*PARAM_NAMES, "", "Threshold", "threshold ", "elementwise\0", "mode",
+                                         "average_mode"]), texts)
+param_values: st.SearchStrategy[WireParam] = st.one_of(
+    st.booleans(), int64s,
+    st.lists(int64s, max_size=8),
+    st.lists(st.integers(-1000, 1000), unique=True, max_size=20).map(sorted),   # a price grid that may pass
+    st.just(list(range(MAX_PRICES + 1))),                                        # one price too many
+    st.just(mpc_pb2.Param()),                                                    # no value at all
+)
+param_maps = st.dictionaries(param_names, param_values, max_size=4)
+# A known aggregate for a well-formed prepare at the target: (protocol, params, input).
+AGGREGATES: list[tuple[str, dict[str, WireParam], str]] = [
+    ("sum", {}, "x"),
+    ("sum", {}, "fixed"),
+    ("average", {}, "v"),
+    ("average", {"elementwise": False}, "v"),
+    ("average", {"elementwise": True}, "fixed"),
+    ("vote", {}, "ballot"),
+    ("vote", {"threshold": 2}, "ballot"),
+    ("threshold", {"threshold": 1}, "v"),
 ]
+# ... and, for Prepare alone, the protocols whose nodes' lengths need not be equal or that take
+# list parameters (Compute is fuzzed on the aggregates above).
+PREPARE_AGGREGATES = AGGREGATES + [
+    ("auction", {}, "v"),
+    ("auction", {"second_price": True}, "v"),
+    ("clearing-price", {"prices": [1, 2, 3]}, "curve"),
+    ("plurality", {"options": 3}, "option"),
+    ("plurality", {"options": 4, "winner_only": True}, "option"),
+]
+
+
+def test_the_fuzzers_parameter_oracle_lists_every_protocol_of_the_catalogue() -> None:
+    assert sorted(PARAMS_OF) == sorted(PROTOCOLS)
+
+
+def param_faults(protocol: str, params: Mapping[str, mpc_pb2.Param]) -> set[str]:
+    """The parameters a node must refuse for `protocol`: unknown to it, without a value, of another
+    type than it declares, or required and missing."""
+    declared = PARAMS_OF[protocol]
+    faults = {name for name, param in params.items()
+              if name not in declared or param.WhichOneof("value") != declared[name][0]}
+    return faults | {name for name, (_, required) in declared.items() if required and name not in params}
 
 
 # ---- Control ---------------------------------------------------------------------------------------
@@ -416,26 +478,32 @@ FRESH, FINISHED = "<fresh>", "<finished>"   # session ids filled in when the exa
 PREPARE_MUTANTS: dict[str, st.SearchStrategy[Any]] = {
     "session_id": st.one_of(bad_session_ids, st.just(FINISHED)),
     "protocol": protocols,
-    "average_mode": modes,
+    "params": param_maps,                             # all of them replaced
+    "param": st.tuples(param_names, param_values),    # one set (added, or its value replaced)
+    "threshold": thresholds,                          # the parameter "threshold" set (None: removed)
     "input_name": input_names,
     "participants": participants_lists,
     "timeout_ms": timeouts_ms,
-    "threshold": thresholds,
 }
 
 
 @st.composite
 def prepare_requests(draw: st.DrawFn) -> tuple[dict[str, Any], list[str]]:
-    """A well-formed PrepareRequest's fields with 0-3 of them replaced by mutants."""
-    protocol, mode, input_name, threshold = draw(st.sampled_from(AGGREGATES))
+    """A well-formed PrepareRequest's fields with 0-3 of them mutated."""
+    protocol, params, input_name = draw(st.sampled_from(PREPARE_AGGREGATES))
     fields: dict[str, Any] = {
-        "session_id": FRESH, "protocol": protocol, "average_mode": mode, "input_name": input_name,
+        "session_id": FRESH, "protocol": protocol, "params": dict(params), "input_name": input_name,
         "participants": list(draw(st.permutations(NAMES))), "timeout_ms": draw(st.sampled_from([0, 3_000, 60_000])),
-        "threshold": threshold,
     }
     mutated = draw(st.lists(st.sampled_from(sorted(PREPARE_MUTANTS)), max_size=3, unique=True))
     for name in mutated:
-        fields[name] = draw(PREPARE_MUTANTS[name])
+        value = draw(PREPARE_MUTANTS[name])
+        if name == "param":
+            fields["params"][value[0]] = value[1]
+        elif name == "threshold":
+            fields["params"]["threshold"] = value
+        else:
+            fields[name] = value
     return fields, mutated
 
 
@@ -445,7 +513,8 @@ def _fuzz_prepare(env: Env, case: tuple[dict[str, Any], list[str]]) -> None:
     fields, mutated = case
     session_id = {FRESH: secrets.token_hex(16), FINISHED: env.finished_session}.get(fields["session_id"],
                                                                                    fields["session_id"])
-    request = mpc_pb2.PrepareRequest(**{**fields, "session_id": session_id})
+    request = prepare_request(session_id, fields["protocol"], fields["input_name"], fields["participants"],
+                              timeout_ms=fields["timeout_ms"], params=fields["params"])
 
     async def go() -> Outcome:
         outcome = await _unary((await env.control()).Prepare(request, timeout=CALL_DEADLINE))
@@ -454,11 +523,12 @@ def _fuzz_prepare(env: Env, case: tuple[dict[str, Any], list[str]]) -> None:
         return outcome
     outcome = env.run(go())
     check(outcome, CONTROL_ALLOWED, (mutated, request))
-    if request.input_name == "huge" and request.protocol == mpc_pb2.PROTOCOL_SUM and outcome.code != OK:
+    protocol = WIRE_IDS.get(request.protocol)
+    if request.input_name == "huge" and protocol == "sum" and outcome.code != OK:
         # An input whose sum could overflow is refused at prepare, before anything is shared.
         assert outcome.code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT,
                                 grpc.StatusCode.NOT_FOUND, grpc.StatusCode.PERMISSION_DENIED), outcome
-    if request.input_name == "huge" and request.protocol == mpc_pb2.PROTOCOL_SUM and len(request.participants) > 1:
+    if request.input_name == "huge" and protocol == "sum" and len(request.participants) > 1:
         # Its declared bounds could overflow a sum over two or more parties: never prepared.
         assert outcome.code != OK, outcome
     if not mutated:
@@ -467,8 +537,21 @@ def _fuzz_prepare(env: Env, case: tuple[dict[str, Any], list[str]]) -> None:
         reply = outcome.value
         assert reply.session_id == session_id and reply.node == TARGET, reply
         assert reply.length >= 1 and reply.frac_bits <= 32, reply
-    if (request.protocol, request.average_mode) not in {(p, m) for p, m, _, _ in AGGREGATES} | {(1, 1)}:
+    if protocol is None:
         assert outcome.code == grpc.StatusCode.INVALID_ARGUMENT and "unknown protocol" in outcome.details, outcome
+    elif faults := param_faults(protocol, request.params):
+        # Checked before anything else of the request: refused, naming the protocol and a parameter at fault.
+        assert outcome.code == grpc.StatusCode.INVALID_ARGUMENT, (faults, request, outcome)
+        valueless = {name for name, param in request.params.items() if param.WhichOneof("value") is None}
+        assert f"protocol {protocol}" in outcome.details, (faults, outcome)
+        if valueless:   # a Param without a value is refused first (mpc/node/servicer.py `_params`)
+            assert "has no value" in outcome.details, (valueless, outcome)
+            faults = valueless
+        assert any(repr(name[:40]) in outcome.details for name in faults), (faults, outcome)
+    elif protocol in ("vote", "threshold") and "threshold" in request.params and \
+            not -COMPARE_BOUND <= request.params["threshold"].integer <= COMPARE_BOUND:
+        assert outcome.code == grpc.StatusCode.INVALID_ARGUMENT, (request.params["threshold"], outcome)
+        assert f"protocol {protocol}" in outcome.details and "threshold" in outcome.details, outcome
     if session_id == env.finished_session:
         assert outcome.code != OK, outcome                 # a finished session is never prepared again
 
@@ -479,6 +562,7 @@ def test_fuzz_prepare(env: Env) -> None:
 
 
 VERSION_MUTATIONS = ("missing", "extra", "own", "peer", "empty", "random")
+LENGTH_MUTATIONS = ("missing", "extra", "own", "peer", "empty", "random")
 
 
 @st.composite
@@ -505,18 +589,61 @@ def mutated_versions(draw: st.DrawFn, versions: dict[str, int], mutation: str | 
     return out
 
 
+@dataclass(frozen=True)
+class LengthsMutation:
+    """How Compute's `lengths` map differs from the lengths the nodes reported at prepare (drawn
+    before those are known). kind None: as reported; "missing": `node` left out; "extra": `node`
+    (no participant) added; "own" / "peer": the target's / `node`'s length set to `value` (or to
+    the reported one plus 1 if that is `value`); "empty": no lengths (a node takes its own for
+    every participant: allowed for every protocol fuzzed here); "random": `table` instead."""
+
+    kind: str | None
+    node: str = ""
+    value: int = 0
+    table: tuple[tuple[str, int], ...] = ()
+
+    def apply(self, lengths: dict[str, int]) -> dict[str, int]:
+        out = dict(lengths)
+        if self.kind == "missing":
+            del out[self.node]
+        elif self.kind == "extra":
+            out[self.node] = self.value
+        elif self.kind in ("own", "peer"):
+            node = TARGET if self.kind == "own" else self.node
+            out[node] = self.value if self.value != lengths[node] else (lengths[node] + 1) % (UINT64_MAX + 1)
+        elif self.kind == "empty":
+            out = {}
+        elif self.kind == "random":
+            out = dict(self.table)
+        return out
+
+
+@st.composite
+def lengths_mutations(draw: st.DrawFn, parties: Sequence[str], kind: str | None) -> LengthsMutation:
+    if kind == "missing":
+        return LengthsMutation(kind, node=draw(st.sampled_from(sorted(parties))))
+    if kind == "extra":
+        return LengthsMutation(kind, node=draw(participant.filter(lambda p: p not in parties)), value=draw(lengths))
+    if kind in ("own", "peer"):
+        return LengthsMutation(kind, node=draw(st.sampled_from(sorted(set(parties) - {TARGET}))), value=draw(lengths))
+    if kind == "random":
+        return LengthsMutation(kind, table=tuple(draw(st.dictionaries(participant, lengths, max_size=5)).items()))
+    return LengthsMutation(kind)
+
+
 @fuzz_settings(150)
 @given(scenario=st.sampled_from(["unknown", "target-first", "target-first", "target-last", "everyone"]),
        aggregate=st.sampled_from(AGGREGATES), mutated_id=bad_session_ids,
        frac_bits=st.one_of(st.integers(0, 32), st.integers(0, 32), frac_bits_values),
        length=st.one_of(st.none(), st.none(), lengths), twice=st.booleans(),
        version_mutation=st.one_of(st.none(), st.none(), st.sampled_from(VERSION_MUTATIONS)),
+       length_mutation=st.one_of(st.none(), st.none(), st.sampled_from(LENGTH_MUTATIONS)),
        data=st.data())
-def _fuzz_compute(env: Env, scenario: str, aggregate: tuple[int, int, str, int | None], mutated_id: str,
+def _fuzz_compute(env: Env, scenario: str, aggregate: tuple[str, dict[str, WireParam], str], mutated_id: str,
                   frac_bits: int, length: int | None, twice: bool, version_mutation: str | None,
-                  data: st.DataObject) -> None:
-    """Compute with mutated scale, length and input versions, on unknown, half-prepared and
-    fully prepared sessions.
+                  length_mutation: str | None, data: st.DataObject) -> None:
+    """Compute with mutated scale, output length, input versions and participants' lengths, on
+    unknown, half-prepared and fully prepared sessions.
 
     target-first: only the target knows the session and is first in the party order: it waits
     for no peer, and its own messages to the unprepared peers are refused at once.
@@ -524,28 +651,31 @@ def _fuzz_compute(env: Env, scenario: str, aggregate: tuple[int, int, str, int |
     everyone: a sum of "x" prepared and computed at every node with the same (mutated) request:
     if the nodes accept it, the shares must add up to the true sum at that scale.
     """
-    protocol, mode, input_name, threshold = aggregate
+    protocol, params, input_name = aggregate
     others = [n for n in NAMES if n != TARGET]
     parties = [*others, TARGET] if scenario == "target-last" else [TARGET, *others]
     at = list(NAMES) if scenario == "everyone" else [] if scenario == "unknown" else [TARGET]
     if scenario == "everyone":
-        protocol, mode, input_name, threshold = mpc_pb2.PROTOCOL_SUM, mpc_pb2.AVERAGE_MODE_RECORDS, "x", None
+        protocol, params, input_name = "sum", {}, "x"
     session_id = mutated_id if scenario == "unknown" else secrets.token_hex(16)
     # The versions the nodes report at prepare (known in advance: nothing overwrites them).
     versions = data.draw(mutated_versions(env.input_versions(parties, input_name), version_mutation),
                          label="input_versions")
+    lengths_lie = data.draw(lengths_mutations(parties, length_mutation), label="lengths")
 
     async def go() -> list[Outcome]:
         want = 1 if length is None else length
+        # The lengths the nodes report at prepare (a peer that never prepares is said to have the target's).
+        reported = {p: 1 for p in parties}
         if at:
             replies = await env.prepare(session_id, parties, at, protocol=protocol, input_name=input_name,
-                                        average_mode=mode, threshold=threshold,
-                                        timeout_ms=300 if scenario == "target-last" else 4_000)
+                                        params=params, timeout_ms=300 if scenario == "target-last" else 4_000)
             if length is None:
                 want = replies[TARGET].length
+            reported = {p: replies[p].length if p in replies else replies[TARGET].length for p in parties}
             assert all(r.input_version == env.versions[(n, input_name)] for n, r in replies.items()), replies
         request = mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=frac_bits, length=want,
-                                         input_versions=versions)
+                                         input_versions=versions, lengths=lengths_lie.apply(reported))
         calls = [_streamed((await env.control(name)).Compute(request, timeout=CALL_DEADLINE))
                  for name in (at if scenario == "everyone" else [TARGET]) for _ in range(2 if twice else 1)]
         outcomes = list(await asyncio.gather(*calls))
@@ -555,10 +685,14 @@ def _fuzz_compute(env: Env, scenario: str, aggregate: tuple[int, int, str, int |
 
     outcomes = env.run(go(), 2 * CALL_DEADLINE + RUN_SLACK)
     for outcome in outcomes:
-        check(outcome, CONTROL_ALLOWED, (scenario, session_id, aggregate, frac_bits, length, versions))
+        check(outcome, CONTROL_ALLOWED, (scenario, session_id, aggregate, frac_bits, length, versions, lengths_lie))
         if version_mutation in ("missing", "extra", "own", "empty"):
             # Versions that do not match the participants or the target's own input: refused.
             assert outcome.code != OK, (version_mutation, versions, outcome)
+        if length_mutation in ("missing", "extra", "own", "peer"):
+            # Lengths that do not match the participants or the target's own, or that differ where
+            # they must be equal: refused.
+            assert outcome.code != OK, (lengths_lie, outcome)
         if outcome.code == OK:   # the session ran: the chunks are consistent
             assert outcome.value and all(c.session_id == session_id for c in outcome.value), outcome
         if scenario == "unknown":
@@ -569,7 +703,8 @@ def _fuzz_compute(env: Env, scenario: str, aggregate: tuple[int, int, str, int |
     if scenario == "everyone" and len(ok) == len(NAMES):
         total = sum(int.from_bytes(c.words, "little") for o in ok for c in o.value) % (1 << 64)
         assert total == (sum(INPUTS["x"]) << frac_bits) % (1 << 64), (frac_bits, total)
-    if scenario == "everyone" and length is None and frac_bits <= 32 and not twice and version_mutation is None:
+    if scenario == "everyone" and length is None and frac_bits <= 32 and not twice and version_mutation is None \
+            and length_mutation in (None, "empty"):
         assert len(ok) == len(NAMES), outcomes       # a well-formed compute at every node succeeds
     if scenario == "everyone" and version_mutation == "peer":
         assert not ok, outcomes   # the peer whose version is wrong refuses; nobody opens a share
@@ -745,7 +880,7 @@ async def _peer_call(env: Env, call: PeerCall, live_id: str) -> Outcome:
 class PeerScenario:
     """The session a peer-fuzz example attacks, and how far the test drives it first."""
 
-    protocol: int
+    protocol: str                  # a catalogue name, run without parameters
     input_name: str
     at: tuple[str, ...]            # nodes that prepare the session
     computes: bool                 # the target computes (in the background) while the fuzzer sends
@@ -760,31 +895,31 @@ class PeerScenario:
 
 
 PEER_SCENARIOS = {
-    "unknown": PeerScenario(mpc_pb2.PROTOCOL_SUM, "x", (), False),
-    "prepared-sum": PeerScenario(mpc_pb2.PROTOCOL_SUM, "x", (TARGET,), False, likely=(STEP_SEED,)),
-    "prepared-vote": PeerScenario(mpc_pb2.PROTOCOL_VOTE, "ballot", (TARGET,), False),
-    "running-sum": PeerScenario(mpc_pb2.PROTOCOL_SUM, "x", NAMES, True, likely=(STEP_SEED, STEP_DIGEST)),
-    "agreed-sum": PeerScenario(mpc_pb2.PROTOCOL_SUM, "x", NAMES, True, "agreed", likely=(STEP_SEED,)),
-    "running-vote": PeerScenario(mpc_pb2.PROTOCOL_VOTE, "ballot", NAMES, True),
-    "fresh-ot-vote": PeerScenario(mpc_pb2.PROTOCOL_VOTE, "ballot", NAMES, True, "hello",
-                                  likely=(STEP_BASE_A, STEP_BASE_B)),
-    "triples-vote": PeerScenario(mpc_pb2.PROTOCOL_VOTE, "ballot", NAMES, True, "hello-shared",
-                                 likely=(STEP_U, STEP_T)),
-    "compare-vote": PeerScenario(mpc_pb2.PROTOCOL_VOTE, "ballot", NAMES, True, "triples", likely=CMP_STEPS,
+    "unknown": PeerScenario("sum", "x", (), False),
+    "prepared-sum": PeerScenario("sum", "x", (TARGET,), False, likely=(STEP_SEED,)),
+    "prepared-vote": PeerScenario("vote", "ballot", (TARGET,), False),
+    "running-sum": PeerScenario("sum", "x", NAMES, True, likely=(STEP_SEED, STEP_DIGEST)),
+    "agreed-sum": PeerScenario("sum", "x", NAMES, True, "agreed", likely=(STEP_SEED,)),
+    "running-vote": PeerScenario("vote", "ballot", NAMES, True),
+    "fresh-ot-vote": PeerScenario("vote", "ballot", NAMES, True, "hello", likely=(STEP_BASE_A, STEP_BASE_B)),
+    "triples-vote": PeerScenario("vote", "ballot", NAMES, True, "hello-shared", likely=(STEP_U, STEP_T)),
+    "compare-vote": PeerScenario("vote", "ballot", NAMES, True, "triples", likely=CMP_STEPS,
                                  target_first=True),
 }
 
 
-AGGREGATE_NAMES: dict[int, str] = {mpc_pb2.PROTOCOL_SUM: "sum", mpc_pb2.PROTOCOL_VOTE: "vote"}  # transport/server.py
+# A protocol's parameters as the session description holds them when none are sent (mpc/node/core.py).
+DESCRIBED_DEFAULTS: dict[str, dict[str, object]] = {"sum": {}, "vote": {"threshold": None}}
 
 
 def true_digest(scenario: PeerScenario, session_id: str, parties: Sequence[str], versions: dict[str, int]) -> bytes:
     """The digest of the session description every node prepared (mpc/node/core.py, compute):
-    what an honest peer sends first. The scenarios compute integers of length 1."""
+    what an honest peer sends first. The scenarios compute integers of length 1 at every node."""
     return session_digest({
         "session": session_id, "coordinator": Identity("coordinator", "coordinator").uri(),
-        "aggregate": AGGREGATE_NAMES[scenario.protocol], "threshold": None, "input": scenario.input_name,
-        "participants": list(parties), "frac_bits": 0, "length": 1, "versions": dict(sorted(versions.items()))})
+        "protocol": scenario.protocol, "params": DESCRIBED_DEFAULTS[scenario.protocol],
+        "input": scenario.input_name, "participants": list(parties), "frac_bits": 0,
+        "lengths": {p: 1 for p in parties}, "versions": dict(sorted(versions.items()))})
 
 
 def _prefix(data: st.DataObject, scenario: PeerScenario, shapes: VoteShapes, digest: bytes) -> list[PeerCall]:
@@ -854,10 +989,16 @@ def _fuzz_peer(env: Env, data: st.DataObject, name: str, parties: list[str]) -> 
         compute: asyncio.Task[Outcome] | None = None
         if scenario.computes:
             # The session's own deadline ends the computation at the latest: the call outlives it.
-            request = mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=0, length=1, input_versions=versions)
+            request = mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=0, length=1, input_versions=versions,
+                                             lengths={p: 1 for p in parties})
             compute = asyncio.ensure_future(_streamed((await env.control()).Compute(
                 request, timeout=PEER_SESSION_S + CALL_DEADLINE)))
-            await asyncio.sleep(0.01)
+            # Until the target's engine exists, peer messages wait unread (mpc/node/core.py `early`):
+            # the fuzzed ones are to meet the running engine.
+            deadline = time.monotonic() + CALL_DEADLINE
+            while getattr(env.lc.servers[TARGET].core.sessions.get(session_id), "engine", None) is None:
+                assert not compute.done() and time.monotonic() < deadline, (name, "the target did not start")
+                await asyncio.sleep(0.005)
         driven = [await _peer_call(env, m, session_id) for m in prefix]
         live = env.lc.servers[TARGET].core.sessions.get(session_id)
         if scenario.prefix and live is not None:   # the true digests made the target agree
@@ -895,13 +1036,17 @@ def _valid_requests() -> dict[str, list[bytes]]:
     sid = "0123456789abcdef" * 2
     header = mpc_pb2.PeerHeader(session_id=sid, step=STEP_SEED, sender="bob", payload_bytes=24)
     return {
-        "/mpc.v1.Control/Prepare": [mpc_pb2.PrepareRequest(
-            session_id=sid, protocol=mpc_pb2.PROTOCOL_VOTE, input_name="ballot", participants=list(NAMES),
-            timeout_ms=1000, threshold=-5).SerializeToString()],
+        "/mpc.v1.Control/Prepare": [
+            prepare_request(sid, "vote", "ballot", NAMES, timeout_ms=1000, params={"threshold": -5}).SerializeToString(),
+            prepare_request(sid, "plurality", "option", NAMES, timeout_ms=1000,
+                            params={"options": 3, "winner_only": True}).SerializeToString(),
+            prepare_request(sid, "clearing-price", "curve", NAMES, timeout_ms=1000,
+                            params={"prices": [-(1 << 40), 0, 7]}).SerializeToString()],
         "/mpc.v1.Control/Compute": [mpc_pb2.ComputeRequest(session_id=sid, frac_bits=16,
                                                            length=3).SerializeToString(),
                                     mpc_pb2.ComputeRequest(session_id=sid, frac_bits=0, length=1, progress=True,
-                                                           input_versions={n: 1 for n in NAMES}).SerializeToString()],
+                                                           input_versions={n: 1 for n in NAMES},
+                                                           lengths={n: 1 for n in NAMES}).SerializeToString()],
         "/mpc.v1.Control/Abort": [mpc_pb2.AbortRequest(session_id=sid, reason="fuzz").SerializeToString()],
         "/mpc.v1.Control/Status": [mpc_pb2.StatusRequest().SerializeToString(), b""],
         "/mpc.v1.Peer/Send": [mpc_pb2.PeerFrame(header=header, chunk=bytes(24)).SerializeToString(),
@@ -1027,8 +1172,7 @@ def test_oversize_message_is_resource_exhausted(env: Env) -> None:
             yield mpc_pb2.PeerFrame(header=header, chunk=bytes(over))
         outcomes = {
             "Prepare": await _unary(mpc_pb2_grpc.ControlStub(coordinator).Prepare(
-                mpc_pb2.PrepareRequest(session_id=secrets.token_hex(16), protocol=mpc_pb2.PROTOCOL_SUM,
-                                       input_name="x" * over, participants=list(NAMES)), timeout=CALL_DEADLINE)),
+                prepare_request(secrets.token_hex(16), "sum", "x" * over, NAMES), timeout=CALL_DEADLINE)),
             "Abort": await _unary(mpc_pb2_grpc.ControlStub(coordinator).Abort(
                 mpc_pb2.AbortRequest(session_id=session_id, reason="r" * over), timeout=CALL_DEADLINE)),
             "Deliver": await _unary(mpc_pb2_grpc.PeerStub(bob).Deliver(

@@ -27,6 +27,8 @@ from mpc.localcluster import NodeProcesses, write_local_cluster
 from mpc.store import Store
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
+from .harness import prepare_request
+
 pytestmark = pytest.mark.slow
 
 NAMES = ("alice", "bob", "carlos", "david")
@@ -118,8 +120,7 @@ def test_1000_sequential_and_50_concurrent_sums_correct_with_bounded_memory(
             alice = mpc_pb2_grpc.ControlStub(c.channels.channel("alice"))
 
             def prepare(sid: str) -> mpc_pb2.PrepareRequest:
-                return mpc_pb2.PrepareRequest(session_id=sid, protocol=mpc_pb2.PROTOCOL_SUM, input_name=names[0],
-                                              participants=list(NAMES), timeout_ms=30_000)
+                return prepare_request(sid, "sum", names[0], NAMES, timeout_ms=30_000)
             held = [os.urandom(16).hex() for _ in range(LIMIT)]
             await asyncio.gather(*(alice.Prepare(prepare(sid), timeout=10) for sid in held))
             probe_ids.update(held)

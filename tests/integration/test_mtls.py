@@ -36,7 +36,7 @@ from mpc.transport.peers import RECONNECT_GRACE_S, Channels, PeerClient, describ
 from mpc.transport.tls import TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
-from .harness import ANY_QUERIES, NAMES, LocalCluster, Recorder, running_cluster
+from .harness import ANY_QUERIES, NAMES, LocalCluster, Recorder, prepare_request, running_cluster
 
 CALL_TIMEOUT = 5.0
 SEED_MSG = struct.Struct("<16sQ")
@@ -108,8 +108,7 @@ async def prepare_session(lc: LocalCluster, input_name: str = "x", parties: Sequ
     """Prepare (but do not compute) a sum session on its parties with the real coordinator cert."""
     session_id = secrets.token_hex(16)
     parties = list(lc.cluster.nodes) if parties is None else list(parties)
-    request = mpc_pb2.PrepareRequest(session_id=session_id, protocol=mpc_pb2.PROTOCOL_SUM, input_name=input_name,
-                                     participants=parties, timeout_ms=20_000)
+    request = prepare_request(session_id, "sum", input_name, parties, timeout_ms=20_000)
     for name in parties:
         async with dial(lc, name, coordinator_creds(lc)) as ch:
             reply = await mpc_pb2_grpc.ControlStub(ch).Prepare(request, timeout=CALL_TIMEOUT)
@@ -122,6 +121,43 @@ async def abort_session(lc: LocalCluster, session_id: str, parties: Sequence[str
         async with dial(lc, name, coordinator_creds(lc)) as ch:
             await mpc_pb2_grpc.ControlStub(ch).Abort(mpc_pb2.AbortRequest(session_id=session_id, reason="test"),
                                                      timeout=CALL_TIMEOUT)
+
+
+async def start_compute(lc: LocalCluster, session_id: str, nodes: Sequence[str],
+                        parties: Sequence[str] | None = None) -> dict[str, asyncio.Task[grpc.aio.AioRpcError | None]]:
+    """Start a prepared sum session's Compute at `nodes` (as the real coordinator) and wait until each has
+    made its engine (its session digest reached a peer): peer messages are fed to a node's engine only
+    from then on; before, they wait unread (at most MAX_EARLY_MESSAGES of them).
+
+    Returns: per node, a task ending with the Compute call's error (None if it succeeded).
+    """
+    parties = list(lc.cluster.nodes) if parties is None else list(parties)
+    versions: dict[str, int] = {}
+    for name in parties:
+        async with dial(lc, name, coordinator_creds(lc)) as ch:
+            reply = await mpc_pb2_grpc.ControlStub(ch).Status(mpc_pb2.StatusRequest(), timeout=CALL_TIMEOUT)
+        versions[name] = next(i.version for i in reply.inputs if i.name == "x")
+
+    async def compute(name: str) -> grpc.aio.AioRpcError | None:
+        async with dial(lc, name, coordinator_creds(lc)) as ch:
+            try:
+                async for _ in mpc_pb2_grpc.ControlStub(ch).Compute(mpc_pb2.ComputeRequest(
+                        session_id=session_id, frac_bits=0, length=1, input_versions=versions,
+                        lengths={p: 1 for p in parties}), timeout=30):
+                    pass
+            except grpc.aio.AioRpcError as err:
+                return err
+        return None
+
+    tasks = {name: asyncio.ensure_future(compute(name)) for name in nodes}
+    deadline = time.monotonic() + 10
+    while not all(any(s == session_id and sender == name and step == STEP_DIGEST
+                      for got in lc.recorder.received.values() for s, sender, step, _ in got)
+                  for name in nodes):
+        assert time.monotonic() < deadline, "the nodes did not start computing"
+        assert not any(t.done() for t in tasks.values()), {n: t.result() for n, t in tasks.items() if t.done()}
+        await asyncio.sleep(0.02)
+    return tasks
 
 
 async def active_sessions(lc: LocalCluster, name: str) -> int:
@@ -304,9 +340,7 @@ def test_coordinator_that_reaches_another_node_is_refused_at_the_handshake(tmp_p
             me = lc.cluster.require_coordinator()
             channels = Channels(misdirected, TlsMaterial.load(lc.cluster.ca, me.cert, me.key))
             try:
-                request = mpc_pb2.PrepareRequest(session_id=secrets.token_hex(16), protocol=mpc_pb2.PROTOCOL_SUM,
-                                                 input_name="x", participants=list(lc.cluster.nodes),
-                                                 timeout_ms=10_000)
+                request = prepare_request(secrets.token_hex(16), "sum", "x", list(lc.cluster.nodes))
                 err = await refused(mpc_pb2_grpc.ControlStub(channels.channel("alice")).Prepare(
                     request, timeout=CALL_TIMEOUT))
             finally:
@@ -413,9 +447,8 @@ def test_node_certificate_may_not_call_control_rpcs(tmp_path: Path) -> None:
             async with dial(lc, "alice", node_creds(lc, "bob")) as ch:
                 stub = mpc_pb2_grpc.ControlStub(ch)
                 calls = {
-                    "Prepare": stub.Prepare(mpc_pb2.PrepareRequest(
-                        session_id=session_id, protocol=mpc_pb2.PROTOCOL_SUM, input_name="x",
-                        participants=list(lc.cluster.nodes), timeout_ms=10_000), timeout=CALL_TIMEOUT),
+                    "Prepare": stub.Prepare(prepare_request(session_id, "sum", "x", list(lc.cluster.nodes)),
+                                            timeout=CALL_TIMEOUT),
                     "Compute": stub.Compute(mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=0, length=1),
                                             timeout=CALL_TIMEOUT),
                     "Abort": stub.Abort(mpc_pb2.AbortRequest(session_id=session_id, reason="x"),
@@ -567,6 +600,19 @@ def test_bad_seed_payload_fails_the_session(tmp_path: Path) -> None:
     async def go() -> None:
         async with cluster3(tmp_path) as lc:
             session_id = await prepare_session(lc)
+            # Before a node computes, peer messages wait unread: a malformed one is caught when it does.
+            async with dial(lc, "bob", node_creds(lc, "alice")) as ch:
+                await peer_send(ch, seed_frames(session_id, "alice", b"\1" * 23))
+            assert await active_sessions(lc, "bob") == 1
+            early = await start_compute(lc, session_id, ["bob"])
+            err = await asyncio.wait_for(early["bob"], 10)
+            assert err is not None and err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+            assert "expected 24" in (err.details() or ""), err.details()
+            assert await active_sessions(lc, "bob") == 0
+            await abort_session(lc, session_id)
+
+            session_id = await prepare_session(lc)
+            computing = await start_compute(lc, session_id, ["bob", "carlos"])
             async with dial(lc, "bob", node_creds(lc, "alice")) as ch:
                 # Well framed, but a 23-byte seed message: the protocol step rejects it.
                 err = await refused(peer_send(ch, seed_frames(session_id, "alice", b"\1" * 23)))
@@ -576,10 +622,17 @@ def test_bad_seed_payload_fails_the_session(tmp_path: Path) -> None:
                 err = await refused(peer_send(ch, seed_frames(session_id, "alice")))
                 assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
                 assert "failed" in (err.details() or "")
+            # The receiver's Compute ends with the cause; nothing was opened.
+            err = await asyncio.wait_for(computing["bob"], 10)
+            assert err is not None and err.code() == grpc.StatusCode.ABORTED, err
+            assert "bad message from alice" in (err.details() or "") and "expected 24" in (err.details() or "")
             async with dial(lc, "carlos", node_creds(lc, "bob")) as ch:
                 # Wrong step for the sum.
                 err = await refused(peer_send(ch, seed_frames(session_id, "bob", step="vote/open")))
                 assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
+            err = await asyncio.wait_for(computing["carlos"], 10)
+            assert err is not None and err.code() == grpc.StatusCode.ABORTED, err
+            assert "bad message from bob" in (err.details() or ""), err.details()
             await abort_session(lc, session_id)
             await assert_still_serving(lc)
     asyncio.run(go())
@@ -628,12 +681,16 @@ def test_only_the_sessions_parties_may_send_and_only_what_they_owe(tmp_path: Pat
             assert err.code() == grpc.StatusCode.PERMISSION_DENIED, err
             assert not any(lc.recorder.received.values())
             assert await active_sessions(lc, "bob") == 1
+            computing = await start_compute(lc, session_id, ["bob"], parties)
             # carlos is later than bob in the party order: bob sends carlos a seed, not the reverse.
             async with dial(lc, "bob", node_creds(lc, "carlos")) as ch:
                 err = await refused(peer_send(ch, seed_frames(session_id, "carlos")))
             assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
             assert "does not send a seed" in (err.details() or "")
             assert await active_sessions(lc, "bob") == 0      # the misbehaving message ended it there
+            err = await asyncio.wait_for(computing["bob"], 10)
+            assert err is not None and err.code() == grpc.StatusCode.ABORTED, err
+            assert "bad message from carlos" in (err.details() or ""), err.details()
             await abort_session(lc, session_id, parties)
             async with Coordinator(lc.cluster, nodes=parties) as c:
                 assert (await c.sum("x")).value == 6
@@ -647,9 +704,8 @@ def test_a_finished_session_cannot_be_prepared_or_computed_again(tmp_path: Path)
                 session_id = (await c.sum("x")).session_id
             async with dial(lc, "alice", coordinator_creds(lc)) as ch:
                 stub = mpc_pb2_grpc.ControlStub(ch)
-                err = await refused(stub.Prepare(mpc_pb2.PrepareRequest(
-                    session_id=session_id, protocol=mpc_pb2.PROTOCOL_SUM, input_name="x",
-                    participants=list(lc.cluster.nodes), timeout_ms=10_000), timeout=CALL_TIMEOUT))
+                err = await refused(stub.Prepare(prepare_request(session_id, "sum", "x", list(lc.cluster.nodes)),
+                                                 timeout=CALL_TIMEOUT))
                 assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
                 assert "already exists" in (err.details() or "")
                 # No second output share for the same session.

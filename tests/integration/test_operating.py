@@ -40,11 +40,12 @@ from mpc.errors import SessionFailed
 from mpc.logs import JsonFormatter
 from mpc.node.daemon import NodeServer
 from mpc.pki import Identity
+from mpc.protocols.catalogue import NoParams, entry as catalogue_entry
 from mpc.store import AuditEntry, Store
 from mpc.transport.tls import TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
-from .harness import LocalCluster, running_cluster
+from .harness import LocalCluster, prepare_request, running_cluster
 
 TRIO = ("alice", "bob", "carlos")
 SALARY = {"alice": 7_340_211, "bob": 5_918_407, "carlos": 6_602_153}
@@ -88,9 +89,7 @@ async def prepare_raw(lc: LocalCluster, node: str, session_id: str, input_name: 
     """Send one Prepare for a sum over TRIO; returns the error, or None if accepted."""
     channel, stub = control_stub(lc, node)
     try:
-        await stub.Prepare(mpc_pb2.PrepareRequest(session_id=session_id, protocol=mpc_pb2.PROTOCOL_SUM,
-                                                  input_name=input_name, participants=TRIO,
-                                                  timeout_ms=timeout_ms), timeout=10)
+        await stub.Prepare(prepare_request(session_id, "sum", input_name, TRIO, timeout_ms=timeout_ms), timeout=10)
         return None
     except grpc.aio.AioRpcError as exc:
         return exc
@@ -226,7 +225,7 @@ def test_audit_of_a_vote_lists_each_kind_of_message_with_sizes(run: Scenario) ->
         s = sent(e)
         assert s.pop(("output share", COORDINATOR)) == (1, 8)     # one XOR share of the answer bit
         kinds = {kind for kind, _ in s}
-        assert {"agree/digest", "vote/hello", "ot/base/a", "ot/base/b", "triples/u", "triples/t", "cmp/csa",
+        assert {"agree/digest", "mpc/hello", "ot/base/a", "ot/base/b", "triples/u", "triples/t", "cmp/csa",
                 "cmp/ks"} <= kinds
         assert all(s[("agree/digest", other)] == (1, 32) for other in set(TRIO) - {node}), s
         peers = {to for _, to in s}
@@ -281,7 +280,8 @@ def test_a_session_cut_by_a_restart_is_logged_interrupted(tmp_path: Path) -> Non
         async with running_cluster(tmp_path, 3) as lc:
             lc.put("alice", "salary", [1], scalar=True)
             core = lc.servers["alice"].core
-            core.prepare(Identity("coordinator", "coordinator"), "ab" * 16, "sum", "salary", list(TRIO), 30.0)
+            core.prepare(Identity("coordinator", "coordinator"), "ab" * 16, catalogue_entry("sum"), NoParams(),
+                         "salary", list(TRIO), 30.0)
             await lc.stop("alice")                                # as if the machine went down
             restarted = NodeServer(lc.cluster, "alice")           # the daemon starts again
             try:

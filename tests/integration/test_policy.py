@@ -9,6 +9,7 @@ import pytest
 
 from mpc.coordinator.client import Coordinator
 from mpc.errors import SessionFailed
+from mpc.protocols.catalogue import ThresholdParams, entry
 
 from .harness import running_cluster
 
@@ -75,8 +76,10 @@ def test_a_sum_or_average_takes_no_threshold(tmp_path: Path) -> None:
             for name in ("alice", "bob", "carlos"):
                 lc.put(name, "x", [5], scalar=True)
             async with Coordinator(lc.cluster) as c:
-                for protocol in (1, 2):   # PROTOCOL_SUM, PROTOCOL_AVERAGE
-                    with pytest.raises(SessionFailed, match="takes no threshold"):
-                        await c.open(protocol, "x", threshold=7)
+                for protocol in ("sum", "average"):
+                    # A coordinator that sends a threshold anyway (the typed API has none for them).
+                    with pytest.raises(SessionFailed, match=rf"protocol {protocol} takes no parameter 'threshold'") as err:
+                        await c.open(entry(protocol), ThresholdParams(7), "x")
+                    assert "[INVALID_ARGUMENT]" in str(err.value) and "nothing was revealed" in str(err.value)
                 assert (await c.sum("x")).value == 15      # nothing was spent by the refusals
     asyncio.run(go())

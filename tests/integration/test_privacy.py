@@ -35,6 +35,7 @@ import pytest
 from mpc.coordinator.client import Coordinator
 from mpc.encoding import sum_bound
 from mpc.prg import prg_words
+from mpc.protocols.catalogue import NoParams, entry
 from mpc.protocols.agreement import DIGEST_BYTES, STEP_DIGEST
 from mpc.protocols.sum import STEP_SEED
 from mpc.ring import words_to_bytes
@@ -285,8 +286,8 @@ def test_shares_and_coalition_views_are_uniform(tmp_path: Path) -> None:
             opened: list[str] = []
             async with Coordinator(lc.cluster, observer=views.observe) as c:
                 for _ in range(sessions):
-                    o = await c.open(1, "v")
-                    assert np.array_equal(o.total, np.full(length, 3 * constant, dtype=np.uint64))
+                    o = await c.open(entry("sum"), NoParams(), "v")
+                    assert np.array_equal(o.words, np.full(length, 3 * constant, dtype=np.uint64))
                     opened.append(o.session_id)
             assert list(views.chunks) == opened
             raw_word = constant.to_bytes(8, "little")

@@ -11,8 +11,9 @@ import pytest
 from mpc.coordinator.client import Coordinator
 from mpc.encoding import encode_floats
 from mpc.errors import InputError, SessionFailed
+from mpc.protocols.catalogue import NoParams, entry
 
-from .harness import running_cluster
+from .harness import prepare_request, running_cluster
 
 RAISES = {"alice": 3800, "bob": 2514, "carlos": 2982, "david": 3390}
 
@@ -78,10 +79,10 @@ def test_long_vectors_stream_past_the_4mb_default(tmp_path: Path, length: int) -
             for i, name in enumerate(("alice", "bob", "carlos")):
                 lc.put(name, "big", base * (i + 1) - i)
             async with Coordinator(lc.cluster) as c:
-                opened = await c.open(1, "big")
+                opened = await c.open(entry("sum"), NoParams(), "big")
             expected = (base * 6 - 3).view(np.uint64)
-            assert opened.total.size == length
-            assert np.array_equal(opened.total, expected)
+            assert opened.words.size == length
+            assert np.array_equal(opened.words, expected)
     asyncio.run(go())
 
 
@@ -174,15 +175,13 @@ def test_a_vote_refuses_a_fixed_point_scale(tmp_path: Path) -> None:
             try:
                 stub = mpc_pb2_grpc.ControlStub(channels.channel("alice"))
                 sid = _secrets.token_hex(16)
-                await stub.Prepare(mpc_pb2.PrepareRequest(session_id=sid, protocol=mpc_pb2.PROTOCOL_VOTE,
-                                                          input_name="ballot",
-                                                          participants=["alice", "bob", "carlos"]), timeout=5)
+                await stub.Prepare(prepare_request(sid, "vote", "ballot", ["alice", "bob", "carlos"]), timeout=5)
                 with pytest.raises(grpc.aio.AioRpcError) as err:
                     async for _ in stub.Compute(mpc_pb2.ComputeRequest(session_id=sid, frac_bits=1, length=1),
                                                 timeout=5):
                         pass
                 assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-                assert "comparisons take integers" in (err.value.details() or "")
+                assert "a vote takes integers" in (err.value.details() or "")
             finally:
                 await channels.close()
     asyncio.run(go())

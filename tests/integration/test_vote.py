@@ -34,6 +34,8 @@ import pytest
 from mpc.coordinator.client import Coordinator
 from mpc.errors import InputError, SessionFailed
 from mpc.node.core import NodeCore
+from mpc.protocols.catalogue import ThresholdParams, VoteParams, entry
+from mpc.protocols.compute import STEP_HELLO
 from mpc.protocols.contribution import COMPARE_BITS, check_threshold, compare_contribution
 from mpc.transport.tls import TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
@@ -47,7 +49,7 @@ CALL_TIMEOUT = 10.0
 FAMILY_ALPHA = 1e-6
 # Balanced-bit assertions: 3 nodes' output bits + 3 nodes' received cmp openings.
 BALANCE_TESTS = 6
-ALLOWED_STEPS = {"agree/digest", "vote/hello", "sum/seed", "ot/base/a", "ot/base/b", "triples/u", "triples/t"}
+ALLOWED_STEPS = {"agree/digest", STEP_HELLO, "sum/seed", "ot/base/a", "ot/base/b", "triples/u", "triples/t"}
 
 # The referendum: T = 6 yes out of N = 9 ballots.
 REFERENDUM = {"alice": [1, 0, 1], "bob": [1, 1], "carlos": [0, 0, 1], "david": [1]}
@@ -286,7 +288,8 @@ def test_warmup_ran_the_base_ots_once(env: Env) -> None:
     assert {"ot/base/a", "ot/base/b"} <= steps
     for node in ALL4:
         setups = env.core(node).ot_setups
-        assert set(setups) == set(ALL4) - {node} and all(len(ids) == 1 for ids in setups.values())
+        assert {p for p in ALL4 if setups.known(p)} == set(ALL4) - {node}
+        assert all(len(setups.known(p)) == 1 for p in set(ALL4) - {node})
 
 
 @pytest.mark.parametrize("name,threshold,passed", [
@@ -355,10 +358,16 @@ def test_out_of_range_threshold_and_too_few_parties_are_refused(env: Env) -> Non
 
     async def go() -> None:
         async with env.coordinator(ALL4) as c:
-            with pytest.raises(SessionFailed, match="out of range"):
+            # The coordinator refuses them itself, before it asks any node ...
+            with pytest.raises(InputError, match="out of range"):
                 await c.vote("ballot", threshold=K_HI + 1)
-            with pytest.raises(SessionFailed, match="out of range"):
+            with pytest.raises(InputError, match="out of range"):
                 await c.at_least("ballot", K_LO - 1)
+            # ... and so does every node, to a coordinator that sends them anyway.
+            for protocol, params in (("vote", VoteParams(K_HI + 1)), ("threshold", ThresholdParams(K_LO - 1))):
+                with pytest.raises(SessionFailed, match=rf"protocol {protocol}: threshold .* is out of range") as err:
+                    await c.open(entry(protocol), params, "ballot")
+                assert "[INVALID_ARGUMENT]" in str(err.value) and "nothing was revealed" in str(err.value)
         async with env.coordinator(("alice", "bob")) as c:     # the cluster's policy wants 3 parties
             with pytest.raises(SessionFailed, match="at least 3 participants"):
                 await c.vote("ballot")
@@ -419,7 +428,7 @@ def test_concurrent_votes_and_thresholds_from_two_coordinators(env: Env) -> None
         env.lc.put(node, "conc", v, bounds=(-1000, 1000))
     totals = [sum(col) for col in zip(*values.values())]
     big_t, big_n = tally("poll", TRIO)
-    before = {node: {p: dict(ids) for p, ids in env.core(node).ot_setups.items()} for node in TRIO}
+    before = {node: {p: env.core(node).ot_setups.known(p) for p in ALL4} for node in TRIO}
 
     async def go() -> None:
         async with env.coordinator(TRIO) as c1, env.coordinator(TRIO) as c2:
@@ -436,7 +445,7 @@ def test_concurrent_votes_and_thresholds_from_two_coordinators(env: Env) -> None
             assert at.bits == [t >= (i - 2) * 300 for t in totals], i
         assert len({r.session_id for r in results}) == 10
     env.run(go())
-    after = {node: {p: dict(ids) for p, ids in env.core(node).ot_setups.items()} for node in TRIO}
+    after = {node: {p: env.core(node).ot_setups.known(p) for p in ALL4} for node in TRIO}
     assert after == before      # no fresh setup was needed
 
 
@@ -489,7 +498,7 @@ def test_privacy_of_200_votes(env: Env) -> None:
             assert not any(s.startswith("ot/") for s in steps)       # setups reused
             for peer in set(TRIO) - {node}:  # one hello, one IKNP message, one correction per peer
                 mine = [st for s, st, _ in got if s == peer]
-                assert [mine.count(x) for x in ("vote/hello", "triples/u", "triples/t")] == [1, 1, 1], mine
+                assert [mine.count(x) for x in (STEP_HELLO, "triples/u", "triples/t")] == [1, 1, 1], mine
                 assert any(st.startswith("cmp/") for st in mine)
             # sum seeds come from the earlier parties only (PROTOCOLS.md §1)
             assert sorted(s for s, st, _ in got if st == "sum/seed") == sorted(TRIO[:TRIO.index(node)])
@@ -497,7 +506,7 @@ def test_privacy_of_200_votes(env: Env) -> None:
                 for owner, encoding in raw.items():
                     if owner != node:
                         assert encoding not in payload, f"{owner}'s ballots appear in {step} to {node}"
-                if step == "vote/hello":
+                if step == STEP_HELLO:
                     assert payload and len(payload) % 16 == 0
                 elif step == "sum/seed":
                     assert len(payload) == 24
@@ -553,7 +562,7 @@ class HoldingSender:
     async def send(self, to: str, session_id: str, step: str, payload: bytes, timeout: float) -> None:
         session = self.core.sessions.get(session_id)
         if (to == self.to and step.startswith("cmp/") and self.session in ("", session_id)
-                and session is not None and session.aggregate == "vote"):
+                and session is not None and session.protocol.name == "vote"):
             self.session = session_id
             self.holding.set()
             try:

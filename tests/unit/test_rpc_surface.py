@@ -6,9 +6,16 @@ which each field says why it is safe to hand to the caller. Adding an RPC or a r
 changes the list and fails this test until someone adds the row here, with its reason: the
 table is the review.
 
-Who may call what (DESIGN.md §2, mpc/transport/server.py): Control only with a coordinator
+Who may call what (DESIGN.md §2, mpc/node/servicer.py): Control only with a coordinator
 certificate, Peer only with a node certificate of the cluster; the health service with any
 certificate of the cluster CA.
+
+The requests are reviewed the same way (EXPECTED_REQUESTS): every field a caller controls, and
+why it cannot make a node reveal more than the declared output. Since the protocol catalogue
+(mpc/protocols/catalogue.py), PrepareRequest names its protocol by wire id and carries its
+parameters in `map<string, Param> params`; PROTOCOLS lists every protocol of the catalogue with
+its parameters, how the nodes' output shares combine and what the words a node returns are, so a
+protocol added to the catalogue fails this test until its row is reviewed here (STYLE.md §9).
 
 A second test starts a 3-node cluster, stores distinctive values and checks that the bytes of
 a Status reply hold none of them in any encoding (integration-light: loopback only).
@@ -17,8 +24,11 @@ a Status reply hold none of them in any encoding (integration-light: loopback on
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
 import secrets
 import struct
+import typing
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,6 +39,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor, ServiceDescr
 from grpc_health.v1 import health_pb2
 
 from mpc.coordinator.client import Coordinator
+from mpc.protocols.catalogue import CATALOGUE
 from mpc.transport.tls import TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 from tests.integration.harness import running_cluster
@@ -44,8 +55,12 @@ EXPECTED: dict[str, tuple[str, str, str, list[str]]] = {
     "mpc.v1.Control/Prepare": ("mpc.v1.PrepareRequest", "unary -> unary", "mpc.v1.PrepareReply", [
         "session_id: string",   # echoes the coordinator's own fresh id
         "node: string",         # the callee's name, public (it is in the cluster file)
-        "length: uint64",       # public shape: words in the contribution (the coordinator checks the
-                                # nodes agree before anything is shared, and a sum's length is public)
+        "length: uint64",       # public shape: the words of this node's contribution (the coordinator
+                                # checks the nodes agree before anything is shared, and a sum's length is
+                                # public); for an auction, whose nodes' bids are laid end to end, the number
+                                # of bids this node holds: the stored length Status shows anyway, and the
+                                # result names the winner's index among them. 1 for a vote (the ballot count
+                                # stays hidden), the option count for a plurality vote.
         "frac_bits: uint32",    # public scale of the stored encoding (0 for votes)
         "is_scalar: bool",      # public shape
         "input_version: uint64",  # public: which stored version takes part (it keys the release budget
@@ -56,11 +71,16 @@ EXPECTED: dict[str, tuple[str, str, str, list[str]]] = {
         "node: string",         # the callee's name
         "offset: uint64",       # position of the chunk in the share (public framing)
         "total_length: uint64",  # the agreed, public length
-        "words: bytes",         # this node's OUTPUT share: x_i plus pairwise PRG masks (a sum) or an
-                                # XOR share of the comparison bit (a vote): uniformly random on its own,
-                                # and only the combination of every node's share is the (public) result.
+        "words: bytes",         # this node's OUTPUT share, combined as PROTOCOLS below says: x_i plus
+                                # pairwise PRG masks (sum, average, plurality counts), an XOR share of the
+                                # output bits (vote, threshold, the clearing price's one-hot vector), or its
+                                # additive share of a program's return value (the auction's winning key, or
+                                # winner's position and second price; a plurality's winner), which the last
+                                # Beaver product (a select) re-randomises: uniformly random on its own, and
+                                # only the combination of every node's share is the (public) result.
                                 # It is never an input share: those travel node to node only, and not
-                                # even as shares (seeds, OT messages and masked Beaver openings).
+                                # even as shares (seeds, OT messages and masked Beaver openings); an
+                                # auction's bids never leave their node at all, only masked openings.
                                 # The node sends it once per session: a second Compute is refused.
         "progress: message mpc.v1.Progress",     # only when the coordinator asks, every 0.25 s before
         "progress.peer_bytes_sent: uint64",      # the share: counts of what the node exchanged with its
@@ -89,6 +109,91 @@ EXPECTED: dict[str, tuple[str, str, str, list[str]]] = {
     "mpc.v1.Peer/Send": ("mpc.v1.PeerFrame", "stream -> unary", "mpc.v1.PeerAck", []),
     "mpc.v1.Peer/Deliver": ("mpc.v1.PeerMessage", "unary -> unary", "mpc.v1.PeerAck", []),
 }
+
+# RPC -> every field of its request (walked like the responses). The comment on each row is what the
+# caller controls and why that cannot make the node reveal more than a session's declared output.
+# Control callers are coordinators: semi-honest at best, and across sessions the adversary of
+# DESIGN.md §9. Peer callers are the other nodes of the cluster.
+EXPECTED_REQUESTS: dict[str, list[str]] = {
+    "mpc.v1.Control/Prepare": [
+        "session_id: string",   # 32 lowercase hex characters or refused; never reused at a node
+        "protocol: uint32",     # a wire id of the catalogue (PROTOCOLS below); any other is refused
+                                # (INVALID_ARGUMENT "unknown protocol N") and audited as refused
+        "input_name: string",   # checked against the name pattern before any message quotes it; the
+                                # owner's policy decides which protocols may use it
+        "participants[]: string",   # node names of the cluster, no repeats, including the callee, at least
+                                    # min_participants, and the set the owner pinned (participants)
+        "timeout_ms: uint32",   # the session's deadline, capped at the node (24 h)
+        "params[]: message mpc.v1.PrepareRequest.ParamsEntry",   # the protocol's parameters by name: only
+        "params[].key: string",                                  # those its catalogue entry declares, each
+        "params[].value: message mpc.v1.Param",                  # of its declared type and validated (else
+        "params[].value.integer: sint64",                        # INVALID_ARGUMENT naming the parameter,
+        "params[].value.flag: bool",                             # audited as refused). Every parameter enters
+        "params[].value.integers: message mpc.v1.IntegerList",   # the session digest the nodes agree on and
+        "params[].value.integers.values[]: sint64",              # the release query the owner's budget counts:
+                                                                 # another parameter is another, budgeted query
+    ],
+    "mpc.v1.Control/Compute": [
+        "session_id: string",   # a session this coordinator prepared here (another coordinator's: refused)
+        "frac_bits: uint32",    # the common scale: refused below the node's own, above 32, or non-zero for
+                                # a protocol that takes integers; refusals look at declared bounds only
+        "length: uint64",       # words of the output share the coordinator expects: must equal the node's own
+        "progress: bool",       # ask for Progress chunks (sizes of the public shape only)
+        "input_versions[]: message mpc.v1.ComputeRequest.InputVersionsEntry",   # every participant's input
+        "input_versions[].key: string",                                         # version: the node checks its
+        "input_versions[].value: uint64",                                       # own; all enter the digest
+        "lengths[]: message mpc.v1.ComputeRequest.LengthsEntry",   # every participant's length as reported at
+        "lengths[].key: string",                                   # prepare: the node checks its own and that
+        "lengths[].value: uint64",                                 # they name exactly the participants; all enter
+                                                                   # the digest, so a lie about another node's
+                                                                   # length fails agreement (an auction of fewer
+                                                                   # than two bids is refused before that)
+    ],
+    "mpc.v1.Control/Abort": [
+        "session_id: string",   # only the coordinator that prepared the session may abort it
+        "reason: string",       # quoted in the audit log, at most 200 characters
+    ],
+    "mpc.v1.Control/Status": [],
+    "mpc.v1.Peer/Send": [
+        "header: message mpc.v1.PeerHeader",   # first frame only; refused before the payload is read unless
+        "header.session_id: string",           # the session is live here, the sender is a peer of it and
+        "header.step: string",                 # equals the caller's certificate identity; a step has at most
+        "header.sender: string",               # 64 characters and must be the one the engine expects next
+        "header.payload_bytes: uint64",        # bounded (1 GiB); the frames must add up to it exactly
+        "chunk: bytes",                        # the step's payload: decoded strictly by its engine (exact
+                                               # length, no leftovers); never answered with data
+    ],
+    "mpc.v1.Peer/Deliver": [
+        "header: message mpc.v1.PeerHeader",   # as for Send, in one message
+        "header.session_id: string",
+        "header.step: string",
+        "header.sender: string",
+        "header.payload_bytes: uint64",
+        "payload: bytes",
+    ],
+}
+
+# Every protocol of the catalogue, by wire id: (name, its parameters as "name: type", how the output
+# shares combine, what a node's output share is). The reason on each row is what the opened result
+# reveals; anything else stays secret, and the output share alone is uniform (see Compute.words).
+PROTOCOLS: dict[int, tuple[str, list[str], str, str]] = {
+    1: ("sum", [], "add", "x_i plus pairwise masks; opens the (elementwise) sum"),
+    2: ("average", ["elementwise: bool"], "add",
+        "masked sums of values and of the record count; opens both"),
+    3: ("vote", ["threshold: int | None"], "xor",
+        "an XOR share of one bit; opens YES/NO, neither the tally nor the ballot count"),
+    4: ("threshold", ["threshold: int"], "xor",
+        "XOR shares of one bit per element; opens [sum >= K] only"),
+    5: ("auction", ["second_price: bool"], "add",
+        "a share of the winning key (or of the winner's position and the second price); opens the "
+        "winner and the price, no losing bid and, with second_price, not the winning bid"),
+    6: ("clearing-price", ["prices: tuple[int, ...]"], "xor",
+        "XOR shares of a one-hot vector over the public grid; opens the clearing price only"),
+    7: ("plurality", ["options: int", "winner_only: bool"], "add",
+        "masked counts per option (or a share of the winner alone); opens those"),
+}
+# The types a catalogue parameter may have: the ones `map<string, Param>` carries (mpc/node/servicer.py).
+PARAM_TYPES = {"bool", "int", "int | None", "tuple[int, ...]"}
 
 # The standard health service every node also serves (mpc/node/daemon.py): a serving status.
 EXPECTED_HEALTH: dict[str, tuple[str, str, str, list[str]]] = {
@@ -162,6 +267,41 @@ def test_every_rpc_and_response_field_is_in_the_reviewed_table() -> None:
     for rpc, row in EXPECTED.items():
         assert actual[rpc] == row, f"{rpc} changed: review every response field and update EXPECTED\n" \
                                    f"now: {actual[rpc]}\nwas: {row}"
+
+
+def test_every_rpc_and_request_field_is_in_the_reviewed_table() -> None:
+    services = list(mpc_pb2.DESCRIPTOR.services_by_name.values())
+    requests = {f"{s.full_name}/{m.name}": fields_of(m.input_type) for s in services for m in s.methods}
+    assert sorted(requests) == sorted(EXPECTED_REQUESTS), "an RPC was added or removed: review its request"
+    for rpc, fields in EXPECTED_REQUESTS.items():
+        assert requests[rpc] == fields, f"{rpc}'s request changed: review every field and update " \
+                                        f"EXPECTED_REQUESTS\nnow: {requests[rpc]}\nwas: {fields}"
+    # Protocols and their parameters are no longer fields of their own: no enum is left on the wire.
+    assert not mpc_pb2.DESCRIPTOR.enum_types_by_name
+
+
+def _type_name(kind: object) -> str:
+    return kind.__name__ if isinstance(kind, type) else str(kind)
+
+
+def test_every_protocol_of_the_catalogue_is_in_the_reviewed_table() -> None:
+    actual = {}
+    for entry in CATALOGUE:
+        hints = typing.get_type_hints(entry.params)
+        params = [f"{f.name}: {_type_name(hints[f.name])}" for f in dataclasses.fields(entry.params)]
+        actual[entry.wire_id] = (entry.name, params, entry.combine)
+    assert sorted(actual) == sorted(PROTOCOLS), "a protocol was added to or removed from the catalogue: review it"
+    for wire_id, (name, params, combine, _) in PROTOCOLS.items():
+        assert actual[wire_id] == (name, params, combine), f"protocol {wire_id} changed: review its row\n" \
+                                                           f"now: {actual[wire_id]}\nwas: {(name, params, combine)}"
+        assert all(p.split(": ", 1)[1] in PARAM_TYPES for p in params), (name, params)
+    # The proto's comment on PrepareRequest.protocol lists the same wire ids and names.
+    proto = (Path(__file__).resolve().parents[2] / "protos" / "mpc" / "v1" / "mpc.proto").read_text(encoding="utf-8")
+    comment = re.search(r"wire id in the catalogue \(mpc/protocols/catalogue\.py\):(.*?)uint32 protocol = 2;",
+                        proto, re.S)
+    assert comment is not None, "PrepareRequest.protocol lost its comment listing the wire ids"
+    listed = dict(re.findall(r"(\d+) ([a-z][a-z-]*)", comment.group(1)))
+    assert {int(k): v for k, v in listed.items()} == {w: row[0] for w, row in PROTOCOLS.items()}, listed
 
 
 def test_the_health_service_returns_only_a_serving_status() -> None:
