@@ -1,6 +1,10 @@
 """Micro-benchmark: M batched secure comparisons x[j] < y[j] of 32-bit values among n parties,
 all engines in one process over an in-memory FIFO router (no network, no TLS).
 
+Each party runs the comparison as a program (`less_than`, the sign-bit circuit of
+mpc/protocols/compare.py) on a `CircuitParty`, the engine of mpc/protocols/circuit.py, under the
+step prefix and with the round labels a node uses.
+
 Triples come from the trusted-dealer TEST DOUBLE (tests/sim/dealer.py), so this measures the
 comparison protocol alone (PROTOCOLS.md §5): its local computation, its number of rounds and
 the triple words it consumes; not OT triple generation (PROTOCOLS.md §3), which the nodes pay
@@ -29,13 +33,22 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the dealer double lives in tests/, which is not installed
     sys.path.insert(0, str(ROOT))
 
-from mpc.prg import SystemRng, random_words  # noqa: E402
-from mpc.protocols.compare import LessThanParty  # noqa: E402
 from mpc.events import Output, Send  # noqa: E402
+from mpc.prg import SystemRng, random_words  # noqa: E402
+from mpc.protocols.circuit import CircuitParty, Context, Program, less_than, plan  # noqa: E402
+from mpc.protocols.compare import rounds, triple_words  # noqa: E402
+from mpc.ring import Words  # noqa: E402
 from tests.sim.dealer import TrustedDealer  # noqa: E402
 
 BITS = 32
 NAMES = ("alice", "bob", "carlos", "david", "erin", "frank", "grace")
+PREFIX = "cmp"
+
+
+def program(ctx: Context, share: Words) -> Program[Words]:
+    """[x < y] on this party's shares of [x | y]."""
+    x, y = np.split(share, 2)
+    return (yield from less_than(ctx, "", x, y, BITS))
 
 
 def x_input(m: int) -> np.ndarray:
@@ -61,13 +74,20 @@ def share(values: np.ndarray, n: int, rng: SystemRng) -> list[np.ndarray]:
 def once(batch: int, parties: int) -> dict[str, float | int | bool]:
     rng = SystemRng()
     names = NAMES[:parties]
-    words = LessThanParty.triple_words(parties, BITS, batch)
+    shape = plan(program, parties, 2 * batch)
+    words = triple_words(parties, BITS, batch)
+    assert shape.bit_words == words and shape.arith_triples == shape.dabits == 0
+    dealer = TrustedDealer(parties, rng)
+    arith, dabits = dealer.arith_pools(0), dealer.dabit_pools(0)   # a comparison draws only bit triples
     t0 = time.perf_counter()
-    pools = TrustedDealer(parties, rng).pools(words)
+    bits = dealer.pools(words)
     dealer_s = time.perf_counter() - t0
     x, y = x_input(batch), y_input(batch)
     xs, ys = share(x, parties, rng), share(y, parties, rng)
-    engines = {me: LessThanParty("bench", me, names, BITS, batch, pools[i]) for i, me in enumerate(names)}
+    labels = [label for label, _ in shape.rounds]
+    engines = {me: CircuitParty("bench", me, names, program(Context(i, parties, bits[i], arith[i], dabits[i]),
+                                                             np.concatenate((xs[i], ys[i]))), PREFIX, labels)
+               for i, me in enumerate(names)}
     queue: deque[tuple[str, Send]] = deque()
     outputs: dict[str, np.ndarray] = {}
     sent = dict.fromkeys(names, 0)
@@ -81,8 +101,8 @@ def once(batch: int, parties: int) -> dict[str, float | int | bool]:
                 outputs[me] = ev.words
 
     t0 = time.perf_counter()
-    for i, me in enumerate(names):
-        handle(me, engines[me].start(xs[i], ys[i]))
+    for me in names:
+        handle(me, engines[me].start())
     while queue:
         sender, ev = queue.popleft()
         handle(ev.to, engines[ev.to].receive(sender, ev.step, ev.payload))
@@ -106,7 +126,7 @@ def main() -> None:
     words = int(runs[0]["triple_words"])
     print(json.dumps({
         "benchmark": "compare_micro", "comparisons": args.batch, "parties": args.parties, "ell": BITS,
-        "rounds": LessThanParty.rounds(args.parties, BITS),
+        "rounds": rounds(args.parties, BITS),
         "triple_words_per_party": words,
         "triple_bits_per_comparison": round(64 * words / args.batch, 1),
         "protocol_s_best": round(min(times), 5), "protocol_s_median": round(statistics.median(times), 5),

@@ -129,9 +129,13 @@ def sign_bit(ctx: Context, label: str, shares: Words, ell: int) -> Program[Words
     """MSB of the values additively shared mod 2^ell (the circuit of mpc/protocols/compare.py).
 
     Returns: XOR shares of each MSB, one uint64 word (0 or 1) per value.
+    Raises: LocalProtocolError (when the program starts) for ell outside 2..64 or shares that are
+    not a one-dimensional uint64 array.
     """
     if not 2 <= ell <= RING_BITS:
         raise LocalProtocolError(f"{label}: ell must be in 2..{RING_BITS}, got {ell}")
+    if not isinstance(shares, np.ndarray) or shares.dtype != np.uint64 or shares.ndim != 1:
+        raise LocalProtocolError(f"{label}: shares must be a one-dimensional uint64 array")
     circuit = sign_bit_circuit(to_bit_planes(reduce_bits(shares, ell), ell), ctx.index, ctx.parties)
     step, left, right = next(circuit)
     while True:
@@ -281,9 +285,13 @@ class CircuitParty:
         """Args:
             labels: the program's round labels in order (its `plan`), if known: then a message
                 for neither this round nor the next is refused on arrival, not when its round comes.
+        Raises: LocalProtocolError if `me` is not among the parties, or they repeat or are fewer than two.
         """
         if me not in parties:
             raise LocalProtocolError(f"session {session_id}: {me!r} is not among the parties {list(parties)}")
+        if len(set(parties)) != len(parties) or len(parties) < 2:
+            raise LocalProtocolError(f"session {session_id}: a program needs at least two distinct parties, "
+                                     f"got {list(parties)}")
         self.session_id = session_id
         self.me = me
         self.peers = tuple(p for p in parties if p != me)

@@ -31,24 +31,25 @@ single gate. Costs, per compared value (batch B takes ceil(gates * B / 64) words
     prefix gates   1  17   29   87  182     e.g. n = 3, ell = 32: 118 gates (1.84 triple
     rounds, n = 3  2   5    6    7    8     words) per value, 7 rounds for any batch
 
-`SignBitParty.rounds` and `SignBitParty.triple_words` compute both exactly from the same
-circuit the engine runs. Output: this party's XOR share of each MSB, one uint64 word (0 or 1)
-per value. The shares of the input are reduced mod 2^ell here, which keeps them a sharing of
-x mod 2^ell (DESIGN.md §3).
+`rounds` and `triple_words` compute both exactly from the same circuit. The circuit is a
+coroutine that yields one AND layer per round; it runs as a program in the engine of
+mpc/protocols/circuit.py (`sign_bit`, `at_least`, `less_than` on a `CircuitParty`), which opens
+each layer's d and e words to every peer and draws the triple words from the party's
+TripleSource in program order. `sign_bit` returns this party's XOR share of each MSB, one
+uint64 word (0 or 1) per value; it reduces the input shares mod 2^ell first, which keeps them
+a sharing of x mod 2^ell (DESIGN.md §3).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Generator, Sequence
+from collections.abc import Generator
 
 import numpy as np
 import numpy.typing as npt
 
-from mpc.errors import InputError, LocalProtocolError, RemoteProtocolError, RoundMismatch
-from mpc.protocols.beaver import BitTriples, TripleSource, beaver_finish, beaver_open_message
-from mpc.events import Output, Send
-from mpc.ring import RING_BITS, WORD, Words, reduce_bits, words_from_bytes, words_to_bytes
+from mpc.errors import InputError, LocalProtocolError
+from mpc.ring import RING_BITS, WORD, Words
 
 Bits = npt.NDArray[np.bool_]
 # One AND layer of the circuit: (step label, left inputs, right inputs), each (gates, batch);
@@ -171,253 +172,24 @@ def _check_sizes(where: str, parties: int, ell: int, batch: int) -> None:
         raise LocalProtocolError(f"{where}: a comparison needs at least one value, got {batch}")
 
 
-def _check_shares(where: str, shares: Words, batch: int) -> None:
-    if not isinstance(shares, np.ndarray) or shares.dtype != np.uint64 or shares.shape != (batch,):
-        raise LocalProtocolError(f"{where}: shares must be a uint64 array of shape ({batch},)")
+def rounds(parties: int, ell: int) -> int:
+    """The number of communication rounds (AND layers) of the circuit, whatever the batch size.
 
-
-class SignBitParty:
-    """One party of the n-party sign-bit (MSB) extraction from additive shares mod 2^ell.
-
-    Messages may arrive before `start` and up to one round ahead; they are buffered.
-    Every party must draw its triples from its source in the same order as the others.
+    Returns: CSA depth(parties) + 1 + ceil(log2(ell - 1)).
+    Raises: LocalProtocolError for fewer than 2 parties or ell outside 2..64.
     """
-
-    def __init__(self, session_id: str, me: str, parties: Sequence[str], ell: int, batch: int,
-                 triples: TripleSource, step_prefix: str = "cmp") -> None:
-        if me not in parties:
-            raise LocalProtocolError(f"session {session_id}: {me!r} is not among the parties {list(parties)}")
-        if len(set(parties)) != len(parties):
-            raise LocalProtocolError(f"session {session_id}: parties repeat: {list(parties)}")
-        _check_sizes(f"session {session_id}", len(parties), ell, batch)
-        self.session_id = session_id
-        self.me = me
-        self.parties = tuple(parties)
-        self.ell = ell
-        self.batch = batch
-        self._source = triples
-        self._index = self.parties.index(me)
-        self._peers = tuple(p for p in self.parties if p != me)
-        plan = _layer_plan(len(self.parties), ell)
-        self.steps = tuple(f"{step_prefix}/{label}" for label, _ in plan)
-        self._step_index = {step: i for i, step in enumerate(self.steps)}
-        self._words = tuple(_words_for(gates, batch) for _, gates in plan)
-        self._inbox: list[dict[str, Words]] = [{} for _ in self.steps]
-        self._round = 0
-        self._circuit: _Circuit | None = None
-        self._triples: BitTriples | None = None
-        self._offset = 0
-        self._opened: tuple[Words, Words, BitTriples, tuple[int, ...]] | None = None
-        self._started = False
-        self._done = False
-
-    @staticmethod
-    def rounds(parties: int, ell: int) -> int:
-        """The number of communication rounds (AND layers), whatever the batch size.
-
-        Returns: CSA depth(parties) + 1 + ceil(log2(ell - 1)).
-        Raises: LocalProtocolError for fewer than 2 parties or ell outside 2..64.
-        """
-        _check_sizes("sign bit", parties, ell, 1)
-        return len(_layer_plan(parties, ell))
-
-    @staticmethod
-    def triple_words(parties: int, ell: int, batch: int) -> int:
-        """The number of packed triple words one run takes from each party's TripleSource.
-
-        Returns: the sum over rounds of ceil(gates per value * batch / 64).
-        Raises: LocalProtocolError for fewer than 2 parties, ell outside 2..64 or batch < 1.
-        """
-        _check_sizes("sign bit", parties, ell, batch)
-        return sum(_words_for(gates, batch) for _, gates in _layer_plan(parties, ell))
-
-    @property
-    def finished(self) -> bool:
-        """Whether this party has emitted its output share."""
-        return self._done
-
-    @property
-    def waiting_for(self) -> tuple[str, ...]:
-        """The peers whose message for the current round has not arrived yet.
-
-        Returns: their names in session order (empty once finished).
-        """
-        if self._done:
-            return ()
-        return tuple(p for p in self._peers if p not in self._inbox[self._round])
-
-    def start(self, shares: Words) -> list[Send | Output]:
-        """Take this party's additive shares (one uint64 per value) and open the first AND layer.
-
-        Returns: one Send per peer, and whatever buffered messages already allow.
-        Raises: LocalProtocolError if started twice, for a wrong shape or dtype, or when the
-        triple source cannot give SignBitParty.triple_words(n, ell, batch) fresh words.
-        """
-        if self._started:
-            raise LocalProtocolError(f"session {self.session_id}: comparison already started")
-        _check_shares(f"session {self.session_id}", shares, self.batch)
-        total = sum(self._words)
-        triples = self._source.take(total)
-        if triples.words != total:
-            raise LocalProtocolError(f"session {self.session_id}: asked for {total} triple words, "
-                                     f"got {triples.words}")
-        self._started = True
-        self._triples = triples
-        self._circuit = sign_bit_circuit(to_bit_planes(reduce_bits(shares, self.ell), self.ell),
-                                          self._index, len(self.parties))
-        _, left, right = next(self._circuit)
-        return [*self._open(left, right), *self._advance()]
-
-    def receive(self, sender: str, step: str, payload: bytes) -> list[Send | Output]:
-        """Take a peer's masked openings (d then e words) for one round.
-
-        Returns: the next round's Sends, or the Output after the last round, or [].
-        Raises: RemoteProtocolError for a sender that is not a peer or a payload of the wrong
-        length; RoundMismatch for an unknown, finished, too early or repeated step.
-        """
-        if sender not in self._peers:
-            raise RemoteProtocolError(f"session {self.session_id}: {sender!r} is not a peer of {self.me!r}")
-        expected = self.steps[self._round] if not self._done else "(finished)"
-        index = self._step_index.get(step)
-        if self._done or index is None or index < self._round:
-            raise RoundMismatch(f"session {self.session_id}: expected step {expected!r}, "
-                                f"got {step!r} from {sender!r}")
-        if index > self._round + (1 if self._started else 0):
-            raise RoundMismatch(f"session {self.session_id}: step {step!r} from {sender!r} is ahead of "
-                                f"{expected!r} by more than a peer can be")
-        if sender in self._inbox[index]:
-            raise RoundMismatch(f"session {self.session_id}: step {step!r} from {sender!r} already received")
-        words = self._words[index]
-        try:
-            self._inbox[index][sender] = words_from_bytes(payload, 2 * words)
-        except ValueError as exc:
-            raise RemoteProtocolError(f"session {self.session_id}: step {step!r} from {sender!r}: {exc}") from None
-        return self._advance()
-
-    def _open(self, left: Bits, right: Bits) -> list[Send | Output]:
-        if self._triples is None:
-            raise LocalProtocolError(f"session {self.session_id}: comparison not started")
-        words = self._words[self._round]
-        cut = slice(self._offset, self._offset + words)
-        self._offset += words
-        t = BitTriples(self._triples.a[cut], self._triples.b[cut], self._triples.c[cut])
-        d_i, e_i = beaver_open_message(pack_bits(left), pack_bits(right), t)
-        self._opened = (d_i, e_i, t, left.shape)
-        payload = words_to_bytes(np.concatenate((d_i, e_i)))
-        return [Send(peer, self.steps[self._round], payload) for peer in self._peers]
-
-    def _advance(self) -> list[Send | Output]:
-        events: list[Send | Output] = []
-        while (self._circuit is not None and self._opened is not None
-               and len(self._inbox[self._round]) == len(self._peers)):
-            d_i, e_i, t, shape = self._opened
-            words = self._words[self._round]
-            d, e = d_i.copy(), e_i.copy()
-            for opening in self._inbox[self._round].values():
-                d ^= opening[:words]
-                e ^= opening[words:]
-            self._inbox[self._round] = {}
-            z = unpack_bits(beaver_finish(self._index == 0, d, e, t), shape)
-            try:
-                _, left, right = self._circuit.send(z)
-            except StopIteration as stop:
-                self._done = True
-                self._circuit = self._triples = self._opened = None
-                events.append(Output(np.asarray(stop.value, dtype=np.uint64)))
-                break
-            self._round += 1
-            events += self._open(left, right)
-        return events
+    _check_sizes("sign bit", parties, ell, 1)
+    return len(_layer_plan(parties, ell))
 
 
-class _DerivedComparison:
-    """Shared plumbing of the comparisons built on SignBitParty (they only pre- and post-process)."""
+def triple_words(parties: int, ell: int, batch: int) -> int:
+    """The number of packed triple words one run of the circuit takes from each party's TripleSource.
 
-    def __init__(self, inner: SignBitParty, flip: bool) -> None:
-        self._inner = inner
-        self._flip = flip
-
-    rounds = staticmethod(SignBitParty.rounds)
-    triple_words = staticmethod(SignBitParty.triple_words)
-
-    @property
-    def steps(self) -> tuple[str, ...]:
-        """The step labels of every round, in order."""
-        return self._inner.steps
-
-    @property
-    def finished(self) -> bool:
-        """Whether this party has emitted its output share."""
-        return self._inner.finished
-
-    @property
-    def waiting_for(self) -> tuple[str, ...]:
-        """The peers whose message for the current round has not arrived yet."""
-        return self._inner.waiting_for
-
-    def receive(self, sender: str, step: str, payload: bytes) -> list[Send | Output]:
-        """Take a peer's masked openings for one round (see SignBitParty.receive).
-
-        Returns: the next round's Sends, or the Output after the last round, or [].
-        Raises: RemoteProtocolError / RoundMismatch as SignBitParty.receive.
-        """
-        return self._post(self._inner.receive(sender, step, payload))
-
-    def _post(self, events: list[Send | Output]) -> list[Send | Output]:
-        if not self._flip:
-            return events
-        return [Output(e.words ^ np.uint64(1)) if isinstance(e, Output) else e for e in events]
-
-
-class AtLeastPublicParty(_DerivedComparison):
-    """One party of [x >= k] for shared x and public k: 1 ^ MSB(x - k), PROTOCOLS.md §5.
-
-    P_0 subtracts k from its share and flips its output share. Correct when
-    -2^(ell-1) <= x - k < 2^(ell-1) for every value (see `ell_for_tally`).
+    Returns: the sum over rounds of ceil(gates per value * batch / 64).
+    Raises: LocalProtocolError for fewer than 2 parties, ell outside 2..64 or batch < 1.
     """
-
-    def __init__(self, session_id: str, me: str, parties: Sequence[str], ell: int, batch: int,
-                 threshold: int | Words, triples: TripleSource, step_prefix: str = "cmp") -> None:
-        inner = SignBitParty(session_id, me, parties, ell, batch, triples, step_prefix)
-        super().__init__(inner, flip=inner.parties.index(me) == 0)
-        if isinstance(threshold, int):
-            k = np.full(batch, threshold % (1 << ell), dtype=np.uint64)
-        elif isinstance(threshold, np.ndarray) and threshold.dtype == np.uint64 and threshold.shape == (batch,):
-            k = reduce_bits(threshold, ell)
-        else:
-            raise LocalProtocolError(f"session {session_id}: threshold must be an int or uint64 of shape ({batch},)")
-        self._k = k
-
-    def start(self, shares: Words) -> list[Send | Output]:
-        """Start on this party's additive shares of x (P_0 subtracts k first).
-
-        Returns: one Send per peer, and whatever buffered messages already allow.
-        Raises: LocalProtocolError as SignBitParty.start.
-        """
-        _check_shares(f"session {self._inner.session_id}", shares, self._inner.batch)
-        return self._post(self._inner.start(shares - self._k if self._flip else shares))
-
-
-class LessThanParty(_DerivedComparison):
-    """One party of [x < y] for shared x and y: MSB(x - y), PROTOCOLS.md §5.
-
-    Correct when -2^(ell-1) <= x - y < 2^(ell-1) for every pair.
-    """
-
-    def __init__(self, session_id: str, me: str, parties: Sequence[str], ell: int, batch: int,
-                 triples: TripleSource, step_prefix: str = "cmp") -> None:
-        super().__init__(SignBitParty(session_id, me, parties, ell, batch, triples, step_prefix), flip=False)
-
-    def start(self, x_shares: Words, y_shares: Words) -> list[Send | Output]:
-        """Start on this party's additive shares of x and of y (the difference is local).
-
-        Returns: one Send per peer, and whatever buffered messages already allow.
-        Raises: LocalProtocolError for a wrong shape or dtype, or as SignBitParty.start.
-        """
-        where = f"session {self._inner.session_id}"
-        _check_shares(where, x_shares, self._inner.batch)
-        _check_shares(where, y_shares, self._inner.batch)
-        return self._post(self._inner.start(x_shares - y_shares))
+    _check_sizes("sign bit", parties, ell, batch)
+    return sum(_words_for(gates, batch) for _, gates in _layer_plan(parties, ell))
 
 
 def ell_for_tally(ballots: int) -> int:

@@ -5,16 +5,15 @@ CSPRNG-shuffled order, also before the receiving party has started.
 Checks Σ c = Σ a · Σ b mod 2^64 for every triple and ⊕ bits = Σ arith mod 2^64 for every
 daBit, for 2 to 5 parties; the Gilboa gadget at the edge words 0, 1, 2^63, 2^64 − 1; the round
 count; the pools' refusal to hand anything out twice; that what a party receives looks uniform
-(false-alarm rate < 10^-6 per test); and the protocol errors.
+(false-alarm rate < 10^-6 per test); and the protocol errors. The router, the balance check
+and the ideal base-OT double are tests/sim/common.py's.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
 
@@ -28,87 +27,17 @@ from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.events import Send
 from mpc.ot.arith import (STEP_T, STEP_U, ArithDealerless, ArithPool, ArithTriples, DaBitPool, DaBits,
                           cot_receive, cot_send, fold_step, gilboa_receive, gilboa_send, low_words)
-from mpc.ot.extension import KAPPA, IknpReceiver, IknpSender
 from mpc.ot.triples import OtReady, PairwiseOt, PairwiseOtSetup, TripleDealerless
 from mpc.prg import AesCtrRng, SystemRng
 from mpc.ring import Words
+from tests.sim.common import FALSE_ALARM, Router, assert_balanced, ideal_setup, names
 
-FALSE_ALARM = 1e-6
 IKNP_HEADER = 16
 EDGES = np.array([0, 1, 1 << 63, (1 << 64) - 1], dtype=np.uint64)
 OtState = Mapping[str, Mapping[str, PairwiseOt]]
 
 
-def names(n: int) -> list[str]:
-    return ["alice", "bob", "carlos", "david", "erin"][:n]
-
-
-def two_sided_z(alpha: float) -> float:
-    lo, hi = 0.0, 40.0
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if math.erfc(mid / math.sqrt(2)) > alpha else (lo, mid)
-    return hi
-
-
-def assert_balanced(data: bytes | np.ndarray, alpha: float = FALSE_ALARM) -> None:
-    """The bits' count of ones lies in the two-sided alpha band of Binomial(n, 1/2)."""
-    bits = np.frombuffer(bytes(data), dtype=np.uint8)
-    n = bits.size * 8
-    ones = int(np.unpackbits(bits).sum())
-    bound = two_sided_z(alpha) * math.sqrt(n) / 2
-    assert abs(ones - n / 2) <= bound, f"{ones} ones in {n} bits, allowed ±{bound:.0f} around {n / 2}"
-
-
-# --- the in-memory router and the OT states ----------------------------------------------------
-
-@dataclass
-class Router:
-    """Delivers every Send to its engine in a CSPRNG-chosen order, interleaved with the starts.
-
-    Keeps every non-Send event per party, in order, and what each party received.
-    """
-
-    engines: Mapping[str, Any]
-    received: dict[str, list[tuple[str, str, bytes]]] = field(default_factory=dict)
-    results: dict[str, list[Any]] = field(default_factory=dict)
-
-    def run(self) -> dict[str, list[Any]]:
-        queue: list[tuple[str, str, Send]] = []
-        unstarted = list(self.engines)
-        for _ in range(100_000):  # bounded
-            if not queue and not unstarted:
-                return self.results
-            if unstarted and (not queue or secrets.randbelow(3) == 0):
-                me = unstarted.pop(secrets.randbelow(len(unstarted)))
-                events = self.engines[me].start()
-            else:
-                to, sender, send = queue.pop(secrets.randbelow(len(queue)))
-                self.received.setdefault(to, []).append((sender, send.step, send.payload))
-                events = self.engines[to].receive(sender, send.step, send.payload)
-                me = to
-            for event in events:
-                if isinstance(event, Send):
-                    queue.append((event.to, me, event))
-                else:
-                    self.results.setdefault(me, []).append(event)
-        raise AssertionError("router did not settle")
-
-
-def ideal_setup(parties: Sequence[str]) -> dict[str, dict[str, PairwiseOt]]:
-    """The OT state from an ideal base-OT functionality (a fast test double for the error tests)."""
-    receivers: dict[tuple[str, str], IknpReceiver] = {}
-    senders: dict[tuple[str, str], IknpSender] = {}
-    for i in parties:
-        for j in parties:
-            if i != j:
-                pairs = [(os.urandom(16), os.urandom(16)) for _ in range(KAPPA)]
-                s = os.urandom(KAPPA // 8)
-                bits = np.unpackbits(np.frombuffer(s, dtype=np.uint8), bitorder="little")
-                receivers[i, j] = IknpReceiver(pairs)
-                senders[j, i] = IknpSender(s, [pairs[k][bits[k]] for k in range(KAPPA)])
-    return {p: {q: PairwiseOt(q, receivers[p, q], senders[p, q]) for q in parties if q != p} for p in parties}
-
+# --- the OT states ----------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def real5() -> dict[str, dict[str, PairwiseOt]]:

@@ -1,6 +1,6 @@
 """Sealed-bid auctions, the market-clearing price and the plurality winner (mpc/protocols/auction.py,
 clearing.py, the catalogue's entries; PROTOCOLS.md §5, §8, §9) run by n CircuitParty engines with
-a trusted dealer's preprocessing (tests/sim/test_circuit_sim.py's runner), against plaintext.
+a trusted dealer's preprocessing (tests/sim/common.py's runner), against plaintext.
 
 Each node's contribution comes from its catalogue entry (`contribute`), the coordinator's
 result from the entry's `decode`; what the engines open is checked to be exactly the declared
@@ -36,7 +36,7 @@ from mpc.protocols.contribution import COMPARE_BITS, COMPARE_BOUND
 from mpc.results import PluralityResult
 from mpc.ring import Words
 from mpc.store import Store
-from tests.sim.test_circuit_sim import NAMES, Run, additive_shares, exact_draw, pick, rng, run_program
+from tests.sim.common import NAMES, Run, additive_shares, exact_draw, pick, rng, run_program
 
 AUCTION = catalogue.entry("auction")
 CLEARING = catalogue.entry("clearing-price")

@@ -1,19 +1,13 @@
 """Programs on secret shares (mpc/protocols/circuit.py, PROTOCOLS.md §2, §5, §8) run by n
-`CircuitParty` engines joined by an in-memory router, with a trusted dealer's preprocessing
-(tests/sim/dealer.py) sized by `plan`. Against the plaintext result: multiply, bit_to_arith,
-select, at_least and less_than at the edges; `plan` against what a run draws; the engine's
-refusals; and what a party receives, round by round, against uniform.
-
-The router delivers messages in a CSPRNG-chosen order, starts interleaved; a peer's message for
-round r + 1 may overtake its message for round r, as over the node's transport (one asyncio
-task and RPC per Send). It can also keep each link first-in first-out.
+`CircuitParty` engines joined by the in-memory router of tests/sim/common.py, with a trusted
+dealer's preprocessing (tests/sim/dealer.py) sized by `plan`. Against the plaintext result:
+multiply, bit_to_arith, select, at_least and less_than at the edges; `plan` against what a run
+draws; the engine's refusals; and what a party receives, round by round, against uniform.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -24,13 +18,13 @@ from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.events import Output, Send
 from mpc.ot.arith import ArithTriples, DaBits
 from mpc.prg import AesCtrRng, Rng, SystemRng, random_words
-from mpc.protocols.beaver import BitTriples
 from mpc.protocols.circuit import (
     CircuitParty,
     Context,
     Open,
     Plan,
     Program,
+    ProgramFactory,
     and_gates,
     at_least,
     bit_to_arith,
@@ -42,31 +36,26 @@ from mpc.protocols.circuit import (
     sign_bit,
 )
 from mpc.ring import Words, words_from_bytes
+from tests.sim.common import (
+    FALSE_ALARM,
+    NAMES,
+    Dealt,
+    Run,
+    ZeroDealt,
+    additive_shares,
+    assert_balanced,
+    balanced,
+    deliver,
+    exact_draw,
+    rng,
+    route,
+    run_program,
+    sends_to,
+)
 from tests.sim.dealer import TrustedDealer
 
-NAMES = ("alice", "bob", "carlos", "david", "erin")
-FALSE_ALARM = 1e-6
 EDGES = (0, 1, 1 << 63, (1 << 64) - 1)
 MASK = (1 << 64) - 1
-Factory = Callable[[Context, Words], Program[Words]]
-Views = dict[str, list[tuple[str, str, bytes]]]
-
-
-def rng(label: str) -> AesCtrRng:
-    """A reproducible CSPRNG per test case."""
-    return AesCtrRng(label.encode().ljust(16, b".")[:16])
-
-
-def pick(order: Rng, size: int) -> int:
-    return int.from_bytes(order.random_bytes(8), "little") % size
-
-
-def additive_shares(values: Words, n: int, r: Rng) -> list[Words]:
-    shares = [random_words(r, values.size) for _ in range(n - 1)]
-    first = values.copy()
-    for s in shares:
-        first -= s
-    return [first, *shares]
 
 
 def xor_shares(bits: Words, n: int, r: Rng) -> list[Words]:
@@ -81,132 +70,9 @@ def words(values: Sequence[int]) -> Words:
     return np.array([v & MASK for v in values], dtype=np.uint64)
 
 
-# --------------------------------------------------------------------------- the router
-
-def route(engines: Mapping[str, CircuitParty], order: Rng, *,
-          overtaking: bool = True) -> tuple[dict[str, Words], Views]:
-    """Start the parties and deliver every message in a CSPRNG-chosen order, starts interleaved.
-
-    overtaking: any pending message may go next; else only the oldest pending one of each link.
-    Returns: each party's output words, and what each party received (sender, step, payload).
-    """
-    pending: list[tuple[str, str, str, bytes] | str] = list(engines)
-    outputs: dict[str, Words] = {}
-    views: Views = {name: [] for name in engines}
-    budget = 1_000_000
-    while pending:
-        budget -= 1
-        assert budget > 0, "router did not terminate"
-        if overtaking:
-            choices = list(range(len(pending)))
-        else:
-            seen: set[tuple[str, str]] = set()
-            choices = []
-            for i, item in enumerate(pending):
-                link = ("", item) if isinstance(item, str) else (item[0], item[1])
-                if link not in seen:
-                    seen.add(link)
-                    choices.append(i)
-        item = pending.pop(choices[pick(order, len(choices))])
-        if isinstance(item, str):
-            me, events = item, engines[item].start()
-        else:
-            sender, me, step, payload = item
-            views[me].append((sender, step, payload))
-            events = engines[me].receive(sender, step, payload)
-        for ev in events:
-            if isinstance(ev, Send):
-                pending.append((me, ev.to, ev.step, ev.payload))
-            else:
-                assert isinstance(ev, Output)
-                assert me not in outputs, f"{me} output twice"
-                outputs[me] = ev.words
-    assert set(outputs) == set(engines), f"no output from {set(engines) - set(outputs)}"
-    return outputs, views
-
-
-@dataclass
-class Run:
-    """One run of a program: the parties' outputs in party order, their views, its plan and engines."""
-
-    outputs: list[Words]
-    views: Views
-    plan: Plan
-    engines: list[CircuitParty]
-    pools: list[list[object]]
-
-    def added(self) -> Words:
-        total = np.zeros_like(self.outputs[0])
-        for o in self.outputs:
-            total += o
-        return total
-
-    def xored(self) -> Words:
-        total = np.zeros_like(self.outputs[0])
-        for o in self.outputs:
-            total ^= o
-        return total
-
-
-class Dealt:
-    """Preprocessing for n parties, from the trusted dealer, exactly as much as a plan draws."""
-
-    def __init__(self, p: Plan, n: int, r: Rng) -> None:
-        dealer = TrustedDealer(n, r)
-        self.bits = dealer.pools(p.bit_words)
-        self.arith = dealer.arith_pools(p.arith_triples)
-        self.dabits = dealer.dabit_pools(p.dabits)
-
-    def context(self, i: int, n: int) -> Context:
-        return Context(i, n, self.bits[i], self.arith[i], self.dabits[i])
-
-
-_PLANS: dict[tuple[Factory, int, int], Plan] = {}
-
-
-def planned(factory: Factory, n: int, size: int) -> Plan:
-    """plan(), once per program and shape (every run checks that it drew exactly this)."""
-    key = (factory, n, size)
-    if key not in _PLANS:
-        _PLANS[key] = plan(factory, n, size)
-    return _PLANS[key]
-
-
-def run_program(factory: Factory, shares: Sequence[Words], label: str, *, prefix: str = "t",
-                overtaking: bool = True, dealt: Callable[[Plan, int], Dealt] | None = None,
-                order: Rng | None = None) -> Run:
-    """Run factory's program at len(shares) parties, party i on input shares[i]."""
-    n = len(shares)
-    names = NAMES[:n]
-    r = rng(label)
-    p = planned(factory, n, int(shares[0].size))
-    pre = dealt(p, n) if dealt is not None else Dealt(p, n, r)
-    engines = {me: CircuitParty(f"s-{label}", me, names, factory(pre.context(i, n), shares[i]), prefix)
-               for i, me in enumerate(names)}
-    outputs, views = route(engines, order if order is not None else r, overtaking=overtaking)
-    return Run([outputs[me] for me in names], views, p, [engines[me] for me in names],
-               [[pre.bits[i], pre.arith[i], pre.dabits[i]] for i in range(n)])
-
-
-def exact_draw(run: Run) -> None:
-    """Every party used exactly what the plan said: all dealt items, the planned rounds and sizes."""
-    names = NAMES[:len(run.outputs)]
-    for i, me in enumerate(names):
-        assert [pool.remaining for pool in run.pools[i]] == [0, 0, 0]   # type: ignore[attr-defined]
-        assert run.engines[i].rounds == len(run.plan.rounds) and run.engines[i].finished
-        assert run.engines[i].waiting_for == ()
-        assert run.outputs[i].size == run.plan.output_words
-        for peer in names:
-            if peer == me:
-                continue
-            got = [(step, len(payload)) for sender, step, payload in run.views[me] if sender == peer]
-            expected = [(f"{run.engines[i].prefix}/{label}", 8 * size) for label, size in run.plan.rounds]
-            assert sorted(got) == sorted(expected)   # messages may overtake each other
-
-
 # --------------------------------------------------------------------------- programs
 
-def two_inputs(op: Callable[[Context, Words, Words], Program[Words]]) -> Factory:
+def two_inputs(op: Callable[[Context, Words, Words], Program[Words]]) -> ProgramFactory:
     """A program on [x | y] (this party's shares of both halves)."""
     def factory(ctx: Context, share: Words) -> Program[Words]:
         half = share.size // 2
@@ -496,11 +362,6 @@ def three(label: str = "ref", prefix: str = "pre") -> list[CircuitParty]:
             for i, me in enumerate(NAMES[:3])]
 
 
-def sends_to(events: Sequence[Send | Output], to: str) -> Send:
-    [send] = [e for e in events if isinstance(e, Send) and e.to == to]
-    return send
-
-
 def test_refuses_a_payload_of_the_wrong_length() -> None:
     a, b, _ = three()
     msg = sends_to(a.start(), "bob")
@@ -529,13 +390,6 @@ def test_refuses_a_step_from_a_non_peer() -> None:
         with pytest.raises(RemoteProtocolError, match="not a peer") as info:
             b.receive(sender, msg.step, msg.payload)
         assert not isinstance(info.value, RoundMismatch)
-
-
-def deliver(party: CircuitParty, messages: Sequence[tuple[str, Send]]) -> list[Send | Output]:
-    out: list[Send | Output] = []
-    for sender, msg in messages:
-        out += party.receive(sender, msg.step, msg.payload)
-    return out
 
 
 def astuple(msg: Send) -> tuple[str, bytes]:
@@ -683,50 +537,6 @@ def test_a_message_may_overtake_its_predecessor() -> None:
 
 
 # --------------------------------------------------------------------------- views
-
-def two_sided_z(alpha: float) -> float:
-    lo, hi = 0.0, 40.0
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if math.erfc(mid / math.sqrt(2)) > alpha else (lo, mid)
-    return hi
-
-
-def balanced(bits: np.ndarray, alpha: float = FALSE_ALARM) -> bool:
-    """The packed bits' count of ones lies in the two-sided alpha band of Binomial(n, 1/2)."""
-    n = bits.size * 8
-    ones = int(np.unpackbits(bits).sum())
-    return abs(ones - n / 2) <= two_sided_z(alpha) * math.sqrt(n) / 2
-
-
-def assert_balanced(bits: np.ndarray, alpha: float = FALSE_ALARM) -> None:
-    """The packed bits' count of ones lies in the two-sided alpha band of Binomial(n, 1/2)."""
-    n = bits.size * 8
-    ones = int(np.unpackbits(bits).sum())
-    bound = two_sided_z(alpha) * math.sqrt(n) / 2
-    assert abs(ones - n / 2) <= bound, f"{ones} ones in {n} bits, allowed ±{bound:.0f} around {n / 2}"
-
-
-class ZeroSource:
-    """a = b = c = 0 and r = 0: valid preprocessing that masks nothing (the negative control)."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.remaining = 0
-
-    def take(self, n: int) -> BitTriples | ArithTriples | DaBits:
-        z = np.zeros(n, np.uint64)
-        if self.kind == "bits":
-            return BitTriples(z, z.copy(), z.copy())
-        return ArithTriples(z, z.copy(), z.copy()) if self.kind == "arith" else DaBits(z, z.copy())
-
-
-class ZeroDealt(Dealt):
-    def __init__(self, p: Plan, n: int) -> None:
-        self.bits = [ZeroSource("bits")] * n          # type: ignore[list-item]
-        self.arith = [ZeroSource("arith")] * n        # type: ignore[list-item]
-        self.dabits = [ZeroSource("dabits")] * n      # type: ignore[list-item]
-
 
 def per_round(run: Run, me: str) -> list[tuple[str, np.ndarray]]:
     """What `me` received, round by round (all peers' words of a round together)."""

@@ -1,12 +1,18 @@
-"""Sign bit and comparison engines joined by an in-memory router with shuffled delivery
-(PROTOCOLS.md §2, §5, §6), against the plaintext result; Beaver AND as a property; views."""
+"""The sign-bit circuit of mpc/protocols/compare.py and the comparisons on it (PROTOCOLS.md §2, §5,
+§6), run as programs (mpc/protocols/circuit.py `sign_bit`, `at_least`, `less_than`) on n
+`CircuitParty` engines joined by the in-memory router of tests/sim/common.py, with the trusted
+dealer's bit triples sized by `plan`; against the plaintext result, on every value of small
+rings and at the edges. Also: Beaver AND as a property; `rounds` and `triple_words` against their
+formulas and against what a run draws; step labels; what a party receives against uniform; and
+the engine's refusals, with the plan's round labels given as the node gives them.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
-from functools import partial
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,36 +20,40 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpc.errors import InputError, LocalProtocolError, RemoteProtocolError, RoundMismatch
+from mpc.events import Send
 from mpc.prg import AesCtrRng, Rng, SystemRng, random_words
 from mpc.protocols.beaver import BitTriples, TripleSource, beaver_finish, beaver_open_message
-from mpc.protocols.compare import AtLeastPublicParty, LessThanParty, SignBitParty, ell_for_tally
-from mpc.events import Output, Send
+from mpc.protocols.circuit import (
+    CircuitParty,
+    Context,
+    Plan,
+    Program,
+    ProgramFactory,
+    at_least,
+    less_than,
+    plan,
+    sign_bit,
+)
+from mpc.protocols.compare import _layer_plan, ell_for_tally, rounds, triple_words
 from mpc.ring import Words, reduce_bits, words_from_bytes
+from tests.sim.common import (
+    Dealt,
+    Run,
+    ZeroDealt,
+    additive_shares,
+    deliver,
+    exact_draw,
+    names,
+    planned,
+    rng,
+    route,
+    run_program,
+    sends_to,
+)
 from tests.sim.dealer import TrustedDealer
 
-NAMES = ("alice", "bob", "carlos", "david", "erin")
-Events = list[Send | Output]
-
-
-class Engine(Protocol):
-    def receive(self, sender: str, step: str, payload: bytes) -> Events: ...
-
-
-def rng(label: str) -> AesCtrRng:
-    """A reproducible CSPRNG per test case."""
-    return AesCtrRng(label.encode().ljust(16, b".")[:16])
-
-
-def pick(order: Rng, size: int) -> int:
-    return int.from_bytes(order.random_bytes(8), "little") % size
-
-
-def additive_shares(values: Words, n: int, r: Rng) -> list[Words]:
-    shares = [random_words(r, values.size) for _ in range(n - 1)]
-    first = values.copy()
-    for s in shares:
-        first -= s
-    return [first, *shares]
+PREFIX = "cmp"   # the threshold protocol's step prefix (mpc/protocols/threshold.py)
+CSA_DEPTH = (0, 1, 2, 3, 3)   # for n = 2..6
 
 
 def xor_shares(values: Words, n: int, r: Rng) -> list[Words]:
@@ -58,50 +68,6 @@ def xor_all(words: Sequence[Words]) -> Words:
     return out
 
 
-Views = dict[str, list[tuple[str, str, bytes]]]
-
-
-def run(engines: Mapping[str, Engine], starts: Mapping[str, Callable[[], Events]], order: Rng) -> tuple[dict[str, Words], Views]:
-    """Start the parties and deliver every message in a random order (starts interleaved too).
-
-    Returns: each party's output words, and what each party received (sender, step, payload).
-    """
-    pending: list[tuple[str, str, str, bytes] | str] = list(starts)
-    outputs: dict[str, Words] = {}
-    views: Views = {name: [] for name in engines}
-    budget = 10_000
-    while pending:
-        budget -= 1
-        assert budget > 0, "router did not terminate"
-        item = pending.pop(pick(order, len(pending)))
-        if isinstance(item, str):
-            me, events = item, starts[item]()
-        else:
-            sender, me, step, payload = item
-            views[me].append((sender, step, payload))
-            events = engines[me].receive(sender, step, payload)
-        for ev in events:
-            if isinstance(ev, Send):
-                pending.append((me, ev.to, ev.step, ev.payload))
-            else:
-                assert me not in outputs, f"{me} output twice"
-                outputs[me] = ev.words
-    assert set(outputs) == set(engines), f"no output from {set(engines) - set(outputs)}"
-    return outputs, views
-
-
-def run_sign_bit(values: Words, n: int, ell: int, label: str) -> tuple[Words, list[SignBitParty], Views]:
-    r = rng(label)
-    names = NAMES[:n]
-    pools = TrustedDealer(n, r).pools(SignBitParty.triple_words(n, ell, values.size))
-    shares = additive_shares(values, n, r)
-    engines = {me: SignBitParty("s1", me, names, ell, values.size, pools[i]) for i, me in enumerate(names)}
-    starts = {me: partial(engines[me].start, shares[i]) for i, me in enumerate(names)}
-    outputs, views = run(engines, starts, r)
-    assert all(p.remaining == 0 for p in pools), "triple count is not exact"
-    return xor_all([outputs[m] for m in names]), list(engines.values()), views
-
-
 def msb(values: Words, ell: int) -> Words:
     return (reduce_bits(values, ell) >> np.uint64(ell - 1)) & np.uint64(1)
 
@@ -113,6 +79,68 @@ def edge_values(ell: int) -> Words:
 
 def to_ring(values: Sequence[int], ell: int) -> Words:
     return np.array([v % (1 << ell) for v in values], dtype=np.uint64)
+
+
+def steps_of(run: Run) -> list[str]:
+    """The step labels of the run's rounds, in order."""
+    return [f"{run.engines[0].prefix}/{label}" for label, _ in run.plan.rounds]
+
+
+# --------------------------------------------------------------------------- programs
+
+@functools.cache
+def msb_program(ell: int) -> ProgramFactory:
+    """The sign bit of this party's shares mod 2^ell (one factory per ell, so plans are cached)."""
+    def factory(ctx: Context, share: Words) -> Program[Words]:
+        return (yield from sign_bit(ctx, "", share, ell))
+    return factory
+
+
+@functools.cache
+def lt_program(ell: int) -> ProgramFactory:
+    """[x < y] on this party's shares of [x | y]."""
+    def factory(ctx: Context, share: Words) -> Program[Words]:
+        x, y = np.split(share, 2)
+        return (yield from less_than(ctx, "", x, y, ell))
+    return factory
+
+
+def checked(run: Run, n: int, ell: int, batch: int) -> Words:
+    """The run drew exactly its plan, which is the circuit's: rounds(n, ell) rounds, triple_words
+    words, one message per peer per round. Returns: the XOR of the output shares, checked to be bits."""
+    exact_draw(run)
+    p = run.plan
+    assert p.bit_words == triple_words(n, ell, batch) and p.arith_triples == p.dabits == 0
+    assert len(p.rounds) == rounds(n, ell) and p.output_words == batch
+    for me in names(n):
+        assert len(run.views[me]) == rounds(n, ell) * (n - 1)
+    got = run.xored()
+    assert got.dtype == np.uint64 and set(np.unique(got).tolist()) <= {0, 1}
+    return got
+
+
+def run_sign_bit(values: Words, n: int, ell: int, label: str) -> Run:
+    shares = additive_shares(values, n, rng(label + "/in"))   # full 64-bit shares
+    return run_program(msb_program(ell), shares, label, prefix=PREFIX, labels=True)
+
+
+def sign_bit_of(values: Words, n: int, ell: int, label: str) -> Words:
+    return checked(run_sign_bit(values, n, ell, label), n, ell, values.size)
+
+
+def run_at_least(xs: Sequence[int], k: int | Words, n: int, ell: int, label: str) -> Words:
+    def factory(ctx: Context, share: Words) -> Program[Words]:
+        return (yield from at_least(ctx, "", share, k, ell))
+
+    shares = additive_shares(to_ring(xs, ell), n, rng(label + "/in"))
+    return checked(run_program(factory, shares, label, prefix=PREFIX, labels=True), n, ell, len(xs))
+
+
+def run_less_than(xs: Sequence[int], ys: Sequence[int], n: int, ell: int, label: str) -> Words:
+    r = rng(label + "/in")
+    shares = [np.concatenate(p) for p in zip(additive_shares(to_ring(xs, ell), n, r),
+                                              additive_shares(to_ring(ys, ell), n, r))]
+    return checked(run_program(lt_program(ell), shares, label, prefix=PREFIX, labels=True), n, ell, len(xs))
 
 
 # --------------------------------------------------------------------------- Beaver AND
@@ -165,12 +193,22 @@ def test_triple_source_refuses_reuse_and_exhaustion() -> None:
 
 
 def test_engine_refuses_an_exhausted_source() -> None:
+    """A run takes exactly triple_words(n, ell, batch) words; a second run on the same pool finds none."""
     n, ell = 3, 8
-    pools = TrustedDealer(n, rng("exhaust")).pools(SignBitParty.triple_words(n, ell, 4))
-    SignBitParty("s", "alice", NAMES[:n], ell, 4, pools[0]).start(np.zeros(4, np.uint64))
-    second = SignBitParty("s2", "alice", NAMES[:n], ell, 4, pools[0])
+    dealt: list[Dealt] = []
+
+    def deal(p: Plan, k: int) -> Dealt:
+        dealt.append(Dealt(p, k, rng("exhaust")))
+        return dealt[-1]
+
+    run = run_program(msb_program(ell), additive_shares(np.arange(4, dtype=np.uint64), n, rng("exhaust/in")),
+                      "exhaust", prefix=PREFIX, dealt=deal)
+    checked(run, n, ell, 4)
+    assert dealt[0].bits[0].size == triple_words(n, ell, 4)
+    second = CircuitParty("s2", "alice", names(n), msb_program(ell)(dealt[0].context(0, n), np.zeros(4, np.uint64)),
+                          PREFIX)
     with pytest.raises(LocalProtocolError, match="exhausted"):
-        second.start(np.zeros(4, np.uint64))
+        second.start()
 
 
 # --------------------------------------------------------------------------- sign bit
@@ -183,21 +221,27 @@ def test_sign_bit_matches_plaintext(n: int, ell: int, batch: int) -> None:
     values = reduce_bits(random_words(rng(label + "v"), batch), ell)
     if batch > 7:
         values[:7] = edge_values(ell)
-    got, engines, views = run_sign_bit(values, n, ell, label)
-    assert got.dtype == np.uint64 and set(np.unique(got)) <= {0, 1}
+    run = run_sign_bit(values, n, ell, label)
+    got = checked(run, n, ell, batch)
     assert np.array_equal(got, msb(values, ell))
-    rounds = SignBitParty.rounds(n, ell)
-    assert {step for _, step, _ in views["alice"]} == set(engines[0].steps) and len(engines[0].steps) == rounds
-    assert len(views["alice"]) == rounds * (n - 1)  # one message per peer per round
-    assert all(e.finished and e.waiting_for == () for e in engines)
+    steps = steps_of(run)
+    assert {step for _, step, _ in run.views["alice"]} == set(steps) and len(steps) == rounds(n, ell)
+    assert len(run.views["alice"]) == rounds(n, ell) * (n - 1)  # one message per peer per round
+    assert all(e.finished and e.waiting_for == () for e in run.engines)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5])
+def test_sign_bit_on_every_value_of_small_rings(n: int) -> None:
+    for ell in range(2, 9):
+        values = np.arange(1 << ell, dtype=np.uint64)
+        assert sign_bit_of(values, n, ell, f"all{n}/{ell}").tolist() == [int(v >> (ell - 1)) for v in values], ell
 
 
 @pytest.mark.parametrize("ell", [2, 3, 12, 64])
 def test_sign_bit_edges_one_at_a_time(ell: int) -> None:
     for v in edge_values(ell):
         values = np.array([v], dtype=np.uint64)
-        got, _, _ = run_sign_bit(values, 3, ell, f"edge{ell}/{int(v)}")
-        assert np.array_equal(got, msb(values, ell)), int(v)
+        assert np.array_equal(sign_bit_of(values, 3, ell, f"edge{ell}/{int(v)}"), msb(values, ell)), int(v)
 
 
 @settings(max_examples=40, deadline=None)
@@ -205,35 +249,20 @@ def test_sign_bit_edges_one_at_a_time(ell: int) -> None:
 def test_sign_bit_property(n: int, ell: int, data: st.DataObject) -> None:
     values = data.draw(st.lists(st.integers(0, 2**64 - 1), min_size=1, max_size=70))
     words = reduce_bits(np.array(values, dtype=np.uint64), ell)
-    got, _, _ = run_sign_bit(words, n, ell, f"prop{n}/{ell}/{len(values)}")
-    assert np.array_equal(got, msb(words, ell))
+    assert np.array_equal(sign_bit_of(words, n, ell, f"prop{n}/{ell}/{len(values)}"), msb(words, ell))
 
 
 def test_shares_are_reduced_mod_two_to_the_ell() -> None:
     """Shares mod 2^64 work as given: reducing them keeps a sharing of x mod 2^ell."""
     n, ell = 3, 12
-    r = rng("reduce")
     values = np.array([0, 5, 2047, 2048, 4095], dtype=np.uint64)
-    shares = additive_shares(values, n, r)  # full 64-bit shares, not reduced
-    pools = TrustedDealer(n, r).pools(SignBitParty.triple_words(n, ell, 5))
-    engines = {me: SignBitParty("s", me, NAMES[:n], ell, 5, pools[i]) for i, me in enumerate(NAMES[:n])}
-    outs, _ = run(engines, {me: partial(engines[me].start, shares[i])
-                            for i, me in enumerate(NAMES[:n])}, r)
-    assert np.array_equal(xor_all(list(outs.values())), msb(values, ell))
+    shares = additive_shares(values, n, rng("reduce"))   # full 64-bit shares, not reduced
+    assert any(int(s.max()) >= 1 << ell for s in shares)
+    run = run_program(msb_program(ell), shares, "reduce", prefix=PREFIX, labels=True)
+    assert np.array_equal(checked(run, n, ell, values.size), msb(values, ell))
 
 
 # --------------------------------------------------------------------------- comparisons
-
-def run_at_least(xs: Sequence[int], k: int | Words, n: int, ell: int, label: str) -> Words:
-    r = rng(label)
-    names, batch = NAMES[:n], len(xs)
-    pools = TrustedDealer(n, r).pools(AtLeastPublicParty.triple_words(n, ell, batch))
-    shares = additive_shares(to_ring(xs, ell), n, r)
-    engines = {me: AtLeastPublicParty("v", me, names, ell, batch, k, pools[i]) for i, me in enumerate(names)}
-    starts = {me: partial(engines[me].start, shares[i]) for i, me in enumerate(names)}
-    outs, _ = run(engines, starts, r)
-    return xor_all([outs[m] for m in names])
-
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5])
 @pytest.mark.parametrize("ell", [8, 12, 32, 64])
@@ -249,6 +278,22 @@ def test_at_least_public_edges(n: int, ell: int) -> None:
     ys = [0, 0, 0, 3, 1]
     got = run_at_least(ys, to_ring(ks, ell), n, ell, f"gev{n}/{ell}")
     assert got.tolist() == [int(y >= kk) for y, kk in zip(ys, ks)]
+
+
+def signed_pairs(ell: int) -> list[tuple[int, int]]:
+    """Every pair of signed ell-bit values whose difference is a signed ell-bit value too."""
+    half = 1 << (ell - 1)
+    return [(x, y) for x in range(-half, half) for y in range(-half, half) if -half <= x - y < half]
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+@pytest.mark.parametrize("ell", [2, 3, 4, 5])
+def test_comparisons_on_every_pair_of_small_rings(n: int, ell: int) -> None:
+    pairs = signed_pairs(ell)
+    xs, ys = [x for x, _ in pairs], [y for _, y in pairs]
+    assert run_less_than(xs, ys, n, ell, f"lta{n}/{ell}").tolist() == [int(x < y) for x, y in pairs]
+    got = run_at_least(xs, to_ring(ys, ell), n, ell, f"gea{n}/{ell}")
+    assert got.tolist() == [int(x >= y) for x, y in pairs]
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5])
@@ -287,116 +332,165 @@ def test_less_than_random(n: int, ell: int, batch: int) -> None:
     if batch > 4:  # the extreme differences -2^(ell-1) and 2^(ell-1) - 1, and ties
         half = 1 << (ell - 1)
         xs[:4], ys[:4] = [-(half // 2), half // 2 - 1, 3 % half, 0], [half // 2, -(half // 2), 3 % half, 0]
-    names = NAMES[:n]
-    pools = TrustedDealer(n, r).pools(LessThanParty.triple_words(n, ell, batch))
-    x_sh = additive_shares(to_ring(xs, ell), n, r)
-    y_sh = additive_shares(to_ring(ys, ell), n, r)
-    engines = {me: LessThanParty("lt", me, names, ell, batch, pools[i]) for i, me in enumerate(names)}
-    starts = {me: partial(engines[me].start, x_sh[i], y_sh[i]) for i, me in enumerate(names)}
-    outs, _ = run(engines, starts, r)
-    assert xor_all([outs[m] for m in names]).tolist() == [int(x < y) for x, y in zip(xs, ys)]
+    assert run_less_than(xs, ys, n, ell, label).tolist() == [int(x < y) for x, y in zip(xs, ys)]
 
 
 # --------------------------------------------------------------------------- protocol errors
 
-def three_parties(ell: int = 8, batch: int = 3, prefix: str = "cmp") -> list[SignBitParty]:
-    pools = TrustedDealer(3, rng("err" + prefix)).pools(SignBitParty.triple_words(3, ell, batch))
-    return [SignBitParty("sess", me, NAMES[:3], ell, batch, pools[i], prefix) for i, me in enumerate(NAMES[:3])]
+def three_parties(ell: int = 8, batch: int = 3, prefix: str = PREFIX, label: str = "err") -> list[CircuitParty]:
+    """Three engines of the sign bit on zeros, given the plan's round labels as the node gives them."""
+    factory = msb_program(ell)
+    p = planned(factory, 3, batch)
+    pre = Dealt(p, 3, rng(label + prefix))
+    labels = [step for step, _ in p.rounds]
+    return [CircuitParty("sess", me, names(3), factory(pre.context(i, 3), np.zeros(batch, np.uint64)), prefix, labels)
+            for i, me in enumerate(names(3))]
+
+
+def steps(ell: int = 8, batch: int = 3, prefix: str = PREFIX) -> list[str]:
+    return [f"{prefix}/{label}" for label, _ in planned(msb_program(ell), 3, batch).rounds]
 
 
 def test_messages_before_start_are_buffered() -> None:
     a, b, c = three_parties()
-    zeros = np.zeros(3, np.uint64)
-    to_c = [ev for ev in a.start(zeros) + b.start(zeros) if isinstance(ev, Send) and ev.to == "carlos"]
+    to_c = [ev for ev in a.start() + b.start() if isinstance(ev, Send) and ev.to == "carlos"]
+    assert [ev.step for ev in to_c] == [steps()[0]] * 2
     assert c.receive("alice", to_c[0].step, to_c[0].payload) == []
     assert c.receive("bob", to_c[1].step, to_c[1].payload) == []
-    out = c.start(zeros)   # both round-0 openings are in: carlos goes straight to round 1
-    assert {ev.step for ev in out if isinstance(ev, Send)} == {c.steps[0], c.steps[1]}
+    out = c.start()   # both round-0 openings are in: carlos goes straight to round 1
+    assert {ev.step for ev in out if isinstance(ev, Send)} == {steps()[0], steps()[1]}
 
 
 def test_wrong_repeated_early_and_malformed_messages() -> None:
     a, b, c = three_parties()
-    zeros = np.zeros(3, np.uint64)
-    sends = [ev for ev in a.start(zeros) if isinstance(ev, Send) and ev.to == "bob"]
-    msg = sends[0]
+    s = steps()
+    msg = sends_to(a.start(), "bob")
     with pytest.raises(RoundMismatch, match="sum/seed"):
         b.receive("alice", "sum/seed", msg.payload)
-    with pytest.raises(RoundMismatch, match="ahead"):
-        b.receive("alice", b.steps[1], msg.payload)   # not started: only round 0 can come
-    with pytest.raises(RemoteProtocolError, match="bytes") as info:
-        b.receive("alice", msg.step, msg.payload[:-8])
-    assert not isinstance(info.value, RoundMismatch)
-    with pytest.raises(RemoteProtocolError, match="not a peer"):
-        b.receive("mallory", msg.step, msg.payload)
-    with pytest.raises(RemoteProtocolError, match="not a peer"):
-        b.receive("bob", msg.step, msg.payload)
+    with pytest.raises(RoundMismatch, match="neither this round's nor the next"):
+        b.receive("alice", s[1], msg.payload)   # not started: only round 0 can come
+    for sender in ("mallory", "bob"):
+        with pytest.raises(RemoteProtocolError, match="not a peer") as info:
+            b.receive(sender, msg.step, msg.payload)
+        assert not isinstance(info.value, RoundMismatch)
     assert b.receive("alice", msg.step, msg.payload) == []
+    with pytest.raises(RoundMismatch, match="'alice'.*already waiting"):
+        b.receive("alice", msg.step, msg.payload)   # kept for round 0, and a second one is too many
+    b.start()
+    assert b.waiting_for == ("carlos",)   # alice's kept message counts for round 0
     with pytest.raises(RoundMismatch, match="already received"):
         b.receive("alice", msg.step, msg.payload)
-    assert b.waiting_for == ("carlos",)
-    b.start(zeros)
-    with pytest.raises(RoundMismatch, match="ahead"):
-        b.receive("carlos", b.steps[2], bytes(16 * 1))
+    with pytest.raises(RoundMismatch, match="neither this round's nor the next"):
+        b.receive("carlos", s[2], bytes(16 * 1))   # two rounds ahead
+    from_c = sends_to(c.start(), "bob")
+    with pytest.raises(RemoteProtocolError, match="bytes") as info:
+        b.receive("carlos", from_c.step, from_c.payload[:-8])
+    assert not isinstance(info.value, RoundMismatch)
     with pytest.raises(LocalProtocolError, match="already started"):
-        b.start(zeros)
+        b.start()
+    assert sends_to(b.receive("carlos", from_c.step, from_c.payload), "alice").step == s[1]   # the good one counts
+    # a malformed message that comes before start is kept, and refused when its round begins
+    _, early, _ = three_parties(label="early")
+    assert early.receive("alice", msg.step, msg.payload[:-8]) == []
+    with pytest.raises(RemoteProtocolError, match="'cmp/csa/0' from 'alice'.*bytes") as info:
+        early.start()
+    assert not isinstance(info.value, RoundMismatch)
 
 
 def test_stale_and_after_finish_messages() -> None:
     parties = three_parties()
-    zeros = np.zeros(3, np.uint64)
-    round0 = {p.me: [ev for ev in p.start(zeros) if isinstance(ev, Send)] for p in parties}
+    round0 = {p.me: p.start() for p in parties}
     bob = parties[1]
-    for sender in ("alice", "carlos"):
-        ev = next(m for m in round0[sender] if m.to == "bob")
-        bob.receive(sender, ev.step, ev.payload)
-    assert bob.waiting_for == ("alice", "carlos")   # now in round 1
-    ev = next(m for m in round0["alice"] if m.to == "bob")
-    with pytest.raises(RoundMismatch, match="expected step 'cmp/gen'"):
-        bob.receive("alice", ev.step, ev.payload)   # a replay of a finished round
+    deliver(bob, [(p, sends_to(round0[p], "bob")) for p in ("alice", "carlos")])
+    assert bob.waiting_for == ("alice", "carlos") and bob.rounds == 2   # now in round 1, 'cmp/gen'
+    stale = sends_to(round0["alice"], "bob")
+    with pytest.raises(RoundMismatch, match="'cmp/csa/0' from 'alice' is neither this round's nor the next"):
+        bob.receive("alice", stale.step, stale.payload)   # a replay of a finished round
 
     engines = {p.me: p for p in three_parties(prefix="again")}
-    _, views = run(engines, {me: partial(e.start, zeros) for me, e in engines.items()}, rng("stale"))
+    _, views = route(engines, rng("stale"))
     assert all(p.finished for p in engines.values())
     sender, step, payload = views["bob"][-1]
-    with pytest.raises(RoundMismatch, match="finished"):
+    with pytest.raises(RoundMismatch, match="after the end"):
         engines["bob"].receive(sender, step, payload)
 
 
-def test_bad_shares_and_parameters() -> None:
-    a = three_parties()[0]
-    with pytest.raises(LocalProtocolError):
-        a.start(np.zeros(3, np.int64))
-    with pytest.raises(LocalProtocolError):
-        a.start(np.zeros(4, np.uint64))
-    pool = TrustedDealer(2, rng("p")).pools(1)[0]
-    bad: list[tuple[str, tuple[str, ...], int]] = [
-        ("zed", NAMES[:2], 8), ("alice", ("alice",), 8), ("alice", NAMES[:2], 1), ("alice", NAMES[:2], 65),
-        ("alice", ("alice", "alice"), 8)]
-    for me, names, ell in bad:
+def test_bad_shares_thresholds_and_parameters() -> None:
+    pre = Dealt(planned(msb_program(8), 2, 300), 2, rng("bad"))
+    wrong: list[Any] = [np.zeros(3, np.int64), np.zeros((3, 1), np.uint64), np.zeros(3, np.float64)]
+    for shares in wrong:
+        party = CircuitParty("s", "alice", names(2), msb_program(8)(pre.context(0, 2), shares), PREFIX)
+        with pytest.raises(LocalProtocolError, match="one-dimensional uint64"):
+            party.start()
+    for ell in (1, 65):
+        party = CircuitParty("s", "alice", names(2), msb_program(ell)(pre.context(0, 2), np.zeros(3, np.uint64)),
+                             PREFIX)
+        with pytest.raises(LocalProtocolError, match="ell must be in 2..64"):
+            party.start()
+
+    def four_thresholds(ctx: Context, share: Words) -> Program[Words]:
+        return (yield from at_least(ctx, "", share, np.zeros(4, np.uint64), 8))
+
+    with pytest.raises(LocalProtocolError, match="4 thresholds for 3 values"):
+        CircuitParty("s", "alice", names(2), four_thresholds(pre.context(0, 2), np.zeros(3, np.uint64)), PREFIX).start()
+    # the number of values is public: a party with another count is refused by its peers
+    alice = CircuitParty("s", "alice", names(2), msb_program(8)(pre.context(0, 2), np.zeros(300, np.uint64)), PREFIX)
+    bob = CircuitParty("s", "bob", names(2), msb_program(8)(pre.context(1, 2), np.zeros(100, np.uint64)), PREFIX)
+    msg = sends_to(alice.start(), "bob")
+    bob.start()
+    with pytest.raises(RemoteProtocolError, match="'alice'.*bytes"):
+        bob.receive("alice", msg.step, msg.payload)
+    for me, parties in [("zed", ("alice", "bob")), ("alice", ("alice",)), ("alice", ("alice", "alice")),
+                        ("alice", ("alice", "bob", "alice"))]:
         with pytest.raises(LocalProtocolError):
-            SignBitParty("s", me, names, ell, 1, pool)
-    with pytest.raises(LocalProtocolError):
-        SignBitParty.triple_words(3, 8, 0)
+            CircuitParty("s", me, parties, msb_program(8)(pre.context(0, 2), np.zeros(3, np.uint64)), PREFIX)
+    for args in ((3, 8, 0), (1, 8, 1), (3, 1, 1), (3, 65, 1)):
+        with pytest.raises(LocalProtocolError):
+            triple_words(*args)
+    for n, ell in ((1, 8), (3, 1), (3, 65)):
+        with pytest.raises(LocalProtocolError):
+            rounds(n, ell)
 
 
 def test_step_labels_carry_the_prefix() -> None:
-    steps = three_parties(ell=32, prefix="vote/cmp")[0].steps
-    assert steps == ("vote/cmp/csa/0", "vote/cmp/gen", "vote/cmp/ks/0", "vote/cmp/ks/1", "vote/cmp/ks/2",
-                     "vote/cmp/ks/3", "vote/cmp/ks/4")
+    expected = ["vote/cmp/csa/0", "vote/cmp/gen", "vote/cmp/ks/0", "vote/cmp/ks/1", "vote/cmp/ks/2",
+                "vote/cmp/ks/3", "vote/cmp/ks/4"]
+    assert steps(ell=32, prefix="vote/cmp") == expected
+    engines = {p.me: p for p in three_parties(ell=32, prefix="vote/cmp")}
+    _, views = route(engines, rng("labels"))
+    for me in names(3):
+        for peer in set(names(3)) - {me}:
+            assert sorted((step for sender, step, _ in views[me] if sender == peer), key=expected.index) == expected
 
 
 def test_round_and_triple_counts() -> None:
-    assert SignBitParty.rounds(3, 32) == 7 == 1 + 1 + math.ceil(math.log2(31))
-    assert SignBitParty.rounds(2, 2) == 1 and SignBitParty.rounds(5, 64) == 3 + 1 + 6
-    assert SignBitParty.triple_words(3, 32, 1) == 7           # one (partly used) word per round
-    assert SignBitParty.triple_words(3, 32, 64) == 118        # 118 AND gates per value
+    assert rounds(3, 32) == 7 == 1 + 1 + math.ceil(math.log2(31))
+    assert rounds(2, 2) == 1 and rounds(5, 64) == 3 + 1 + 6
+    assert triple_words(3, 32, 1) == 7           # one (partly used) word per round
+    assert triple_words(3, 32, 64) == 118        # 118 AND gates per value
     for n, ell in [(2, 12), (4, 12), (5, 64)]:
-        assert SignBitParty.triple_words(n, ell, 640) == 10 * SignBitParty.triple_words(n, ell, 64)
+        assert triple_words(n, ell, 640) == 10 * triple_words(n, ell, 64)
+    # the module docstring's formulas, for every n and ell it covers
+    prefix_gates = {ell: sum(g for _, g in _layer_plan(2, ell)) for ell in range(2, 65)}
+    assert [prefix_gates[ell] for ell in (2, 8, 12, 32, 64)] == [1, 17, 29, 87, 182]
+    for n in range(2, 7):
+        for ell in range(2, 65):
+            assert rounds(n, ell) == CSA_DEPTH[n - 2] + 1 + math.ceil(math.log2(ell - 1)), (n, ell)
+            gates = (n - 2) * (ell - 1) + prefix_gates[ell]
+            assert sum(g for _, g in _layer_plan(n, ell)) == gates, (n, ell)
+            assert triple_words(n, ell, 64) == gates
+    # and the program the engine runs draws exactly that: per round ceil(gates * batch / 64) words, d and e sent
+    for n in (2, 3, 4, 5):
+        for ell in (2, 3, 8, 12, 32, 33, 64):
+            for batch in (1, 63, 64, 65, 1000):
+                p = plan(msb_program(ell), n, batch)
+                assert p.bit_words == triple_words(n, ell, batch) and len(p.rounds) == rounds(n, ell)
+                assert p.rounds == tuple((label, 2 * -(-g * batch // 64)) for label, g in _layer_plan(n, ell))
 
 
 # --------------------------------------------------------------------------- views
 
-def balanced(samples: np.ndarray, delta: float) -> bool:
+def positions_balanced(samples: np.ndarray, delta: float) -> bool:
     """Every bit position, and all bits together, look like fair coins across runs.
 
     `samples` is runs x positions of 0/1; Hoeffding's bound with a union bound over the
@@ -409,21 +503,11 @@ def balanced(samples: np.ndarray, delta: float) -> bool:
     return bool(np.all(np.abs(ones - runs / 2) <= slack) and abs(ones.sum() - samples.size / 2) <= total_slack)
 
 
-class ZeroTriples:
-    """a = b = c = 0: valid triples that mask nothing (the negative control of the views test)."""
-
-    def take(self, words: int) -> BitTriples:
-        z = np.zeros(words, np.uint64)
-        return BitTriples(z, z.copy(), z.copy())
-
-
-def received_bits(n: int, ell: int, fixed: list[Words], sources: Callable[[], list[TripleSource]], order: Rng) -> np.ndarray:
-    names = NAMES[:n]
-    pools = sources()
-    engines = {me: SignBitParty("v", me, names, ell, fixed[0].size, pools[i]) for i, me in enumerate(names)}
-    starts = {me: partial(engines[me].start, fixed[i]) for i, me in enumerate(names)}
-    _, views = run(engines, starts, order)
-    view = sorted(views["alice"], key=lambda m: (engines["alice"].steps.index(m[1]), m[0]))
+def received_bits(ell: int, fixed: list[Words], dealt: Callable[[Plan, int], Dealt], order: Rng) -> np.ndarray:
+    """Alice's view of one run on fixed input shares, round by round and peer by peer, as bits."""
+    run = run_program(msb_program(ell), fixed, "views", prefix=PREFIX, dealt=dealt, order=order, labels=True)
+    order_of = steps_of(run)
+    view = sorted(run.views["alice"], key=lambda m: (order_of.index(m[1]), m[0]))
     words = np.concatenate([words_from_bytes(p) for _, _, p in view])
     return np.unpackbits(words.view(np.uint8))
 
@@ -434,13 +518,13 @@ def test_openings_a_party_receives_are_uniform_bits() -> None:
     n, ell, batch, runs = 3, 12, 2, 400
     fixed = additive_shares(np.array([1000, 3], dtype=np.uint64), n, rng("fixed"))
     system = SystemRng()
-    size = SignBitParty.triple_words(n, ell, batch)
+    size = triple_words(n, ell, batch)
 
-    def fresh() -> list[TripleSource]:
-        return list(TrustedDealer(n, AesCtrRng(system.random_bytes(16))).pools(size))
+    def fresh(p: Plan, k: int) -> Dealt:
+        return Dealt(p, k, AesCtrRng(system.random_bytes(16)))
 
-    samples = np.stack([received_bits(n, ell, fixed, fresh, system) for _ in range(runs)])
+    samples = np.stack([received_bits(ell, fixed, fresh, system) for _ in range(runs)])
     assert samples.shape[1] == 2 * 2 * 64 * size   # two peers, d and e, every triple word
-    assert balanced(samples, 1e-6)
-    leaky = np.stack([received_bits(n, ell, fixed, lambda: [ZeroTriples()] * n, system) for _ in range(runs)])
-    assert not balanced(leaky, 1e-6)
+    assert positions_balanced(samples, 1e-6)
+    leaky = np.stack([received_bits(ell, fixed, ZeroDealt, system) for _ in range(runs)])
+    assert not positions_balanced(leaky, 1e-6)

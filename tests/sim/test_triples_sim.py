@@ -3,93 +3,37 @@ PROTOCOLS.md §3-4) with an in-memory router: no grpc, messages delivered in a C
 order, also before the receiving party has started. Checks c = a ∧ b on every bit after XOR
 over all parties, the TriplePool's refusal to hand out a word twice, and that what a party
 receives (IKNP messages, corrections) looks uniform (false-alarm rate < 10^-6 per test).
+The router, the balance check and the ideal base-OT double are tests/sim/common.py's.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import reduce
-from typing import Any
 
 import numpy as np
 import pytest
 
 from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.ot.base import ELEMENT_BYTES
-from mpc.ot.extension import KAPPA, IknpReceiver, IknpSender
+from mpc.ot.extension import KAPPA
 from mpc.ot.triples import (STEP_BASE_A, STEP_BASE_B, STEP_T, STEP_U, OtReady, PairwiseOt, PairwiseOtSetup,
                             TripleDealerless, TriplePool)
 from mpc.prg import AesCtrRng, SystemRng
 from mpc.protocols.beaver import BitTriples
 from mpc.events import Send
 from mpc.ring import Words
+from tests.sim.common import FALSE_ALARM, Router, assert_balanced, ideal_setup, names
 
-FALSE_ALARM = 1e-6
 IKNP_HEADER = 16
 OtState = Mapping[str, Mapping[str, PairwiseOt]]
 
 
-def names(n: int) -> list[str]:
-    return ["alice", "bob", "carlos", "david", "erin"][:n]
-
-
-def two_sided_z(alpha: float) -> float:
-    lo, hi = 0.0, 40.0
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if math.erfc(mid / math.sqrt(2)) > alpha else (lo, mid)
-    return hi
-
-
-def assert_balanced(bits: np.ndarray, alpha: float = FALSE_ALARM) -> None:
-    """The packed bits' count of ones lies in the two-sided alpha band of Binomial(n, 1/2)."""
-    n = bits.size * 8
-    ones = int(np.unpackbits(bits).sum())
-    bound = two_sided_z(alpha) * math.sqrt(n) / 2
-    assert abs(ones - n / 2) <= bound, f"{ones} ones in {n} bits, allowed ±{bound:.0f} around {n / 2}"
-
-
-# --- the in-memory router ---------------------------------------------------------------------
-
-@dataclass
-class Router:
-    """Delivers every Send to its engine, in a CSPRNG-chosen order, interleaved with the starts."""
-
-    engines: Mapping[str, Any]
-    received: dict[str, list[tuple[str, str, bytes]]] = field(default_factory=dict)
-    results: dict[str, Any] = field(default_factory=dict)
-
-    def run(self) -> dict[str, Any]:
-        queue: list[tuple[str, str, Send]] = []
-        unstarted = list(self.engines)
-        for _ in range(100_000):  # bounded
-            if not queue and not unstarted:
-                return self.results
-            if unstarted and (not queue or secrets.randbelow(3) == 0):
-                me = unstarted.pop(secrets.randbelow(len(unstarted)))
-                events = self.engines[me].start()
-            else:
-                to, sender, send = queue.pop(secrets.randbelow(len(queue)))
-                self.received.setdefault(to, []).append((sender, send.step, send.payload))
-                events = self.engines[to].receive(sender, send.step, send.payload)
-                me = to
-            for event in events:
-                if isinstance(event, Send):
-                    queue.append((event.to, me, event))
-                else:
-                    assert me not in self.results, f"{me} finished twice"
-                    self.results[me] = event
-        raise AssertionError("router did not settle")
-
-
 def real_setup(parties: Sequence[str]) -> dict[str, dict[str, PairwiseOt]]:
     router = Router({p: PairwiseOtSetup(p, parties, SystemRng(), session_id="setup-1") for p in parties})
-    results = router.run()
-    assert set(results) == set(parties)
+    router.run()
+    results = router.single()
     for p, ready in results.items():
         assert isinstance(ready, OtReady) and set(ready.pairs) == set(parties) - {p}
     # each party got exactly one A and one B batch from each peer
@@ -97,22 +41,6 @@ def real_setup(parties: Sequence[str]) -> dict[str, dict[str, PairwiseOt]]:
         steps = sorted(step for _, step, _ in router.received[p])
         assert steps == sorted([STEP_BASE_A, STEP_BASE_B] * (len(parties) - 1))
     return {p: dict(ready.pairs) for p, ready in results.items()}
-
-
-def ideal_setup(parties: Sequence[str]) -> dict[str, dict[str, PairwiseOt]]:
-    """The same state from an ideal base-OT functionality (a test double: fast, for n = 4, 5)."""
-    receivers: dict[tuple[str, str], IknpReceiver] = {}
-    senders: dict[tuple[str, str], IknpSender] = {}
-    for i in parties:
-        for j in parties:
-            if i == j:
-                continue
-            pairs = [(os.urandom(16), os.urandom(16)) for _ in range(KAPPA)]
-            s = os.urandom(KAPPA // 8)
-            bits = np.unpackbits(np.frombuffer(s, dtype=np.uint8), bitorder="little")
-            receivers[i, j] = IknpReceiver(pairs)  # i chooses, j sends
-            senders[j, i] = IknpSender(s, [pairs[k][bits[k]] for k in range(KAPPA)])
-    return {p: {q: PairwiseOt(q, receivers[p, q], senders[p, q]) for q in parties if q != p} for p in parties}
 
 
 @pytest.fixture(scope="module")
@@ -125,8 +53,8 @@ def run_triples(parties: Sequence[str], ot: OtState, words: int,
                 session: str = "s") -> tuple[dict[str, BitTriples], Router]:
     router = Router({p: TripleDealerless(p, parties, words, AesCtrRng(os.urandom(16)), ot[p], session)
                      for p in parties})
-    results = router.run()
-    assert set(results) == set(parties)
+    router.run()
+    results = router.single()
     assert all(isinstance(t, BitTriples) and t.words == words for t in results.values())
     return results, router
 
