@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+from mpc.cli.inputs import NEGATIVE_NUMBERS
 from mpc.cli.progress import TerminalProgress
 from mpc.config import load_cluster
 from mpc.coordinator.client import (
@@ -87,7 +87,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cp.add_argument("name", help="net-demand input name, stored at every node (one value per price)")
     cp.add_argument("--prices", type=_integers, required=True, metavar="P1,P2,...", help="the price grid, increasing")
     # A grid may start below zero ("--prices -5,0,5"): let argparse read "-5,0,5" as a value, not an option.
-    cp._negative_number_matcher = re.compile(r"^-\d[\d,-]*$")
+    cp._negative_number_matcher = NEGATIVE_NUMBERS
     cp.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
     _common(cp)
     cp.set_defaults(run=run_clearing_price)
@@ -219,6 +219,8 @@ def _shape(i: InputStatus) -> str:
     if i.kind == "ballots":
         return f"{i.name}[ballots] v{i.version}"
     shape = i.name if i.scalar else f"{i.name}[{i.length}]"
+    if i.kind != "number":
+        shape += f"[{i.kind}]"
     bounds = "bounds undeclared" if i.bounds is None else f"{_fmt(i.bounds[0])}..{_fmt(i.bounds[1])}"
     return f"{shape} v{i.version} ({bounds})"
 

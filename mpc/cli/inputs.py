@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 from mpc.config import load_cluster
@@ -36,6 +37,10 @@ def open_store(args: argparse.Namespace, *, must_exist: bool = False) -> Store:
     return Store.open_dir(data_dir)
 
 
+# What argparse should read as a (negative) value rather than an option: "-5", "-1000,1000", "-5,0,5".
+NEGATIVE_NUMBERS = re.compile(r"^-[0-9.][0-9.,-]*$")
+
+
 def add_store_arguments(p: argparse.ArgumentParser) -> None:
     """Add --cluster/--node/--data-dir: which node's local store a command opens."""
     p.add_argument("--cluster", type=Path, default=None, help="cluster file (default: $MPC_CLUSTER)")
@@ -62,6 +67,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     put.add_argument("--bounds", metavar="LO,HI", default=None,
                      help="declared public bounds of every value (default -2147483647,2147483647); sessions are "
                           "checked against them, never against the values")
+    # Values and bounds may start below zero ("--bounds -1000,1000", "VALUE... -5 -30"): let argparse
+    # read them as values, not as options.
+    put._negative_number_matcher = NEGATIVE_NUMBERS
     put.add_argument("--ballots", action="store_true",
                      help="the values are ballots for `mpc vote`: 0 or 1, or with --bounds 0,K-1 option indices "
                           "for `mpc vote --options`; only votes may use them unless the node's policy says "

@@ -268,7 +268,7 @@ class NodeCore:
                 raise PolicyError(f"node {name}: input {input_name!r} holds ballots, which only votes may use "
                                   f"(the policy's allow.{protocol.name} may name it)")
             raise InputError(f"input {input_name!r} at node {name} is not declared as "
-                             f"{' or '.join(sorted(protocol.kinds))} (it holds {stored.kind}s); a {protocol.name} "
+                             f"{' or '.join(sorted(protocol.kinds))} (it holds {stored.kind}s); {protocol.name} "
                              f"takes {protocol.takes}")
         rules = policy.rules(input_name)
         pinned = rules.pinned(list(self.cluster.nodes))

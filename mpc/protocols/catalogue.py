@@ -82,7 +82,7 @@ class Declared:
 
     name: str
     node: str
-    kind: str                             # "number" or "ballots"
+    kind: str                             # "number", "ballots" or "curve"
     bounds: tuple[int, int] | None        # encoded at frac_bits; None: undeclared
     records: int = dataclasses.field(repr=False)   # stored length (a ballot input's count stays private)
     frac_bits: int

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -21,6 +22,7 @@ from mpc.store.schema import _MIGRATIONS, SCHEMA_VERSION
 
 FILE_NAME = "node.sqlite3"
 BUSY_TIMEOUT_MS = 5000
+OPEN_ATTEMPTS = 5   # opening a store that another process is creating: 0.05 + 0.1 + 0.2 + 0.4 s of backoff
 
 
 def _now() -> str:
@@ -63,8 +65,18 @@ class StoreBase:
             raise StoreError(f"cannot open the store {str(self.path)!r}: {exc}") from exc
         self._conn: sqlite3.Connection | None = conn
         try:
-            self._configure()
-            self._migrate()
+            for attempt in range(OPEN_ATTEMPTS):
+                try:
+                    self._configure()
+                    self._migrate()
+                    break
+                except StoreError as exc:
+                    # Two processes creating the same new store at once (two `mpc input put`s) can
+                    # find it locked while the other switches it to WAL, without SQLite's busy
+                    # wait: try again a few times, backing off, then give up with the error.
+                    if "locked" not in str(exc) or attempt == OPEN_ATTEMPTS - 1:
+                        raise
+                    time.sleep(0.05 * 2 ** attempt)
         except BaseException:
             self.close()
             raise
