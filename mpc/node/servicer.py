@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from mpc.errors import (
     AuthError,
@@ -174,6 +175,14 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
             caller = _require(context, "coordinator", "Control.Prepare")
             protocol = BY_WIRE_ID.get(request.protocol)
             try:
+                fields = UnknownFieldSet(request)
+                unknown = sorted({fields[i].field_number for i in range(len(fields))})
+                if unknown:
+                    # Fields 6 and 7 were an older mpc's average_mode and threshold: a node that ignored
+                    # them would run another computation than the coordinator asked for.
+                    raise RemoteProtocolError(f"prepare request has fields this node does not know {unknown[:8]} "
+                                              f"(from an older or newer mpc: 6 and 7 were average_mode and "
+                                              f"threshold, now protocol parameters); nothing was prepared")
                 if protocol is None:
                     raise RemoteProtocolError(f"unknown protocol {request.protocol}")
                 params = params_from_wire(protocol, _params(request, protocol.name))

@@ -1185,3 +1185,23 @@ def test_release_budget_plurality_and_clearing(env: Env) -> None:
     for node in TRIO:
         assert [r.counted for r in env.releases(node, "budget_votes")] == [True, False, False]
         assert [r.counted for r in env.releases(node, "budget_curve")] == [True, False, False]
+
+
+def test_a_prepare_from_an_older_mpc_is_refused_not_misread(env: Env) -> None:
+    """An older coordinator sent average_mode (field 6) and a vote's threshold (field 7). A node that
+    ignored them would run "at least half" where "at least K" was asked: it refuses the request,
+    naming the fields, and prepares nothing."""
+    session = secrets.token_hex(16)
+    request = mpc_pb2.PrepareRequest(session_id=session, protocol=entry("vote").wire_id, input_name="poll_tie",
+                                     participants=list(TRIO), timeout_ms=10_000)
+    old = mpc_pb2.PrepareRequest.FromString(request.SerializeToString() + bytes([6 << 3, 1, 7 << 3, 5]))
+
+    async def go() -> grpc.aio.AioRpcError:
+        async with control(env.lc, "alice") as stub:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Prepare(old, timeout=CALL_TIMEOUT)
+        return err.value
+    error = env.run(go())
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
+    assert "fields this node does not know [6, 7]" in (error.details() or ""), error.details()
+    assert set(env.run(active_sessions(env.lc)).values()) == {0}
