@@ -113,7 +113,7 @@ def vote_ballots(ballots: int, parties: int) -> list[np.ndarray]:
 def _write_cluster(work: Path, names: Sequence[str], inputs: Mapping[str, Sequence[np.ndarray]],
                    bounds: tuple[int, int] | None) -> Path:
     """A local cluster file with `inputs[input_name][i]` stored at node names[i], declared with
-    `bounds` ("ballots" as ballots). The default policy applies: every benchmark repeats one query."""
+    `bounds` ("ballots" as ballots, "bids" as bids). The default policy applies: every benchmark repeats one query."""
     cluster_file = write_local_cluster(work, names, session_timeout_s=_SESSION_TIMEOUT_S)
     cluster = load_cluster(cluster_file)
     for i, name in enumerate(names):
@@ -122,7 +122,8 @@ def _write_cluster(work: Path, names: Sequence[str], inputs: Mapping[str, Sequen
             raise RuntimeError("write_local_cluster sets data_dir")
         with Store.open_dir(data_dir) as store:
             for input_name, per_node in inputs.items():
-                store.put_input(input_name, per_node[i], 0, False, bounds=bounds, ballots=input_name == "ballots")
+                kind = {"ballots": "ballots", "bids": "bids"}.get(input_name, "number")
+                store.put_input(input_name, per_node[i], 0, False, bounds=bounds, kind=kind)
     return cluster_file
 
 @dataclass

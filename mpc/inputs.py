@@ -111,30 +111,32 @@ def _encode_with_bounds(texts: Sequence[str], bounds: tuple[str, str] | None, fr
 def put_values(store: Store, name: str, texts: Sequence[str], *, frac_bits: int | None = None,
                scalar: bool = False, overwrite: bool = False, source: str = "",
                bounds: tuple[str, str] | None = None, ballots: bool = False,
-               curve: bool = False) -> tuple[int, int]:
+               kind: str = "number") -> tuple[int, int]:
     """Encode values and store them as private input `name`, with their declared bounds.
 
     Args:
         bounds: (LO, HI) as decimal text; default +-2147483647 (ballots: 0 and 1, or 0..K-1).
         ballots: the values are ballots (0/1, or option indices) for votes; their number is never shown.
-        curve: the values are a net-demand curve (never increasing) for `mpc clearing-price`.
+        kind: what the input is (mpc.store.KINDS): "options" (with bounds 0,K-1) for `mpc vote --options`,
+            "curve" for `mpc clearing-price`, "bids" for `mpc auction`.
     Returns: (number of values, fractional bits used).
     Raises: InputError naming the value's position (or `source` line) when one is bad or
     outside the bounds; StoreError when the name exists and overwrite is False.
     """
     if scalar and len(texts) != 1:
         raise InputError(f"input {name!r}: a scalar takes exactly one value, got {len(texts)}")
-    if ballots and scalar:
-        raise InputError(f"input {name!r}: ballots are a vector (one ballot is stored as a vector of one)")
+    if (ballots or kind != "number") and scalar:
+        raise InputError(f"input {name!r}: {'ballots' if ballots else kind} are a vector (one value is stored as "
+                         f"a vector of one)")
     values, bits, declared = _encode_with_bounds(texts, bounds, frac_bits,
                                                  lambda i: f"input {name!r}, {source or 'value'} {i + 1}")
-    store.put_input(name, values, bits, scalar, overwrite=overwrite, bounds=declared, ballots=ballots, curve=curve)
+    store.put_input(name, values, bits, scalar, overwrite=overwrite, bounds=declared, ballots=ballots, kind=kind)
     return values.size, bits
 
 
 def put_csv(store: Store, name: str, path: Path, column: str, *, frac_bits: int | None = None,
             overwrite: bool = False, bounds: tuple[str, str] | None = None,
-            ballots: bool = False, curve: bool = False) -> tuple[int, int]:
+            ballots: bool = False, kind: str = "number") -> tuple[int, int]:
     """Store one CSV column as a private vector input.
 
     Returns: (number of values, fractional bits used).
@@ -143,5 +145,5 @@ def put_csv(store: Store, name: str, path: Path, column: str, *, frac_bits: int 
     texts, lines = read_csv_column(path, column)
     values, bits, declared = _encode_with_bounds(texts, bounds, frac_bits,
                                                  lambda i: f"{path} line {lines[i]}, column {column!r}")
-    store.put_input(name, values, bits, False, overwrite=overwrite, bounds=declared, ballots=ballots, curve=curve)
+    store.put_input(name, values, bits, False, overwrite=overwrite, bounds=declared, ballots=ballots, kind=kind)
     return values.size, bits

@@ -69,7 +69,7 @@ def _demo(workdir: Path) -> int:
             put_values(store, "raise", [value], scalar=True, overwrite=True, bounds=("0", "100000"))
             put_values(store, "referendum", REFERENDUM[name], overwrite=True, ballots=True)
             put_values(store, "unanimous", ["1"] * len(REFERENDUM[name]), overwrite=True, ballots=True)
-            put_values(store, "bids", BIDS[name], overwrite=True, bounds=("0", "1000000"))
+            put_values(store, "bids", BIDS[name], overwrite=True, bounds=("0", "1000000"), kind="bids")
         print(f"  {name:<7} stores their raise in their own node's store (it never leaves in the clear)")
     nodes = NodeProcesses(cluster_file, workdir / "logs")
     try:

@@ -70,13 +70,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     # Values and bounds may start below zero ("--bounds -1000,1000", "VALUE... -5 -30"): let argparse
     # read them as values, not as options.
     put._negative_number_matcher = NEGATIVE_NUMBERS
-    put.add_argument("--ballots", action="store_true",
-                     help="the values are ballots for `mpc vote`: 0 or 1, or with --bounds 0,K-1 option indices "
-                          "for `mpc vote --options`; only votes may use them unless the node's policy says "
-                          "otherwise, and their number is never shown")
-    put.add_argument("--curve", action="store_true",
-                     help="the values are a net-demand curve over a price grid for `mpc clearing-price` (demand "
-                          "positive, supply negative); refused if it ever increases")
+    kind = put.add_mutually_exclusive_group()
+    kind.add_argument("--ballots", action="store_true",
+                      help="the values are ballots (0 or 1) for `mpc vote`: only a vote may use them unless the "
+                           "node's policy says otherwise, and their number is never shown")
+    kind.add_argument("--options", type=int, default=None, metavar="K",
+                      help="the values are ballots for a plurality vote over K options, each an index 0..K-1 "
+                           "(`mpc vote NAME --options A,B,...`); their number is never shown")
+    kind.add_argument("--curve", action="store_true",
+                      help="the values are a net-demand curve over a price grid for `mpc clearing-price` (demand "
+                           "positive, supply negative); refused if it ever increases")
+    kind.add_argument("--bids", action="store_true",
+                      help="the values are sealed bids (integers) for `mpc auction`")
     add_store_arguments(put)
     put.set_defaults(run=run_put)
     ls = isub.add_parser("list", help="list input names and shapes (never values)")
@@ -99,19 +104,21 @@ def run_put(args: argparse.Namespace) -> int:
     elif not args.values:
         raise ConfigError(f"no values for input {args.name!r}: give VALUE... or --csv FILE --column NAME")
     bounds = None if args.bounds is None else parse_bounds(args.bounds)
-    scalar = (args.csv is None and len(args.values) == 1 and not args.vector and not args.ballots
-              and not args.curve)
+    kind = "ballots" if args.ballots else "curve" if args.curve else "bids" if args.bids else "number"
+    if args.options is not None:
+        if bounds is not None:
+            raise ConfigError("--options K declares the bounds 0,K-1 itself; leave out --bounds")
+        kind, bounds = "options", ("0", str(args.options - 1))
+    scalar = args.csv is None and len(args.values) == 1 and not args.vector and kind == "number"
     with open_store(args) as store:
         if args.csv is not None:
             count, bits = put_csv(store, args.name, args.csv, args.column, frac_bits=args.frac_bits,
-                                           overwrite=args.overwrite, bounds=bounds, ballots=args.ballots,
-                                           curve=args.curve)
+                                           overwrite=args.overwrite, bounds=bounds, kind=kind)
         else:
             count, bits = put_values(store, args.name, args.values, frac_bits=args.frac_bits,
-                                              scalar=scalar, overwrite=args.overwrite, bounds=bounds,
-                                              ballots=args.ballots, curve=args.curve)
+                                              scalar=scalar, overwrite=args.overwrite, bounds=bounds, kind=kind)
         info = next(i for i in store.list_inputs() if i.name == args.name)
-    shape = "ballots" if args.ballots else "curve" if args.curve else ("scalar" if scalar else "vector")
+    shape = kind if kind != "number" else ("scalar" if scalar else "vector")
     shape += f" of {count}" if not scalar else ""
     scale = "exact integers" if bits == 0 else f"fixed point, {bits} fractional bits"
     print(f"stored {args.name!r} version {info.version}: {shape} ({scale}; bounds {_bounds_text(info)})")

@@ -40,7 +40,7 @@ from mpc.prg import Rng, SystemRng
 from mpc.events import Output, Send
 from mpc.ot.triples import OtSetups
 from mpc.protocols.agreement import STEP_DIGEST, AgreedParty, session_digest
-from mpc.protocols.catalogue import NAMES, Contributing, Declared, EngineArgs, Entry, describe_params
+from mpc.protocols.catalogue import NAMES, Contributing, Declared, EngineArgs, Entry, describe_params, users
 from mpc.ring import Words
 from mpc.store import InputInfo, Store, StoredInput, Transfer
 
@@ -225,7 +225,7 @@ class NodeCore:
         declared = Declared(input_name, name, stored.kind, stored.bounds, records, stored.frac_bits, stored.is_scalar)
         self._check_rules(protocol, params, stored, participants)
         protocol.check(params, declared, len(participants), stored.frac_bits)
-        if "ballots" not in protocol.kinds:   # a vote never reads its ballots
+        if not protocol.kinds & {"ballots", "options"}:   # a vote never reads its ballots, only their tally
             version, stored = stored.version, self.store.get_input(input_name)
             if stored.version != version:
                 raise RoundMismatch(f"session {session_id}: input {input_name!r} at node {name} was replaced "
@@ -263,13 +263,19 @@ class NodeCore:
         of a kind the protocol does not take.
         """
         name, policy, input_name = self.me.name, self.me.policy, stored.name
-        if stored.kind not in protocol.kinds and input_name not in policy.allow.get(protocol.name, ()):
-            if stored.kind == "ballots":
-                raise PolicyError(f"node {name}: input {input_name!r} holds ballots, which only votes may use "
-                                  f"(the policy's allow.{protocol.name} may name it)")
-            raise InputError(f"input {input_name!r} at node {name} is not declared as "
-                             f"{' or '.join(sorted(protocol.kinds))} (it holds {stored.kind}s); {protocol.name} "
-                             f"takes {protocol.takes}")
+        if stored.kind not in protocol.kinds:
+            # An input made for one protocol (ballots, options, a curve, bids) serves a protocol on
+            # numbers only where the owner's policy names it; the protocols made for a kind never
+            # take another (a vote on numbers, or a plurality on yes/no ballots, would open a tally).
+            if stored.kind != "number" and "number" in protocol.kinds:
+                if input_name not in policy.allow.get(protocol.name, ()):
+                    raise PolicyError(f"node {name}: input {input_name!r} holds {stored.kind}, which only "
+                                      f"{' or '.join(users(stored.kind))} may use (the policy's "
+                                      f"allow.{protocol.name} may name it)")
+            else:
+                raise InputError(f"input {input_name!r} at node {name} is not declared as "
+                                 f"{' or '.join(sorted(protocol.kinds))} (it holds {stored.kind}); "
+                                 f"{protocol.name} takes {protocol.takes}")
         rules = policy.rules(input_name)
         pinned = rules.pinned(list(self.cluster.nodes))
         if pinned is not None and set(participants) != pinned:
@@ -356,8 +362,8 @@ class NodeCore:
             # Reserve the release now, before our digest goes out: a node whose budget refuses
             # never sends one, so no peer reaches agreement and no output share leaves any node.
             self.releases.reserve(session_id, stored, session.query)
-            index = session.parties.index(me)
-            offset = sum(ordered[p] for p in session.parties[:index])
+            layout = sorted(session.parties)   # by name: the output may not depend on the session's order
+            offset = sum(ordered[p] for p in layout[:layout.index(me)])
             contribution = protocol.contribute(params, Contributing(
                 session.declared, stored.values, session.yes, stored.tally, frac_bits, len(session.parties), offset,
                 sum(ordered.values())))
@@ -371,7 +377,11 @@ class NodeCore:
                 self._dispatch(session, engine.start(contribution, digest))
                 early, session.early = session.early, []
                 for sender, step, payload in early if engine.failure is None else ():
-                    self._dispatch(session, await self._run_engine(engine, sender, step, payload))
+                    try:
+                        events = await self._run_engine(engine, sender, step, payload)
+                    except MpcError as exc:
+                        raise type(exc)(f"bad message from {sender}: {exc}") from None
+                    self._dispatch(session, events)
             if engine.failure is not None:   # a peer's early digest differs; ours still went out
                 raise engine.failure
             try:
@@ -487,7 +497,7 @@ class NodeCore:
             async with session.lock:
                 engine = session.engine
                 if engine is None:   # a peer started before our compute: keep it until the engine exists
-                    if len(session.early) >= MAX_EARLY_PER_PEER * len(session.parties):
+                    if sum(1 for s, _, _ in session.early if s == sender) >= MAX_EARLY_PER_PEER:
                         raise RemoteProtocolError(f"session {session_id}: too many messages from peers before "
                                                   f"node {self.me.name} started computing")
                     session.early.append((sender, step, payload))

@@ -82,7 +82,7 @@ class Declared:
 
     name: str
     node: str
-    kind: str                             # "number", "ballots" or "curve"
+    kind: str                             # one of mpc.store.KINDS
     bounds: tuple[int, int] | None        # encoded at frac_bits; None: undeclared
     records: int = dataclasses.field(repr=False)   # stored length (a ballot input's count stays private)
     frac_bits: int
@@ -106,6 +106,7 @@ class Contributing:
     parties: int
     offset: int                    # words of the participants before this node ("concat" protocols)
     total: int                     # the sum of every participant's length ("concat" protocols)
+    # offset: the participants are laid out in name order (sorted), whatever the session's order
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +254,7 @@ class Entry(Generic[P]):
     wire_id: ClassVar[int]           # PrepareRequest.protocol
     params: ClassVar[type]           # the parameter dataclass
     reveals: ClassVar[str]           # what the opened output reveals, for people
-    kinds: ClassVar[frozenset[str]] = frozenset({"number", "curve"})   # the input kinds it takes
+    kinds: ClassVar[frozenset[str]] = frozenset({"number"})   # the input kinds it takes
     takes: ClassVar[str] = "numbers stored with `mpc input put NAME VALUE...`"   # the same, for people
     lengths: ClassVar[Literal["equal", "concat"]] = "equal"   # nodes' lengths: equal, or laid end to end
     combine: ClassVar[Combine] = "add"                          # how output shares combine
@@ -300,6 +301,11 @@ class Entry(Generic[P]):
     def query(self, params: P) -> tuple[str, object]:
         """The release this session makes, as (variant, parameter) for mpc/node/releases.py."""
         return self.name, None
+
+
+def users(kind: str) -> list[str]:
+    """The protocols made for inputs of `kind`."""
+    return [e.name for e in CATALOGUE if kind in e.kinds]
 
 
 def _program_engine(args: EngineArgs, program: Any, *, summed: bool, prefix: str) -> ComputeParty:
@@ -381,9 +387,6 @@ class VoteEntry(Entry[VoteParams]):
 
     def check(self, params: VoteParams, declared: Declared, parties: int, scale: int) -> None:
         check_ballots_declared(declared.kind, parties, declared.what)
-        if declared.bounds != (0, 1):
-            raise InputError(f"{declared.what} holds ballots with options 0..{(declared.bounds or (0, 0))[1]}; a "
-                             f"yes/no vote takes 0/1 ballots (a plurality vote: mpc vote NAME --options A,B,...)")
 
     def length(self, params: VoteParams, declared: Declared) -> int:
         return 1
@@ -454,7 +457,8 @@ class AuctionEntry(Entry[AuctionParams]):
     reveals = ("the winner (node and bid index) and the highest bid; with --second-price the winner and the "
                "second-highest bid only")
     lengths: ClassVar[Literal["equal", "concat"]] = "concat"
-    kinds = frozenset({"number"})
+    kinds = frozenset({"bids"})
+    takes = "bids stored with `mpc input put NAME BID... --bids`"
     integers = True
 
     def check(self, params: AuctionParams, declared: Declared, parties: int, scale: int) -> None:
@@ -485,13 +489,15 @@ class AuctionEntry(Entry[AuctionParams]):
     def decode(self, params: AuctionParams, opened: Opened) -> Result:
         m = sum(opened.lengths.values())
         words = [int(w) for w in opened.words]
+        # Bids are laid out in the participants' name order, whatever order the session lists them in
+        # (a reordered session would otherwise break ties differently and tell which tied bid lost).
         if params.second_price:
             position, price = words[0], words[1] - auction.VALUE_OFFSET - 1
         else:
             position, price = auction.decode_key(words[0], m)
         if not -auction.VALUE_OFFSET < price < auction.VALUE_OFFSET:
             raise RemoteProtocolError("the opened price is not a bid: the nodes' output shares do not agree")
-        node, index = _locate(opened.nodes, opened.lengths, position)
+        node, index = _locate(sorted(opened.nodes), opened.lengths, position)
         return AuctionResult(opened.session_id, opened.input_name, opened.nodes, node, index, price,
                              "second" if params.second_price else "first", m)
 
@@ -568,8 +574,8 @@ class PluralityEntry(Entry[PluralityParams]):
 
     name, wire_id, params = "plurality", 7, PluralityParams
     reveals = "the count per option; with --winner-only the winning option alone"
-    kinds = frozenset({"ballots"})
-    takes = "ballots stored with `mpc input put NAME 0 2 1 ... --ballots --bounds 0,K-1`"
+    kinds = frozenset({"options"})
+    takes = "ballots stored with `mpc input put NAME 0 2 1 ... --options K`"
     integers = True
 
     def validate(self, params: PluralityParams) -> None:

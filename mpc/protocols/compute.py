@@ -175,7 +175,7 @@ class ComputeParty:
             if self._sum is None:
                 raise RoundMismatch(f"session {self.session_id}: {step!r} from {sender!r} but this session sums nothing")
             return self._from_sum(self._sum.receive(sender, step, payload)) + self._advance()
-        piece = self._piece_for(step)
+        piece = self._piece_for(sender, step)
         if piece is None:
             if any(s == sender and st == step for s, st, _ in self._early):
                 raise RoundMismatch(f"session {self.session_id}: step {step!r} from {sender!r} already received")
@@ -187,10 +187,10 @@ class ComputeParty:
 
     # ---- internals --------------------------------------------------------------------
 
-    def _piece_for(self, step: str) -> Piece | None:
+    def _piece_for(self, sender: str, step: str) -> Piece | None:
         if step in (STEP_BASE_A, STEP_BASE_B):
             if self._setup is None and self._preprocessing:
-                raise RoundMismatch(f"session {self.session_id}: {step!r} but this session makes no OT setup")
+                raise RoundMismatch(f"session {self.session_id}: {step!r} from {sender!r} but this session makes no OT setup")
             return self._setup
         if step in self._triple_steps:
             return self._triples
@@ -198,7 +198,7 @@ class ComputeParty:
             return self._arith
         if step in self._program_steps:
             return self._circuit
-        raise RoundMismatch(f"session {self.session_id}: unknown step {step!r}")
+        raise RoundMismatch(f"session {self.session_id}: unknown step {step!r} from {sender!r}")
 
     def _from_sum(self, events: list[Send | Output]) -> list[Send | Output]:
         out: list[Send | Output] = []

@@ -19,6 +19,11 @@ from mpc.store.base import StoreBase, _now
 MAX_FRAC_BITS = 32
 
 _BLOB_DTYPE = np.dtype("<i8")
+# What an input declares it is. Each kind but "number" is made for one protocol, which alone may use
+# it unless the owner's policy names it for another (`allow`): ballots (0/1) for a yes/no vote,
+# options (indices 0..K-1) for a plurality vote, a net-demand curve for a clearing price, bids for
+# an auction. A vote's and a plurality's count is never shown; a curve never increases.
+KINDS = ("number", "ballots", "options", "curve", "bids")
 
 
 @dataclass(frozen=True, slots=True, repr=False, eq=False)
@@ -32,7 +37,7 @@ class StoredInput:
     created_at: str
     updated_at: str
     version: int = 1
-    kind: str = "number"                       # "number", "ballots" or "curve"
+    kind: str = "number"                       # one of KINDS
     bounds: tuple[int, int] | None = None      # declared [lo, hi], encoded; None: undeclared
     tally: tuple[int, ...] = ()                # ballots: the count per option 0..hi (private, like the values)
 
@@ -105,22 +110,27 @@ def _shown(text: str, limit: int = 60) -> str:
 def _check_bounds(name: str, data: np.ndarray, frac_bits: int, bounds: tuple[int, int] | None,
                   kind: str) -> tuple[int, int]:
     """Returns: the (lo, hi) to declare. Raises: InputError naming the first value outside them (by position)."""
-    ballots = kind == "ballots"
-    if ballots:
-        hi = 1 if bounds is None else int(bounds[1])
-        if frac_bits != 0 or (bounds is not None and int(bounds[0]) != 0) or not 1 <= hi < MAX_OPTIONS:
-            raise InputError(f"input {name!r}: ballots are the integers 0 and 1, or option indices 0..K-1 declared "
-                             f"with --bounds 0,K-1 (K up to {MAX_OPTIONS}); no other bounds or scale")
-        if data.size > MAX_BALLOTS:
-            raise InputError(f"input {name!r}: at most {MAX_BALLOTS} ballots per node, got {data.size}")
-        bounds = (0, hi)
+    counted = kind in ("ballots", "options")
+    if kind == "ballots":
+        if frac_bits != 0 or (bounds is not None and tuple(bounds) != (0, 1)):
+            raise InputError(f"input {name!r}: ballots are the integers 0 and 1 (no other bounds or scale; option "
+                             f"indices for a plurality vote are stored with --options K)")
+        bounds = (0, 1)
+    if kind == "options":
+        if frac_bits != 0 or bounds is None or int(bounds[0]) != 0 or not 1 <= int(bounds[1]) < MAX_OPTIONS:
+            raise InputError(f"input {name!r}: options are ballots 0..K-1 for K from 2 to {MAX_OPTIONS} "
+                             f"(--options K); no other bounds or scale")
+    if counted and data.size > MAX_BALLOTS:
+        raise InputError(f"input {name!r}: at most {MAX_BALLOTS} ballots per node, got {data.size}")
+    if kind == "bids" and frac_bits != 0:
+        raise InputError(f"input {name!r}: bids are integers (no fractional bits)")
     lo, hi = default_bounds(frac_bits) if bounds is None else (int(bounds[0]), int(bounds[1]))
     if lo > hi:
         raise InputError(f"input {name!r}: the lower bound is above the upper bound")
     outside = np.flatnonzero((data < lo) | (data > hi))
     if outside.size:
-        what = f"is not a ballot (0..{hi})" if ballots else "lies outside the declared bounds"
-        hint = "" if ballots or bounds is not None else " (the default, +-2147483647: declare wider ones with --bounds)"
+        what = f"is not a ballot ({lo}..{hi})" if counted else "lies outside the declared bounds"
+        hint = "" if counted or bounds is not None else " (the default, +-2147483647: declare wider ones with --bounds)"
         raise InputError(f"input {name!r}: value {int(outside[0]) + 1} {what}{hint}; nothing was stored")
     if kind == "curve":
         rises = np.flatnonzero(np.diff(data) > 0)
@@ -136,24 +146,26 @@ class InputsMixin(StoreBase):
 
     def put_input(self, name: str, values: np.ndarray, frac_bits: int, is_scalar: bool, *,
                   overwrite: bool = False, bounds: tuple[int, int] | None = None, ballots: bool = False,
-                  curve: bool = False) -> int:
+                  kind: str = "number") -> int:
         """Store a private input, with its public declaration, in one transaction.
 
         Args:
             bounds: the declared [lo, hi], encoded at `frac_bits` (default: DEFAULT_BOUND at that
                 scale; ballots are always [0, 1]). Every value must lie within them.
-            ballots: the values are ballots: 0 or 1, or option indices 0..hi with bounds (0, hi);
-                only votes may use them unless the node's policy says otherwise, and their number is
-                never shown.
-            curve: the values are a net-demand curve over a price grid, which never increases.
+            ballots: the values are 0/1 ballots (the same as kind="ballots").
+            kind: what the input is (KINDS): "options" need bounds (0, K-1); only the protocol made for
+                a kind may use it unless the node's policy says otherwise; the number of ballots or
+                options is never shown; a "curve" never increases.
         Returns: the new version of the input (versions of a name are never reused).
         Raises: InputError if malformed or a value lies outside the bounds (naming its position,
         never the value); StoreError if the name exists and `overwrite` is false.
         """
         name = _check_name(name)
-        if ballots and curve:
-            raise InputError(f"input {name!r}: ballots or a curve, not both")
-        kind = "ballots" if ballots else "curve" if curve else "number"
+        if ballots and kind not in ("number", "ballots"):
+            raise InputError(f"input {name!r}: ballots or {kind}, not both")
+        kind = "ballots" if ballots else kind
+        if kind not in KINDS:
+            raise InputError(f"input {name!r}: unknown kind {kind[:20]!r}; known: {', '.join(KINDS)}")
         data, frac = _check_input(name, values, frac_bits, is_scalar)
         lo, hi = _check_bounds(name, data, frac, bounds, kind)
         now = _now()
@@ -179,8 +191,8 @@ class InputsMixin(StoreBase):
             version = 1 if last is None else int(last[0]) + 1
             # A ballot input's tally is kept beside it, so that a vote never reads (or takes time
             # proportional to) the ballots themselves: how long it takes says nothing of their number.
-            yes = int(np.count_nonzero(data)) if ballots else None
-            tally = json.dumps(np.bincount(data, minlength=hi + 1).tolist()) if ballots else None
+            yes = int(np.count_nonzero(data)) if kind == "ballots" else None
+            tally = json.dumps(np.bincount(data, minlength=hi + 1).tolist()) if kind in ("ballots", "options") else None
             conn.execute(
                 "INSERT INTO input_meta (name, version, kind, lo, hi, yes, tally) VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET version = excluded.version, kind = excluded.kind, "

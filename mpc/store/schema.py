@@ -86,15 +86,17 @@ _MIGRATIONS += (
 )
 _MIGRATIONS += (
     (
-        # Two more kinds: ballots may be option indices 0..hi (a plurality vote), with their tally
-        # per option kept beside them (JSON), and "curve" is a net-demand curve over a price grid,
-        # checked at put never to increase. input_meta is rebuilt for the wider CHECKs, rows kept;
-        # the tally of 0/1 ballots stored before is [length - yes, yes], derived when read.
+        # Three more kinds, each for one protocol (mpc/protocols/catalogue.py): "options" are a
+        # plurality vote's ballots (indices 0..hi, their tally per option kept beside them as JSON),
+        # "curve" a net-demand curve over a price grid (checked at put never to increase), "bids" an
+        # auction's sealed bids. input_meta is rebuilt for the wider CHECKs, rows kept; the tally of
+        # 0/1 ballots stored before is [length - yes, yes], derived when read.
         """CREATE TABLE input_meta_v4 (
             name TEXT PRIMARY KEY, version INTEGER NOT NULL CHECK (version >= 1),
-            kind TEXT NOT NULL CHECK (kind IN ('number', 'ballots', 'curve')), lo INTEGER, hi INTEGER,
+            kind TEXT NOT NULL CHECK (kind IN ('number', 'ballots', 'options', 'curve', 'bids')),
+            lo INTEGER, hi INTEGER,
             yes INTEGER CHECK ((kind = 'ballots') = (yes IS NOT NULL)),
-            tally TEXT CHECK (tally IS NULL OR kind = 'ballots'),
+            tally TEXT CHECK (tally IS NULL OR kind IN ('ballots', 'options')),
             CHECK ((lo IS NULL) = (hi IS NULL) AND (lo IS NULL OR lo <= hi)))""",
         "INSERT INTO input_meta_v4 (name, version, kind, lo, hi, yes, tally) "
         "SELECT name, version, kind, lo, hi, yes, NULL FROM input_meta",

@@ -47,7 +47,7 @@ class LocalCluster:
 
     def put(self, name: str, input_name: str, values: Sequence[int] | np.ndarray, *, frac_bits: int = 0,
             scalar: bool = False, overwrite: bool = False, bounds: tuple[int, int] | None = None,
-            ballots: bool = False, curve: bool = False) -> int:
+            ballots: bool = False, kind: str = "number") -> int:
         """Store an encoded input at one node, as `mpc input put` would on that node's machine.
 
         Returns: its new version.
@@ -56,7 +56,7 @@ class LocalCluster:
         assert data_dir is not None
         with Store.open_dir(data_dir) as store:
             return store.put_input(input_name, np.asarray(values, dtype=np.int64), frac_bits, scalar,
-                                   overwrite=overwrite, bounds=bounds, ballots=ballots, curve=curve)
+                                   overwrite=overwrite, bounds=bounds, ballots=ballots, kind=kind)
 
     async def stop(self, name: str) -> None:
         """Stop one node (as if its machine went down)."""
