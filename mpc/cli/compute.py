@@ -216,8 +216,8 @@ def run_clearing_price(args: argparse.Namespace) -> int:
 
 
 def _shape(i: InputStatus) -> str:
-    if i.kind == "ballots":
-        return f"{i.name}[ballots] v{i.version}"
+    if i.length is None:   # ballots or options: their number is shown nowhere
+        return f"{i.name}[{i.kind}] v{i.version}"
     shape = i.name if i.scalar else f"{i.name}[{i.length}]"
     if i.kind != "number":
         shape += f"[{i.kind}]"

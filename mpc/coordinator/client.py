@@ -44,6 +44,7 @@ from mpc.results import (
     VoteResult,
 )
 from mpc.ring import Words, words_from_bytes
+from mpc.store import COUNTS_HIDDEN
 from mpc.transport.peers import Channels, describe_rpc_error, is_name_mismatch, is_unreachable
 from mpc.transport.tls import TlsMaterial
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
@@ -404,7 +405,7 @@ class Coordinator:
             except grpc.aio.AioRpcError as exc:
                 health = "WRONG IDENTITY" if is_name_mismatch(exc) else "UNREACHABLE"
                 return NodeStatus(name, node.address, False, health=health, error=describe_rpc_error(node, exc))
-            inputs = tuple(InputStatus(i.name, None if i.kind == "ballots" else i.length, i.frac_bits, i.is_scalar,
+            inputs = tuple(InputStatus(i.name, None if i.kind in COUNTS_HIDDEN else i.length, i.frac_bits, i.is_scalar,
                                        i.version, i.kind or "number",
                                        (decode_value(i.lo, i.frac_bits), decode_value(i.hi, i.frac_bits))
                                        if i.bounded else None)

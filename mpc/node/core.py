@@ -42,7 +42,7 @@ from mpc.ot.triples import OtSetups
 from mpc.protocols.agreement import STEP_DIGEST, AgreedParty, session_digest
 from mpc.protocols.catalogue import NAMES, Contributing, Declared, EngineArgs, Entry, describe_params, users
 from mpc.ring import Words
-from mpc.store import InputInfo, Store, StoredInput, Transfer
+from mpc.store import COUNTS_HIDDEN, InputInfo, Store, StoredInput, Transfer
 
 log = logging.getLogger("mpc.node")
 
@@ -225,7 +225,7 @@ class NodeCore:
         declared = Declared(input_name, name, stored.kind, stored.bounds, records, stored.frac_bits, stored.is_scalar)
         self._check_rules(protocol, params, stored, participants)
         protocol.check(params, declared, len(participants), stored.frac_bits)
-        if not protocol.kinds & {"ballots", "options"}:   # a vote never reads its ballots, only their tally
+        if not protocol.kinds & set(COUNTS_HIDDEN):   # a vote never reads its ballots, only their tally
             version, stored = stored.version, self.store.get_input(input_name)
             if stored.version != version:
                 raise RoundMismatch(f"session {session_id}: input {input_name!r} at node {name} was replaced "
@@ -242,7 +242,7 @@ class NodeCore:
         log.info("session %s prepared: %s %s of %r (v%d) with %s", session_id, protocol.name,
                  json.dumps(describe_params(params)), input_name, stored.version, ",".join(participants),
                  extra={"session": session_id})
-        return Prepared(session_id, name, length, frac_bits, stored.is_scalar or stored.kind == "ballots",
+        return Prepared(session_id, name, length, frac_bits, stored.is_scalar or stored.kind in COUNTS_HIDDEN,
                         stored.version)
 
     def _check_load(self, caller: Identity) -> None:
@@ -455,7 +455,7 @@ class NodeCore:
         if allowed is not None:
             inputs = [i for i in inputs if i.name in allowed]
         # A vote hides its ballot count: the number of ballots a node holds is shown nowhere.
-        inputs = [replace(i, length=0) if i.kind == "ballots" else i for i in inputs]
+        inputs = [replace(i, length=0) if i.kind in COUNTS_HIDDEN else i for i in inputs]
         return self.me.name, __version__, inputs, len(self.sessions), self.cert_not_after
 
     # ---- peer side --------------------------------------------------------------------

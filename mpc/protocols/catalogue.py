@@ -387,6 +387,8 @@ class VoteEntry(Entry[VoteParams]):
 
     def check(self, params: VoteParams, declared: Declared, parties: int, scale: int) -> None:
         check_ballots_declared(declared.kind, parties, declared.what)
+        if declared.bounds not in (None, (0, 1)):   # ballots are stored as 0/1 only; never count another value as yes
+            raise InputError(f"{declared.what} declares ballots other than 0 and 1; store them again with --ballots")
 
     def length(self, params: VoteParams, declared: Declared) -> int:
         return 1
@@ -584,11 +586,11 @@ class PluralityEntry(Entry[PluralityParams]):
 
     def check(self, params: PluralityParams, declared: Declared, parties: int, scale: int) -> None:
         _check_integers_within(declared, 0, params.options - 1,
-                               f"ballots must be option indices 0..{params.options - 1} (declare --bounds "
-                               f"0,{params.options - 1}); ballots outside the options are refused")
-        if declared.records > MAX_BALLOTS or parties * MAX_BALLOTS > COMPARE_BOUND - 1:
-            raise InputError(f"{declared.what}: a plurality vote takes at most {MAX_BALLOTS} ballots per node and "
-                             f"at most {(COMPARE_BOUND - 1) // MAX_BALLOTS} nodes")
+                               f"ballots must be option indices 0..{params.options - 1} (store them with "
+                               f"--options {params.options}); ballots outside the options are refused")
+        if parties * MAX_BALLOTS > COMPARE_BOUND - 1:   # a node holds at most MAX_BALLOTS (checked at put)
+            raise InputError(f"{declared.what}: a plurality vote takes at most {(COMPARE_BOUND - 1) // MAX_BALLOTS} "
+                             f"nodes (each may hold up to {MAX_BALLOTS} ballots)")
 
     def length(self, params: PluralityParams, declared: Declared) -> int:
         return params.options

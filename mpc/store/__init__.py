@@ -13,7 +13,7 @@ file, the connection and its transactions), `inputs`, `sessions` (with the audit
 from __future__ import annotations
 
 from mpc.store.base import BUSY_TIMEOUT_MS, FILE_NAME, StoreBase
-from mpc.store.inputs import KINDS, MAX_FRAC_BITS, InputInfo, InputsMixin, StoredInput
+from mpc.store.inputs import COUNTS_HIDDEN, KINDS, MAX_FRAC_BITS, InputInfo, InputsMixin, StoredInput
 from mpc.store.releases import ReleaseRecord, ReleasesMixin
 from mpc.store.schema import _MIGRATIONS as _MIGRATIONS
 from mpc.store.schema import AUDIT_EVENTS, SCHEMA_VERSION
@@ -37,6 +37,7 @@ __all__ = [
     "SESSION_STATES",
     "TERMINAL_STATES",
     "AuditEntry",
+    "COUNTS_HIDDEN",
     "InputInfo",
     "KINDS",
     "ReleaseRecord",

@@ -24,6 +24,7 @@ _BLOB_DTYPE = np.dtype("<i8")
 # options (indices 0..K-1) for a plurality vote, a net-demand curve for a clearing price, bids for
 # an auction. A vote's and a plurality's count is never shown; a curve never increases.
 KINDS = ("number", "ballots", "options", "curve", "bids")
+COUNTS_HIDDEN = ("ballots", "options")   # kinds whose number of values is shown nowhere
 
 
 @dataclass(frozen=True, slots=True, repr=False, eq=False)

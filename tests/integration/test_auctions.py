@@ -9,12 +9,17 @@ bob, carlos, david) and keeps it, on one event loop, for every test. Every owner
 participant set run any number of distinct queries (harness.ANY_QUERIES), except:
 - alice, bob and carlos keep the default budget of one distinct query for the inputs named in
   BUDGET_INPUTS (per_input tables): the release-budget tests use only those;
-- david's policy does not allow "auction" (every other protocol of the catalogue): an auction
-  over all four nodes is refused by him. Every other test runs over alice, bob and carlos.
-Inputs are stored as the kind each protocol takes: bids as numbers, net-demand curves with
-curve=True (`mpc input put ... --curve`: checked never to increase when stored) and plurality
-ballots with ballots=True, bounds=(0, K-1) (`--ballots --bounds 0,K-1`: a vote reads only the tally
-per option kept beside them, and no node shows how many it holds).
+- alice, bob and carlos name the curves in SUMMABLE_CURVES in `allow.sum`: a sum takes a curve only
+  where the owner's policy names it, and naming any input there limits sums to those named;
+- david's policy does not allow "auction" (every other protocol of the catalogue) and names
+  nothing in `allow`: an auction over all four nodes is refused by him, and so is a sum of a curve.
+  Every session that computes runs over alice, bob and carlos.
+Inputs are stored as the kind each protocol takes (mpc/store/inputs.py KINDS), and each of these
+protocols takes only its own kind: bids with kind="bids" (`mpc input put ... --bids`), net-demand
+curves with kind="curve" (`--curve`: checked never to increase when stored) and plurality ballots
+with kind="options", bounds=(0, K-1) (`--options K`: a vote reads only the tally per option kept
+beside them, and no node shows how many it holds). An auction lays the bids out in the
+participants' name order, whatever order the session lists them in.
 The `mpc` command runs as `.venv/bin/mpc` in subprocesses (asyncio, so the nodes in this loop keep
 serving) with a coordinator's own cluster file that lists those three nodes.
 
@@ -66,7 +71,8 @@ CALL_TIMEOUT = 10.0
 INT32 = (1 << 31) - 1                  # bids are integers within +-INT32
 WORD = (1 << 64) - 1
 
-BUDGET_INPUTS = ("budget_bids", "budget_votes", "budget_votes2", "budget_curve", "budget_curve2")
+BUDGET_INPUTS = ("budget_bids", "budget_votes", "budget_votes2", "budget_curve", "budget_curve2", "reorder_bids")
+SUMMABLE_CURVES = ("budget_curve", "budget_curve2", "curve_summed_allowed")
 # The steps that depend on no input (mpc/protocols/compute.py, agreement.py) and an auction's program.
 VALUE_FREE = ("agree/digest", "mpc/hello", "sum/", "ot/", "triples/", "arith/")
 AUCTION, CLEARING, PLURALITY = (entry(n).wire_id for n in ("auction", "clearing-price", "plurality"))
@@ -78,6 +84,8 @@ def policy(node: str) -> str:
     lines = []
     if node == "david":
         lines.append(f"protocols = {json.dumps([n for n in NAMES if n != 'auction'])}")
+    else:
+        lines.append(f"allow = {{ sum = {json.dumps(list(SUMMABLE_CURVES))} }}")
     for name in BUDGET_INPUTS:
         lines += [f"[nodes.{node}.policy.per_input.{name}]", "max_releases = 1"]
     return "\n".join(lines)
@@ -87,13 +95,14 @@ def policy(node: str) -> str:
 
 
 def layout(bids: Mapping[str, Sequence[int]], nodes: Sequence[str]) -> list[tuple[int, str, int]]:
-    """Every bid in the documented public order: (value, node, index there), nodes in session order."""
-    return [(v, node, i) for node in nodes for i, v in enumerate(bids[node])]
+    """Every bid in the documented public order: (value, node, index there), the participants by name
+    (whatever order the session lists them in)."""
+    return [(v, node, i) for node in sorted(nodes) for i, v in enumerate(bids[node])]
 
 
 def plain_auction(bids: Mapping[str, Sequence[int]], nodes: Sequence[str],
                   second: bool) -> tuple[str, int, int]:
-    """(winner node, index, price): highest bid wins, ties to the first in node order then index."""
+    """(winner node, index, price): highest bid wins, ties to the first node by name, then index."""
     flat = layout(bids, nodes)
     g = max(range(len(flat)), key=lambda k: (flat[k][0], -k))
     price = max(v for k, (v, _, _) in enumerate(flat) if k != g) if second else flat[g][0]
@@ -335,15 +344,15 @@ def env(loop: asyncio.AbstractEventLoop, tmp_path_factory: pytest.TempPathFactor
     try:
         for name, bids in AUCTIONS.items():
             for node, values in bids.items():
-                lc.put(node, name, values)            # default bounds: +-INT32, exactly what an auction takes
+                lc.put(node, name, values, kind="bids")      # default bounds: +-INT32, what an auction takes
         for name, (curves, _) in CLEARINGS.items():
             for node, values in curves.items():
-                lc.put(node, name, values, bounds=CURVE_BOUNDS, curve=True)
+                lc.put(node, name, values, bounds=CURVE_BOUNDS, kind="curve")
         for name, (ballots, _, hi) in PLURALITIES.items():
             for node, values in ballots.items():
-                lc.put(node, name, values, ballots=True, bounds=(0, hi))
+                lc.put(node, name, values, kind="options", bounds=(0, hi))
         for node, values in SEALED.items():
-            lc.put(node, "sealed", values)
+            lc.put(node, "sealed", values, kind="bids")
         e = Env(loop, lc, Views(), write_coordinator_file(tmp / "trio.toml", lc.cluster, TRIO))
 
         async def warm() -> str:
@@ -489,9 +498,10 @@ def test_the_cli_matches_plaintext(env: Env) -> None:
     never, never_prices = CLEARINGS["curve_never"]
     ballots, options, _ = PLURALITIES["poll_random"]
     names = ["yes", "no", "abstain"][:options]
-    for node in TRIO:       # two refusals: bids beyond int32 at bob, numbers (not a curve) at carlos
-        env.lc.put(node, "cli_wide", [1], bounds=(0, INT32 + 1) if node == "bob" else None)
-        env.lc.put(node, "cli_plain", [0, -1], bounds=CURVE_BOUNDS, curve=node != "carlos")
+    for node in TRIO:       # refusals: bids beyond int32 at bob, numbers (not a curve; not bids) at carlos
+        env.lc.put(node, "cli_wide", [1], bounds=(0, INT32 + 1) if node == "bob" else None, kind="bids")
+        env.lc.put(node, "cli_plain", [0, -1], bounds=CURVE_BOUNDS, kind="number" if node == "carlos" else "curve")
+        env.lc.put(node, "cli_raises", [3 + TRIO.index(node)], kind="number" if node == "carlos" else "bids")
 
     async def go() -> list[Run]:
         return list(await asyncio.gather(
@@ -504,13 +514,17 @@ def test_the_cli_matches_plaintext(env: Env) -> None:
             mpc("clearing-price", "curve_never", f"--prices={','.join(map(str, never_prices))}", *cluster),
             mpc("vote", "poll_tie", "--options", "a,b,c", "--winner-only", *cluster),
             mpc("auction", "cli_wide", *cluster, "--json"),
-            mpc("clearing-price", "cli_plain", "--prices", "1,2", *cluster, "--json")))
-    first, second, clearing, counts, winner, text_auction, text_never, text_winner, wide, plain = env.run(go())
+            mpc("clearing-price", "cli_plain", "--prices", "1,2", *cluster, "--json"),
+            mpc("auction", "cli_raises", *cluster, "--json")))
+    first, second, clearing, counts, winner, text_auction, text_never, text_winner, wide, plain, raises = \
+        env.run(go())
     for run, needle in ((wide, "node bob refused: input 'cli_wide' at node bob declares bounds 0..2147483648, "
                                "outside -2147483647..2147483647: bids must be integers within +-2147483647"),
                         (plain, "node carlos refused: input 'cli_plain' at node carlos is not declared as curve (it "
-                                "holds numbers); clearing-price takes a net-demand curve stored with `mpc input "
-                                "put NAME VALUE... --curve`")):
+                                "holds number); clearing-price takes a net-demand curve stored with `mpc input "
+                                "put NAME VALUE... --curve`"),
+                        (raises, "node carlos refused: input 'cli_raises' at node carlos is not declared as bids (it "
+                                 "holds number); auction takes bids stored with `mpc input put NAME BID... --bids`")):
         assert run.code == 1 and run.stdout == "" and "Traceback" not in run.stderr, str(run)
         assert "mpc: error:" in run.stderr and "nothing was revealed" in run.stderr and needle in run.stderr, str(run)
 
@@ -715,11 +729,11 @@ class Held:
     values: list[int]
     bounds: tuple[int, int] | None = None
     frac_bits: int = 0
-    kind: str = "number"              # "number", "ballots" or "curve"
+    kind: str = "number"              # one of mpc.store.KINDS
 
     def put(self, lc: LocalCluster, node: str, name: str, *, overwrite: bool = False) -> int:
         return lc.put(node, name, self.values, bounds=self.bounds, frac_bits=self.frac_bits, overwrite=overwrite,
-                      ballots=self.kind == "ballots", curve=self.kind == "curve")
+                      kind=self.kind)
 
 
 # name -> (protocol call, participants, {node: what it holds} for the nodes that differ from a good
@@ -727,43 +741,83 @@ class Held:
 GOOD_BIDS = {"alice": [3, 1], "bob": [2], "carlos": [5]}
 GOOD_BALLOTS = {"alice": [0, 1], "bob": [2], "carlos": [1, 1]}
 INT32_RULE = "outside -2147483647..2147483647: bids must be integers within +-2147483647"
+NOT_BIDS = "auction takes bids stored with `mpc input put NAME BID... --bids`"
+NOT_OPTIONS = "plurality takes ballots stored with `mpc input put NAME 0 2 1 ... --options K`"
+CURVE = Held([4, 3], CURVE_BOUNDS, kind="curve")
+
+
+def everywhere(held: Held, nodes: Sequence[str] = ALL4) -> dict[str, Held]:
+    return dict.fromkeys(nodes, held)
+
+
 REFUSALS: dict[str, tuple[str, tuple[str, ...], dict[str, Held], tuple[str, ...], tuple[str, ...]]] = {
-    "bids_above_int32": ("auction", TRIO, {"bob": Held([2], (0, INT32 + 1))}, ("bob",),
+    "bids_above_int32": ("auction", TRIO, {"bob": Held([2], (0, INT32 + 1), kind="bids")}, ("bob",),
                          (f"declares bounds 0..2147483648, {INT32_RULE}",)),
-    "bids_below_int32": ("auction-second", TRIO, {"carlos": Held([-5], (-INT32 - 1, 0))}, ("carlos",),
+    "bids_below_int32": ("auction-second", TRIO, {"carlos": Held([-5], (-INT32 - 1, 0), kind="bids")}, ("carlos",),
                          (f"declares bounds -2147483648..0, {INT32_RULE}",)),
-    "bids_fixed_point": ("auction", TRIO, {"alice": Held([256, 512], None, 8)}, ("alice",),
-                         ("is fixed point (8 fractional bits): bids must be integers within +-2147483647",)),
+    # Each protocol made for a kind takes no other: an auction of numbers (say everyone's raises)
+    # would open the highest and whose it is; a plurality of 0/1 ballots would open their tally.
+    "bids_as_numbers": ("auction", TRIO, {"alice": Held([4, 7])}, ("alice",),
+                        (f"is not declared as bids (it holds number); {NOT_BIDS}",)),
+    "bids_fixed_point_numbers": ("auction", TRIO, {"alice": Held([256, 512], None, 8)}, ("alice",),
+                                 (f"is not declared as bids (it holds number); {NOT_BIDS}",)),
     "bids_on_a_curve": ("auction", TRIO, {"bob": Held([3, 1], CURVE_BOUNDS, kind="curve")}, ("bob",),
-                        ("is not declared as number (it holds curves)",)),
-    "ballots_above_options": ("plurality", TRIO, {"bob": Held([2], (0, 3), kind="ballots")}, ("bob",),
-                              ("declares bounds 0..3, outside 0..2: ballots must be option indices 0..2 (declare "
-                               "--bounds 0,2); ballots outside the options are refused",)),
+                        (f"is not declared as bids (it holds curve); {NOT_BIDS}",)),
+    "bids_as_options": ("auction-second", TRIO, {"carlos": Held([1, 0], (0, 2), kind="options")}, ("carlos",),
+                        (f"is not declared as bids (it holds options); {NOT_BIDS}",)),
+    "ballots_above_options": ("plurality", TRIO, {"bob": Held([2], (0, 3), kind="options")}, ("bob",),
+                              ("declares bounds 0..3, outside 0..2: ballots must be option indices 0..2",
+                               "ballots outside the options are refused")),
     "ballots_as_numbers": ("plurality-winner", TRIO, {"carlos": Held([1, 1], (0, 2))}, ("carlos",),
-                           ("is not declared as ballots (it holds numbers); plurality takes ballots stored with "
-                            "`mpc input put NAME 0 2 1 ... --ballots --bounds 0,K-1`",)),
-    "option_ballots_in_a_yes_no_vote": ("vote", TRIO, {"alice": Held([0, 2], (0, 2), kind="ballots")}, ("alice",),
-                                        ("holds ballots with options 0..2; a yes/no vote takes 0/1 ballots",)),
+                           (f"is not declared as options (it holds number); {NOT_OPTIONS}",)),
+    "yes_no_ballots_in_a_plurality": ("plurality", TRIO, everywhere(Held([1, 0, 1], kind="ballots"), TRIO), TRIO,
+                                      (f"is not declared as options (it holds ballots); {NOT_OPTIONS}",)),
+    "options_in_a_yes_no_vote": ("vote", TRIO, {"alice": Held([0, 2], (0, 2), kind="options")}, ("alice",),
+                                 ("is not declared as ballots (it holds options); vote takes ballots stored with "
+                                  "`mpc input put NAME 1 0 ... --ballots`",)),
     "curve_wrong_length": ("clearing-price", TRIO, {}, TRIO,
                            ("has 2 values, the price grid 3 prices: one net demand per price",)),
+    # A protocol on numbers takes an input made for another only where the owner's policy names it
+    # in allow.<protocol>. alice, bob and carlos name SUMMABLE_CURVES in allow.sum (so a sum takes
+    # nothing else there); david names nothing.
+    "curve_summed": ("sum", ALL4, everywhere(CURVE), ALL4,
+                     ("node david: input 'curve_summed' holds curve, which only clearing-price may use (the "
+                      "policy's allow.sum may name it)",
+                      f"node alice: policy allows protocol 'sum' only on {', '.join(sorted(SUMMABLE_CURVES))}, "
+                      f"not on 'curve_summed'")),
+    "curve_thresholded": ("threshold", TRIO, everywhere(CURVE, TRIO), TRIO,
+                          ("input 'curve_thresholded' holds curve, which only clearing-price may use (the policy's "
+                           "allow.threshold may name it)",)),
+    "bids_averaged": ("average", TRIO, everywhere(Held([5, 9], kind="bids"), TRIO), TRIO,
+                      ("input 'bids_averaged' holds bids, which only auction may use (the policy's allow.average "
+                       "may name it)",)),
+    "options_averaged": ("average", TRIO, {"bob": Held([0, 2], (0, 2), kind="options")}, ("bob",),
+                         ("node bob: input 'options_averaged' holds options, which only plurality may use (the "
+                          "policy's allow.average may name it)",)),
+    "ballots_thresholded": ("threshold", TRIO, {"carlos": Held([1, 1, 0], kind="ballots")}, ("carlos",),
+                            ("node carlos: input 'ballots_thresholded' holds ballots, which only vote may use (the "
+                             "policy's allow.threshold may name it)",)),
     "auction_not_allowed": ("auction", ALL4, {}, ("david",),
                             ("policy does not allow protocol 'auction' (asked for input 'auction_not_allowed'",)),
     "single_bidder": ("auction", ("alice",), {}, ("alice",), ("policy requires at least 3 participants",)),
 }
-# Refused by the owner's policy whatever the input: the error names the node and the rule (the one
-# on protocols names the input too, as a needle above; the audit entry always names it).
-POLICY_REFUSALS = {"auction_not_allowed", "single_bidder"}
+# Refused by the owner's policy: the error names the node and the rule, and the input as a needle
+# above where the rule mentions it (the audit entry always names it).
+POLICY_REFUSALS = {"auction_not_allowed", "single_bidder", "curve_summed", "curve_thresholded", "bids_averaged",
+                   "options_averaged", "ballots_thresholded"}
 
 
 def good_input(protocol: str, node: str) -> Held:
     """What a node holds that the protocol takes (the bad inputs differ at one node)."""
     if protocol.startswith("plurality"):
-        return Held(GOOD_BALLOTS[node], (0, 2), kind="ballots")
+        return Held(GOOD_BALLOTS[node], (0, 2), kind="options")
     if protocol == "vote":
         return Held([1, 0, 1], kind="ballots")
     if protocol == "clearing-price":
-        return Held([4, 3], CURVE_BOUNDS, kind="curve")
-    return Held(GOOD_BIDS.get(node, [9]))
+        return CURVE
+    if protocol.startswith("auction"):
+        return Held(GOOD_BIDS.get(node, [9]), kind="bids")
+    return Held([1, 2])
 
 
 async def call(c: Coordinator, protocol: str, name: str) -> Any:
@@ -773,6 +827,12 @@ async def call(c: Coordinator, protocol: str, name: str) -> Any:
         return await c.plurality(name, 3, winner_only=protocol == "plurality-winner")
     if protocol == "vote":
         return await c.vote(name)
+    if protocol == "sum":
+        return await c.sum(name)
+    if protocol == "average":
+        return await c.average(name)
+    if protocol == "threshold":
+        return await c.at_least(name, 3)
     return await c.clearing_price(name, [1, 2, 3])
 
 
@@ -784,7 +844,8 @@ def session_of(error: BaseException) -> str:
 
 def assert_refused_with_nothing_shared(env: Env, session: str, name: str, nodes: Sequence[str],
                                        refusing: Sequence[str], needles: Sequence[str]) -> None:
-    """Every participant audits the session once, sending nothing; the refusing nodes say why."""
+    """Every participant audits the session once, sending nothing; the refusing nodes say why (a
+    needle that starts "node X:" is X's reason alone)."""
     for node in nodes:
         entries = env.audit(node, session)
         assert len(entries) == 1, (node, entries)
@@ -792,7 +853,8 @@ def assert_refused_with_nothing_shared(env: Env, session: str, name: str, nodes:
         assert entry.inputs == (name,), entry
         assert entry.sent == (), (node, entry.sent)
         if node in refusing:
-            assert entry.outcome == "refused" and all(needle in entry.reason for needle in needles), entry
+            mine = [n for n in needles if not n.startswith("node ") or n.startswith(f"node {node}:")]
+            assert entry.outcome == "refused" and all(needle in entry.reason for needle in mine), entry
         else:
             assert entry.outcome in ("aborted", "refused"), entry
         assert not env.releases(node, name), node                  # no release spent
@@ -845,11 +907,11 @@ def test_a_rising_curve_cannot_be_stored_and_clearing_price_refuses_an_input_not
     for values, words in (([9137, 9999, 8455], "value 2 is above value 1"),
                           ([5, 5, 5, 6], "value 4 is above value 3")):
         with pytest.raises(InputError) as err:
-            env.lc.put("alice", "curve_up", values, bounds=CURVE_BOUNDS, curve=True)
+            env.lc.put("alice", "curve_up", values, bounds=CURVE_BOUNDS, kind="curve")
         assert str(err.value) == f"input 'curve_up': {words}; {RISES}", str(err.value)
     kept = Held([3, 2, 2], CURVE_BOUNDS, kind="curve").put(env.lc, "alice", "curve_kept")
     with pytest.raises(InputError, match="value 3 is above value 2"):
-        env.lc.put("alice", "curve_kept", [3, 2, 9], bounds=CURVE_BOUNDS, curve=True, overwrite=True)
+        env.lc.put("alice", "curve_kept", [3, 2, 9], bounds=CURVE_BOUNDS, kind="curve", overwrite=True)
     with Store.open_dir(alice_dir) as store:
         assert "curve_up" not in {i.name for i in store.list_inputs()}
         declared, _, length = store.get_declared("curve_kept")
@@ -867,13 +929,14 @@ def test_a_rising_curve_cannot_be_stored_and_clearing_price_refuses_an_input_not
 
     # numbers given to a clearing price: refused on the kind, the same words for a rising vector and a falling one
     for node in TRIO:
+        kind = "number" if node == "alice" else "curve"
         env.lc.put(node, "curve_plain_up", [1, 3, 0] if node == "alice" else [0, -1, -2], bounds=CURVE_BOUNDS,
-                   curve=node != "alice")
+                   kind=kind)
         env.lc.put(node, "curve_plain_down", [3, 1, 0] if node == "alice" else [0, -1, -2], bounds=CURVE_BOUNDS,
-                   curve=node != "alice")
+                   kind=kind)
     before_peer = {n: len(v) for n, v in env.lc.recorder.received.items()}
     before_views = set(env.views.chunks)
-    needle = ("is not declared as curve (it holds numbers); clearing-price takes a net-demand curve stored with "
+    needle = ("is not declared as curve (it holds number); clearing-price takes a net-demand curve stored with "
               "`mpc input put NAME VALUE... --curve` (checked never to increase)")
 
     async def go() -> dict[str, tuple[str, str]]:
@@ -900,41 +963,73 @@ def test_a_rising_curve_cannot_be_stored_and_clearing_price_refuses_an_input_not
     assert reasons[0] == reasons[1], reasons           # nothing in the refusal depends on the values
 
 
-def test_option_ballots_are_indices_from_0_stored_with_their_kind(env: Env, tmp_path: Path) -> None:
-    """The store refuses option ballots whose bounds start anywhere but 0 or reach 256 options, fixed
-    point, or a ballot outside its declared options (naming its position); `mpc input put --ballots
-    --bounds 0,K-1` stores them as ballots, `--curve` a curve."""
-    rule = ("ballots are the integers 0 and 1, or option indices 0..K-1 declared with --bounds 0,K-1 (K up to 256); "
-            "no other bounds or scale")
-    for held, words in ((Held([0, 1], (-1, 2), kind="ballots"), rule),
-                        (Held([1], (1, 2), kind="ballots"), rule),
-                        (Held([0, 255], (0, 256), kind="ballots"), rule),
-                        (Held([256, 512], (0, 512), 8, kind="ballots"), rule),
-                        (Held([0, 3, 2], (0, 2), kind="ballots"),
-                         "value 2 is not a ballot (0..2); nothing was stored")):
+OPTIONS_RULE = "options are ballots 0..K-1 for K from 2 to 256 (--options K); no other bounds or scale"
+BALLOTS_RULE = ("ballots are the integers 0 and 1 (no other bounds or scale; option indices for a plurality vote "
+                "are stored with --options K)")
+
+
+def test_each_kind_is_stored_with_its_own_rule(env: Env, tmp_path: Path) -> None:
+    """The store refuses options whose bounds start anywhere but 0, or that declare fewer than 2 or
+    more than 256 options, or fixed point, and an option outside its declared 0..K-1 (naming its
+    position); 0/1 ballots take no other bounds (pointing at --options K); bids are integers.
+    `mpc input put --options K | --bids | --curve` stores each kind (K sets the bounds itself)."""
+    for held, words in ((Held([0, 1], (-1, 2), kind="options"), OPTIONS_RULE),
+                        (Held([1], (1, 2), kind="options"), OPTIONS_RULE),
+                        (Held([0, 0], (0, 0), kind="options"), OPTIONS_RULE),            # K = 1
+                        (Held([0, 255], (0, 256), kind="options"), OPTIONS_RULE),        # K = 257
+                        (Held([0, 1], None, kind="options"), OPTIONS_RULE),              # K undeclared
+                        (Held([256, 512], (0, 512), 8, kind="options"), OPTIONS_RULE),
+                        (Held([0, 3, 2], (0, 2), kind="options"), "value 2 is not a ballot (0..2); nothing was stored"),
+                        (Held([0, 2], (0, 2), kind="ballots"), BALLOTS_RULE),
+                        (Held([0, 1, 2], None, kind="ballots"), "value 3 is not a ballot (0..1); nothing was stored"),
+                        (Held([256, 512], None, 8, kind="bids"), "bids are integers (no fractional bits)"),
+                        (Held([1], kind="votes"), "unknown kind 'votes'; known: number, ballots, options, curve, "
+                                                  "bids")):
         with pytest.raises(InputError) as err:
             held.put(env.lc, "bob", "poll_bad")
         assert str(err.value) == f"input 'poll_bad': {words}", (held, str(err.value))
+    widest = Held([0, 255], (0, 255), kind="options").put(env.lc, "bob", "poll_widest")      # K = 256
+    bob_dir = env.lc.cluster.node("bob").data_dir
+    assert bob_dir is not None
+    with Store.open_dir(bob_dir) as store:
+        assert "poll_bad" not in {i.name for i in store.list_inputs()}
+        declared, _, _ = store.get_declared("poll_widest")
+        assert (declared.version, declared.kind, declared.bounds) == (widest, "options", (0, 255))
     data_dir = tmp_path / "owner"
+    where = ("--data-dir", data_dir)
 
     async def cli() -> list[Run]:
-        runs = [await mpc("input", "put", "poll", "0", "2", "1", "--ballots", "--bounds", "0,2",
-                          "--data-dir", data_dir),
-                await mpc("input", "put", "demand", "40", "25", "-5", "-30", "--curve", "--bounds=-1000,1000",
-                          "--data-dir", data_dir),
-                await mpc("input", "put", "poll_low", "1", "2", "--ballots", "--bounds", "1,2", "--data-dir", data_dir),
-                await mpc("input", "put", "poll_wide", "0", "1", "--ballots", "--bounds", "0,256",
-                          "--data-dir", data_dir)]
-        return runs + [await mpc("input", "list", "--data-dir", data_dir, "--json")]
-    poll, demand, low, wide, listed = env.run(cli())
-    assert poll.code == 0 and poll.stdout == "stored 'poll' version 1: ballots of 3 (exact integers; bounds 0,2)\n", \
-        str(poll)
-    assert demand.code == 0 and demand.stdout == \
-        "stored 'demand' version 1: curve of 4 (exact integers; bounds -1000,1000)\n", str(demand)
-    for run, name in ((low, "poll_low"), (wide, "poll_wide")):
-        assert run.code == 1 and f"mpc: error: input {name!r}: {rule}" in run.stderr, str(run)
+        runs = [await mpc("input", "put", "poll", "0", "2", "1", "--options", "3", *where),
+                await mpc("input", "put", "demand", "40", "25", "-5", "-30", "--curve", "--bounds=-1000,1000", *where),
+                await mpc("input", "put", "bids", "17", "-4", "23", "--bids", *where),
+                await mpc("input", "put", "one_bid", "5", "--bids", *where),
+                await mpc("input", "put", "yes_no", "1", "0", "--ballots", *where),
+                await mpc("input", "put", "poll_bounds", "0", "1", "--options", "3", "--bounds", "0,2", *where),
+                await mpc("input", "put", "poll_one", "0", "--options", "1", *where),
+                await mpc("input", "put", "poll_wide", "0", "1", "--options", "257", *where),
+                await mpc("input", "put", "poll_ballots", "0", "2", "--ballots", "--bounds", "0,2", *where),
+                await mpc("input", "put", "bids_half", "2.5", "3", "--bids", *where),
+                await mpc("input", "put", "bids_curve", "3", "2", "--bids", "--curve", *where)]
+        return runs + [await mpc("input", "list", *where, "--json")]
+    poll, demand, bids, one_bid, yes_no, with_bounds, one, wide, ballots, half, both, listed = env.run(cli())
+    for run, line in ((poll, "stored 'poll' version 1: options of 3 (exact integers; bounds 0,2)"),
+                      (demand, "stored 'demand' version 1: curve of 4 (exact integers; bounds -1000,1000)"),
+                      (bids, "stored 'bids' version 1: bids of 3 (exact integers; bounds -2147483647,2147483647)"),
+                      (one_bid, "stored 'one_bid' version 1: bids of 1 (exact integers; bounds "
+                                "-2147483647,2147483647)"),
+                      (yes_no, "stored 'yes_no' version 1: ballots of 2 (exact integers; bounds 0,1)")):
+        assert run.code == 0 and run.stdout == line + "\n", str(run)
+    for run, words in ((with_bounds, "mpc: error: --options K declares the bounds 0,K-1 itself; leave out --bounds"),
+                       (one, f"mpc: error: input 'poll_one': {OPTIONS_RULE}"),
+                       (wide, f"mpc: error: input 'poll_wide': {OPTIONS_RULE}"),
+                       (ballots, f"mpc: error: input 'poll_ballots': {BALLOTS_RULE}"),
+                       (half, "mpc: error: input 'bids_half': bids are integers (no fractional bits)")):
+        assert run.code == 1 and run.stdout == "" and words in run.stderr and "Traceback" not in run.stderr, str(run)
+    assert both.code == 2 and "not allowed with argument" in both.stderr, str(both)     # one kind per input
     kinds = {i["name"]: (i["kind"], i["bounds"]) for i in json.loads(listed.stdout)}
-    assert kinds == {"poll": ("ballots", [0, 2]), "demand": ("curve", [-1000, 1000])}, str(listed)
+    assert kinds == {"poll": ("options", [0, 2]), "demand": ("curve", [-1000, 1000]),
+                     "bids": ("bids", [-INT32, INT32]), "one_bid": ("bids", [-INT32, INT32]),
+                     "yes_no": ("ballots", [0, 1])}, str(listed)
 
 
 def test_the_cli_takes_bounds_that_start_below_zero(env: Env, tmp_path: Path) -> None:
@@ -943,10 +1038,8 @@ def test_the_cli_takes_bounds_that_start_below_zero(env: Env, tmp_path: Path) ->
     assert run.code == 0 and run.stdout.startswith("stored 'demand' version 1: curve of 4"), str(run)
 
 
-def test_status_shows_option_ballots_without_a_length_and_curves_with_their_kind(env: Env) -> None:
-    """`mpc status --json`: ballots (0/1 or option indices) with "length": null and their bounds,
-    curves as kind "curve" with their length; the node itself sends no ballot count (length 0 in
-    its Status reply), so the coordinator hides nothing it was given."""
+def status_views(env: Env) -> tuple[list[dict[str, Any]], str, dict[str, mpc_pb2.InputInfo]]:
+    """`mpc status --json` and `mpc status` over the trio, and bob's raw Status reply."""
     async def go() -> tuple[Run, Run, mpc_pb2.StatusReply]:
         cluster = ("--cluster", env.trio_file)
         runs = await asyncio.gather(mpc("status", *cluster, "--json"), mpc("status", *cluster))
@@ -955,29 +1048,48 @@ def test_status_shows_option_ballots_without_a_length_and_curves_with_their_kind
         return runs[0], runs[1], raw
     as_json, as_text, raw = env.run(go())
     assert as_json.code == 0 and "Traceback" not in as_json.stderr, str(as_json)
+    assert as_text.code == 0, str(as_text)
     nodes: list[dict[str, Any]] = json.loads(as_json.stdout)
     assert [n["node"] for n in nodes] == list(TRIO), str(as_json)
+    return nodes, as_text.stdout, {i.name: i for i in raw.inputs}
+
+
+def test_status_shows_curves_and_bids_with_their_kind_and_length(env: Env) -> None:
+    """`mpc status --json`, `mpc status` and the Status reply: curves and bids with their kind, length
+    and bounds (their number is public: an auction reports it at prepare)."""
+    nodes, text, wire = status_views(env)
+    for name, (_, prices) in CLEARINGS.items():
+        assert (wire[name].kind, wire[name].length) == ("curve", len(prices)), wire[name]
+    for name, bids in AUCTIONS.items():
+        assert (wire[name].kind, wire[name].length) == ("bids", len(bids["bob"])), wire[name]
     for n in nodes:
         node = n["node"]
         inputs = {i["name"]: i for i in n["inputs"]}
-        for name, (ballots, _, hi) in PLURALITIES.items():
-            shown = inputs[name]
-            assert (shown["kind"], shown["length"], shown["bounds"]) == ("ballots", None, [0, hi]), (node, shown)
         for name, (_, prices) in CLEARINGS.items():
             shown = inputs[name]
             assert (shown["kind"], shown["length"], shown["bounds"]) == ("curve", len(prices), list(CURVE_BOUNDS)), \
                 (node, shown)
         for name, bids in AUCTIONS.items():
-            assert (inputs[name]["kind"], inputs[name]["length"]) == ("number", len(bids[node])), (node, inputs[name])
-    assert as_text.code == 0, str(as_text)
+            shown = inputs[name]
+            assert (shown["kind"], shown["length"], shown["bounds"]) == ("bids", len(bids[node]), [-INT32, INT32]), \
+                (node, shown)
+    for shape in (r"\bbids_random\[\d+\]\[bids\] v1 ", r"\bcurve_random\[8\]\[curve\] v1 "):
+        assert re.search(shape, text), (shape, text)
+
+
+def test_status_shows_options_without_their_number(env: Env) -> None:
+    """A plurality's ballots (kind "options") are counted like 0/1 ballots: no node shows how many it
+    holds (length 0 in its Status reply), `mpc status --json` has "length": null, the text no count."""
+    nodes, text, wire = status_views(env)
     for name in PLURALITIES:
-        assert f"{name}[ballots] v1" in as_text.stdout and not re.search(rf"\b{name}\[\d", as_text.stdout), \
-            str(as_text)
-    wire = {i.name: i for i in raw.inputs}
+        assert (wire[name].kind, wire[name].length) == ("options", 0), wire[name]
+    for n in nodes:
+        inputs = {i["name"]: i for i in n["inputs"]}
+        for name, (_, _, hi) in PLURALITIES.items():
+            shown = inputs[name]
+            assert (shown["kind"], shown["length"], shown["bounds"]) == ("options", None, [0, hi]), (n["node"], shown)
     for name in PLURALITIES:
-        assert (wire[name].kind, wire[name].length) == ("ballots", 0), wire[name]
-    for name, (_, prices) in CLEARINGS.items():
-        assert (wire[name].kind, wire[name].length) == ("curve", len(prices)), wire[name]
+        assert re.search(rf"\b{name}\[options\]", text) and not re.search(rf"\b{name}\[\d", text), text
 
 
 def test_a_single_bid_in_all_is_refused_and_an_empty_bid_vector_cannot_be_stored(env: Env) -> None:
@@ -985,9 +1097,9 @@ def test_a_single_bid_in_all_is_refused_and_an_empty_bid_vector_cannot_be_stored
     least two participants, so only a coordinator that lies about the other nodes' lengths can ask
     for an auction of one bid: the node refuses it at compute, before anything leaves it."""
     with pytest.raises(InputError, match="input 'no_bids' is empty"):
-        env.lc.put("alice", "no_bids", [])
+        env.lc.put("alice", "no_bids", [], kind="bids")
     for node in TRIO:
-        env.lc.put(node, "one_bid", [42 + TRIO.index(node)])
+        env.lc.put(node, "one_bid", [42 + TRIO.index(node)], kind="bids")
     session = secrets.token_hex(16)
 
     async def go() -> None:
@@ -1114,7 +1226,7 @@ def test_release_budget_auction_first_then_second_price(env: Env) -> None:
     the second-price auction is a distinct query and is refused by every node before anything is shared."""
     bids = {"alice": [17, 4], "bob": [23], "carlos": [8, 23]}
     for node, values in bids.items():
-        env.lc.put(node, "budget_bids", values)
+        env.lc.put(node, "budget_bids", values, kind="bids")
     expected = plain_auction(bids, TRIO, False)
 
     async def go() -> tuple[list[str], str]:
@@ -1146,6 +1258,64 @@ def test_release_budget_auction_first_then_second_price(env: Env) -> None:
         assert entry.outcome == "refused" and "(max_releases)" in entry.reason and entry.inputs == ("budget_bids",)
 
 
+def test_a_reordered_session_names_the_same_winner_and_is_a_free_repeat(env: Env) -> None:
+    """Bids are laid out in the participants' name order, whatever order the session lists them in:
+    with tied top bids at bob and carlos, bob's wins (first by name) in every order of the session,
+    the coordinator learns the same output, and each node's release book counts every reordered
+    session as a repeat of the first (reorder_bids has max_releases = 1: a new release would be
+    refused). A session order that broke the tie the other way would name carlos, a tied losing
+    bidder, and spend a second release."""
+    bids = {"alice": [3, 8], "bob": [2, 11], "carlos": [11, 5]}
+    for node, values in bids.items():
+        env.lc.put(node, "reorder_bids", values, kind="bids")
+    expected = plain_auction(bids, TRIO, False)
+    assert expected == ("bob", 1, 11)
+    orders = [TRIO, ("carlos", "bob", "alice"), ("carlos", "alice", "bob"), ("bob", "carlos", "alice")]
+
+    async def go() -> list[Any]:
+        results = []
+        for nodes in orders:
+            async with env.coordinator(nodes) as c:
+                results.append(await c.auction("reorder_bids"))
+        return results
+    results = env.run(go())
+    for nodes, r in zip(orders, results):
+        assert (r.winner_node, r.winner_index, r.price, r.bids) == (*expected, 6), (nodes, r)
+        assert r.nodes == nodes, (nodes, r.nodes)
+        # every node's output share, as the coordinator received it, combines to the same key
+        total = sum(int(words_of(env.views.share(r.session_id, n))[0]) for n in TRIO) % (1 << 64)
+        assert total == key_of(11, 3, 6), nodes           # bob's 2nd bid is the 4th by name: position 3
+    ids = [r.session_id for r in results]
+    for node in TRIO:
+        releases = env.releases(node, "reorder_bids")
+        assert [r.session_id for r in releases] == ids, node
+        assert [r.counted for r in releases] == [True] + [False] * (len(orders) - 1), (node, releases)
+        for r in results:
+            [entry] = env.audit(node, r.session_id)
+            assert entry.outcome == "done" and entry.participants == r.nodes, entry
+
+
+def test_a_sum_takes_a_curve_that_allow_sum_names(env: Env) -> None:
+    """alice, bob and carlos name curve_summed_allowed in allow.sum: its sum runs (the aggregate
+    curve opens) and is audited as a sum; a clearing price after it is implied, free. The same curve
+    under a name not in allow.sum is refused by policy (REFUSALS[curve_summed])."""
+    curves = {"alice": [7, 2, -1], "bob": [0, -3, -3], "carlos": [4, 4, -9]}
+    for node, values in curves.items():
+        env.lc.put(node, "curve_summed_allowed", values, bounds=CURVE_BOUNDS, kind="curve")
+    total = [sum(col) for col in zip(*curves.values())]
+
+    async def go() -> tuple[Any, Any]:
+        async with env.coordinator() as c:
+            return (await c.sum("curve_summed_allowed"),
+                    await c.clearing_price("curve_summed_allowed", [10, 20, 30]))
+    summed, clearing = env.run(go())
+    assert total == [11, 3, -13] and summed.value == total and clearing.price == 30, (summed, clearing)
+    for node in TRIO:
+        [entry] = env.audit(node, summed.session_id)
+        assert entry.outcome == "done" and entry.protocol == "sum" and entry.inputs == ("curve_summed_allowed",), entry
+        assert [r.counted for r in env.releases(node, "curve_summed_allowed")] == [True, False], node
+
+
 def test_release_budget_plurality_and_clearing(env: Env) -> None:
     """A winner after the counts is free, the counts after a winner are not; a clearing price after a
     sum of the same curves is free, and so is another grid; after one clearing price a sum is not."""
@@ -1153,9 +1323,9 @@ def test_release_budget_plurality_and_clearing(env: Env) -> None:
     curves = {"alice": [4, 1, -3], "bob": [2, 0, -1], "carlos": [0, -1, -1]}
     for node in TRIO:
         for name in ("budget_votes", "budget_votes2"):
-            env.lc.put(node, name, ballots[node], ballots=True, bounds=(0, 2))
-        for name in ("budget_curve", "budget_curve2"):
-            env.lc.put(node, name, curves[node], bounds=CURVE_BOUNDS, curve=True)
+            env.lc.put(node, name, ballots[node], kind="options", bounds=(0, 2))
+        for name in ("budget_curve", "budget_curve2"):        # named in allow.sum (SUMMABLE_CURVES)
+            env.lc.put(node, name, curves[node], bounds=CURVE_BOUNDS, kind="curve")
     counts, winner = plain_plurality(ballots, 3, TRIO)
 
     async def refused(job: Awaitable[Any], name: str) -> None:
