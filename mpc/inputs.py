@@ -115,8 +115,8 @@ def put_values(store: Store, name: str, texts: Sequence[str], *, frac_bits: int 
     """Encode values and store them as private input `name`, with their declared bounds.
 
     Args:
-        bounds: (LO, HI) as decimal text; default +-2147483647 (ballots: 0 and 1, or 0..K-1).
-        ballots: the values are ballots (0/1, or option indices) for votes; their number is never shown.
+        bounds: (LO, HI) as decimal text; default +-2147483647 (ballots: 0 and 1; options: 0..K-1).
+        ballots: the values are 0/1 ballots for a yes/no vote; their number is never shown by a node.
         kind: what the input is (mpc.store.KINDS): "options" (with bounds 0,K-1) for `mpc vote --options`,
             "curve" for `mpc clearing-price`, "bids" for `mpc auction`.
     Returns: (number of values, fractional bits used).

@@ -76,7 +76,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                            "node's policy says otherwise, and their number is never shown")
     kind.add_argument("--options", type=int, default=None, metavar="K",
                       help="the values are ballots for a plurality vote over K options, each an index 0..K-1 "
-                           "(`mpc vote NAME --options A,B,...`); their number is never shown")
+                           "(`mpc vote NAME --options A,B,...`); no node shows their number to anyone")
     kind.add_argument("--curve", action="store_true",
                       help="the values are a net-demand curve over a price grid for `mpc clearing-price` (demand "
                            "positive, supply negative); refused if it ever increases")

@@ -441,16 +441,42 @@ def test_loosened_pinned_participant_list_allows_exactly_that_set(env: Env) -> N
     refused(mpc("sum", "raise_trio", "--cluster", env.subsets["carlos"]), "(participants)")
 
 
+BALLOTS_ONLY = "ballots are the integers 0 and 1 (no other bounds or scale; option indices for a plurality vote " \
+               "are stored with --options K)"
+OPTIONS_ONLY = "options are ballots 0..K-1 for K from 2 to 256 (--options K); no other bounds or scale"
+
+
 def test_input_put_refuses_values_outside_the_declared_bounds_without_echoing_them(env: Env) -> None:
     where = ("--cluster", env.cluster_file, "--node", "alice")
-    # Ballots are 0/1, or option indices 0..K-1 declared with --bounds 0,K-1 (K at most 256).
-    for args in (["bx", "5", "77777", "--bounds", "0,1000"], ["bx", "3000000001"],
-                 ["bx", "1", "0", "2", "--ballots"], ["bx", "1", "0", "6", "--ballots", "--bounds", "0,5"],
-                 ["bx", "1", "0", "--ballots", "--bounds", "1,5"], ["bx", "1", "0", "--ballots", "--bounds", "0,256"]):
+    # Ballots are 0/1 only; option indices 0..K-1 are stored with --options K (K from 2 to 256),
+    # which declares its own bounds; bids are integers; a curve never rises.
+    for args, needle in (
+            (["bx", "5", "77777", "--bounds", "0,1000"], "value 2 lies outside the declared bounds"),
+            (["bx", "3000000001"], "value 1 lies outside the declared bounds (the default"),
+            (["bx", "1", "0", "2", "--ballots"], "value 3 is not a ballot (0..1)"),
+            (["bx", "1", "0", "6", "--ballots", "--bounds", "0,5"], BALLOTS_ONLY),
+            (["bx", "1", "0", "2", "--ballots", "--bounds", "0,2"], BALLOTS_ONLY),   # options are not ballots
+            (["bx", "1", "0", "--ballots", "--bounds", "1,5"], BALLOTS_ONLY),
+            (["bx", "1", "0", "--ballots", "--bounds", "0,256"], BALLOTS_ONLY),
+            (["bx", "1", "0", "6", "--options", "6"], "value 3 is not a ballot (0..5)"),
+            (["bx", "1", "0", "--options", "1"], OPTIONS_ONLY),
+            (["bx", "1", "0", "--options", "0"], OPTIONS_ONLY),
+            (["bx", "1", "0", "--options", "257"], OPTIONS_ONLY),
+            (["bx", "1", "0.5", "--options", "3"], OPTIONS_ONLY),
+            (["bx", "1", "0", "--options", "3", "--bounds", "0,2"], "--options K declares the bounds 0,K-1 itself"),
+            (["bx", "5", "77777.5", "--bids"], "bids are integers (no fractional bits)"),
+            (["bx", "5", "7", "--bids", "--frac-bits", "2"], "bids are integers (no fractional bits)"),
+            (["bx", "5", "77777", "--bids", "--bounds", "0,1000"], "value 2 lies outside the declared bounds"),
+            (["bx", "77777", "9", "77777", "--curve"], "value 3 is above value 2; a net-demand curve never increases")):
         proc = mpc("input", "put", *args, *where)
         assert proc.returncode == 1 and "mpc: error:" in proc.stderr, show(proc)
+        assert needle in proc.stderr, (needle, show(proc))
         for value in ("77777", "3000000001"):
             assert not shows(proc.stderr, int(value)), show(proc)
+    # One kind per input: --ballots, --options K, --curve and --bids exclude each other.
+    for kinds in (["--ballots", "--options", "3"], ["--curve", "--bids"], ["--options", "2", "--bids"]):
+        proc = mpc("input", "put", "bx", "1", "0", *kinds, *where)
+        assert proc.returncode == 2 and "not allowed with argument" in proc.stderr, show(proc)
     assert "bx" not in ok(mpc("input", "list", *where))
 
 
@@ -491,9 +517,12 @@ def test_threshold_binary_search_learns_at_most_one_bit_and_ballots_are_never_su
     # The identical vote may repeat (nothing new), with the same answer.
     assert ok(mpc("vote", "referendum", "--cluster", f)).strip() == first
     # Ballots are only for votes: an average or a sum would open the tally (and the ballot count).
-    refused(mpc("average", "referendum", "--cluster", f), "holds ballots")
-    refused(mpc("sum", "referendum", "--cluster", f), "holds ballots")
-    refused(mpc("threshold", "referendum", "--at-least", "1", "--cluster", f), "holds ballots")
+    refused(mpc("average", "referendum", "--cluster", f), "holds ballots, which only vote may use",
+            "allow.average may name it")
+    refused(mpc("sum", "referendum", "--cluster", f), "holds ballots, which only vote may use",
+            "allow.sum may name it")
+    refused(mpc("threshold", "referendum", "--at-least", "1", "--cluster", f), "holds ballots, which only vote may use",
+            "allow.threshold may name it")
 
 
 def test_loosened_thresholds_allow_exactly_the_owners_two_rules(env: Env) -> None:

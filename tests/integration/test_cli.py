@@ -283,6 +283,41 @@ def test_input_put_existing_name_needs_overwrite(walk: Walkthrough) -> None:
     assert not shows(err, 3800)
 
 
+def test_input_put_declares_each_kind_for_its_protocol(tmp_path: Path) -> None:
+    """--ballots (0/1), --options K (indices 0..K-1, bounds declared by K), --curve and --bids: each is
+    stored as its kind, which `mpc input list` shows; they exclude each other, and a kind is never a scalar."""
+    where = ("--data-dir", tmp_path / "store")
+    csv = tmp_path / "poll.csv"
+    csv.write_text("voter,choice\n1,2\n2,0\n3,2\n", encoding="utf-8")
+    assert "'yesno' version 1: ballots of 3 (exact integers; bounds 0,1)" in ok(
+        mpc("input", "put", "yesno", "1", "0", "1", "--ballots", *where))
+    assert "'poll' version 1: options of 4 (exact integers; bounds 0,2)" in ok(
+        mpc("input", "put", "poll", "0", "2", "1", "2", "--options", "3", *where))
+    assert "'pollcsv' version 1: options of 3 (exact integers; bounds 0,2)" in ok(
+        mpc("input", "put", "pollcsv", "--csv", csv, "--column", "choice", "--options", "3", *where))
+    assert "'demand' version 1: curve of 3 (exact integers; bounds -100,100)" in ok(
+        mpc("input", "put", "demand", "9", "4", "-2", "--curve", "--bounds", "-100,100", *where))
+    assert "'bid' version 1: bids of 1 (exact integers; bounds 0,1000000)" in ok(
+        mpc("input", "put", "bid", "250000", "--bids", "--bounds", "0,1000000", *where))   # one bid: a vector
+    listed = {i["name"]: i for i in json.loads(ok(mpc("input", "list", "--json", *where)))}
+    assert {name: (i["kind"], i["bounds"], i["scalar"]) for name, i in listed.items()} == {
+        "yesno": ("ballots", [0, 1], False), "poll": ("options", [0, 2], False),
+        "pollcsv": ("options", [0, 2], False), "demand": ("curve", [-100, 100], False),
+        "bid": ("bids", [0, 1000000], False)}
+    rows = {line.split("\t")[0]: line.split("\t") for line in ok(mpc("input", "list", *where)).splitlines()}
+    assert {name: row[2] for name, row in rows.items()} == {
+        "yesno": "ballots[3]", "poll": "options[4]", "pollcsv": "options[3]", "demand": "curve[3]", "bid": "bids[1]"}
+    err = fails(mpc("input", "put", "x", "1", "0", "--options", "3", "--bounds", "0,2", *where))
+    assert "--options K declares the bounds 0,K-1 itself; leave out --bounds" in err
+    err = fails(mpc("input", "put", "x", "1", "0", "2", "--ballots", "--bounds", "0,2", *where))
+    assert "ballots are the integers 0 and 1" in err and "--options K" in err
+    err = fails(mpc("input", "put", "x", "1", "2.5", "--bids", *where))
+    assert "bids are integers (no fractional bits)" in err
+    proc = mpc("input", "put", "x", "1", "0", "--bids", "--curve", *where)
+    assert proc.returncode == 2 and "argument --curve: not allowed with argument --bids" in proc.stderr, show(proc)
+    assert {i["name"] for i in json.loads(ok(mpc("input", "list", "--json", *where)))} == set(listed)
+
+
 def test_input_put_csv_bad_row_gives_the_line(walk: Walkthrough) -> None:
     bad = walk.dir / "bad.csv"
     bad.write_text("week,hours\n1,40\n2,38\n3,forty\n4,41\n", encoding="utf-8")

@@ -111,7 +111,7 @@ def test_demo_prints_the_raises_example_and_stops_its_daemons() -> None:
 def test_demo_loosens_only_the_referendums_thresholds(tmp_path: Path) -> None:
     """The demo's cluster file keeps the default rules across sessions, except that every owner lets
     the referendum answer exactly the demo's two questions and the sealed bids run as a first- and a
-    second-price auction (two releases); its inputs declare bounds and ballots."""
+    second-price auction (two releases); its inputs declare bounds, ballots and bids."""
     proc = run_demo("--dir", tmp_path / "demo")
     assert proc.returncode == 0, f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
     cluster = load_cluster(tmp_path / "demo" / "cluster.toml")
@@ -125,4 +125,4 @@ def test_demo_loosens_only_the_referendums_thresholds(tmp_path: Path) -> None:
         with Store.open_dir(node.data_dir) as store:
             kinds = {i.name: (i.kind, i.version) for i in store.list_inputs()}
         assert kinds == {"raise": ("number", 1), "referendum": ("ballots", 1), "unanimous": ("ballots", 1),
-                         "bids": ("number", 1)}, kinds
+                         "bids": ("bids", 1)}, kinds   # bids for the auction alone

@@ -45,7 +45,6 @@ from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import grpc
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -62,7 +61,6 @@ from mpc.protocols.clearing import MAX_PRICES
 from mpc.protocols.contribution import COMPARE_BITS, COMPARE_BOUND
 from mpc.protocols.sum import STEP_SEED
 from mpc.protocols.threshold import STEP_HELLO
-from mpc.store import Store
 from mpc.transport.tls import MAX_MESSAGE_BYTES, TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
@@ -346,12 +344,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 put(name, "ballot", [INPUTS["ballot"][i]], ballots=True)
             put(TARGET, "v", [1, -2, 3], bounds=(-8, 8))             # narrow enough to compare
             put(TARGET, "fixed", [3 << 15, -(1 << 16)], frac_bits=16)
-            put(TARGET, "option", [0, 2, 1], bounds=(0, 2), ballots=True)   # plurality ballots, 3 options
-            data_dir = lc.cluster.node(TARGET).data_dir
-            assert data_dir is not None
-            with Store.open_dir(data_dir) as store:                   # a net-demand curve (never rises)
-                versions[(TARGET, "curve")] = store.put_input("curve", np.array([5, 0, -3], dtype=np.int64), 0,
-                                                              False, bounds=(-8, 8), curve=True)
+            put(TARGET, "option", [0, 2, 1], bounds=(0, 2), kind="options")   # plurality ballots, 3 options
+            put(TARGET, "curve", [5, 0, -3], bounds=(-8, 8), kind="curve")    # a net-demand curve (never rises)
+            put(TARGET, "bid", [1, -2, 3], bounds=(-8, 8), kind="bids")       # sealed bids for an auction
             # Declared bounds too wide to sum over 2 or more parties (refused at prepare).
             put(TARGET, "huge", [INT64[1] // 2, INT64[0] // 2], bounds=(INT64[0] // 2, INT64[1] // 2))
 
@@ -397,8 +392,12 @@ PARAMS_OF: dict[str, dict[str, tuple[str, bool]]] = {
 WIRE_IDS: dict[int, str] = {entry(name).wire_id: name for name in PARAMS_OF}
 PARAM_NAMES = sorted({name for declared in PARAMS_OF.values() for name in declared})
 protocols = st.one_of(st.sampled_from([0, *WIRE_IDS, max(WIRE_IDS) + 1, UINT32_MAX]), st.integers(0, UINT32_MAX))
-input_names = st.one_of(st.sampled_from(["x", "ballot", "v", "fixed", "huge", "option", "curve", "nope", "", "X",
-                                         "x\0"]), texts)
+input_names = st.one_of(st.sampled_from(["x", "ballot", "v", "fixed", "huge", "option", "curve", "bid", "nope", "",
+                                         "X", "x\0"]), texts)
+# What each input at the target is declared as (mpc.store.KINDS): a protocol takes only its own kind,
+# and a protocol on numbers an input of another kind only where the policy's allow names it (never here).
+KIND_OF = {"x": "number", "ballot": "ballots", "v": "number", "fixed": "number", "huge": "number",
+           "option": "options", "curve": "curve", "bid": "bids"}
 participant = st.one_of(st.sampled_from([*NAMES, "david", "mallory", "", "ALICE", "alice ", "coordinator"]),
                         st.text(max_size=20))
 participants_lists = st.one_of(
@@ -450,8 +449,8 @@ AGGREGATES: list[tuple[str, dict[str, WireParam], str]] = [
 # ... and, for Prepare alone, the protocols whose nodes' lengths need not be equal or that take
 # list parameters (Compute is fuzzed on the aggregates above).
 PREPARE_AGGREGATES = AGGREGATES + [
-    ("auction", {}, "v"),
-    ("auction", {"second_price": True}, "v"),
+    ("auction", {}, "bid"),
+    ("auction", {"second_price": True}, "bid"),
     ("clearing-price", {"prices": [1, 2, 3]}, "curve"),
     ("plurality", {"options": 3}, "option"),
     ("plurality", {"options": 4, "winner_only": True}, "option"),
@@ -554,6 +553,59 @@ def _fuzz_prepare(env: Env, case: tuple[dict[str, Any], list[str]]) -> None:
         assert f"protocol {protocol}" in outcome.details and "threshold" in outcome.details, outcome
     if session_id == env.finished_session:
         assert outcome.code != OK, outcome                 # a finished session is never prepared again
+    kind = KIND_OF.get(request.input_name)
+    if protocol is not None and kind is not None and kind not in entry(protocol).kinds:
+        # An input of another kind is never prepared, whatever else the request says ...
+        assert outcome.code != OK, (protocol, kind, outcome)
+        if mutated == ["input_name"]:   # ... and, the rest being well formed, is refused for its kind
+            assert_refused_for_its_kind(protocol, request.input_name, outcome)
+
+
+def assert_refused_for_its_kind(protocol: str, input_name: str, outcome: Outcome) -> None:
+    """A well-formed prepare of `protocol` on the target's `input_name`, of a kind the protocol does
+    not take, is refused for that kind: a protocol made for one kind takes no other (an InputError),
+    and a protocol on numbers takes another kind only where the policy's allow names the input (a
+    PolicyError naming the protocols the kind is for)."""
+    kind, what = KIND_OF[input_name], f"input {input_name!r}"
+    if kind != "number" and "number" in entry(protocol).kinds:
+        users = " or ".join(name for name in PROTOCOLS if kind in entry(name).kinds)
+        assert outcome.code == grpc.StatusCode.PERMISSION_DENIED, (protocol, input_name, outcome)
+        assert f"node {TARGET}: {what} holds {kind}, which only {users} may use (the policy's " \
+               f"allow.{protocol} may name it)" in outcome.details, (protocol, input_name, outcome)
+    else:
+        assert outcome.code == grpc.StatusCode.FAILED_PRECONDITION, (protocol, input_name, outcome)
+        takes = " or ".join(sorted(entry(protocol).kinds))
+        assert f"{what} at node {TARGET} is not declared as {takes} (it holds {kind}); {protocol} takes " \
+               f"{entry(protocol).takes}" in outcome.details, (protocol, input_name, outcome)
+
+
+def test_each_protocol_prepares_only_its_own_kind_of_input(env: Env) -> None:
+    """Every well-formed prepare of PREPARE_AGGREGATES, on every input at the target: prepared on its
+    own input (then aborted), never refused for its kind on another of the kind the protocol takes
+    (though "fixed" may be refused as fixed point), refused for its kind on any other."""
+    refused = 0
+    for protocol, params, own in PREPARE_AGGREGATES:
+        for input_name, kind in KIND_OF.items():
+            if input_name == "huge":   # a number whose declared bounds are refused on their own
+                continue
+            session_id = secrets.token_hex(16)
+            request = prepare_request(session_id, protocol, input_name, NAMES, timeout_ms=60_000, params=params)
+
+            async def go() -> Outcome:
+                outcome = await _unary((await env.control()).Prepare(request, timeout=CALL_DEADLINE))
+                if outcome.code == OK:
+                    await env.abort(session_id)
+                return outcome
+            outcome = env.run(go())
+            if input_name == own:
+                assert outcome.code == OK, (protocol, params, input_name, outcome)
+            elif kind in entry(protocol).kinds:
+                assert "not declared as" not in outcome.details and "which only" not in outcome.details, outcome
+            else:
+                assert_refused_for_its_kind(protocol, input_name, outcome)
+                refused += 1
+    assert refused >= len(PREPARE_AGGREGATES) * 4
+    env.assert_still_serving()
 
 
 def test_fuzz_prepare(env: Env) -> None:

@@ -64,8 +64,10 @@ def test_refusals_and_votes_never_read_the_ballots(tmp_path: Path) -> None:
                 store.get_input = guarded  # type: ignore[method-assign]
             async with Coordinator(lc.cluster) as c:
                 assert (await c.vote("ballots")).passed                     # T = 12 of N = 18
-                for refused in (c.sum("ballots"), c.average("ballots"), c.at_least("ballots", 1)):
-                    with pytest.raises(SessionFailed, match="holds ballots"):
+                for protocol, refused in (("sum", c.sum("ballots")), ("average", c.average("ballots")),
+                                          ("threshold", c.at_least("ballots", 1))):
+                    with pytest.raises(SessionFailed, match=rf"holds ballots, which only vote may use \(the "
+                                                            rf"policy's allow\.{protocol} may name it\)"):
                         await refused
     asyncio.run(go())
 
@@ -82,4 +84,31 @@ def test_a_sum_or_average_takes_no_threshold(tmp_path: Path) -> None:
                         await c.open(entry(protocol), ThresholdParams(7), "x")
                     assert "[INVALID_ARGUMENT]" in str(err.value) and "nothing was revealed" in str(err.value)
                 assert (await c.sum("x")).value == 15      # nothing was spent by the refusals
+    asyncio.run(go())
+
+
+def test_an_input_made_for_one_protocol_serves_numbers_only_where_allow_names_it(tmp_path: Path) -> None:
+    """Bids are for an auction, options for a plurality vote: a protocol on numbers takes them only
+    where every owner's policy names the input (allow.<protocol>), and a protocol made for another
+    kind never does, even when allow names it. A refusal shares nothing and spends no release."""
+    names = ("alice", "bob", "carlos")
+    policies = {n: f'[nodes.{n}.policy.allow]\nsum = ["bid", "x"]\nvote = ["poll"]' for n in names}
+
+    async def go() -> None:
+        async with running_cluster(tmp_path, 3, policies=policies) as lc:
+            for i, name in enumerate(names):
+                lc.put(name, "bid", [i + 1, 10 * (i + 1)], bounds=(0, 100), kind="bids")
+                lc.put(name, "poll", [0, 2, 1], bounds=(0, 2), kind="options")
+            seen: list[str] = []
+            async with Coordinator(lc.cluster, observer=lambda s, n, b: seen.append(n)) as c:
+                with pytest.raises(SessionFailed, match=r"holds bids, which only auction may use \(the policy's "
+                                                        r"allow\.average may name it\)"):
+                    await c.average("bid")
+                with pytest.raises(SessionFailed, match=r"'poll' at node \w+ is not declared as ballots \(it holds "
+                                                        r"options\); vote takes ballots"):
+                    await c.vote("poll")
+                assert seen == []                                  # nothing was opened by the refusals
+                assert (await c.sum("bid")).value == [6, 60]      # allow.sum names it at every node
+            for name, server in lc.servers.items():
+                assert server.core.sessions == {}, name
     asyncio.run(go())

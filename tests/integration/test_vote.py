@@ -71,7 +71,14 @@ BAD_BALLOTS = {  # input name -> (bad node, stored values, frac_bits, words the 
     "bad_minus": ("carlos", [-1, 1], 0, ["not declared as ballots"]),
     "bad_fixed": ("david", [256], 8, ["not declared as ballots"]),          # 1.0 with 8 fractional bits
     "bad_big": ("alice", [987654321, 1], 0, ["not declared as ballots"]),
+    # ... or as another kind: a yes/no vote takes 0/1 ballots alone, not a plurality's options (it
+    # would count every option but 0 as yes), nor bids or a curve that happen to be 0 and 1.
+    "bad_options": ("bob", [1, 2, 0], 0, ["not declared as ballots (it holds options)", "--ballots"]),
+    "bad_bids": ("carlos", [1, 0], 0, ["not declared as ballots (it holds bids)"]),
+    "bad_curve": ("david", [1, 0], 0, ["not declared as ballots (it holds curve)"]),
 }
+BAD_KINDS = {"bad_options": {"kind": "options", "bounds": (0, 2)}, "bad_bids": {"kind": "bids"},
+             "bad_curve": {"kind": "curve"}}   # how the bad node stores them (default: a number)
 
 
 def tally(name: str, nodes: Sequence[str]) -> tuple[int, int]:
@@ -205,7 +212,7 @@ def env(loop: asyncio.AbstractEventLoop, tmp_path_factory: pytest.TempPathFactor
         for name, (bad_node, values, frac_bits, _) in BAD_BALLOTS.items():
             for node in ALL4:
                 if node == bad_node:
-                    lc.put(node, name, values, frac_bits=frac_bits)
+                    lc.put(node, name, values, frac_bits=frac_bits, **BAD_KINDS.get(name, {}))  # type: ignore[arg-type]
                 else:
                     lc.put(node, name, GOOD[node], ballots=True)
         e = Env(loop, lc, Views())

@@ -33,7 +33,7 @@ from mpc.protocols.catalogue import (
     PluralityParams,
 )
 from mpc.protocols.contribution import COMPARE_BITS, COMPARE_BOUND
-from mpc.results import PluralityResult
+from mpc.results import AuctionResult, PluralityResult
 from mpc.ring import Words
 from mpc.store import Store
 from tests.sim.common import NAMES, Run, additive_shares, exact_draw, pick, rng, run_program
@@ -51,12 +51,14 @@ def declared(node: str, values: Sequence[int], bounds: tuple[int, int] | None = 
 
 
 def contributing(decl: Declared, values: Sequence[int], parties: int, offset: int, total: int) -> Contributing:
-    """What the node hands its entry at compute: for ballots also their tally per option 0..hi."""
+    """What the node hands its entry at compute: for ballots and options also their tally per option
+    0..hi, as the store keeps it (and a yes count for 0/1 ballots only, as Store.get_declared gives)."""
     fields = {f.name for f in dataclasses.fields(Contributing)}
     data = np.array(values, dtype=np.int64)
-    ballots = decl.kind == "ballots" and decl.bounds is not None
-    tally = np.bincount(data, minlength=decl.bounds[1] + 1) if ballots and decl.bounds else data[:0]
-    given: dict[str, Any] = {"declared": decl, "values": data, "yes": int(data.sum()) if ballots else 0,
+    counted = decl.kind in ("ballots", "options") and decl.bounds is not None
+    tally = np.bincount(data, minlength=decl.bounds[1] + 1) if counted and decl.bounds else data[:0]
+    yes = int(np.count_nonzero(data)) if decl.kind == "ballots" else 0
+    given: dict[str, Any] = {"declared": decl, "values": data, "yes": yes,
                              "tally": tuple(int(t) for t in tally), "scale": 0, "parties": parties,
                              "offset": offset, "total": total}
     return Contributing(**{k: v for k, v in given.items() if k in fields})
@@ -174,6 +176,27 @@ def test_two_nines_pay_nine() -> None:
     assert (result.winner_node, result.winner_index, result.price) == ("alice", 1, 9)
     result, _ = run_auction([[3, 8], [9, 1]], True, "nines3")
     assert (result.winner_node, result.winner_index, result.price) == ("bob", 0, 8)
+
+
+@pytest.mark.parametrize("second", [False, True])
+@pytest.mark.parametrize("bids", [[[9], [9]], [[3, 9], [9, 9]], [[2], [5, 5, 1], [5]], [[1], [7], [7, 7]]])
+def test_the_layout_follows_the_names_not_the_session_order(bids: list[list[int]], second: bool) -> None:
+    """Bids are laid out in the participants' name order (the nodes contribute at offsets in that
+    order): whatever order a session lists them in, the same opened words name the same winner, so
+    a reordered session (free, as a repeat) cannot break a tie the other way and name a tied loser."""
+    params = AuctionParams(second_price=second)
+    parts, lengths = contributions(AUCTION, params, bids, (-INT32, INT32))   # NAMES are in name order
+    run = run_program(auction.second_price if second else auction.first_price, parts,
+                      f"ord{second:d}{bids}"[:16], prefix="auc")
+    words = opened(AUCTION, params, lengths, run).words
+    flat = [v for node in bids for v in node]
+    where = [(NAMES[i], j) for i, node in enumerate(bids) for j in range(len(node))]
+    expected = (*where[flat.index(max(flat))], sorted(flat)[-2] if second else max(flat))
+    for order in itertools.permutations(lengths):
+        o = Opened("sess", "in", order, {node: lengths[node] for node in order}, words, 0, False)
+        result = AUCTION.decode(params, o)
+        assert isinstance(result, AuctionResult)
+        assert (result.winner_node, result.winner_index, result.price) == expected, (bids, order)
 
 
 def random_bids(r: Rng, m: int, lo: int, hi: int) -> list[int]:
@@ -353,11 +376,12 @@ def test_a_rising_curve_is_refused_when_stored(tmp_path: Path) -> None:
     (a refusal at prepare would depend on the values); the message names positions, not values."""
     with Store.open_dir(tmp_path) as store:
         with pytest.raises(InputError) as info:
-            store.put_input("demand", np.array([1000, 999, 1234, 5], np.int64), 0, False, curve=True)
+            store.put_input("demand", np.array([1000, 999, 1234, 5], np.int64), 0, False, kind="curve")
         message = str(info.value)
         assert "'demand'" in message and "value 3 is above value 2" in message
         assert not {"1000", "999", "1234"} & set(message.split())
-        store.put_input("flat", np.array([3, 3, -INT32], np.int64), 0, False, curve=True)
+        store.put_input("flat", np.array([3, 3, -INT32], np.int64), 0, False, kind="curve")
+        assert store.get_input("flat").kind == "curve"
     params = ClearingParams((1, 2, 3))
     with pytest.raises(InputError, match="one net demand per price"):
         contributions(CLEARING, params, [[1, 0], [0, 0]])

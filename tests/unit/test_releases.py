@@ -147,42 +147,112 @@ def test_versions_are_never_reused_even_after_rm(tmp_path: Path) -> None:
         assert store.get_input("x").version == 3
 
 
+_BALLOTS_ONLY = ("ballots are the integers 0 and 1 (no other bounds or scale; option indices for a plurality "
+                 "vote are stored with --options K)")
+_OPTIONS_ONLY = "options are ballots 0..K-1 for K from 2 to 256 (--options K); no other bounds or scale"
+
+
 @pytest.mark.parametrize("values, kwargs, needle", [
     ([1 << 31], {}, "value 1 lies outside the declared bounds (the default"),
     ([5, 11], {"bounds": (0, 10)}, "value 2 lies outside the declared bounds"),
-    ([1, 2], {"ballots": True}, "value 2 is not a ballot"),
-    ([1, -1], {"ballots": True}, "value 2 is not a ballot"),
-    ([1], {"ballots": True, "bounds": (1, 5)}, "ballots are the integers 0 and 1, or option indices"),
-    ([1], {"ballots": True, "bounds": (0, 256)}, "ballots are the integers 0 and 1, or option indices"),
-    ([0, 3, 2], {"ballots": True, "bounds": (0, 2)}, "value 2 is not a ballot (0..2)"),
-    ([9, 7, 7, 8, -2], {"curve": True}, "value 4 is above value 3; a net-demand curve never increases"),
-    ([1], {"ballots": True, "curve": True}, "ballots or a curve, not both"),
+    ([1, 2], {"ballots": True}, "value 2 is not a ballot (0..1)"),
+    ([1, -1], {"ballots": True}, "value 2 is not a ballot (0..1)"),
+    ([1, 0, 2], {"kind": "ballots"}, "value 3 is not a ballot (0..1)"),
+    ([1], {"ballots": True, "bounds": (1, 5)}, _BALLOTS_ONLY),
+    ([1], {"ballots": True, "bounds": (0, 256)}, _BALLOTS_ONLY),
+    ([1], {"ballots": True, "bounds": (0, 2)}, _BALLOTS_ONLY),       # option indices are not ballots any more
+    ([1], {"kind": "ballots", "bounds": (0, 3)}, _BALLOTS_ONLY),
+    ([16], {"ballots": True, "frac_bits": 4}, _BALLOTS_ONLY),
+    ([0, 3, 2], {"kind": "options", "bounds": (0, 2)}, "value 2 is not a ballot (0..2)"),
+    ([0, 1, -1], {"kind": "options", "bounds": (0, 1)}, "value 3 is not a ballot (0..1)"),
+    ([0, 1], {"kind": "options"}, _OPTIONS_ONLY),                      # options declare their K
+    ([1], {"kind": "options", "bounds": (1, 3)}, _OPTIONS_ONLY),
+    ([0], {"kind": "options", "bounds": (0, 0)}, _OPTIONS_ONLY),       # K = 1
+    ([0], {"kind": "options", "bounds": (0, 256)}, _OPTIONS_ONLY),     # K = 257
+    ([0], {"kind": "options", "bounds": (-1, 2)}, _OPTIONS_ONLY),
+    ([16], {"kind": "options", "bounds": (0, 32), "frac_bits": 4}, _OPTIONS_ONLY),
+    ([9, 7, 7, 8, -2], {"kind": "curve"}, "value 4 is above value 3; a net-demand curve never increases"),
+    ([1], {"ballots": True, "kind": "curve"}, "ballots or curve, not both"),
+    ([1], {"ballots": True, "kind": "options", "bounds": (0, 1)}, "ballots or options, not both"),
+    ([1], {"ballots": True, "kind": "bids"}, "ballots or bids, not both"),
+    ([16, 32], {"kind": "bids", "frac_bits": 4}, "bids are integers (no fractional bits)"),
+    ([16, 32], {"kind": "bids", "frac_bits": 4, "bounds": (0, 1 << 10)}, "bids are integers (no fractional bits)"),
+    ([50, 101], {"kind": "bids", "bounds": (0, 100)}, "value 2 lies outside the declared bounds"),
+    ([1 << 31], {"kind": "bids"}, "value 1 lies outside the declared bounds (the default"),
+    ([1], {"kind": "votes"}, "unknown kind 'votes'; known: number, ballots, options, curve, bids"),
     ([1], {"bounds": (5, 0)}, "lower bound is above the upper bound"),
 ])
 def test_values_outside_their_declaration_are_refused_at_put(tmp_path: Path, values: list[int],
                                                             kwargs: dict[str, object], needle: str) -> None:
+    kwargs = dict(kwargs)
+    frac_bits = kwargs.pop("frac_bits", 0)
     with Store(tmp_path / "node.sqlite3") as store:
         with pytest.raises(InputError) as err:
-            store.put_input("x", np.array(values, dtype=np.int64), 0, False, **kwargs)  # type: ignore[arg-type]
+            store.put_input("x", np.array(values, dtype=np.int64), frac_bits, False, **kwargs)  # type: ignore[arg-type]
         assert needle in str(err.value)
         assert all(str(v) not in str(err.value) for v in values if abs(v) >= 10)   # positions, never values
         assert store.list_inputs() == []
 
 
+@pytest.mark.parametrize("values, kwargs, kind, bounds", [
+    ([0, 1, 1], {"ballots": True}, "ballots", (0, 1)),
+    ([0, 1, 1], {"kind": "ballots", "bounds": (0, 1)}, "ballots", (0, 1)),
+    ([0, 1], {"kind": "options", "bounds": (0, 1)}, "options", (0, 1)),                # K = 2
+    ([0, 255, 7], {"kind": "options", "bounds": (0, 255)}, "options", (0, 255)),       # K = 256
+    ([9, 7, 7, -2], {"kind": "curve"}, "curve", (-(2 ** 31 - 1), 2 ** 31 - 1)),
+    ([-5, 0, 3], {"kind": "bids", "bounds": (-10, 10)}, "bids", (-10, 10)),
+])
+def test_each_kind_is_stored_and_listed_as_declared(tmp_path: Path, values: list[int], kwargs: dict[str, object],
+                                                    kind: str, bounds: tuple[int, int]) -> None:
+    with Store(tmp_path / "node.sqlite3") as store:
+        store.put_input("x", np.array(values, dtype=np.int64), 0, False, **kwargs)  # type: ignore[arg-type]
+        info = store.list_inputs()[0]
+        assert (info.kind, info.bounds, info.length) == (kind, bounds, len(values))
+        assert (store.get_input("x").kind, store.get_input("x").bounds) == (kind, bounds)
+
+
 def test_option_ballots_keep_their_tally_and_curves_are_stored(tmp_path: Path) -> None:
     with Store(tmp_path / "node.sqlite3") as store:
-        store.put_input("poll", np.array([0, 2, 2, 1, 2], dtype=np.int64), 0, False, ballots=True, bounds=(0, 3))
+        store.put_input("poll", np.array([0, 2, 2, 1, 2], dtype=np.int64), 0, False, kind="options", bounds=(0, 3))
         declared, yes, length = store.get_declared("poll")
-        assert (declared.kind, declared.bounds, declared.tally, yes, length) == ("ballots", (0, 3), (1, 1, 3, 0), 4, 5)
+        # options keep only their tally per option (no yes count: that is for 0/1 ballots)
+        assert (declared.kind, declared.bounds, declared.tally, yes, length) == ("options", (0, 3), (1, 1, 3, 0), 0, 5)
         assert declared.values.size == 0   # the ballots themselves are not read
         store.put_input("yesno", np.array([1, 0, 1], dtype=np.int64), 0, False, ballots=True)
         assert store.get_declared("yesno")[0].tally == (1, 2)
         with store._writing() as conn:   # as a store before schema 4 left it: no tally column value
             conn.execute("UPDATE input_meta SET tally = NULL WHERE name = 'yesno'")
         assert store.get_declared("yesno")[0].tally == (1, 2)
-        store.put_input("demand", np.array([9, 7, 7, -2], dtype=np.int64), 0, False, curve=True)
+        store.put_input("demand", np.array([9, 7, 7, -2], dtype=np.int64), 0, False, kind="curve")
         assert store.get_input("demand").kind == "curve"
+        store.put_input("bids", np.array([5, 3], dtype=np.int64), 0, False, kind="bids")
+        assert store.get_input("bids").kind == "bids"
+        assert store.get_input("bids").tally == ()          # only ballots and options keep a tally
 
+
+
+def test_a_vote_counts_only_0_1_ballots_even_from_a_store_that_kept_options_as_ballots(tmp_path: Path) -> None:
+    """Before options were a kind of their own a plurality's ballots were stored as ballots with
+    bounds (0, K-1); such an input may still be in a store. A yes/no vote refuses it on its
+    declaration (it would count every option but 0 as yes), and takes 0/1 ballots as before."""
+    from mpc.protocols.catalogue import Declared, VoteParams, entry
+    vote = entry("vote")
+    with Store(tmp_path / "node.sqlite3") as store:
+        store.put_input("poll", np.array([0, 1, 1], dtype=np.int64), 0, False, ballots=True)
+        store.put_input("yesno", np.array([0, 1, 1], dtype=np.int64), 0, False, ballots=True)
+        with store._writing() as conn:   # as a plurality's ballots were stored: kind ballots, bounds (0, 3)
+            conn.execute("UPDATE input_meta SET hi = 3, tally = '[1, 2, 0, 0]' WHERE name = 'poll'")
+        for name, refused in (("poll", True), ("yesno", False)):
+            stored, _, records = store.get_declared(name)
+            assert (stored.kind, stored.bounds) == ("ballots", (0, 3) if refused else (0, 1))
+            declared = Declared(name, "alice", stored.kind, stored.bounds, records, 0, False)
+            for params in (VoteParams(), VoteParams(2)):
+                if refused:
+                    with pytest.raises(InputError, match=r"input 'poll' at node alice declares ballots other than "
+                                                         r"0 and 1; store them again with --ballots"):
+                        vote.check(params, declared, 3, 0)
+                else:
+                    vote.check(params, declared, 3, 0)
 
 
 def test_a_store_of_the_previous_schema_is_migrated(tmp_path: Path) -> None:
