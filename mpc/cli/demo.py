@@ -39,7 +39,8 @@ BIDS = {"alice": ["410", "385"], "bob": ["450"], "carlos": ["395", "440", "300"]
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `demo` command."""
-    p = sub.add_parser("demo", help="run the raises, referendum and auction examples on four local nodes over mutual TLS")
+    p = sub.add_parser("demo", help="run the raises, referendum and auction examples on four local nodes over "
+                                    "mutual TLS")
     p.add_argument("--dir", type=Path, default=None, help="work directory to use and keep (default: a temporary one)")
     p.set_defaults(run=run)
 
