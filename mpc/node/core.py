@@ -97,9 +97,8 @@ class Session:
     params: Any                          # its typed parameters
     parties: tuple[str, ...]
     coordinator: Identity
-    stored: StoredInput                  # values are never in a repr
+    stored: StoredInput                  # values and a ballot tally are never in its repr
     declared: Declared
-    yes: int = field(repr=False)         # a ballot input's tally (0 for numbers): private, never shown
     length: int                          # what this node reported at prepare
     deadline: float                      # loop.time() after which the session is dropped
     # The output share never appears in a repr (tracebacks, debuggers).
@@ -221,7 +220,7 @@ class NodeCore:
         # Every refusal is decided on the declaration alone, before any value is read: neither what a
         # refusal says nor how long it takes depends on the values (or on how many ballots there are).
         # A vote never reads its ballots at all, only the tally kept beside them.
-        stored, yes, records = self.store.get_declared(input_name)
+        stored, _, records = self.store.get_declared(input_name)
         declared = Declared(input_name, name, stored.kind, stored.bounds, records, stored.frac_bits, stored.is_scalar)
         self._check_rules(protocol, params, stored, participants)
         protocol.check(params, declared, len(participants), stored.frac_bits)
@@ -234,7 +233,7 @@ class NodeCore:
         frac_bits = 0 if protocol.integers else stored.frac_bits
         loop = asyncio.get_running_loop()
         timeout_s = min(timeout_s or self.cluster.session_timeout_s, MAX_SESSION_TIMEOUT_S)
-        session = Session(session_id, protocol, params, tuple(participants), caller, stored, declared, yes, length,
+        session = Session(session_id, protocol, params, tuple(participants), caller, stored, declared, length,
                           loop.time() + timeout_s, loop.create_future())
         self.store.record_session(session_id, protocol.name, input_name, participants, caller.uri())
         session.timer = loop.call_at(session.deadline, self._expire, session)
@@ -365,7 +364,7 @@ class NodeCore:
             layout = sorted(session.parties)   # by name: the output may not depend on the session's order
             offset = sum(ordered[p] for p in layout[:layout.index(me)])
             contribution = protocol.contribute(params, Contributing(
-                session.declared, stored.values, session.yes, stored.tally, frac_bits, len(session.parties), offset,
+                session.declared, stored.values, stored.tally, frac_bits, len(session.parties), offset,
                 sum(ordered.values())))
             inner = protocol.engine(params, EngineArgs(session_id, me, session.parties, words, self.rng,
                                                        self.ot_setups))

@@ -30,7 +30,7 @@ from mpc.errors import InputError, RemoteProtocolError
 from mpc.ot.triples import OtSetups
 from mpc.prg import Rng
 from mpc.protocols import auction, clearing
-from mpc.protocols.circuit import Context, Program, public
+from mpc.protocols.circuit import Combine, Context, Program, public
 from mpc.protocols.compute import ComputeParty
 from mpc.protocols.contribution import (
     COMPARE_BITS,
@@ -61,7 +61,6 @@ from mpc.results import (
 )
 from mpc.ring import Signed, Words, to_signed
 
-Combine = Literal["add", "xor"]
 ParamValue = int | bool | tuple[int, ...] | None
 HALF = "half"                  # the vote rule "at least half of the ballots cast", in a policy's `thresholds`
 
@@ -100,13 +99,11 @@ class Contributing:
 
     declared: Declared
     values: Signed = dataclasses.field(repr=False)   # never logged
-    yes: int                       # a ballot input's yes count (0 for numbers)
-    tally: tuple[int, ...]         # a ballot input's count per option 0..hi (empty for numbers)
+    tally: tuple[int, ...]         # ballots' or options' count per option 0..hi (empty for other kinds)
     scale: int                     # the session's fractional bits
     parties: int
-    offset: int                    # words of the participants before this node ("concat" protocols)
+    offset: int                    # words before this node's ("concat" protocols: participants in name order)
     total: int                     # the sum of every participant's length ("concat" protocols)
-    # offset: the participants are laid out in name order (sorted), whatever the session's order
 
 
 @dataclass(frozen=True, slots=True)
@@ -394,7 +391,8 @@ class VoteEntry(Entry[VoteParams]):
         return 1
 
     def contribute(self, params: VoteParams, c: Contributing) -> Words:
-        return vote_contribution(c.yes, c.declared.records, params.threshold is None)
+        yes = c.tally[1] if len(c.tally) > 1 else 0   # 0/1 ballots: (no, yes)
+        return vote_contribution(yes, c.declared.records, params.threshold is None)
 
     def engine(self, params: VoteParams, args: EngineArgs) -> Engine:
         # "At least half" compares 2T - N with 0; an explicit threshold K compares T with K.

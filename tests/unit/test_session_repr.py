@@ -34,7 +34,7 @@ def test_session_repr_hides_input_values_and_output() -> None:
     stored = StoredInput("salary", values, 0, False, "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", 3)
     declared = Declared("salary", "alice", "number", None, values.size, 0, False)
     text = session_repr(protocol=entry("sum"), params=NoParams(), stored=stored, declared=declared,
-                        yes=0, length=values.size)
+                        length=values.size)
     assert "aaaa" in text and "salary" in text
     for secret in ("987654321", "555444333", str(OUTPUT_WORD)):
         assert secret not in text, secret
@@ -45,10 +45,10 @@ def test_session_repr_hides_a_ballot_tally() -> None:
     # and the tally is as private as the ballots (README "What is revealed").
     tally, cast = 271828, 314159
     stored = StoredInput("ballots", np.empty(0, dtype=np.int64), 0, False, "2026-01-01T00:00:00Z",
-                         "2026-01-02T00:00:00Z", 1, "ballots", (0, 1))
+                         "2026-01-02T00:00:00Z", 1, "ballots", (0, 1), (cast - tally, tally))
     declared = Declared("ballots", "alice", "ballots", (0, 1), cast, 0, False)
     text = session_repr(protocol=entry("vote"), params=VoteParams(), stored=stored, declared=declared,
-                        yes=tally, length=1)
+                        length=1)
     assert "aaaa" in text
     assert str(OUTPUT_WORD) not in text
     assert str(tally) not in text
