@@ -492,7 +492,6 @@ def ballots_for(tallies: Sequence[tuple[int, int]]) -> list[np.ndarray]:
 
 
 def vote_spec(parties: Sequence[str], tallies: Sequence[tuple[int, int]], threshold: int | None) -> Spec:
-    n = len(parties)
     contributions = {}
     for p, ballots in zip(parties, ballots_for(tallies)):
         words = vote_contribution(int(np.count_nonzero(ballots)), ballots.size, threshold is None)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-import pytest
 
 from mpc.node.core import Session
 from mpc.pki import Identity
