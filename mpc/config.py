@@ -7,11 +7,13 @@ never silently falls back to a default (as janus's deny_unknown_fields).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,10 @@ DEFAULT_MIN_PARTICIPANTS = 3
 # over every node of the owner's own cluster file. Both defeat the differencing and the
 # threshold-search attacks of a lone coordinator; README "What is protected, across sessions".
 DEFAULT_MAX_RELEASES = 1
+# Differential privacy (DESIGN.md §11): each input's budget over its lifetime, spent by DP
+# releases by sequential composition (README "Differentially private releases").
+DEFAULT_EPSILON_BUDGET = Decimal("1")
+DEFAULT_DELTA_BUDGET = Decimal("1e-6")
 DEFAULT_MAX_SESSIONS = 64
 DEFAULT_MAX_SESSIONS_PER_COORDINATOR = 16
 Pin = str | frozenset[str]       # "cluster", "any", or exactly these nodes
@@ -36,6 +42,9 @@ class Rules:
     max_releases: int = DEFAULT_MAX_RELEASES
     participants: Pin = "cluster"
     thresholds: frozenset[int | str] | None = None   # None: any; else only these (ints, or "half")
+    epsilon: Decimal = DEFAULT_EPSILON_BUDGET         # the input's DP budget, all versions together
+    delta: Decimal = DEFAULT_DELTA_BUDGET
+    exact: bool = True                                # False: only differentially private releases
 
     def pinned(self, cluster_nodes: Sequence[str]) -> frozenset[str] | None:
         """The participant set this input is pinned to, or None if any set may take part."""
@@ -211,8 +220,23 @@ def _rules(table: dict[str, Any], where: str, base: Rules) -> Rules:
         if any(isinstance(t, int) and not -limit <= t <= limit for t in raw):
             raise ConfigError(f"{where}: thresholds must lie within +-{limit}")
         thresholds = frozenset(raw)
+    epsilon = _budget(table, "epsilon", where, base.epsilon)
+    delta = _budget(table, "delta", where, base.delta)
+    if delta >= 1:
+        raise ConfigError(f"{where}: delta must be below 1, got {delta}")
+    exact = _take(table, "exact", bool, where, base.exact)
     _no_leftovers(table, where)
-    return Rules(maximum, pin, thresholds)
+    return Rules(maximum, pin, thresholds, epsilon, delta, exact)
+
+
+def _budget(table: dict[str, Any], key: str, where: str, default: Decimal) -> Decimal:
+    """A DP budget as an exact decimal ("0.1" stays 0.1): a non-negative finite number."""
+    if key not in table:
+        return default
+    raw = table.pop(key)
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(raw) or raw < 0:
+        raise ConfigError(f"{where}: {key} must be a non-negative number, got {str(raw)[:40]}")
+    return Decimal(repr(raw)) if isinstance(raw, float) else Decimal(raw)
 
 
 def _policy(table: dict[str, Any], where: str) -> Policy:
@@ -238,7 +262,8 @@ def _policy(table: dict[str, Any], where: str) -> Policy:
         raise ConfigError(f"{where}: need 1 <= max_sessions_per_coordinator <= max_sessions, "
                           f"got {per_coordinator} and {sessions}")
     per_input_table = dict(_take(table, "per_input", dict, where, {}))
-    rule_keys: dict[str, Any] = {k: table.pop(k) for k in ("max_releases", "participants", "thresholds") if k in table}
+    rule_keys: dict[str, Any] = {k: table.pop(k) for k in ("max_releases", "participants", "thresholds", "epsilon",
+                                                           "delta", "exact") if k in table}
     _no_leftovers(table, where)
     defaults = _rules(rule_keys, where, Rules())
     bad = [name for name in per_input_table if not INPUT_NAME.match(name)]

@@ -9,7 +9,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mpc.dp import NoiseReport
+
 Number = int | float
+
+
+def _with_noise(out: dict[str, Any], noise: NoiseReport | None) -> dict[str, Any]:
+    """A result's JSON, with its noise when it is a differentially private release."""
+    if noise is not None:
+        out["noise"] = noise.as_dict()
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,10 +29,12 @@ class SumResult:
     input_name: str
     nodes: tuple[str, ...]
     value: Number | list[Number]
+    noise: NoiseReport | None = None   # a differentially private release: its noise
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes), "sum": self.value}
+        return _with_noise({"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes),
+                            "sum": self.value}, self.noise)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,11 +48,13 @@ class AverageResult:
     average: float | list[float]
     total: Number | list[Number]
     count: int
+    noise: NoiseReport | None = None   # a differentially private release: the noise of the average
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes), "mode": self.mode,
-                "average": self.average, "sum": self.total, "count": self.count}
+        return _with_noise({"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes),
+                            "mode": self.mode, "average": self.average, "sum": self.total, "count": self.count},
+                           self.noise)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,11 +139,30 @@ class PluralityResult:
     options: int
     counts: list[int] | None
     winner: int
+    noise: NoiseReport | None = None   # a differentially private release: the noise of each count
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return {"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes),
-                "options": self.options, "counts": self.counts, "winner": self.winner}
+        return _with_noise({"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes),
+                            "options": self.options, "counts": self.counts, "winner": self.winner}, self.noise)
 
 
-Result = SumResult | AverageResult | VoteResult | ThresholdResult | AuctionResult | ClearingResult | PluralityResult
+@dataclass(frozen=True, slots=True)
+class HistogramResult:
+    """Records per public bin over every node: bins [e0, e1), ..., [e(k-1), ek]."""
+
+    session_id: str
+    input_name: str
+    nodes: tuple[str, ...]
+    edges: list[int]
+    counts: list[int]
+    noise: NoiseReport | None = None   # a differentially private release: the noise of each count
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return _with_noise({"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes),
+                            "edges": self.edges, "counts": self.counts}, self.noise)
+
+
+Result = (SumResult | AverageResult | VoteResult | ThresholdResult | AuctionResult | ClearingResult | PluralityResult
+          | HistogramResult)

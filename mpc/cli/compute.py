@@ -12,14 +12,19 @@ from typing import TypeVar
 from mpc.cli.inputs import NEGATIVE_NUMBERS
 from mpc.cli.progress import TerminalProgress
 from mpc.config import load_cluster
+from mpc.dp import NoiseReport
+from mpc.errors import InputError
 from mpc.coordinator.client import (
     AuctionResult,
     AverageResult,
+    DEFAULT_DELTA,
     ClearingResult,
     Coordinator,
+    HistogramResult,
     InputStatus,
     NodeStatus,
     PluralityResult,
+    Privacy,
     SumResult,
     ThresholdResult,
     VoteResult,
@@ -33,11 +38,43 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def _private(p: argparse.ArgumentParser, what: str) -> None:
+    g = p.add_argument_group("differential privacy", f"release {what} with binomial noise made inside MPC; it "
+                                                     f"spends from each owner's budget of the input (mpc budget)")
+    g.add_argument("--epsilon", type=_real, default=None, metavar="E", help="privacy loss per release, 0 < E <= 10")
+    g.add_argument("--delta", type=_real, default=None, metavar="D",
+                   help=f"failure probability, 0 < D < 1 (default {DEFAULT_DELTA:g})")
+    g.add_argument("--noise", choices=("joint", "local"), default="joint",
+                   help="joint (default): one noise made by all nodes together, as a trusted curator's; local: "
+                        "each node adds its own full noise (faster for long vectors, n times the variance)")
+
+
+def _privacy(args: argparse.Namespace) -> Privacy | None:
+    if args.epsilon is None:
+        if args.delta is not None or args.noise != "joint":
+            raise SystemExit(f"mpc {args.command}: --delta and --noise need --epsilon")
+        return None
+    privacy = Privacy(args.epsilon, DEFAULT_DELTA if args.delta is None else args.delta, args.noise)
+    try:
+        privacy.check()
+    except InputError as exc:
+        raise SystemExit(f"mpc {args.command}: {exc}") from None
+    return privacy
+
+
+def _real(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"need a number, got {text!r}") from None
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the coordinator commands."""
     s = sub.add_parser("sum", help="secure sum of an input over all nodes (elementwise for vectors)")
     s.add_argument("name", help="input name, stored at every node")
     s.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
+    _private(s, "the sum")
     _common(s)
     s.set_defaults(run=run_sum)
     a = sub.add_parser("average", help="secure average; reveals the sum and the record count",
@@ -46,6 +83,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a.add_argument("name")
     a.add_argument("--elementwise", action="store_true", help="elementwise mean of one vector per node")
     a.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
+    _private(a, "the sum(s) (the record count stays exact)")
     _common(a)
     a.set_defaults(run=run_average)
     v = sub.add_parser("vote", help="threshold vote on stored ballots (0/1): prints only YES or NO; or with "
@@ -61,6 +99,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     v.add_argument("--winner-only", action="store_true", dest="winner_only",
                    help="with --options: open the winning option alone, not the counts")
     v.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
+    _private(v, "a plurality vote's counts (with --options)")
     _common(v)
     v.set_defaults(run=run_vote)
     t = sub.add_parser("threshold", help="for each element of a vector input: is the sum over nodes >= K?",
@@ -91,9 +130,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cp.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
     _common(cp)
     cp.set_defaults(run=run_clearing_price)
+    h = sub.add_parser("histogram", help="records per public bin over every node (with --epsilon: noisy counts)",
+                       description="Bins are given by their integer edges E1 < E2 < ... < Ek+1: [E1,E2), ..., "
+                                   "[Ek,Ek+1]. Records below E1 count in the first bin and above Ek+1 in the last. "
+                                   "With --epsilon every count gets binomial noise made inside MPC (one record "
+                                   "added or removed moves one count by 1).")
+    h.add_argument("name", help="input name, stored at every node with declared bounds")
+    h.add_argument("--bins", type=_integers, required=True, metavar="E1,E2,...", help="bin edges, increasing")
+    h._negative_number_matcher = NEGATIVE_NUMBERS
+    h.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
+    _private(h, "the counts")
+    _common(h)
+    h.set_defaults(run=run_histogram)
     st = sub.add_parser("status", help="health, version and offered inputs (names and shapes) of every node")
     _common(st)
     st.set_defaults(run=run_status)
+    b = sub.add_parser("budget", help="each input's differential-privacy budget at a node: spent and left",
+                       description="What the node's DP releases have spent of each input's (epsilon, delta) budget "
+                                   "(all its versions), what is left, and whether its owner allows exact releases.")
+    b.add_argument("--node", required=True, help="the node to ask")
+    _common(b)
+    b.set_defaults(run=run_budget)
 
 
 def _names(text: str) -> list[str]:
@@ -133,21 +190,61 @@ def _fmt(value: object) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
+def _noise_line(noise: NoiseReport) -> str:
+    return (f"differentially private: epsilon {noise.epsilon:g}, delta {noise.delta:g}; {noise.mode} binomial noise "
+            f"with std {noise.std:.4g} (a trusted curator's: {noise.central_std:.4g}); 95% of the noise within "
+            f"+-{noise.interval:.4g}")
+
+
+def _fmt_noisy(value: object, noise: NoiseReport | None) -> str:
+    if noise is None:
+        return _fmt(value)
+    return f"{_fmt(value)} +- {noise.interval:.4g} (95%)"
+
+
 def run_sum(args: argparse.Namespace) -> int:
-    """Print the secure sum."""
-    result: SumResult = _with_coordinator(args, lambda c: c.sum(args.name, timeout_s=args.timeout))
-    print(json.dumps(result.as_dict()) if args.json else _fmt(result.value))
+    """Print the secure sum (and its noise, for a DP release)."""
+    privacy = _privacy(args)
+    result: SumResult = _with_coordinator(args, lambda c: c.sum(args.name, privacy=privacy, timeout_s=args.timeout))
+    if args.json:
+        print(json.dumps(result.as_dict()))
+        return 0
+    print(_fmt_noisy(result.value, result.noise))
+    if result.noise is not None:
+        print(_noise_line(result.noise))
     return 0
 
 
 def run_average(args: argparse.Namespace) -> int:
-    """Print the secure average and what it revealed."""
+    """Print the secure average and what it revealed (and its noise, for a DP release)."""
+    privacy = _privacy(args)
     result: AverageResult = _with_coordinator(
-        args, lambda c: c.average(args.name, elementwise=args.elementwise, timeout_s=args.timeout))
+        args, lambda c: c.average(args.name, elementwise=args.elementwise, privacy=privacy, timeout_s=args.timeout))
     if args.json:
         print(json.dumps(result.as_dict()))
-    else:
+    elif result.noise is None:
         print(f"{_fmt(result.average)}  (revealed: sum {_fmt(result.total)}, count {result.count})")
+    else:
+        print(f"{_fmt_noisy(result.average, result.noise)}  (revealed: noisy sum {_fmt(result.total)}, exact count "
+              f"{result.count})")
+        print(_noise_line(result.noise))
+    return 0
+
+
+def run_histogram(args: argparse.Namespace) -> int:
+    """Print the count per bin (and its noise, for a DP release)."""
+    privacy = _privacy(args)
+    result: HistogramResult = _with_coordinator(
+        args, lambda c: c.histogram(args.name, args.bins, privacy=privacy, timeout_s=args.timeout))
+    if args.json:
+        print(json.dumps(result.as_dict()))
+        return 0
+    edges = result.edges
+    for i, count in enumerate(result.counts):
+        close = "]" if i == len(result.counts) - 1 else ")"
+        print(f"[{edges[i]}, {edges[i + 1]}{close}: {count}")
+    if result.noise is not None:
+        print(_noise_line(result.noise))
     return 0
 
 
@@ -157,6 +254,8 @@ def run_vote(args: argparse.Namespace) -> int:
         return _run_plurality(args)
     if args.winner_only:
         raise SystemExit("mpc vote: --winner-only needs --options")
+    if args.epsilon is not None:
+        raise SystemExit("mpc vote: --epsilon needs --options (a yes/no vote opens one bit, not a count)")
     result: VoteResult = _with_coordinator(
         args, lambda c: c.vote(args.name, threshold=args.threshold, timeout_s=args.timeout))
     print(json.dumps(result.as_dict()) if args.json else ("YES" if result.passed else "NO"))
@@ -175,8 +274,10 @@ def _run_plurality(args: argparse.Namespace) -> int:
     if args.threshold is not None:
         raise SystemExit("mpc vote: --threshold and --options do not go together")
     options: list[str] = args.options
+    privacy = _privacy(args)
     result: PluralityResult = _with_coordinator(
-        args, lambda c: c.plurality(args.name, len(options), winner_only=args.winner_only, timeout_s=args.timeout))
+        args, lambda c: c.plurality(args.name, len(options), winner_only=args.winner_only, privacy=privacy,
+                                    timeout_s=args.timeout))
     if args.json:
         out = result.as_dict()
         out["option_names"] = options
@@ -187,6 +288,8 @@ def _run_plurality(args: argparse.Namespace) -> int:
     else:
         for name, count in zip(options, result.counts):
             print(f"{name}: {count}")
+        if result.noise is not None:
+            print(_noise_line(result.noise))
     return 0
 
 
@@ -217,12 +320,14 @@ def run_clearing_price(args: argparse.Namespace) -> int:
 
 def _shape(i: InputStatus) -> str:
     if i.length is None:   # ballots or options: their number is shown nowhere
-        return f"{i.name}[{i.kind}] v{i.version}"
+        left = "" if i.budget is None else f" (epsilon left {i.budget['epsilon_left']})"
+        return f"{i.name}[{i.kind}] v{i.version}{left}"
     shape = i.name if i.scalar else f"{i.name}[{i.length}]"
     if i.kind != "number":
         shape += f"[{i.kind}]"
     bounds = "bounds undeclared" if i.bounds is None else f"{_fmt(i.bounds[0])}..{_fmt(i.bounds[1])}"
-    return f"{shape} v{i.version} ({bounds})"
+    left = "" if i.budget is None else f", epsilon left {i.budget['epsilon_left']}"
+    return f"{shape} v{i.version} ({bounds}{left})"
 
 
 def run_status(args: argparse.Namespace) -> int:
@@ -239,3 +344,28 @@ def run_status(args: argparse.Namespace) -> int:
             print(f"{n.name:<12} {n.address:<22} up    v{n.version}  sessions={n.active_sessions}  "
                   f"cert until {n.cert_not_after[:10]}  inputs: {offered or '-'}")
     return 0 if all(n.healthy for n in nodes) else 1
+
+
+def run_budget(args: argparse.Namespace) -> int:
+    """Print one node's DP budget per input; exit 1 if the node is down or unknown."""
+    cluster = load_cluster(args.cluster)
+    if args.node not in cluster.nodes:
+        raise SystemExit(f"mpc budget: no node {args.node!r} in the cluster file (nodes: {', '.join(cluster.nodes)})")
+
+    async def go() -> list[NodeStatus]:
+        async with Coordinator(cluster) as coordinator:
+            return await coordinator.status(nodes=[args.node])
+
+    node = asyncio.run(go())[0]
+    if not node.healthy:
+        print(f"{node.name}: DOWN  {node.error}")
+        return 1
+    rows = [(i.name, i.budget) for i in node.inputs if i.budget is not None]
+    if args.json:
+        print(json.dumps({"node": node.name, "inputs": {name: budget for name, budget in rows}}))
+        return 0
+    print(f"{'input':<24} {'epsilon spent':>14} {'left':>10} {'delta spent':>12} {'left':>10}  exact releases")
+    for name, b in rows:
+        print(f"{name:<24} {b['epsilon_spent']:>14} {b['epsilon_left']:>10} {b['delta_spent']:>12} "
+              f"{b['delta_left']:>10}  {'allowed' if b['exact_allowed'] else 'refused (DP only)'}")
+    return 0

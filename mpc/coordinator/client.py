@@ -11,6 +11,8 @@ import asyncio
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import grpc
@@ -20,14 +22,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mpc.config import ClusterConfig
 from mpc.encoding import decode_value
 from mpc.errors import InputError, MpcError, PeerUnavailable, SessionFailed
+from mpc import dp
 from mpc.protocols.catalogue import (
     AuctionParams,
     AverageParams,
     ClearingParams,
     Entry,
-    NoParams,
+    HistogramParams,
     Opened,
     PluralityParams,
+    SumParams,
     ThresholdParams,
     VoteParams,
     entry,
@@ -37,6 +41,7 @@ from mpc.results import (
     AuctionResult,
     AverageResult,
     ClearingResult,
+    HistogramResult,
     PluralityResult,
     Result,
     SumResult,
@@ -55,8 +60,29 @@ COMPUTE_GRACE_S = 1.0
 # Observer of what the coordinator receives: (session, node, share bytes of one chunk).
 ShareObserver = Callable[[str, str, bytes], None]
 Number = int | float
-__all__ = ["AuctionResult", "AverageResult", "ClearingResult", "Coordinator", "InputStatus", "NodeStatus",
-           "PluralityResult", "ProgressReport", "SumResult", "ThresholdResult", "VoteResult"]
+__all__ = ["AuctionResult", "AverageResult", "ClearingResult", "Coordinator", "HistogramResult", "InputStatus",
+           "NodeStatus", "PluralityResult", "Privacy", "ProgressReport", "SumResult", "ThresholdResult", "VoteResult"]
+DEFAULT_DELTA = 1e-8   # a DP release's delta when none is given (the default budget holds 100 of them)
+
+
+@dataclass(frozen=True, slots=True)
+class Privacy:
+    """Ask for a differentially private release: epsilon, delta, and where the noise is made.
+
+    noise: "joint" (default): one binomial noise made inside MPC from every node's random bits;
+    "local": every node adds its own full noise (cheaper for long vectors, n times the variance).
+    """
+
+    epsilon: float
+    delta: float = DEFAULT_DELTA
+    noise: str = "joint"
+
+    def check(self) -> None:
+        """Raises: InputError naming epsilon, delta or the noise mode at fault."""
+        dp.check_epsilon(self.epsilon)
+        dp.check_delta(self.delta)
+        if self.noise not in dp.NOISE_MODES:
+            raise InputError(f"noise must be one of {', '.join(dp.NOISE_MODES)}, got {self.noise!r}")
 # After the first failed call of a session phase, how long the other calls may still end on
 # their own (so that the error names every node at fault) before they are cancelled.
 FAILURE_GRACE_S = 0.5
@@ -109,12 +135,14 @@ class InputStatus:
     version: int
     kind: str
     bounds: tuple[Number, Number] | None   # decoded; None: declared by no one (an older mpc's input)
+    encoded: tuple[int, int] | None = None # the same, encoded at frac_bits
+    budget: dict[str, Any] | None = None   # the owner's DP budget: spent and left (exact decimals as strings)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"name": self.name, "length": self.length, "frac_bits": self.frac_bits, "scalar": self.scalar,
                 "version": self.version, "kind": self.kind,
-                "bounds": None if self.bounds is None else list(self.bounds)}
+                "bounds": None if self.bounds is None else list(self.bounds), "budget": self.budget}
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +165,20 @@ class NodeStatus:
                 "version": self.version,
                 "inputs": [i.as_dict() for i in self.inputs],
                 "active_sessions": self.active_sessions, "cert_not_after": self.cert_not_after, "error": self.error}
+
+
+def _budget(info: mpc_pb2.InputInfo) -> dict[str, Any] | None:
+    """An input's DP budget from Status, as exact decimals in strings (None from a node that shows none)."""
+    if not info.epsilon_budget:
+        return None
+    try:
+        spent, budget = Decimal(info.epsilon_spent), Decimal(info.epsilon_budget)
+        d_spent, d_budget = Decimal(info.delta_spent), Decimal(info.delta_budget)
+    except ArithmeticError:
+        return None
+    return {"epsilon_spent": str(spent), "epsilon_left": str(max(Decimal(0), budget - spent)),
+            "epsilon": str(budget), "delta_spent": str(d_spent), "delta_left": str(max(Decimal(0), d_budget - d_spent)),
+            "delta": str(d_budget), "exact_allowed": info.exact_allowed}
 
 
 class Coordinator:
@@ -270,7 +312,7 @@ class Coordinator:
         naming the node and cause otherwise (input missing, lengths differ, policy, ...).
         In every failure the session is aborted at every node before anything is opened.
         """
-        protocol.validate(params)
+        protocol.check_params(params)
         opened = await self.open(protocol, params, input_name, timeout_s=timeout_s)
         return protocol.decode(params, opened)
 
@@ -286,6 +328,8 @@ class Coordinator:
         for name, value in params_to_wire(params).items():
             if isinstance(value, bool):
                 wire[name] = mpc_pb2.Param(flag=value)
+            elif isinstance(value, float):
+                wire[name] = mpc_pb2.Param(real=value)
             elif isinstance(value, int):
                 wire[name] = mpc_pb2.Param(integer=value)
             else:
@@ -330,17 +374,72 @@ class Coordinator:
         return Opened(session_id, input_name, self.nodes, lengths, total, frac_bits,
                       all(r.is_scalar for r in prepared.values()))
 
-    async def sum(self, input_name: str, *, timeout_s: float | None = None) -> SumResult:
-        """Secure sum of `input_name` over all nodes (elementwise for vectors). Raises: as `run`."""
-        result = await self.run(entry("sum"), NoParams(), input_name, timeout_s=timeout_s)
+    async def noise(self, protocol: Entry[Any], input_name: str, privacy: Privacy | None) -> dict[str, Any]:
+        """The parameters of a DP release's noise (mpc/dp.py): from (epsilon, delta) and, for a sum,
+        every node's declared bounds (public: Status), the unit, sensitivity and coins.
+
+        Returns: keyword arguments for the protocol's parameters ({} for an exact release).
+        Raises: InputError naming the node and input (missing, no bounds) or the parameter at fault;
+        PeerUnavailable if a node cannot be asked. Nothing has been shared when it raises.
+        """
+        if privacy is None:
+            return {}
+        privacy.check()
+        fields: dict[str, Any] = {"epsilon": float(privacy.epsilon), "delta": float(privacy.delta),
+                                  "local_noise": privacy.noise == "local"}
+        if protocol.counts:
+            return fields | {"sensitivity": 1, "coins": dp.calibrate(fields["epsilon"], fields["delta"], 1)}
+        lows: list[Fraction] = []
+        highs: list[Fraction] = []
+        finest = 0
+        for node in await self.status():
+            if not node.healthy:
+                raise PeerUnavailable(f"node {node.name} cannot be asked for the bounds of {input_name!r}: "
+                                      f"{node.error}")
+            found = next((i for i in node.inputs if i.name == input_name), None)
+            if found is None:
+                raise InputError(f"input {input_name!r} is not stored at node {node.name} (or its policy does not "
+                                 f"offer it); nothing was shared")
+            if found.encoded is None:
+                raise InputError(f"input {input_name!r} at node {node.name} declares no bounds: a differentially "
+                                 f"private release clips to them (store it again with --bounds LO,HI)")
+            lows.append(Fraction(found.encoded[0], 1 << found.frac_bits))
+            highs.append(Fraction(found.encoded[1], 1 << found.frac_bits))
+            finest = min(finest, -found.frac_bits)
+        unit, sensitivity = dp.choose_unit((min(lows), max(highs)), finest)
+        coins = dp.calibrate(fields["epsilon"], fields["delta"], sensitivity)
+        return fields | {"unit": unit, "sensitivity": sensitivity, "coins": coins}
+
+    async def sum(self, input_name: str, *, privacy: Privacy | None = None,
+                  timeout_s: float | None = None) -> SumResult:
+        """Secure sum of `input_name` over all nodes (elementwise for vectors); with `privacy` a
+        differentially private one. Raises: as `run`."""
+        protocol = entry("sum")
+        params = SumParams(**await self.noise(protocol, input_name, privacy))
+        result = await self.run(protocol, params, input_name, timeout_s=timeout_s)
         assert isinstance(result, SumResult)
         return result
 
-    async def average(self, input_name: str, *, elementwise: bool = False,
+    async def average(self, input_name: str, *, elementwise: bool = False, privacy: Privacy | None = None,
                       timeout_s: float | None = None) -> AverageResult:
-        """Secure average: sum of values and of record counts, opened together (both revealed). Raises: as `run`."""
-        result = await self.run(entry("average"), AverageParams(elementwise), input_name, timeout_s=timeout_s)
+        """Secure average: sum of values and of record counts, opened together (both revealed); with
+        `privacy` the sums are noised. Raises: as `run`."""
+        protocol = entry("average")
+        params = AverageParams(elementwise, **await self.noise(protocol, input_name, privacy))
+        result = await self.run(protocol, params, input_name, timeout_s=timeout_s)
         assert isinstance(result, AverageResult)
+        return result
+
+    async def histogram(self, input_name: str, edges: Sequence[int], *, privacy: Privacy | None = None,
+                        timeout_s: float | None = None) -> HistogramResult:
+        """Records per public bin [e0, e1), ..., [e(k-1), ek] over every node; with `privacy` noisy counts.
+
+        Raises: as `run`; InputError for bins that are unsorted, overlap, or too many.
+        """
+        protocol = entry("histogram")
+        params = HistogramParams(tuple(int(e) for e in edges), **await self.noise(protocol, input_name, privacy))
+        result = await self.run(protocol, params, input_name, timeout_s=timeout_s)
+        assert isinstance(result, HistogramResult)
         return result
 
     async def vote(self, input_name: str, *, threshold: int | None = None,
@@ -379,15 +478,17 @@ class Coordinator:
         return result
 
     async def plurality(self, input_name: str, options: int, *, winner_only: bool = False,
-                        timeout_s: float | None = None) -> PluralityResult:
-        """Plurality vote over option indices: the count per option, or the winner alone. Raises: as `run`."""
-        result = await self.run(entry("plurality"), PluralityParams(options, winner_only), input_name,
-                                timeout_s=timeout_s)
+                        privacy: Privacy | None = None, timeout_s: float | None = None) -> PluralityResult:
+        """Plurality vote over option indices: the count per option (noisy with `privacy`), or the
+        winner alone. Raises: as `run`."""
+        protocol = entry("plurality")
+        params = PluralityParams(options, winner_only, **await self.noise(protocol, input_name, privacy))
+        result = await self.run(protocol, params, input_name, timeout_s=timeout_s)
         assert isinstance(result, PluralityResult)
         return result
 
-    async def status(self) -> list[NodeStatus]:
-        """Ask every node for its status (a down node is reported, not raised).
+    async def status(self, nodes: Sequence[str] | None = None) -> list[NodeStatus]:
+        """Ask every node (or those named) for its status (a down node is reported, not raised).
 
         Returns: one NodeStatus per node, in cluster order.
         """
@@ -408,8 +509,8 @@ class Coordinator:
             inputs = tuple(InputStatus(i.name, None if i.kind in COUNTS_HIDDEN else i.length, i.frac_bits, i.is_scalar,
                                        i.version, i.kind or "number",
                                        (decode_value(i.lo, i.frac_bits), decode_value(i.hi, i.frac_bits))
-                                       if i.bounded else None)
+                                       if i.bounded else None, (i.lo, i.hi) if i.bounded else None, _budget(i))
                            for i in r.inputs)
             return NodeStatus(name, node.address, True, r.version, inputs, r.active_sessions, r.cert_not_after,
                               health="SERVING")
-        return list(await asyncio.gather(*(one(n) for n in self.nodes)))
+        return list(await asyncio.gather(*(one(n) for n in (self.nodes if nodes is None else nodes))))

@@ -223,14 +223,14 @@ class NodeCore:
         stored, _, records = self.store.get_declared(input_name)
         declared = Declared(input_name, name, stored.kind, stored.bounds, records, stored.frac_bits, stored.is_scalar)
         self._check_rules(protocol, params, stored, participants)
-        protocol.check(params, declared, len(participants), stored.frac_bits)
+        protocol.admit(params, declared, len(participants), stored.frac_bits)
         if not protocol.kinds & set(COUNTS_HIDDEN):   # a vote never reads its ballots, only their tally
             version, stored = stored.version, self.store.get_input(input_name)
             if stored.version != version:
                 raise RoundMismatch(f"session {session_id}: input {input_name!r} at node {name} was replaced "
                                     f"during prepare; try again")
         length = protocol.length(params, declared)
-        frac_bits = 0 if protocol.integers else stored.frac_bits
+        frac_bits = 0 if protocol.on_integers(params) else stored.frac_bits
         loop = asyncio.get_running_loop()
         timeout_s = min(timeout_s or self.cluster.session_timeout_s, MAX_SESSION_TIMEOUT_S)
         session = Session(session_id, protocol, params, tuple(participants), caller, stored, declared, length,
@@ -286,8 +286,12 @@ class NodeCore:
             allowed = ", ".join(sorted(map(str, rules.thresholds))) or "none"
             raise PolicyError(f"node {name}: policy allows {protocol.name}s on {input_name!r} only with the "
                               f"thresholds {allowed} (thresholds), not {rule}")
-        variant, parameter = protocol.query(params)
-        self.releases.precheck(stored, variant, parameter, participants)
+        spend = protocol.spend(params)
+        if spend is None and not rules.exact:
+            raise PolicyError(f"node {name}: policy allows only differentially private releases of {input_name!r} "
+                              f"(exact = false): run it with --epsilon")
+        variant, parameter = protocol.release(params)
+        self.releases.precheck(stored, variant, parameter, participants, spend)
 
     async def compute(self, caller: Identity, session_id: str, frac_bits: int, length: int,
                       versions: Mapping[str, int], lengths: Mapping[str, int]) -> Words:
@@ -337,8 +341,8 @@ class NodeCore:
             raise RemoteProtocolError(f"session {session_id}: coordinator expects {length} output words, "
                                       f"node {me} sends {out}")
         own_bits = session.declared.frac_bits
-        if protocol.integers and frac_bits != 0:
-            raise RemoteProtocolError(f"session {session_id}: a {protocol.name} takes integers, got a scale of "
+        if protocol.on_integers(params) and frac_bits != 0:
+            raise RemoteProtocolError(f"session {session_id}: a {protocol.name} runs on integers, got a scale of "
                                       f"{frac_bits} fractional bits")
         if not own_bits <= frac_bits <= 32:
             raise RemoteProtocolError(f"session {session_id}: scale of {frac_bits} fractional bits is below "
@@ -351,21 +355,21 @@ class NodeCore:
         self.store.set_session_status(session_id, "running")
         loop = asyncio.get_running_loop()
         try:
-            protocol.check(params, session.declared, len(session.parties), frac_bits)
+            protocol.admit(params, session.declared, len(session.parties), frac_bits)
             digest = session_digest({
                 "session": session_id, "coordinator": caller.uri(), "protocol": protocol.name,
                 "params": describe_params(params), "input": stored.name, "participants": list(session.parties),
                 "frac_bits": frac_bits, "lengths": ordered, "versions": dict(sorted(versions.items()))})
-            variant, parameter = protocol.query(params)
+            variant, parameter = protocol.release(params)
             session.query = Query.of(variant, parameter, versions)
             # Reserve the release now, before our digest goes out: a node whose budget refuses
             # never sends one, so no peer reaches agreement and no output share leaves any node.
-            self.releases.reserve(session_id, stored, session.query)
+            self.releases.reserve(session_id, stored, session.query, protocol.spend(params))
             layout = sorted(session.parties)   # by name: the output may not depend on the session's order
             offset = sum(ordered[p] for p in layout[:layout.index(me)])
-            contribution = protocol.contribute(params, Contributing(
+            contribution = protocol.contribution(params, Contributing(
                 session.declared, stored.values, stored.tally, frac_bits, len(session.parties), offset,
-                sum(ordered.values())))
+                sum(ordered.values()), self.rng))
             inner = protocol.engine(params, EngineArgs(session_id, me, session.parties, words, self.rng,
                                                        self.ot_setups))
             async with session.lock:
@@ -422,7 +426,8 @@ class NodeCore:
         """
         if session.query is None:   # agreement needs our digest, which compute sends after setting it
             raise LocalProtocolError(f"session {session.session_id}: agreed before compute")
-        described = self.releases.record(session.session_id, session.stored, session.query)
+        described = self.releases.record(session.session_id, session.stored, session.query,
+                                         session.protocol.spend(session.params))
         log.info("session %s: %s", session.session_id, described, extra={"session": session.session_id})
 
     def progress(self, session_id: str) -> tuple[int, int, int]:

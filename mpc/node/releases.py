@@ -13,6 +13,12 @@ version. Two releases count once when the second reveals nothing the first did n
 Everything else is a distinct query: another participant set (the differencing attack), another
 threshold (the binary search on a tally), another protocol, or another node's new data.
 
+Differentially private releases (DESIGN.md §11) are counted differently: each one spends its
+(epsilon, delta) from the input's budget, over all its versions, by sequential composition (Dwork &
+Roth, "The Algorithmic Foundations of Differential Privacy", 2014, Theorem 3.16). A repeat is never
+free (fresh noise reveals more), and they take no place among the `max_releases` distinct exact
+queries. Amounts are exact decimals, so that ten releases of epsilon 0.1 spend exactly 1.
+
 `decide` and `implied_by` are pure; `ReleaseBook` keeps one node's releases, recorded in its
 store and reserved by its live sessions, and node core asks it whether one more may go.
 """
@@ -22,6 +28,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from mpc.config import Policy
 from mpc.errors import PolicyError
@@ -113,6 +120,60 @@ def budget_spent(node: str, input_name: str, version: int, max_releases: int, qu
                        f"a new version")
 
 
+Spend = tuple[Decimal, Decimal]   # (epsilon, delta) of a differentially private release
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """An input's differential-privacy budget: what its DP releases spent, and what the policy allows."""
+
+    epsilon_spent: Decimal
+    epsilon: Decimal
+    delta_spent: Decimal
+    delta: Decimal
+    exact: bool                    # whether the policy allows exact releases too
+
+    @property
+    def epsilon_left(self) -> Decimal:
+        """What is left of epsilon (never negative)."""
+        return max(Decimal(0), self.epsilon - self.epsilon_spent)
+
+    @property
+    def delta_left(self) -> Decimal:
+        """What is left of delta (never negative)."""
+        return max(Decimal(0), self.delta - self.delta_spent)
+
+
+def _spent(records: Iterable[ReleaseRecord]) -> Spend:
+    return _spent_pairs((r.epsilon or Decimal(0), r.delta or Decimal(0)) for r in records)
+
+
+def _spent_pairs(spends: Iterable[Spend]) -> Spend:
+    epsilon = delta = Decimal(0)
+    for e, d in spends:
+        epsilon += e
+        delta += d
+    return epsilon, delta
+
+
+def overspent(node: str, input_name: str, budget: Budget, spend: Spend, pending: Spend = (Decimal(0), Decimal(0)),
+              query: str = "") -> PolicyError | None:
+    """The refusal of a DP release that would overspend the input's budget, or None if it fits.
+
+    Args:
+        pending: what the node's other live DP sessions of this input have reserved.
+    """
+    epsilon = budget.epsilon_spent + pending[0] + spend[0]
+    delta = budget.delta_spent + pending[1] + spend[1]
+    if epsilon <= budget.epsilon and delta <= budget.delta:
+        return None
+    held = f" ({pending[0]}, {pending[1]} held by live sessions)" if any(pending) else ""
+    return PolicyError(f"node {node}: input {input_name!r} has epsilon {budget.epsilon_left} and delta "
+                       f"{budget.delta_left} left of its differential-privacy budget{held}; "
+                       f"{query or 'this release'} would spend epsilon {spend[0]} and delta {spend[1]}. "
+                       f"The owner may raise the policy's epsilon/delta")
+
+
 class ReleaseBook:
     """One node's releases: recorded ones in its store, and those its live sessions have reserved.
 
@@ -132,13 +193,33 @@ class ReleaseBook:
         self.node = node
         self.policy = policy
         self._reserved: dict[str, tuple[str, int, Query]] = {}   # session -> (input, version, query)
+        self._spending: dict[str, tuple[str, Spend]] = {}        # session -> (input, DP spend)
 
-    def precheck(self, stored: StoredInput, aggregate: str, parameter: object, participants: Sequence[str]) -> None:
+    def budget(self, input_name: str) -> Budget:
+        """An input's DP budget as recorded in the store (live sessions' reservations not counted)."""
+        rules = self.policy.rules(input_name)
+        epsilon, delta = _spent(self.store.releases(input_name))
+        return Budget(epsilon, rules.epsilon, delta, rules.delta, rules.exact)
+
+    def _pending(self, input_name: str, skip: str = "") -> Spend:
+        return _spent_pairs(spend for session, (name, spend) in self._spending.items()
+                            if name == input_name and session != skip)
+
+    def precheck(self, stored: StoredInput, aggregate: str, parameter: object, participants: Sequence[str],
+                 spend: Spend | None = None) -> None:
         """At prepare, before the other nodes' versions are known: refuse a query that no earlier
-        release could make a repeat of when the version's budget is already spent.
+        release could make a repeat of when the version's budget is already spent, and a DP release
+        that would overspend the input's budget (counting what live sessions hold).
 
-        Raises: PolicyError naming the node, the input and the rule.
+        Raises: PolicyError naming the node, the input and the rule (for DP: what is left).
         """
+        if spend is not None:
+            probe = Query(aggregate, parameter, tuple(sorted(participants)), ())
+            refusal = overspent(self.node, stored.name, self.budget(stored.name), spend, self._pending(stored.name),
+                                probe.describe())
+            if refusal is not None:
+                raise refusal
+            return
         maximum = self.policy.rules(stored.name).max_releases
         records = self.store.releases(stored.name, stored.version)
         if sum(1 for r in records if r.counted) >= maximum and not might_be_implied(
@@ -146,11 +227,19 @@ class ReleaseBook:
             probe = Query(aggregate, parameter, tuple(sorted(participants)), ())
             raise budget_spent(self.node, stored.name, stored.version, maximum, probe.describe())
 
-    def reserve(self, session_id: str, stored: StoredInput, query: Query) -> None:
-        """Hold a session's place in its input version's budget until it is recorded or dropped.
+    def reserve(self, session_id: str, stored: StoredInput, query: Query, spend: Spend | None = None) -> None:
+        """Hold a session's place in its input version's budget until it is recorded or dropped
+        (a DP release: its spend from the input's budget).
 
         Raises: PolicyError when the budget is spent, counting the slots other live sessions hold.
         """
+        if spend is not None:
+            refusal = overspent(self.node, stored.name, self.budget(stored.name), spend,
+                                self._pending(stored.name, session_id), query.describe())
+            if refusal is not None:
+                raise refusal
+            self._spending[session_id] = (stored.name, spend)
+            return
         recorded = [(Query.from_json(r.query), r.counted) for r in self.store.releases(stored.name, stored.version)]
         queries = [q for q, _ in recorded]
         if implied_by(query, queries, stored.is_scalar) is None:
@@ -165,12 +254,14 @@ class ReleaseBook:
                 raise budget_spent(self.node, stored.name, stored.version, maximum, query.describe())
         self._reserved[session_id] = (stored.name, stored.version, query)
 
-    def record(self, session_id: str, stored: StoredInput, query: Query) -> str:
+    def record(self, session_id: str, stored: StoredInput, query: Query, spend: Spend | None = None) -> str:
         """Record a reserved release in the store (and its audit log), deciding atomically against
         the recorded releases only.
 
         Returns: its description. Raises: PolicyError if the budget is spent after all.
         """
+        if spend is not None:
+            return self._record_private(session_id, stored, query, spend)
         maximum = self.policy.rules(stored.name).max_releases
 
         def check(recorded: Sequence[ReleaseRecord]) -> tuple[bool, str]:
@@ -181,6 +272,26 @@ class ReleaseBook:
         self._reserved.pop(session_id, None)
         return described
 
+    def _record_private(self, session_id: str, stored: StoredInput, query: Query, spend: Spend) -> str:
+        rules = self.policy.rules(stored.name)
+
+        def afford(recorded: Sequence[ReleaseRecord]) -> None:
+            epsilon, delta = _spent(recorded)
+            refusal = overspent(self.node, stored.name, Budget(epsilon, rules.epsilon, delta, rules.delta, rules.exact),
+                                spend, query=query.describe())
+            if refusal is not None:
+                raise refusal
+
+        def decide(recorded: Sequence[ReleaseRecord]) -> tuple[bool, str]:
+            return False, (f"{query.describe()}: differentially private, spends epsilon {spend[0]} and delta "
+                           f"{spend[1]} of {stored.name!r}")
+
+        described = self.store.record_release(session_id, stored.name, stored.version, query.to_json(), decide,
+                                              spend=spend, afford=afford)
+        self._spending.pop(session_id, None)
+        return described
+
     def drop(self, session_id: str) -> None:
         """Forget a session's reservation (it ended before agreement, or was recorded)."""
         self._reserved.pop(session_id, None)
+        self._spending.pop(session_id, None)

@@ -245,12 +245,16 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
         except MpcError as exc:
             await _abort(context, exc)
         name, version, inputs, active, not_after = self.core.status()
+        budgets = {i.name: self.core.releases.budget(i.name) for i in inputs}
         return mpc_pb2.StatusReply(
             node=name, version=version, active_sessions=active, cert_not_after=not_after,
             inputs=[mpc_pb2.InputInfo(name=i.name, length=i.length, frac_bits=i.frac_bits, is_scalar=i.is_scalar,
                                       version=i.version, kind=i.kind, bounded=i.bounds is not None,
-                                      lo=i.bounds[0] if i.bounds else 0, hi=i.bounds[1] if i.bounds else 0)
-                    for i in inputs])
+                                      lo=i.bounds[0] if i.bounds else 0, hi=i.bounds[1] if i.bounds else 0,
+                                      epsilon_spent=str(b.epsilon_spent), epsilon_budget=str(b.epsilon),
+                                      delta_spent=str(b.delta_spent), delta_budget=str(b.delta),
+                                      exact_allowed=b.exact)
+                    for i in inputs for b in (budgets[i.name],)])
 
 
 class PeerService(mpc_pb2_grpc.PeerServicer):

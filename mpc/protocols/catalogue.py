@@ -21,10 +21,13 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 
+from mpc import dp
 from mpc.encoding import MAX_BALLOTS, MAX_OPTIONS, decode_ratio, decode_value
 from mpc.errors import InputError, RemoteProtocolError
 from mpc.ot.triples import OtSetups
@@ -47,21 +50,23 @@ from mpc.protocols.contribution import (
     vote_contribution,
 )
 from mpc.protocols.engine import Engine
+from mpc.protocols.noise import check_edges, histogram_counts, joint_noise, local_noise, units
 from mpc.protocols.sum import SecureSumParty
 from mpc.protocols.threshold import ThresholdParty
 from mpc.results import (
     AuctionResult,
     AverageResult,
     ClearingResult,
+    HistogramResult,
     PluralityResult,
     Result,
     SumResult,
     ThresholdResult,
     VoteResult,
 )
-from mpc.ring import Signed, Words, to_signed
+from mpc.ring import Signed, Words, from_signed, to_signed
 
-ParamValue = int | bool | tuple[int, ...] | None
+ParamValue = int | bool | float | tuple[int, ...] | None
 HALF = "half"                  # the vote rule "at least half of the ballots cast", in a policy's `thresholds`
 
 
@@ -104,6 +109,7 @@ class Contributing:
     parties: int
     offset: int                    # words before this node's ("concat" protocols: participants in name order)
     total: int                     # the sum of every participant's length ("concat" protocols)
+    rng: Rng = dataclasses.field(repr=False)   # the node's CSPRNG (a DP sum's rounding, local noise)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,11 +132,41 @@ class NoParams:
     """A protocol without parameters."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Private:
+    """A differentially private release (mpc/dp.py), when epsilon is set; the coordinator chooses the
+    noise, and every node checks that it gives (epsilon, delta) before it joins.
+
+    coins: the binomial noise's coins per noised word; sensitivity: how many units one record can
+    move a noised word; unit: a sum's unit is 2^unit (None for counts); local_noise: every node adds
+    its own full noise (n times the variance) instead of one noise made jointly.
+    """
+
+    epsilon: float | None = None
+    delta: float | None = None
+    coins: int | None = None
+    sensitivity: int | None = None
+    unit: int | None = None
+    local_noise: bool = False
+
+
 @dataclass(frozen=True, slots=True)
-class AverageParams:
+class SumParams(Private):
+    """A sum has no parameters but a DP release's."""
+
+
+@dataclass(frozen=True, slots=True)
+class AverageParams(Private):
     """elementwise: the mean of one vector per node, element by element (else over all records)."""
 
     elementwise: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramParams(Private):
+    """edges: the public bin edges, strictly increasing: bins [e0, e1), ..., [e(k-1), ek]."""
+
+    edges: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,7 +198,7 @@ class ClearingParams:
 
 
 @dataclass(frozen=True, slots=True)
-class PluralityParams:
+class PluralityParams(Private):
     """options: the number of options (ballots are 0..options-1); winner_only: open the winner alone."""
 
     options: int
@@ -196,16 +232,19 @@ def params_from_wire(entry: "Entry[Any]", raw: Mapping[str, ParamValue]) -> Any:
             if f.default is not dataclasses.MISSING:
                 continue
             raise RemoteProtocolError(f"protocol {entry.name} needs the parameter {f.name!r}")
-        base = int if optional else kind
+        base = next(a for a in typing.get_args(kind) if a is not type(None)) if optional else kind
         if base is bool and not isinstance(value, bool) or base is int and (isinstance(value, bool) or
                                                                               not isinstance(value, int)):
             raise RemoteProtocolError(f"protocol {entry.name}: parameter {f.name!r} must be {base.__name__}")
-        if base not in (bool, int) and not (isinstance(value, tuple) and all(isinstance(v, int) for v in value)):
+        if base is float and not isinstance(value, float):
+            raise RemoteProtocolError(f"protocol {entry.name}: parameter {f.name!r} must be a real number")
+        if base not in (bool, int, float) and not (isinstance(value, tuple) and
+                                                   all(isinstance(v, int) for v in value)):
             raise RemoteProtocolError(f"protocol {entry.name}: parameter {f.name!r} must be a list of integers")
         values[f.name] = value
     params = entry.params(**values)
     try:
-        entry.validate(params)
+        entry.check_params(params)
     except InputError as exc:
         raise RemoteProtocolError(f"protocol {entry.name}: {exc}") from None
     return params
@@ -244,6 +283,64 @@ class EngineArgs:
 P = TypeVar("P")
 
 
+@dataclass(frozen=True, slots=True)
+class Noise:
+    """A DP release's noise, as its parameters set it (see `Private`)."""
+
+    epsilon: float
+    delta: float
+    coins: int
+    sensitivity: int
+    unit: int
+    local: bool
+
+    @property
+    def mode(self) -> str:
+        """"joint" (one noise made inside MPC) or "local" (one full noise per node)."""
+        return "local" if self.local else "joint"
+
+    def report(self, parties: int, scale: float = 1.0) -> dp.NoiseReport:
+        """What the coordinator prints about this noise; `scale` divides the output (an average's count)."""
+        return dp.report(self.epsilon, self.delta, self.mode, self.coins, 2.0 ** self.unit, self.sensitivity, parties,
+                         scale)
+
+
+def private(params: object) -> Noise | None:
+    """The noise of a differentially private release, or None for an exact one."""
+    if not isinstance(params, Private) or params.epsilon is None:
+        return None
+    return Noise(params.epsilon, params.delta or 0.0, params.coins or 0, params.sensitivity or 0, params.unit or 0,
+                 params.local_noise)
+
+
+def _check_private(entry: "Entry[Any]", params: object) -> None:
+    """The DP parameters: all or none, in range, and enough coins for (epsilon, delta). Raises: InputError."""
+    if not isinstance(params, Private):
+        return
+    if params.epsilon is None:
+        if (params.delta, params.coins, params.sensitivity, params.unit) != (None,) * 4 or params.local_noise:
+            raise InputError(f"{entry.name}: noise parameters without epsilon")
+        return
+    if not entry.private:
+        raise InputError(f"{entry.name} has no differentially private form")
+    epsilon = dp.check_epsilon(params.epsilon)
+    if params.delta is None:
+        raise InputError(f"{entry.name}: a differentially private release needs delta as well as epsilon")
+    delta = dp.check_delta(params.delta)
+    if params.coins is None or params.sensitivity is None:
+        raise InputError(f"{entry.name}: a differentially private release needs its noise's coins and sensitivity")
+    if entry.counts:
+        if params.sensitivity != 1 or params.unit is not None:
+            raise InputError(f"{entry.name} releases counts: one record moves them by 1 (sensitivity 1, no unit), "
+                             f"got sensitivity {params.sensitivity} and unit {params.unit}")
+    elif params.unit is None or not -64 <= params.unit <= 64:
+        raise InputError(f"{entry.name}: a differentially private sum needs a unit exponent within +-64, "
+                         f"got {params.unit}")
+    if not dp.coins_suffice(params.coins, epsilon, delta, params.sensitivity):
+        raise InputError(f"{entry.name}: {params.coins} noise coins do not give epsilon {epsilon!r}, delta {delta!r} "
+                         f"at a sensitivity of {params.sensitivity} unit(s) (mpc/dp.py calibrate)")
+
+
 class Entry(Generic[P]):
     """One protocol of the catalogue. Subclasses fill in the class attributes and override what differs."""
 
@@ -257,9 +354,62 @@ class Entry(Generic[P]):
     combine: ClassVar[Combine] = "add"                          # how output shares combine
     integers: ClassVar[bool] = False   # the session runs at scale 0 (comparisons take integers)
     shapes_match: ClassVar[bool] = False   # scalar and vector inputs may not mix (sum, average)
+    private: ClassVar[bool] = False    # has a differentially private form (--epsilon; mpc/dp.py)
+    counts: ClassVar[bool] = False     # its noised words are counts: one record added or removed moves one by 1
 
     def validate(self, params: P) -> None:
         """Refuse parameters out of range (public data). Raises: InputError."""
+
+    def check_params(self, params: P) -> None:
+        """Refuse parameters out of range, a DP release's too. Raises: InputError."""
+        self.validate(params)
+        _check_private(self, params)
+
+    def admit(self, params: P, declared: Declared, parties: int, scale: int) -> None:
+        """`check`, and a DP release's public limits: declared bounds, and the coins one session makes jointly.
+
+        Raises: InputError naming the input and the public quantity at fault.
+        """
+        self.check(params, declared, parties, scale)
+        noise = private(params)
+        if noise is None:
+            return
+        require_bounds(declared.bounds, declared.what)
+        noised = self.noised(params, self.length(params, declared))
+        if not noise.local and noise.coins * noised > dp.MAX_JOINT_COINS:
+            raise InputError(f"{declared.what}: noise made jointly for {noised} values at {noise.coins} coins each "
+                             f"needs {noise.coins * noised} daBits, more than a session makes "
+                             f"({dp.MAX_JOINT_COINS}); use local noise (every node adds its own: n times the "
+                             f"variance), fewer values, or a larger epsilon")
+
+    def on_integers(self, params: P) -> bool:
+        """Whether the session runs at scale 0: comparisons, and DP releases (counted in public units)."""
+        return self.integers or private(params) is not None
+
+    def noised(self, params: P, words: int) -> int:
+        """How many leading words of a `words`-word contribution a DP release adds noise to."""
+        return words
+
+    def contribution(self, params: P, c: Contributing) -> Words:
+        """This node's contribution, with its own full noise in a DP release with local noise."""
+        words = self.contribute(params, c)
+        noise = private(params)
+        if noise is not None and noise.local:
+            words = local_noise(c.rng, noise.coins, words, self.noised(params, int(words.size)))
+        return words
+
+    def release(self, params: P) -> tuple[str, object]:
+        """The release as mpc/node/releases.py records it: a DP release is its own variant, with its spend."""
+        variant, parameter = self.query(params)
+        noise = private(params)
+        if noise is None:
+            return variant, parameter
+        return f"{variant}+dp", {"of": parameter, "epsilon": noise.epsilon, "delta": noise.delta, "noise": noise.mode}
+
+    def spend(self, params: P) -> tuple[Decimal, Decimal] | None:
+        """What a DP release spends of the input's budget: (epsilon, delta), exact decimals; None if exact."""
+        noise = private(params)
+        return None if noise is None else (dp.decimal(noise.epsilon), dp.decimal(noise.delta))
 
     def thresholds(self, params: P) -> int | str | None:
         """The rule the owner's `thresholds` pin constrains, or None if it does not apply."""
@@ -288,7 +438,11 @@ class Entry(Generic[P]):
         raise NotImplementedError
 
     def engine(self, params: P, args: EngineArgs) -> Engine:
-        """The engine that runs the session at this node."""
+        """The engine that runs the session at this node: a sum, with noise made jointly in a DP release."""
+        noise = private(params)
+        if noise is not None and not noise.local:
+            return _program_engine(args, joint_noise(noise.coins, self.noised(params, args.length)), summed=True,
+                                   prefix="dp")
         return _SumEngine(args.session_id, args.me, args.parties, args.length, args.rng)
 
     def decode(self, params: P, opened: Opened) -> Result:
@@ -310,21 +464,56 @@ def _program_engine(args: EngineArgs, program: Any, *, summed: bool, prefix: str
                         summed=summed, prefix=prefix)
 
 
-class SumEntry(Entry[NoParams]):
+def _check_private_sum(noise: Noise, declared: Declared, records: int, parties: int) -> None:
+    """A DP sum's checks on one node's declaration: its bounds fit the session's sensitivity at its
+    unit, and the sum in units cannot wrap. Raises: InputError naming the input."""
+    lo, hi = require_bounds(declared.bounds, declared.what)
+    scale = Fraction(1, 1 << declared.frac_bits)
+    moves = dp.sensitivity_at((lo * scale, hi * scale), noise.unit)
+    if moves > noise.sensitivity:
+        raise InputError(f"{declared.what}: one record within its declared bounds moves the sum by up to {moves} "
+                         f"units of 2^{noise.unit}, more than the session's sensitivity of {noise.sensitivity} "
+                         f"(the coordinator chooses it from every node's bounds: run it again)")
+    largest = max(abs(lo), abs(hi)) * scale / Fraction(2) ** noise.unit + 1
+    if largest * records * parties + noise.coins * parties >= 1 << 62:
+        raise InputError(f"{declared.what}: {records} record(s) of up to {float(largest):.3g} units each could "
+                         f"overflow the sum over {parties} nodes")
+
+
+def _decode_units(opened: Opened, noise: Noise) -> list[int | float]:
+    """A DP sum's opened words in the input's own units: unit·word."""
+    return [w << noise.unit if noise.unit >= 0 else w / 2.0 ** -noise.unit
+            for w in (int(x) for x in to_signed(opened.words))]
+
+
+class SumEntry(Entry[SumParams]):
     """Elementwise sum of the nodes' vectors."""
 
-    name, wire_id, params = "sum", 1, NoParams
+    name, wire_id, params = "sum", 1, SumParams
     reveals = "the sum (elementwise for vectors)"
     shapes_match = True
+    private = True
 
-    def check(self, params: NoParams, declared: Declared, parties: int, scale: int) -> None:
+    def check(self, params: SumParams, declared: Declared, parties: int, scale: int) -> None:
+        noise = private(params)
+        if noise is not None:
+            _check_private_sum(noise, declared, 1, parties)
+            return
         check_sum_declared(declared.bounds, 1, declared.frac_bits, scale, parties, declared.what)
 
-    def contribute(self, params: NoParams, c: Contributing) -> Words:
+    def contribute(self, params: SumParams, c: Contributing) -> Words:
         d = c.declared
+        noise = private(params)
+        if noise is not None:
+            return from_signed(units(c.rng, c.values, require_bounds(d.bounds, d.what), d.frac_bits, noise.unit))
         return sum_contribution(c.values, d.frac_bits, c.scale, c.parties, d.what)
 
-    def decode(self, params: NoParams, opened: Opened) -> Result:
+    def decode(self, params: SumParams, opened: Opened) -> Result:
+        noise = private(params)
+        if noise is not None:
+            values = _decode_units(opened, noise)
+            return SumResult(opened.session_id, opened.input_name, opened.nodes,
+                             values[0] if opened.is_scalar else values, noise.report(len(opened.nodes)))
         values = [decode_value(int(w), opened.frac_bits) for w in to_signed(opened.words)]
         return SumResult(opened.session_id, opened.input_name, opened.nodes,
                          values[0] if opened.is_scalar else values)
@@ -336,30 +525,51 @@ class AverageEntry(Entry[AverageParams]):
     name, wire_id, params = "average", 2, AverageParams
     reveals = "the sum(s) and the record count"
     shapes_match = True
+    private = True
 
     def check(self, params: AverageParams, declared: Declared, parties: int, scale: int) -> None:
         records = 1 if params.elementwise else declared.records   # a node adds up its records first
+        noise = private(params)
+        if noise is not None:
+            _check_private_sum(noise, declared, records, parties)
+            return
         check_sum_declared(declared.bounds, records, declared.frac_bits, scale, parties, declared.what)
 
     def length(self, params: AverageParams, declared: Declared) -> int:
         return declared.records + 1 if params.elementwise else 2
 
+    def noised(self, params: AverageParams, words: int) -> int:
+        return words - 1   # the sums; the record count is opened as the exact average opens it
+
     def contribute(self, params: AverageParams, c: Contributing) -> Words:
         d = c.declared
+        noise = private(params)
+        if noise is not None:
+            u = units(c.rng, c.values, require_bounds(d.bounds, d.what), d.frac_bits, noise.unit)
+            body = np.append(u, np.int64(1)) if params.elementwise else np.array([u.sum(), u.size], dtype=np.int64)
+            return from_signed(body)
         build = elementwise_contribution if params.elementwise else records_contribution
         return build(c.values, d.frac_bits, c.scale, c.parties, d.what)
 
     def decode(self, params: AverageParams, opened: Opened) -> Result:
         signed = [int(w) for w in to_signed(opened.words)]
-        sums, count = signed[:-1], signed[-1]
-        f = opened.frac_bits
-        averages = [decode_ratio(s, count, f) for s in sums]
-        totals = [decode_value(s, f) for s in sums]
+        count = signed[-1]
+        noise = private(params)
+        mode = "elementwise" if params.elementwise else "records"
+        if noise is not None:
+            totals = _decode_units(opened, noise)[:-1]
+            averages = [t / count if count else float("nan") for t in totals]
+            report = noise.report(len(opened.nodes), float(count or 1))
+        else:
+            f = opened.frac_bits
+            averages = [decode_ratio(s, count, f) for s in signed[:-1]]
+            totals = [decode_value(s, f) for s in signed[:-1]]
+            report = None
         if params.elementwise:
-            return AverageResult(opened.session_id, opened.input_name, opened.nodes, "elementwise", averages,
-                                 totals, count)
-        return AverageResult(opened.session_id, opened.input_name, opened.nodes, "records", averages[0], totals[0],
-                             count)
+            return AverageResult(opened.session_id, opened.input_name, opened.nodes, mode, averages, totals, count,
+                                 report)
+        return AverageResult(opened.session_id, opened.input_name, opened.nodes, mode, averages[0], totals[0], count,
+                             report)
 
     def query(self, params: AverageParams) -> tuple[str, object]:
         return ("average-elementwise" if params.elementwise else "average-records"), None
@@ -577,10 +787,15 @@ class PluralityEntry(Entry[PluralityParams]):
     kinds = frozenset({"options"})
     takes = "ballots stored with `mpc input put NAME 0 2 1 ... --options K`"
     integers = True
+    private = True
+    counts = True
 
     def validate(self, params: PluralityParams) -> None:
         if not 2 <= params.options <= MAX_OPTIONS:
             raise InputError(f"a plurality vote takes 2..{MAX_OPTIONS} options, got {params.options}")
+        if params.winner_only and params.epsilon is not None:
+            raise InputError("a plurality vote's winner alone has no differentially private form here: release "
+                             "the noisy counts (without --winner-only) and take their largest")
 
     def check(self, params: PluralityParams, declared: Declared, parties: int, scale: int) -> None:
         _check_integers_within(declared, 0, params.options - 1,
@@ -616,10 +831,45 @@ class PluralityEntry(Entry[PluralityParams]):
             return PluralityResult(opened.session_id, opened.input_name, opened.nodes, params.options, None, option)
         counts = [int(w) for w in to_signed(opened.words)]
         best = max(range(params.options), key=lambda i: (counts[i], -i))
-        return PluralityResult(opened.session_id, opened.input_name, opened.nodes, params.options, counts, best)
+        noise = private(params)
+        return PluralityResult(opened.session_id, opened.input_name, opened.nodes, params.options, counts, best,
+                               None if noise is None else noise.report(len(opened.nodes)))
 
     def query(self, params: PluralityParams) -> tuple[str, object]:
         return ("plurality-winner" if params.winner_only else "plurality"), params.options
+
+
+class HistogramEntry(Entry[HistogramParams]):
+    """How many records fall into each public bin, over every node's records."""
+
+    name, wire_id, params = "histogram", 8, HistogramParams
+    reveals = "the count of records per bin (with --epsilon, noisy counts)"
+    integers = True
+    private = True
+    counts = True
+
+    def validate(self, params: HistogramParams) -> None:
+        check_edges(params.edges)
+
+    def check(self, params: HistogramParams, declared: Declared, parties: int, scale: int) -> None:
+        require_bounds(declared.bounds, declared.what)   # records are clipped into the first and last bins
+        if declared.records * parties >= 1 << 62:
+            raise InputError(f"{declared.what}: too many records to count over {parties} nodes")
+
+    def length(self, params: HistogramParams, declared: Declared) -> int:
+        return len(params.edges) - 1
+
+    def contribute(self, params: HistogramParams, c: Contributing) -> Words:
+        return from_signed(histogram_counts(c.values, c.declared.frac_bits, params.edges))
+
+    def decode(self, params: HistogramParams, opened: Opened) -> Result:
+        noise = private(params)
+        return HistogramResult(opened.session_id, opened.input_name, opened.nodes, list(params.edges),
+                               [int(w) for w in to_signed(opened.words)],
+                               None if noise is None else noise.report(len(opened.nodes)))
+
+    def query(self, params: HistogramParams) -> tuple[str, object]:
+        return self.name, list(params.edges)
 
 
 # What one release implies about another over the same data and participants (mpc/node/releases.py):
@@ -648,6 +898,9 @@ def implies(old: str, old_parameter: object, new: str, new_parameter: object, sc
 
 def describe_release(variant: str, parameter: object) -> str:
     """A short description of a release: "vote (at least half)", "threshold (at least 7)", "auction-second"."""
+    if variant.endswith("+dp") and isinstance(parameter, dict):
+        return (f"{describe_release(variant[:-3], parameter.get('of'))} with epsilon {parameter.get('epsilon')}, "
+                f"delta {parameter.get('delta')}")
     if variant == VoteEntry.name:
         return f"vote (at least {'half' if parameter is None else parameter})"
     if variant == ThresholdEntry.name:
@@ -656,7 +909,7 @@ def describe_release(variant: str, parameter: object) -> str:
 
 
 CATALOGUE: tuple[Entry[Any], ...] = (SumEntry(), AverageEntry(), VoteEntry(), ThresholdEntry(), AuctionEntry(),
-                                     ClearingPriceEntry(), PluralityEntry())
+                                     ClearingPriceEntry(), PluralityEntry(), HistogramEntry())
 BY_NAME: dict[str, Entry[Any]] = {e.name: e for e in CATALOGUE}
 BY_WIRE_ID: dict[int, Entry[Any]] = {e.wire_id: e for e in CATALOGUE}
 NAMES: tuple[str, ...] = tuple(BY_NAME)

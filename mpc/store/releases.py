@@ -8,6 +8,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
 from mpc.errors import StoreError
 from mpc.store.base import StoreBase, _now
@@ -26,6 +27,8 @@ class ReleaseRecord:
     version: int
     query: str
     counted: bool
+    epsilon: Decimal | None = None   # what a differentially private release spent (None: an exact release)
+    delta: Decimal | None = None
 
 
 class ReleasesMixin(StoreBase):
@@ -36,7 +39,8 @@ class ReleasesMixin(StoreBase):
         return self._releases(None, input_name, version)
 
     def _releases(self, conn: sqlite3.Connection | None, input_name: str, version: int | None) -> list[ReleaseRecord]:
-        sql = "SELECT seq, at, session_id, input_name, version, query, counted FROM releases WHERE input_name = ?"
+        sql = ("SELECT seq, at, session_id, input_name, version, query, counted, epsilon, delta FROM releases "
+               "WHERE input_name = ?")
         args: tuple[object, ...] = (input_name,)
         if version is not None:
             sql, args = sql + " AND version = ?", (input_name, version)
@@ -45,29 +49,38 @@ class ReleasesMixin(StoreBase):
                 rows = reader.execute(sql + " ORDER BY seq", args).fetchall()
         else:
             rows = conn.execute(sql + " ORDER BY seq", args).fetchall()
-        return [ReleaseRecord(int(q), str(a), str(sid), str(n), int(v), str(j), bool(c))
-                for q, a, sid, n, v, j, c in rows]
+        return [ReleaseRecord(int(q), str(a), str(sid), str(n), int(v), str(j), bool(c),
+                              None if e is None else Decimal(e), None if d is None else Decimal(d))
+                for q, a, sid, n, v, j, c, e, d in rows]
 
     def record_release(self, session_id: str, input_name: str, version: int, query: str,
-                       decide: Callable[[list[ReleaseRecord]], tuple[bool, str]]) -> str:
+                       decide: Callable[[list[ReleaseRecord]], tuple[bool, str]], *,
+                       spend: tuple[Decimal, Decimal] | None = None,
+                       afford: Callable[[list[ReleaseRecord]], None] | None = None) -> str:
         """Count a session's release against an input version's budget, atomically.
 
         `decide` sees the version's earlier releases and returns (counted, description), or
         raises (PolicyError) to refuse; the check and the insert share one transaction, so two
         sessions cannot both take the last release. The audit log gets a "released" event with
-        the description in the same transaction.
+        the description in the same transaction. A differentially private release records its
+        `spend` (epsilon, delta); `afford` sees every earlier release of the input (all versions)
+        and raises to refuse, in the same transaction.
 
-        Returns: the description. Raises: whatever `decide` raises; StoreError for an unknown session.
+        Returns: the description. Raises: whatever `decide` or `afford` raise; StoreError for an unknown session.
         """
         with self._writing() as conn:
             row = conn.execute("SELECT protocol, participants, coordinator FROM sessions WHERE session_id = ?",
                                (session_id,)).fetchone()
             if row is None:
                 raise StoreError(f"no session {session_id!r} at this node")
+            if afford is not None:
+                afford(self._releases(conn, input_name, None))
             counted, description = decide(self._releases(conn, input_name, version))
             now = _now()
-            conn.execute("INSERT INTO releases (at, session_id, input_name, version, query, counted) "
-                         "VALUES (?, ?, ?, ?, ?, ?)", (now, session_id, input_name, version, query, int(counted)))
+            epsilon, delta = (None, None) if spend is None else (str(spend[0]), str(spend[1]))
+            conn.execute("INSERT INTO releases (at, session_id, input_name, version, query, counted, epsilon, delta) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (now, session_id, input_name, version, query, int(counted), epsilon, delta))
             protocol, participants, coordinator = row
             SessionsMixin._append_audit(conn, now, "released", session_id, coordinator, _audit_protocol(protocol),
                                         [input_name], json.loads(participants), (), description)

@@ -104,4 +104,13 @@ _MIGRATIONS += (
         "ALTER TABLE input_meta_v4 RENAME TO input_meta",
     ),
 )
+_MIGRATIONS += (
+    (
+        # Differentially private releases (DESIGN.md §11) spend the owner's (epsilon, delta) budget
+        # of an input, across all its versions: each is recorded with what it spent, as an exact
+        # decimal, in the same transaction as its audit entry. NULL: an exact release.
+        "ALTER TABLE releases ADD COLUMN epsilon TEXT",
+        "ALTER TABLE releases ADD COLUMN delta TEXT",
+    ),
+)
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Param(_message.Message):
-    __slots__ = ("integer", "flag", "integers")
+    __slots__ = ("integer", "flag", "integers", "real")
     INTEGER_FIELD_NUMBER: _ClassVar[int]
     FLAG_FIELD_NUMBER: _ClassVar[int]
     INTEGERS_FIELD_NUMBER: _ClassVar[int]
+    REAL_FIELD_NUMBER: _ClassVar[int]
     integer: int
     flag: bool
     integers: IntegerList
-    def __init__(self, integer: _Optional[int] = ..., flag: _Optional[bool] = ..., integers: _Optional[_Union[IntegerList, _Mapping]] = ...) -> None: ...
+    real: float
+    def __init__(self, integer: _Optional[int] = ..., flag: _Optional[bool] = ..., integers: _Optional[_Union[IntegerList, _Mapping]] = ..., real: _Optional[float] = ...) -> None: ...
 
 class IntegerList(_message.Message):
     __slots__ = ("values",)
@@ -134,7 +136,7 @@ class StatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class InputInfo(_message.Message):
-    __slots__ = ("name", "length", "frac_bits", "is_scalar", "version", "kind", "bounded", "lo", "hi")
+    __slots__ = ("name", "length", "frac_bits", "is_scalar", "version", "kind", "bounded", "lo", "hi", "epsilon_spent", "epsilon_budget", "delta_spent", "delta_budget", "exact_allowed")
     NAME_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +146,11 @@ class InputInfo(_message.Message):
     BOUNDED_FIELD_NUMBER: _ClassVar[int]
     LO_FIELD_NUMBER: _ClassVar[int]
     HI_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_SPENT_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    DELTA_SPENT_FIELD_NUMBER: _ClassVar[int]
+    DELTA_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    EXACT_ALLOWED_FIELD_NUMBER: _ClassVar[int]
     name: str
     length: int
     frac_bits: int
@@ -153,7 +160,12 @@ class InputInfo(_message.Message):
     bounded: bool
     lo: int
     hi: int
-    def __init__(self, name: _Optional[str] = ..., length: _Optional[int] = ..., frac_bits: _Optional[int] = ..., is_scalar: _Optional[bool] = ..., version: _Optional[int] = ..., kind: _Optional[str] = ..., bounded: _Optional[bool] = ..., lo: _Optional[int] = ..., hi: _Optional[int] = ...) -> None: ...
+    epsilon_spent: str
+    epsilon_budget: str
+    delta_spent: str
+    delta_budget: str
+    exact_allowed: bool
+    def __init__(self, name: _Optional[str] = ..., length: _Optional[int] = ..., frac_bits: _Optional[int] = ..., is_scalar: _Optional[bool] = ..., version: _Optional[int] = ..., kind: _Optional[str] = ..., bounded: _Optional[bool] = ..., lo: _Optional[int] = ..., hi: _Optional[int] = ..., epsilon_spent: _Optional[str] = ..., epsilon_budget: _Optional[str] = ..., delta_spent: _Optional[str] = ..., delta_budget: _Optional[str] = ..., exact_allowed: _Optional[bool] = ...) -> None: ...
 
 class StatusReply(_message.Message):
     __slots__ = ("node", "version", "inputs", "active_sessions", "cert_not_after")

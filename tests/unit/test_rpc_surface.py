@@ -101,6 +101,11 @@ EXPECTED: dict[str, tuple[str, str, str, list[str]]] = {
         "inputs[].bounded: bool",       # whether bounds were declared
         "inputs[].lo: sint64",          # the declared public bounds (what refusals are computed from)
         "inputs[].hi: sint64",
+        "inputs[].epsilon_spent: string",   # the owner's DP budget: what DP releases spent (their count and
+        "inputs[].epsilon_budget: string",  # sizes are what the coordinators asked for; no value enters it)
+        "inputs[].delta_spent: string",
+        "inputs[].delta_budget: string",
+        "inputs[].exact_allowed: bool",     # the owner's policy: exact releases allowed, or DP only
         "active_sessions: uint32",      # a count
         "cert_not_after: string",       # the node's certificate expiry (the certificate itself is
                                         # sent in every TLS handshake anyway)
@@ -131,6 +136,7 @@ EXPECTED_REQUESTS: dict[str, list[str]] = {
         "params[].value.flag: bool",                             # audited as refused). Every parameter enters
         "params[].value.integers: message mpc.v1.IntegerList",   # the session digest the nodes agree on and
         "params[].value.integers.values[]: sint64",              # the release query the owner's budget counts:
+        "params[].value.real: double",            # a DP release's epsilon or delta
                                                                  # another parameter is another, budgeted query
     ],
     "mpc.v1.Control/Compute": [
@@ -176,10 +182,15 @@ EXPECTED_REQUESTS: dict[str, list[str]] = {
 # Every protocol of the catalogue, by wire id: (name, its parameters as "name: type", how the output
 # shares combine, what a node's output share is). The reason on each row is what the opened result
 # reveals; anything else stays secret, and the output share alone is uniform (see Compute.words).
+# A DP release's parameters (mpc/protocols/catalogue.py `Private`), on every protocol that has one: the
+# noise is public, chosen by the coordinator and checked by every node against (epsilon, delta).
+PRIVATE = ["epsilon: float | None", "delta: float | None", "coins: int | None", "sensitivity: int | None",
+           "unit: int | None", "local_noise: bool"]
 PROTOCOLS: dict[int, tuple[str, list[str], str, str]] = {
-    1: ("sum", [], "add", "x_i plus pairwise masks; opens the (elementwise) sum"),
-    2: ("average", ["elementwise: bool"], "add",
-        "masked sums of values and of the record count; opens both"),
+    1: ("sum", PRIVATE, "add", "x_i plus pairwise masks; opens the (elementwise) sum, with --epsilon plus "
+                               "binomial noise no coalition of n - 1 nodes knows"),
+    2: ("average", [*PRIVATE, "elementwise: bool"], "add",
+        "masked sums of values and of the record count; opens both (the sums noisy with --epsilon)"),
     3: ("vote", ["threshold: int | None"], "xor",
         "an XOR share of one bit; opens YES/NO, neither the tally nor the ballot count"),
     4: ("threshold", ["threshold: int"], "xor",
@@ -189,11 +200,13 @@ PROTOCOLS: dict[int, tuple[str, list[str], str, str]] = {
         "winner and the price, no losing bid and, with second_price, not the winning bid"),
     6: ("clearing-price", ["prices: tuple[int, ...]"], "xor",
         "XOR shares of a one-hot vector over the public grid; opens the clearing price only"),
-    7: ("plurality", ["options: int", "winner_only: bool"], "add",
-        "masked counts per option (or a share of the winner alone); opens those"),
+    7: ("plurality", [*PRIVATE, "options: int", "winner_only: bool"], "add",
+        "masked counts per option (or a share of the winner alone); opens those (noisy with --epsilon)"),
+    8: ("histogram", [*PRIVATE, "edges: tuple[int, ...]"], "add",
+        "masked counts per public bin; opens those (noisy with --epsilon)"),
 }
 # The types a catalogue parameter may have: the ones `map<string, Param>` carries (mpc/node/servicer.py).
-PARAM_TYPES = {"bool", "int", "int | None", "tuple[int, ...]"}
+PARAM_TYPES = {"bool", "int", "int | None", "float | None", "tuple[int, ...]"}
 
 # The standard health service every node also serves (mpc/node/daemon.py): a serving status.
 EXPECTED_HEALTH: dict[str, tuple[str, str, str, list[str]]] = {
