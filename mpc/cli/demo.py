@@ -3,8 +3,8 @@
 
 Starts four local node daemons over mutual TLS on loopback, has each engineer store their
 raise (and each node its voters' ballots and its bidders' sealed bids) at their own node, runs
-the secure sum, average, threshold votes and a first- and second-price auction, prints them, and
-stops every process it started.
+the secure sum, average (exact, and differentially private with epsilon 1), threshold votes and a
+first- and second-price auction, prints them, and stops every process it started.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from mpc.config import load_cluster
-from mpc.coordinator.client import Coordinator
+from mpc.coordinator.client import Coordinator, Privacy
 from mpc.inputs import put_values
 from mpc.localcluster import NodeProcesses, write_local_cluster
 from mpc.store import Store
@@ -67,7 +67,7 @@ def _demo(workdir: Path) -> int:
         if data_dir is None:  # write_local_cluster always sets it
             raise RuntimeError(f"node {name} has no data_dir")
         with Store.open_dir(data_dir) as store:
-            put_values(store, "raise", [value], scalar=True, overwrite=True, bounds=("0", "100000"))
+            put_values(store, "raise", [value], scalar=True, overwrite=True, bounds=("0", "10000"))
             put_values(store, "referendum", REFERENDUM[name], overwrite=True, ballots=True)
             put_values(store, "unanimous", ["1"] * len(REFERENDUM[name]), overwrite=True, ballots=True)
             put_values(store, "bids", BIDS[name], overwrite=True, bounds=("0", "1000000"), kind="bids")
@@ -83,8 +83,14 @@ def _demo(workdir: Path) -> int:
                 print(f"secure sum of the raises: {total.value}")
                 avg = await coordinator.average("raise")
                 print(f"average raise: {avg.average}  (revealed: sum {avg.total} over {avg.count} engineers)")
-                print("referendum, each node holding its own voters' ballots "
-                      "(the first vote also sets up oblivious transfer between every pair of nodes):")
+                private = await coordinator.average("raise", privacy=Privacy(1.0))
+                assert private.noise is not None
+                print(f"average raise, differentially private (epsilon 1, noise made inside MPC): "
+                      f"{private.average:.0f} +- {private.noise.interval:.0f} (95%), next to the exact {avg.average}")
+                print("  (the noise hides any one raise within the declared bounds 0..10000: over four engineers\n"
+                      "  it swamps the average; DP pays off over many records. Its first session also set up\n"
+                      "  oblivious transfer between every pair of nodes, kept for the votes and auctions below)")
+                print("referendum, each node holding its own voters' ballots:")
                 vote = await coordinator.vote("referendum")
                 print(f"  at least half voted for?  {'YES' if vote.passed else 'NO'}   (nothing else is revealed)")
                 vote = await coordinator.vote("referendum", threshold=7)

@@ -96,9 +96,15 @@ def test_demo_prints_the_raises_example_and_stops_its_daemons() -> None:
     assert re.search(r"unanimous referendum:\s+YES", proc.stdout), report
     vote_lines = [line for line in proc.stdout.splitlines() if "voted for" in line or "unanimous" in line]
     assert not any(re.search(r"\b(6|9|12)\b", line) for line in vote_lines), report
-    # Nobody's raise is printed, only the sum and the average.
+    # The differentially private average, with its interval, next to the exact one.
+    private = re.search(r"average raise, differentially private \(epsilon 1, .*\): (-?\d+) \+- (\d+) \(95%\), "
+                        r"next to the exact 3171\.5", proc.stdout)
+    assert private, report
+    # Nobody's raise is printed, only the sum and the averages (the noisy one is a random draw: it
+    # may happen to equal a raise, so its own number is left out of this check).
+    shown = proc.stdout.replace(private.group(0), "")
     for raise_ in ("3800", "2514", "2982", "3390"):
-        assert not re.search(rf"(?<![\w.]){raise_}(?!\w)", proc.stdout), report
+        assert not re.search(rf"(?<![\w.]){raise_}(?!\w)", shown), report
     assert_nothing_listens(daemon_ports(proc.stdout))
     workdir = re.search(r"cluster: (\S+)/cluster\.toml", proc.stdout)
     assert workdir, report
