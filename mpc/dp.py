@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -54,24 +55,36 @@ NOISE_MODES = ("joint", "local")
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint16)
 
 
+def _finite(value: object, name: str) -> float:
+    """Returns: value as a finite float. Raises: InputError naming `name` otherwise (bools, NaN, infinities,
+    integers too large for a float)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise InputError(f"{name} must be a finite number, got {str(value)[:40]}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise InputError(f"{name} must be a finite number, got {str(value)[:40]}")
+    return number
+
+
 def check_epsilon(epsilon: object) -> float:
     """Returns: ε as a float. Raises: InputError unless 0 < ε <= MAX_EPSILON (NaN and infinities refused)."""
-    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)) or not math.isfinite(epsilon):
-        raise InputError(f"epsilon must be a finite number, got {str(epsilon)[:40]}")
+    epsilon = _finite(epsilon, "epsilon")
     if not 0 < epsilon <= MAX_EPSILON:
         raise InputError(f"epsilon must lie in (0, {MAX_EPSILON:g}], got {epsilon!r}")
-    return float(epsilon)
+    return epsilon
 
 
 def check_delta(delta: object) -> float:
     """Returns: δ as a float. Raises: InputError unless MIN_DELTA <= δ < 1."""
-    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not math.isfinite(delta):
-        raise InputError(f"delta must be a finite number, got {str(delta)[:40]}")
+    delta = _finite(delta, "delta")
     if not 0 < delta < 1:
         raise InputError(f"delta must lie strictly between 0 and 1, got {delta!r}")
     if delta < MIN_DELTA:
         raise InputError(f"delta must be at least {MIN_DELTA:g}, got {delta!r}")
-    return float(delta)
+    return delta
 
 
 def decimal(value: float) -> Decimal:
@@ -126,6 +139,9 @@ def calibrate(epsilon: float, delta: float, sensitivity: int) -> int:
     # Bracket from the Gaussian mechanism's σ = Δ·sqrt(2 ln(1.25/δ))/ε (variance m/4), then bisect to
     # within 0.1% (or to the exact smallest even m below 2,048 coins).
     sigma = sensitivity * math.sqrt(2 * math.log(1.25 / delta)) / epsilon
+    if sigma * sigma > MAX_COINS:   # the binomial needs over half the Gaussian estimate's 4σ² coins: refuse at once
+        raise InputError(f"epsilon {epsilon!r} and delta {delta!r} at a sensitivity of {sensitivity} unit(s) "
+                         f"need more than {MAX_COINS} noise coins per value; raise epsilon or delta")
     high = min(MAX_COINS, max(2, 2 * math.ceil(2 * sigma * sigma)))
     while not ok(high):
         if high >= MAX_COINS:
@@ -168,7 +184,9 @@ def sample_local(rng: Rng, coins: int, count: int) -> np.ndarray:
 
     Returns: int64 array.
     """
-    out = np.empty(count, dtype=np.int64)
+    out = np.zeros(count, dtype=np.int64)
+    if coins < 1 or count < 1:
+        return out
     width = -(-coins // 8)
     last = coins - 8 * (width - 1)                       # coins in the last byte of each draw
     mask = np.uint8((1 << last) - 1)

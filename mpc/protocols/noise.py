@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mpc.dp import randomized_round, sample_local
-from mpc.errors import InputError
+from mpc.errors import InputError, LocalProtocolError
 from mpc.prg import Rng
 from mpc.protocols.circuit import Context, Program, ProgramFactory
 from mpc.ring import Signed, Words
@@ -31,7 +31,13 @@ def joint_noise(coins: int, noised: int) -> ProgramFactory:
 
     Returns: the program factory (no openings; coins·noised daBits).
     """
+    if coins < 2 or coins % 2 or not 0 <= noised:
+        raise LocalProtocolError(f"joint noise needs an even number of coins (at least 2) and a non-negative count "
+                                 f"of noised words, got {coins} and {noised}")
+
     def program(ctx: Context, x: Words) -> Program[Words]:
+        if noised > x.size:
+            raise LocalProtocolError(f"joint noise for {noised} words of a {x.size}-word input")
         out = np.array(x, dtype=np.uint64, copy=True)
         if noised:
             bits = ctx.dabits.take(coins * noised)
