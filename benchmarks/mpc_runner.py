@@ -37,6 +37,7 @@ from mpc.localcluster import NodeProcesses, write_local_cluster
 from mpc.ot.base import BASE_OTS, ChouOrlandiReceiver, ChouOrlandiSender
 from mpc.ot.triples import OtReady, PairwiseOtSetup
 from mpc.prg import SystemRng
+from mpc.protocols.catalogue import SumParams, entry
 from mpc.protocols.contribution import COMPARE_BOUND
 from mpc.store import Store
 
@@ -65,8 +66,8 @@ def run_mpc_sum(length: int, parties: int = 3, *, raises: bool = False, repeats:
     values = _inputs(parties, length, raises)
     expected = np.sum(values, axis=0)
     async def add(coordinator: Coordinator) -> bool:
-        opened = await coordinator.open(1, "x")
-        return bool(np.array_equal(opened.total.view(np.int64), expected))
+        opened = await coordinator.open(entry("sum"), SumParams(), "x")
+        return bool(np.array_equal(opened.words.view(np.int64), expected))
 
     with _running(names, {"x": values}, (0, 1 << 32)) as run:   # the inputs are below 2^32
         times, _, ok = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, add))

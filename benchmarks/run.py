@@ -1,6 +1,6 @@
 """mpc vs MPyC, same machine, one run, each party its own process on loopback, TLS on for both.
 
-    make bench          # or: .venv/bin/python benchmarks/run.py [--only sum|compare|auction|all] [--json FILE]
+    make bench          # or: .venv/bin/python benchmarks/run.py [--only sum|compare|auction|dp|all] [--json FILE]
 
 Prints a Markdown table: computation time (after start-up) and end to end, and the ratios
 MPyC / mpc (higher is better for mpc); below it the comparisons per second and mpc's one-off
@@ -11,6 +11,13 @@ bid (--only auction; --bids sets the number). For the comparison, the vote and t
 mpc's compute time is the median of later sessions on running nodes, which reuse the base OTs
 the first session set up (the nodes keep them for their lifetime); its end-to-end time includes
 that first session, i.e. spawning the nodes, the base OTs, one session and stopping them.
+
+--only dp: differentially private releases at epsilon = 1 among 3 parties (benchmarks/dp_runner.py),
+each beside mpc's exact computation of the same input on the same nodes (MPyC has no DP noise):
+an average of one value per node and a 100-bin histogram with joint noise, and a sum of a
+10,000-element vector with joint noise (bounds 0..1: at 0..15 joint noise would exceed the
+session's coin limit, which the nodes refuse, as the table shows) and with local noise (0..15).
+Printed as a second table with the noise std beside the central mechanism's.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.mpc_runner import (  # noqa: E402
     run_mpc_auction, run_mpc_base_ot, run_mpc_compare, run_mpc_sum, run_mpc_vote)
 from benchmarks.mpyc_runner import run_mpyc_auction, run_mpyc_compare, run_mpyc_sum, run_mpyc_vote  # noqa: E402
+from benchmarks.dp_runner import dp_table, run_dp  # noqa: E402
 
 
 def _row(name: str, ours: dict[str, object], theirs: dict[str, object]) -> str:
@@ -47,12 +55,18 @@ def main() -> int:
     """Run the comparisons and print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000", help="vector lengths for the 3-party sum")
-    parser.add_argument("--only", choices=("sum", "compare", "auction", "all"), default="all",
+    parser.add_argument("--only", choices=("sum", "compare", "auction", "dp", "all"), default="all",
                         help="sum: the secure sums; compare: comparisons, vote, base OTs; auction: first- and "
-                             "second-price auctions; all: every one (default)")
+                             "second-price auctions; dp: differentially private releases beside the exact ones; "
+                             "all: every one (default)")
     parser.add_argument("--comparisons", type=int, default=1000, help="batched comparisons (3 parties)")
     parser.add_argument("--ballots", type=int, default=1000, help="ballots in the vote (3 parties)")
     parser.add_argument("--bids", type=int, default=1000, help="bids in the auctions (3 parties)")
+    parser.add_argument("--dp-repeats", type=int, default=9,
+                        help="timed sessions of each kind for the DP average and histogram")
+    parser.add_argument("--dp-vector-repeats", type=int, default=7,
+                        help="timed sessions of each kind for the DP vector sums")
+    parser.add_argument("--dp-length", type=int, default=10_000, help="elements of the DP vector sums")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -60,6 +74,8 @@ def main() -> int:
     results: list[dict[str, object]] = []
     rows = []
     notes = []
+    dp_rows: list[str] = []
+    dp_notes: list[str] = []
     if args.only in ("sum", "all"):
         for length in sizes:
             ours, theirs = run_mpc_sum(length), run_mpyc_sum(length, timeout=900)
@@ -104,15 +120,25 @@ def main() -> int:
             notes.append(f"- mpc {'second-price ' if second_price else ''}auction: first auction on fresh nodes "
                          f"{_f(ours, 'first_s'):.2f} s (one-off setup {_f(ours, 'setup_s'):.2f} s), later ones "
                          f"{_f(ours, 'compute_s'):.3f} s; {_cpu_note(ours)}")
+    if args.only in ("dp", "all"):
+        dp_results = run_dp(args.dp_repeats, args.dp_vector_repeats, args.dp_length)
+        results.append({"case": "dp3", "mpc": dp_results})
+        dp_rows, dp_notes = dp_table(dp_results)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"load average (1/5/15 min) at start {load_start}, at end {_load()}")
-    print("| case | mpc compute (s) | MPyC compute (s) | MPyC/mpc | mpc end to end (s) | MPyC end to end (s) "
-          "| MPyC/mpc | both correct |")
-    print("|---|---|---|---|---|---|---|---|")
-    print("\n".join(rows))
+    if rows:
+        print("| case | mpc compute (s) | MPyC compute (s) | MPyC/mpc | mpc end to end (s) | MPyC end to end (s) "
+              "| MPyC/mpc | both correct |")
+        print("|---|---|---|---|---|---|---|---|")
+        print("\n".join(rows))
     if notes:
         print()
         print("\n".join(notes))
+    if dp_rows:
+        print()
+        print("\n".join(dp_rows))
+        print()
+        print("\n".join(dp_notes))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

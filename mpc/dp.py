@@ -50,7 +50,7 @@ MAX_EPSILON = 10.0              # beyond this a "guarantee" means nothing (e^10 
 MIN_DELTA = 1e-30
 TARGET_SENSITIVITY = 16         # a sum's unit is chosen so that one record moves it by at most this many units
 MAX_COINS = 1 << 22             # per noised word (std 1,024 units)
-MAX_JOINT_COINS = 1 << 22       # per session, coins made jointly (each a daBit: one OT per ordered pair)
+MAX_JOINT_COINS = 1 << 22       # per session, coins made jointly (each a daBit: (n - 1)^2 correlated OTs)
 NOISE_MODES = ("joint", "local")
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint16)
 

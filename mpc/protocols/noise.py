@@ -5,7 +5,7 @@ Each of the m coins of a noised word is the XOR of one CSPRNG bit from every nod
 shares mod 2^64, and only the additive side is used here. The sum of m such shares is an additive
 sharing of N ~ Binomial(m, 1/2) as soon as one node drew its bits honestly; one party subtracts the
 public m/2. No coin is ever opened, so the program has no round of its own: its cost is the daBits'
-preprocessing (one correlated OT per coin and ordered pair, n folds). The output shares then leave
+preprocessing ((n − 1)^2 correlated OTs and correction words per coin, in n − 1 folds). The output shares then leave
 for the coordinator as in a sum: only x + N − m/2 is ever reconstructed (Dwork et al., EUROCRYPT
 2006, §3; draft-case-ppm-binomial-dp-01 §3; calibration in mpc/dp.py).
 
