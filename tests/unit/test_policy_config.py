@@ -3,11 +3,13 @@ across sessions (max_releases, participants, thresholds, session limits, [nodes.
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from mpc.config import (DEFAULT_MAX_RELEASES, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_COORDINATOR,
+from mpc.config import (DEFAULT_DELTA_BUDGET, DEFAULT_EPSILON_BUDGET, DEFAULT_MAX_RELEASES, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_COORDINATOR,
                         PROTOCOL_NAMES, Rules, load_cluster)
 from mpc.errors import ConfigError
 from mpc.protocols.catalogue import HALF
@@ -195,3 +197,33 @@ def test_a_smaller_session_limit_lowers_the_per_coordinator_default(tmp_path: Pa
     policy = load(tmp_path, "max_sessions = 8")
     assert (policy.max_sessions, policy.max_sessions_per_coordinator) == (8, 8)
     assert load(tmp_path, 'thresholds = ["half", 1073741824, -1073741824]').defaults.thresholds is not None
+
+
+# ---- the differential-privacy budget (DESIGN.md §11) -----------------------------------------
+
+def test_dp_budget_defaults_and_exact_decimals(tmp_path: Path) -> None:
+    policy = load(tmp_path, "")
+    assert (policy.defaults.epsilon, policy.defaults.delta, policy.defaults.exact) == (
+        DEFAULT_EPSILON_BUDGET, DEFAULT_DELTA_BUDGET, True)
+    policy = load(tmp_path, 'epsilon = 0.1\ndelta = 1e-7\nexact = false\n'
+                            '[nodes.alice.policy.per_input.visits]\nepsilon = 3\n')
+    assert policy.rules("other") == Rules(epsilon=Decimal("0.1"), delta=Decimal("1e-7"), exact=False)
+    visits = policy.rules("visits")   # its own epsilon, the policy's delta and exact
+    assert (visits.epsilon, visits.delta, visits.exact) == (Decimal(3), Decimal("1e-7"), False)
+    assert sum([policy.rules("x").epsilon] * 10) == Decimal(1)   # 0.1 is 0.1, not 0.1000000000000000055
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("epsilon = -1", "epsilon must be a non-negative number"),
+    ('epsilon = "1"', "epsilon must be a non-negative number"),
+    ("epsilon = inf", "epsilon must be a non-negative number"),
+    ("epsilon = nan", "epsilon must be a non-negative number"),
+    ("epsilon = true", "epsilon must be a non-negative number"),
+    ("delta = 1", "delta must be below 1"),
+    ("delta = -1e-9", "delta must be a non-negative number"),
+    ('exact = "no"', "'exact' must be a bool"),
+    ("[nodes.alice.policy.per_input.visits]\nepsilon = -0.5", "per_input.visits: epsilon must be a non-negative"),
+])
+def test_bad_dp_budgets_are_refused_naming_the_key(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(fragment)):
+        load(tmp_path, text)
