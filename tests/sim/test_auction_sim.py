@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mpc.errors import InputError, RemoteProtocolError
-from mpc.prg import Rng, random_words
+from mpc.prg import Rng, SystemRng, random_words
 from mpc.protocols import auction, catalogue, clearing
 from mpc.protocols.catalogue import (
     AuctionParams,
@@ -60,7 +60,7 @@ def contributing(decl: Declared, values: Sequence[int], parties: int, offset: in
     yes = int(np.count_nonzero(data)) if decl.kind == "ballots" else 0
     given: dict[str, Any] = {"declared": decl, "values": data, "yes": yes,
                              "tally": tuple(int(t) for t in tally), "scale": 0, "parties": parties,
-                             "offset": offset, "total": total}
+                             "offset": offset, "total": total, "rng": SystemRng()}
     return Contributing(**{k: v for k, v in given.items() if k in fields})
 
 
