@@ -157,6 +157,7 @@ def calibrate(epsilon: float, delta: float, sensitivity: int) -> int:
     return high
 
 
+@functools.lru_cache(maxsize=256)
 def coins_suffice(coins: int, epsilon: float, delta: float, sensitivity: int) -> bool:
     """Whether `coins` (even, within MAX_COINS) give (ε, δ) at this sensitivity: how a node checks a
     coordinator's choice."""

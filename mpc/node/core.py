@@ -344,7 +344,7 @@ class NodeCore:
         if protocol.on_integers(params) and frac_bits != 0:
             raise RemoteProtocolError(f"session {session_id}: a {protocol.name} runs on integers, got a scale of "
                                       f"{frac_bits} fractional bits")
-        if not own_bits <= frac_bits <= 32:
+        if not protocol.on_integers(params) and not own_bits <= frac_bits <= 32:   # integers: each entry rescales
             raise RemoteProtocolError(f"session {session_id}: scale of {frac_bits} fractional bits is below "
                                       f"node {me}'s {own_bits} or above 32")
         if set(versions) != set(session.parties) or versions.get(me) != stored.version:
