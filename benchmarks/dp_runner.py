@@ -21,10 +21,9 @@ from __future__ import annotations
 import asyncio
 import math
 import statistics
-import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from mpc.errors import MpcError
 from mpc.localcluster import NodeProcesses, write_local_cluster
 from mpc.store import Store
 
-from benchmarks.mpc_runner import NAMES, RAISES, _cpu_delta, _cpu_s, _Running
+from benchmarks.mpc_runner import NAMES, RAISES, _cpu_delta, _cpu_s, _Running, running_nodes
 
 EPSILON = 1.0
 # The owner's rules for every input of the benchmark cluster: many releases, a large DP budget.
@@ -74,20 +73,9 @@ def _write_cluster(work: Path, names: Sequence[str], inputs: Mapping[str, Stored
     return cluster_file
 
 
-@contextmanager
-def _running(names: Sequence[str], inputs: Mapping[str, Stored]) -> Iterator[_Running]:
+def _running(names: Sequence[str], inputs: Mapping[str, Stored]) -> AbstractContextManager[_Running]:
     """Node processes holding `inputs`, in a temporary directory; stopped (by PID) on exit."""
-    with tempfile.TemporaryDirectory(prefix="mpc-bench-dp-") as tmp:
-        work = Path(tmp)
-        cluster_file = _write_cluster(work, names, inputs)
-        nodes = NodeProcesses(cluster_file, work / "logs")
-        run = _Running(cluster_file, load_cluster(cluster_file), nodes, time.perf_counter())
-        try:
-            nodes.start_all(names)
-            yield run
-        finally:
-            nodes.stop_all()
-            run.stopped = time.perf_counter()
+    return running_nodes(names, lambda work: _write_cluster(work, names, inputs))
 
 
 Values = np.ndarray                     # a release's output as float64, one entry per released value

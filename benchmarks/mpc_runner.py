@@ -143,9 +143,17 @@ class _Running:
 def _running(names: Sequence[str], inputs: Mapping[str, Sequence[np.ndarray]],
              bounds: tuple[int, int] | None = None) -> Iterator[_Running]:
     """Node processes holding `inputs`, in a temporary directory; stopped (by PID) on exit."""
+    with running_nodes(names, lambda work: _write_cluster(work, names, inputs, bounds)) as run:
+        yield run
+
+
+@contextmanager
+def running_nodes(names: Sequence[str], write: Callable[[Path], Path]) -> Iterator[_Running]:
+    """Node processes for the cluster file `write` makes in a temporary directory (returning its
+    path); stopped (by PID) on exit."""
     with tempfile.TemporaryDirectory(prefix="mpc-bench-") as tmp:
         work = Path(tmp)
-        cluster_file = _write_cluster(work, names, inputs, bounds)
+        cluster_file = write(work)
         nodes = NodeProcesses(cluster_file, work / "logs")
         run = _Running(cluster_file, load_cluster(cluster_file), nodes, time.perf_counter())
         try:
@@ -220,7 +228,7 @@ def run_mpc_compare(M: int = 1000, parties: int = 3, repeats: int = 5, threshold
     values = compare_inputs(parties, M)
     expected = (np.sum(values, axis=0) >= threshold).tolist()
     async def compare(coordinator: Coordinator) -> bool:
-        return (await coordinator.at_least("x", threshold)).bits == expected
+        return bool((await coordinator.at_least("x", threshold)).bits == expected)
 
     limit = (COMPARE_BOUND - 1) // parties
     with _running(names, {"x": values}, (-limit, limit)) as run:

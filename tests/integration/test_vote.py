@@ -186,15 +186,6 @@ class Env:
         return self.lc.servers[node].core
 
 
-@pytest.fixture(scope="module")
-def loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    try:
-        yield loop
-    finally:
-        loop.close()
-
-
 def start_cluster(loop: asyncio.AbstractEventLoop, path: Path, n: int,
                   **kw: Any) -> tuple[LocalCluster, AsyncExitStack]:
     stack = AsyncExitStack()
