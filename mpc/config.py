@@ -30,6 +30,7 @@ DEFAULT_MAX_RELEASES = 1
 # releases by sequential composition (README "Differentially private releases").
 DEFAULT_EPSILON_BUDGET = Decimal("1")
 DEFAULT_DELTA_BUDGET = Decimal("1e-6")
+REVEAL_MODES = ("size", "members", "sum")   # an intersection's outputs (mpc/protocols/psi.py); default: size only
 DEFAULT_MAX_SESSIONS = 64
 DEFAULT_MAX_SESSIONS_PER_COORDINATOR = 16
 Pin = str | frozenset[str]       # "cluster", "any", or exactly these nodes
@@ -45,6 +46,7 @@ class Rules:
     epsilon: Decimal = DEFAULT_EPSILON_BUDGET         # the input's DP budget, all versions together
     delta: Decimal = DEFAULT_DELTA_BUDGET
     exact: bool = True                                # False: only differentially private releases
+    reveal: frozenset[str] = frozenset({"size"})      # what an intersection of the input may reveal
 
     def pinned(self, cluster_nodes: Sequence[str]) -> frozenset[str] | None:
         """The participant set this input is pinned to, or None if any set may take part."""
@@ -225,8 +227,15 @@ def _rules(table: dict[str, Any], where: str, base: Rules) -> Rules:
     if delta >= 1:
         raise ConfigError(f"{where}: delta must be below 1, got {delta}")
     exact = _take(table, "exact", bool, where, base.exact)
+    reveal = base.reveal
+    if "reveal" in table:
+        raw = table.pop("reveal")
+        if not isinstance(raw, list) or not all(r in REVEAL_MODES for r in raw):
+            raise ConfigError(f"{where}: reveal must be a list of {', '.join(map(repr, REVEAL_MODES))}, "
+                              f"got {str(raw)[:80]}")
+        reveal = frozenset(raw)
     _no_leftovers(table, where)
-    return Rules(maximum, pin, thresholds, epsilon, delta, exact)
+    return Rules(maximum, pin, thresholds, epsilon, delta, exact, reveal)
 
 
 def _budget(table: dict[str, Any], key: str, where: str, default: Decimal) -> Decimal:
@@ -263,7 +272,7 @@ def _policy(table: dict[str, Any], where: str) -> Policy:
                           f"got {per_coordinator} and {sessions}")
     per_input_table = dict(_take(table, "per_input", dict, where, {}))
     rule_keys: dict[str, Any] = {k: table.pop(k) for k in ("max_releases", "participants", "thresholds", "epsilon",
-                                                           "delta", "exact") if k in table}
+                                                           "delta", "exact", "reveal") if k in table}
     _no_leftovers(table, where)
     defaults = _rules(rule_keys, where, Rules())
     bad = [name for name in per_input_table if not INPUT_NAME.match(name)]

@@ -30,3 +30,12 @@ class Output:
 
     def __bool__(self) -> bool:
         raise TypeError("an output share has no truth value; it is meaningless on its own")
+
+
+@dataclass(frozen=True, slots=True)
+class Keep(Output):
+    """A result that stays at this node and goes to no one (e.g. which of its own records an
+    intersection found common, delivered to its owner); the coordinator gets nothing from it."""
+
+    def __repr__(self) -> str:
+        return f"Keep({self.words.size} words, <result redacted>)"

@@ -164,5 +164,29 @@ class HistogramResult:
                             "edges": self.edges, "counts": self.counts}, self.noise)
 
 
+@dataclass(frozen=True, slots=True)
+class IntersectionResult:
+    """A private set intersection: its size, and with reveal "sum" the sum of the associated values
+    over it; with reveal "members" the nodes that received the common identifiers (not the coordinator)."""
+
+    session_id: str
+    input_name: str
+    nodes: tuple[str, ...]
+    reveal: str
+    size: int
+    total: int | None = None
+    delivered_to: list[str] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        out: dict[str, Any] = {"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes),
+                               "reveal": self.reveal, "size": self.size}
+        if self.total is not None:
+            out["sum"] = self.total
+        if self.delivered_to:
+            out["members_delivered_to"] = self.delivered_to
+        return out
+
+
 Result = (SumResult | AverageResult | VoteResult | ThresholdResult | AuctionResult | ClearingResult | PluralityResult
-          | HistogramResult)
+          | HistogramResult | IntersectionResult)

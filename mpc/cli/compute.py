@@ -22,6 +22,7 @@ from mpc.coordinator.client import (
     Coordinator,
     HistogramResult,
     InputStatus,
+    IntersectionResult,
     NodeStatus,
     PluralityResult,
     Privacy,
@@ -142,6 +143,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _private(h, "the counts")
     _common(h)
     h.set_defaults(run=run_histogram)
+    i = sub.add_parser("intersect", help="private set intersection of every node's set: its size (default), the "
+                                         "common members to named nodes, or a sum over it",
+                       description="Each node's input is a set of identifiers (mpc input put-set). --reveal size "
+                                   "prints how many identifiers every node has in common; --reveal members delivers "
+                                   "the common identifiers to the nodes named by --to only (each writes them to "
+                                   "DATA_DIR/intersections/), never to the coordinator; --reveal sum prints the "
+                                   "size and the sum of the associated values over the intersection. Each owner's "
+                                   "policy says which it allows (reveal; default: size only).")
+    i.add_argument("name", help="set input name, stored at every node")
+    i.add_argument("--reveal", choices=("size", "members", "sum"), default="size")
+    i.add_argument("--to", type=_node_names, default=[], metavar="NODE,...",
+                   help="with --reveal members: the nodes that receive the common identifiers")
+    i.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
+    _common(i)
+    i.set_defaults(run=run_intersect)
     st = sub.add_parser("status", help="health, version and offered inputs (names and shapes) of every node")
     _common(st)
     st.set_defaults(run=run_status)
@@ -157,6 +173,13 @@ def _names(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",")]
     if len(names) < 2 or not all(names) or len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(f"need at least two distinct, non-empty option names, got {text!r}")
+    return names
+
+
+def _node_names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",")]
+    if not all(names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"need distinct, comma-separated node names, got {text!r}")
     return names
 
 
@@ -315,6 +338,24 @@ def run_clearing_price(args: argparse.Namespace) -> int:
         print("no clearing price: demand exceeds supply at every price of the grid")
     else:
         print(result.price)
+    return 0
+
+
+def run_intersect(args: argparse.Namespace) -> int:
+    """Print the intersection's size (and sum), or where its members went."""
+    if (args.reveal == "members") != bool(args.to):
+        raise SystemExit("mpc intersect: --reveal members needs --to NODE,..., and --to needs --reveal members")
+    result: IntersectionResult = _with_coordinator(
+        args, lambda c: c.intersect(args.name, reveal=args.reveal, to=args.to, timeout_s=args.timeout))
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    elif result.reveal == "sum":
+        print(f"{result.size} in common; sum over them: {result.total}")
+    elif result.reveal == "members":
+        print(f"{result.size} in common; the common identifiers went to {', '.join(result.delivered_to or [])} "
+              f"only (each in its data directory, intersections/)")
+    else:
+        print(result.size)
     return 0
 
 

@@ -1,4 +1,4 @@
-"""`mpc input put|list|rm`: manage this node's private inputs, on the node's own machine."""
+"""`mpc input put|put-set|list|rm`: manage this node's private inputs, on the node's own machine."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from mpc.config import load_cluster
 from mpc.errors import ConfigError
 from mpc.encoding import decode_value
-from mpc.inputs import parse_bounds, put_csv, put_values
+from mpc.inputs import IDENTIFIER_RULES, parse_bounds, put_csv, put_set_csv, put_values
 from mpc.store import FILE_NAME, InputInfo, Store
 
 
@@ -84,6 +84,31 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                       help="the values are sealed bids (integers) for `mpc auction`")
     add_store_arguments(put)
     put.set_defaults(run=run_put)
+    ps = isub.add_parser(
+        "put-set", help="store a set of identifiers (with optional integer values) for `mpc intersect`",
+        description="Reads the identifiers of one CSV column, each optionally with an integer value from another. "
+                    f"Identifiers are normalised by one rule, which every node of an intersection must use: by "
+                    f"default {IDENTIFIER_RULES['exact']}; with --casefold, {IDENTIFIER_RULES['casefold']}. "
+                    f"Blank cells, identifiers empty after normalisation, longer than 256 bytes or containing a "
+                    f"control character, and duplicates (unless merged) are refused, naming the line. The set's "
+                    f"size is public, as an input's length is; its identifiers are never shown.")
+    ps.add_argument("name", help="input name, e.g. patients")
+    ps.add_argument("--csv", type=Path, required=True, help="the CSV file (with a header row)")
+    ps.add_argument("--column", required=True, help="the identifiers' column: header name or 1-based number")
+    ps.add_argument("--value-column", default=None,
+                    help="a column of integer values, one per identifier (for `--reveal sum`); default: none")
+    ps.add_argument("--casefold", action="store_true",
+                    help="normalise identifiers: NFKC, strip surrounding whitespace, case-fold (default: exact bytes)")
+    ps.add_argument("--merge-duplicates", action="store_true",
+                    help="keep the first occurrence of a repeated identifier and add the values (default: refuse)")
+    ps.add_argument("--bounds", metavar="LO,HI", default=None,
+                    help="declared public bounds of every value (integers; default -2147483647,2147483647); "
+                         "needs --value-column")
+    ps.add_argument("--overwrite", action="store_true",
+                    help="replace an existing input of that name (a new version, with a fresh release budget)")
+    ps._negative_number_matcher = NEGATIVE_NUMBERS
+    add_store_arguments(ps)
+    ps.set_defaults(run=run_put_set)
     ls = isub.add_parser("list", help="list input names and shapes (never values)")
     ls.add_argument("--json", action="store_true")
     add_store_arguments(ls)
@@ -125,17 +150,44 @@ def run_put(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_put_set(args: argparse.Namespace) -> int:
+    """Store the set."""
+    if args.bounds is not None and args.value_column is None:
+        raise ConfigError("--bounds declares the bounds of the values: it needs --value-column")
+    bounds = None if args.bounds is None else parse_bounds(args.bounds)
+    with open_store(args) as store:
+        version = put_set_csv(store, args.name, args.csv, args.column, value_column=args.value_column,
+                              normalise="casefold" if args.casefold else "exact",
+                              duplicates="merge" if args.merge_duplicates else "refuse",
+                              bounds=bounds, overwrite=args.overwrite)
+        info = next(i for i in store.list_inputs() if i.name == args.name)
+    rule = "case-folded: NFKC, trimmed, casefold" if args.casefold else "exact bytes"
+    print(f"stored set {args.name!r} v{version}: {info.length} identifiers ({rule}), {_set_values_text(info)}")
+    return 0
+
+
+def _set_values_text(i: InputInfo) -> str:
+    if not i.has_values or i.bounds is None:
+        return "no values"
+    return f"values declared within {i.bounds[0]}..{i.bounds[1]}"
+
+
 def run_list(args: argparse.Namespace) -> int:
-    """Print the inputs' metadata."""
+    """Print the inputs' metadata (a set's size and declared bounds, never its identifiers)."""
     with open_store(args) as store:
         inputs = store.list_inputs()
     if args.json:
         print(json.dumps([{"name": i.name, "length": i.length, "frac_bits": i.frac_bits, "scalar": i.is_scalar,
                            "updated_at": i.updated_at, "version": i.version, "kind": i.kind,
-                           "bounds": None if i.bounds is None else [decode_value(b, i.frac_bits) for b in i.bounds]}
+                           "bounds": None if i.bounds is None else [decode_value(b, i.frac_bits) for b in i.bounds],
+                           **({"has_values": i.has_values} if i.kind == "set" else {})}
                           for i in inputs]))
         return 0
     for i in inputs:
+        if i.kind == "set":
+            print(f"{i.name}\tv{i.version}\tset[{i.length}]\t{i.length} identifiers\t{_set_values_text(i)}\t"
+                  f"{i.updated_at}")
+            continue
         shape = i.kind if i.kind != "number" else ("scalar" if i.is_scalar else "vector")
         shape += "" if i.is_scalar else f"[{i.length}]"
         print(f"{i.name}\tv{i.version}\t{shape}\tfrac_bits={i.frac_bits}\tbounds {_bounds_text(i)}\t{i.updated_at}")

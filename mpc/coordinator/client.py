@@ -29,6 +29,7 @@ from mpc.protocols.catalogue import (
     ClearingParams,
     Entry,
     HistogramParams,
+    IntersectParams,
     Opened,
     PluralityParams,
     SumParams,
@@ -42,6 +43,7 @@ from mpc.results import (
     AverageResult,
     ClearingResult,
     HistogramResult,
+    IntersectionResult,
     PluralityResult,
     Result,
     SumResult,
@@ -61,7 +63,7 @@ COMPUTE_GRACE_S = 1.0
 ShareObserver = Callable[[str, str, bytes], None]
 Number = int | float
 __all__ = ["AuctionResult", "AverageResult", "ClearingResult", "Coordinator", "HistogramResult", "InputStatus",
-           "NodeStatus", "PluralityResult", "Privacy", "ProgressReport", "SumResult", "ThresholdResult", "VoteResult"]
+           "IntersectionResult", "NodeStatus", "PluralityResult", "Privacy", "ProgressReport", "SumResult", "ThresholdResult", "VoteResult"]
 DEFAULT_DELTA = 1e-8   # a DP release's delta when none is given (the default budget holds 100 of them)
 
 
@@ -485,6 +487,26 @@ class Coordinator:
         params = PluralityParams(options, winner_only, **await self.noise(protocol, input_name, privacy))
         result = await self.run(protocol, params, input_name, timeout_s=timeout_s)
         assert isinstance(result, PluralityResult)
+        return result
+
+    async def intersect(self, input_name: str, *, reveal: str = "size", to: Sequence[str] = (),
+                        timeout_s: float | None = None) -> IntersectionResult:
+        """Private set intersection of the sets stored as `input_name` at every node.
+
+        reveal: "size" (default), "members" (the common identifiers go to the nodes named in `to`,
+        never to the coordinator) or "sum" (the size and the sum of the associated values over
+        the intersection). Raises: as `run`; InputError for an unknown reveal or recipient.
+        """
+        modes = ("size", "members", "sum")
+        if reveal not in modes:
+            raise InputError(f"reveal must be one of {', '.join(modes)}, got {reveal!r}")
+        order = sorted(self.nodes)
+        unknown = [n for n in to if n not in order]
+        if unknown:
+            raise InputError(f"--to names {', '.join(unknown)}, not nodes of this session ({', '.join(order)})")
+        params = IntersectParams(modes.index(reveal), tuple(order.index(n) for n in to))
+        result = await self.run(entry("intersect"), params, input_name, timeout_s=timeout_s)
+        assert isinstance(result, IntersectionResult)
         return result
 
     async def status(self, nodes: Sequence[str] | None = None) -> list[NodeStatus]:

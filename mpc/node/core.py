@@ -8,12 +8,15 @@ caller's certificate identity. Peer messages leave through a `PeerSender`.
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
+import os
 import logging
 import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 from mpc import __version__
@@ -37,7 +40,7 @@ from mpc.node.metrics import NodeMetrics
 from mpc.node.releases import Query, ReleaseBook
 from mpc.pki import Identity
 from mpc.prg import Rng, SystemRng
-from mpc.events import Output, Send
+from mpc.events import Keep, Output, Send
 from mpc.ot.triples import OtSetups
 from mpc.protocols.agreement import STEP_DIGEST, AgreedParty, session_digest
 from mpc.protocols.catalogue import NAMES, Contributing, Declared, EngineArgs, Entry, describe_params, users
@@ -115,6 +118,7 @@ class Session:
     # What left this node in the session, by (kind, recipient): [messages, bytes]. Sizes only.
     sent: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     received_bytes: int = 0
+    identifiers: tuple[bytes, ...] = field(default=(), repr=False)   # a set's, read with its values
 
     def count_sent(self, kind: str, to: str, size: int) -> None:
         """Add one message of `size` bytes to the session's traffic record."""
@@ -224,8 +228,14 @@ class NodeCore:
         declared = Declared(input_name, name, stored.kind, stored.bounds, records, stored.frac_bits, stored.is_scalar)
         self._check_rules(protocol, params, stored, participants)
         protocol.admit(params, declared, len(participants), stored.frac_bits)
+        identifiers: tuple[bytes, ...] = ()
         if not protocol.kinds & set(COUNTS_HIDDEN):   # a vote never reads its ballots, only their tally
             version, stored = stored.version, self.store.get_input(input_name)
+            if stored.kind == "set":   # its identifiers, of the same version (read after its values)
+                members = self.store.get_set(input_name)
+                identifiers = members.identifiers
+                if members.version != stored.version:
+                    version = -1
             if stored.version != version:
                 raise RoundMismatch(f"session {session_id}: input {input_name!r} at node {name} was replaced "
                                     f"during prepare; try again")
@@ -234,7 +244,7 @@ class NodeCore:
         loop = asyncio.get_running_loop()
         timeout_s = min(timeout_s or self.cluster.session_timeout_s, MAX_SESSION_TIMEOUT_S)
         session = Session(session_id, protocol, params, tuple(participants), caller, stored, declared, length,
-                          loop.time() + timeout_s, loop.create_future())
+                          loop.time() + timeout_s, loop.create_future(), identifiers=identifiers)
         self.store.record_session(session_id, protocol.name, input_name, participants, caller.uri())
         session.timer = loop.call_at(session.deadline, self._expire, session)
         self.sessions[session_id] = session
@@ -290,6 +300,10 @@ class NodeCore:
         if spend is None and not rules.exact:
             raise PolicyError(f"node {name}: policy allows only differentially private releases of {input_name!r} "
                               f"(exact = false): run it with --epsilon")
+        mode = protocol.reveal_mode(params)
+        if mode is not None and mode not in rules.reveal:
+            raise PolicyError(f"node {name}: policy allows {protocol.name} on {input_name!r} to reveal only "
+                              f"{', '.join(sorted(rules.reveal)) or 'nothing'} (reveal), not {mode}")
         variant, parameter = protocol.release(params)
         self.releases.precheck(stored, variant, parameter, participants, spend)
 
@@ -369,15 +383,18 @@ class NodeCore:
             offset = sum(ordered[p] for p in layout[:layout.index(me)])
             contribution = protocol.contribution(params, Contributing(
                 session.declared, stored.values, stored.tally, frac_bits, len(session.parties), offset,
-                sum(ordered.values()), self.rng))
+                sum(ordered.values()), self.rng, session.identifiers))
             inner = protocol.engine(params, EngineArgs(session_id, me, session.parties, words, self.rng,
-                                                       self.ot_setups))
+                                                       self.ot_setups, ordered))
             async with session.lock:
                 if self.sessions.get(session_id) is not session:   # aborted while we waited for the lock
                     raise SessionClosed(f"session {session_id} ended at node {me} before it started")
                 engine = AgreedParty(inner, session_id, me, session.parties, lambda: self._release(session))
                 session.engine = engine
-                self._dispatch(session, engine.start(contribution, digest))
+                if engine.is_slow("start"):   # e.g. hashing a set to the curve: off the event loop
+                    self._dispatch(session, await asyncio.to_thread(engine.start, contribution, digest))
+                else:
+                    self._dispatch(session, engine.start(contribution, digest))
                 early, session.early = session.early, []
                 for sender, step, payload in early if engine.failure is None else ():
                     try:
@@ -549,7 +566,9 @@ class NodeCore:
 
     def _dispatch(self, session: Session, events: list[Send | Output]) -> None:
         for event in events:
-            if isinstance(event, Output):
+            if isinstance(event, Keep):
+                self._keep(session, event.words)
+            elif isinstance(event, Output):
                 if not session.output.done():
                     session.output.set_result(event.words)
             else:
@@ -559,6 +578,24 @@ class NodeCore:
                 if event.step == STEP_DIGEST:
                     session.digests.add(task)
                     task.add_done_callback(session.digests.discard)
+
+    def _keep(self, session: Session, indices: Words) -> None:
+        """Deliver a result meant for this node's owner alone (an intersection's common identifiers):
+        written to a file in its data directory, readable by the owner only; it goes to no one."""
+        data_dir = self.me.data_dir
+        if data_dir is None:
+            raise LocalProtocolError(f"node {self.me.name} has no data_dir to deliver a result to")
+        folder = Path(data_dir) / "intersections"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        path = folder / f"{session.stored.name}-{session.session_id}.csv"
+        rows = [session.identifiers[int(i)].decode("utf-8", "surrogateescape") for i in sorted(indices.tolist())]
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(["id"])
+            writer.writerows([r] for r in rows)
+        log.info("session %s: %d common identifiers of %r delivered to %s", session.session_id, len(rows),
+                 session.stored.name, path, extra={"session": session.session_id})
 
     async def _send(self, session: Session, event: Send) -> None:
         loop = asyncio.get_running_loop()

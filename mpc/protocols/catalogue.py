@@ -32,7 +32,7 @@ from mpc.encoding import MAX_BALLOTS, MAX_OPTIONS, decode_ratio, decode_value
 from mpc.errors import InputError, RemoteProtocolError
 from mpc.ot.triples import OtSetups
 from mpc.prg import Rng
-from mpc.protocols import auction, clearing
+from mpc.protocols import auction, clearing, psi
 from mpc.protocols.circuit import Combine, Context, Program, public
 from mpc.protocols.compute import ComputeParty
 from mpc.protocols.contribution import (
@@ -58,6 +58,7 @@ from mpc.results import (
     AverageResult,
     ClearingResult,
     HistogramResult,
+    IntersectionResult,
     PluralityResult,
     Result,
     SumResult,
@@ -110,6 +111,7 @@ class Contributing:
     offset: int                    # words before this node's ("concat" protocols: participants in name order)
     total: int                     # the sum of every participant's length ("concat" protocols)
     rng: Rng = dataclasses.field(repr=False)   # the node's CSPRNG (a DP sum's rounding, local noise)
+    identifiers: tuple[bytes, ...] = dataclasses.field(default=(), repr=False)   # a set's, in stored order
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,6 +280,7 @@ class EngineArgs:
     length: int          # words of each contribution
     rng: Rng
     setups: OtSetups
+    lengths: Mapping[str, int] = dataclasses.field(default_factory=dict)   # every participant's, from prepare
 
 
 P = TypeVar("P")
@@ -452,6 +455,10 @@ class Entry(Generic[P]):
     def query(self, params: P) -> tuple[str, object]:
         """The release this session makes, as (variant, parameter) for mpc/node/releases.py."""
         return self.name, None
+
+    def reveal_mode(self, params: P) -> str | None:
+        """What an intersection reveals ("size", "members", "sum"), for the owner's `reveal` rule; None otherwise."""
+        return None
 
 
 def users(kind: str) -> list[str]:
@@ -872,6 +879,87 @@ class HistogramEntry(Entry[HistogramParams]):
         return self.name, list(params.edges)
 
 
+@dataclass(frozen=True, slots=True)
+class IntersectParams:
+    """reveal: 0 the size, 1 the members (to `recipients`), 2 the sum of the associated values;
+    recipients: indices, in name order, of the participants that receive the common members."""
+
+    reveal: int = 0
+    recipients: tuple[int, ...] = ()
+
+
+class IntersectEntry(Entry[IntersectParams]):
+    """Private set intersection of every node's set (mpc/protocols/psi.py)."""
+
+    name, wire_id, params = "intersect", 9, IntersectParams
+    reveals = ("the intersection's size; with --reveal members the common identifiers to the named nodes only; "
+               "with --reveal sum the size and the sum of the associated values over the intersection")
+    kinds = frozenset({"set"})
+    takes = "a set stored with `mpc input put-set NAME --csv FILE --column COL`"
+    lengths: ClassVar[Literal["equal", "concat"]] = "concat"
+    integers = True
+
+    def validate(self, params: IntersectParams) -> None:
+        if not 0 <= params.reveal < len(psi.MODES):
+            raise InputError(f"an intersection reveals one of {', '.join(psi.MODES)} (0..{len(psi.MODES) - 1}), "
+                             f"got {params.reveal}")
+        members = psi.MODES[params.reveal] == "members"
+        if members != bool(params.recipients):
+            raise InputError("--reveal members needs the nodes that receive them (--to), and only it takes them")
+        if len(set(params.recipients)) != len(params.recipients) or any(r < 0 for r in params.recipients):
+            raise InputError(f"recipients must be distinct participant indices, got {list(params.recipients)}")
+
+    def mode(self, params: IntersectParams) -> str:
+        """The output: "size", "members" or "sum"."""
+        return psi.MODES[params.reveal]
+
+    def reveal_mode(self, params: IntersectParams) -> str | None:
+        return self.mode(params)
+
+    def check(self, params: IntersectParams, declared: Declared, parties: int, scale: int) -> None:
+        if any(r >= parties for r in params.recipients):
+            raise InputError(f"recipients {list(params.recipients)} name participants beyond the {parties} there are")
+        if declared.records > psi.MAX_SET_SIZE:
+            raise InputError(f"{declared.what} holds {declared.records} identifiers, more than an intersection "
+                             f"takes ({psi.MAX_SET_SIZE})")
+        if self.mode(params) == "sum":
+            _check_integers_within(declared, -(1 << 62) // psi.MAX_SET_SIZE, (1 << 62) // psi.MAX_SET_SIZE,
+                                   "values summed over an intersection must be integers that cannot overflow")
+
+    def contribution_length(self, params: IntersectParams, lengths: Mapping[str, int]) -> int:
+        return sum(lengths.values())
+
+    def output_length(self, params: IntersectParams, lengths: Mapping[str, int]) -> int:
+        return 2 if self.mode(params) == "sum" else 1
+
+    def contribute(self, params: IntersectParams, c: Contributing) -> Words:
+        if len(c.identifiers) != c.declared.records:
+            raise InputError(f"{c.declared.what}: its identifiers were not read with it")
+        rows = np.zeros((len(c.identifiers), psi.ELEMENT_WORDS), dtype=np.uint64)
+        for j, identifier in enumerate(c.identifiers):
+            rows[j, :psi.DIGEST_WORDS] = np.frombuffer(psi.identifier_digest(identifier), dtype=np.uint64)
+        rows[:, psi.DIGEST_WORDS] = from_signed(np.asarray(c.values, dtype=np.int64))
+        return rows.reshape(-1)
+
+    def engine(self, params: IntersectParams, args: EngineArgs) -> Engine:
+        order = sorted(args.parties)
+        return psi.PsiParty(args.session_id, args.me, args.parties, args.lengths, self.mode(params),
+                            [order[r] for r in params.recipients], args.rng, args.setups)
+
+    def decode(self, params: IntersectParams, opened: Opened) -> Result:
+        words = [int(w) for w in opened.words]
+        if words[0] > min(opened.lengths.values()):
+            raise RemoteProtocolError("the opened intersection is larger than the smallest set: the nodes' output "
+                                      "shares do not agree")
+        order = sorted(opened.nodes)
+        total = int(to_signed(opened.words[1:2])[0]) if self.mode(params) == "sum" else None
+        return IntersectionResult(opened.session_id, opened.input_name, opened.nodes, self.mode(params), words[0],
+                                  total, [order[r] for r in params.recipients])
+
+    def query(self, params: IntersectParams) -> tuple[str, object]:
+        return f"intersect-{self.mode(params)}", list(params.recipients) or None
+
+
 # What one release implies about another over the same data and participants (mpc/node/releases.py):
 # (earlier variant, later variant) where the later output is a function of the earlier one and public
 # shapes. A sum gives its average (the counts are public: n for scalars, n·L for vectors), any
@@ -880,6 +968,8 @@ _IMPLIES = frozenset({("sum", "average-records"), ("sum", "average-elementwise")
                       ("sum", "clearing-price"), ("average-elementwise", "sum"), ("average-elementwise", "threshold")})
 # The same, when the parameters are equal too: a plurality's winner is a function of its counts.
 _IMPLIES_SAME_PARAMETER = frozenset({("plurality", "plurality-winner")})
+# An intersection's sum, or its members (the coordinator gets the size with them), opens its size too.
+_IMPLIES |= {("intersect-sum", "intersect-size"), ("intersect-members", "intersect-size")}
 # For scalar inputs every record count is public (one per node): all three say "the sum".
 _SCALAR_SUMS = frozenset({"sum", "average-records", "average-elementwise"})
 
@@ -909,7 +999,7 @@ def describe_release(variant: str, parameter: object) -> str:
 
 
 CATALOGUE: tuple[Entry[Any], ...] = (SumEntry(), AverageEntry(), VoteEntry(), ThresholdEntry(), AuctionEntry(),
-                                     ClearingPriceEntry(), PluralityEntry(), HistogramEntry())
+                                     ClearingPriceEntry(), PluralityEntry(), HistogramEntry(), IntersectEntry())
 BY_NAME: dict[str, Entry[Any]] = {e.name: e for e in CATALOGUE}
 BY_WIRE_ID: dict[int, Entry[Any]] = {e.wire_id: e for e in CATALOGUE}
 NAMES: tuple[str, ...] = tuple(BY_NAME)

@@ -3,7 +3,8 @@
 One file per node, opened by the daemon and, at the same time, by `mpc input put` in another
 process on the same machine. WAL mode lets the two read and write side by side; every write is
 one `BEGIN IMMEDIATE` transaction, so a `kill -9` leaves either the old or the new row.
-Inputs are stored as little-endian int64 BLOBs and never appear in a repr or an error message.
+Inputs are stored as little-endian int64 BLOBs (a set's identifiers beside them) and never appear
+in a repr or an error message.
 
 The store is a package, one module per thing it stores: `schema` (the migrations), `base` (the
 file, the connection and its transactions), `inputs`, `sessions` (with the audit log) and
@@ -13,7 +14,17 @@ file, the connection and its transactions), `inputs`, `sessions` (with the audit
 from __future__ import annotations
 
 from mpc.store.base import BUSY_TIMEOUT_MS, FILE_NAME, StoreBase
-from mpc.store.inputs import COUNTS_HIDDEN, KINDS, MAX_FRAC_BITS, InputInfo, InputsMixin, StoredInput
+from mpc.store.inputs import (
+    COUNTS_HIDDEN,
+    KINDS,
+    MAX_FRAC_BITS,
+    MAX_IDENTIFIER_BYTES,
+    MAX_SET_SIZE,
+    InputInfo,
+    InputsMixin,
+    StoredInput,
+    StoredSet,
+)
 from mpc.store.releases import ReleaseRecord, ReleasesMixin
 from mpc.store.schema import _MIGRATIONS as _MIGRATIONS
 from mpc.store.schema import AUDIT_EVENTS, SCHEMA_VERSION
@@ -32,6 +43,8 @@ __all__ = [
     "BUSY_TIMEOUT_MS",
     "FILE_NAME",
     "MAX_FRAC_BITS",
+    "MAX_IDENTIFIER_BYTES",
+    "MAX_SET_SIZE",
     "RESTART_REASON",
     "SCHEMA_VERSION",
     "SESSION_STATES",
@@ -44,6 +57,7 @@ __all__ = [
     "SessionRecord",
     "Store",
     "StoredInput",
+    "StoredSet",
     "Transfer",
 ]
 

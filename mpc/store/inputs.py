@@ -1,12 +1,14 @@
-"""Private inputs: the tables `inputs` (the values, as little-endian int64 BLOBs) and
-`input_meta` (what each input declares in public: its version, kind and bounds).
+"""Private inputs: the tables `inputs` (the values, as little-endian int64 BLOBs),
+`input_meta` (what each input declares in public: its version, kind and bounds) and
+`set_members` (the identifiers of a set input, DESIGN.md §14).
 
-The values never appear in a repr or an error message.
+The values and identifiers never appear in a repr or an error message.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,9 +24,13 @@ _BLOB_DTYPE = np.dtype("<i8")
 # What an input declares it is. Each kind but "number" is made for one protocol, which alone may use
 # it unless the owner's policy names it for another (`allow`): ballots (0/1) for a yes/no vote,
 # options (indices 0..K-1) for a plurality vote, a net-demand curve for a clearing price, bids for
-# an auction. A vote's and a plurality's count is never shown; a curve never increases.
-KINDS = ("number", "ballots", "options", "curve", "bids")
+# an auction, a set of identifiers (each with an associated integer value, 0 if none) for a private
+# set intersection. A vote's and a plurality's count is never shown; a curve never increases; a
+# set's size is public, as a number input's length is.
+KINDS = ("number", "ballots", "options", "curve", "bids", "set")
 COUNTS_HIDDEN = ("ballots", "options")   # kinds whose number of values is shown nowhere
+MAX_SET_SIZE = 1_000_000                 # identifiers in one set input: a public, declared limit
+MAX_IDENTIFIER_BYTES = 256               # bytes of one identifier (after normalisation)
 
 
 @dataclass(frozen=True, slots=True, repr=False, eq=False)
@@ -50,6 +56,23 @@ class StoredInput:
         )
 
 
+@dataclass(frozen=True, slots=True, repr=False, eq=False)
+class StoredSet:
+    """A set input as stored: its distinct identifiers, in the stored order, and their associated values."""
+
+    name: str
+    version: int
+    identifiers: tuple[bytes, ...]
+    values: np.ndarray                 # int64, read-only, one per identifier (all 0 when has_values is false)
+    has_values: bool
+    bounds: tuple[int, int]            # the declared [lo, hi] of the values
+
+    def __repr__(self) -> str:
+        """Returns: the metadata only; the identifiers and values are never shown."""
+        return (f"StoredSet(name={self.name!r}, version={self.version}, size={len(self.identifiers)}, "
+                f"has_values={self.has_values}, <identifiers and values redacted>)")
+
+
 @dataclass(frozen=True, slots=True)
 class InputInfo:
     """An input's metadata, without its values."""
@@ -62,6 +85,7 @@ class InputInfo:
     version: int = 1
     kind: str = "number"
     bounds: tuple[int, int] | None = None
+    has_values: bool = False           # a set: whether it has associated values (else they are all 0)
 
 
 def _check_name(name: object) -> str:
@@ -142,6 +166,58 @@ def _check_bounds(name: str, data: np.ndarray, frac_bits: int, bounds: tuple[int
     return lo, hi
 
 
+def _check_identifiers(name: str, identifiers: object) -> tuple[bytes, ...]:
+    """Returns: the identifiers as a tuple.
+
+    Raises: InputError naming the input and the 1-based position (never the identifier) for an empty
+    set, more than MAX_SET_SIZE identifiers, one that is not bytes, empty or longer than
+    MAX_IDENTIFIER_BYTES, or two that are equal (naming both positions).
+    """
+    if isinstance(identifiers, (bytes, bytearray, memoryview, str)) or not isinstance(identifiers, Sequence):
+        raise InputError(f"input {name!r}: the identifiers must be a sequence of bytes, got "
+                         f"{type(identifiers).__name__}")
+    ids = tuple(identifiers)
+    if not ids:
+        raise InputError(f"input {name!r}: the set is empty (a set needs at least one identifier)")
+    if len(ids) > MAX_SET_SIZE:
+        raise InputError(f"input {name!r}: at most {MAX_SET_SIZE} identifiers per set, got {len(ids)}")
+    first: dict[bytes, int] = {}
+    for i, identifier in enumerate(ids, 1):
+        if not isinstance(identifier, bytes):
+            raise InputError(f"input {name!r}: identifier {i} is not bytes (got {type(identifier).__name__})")
+        if not identifier:
+            raise InputError(f"input {name!r}: identifier {i} is empty")
+        if len(identifier) > MAX_IDENTIFIER_BYTES:
+            raise InputError(f"input {name!r}: identifier {i} is longer than {MAX_IDENTIFIER_BYTES} bytes")
+        seen = first.setdefault(identifier, i)
+        if seen != i:
+            raise InputError(f"input {name!r}: identifiers {seen} and {i} are equal (a set's identifiers are "
+                             f"distinct: merge or drop duplicates before storing it)")
+    return ids
+
+
+def _pack(identifiers: Sequence[bytes]) -> bytes:
+    """Returns: the identifiers, each as a 2-byte little-endian length and its bytes, in order."""
+    return b"".join(len(x).to_bytes(2, "little") + x for x in identifiers)
+
+
+def _unpack(name: str, blob: object, size: int) -> tuple[bytes, ...]:
+    """Returns: the `size` identifiers packed in `blob`. Raises: StoreError if it is not such a packing."""
+    if not isinstance(blob, bytes):
+        raise StoreError(f"input {name!r} is damaged in the store: its identifiers are not a blob")
+    out: list[bytes] = []
+    pos, end = 0, len(blob)
+    while pos < end:
+        length = blob[pos] | (blob[pos + 1] << 8) if pos + 2 <= end else 0
+        if not 1 <= length <= MAX_IDENTIFIER_BYTES or pos + 2 + length > end:
+            raise StoreError(f"input {name!r} is damaged in the store: identifier {len(out) + 1} is malformed")
+        out.append(blob[pos + 2:pos + 2 + length])
+        pos += 2 + length
+    if len(out) != size:
+        raise StoreError(f"input {name!r} is damaged in the store: {len(out)} identifiers for a set of {size}")
+    return tuple(out)
+
+
 class InputsMixin(StoreBase):
     """The store's private inputs: put, get, declare, list and delete."""
 
@@ -167,8 +243,56 @@ class InputsMixin(StoreBase):
         kind = "ballots" if ballots else kind
         if kind not in KINDS:
             raise InputError(f"input {name!r}: unknown kind {kind[:20]!r}; known: {', '.join(KINDS)}")
+        if kind == "set":
+            raise InputError(f"input {name!r}: a set is stored with put_set (`mpc input put-set`), with its "
+                             f"identifiers")
         data, frac = _check_input(name, values, frac_bits, is_scalar)
         lo, hi = _check_bounds(name, data, frac, bounds, kind)
+        return self._write(name, data, frac, bool(is_scalar), kind, lo, hi, overwrite=overwrite)
+
+    def put_set(self, name: str, identifiers: Sequence[bytes], values: np.ndarray | None = None, *,
+                bounds: tuple[int, int] | None = None, overwrite: bool = False) -> int:
+        """Store a set input (DESIGN.md §14): distinct identifiers, each with an associated integer value.
+
+        The values are stored as the input's int64 values (all 0 without `values`), so that its length
+        (the set's size, which is public), bounds and version are those of any input; the identifiers
+        are stored beside them in the same transaction, in the order given. The identifiers must
+        already be normalised and distinct (mpc.inputs.read_set_csv does both).
+
+        Args:
+            values: one int64 per identifier, or None for a set without values.
+            bounds: the declared [lo, hi] of the values (default +-2147483647); none without values.
+        Returns: the new version of the input (versions of a name are never reused).
+        Raises: InputError naming the input and the 1-based position, never an identifier or a
+        value: an empty set, more than MAX_SET_SIZE identifiers, an empty identifier, one longer than
+        MAX_IDENTIFIER_BYTES, two equal ones (both positions), a number of values other than the number
+        of identifiers, a value outside the bounds, bounds without values; StoreError if the name exists
+        and `overwrite` is false.
+        """
+        name = _check_name(name)
+        ids = _check_identifiers(name, identifiers)
+        if values is None:
+            if bounds is not None:
+                raise InputError(f"input {name!r}: a set without values takes no bounds (they declare its values)")
+            data = np.zeros(len(ids), dtype=_BLOB_DTYPE)
+        else:
+            if isinstance(values, np.ndarray) and values.ndim == 1 and values.size != len(ids):
+                raise InputError(f"input {name!r}: {values.size} values for {len(ids)} identifiers (one value "
+                                 f"per identifier)")
+            data, _ = _check_input(name, values, 0, False)
+        lo, hi = _check_bounds(name, data, 0, bounds, "set")
+        return self._write(name, data, 0, False, "set", lo, hi, overwrite=overwrite,
+                           members=(values is not None, _pack(ids)))
+
+    def _write(self, name: str, data: np.ndarray, frac: int, is_scalar: bool, kind: str, lo: int, hi: int, *,
+               overwrite: bool, members: tuple[bool, bytes] | None = None) -> int:
+        """Write a checked input, its declaration and (a set's) identifiers in one transaction.
+
+        Args:
+            members: a set's (has_values, packed identifiers); None for any other kind, whose name then
+                keeps no identifiers.
+        Returns: the new version. Raises: StoreError if the name exists and `overwrite` is false.
+        """
         now = _now()
         row = (name, int(data.size), frac, int(is_scalar), now, now, np.ascontiguousarray(data).data.cast("B"))
         sql = (
@@ -199,7 +323,36 @@ class InputsMixin(StoreBase):
                 "ON CONFLICT (name) DO UPDATE SET version = excluded.version, kind = excluded.kind, "
                 "lo = excluded.lo, hi = excluded.hi, yes = excluded.yes, tally = excluded.tally",
                 (name, version, kind, lo, hi, yes, tally))
+            if members is None:
+                conn.execute("DELETE FROM set_members WHERE name = ?", (name,))
+            else:
+                conn.execute("INSERT OR REPLACE INTO set_members (name, size, has_values, identifiers) "
+                             "VALUES (?, ?, ?, ?)", (name, int(data.size), int(members[0]), members[1]))
         return version
+
+    def get_set(self, name: str) -> StoredSet:
+        """Returns: the stored set, its identifiers in the stored order and its values (read-only).
+
+        Raises: StoreError if there is no such input (or it is damaged); InputError if it is not a set.
+        """
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT i.length, m.version, m.kind, m.lo, m.hi, s.size, s.has_values, i.data, s.identifiers "
+                "FROM inputs i JOIN input_meta m USING (name) LEFT JOIN set_members s USING (name) "
+                "WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise StoreError(f"no input named {_shown(name)} at this node")
+        length, version, kind, lo, hi, size, has_values, blob, packed = row
+        if kind != "set":
+            raise InputError(f"input {name!r} is not a set (it holds {kind}); store one with `mpc input put-set`")
+        if size is None or int(size) != int(length) or lo is None or hi is None:
+            raise StoreError(f"input {name!r} is damaged in the store: its set declaration is missing")
+        if not isinstance(blob, bytes) or len(blob) != 8 * int(length):
+            raise StoreError(f"input {name!r} is damaged in the store: wrong blob length")
+        identifiers = _unpack(name, packed, int(size))
+        values = np.frombuffer(blob, dtype=_BLOB_DTYPE).astype(np.int64, copy=False)
+        values.setflags(write=False)
+        return StoredSet(name, int(version), identifiers, values, bool(has_values), (int(lo), int(hi)))
 
     def get_input(self, name: str) -> StoredInput:
         """Returns: the stored input (values read-only). Raises: StoreError if there is none."""
@@ -245,21 +398,27 @@ class InputsMixin(StoreBase):
         return declared, 0 if yes is None else int(yes), int(length)
 
     def list_inputs(self) -> list[InputInfo]:
-        """Returns: every input's metadata, sorted by name; the values are not read."""
+        """Returns: every input's metadata, sorted by name; the values and identifiers are not read."""
         with self._reading() as conn:
             rows = conn.execute(
-                "SELECT i.name, i.length, i.frac_bits, i.is_scalar, i.updated_at, m.version, m.kind, m.lo, m.hi "
-                "FROM inputs i JOIN input_meta m USING (name) ORDER BY name"
+                "SELECT i.name, i.length, i.frac_bits, i.is_scalar, i.updated_at, m.version, m.kind, m.lo, m.hi, "
+                "s.has_values FROM inputs i JOIN input_meta m USING (name) LEFT JOIN set_members s USING (name) "
+                "ORDER BY name"
             ).fetchall()
         return [
             InputInfo(name=str(n), length=int(ln), frac_bits=int(f), is_scalar=bool(s),
-                      updated_at=str(u), version=int(v), kind=str(k), bounds=_bounds(lo, hi))
-            for n, ln, f, s, u, v, k, lo, hi in rows
+                      updated_at=str(u), version=int(v), kind=str(k), bounds=_bounds(lo, hi),
+                      has_values=bool(hv))
+            for n, ln, f, s, u, v, k, lo, hi, hv in rows
         ]
 
     def delete_input(self, name: str) -> None:
-        """Delete an input (its pages are zeroed). Raises: StoreError if there is none."""
+        """Delete an input, and a set's identifiers with it (their pages are zeroed).
+
+        Raises: StoreError if there is none.
+        """
         with self._writing() as conn:
             deleted = conn.execute("DELETE FROM inputs WHERE name = ?", (name,)).rowcount
+            conn.execute("DELETE FROM set_members WHERE name = ?", (name,))
         if deleted == 0:
             raise StoreError(f"no input named {name!r} at this node")

@@ -1,6 +1,6 @@
 """The store's schema: the migrations that build its tables, one step per schema version.
 
-Tables: `inputs` and `input_meta` (mpc.store.inputs), `sessions` and `audit`
+Tables: `inputs`, `input_meta` and `set_members` (mpc.store.inputs), `sessions` and `audit`
 (mpc.store.sessions), `releases` (mpc.store.releases). The file's `PRAGMA user_version` is the
 number of steps applied; StoreBase._migrate applies the rest when it opens the file.
 """
@@ -111,6 +111,31 @@ _MIGRATIONS += (
         # decimal, in the same transaction as its audit entry. NULL: an exact release.
         "ALTER TABLE releases ADD COLUMN epsilon TEXT",
         "ALTER TABLE releases ADD COLUMN delta TEXT",
+    ),
+)
+_MIGRATIONS += (
+    (
+        # A sixth kind, "set" (DESIGN.md §14): distinct identifiers for a private set intersection,
+        # each with an associated integer value. The values are the input's `inputs.data` (zeros for a
+        # set without values), so that its length, bounds and version work as for any input; the
+        # identifiers live beside it in `set_members`, packed in the stored order, each as a 2-byte
+        # little-endian length and its bytes. input_meta is rebuilt for the wider CHECK, rows kept.
+        """CREATE TABLE input_meta_v6 (
+            name TEXT PRIMARY KEY, version INTEGER NOT NULL CHECK (version >= 1),
+            kind TEXT NOT NULL CHECK (kind IN ('number', 'ballots', 'options', 'curve', 'bids', 'set')),
+            lo INTEGER, hi INTEGER,
+            yes INTEGER CHECK ((kind = 'ballots') = (yes IS NOT NULL)),
+            tally TEXT CHECK (tally IS NULL OR kind IN ('ballots', 'options')),
+            CHECK ((lo IS NULL) = (hi IS NULL) AND (lo IS NULL OR lo <= hi)))""",
+        "INSERT INTO input_meta_v6 (name, version, kind, lo, hi, yes, tally) "
+        "SELECT name, version, kind, lo, hi, yes, tally FROM input_meta",
+        "DROP TABLE input_meta",
+        "ALTER TABLE input_meta_v6 RENAME TO input_meta",
+        # The BLOB comes last, as in `inputs`.
+        """CREATE TABLE set_members (
+            name TEXT PRIMARY KEY, size INTEGER NOT NULL CHECK (size >= 1),
+            has_values INTEGER NOT NULL CHECK (has_values IN (0, 1)),
+            identifiers BLOB NOT NULL CHECK (length(identifiers) >= 3 * size))""",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)

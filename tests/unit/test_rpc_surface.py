@@ -204,6 +204,10 @@ PROTOCOLS: dict[int, tuple[str, list[str], str, str]] = {
         "masked counts per option (or a share of the winner alone); opens those (noisy with --epsilon)"),
     8: ("histogram", [*PRIVATE, "edges: tuple[int, ...]"], "add",
         "masked counts per public bin; opens those (noisy with --epsilon)"),
+    9: ("intersect", ["reveal: int", "recipients: tuple[int, ...]"], "add",
+        "the comparing node's count (and its share of the sum, made with one correlated OT per position "
+        "with each owner), 0 (or the owner's share) elsewhere; opens the size (and the sum); members go "
+        "to the named nodes' data directories, never to the coordinator"),
 }
 # The types a catalogue parameter may have: the ones `map<string, Param>` carries (mpc/node/servicer.py).
 PARAM_TYPES = {"bool", "int", "int | None", "float | None", "tuple[int, ...]"}

@@ -1,0 +1,434 @@
+"""Private set intersection among n nodes: DH-style masking on Curve25519 (PROTOCOLS.md §11, DESIGN.md §14).
+
+**Hashing.** An identifier x becomes h(x) = the X25519 u-coordinate of
+`crypto_core_ed25519_from_uniform`(SHA-512("mpc/v1/psi\\0" ‖ x)[:32]) (libsodium, through PyNaCl):
+a point of Curve25519's prime-order subgroup, never of its twist, so no curve/twist bit of a
+hash can leak. u = (1 + y)/(1 − y) mod p from the Edwards y (RFC 7748 §4.1).
+
+**Masking** (Huberman, Franklin, Hogg, "Enhancing Privacy and Trust in Electronic Communities",
+EC 1999; Meadows 1986; De Cristofaro & Tsudik, FC 2010 for PSI-CA). Each node draws a fresh key
+k_i per session. X25519 scalar multiplication commutes, so the fully masked tag
+h(x)^(k_1⋯k_n) is the same for equal x whatever the order, and pseudo-random otherwise (DDH). The
+nodes are taken in name order P_0..P_(n−1) and form a ring. P_i masks its own points with k_i,
+puts them in an order only it knows (a CSPRNG permutation), and sends the list to P_(i+1). Every
+node masks each list it receives with its key, keeping the order, and passes it on. After n − 1
+hops a list is fully masked and goes to the comparing node P_0. Because the hops keep the order,
+the owner alone can map its fully masked list back to its own records; to everyone else
+positions are a uniformly random permutation. Every received point is validated: 32 bytes, a
+canonical u < p, and not of small order (libsodium's X25519 refuses an all-zero result).
+Curve25519 is twist-secure (Bernstein, PKC 2006 §3), so a twist point from a misbehaving peer
+teaches it nothing about a key.
+
+**What each party learns.** The comparing node P_0 sees the n fully masked lists, each labelled
+with its origin. So it learns the size of the intersection of *every* subset of the nodes' sets
+(for n = 2 that is just the output), and which positions of each list are common. Every other
+node sees only pseudo-random points. The coordinator learns only the declared output. Set sizes
+are public (as every input's length is). Nothing reveals an identifier, and no unmasked hash of
+one ever leaves its node.
+
+**Outputs** (combined by addition at the coordinator):
+- size: P_0 outputs [|∩|], the others [0];
+- members: P_0 also sends each named recipient the common positions of its own list; the
+  recipient maps them to its records (a `Keep`, never sent) and its owner gets them;
+- sum: Σ over the common identifiers of every node's associated value. P_0 adds its own values
+  at its common positions. For every other list, P_0 and the list's owner compute
+  Σ_p e_p·v_p, with e_p = [position p is common] known to P_0 only and v_p known to the owner
+  only, by one correlated OT per position: P_0 is the receiver with choices e_p, the owner sends
+  τ_p = m0_p − m1_p + v_p and keeps −Σ m0_p (Gilboa, CRYPTO 1999, with a 1-bit multiplier; the
+  IKNP random OTs of mpc/ot/extension.py). The owner learns nothing of e (OT receiver privacy),
+  P_0 nothing of v: their output words are additive shares of the sum. The output is
+  [|∩|, sum]: the size is opened with the sum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+
+import nacl.bindings
+import nacl.exceptions
+import numpy as np
+
+from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
+from mpc.events import Keep, Output, Send
+from mpc.ot.arith import cot_receive, cot_send, low_words
+from mpc.ot.extension import KAPPA
+from mpc.ot.triples import OtReady, OtSetups, PairwiseOt, PairwiseOtSetup
+from mpc.prg import Rng
+from mpc.ring import Words, words_from_bytes, words_to_bytes
+
+MODES = ("size", "members", "sum")
+MAX_SET_SIZE = 1_000_000                # identifiers per node (the store refuses more at put)
+POINT = 32
+DIGEST_WORDS = 4                        # an identifier's SHA-512 prefix, 32 bytes, in a contribution
+ELEMENT_WORDS = DIGEST_WORDS + 1        # and its associated value
+_P = 2**255 - 19
+_DOMAIN = b"mpc/v1/psi\0"
+STEP_HELLO = "psi/hello"
+STEP_LIST = "psi/list/"                 # + origin index: a list on its way round the ring
+STEP_FULL = "psi/full/"                 # + origin index: a fully masked list, to P_0
+STEP_MEMBERS = "psi/members"            # P_0 -> a recipient: the common positions of its own list
+STEP_COT_U = "psi/cot/u"                # P_0 -> owner: the IKNP message of P_0's choices
+STEP_COT_T = "psi/cot/t"                # owner -> P_0: the corrections
+_IKNP_HEADER = 16
+_SETUP_ID_BYTES = 16
+_MAX_SETUPS_ADVERTISED = 8
+
+
+def identifier_digest(identifier: bytes) -> bytes:
+    """The 32 bytes an identifier is hashed to the curve from (domain-separated SHA-512)."""
+    return hashlib.sha512(_DOMAIN + identifier).digest()[:POINT]
+
+
+def hash_to_curve(digest: bytes) -> bytes:
+    """h(x): the X25519 u-coordinate of libsodium's Elligator 2 map of `digest` onto Ed25519's
+    prime-order subgroup (never the twist)."""
+    edwards = nacl.bindings.crypto_core_ed25519_from_uniform(digest)
+    y = int.from_bytes(edwards, "little") & ((1 << 255) - 1)
+    return ((1 + y) * pow(1 - y, -1, _P) % _P).to_bytes(POINT, "little")
+
+
+def check_point(point: bytes, where: str) -> None:
+    """Refuse a u-coordinate that is not canonical (u < p, top bit clear). Raises: RemoteProtocolError."""
+    if len(point) != POINT or int.from_bytes(point, "little") >= _P:
+        raise RemoteProtocolError(f"{where}: not a canonical Curve25519 point")
+
+
+def mask(key: bytes, points: Sequence[bytes], where: str) -> list[bytes]:
+    """X25519(key, u) for every point, each validated first.
+
+    Raises: RemoteProtocolError naming `where` for a non-canonical or small-order point.
+    """
+    out = []
+    for point in points:
+        check_point(point, where)
+        try:
+            out.append(nacl.bindings.crypto_scalarmult(key, point))
+        except nacl.exceptions.RuntimeError:
+            raise RemoteProtocolError(f"{where}: a point of small order") from None
+    return out
+
+
+def _split(payload: bytes, count: int, where: str) -> list[bytes]:
+    if len(payload) != POINT * count:
+        raise RemoteProtocolError(f"{where}: {len(payload)} bytes, expected {POINT * count} for {count} points")
+    return [payload[j:j + POINT] for j in range(0, len(payload), POINT)]
+
+
+def _permutation(rng: Rng, n: int) -> np.ndarray:
+    """A uniformly random permutation of range(n) (Fisher–Yates; 64-bit draws, bias below 2^-40)."""
+    order = np.arange(n, dtype=np.int64)
+    draws = np.frombuffer(rng.random_bytes(8 * max(n, 1)), dtype=np.uint64)
+    for j in range(n - 1, 0, -1):
+        k = int(draws[j] % np.uint64(j + 1))
+        order[j], order[k] = order[k], order[j]
+    return order
+
+
+def _pack_bits(bits: np.ndarray) -> Words:
+    packed = np.packbits(bits.astype(np.uint8), bitorder="little")
+    padded = np.zeros(-(-packed.size // 8) * 8, dtype=np.uint8)
+    padded[:packed.size] = packed
+    return padded.view(np.uint64).copy()
+
+
+class PsiParty:
+    """One node's engine for an intersection: the ring of masked lists, then the chosen output."""
+
+    def __init__(self, session_id: str, me: str, parties: Sequence[str], sizes: Mapping[str, int], mode: str,
+                 recipients: Sequence[str], rng: Rng, setups: OtSetups) -> None:
+        """Args:
+            sizes: every participant's set size (public, from prepare).
+            mode: "size", "members" or "sum".
+            recipients: the nodes that receive the common members (mode "members").
+        """
+        if mode not in MODES:
+            raise LocalProtocolError(f"session {session_id}: unknown intersection output {mode!r}")
+        if me not in parties or len(set(parties)) != len(parties) or len(parties) < 2:
+            raise LocalProtocolError(f"session {session_id}: {me!r} among parties {list(parties)}: an intersection "
+                                     f"needs at least two distinct parties including this one")
+        self.session_id = session_id
+        self.me = me
+        self.order = tuple(sorted(parties))
+        self.n = len(self.order)
+        self.index = self.order.index(me)
+        self.comparer = self.order[0]
+        self.next = self.order[(self.index + 1) % self.n]
+        self.sizes = {p: int(sizes[p]) for p in self.order}
+        self.mode = mode
+        self.recipients = frozenset(recipients)
+        self.length = ELEMENT_WORDS * self.sizes[me]
+        self.peers = tuple(p for p in self.order if p != me)
+        self.value_free_steps: tuple[str, ...] = (STEP_HELLO, "ot/")
+        self._rng = rng
+        self._setups = setups
+        self._key = b""
+        self._perm = np.zeros(0, dtype=np.int64)
+        self._values = np.zeros(0, dtype=np.uint64)     # our associated values, in our list's order
+        self._forwarded: set[int] = set()               # origins whose list we have handled
+        self._full: dict[int, list[bytes]] = {}         # P_0: the fully masked lists, by origin
+        self._early: list[tuple[str, str, bytes]] = []
+        self._started = False
+        self._done = False
+        self._result: list[int] = []                    # P_0: [size, its share of the sum]
+        # The sum's OTs, between P_0 and each owner.
+        self._ot_peers = (self.peers if me == self.comparer else (self.comparer,)) if mode == "sum" else ()
+        self._hellos: dict[str, set[bytes]] = {}
+        self._known = {p: setups.known(p) for p in self._ot_peers}
+        self._chosen: dict[str, PairwiseOt] = {}
+        self._setup: PairwiseOtSetup | None = None
+        self._choices: dict[str, tuple[np.ndarray, Words]] = {}   # P_0: per owner, (choices, m_chosen)
+        self._cot_pending: set[str] = set()
+        self._owner_share: int | None = None            # an owner's share of the sum (sum mode)
+        self._members_due = mode == "members" and me in self.recipients and me != self.comparer
+
+    # ---- the engine interface ---------------------------------------------------------------
+
+    @property
+    def triple_counts(self) -> tuple[int, int] | None:
+        """No bit triples."""
+        return None
+
+    @property
+    def waiting_for(self) -> tuple[str, ...]:
+        """Who this node waits for (for timeout messages)."""
+        if self._done:
+            return ()
+        if len(self._hellos) < len(self._ot_peers):
+            return tuple(p for p in self._ot_peers if p not in self._hellos)
+        if self.me == self.comparer and len(self._full) < self.n:
+            return tuple(p for i, p in enumerate(self.order) if i not in self._full and p != self.me) or (self.me,)
+        if self._cot_pending:
+            return tuple(sorted(self._cot_pending))
+        return (self.order[self.index - 1],) if len(self._forwarded) < self.n - 1 else (self.comparer,)
+
+    def is_slow(self, step: str) -> bool:
+        """Hashing and masking take tens of microseconds a point: the start, every list and base OTs."""
+        return step == "start" or step.startswith((STEP_LIST, STEP_FULL, "ot/base/"))
+
+    def start(self, contribution: Words) -> list[Send | Output]:
+        """Hash our identifiers to the curve, mask and shuffle them, and send the list round the ring.
+
+        Args:
+            contribution: ELEMENT_WORDS words per record: its identifier digest, then its value.
+        Raises: LocalProtocolError if started twice or with the wrong shape.
+        """
+        if self._started:
+            raise LocalProtocolError(f"session {self.session_id}: already started")
+        if contribution.shape != (self.length,):
+            raise LocalProtocolError(f"session {self.session_id}: contribution has shape {contribution.shape}, "
+                                     f"expected ({self.length},)")
+        self._started = True
+        rows = np.asarray(contribution, dtype=np.uint64).reshape(-1, ELEMENT_WORDS)
+        self._key = self._rng.random_bytes(POINT)
+        self._perm = _permutation(self._rng, rows.shape[0])
+        ordered = rows[self._perm]
+        self._values = ordered[:, DIGEST_WORDS].copy()
+        digests = np.ascontiguousarray(ordered[:, :DIGEST_WORDS]).view(np.uint8).reshape(-1, POINT)
+        points = mask(self._key, [hash_to_curve(d.tobytes()) for d in digests], f"session {self.session_id}")
+        events: list[Send | Output] = [Send(p, STEP_HELLO, b"".join(sorted(self._known[p])[-_MAX_SETUPS_ADVERTISED:]))
+                                       for p in self._ot_peers]
+        events += self._pass_on(self.index, points, 1)
+        early, self._early = self._early, []
+        for sender, step, payload in early:
+            events += self.receive(sender, step, payload)
+        return events + self._advance()
+
+    def receive(self, sender: str, step: str, payload: bytes) -> list[Send | Output]:
+        """Take a list, a hello, base-OT or OT-extension traffic, or the common positions.
+
+        Raises: RemoteProtocolError for a sender, size or point that is wrong; RoundMismatch for
+        a repeated or unexpected step.
+        """
+        where = f"session {self.session_id}: {step!r} from {sender!r}"
+        if sender not in self.peers:
+            raise RemoteProtocolError(f"{where}: not a peer of {self.me!r}")
+        if self._done:
+            raise RoundMismatch(f"{where}: after the end")
+        if step == STEP_HELLO:
+            return self._hello(sender, payload, where)
+        if step.startswith("ot/"):
+            if self._setup is None:
+                if any(s == sender and st == step for s, st, _ in self._early) or sender not in self._ot_peers:
+                    raise RoundMismatch(f"{where}: unexpected")
+                self._early.append((sender, step, payload))
+                return []
+            return self._route(self._setup.receive(sender, step, payload))
+        if not self._started:
+            if any(s == sender and st == step for s, st, _ in self._early) or len(self._early) > 4 * self.n + 16:
+                raise RoundMismatch(f"{where}: repeated, or too many messages before this node started")
+            self._early.append((sender, step, payload))
+            return []
+        if step.startswith(STEP_LIST) or step.startswith(STEP_FULL):
+            return self._take_list(sender, step, payload, where)
+        if step == STEP_MEMBERS:
+            return self._take_members(sender, payload, where)
+        if step in (STEP_COT_U, STEP_COT_T):
+            return self._take_cot(sender, step, payload, where)
+        raise RoundMismatch(f"{where}: unknown step")
+
+    # ---- the ring -----------------------------------------------------------------------------
+
+    def _origin(self, step: str, prefix: str, where: str) -> int:
+        try:
+            origin = int(step[len(prefix):])
+        except ValueError:
+            raise RoundMismatch(f"{where}: unknown step") from None
+        if not 0 <= origin < self.n or step != f"{prefix}{origin}":
+            raise RoundMismatch(f"{where}: unknown step")
+        return origin
+
+    def _pass_on(self, origin: int, points: list[bytes], hops: int) -> list[Send | Output]:
+        """A list masked by `hops` keys: on to the next node, or fully masked to P_0 (or kept there)."""
+        if hops < self.n:
+            return [Send(self.next, f"{STEP_LIST}{origin}", b"".join(points))]
+        if self.me == self.comparer:
+            self._full[origin] = points
+            return []
+        return [Send(self.comparer, f"{STEP_FULL}{origin}", b"".join(points))]
+
+    def _take_list(self, sender: str, step: str, payload: bytes, where: str) -> list[Send | Output]:
+        full = step.startswith(STEP_FULL)
+        origin = self._origin(step, STEP_FULL if full else STEP_LIST, where)
+        points = _split(payload, self.sizes[self.order[origin]], where)
+        if full:
+            if self.me != self.comparer or origin in self._full or sender != self.order[origin - 1]:
+                raise RoundMismatch(f"{where}: a fully masked list goes once to {self.comparer}, from the last hop")
+            for j, point in enumerate(points):
+                check_point(point, f"{where}, point {j}")
+            self._full[origin] = points
+            return self._advance()
+        if origin == self.index or origin in self._forwarded or sender != self.order[self.index - 1]:
+            raise RoundMismatch(f"{where}: each list comes once, from the previous node in the ring")
+        self._forwarded.add(origin)
+        hops = (self.index - origin) % self.n + 1
+        return self._pass_on(origin, mask(self._key, points, where), hops) + self._advance()
+
+    # ---- the outputs --------------------------------------------------------------------------
+
+    def _advance(self) -> list[Send | Output]:
+        events: list[Send | Output] = []
+        if self._done or not self._started or len(self._forwarded) < self.n - 1:
+            return events
+        if self.mode == "sum" and len(self._chosen) < len(self._ot_peers):
+            return events
+        if self.me != self.comparer:
+            if self._members_due or self._cot_pending or (self.mode == "sum" and not self._cot_done_owner()):
+                return events
+            self._done = True
+            share = self._owner_share if self.mode == "sum" else None
+            return [Output(np.array([0, share if share is not None else 0][:self._out_words()], dtype=np.uint64))]
+        if len(self._full) < self.n or self._result:
+            return events
+        common = set(self._full[0])
+        for points in self._full.values():
+            common &= set(points)
+        size = len(set(self._full[0]) & common)
+        own = np.array([p in common for p in self._full[0]])
+        self._result = [size, int(self._values[own].sum(dtype=np.uint64))]
+        for origin in range(1, self.n):
+            owner = self.order[origin]
+            hits = np.array([p in common for p in self._full[origin]], dtype=bool)
+            if self.mode == "members" and owner in self.recipients:
+                events.append(Send(owner, STEP_MEMBERS, words_to_bytes(np.flatnonzero(hits).astype(np.uint64))))
+            if self.mode == "sum":
+                message, blocks = self._chosen[owner].as_receiver.extend_strings(_pack_bits(hits), int(hits.size))
+                self._choices[owner] = (hits.astype(np.uint64), low_words(blocks))
+                self._cot_pending.add(owner)
+                events.append(Send(owner, STEP_COT_U, message))
+        if self.mode == "members" and self.me in self.recipients:
+            events.append(Keep(self._perm[own].astype(np.uint64)))
+        return events + self._finish_comparer()
+
+    def _out_words(self) -> int:
+        return 2 if self.mode == "sum" else 1
+
+    def _finish_comparer(self) -> list[Send | Output]:
+        if self._cot_pending or self._done:
+            return []
+        self._done = True
+        return [Output(np.array(self._result[:self._out_words()], dtype=np.uint64))]
+
+    def _cot_done_owner(self) -> bool:
+        return self._owner_share is not None
+
+    def _take_members(self, sender: str, payload: bytes, where: str) -> list[Send | Output]:
+        if sender != self.comparer or not self._members_due:
+            raise RoundMismatch(f"{where}: common positions come once, from {self.comparer}, to a recipient")
+        count = len(payload) // 8
+        try:
+            positions = words_from_bytes(payload, count)
+        except ValueError as exc:
+            raise RemoteProtocolError(f"{where}: {exc}") from None
+        size = self.sizes[self.me]
+        if positions.size and (int(positions.max()) >= size or np.unique(positions).size != positions.size):
+            raise RemoteProtocolError(f"{where}: positions outside this node's {size} records, or repeated")
+        self._members_due = False
+        return [Keep(self._perm[positions.astype(np.int64)].astype(np.uint64))] + self._advance()
+
+    def _take_cot(self, sender: str, step: str, payload: bytes, where: str) -> list[Send | Output]:
+        if self.mode != "sum" or sender not in self._chosen:
+            raise RoundMismatch(f"{where}: unexpected")
+        if step == STEP_COT_U:   # we own a list; P_0 chose
+            if self.me == self.comparer or self._owner_share is not None:
+                raise RoundMismatch(f"{where}: unexpected")
+            m = self.sizes[self.me]
+            if len(payload) != _IKNP_HEADER + KAPPA * (-(-m // KAPPA) * KAPPA) // 8:
+                raise RemoteProtocolError(f"{where}: {len(payload)} bytes for {m} OTs")
+            try:
+                h0, h1 = self._chosen[sender].as_sender.extend_strings(m, payload)
+            except RemoteProtocolError as exc:
+                raise type(exc)(f"{where}: {exc}") from None
+            tau, keep = cot_send(low_words(h0), low_words(h1), self._values)
+            self._owner_share = int(keep.sum(dtype=np.uint64))
+            return [Send(self.comparer, STEP_COT_T, words_to_bytes(tau))] + self._advance()
+        if self.me != self.comparer or sender not in self._cot_pending:
+            raise RoundMismatch(f"{where}: unexpected")
+        choices, chosen = self._choices.pop(sender)
+        try:
+            tau = words_from_bytes(payload, int(choices.size))
+        except ValueError as exc:
+            raise RemoteProtocolError(f"{where}: {exc}") from None
+        self._result[1] = (self._result[1] + int(cot_receive(chosen, choices, tau).sum(dtype=np.uint64))) % (1 << 64)
+        self._cot_pending.discard(sender)
+        return self._finish_comparer()
+
+    # ---- OT setups for the sum (as mpc/protocols/compute.py's hello) -----------------------
+
+    def _hello(self, sender: str, payload: bytes, where: str) -> list[Send | Output]:
+        if sender not in self._ot_peers or sender in self._hellos:
+            raise RoundMismatch(f"{where}: unexpected or repeated")
+        if len(payload) % _SETUP_ID_BYTES or len(payload) > _SETUP_ID_BYTES * _MAX_SETUPS_ADVERTISED:
+            raise RemoteProtocolError(f"{where}: {len(payload)} bytes")
+        self._hellos[sender] = {payload[i:i + _SETUP_ID_BYTES] for i in range(0, len(payload), _SETUP_ID_BYTES)}
+        if len(self._hellos) < len(self._ot_peers):
+            return []
+        fresh = []
+        for peer in self._ot_peers:
+            common = self._hellos[peer] & set(self._known[peer])
+            if common:
+                self._chosen[peer] = self._known[peer][max(common)]
+            else:
+                fresh.append(peer)
+        if not fresh:
+            return self._advance() if self._started else []
+        self._setup = PairwiseOtSetup(self.me, [self.me, *fresh], self._rng, self.session_id)
+        events = self._route(self._setup.start())
+        early = [m for m in self._early if m[1].startswith("ot/")]
+        self._early = [m for m in self._early if not m[1].startswith("ot/")]
+        for s, st, p in early:
+            events += self._route(self._setup.receive(s, st, p))
+        return events
+
+    def _route(self, events: Sequence[object]) -> list[Send | Output]:
+        out: list[Send | Output] = []
+        for e in events:
+            if isinstance(e, Send):
+                out.append(e)
+            elif isinstance(e, OtReady):
+                setup_id = bytes.fromhex(self.session_id)[:_SETUP_ID_BYTES]
+                for peer, pair in e.pairs.items():
+                    self._chosen[peer] = pair
+                    self._setups.add(peer, setup_id, pair)
+                out += self._advance() if self._started else []
+        return out
