@@ -923,8 +923,9 @@ class IntersectEntry(Entry[IntersectParams]):
             raise InputError(f"{declared.what} holds {declared.records} identifiers, more than an intersection "
                              f"takes ({psi.MAX_SET_SIZE})")
         if self.mode(params) == "sum":
-            _check_integers_within(declared, -(1 << 62) // psi.MAX_SET_SIZE, (1 << 62) // psi.MAX_SET_SIZE,
-                                   "values summed over an intersection must be integers that cannot overflow")
+            limit = (1 << 62) // (psi.MAX_SET_SIZE * parties)   # n sets of up to MAX_SET_SIZE values each
+            _check_integers_within(declared, -limit, limit, f"values summed over an intersection of {parties} sets "
+                                                            f"must be integers that cannot overflow")
 
     def contribution_length(self, params: IntersectParams, lengths: Mapping[str, int]) -> int:
         return sum(lengths.values())

@@ -88,10 +88,24 @@ def hash_to_curve(digest: bytes) -> bytes:
     return ((1 + y) * pow(1 - y, -1, _P) % _P).to_bytes(POINT, "little")
 
 
+# The canonical u-coordinates of Curve25519's points of small order (libsodium's blocklist in
+# crypto_scalarmult_curve25519; Bernstein, "Curve25519", §4): 0, 1, two of order 8, and p − 1.
+_SMALL_ORDER = frozenset({0, 1, 325606250916557431795983626356110631294008115727848805560023387167927233504,
+                          39382357235489614581723060781553021112529911719440698176882885853963445705823, _P - 1})
+
+
 def check_point(point: bytes, where: str) -> None:
-    """Refuse a u-coordinate that is not canonical (u < p, top bit clear). Raises: RemoteProtocolError."""
-    if len(point) != POINT or int.from_bytes(point, "little") >= _P:
+    """Refuse a u-coordinate that is not canonical (u < p, top bit clear) or of small order.
+
+    Raises: RemoteProtocolError naming `where`.
+    """
+    if len(point) != POINT:
+        raise RemoteProtocolError(f"{where}: a point has {POINT} bytes, got {len(point)}")
+    u = int.from_bytes(point, "little")
+    if u >= _P:
         raise RemoteProtocolError(f"{where}: not a canonical Curve25519 point")
+    if u in _SMALL_ORDER:
+        raise RemoteProtocolError(f"{where}: a point of small order")
 
 
 def mask(key: bytes, points: Sequence[bytes], where: str) -> list[bytes]:
@@ -110,9 +124,14 @@ def mask(key: bytes, points: Sequence[bytes], where: str) -> list[bytes]:
 
 
 def _split(payload: bytes, count: int, where: str) -> list[bytes]:
+    """A list's points. Raises: RemoteProtocolError for a wrong length or a repeated point (distinct
+    identifiers stay distinct under every key: a repeat could only inflate the intersection)."""
     if len(payload) != POINT * count:
         raise RemoteProtocolError(f"{where}: {len(payload)} bytes, expected {POINT * count} for {count} points")
-    return [payload[j:j + POINT] for j in range(0, len(payload), POINT)]
+    points = [payload[j:j + POINT] for j in range(0, len(payload), POINT)]
+    if len(set(points)) != count:
+        raise RemoteProtocolError(f"{where}: a point appears twice in one list")
+    return points
 
 
 def _permutation(rng: Rng, n: int) -> np.ndarray:
@@ -180,6 +199,7 @@ class PsiParty:
         self._choices: dict[str, tuple[np.ndarray, Words]] = {}   # P_0: per owner, (choices, m_chosen)
         self._cot_pending: set[str] = set()
         self._owner_share: int | None = None            # an owner's share of the sum (sum mode)
+        self._early_cot: list[tuple[str, str, bytes]] = []   # OT messages that came before their setup
         self._members_due = mode == "members" and me in self.recipients and me != self.comparer
 
     # ---- the engine interface ---------------------------------------------------------------
@@ -308,6 +328,11 @@ class PsiParty:
 
     def _advance(self) -> list[Send | Output]:
         events: list[Send | Output] = []
+        ready = [m for m in self._early_cot if m[0] in self._chosen]
+        if ready and self._started:
+            self._early_cot = [m for m in self._early_cot if m[0] not in self._chosen]
+            for sender, step, payload in ready:
+                events += self._take_cot(sender, step, payload, f"session {self.session_id}: {step!r} from {sender!r}")
         if self._done or not self._started or len(self._forwarded) < self.n - 1:
             return events
         if self.mode == "sum" and len(self._chosen) < len(self._ot_peers):
@@ -367,11 +392,16 @@ class PsiParty:
         return [Keep(self._perm[positions.astype(np.int64)].astype(np.uint64))] + self._advance()
 
     def _take_cot(self, sender: str, step: str, payload: bytes, where: str) -> list[Send | Output]:
-        if self.mode != "sum" or sender not in self._chosen:
+        if self.mode != "sum" or sender not in self._ot_peers:
             raise RoundMismatch(f"{where}: unexpected")
         if step == STEP_COT_U:   # we own a list; P_0 chose
             if self.me == self.comparer or self._owner_share is not None:
                 raise RoundMismatch(f"{where}: unexpected")
+            if sender not in self._chosen:   # it overtook P_0's hello or last base-OT message: kept until then
+                if self._early_cot:
+                    raise RoundMismatch(f"{where}: repeated")
+                self._early_cot.append((sender, step, payload))
+                return []
             m = self.sizes[self.me]
             if len(payload) != _IKNP_HEADER + KAPPA * (-(-m // KAPPA) * KAPPA) // 8:
                 raise RemoteProtocolError(f"{where}: {len(payload)} bytes for {m} OTs")
