@@ -1,6 +1,6 @@
 """mpc vs MPyC, same machine, one run, each party its own process on loopback, TLS on for both.
 
-    make bench          # or: .venv/bin/python benchmarks/run.py [--only sum|compare|auction|dp|all] [--json FILE]
+    make bench          # or: .venv/bin/python benchmarks/run.py [--only sum|compare|auction|dp|psi|all] [--json FILE]
 
 Prints a Markdown table: computation time (after start-up) and end to end, and the ratios
 MPyC / mpc (higher is better for mpc); below it the comparisons per second and mpc's one-off
@@ -18,6 +18,12 @@ an average of one value per node and a 100-bin histogram with joint noise, and a
 10,000-element vector with joint noise (bounds 0..1: at 0..15 joint noise would exceed the
 session's coin limit, which the nodes refuse, as the table shows) and with local noise (0..15).
 Printed as a second table with the noise std beside the central mechanism's.
+
+--only psi: private set intersection among 3 nodes (benchmarks/psi_runner.py), 10^5 identifiers per
+node (--psi-size), revealing the size and the sum of the associated values, each checked exactly
+against Python's set intersection (MPyC has no PSI): the first and a later session of each, the
+node CPU per element against the floor (the in-process cost of psi.hash_to_curve and X25519 per
+call), and a projection to 10^6 per node. Printed as a third table.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from benchmarks.mpc_runner import (  # noqa: E402
     run_mpc_auction, run_mpc_base_ot, run_mpc_compare, run_mpc_sum, run_mpc_vote)
 from benchmarks.mpyc_runner import run_mpyc_auction, run_mpyc_compare, run_mpyc_sum, run_mpyc_vote  # noqa: E402
 from benchmarks.dp_runner import dp_table, run_dp  # noqa: E402
+from benchmarks.psi_runner import psi_table, run_psi  # noqa: E402
 
 
 def _row(name: str, ours: dict[str, object], theirs: dict[str, object]) -> str:
@@ -55,10 +62,10 @@ def main() -> int:
     """Run the comparisons and print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000", help="vector lengths for the 3-party sum")
-    parser.add_argument("--only", choices=("sum", "compare", "auction", "dp", "all"), default="all",
+    parser.add_argument("--only", choices=("sum", "compare", "auction", "dp", "psi", "all"), default="all",
                         help="sum: the secure sums; compare: comparisons, vote, base OTs; auction: first- and "
                              "second-price auctions; dp: differentially private releases beside the exact ones; "
-                             "all: every one (default)")
+                             "psi: private set intersection (size and sum); all: every one (default)")
     parser.add_argument("--comparisons", type=int, default=1000, help="batched comparisons (3 parties)")
     parser.add_argument("--ballots", type=int, default=1000, help="ballots in the vote (3 parties)")
     parser.add_argument("--bids", type=int, default=1000, help="bids in the auctions (3 parties)")
@@ -67,6 +74,9 @@ def main() -> int:
     parser.add_argument("--dp-vector-repeats", type=int, default=7,
                         help="timed sessions of each kind for the DP vector sums")
     parser.add_argument("--dp-length", type=int, default=10_000, help="elements of the DP vector sums")
+    parser.add_argument("--psi-size", type=int, default=100_000, help="identifiers per node in the PSI (3 nodes)")
+    parser.add_argument("--psi-repeats", type=int, default=2,
+                        help="PSI sessions of each reveal (size, sum): the first and repeats - 1 later ones")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
@@ -76,6 +86,8 @@ def main() -> int:
     notes = []
     dp_rows: list[str] = []
     dp_notes: list[str] = []
+    psi_rows: list[str] = []
+    psi_notes: list[str] = []
     if args.only in ("sum", "all"):
         for length in sizes:
             ours, theirs = run_mpc_sum(length), run_mpyc_sum(length, timeout=900)
@@ -124,6 +136,10 @@ def main() -> int:
         dp_results = run_dp(args.dp_repeats, args.dp_vector_repeats, args.dp_length)
         results.append({"case": "dp3", "mpc": dp_results})
         dp_rows, dp_notes = dp_table(dp_results)
+    if args.only in ("psi", "all"):
+        psi_results = run_psi(args.psi_size, 3, args.psi_repeats)
+        results.append({"case": f"psi3-{args.psi_size}", "mpc": psi_results})
+        psi_rows, psi_notes = psi_table(psi_results)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"load average (1/5/15 min) at start {load_start}, at end {_load()}")
     if rows:
@@ -139,6 +155,11 @@ def main() -> int:
         print("\n".join(dp_rows))
         print()
         print("\n".join(dp_notes))
+    if psi_rows:
+        print()
+        print("\n".join(psi_rows))
+        print()
+        print("\n".join(psi_notes))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -11,33 +11,46 @@ k_i per session. X25519 scalar multiplication commutes, so the fully masked tag
 h(x)^(k_1⋯k_n) is the same for equal x whatever the order, and pseudo-random otherwise (DDH). The
 nodes are taken in name order P_0..P_(n−1) and form a ring. P_i masks its own points with k_i,
 puts them in an order only it knows (a CSPRNG permutation), and sends the list to P_(i+1). Every
-node masks each list it receives with its key, keeping the order, and passes it on. After n − 1
-hops a list is fully masked and goes to the comparing node P_0. Because the hops keep the order,
-the owner alone can map its fully masked list back to its own records; to everyone else
-positions are a uniformly random permutation. Every received point is validated: 32 bytes, a
-canonical u < p, and not of small order (libsodium's X25519 refuses an all-zero result).
-Curve25519 is twist-secure (Bernstein, PKC 2006 §3), so a twist point from a misbehaving peer
-teaches it nothing about a key.
+node masks each list it receives with its key and passes it on; after n − 1 hops a list is fully
+masked and goes from its last hop to its comparer. Every received point is validated: 32 bytes, a
+canonical u < p, not of small order, and no point twice in one list. Curve25519 is twist-secure
+(Bernstein, PKC 2006 §3), so a twist point from a misbehaving peer teaches it nothing about a key.
 
-**What each party learns.** The comparing node P_0 sees the n fully masked lists, each labelled
-with its origin. So it learns the size of the intersection of *every* subset of the nodes' sets
-(for n = 2 that is just the output), and which positions of each list are common. Every other
-node sees only pseudo-random points. The coordinator learns only the declared output. Set sizes
-are public (as every input's length is). Nothing reveals an identifier, and no unmasked hash of
-one ever leaves its node.
+**Shuffles.** Whoever can map a fully masked list's positions back to its owner's records, and
+knows which positions are common, knows which records are in the intersection. So:
+- size: every hop reshuffles every list it passes on (a fresh permutation each), so the positions
+  at the comparer are unlinkable for anyone, even for all nodes but one together;
+- members: the lists of the recipients keep their owner's order at every hop, so that each
+  recipient maps the common positions of its own list back to its records; every other list is
+  reshuffled at every hop;
+- sum: no hop reshuffles (a list's values stay in its owner's order). Each list has a comparer
+  other than its owner: P_0 compares lists 1..n−1, and P_1 compares P_0's own list. A list's last
+  hop sends it, in its owner's order, to its comparer, and a copy it reshuffles to the other
+  comparer as a reference. So no comparer ever holds its own list in its own order.
+
+**What each party learns.** The comparing node(s) see the n fully masked lists, each labelled with
+its origin: they learn the size of the intersection of every subset of the nodes' sets (for n = 2
+that is just the output). A list's last hop holds it fully masked too, so it can compare it with its
+own. In a sum each comparer also learns which positions of the lists it compares are common,
+positions that only the lists' owners could map to records; but there lists keep their owner's order
+all along, so an owner colluding with a node that holds its list fully masked (its comparer, or its
+last hop) learns which of its records lie in what that node can intersect it with. Size and members
+have no such collusion: every hop reshuffles every list but a recipient's. Every other node sees
+only pseudo-random points. The coordinator learns only the declared output. Set sizes are public
+(as every input's length is). No identifier and no unmasked hash of one ever leaves its node.
 
 **Outputs** (combined by addition at the coordinator):
 - size: P_0 outputs [|∩|], the others [0];
-- members: P_0 also sends each named recipient the common positions of its own list; the
-  recipient maps them to its records (a `Keep`, never sent) and its owner gets them;
-- sum: Σ over the common identifiers of every node's associated value. P_0 adds its own values
-  at its common positions. For every other list, P_0 and the list's owner compute
-  Σ_p e_p·v_p, with e_p = [position p is common] known to P_0 only and v_p known to the owner
-  only, by one correlated OT per position: P_0 is the receiver with choices e_p, the owner sends
-  τ_p = m0_p − m1_p + v_p and keeps −Σ m0_p (Gilboa, CRYPTO 1999, with a 1-bit multiplier; the
-  IKNP random OTs of mpc/ot/extension.py). The owner learns nothing of e (OT receiver privacy),
-  P_0 nothing of v: their output words are additive shares of the sum. The output is
-  [|∩|, sum]: the size is opened with the sum.
+- members: P_0 sends each named recipient the common positions of its own list (or maps its own
+  if it is a recipient); the recipient maps them to its records (a `Keep`, never sent) and its
+  owner gets them (node core writes them to the data directory). The coordinator gets the size;
+- sum: Σ over the common identifiers of every node's associated value. For each list, its comparer
+  and its owner compute Σ_p e_p·v_p, with e_p = [position p is common] known to the comparer only
+  and v_p known to the owner only, by one correlated OT per position: the comparer is the receiver
+  with choices e_p, the owner sends τ_p = m0_p − m1_p + v_p and keeps −Σ m0_p (Gilboa, CRYPTO 1999,
+  with a 1-bit multiplier; the IKNP random OTs of mpc/ot/extension.py). The owner learns nothing of
+  e (OT receiver privacy), the comparer nothing of v: their output words are additive shares of the
+  sum. The output is [|∩|, sum]: the size is opened with the sum.
 """
 
 from __future__ import annotations
@@ -66,10 +79,11 @@ _P = 2**255 - 19
 _DOMAIN = b"mpc/v1/psi\0"
 STEP_HELLO = "psi/hello"
 STEP_LIST = "psi/list/"                 # + origin index: a list on its way round the ring
-STEP_FULL = "psi/full/"                 # + origin index: a fully masked list, to P_0
+STEP_FULL = "psi/full/"                 # + origin index: a fully masked list, to its comparer
+STEP_REF = "psi/ref/"                   # + origin index: sum: the same, reshuffled, to the other comparer
 STEP_MEMBERS = "psi/members"            # P_0 -> a recipient: the common positions of its own list
-STEP_COT_U = "psi/cot/u"                # P_0 -> owner: the IKNP message of P_0's choices
-STEP_COT_T = "psi/cot/t"                # owner -> P_0: the corrections
+STEP_COT_U = "psi/cot/u"                # comparer -> owner: the IKNP message of the comparer's choices
+STEP_COT_T = "psi/cot/t"                # owner -> comparer: the corrections
 _IKNP_HEADER = 16
 _SETUP_ID_BYTES = 16
 _MAX_SETUPS_ADVERTISED = 8
@@ -83,9 +97,26 @@ def identifier_digest(identifier: bytes) -> bytes:
 def hash_to_curve(digest: bytes) -> bytes:
     """h(x): the X25519 u-coordinate of libsodium's Elligator 2 map of `digest` onto Ed25519's
     prime-order subgroup (never the twist)."""
-    edwards = nacl.bindings.crypto_core_ed25519_from_uniform(digest)
-    y = int.from_bytes(edwards, "little") & ((1 << 255) - 1)
-    return ((1 + y) * pow(1 - y, -1, _P) % _P).to_bytes(POINT, "little")
+    return hash_to_curve_many([digest])[0]
+
+
+def hash_to_curve_many(digests: Sequence[bytes]) -> list[bytes]:
+    """hash_to_curve of every digest, with one modular inversion for all of them (Montgomery's
+    batch inversion: the (1 − y)^-1 of u = (1 + y)/(1 − y) cost most of the time one at a time)."""
+    ys = [int.from_bytes(nacl.bindings.crypto_core_ed25519_from_uniform(d), "little") & ((1 << 255) - 1)
+          for d in digests]
+    denominators = [(1 - y) % _P for y in ys]   # never 0: y = 1 is the identity, outside the map's image
+    prefix = []
+    running = 1
+    for a in denominators:
+        prefix.append(running)
+        running = running * a % _P
+    inverse = pow(running, -1, _P)
+    out: list[bytes] = [b""] * len(ys)
+    for j in range(len(ys) - 1, -1, -1):
+        out[j] = ((1 + ys[j]) * inverse * prefix[j] % _P).to_bytes(POINT, "little")
+        inverse = inverse * denominators[j] % _P
+    return out
 
 
 # The canonical u-coordinates of Curve25519's points of small order (libsodium's blocklist in
@@ -171,7 +202,6 @@ class PsiParty:
         self.order = tuple(sorted(parties))
         self.n = len(self.order)
         self.index = self.order.index(me)
-        self.comparer = self.order[0]
         self.next = self.order[(self.index + 1) % self.n]
         self.sizes = {p: int(sizes[p]) for p in self.order}
         self.mode = mode
@@ -185,22 +215,46 @@ class PsiParty:
         self._perm = np.zeros(0, dtype=np.int64)
         self._values = np.zeros(0, dtype=np.uint64)     # our associated values, in our list's order
         self._forwarded: set[int] = set()               # origins whose list we have handled
-        self._full: dict[int, list[bytes]] = {}         # P_0: the fully masked lists, by origin
+        self._full: dict[int, list[bytes]] = {}         # fully masked lists we compare, by origin
+        self._ref: dict[int, list[bytes]] = {}          # sum: the other lists, shuffled by their last hop
         self._early: list[tuple[str, str, bytes]] = []
         self._started = False
         self._done = False
-        self._result: list[int] = []                    # P_0: [size, its share of the sum]
-        # The sum's OTs, between P_0 and each owner.
-        self._ot_peers = (self.peers if me == self.comparer else (self.comparer,)) if mode == "sum" else ()
+        self._compared = False
+        self._size = 0
+        self._share = 0                                 # our additive share of the sum
+        self._ot_peers = (self.peers if self.index == 0 else (self.order[0],)) if mode == "sum" else ()
         self._hellos: dict[str, set[bytes]] = {}
         self._known = {p: setups.known(p) for p in self._ot_peers}
         self._chosen: dict[str, PairwiseOt] = {}
         self._setup: PairwiseOtSetup | None = None
-        self._choices: dict[str, tuple[np.ndarray, Words]] = {}   # P_0: per owner, (choices, m_chosen)
+        self._choices: dict[str, tuple[Words, Words]] = {}   # comparer: per owner, (choices, chosen OT outputs)
         self._cot_pending: set[str] = set()
-        self._owner_share: int | None = None            # an owner's share of the sum (sum mode)
+        self._owner_done = mode != "sum"                # an owner's side of the sum's OT is done
         self._early_cot: list[tuple[str, str, bytes]] = []   # OT messages that came before their setup
-        self._members_due = mode == "members" and me in self.recipients and me != self.comparer
+        self._members_due = mode == "members" and me in self.recipients and self.index != 0
+
+    # ---- who does what ------------------------------------------------------------------------
+
+    def comparer_of(self, origin: int) -> str:
+        """Who compares list `origin`: P_0, except in a sum, where P_1 compares P_0's own list."""
+        return self.order[1] if self.mode == "sum" and origin == 0 else self.order[0]
+
+    def _reference_to(self, origin: int) -> str | None:
+        """Sum: the comparer that gets list `origin` shuffled, as a reference (never its owner's comparer)."""
+        if self.mode != "sum":
+            return None
+        return self.order[0] if origin == 0 else self.order[1]
+
+    def _hops_shuffle(self, origin: int) -> bool:
+        """Whether every hop reshuffles list `origin`: always for the size, and for the members the lists
+        of nodes that receive none (a recipient's list keeps its owner's order so that it can map the
+        common positions back); never in a sum, whose values stay in their owner's order (its comparer
+        alone, not the owner, knows which positions are common)."""
+        return self.mode == "size" or (self.mode == "members" and self.order[origin] not in self.recipients)
+
+    def _shuffled(self, points: list[bytes]) -> list[bytes]:
+        return [points[int(j)] for j in _permutation(self._rng, len(points))]
 
     # ---- the engine interface ---------------------------------------------------------------
 
@@ -216,15 +270,22 @@ class PsiParty:
             return ()
         if len(self._hellos) < len(self._ot_peers):
             return tuple(p for p in self._ot_peers if p not in self._hellos)
-        if self.me == self.comparer and len(self._full) < self.n:
-            return tuple(p for i, p in enumerate(self.order) if i not in self._full and p != self.me) or (self.me,)
+        if len(self._forwarded) < self.n - 1:
+            return (self.order[self.index - 1],)
         if self._cot_pending:
             return tuple(sorted(self._cot_pending))
-        return (self.order[self.index - 1],) if len(self._forwarded) < self.n - 1 else (self.comparer,)
+        missing = [self.order[o - 1] for o in range(self.n) if o not in self._full and o not in self._ref]
+        if self._compares() and missing:
+            return tuple(sorted(set(missing) - {self.me})) or (self.me,)
+        if not self._owner_done:   # a sum: our list's comparer has yet to send its choices
+            return (self.comparer_of(self.index),)
+        if self._members_due:
+            return (self.order[0],)
+        return ()
 
     def is_slow(self, step: str) -> bool:
         """Hashing and masking take tens of microseconds a point: the start, every list and base OTs."""
-        return step == "start" or step.startswith((STEP_LIST, STEP_FULL, "ot/base/"))
+        return step == "start" or step.startswith((STEP_LIST, STEP_FULL, STEP_REF, "ot/base/"))
 
     def start(self, contribution: Words) -> list[Send | Output]:
         """Hash our identifiers to the curve, mask and shuffle them, and send the list round the ring.
@@ -245,7 +306,7 @@ class PsiParty:
         ordered = rows[self._perm]
         self._values = ordered[:, DIGEST_WORDS].copy()
         digests = np.ascontiguousarray(ordered[:, :DIGEST_WORDS]).view(np.uint8).reshape(-1, POINT)
-        points = mask(self._key, [hash_to_curve(d.tobytes()) for d in digests], f"session {self.session_id}")
+        points = mask(self._key, hash_to_curve_many([d.tobytes() for d in digests]), f"session {self.session_id}")
         events: list[Send | Output] = [Send(p, STEP_HELLO, b"".join(sorted(self._known[p])[-_MAX_SETUPS_ADVERTISED:]))
                                        for p in self._ot_peers]
         events += self._pass_on(self.index, points, 1)
@@ -279,7 +340,7 @@ class PsiParty:
                 raise RoundMismatch(f"{where}: repeated, or too many messages before this node started")
             self._early.append((sender, step, payload))
             return []
-        if step.startswith(STEP_LIST) or step.startswith(STEP_FULL):
+        if step.startswith((STEP_LIST, STEP_FULL, STEP_REF)):
             return self._take_list(sender, step, payload, where)
         if step == STEP_MEMBERS:
             return self._take_members(sender, payload, where)
@@ -299,32 +360,51 @@ class PsiParty:
         return origin
 
     def _pass_on(self, origin: int, points: list[bytes], hops: int) -> list[Send | Output]:
-        """A list masked by `hops` keys: on to the next node, or fully masked to P_0 (or kept there)."""
+        """A list masked by `hops` keys: on to the next node; once fully masked, to its comparer (and in
+        a sum, reshuffled, to the other comparer as a reference); kept where that is this node."""
         if hops < self.n:
             return [Send(self.next, f"{STEP_LIST}{origin}", b"".join(points))]
-        if self.me == self.comparer:
+        events: list[Send | Output] = []
+        comparer = self.comparer_of(origin)
+        if comparer == self.me:
             self._full[origin] = points
-            return []
-        return [Send(self.comparer, f"{STEP_FULL}{origin}", b"".join(points))]
+        else:
+            events.append(Send(comparer, f"{STEP_FULL}{origin}", b"".join(points)))
+        reference = self._reference_to(origin)
+        if reference is not None:
+            shuffled = self._shuffled(points)
+            if reference == self.me:
+                self._ref[origin] = shuffled
+            else:
+                events.append(Send(reference, f"{STEP_REF}{origin}", b"".join(shuffled)))
+        return events
 
     def _take_list(self, sender: str, step: str, payload: bytes, where: str) -> list[Send | Output]:
-        full = step.startswith(STEP_FULL)
-        origin = self._origin(step, STEP_FULL if full else STEP_LIST, where)
+        prefix = next(p for p in (STEP_FULL, STEP_REF, STEP_LIST) if step.startswith(p))
+        origin = self._origin(step, prefix, where)
         points = _split(payload, self.sizes[self.order[origin]], where)
-        if full:
-            if self.me != self.comparer or origin in self._full or sender != self.order[origin - 1]:
-                raise RoundMismatch(f"{where}: a fully masked list goes once to {self.comparer}, from the last hop")
-            for j, point in enumerate(points):
-                check_point(point, f"{where}, point {j}")
-            self._full[origin] = points
-            return self._advance()
-        if origin == self.index or origin in self._forwarded or sender != self.order[self.index - 1]:
-            raise RoundMismatch(f"{where}: each list comes once, from the previous node in the ring")
-        self._forwarded.add(origin)
-        hops = (self.index - origin) % self.n + 1
-        return self._pass_on(origin, mask(self._key, points, where), hops) + self._advance()
+        if prefix == STEP_LIST:
+            if origin == self.index or origin in self._forwarded or sender != self.order[self.index - 1]:
+                raise RoundMismatch(f"{where}: each list comes once, from the previous node in the ring")
+            self._forwarded.add(origin)
+            hops = (self.index - origin) % self.n + 1
+            masked = mask(self._key, points, where)
+            if self._hops_shuffle(origin):
+                masked = self._shuffled(masked)
+            return self._pass_on(origin, masked, hops) + self._advance()
+        kept, owner = (self._full, self.comparer_of(origin)) if prefix == STEP_FULL else (self._ref,
+                                                                                          self._reference_to(origin))
+        if owner != self.me or origin in kept or sender != self.order[origin - 1]:
+            raise RoundMismatch(f"{where}: a fully masked list goes once to its comparer, from its last hop")
+        for j, point in enumerate(points):
+            check_point(point, f"{where}, point {j}")
+        kept[origin] = points
+        return self._advance()
 
     # ---- the outputs --------------------------------------------------------------------------
+
+    def _compares(self) -> bool:
+        return self.index == 0 or (self.mode == "sum" and self.index == 1)
 
     def _advance(self) -> list[Send | Output]:
         events: list[Send | Output] = []
@@ -337,49 +417,44 @@ class PsiParty:
             return events
         if self.mode == "sum" and len(self._chosen) < len(self._ot_peers):
             return events
-        if self.me != self.comparer:
-            if self._members_due or self._cot_pending or (self.mode == "sum" and not self._cot_done_owner()):
+        if self._compares() and not self._compared:
+            if len(self._full) + len(self._ref) < self.n:
                 return events
-            self._done = True
-            share = self._owner_share if self.mode == "sum" else None
-            return [Output(np.array([0, share if share is not None else 0][:self._out_words()], dtype=np.uint64))]
-        if len(self._full) < self.n or self._result:
+            events += self._compare()
+        if self._members_due or self._cot_pending or not self._owner_done:
             return events
-        common = set(self._full[0])
-        for points in self._full.values():
+        self._done = True
+        words = [self._size] if self.mode != "sum" else [self._size, self._share % (1 << 64)]
+        return events + [Output(np.array(words, dtype=np.uint64))]
+
+    def _compare(self) -> list[Send | Output]:
+        """Find the tags common to every list; then the members or the sum's OTs for the lists we compare."""
+        self._compared = True
+        lists = {**self._ref, **self._full}
+        common = set(lists[0])
+        for points in lists.values():
             common &= set(points)
-        size = len(set(self._full[0]) & common)
-        own = np.array([p in common for p in self._full[0]])
-        self._result = [size, int(self._values[own].sum(dtype=np.uint64))]
-        for origin in range(1, self.n):
+        if self.index == 0:
+            self._size = len(common)
+        events: list[Send | Output] = []
+        for origin, points in sorted(self._full.items()):
             owner = self.order[origin]
-            hits = np.array([p in common for p in self._full[origin]], dtype=bool)
+            hits = np.array([p in common for p in points], dtype=bool)
             if self.mode == "members" and owner in self.recipients:
-                events.append(Send(owner, STEP_MEMBERS, words_to_bytes(np.flatnonzero(hits).astype(np.uint64))))
+                if owner == self.me:   # our own list kept our order: map the positions back to our records
+                    events.append(Keep(self._perm[hits].astype(np.uint64)))
+                else:
+                    events.append(Send(owner, STEP_MEMBERS, words_to_bytes(np.flatnonzero(hits).astype(np.uint64))))
             if self.mode == "sum":
                 message, blocks = self._chosen[owner].as_receiver.extend_strings(_pack_bits(hits), int(hits.size))
                 self._choices[owner] = (hits.astype(np.uint64), low_words(blocks))
                 self._cot_pending.add(owner)
                 events.append(Send(owner, STEP_COT_U, message))
-        if self.mode == "members" and self.me in self.recipients:
-            events.append(Keep(self._perm[own].astype(np.uint64)))
-        return events + self._finish_comparer()
-
-    def _out_words(self) -> int:
-        return 2 if self.mode == "sum" else 1
-
-    def _finish_comparer(self) -> list[Send | Output]:
-        if self._cot_pending or self._done:
-            return []
-        self._done = True
-        return [Output(np.array(self._result[:self._out_words()], dtype=np.uint64))]
-
-    def _cot_done_owner(self) -> bool:
-        return self._owner_share is not None
+        return events
 
     def _take_members(self, sender: str, payload: bytes, where: str) -> list[Send | Output]:
-        if sender != self.comparer or not self._members_due:
-            raise RoundMismatch(f"{where}: common positions come once, from {self.comparer}, to a recipient")
+        if sender != self.order[0] or not self._members_due:
+            raise RoundMismatch(f"{where}: common positions come once, from {self.order[0]}, to a recipient")
         count = len(payload) // 8
         try:
             positions = words_from_bytes(payload, count)
@@ -394,10 +469,10 @@ class PsiParty:
     def _take_cot(self, sender: str, step: str, payload: bytes, where: str) -> list[Send | Output]:
         if self.mode != "sum" or sender not in self._ot_peers:
             raise RoundMismatch(f"{where}: unexpected")
-        if step == STEP_COT_U:   # we own a list; P_0 chose
-            if self.me == self.comparer or self._owner_share is not None:
+        if step == STEP_COT_U:   # we own a list and `sender` compares it
+            if sender != self.comparer_of(self.index) or self._owner_done:
                 raise RoundMismatch(f"{where}: unexpected")
-            if sender not in self._chosen:   # it overtook P_0's hello or last base-OT message: kept until then
+            if sender not in self._chosen:   # it overtook the hello or the last base-OT message: kept until then
                 if self._early_cot:
                     raise RoundMismatch(f"{where}: repeated")
                 self._early_cot.append((sender, step, payload))
@@ -410,18 +485,19 @@ class PsiParty:
             except RemoteProtocolError as exc:
                 raise type(exc)(f"{where}: {exc}") from None
             tau, keep = cot_send(low_words(h0), low_words(h1), self._values)
-            self._owner_share = int(keep.sum(dtype=np.uint64))
-            return [Send(self.comparer, STEP_COT_T, words_to_bytes(tau))] + self._advance()
-        if self.me != self.comparer or sender not in self._cot_pending:
+            self._share += int(keep.sum(dtype=np.uint64))
+            self._owner_done = True
+            return [Send(sender, STEP_COT_T, words_to_bytes(tau))] + self._advance()
+        if sender not in self._cot_pending:
             raise RoundMismatch(f"{where}: unexpected")
         choices, chosen = self._choices.pop(sender)
         try:
             tau = words_from_bytes(payload, int(choices.size))
         except ValueError as exc:
             raise RemoteProtocolError(f"{where}: {exc}") from None
-        self._result[1] = (self._result[1] + int(cot_receive(chosen, choices, tau).sum(dtype=np.uint64))) % (1 << 64)
+        self._share += int(cot_receive(chosen, choices, tau).sum(dtype=np.uint64))
         self._cot_pending.discard(sender)
-        return self._finish_comparer()
+        return self._advance()
 
     # ---- OT setups for the sum (as mpc/protocols/compute.py's hello) -----------------------
 

@@ -1,8 +1,12 @@
 """Private set intersection over real node daemons (grpc.aio, mutual TLS, SQLite, loopback): `intersect`
 with --reveal size, members and sum against Python's set operations, where the members go, what every
-node and the coordinator receive, the owners' `reveal` policy, the PSI-CA probing attack and its bound,
-refusals of bad input, a node down mid-protocol, and the `mpc` command (DESIGN.md §14;
-mpc/protocols/psi.py, the catalogue's IntersectEntry, mpc/node/core.py `_keep`).
+node and the coordinator receive (every PSI message each node receives, by sender and step, is exactly
+what the design sends it: tests/sim/test_psi_sim.py `expected_psi_messages`; P_0, the first node by
+name, compares, and in a sum P_1 compares P_0's list and gets references), the owners' `reveal`
+policy, the PSI-CA probing attack and its bound, refusals of bad input, a node down mid-protocol, and
+the `mpc` command (DESIGN.md §14; mpc/protocols/psi.py, the catalogue's IntersectEntry,
+mpc/node/core.py `_keep`). Which positions of a list anyone can link to records is tested in
+tests/sim/test_psi_sim.py, where the engines' keys and permutations are at hand.
 
 One four-node cluster (alice, bob, carlos, david; min_participants = 2) serves the whole module on one
 event loop. Every owner lets any participant set run any number of distinct queries
@@ -22,6 +26,7 @@ import csv
 import json
 import secrets
 import stat
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -37,6 +42,7 @@ from mpc.errors import InputError, PeerUnavailable, SessionFailed
 from mpc.node.daemon import NodeServer
 from mpc.protocols import psi
 from mpc.store import Store
+from tests.sim.test_psi_sim import expected_psi_messages
 
 from .harness import ANY_QUERIES, LocalCluster, running_cluster
 from .test_auctions import mpc, session_of, write_coordinator_file
@@ -198,6 +204,21 @@ def assert_nothing_of_the_sets_left(env: Env, session: str, nodes: Sequence[str]
             assert needle not in share, f"the coordinator received a {what} from {node}"
 
 
+def assert_psi_messages(env: Env, session: str, nodes: Sequence[str], mode: str,
+                        recipients: Sequence[str] = ()) -> None:
+    """Each participant received exactly the PSI messages the design sends it (sender, step, each once);
+    the sum's base OTs, if any ran, only between the first node by name and each other one; a node
+    outside the session received nothing of it."""
+    got = {n: Counter((s, st) for s, st, _ in env.received(n, session) if st.startswith("psi/")) for n in nodes}
+    assert got == expected_psi_messages(nodes, mode, recipients), (mode, recipients)
+    first = sorted(nodes)[0]
+    ot_pairs = {frozenset((n, s)) for n in nodes for s, st, _ in env.received(n, session) if st.startswith("ot/")}
+    assert ot_pairs <= {frozenset((first, n)) for n in nodes if n != first}, ot_pairs
+    if mode != "sum":
+        assert not ot_pairs, ot_pairs
+    assert all(not env.received(n, session) for n in ALL4 if n not in nodes)
+
+
 def shares(env: Env, session: str) -> dict[str, bytes]:
     return {node: b"".join(chunks) for node, chunks in env.views.chunks.get(session, {}).items()}
 
@@ -244,6 +265,9 @@ def test_size_sum_and_members_of_three_nodes(env: Env) -> None:
         got = shares(env, result.session_id)
         assert set(got) == set(TRIO) and all(len(b) == WORD * words for b in got.values()), got
         assert_nothing_of_the_sets_left(env, result.session_id, TRIO)
+    assert_psi_messages(env, size.session_id, TRIO, "size")
+    assert_psi_messages(env, total.session_id, TRIO, "sum")
+    assert_psi_messages(env, members.session_id, TRIO, "members", ["bob", "carlos"])
     # The members went to bob and carlos only: a file each, readable by its owner only, holding exactly
     # the common identifiers; nothing new at alice or david.
     for node in ALL4:
@@ -279,6 +303,9 @@ def test_two_nodes_and_four_nodes(env: Env) -> None:
     assert set(read_members(env.delivered("david", "quad", results[5].session_id))) == common_of(quad)
     for r, nodes in zip(results, [PAIR] * 3 + [ALL4] * 3):
         assert_nothing_of_the_sets_left(env, r.session_id, nodes)
+        assert_psi_messages(env, r.session_id, nodes, r.reveal, r.delivered_to or ())
+    # alice, the comparing node, keeps her members herself: no message carries them to her.
+    assert not [st for _, st, _ in env.received("alice", results[2].session_id) if st == psi.STEP_MEMBERS]
 
 
 def test_empty_full_and_subset(env: Env) -> None:

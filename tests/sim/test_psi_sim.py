@@ -4,23 +4,39 @@ built, and each contribution made, by the catalogue's IntersectEntry (as the nod
 OTs are real: each party starts from an empty OtSetups, so Chou-Orlandi base OTs run (about 0.1 s a
 pair), except where a test reuses setups on purpose.
 
+The design under test (PsiParty.comparer_of, _reference_to, _hops_shuffle, _pass_on): P_0 (the first
+node by name) compares; size: every hop reshuffles every list; members: the recipients' lists keep
+their owner's order at every hop, every other list is reshuffled at every hop; sum: no hop reshuffles,
+P_0 compares lists 1..n-1 and P_1 compares P_0's list 0, and each list's last hop sends it
+("psi/full/<o>", its owner's order) to its comparer and a reshuffled copy ("psi/ref/<o>") to the other
+comparer; each comparer runs the correlated OTs with the owners of the lists it compares.
+
 - size, members and sum for 2 to 5 nodes over random identifiers (os.urandom) with controlled
   overlap, the empty intersection, full overlap and one set a subset of another. members: the `Keep`
-  events are at exactly the named recipients and map to exactly the common identifiers there; sum:
-  the sum over the common identifiers of every node's value, with negative values and values at the
-  limits the catalogue allows (-(2^62) // MAX_SET_SIZE .. 2^62 // MAX_SET_SIZE).
+  events are at exactly the named recipients (P_0 too) and map to exactly the common identifiers
+  there; sum: the sum over the common identifiers of every node's value, with negative values and
+  values at the limits the catalogue allows (-(2^62) // MAX_SET_SIZE .. 2^62 // MAX_SET_SIZE), with
+  the two comparers, first in first out and overtaking.
 - Views: every point a node receives is 32 bytes, a canonical u < p, on Curve25519 (Euler's
   criterion on u^3 + A u^2 + u) and in its prime-order subgroup (an x-only ladder by the group
   order); the points' bits are balanced (false alarm below 1e-6 per test, tests/sim/common.py). No
   identifier, identifier digest (psi.identifier_digest) or unmasked hash (psi.hash_to_curve) of an
   identifier appears in any payload, and, as a positive control, each fully masked list is exactly
-  its owner's hashes under every node's key.
+  its owner's hashes under every node's key. Each node receives exactly the steps the design sends it.
+- Linking positions to records (the privacy fix): every hop's output is compared with its input
+  masked by its key, to see which hops reshuffle; a comparer that maps the common positions of the
+  version of its own list it holds through its own permutation (what the old design let P_0 do) must
+  not find its common records (size; members when it is no recipient; sum, both comparers); nor can
+  an owner with P_0, or all nodes but one, follow a list through their own hops (size). Positive
+  controls: the same guesses do find the records where the design says they may (a recipient's own
+  list; in a sum, a comparer colluding with the owner of a list it compares).
 - Malformed input: each refused with RemoteProtocolError or RoundMismatch naming the step and sender.
 
 Delivery is first-in first-out per link by default (OVERTAKING) and overtaking, with the starts
-interleaved, in the members runs, test_messages_before_a_party_starts_and_in_any_order and
-test_sum_when_the_comparers_ot_message_overtakes_the_ot_setup (the comparer's OT message reaching an
-owner before the OT setup it uses: kept until then).
+interleaved, in the members runs, test_messages_before_a_party_starts_and_in_any_order,
+test_sum_with_two_comparers and test_sum_when_an_ot_message_overtakes_the_ot_setup (a comparer's
+OT message, P_0's to an owner or P_1's to P_0, reaching its receiver before the OT setup it uses:
+kept until then).
 """
 
 from __future__ import annotations
@@ -28,7 +44,8 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import nacl.bindings
@@ -132,11 +149,14 @@ class Started:
 
     engine: psi.PsiParty
     contribution: np.ndarray
+    early_cot: list[str] = field(default_factory=list)   # senders of a cot/u that came before its OT setup
 
     def start(self) -> list[Any]:
         return self.engine.start(self.contribution)
 
     def receive(self, sender: str, step: str, payload: bytes) -> list[Any]:
+        if step == psi.STEP_COT_U and not (self.engine._started and sender in self.engine._chosen):
+            self.early_cot.append(sender)
         return self.engine.receive(sender, step, payload)
 
 
@@ -361,7 +381,7 @@ def test_text_identifiers_and_one_element_sets() -> None:
 
 
 def test_messages_before_a_party_starts_and_in_any_order() -> None:
-    """Overtaking delivery, the starts interleaved, for size and members (the sum: see the known failure)."""
+    """Overtaking delivery, the starts interleaved, for size and members (the sum: test_sum_with_two_comparers)."""
     for seed in range(6):
         sets = overlapping(4, 5, [2, 3, 4, 5])
         order = rng(f"psi-order-{seed}")
@@ -371,17 +391,23 @@ def test_messages_before_a_party_starts_and_in_any_order() -> None:
 
 
 @pytest.mark.parametrize("setups", ["fresh", "reused"])
-def test_sum_when_the_comparers_ot_message_overtakes_the_ot_setup(setups: str) -> None:
+def test_sum_when_an_ot_message_overtakes_the_ot_setup(setups: str) -> None:
+    """Both comparers' cot/u (alice's to bob, for bob's list; bob's to alice, for alice's) reach their
+    receiver, in some of these schedules, before the OT setup they use (its hello or its last base-OT
+    message): kept until then, and the sum is right."""
     sets = overlapping(2, 3, [2, 2])
     values = random_values(sets)
     kept = None
     if setups == "reused":
         kept = {p: OtSetups() for p in sets}
         run(sets, values, "sum", setups=kept)           # first in, first out: the setups are made
-    for seed in range(200):     # some schedules deliver cot/u first (fresh: seed 1; reused: seed 2, when written)
+    early: Counter[tuple[str, str]] = Counter()         # (receiver, sender) of a cot/u ahead of its setup
+    for seed in range(200):
         result = run(sets, values, "sum", overtaking=True, order=rng(f"race-{setups[0]}-{seed}"), setups=kept)
         size, total = opened(result)
         assert size == 3 and int(to_signed(np.array([total], dtype=np.uint64))[0]) == expected_sum(sets, values)
+        early.update((me, sender) for me, e in result.engines.items() for sender in e.early_cot)
+    assert set(early) == {("bob", "alice"), ("alice", "bob")}, early
 
 
 # ---- what each node receives -----------------------------------------------------------------------
@@ -392,7 +418,7 @@ def points_received(result: Result) -> dict[str, list[tuple[str, str, bytes]]]:
     out: dict[str, list[tuple[str, str, bytes]]] = {}
     for me, msgs in result.router.received.items():
         for sender, step, payload in msgs:
-            if step.startswith((psi.STEP_LIST, psi.STEP_FULL)):
+            if step.startswith((psi.STEP_LIST, psi.STEP_FULL, psi.STEP_REF)):
                 assert len(payload) % psi.POINT == 0, (me, step)
                 out.setdefault(me, []).extend((sender, step, payload[j:j + psi.POINT])
                                               for j in range(0, len(payload), psi.POINT))
@@ -420,53 +446,118 @@ def assert_no_secret_in_any_payload(result: Result, sets: Sets) -> None:
     assert scanned > 0
 
 
+def expected_psi_messages(parties: Sequence[str], mode: str,
+                          recipients: Sequence[str] = ()) -> dict[str, Counter[tuple[str, str]]]:
+    """The PSI messages (sender, step) each node receives by the design (the module docstring), written
+    out from it rather than from the engine: every list goes round the ring from its owner; its last
+    hop P_(o-1) sends it fully masked to its comparer (P_0; in a sum P_1 for P_0's list) and, in a sum,
+    a reshuffled copy to the other comparer, keeping whichever of the two is itself. members: P_0 sends
+    the positions to every recipient but itself. sum: hellos and OTs between each comparer and the owners
+    of the lists it compares (P_0 with every other node, P_1 with P_0); no OT between other nodes."""
+    order = sorted(parties)
+    n = len(order)
+    out: dict[str, Counter[tuple[str, str]]] = {p: Counter() for p in order}
+    for o in range(n):
+        for k in range(1, n):
+            out[order[(o + k) % n]][(order[(o + k - 1) % n], f"{psi.STEP_LIST}{o}")] += 1
+        last = order[o - 1]
+        comparer = order[1] if mode == "sum" and o == 0 else order[0]
+        if comparer != last:
+            out[comparer][(last, f"{psi.STEP_FULL}{o}")] += 1
+        if mode == "sum":
+            reference = order[0] if o == 0 else order[1]
+            if reference != last:
+                out[reference][(last, f"{psi.STEP_REF}{o}")] += 1
+    if mode == "members":
+        for r in recipients:
+            if r != order[0]:
+                out[r][(order[0], psi.STEP_MEMBERS)] += 1
+    if mode == "sum":
+        for p in order[1:]:
+            out[p][(order[0], psi.STEP_HELLO)] += 1
+            out[order[0]][(p, psi.STEP_HELLO)] += 1
+            out[p][(order[0], psi.STEP_COT_U)] += 1          # P_0 compares p's list; p owns it
+            out[order[0]][(p, psi.STEP_COT_T)] += 1
+        out[order[0]][(order[1], psi.STEP_COT_U)] += 1       # P_1 compares P_0's list
+        out[order[1]][(order[0], psi.STEP_COT_T)] += 1
+    return out
+
+
+def psi_messages(result: Result) -> dict[str, Counter[tuple[str, str]]]:
+    """What each node received, as (sender, step), leaving out the base OTs ("ot/...")."""
+    return {me: Counter((sender, step) for sender, step, _ in msgs if not step.startswith("ot/"))
+            for me, msgs in result.router.received.items()}
+
+
 @pytest.mark.parametrize("mode", psi.MODES)
 @pytest.mark.parametrize("n", [2, 3, 5])
 def test_views_valid_points_and_no_identifier_digest_or_hash(n: int, mode: str) -> None:
     sets = overlapping(n, 6, [4 + i for i in range(n)])
     parties = names(n)
-    result = run(sets, random_values(sets), mode, parties[1:] if mode == "members" else ())
+    recipients = parties[1:] if mode == "members" else []
+    result = run(sets, random_values(sets), mode, recipients)
     received = points_received(result)
-    # Every node but the comparer receives n - 1 lists (one per other origin); the comparer also the
-    # fully masked lists (n - 1 of them: the one whose last hop it is, it keeps).
+    # Each node receives exactly the messages of the design, each once: n - 1 lists on their way round
+    # (one per other origin); the comparer(s) the fully masked lists (and in a sum the references) whose
+    # last hop they are not; the members' positions; the sum's hellos and OTs with the comparers only.
+    assert psi_messages(result) == expected_psi_messages(parties, mode, recipients)
     for i, me in enumerate(parties):
         lists = {step for _, step, _ in received.get(me, [])}
-        expected = {f"{psi.STEP_LIST}{o}" for o in range(n) if o != i}
-        if i == 0:
-            expected |= {f"{psi.STEP_FULL}{o}" for o in range(n) if o != 1}
-        assert lists == expected, (me, lists)
+        assert {f"{psi.STEP_LIST}{o}" for o in range(n) if o != i} <= lists, (me, lists)
+        if mode != "sum" and i:
+            assert all(s.startswith(psi.STEP_LIST) for s in lists), (me, lists)    # only P_0 compares
+        if mode == "sum" and i > 1:
+            assert all(s.startswith(psi.STEP_LIST) for s in lists), (me, lists)    # P_0 and P_1 compare
     for me, points in received.items():
         for sender, step, point in points:
             assert_valid_point(point, f"{me} from {sender} in {step}")
     assert_no_secret_in_any_payload(result, sets)
-    # Only the expected steps, and the sum's OT traffic only in the sum.
+    # Only the expected steps: the references and the sum's OT traffic only in the sum.
     steps = {step for msgs in result.router.received.values() for _, step, _ in msgs}
     allowed = {s for s in steps if s.startswith((psi.STEP_LIST, psi.STEP_FULL))}
     allowed |= {psi.STEP_MEMBERS} if mode == "members" else set()
     allowed |= {s for s in steps if s in (psi.STEP_HELLO, psi.STEP_COT_U, psi.STEP_COT_T) or
-                s.startswith("ot/")} if mode == "sum" else set()
+                s.startswith(("ot/", psi.STEP_REF))} if mode == "sum" else set()
     assert steps == allowed, steps - allowed
 
 
-def test_the_fully_masked_lists_are_the_hashes_under_every_key() -> None:
-    """Positive control of the scan: what the comparer compares is {h(x)^(k_0...k_(n-1))} for each owner's
-    set, so the unmasked hashes the scan looks for are the real inputs of the masking."""
+def fully_masked(result: Result, x: bytes) -> bytes:
+    """h(x) under every node's key (computed here from the engines' keys, not taken from a view)."""
+    point = psi.hash_to_curve(psi.identifier_digest(x))
+    for e in result.engines.values():
+        point = nacl.bindings.crypto_scalarmult(e.engine._key, point)
+    return point
+
+
+def compared(engine: psi.PsiParty) -> dict[int, list[bytes]]:
+    """The n lists a comparer compares, by origin: the ones it compares and (sum) its references."""
+    return {**engine._ref, **engine._full}
+
+
+@pytest.mark.parametrize("mode", psi.MODES)
+def test_the_fully_masked_lists_are_the_hashes_under_every_key(mode: str) -> None:
+    """Positive control of the scan: what each comparer compares is {h(x)^(k_0...k_(n-1))} for each
+    owner's set, so the unmasked hashes the scan looks for are the real inputs of the masking. The
+    size and members: P_0 holds all n lists; the sum: P_0 and P_1 each hold all n, P_0 list 0 as a
+    reference and P_1 lists 1 and 2 as references."""
     sets = overlapping(3, 4, [3, 4, 5])
-    result = run(sets)
-    comparer = result.engines["alice"].engine
-    keys = [result.engines[p].engine._key for p in names(3)]
-    for origin, p in enumerate(names(3)):
-        expected = set()
-        for x in sets[p]:
-            point = psi.hash_to_curve(psi.identifier_digest(x))
-            for k in keys:
-                point = nacl.bindings.crypto_scalarmult(k, point)
-            expected.add(point)
-        assert set(comparer._full[origin]) == expected, p
-        assert len(comparer._full[origin]) == len(sets[p])
-    # The common identifiers' fully masked points are equal across lists: that is what is compared.
-    common_points = set.intersection(*(set(v) for v in comparer._full.values()))
-    assert len(common_points) == 4
+    result = run(sets, random_values(sets), mode, ["carlos"] if mode == "members" else ())
+    comparers = ["alice", "bob"] if mode == "sum" else ["alice"]
+    for name in comparers:
+        comparer = result.engines[name].engine
+        lists = compared(comparer)
+        assert sorted(lists) == [0, 1, 2], (name, sorted(lists))
+        for origin, p in enumerate(names(3)):
+            assert set(lists[origin]) == {fully_masked(result, x) for x in sets[p]}, (name, p)
+            assert len(lists[origin]) == len(sets[p])
+        # The common identifiers' fully masked points are equal across lists: that is what is compared.
+        common_points = set.intersection(*(set(v) for v in lists.values()))
+        assert common_points == {fully_masked(result, x) for x in common_of(sets)} and len(common_points) == 4
+    if mode == "sum":
+        assert sorted(result.engines["alice"].engine._ref) == [0] and sorted(result.engines["bob"].engine._full) == [0]
+    for name in names(3):
+        if name not in comparers:
+            assert not result.engines[name].engine._full and not result.engines[name].engine._ref, name
 
 
 def test_received_points_look_uniform() -> None:
@@ -488,6 +579,251 @@ def test_received_points_look_uniform() -> None:
     # Power: text identifiers padded to 32 bytes, as raw bytes, fail at once.
     texts = [f"patient-{i:06d}".encode().ljust(32, b"\0") for i in range(len(points))]
     assert not balanced(np.frombuffer(b"".join(texts), dtype=np.uint8), FALSE_ALARM)
+
+
+# ---- linking positions to records: who can, who cannot ---------------------------------------------
+#
+# Whoever can map a fully masked list's positions to its owner's records, and knows which positions are
+# common, knows which of the owner's records are in the intersection. `linkage_guess` is that attack for a
+# coalition: it follows a list from its owner (whose permutation `_perm` it knows) hop by hop, exactly
+# through the coalition's own hops (matching what the hop passed on with what it received, masked by its
+# key: the points are distinct) and assuming every other hop kept the order (as every hop did before the
+# fix); then it maps the common positions of the version it holds back to the owner's records. For a
+# coalition of the owner alone, holding its own list, that is the old bug's mapping: `_perm` of the
+# common positions.
+#
+# The chance bound: if one hop outside the coalition (or the last hop's shuffle of a reference) applies a
+# uniformly random permutation unknown to the coalition, the guess is the image of the true common
+# positions under a uniform permutation, a uniform c-subset of the owner's m records: it is the true set
+# with chance 1/C(m, c). PRIVATE_SETS give c = 16 and m >= 32 records a node: 1/C(32, 16) = 1/601,080,390
+# < 1.7e-9 a guess. No test below makes more than 40 guesses that must fail: below 7e-8 a test.
+
+
+PRIVATE_COMMON = 16
+
+
+def private_sets(n: int) -> dict[str, list[bytes]]:
+    """16 identifiers common to all, 16 + i more at node i (and, for n > 2, 3 shared by all but the last)."""
+    return overlapping(n, PRIVATE_COMMON, [16 + i for i in range(n)])
+
+
+def points_of(payload: bytes) -> list[bytes]:
+    return [payload[j:j + psi.POINT] for j in range(0, len(payload), psi.POINT)]
+
+
+def message(result: Result, to: str, sender: str, step: str) -> list[bytes]:
+    """The points of the one message `to` received from `sender` in `step`."""
+    [payload] = [p for s, st, p in result.router.received[to] if s == sender and st == step]
+    return points_of(payload)
+
+
+def hops_of(result: Result, origin: int, final: Sequence[bytes]) -> list[tuple[str, list[bytes], list[bytes]]]:
+    """List `origin` at each hop, in ring order: (the hop, what it received, what it passed on), the last
+    hop's output being `final` (the version some comparer holds)."""
+    parties = sorted(result.engines)
+    n = len(parties)
+    out = []
+    for k in range(1, n):
+        hop, prev = parties[(origin + k) % n], parties[(origin + k - 1) % n]
+        received = message(result, hop, prev, f"{psi.STEP_LIST}{origin}")
+        sent = list(final) if k == n - 1 else message(result, parties[(origin + k + 1) % n], hop,
+                                                      f"{psi.STEP_LIST}{origin}")
+        out.append((hop, received, sent))
+    return out
+
+
+def linkage_guess(result: Result, sets: Sets, origin: int, coalition: set[str], final: Sequence[bytes]) -> set[bytes]:
+    """The owner's records a coalition (with the owner of list `origin`) takes for the common ones, holding
+    `final`, a fully masked version of the list (see above)."""
+    owner = sorted(result.engines)[origin]
+    track = [int(j) for j in result.engines[owner].engine._perm]     # position -> the owner's record
+    for hop, received, sent in hops_of(result, origin, final):
+        assert len(received) == len(sent) == len(track)
+        if hop in coalition:
+            where = {p: i for i, p in enumerate(psi.mask(result.engines[hop].engine._key, received, "test"))}
+            track = [track[where[p]] for p in sent]
+    common = {fully_masked(result, x) for x in common_of(sets)}
+    return {sets[owner][track[j]] for j, p in enumerate(final) if p in common}
+
+
+def own_versions(result: Result, index: int) -> list[list[bytes]]:
+    """Every fully masked version of its own list node `index` holds: kept as the last hop, or received."""
+    me = sorted(result.engines)[index]
+    engine = result.engines[me].engine
+    versions = [v for v in (engine._full.get(index), engine._ref.get(index)) if v is not None]
+    versions += [points_of(p) for _, st, p in result.router.received[me]
+                 if st in (f"{psi.STEP_FULL}{index}", f"{psi.STEP_REF}{index}", f"{psi.STEP_LIST}{index}")]
+    return [list(v) for v in {tuple(v): None for v in versions}]
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_the_comparer_cannot_tell_its_own_common_records(n: int) -> None:
+    """The privacy bug fixed: P_0 got its own list back fully masked in its own order, and its permutation
+    `_perm` of the common positions was exactly its common records, even for the size. Now, mapping the
+    common positions of every version of its own list it holds through `_perm` gives a set that is not
+    its common records (chance bound above): for the size, the members when P_0 is no recipient, and the
+    sum, for both comparers there (P_1 holds its own list only as a reference reshuffled by its last hop).
+    Positive controls, the same mapping finding the records where the design lets it: P_0 a recipient of
+    the members (its list kept its order: what its Keep holds), and, in a sum, a comparer colluding with
+    the owner of a list it compares (the documented leak)."""
+    sets = private_sets(n)
+    parties = names(n)
+    truth = common_of(sets)
+    assert len(truth) == PRIVATE_COMMON and all(len(s) >= 2 * PRIVATE_COMMON for s in sets.values())
+    for mode, recipients in (("size", []), ("members", [parties[-1]]), ("sum", [])):
+        result = run(sets, random_values(sets), mode, recipients)
+        for i in ([0, 1] if mode == "sum" else [0]):
+            versions = own_versions(result, i)
+            assert len(versions) == 1, (mode, parties[i], len(versions))      # one fully masked version
+            guess = linkage_guess(result, sets, i, {parties[i]}, versions[0])
+            assert len(guess) == len(truth)                                   # the size, which it may know
+            assert guess != truth, f"{mode}: {parties[i]} can tell which of its records are common"
+        assert result.kept[parties[0]] == [], mode
+        if mode == "sum":   # the documented leak: the comparer of a list, with its owner, links it
+            alice, bob = (result.engines[p].engine for p in parties[:2])
+            assert linkage_guess(result, sets, 0, {"alice", "bob"}, bob._full[0]) == truth
+            assert linkage_guess(result, sets, 1, {"alice", "bob"}, alice._full[1]) == truth
+    # Positive control: P_0 a recipient. Its list kept its order at every hop; the same mapping is exact.
+    result = run(sets, mode="members", recipients=[parties[0]])
+    [version] = own_versions(result, 0)
+    assert linkage_guess(result, sets, 0, {parties[0]}, version) == truth
+    assert {sets[parties[0]][int(j)] for j in result.kept[parties[0]][0]} == truth
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_recipients_get_exactly_their_members_the_comparer_included(n: int) -> None:
+    """Every recipient, P_0 among them or not, keeps exactly its common records (distinct indices into its
+    own records); the others keep nothing. P_0 keeps its own without any message; every other recipient
+    gets its positions from P_0, once. P_0's own list reaches it in its own order exactly when it is a
+    recipient (a reshuffled list of 12 or more points keeps its order with chance below 1/12! < 2.1e-9)."""
+    sets = overlapping(n, 8, [4 + i for i in range(n)])
+    parties = names(n)
+    common = common_of(sets)
+    for recipients in ([parties[0]], parties[:2], [parties[-1]], parties, parties[1:]):
+        for overtaking in (False, True):
+            result = run(sets, mode="members", recipients=recipients, overtaking=overtaking)
+            assert opened(result) == [len(common)]
+            check_members(result, sets, recipients)
+            sent_members = Counter((me, s) for me, msgs in result.router.received.items()
+                                   for s, st, _ in msgs if st == psi.STEP_MEMBERS)
+            assert sent_members == Counter({(r, parties[0]): 1 for r in recipients if r != parties[0]})
+            p0 = result.engines[parties[0]].engine
+            in_order = p0._full[0] == [fully_masked(result, sets[parties[0]][int(j)]) for j in p0._perm]
+            assert in_order == (parties[0] in recipients), recipients
+
+
+def reshuffles(mode: str, owner: str, recipients: Sequence[str]) -> bool:
+    """Whether, by the design, every hop reshuffles the owner's list."""
+    return mode == "size" or (mode == "members" and owner not in recipients)
+
+
+@pytest.mark.parametrize("mode", psi.MODES)
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_which_hops_reshuffle(n: int, mode: str) -> None:
+    """Each hop's output against its input masked by its key: the same points always; in another order
+    exactly where the design reshuffles (size: every hop of every list; members: every hop of the lists of
+    non-recipients; sum: none, but the reference a last hop sends is reshuffled). So the positions of a
+    list at its comparer are its owner's order exactly where no hop reshuffles. A reshuffle keeps 12 or
+    more points in order with chance below 1/12! < 2.1e-9; at most 40 such checks a run, 80 a test."""
+    sets = overlapping(n, 8, [4 + i for i in range(n)])
+    parties = names(n)
+    for recipients in ((parties[::2], parties[1::2]) if mode == "members" else ([],)):
+        result = run(sets, random_values(sets), mode, recipients)
+        for o, owner in enumerate(parties):
+            comparer = parties[1] if mode == "sum" and o == 0 else parties[0]
+            final = result.engines[comparer].engine._full[o]
+            shuffled = reshuffles(mode, owner, recipients)
+            for hop, received, sent in hops_of(result, o, final):
+                masked = psi.mask(result.engines[hop].engine._key, received, "test")
+                assert sorted(sent) == sorted(masked), (owner, hop)
+                assert (sent != masked) == shuffled, (mode, recipients, owner, hop)
+            owner_order = [fully_masked(result, sets[owner][int(j)]) for j in result.engines[owner].engine._perm]
+            assert (final != owner_order) == shuffled, (mode, owner)
+            if mode == "sum":
+                other = parties[0] if o == 0 else parties[1]
+                reference = result.engines[other].engine._ref[o]
+                assert sorted(reference) == sorted(final) and reference != final, owner
+
+
+@pytest.mark.parametrize("owner", [1, 2])
+def test_an_owner_and_the_comparer_together_cannot_link_positions(owner: int) -> None:
+    """Size, 3 nodes: the owner of a list and P_0 together follow it exactly through P_0's hop (bob's list:
+    P_0 is its last hop; carlos's: its first) but not through the third node's reshuffle: their guess of
+    the owner's common records is wrong (chance bound above). Positive control: with the owner a
+    recipient of the members its list keeps its order, and the same guess is exactly right."""
+    sets = private_sets(3)
+    parties = names(3)
+    truth = common_of(sets)
+    coalition = {parties[0], parties[owner]}
+    for seed in range(5):
+        result = run(sets)
+        guess = linkage_guess(result, sets, owner, coalition, result.engines["alice"].engine._full[owner])
+        assert len(guess) == len(truth) and guess != truth, seed
+    result = run(sets, mode="members", recipients=[parties[owner]])
+    assert linkage_guess(result, sets, owner, coalition, result.engines["alice"].engine._full[owner]) == truth
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_no_coalition_short_of_all_links_positions_in_the_size(n: int) -> None:
+    """Size: for every list and every node h other than its owner, all nodes but h together (the owner and
+    P_0 among them) cannot follow the list through h's reshuffle: their guess is wrong (chance bound above;
+    at most 12 guesses). Positive control: all n nodes together follow every list exactly."""
+    sets = private_sets(n)
+    parties = names(n)
+    truth = common_of(sets)
+    result = run(sets)
+    p0 = result.engines[parties[0]].engine
+    for o, owner in enumerate(parties):
+        assert linkage_guess(result, sets, o, set(parties), p0._full[o]) == truth, owner
+        for honest in parties:
+            if honest != owner:
+                guess = linkage_guess(result, sets, o, set(parties) - {honest}, p0._full[o])
+                assert guess != truth, (owner, honest)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5])
+def test_sum_with_two_comparers(n: int) -> None:
+    """The sum, first in first out and overtaking (the starts interleaved): P_0 outputs [size, share] and
+    every other node [0, share], and the shares add up to the sum; the OTs run between P_0 and every other
+    node (P_0 choosing, for their lists) and between P_1 and P_0 (P_1 choosing, for P_0's list), and no
+    other pair; no node's share alone is the sum (false alarm 2^-64 a node)."""
+    sets = overlapping(n, 7, [3 + i for i in range(n)])
+    parties = names(n)
+    common = common_of(sets)
+    schedules = [(False, None)] + [(True, rng(f"psi-sum-{n}-{seed}")) for seed in range(4)]
+    for k, (overtaking, order) in enumerate(schedules):
+        values = random_values(sets, LOWEST, LIMIT) if k % 2 else random_values(sets)
+        result = run(sets, values, "sum", overtaking=overtaking, order=order)
+        size, total = opened(result)
+        assert size == len(common)
+        assert int(to_signed(np.array([total], dtype=np.uint64))[0]) == expected_sum(sets, values)
+        assert int(result.outputs[parties[0]][0]) == len(common)
+        assert all(int(result.outputs[p][0]) == 0 for p in parties[1:])
+        assert all(int(result.outputs[p][1]) != total for p in parties)
+        assert psi_messages(result) == expected_psi_messages(parties, "sum")
+        ot_pairs = {frozenset((me, s)) for me, msgs in result.router.received.items() for s, st, _ in msgs
+                    if st.startswith("ot/")}
+        assert ot_pairs == {frozenset((parties[0], p)) for p in parties[1:]}, ot_pairs
+
+
+def test_waiting_for_names_the_comparer_of_the_first_nodes_list() -> None:
+    """A sum of 3 delivered first in first out, bob's cot/u to alice held back: carlos is done, bob waits
+    for alice's cot/t, and alice for bob's cot/u only."""
+    sets = overlapping(3, 3, [2, 2, 2])
+    es = engines(sets, random_values(sets), "sum")
+    pending: list[tuple[str, Send]] = []
+    for p, e in es.items():
+        pending += [(p, s) for s in e.start() if isinstance(s, Send)]
+    held = []
+    while pending:
+        sender, send = pending.pop(0)
+        if send.step == psi.STEP_COT_U and sender == "bob":
+            held.append(send)
+            continue
+        pending += [(send.to, s) for s in es[send.to].receive(sender, send.step, send.payload) if isinstance(s, Send)]
+    assert len(held) == 1
+    assert es["carlos"].engine.waiting_for == () and es["bob"].engine.waiting_for == ("alice",)
+    assert es["alice"].engine.waiting_for == ("bob",)
 
 
 # ---- malformed input -------------------------------------------------------------------------------
@@ -616,13 +952,21 @@ def test_cot_messages_to_the_wrong_node_or_mode_are_refused() -> None:
     for step in (psi.STEP_COT_U, psi.STEP_COT_T):
         refused(es["bob"], "alice", step, b"\0" * 64, RoundMismatch, "unexpected")
         refused(es["alice"], "bob", step, b"\0" * 64, RoundMismatch, "unexpected")
+    # The sum of 3: alice compares bob's and carlos's lists, bob compares alice's; carlos compares none.
     es, _, _ = started(3, "sum")
-    refused(es["bob"], "carlos", psi.STEP_COT_U, b"\0" * 64, RoundMismatch, "unexpected")   # not the comparer
-    refused(es["bob"], "alice", psi.STEP_COT_T, b"\0" * 64, RoundMismatch, "unexpected")    # bob is an owner
-    refused(es["alice"], "bob", psi.STEP_COT_U, b"\0" * 64, RoundMismatch, "unexpected")    # the comparer chooses
-    refused(es["alice"], "bob", psi.STEP_COT_T, b"\0" * 64, RoundMismatch, "unexpected")    # no cot/u sent yet
+    refused(es["bob"], "carlos", psi.STEP_COT_U, b"\0" * 64, RoundMismatch, "unexpected")    # carlos compares none
+    refused(es["carlos"], "bob", psi.STEP_COT_U, b"\0" * 64, RoundMismatch, "unexpected")    # bob: alice's list only
+    refused(es["alice"], "carlos", psi.STEP_COT_U, b"\0" * 64, RoundMismatch, "unexpected")  # nor alice's list
+    refused(es["carlos"], "alice", psi.STEP_COT_T, b"\0" * 64, RoundMismatch, "unexpected")  # carlos only owns
+    refused(es["bob"], "alice", psi.STEP_COT_T, b"\0" * 64, RoundMismatch, "unexpected")     # no cot/u sent yet
+    refused(es["alice"], "bob", psi.STEP_COT_T, b"\0" * 64, RoundMismatch, "unexpected")     # no cot/u sent yet
+    refused(es["alice"], "carlos", psi.STEP_COT_T, b"\0" * 64, RoundMismatch, "unexpected")  # no cot/u sent yet
+    # bob's cot/u for alice's list is taken (kept until the setup it uses); a second one is refused.
+    assert es["alice"].receive("bob", psi.STEP_COT_U, b"\0" * 64) == []
+    refused(es["alice"], "bob", psi.STEP_COT_U, b"\0" * 64, RoundMismatch, "repeated")
     # Hellos: only in the sum, once, of whole setup ids.
     refused(es["bob"], "carlos", psi.STEP_HELLO, b"", RoundMismatch)          # bob's OTs are with alice only
+    refused(es["carlos"], "bob", psi.STEP_HELLO, b"", RoundMismatch)          # carlos's too
     refused(es["bob"], "alice", psi.STEP_HELLO, b"\0" * 15, RemoteProtocolError, "bytes")
     es, _, _ = started(3, "sum")
     es["bob"].receive("alice", psi.STEP_HELLO, b"")
@@ -631,25 +975,70 @@ def test_cot_messages_to_the_wrong_node_or_mode_are_refused() -> None:
     refused(es["bob"], "alice", psi.STEP_HELLO, b"", RoundMismatch)
 
 
-def test_a_cot_message_of_the_wrong_size_is_refused() -> None:
-    """Run a sum to the point where the comparer sends cot/u, then hand the owner a truncated one."""
-    sets = overlapping(2, 2, [1, 1])
+@pytest.mark.parametrize("n", [2, 3])
+def test_a_cot_message_of_the_wrong_size_is_refused(n: int) -> None:
+    """Run a sum, holding back every cot/u (alice's to each other owner, bob's to alice), then hand each
+    receiver a truncated one."""
+    sets = overlapping(n, 2, [1] * n)
     es = engines(sets, random_values(sets), "sum")
     pending: list[tuple[str, Send]] = []
     for p, e in es.items():
         pending += [(p, s) for s in e.start() if isinstance(s, Send)]
-    cot_u = None
-    for _ in range(1000):       # FIFO delivery until alice's cot/u appears
+    held: list[tuple[str, Send]] = []
+    for _ in range(10_000):     # FIFO delivery of everything else
         if not pending:
             break
         sender, send = pending.pop(0)
         if send.step == psi.STEP_COT_U:
-            cot_u = (sender, send)
-            break
+            held.append((sender, send))
+            continue
         pending += [(send.to, s) for s in es[send.to].receive(sender, send.step, send.payload) if isinstance(s, Send)]
-    assert cot_u is not None
-    sender, send = cot_u
-    refused(es["bob"].engine, sender, send.step, send.payload[:-1], RemoteProtocolError, "bytes for")
+    parties = names(n)
+    assert sorted((s, m.to) for s, m in held) == sorted([("bob", "alice")] + [("alice", p) for p in parties[1:]])
+    for sender, send in held:
+        refused(es[send.to].engine, sender, send.step, send.payload[:-1], RemoteProtocolError, "bytes for")
+
+
+def test_a_reference_list_to_the_wrong_node_or_from_the_wrong_sender_is_refused() -> None:
+    """The sum of 3 (alice 3 points, bob 4, carlos 5): list 0's last hop is carlos (full/0 to bob, ref/0
+    to alice), list 1's is alice (keeps full/1, ref/1 to bob), list 2's is bob (full/2 to alice, keeps
+    ref/2). Anything else is refused; so is a reference outside the sum."""
+    es, _, sets = started(3, "sum")
+    size = {p: len(s) for p, s in sets.items()}
+    once = "a fully masked list goes once to its comparer, from its last hop"
+    refused(es["alice"], "carlos", f"{psi.STEP_FULL}0", point_list(size["alice"]), RoundMismatch, once)  # bob's
+    refused(es["alice"], "bob", f"{psi.STEP_REF}2", point_list(size["carlos"]), RoundMismatch, once)     # bob keeps it
+    refused(es["alice"], "bob", f"{psi.STEP_REF}0", point_list(size["alice"]), RoundMismatch, once)      # not last hop
+    refused(es["alice"], "carlos", f"{psi.STEP_REF}1", point_list(size["bob"]), RoundMismatch, once)     # bob's
+    refused(es["bob"], "carlos", f"{psi.STEP_REF}0", point_list(size["alice"]), RoundMismatch, once)     # alice's
+    refused(es["bob"], "carlos", f"{psi.STEP_REF}1", point_list(size["bob"]), RoundMismatch, once)       # from alice
+    refused(es["bob"], "alice", f"{psi.STEP_FULL}1", point_list(size["bob"]), RoundMismatch, once)       # alice keeps
+    for step, origin in ((psi.STEP_REF, 0), (psi.STEP_FULL, 0), (psi.STEP_REF, 2), (psi.STEP_FULL, 2)):
+        refused(es["carlos"], "bob", f"{step}{origin}", point_list(size[names(3)[origin]]), RoundMismatch, once)
+    # The right ones are taken, once.
+    es["bob"].receive("alice", f"{psi.STEP_REF}1", point_list(size["bob"]))
+    refused(es["bob"], "alice", f"{psi.STEP_REF}1", point_list(size["bob"]), RoundMismatch, "once")
+    es["bob"].receive("carlos", f"{psi.STEP_FULL}0", point_list(size["alice"]))
+    refused(es["bob"], "carlos", f"{psi.STEP_FULL}0", point_list(size["alice"]), RoundMismatch, "once")
+    es["alice"].receive("carlos", f"{psi.STEP_REF}0", point_list(size["alice"]))
+    refused(es["alice"], "carlos", f"{psi.STEP_REF}0", point_list(size["alice"]), RoundMismatch, "once")
+    # Points checked, naming the position; lengths; unknown origins.
+    es, _, sets = started(3, "sum")
+    msg = refused(es["alice"], "carlos", f"{psi.STEP_REF}0", point_list(size["alice"], b"\0" * 31 + b"\x01",
+                                                                         NON_CANONICAL[0]),
+                  RemoteProtocolError, "canonical")
+    assert "point 1" in msg, msg
+    refused(es["bob"], "alice", f"{psi.STEP_REF}1", point_list(size["bob"], SMALL_ORDER[0]), RemoteProtocolError,
+            "small order")
+    refused(es["bob"], "alice", f"{psi.STEP_REF}1", point_list(size["bob"])[:-1], RemoteProtocolError, "expected")
+    for step in (f"{psi.STEP_REF}3", f"{psi.STEP_REF}x", f"{psi.STEP_REF}00"):
+        refused(es["bob"], "alice", step, point_list(1), RoundMismatch, "unknown step")
+    # Outside the sum nobody takes a reference, and P_1 no fully masked list.
+    for mode, recipients in (("size", []), ("members", ["alice", "bob"])):
+        es, _, sets = started(3, mode, recipients)
+        refused(es["alice"], "carlos", f"{psi.STEP_REF}0", point_list(size["alice"]), RoundMismatch, once)
+        refused(es["bob"], "alice", f"{psi.STEP_REF}1", point_list(size["bob"]), RoundMismatch, once)
+        refused(es["bob"], "carlos", f"{psi.STEP_FULL}0", point_list(size["alice"]), RoundMismatch, once)
 
 
 def test_messages_after_the_end_and_before_the_start() -> None:
