@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 import numpy as np
 import pytest
 
@@ -44,8 +45,8 @@ from mpc.protocols import psi
 from mpc.store import Store
 from tests.sim.test_psi_sim import expected_psi_messages
 
-from .harness import ANY_QUERIES, LocalCluster, running_cluster
-from .test_auctions import mpc, session_of, write_coordinator_file
+from .harness import ANY_QUERIES, LocalCluster, prepare_request, running_cluster
+from .test_auctions import control, mpc, session_of, write_coordinator_file
 from .test_faults import StopBeforeCompute
 from .test_privacy import Views
 
@@ -53,7 +54,7 @@ T = TypeVar("T")
 ALL4 = ("alice", "bob", "carlos", "david")
 TRIO = ("alice", "bob", "carlos")
 PAIR = ("alice", "bob")
-OPEN_INPUTS = ("patients", "pair", "quad", "members_to", "down", "cli_ids", "cli_fold", "mixed")
+OPEN_INPUTS = ("patients", "pair", "quad", "members_to", "down", "cli_ids", "cli_fold", "mixed", "reach", "wide")
 PROBED = "probed"
 WORD = 8
 
@@ -653,3 +654,57 @@ def test_no_identifier_digest_or_hash_in_any_message_of_the_module(env: Env) -> 
         for node, chunks in by_node.items():
             for what, needle in needles:
                 assert needle not in b"".join(chunks), f"the coordinator received a {what} from {node} ({session})"
+
+
+# ---- refusals at the node itself ---------------------------------------------------------------------
+
+
+async def raw_prepare(env: Env, node: str, name: str, protocol: str, params: Mapping[str, Any]) -> grpc.aio.AioRpcError:
+    """A Prepare sent straight to `node` (as a coordinator that skips its own checks would); the refusal."""
+    session = secrets.token_hex(16)
+    request = prepare_request(session, protocol, name, list(TRIO), params=params)
+    async with control(env.lc, node) as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Prepare(request, timeout=10)
+    return err.value
+
+
+def test_a_node_refuses_recipients_beyond_the_participants(env: Env) -> None:
+    sets = overlapping(TRIO, 3, 4)
+    store_all(env, "reach", sets)
+    error = env.run(raw_prepare(env, "alice", "reach", "intersect", {"reveal": 1, "recipients": [3]}))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error
+    assert "recipients [3] name participants beyond the 3 there are" in (error.details() or ""), error.details()
+
+
+def test_a_set_given_to_a_sum_is_refused_unless_allow_names_it(env: Env) -> None:
+    sets = overlapping(TRIO, 2, 3)
+    store_all(env, "summed_set", sets, values_for(sets))
+
+    async def go() -> SessionFailed:
+        async with env.coordinator() as c:
+            with pytest.raises(SessionFailed) as err:
+                await c.sum("summed_set")
+        return err.value
+    error = env.run(go())
+    assert "holds set, which only intersect may use (the policy's allow.sum may name it)" in str(error), error
+    assert all(not env.received(n, session_of(error)) for n in TRIO)
+
+
+def test_a_sum_over_values_declared_too_wide_is_refused_at_the_nodes(env: Env) -> None:
+    limit = (1 << 62) // (psi.MAX_SET_SIZE * len(TRIO))
+    for n in TRIO:
+        with Store.open_dir(env.data_dir(n)) as store:
+            store.put_set("wide", [b"w1", b"w2", n.encode()], np.array([1, 2, 3], dtype=np.int64),
+                          bounds=(0, limit + 1), overwrite=True)
+
+    async def go() -> tuple[SessionFailed, IntersectionResult]:
+        async with env.coordinator() as c:
+            with pytest.raises(SessionFailed) as err:
+                await c.intersect("wide", reveal="sum")
+            return err.value, await c.intersect("wide")          # the size of the same input works
+    error, size = env.run(go())
+    assert f"outside -{limit}..{limit}: values summed over an intersection of 3 sets must be integers that " \
+           f"cannot overflow" in str(error), error
+    assert all(not env.received(n, session_of(error)) for n in TRIO)
+    assert size.size == 2

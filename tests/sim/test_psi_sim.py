@@ -898,6 +898,17 @@ def test_a_list_of_the_wrong_length_is_refused() -> None:
     refused(es["alice"], "carlos", f"{psi.STEP_FULL}0", point_list(size)[:-5], RemoteProtocolError, "expected")
 
 
+def test_a_list_with_one_point_twice_is_refused() -> None:
+    """Distinct identifiers stay distinct under every key: a repeated point could only inflate the size."""
+    es, _, sets = started(3)
+    size = len(sets["alice"])
+    twice = psi.hash_to_curve(os.urandom(32))
+    refused(es["bob"], "alice", f"{psi.STEP_LIST}0", point_list(size, twice, twice), RemoteProtocolError,
+            "a point appears twice in one list")
+    refused(es["alice"], "carlos", f"{psi.STEP_FULL}0", point_list(size, twice, twice), RemoteProtocolError,
+            "a point appears twice in one list")
+
+
 def test_a_list_from_the_wrong_sender_or_repeated_is_refused() -> None:
     es, starts, sets = started(4)
     size = {p: len(s) for p, s in sets.items()}
