@@ -356,7 +356,7 @@ class NodeCore:
                                       f"node {me} sends {out}")
         own_bits = session.declared.frac_bits
         if protocol.on_integers(params) and frac_bits != 0:
-            raise RemoteProtocolError(f"session {session_id}: a {protocol.name} runs on integers, got a scale of "
+            raise RemoteProtocolError(f"session {session_id}: a {protocol.name} takes integers, got a scale of "
                                       f"{frac_bits} fractional bits")
         if not protocol.on_integers(params) and not own_bits <= frac_bits <= 32:   # integers: each entry rescales
             raise RemoteProtocolError(f"session {session_id}: scale of {frac_bits} fractional bits is below "

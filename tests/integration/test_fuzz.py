@@ -380,14 +380,20 @@ bad_session_ids = st.one_of(
 )
 # The catalogue's parameters as the wire carries them (mpc/protocols/catalogue.py), written out
 # again as the fuzzer's oracle: protocol -> parameter -> (Param oneof field, required).
+# A DP release's parameters (mpc/protocols/catalogue.py `Private`), on every protocol that has one.
+PRIVATE: dict[str, tuple[str, bool]] = {"epsilon": ("real", False), "delta": ("real", False),
+                                        "coins": ("integer", False), "sensitivity": ("integer", False),
+                                        "unit": ("integer", False), "local_noise": ("flag", False)}
 PARAMS_OF: dict[str, dict[str, tuple[str, bool]]] = {
-    "sum": {},
-    "average": {"elementwise": ("flag", False)},
+    "sum": PRIVATE,
+    "average": {**PRIVATE, "elementwise": ("flag", False)},
     "vote": {"threshold": ("integer", False)},
     "threshold": {"threshold": ("integer", True)},
     "auction": {"second_price": ("flag", False)},
     "clearing-price": {"prices": ("integers", True)},
-    "plurality": {"options": ("integer", True), "winner_only": ("flag", False)},
+    "plurality": {**PRIVATE, "options": ("integer", True), "winner_only": ("flag", False)},
+    "histogram": {**PRIVATE, "edges": ("integers", True)},
+    "intersect": {"reveal": ("integer", False), "recipients": ("integers", False)},
 }
 WIRE_IDS: dict[int, str] = {entry(name).wire_id: name for name in PARAMS_OF}
 PARAM_NAMES = sorted({name for declared in PARAMS_OF.values() for name in declared})
@@ -433,6 +439,7 @@ param_values: st.SearchStrategy[WireParam] = st.one_of(
     st.lists(st.integers(-1000, 1000), unique=True, max_size=20).map(sorted),   # a price grid that may pass
     st.just(list(range(MAX_PRICES + 1))),                                        # one price too many
     st.just(mpc_pb2.Param()),                                                    # no value at all
+    st.floats().map(lambda x: mpc_pb2.Param(real=x)),                            # an epsilon or delta, or NaN
 )
 param_maps = st.dictionaries(param_names, param_values, max_size=4)
 # A known aggregate for a well-formed prepare at the target: (protocol, params, input).
@@ -961,7 +968,9 @@ PEER_SCENARIOS = {
 
 
 # A protocol's parameters as the session description holds them when none are sent (mpc/node/core.py).
-DESCRIBED_DEFAULTS: dict[str, dict[str, object]] = {"sum": {}, "vote": {"threshold": None}}
+DESCRIBED_DEFAULTS: dict[str, dict[str, object]] = {
+    "sum": {"epsilon": None, "delta": None, "coins": None, "sensitivity": None, "unit": None, "local_noise": False},
+    "vote": {"threshold": None}}
 
 
 def true_digest(scenario: PeerScenario, session_id: str, parties: Sequence[str], versions: dict[str, int]) -> bytes:

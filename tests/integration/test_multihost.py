@@ -332,7 +332,7 @@ def test_all_computations_across_three_hosts(lab: Lab) -> None:
         # Ballots are listed without their count; the raise with its declared bounds.
         assert re.match(rf"{n}\s+{re.escape(HOST[n])}:{PORT}\s+up\b.*\bsessions=0\b.*inputs: .*"
                         rf"\bballots\[ballots\] v1\b", lines.get(n, "")), show(status)
-        assert "raise v1 (0..100000)" in lines[n], show(status)
+        assert "raise v1 (0..100000, epsilon left 1)" in lines[n], show(status)   # the owner's DP budget too
         assert not numbers_in(lines[n], [len(BALLOTS[n])]), show(status)
 
     total = sum(RAISES.values())
