@@ -42,7 +42,11 @@ from benchmarks.mpc_runner import NAMES, RAISES, _cpu_delta, _cpu_s, _Running, r
 
 EPSILON = 1.0
 # The owner's rules for every input of the benchmark cluster: many releases, a large DP budget.
-POLICY = 'epsilon = 1000\ndelta = 0.5\nmax_releases = 1000\nparticipants = "any"'
+# dp_per_element: the vector rows stand for counters kept per item (a different record in each
+# element), so a release spends (epsilon, delta) once, not once per element; exact_histograms: the
+# exact histogram the DP one is compared with.
+POLICY = ('epsilon = 1000\ndelta = 0.5\nmax_releases = 1000\nparticipants = "any"\ndp_per_element = true\n'
+          'exact_histograms = true')
 SESSION_TIMEOUT_S = 300.0
 # A DP output is accepted when it lies within this many noise standard deviations of the exact one
 # (plus the rounding to the session's unit): a binomial's tail beyond 6 std is below 1e-8 per value.

@@ -47,6 +47,8 @@ class Rules:
     delta: Decimal = DEFAULT_DELTA_BUDGET
     exact: bool = True                                # False: only differentially private releases
     reveal: frozenset[str] = frozenset({"size"})      # what an intersection of the input may reveal
+    exact_histograms: bool = False                    # exact histograms too (fine bins open the values)
+    dp_per_element: bool = False                      # each element of a vector is a record of its own
 
     def pinned(self, cluster_nodes: Sequence[str]) -> frozenset[str] | None:
         """The participant set this input is pinned to, or None if any set may take part."""
@@ -234,8 +236,10 @@ def _rules(table: dict[str, Any], where: str, base: Rules) -> Rules:
             raise ConfigError(f"{where}: reveal must be a list of {', '.join(map(repr, REVEAL_MODES))}, "
                               f"got {str(raw)[:80]}")
         reveal = frozenset(raw)
+    exact_histograms = _take(table, "exact_histograms", bool, where, base.exact_histograms)
+    per_element = _take(table, "dp_per_element", bool, where, base.dp_per_element)
     _no_leftovers(table, where)
-    return Rules(maximum, pin, thresholds, epsilon, delta, exact, reveal)
+    return Rules(maximum, pin, thresholds, epsilon, delta, exact, reveal, exact_histograms, per_element)
 
 
 def _budget(table: dict[str, Any], key: str, where: str, default: Decimal) -> Decimal:
@@ -272,7 +276,8 @@ def _policy(table: dict[str, Any], where: str) -> Policy:
                           f"got {per_coordinator} and {sessions}")
     per_input_table = dict(_take(table, "per_input", dict, where, {}))
     rule_keys: dict[str, Any] = {k: table.pop(k) for k in ("max_releases", "participants", "thresholds", "epsilon",
-                                                           "delta", "exact", "reveal") if k in table}
+                                                           "delta", "exact", "reveal", "exact_histograms",
+                                                           "dp_per_element") if k in table}
     _no_leftovers(table, where)
     defaults = _rules(rule_keys, where, Rules())
     bad = [name for name in per_input_table if not INPUT_NAME.match(name)]

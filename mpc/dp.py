@@ -25,11 +25,13 @@ public unit 2^e, unbiasedly at random (`randomized_round`), so Δ = ⌈hi/2^e⌉
 public and small (at most TARGET_SENSITIVITY) and m stays in the tens of thousands. Counts
 (histograms, a plurality's counts) have Δ = 1.
 
-**Neighbours.** Sums and averages protect the value of one record: neighbouring data differ in one
-record's value within the declared bounds (an average opens its record count, as the exact one
-does). Counts protect the presence of one record: one record added or removed moves one count by 1.
-For a vector input each element is protected on its own; a record that moves k elements costs
-k·ε by sequential composition.
+**Neighbours.** Every release protects the value of one record: neighbouring data differ in one
+record's value within the declared bounds. Record counts are public (an input's length, an
+average's count), so they are not protected. In counts (a histogram, a plurality) one record
+changing its bin moves two counts by 1: each count is calibrated for (ε/2, δ/2), which composes to
+(ε, δ) (mpc/protocols/catalogue.py `count_budget`). One record may move every element of a vector,
+so a DP sum of a k-element vector spends k·(ε, δ) of the owner's budget unless the owner declares
+each element a record of its own (`dp_per_element`; mpc/node/core.py).
 """
 
 from __future__ import annotations
@@ -50,7 +52,8 @@ MAX_EPSILON = 10.0              # beyond this a "guarantee" means nothing (e^10 
 MIN_DELTA = 1e-30
 TARGET_SENSITIVITY = 16         # a sum's unit is chosen so that one record moves it by at most this many units
 MAX_COINS = 1 << 22             # per noised word (std 1,024 units)
-MAX_JOINT_COINS = 1 << 22       # per session, coins made jointly (each a daBit: (n - 1)^2 correlated OTs)
+MAX_JOINT_COINS = 1 << 21       # per session, coins made jointly (each a daBit: (n - 1)^2 correlated OTs;
+                                # about 150 MB of OT state per node at this limit)
 NOISE_MODES = ("joint", "local")
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint16)
 
@@ -159,10 +162,20 @@ def calibrate(epsilon: float, delta: float, sensitivity: int) -> int:
 
 @functools.lru_cache(maxsize=256)
 def coins_suffice(coins: int, epsilon: float, delta: float, sensitivity: int) -> bool:
-    """Whether `coins` (even, within MAX_COINS) give (ε, δ) at this sensitivity: how a node checks a
-    coordinator's choice."""
+    """Whether `coins` (even, within MAX_COINS) give (ε, δ) at this sensitivity."""
     return (0 < coins <= MAX_COINS and coins % 2 == 0 and sensitivity >= 1
             and privacy_delta(coins, epsilon, sensitivity) <= delta)
+
+
+def coins_calibrated(coins: int, epsilon: float, delta: float, sensitivity: int) -> bool:
+    """How a node checks a coordinator's choice: `coins` give (ε, δ), and no more than `calibrate`'s
+    slack (0.1%, or 2 coins below 2,048) fewer would, so a coordinator can neither weaken the
+    guarantee nor drown the output (and the node's time) in noise. Two evaluations of the pmf."""
+    if not coins_suffice(coins, epsilon, delta, sensitivity):
+        return False
+    # calibrate stops when its even bracket is at most max(2, m >> 10) wide, i.e. 2·max(1, m >> 11).
+    fewer = coins - 2 * max(1, coins >> 11)
+    return fewer < 2 or not coins_suffice(fewer, epsilon, delta, sensitivity)
 
 
 def noise_std(coins: int) -> float:
@@ -173,6 +186,8 @@ def noise_std(coins: int) -> float:
 @functools.lru_cache(maxsize=256)
 def interval95(coins: int) -> int:
     """The smallest t with P(|N − m/2| <= t) >= 0.95, from the pmf (units)."""
+    if coins > MAX_COINS:   # a sum of many nodes' local noise: the normal approximation (within 1e-3 here)
+        return math.ceil(1.959963984540054 * math.sqrt(coins) / 2)
     p = np.exp(log_pmf(coins))
     centre = coins // 2
     tail = p[centre + 1:]                                   # p(c + t) = p(c − t): the pmf is symmetric

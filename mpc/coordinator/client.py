@@ -35,6 +35,7 @@ from mpc.protocols.catalogue import (
     SumParams,
     ThresholdParams,
     VoteParams,
+    count_budget,
     entry,
     params_to_wire,
 )
@@ -390,7 +391,7 @@ class Coordinator:
         fields: dict[str, Any] = {"epsilon": float(privacy.epsilon), "delta": float(privacy.delta),
                                   "local_noise": privacy.noise == "local"}
         if protocol.counts:
-            return fields | {"sensitivity": 1, "coins": dp.calibrate(fields["epsilon"], fields["delta"], 1)}
+            return fields | {"sensitivity": 1, "coins": dp.calibrate(*count_budget(fields["epsilon"], fields["delta"]), 1)}
         lows: list[Fraction] = []
         highs: list[Fraction] = []
         finest = 0

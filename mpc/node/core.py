@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -119,6 +120,7 @@ class Session:
     sent: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     received_bytes: int = 0
     identifiers: tuple[bytes, ...] = field(default=(), repr=False)   # a set's, read with its values
+    spend: tuple[Decimal, Decimal] | None = None   # a DP release's (epsilon, delta) from the input's budget
 
     def count_sent(self, kind: str, to: str, size: int) -> None:
         """Add one message of `size` bytes to the session's traffic record."""
@@ -226,7 +228,7 @@ class NodeCore:
         # A vote never reads its ballots at all, only the tally kept beside them.
         stored, _, records = self.store.get_declared(input_name)
         declared = Declared(input_name, name, stored.kind, stored.bounds, records, stored.frac_bits, stored.is_scalar)
-        self._check_rules(protocol, params, stored, participants)
+        spend = self._check_rules(protocol, params, stored, declared, participants)
         protocol.admit(params, declared, len(participants), stored.frac_bits)
         identifiers: tuple[bytes, ...] = ()
         if not protocol.kinds & set(COUNTS_HIDDEN):   # a vote never reads its ballots, only their tally
@@ -244,7 +246,7 @@ class NodeCore:
         loop = asyncio.get_running_loop()
         timeout_s = min(timeout_s or self.cluster.session_timeout_s, MAX_SESSION_TIMEOUT_S)
         session = Session(session_id, protocol, params, tuple(participants), caller, stored, declared, length,
-                          loop.time() + timeout_s, loop.create_future(), identifiers=identifiers)
+                          loop.time() + timeout_s, loop.create_future(), identifiers=identifiers, spend=spend)
         self.store.record_session(session_id, protocol.name, input_name, participants, caller.uri())
         session.timer = loop.call_at(session.deadline, self._expire, session)
         self.sessions[session_id] = session
@@ -265,9 +267,11 @@ class NodeCore:
             raise Busy(f"node {self.me.name} has {mine} live sessions for {caller.uri()}, its limit "
                        f"(max_sessions_per_coordinator); try again when some have ended")
 
-    def _check_rules(self, protocol: Entry[Any], params: Any, stored: StoredInput, participants: list[str]) -> None:
+    def _check_rules(self, protocol: Entry[Any], params: Any, stored: StoredInput, declared: Declared,
+                     participants: list[str]) -> tuple[Decimal, Decimal] | None:
         """The owner's rules across sessions (DESIGN.md §9), checked at prepare, before anything is shared.
 
+        Returns: what a DP release spends of the input's budget (None for an exact release).
         Raises: PolicyError naming this node, the input and the rule; InputError for an input
         of a kind the protocol does not take.
         """
@@ -300,12 +304,20 @@ class NodeCore:
         if spend is None and not rules.exact:
             raise PolicyError(f"node {name}: policy allows only differentially private releases of {input_name!r} "
                               f"(exact = false): run it with --epsilon")
+        if spend is None and protocol.name == "histogram" and not rules.exact_histograms:
+            raise PolicyError(f"node {name}: an exact histogram of {input_name!r} opens how many records fall in "
+                              f"each bin, and fine bins open the values themselves; policy allows differentially "
+                              f"private histograms only (run it with --epsilon, or the owner sets exact_histograms)")
+        if spend is not None and not rules.dp_per_element:
+            units = protocol.privacy_units(params, declared)   # one record may move every element of a vector
+            spend = (spend[0] * units, spend[1] * units)
         mode = protocol.reveal_mode(params)
         if mode is not None and mode not in rules.reveal:
             raise PolicyError(f"node {name}: policy allows {protocol.name} on {input_name!r} to reveal only "
                               f"{', '.join(sorted(rules.reveal)) or 'nothing'} (reveal), not {mode}")
         variant, parameter = protocol.release(params)
         self.releases.precheck(stored, variant, parameter, participants, spend)
+        return spend
 
     async def compute(self, caller: Identity, session_id: str, frac_bits: int, length: int,
                       versions: Mapping[str, int], lengths: Mapping[str, int]) -> Words:
@@ -378,10 +390,11 @@ class NodeCore:
             session.query = Query.of(variant, parameter, versions)
             # Reserve the release now, before our digest goes out: a node whose budget refuses
             # never sends one, so no peer reaches agreement and no output share leaves any node.
-            self.releases.reserve(session_id, stored, session.query, protocol.spend(params))
+            self.releases.reserve(session_id, stored, session.query, session.spend)
             layout = sorted(session.parties)   # by name: the output may not depend on the session's order
             offset = sum(ordered[p] for p in layout[:layout.index(me)])
-            contribution = protocol.contribution(params, Contributing(
+            # In a worker thread: hashing a set's identifiers or drawing local noise can take seconds.
+            contribution = await asyncio.to_thread(protocol.contribution, params, Contributing(
                 session.declared, stored.values, stored.tally, frac_bits, len(session.parties), offset,
                 sum(ordered.values()), self.rng, session.identifiers))
             inner = protocol.engine(params, EngineArgs(session_id, me, session.parties, words, self.rng,
@@ -443,8 +456,7 @@ class NodeCore:
         """
         if session.query is None:   # agreement needs our digest, which compute sends after setting it
             raise LocalProtocolError(f"session {session.session_id}: agreed before compute")
-        described = self.releases.record(session.session_id, session.stored, session.query,
-                                         session.protocol.spend(session.params))
+        described = self.releases.record(session.session_id, session.stored, session.query, session.spend)
         log.info("session %s: %s", session.session_id, described, extra={"session": session.session_id})
 
     def progress(self, session_id: str) -> tuple[int, int, int]:
@@ -567,7 +579,13 @@ class NodeCore:
     def _dispatch(self, session: Session, events: list[Send | Output]) -> None:
         for event in events:
             if isinstance(event, Keep):
-                self._keep(session, event.words)
+                try:
+                    self._keep(session, event.words)
+                except (OSError, UnicodeError, LocalProtocolError) as exc:
+                    log.error("session %s: cannot deliver its result to this node's owner: %s", session.session_id,
+                              exc, extra={"session": session.session_id})
+                    self._finish(session, "failed", f"node {self.me.name} could not deliver its result: {exc}")
+                    return
             elif isinstance(event, Output):
                 if not session.output.done():
                     session.output.set_result(event.words)

@@ -339,9 +339,18 @@ def _check_private(entry: "Entry[Any]", params: object) -> None:
     elif params.unit is None or not -64 <= params.unit <= 64:
         raise InputError(f"{entry.name}: a differentially private sum needs a unit exponent within +-64, "
                          f"got {params.unit}")
-    if not dp.coins_suffice(params.coins, epsilon, delta, params.sensitivity):
-        raise InputError(f"{entry.name}: {params.coins} noise coins do not give epsilon {epsilon!r}, delta {delta!r} "
-                         f"at a sensitivity of {params.sensitivity} unit(s) (mpc/dp.py calibrate)")
+    per_word = count_budget(epsilon, delta) if entry.counts else (epsilon, delta)
+    if not dp.coins_calibrated(params.coins, *per_word, params.sensitivity):
+        raise InputError(f"{entry.name}: {params.coins} noise coins are not calibrated for epsilon {epsilon!r}, "
+                         f"delta {delta!r} at a sensitivity of {params.sensitivity} unit(s): too few weaken the "
+                         f"guarantee, more than needed waste the output (mpc/dp.py calibrate)")
+
+
+def count_budget(epsilon: float, delta: float) -> tuple[float, float]:
+    """What each count of a DP histogram or plurality is calibrated for. Record counts are public, so
+    neighbouring data differ in one record's bin (or ballot's option): two counts move by 1, each
+    noised for (ε/2, δ/2), which composes to (ε, δ)."""
+    return epsilon / 2, delta / 2
 
 
 class Entry(Generic[P]):
@@ -392,6 +401,13 @@ class Entry(Generic[P]):
     def noised(self, params: P, words: int) -> int:
         """How many leading words of a `words`-word contribution a DP release adds noise to."""
         return words
+
+    def privacy_units(self, params: P, declared: Declared) -> int:
+        """How many separately noised values one person's record can move (each by up to the
+        sensitivity): a DP release spends this many times (ε, δ) unless the owner declares every
+        element a record of its own (dp_per_element). 1 for scalars and for counts (calibrated for
+        the two counts one record moves)."""
+        return 1
 
     def contribution(self, params: P, c: Contributing) -> Words:
         """This node's contribution, with its own full noise in a DP release with local noise."""
@@ -508,6 +524,9 @@ class SumEntry(Entry[SumParams]):
             return
         check_sum_declared(declared.bounds, 1, declared.frac_bits, scale, parties, declared.what)
 
+    def privacy_units(self, params: SumParams, declared: Declared) -> int:
+        return 1 if declared.is_scalar else declared.records   # a node's vector may be one person's
+
     def contribute(self, params: SumParams, c: Contributing) -> Words:
         d = c.declared
         noise = private(params)
@@ -547,6 +566,9 @@ class AverageEntry(Entry[AverageParams]):
 
     def noised(self, params: AverageParams, words: int) -> int:
         return words - 1   # the sums; the record count is opened as the exact average opens it
+
+    def privacy_units(self, params: AverageParams, declared: Declared) -> int:
+        return declared.records if params.elementwise and not declared.is_scalar else 1
 
     def contribute(self, params: AverageParams, c: Contributing) -> Words:
         d = c.declared

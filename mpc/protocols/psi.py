@@ -50,7 +50,10 @@ only pseudo-random points. The coordinator learns only the declared output. Set 
   with choices e_p, the owner sends τ_p = m0_p − m1_p + v_p and keeps −Σ m0_p (Gilboa, CRYPTO 1999,
   with a 1-bit multiplier; the IKNP random OTs of mpc/ot/extension.py). The owner learns nothing of
   e (OT receiver privacy), the comparer nothing of v: their output words are additive shares of the
-  sum. The output is [|∩|, sum]: the size is opened with the sum.
+  sum. Every pair of nodes then adds a zero-sharing (one random word each way, "psi/zero"), so that
+  each output share alone is uniform: without it an owner's share, −Σ m0, would let its comparer and
+  the coordinator subtract out that owner's own sum. The output is [|∩|, sum]: the size is opened
+  with the sum.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ STEP_REF = "psi/ref/"                   # + origin index: sum: the same, reshuff
 STEP_MEMBERS = "psi/members"            # P_0 -> a recipient: the common positions of its own list
 STEP_COT_U = "psi/cot/u"                # comparer -> owner: the IKNP message of the comparer's choices
 STEP_COT_T = "psi/cot/t"                # owner -> comparer: the corrections
+STEP_ZERO = "psi/zero"                  # sum: a random word to each peer, for a zero-sharing of the output
 _IKNP_HEADER = 16
 _SETUP_ID_BYTES = 16
 _MAX_SETUPS_ADVERTISED = 8
@@ -208,7 +212,7 @@ class PsiParty:
         self.recipients = frozenset(recipients)
         self.length = ELEMENT_WORDS * self.sizes[me]
         self.peers = tuple(p for p in self.order if p != me)
-        self.value_free_steps: tuple[str, ...] = (STEP_HELLO, "ot/")
+        self.value_free_steps: tuple[str, ...] = (STEP_HELLO, "ot/", STEP_ZERO)
         self._rng = rng
         self._setups = setups
         self._key = b""
@@ -233,6 +237,7 @@ class PsiParty:
         self._owner_done = mode != "sum"                # an owner's side of the sum's OT is done
         self._early_cot: list[tuple[str, str, bytes]] = []   # OT messages that came before their setup
         self._members_due = mode == "members" and me in self.recipients and self.index != 0
+        self._zeros_from: set[str] = set()             # sum: peers whose zero-sharing word has come
 
     # ---- who does what ------------------------------------------------------------------------
 
@@ -279,6 +284,8 @@ class PsiParty:
             return tuple(sorted(set(missing) - {self.me})) or (self.me,)
         if not self._owner_done:   # a sum: our list's comparer has yet to send its choices
             return (self.comparer_of(self.index),)
+        if self.mode == "sum" and len(self._zeros_from) < len(self.peers):
+            return tuple(p for p in self.peers if p not in self._zeros_from)
         if self._members_due:
             return (self.order[0],)
         return ()
@@ -309,6 +316,14 @@ class PsiParty:
         points = mask(self._key, hash_to_curve_many([d.tobytes() for d in digests]), f"session {self.session_id}")
         events: list[Send | Output] = [Send(p, STEP_HELLO, b"".join(sorted(self._known[p])[-_MAX_SETUPS_ADVERTISED:]))
                                        for p in self._ot_peers]
+        if self.mode == "sum":
+            # Re-randomise the output shares: an owner's share is otherwise −Σ m0 of its OTs, which its
+            # comparer could subtract from its own to learn that owner's sum alone (with the coordinator).
+            # Each pair's words cancel in the total (a zero-sharing).
+            for peer in self.peers:
+                word = self._rng.random_bytes(8)
+                self._share -= int.from_bytes(word, "little")
+                events.append(Send(peer, STEP_ZERO, word))
         events += self._pass_on(self.index, points, 1)
         early, self._early = self._early, []
         for sender, step, payload in early:
@@ -344,6 +359,14 @@ class PsiParty:
             return self._take_list(sender, step, payload, where)
         if step == STEP_MEMBERS:
             return self._take_members(sender, payload, where)
+        if step == STEP_ZERO:
+            if self.mode != "sum" or sender in self._zeros_from:
+                raise RoundMismatch(f"{where}: unexpected or repeated")
+            if len(payload) != 8:
+                raise RemoteProtocolError(f"{where}: {len(payload)} bytes, expected 8")
+            self._zeros_from.add(sender)
+            self._share += int.from_bytes(payload, "little")
+            return self._advance()
         if step in (STEP_COT_U, STEP_COT_T):
             return self._take_cot(sender, step, payload, where)
         raise RoundMismatch(f"{where}: unknown step")
@@ -422,6 +445,8 @@ class PsiParty:
                 return events
             events += self._compare()
         if self._members_due or self._cot_pending or not self._owner_done:
+            return events
+        if self.mode == "sum" and len(self._zeros_from) < len(self.peers):
             return events
         self._done = True
         words = [self._size] if self.mode != "sum" else [self._size, self._share % (1 << 64)]

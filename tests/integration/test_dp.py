@@ -9,8 +9,13 @@ One three-node cluster (alice, bob, carlos) serves the whole module on one event
 program session of each pair runs base OTs; later ones reuse them). Every owner lets any
 participant set run any number of exact queries (harness.ANY_QUERIES) and gives every input a
 large DP budget (EVERY_POLICY), except the inputs of PER_INPUT, whose tables set the budget or
-rule a test is about. The `mpc` command runs as `.venv/bin/mpc` in subprocesses (asyncio, so the
-nodes on this loop keep serving: tests/integration/test_auctions.py `mpc`).
+rule a test is about: exact histograms (`exact_histograms`, off by default) for the inputs whose
+tests compare with an exact histogram, and one spend per release of a vector (`dp_per_element`; by
+default a DP sum of a vector, or its elementwise average, spends its length times epsilon) where a
+test needs a long vector's many noised elements. Counts (histograms, plurality) are noised for
+(epsilon/2, delta/2) each, one record moving two of them. The `mpc` command runs as `.venv/bin/mpc`
+in subprocesses (asyncio, so the nodes on this loop keep serving: tests/integration/test_auctions.py
+`mpc`).
 
 **Statistics.** The file's false-failure probability is below 1e-6:
 - every noised value checked against a bound uses the exact tail of Binomial(m, 1/2) (mpc.dp.log_pmf):
@@ -53,6 +58,7 @@ from mpc.ot.arith import STEP_U as ARITH_U
 from mpc.ot.arith import fold_step
 from mpc.ot.extension import KAPPA
 from mpc.protocols.agreement import DIGEST_BYTES, STEP_DIGEST
+from mpc.protocols.catalogue import count_budget
 from mpc.protocols.compute import SETUP_ID_BYTES, STEP_HELLO
 from mpc.protocols.sum import STEP_SEED
 from mpc.ring import to_signed
@@ -82,8 +88,15 @@ PER_INPUT: dict[str, dict[str, object]] = {
     "budget2": {"epsilon": 0.5},             # two releases of 0.25, asked for four at once
     "tenth": {"epsilon": 1},                 # ten releases of 0.1
     "dponly": {"exact": False},
-    "slot1": {"max_releases": 1},
     "cli_budget": {"epsilon": 3},
+    "fpay": {"exact_histograms": True},      # an exact histogram beside the DP sum
+    "ages": {"exact_histograms": True},      # the exact histogram, for contrast
+    "slot1": {"max_releases": 1, "exact_histograms": True},   # its exact histogram meets max_releases
+    "nobounds": {"exact_histograms": True},  # refused for its bounds, not for being exact
+    "coins01": {"dp_per_element": True},     # 20,000 elements, one spend
+    "hist_exact": {"exact_histograms": True},
+    "kvec1": {"dp_per_element": True},
+    "kvec_budget": {"epsilon": 2},           # five elements: a sum at 0.5 would spend 2.5
 }
 
 
@@ -128,6 +141,13 @@ def expected_report(epsilon: float, delta: float, mode: str, sensitivity: int, u
     """mpc.dp's report of a release over the three nodes, with the coins mpc.dp calibrates."""
     coins = dp.calibrate(epsilon, delta, sensitivity)
     return dp.report(epsilon, delta, mode, coins, unit, sensitivity, len(TRIO), scale)
+
+
+def expected_count_report(epsilon: float, delta: float, mode: str) -> dp.NoiseReport:
+    """The report of noisy counts (a histogram, a plurality): each count calibrated for (epsilon/2,
+    delta/2), since one record moves two counts (catalogue.count_budget); the release is (epsilon, delta)."""
+    coins = dp.calibrate(epsilon / 2, delta / 2, 1)
+    return dp.report(epsilon, delta, mode, coins, 1.0, 1, len(TRIO))
 
 
 def sum_unit(bounds: Sequence[tuple[int, int]], frac_bits: int = 0) -> tuple[int, int]:
@@ -301,6 +321,9 @@ def test_dp_sum_of_a_fixed_point_input(env: Env) -> None:
         exact = sum(Fraction(fpay[n][i], 256) for n in TRIO)
         noise_within(noisy, float(exact), coins, 2.0 ** e, records=3, what=f"fixed-point sum [{i}]")
     assert r.noise == expected_report(0.5, 1e-9, "joint", sens, 2.0 ** e)
+    for node in TRIO:                            # four elements: four times (0.5, 1e-9) of the budget
+        assert [(r.epsilon, r.delta) for r in env.releases(node, "fpay") if r.epsilon is not None] == [
+            (Decimal("2.0"), Decimal("4e-9"))]
 
 
 def test_dp_averages_over_records_and_elementwise(env: Env) -> None:
@@ -332,6 +355,12 @@ def test_dp_averages_over_records_and_elementwise(env: Env) -> None:
                 noise_within(r.average[i], exact / 3, coins, 2.0 ** e, records=3, scale=3, what=f"average [{i}]")
             assert r.noise == expected_report(1.0, DELTA, "joint", sens, 2.0 ** e, scale=3.0)
     env.run(go())
+    # An average over records spends epsilon once; an elementwise one, as one record may move every element
+    # of a node's vector, its length times (the owner has not set dp_per_element for "vec").
+    for node in TRIO:
+        assert [(r.epsilon, r.delta) for r in env.releases(node, "recs")] == [(Decimal("2.0"), dp.decimal(DELTA))]
+        assert [(r.epsilon, r.delta) for r in env.releases(node, "vec")] == [
+            (6 * Decimal("1.0"), 6 * dp.decimal(DELTA))]
 
 
 def plain_histogram(values: Sequence[int], edges: Sequence[int]) -> list[int]:
@@ -351,7 +380,8 @@ def test_dp_histogram_and_plurality_counts(env: Env) -> None:
     edges = [10, 18, 30, 50, 65, 100]
     ballots = {n: [secrets.randbelow(3) for _ in range(k)] for n, k in zip(TRIO, (6, 4, 8))}
     put_everywhere(env, "poll", ballots, kind="options", bounds=(0, 2))
-    coins = dp.calibrate(1.0, DELTA, 1)
+    coins = dp.calibrate(0.5, DELTA / 2, 1)          # each count: one record moves two of them
+    assert coins > dp.calibrate(1.0, DELTA, 1)
 
     async def go() -> None:
         async with env.coordinator() as c:
@@ -360,7 +390,8 @@ def test_dp_histogram_and_plurality_counts(env: Env) -> None:
             assert sum(exact) == 48 and r.edges == edges and len(r.counts) == 5
             for i, (noisy, count) in enumerate(zip(r.counts, exact)):
                 noise_within(noisy, count, coins, 1.0, what=f"bin {i}")
-            assert r.noise == expected_report(1.0, DELTA, "joint", 1, 1.0)
+            assert r.noise == expected_count_report(1.0, DELTA, "joint") and r.noise.coins == coins
+            assert (r.noise.epsilon, r.noise.delta) == (1.0, DELTA)                   # the release's own
             exact_r = await c.histogram("ages", edges)                       # the exact form, for contrast
             assert exact_r.counts == exact and exact_r.noise is None
 
@@ -371,14 +402,19 @@ def test_dp_histogram_and_plurality_counts(env: Env) -> None:
                 noise_within(noisy, count, coins, 1.0, what=f"option {k}")
             counts = r2.counts
             assert r2.winner == max(range(3), key=lambda k: (counts[k], -k))       # of the noisy counts
-            assert r2.noise == expected_report(1.0, DELTA, "joint", 1, 1.0)
+            assert r2.noise == expected_count_report(1.0, DELTA, "joint") and r2.noise.coins == coins
 
             r3 = await c.plurality("poll", 3, privacy=Privacy(1.0, noise="local"))
             assert r3.counts is not None
             for k, (noisy, count) in enumerate(zip(r3.counts, exact)):
                 noise_within(noisy, count, 3 * coins, 1.0, what=f"option {k}, local noise")
-            assert r3.noise == expected_report(1.0, DELTA, "local", 1, 1.0)
+            assert r3.noise == expected_count_report(1.0, DELTA, "local") and r3.noise.coins == coins
     env.run(go())
+    # Counts spend (epsilon, delta) once, however many bins: the two counts a record moves are calibrated for it.
+    for node in TRIO:
+        assert [(r.epsilon, r.delta) for r in env.releases(node, "ages") if r.epsilon is not None] == [
+            (Decimal("1.0"), dp.decimal(DELTA))]
+        assert [(r.epsilon, r.delta) for r in env.releases(node, "poll")] == [(Decimal("1.0"), dp.decimal(DELTA))] * 2
 
 
 # ==== 2. the noise's distribution ==========================================================================
@@ -402,6 +438,8 @@ def test_joint_noise_is_binomial_over_real_daemons(env: Env) -> None:
     samples = np.asarray(r.value, dtype=np.int64) - exact
     assert samples.size == length
     assert_binomial(samples, coins, alpha=STAT_ALPHA)
+    for node in TRIO:                  # dp_per_element: one (epsilon, delta) for all 20,000 elements
+        assert [(r.epsilon, r.delta) for r in env.releases(node, "coins01")] == [(Decimal("2.0"), Decimal("0.001"))]
 
 
 # ==== 3. the owner's budget ================================================================================
@@ -522,6 +560,55 @@ def test_ten_releases_of_a_tenth_spend_exactly_one(env: Env) -> None:
         assert Decimal(budget[node]["epsilon_spent"]) == 1 and Decimal(budget[node]["epsilon_left"]) == 0
 
 
+def test_a_vector_release_spends_its_length_times_epsilon_unless_dp_per_element(env: Env) -> None:
+    """One record may be a whole vector (one person's readings): a DP sum of a 5-element vector, or its
+    elementwise average, spends 5·(epsilon, delta) by default, recorded and shown by Status; an average
+    over its records spends 1·(epsilon, delta); with dp_per_element (kvec1) the owner declares each
+    element a record of its own and every release spends 1·(epsilon, delta). kvec_budget (epsilon 2):
+    a sum at 0.5 would spend 2.5, refused at prepare by every owner naming what is left; at 0.4 it
+    spends exactly the 2."""
+    vectors = {n: [secrets.randbelow(2) for _ in range(5)] for n in TRIO}
+    for name in ("kvec", "kvec1", "kvec_budget"):       # 0..1: sensitivity 1, few coins even at epsilon 0.25
+        put_everywhere(env, name, vectors, bounds=(0, 1))
+    d = dp.decimal(DELTA)
+
+    async def go() -> dict[str, dict[str, Any]]:
+        async with env.coordinator() as c:
+            for name in ("kvec", "kvec1"):
+                await c.sum(name, privacy=Privacy(0.5))
+                await c.average(name, elementwise=True, privacy=Privacy(0.25))
+                await c.average(name, privacy=Privacy(0.25))
+            return await budget_of(c, "kvec")
+    budget = env.run(go())
+    for node in TRIO:
+        assert [(r.epsilon, r.delta) for r in env.releases(node, "kvec")] == [
+            (Decimal("2.5"), 5 * d), (Decimal("1.25"), 5 * d), (Decimal("0.25"), d)], node
+        assert [(r.epsilon, r.delta) for r in env.releases(node, "kvec1")] == [
+            (Decimal("0.5"), d), (Decimal("0.25"), d), (Decimal("0.25"), d)], node
+        assert Decimal(budget[node]["epsilon_spent"]) == 4 and Decimal(budget[node]["delta_spent"]) == 11 * d
+
+    async def over() -> SessionFailed:
+        async with env.coordinator() as c:
+            with pytest.raises(SessionFailed) as err:
+                await c.sum("kvec_budget", privacy=Privacy(0.5))
+            return err.value
+    error = env.run(over())
+    assert_refused_before_sharing(env, error, "kvec_budget", dict.fromkeys(TRIO, 0), "would spend epsilon 2.5")
+    for node in TRIO:
+        assert re.search(rf"node {node} refused: node {node}: input 'kvec_budget' has epsilon 2 and delta \S+ left "
+                         rf"of its differential-privacy budget; sum with epsilon 0\.5, delta 1e-08 over "
+                         rf"alice,bob,carlos would spend epsilon 2\.5 and delta 5E-8",
+                         str(error)), error
+
+    async def fits() -> Any:
+        async with env.coordinator() as c:
+            return await c.sum("kvec_budget", privacy=Privacy(0.4))
+    r = env.run(fits())
+    assert isinstance(r.value, list) and len(r.value) == 5
+    for node in TRIO:
+        assert env.spent(node, "kvec_budget") == Decimal(2), env.releases(node, "kvec_budget")
+
+
 # ==== 4. the owner's policy ================================================================================
 
 
@@ -549,6 +636,42 @@ def test_exact_false_refuses_exact_releases_at_prepare_and_allows_dp_ones(env: E
     env.run(go())
     for node in TRIO:
         assert len(env.releases(node, "dponly")) == 2
+
+
+def test_exact_histograms_need_the_owners_exact_histograms_dp_ones_do_not(env: Env) -> None:
+    """hist_default keeps the default policy: an exact histogram (whose fine bins would open the values)
+    is refused at prepare by every owner, before anything is shared, saying how to run it; a DP histogram
+    goes. hist_exact's owners set exact_histograms: the exact histogram goes."""
+    values = {n: [secrets.randbelow(101) for _ in range(6)] for n in TRIO}
+    for name in ("hist_default", "hist_exact"):
+        put_everywhere(env, name, values, bounds=(0, 100))
+    edges = [0, 25, 50, 75, 100]
+    exact = plain_histogram([v for vs in values.values() for v in vs], edges)
+
+    async def refused() -> SessionFailed:
+        async with env.coordinator() as c:
+            with pytest.raises(SessionFailed) as err:
+                await c.histogram("hist_default", edges)
+            return err.value
+    error = env.run(refused())
+    assert_refused_before_sharing(env, error, "hist_default", dict.fromkeys(TRIO, 0), *(
+        f"node {n} refused: node {n}: an exact histogram of 'hist_default' opens how many records fall in each "
+        f"bin" for n in TRIO))
+    assert "(run it with --epsilon, or the owner sets exact_histograms)" in str(error)
+    assert "[PERMISSION_DENIED]" in str(error)
+
+    async def go() -> tuple[Any, Any]:
+        async with env.coordinator() as c:
+            noisy = await c.histogram("hist_default", edges, privacy=Privacy(1.0))
+            return noisy, await c.histogram("hist_exact", edges)
+    noisy, allowed = env.run(go())
+    assert noisy.noise == expected_count_report(1.0, DELTA, "joint") and len(noisy.counts) == 4
+    for i, (count, expected) in enumerate(zip(noisy.counts, exact)):
+        noise_within(count, expected, noisy.noise.coins, 1.0, what=f"hist_default bin {i}")
+    assert allowed.counts == exact and allowed.noise is None
+    for node in TRIO:
+        assert [r.epsilon for r in env.releases(node, "hist_default")] == [Decimal("1.0")]
+        assert [r.epsilon for r in env.releases(node, "hist_exact")] == [None]
 
 
 def test_dp_releases_take_no_max_releases_slot(env: Env) -> None:
@@ -585,10 +708,13 @@ def real(value: float) -> mpc_pb2.Param:
 BAD_BOUNDS = (0, 1000)            # unit 2^6, sensitivity 16
 GOOD_SUM: dict[str, Any] = {"epsilon": real(1.0), "delta": real(DELTA), "coins": dp.calibrate(1.0, DELTA, 16),
                             "sensitivity": 16, "unit": 6}
-GOOD_COUNTS: dict[str, Any] = {"epsilon": real(1.0), "delta": real(DELTA), "coins": dp.calibrate(1.0, DELTA, 1),
-                               "sensitivity": 1}
+GOOD_COUNTS: dict[str, Any] = {"epsilon": real(1.0), "delta": real(DELTA),
+                               "coins": dp.calibrate(*count_budget(1.0, DELTA), 1), "sensitivity": 1}
 INVALID, PRECONDITION = grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION
-NOT_A_COIN_COUNT = "noise coins do not give epsilon 1.0, delta 1e-08 at a sensitivity of 16 unit(s)"
+NOT_A_COIN_COUNT = ("noise coins are not calibrated for epsilon 1.0, delta 1e-08 at a sensitivity of 16 unit(s): "
+                    "too few weaken the guarantee, more than needed waste the output")
+NOT_COUNT_COINS = ("noise coins are not calibrated for epsilon 1.0, delta 1e-08 at a sensitivity of 1 unit(s): "
+                   "too few weaken the guarantee, more than needed waste the output")
 # case -> (protocol, input, parameters, status, words the refusal must contain)
 BAD_PARAMS: dict[str, tuple[str, str, dict[str, Any], grpc.StatusCode, str]] = {
     "epsilon_zero": ("sum", "bad", GOOD_SUM | {"epsilon": real(0.0)}, INVALID, "epsilon must lie in (0, 10], got 0.0"),
@@ -613,6 +739,13 @@ BAD_PARAMS: dict[str, tuple[str, str, dict[str, Any], grpc.StatusCode, str]] = {
     "two_coins": ("sum", "bad", GOOD_SUM | {"coins": 2}, INVALID, f"2 {NOT_A_COIN_COUNT}"),
     "odd_coins": ("sum", "bad", GOOD_SUM | {"coins": GOOD_SUM["coins"] + 1}, INVALID,
                   f"{GOOD_SUM['coins'] + 1} {NOT_A_COIN_COUNT}"),
+    "twice_the_coins": ("sum", "bad", GOOD_SUM | {"coins": 2 * GOOD_SUM["coins"]}, INVALID,
+                        f"{2 * GOOD_SUM['coins']} {NOT_A_COIN_COUNT}"),
+    "counts_calibrated_for_the_whole_budget": (      # one record moves two counts: each needs (eps/2, delta/2)
+        "histogram", "bad", GOOD_COUNTS | {"edges": [0, 10], "coins": dp.calibrate(1.0, DELTA, 1)}, INVALID,
+        f"{dp.calibrate(1.0, DELTA, 1)} {NOT_COUNT_COINS}"),
+    "counts_twice_the_coins": ("plurality", "bad", GOOD_COUNTS | {"options": 3, "coins": 2 * GOOD_COUNTS["coins"]},
+                               INVALID, f"{2 * GOOD_COUNTS['coins']} {NOT_COUNT_COINS}"),
     "coins_missing": ("sum", "bad", GOOD_SUM | {"coins": None}, INVALID, "needs its noise's coins and sensitivity"),
     "unit_missing": ("sum", "bad", GOOD_SUM | {"unit": None}, INVALID, "needs a unit exponent within +-64, got None"),
     "sensitivity_below_the_bounds": ("sum", "bad", GOOD_SUM | {"sensitivity": 1, "coins": dp.calibrate(1.0, DELTA, 1)},
@@ -853,7 +986,8 @@ def test_the_cli_prints_noisy_results_their_noise_and_the_budget(env: Env) -> No
     put_everywhere(env, "cli_poll", poll, kind="options", bounds=(0, 2))
     put_everywhere(env, "dponly", {n: [1] for n in TRIO}, scalar=True, bounds=(0, 100), overwrite=True)
     f = env.cluster_file
-    counts_coins = dp.calibrate(1.0, DELTA, 1)
+    counts_coins = dp.calibrate(0.5, DELTA / 2, 1)      # a histogram's or a vote's counts (two move per record)
+    sum_coins = dp.calibrate(1.0, DELTA, 1)             # cli_budget's sum: 0..1, sensitivity 1
 
     # mpc histogram --epsilon: one line per bin, then the noise.
     run = env.run(mpc("histogram", "cli_ages", "--bins", "0,50,100", "--epsilon", "1", "--cluster", f))
@@ -863,7 +997,7 @@ def test_the_cli_prints_noisy_results_their_noise_and_the_budget(env: Env) -> No
     for line, label, count in zip(lines, ("[0, 50)", "[50, 100]"), exact):
         assert line.startswith(f"{label}: "), run.stdout
         noise_within(int(line.split(": ")[1]), count, counts_coins, 1.0, what=f"cli bin {label}")
-    report = expected_report(1.0, DELTA, "joint", 1, 1.0)
+    report = expected_count_report(1.0, DELTA, "joint")
     shown = noise_line(run.stdout)
     assert (shown["eps"], shown["delta"], shown["mode"]) == ("1", "1e-08", "joint"), run.stdout
     assert float(shown["std"]) == pytest.approx(report.std, rel=1e-3)
@@ -876,13 +1010,13 @@ def test_the_cli_prints_noisy_results_their_noise_and_the_budget(env: Env) -> No
     first = run.stdout.splitlines()[0]
     found = re.fullmatch(rf"(?P<value>{NUMBER}) \+- (?P<interval>{NUMBER}) \(95%\)", first)
     assert found, run.stdout
-    noise_within(float(found["value"]), sum(v[0] for v in cli_budget.values()), counts_coins, 1.0, what="cli sum")
+    noise_within(float(found["value"]), sum(v[0] for v in cli_budget.values()), sum_coins, 1.0, what="cli sum")
     assert noise_line(run.stdout)["mode"] == "joint"
     run = env.run(mpc("sum", "cli_budget", "--epsilon", "1", "--noise", "local", "--json", "--cluster", f))
     assert run.code == 0, str(run)
     out = json.loads(run.stdout)
     assert out["noise"] == json.loads(json.dumps(expected_report(1.0, DELTA, "local", 1, 1.0).as_dict())), out
-    noise_within(out["sum"], sum(v[0] for v in cli_budget.values()), 3 * counts_coins, 1.0, what="cli local sum")
+    noise_within(out["sum"], sum(v[0] for v in cli_budget.values()), 3 * sum_coins, 1.0, what="cli local sum")
 
     # mpc vote --options --epsilon: noisy counts per option.
     run = env.run(mpc("vote", "cli_poll", "--options", "A,B,C", "--epsilon", "1", "--cluster", f))

@@ -4,7 +4,8 @@ node and the coordinator receive (every PSI message each node receives, by sende
 what the design sends it: tests/sim/test_psi_sim.py `expected_psi_messages`; P_0, the first node by
 name, compares, and in a sum P_1 compares P_0's list and gets references), the owners' `reveal`
 policy, the PSI-CA probing attack and its bound, refusals of bad input, a node down mid-protocol, and
-the `mpc` command (DESIGN.md §14; mpc/protocols/psi.py, the catalogue's IntersectEntry,
+the sum's output shares (each alone uniform-looking, and no owner's sum from P_0's view and that owner's
+share: the zero-sharing), the `mpc` command (DESIGN.md §14; mpc/protocols/psi.py, the catalogue's IntersectEntry,
 mpc/node/core.py `_keep`). Which positions of a list anyone can link to records is tested in
 tests/sim/test_psi_sim.py, where the engines' keys and permutations are at hand.
 
@@ -43,7 +44,7 @@ from mpc.errors import InputError, PeerUnavailable, SessionFailed
 from mpc.node.daemon import NodeServer
 from mpc.protocols import psi
 from mpc.store import Store
-from tests.sim.test_psi_sim import expected_psi_messages
+from tests.sim.test_psi_sim import attack_owner, attack_target, expected_psi_messages, record_cot_parts, zero_words
 
 from .harness import ANY_QUERIES, LocalCluster, prepare_request, running_cluster
 from .test_auctions import control, mpc, session_of, write_coordinator_file
@@ -54,7 +55,8 @@ T = TypeVar("T")
 ALL4 = ("alice", "bob", "carlos", "david")
 TRIO = ("alice", "bob", "carlos")
 PAIR = ("alice", "bob")
-OPEN_INPUTS = ("patients", "pair", "quad", "members_to", "down", "cli_ids", "cli_fold", "mixed", "reach", "wide")
+OPEN_INPUTS = ("patients", "pair", "quad", "members_to", "down", "cli_ids", "cli_fold", "mixed", "reach", "wide",
+               "zeroed", "undeliverable")
 PROBED = "probed"
 WORD = 8
 
@@ -326,6 +328,41 @@ def test_empty_full_and_subset(env: Env) -> None:
     assert {k: len(common_of(s)) for k, s in cases.items()} == {"empty": 0, "full": 12, "subset": 4}
 
 
+def test_sum_shares_tell_p0_and_the_coordinator_no_owners_own_sum(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sums over three and four real daemons: the coordinator gets [size, share] from P_0 and [0, share]
+    from every other node, each sum share uniform-looking (|share| >= 2^32 as a signed word: false alarm
+    below 2^-31 a word, seven words), the shares adding up to the sum. P_0 colluding with the coordinator
+    (its OT parts, as the nodes in this process computed them, tests/sim/test_psi_sim.py
+    `record_cot_parts`; the zero words it exchanged; an owner's output share) does not get that owner's
+    own sum over the intersection, for every owner, though the same parts give it exactly without the
+    zero-sharing (positive control). Each inequality fails by chance with probability 2^-64."""
+    parts = record_cot_parts(monkeypatch)
+    sets = overlapping(ALL4, 6, 4)
+    values = values_for(sets)
+    store_all(env, "zeroed", sets, values)
+
+    async def go() -> list[IntersectionResult]:
+        return [await intersect(env, TRIO, "zeroed", "sum"), await intersect(env, ALL4, "zeroed", "sum")]
+    for result, nodes in zip(env.run(go()), (TRIO, ALL4)):
+        mine = {n: sets[n] for n in nodes}
+        assert (result.size, result.total) == (len(common_of(mine)), sum_over(mine, values))
+        got = shares(env, result.session_id)
+        assert set(got) == set(nodes) and all(len(b) == 2 * WORD for b in got.values()), got
+        size_words = {n: int.from_bytes(b[:WORD], "little") for n, b in got.items()}
+        words = {n: int.from_bytes(b[WORD:], "little") for n, b in got.items()}
+        assert size_words == {n: len(common_of(mine)) if n == "alice" else 0 for n in nodes}
+        assert sum(words.values()) % (1 << 64) == sum_over(mine, values) % (1 << 64)
+        for node, word in words.items():
+            assert 1 << 32 <= word <= (1 << 64) - (1 << 32), f"{node}'s share {word:#x} is a small number"
+        zeros = zero_words({n: env.received(n, result.session_id) for n in nodes})
+        assert len(zeros) == len(nodes) * (len(nodes) - 1)
+        for o in range(1, len(nodes)):
+            target = attack_target(mine, values, o)
+            attack = attack_owner(parts, result.session_id, nodes, o, words[sorted(nodes)[o]], zeros)
+            assert attack.old == target, (nodes, o)                         # what the owner's share was
+            assert attack.now != target and attack.informed != target, (nodes, o)
+
+
 # ==== 2. the owners' policy ============================================================================
 
 
@@ -567,6 +604,39 @@ def test_a_node_down_after_prepare_fails_the_session_naming_it(env: Env) -> None
     async def again() -> IntersectionResult:
         return await intersect(env, TRIO, "down")
     assert env.run(again()).size == 6
+
+
+def test_members_a_recipient_cannot_write_fail_the_session_at_once(env: Env) -> None:
+    """carlos's data directory holds a file where its intersections folder goes: writing the members fails
+    there, which fails the session, naming carlos and why, well before the session's timeout (30 s), and
+    carlos's audit records it failed; nothing new at the other nodes. The folder is put back afterwards."""
+    sets = overlapping(TRIO, 4, 2)
+    store_all(env, "undeliverable", sets)
+    folder = env.data_dir("carlos") / "intersections"
+    aside = folder.with_name("intersections.aside")
+    moved = folder.exists()
+    if moved:
+        folder.rename(aside)
+    folder.write_text("not a folder")
+    before = {n: intersections_at(env, n) for n in ALL4 if n != "carlos"}
+    try:
+        async def go() -> BaseException:
+            with pytest.raises((SessionFailed, PeerUnavailable)) as err:
+                await asyncio.wait_for(intersect(env, TRIO, "undeliverable", "members", ["carlos"]), 10)
+            return err.value
+        loop_time = env.loop.time()
+        error = env.run(go())
+        assert env.loop.time() - loop_time < 10
+    finally:
+        folder.unlink()
+        if moved:
+            aside.rename(folder)
+    message = str(error)
+    assert "node carlos could not deliver its result" in message, message
+    session = session_of(error)
+    assert [e.outcome for e in env.audit("carlos", session)] == ["failed"], env.audit("carlos", session)
+    assert {n: intersections_at(env, n) for n in before} == before
+    assert not (folder / f"undeliverable-{session}.csv").exists()
 
 
 # ==== 6. the command line ==============================================================================

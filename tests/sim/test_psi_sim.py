@@ -30,6 +30,9 @@ comparer; each comparer runs the correlated OTs with the owners of the lists it 
   an owner with P_0, or all nodes but one, follow a list through their own hops (size). Positive
   controls: the same guesses do find the records where the design says they may (a recipient's own
   list; in a sum, a comparer colluding with the owner of a list it compares).
+- The sum's output shares (the zero-sharing): P_0's OT parts, the zero words it exchanged and one owner's
+  output share do not give that owner's sum over the intersection; the same parts do without the
+  zero-sharing (positive control); what the attack misses by, and each output share, look uniform.
 - Malformed input: each refused with RemoteProtocolError or RoundMismatch naming the step and sender.
 
 Delivery is first-in first-out per link by default (OVERTAKING) and overtaking, with the starts
@@ -453,7 +456,8 @@ def expected_psi_messages(parties: Sequence[str], mode: str,
     hop P_(o-1) sends it fully masked to its comparer (P_0; in a sum P_1 for P_0's list) and, in a sum,
     a reshuffled copy to the other comparer, keeping whichever of the two is itself. members: P_0 sends
     the positions to every recipient but itself. sum: hellos and OTs between each comparer and the owners
-    of the lists it compares (P_0 with every other node, P_1 with P_0); no OT between other nodes."""
+    of the lists it compares (P_0 with every other node, P_1 with P_0); no OT between other nodes; and
+    one "psi/zero" word between every pair (the output's zero-sharing)."""
     order = sorted(parties)
     n = len(order)
     out: dict[str, Counter[tuple[str, str]]] = {p: Counter() for p in order}
@@ -480,6 +484,10 @@ def expected_psi_messages(parties: Sequence[str], mode: str,
             out[order[0]][(p, psi.STEP_COT_T)] += 1
         out[order[0]][(order[1], psi.STEP_COT_U)] += 1       # P_1 compares P_0's list
         out[order[1]][(order[0], psi.STEP_COT_T)] += 1
+        for p in order:                                      # the output's zero-sharing: a word each way
+            for q in order:
+                if p != q:
+                    out[p][(q, psi.STEP_ZERO)] += 1
     return out
 
 
@@ -516,7 +524,7 @@ def test_views_valid_points_and_no_identifier_digest_or_hash(n: int, mode: str) 
     steps = {step for msgs in result.router.received.values() for _, step, _ in msgs}
     allowed = {s for s in steps if s.startswith((psi.STEP_LIST, psi.STEP_FULL))}
     allowed |= {psi.STEP_MEMBERS} if mode == "members" else set()
-    allowed |= {s for s in steps if s in (psi.STEP_HELLO, psi.STEP_COT_U, psi.STEP_COT_T) or
+    allowed |= {s for s in steps if s in (psi.STEP_HELLO, psi.STEP_COT_U, psi.STEP_COT_T, psi.STEP_ZERO) or
                 s.startswith(("ot/", psi.STEP_REF))} if mode == "sum" else set()
     assert steps == allowed, steps - allowed
 
@@ -804,6 +812,135 @@ def test_sum_with_two_comparers(n: int) -> None:
         ot_pairs = {frozenset((me, s)) for me, msgs in result.router.received.items() for s, st, _ in msgs
                     if st.startswith("ot/")}
         assert ot_pairs == {frozenset((parties[0], p)) for p in parties[1:]}, ot_pairs
+
+
+# ---- the sum's output shares: what the coordinator and P_0 learn from them ----------------------------
+#
+# Each list's comparer and owner hold additive shares of that owner's sum over the intersection: the
+# comparer Σ_p m_(e_p) (its OT outputs), the owner −Σ_p m0_p. Before the zero-sharing an owner o >= 2
+# output exactly −Σ m0, so P_0 (the comparer of its list), given that output share by the coordinator,
+# added its own part and had o's sum alone. P_1's output also held its comparer part for P_0's list, which
+# P_0's own OT part cancels: the same attack gave P_0's and P_1's sums together. Now every pair of nodes
+# exchanges a random word ("psi/zero"), and the words a third node exchanges with o stay unknown to P_0.
+
+M64 = 1 << 64
+
+
+def record_cot_parts(monkeypatch: pytest.MonkeyPatch) -> dict[tuple[str, str, str, str], int]:
+    """Record what each correlated-OT message adds to its receiver's share of the sum, keyed
+    (session, receiver, sender, step), mod 2^64: PsiParty._take_cot wrapped (what a nested call, an
+    overtaking cot/u taken when its setup arrives, adds is its own). Works wherever the engines run in
+    this process (the sim's Router, or node daemons on the test's event loop)."""
+    parts: dict[tuple[str, str, str, str], int] = {}
+    nested: list[int] = []
+    original = psi.PsiParty._take_cot
+
+    def take(self: psi.PsiParty, sender: str, step: str, payload: bytes, where: str) -> list[Any]:
+        before = self._share
+        nested.append(0)
+        try:
+            return original(self, sender, step, payload, where)
+        finally:
+            inner = nested.pop()
+            added = self._share - before
+            if nested:
+                nested[-1] += added
+            key = (self.session_id, self.me, sender, step)
+            parts[key] = (parts.get(key, 0) + added - inner) % M64
+
+    monkeypatch.setattr(psi.PsiParty, "_take_cot", take)
+    return parts
+
+
+def zero_words(received: Mapping[str, Sequence[tuple[str, str, bytes]]]) -> dict[tuple[str, str], int]:
+    """(sender, receiver) -> the zero-sharing word, from what each node received (sender, step, payload)."""
+    out = {}
+    for me, msgs in received.items():
+        for sender, step, payload in msgs:
+            if step == psi.STEP_ZERO:
+                assert len(payload) == 8 and (sender, me) not in out
+                out[(sender, me)] = int.from_bytes(payload, "little")
+    return out
+
+
+@dataclass
+class OwnerAttack:
+    """What P_0 with the coordinator computes for owner `o` of a sum (mod 2^64)."""
+
+    ot_share: int       # the owner's share before the zero-sharing: its OT parts alone
+    old: int            # P_0's part plus ot_share: the attack before the fix, exactly the target
+    now: int            # P_0's part plus the owner's output share
+    informed: int       # the same, less the zero-sharing words P_0 itself exchanged with the owner
+
+
+def attack_owner(parts: Mapping[tuple[str, str, str, str], int], session: str, parties: Sequence[str], o: int,
+                 share: int, zeros: Mapping[tuple[str, str], int]) -> OwnerAttack:
+    """The attack on owner index o >= 1, from what P_0 knows (its OT parts, the zero words it sent and got)
+    and the owner's output share; checks the share is the owner's OT parts plus its zero words, exactly."""
+    order = sorted(parties)
+    p0, owner = order[0], order[o]
+    known = parts[(session, p0, owner, psi.STEP_COT_T)]          # P_0's comparer part for list o
+    ot_share = parts[(session, owner, p0, psi.STEP_COT_U)]       # the owner's −Σ m0 for list o
+    if o == 1:   # P_1 compares P_0's list too: its comparer part; P_0's own −Σ m0 for list 0 cancels it
+        known += parts[(session, p0, owner, psi.STEP_COT_U)]
+        ot_share += parts[(session, owner, p0, psi.STEP_COT_T)]
+    zeros_in = sum(w for (s, r), w in zeros.items() if r == owner)
+    zeros_out = sum(w for (s, r), w in zeros.items() if s == owner)
+    assert share % M64 == (ot_share + zeros_in - zeros_out) % M64, "a share is its OT parts and its zero words"
+    informed = share - zeros[(p0, owner)] + zeros[(owner, p0)]
+    return OwnerAttack(ot_share % M64, (known + ot_share) % M64, (known + share) % M64, (known + informed) % M64)
+
+
+def attack_target(sets: Sets, values: Values, o: int) -> int:
+    """What the attack on owner index o is after (mod 2^64): its own sum over the intersection; for P_1,
+    P_0's and P_1's together."""
+    order = sorted(sets)
+    common = common_of(sets)
+    owners = order[:2] if o == 1 else [order[o]]
+    return sum(v for p in owners for x, v in zip(sets[p], values[p]) if x in common) % M64
+
+
+ZERO_RUNS = 8
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_p0_with_one_owners_output_share_does_not_get_that_owners_sum(n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The zero-sharing of the sum's output, over ZERO_RUNS sums (OT setups reused): for every owner o >= 1,
+    P_0's comparer part for o's list plus o's output share (the old attack), even with the zero words
+    P_0 exchanged with o taken out, is not o's sum over the intersection (nor, for P_1, P_0's and P_1's
+    sums together); the attack is right on the shares without the zero-sharing (positive control, and
+    each share is exactly those parts plus its zero words). What the informed attack misses by is
+    uniform (the words a third node exchanged with o), and so is each node's output share, the
+    coordinator's view: their bits are balanced (FALSE_ALARM, split over the n + 1 checks). The words
+    are uniform mod 2^64 whatever the values (|v| <= LIMIT < 2^40): each inequality fails by chance
+    with probability 2^-64 (below 3e-18 over the test's 48 at most)."""
+    parts = record_cot_parts(monkeypatch)
+    sets = overlapping(n, 5, [3] * n)
+    parties = names(n)
+    setups = {p: OtSetups() for p in parties}
+    misses: list[int] = []                       # the informed attack's error on the last owner, per run
+    shares: dict[str, list[int]] = {p: [] for p in parties}
+    for _ in range(ZERO_RUNS):
+        values = random_values(sets, LOWEST, LIMIT)
+        result = run(sets, values, "sum", setups=setups)
+        session = result.engines[parties[0]].engine.session_id
+        zeros = zero_words(result.router.received)
+        assert len(zeros) == n * (n - 1)
+        size, total = opened(result)
+        assert size == len(common_of(sets)) and total == expected_sum(sets, values) % M64
+        for p in parties:
+            shares[p].append(int(result.outputs[p][1]))
+        for o in range(1, n):
+            target = attack_target(sets, values, o)
+            attack = attack_owner(parts, session, parties, o, int(result.outputs[parties[o]][1]), zeros)
+            assert attack.old == target, o                                  # the old share gave it away
+            assert attack.now != target and attack.informed != target, o
+        misses.append((attack.informed - target) % M64)
+    assert len(set(misses)) == ZERO_RUNS
+    assert_balanced(np.array(misses, dtype=np.uint64), FALSE_ALARM / (n + 1))
+    for p, words in shares.items():
+        assert len(set(words)) == ZERO_RUNS, p
+        assert balanced(np.array(words, dtype=np.uint64), FALSE_ALARM / (n + 1)), (p, [hex(w) for w in words])
 
 
 def test_waiting_for_names_the_comparer_of_the_first_nodes_list() -> None:

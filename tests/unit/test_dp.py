@@ -35,6 +35,7 @@ from mpc.dp import (
     check_delta,
     check_epsilon,
     choose_unit,
+    coins_calibrated,
     coins_suffice,
     interval95,
     log_pmf,
@@ -47,6 +48,7 @@ from mpc.dp import (
 )
 from mpc.errors import InputError
 from mpc.prg import SystemRng
+from mpc.protocols.catalogue import count_budget
 
 FALSE_ALARM = 1e-6
 EXACT_BELOW = 2048          # calibrate's m is the exact smallest even m below this many coins
@@ -232,6 +234,38 @@ def test_coins_suffice(epsilon: float, delta: float, sensitivity: int) -> None:
     assert not coins_suffice(m, epsilon, delta, 0)
 
 
+def slack(coins: int) -> int:
+    """What coins_calibrated tolerates above the fewest coins that suffice: a count c is refused once
+    c − 2·max(1, c >> 11) coins suffice too (calibrate's bisection slack, even: about 0.1%, or the
+    exact minimum below 2,048 coins)."""
+    return 2 * max(1, coins >> 11)
+
+
+@pytest.mark.parametrize(("epsilon", "delta", "sensitivity"), CASES)
+def test_coins_calibrated_refuses_too_few_and_too_many(epsilon: float, delta: float, sensitivity: int) -> None:
+    """How a node checks the coordinator's coin count: calibrate's own count passes; fewer that do not
+    suffice, an odd count, and more than the slack above the fewest that suffice (twice the calibrated
+    count, say) are refused."""
+    m = calibrate(epsilon, delta, sensitivity)
+    assert coins_calibrated(m, epsilon, delta, sensitivity)
+    smaller = below_promise(m)
+    if smaller > 0:                       # not enough for (ε, δ): a weaker guarantee than promised
+        assert not coins_calibrated(smaller, epsilon, delta, sensitivity)
+    if m < EXACT_BELOW and m > 2:
+        assert not coins_calibrated(m - 2, epsilon, delta, sensitivity)
+    assert not coins_calibrated(m + 1, epsilon, delta, sensitivity)         # odd
+    assert not coins_calibrated(2 * m, epsilon, delta, sensitivity)         # drowns the output in noise
+    assert not coins_calibrated(MAX_COINS + 2, epsilon, delta, sensitivity)
+    assert not coins_calibrated(m, epsilon, delta, 0)
+    # Exactly the counts whose fewer-by-the-slack count does not suffice pass, around the calibrated one.
+    for c in range(max(2, m - 2 * slack(m)), m + 3 * slack(m), 2):
+        expected = coins_suffice(c, epsilon, delta, sensitivity) and not coins_suffice(
+            c - slack(c), epsilon, delta, sensitivity)
+        assert coins_calibrated(c, epsilon, delta, sensitivity) == expected, c
+        if expected:
+            assert c - m <= slack(c), (m, c)
+
+
 def test_calibrate_refusals() -> None:
     with pytest.raises(InputError, match="sensitivity"):
         calibrate(1.0, 1e-6, 0)
@@ -296,6 +330,51 @@ def test_interval95_exact(m: int) -> None:
 
     assert 20 * within(t) >= 19 << m     # P(|N − m/2| <= t) >= 0.95
     assert 20 * within(t - 1) < 19 << m  # and t is the smallest such
+
+
+def test_interval95_above_max_coins_is_the_normal_approximation_without_a_big_allocation() -> None:
+    """Above MAX_COINS (the sum of several nodes' local noise) the interval is ⌈z·sqrt(m)/2⌉, z the
+    normal 97.5% quantile, computed without the pmf; at MAX_COINS, where the pmf is still used, the
+    two agree to within one unit (1e-3 relative)."""
+    z = 1.959963984540054
+    interval95.cache_clear()
+    tracemalloc.start()
+    try:
+        for m in (MAX_COINS + 2, 3 * MAX_COINS, 10 * MAX_COINS, 1 << 40):
+            assert interval95(m) == math.ceil(z * math.sqrt(m) / 2), m
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"{peak} bytes"                  # a pmf of 3·2^22 entries would take 100 MB
+    exact = interval95(MAX_COINS)                            # from the pmf
+    assert abs(exact - math.ceil(z * math.sqrt(MAX_COINS) / 2)) <= 1 and abs(exact - z * 1024) / exact < 1e-3
+    assert interval95(MAX_COINS) <= interval95(MAX_COINS + 2) <= interval95(MAX_COINS) + 1
+
+
+# --------------------------------------------------------------------------- counts: two move at once
+
+COUNT_CASES = [(1.0, 1e-8), (0.5, 1e-6), (2.0, 1e-9), (0.3, 1e-5)]
+
+
+@pytest.mark.parametrize(("epsilon", "delta"), COUNT_CASES)
+def test_counts_are_calibrated_for_half_the_budget_each_exactly(epsilon: float, delta: float) -> None:
+    """A histogram's (or plurality's) record counts are public, so neighbouring data differ in one
+    record's bin: two counts move by 1 at once. Each count gets independent Binomial(m, 1/2) noise
+    with m = calibrate(ε/2, δ/2, 1): each is (ε/2, δ/2)-DP at a shift of 1, checked with exact
+    integers (a rigorous upper bound on δ), so the pair is (ε, δ)-DP by basic composition. The count
+    calibrated for the whole (ε, δ) would not give (ε/2, δ/2) per count (a rigorous lower bound)."""
+    assert count_budget(epsilon, delta) == (epsilon / 2, delta / 2)
+    half_e, half_d = count_budget(epsilon, delta)
+    m = calibrate(half_e, half_d, 1)
+    low_e, _ = e_bounds(half_e)
+    per_count = profile(m, low_e, 1)
+    assert per_count <= Fraction(half_d), (m, float(per_count))
+    assert 2 * per_count <= Fraction(delta)                 # composed: (ε/2 + ε/2, δ/2 + δ/2)
+    assert coins_calibrated(m, half_e, half_d, 1)
+    whole = calibrate(epsilon, delta, 1)                    # what a count got before: too few for two moving
+    assert whole < m and not coins_calibrated(whole, half_e, half_d, 1)
+    _, high_e = e_bounds(half_e)
+    assert profile(whole, high_e, 1) > Fraction(half_d), whole
 
 
 # --------------------------------------------------------------------------- the samplers

@@ -227,3 +227,38 @@ def test_dp_budget_defaults_and_exact_decimals(tmp_path: Path) -> None:
 def test_bad_dp_budgets_are_refused_naming_the_key(tmp_path: Path, text: str, fragment: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(fragment)):
         load(tmp_path, text)
+
+
+def test_exact_histograms_and_dp_per_element_default_off_and_parse(tmp_path: Path) -> None:
+    policy = load(tmp_path, "")
+    assert (policy.defaults.exact_histograms, policy.defaults.dp_per_element) == (False, False)
+    assert (Rules().exact_histograms, Rules().dp_per_element) == (False, False)
+    policy = load(tmp_path, 'exact_histograms = true\n'
+                            '[nodes.alice.policy.per_input.readings]\ndp_per_element = true\n'
+                            '[nodes.alice.policy.per_input.ages]\nexact_histograms = false\n')
+    assert (policy.defaults.exact_histograms, policy.defaults.dp_per_element) == (True, False)
+    readings = policy.rules("readings")     # its own dp_per_element, the policy's exact_histograms
+    assert (readings.exact_histograms, readings.dp_per_element) == (True, True)
+    assert readings.exact_histograms is True and readings.dp_per_element is True
+    ages = policy.rules("ages")
+    assert (ages.exact_histograms, ages.dp_per_element) == (False, False)
+    assert policy.rules("other") == Rules(exact_histograms=True)
+    both = load(tmp_path, "exact_histograms = false\ndp_per_element = true")
+    assert both.defaults == Rules(exact_histograms=False, dp_per_element=True)
+
+
+@pytest.mark.parametrize("key", ["exact_histograms", "dp_per_element"])
+@pytest.mark.parametrize("value", ['"yes"', "1", "0", "[true]", "1.0"])
+@pytest.mark.parametrize("per_input", [False, True])
+def test_exact_histograms_and_dp_per_element_must_be_bools(tmp_path: Path, key: str, value: str,
+                                                           per_input: bool) -> None:
+    text = f"{key} = {value}"
+    if per_input:
+        text = f"[nodes.alice.policy.per_input.visits]\n{text}"
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, text)
+    message = str(err.value)
+    assert f"'{key}' must be a bool" in message, message
+    assert "[nodes.alice].policy" in message, message
+    if per_input:
+        assert "per_input.visits" in message, message
