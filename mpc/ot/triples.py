@@ -162,6 +162,49 @@ class OtSetups:
         return f"OtSetups({ {p: len(s) for p, s in self._by_peer.items()} }, <keys redacted>)"
 
 
+# A session's "hello" to a peer (mpc/protocols/compute.py, mpc/protocols/psi.py): the ids of the
+# setups it still holds with that peer, so that both ends agree, without a round of their own, on
+# reusing one (the newest they share) or making a fresh one.
+SETUP_ID_BYTES = 16
+MAX_SETUPS_ADVERTISED = 8
+
+
+def hello_payload(known: Mapping[bytes, PairwiseOt]) -> bytes:
+    """The ids this party advertises to a peer: the newest MAX_SETUPS_ADVERTISED it holds with it."""
+    return b"".join(sorted(known)[-MAX_SETUPS_ADVERTISED:])
+
+
+def parse_hello(payload: bytes, where: str) -> set[bytes]:
+    """A peer's advertised setup ids. Raises: RemoteProtocolError naming `where` for a malformed payload."""
+    if len(payload) % SETUP_ID_BYTES or len(payload) > SETUP_ID_BYTES * MAX_SETUPS_ADVERTISED:
+        raise RemoteProtocolError(f"{where} has {len(payload)} bytes")
+    return {payload[i:i + SETUP_ID_BYTES] for i in range(0, len(payload), SETUP_ID_BYTES)}
+
+
+def choose_setups(hellos: Mapping[str, set[bytes]], known: Mapping[str, Mapping[bytes, PairwiseOt]],
+                  chosen: dict[str, PairwiseOt]) -> list[str]:
+    """Reuse, for every peer, the newest setup both ends hold (into `chosen`).
+
+    Returns: the peers with none in common, for whom a fresh PairwiseOtSetup is needed.
+    """
+    fresh = []
+    for peer, advertised in hellos.items():
+        common = advertised & set(known[peer])
+        if common:
+            chosen[peer] = known[peer][max(common)]
+        else:
+            fresh.append(peer)
+    return fresh
+
+
+def keep_ready(setups: OtSetups, session_id: str, ready: OtReady, chosen: dict[str, PairwiseOt]) -> None:
+    """A fresh setup is complete: use it in this session and keep it, under an id from the session's."""
+    setup_id = bytes.fromhex(session_id)[:SETUP_ID_BYTES]
+    for peer, pair in ready.pairs.items():
+        chosen[peer] = pair
+        setups.add(peer, setup_id, pair)
+
+
 class PairwiseOtSetup:
     """Base OTs in both directions between this party and each peer (PROTOCOLS.md §4).
 

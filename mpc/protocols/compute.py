@@ -43,6 +43,10 @@ from mpc.ot.triples import (
     PairwiseOtSetup,
     TripleDealerless,
     TriplePool,
+    choose_setups,
+    hello_payload,
+    keep_ready,
+    parse_hello,
 )
 from mpc.prg import Rng
 from mpc.protocols.circuit import CircuitParty, Context, Plan, ProgramFactory, plan
@@ -50,8 +54,6 @@ from mpc.protocols.sum import SecureSumParty
 from mpc.ring import Words
 
 STEP_HELLO = "mpc/hello"
-SETUP_ID_BYTES = 16
-MAX_SETUPS_ADVERTISED = 8
 _SLOW_STEPS = ("ot/base/",)
 
 Piece = PairwiseOtSetup | TripleDealerless | ArithDealerless | CircuitParty
@@ -148,8 +150,7 @@ class ComputeParty:
         self._started = True
         events: list[Send | Output] = []
         for peer in self.peers:
-            ids = sorted(self._known[peer])[-MAX_SETUPS_ADVERTISED:]
-            events.append(Send(peer, self._hello, b"".join(ids)))
+            events.append(Send(peer, self._hello, hello_payload(self._known[peer])))
         if self._sum is None:
             self._share = np.array(contribution, dtype=np.uint64, copy=True)
         else:
@@ -167,9 +168,7 @@ class ComputeParty:
         if step == self._hello:
             if sender in self._hellos:
                 raise RoundMismatch(f"session {self.session_id}: second hello from {sender!r}")
-            if len(payload) % SETUP_ID_BYTES or len(payload) > SETUP_ID_BYTES * MAX_SETUPS_ADVERTISED:
-                raise RemoteProtocolError(f"session {self.session_id}: hello from {sender!r} has {len(payload)} bytes")
-            self._hellos[sender] = {payload[i:i + SETUP_ID_BYTES] for i in range(0, len(payload), SETUP_ID_BYTES)}
+            self._hellos[sender] = parse_hello(payload, f"session {self.session_id}: hello from {sender!r}")
             return self._advance() if self._started else []
         if step.startswith("sum/"):
             if self._sum is None:
@@ -215,10 +214,7 @@ class ComputeParty:
             if isinstance(e, Send):
                 out.append(e)
             elif isinstance(e, OtReady):
-                setup_id = bytes.fromhex(self.session_id)[:SETUP_ID_BYTES]
-                for peer, pair in e.pairs.items():
-                    self._chosen[peer] = pair
-                    self._setups.add(peer, setup_id, pair)
+                keep_ready(self._setups, self.session_id, e, self._chosen)
                 out += self._advance()
             elif isinstance(e, BitTriples):
                 self._generated_words += e.words
@@ -248,13 +244,7 @@ class ComputeParty:
         if not self._started or len(self._hellos) < len(self.peers):
             return events
         if self._setup is None and not self._preprocessing and not self._chosen:
-            fresh = []
-            for peer in self.peers:
-                common = self._hellos[peer] & set(self._known[peer])
-                if common:
-                    self._chosen[peer] = self._known[peer][max(common)]
-                else:
-                    fresh.append(peer)
+            fresh = choose_setups(self._hellos, self._known, self._chosen)
             if fresh:
                 self._setup = PairwiseOtSetup(self.me, [self.me, *fresh], self._rng, self.session_id)
                 events += self._route(self._setup.start())

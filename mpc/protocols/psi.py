@@ -69,7 +69,8 @@ from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.events import Keep, Output, Send
 from mpc.ot.arith import cot_receive, cot_send, low_words
 from mpc.ot.extension import KAPPA
-from mpc.ot.triples import OtReady, OtSetups, PairwiseOt, PairwiseOtSetup
+from mpc.ot.triples import (OtReady, OtSetups, PairwiseOt, PairwiseOtSetup, choose_setups, hello_payload,
+                            keep_ready, parse_hello)
 from mpc.prg import Rng
 from mpc.ring import Words, words_from_bytes, words_to_bytes
 
@@ -89,8 +90,6 @@ STEP_COT_U = "psi/cot/u"                # comparer -> owner: the IKNP message of
 STEP_COT_T = "psi/cot/t"                # owner -> comparer: the corrections
 STEP_ZERO = "psi/zero"                  # sum: a random word to each peer, for a zero-sharing of the output
 _IKNP_HEADER = 16
-_SETUP_ID_BYTES = 16
-_MAX_SETUPS_ADVERTISED = 8
 
 
 def identifier_digest(identifier: bytes) -> bytes:
@@ -314,8 +313,7 @@ class PsiParty:
         self._values = ordered[:, DIGEST_WORDS].copy()
         digests = np.ascontiguousarray(ordered[:, :DIGEST_WORDS]).view(np.uint8).reshape(-1, POINT)
         points = mask(self._key, hash_to_curve_many([d.tobytes() for d in digests]), f"session {self.session_id}")
-        events: list[Send | Output] = [Send(p, STEP_HELLO, b"".join(sorted(self._known[p])[-_MAX_SETUPS_ADVERTISED:]))
-                                       for p in self._ot_peers]
+        events: list[Send | Output] = [Send(p, STEP_HELLO, hello_payload(self._known[p])) for p in self._ot_peers]
         if self.mode == "sum":
             # Re-randomise the output shares: an owner's share is otherwise −Σ m0 of its OTs, which its
             # comparer could subtract from its own to learn that owner's sum alone (with the coordinator).
@@ -529,18 +527,10 @@ class PsiParty:
     def _hello(self, sender: str, payload: bytes, where: str) -> list[Send | Output]:
         if sender not in self._ot_peers or sender in self._hellos:
             raise RoundMismatch(f"{where}: unexpected or repeated")
-        if len(payload) % _SETUP_ID_BYTES or len(payload) > _SETUP_ID_BYTES * _MAX_SETUPS_ADVERTISED:
-            raise RemoteProtocolError(f"{where}: {len(payload)} bytes")
-        self._hellos[sender] = {payload[i:i + _SETUP_ID_BYTES] for i in range(0, len(payload), _SETUP_ID_BYTES)}
+        self._hellos[sender] = parse_hello(payload, where)
         if len(self._hellos) < len(self._ot_peers):
             return []
-        fresh = []
-        for peer in self._ot_peers:
-            common = self._hellos[peer] & set(self._known[peer])
-            if common:
-                self._chosen[peer] = self._known[peer][max(common)]
-            else:
-                fresh.append(peer)
+        fresh = choose_setups(self._hellos, self._known, self._chosen)
         if not fresh:
             return self._advance() if self._started else []
         self._setup = PairwiseOtSetup(self.me, [self.me, *fresh], self._rng, self.session_id)
@@ -557,9 +547,6 @@ class PsiParty:
             if isinstance(e, Send):
                 out.append(e)
             elif isinstance(e, OtReady):
-                setup_id = bytes.fromhex(self.session_id)[:_SETUP_ID_BYTES]
-                for peer, pair in e.pairs.items():
-                    self._chosen[peer] = pair
-                    self._setups.add(peer, setup_id, pair)
+                keep_ready(self._setups, self.session_id, e, self._chosen)
                 out += self._advance() if self._started else []
         return out

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from mpc.ot.triples import OtSetups
 from mpc.prg import Rng
 from mpc.protocols.circuit import at_least
-from mpc.protocols.compute import MAX_SETUPS_ADVERTISED, SETUP_ID_BYTES, STEP_HELLO, ComputeParty
+from mpc.ot.triples import MAX_SETUPS_ADVERTISED, SETUP_ID_BYTES
+from mpc.protocols.compute import STEP_HELLO, ComputeParty
 
 DEFAULT_ELL = 32
 __all__ = ["DEFAULT_ELL", "MAX_SETUPS_ADVERTISED", "SETUP_ID_BYTES", "STEP_HELLO", "ThresholdParty"]

@@ -59,7 +59,8 @@ from mpc.ot.arith import fold_step
 from mpc.ot.extension import KAPPA
 from mpc.protocols.agreement import DIGEST_BYTES, STEP_DIGEST
 from mpc.protocols.catalogue import count_budget
-from mpc.protocols.compute import SETUP_ID_BYTES, STEP_HELLO
+from mpc.ot.triples import SETUP_ID_BYTES
+from mpc.protocols.compute import STEP_HELLO
 from mpc.protocols.sum import STEP_SEED
 from mpc.ring import to_signed
 from mpc.store import Store
