@@ -31,14 +31,12 @@ from typing import Any
 import numpy as np
 
 from mpc import dp
-from mpc.config import load_cluster
 from mpc.coordinator.client import Coordinator, Privacy
 from mpc.dp import NoiseReport
 from mpc.errors import MpcError
 from mpc.localcluster import NodeProcesses, write_local_cluster
-from mpc.store import Store
 
-from benchmarks.mpc_runner import NAMES, RAISES, _cpu_delta, _cpu_s, _Running, running_nodes
+from benchmarks.mpc_runner import NAMES, RAISES, _cpu_delta, _cpu_s, _Running, node_stores, running_nodes
 
 EPSILON = 1.0
 # The owner's rules for every input of the benchmark cluster: many releases, a large DP budget.
@@ -65,12 +63,8 @@ class Stored:
 def _write_cluster(work: Path, names: Sequence[str], inputs: Mapping[str, Stored]) -> Path:
     """A local cluster file with POLICY at every node and `inputs[name].per_node[i]` stored at names[i]."""
     cluster_file = write_local_cluster(work, names, session_timeout_s=SESSION_TIMEOUT_S, every_policy=POLICY)
-    cluster = load_cluster(cluster_file)
-    for i, name in enumerate(names):
-        data_dir = cluster.node(name).data_dir
-        if data_dir is None:
-            raise RuntimeError("write_local_cluster sets data_dir")
-        with Store.open_dir(data_dir) as store:
+    for i, store in node_stores(cluster_file, names):
+        with store:
             for input_name, stored in inputs.items():
                 store.put_input(input_name, np.asarray(stored.per_node[i], dtype=np.int64), 0, stored.scalar,
                                 bounds=stored.bounds)

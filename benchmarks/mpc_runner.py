@@ -116,16 +116,22 @@ def _write_cluster(work: Path, names: Sequence[str], inputs: Mapping[str, Sequen
     """A local cluster file with `inputs[input_name][i]` stored at node names[i], declared with
     `bounds` ("ballots" as ballots, "bids" as bids). The default policy applies: every benchmark repeats one query."""
     cluster_file = write_local_cluster(work, names, session_timeout_s=_SESSION_TIMEOUT_S)
+    for i, store in node_stores(cluster_file, names):
+        with store:
+            for input_name, per_node in inputs.items():
+                kind = {"ballots": "ballots", "bids": "bids"}.get(input_name, "number")
+                store.put_input(input_name, per_node[i], 0, False, bounds=bounds, kind=kind)
+    return cluster_file
+
+
+def node_stores(cluster_file: Path, names: Sequence[str]) -> Iterator[tuple[int, Store]]:
+    """Each node's store in a cluster file write_local_cluster wrote, in `names` order (close each)."""
     cluster = load_cluster(cluster_file)
     for i, name in enumerate(names):
         data_dir = cluster.node(name).data_dir
         if data_dir is None:
             raise RuntimeError("write_local_cluster sets data_dir")
-        with Store.open_dir(data_dir) as store:
-            for input_name, per_node in inputs.items():
-                kind = {"ballots": "ballots", "bids": "bids"}.get(input_name, "number")
-                store.put_input(input_name, per_node[i], 0, False, bounds=bounds, kind=kind)
-    return cluster_file
+        yield i, Store.open_dir(data_dir)
 
 @dataclass
 class _Running:

@@ -33,14 +33,12 @@ from typing import Any
 
 import nacl.bindings
 
-from mpc.config import load_cluster
 from mpc.coordinator.client import Coordinator
 from mpc.inputs import put_set_csv
 from mpc.localcluster import NodeProcesses, write_local_cluster
 from mpc.protocols import psi
-from mpc.store import Store
 
-from benchmarks.mpc_runner import NAMES, _cpu_delta, _cpu_s, running_nodes
+from benchmarks.mpc_runner import NAMES, _cpu_delta, _cpu_s, node_stores, running_nodes
 
 # Every reveal, many releases, any participant set: a benchmark repeats its queries.
 POLICY = 'reveal = ["size", "members", "sum"]\nmax_releases = 1000\nparticipants = "any"'
@@ -93,18 +91,15 @@ def _write_cluster(work: Path, names: Sequence[str], sets: Sequence[Sequence[str
     """A local cluster with POLICY at every node; node i stores sets[i] as INPUT from a CSV file
     (column "patient_id", values "spend", --casefold, bounds VALUE_BOUNDS). put_s: seconds per node."""
     cluster_file = write_local_cluster(work, names, session_timeout_s=SESSION_TIMEOUT_S, every_policy=POLICY)
-    cluster = load_cluster(cluster_file)
-    for i, name in enumerate(names):
-        data_dir = cluster.node(name).data_dir
-        if data_dir is None:
-            raise RuntimeError("write_local_cluster sets data_dir")
+    for i, store in node_stores(cluster_file, names):
+        name = names[i]
         path = work / f"{name}-patients.csv"
         with path.open("w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["patient_id", "spend"])
             writer.writerows(zip(sets[i], values[i]))
         start = time.perf_counter()
-        with Store.open_dir(data_dir) as store:
+        with store:
             put_set_csv(store, INPUT, path, "patient_id", value_column="spend", normalise="casefold",
                         bounds=VALUE_BOUNDS)
         put_s[name] = time.perf_counter() - start
