@@ -25,6 +25,7 @@ store and reserved by its live sessions, and node core asks it whether one more 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from decimal import Decimal
 from mpc.config import Policy
 from mpc.errors import PolicyError
 from mpc.protocols.catalogue import describe_release, implies
-from mpc.store import ReleaseRecord, Store, StoredInput
+from mpc.store import Store, StoredInput
 
 
 
@@ -59,16 +60,21 @@ class Query:
 
     @classmethod
     def from_json(cls, text: str) -> Query:
-        """Parse what to_json wrote."""
-        raw = json.loads(text)
-        # Stores written before the protocol catalogue call the parameter "threshold".
-        parameter = raw["parameter"] if "parameter" in raw else raw["threshold"]
-        return cls(str(raw["aggregate"]), parameter, tuple(raw["participants"]),
-                   tuple((str(n), int(v)) for n, v in raw["versions"]))
+        """Parse what to_json wrote (queries are immutable: the parses of recent texts are kept)."""
+        return _parse_query(text)
 
     def describe(self) -> str:
         """A short human description: "vote (at least 7) over alice,bob,carlos"."""
         return f"{describe_release(self.aggregate, self.parameter)} over {','.join(self.participants)}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_query(text: str) -> Query:
+    raw = json.loads(text)
+    # Stores written before the protocol catalogue call the parameter "threshold".
+    parameter = raw["parameter"] if "parameter" in raw else raw["threshold"]
+    return Query(str(raw["aggregate"]), parameter, tuple(raw["participants"]),
+                 tuple((str(n), int(v)) for n, v in raw["versions"]))
 
 
 def _implied(new: Query, old: Query, scalar: bool) -> bool:
@@ -144,10 +150,6 @@ class Budget:
         return max(Decimal(0), self.delta - self.delta_spent)
 
 
-def _spent(records: Iterable[ReleaseRecord]) -> Spend:
-    return _spent_pairs((r.epsilon or Decimal(0), r.delta or Decimal(0)) for r in records)
-
-
 def _spent_pairs(spends: Iterable[Spend]) -> Spend:
     epsilon = delta = Decimal(0)
     for e, d in spends:
@@ -198,7 +200,7 @@ class ReleaseBook:
     def budget(self, input_name: str) -> Budget:
         """An input's DP budget as recorded in the store (live sessions' reservations not counted)."""
         rules = self.policy.rules(input_name)
-        epsilon, delta = _spent(self.store.releases(input_name))
+        epsilon, delta = self.store.dp_spent(input_name)
         return Budget(epsilon, rules.epsilon, delta, rules.delta, rules.exact)
 
     def _pending(self, input_name: str, skip: str = "") -> Spend:
@@ -221,9 +223,9 @@ class ReleaseBook:
                 raise refusal
             return
         maximum = self.policy.rules(stored.name).max_releases
-        records = self.store.releases(stored.name, stored.version)
-        if sum(1 for r in records if r.counted) >= maximum and not might_be_implied(
-                aggregate, parameter, participants, [Query.from_json(r.query) for r in records], stored.is_scalar):
+        records = self.store.distinct_releases(stored.name, stored.version)
+        if sum(1 for _, counted in records if counted) >= maximum and not might_be_implied(
+                aggregate, parameter, participants, [Query.from_json(q) for q, _ in records], stored.is_scalar):
             probe = Query(aggregate, parameter, tuple(sorted(participants)), ())
             raise budget_spent(self.node, stored.name, stored.version, maximum, probe.describe())
 
@@ -240,7 +242,8 @@ class ReleaseBook:
                 raise refusal
             self._spending[session_id] = (stored.name, spend)
             return
-        recorded = [(Query.from_json(r.query), r.counted) for r in self.store.releases(stored.name, stored.version)]
+        recorded = [(Query.from_json(q), counted) for q, counted in self.store.distinct_releases(stored.name,
+                                                                                               stored.version)]
         queries = [q for q, _ in recorded]
         if implied_by(query, queries, stored.is_scalar) is None:
             slots: list[Query] = []    # distinct pending queries that no recorded release implies
@@ -264,8 +267,8 @@ class ReleaseBook:
             return self._record_private(session_id, stored, query, spend)
         maximum = self.policy.rules(stored.name).max_releases
 
-        def check(recorded: Sequence[ReleaseRecord]) -> tuple[bool, str]:
-            return decide(query, [(Query.from_json(r.query), r.counted) for r in recorded], max_releases=maximum,
+        def check(recorded: Sequence[tuple[str, bool]]) -> tuple[bool, str]:
+            return decide(query, [(Query.from_json(q), counted) for q, counted in recorded], max_releases=maximum,
                           scalar=stored.is_scalar, node=self.node, input_name=stored.name, version=stored.version)
 
         described = self.store.record_release(session_id, stored.name, stored.version, query.to_json(), check)
@@ -275,14 +278,14 @@ class ReleaseBook:
     def _record_private(self, session_id: str, stored: StoredInput, query: Query, spend: Spend) -> str:
         rules = self.policy.rules(stored.name)
 
-        def afford(recorded: Sequence[ReleaseRecord]) -> None:
-            epsilon, delta = _spent(recorded)
+        def afford(spent: Spend) -> None:
+            epsilon, delta = spent
             refusal = overspent(self.node, stored.name, Budget(epsilon, rules.epsilon, delta, rules.delta, rules.exact),
                                 spend, query=query.describe())
             if refusal is not None:
                 raise refusal
 
-        def decide(recorded: Sequence[ReleaseRecord]) -> tuple[bool, str]:
+        def decide(recorded: Sequence[tuple[str, bool]]) -> tuple[bool, str]:
             return False, (f"{query.describe()}: differentially private, spends epsilon {spend[0]} and delta "
                            f"{spend[1]} of {stored.name!r}")
 

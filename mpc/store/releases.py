@@ -53,18 +53,45 @@ class ReleasesMixin(StoreBase):
                               None if e is None else Decimal(e), None if d is None else Decimal(d))
                 for q, a, sid, n, v, j, c, e, d in rows]
 
+    def distinct_releases(self, input_name: str, version: int) -> list[tuple[str, bool]]:
+        """The distinct queries an input version took part in, in order of their first release, each
+        with whether it counted against the version's budget. A repeated query adds a row to the
+        log but nothing here, so deciding on the next release does not slow down as the log grows."""
+        with self._reading() as reader:
+            return self._distinct(reader, input_name, version)
+
+    @staticmethod
+    def _distinct(conn: sqlite3.Connection, input_name: str, version: int) -> list[tuple[str, bool]]:
+        rows = conn.execute("SELECT query, MAX(counted) FROM releases WHERE input_name = ? AND version = ? "
+                            "GROUP BY query ORDER BY MIN(seq)", (input_name, version)).fetchall()
+        return [(str(q), bool(c)) for q, c in rows]
+
+    def dp_spent(self, input_name: str) -> tuple[Decimal, Decimal]:
+        """What the differentially private releases of an input (all versions) spent: exact (epsilon, delta)."""
+        with self._reading() as reader:
+            return self._dp_spent(reader, input_name)
+
+    @staticmethod
+    def _dp_spent(conn: sqlite3.Connection, input_name: str) -> tuple[Decimal, Decimal]:
+        epsilon = delta = Decimal(0)
+        for e, d in conn.execute("SELECT epsilon, delta FROM releases WHERE input_name = ? AND epsilon IS NOT NULL",
+                                 (input_name,)):
+            epsilon += Decimal(e)
+            delta += Decimal(d or 0)
+        return epsilon, delta
+
     def record_release(self, session_id: str, input_name: str, version: int, query: str,
-                       decide: Callable[[list[ReleaseRecord]], tuple[bool, str]], *,
+                       decide: Callable[[list[tuple[str, bool]]], tuple[bool, str]], *,
                        spend: tuple[Decimal, Decimal] | None = None,
-                       afford: Callable[[list[ReleaseRecord]], None] | None = None) -> str:
+                       afford: Callable[[tuple[Decimal, Decimal]], None] | None = None) -> str:
         """Count a session's release against an input version's budget, atomically.
 
-        `decide` sees the version's earlier releases and returns (counted, description), or
-        raises (PolicyError) to refuse; the check and the insert share one transaction, so two
-        sessions cannot both take the last release. The audit log gets a "released" event with
-        the description in the same transaction. A differentially private release records its
-        `spend` (epsilon, delta); `afford` sees every earlier release of the input (all versions)
-        and raises to refuse, in the same transaction.
+        `decide` sees the version's distinct earlier queries (`distinct_releases`) and returns
+        (counted, description), or raises (PolicyError) to refuse; the check and the insert share
+        one transaction, so two sessions cannot both take the last release. The audit log gets a
+        "released" event with the description in the same transaction. A differentially private
+        release records its `spend` (epsilon, delta); `afford` sees what the input's earlier DP
+        releases spent (`dp_spent`, all versions) and raises to refuse, in the same transaction.
 
         Returns: the description. Raises: whatever `decide` or `afford` raise; StoreError for an unknown session.
         """
@@ -74,8 +101,8 @@ class ReleasesMixin(StoreBase):
             if row is None:
                 raise StoreError(f"no session {session_id!r} at this node")
             if afford is not None:
-                afford(self._releases(conn, input_name, None))
-            counted, description = decide(self._releases(conn, input_name, version))
+                afford(self._dp_spent(conn, input_name))
+            counted, description = decide(self._distinct(conn, input_name, version))
             now = _now()
             epsilon, delta = (None, None) if spend is None else (str(spend[0]), str(spend[1]))
             conn.execute("INSERT INTO releases (at, session_id, input_name, version, query, counted, epsilon, delta) "

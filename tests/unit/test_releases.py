@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mpc.config import Policy, Rules
 from mpc.errors import InputError, PolicyError
-from mpc.node.releases import Query, decide, implied_by, might_be_implied
+from mpc.node.releases import Query, ReleaseBook, decide, implied_by, might_be_implied
 from mpc.store import Store
 
 ALL = {"alice": 1, "bob": 1, "carlos": 1, "david": 1}
@@ -119,8 +120,8 @@ def test_two_sessions_cannot_both_take_the_last_release(tmp_path: Path) -> None:
     def attempt(session: str, threshold: int) -> None:
         query = q("vote", threshold)
 
-        def check(earlier: list[object]) -> tuple[bool, str]:
-            return decide(query, [(Query.from_json(r.query), r.counted) for r in earlier],  # type: ignore[attr-defined]
+        def check(earlier: list[tuple[str, bool]]) -> tuple[bool, str]:
+            return decide(query, [(Query.from_json(text), counted) for text, counted in earlier],
                           max_releases=1, scalar=True, node="alice", input_name="raise", version=1)
         start.wait()
         try:
@@ -292,8 +293,6 @@ def test_a_vote_reads_the_tally_kept_beside_the_ballots(tmp_path: Path) -> None:
 
 
 def test_release_book_reservations_hold_slots_but_never_make_a_release_free(tmp_path: Path) -> None:
-    from mpc.config import Policy
-    from mpc.node.releases import ReleaseBook
     with Store(tmp_path / "node.sqlite3") as store:
         store.put_input("b", np.array([1, 0, 1], dtype=np.int64), 0, False, ballots=True)
         stored = store.get_declared("b")[0]
@@ -311,3 +310,25 @@ def test_release_book_reservations_hold_slots_but_never_make_a_release_free(tmp_
         with pytest.raises(PolicyError, match=r"\(max_releases\)"):
             book.reserve("c" * 32, stored, q("vote", 7))
         assert [r.counted for r in store.releases("b", 1)] == [True, False]
+
+
+def test_repeats_add_log_rows_but_not_distinct_queries(tmp_path: Path) -> None:
+    """Deciding on a release reads the distinct queries of the version, in order of first release,
+    each counted once: a node that answered the same query ten thousand times decides as fast as
+    after the first, and as it did when it read every row."""
+    store = store_with_session(tmp_path)
+    book = ReleaseBook(store, "alice", Policy(defaults=Rules(max_releases=2)))
+    stored = store.get_input("raise")
+    sessions = [f"{i:032x}" for i in range(1, 8)]
+    queries = [q("sum"), q("sum"), q("vote", 3), q("sum"), q("average-records"), q("vote", 3), q("vote", 3)]
+    for session, query in zip(sessions, queries):
+        store.record_session(session, query.aggregate, "raise", list(ALL), "spiffe://mpc/coordinator/c")
+        book.reserve(session, stored, query)
+        book.record(session, stored, query)
+    assert [r.counted for r in store.releases("raise", 1)] == [True, False, True, False, False, False, False]
+    assert store.distinct_releases("raise", 1) == [(q("sum").to_json(), True), (q("vote", 3).to_json(), True),
+                                                    (q("average-records").to_json(), False)]
+    store.record_session("f" * 32, "vote", "raise", list(ALL), "spiffe://mpc/coordinator/c")
+    with pytest.raises(PolicyError, match="max_releases"):
+        book.reserve("f" * 32, stored, q("vote", 2))
+    store.close()
