@@ -184,16 +184,35 @@ def _budget(info: mpc_pb2.InputInfo) -> dict[str, Any] | None:
             "delta": str(d_budget), "exact_allowed": info.exact_allowed}
 
 
+def _relayed_evidence(prepared: dict[str, mpc_pb2.PrepareReply], nodes: Sequence[str]) -> dict[str, mpc_pb2.Evidence]:
+    """Every node's evidence, to relay untouched, when every pair of nodes named the same pair key
+    (the keyed path, mpc/protocols/pairing.py: no digest or seed between the nodes); else nothing."""
+    from mpc.errors import RemoteProtocolError
+    from mpc.protocols.pairing import keyed
+    from mpc.transport.evidence import evidence_from_wire
+    if not all(prepared[n].HasField("evidence") for n in nodes):
+        return {}
+    try:
+        parsed = {n: evidence_from_wire(prepared[n].evidence, f"node {n}") for n in nodes}
+    except RemoteProtocolError:
+        return {}   # a node that sends malformed evidence gets the unkeyed path (and checks digests itself)
+    return {n: prepared[n].evidence for n in nodes} if keyed(parsed, list(nodes)) else {}
+
+
 class Coordinator:
     """Runs computations over the nodes of a cluster file (use as an async context manager)."""
 
     def __init__(self, cluster: ClusterConfig, *, observer: ShareObserver | None = None,
-                 nodes: Sequence[str] | None = None, progress: ProgressCallback | None = None) -> None:
+                 nodes: Sequence[str] | None = None, progress: ProgressCallback | None = None,
+                 keyed: bool = True) -> None:
         """Args:
             observer: sees every share chunk received (tests).
             nodes: the participants (default: every node of the cluster file, in order).
             progress: called as a session advances (the nodes then also report how much they
                 have exchanged, about every 0.25 s).
+            keyed: take the keyed path (mpc/protocols/pairing.py) whenever every pair of nodes holds
+                the same pair key; False: always let the nodes exchange digests and seeds (benchmarks
+                compare the two; both are equally private).
         """
         me = cluster.require_coordinator()
         self.cluster = cluster
@@ -203,6 +222,7 @@ class Coordinator:
         self.channels = Channels(cluster, TlsMaterial.load(cluster.ca, me.cert, me.key))
         self.observer = observer
         self.progress = progress
+        self.keyed = keyed
 
     async def __aenter__(self) -> "Coordinator":
         return self
@@ -265,11 +285,13 @@ class Coordinator:
 
     async def _collect(self, session_id: str, name: str, frac_bits: int, length: int, versions: dict[str, int],
                        lengths: dict[str, int], total: Words, timeout: float, xor: bool,
-                       tracker: _Tracker | None) -> None:
+                       tracker: _Tracker | None, evidence: dict[str, mpc_pb2.Evidence]) -> None:
         """Stream one node's output share and add (or, for bit shares, XOR) it into `total`."""
+        from mpc.ring import words_from_bytes
         call = self._stub(name).Compute(mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=frac_bits,
                                                                length=length, progress=tracker is not None,
-                                                               input_versions=versions, lengths=lengths),
+                                                               input_versions=versions, lengths=lengths,
+                                                               evidence=evidence),
                                         timeout=timeout)
         expected = 0
         async for chunk in call:
@@ -370,9 +392,10 @@ class Coordinator:
             tracker.emit()
         # The nodes end the session at `timeout` themselves and say whom they waited for; our own
         # deadline comes a little later, so that their answer is what the caller sees.
+        evidence = _relayed_evidence(prepared, self.nodes) if self.keyed else {}
         await self._gather(session_id, {n: self._collect(session_id, n, frac_bits, length, versions, lengths, total,
                                                          timeout + COMPUTE_GRACE_S, protocol.combine == "xor",
-                                                         tracker)
+                                                         tracker, evidence)
                                         for n in self.nodes})
         return Opened(session_id, input_name, self.nodes, lengths, total, frac_bits,
                       all(r.is_scalar for r in prepared.values()))

@@ -44,6 +44,7 @@ from mpc.prg import Rng, SystemRng
 from mpc.events import Keep, Output, Send
 from mpc.ot.triples import OtSetups
 from mpc.protocols.agreement import STEP_DIGEST, AgreedParty, session_digest
+from mpc.protocols.pairing import Evidence, PairKey, PairKeys, check_evidence
 from mpc.protocols.catalogue import NAMES, Contributing, Declared, EngineArgs, Entry, describe_params, users
 from mpc.ring import Words
 from mpc.store import COUNTS_HIDDEN, InputInfo, Store, StoredInput, Transfer
@@ -90,6 +91,7 @@ class Prepared:
     frac_bits: int
     is_scalar: bool
     input_version: int
+    evidence: Evidence | None = None     # tags for the keyed path (mpc/protocols/pairing.py)
 
 
 @dataclass(eq=False)
@@ -121,6 +123,9 @@ class Session:
     received_bytes: int = 0
     identifiers: tuple[bytes, ...] = field(default=(), repr=False)   # a set's, read with its values
     spend: tuple[Decimal, Decimal] | None = None   # a DP release's (epsilon, delta) from the input's budget
+    described: dict[str, object] = field(default_factory=dict)   # the description's common part, at prepare
+    evidence: Evidence | None = None     # what this node reported at prepare for the keyed path
+    pair_keys: dict[str, PairKey] = field(default_factory=dict, repr=False)   # the keys it named, by peer
 
     def count_sent(self, kind: str, to: str, size: int) -> None:
         """Add one message of `size` bytes to the session's traffic record."""
@@ -161,6 +166,8 @@ class NodeCore:
         self.releases = ReleaseBook(store, me.name, me.policy)
         # OT setups with each peer, kept for the node's lifetime (newest last), by setup id.
         self.ot_setups = OtSetups(MAX_OT_SETUPS_PER_PEER)
+        # Pair keys with each peer, from the seeds of earlier sums (mpc/protocols/pairing.py).
+        self.pair_keys = PairKeys()
 
     # ---- coordinator side -------------------------------------------------------------
 
@@ -247,14 +254,31 @@ class NodeCore:
         timeout_s = min(timeout_s or self.cluster.session_timeout_s, MAX_SESSION_TIMEOUT_S)
         session = Session(session_id, protocol, params, tuple(participants), caller, stored, declared, length,
                           loop.time() + timeout_s, loop.create_future(), identifiers=identifiers, spend=spend)
+        session.described = {"session": session_id, "coordinator": caller.uri(), "protocol": protocol.name,
+                             "params": describe_params(params), "input": stored.name,
+                             "participants": list(participants)}
+        self._tag(session, frac_bits)
         self.store.record_session(session_id, protocol.name, input_name, participants, caller.uri())
         session.timer = loop.call_at(session.deadline, self._expire, session)
         self.sessions[session_id] = session
         log.info("session %s prepared: %s %s of %r (v%d) with %s", session_id, protocol.name,
-                 json.dumps(describe_params(params)), input_name, stored.version, ",".join(participants),
+                 json.dumps(session.described["params"]), input_name, stored.version, ",".join(participants),
                  extra={"session": session_id})
         return Prepared(session_id, name, length, frac_bits, stored.is_scalar or stored.kind in COUNTS_HIDDEN,
-                        stored.version)
+                        stored.version, session.evidence)
+
+    def _tag(self, session: Session, frac_bits: int) -> None:
+        """Tag what we prepared for every peer we hold a pair key with (the keyed path's evidence)."""
+        me = self.me.name
+        for peer in session.parties:
+            key = None if peer == me else self.pair_keys.newest(peer)
+            if key is not None:
+                session.pair_keys[peer] = key
+        evidence = Evidence(session.length, frac_bits, session.stored.version, {})
+        prepared = {**session.described, **evidence.shape()}
+        session.evidence = Evidence(evidence.length, evidence.frac_bits, evidence.input_version,
+                                    {peer: (key.key_id, key.tag(me, peer, prepared))
+                                     for peer, key in session.pair_keys.items()})
 
     def _check_load(self, caller: Identity) -> None:
         """Refuse a new session beyond the owner's limits on live sessions (in total, per coordinator)."""
@@ -320,7 +344,8 @@ class NodeCore:
         return spend
 
     async def compute(self, caller: Identity, session_id: str, frac_bits: int, length: int,
-                      versions: Mapping[str, int], lengths: Mapping[str, int]) -> Words:
+                      versions: Mapping[str, int], lengths: Mapping[str, int],
+                      evidence: Mapping[str, Evidence] | None = None) -> Words:
         """Run a prepared session and return this node's output share.
 
         The release is reserved in the input version's budget before this node's session digest
@@ -332,6 +357,9 @@ class NodeCore:
             length: words of each node's output share.
             versions: every participant's input version, as the nodes reported them at prepare.
             lengths: every participant's length, as the nodes reported them at prepare.
+            evidence: every participant's evidence from prepare, for the keyed path (agreement from
+                the relayed tags, masks from the pair keys: no digest or seed goes peer to peer);
+                empty or None: digests and seeds are exchanged.
         Returns: the output share (uniformly random on its own).
         Raises: UnknownSession/SessionClosed, AuthError if another coordinator asks,
         RoundMismatch if already running, InputError if the declared bounds could overflow at
@@ -382,10 +410,10 @@ class NodeCore:
         loop = asyncio.get_running_loop()
         try:
             protocol.admit(params, session.declared, len(session.parties), frac_bits)
-            digest = session_digest({
-                "session": session_id, "coordinator": caller.uri(), "protocol": protocol.name,
-                "params": describe_params(params), "input": stored.name, "participants": list(session.parties),
-                "frac_bits": frac_bits, "lengths": ordered, "versions": dict(sorted(versions.items()))})
+            if evidence:
+                self._check_keyed(session, frac_bits, ordered, versions, evidence)
+            digest = session_digest({**session.described, "frac_bits": frac_bits, "lengths": ordered,
+                                     "versions": dict(sorted(versions.items()))})
             variant, parameter = protocol.release(params)
             session.query = Query.of(variant, parameter, versions)
             # Reserve the release now, before our digest goes out: a node whose budget refuses
@@ -397,12 +425,15 @@ class NodeCore:
             contribution = await asyncio.to_thread(protocol.contribution, params, Contributing(
                 session.declared, stored.values, stored.tally, frac_bits, len(session.parties), offset,
                 sum(ordered.values()), self.rng, session.identifiers))
+            masks = None if not evidence else {p: k.mask_key(session_id, digest) for p, k in session.pair_keys.items()}
             inner = protocol.engine(params, EngineArgs(session_id, me, session.parties, words, self.rng,
-                                                       self.ot_setups, ordered))
+                                                       self.ot_setups, ordered, mask_seeds=masks,
+                                                       on_seed=self._keep_pair_key))
             async with session.lock:
                 if self.sessions.get(session_id) is not session:   # aborted while we waited for the lock
                     raise SessionClosed(f"session {session_id} ended at node {me} before it started")
-                engine = AgreedParty(inner, session_id, me, session.parties, lambda: self._release(session))
+                engine = AgreedParty(inner, session_id, me, session.parties, lambda: self._release(session),
+                                     agreed=bool(evidence))
                 session.engine = engine
                 if engine.is_slow("start"):   # e.g. hashing a set to the curve: off the event loop
                     self._dispatch(session, await asyncio.to_thread(engine.start, contribution, digest))
@@ -447,6 +478,36 @@ class NodeCore:
             raise
         self._finish(session, "done", "")
         return share
+
+    def _check_keyed(self, session: Session, frac_bits: int, lengths: Mapping[str, int], versions: Mapping[str, int],
+                     evidence: Mapping[str, Evidence]) -> None:
+        """The keyed path's agreement: every peer's tag matches our description and its reported
+        shape, and the coordinator's lengths, versions and scale are the ones the nodes reported.
+
+        Raises: RemoteProtocolError naming the peer or the quantity that differs.
+        """
+        sid, me = session.session_id, self.me.name
+        if set(evidence) != set(session.parties):
+            raise RemoteProtocolError(f"session {sid}: the coordinator's evidence is not from exactly the participants")
+        missing = sorted(set(session.parties) - {me} - set(session.pair_keys))
+        if missing:
+            raise RemoteProtocolError(f"session {sid}: node {me} named no pair key with {', '.join(missing)} at "
+                                      f"prepare; this session cannot be keyed")
+        mine = session.evidence
+        if mine is None or evidence[me].shape() != mine.shape():
+            raise RemoteProtocolError(f"session {sid}: the coordinator's evidence misstates what node {me} prepared")
+        for p, e in evidence.items():
+            if e.length != lengths.get(p) or e.input_version != versions.get(p):
+                raise RemoteProtocolError(f"session {sid}: the coordinator's length or input version for node {p} "
+                                          f"is not the one node {p} reported")
+        if frac_bits != max(e.frac_bits for e in evidence.values()):
+            raise RemoteProtocolError(f"session {sid}: scale of {frac_bits} fractional bits is not the largest "
+                                      f"the nodes reported")
+        check_evidence(me, session.pair_keys, session.described, evidence, sid)
+
+    def _keep_pair_key(self, peer: str, seed: bytes) -> None:
+        """Keep the pair key of a seed a sum sent to or took from `peer` (engines may call from a worker thread)."""
+        self.pair_keys.add(PairKey.from_seed(peer, seed))
 
     def _release(self, session: Session) -> None:
         """Record this session's release: called once every peer has agreed on the session (so every

@@ -37,6 +37,7 @@ from mpc.node.core import NodeCore
 from mpc.pki import Identity
 from mpc.protocols.catalogue import BY_WIRE_ID, ParamValue, params_from_wire
 from mpc.ring import words_to_bytes
+from mpc.transport.evidence import MAX_TAGS, evidence_from_wire, evidence_to_wire
 from mpc.transport.tls import CHUNK_BYTES, caller_identity
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
@@ -195,16 +196,19 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
         except MpcError as exc:
             await _abort(context, exc)
         return mpc_pb2.PrepareReply(session_id=p.session_id, node=p.node, length=p.length,
-                                    frac_bits=p.frac_bits, is_scalar=p.is_scalar, input_version=p.input_version)
+                                    frac_bits=p.frac_bits, is_scalar=p.is_scalar, input_version=p.input_version,
+                                    evidence=evidence_to_wire(p.evidence))
 
     async def Compute(self, request: mpc_pb2.ComputeRequest,
                       context: grpc.aio.ServicerContext) -> AsyncIterator[mpc_pb2.ShareChunk]:
         """Run the session and stream this node's output share in 1 MiB chunks."""
         try:
             caller = _require(context, "coordinator", "Control.Compute")
+            evidence = {node: evidence_from_wire(e, f"the evidence of node {quoted(node, 40)}")
+                        for node, e in list(request.evidence.items())[:MAX_TAGS + 1]}
             task = asyncio.ensure_future(
                 self.core.compute(caller, request.session_id, request.frac_bits, request.length,
-                                  dict(request.input_versions), dict(request.lengths)))
+                                  dict(request.input_versions), dict(request.lengths), evidence))
             # If we are cancelled just as it fails, its exception is still taken (not logged as lost).
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
             try:

@@ -12,6 +12,10 @@ value-dependent has left. All parties of a protocol instance must share its sess
 identifier and the description of its inputs, as in Canetti's UC framework ("Universally
 Composable Security", FOCS 2001: the session id every party of an instance agrees on); here the
 check is explicit because the coordinator that hands out the description is not trusted.
+
+When every pair of nodes holds a pair key, the same check is made before the engine starts, from
+tags the coordinator relays (mpc/protocols/pairing.py): the node then builds this wrapper with
+`agreed=True`, and no digest is exchanged.
 """
 
 from __future__ import annotations
@@ -43,11 +47,13 @@ class AgreedParty:
     """Wraps an engine: exchanges description digests and holds value-dependent events until all agree."""
 
     def __init__(self, inner: Engine, session_id: str, me: str, parties: Sequence[str],
-                 on_agreed: Callable[[], None] | None = None) -> None:
+                 on_agreed: Callable[[], None] | None = None, *, agreed: bool = False) -> None:
         """Args:
             on_agreed: called once, when every digest has arrived and matched, just before what was
                 held is released; if it raises, the error propagates and nothing is released (the
                 node counts the release against its owner's budget here).
+            agreed: the caller has already checked every peer's description (from the tags the
+                coordinator relayed): no digest is sent or accepted, and on_agreed is called at start.
         """
         self.inner = inner
         self._on_agreed = on_agreed
@@ -59,6 +65,7 @@ class AgreedParty:
         self._held: list[Send | Output] = []
         self._agreed = False
         self.failure: RemoteProtocolError | None = None   # set by start when an early digest differs
+        self._checked = agreed
 
     @property
     def length(self) -> int:
@@ -100,6 +107,9 @@ class AgreedParty:
         if len(digest) != DIGEST_BYTES:
             raise LocalProtocolError(f"session {self.session_id}: a digest has {DIGEST_BYTES} bytes")
         self._digest = digest
+        if self._checked:   # agreed at prepare: no digest goes out, none is awaited
+            self._theirs = {p: digest for p in self.peers}
+            return self._filter(self.inner.start(contribution))
         events: list[Send | Output] = [Send(p, STEP_DIGEST, digest) for p in self.peers]
         for peer, theirs in self._theirs.items():
             try:
@@ -120,6 +130,9 @@ class AgreedParty:
             return self._filter(self.inner.receive(sender, step, payload))
         if sender not in self.peers:
             raise RemoteProtocolError(f"session {self.session_id}: {sender!r} is not a peer of {self.me!r}")
+        if self._checked:
+            raise RoundMismatch(f"session {self.session_id}: a session digest from {sender!r}, but this session's "
+                                f"descriptions were checked from the coordinator's relayed tags")
         if sender in self._theirs:
             raise RoundMismatch(f"session {self.session_id}: second session digest from {sender!r}")
         if len(payload) != DIGEST_BYTES:

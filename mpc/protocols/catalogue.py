@@ -16,10 +16,11 @@ and the release query the owner's budget counts (mpc/node/releases.py).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -207,8 +208,9 @@ class PluralityParams(Private):
     winner_only: bool = False
 
 
+@functools.cache
 def _field_types(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    return typing.get_type_hints(cls)   # resolved once per parameter class (it evaluates annotations)
 
 
 def params_from_wire(entry: "Entry[Any]", raw: Mapping[str, ParamValue]) -> Any:
@@ -281,6 +283,9 @@ class EngineArgs:
     rng: Rng
     setups: OtSetups
     lengths: Mapping[str, int] = dataclasses.field(default_factory=dict)   # every participant's, from prepare
+    # A keyed session (mpc/protocols/pairing.py): the sum's mask seed with each peer; else None.
+    mask_seeds: Mapping[str, bytes] | None = dataclasses.field(default=None, repr=False)
+    on_seed: Callable[[str, bytes], None] | None = None   # told of each sum seed sent or received
 
 
 P = TypeVar("P")
@@ -462,7 +467,8 @@ class Entry(Generic[P]):
         if noise is not None and not noise.local:
             return _program_engine(args, joint_noise(noise.coins, self.noised(params, args.length)), summed=True,
                                    prefix="dp")
-        return _SumEngine(args.session_id, args.me, args.parties, args.length, args.rng)
+        return _SumEngine(args.session_id, args.me, args.parties, args.length, args.rng, mask_seeds=args.mask_seeds,
+                          on_seed=args.on_seed)
 
     def decode(self, params: P, opened: Opened) -> Result:
         """The coordinator's result from the combined output shares."""
@@ -484,7 +490,8 @@ def users(kind: str) -> list[str]:
 
 def _program_engine(args: EngineArgs, program: Any, *, summed: bool, prefix: str) -> ComputeParty:
     return ComputeParty(args.session_id, args.me, args.parties, args.length, program, args.rng, args.setups,
-                        summed=summed, prefix=prefix)
+                        summed=summed, prefix=prefix, mask_seeds=args.mask_seeds if summed else None,
+                        on_seed=args.on_seed)
 
 
 def _check_private_sum(noise: Noise, declared: Declared, records: int, parties: int) -> None:
@@ -637,7 +644,7 @@ class VoteEntry(Entry[VoteParams]):
         # "At least half" compares 2T - N with 0; an explicit threshold K compares T with K.
         k = 0 if params.threshold is None else params.threshold
         return ThresholdParty(args.session_id, args.me, args.parties, args.length, k, args.rng, args.setups,
-                              COMPARE_BITS)
+                              COMPARE_BITS, mask_seeds=args.mask_seeds, on_seed=args.on_seed)
 
     def decode(self, params: VoteParams, opened: Opened) -> Result:
         rule = ("at least half of the ballots cast" if params.threshold is None
@@ -670,7 +677,7 @@ class ThresholdEntry(Entry[ThresholdParams]):
 
     def engine(self, params: ThresholdParams, args: EngineArgs) -> Engine:
         return ThresholdParty(args.session_id, args.me, args.parties, args.length, params.threshold, args.rng,
-                              args.setups, COMPARE_BITS)
+                              args.setups, COMPARE_BITS, mask_seeds=args.mask_seeds, on_seed=args.on_seed)
 
     def decode(self, params: ThresholdParams, opened: Opened) -> Result:
         return ThresholdResult(opened.session_id, opened.input_name, opened.nodes, params.threshold,

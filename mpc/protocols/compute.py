@@ -22,7 +22,7 @@ agree on the session). Messages for a piece that does not exist yet are kept unt
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -64,7 +64,8 @@ class ComputeParty:
 
     def __init__(self, session_id: str, me: str, parties: Sequence[str], length: int, factory: ProgramFactory,
                  rng: Rng, setups: OtSetups, *, summed: bool = True, prefix: str = "run",
-                 hello: str = STEP_HELLO) -> None:
+                 hello: str = STEP_HELLO, mask_seeds: Mapping[str, bytes] | None = None,
+                 on_seed: Callable[[str, bytes], None] | None = None) -> None:
         """Args:
             length: words of this party's contribution (the same at every party).
             factory: builds the program from a Context and this party's input share.
@@ -72,6 +73,8 @@ class ComputeParty:
             summed: the input is the secure sum of the contributions (else each contribution
                 is its owner's additive share as it is).
             prefix: the program's step prefix.
+            mask_seeds, on_seed: for the secure sum of the inputs (mpc/protocols/sum.py): a keyed
+                session's mask seed with each peer; told of each seed sent or received.
         """
         if me not in parties or len(set(parties)) != len(parties) or len(parties) < 2:
             raise LocalProtocolError(f"session {session_id}: {me!r} among parties {list(parties)}: a program needs "
@@ -94,7 +97,8 @@ class ComputeParty:
                                       if self.plan.arith_triples or self.plan.dabits else ())
         self._program_steps = frozenset(f"{prefix}/{label}" for label, _ in self.plan.rounds)
         self._known = {p: setups.known(p) for p in self.peers}
-        self._sum = SecureSumParty(session_id, me, parties, length, rng) if summed else None
+        self._sum = SecureSumParty(session_id, me, parties, length, rng, mask_seeds=mask_seeds,
+                                   on_seed=on_seed) if summed else None
         self._hellos: dict[str, set[bytes]] = {}
         self._chosen: dict[str, PairwiseOt] = {}
         self._setup: PairwiseOtSetup | None = None

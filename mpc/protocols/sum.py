@@ -12,12 +12,16 @@ so sum_i y_i = sum_i x_i, and the y_i of any set that misses at least one honest
 uniform given the sum. The y_i form an additive sharing of the total held by the nodes, which
 is where a vote's comparison starts. Each seed serves one session and one purpose (the PRG
 key is HKDF(seed, "sum/mask/" + session id)); the coordinator never sees a seed.
+
+Both ends also keep a pair key derived from the seed (`on_seed`, mpc/protocols/pairing.py). A
+later session between them may then be *keyed*: `mask_seeds` gives, per peer, a seed both derive
+from their pair key, the session id and the session digest, and the sum sends no message at all.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -40,7 +44,15 @@ class SecureSumParty:
     # parties have agreed on the session (mpc/protocols/agreement.py); the output share may not.
     value_free_steps: tuple[str, ...] = ("sum/",)
 
-    def __init__(self, session_id: str, me: str, parties: Sequence[str], length: int, rng: Rng) -> None:
+    def __init__(self, session_id: str, me: str, parties: Sequence[str], length: int, rng: Rng, *,
+                 mask_seeds: Mapping[str, bytes] | None = None,
+                 on_seed: Callable[[str, bytes], None] | None = None) -> None:
+        """Args:
+            mask_seeds: keyed sessions: the 16-byte mask seed shared with each peer (every peer);
+                no seed is sent or expected then.
+            on_seed: told (peer, seed) of every seed this party sends or receives, so that the
+                node may keep the pair key derived from it.
+        """
         if me not in parties:
             raise LocalProtocolError(f"session {session_id}: {me!r} is not among the parties {list(parties)}")
         if len(set(parties)) != len(parties):
@@ -53,8 +65,18 @@ class SecureSumParty:
         self.length = length
         self._rng = rng
         index = self.parties.index(me)
-        self._lower = frozenset(self.parties[:index])   # they send us seeds
-        self._higher = self.parties[index + 1:]          # we send them seeds
+        self._mask_seeds = dict(mask_seeds) if mask_seeds is not None else None
+        if self._mask_seeds is not None:
+            missing = [p for p in self.parties if p != me and len(self._mask_seeds.get(p, b"")) != SEED_BYTES]
+            if missing:
+                raise LocalProtocolError(f"session {session_id}: a keyed sum needs a {SEED_BYTES}-byte mask seed "
+                                         f"with every peer; none for {missing}")
+        self._on_seed = on_seed
+        self.keyed = keyed = self._mask_seeds is not None
+        self._lower = frozenset(() if keyed else self.parties[:index])   # they send us seeds
+        self._higher = () if keyed else self.parties[index + 1:]         # we send them seeds
+        self._before = self.parties[:index]
+        self._after = self.parties[index + 1:]
         self._purpose = b"sum/mask/" + session_id.encode()
         self._seeds: dict[str, bytes] = {}
         self._masked: Words | None = None
@@ -90,10 +112,18 @@ class SecureSumParty:
         self._started = True
         y = np.array(contribution, dtype=np.uint64, copy=True)
         events: list[Send | Output] = []
+        if self._mask_seeds is not None:   # keyed: masks from the pair keys, nothing to send
+            for peer in self._after:
+                y += prg_words(self._mask_seeds[peer], self.length, self._purpose)
+            for peer in self._before:
+                y -= prg_words(self._mask_seeds[peer], self.length, self._purpose)
+            self._mask_seeds = None
         for peer in self._higher:
             seed = self._rng.random_bytes(SEED_BYTES)
             y += prg_words(seed, self.length, self._purpose)
             events.append(Send(peer, STEP_SEED, _SEED_MSG.pack(seed, self.length)))
+            if self._on_seed is not None:
+                self._on_seed(peer, seed)
         for seed in self._seeds.values():
             y -= prg_words(seed, self.length, self._purpose)
         self._masked = y
@@ -110,7 +140,8 @@ class SecureSumParty:
         if step != STEP_SEED:
             raise RoundMismatch(f"session {self.session_id}: expected step {STEP_SEED!r}, got {step!r} from {sender!r}")
         if sender not in self._lower:
-            raise RemoteProtocolError(f"session {self.session_id}: {sender!r} does not send a seed to {self.me!r}")
+            why = " (a keyed session sends no seeds)" if self.keyed else ""
+            raise RemoteProtocolError(f"session {self.session_id}: {sender!r} does not send a seed to {self.me!r}{why}")
         if sender in self._seeds or self._done:
             raise RoundMismatch(f"session {self.session_id}: seed from {sender!r} already received (replay?)")
         if len(payload) != _SEED_MSG.size:
@@ -121,6 +152,8 @@ class SecureSumParty:
             raise RemoteProtocolError(f"session {self.session_id}: {sender!r} contributes {length} words, "
                                       f"{self.me!r} contributes {self.length}")
         self._seeds[sender] = seed
+        if self._on_seed is not None:
+            self._on_seed(sender, seed)
         if self._masked is not None:
             self._masked -= prg_words(seed, self.length, self._purpose)
         return self._maybe_output()

@@ -12,7 +12,7 @@ threshold K a node contributes t_i and k = K.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from mpc.ot.triples import OtSetups
 from mpc.prg import Rng
@@ -28,6 +28,8 @@ class ThresholdParty(ComputeParty):
     """One party of [sum of contributions >= k], elementwise over `length` values."""
 
     def __init__(self, session_id: str, me: str, parties: Sequence[str], length: int, threshold: int,
-                 rng: Rng, setups: OtSetups, ell: int = DEFAULT_ELL) -> None:
+                 rng: Rng, setups: OtSetups, ell: int = DEFAULT_ELL, *,
+                 mask_seeds: Mapping[str, bytes] | None = None,
+                 on_seed: Callable[[str, bytes], None] | None = None) -> None:
         super().__init__(session_id, me, parties, length, lambda ctx, x: at_least(ctx, "", x, threshold, ell),
-                         rng, setups, summed=True, prefix="cmp")
+                         rng, setups, summed=True, prefix="cmp", mask_seeds=mask_seeds, on_seed=on_seed)

@@ -48,23 +48,52 @@ class PrepareRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., protocol: _Optional[int] = ..., input_name: _Optional[str] = ..., participants: _Optional[_Iterable[str]] = ..., timeout_ms: _Optional[int] = ..., params: _Optional[_Mapping[str, Param]] = ...) -> None: ...
 
 class PrepareReply(_message.Message):
-    __slots__ = ("session_id", "node", "length", "frac_bits", "is_scalar", "input_version")
+    __slots__ = ("session_id", "node", "length", "frac_bits", "is_scalar", "input_version", "evidence")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
     IS_SCALAR_FIELD_NUMBER: _ClassVar[int]
     INPUT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     node: str
     length: int
     frac_bits: int
     is_scalar: bool
     input_version: int
-    def __init__(self, session_id: _Optional[str] = ..., node: _Optional[str] = ..., length: _Optional[int] = ..., frac_bits: _Optional[int] = ..., is_scalar: _Optional[bool] = ..., input_version: _Optional[int] = ...) -> None: ...
+    evidence: Evidence
+    def __init__(self, session_id: _Optional[str] = ..., node: _Optional[str] = ..., length: _Optional[int] = ..., frac_bits: _Optional[int] = ..., is_scalar: _Optional[bool] = ..., input_version: _Optional[int] = ..., evidence: _Optional[_Union[Evidence, _Mapping]] = ...) -> None: ...
+
+class Evidence(_message.Message):
+    __slots__ = ("length", "frac_bits", "input_version", "tags")
+    class TagsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: PairTag
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[PairTag, _Mapping]] = ...) -> None: ...
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    length: int
+    frac_bits: int
+    input_version: int
+    tags: _containers.MessageMap[str, PairTag]
+    def __init__(self, length: _Optional[int] = ..., frac_bits: _Optional[int] = ..., input_version: _Optional[int] = ..., tags: _Optional[_Mapping[str, PairTag]] = ...) -> None: ...
+
+class PairTag(_message.Message):
+    __slots__ = ("key_id", "tag")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    TAG_FIELD_NUMBER: _ClassVar[int]
+    key_id: bytes
+    tag: bytes
+    def __init__(self, key_id: _Optional[bytes] = ..., tag: _Optional[bytes] = ...) -> None: ...
 
 class ComputeRequest(_message.Message):
-    __slots__ = ("session_id", "frac_bits", "length", "progress", "input_versions", "lengths")
+    __slots__ = ("session_id", "frac_bits", "length", "progress", "input_versions", "lengths", "evidence")
     class InputVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -79,19 +108,28 @@ class ComputeRequest(_message.Message):
         key: str
         value: int
         def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    class EvidenceEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Evidence
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Evidence, _Mapping]] = ...) -> None: ...
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
     INPUT_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     LENGTHS_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     frac_bits: int
     length: int
     progress: bool
     input_versions: _containers.ScalarMap[str, int]
     lengths: _containers.ScalarMap[str, int]
-    def __init__(self, session_id: _Optional[str] = ..., frac_bits: _Optional[int] = ..., length: _Optional[int] = ..., progress: _Optional[bool] = ..., input_versions: _Optional[_Mapping[str, int]] = ..., lengths: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    evidence: _containers.MessageMap[str, Evidence]
+    def __init__(self, session_id: _Optional[str] = ..., frac_bits: _Optional[int] = ..., length: _Optional[int] = ..., progress: _Optional[bool] = ..., input_versions: _Optional[_Mapping[str, int]] = ..., lengths: _Optional[_Mapping[str, int]] = ..., evidence: _Optional[_Mapping[str, Evidence]] = ...) -> None: ...
 
 class Progress(_message.Message):
     __slots__ = ("peer_bytes_sent", "peer_bytes_received", "peer_messages")

@@ -190,8 +190,8 @@ class Env:
         """Run one scenario on the cluster's loop (bounded)."""
         return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
-    def coordinator(self) -> Coordinator:
-        return Coordinator(self.lc.cluster, observer=self.views.observe)
+    def coordinator(self, *, keyed: bool = True) -> Coordinator:
+        return Coordinator(self.lc.cluster, observer=self.views.observe, keyed=keyed)
 
     def received(self, node: str, session: str) -> list[tuple[str, str, bytes]]:
         return [(s, st, p) for sid, s, st, p in self.lc.recorder.received.get(node, []) if sid == session]
@@ -888,21 +888,23 @@ def distinctive() -> int:
             return v
 
 
-def expected_view(receiver: str, parties: Sequence[str], dabits: int) -> dict[tuple[str, str], int]:
+def expected_view(receiver: str, parties: Sequence[str], dabits: int, keyed: bool = False) -> dict[tuple[str, str], int]:
     """(sender, step) -> payload bytes of every message `receiver` gets in a joint-noise DP sum whose OT
     setups already exist (mpc/protocols/compute.py; PROTOCOLS.md §1, §8, §10), hellos aside: the digest of
     the session description from every peer; a seed from every earlier party (the masked sum of the
     contributions); the IKNP message of every peer that chooses OTs (all but the first party: one per
     daBit); from every peer the corrections of the receiver's own fold (all but the first party: one word
-    per daBit). No triples, and no opening: the noise is never opened."""
+    per daBit). No triples, and no opening: the noise is never opened. A keyed session (mpc/protocols/pairing.py)
+    has neither digests nor seeds: the rest is the same."""
     me = parties.index(receiver)
     iknp = 16 + KAPPA * (-(-dabits // KAPPA) * KAPPA) // 8
     out = {}
     for k, sender in enumerate(parties):
         if sender == receiver:
             continue
-        out[(sender, STEP_DIGEST)] = DIGEST_BYTES
-        if k < me:
+        if not keyed:
+            out[(sender, STEP_DIGEST)] = DIGEST_BYTES
+        if k < me and not keyed:
             out[(sender, STEP_SEED)] = 24
         if k >= 1:
             out[(sender, ARITH_U)] = iknp
@@ -911,19 +913,21 @@ def expected_view(receiver: str, parties: Sequence[str], dabits: int) -> dict[tu
     return out
 
 
-def test_a_dp_session_shows_each_party_only_what_the_protocol_fixes(env: Env) -> None:
+@pytest.mark.parametrize("keyed", [False, True], ids=["unkeyed", "keyed"])
+def test_a_dp_session_shows_each_party_only_what_the_protocol_fixes(env: Env, keyed: bool) -> None:
     secret = {n: [distinctive() for _ in range(VIEW_LENGTH)] for n in TRIO}
     bounds = (0, (1 << 62) - 1)
-    put_everywhere(env, "secret", secret, bounds=bounds)
-    put_everywhere(env, "warm", {n: [1] for n in TRIO}, scalar=True, bounds=(0, 1))
+    secret_name, warm_name = f"secret_{'keyed' if keyed else 'unkeyed'}", f"warm_{'keyed' if keyed else 'unkeyed'}"
+    put_everywhere(env, secret_name, secret, bounds=bounds)
+    put_everywhere(env, warm_name, {n: [1] for n in TRIO}, scalar=True, bounds=(0, 1))
     e, sens = sum_unit([bounds])
     assert (e, sens) == (58, 16)
     coins = dp.calibrate(VIEW_PRIVACY.epsilon, VIEW_PRIVACY.delta, sens)
 
     async def go() -> Any:
-        async with env.coordinator() as c:
-            await c.sum("warm", privacy=VIEW_PRIVACY)      # OT setups for every pair, if none are left
-            return await c.sum("secret", privacy=VIEW_PRIVACY)
+        async with env.coordinator(keyed=keyed) as c:
+            await c.sum(warm_name, privacy=VIEW_PRIVACY)   # OT setups and pair keys for every pair, if none are left
+            return await c.sum(secret_name, privacy=VIEW_PRIVACY)
     r = env.run(go())
     session = r.session_id
     assert r.noise == expected_report(VIEW_PRIVACY.epsilon, VIEW_PRIVACY.delta, "joint", sens, 2.0 ** e)
@@ -938,12 +942,12 @@ def test_a_dp_session_shows_each_party_only_what_the_protocol_fixes(env: Env) ->
         assert all(len(p) % SETUP_ID_BYTES == 0 and 0 < len(p) <= 8 * SETUP_ID_BYTES for _, p in hellos), hellos
         rest = {(s, st): len(p) for s, st, p in got if st != STEP_HELLO}
         assert len(rest) == len(got) - len(hellos), "a message came twice"
-        assert rest == expected_view(node, TRIO, coins * VIEW_LENGTH), (node, sorted(rest.items()))
+        assert rest == expected_view(node, TRIO, coins * VIEW_LENGTH, keyed), (node, sorted(rest.items()))
         digests |= {p for _, st, p in got if st == STEP_DIGEST}
         for sender, step, payload in got:
             for (owner, i), needle in needles.items():
                 assert needle not in payload, f"{owner}'s value {i} in {step} from {sender} to {node}"
-    assert len(digests) == 1                              # the public session description, the same everywhere
+    assert len(digests) == (0 if keyed else 1)            # the public session description, the same everywhere
 
     # What the coordinator received: one share per node, each uniform alone, none holding an input;
     # their sum is the noisy output and nothing else.

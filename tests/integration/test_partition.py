@@ -15,7 +15,9 @@ never sends a packet. The partition is a pair of blackhole routes (alice's names
 goes to bob, bob's what goes to alice), so no firewall package is needed; the coordinator
 still reaches all three nodes.
 
-What it shows: `mpc sum` fails within the session timeout plus slack, with a message that names
+What it shows: a keyed sum (the nodes hold pair keys from an earlier one) needs no traffic between
+the nodes and still works; once alice restarts (her pair keys are in memory only), `mpc sum` is
+unkeyed and fails within the session timeout plus slack, with a message that names
 who could not reach whom; nothing is revealed (stdout holds no number, stderr none of the
 inputs or the sum); `mpc status` still shows the three nodes up; and once the routes are gone
 the same sum succeeds.
@@ -172,6 +174,14 @@ def test_partitioned_nodes_fail_the_session_clearly_and_recover(lab: Lab) -> Non
     assert ok.returncode == 0 and ok.stdout.strip() == str(total), show(ok)
 
     lab.partition("alice", "bob", on=True)
+    # The nodes hold pair keys from the sum above: a keyed sum sends nothing between them, so the
+    # partition does not touch it.
+    keyed, _ = lab.mpc("sum", "x")
+    assert keyed.returncode == 0 and keyed.stdout.strip() == str(total), show(keyed)
+    # A restarted alice has forgotten her pair keys: the next sum is unkeyed, its digests and seeds
+    # go peer to peer, and alice and bob cannot reach each other.
+    assert not lab.net.stop("alice"), "alice did not stop cleanly"
+    lab.start("alice")
     failed, took = lab.mpc("sum", "x", timeout=SESSION_TIMEOUT_S + SLACK_S + CMD_TIMEOUT)
     assert failed.returncode == 1, show(failed)
     assert took < SESSION_TIMEOUT_S + SLACK_S, f"took {took:.1f} s\n{show(failed)}"
@@ -180,10 +190,11 @@ def test_partitioned_nodes_fail_the_session_clearly_and_recover(lab: Lab) -> Non
     # Who could not reach whom. Every node sends its session digest to every other ("agree/digest")
     # and alice's seed goes to bob (sum parties send seeds to later parties): nothing passes between
     # alice and bob, so each fails waiting for (or sending to) the other. The message has one part
-    # per failed node, alice's naming bob and bob's naming alice; carlos, who got everything he
-    # needed from both, is not in it.
+    # per failed node, alice's naming bob and bob's naming alice (the restarted alice's new channel
+    # to bob fails at once, so the session may be aborted before bob's own deadline: then only
+    # alice's part is there); carlos, who got everything he needed from both, is not in it.
     parts = failure_parts(failed.stderr)
-    assert set(parts) == {"alice", "bob"}, show(failed)
+    assert "alice" in parts and set(parts) <= {"alice", "bob"}, show(failed)
     names_the_other = {
         "alice": (r"alice -> node bob at \S+ is unreachable", r"node alice could not deliver to bob in time",
                   r"alice -> node bob at \S+ did not answer in time", r"node alice timed out waiting for bob",

@@ -2,7 +2,9 @@
 
 Real node servers (grpc.aio, mutual TLS, SQLite) on loopback. The harness records every
 peer message a node accepts (after authentication, before the protocol engine sees it) and
-the coordinator's observer sees every output-share chunk it receives. From those views:
+the coordinator's observer sees every output-share chunk it receives. These sessions are all
+unkeyed (`Coordinator(keyed=False)`: digests and seeds peer to peer, as every first session
+between nodes is); tests/integration/test_keyed.py checks the keyed path's views. From those views:
 
 - no raw input encoding of any party appears anywhere in what a node or the coordinator
   receives, over many sessions of fresh random inputs;
@@ -212,7 +214,7 @@ def test_no_party_receives_another_partys_input(tmp_path: Path, n: int) -> None:
             opened: list[str] = []
             all_seeds: list[bytes] = []
             all_digests: set[bytes] = set()
-            async with Coordinator(lc.cluster, observer=views.observe) as c:
+            async with Coordinator(lc.cluster, observer=views.observe, keyed=False) as c:
                 for k in range(sessions):
                     length = 1 + k % 5            # scalars and vectors of up to 5 words
                     inputs = random_inputs(n, length)
@@ -284,7 +286,7 @@ def test_shares_and_coalition_views_are_uniform(tmp_path: Path) -> None:
                 # The constant lies beyond the default bounds (+-2^31 - 1): declared ones that fit.
                 lc.put(name, "v", np.full(length, constant, dtype=np.int64), bounds=(0, constant))
             opened: list[str] = []
-            async with Coordinator(lc.cluster, observer=views.observe) as c:
+            async with Coordinator(lc.cluster, observer=views.observe, keyed=False) as c:
                 for _ in range(sessions):
                     o = await c.open(entry("sum"), NoParams(), "v")
                     assert np.array_equal(o.words, np.full(length, 3 * constant, dtype=np.uint64))
@@ -337,7 +339,7 @@ def test_seeds_are_uniform(tmp_path: Path) -> None:
             for name in parties:
                 lc.put(name, "s", [1], scalar=True)
             opened: list[str] = []
-            async with Coordinator(lc.cluster) as c:
+            async with Coordinator(lc.cluster, keyed=False) as c:
                 for _ in range(sessions):
                     result = await c.sum("s")
                     assert result.value == n

@@ -176,8 +176,8 @@ class Env:
         """Run one scenario on the cluster's loop (bounded)."""
         return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
-    def coordinator(self, nodes: Sequence[str] | None = TRIO) -> Coordinator:
-        return Coordinator(self.lc.cluster, observer=self.views.observe, nodes=nodes)
+    def coordinator(self, nodes: Sequence[str] | None = TRIO, *, keyed: bool = True) -> Coordinator:
+        return Coordinator(self.lc.cluster, observer=self.views.observe, nodes=nodes, keyed=keyed)
 
     def received(self, node: str, session: str) -> list[tuple[str, str, bytes]]:
         return [(s, st, p) for sid, s, st, p in self.lc.recorder.received.get(node, []) if sid == session]
@@ -455,15 +455,18 @@ def test_privacy_of_200_votes(env: Env) -> None:
     big_t, big_n = tally("poll", TRIO)
     assert (big_t, big_n) == (6, 9)
 
-    async def go() -> list[str]:
-        ids = []
-        async with env.coordinator(TRIO) as c:
-            for _ in range(sessions):
-                result = await c.vote("poll")
+    async def go() -> tuple[list[str], set[str]]:
+        # Every other session keyed (mpc/protocols/pairing.py: no digest, no seed between the nodes).
+        ids, keyed = [], set()
+        async with env.coordinator(TRIO) as c, env.coordinator(TRIO, keyed=False) as unkeyed:
+            for i in range(sessions):
+                result = await (c if i % 2 else unkeyed).vote("poll")
                 assert result.passed
                 ids.append(result.session_id)
-        return ids
-    env.privacy = env.run(go(), timeout=300)
+                if i % 2:
+                    keyed.add(result.session_id)
+        return ids, keyed
+    env.privacy, keyed = env.run(go(), timeout=300)
     assert len(set(env.privacy)) == sessions
 
     raw = {node: vector(BALLOTS["poll"][node]) for node in TRIO}
@@ -498,8 +501,13 @@ def test_privacy_of_200_votes(env: Env) -> None:
                 mine = [st for s, st, _ in got if s == peer]
                 assert [mine.count(x) for x in (STEP_HELLO, "triples/u", "triples/t")] == [1, 1, 1], mine
                 assert any(st.startswith("cmp/") for st in mine)
-            # sum seeds come from the earlier parties only (PROTOCOLS.md §1)
-            assert sorted(s for s, st, _ in got if st == "sum/seed") == sorted(TRIO[:TRIO.index(node)])
+            # sum seeds come from the earlier parties only (PROTOCOLS.md §1), and a digest from every
+            # peer; a keyed session has neither
+            unkeyed = session not in keyed
+            assert sorted(s for s, st, _ in got if st == "sum/seed") == sorted(TRIO[:TRIO.index(node)] if unkeyed
+                                                                               else ())
+            assert sorted(s for s, st, _ in got if st == "agree/digest") == sorted(set(TRIO) - {node} if unkeyed
+                                                                                   else ())
             for sender, step, payload in got:
                 for owner, encoding in raw.items():
                     if owner != node:

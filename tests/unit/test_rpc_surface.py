@@ -65,6 +65,18 @@ EXPECTED: dict[str, tuple[str, str, str, list[str]]] = {
         "is_scalar: bool",      # public shape
         "input_version: uint64",  # public: which stored version takes part (it keys the release budget
                                   # and enters the session description the nodes agree on)
+        # The keyed path's evidence (mpc/protocols/pairing.py): the same public shape again, and per peer
+        # the public id of a pair key (an HKDF output of a seed the coordinator never saw) and an
+        # HMAC-SHA256 tag, under a key the coordinator never holds, over the public session description.
+        "evidence: message mpc.v1.Evidence",
+        "evidence.length: uint64",
+        "evidence.frac_bits: uint32",
+        "evidence.input_version: uint64",
+        "evidence.tags[]: message mpc.v1.Evidence.TagsEntry",
+        "evidence.tags[].key: string",
+        "evidence.tags[].value: message mpc.v1.PairTag",
+        "evidence.tags[].value.key_id: bytes",
+        "evidence.tags[].value.tag: bytes",
     ]),
     "mpc.v1.Control/Compute": ("mpc.v1.ComputeRequest", "unary -> stream", "mpc.v1.ShareChunk", [
         "session_id: string",   # echo
@@ -154,6 +166,20 @@ EXPECTED_REQUESTS: dict[str, list[str]] = {
                                                                    # the digest, so a lie about another node's
                                                                    # length fails agreement (an auction of fewer
                                                                    # than two bids is refused before that)
+        # Every node's evidence from prepare, relayed: each node checks every peer's tag for it against its
+        # own description and that the lengths, versions and scale above are the ones the nodes reported;
+        # any difference (or a tag the coordinator forged) fails the session before anything is shared.
+        "evidence[]: message mpc.v1.ComputeRequest.EvidenceEntry",
+        "evidence[].key: string",
+        "evidence[].value: message mpc.v1.Evidence",
+        "evidence[].value.length: uint64",
+        "evidence[].value.frac_bits: uint32",
+        "evidence[].value.input_version: uint64",
+        "evidence[].value.tags[]: message mpc.v1.Evidence.TagsEntry",
+        "evidence[].value.tags[].key: string",
+        "evidence[].value.tags[].value: message mpc.v1.PairTag",
+        "evidence[].value.tags[].value.key_id: bytes",
+        "evidence[].value.tags[].value.tag: bytes",
     ],
     "mpc.v1.Control/Abort": [
         "session_id: string",   # only the coordinator that prepared the session may abort it
@@ -231,7 +257,12 @@ EXPECTED_HEALTH: dict[str, tuple[str, str, str, list[str]]] = {
 }
 
 # The only response fields that carry bytes of a computation: each must be an output share.
-EXPECTED_BYTES_FIELDS = {"mpc.v1.Control/Compute": ["words"]}
+EXPECTED_BYTES_FIELDS = {
+    "mpc.v1.Control/Compute": ["words"],
+    # Exactly 16 and 32 bytes per peer (mpc/transport/evidence.py refuses any other size): a key id and
+    # an HMAC tag over the public session description, never a value (tests/integration/test_keyed.py).
+    "mpc.v1.Control/Prepare": ["evidence.tags[].value.key_id", "evidence.tags[].value.tag"],
+}
 
 
 # ---- walking the descriptors -------------------------------------------------------------------
@@ -330,11 +361,12 @@ def test_only_compute_returns_bytes_and_they_are_the_output_share() -> None:
     byte_fields = {rpc: [f.split(":")[0] for f in fields if f.endswith(": bytes")]
                    for rpc, (_, _, _, fields) in surface(list(mpc_pb2.DESCRIPTOR.services_by_name.values())).items()}
     assert {rpc: f for rpc, f in byte_fields.items() if f} == EXPECTED_BYTES_FIELDS
-    # A repeated number could carry a vector just as well: the only repeated response field
-    # is the list of InputInfo (names and shapes) in Status.
+    # A repeated number could carry a vector just as well: the only repeated response fields are
+    # the list of InputInfo (names and shapes) in Status and the keyed path's tags, one per peer.
     repeated = [(rpc, f) for rpc, (_, _, _, fields) in EXPECTED.items() for f in fields
                 if f.split(":")[0].endswith("[]")]
-    assert repeated == [("mpc.v1.Control/Status", "inputs[]: message mpc.v1.InputInfo")]
+    assert repeated == [("mpc.v1.Control/Prepare", "evidence.tags[]: message mpc.v1.Evidence.TagsEntry"),
+                        ("mpc.v1.Control/Status", "inputs[]: message mpc.v1.InputInfo")]
 
 
 # ---- Status of a running node never holds a stored value ----------------------------------------

@@ -1,0 +1,187 @@
+"""Pairwise keys: agreement and masks without a round of peer messages (PROTOCOLS.md §1).
+
+The first secure sum between two nodes sends a fresh seed s from the earlier party to the later
+one over their mutually authenticated channel (mpc/protocols/sum.py). Both then keep the pair key
+K = HKDF(s, "pair-key") for the nodes' lifetime (in memory: a restart forgets it, and the next
+session between them sends a seed again), named by its public id HKDF(s, "pair-key-id").
+
+A later session uses K twice, without any message between the two nodes:
+
+- **Agreement** (DESIGN.md §9: every participant checks that all others prepared the same session
+  description before anything value-dependent leaves). At prepare, node i returns to the
+  coordinator, for every peer j, the id of its newest key with j and the tag
+  HMAC-SHA256(K_ij', description as i prepared it, from i to j), K_ij' = HKDF(K_ij, "prepared").
+  The coordinator forwards every node's evidence to every node with the compute request. Node j
+  recomputes each peer's tag from its *own* description and the peer's reported length, scale and
+  input version, and refuses on any difference. The coordinator relays the tags but cannot forge
+  or alter one without K_ij, which it never holds; the tag names sender and recipient, so it
+  cannot be reflected, and the session id, which a node never accepts twice, so it cannot be
+  replayed. This is the agreement the digests exchanged peer to peer give (mpc/protocols/agreement.py),
+  with the coordinator as an untrusted courier; it is the authenticated-relay pattern of
+  Bonawitz et al., CCS 2017, §4 (messages between users go through the server, authenticated).
+- **Masks**: the pairwise one-time pads of the sum are PRG(HKDF(K_ij, "sum/mask/" + session id +
+  session digest)) instead of PRG of a fresh seed (Bonawitz et al. §3: masks from pairwise shared
+  keys; PROTOCOLS.md §1: "both derive it with HKDF from a pairwise key and the session id").
+  A node never takes part in a session id twice (its store refuses a reused one), so a mask is
+  never reused; the session digest binds the mask to the description the nodes agreed on.
+
+The coordinator uses the keyed path only when, for every pair, both nodes named the same key;
+otherwise the session runs as before (digests and seeds peer to peer) and leaves new keys behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from mpc.errors import LocalProtocolError, RemoteProtocolError
+from mpc.prg import SEED_BYTES, derive_key
+
+KEY_ID_BYTES = 16
+TAG_BYTES = 32
+MAX_KEYS_PER_PEER = 4
+
+
+@dataclass(frozen=True, slots=True)
+class PairKey:
+    """A key this node shares with one peer: the key itself (secret) and its public id."""
+
+    peer: str
+    key: bytes
+    key_id: bytes
+    tag_key: bytes = field(default=b"", compare=False)   # HKDF(key, "prepared"), derived once
+
+    def __post_init__(self) -> None:
+        if not self.tag_key:
+            object.__setattr__(self, "tag_key", derive_key(self.key, b"prepared"))
+
+    def __repr__(self) -> str:
+        return f"PairKey(peer={self.peer!r}, id={self.key_id.hex()[:8]}…, <key redacted>)"
+
+    @classmethod
+    def from_seed(cls, peer: str, seed: bytes) -> PairKey:
+        """The pair key both ends derive from a seed one of them sent the other.
+
+        Raises: ValueError if the seed is not 16 bytes.
+        """
+        return cls(peer, derive_key(seed, b"pair-key"), derive_key(seed, b"pair-key-id"))
+
+    def mask_key(self, session_id: str, digest: bytes) -> bytes:
+        """The 16-byte PRG seed of this pair's masks in one session (its description's digest bound in).
+
+        Returns: a seed for mpc.prg.prg_words (used with the engine's own purpose label).
+        """
+        return derive_key(self.key, b"session/" + session_id.encode() + b"/" + digest)
+
+    def tag(self, sender: str, recipient: str, prepared: Mapping[str, object]) -> bytes:
+        """HMAC-SHA256 of what `sender` prepared, for `recipient`, under this pair's tag key.
+
+        Returns: 32 bytes.
+        """
+        text = json.dumps({"from": sender, "to": recipient, "prepared": prepared}, sort_keys=True,
+                          separators=(",", ":"), ensure_ascii=True)
+        return hmac.new(self.tag_key, b"mpc/v1/prepared\0" + text.encode(), hashlib.sha256).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """What one node reports at prepare for the keyed path: its public shape, and per peer the id of
+    the key and the tag over its prepared description (see the module docstring)."""
+
+    length: int
+    frac_bits: int
+    input_version: int
+    tags: Mapping[str, tuple[bytes, bytes]]   # peer -> (key id, tag)
+
+    def shape(self) -> dict[str, object]:
+        """The node's own part of the tagged description."""
+        return {"length": self.length, "frac_bits": self.frac_bits, "version": self.input_version}
+
+
+def keyed(evidence: Mapping[str, Evidence], parties: tuple[str, ...] | list[str]) -> bool:
+    """Whether every pair of `parties` named the same key, so the session may take the keyed path.
+
+    Returns: True only if every party's evidence has a tag for every other party, each under the
+    key id its peer used for it.
+    """
+    for a in parties:
+        mine = evidence.get(a)
+        if mine is None:
+            return False
+        for b in parties:
+            if b == a:
+                continue
+            theirs = evidence.get(b)
+            if theirs is None or b not in mine.tags or a not in theirs.tags:
+                return False
+            if mine.tags[b][0] != theirs.tags[a][0]:
+                return False
+    return True
+
+
+def check_evidence(me: str, keys: Mapping[str, PairKey], prepared: Mapping[str, object],
+                   evidence: Mapping[str, Evidence], session_id: str) -> None:
+    """Check every peer's tag for us against our own description and the peer's reported shape.
+
+    Args:
+        keys: the pair key we named for each peer at prepare.
+        prepared: the common part of the description as we prepared it.
+        evidence: every participant's evidence, as the coordinator forwarded it.
+    Raises: RemoteProtocolError naming the peer whose description differs (or whose evidence was
+    altered on the way), or whose key is not the one we named.
+    """
+    for peer, key in keys.items():
+        theirs = evidence.get(peer)
+        entry = None if theirs is None else theirs.tags.get(me)
+        if theirs is None or entry is None:
+            raise RemoteProtocolError(f"session {session_id}: the coordinator forwarded no evidence from node {peer} "
+                                      f"for node {me}; nothing that depends on an input was sent")
+        key_id, tag = entry
+        if not hmac.compare_digest(key_id, key.key_id):
+            raise RemoteProtocolError(f"session {session_id}: node {peer} tagged its description under another pair "
+                                      f"key than node {me} holds with it; nothing that depends on an input was sent")
+        expected = key.tag(peer, me, {**prepared, **theirs.shape()})
+        if len(tag) != TAG_BYTES or not hmac.compare_digest(tag, expected):
+            raise RemoteProtocolError(
+                f"session {session_id}: node {peer} prepared a different session description than node {me} "
+                f"(protocol, parameters, input name, participants, its scale, length or input version differ, or "
+                f"the coordinator altered its evidence); nothing that depends on an input was sent")
+
+
+class PairKeys:
+    """The pair keys a node holds with each peer, newest last, at most `per_peer` each (thread-safe:
+    engines may run in worker threads)."""
+
+    def __init__(self, per_peer: int = MAX_KEYS_PER_PEER) -> None:
+        if per_peer < 1:
+            raise LocalProtocolError(f"a pair-key registry keeps at least one key per peer, got {per_peer}")
+        self.per_peer = per_peer
+        self._keys: dict[str, OrderedDict[bytes, PairKey]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, key: PairKey) -> None:
+        """Keep a new key with its peer (the oldest beyond `per_peer` is forgotten)."""
+        if len(key.key) != SEED_BYTES or len(key.key_id) != KEY_ID_BYTES:
+            raise LocalProtocolError("a pair key and its id are 16 bytes each")
+        with self._lock:
+            held = self._keys.setdefault(key.peer, OrderedDict())
+            held.pop(key.key_id, None)
+            held[key.key_id] = key
+            while len(held) > self.per_peer:
+                held.popitem(last=False)
+
+    def newest(self, peer: str) -> PairKey | None:
+        """The newest key held with `peer`, if any."""
+        with self._lock:
+            held = self._keys.get(peer)
+            return next(reversed(held.values())) if held else None
+
+    def forget(self, peer: str) -> None:
+        """Drop every key held with `peer`."""
+        with self._lock:
+            self._keys.pop(peer, None)
