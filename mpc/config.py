@@ -18,9 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mpc.errors import ConfigError
-from mpc.protocols.catalogue import HALF, NAMES
-
-PROTOCOL_NAMES = NAMES   # every protocol of the catalogue (mpc/protocols/catalogue.py)
+from mpc.protocols.names import HALF, PROTOCOL_NAMES   # numpy-free: `mpc health` loads this file quickly
 DEFAULT_MIN_PARTICIPANTS = 3
 # Across sessions (DESIGN.md §9): by default an input version takes part in one distinct query,
 # over every node of the owner's own cluster file. Both defeat the differencing and the
@@ -57,6 +55,15 @@ class Rules:
         if self.participants == "cluster":
             return frozenset(cluster_nodes)
         return frozenset(self.participants)
+# What an input declares it is (mpc/store/inputs.py stores it). Each kind but "number" is made for
+# one protocol, which alone may use it unless the owner's policy names it for another (`allow`):
+# ballots (0/1) for a yes/no vote, options (indices 0..K-1) for a plurality vote, a net-demand curve
+# for a clearing price, bids for an auction, a set of identifiers (each with an associated integer
+# value, 0 if none) for a private set intersection. A vote's and a plurality's count is never shown;
+# a curve never increases; a set's size is public, as a number input's length is.
+KINDS = ("number", "ballots", "options", "curve", "bids", "set")
+COUNTS_HIDDEN = ("ballots", "options")   # kinds whose number of values is shown nowhere
+
 # The shapes of names, declared once: the store, the config and the node's checks of a request use these.
 NODE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
 INPUT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z", re.ASCII)

@@ -7,7 +7,6 @@ cannot wrap, so that bound is checked before anything is shared.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -15,6 +14,9 @@ from fractions import Fraction
 import numpy as np
 
 from mpc.errors import InputError
+# Decoding is pure Python (mpc/fixedpoint.py), re-exported here beside the encoding.
+from mpc.fixedpoint import decode_ratio as decode_ratio
+from mpc.fixedpoint import decode_value as decode_value
 from mpc.ring import Signed
 
 DEFAULT_FRAC_BITS = 16
@@ -164,21 +166,3 @@ def exact_local_sum(values: Signed, what: str) -> int:
     return total
 
 
-def decode_value(w: int, frac_bits: int) -> int | float:
-    """Decode one signed fixed-point integer.
-
-    Returns: an int when frac_bits is 0 (exact), else the nearest float.
-    """
-    if frac_bits == 0:
-        return w
-    return float(Fraction(w, 1 << frac_bits))
-
-
-def decode_ratio(total: int, count: int, frac_bits: int) -> float:
-    """Decode total / (count * 2^f) with a single rounding, for averages.
-
-    Returns: the nearest float, or NaN when count is 0.
-    """
-    if count == 0:
-        return math.nan
-    return float(Fraction(total, count << frac_bits))

@@ -33,15 +33,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal, TypeAlias
-
-from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typing import TYPE_CHECKING, Literal, TypeAlias
 
 from mpc.errors import AuthError, ConfigError
+
+# `cryptography` is imported by the functions that read or make certificates, not here: the
+# identity names (identity_dns_name, Identity) are all that dialling a node needs, and
+# `mpc health` should not pay for loading X.509 support it does not use.
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 __all__ = [
     "COORDINATOR_URI_PREFIX", "IDENTITY_DNS_SUFFIX", "NODE_URI_PREFIX", "Identity", "PrivateKey",
@@ -61,7 +62,7 @@ CA_KEY_FILE = "ca.key"
 
 # A CA key: make_ca makes EC P-256; load_ca also takes RSA (both sign with SHA-256, which
 # every TLS stack gRPC uses accepts).
-PrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+PrivateKey: TypeAlias = "ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey"
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _DNS_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
@@ -133,6 +134,7 @@ def identity_from_pem(cert_pem: bytes) -> Identity:
     Returns the one Identity the certificate names.
     Raises AuthError if the PEM does not parse or it names no mpc identity or more than one.
     """
+    from cryptography import x509
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
     except (ValueError, TypeError) as exc:
@@ -155,6 +157,7 @@ def identity_from_pem(cert_pem: bytes) -> Identity:
 
 def cert_not_after(cert_pem: bytes) -> datetime:
     """Returns the certificate's notAfter (aware, UTC). Raises ConfigError if unreadable."""
+    from cryptography import x509
     try:
         cert = x509.load_pem_x509_certificate(cert_pem)
     except (ValueError, TypeError) as exc:
@@ -205,6 +208,7 @@ def _make_dir(directory: Path) -> None:
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     """Returns the key as unencrypted PKCS#8 PEM."""
+    from cryptography.hazmat.primitives import serialization
     fmt = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8
     return key.private_bytes(*fmt, serialization.NoEncryption())
 
@@ -224,6 +228,7 @@ def _utc(when: datetime) -> datetime:
 
 def _key_usage(**enabled: bool) -> x509.KeyUsage:
     """Returns a KeyUsage with only the named bits set."""
+    from cryptography import x509
     bits = (
         "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
         "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only",
@@ -242,6 +247,10 @@ def make_ca(
     Returns (cert_path, key_path).
     Raises ConfigError if ``ca.key`` or ``ca.pem`` already exists or a file cannot be written.
     """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
     _check_days(days)
     if not common_name or len(common_name) > 64:
         raise ConfigError(f"CA common name must be 1-64 characters, got {common_name!r}")
@@ -280,6 +289,10 @@ def load_ca(directory: Path) -> tuple[x509.Certificate, PrivateKey]:
     Returns (certificate, private key).
     Raises ConfigError naming the file that is missing, unreadable, not a CA, or not matching.
     """
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
     directory = Path(directory)
     cert_path, key_path = directory / CA_CERT_FILE, directory / CA_KEY_FILE
     cert_pem, key_pem = _read(cert_path), _read(key_path)
@@ -327,6 +340,7 @@ def _file_stem(identity: Identity) -> str:
 
 def _host_san(host: str) -> x509.GeneralName:
     """Returns an IPAddress SAN for an IP literal, else a DNSName SAN. Raises ConfigError."""
+    from cryptography import x509
     if not isinstance(host, str):
         raise ConfigError(f"host must be a string, got {host!r}")
     try:
@@ -392,6 +406,10 @@ def issue(
     Returns (cert_path, key_path).
     Raises ConfigError for a bad host, validity or CA, or a file that cannot be written.
     """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
     if not isinstance(identity, Identity):
         raise ConfigError(f"issue() needs an Identity, got {type(identity).__name__}")
     if isinstance(hosts, str):  # a bare string would become one SAN per character

@@ -7,9 +7,10 @@ One dataclass per kind of result, each with `as_dict` for `--json`; the protocol
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from mpc.dp import NoiseReport
+if TYPE_CHECKING:   # mpc.dp imports numpy, which `mpc status` does without
+    from mpc.dp import NoiseReport
 
 Number = int | float
 

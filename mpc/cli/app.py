@@ -1,4 +1,12 @@
-"""`mpc` entry point: builds the parser from the subcommand modules, maps errors to exit codes."""
+"""`mpc` entry point: builds the parser from the subcommand modules, maps errors to exit codes.
+
+Every command, `mpc --version` included, imports all the subcommand modules to build the parser.
+So they import only the standard library and light mpc modules at the top, and each command
+imports what it runs (asyncio, grpc, numpy, cryptography, the coordinator, the node) in its own
+function: `mpc --version` and `mpc --help` load none of these, `mpc health` no numpy (checked by
+tests/unit/test_startup.py). Help text that needs a heavy module is filled in when shown
+(mpc/cli/helptext.py).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +17,7 @@ from collections.abc import Sequence
 
 from mpc import __version__, logs
 from mpc.cli import audit, certs, compute, demo, inputs, node
+from mpc.cli.helptext import MpcParser
 from mpc.errors import MpcError
 
 EXIT_ERROR = 1
@@ -17,7 +26,7 @@ EXIT_INTERRUPTED = 130
 
 def build_parser() -> argparse.ArgumentParser:
     """The full `mpc` argument parser."""
-    parser = argparse.ArgumentParser(
+    parser = MpcParser(
         prog="mpc", description="Secure multiparty computation: party daemons and a coordinator CLI.")
     parser.add_argument("--version", action="version", version=f"mpc {__version__}")
     parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"],

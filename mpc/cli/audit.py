@@ -11,10 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import re
+from typing import TYPE_CHECKING
 
 from mpc.cli.inputs import add_store_arguments, open_store
 from mpc.errors import ConfigError
-from mpc.store import AuditEntry
+
+if TYPE_CHECKING:
+    from mpc.store import AuditEntry
 
 SPIFFE = "spiffe://mpc/"
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}(T\d{2}(:\d{2}(:\d{2}(\.\d+)?)?)?)?\Z")

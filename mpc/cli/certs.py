@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from mpc.errors import ConfigError
-from mpc.pki import init_cluster_certs
 
 
 def _node_spec(text: str) -> tuple[str, list[str]]:
@@ -35,6 +34,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run_init(args: argparse.Namespace) -> int:
     """Issue the certificates and list what was written."""
+    from mpc.pki import init_cluster_certs   # here: it loads cryptography (see mpc/cli/app.py)
+
     if not args.node:
         raise ConfigError("name at least one node with --node NAME[=HOST,...]")
     nodes = dict(_node_spec(s) for s in args.node)

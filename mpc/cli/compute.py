@@ -3,33 +3,34 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
+from mpc.cli.helptext import when_shown
 from mpc.cli.inputs import NEGATIVE_NUMBERS
 from mpc.cli.progress import TerminalProgress
-from mpc.config import load_cluster
-from mpc.dp import NoiseReport
 from mpc.errors import InputError
-from mpc.coordinator.client import (
-    AuctionResult,
-    AverageResult,
-    DEFAULT_DELTA,
-    ClearingResult,
-    Coordinator,
-    HistogramResult,
-    InputStatus,
-    IntersectionResult,
-    NodeStatus,
-    PluralityResult,
-    Privacy,
-    SumResult,
-    ThresholdResult,
-    VoteResult,
-)
+
+# The coordinator (grpc, numpy) is imported by the commands that run it (see mpc/cli/app.py).
+if TYPE_CHECKING:
+    from mpc.coordinator.client import (
+        AuctionResult,
+        AverageResult,
+        ClearingResult,
+        Coordinator,
+        HistogramResult,
+        InputStatus,
+        IntersectionResult,
+        NodeStatus,
+        PluralityResult,
+        Privacy,
+        SumResult,
+        ThresholdResult,
+        VoteResult,
+    )
+    from mpc.dp import NoiseReport
 
 T = TypeVar("T")
 
@@ -43,8 +44,13 @@ def _private(p: argparse.ArgumentParser, what: str) -> None:
     g = p.add_argument_group("differential privacy", f"release {what} with binomial noise made inside MPC; it "
                                                      f"spends from each owner's budget of the input (mpc budget)")
     g.add_argument("--epsilon", type=_real, default=None, metavar="E", help="privacy loss per release, 0 < E <= 10")
-    g.add_argument("--delta", type=_real, default=None, metavar="D",
-                   help=f"failure probability, 0 < D < 1 (default {DEFAULT_DELTA:g})")
+    delta = g.add_argument("--delta", type=_real, default=None, metavar="D")
+
+    def delta_help() -> None:
+        from mpc.coordinator.client import DEFAULT_DELTA
+        delta.help = f"failure probability, 0 < D < 1 (default {DEFAULT_DELTA:g})"
+
+    when_shown(p, delta_help)
     g.add_argument("--noise", choices=("joint", "local"), default="joint",
                    help="joint (default): one noise made by all nodes together, as a trusted curator's; local: "
                         "each node adds its own full noise (faster for long vectors, n times the variance)")
@@ -55,6 +61,8 @@ def _privacy(args: argparse.Namespace) -> Privacy | None:
         if args.delta is not None or args.noise != "joint":
             raise SystemExit(f"mpc {args.command}: --delta and --noise need --epsilon")
         return None
+    from mpc.coordinator.client import DEFAULT_DELTA, Privacy
+
     privacy = Privacy(args.epsilon, DEFAULT_DELTA if args.delta is None else args.delta, args.noise)
     try:
         privacy.check()
@@ -193,6 +201,11 @@ def _integers(text: str) -> list[int]:
 
 
 def _with_coordinator(args: argparse.Namespace, job: Callable[[Coordinator], Awaitable[T]]) -> T:
+    import asyncio
+
+    from mpc.config import load_cluster
+    from mpc.coordinator.client import Coordinator
+
     cluster = load_cluster(args.cluster)
     show = None
     if args.command != "status" and TerminalProgress.wanted(args.json):
@@ -391,6 +404,11 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_budget(args: argparse.Namespace) -> int:
     """Print one node's DP budget per input; exit 1 if the node is down or unknown."""
+    import asyncio
+
+    from mpc.config import load_cluster
+    from mpc.coordinator.client import Coordinator
+
     cluster = load_cluster(args.cluster)
     if args.node not in cluster.nodes:
         raise SystemExit(f"mpc budget: no node {args.node!r} in the cluster file (nodes: {', '.join(cluster.nodes)})")

@@ -10,16 +10,7 @@ first- and second-price auction, prints them, and stops every process it started
 from __future__ import annotations
 
 import argparse
-import asyncio
-import shutil
-import tempfile
 from pathlib import Path
-
-from mpc.config import load_cluster
-from mpc.coordinator.client import Coordinator, Privacy
-from mpc.inputs import put_values
-from mpc.localcluster import NodeProcesses, write_local_cluster
-from mpc.store import Store
 
 RAISES = {"alice": "3800", "bob": "2514", "carlos": "2982", "david": "3390"}
 # A referendum: each node holds the ballots of its own voters (1 = for).
@@ -47,6 +38,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo end to end."""
+    import shutil
+    import tempfile
+
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="mpc-demo-"))
     try:
         return _demo(workdir)
@@ -56,6 +50,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _demo(workdir: Path) -> int:
+    # Imported here, not at the top, as they are slow to import (see mpc/cli/app.py).
+    import asyncio
+
+    from mpc.config import load_cluster
+    from mpc.coordinator.client import Coordinator, Privacy
+    from mpc.inputs import put_values
+    from mpc.localcluster import NodeProcesses, write_local_cluster
+    from mpc.store import Store
+
     names = list(RAISES)
     cluster_file = write_local_cluster(workdir, names,
                                        policies={n: REFERENDUM_POLICY.format(name=n) for n in names})

@@ -6,12 +6,15 @@ import argparse
 import json
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from mpc.config import load_cluster
+from mpc.cli.helptext import when_shown
 from mpc.errors import ConfigError
-from mpc.encoding import decode_value
-from mpc.inputs import IDENTIFIER_RULES, parse_bounds, put_csv, put_set_csv, put_values
-from mpc.store import FILE_NAME, InputInfo, Store
+
+# The store, the encoding and mpc.inputs (numpy) are imported by the commands that use them
+# (see mpc/cli/app.py).
+if TYPE_CHECKING:
+    from mpc.store import InputInfo, Store
 
 
 def open_store(args: argparse.Namespace, *, must_exist: bool = False) -> Store:
@@ -23,6 +26,9 @@ def open_store(args: argparse.Namespace, *, must_exist: bool = False) -> Store:
     Raises: ConfigError if neither is given, the node has no data_dir, or (must_exist) there
     is no store there; StoreError.
     """
+    from mpc.config import load_cluster
+    from mpc.store import FILE_NAME, Store
+
     if args.data_dir is not None:
         data_dir = args.data_dir
     elif args.node is None:
@@ -85,13 +91,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_store_arguments(put)
     put.set_defaults(run=run_put)
     ps = isub.add_parser(
-        "put-set", help="store a set of identifiers (with optional integer values) for `mpc intersect`",
-        description="Reads the identifiers of one CSV column, each optionally with an integer value from another. "
-                    f"Identifiers are normalised by one rule, which every node of an intersection must use: by "
-                    f"default {IDENTIFIER_RULES['exact']}; with --casefold, {IDENTIFIER_RULES['casefold']}. "
-                    f"Blank cells, identifiers empty after normalisation, longer than 256 bytes or containing a "
-                    f"control character, and duplicates (unless merged) are refused, naming the line. The set's "
-                    f"size is public, as an input's length is; its identifiers are never shown.")
+        "put-set", help="store a set of identifiers (with optional integer values) for `mpc intersect`")
+
+    def put_set_description() -> None:
+        from mpc.inputs import IDENTIFIER_RULES
+        ps.description = (
+            "Reads the identifiers of one CSV column, each optionally with an integer value from another. "
+            f"Identifiers are normalised by one rule, which every node of an intersection must use: by "
+            f"default {IDENTIFIER_RULES['exact']}; with --casefold, {IDENTIFIER_RULES['casefold']}. "
+            f"Blank cells, identifiers empty after normalisation, longer than 256 bytes or containing a "
+            f"control character, and duplicates (unless merged) are refused, naming the line. The set's "
+            f"size is public, as an input's length is; its identifiers are never shown.")
+
+    when_shown(ps, put_set_description)
     ps.add_argument("name", help="input name, e.g. patients")
     ps.add_argument("--csv", type=Path, required=True, help="the CSV file (with a header row)")
     ps.add_argument("--column", required=True, help="the identifiers' column: header name or 1-based number")
@@ -121,6 +133,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run_put(args: argparse.Namespace) -> int:
     """Store the values."""
+    from mpc.inputs import parse_bounds, put_csv, put_values
+
     if args.csv is not None:
         if args.values:
             raise ConfigError("give values either on the command line or with --csv, not both")
@@ -152,6 +166,8 @@ def run_put(args: argparse.Namespace) -> int:
 
 def run_put_set(args: argparse.Namespace) -> int:
     """Store the set."""
+    from mpc.inputs import parse_bounds, put_set_csv
+
     if args.bounds is not None and args.value_column is None:
         raise ConfigError("--bounds declares the bounds of the values: it needs --value-column")
     bounds = None if args.bounds is None else parse_bounds(args.bounds)
@@ -174,6 +190,8 @@ def _set_values_text(i: InputInfo) -> str:
 
 def run_list(args: argparse.Namespace) -> int:
     """Print the inputs' metadata (a set's size and declared bounds, never its identifiers)."""
+    from mpc.encoding import decode_value
+
     with open_store(args) as store:
         inputs = store.list_inputs()
     if args.json:
@@ -195,6 +213,8 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def _bounds_text(i: InputInfo) -> str:
+    from mpc.encoding import decode_value
+
     if i.bounds is None:
         return "undeclared (store again with --bounds)"
     return ",".join(str(decode_value(b, i.frac_bits)) for b in i.bounds)

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 
-from mpc.config import load_cluster
-from mpc.localcluster import wait_healthy
-from mpc.node.daemon import NodeServer
-from mpc.transport.tls import TlsMaterial
+# asyncio, grpc and the node are imported by the commands that run them (see mpc/cli/app.py).
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,6 +27,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until asked to stop."""
+    import asyncio
+
+    from mpc.config import load_cluster
+    from mpc.node.daemon import NodeServer
+
     cluster = load_cluster(args.cluster)
 
     async def serve() -> None:
@@ -52,6 +53,12 @@ def run_health(args: argparse.Namespace) -> int:
 
     Returns: 0 when the node answers SERVING; otherwise PeerUnavailable names it (exit 1).
     """
+    import asyncio
+
+    from mpc.config import load_cluster
+    from mpc.localcluster import wait_healthy
+    from mpc.transport.tls import TlsMaterial
+
     cluster = load_cluster(args.cluster)
     node = cluster.node(args.name)
     asyncio.run(wait_healthy(cluster, [args.name], args.timeout, TlsMaterial.load(cluster.ca, node.cert, node.key)))

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from mpc.cli.audit import size
-from mpc.coordinator.client import ProgressReport
+
+if TYPE_CHECKING:
+    from mpc.coordinator.client import ProgressReport
 
 DELAY_S = 1.0
 REDRAW_S = 0.1

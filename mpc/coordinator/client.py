@@ -13,32 +13,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from mpc.config import ClusterConfig
-from mpc.encoding import decode_value
+from mpc.config import COUNTS_HIDDEN, ClusterConfig
 from mpc.errors import InputError, MpcError, PeerUnavailable, SessionFailed
-from mpc import dp
-from mpc.protocols.catalogue import (
-    AuctionParams,
-    AverageParams,
-    ClearingParams,
-    Entry,
-    HistogramParams,
-    IntersectParams,
-    Opened,
-    PluralityParams,
-    SumParams,
-    ThresholdParams,
-    VoteParams,
-    count_budget,
-    entry,
-    params_to_wire,
-)
+from mpc.fixedpoint import decode_value
 from mpc.results import (
     AuctionResult,
     AverageResult,
@@ -51,11 +33,15 @@ from mpc.results import (
     ThresholdResult,
     VoteResult,
 )
-from mpc.ring import Words, words_from_bytes
-from mpc.store import COUNTS_HIDDEN
 from mpc.transport.peers import Channels, describe_rpc_error, is_name_mismatch, is_unreachable
 from mpc.transport.tls import TlsMaterial
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
+
+# numpy, the ring, DP calibration and the protocol catalogue are imported where a computation needs
+# them: `mpc status` and `mpc health` do without (tests/unit/test_startup.py).
+if TYPE_CHECKING:
+    from mpc.protocols.catalogue import Entry, Opened
+    from mpc.ring import Words
 
 # How long after the session deadline the coordinator still waits for a node's own answer
 # (which names the peer it waited for) before it gives up on the node itself.
@@ -82,6 +68,7 @@ class Privacy:
 
     def check(self) -> None:
         """Raises: InputError naming epsilon, delta or the noise mode at fault."""
+        from mpc import dp
         dp.check_epsilon(self.epsilon)
         dp.check_delta(self.delta)
         if self.noise not in dp.NOISE_MODES:
@@ -347,6 +334,9 @@ class Coordinator:
 
         Returns: the combined output, before decoding. Raises: as `run`.
         """
+        import numpy as np
+
+        from mpc.protocols.catalogue import Opened, params_to_wire
         session_id = secrets.token_hex(16)
         timeout = timeout_s or self.cluster.session_timeout_s
         wire = {}
@@ -408,6 +398,8 @@ class Coordinator:
         Raises: InputError naming the node and input (missing, no bounds) or the parameter at fault;
         PeerUnavailable if a node cannot be asked. Nothing has been shared when it raises.
         """
+        from mpc import dp
+        from mpc.protocols.catalogue import count_budget
         if privacy is None:
             return {}
         privacy.check()
@@ -440,6 +432,7 @@ class Coordinator:
                   timeout_s: float | None = None) -> SumResult:
         """Secure sum of `input_name` over all nodes (elementwise for vectors); with `privacy` a
         differentially private one. Raises: as `run`."""
+        from mpc.protocols.catalogue import SumParams, entry
         protocol = entry("sum")
         params = SumParams(**await self.noise(protocol, input_name, privacy))
         result = await self.run(protocol, params, input_name, timeout_s=timeout_s)
@@ -450,6 +443,7 @@ class Coordinator:
                       timeout_s: float | None = None) -> AverageResult:
         """Secure average: sum of values and of record counts, opened together (both revealed); with
         `privacy` the sums are noised. Raises: as `run`."""
+        from mpc.protocols.catalogue import AverageParams, entry
         protocol = entry("average")
         params = AverageParams(elementwise, **await self.noise(protocol, input_name, privacy))
         result = await self.run(protocol, params, input_name, timeout_s=timeout_s)
@@ -462,6 +456,7 @@ class Coordinator:
 
         Raises: as `run`; InputError for bins that are unsorted, overlap, or too many.
         """
+        from mpc.protocols.catalogue import HistogramParams, entry
         protocol = entry("histogram")
         params = HistogramParams(tuple(int(e) for e in edges), **await self.noise(protocol, input_name, privacy))
         result = await self.run(protocol, params, input_name, timeout_s=timeout_s)
@@ -475,12 +470,14 @@ class Coordinator:
         Without a threshold the rule is "at least half of the ballots cast" (2T >= N, neither T
         nor N is opened); with one it is T >= threshold. Raises: as `run`.
         """
+        from mpc.protocols.catalogue import VoteParams, entry
         result = await self.run(entry("vote"), VoteParams(threshold), input_name, timeout_s=timeout_s)
         assert isinstance(result, VoteResult)
         return result
 
     async def at_least(self, input_name: str, threshold: int, *, timeout_s: float | None = None) -> ThresholdResult:
         """Batched [sum over nodes >= threshold] for every element of a vector input. Raises: as `run`."""
+        from mpc.protocols.catalogue import ThresholdParams, entry
         result = await self.run(entry("threshold"), ThresholdParams(threshold), input_name, timeout_s=timeout_s)
         assert isinstance(result, ThresholdResult)
         return result
@@ -491,6 +488,7 @@ class Coordinator:
 
         Raises: as `run`.
         """
+        from mpc.protocols.catalogue import AuctionParams, entry
         result = await self.run(entry("auction"), AuctionParams(second_price), input_name, timeout_s=timeout_s)
         assert isinstance(result, AuctionResult)
         return result
@@ -498,6 +496,7 @@ class Coordinator:
     async def clearing_price(self, input_name: str, prices: list[int], *,
                              timeout_s: float | None = None) -> ClearingResult:
         """The first price of the grid where total net demand is at most 0 (or none). Raises: as `run`."""
+        from mpc.protocols.catalogue import ClearingParams, entry
         result = await self.run(entry("clearing-price"), ClearingParams(tuple(prices)), input_name,
                                 timeout_s=timeout_s)
         assert isinstance(result, ClearingResult)
@@ -507,6 +506,7 @@ class Coordinator:
                         privacy: Privacy | None = None, timeout_s: float | None = None) -> PluralityResult:
         """Plurality vote over option indices: the count per option (noisy with `privacy`), or the
         winner alone. Raises: as `run`."""
+        from mpc.protocols.catalogue import PluralityParams, entry
         protocol = entry("plurality")
         params = PluralityParams(options, winner_only, **await self.noise(protocol, input_name, privacy))
         result = await self.run(protocol, params, input_name, timeout_s=timeout_s)
@@ -521,6 +521,7 @@ class Coordinator:
         never to the coordinator) or "sum" (the size and the sum of the associated values over
         the intersection). Raises: as `run`; InputError for an unknown reveal or recipient.
         """
+        from mpc.protocols.catalogue import IntersectParams, entry
         modes = ("size", "members", "sum")
         if reveal not in modes:
             raise InputError(f"reveal must be one of {', '.join(modes)}, got {reveal!r}")

@@ -1,5 +1,3 @@
-"""Sans-I/O protocol engines: pure objects that take messages in and give messages out."""
-
-from mpc.events import Output, Send
-
-__all__ = ["Output", "Send"]
+"""Sans-I/O protocol engines: pure objects that take messages in and give messages out (the events
+they exchange are in mpc/events.py). Importing this package imports nothing else, so that
+mpc/protocols/names.py serves the configuration without numpy."""

@@ -51,6 +51,8 @@ from mpc.protocols.contribution import (
     vote_contribution,
 )
 from mpc.protocols.engine import Engine
+from mpc.protocols.names import HALF as HALF   # the vote rule "at least half", in a policy's `thresholds`
+from mpc.protocols.names import PROTOCOL_NAMES
 from mpc.protocols.noise import check_edges, histogram_counts, joint_noise, local_noise, units
 from mpc.protocols.sum import SecureSumParty
 from mpc.protocols.threshold import ThresholdParty
@@ -69,7 +71,6 @@ from mpc.results import (
 from mpc.ring import Signed, Words, from_signed, to_signed
 
 ParamValue = int | bool | float | tuple[int, ...] | None
-HALF = "half"                  # the vote rule "at least half of the ballots cast", in a policy's `thresholds`
 
 
 class _SumEngine(SecureSumParty):
@@ -1033,6 +1034,8 @@ CATALOGUE: tuple[Entry[Any], ...] = (SumEntry(), AverageEntry(), VoteEntry(), Th
 BY_NAME: dict[str, Entry[Any]] = {e.name: e for e in CATALOGUE}
 BY_WIRE_ID: dict[int, Entry[Any]] = {e.wire_id: e for e in CATALOGUE}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
+if NAMES != PROTOCOL_NAMES:   # the configuration validates policies against mpc/protocols/names.py
+    raise ImportError(f"mpc/protocols/names.py lists {PROTOCOL_NAMES}, the catalogue has {NAMES}")
 
 
 def entry(name: str) -> Entry[Any]:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mpc.config import COUNTS_HIDDEN as COUNTS_HIDDEN
 from mpc.config import INPUT_NAME
+from mpc.config import KINDS as KINDS
 from mpc.encoding import MAX_BALLOTS, MAX_OPTIONS, default_bounds
 from mpc.errors import InputError, StoreError
 from mpc.store.base import StoreBase, _now
@@ -21,14 +23,6 @@ from mpc.store.base import StoreBase, _now
 MAX_FRAC_BITS = 32
 
 _BLOB_DTYPE = np.dtype("<i8")
-# What an input declares it is. Each kind but "number" is made for one protocol, which alone may use
-# it unless the owner's policy names it for another (`allow`): ballots (0/1) for a yes/no vote,
-# options (indices 0..K-1) for a plurality vote, a net-demand curve for a clearing price, bids for
-# an auction, a set of identifiers (each with an associated integer value, 0 if none) for a private
-# set intersection. A vote's and a plurality's count is never shown; a curve never increases; a
-# set's size is public, as a number input's length is.
-KINDS = ("number", "ballots", "options", "curve", "bids", "set")
-COUNTS_HIDDEN = ("ballots", "options")   # kinds whose number of values is shown nowhere
 MAX_SET_SIZE = 1_000_000                 # identifiers in one set input: a public, declared limit
 MAX_IDENTIFIER_BYTES = 256               # bytes of one identifier (after normalisation)
 

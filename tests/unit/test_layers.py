@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2] / "mpc"
 
 # module or package prefix -> layer (the longest matching prefix decides)
 LAYERS: dict[str, int] = {
-    "mpc.v1": 0, "mpc.errors": 0, "mpc.ring": 0, "mpc.logs": 0,
+    "mpc.v1": 0, "mpc.errors": 0, "mpc.ring": 0, "mpc.logs": 0, "mpc.fixedpoint": 0,
     "mpc.prg": 1, "mpc.encoding": 1, "mpc.sharing": 1, "mpc.events": 1, "mpc.results": 1, "mpc.pki": 1,
     "mpc.dp": 1,
     "mpc.ot": 2,
