@@ -1,5 +1,6 @@
 """Releases: the table `releases` (append-only), the releases each input version took part in
-and whether each counted against the version's budget (DESIGN.md §9).
+and whether each counted against the version's budget (DESIGN.md §9), and beside it
+`release_queries`, the distinct queries of each version (what a decision reads).
 """
 
 from __future__ import annotations
@@ -62,8 +63,8 @@ class ReleasesMixin(StoreBase):
 
     @staticmethod
     def _distinct(conn: sqlite3.Connection, input_name: str, version: int) -> list[tuple[str, bool]]:
-        rows = conn.execute("SELECT query, MAX(counted) FROM releases WHERE input_name = ? AND version = ? "
-                            "GROUP BY query ORDER BY MIN(seq)", (input_name, version)).fetchall()
+        rows = conn.execute("SELECT query, counted FROM release_queries WHERE input_name = ? AND version = ? "
+                            "ORDER BY first_seq", (input_name, version)).fetchall()
         return [(str(q), bool(c)) for q, c in rows]
 
     def dp_spent(self, input_name: str) -> tuple[Decimal, Decimal]:
@@ -105,9 +106,13 @@ class ReleasesMixin(StoreBase):
             counted, description = decide(self._distinct(conn, input_name, version))
             now = _now()
             epsilon, delta = (None, None) if spend is None else (str(spend[0]), str(spend[1]))
-            conn.execute("INSERT INTO releases (at, session_id, input_name, version, query, counted, epsilon, delta) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                         (now, session_id, input_name, version, query, int(counted), epsilon, delta))
+            seq = conn.execute("INSERT INTO releases (at, session_id, input_name, version, query, counted, epsilon, "
+                               "delta) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               (now, session_id, input_name, version, query, int(counted), epsilon, delta)).lastrowid
+            # A query seen before keeps its first row's `counted` (a repeat is never counted).
+            conn.execute("INSERT INTO release_queries (input_name, version, query, counted, first_seq) "
+                         "VALUES (?, ?, ?, ?, ?) ON CONFLICT (input_name, version, query) DO NOTHING",
+                         (input_name, version, query, int(counted), seq))
             protocol, participants, coordinator = row
             SessionsMixin._append_audit(conn, now, "released", session_id, coordinator, _audit_protocol(protocol),
                                         [input_name], json.loads(participants), (), description)

@@ -138,4 +138,20 @@ _MIGRATIONS += (
             identifiers BLOB NOT NULL CHECK (length(identifiers) >= 3 * size))""",
     ),
 )
+_MIGRATIONS += (
+    (
+        # The distinct queries each input version took part in, with whether the first counted against
+        # its budget (a later identical query never does): what deciding on the next release reads, so
+        # that it takes as long after the ten-thousandth repeat as after the first. Kept with `releases`,
+        # in the same transaction; append-only like it.
+        """CREATE TABLE release_queries (
+            input_name TEXT NOT NULL, version INTEGER NOT NULL, query TEXT NOT NULL,
+            counted INTEGER NOT NULL CHECK (counted IN (0, 1)), first_seq INTEGER NOT NULL,
+            PRIMARY KEY (input_name, version, query))""",
+        "INSERT INTO release_queries (input_name, version, query, counted, first_seq) "
+        "SELECT input_name, version, query, MAX(counted), MIN(seq) FROM releases GROUP BY input_name, version, query",
+        *(f"""CREATE TRIGGER release_queries_append_only_{op.lower()} BEFORE {op} ON release_queries
+            BEGIN SELECT RAISE(ABORT, 'the release log is append-only'); END""" for op in ("UPDATE", "DELETE")),
+    ),
+)
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -332,3 +332,32 @@ def test_repeats_add_log_rows_but_not_distinct_queries(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="max_releases"):
         book.reserve("f" * 32, stored, q("vote", 2))
     store.close()
+
+
+def test_migration_to_schema_7_keeps_each_versions_distinct_queries(tmp_path: Path) -> None:
+    """A store of schema 6 with a release log of repeats: after the migration the distinct queries
+    (release_queries) are what the log says, in order of first release, each counted as its first row;
+    the next release is decided on them, and release_queries is append-only like the log."""
+    from mpc.store.schema import _MIGRATIONS, SCHEMA_VERSION
+    path = tmp_path / "node.sqlite3"
+    raw = sqlite3.connect(path)
+    for statement in [s for step in _MIGRATIONS[:6] for s in step]:
+        raw.execute(statement)
+    raw.execute("PRAGMA user_version = 6")
+    rows = [("sum", 1, 1), ("sum", 1, 0), ("vote", 1, 1), ("sum", 2, 1), ("vote", 1, 0), ("average-records", 1, 0)]
+    for i, (aggregate, version, counted) in enumerate(rows):
+        raw.execute("INSERT INTO releases (at, session_id, input_name, version, query, counted) VALUES (?, ?, ?, ?, ?, ?)",
+                    ("t", f"{i:032x}", "raise", version, q(aggregate, 3 if aggregate == "vote" else None).to_json(),
+                     counted))
+    raw.commit()
+    raw.close()
+    with Store(path) as store:
+        assert store.distinct_releases("raise", 1) == [(q("sum").to_json(), True), (q("vote", 3).to_json(), True),
+                                                        (q("average-records").to_json(), False)]
+        assert store.distinct_releases("raise", 2) == [(q("sum").to_json(), True)]
+        assert len(store.releases("raise")) == 6
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
+        for statement in ("UPDATE release_queries SET counted = 0", "DELETE FROM release_queries"):
+            with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+                conn.execute(statement)
