@@ -11,6 +11,10 @@ between two nodes runs 128 Chou-Orlandi base OTs in each direction of every pair
 nodes keep for their lifetime, so later sessions reuse them. run_mpc_compare, run_mpc_vote and
 run_mpc_auction therefore report that first session separately (first_s, setup_s) from the
 median of the later ones (compute_s); run_mpc_base_ot times the base OTs of one pair in-process.
+
+Node names: node_names(n) (the four NAMES first, as every 3- and 4-node figure uses them).
+Node CPU: _cpu_by_node / _cpu_s read utime + stime from /proc/<pid>/stat (Linux), in clock
+ticks (usually 10 ms); _timed_sessions reports both the total and each node's share per session.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from mpc.config import ClusterConfig, load_cluster
+from mpc.config import NODE_NAME, ClusterConfig, load_cluster
 from mpc.coordinator.client import Coordinator
 from mpc.localcluster import NodeProcesses, write_local_cluster
 from mpc.ot.base import BASE_OTS, ChouOrlandiReceiver, ChouOrlandiSender
@@ -44,7 +48,25 @@ from mpc.store import Store
 from benchmarks.ot_micro import run_router
 
 NAMES = ("alice", "bob", "carlos", "david")
+# Names of nodes 5 to 16 (as benchmarks/ot_micro.py and the tests' harness begin them); node17 on after them.
+MORE_NAMES = ("erin", "frank", "grace", "heidi", "ivan", "judy", "ken", "laura", "mallory", "niaj", "olivia",
+              "peggy")
 RAISES = (3800, 2514, 2982, 3390)
+
+
+def node_names(parties: int) -> tuple[str, ...]:
+    """The names of a benchmark cluster of `parties` nodes: NAMES (alice, bob, carlos, david)
+    first, then MORE_NAMES, then node17, node18, ...; each valid as mpc.config.NODE_NAME.
+
+    Returns: `parties` distinct names.
+    """
+    if parties < 1:
+        raise ValueError("need at least one node")
+    known = NAMES + MORE_NAMES
+    names = known[:parties] + tuple(f"node{i + 1}" for i in range(len(known), parties))
+    if not all(NODE_NAME.match(name) for name in names):
+        raise ValueError("benchmark node names must match mpc.config.NODE_NAME")
+    return names
 
 
 def _inputs(parties: int, length: int, raises: bool) -> list[np.ndarray]:
@@ -55,14 +77,16 @@ def _inputs(parties: int, length: int, raises: bool) -> list[np.ndarray]:
     return [((i + 1) * 1_000_003 + j * 7919) % (1 << 32) for i in range(parties)]
 
 
-def run_mpc_sum(length: int, parties: int = 3, *, raises: bool = False, repeats: int = 5) -> dict[str, object]:
-    """Benchmark one secure sum configuration.
+def run_mpc_sum(length: int, parties: int = 3, *, raises: bool = False, repeats: int = 5,
+                keyed: bool = True) -> dict[str, object]:
+    """Benchmark one secure sum configuration. The first session is unkeyed (it leaves the pair
+    keys); later ones are keyed (no message between the nodes) unless keyed=False.
 
-    Returns: {"compute_s", "first_s", "end_to_end_s", "L", "parties", "ok"}.
+    Returns: {"compute_s", "first_s", "end_to_end_s", "L", "parties", "ok", "keyed"}.
     """
     if raises:
         parties, length = 4, 1
-    names = NAMES[:parties]
+    names = node_names(parties)
     values = _inputs(parties, length, raises)
     expected = np.sum(values, axis=0)
     async def add(coordinator: Coordinator) -> bool:
@@ -70,10 +94,10 @@ def run_mpc_sum(length: int, parties: int = 3, *, raises: bool = False, repeats:
         return bool(np.array_equal(opened.words.view(np.int64), expected))
 
     with _running(names, {"x": values}, (0, 1 << 32)) as run:   # the inputs are below 2^32
-        times, _, ok = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, add))
+        times, _, ok, _ = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, add, keyed=keyed))
     end_to_end = run.stopped - run.started - sum(times[1:])
     return {"compute_s": statistics.median(times[1:]), "first_s": times[0], "end_to_end_s": end_to_end,
-            "L": length, "parties": parties, "ok": ok}
+            "L": length, "parties": parties, "ok": ok, "keyed": keyed}
 
 
 # --------------------------------------------------------------------------- comparisons and votes
@@ -112,15 +136,18 @@ def vote_ballots(ballots: int, parties: int) -> list[np.ndarray]:
 
 
 def _write_cluster(work: Path, names: Sequence[str], inputs: Mapping[str, Sequence[np.ndarray]],
-                   bounds: tuple[int, int] | None) -> Path:
+                   bounds: tuple[int, int] | None,
+                   input_bounds: Mapping[str, tuple[int, int] | None] | None = None) -> Path:
     """A local cluster file with `inputs[input_name][i]` stored at node names[i], declared with
-    `bounds` ("ballots" as ballots, "bids" as bids). The default policy applies: every benchmark repeats one query."""
+    `input_bounds[input_name]` where given, else `bounds` ("ballots" as ballots, "bids" as bids).
+    The default policy applies: every benchmark repeats one query of each input."""
     cluster_file = write_local_cluster(work, names, session_timeout_s=_SESSION_TIMEOUT_S)
     for i, store in node_stores(cluster_file, names):
         with store:
             for input_name, per_node in inputs.items():
                 kind = {"ballots": "ballots", "bids": "bids"}.get(input_name, "number")
-                store.put_input(input_name, per_node[i], 0, False, bounds=bounds, kind=kind)
+                declared = (input_bounds or {}).get(input_name, bounds)
+                store.put_input(input_name, per_node[i], 0, False, bounds=declared, kind=kind)
     return cluster_file
 
 
@@ -147,9 +174,11 @@ class _Running:
 
 @contextmanager
 def _running(names: Sequence[str], inputs: Mapping[str, Sequence[np.ndarray]],
-             bounds: tuple[int, int] | None = None) -> Iterator[_Running]:
-    """Node processes holding `inputs`, in a temporary directory; stopped (by PID) on exit."""
-    with running_nodes(names, lambda work: _write_cluster(work, names, inputs, bounds)) as run:
+             bounds: tuple[int, int] | None = None, *,
+             input_bounds: Mapping[str, tuple[int, int] | None] | None = None) -> Iterator[_Running]:
+    """Node processes holding `inputs` (declared as _write_cluster says), in a temporary
+    directory; stopped (by PID) on exit."""
+    with running_nodes(names, lambda work: _write_cluster(work, names, inputs, bounds, input_bounds)) as run:
         yield run
 
 
@@ -171,17 +200,34 @@ def running_nodes(names: Sequence[str], write: Callable[[Path], Path]) -> Iterat
 
 
 
-def _cpu_s(nodes: NodeProcesses) -> float | None:
-    """CPU seconds (user + system) the node processes have used so far (Linux /proc; else None)."""
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    total = 0
-    for proc in nodes.procs.values():
+def _clock_tick() -> int:
+    """Clock ticks per second of /proc/<pid>/stat's times (usually 100)."""
+    return os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _cpu_ticks(nodes: NodeProcesses) -> dict[str, int] | None:
+    """Clock ticks of CPU (user + system) each node process has used so far, by node name
+    (Linux /proc; else None)."""
+    ticks = {}
+    for name, proc in nodes.procs.items():
         try:
             fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             return None
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
-    return total / tick
+        ticks[name] = int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks
+
+
+def _cpu_by_node(nodes: NodeProcesses) -> dict[str, float] | None:
+    """CPU seconds (user + system) each node process has used so far, by node name (Linux /proc; else None)."""
+    ticks = _cpu_ticks(nodes)
+    return None if ticks is None else {name: t / _clock_tick() for name, t in ticks.items()}
+
+
+def _cpu_s(nodes: NodeProcesses) -> float | None:
+    """CPU seconds (user + system) the node processes have used so far (Linux /proc; else None)."""
+    ticks = _cpu_ticks(nodes)
+    return None if ticks is None else sum(ticks.values()) / _clock_tick()
 
 
 def _cpu_fields(cpu: list[float | None]) -> dict[str, float | None]:
@@ -196,23 +242,35 @@ def _cpu_delta(before: float | None, after: float | None) -> float | None:
 
 
 async def _timed_sessions(cluster: ClusterConfig, nodes: NodeProcesses, repeats: int,
-                         session: Callable[[Coordinator], Awaitable[bool]]) -> tuple[list[float], list[float | None], bool]:
-    """Run `session` repeats + 1 times through one coordinator, timing each and the nodes' CPU.
+                          session: Callable[[Coordinator], Awaitable[bool]], *, keyed: bool = True,
+                          ) -> tuple[list[float], list[float | None], bool, list[dict[str, float] | None]]:
+    """Run `session` repeats + 1 times through one coordinator, timing each and the nodes' CPU
+    (keyed=False: the coordinator never takes the keyed path, mpc/protocols/pairing.py).
 
-    Returns: (wall seconds per session, node CPU seconds per session, all sessions correct).
+    Returns: (wall seconds per session, CPU seconds of all node processes together per session,
+    all sessions correct, CPU seconds of each node process per session by node name); the CPU
+    entries are None where /proc is not available.
     """
     times: list[float] = []
     cpu: list[float | None] = []
+    by_node: list[dict[str, float] | None] = []
     ok = True
-    async with Coordinator(cluster) as coordinator:
+    tick = _clock_tick()
+    async with Coordinator(cluster, keyed=keyed) as coordinator:
         for _ in range(repeats + 1):
-            before = _cpu_s(nodes)
+            before = _cpu_ticks(nodes)
             start = time.perf_counter()
             correct = await session(coordinator)
             times.append(time.perf_counter() - start)
-            cpu.append(_cpu_delta(before, _cpu_s(nodes)))
+            after = _cpu_ticks(nodes)
+            if before is None or after is None:
+                cpu.append(None)
+                by_node.append(None)
+            else:
+                cpu.append((sum(after.values()) - sum(before.values())) / tick)
+                by_node.append({name: (after[name] - before[name]) / tick for name in before})
             ok &= correct
-    return times, cpu, ok
+    return times, cpu, ok, by_node
 
 
 def run_mpc_compare(M: int = 1000, parties: int = 3, repeats: int = 5, threshold: int = 0) -> dict[str, object]:
@@ -230,7 +288,7 @@ def run_mpc_compare(M: int = 1000, parties: int = 3, repeats: int = 5, threshold
     """
     if M < 1 or repeats < 1:
         raise ValueError("M and repeats must be at least 1")
-    names = NAMES[:parties]
+    names = node_names(parties)
     values = compare_inputs(parties, M)
     expected = (np.sum(values, axis=0) >= threshold).tolist()
     async def compare(coordinator: Coordinator) -> bool:
@@ -238,7 +296,7 @@ def run_mpc_compare(M: int = 1000, parties: int = 3, repeats: int = 5, threshold
 
     limit = (COMPARE_BOUND - 1) // parties
     with _running(names, {"x": values}, (-limit, limit)) as run:
-        times, cpu, ok = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, compare))
+        times, cpu, ok, _ = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, compare))
     end_to_end = run.stopped - run.started - sum(times[1:])
     compute = statistics.median(times[1:])
     return {"compute_s": compute, "first_s": times[0], "setup_s": times[0] - compute, "end_to_end_s": end_to_end,
@@ -277,7 +335,7 @@ def run_mpc_vote(ballots: int = 1000, parties: int = 3, repeats: int = 5,
     """
     if ballots < parties or repeats < 1:
         raise ValueError("need at least one ballot per node and one repeat")
-    names = NAMES[:parties]
+    names = node_names(parties)
     split = vote_ballots(ballots, parties)
     expected = 2 * int(sum(int(b.sum()) for b in split)) >= ballots
     async def vote(coordinator: Coordinator) -> bool:
@@ -285,7 +343,7 @@ def run_mpc_vote(ballots: int = 1000, parties: int = 3, repeats: int = 5,
 
     cli_times: list[float] = []
     with _running(names, {"ballots": split}) as run:
-        times, cpu, ok = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, vote))
+        times, cpu, ok, _ = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, vote))
         for _ in range(cli_repeats):
             dt, passed = _cli_vote(run.cluster_file, "ballots")
             cli_times.append(dt)
@@ -353,7 +411,7 @@ def run_mpc_auction(bids: int = 1000, parties: int = 3, second_price: bool = Fal
     """
     if bids < max(parties, 2) or repeats < 1:
         raise ValueError("need at least one bid per node, two bids and one repeat")
-    names = NAMES[:parties]
+    names = node_names(parties)
     split = auction_bids(bids, parties)
     node, index, price = auction_expected(split, second_price)
     async def auction(coordinator: Coordinator) -> bool:
@@ -361,7 +419,7 @@ def run_mpc_auction(bids: int = 1000, parties: int = 3, second_price: bool = Fal
         return (result.winner_node, result.winner_index, result.price) == (names[node], index, price)
 
     with _running(names, {"bids": split}, (-AUCTION_BID_LIMIT, AUCTION_BID_LIMIT)) as run:
-        times, cpu, ok = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, auction))
+        times, cpu, ok, _ = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, auction))
     end_to_end = run.stopped - run.started - sum(times[1:])
     compute = statistics.median(times[1:])
     return {"compute_s": compute, "first_s": times[0], "setup_s": times[0] - compute, "end_to_end_s": end_to_end,

@@ -1,6 +1,8 @@
 """mpc vs MPyC, same machine, one run, each party its own process on loopback, TLS on for both.
 
-    make bench          # or: .venv/bin/python benchmarks/run.py [--only sum|compare|auction|dp|psi|all] [--json FILE]
+    make bench          # or: .venv/bin/python benchmarks/run.py [--only sum|compare|auction|dp|psi|scale|all]
+                        #     [--json FILE]
+    make bench ARGS="--parties 3,6,10"   # or: .venv/bin/python benchmarks/run.py --parties 3,6,10 (scale only)
 
 Prints a Markdown table: computation time (after start-up) and end to end, and the ratios
 MPyC / mpc (higher is better for mpc); below it the comparisons per second and mpc's one-off
@@ -24,6 +26,18 @@ node (--psi-size), revealing the size and the sum of the associated values, each
 against Python's set intersection (MPyC has no PSI): the first and a later session of each, the
 node CPU per element against the floor (the in-process cost of psi.hash_to_curve and X25519 per
 call), and a projection to 10^6 per node. Printed as a third table.
+
+--parties 3,6,10 (or --only scale, whose default counts are 3,6,10): scale in the number of nodes
+(benchmarks/scale_runner.py). Not part of `all`: given --parties without --only, only this runs; with
+--only X and --parties, X and this. For each party count n, on n fresh nodes: 1000 batched 32-bit
+comparisons (--comparisons), the first such session minus a later one (the base OTs of all n(n-1)/2
+pairs), a scalar sum (one value per node) and a vote over 1000 ballots split across the nodes
+(--ballots); each with its median wall time and each node process's CPU per session (median and
+max over the nodes, and both / (n - 1), which stays flat if per-node work grows at most linearly in
+the peers; on a few cores the n nodes share them, so wall time is not that measure), and MPyC's
+compute time for the scalar sum and the vote at the same n (--scale-no-mpyc leaves it out).
+Printed as a fourth table with a note of the per-node CPU growth from the smallest to the largest n
+against (n_max - 1) / (n_min - 1); --scale-repeats / --scale-sum-repeats set the later sessions.
 """
 
 from __future__ import annotations
@@ -42,6 +56,19 @@ from benchmarks.mpc_runner import (  # noqa: E402
 from benchmarks.mpyc_runner import run_mpyc_auction, run_mpyc_compare, run_mpyc_sum, run_mpyc_vote  # noqa: E402
 from benchmarks.dp_runner import dp_table, run_dp  # noqa: E402
 from benchmarks.psi_runner import psi_table, run_psi  # noqa: E402
+from benchmarks.scale_runner import run_scale, scale_table  # noqa: E402
+
+DEFAULT_SCALE_PARTIES = "3,6,10"
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(c) for c in text.split(",") if c]
+    except ValueError:
+        raise argparse.ArgumentTypeError("need comma-separated integers, e.g. 1000,10000") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("need at least one count, each at least 1")
+    return counts
 
 
 def _row(name: str, ours: dict[str, object], theirs: dict[str, object]) -> str:
@@ -61,13 +88,19 @@ def _load() -> str:
 def main() -> int:
     """Run the comparisons and print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="10000,100000,1000000", help="vector lengths for the 3-party sum")
-    parser.add_argument("--only", choices=("sum", "compare", "auction", "dp", "psi", "all"), default="all",
+    parser.add_argument("--sizes", default="10000,100000,1000000,10000000", help="vector lengths for the 3-party sum")
+    parser.add_argument("--only", choices=("sum", "compare", "auction", "dp", "psi", "scale", "all"), default=None,
                         help="sum: the secure sums; compare: comparisons, vote, base OTs; auction: first- and "
                              "second-price auctions; dp: differentially private releases beside the exact ones; "
-                             "psi: private set intersection (size and sum); all: every one (default)")
-    parser.add_argument("--comparisons", type=int, default=1000, help="batched comparisons (3 parties)")
-    parser.add_argument("--ballots", type=int, default=1000, help="ballots in the vote (3 parties)")
+                             "psi: private set intersection (size and sum); scale: the scale-in-nodes report; "
+                             "all: every one but scale (default, unless --parties is given: then scale only)")
+    parser.add_argument("--comparisons", type=_counts, default=[1000, 10_000],
+                        help="batched comparisons, comma-separated (3 parties; the first also at each party count "
+                             "of the scale report)")
+    parser.add_argument("--scalar-repeats", type=int, default=30,
+                        help="later sessions of the 4-party scalar sum (each takes milliseconds: a median of many)")
+    parser.add_argument("--ballots", type=int, default=1000,
+                        help="ballots in the vote (3 parties; and at each party count of the scale report)")
     parser.add_argument("--bids", type=int, default=1000, help="bids in the auctions (3 parties)")
     parser.add_argument("--dp-repeats", type=int, default=9,
                         help="timed sessions of each kind for the DP average and histogram")
@@ -77,9 +110,24 @@ def main() -> int:
     parser.add_argument("--psi-size", type=int, default=100_000, help="identifiers per node in the PSI (3 nodes)")
     parser.add_argument("--psi-repeats", type=int, default=2,
                         help="PSI sessions of each reveal (size, sum): the first and repeats - 1 later ones")
+    parser.add_argument("--parties", help="party counts of the scale-in-nodes report, e.g. 3,6,10 (each >= 3; "
+                                           f"runs it; default with --only scale: {DEFAULT_SCALE_PARTIES})")
+    parser.add_argument("--scale-repeats", type=int, default=5,
+                        help="later comparison and vote sessions per party count in the scale report")
+    parser.add_argument("--scale-sum-repeats", type=int, default=9,
+                        help="later scalar-sum sessions per party count in the scale report")
+    parser.add_argument("--scale-no-mpyc", action="store_true", help="leave MPyC out of the scale report")
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    only = args.only or ("scale" if args.parties else "all")
+    run_scale_report = only == "scale" or args.parties is not None
+    try:
+        parties = [int(p) for p in (args.parties or DEFAULT_SCALE_PARTIES).split(",") if p.strip()]
+    except ValueError:
+        parser.error("--parties takes comma-separated integers, e.g. 3,6,10")
+    if run_scale_report and (not parties or min(parties) < 3):
+        parser.error("--parties needs party counts of at least 3 (the nodes' default policy)")
     load_start = _load()
     results: list[dict[str, object]] = []
     rows = []
@@ -88,26 +136,32 @@ def main() -> int:
     dp_notes: list[str] = []
     psi_rows: list[str] = []
     psi_notes: list[str] = []
-    if args.only in ("sum", "all"):
+    scale_rows: list[str] = []
+    scale_notes: list[str] = []
+    if only in ("sum", "all"):
         for length in sizes:
             ours, theirs = run_mpc_sum(length), run_mpyc_sum(length, timeout=900)
             results.append({"case": f"sum3-{length}", "mpc": ours, "mpyc": theirs})
             rows.append(_row(f"3-party sum, L = {length:,}", ours, theirs))
-        ours, theirs = run_mpc_sum(1, raises=True), run_mpyc_sum(1, scalar_raises=True)
-        results.append({"case": "raises4", "mpc": ours, "mpyc": theirs})
-        rows.append(_row("4-party scalar sum (raises)", ours, theirs))
-    if args.only in ("compare", "all"):
-        m = args.comparisons
-        ours, theirs = run_mpc_compare(m), run_mpyc_compare(m, timeout=900)
-        results.append({"case": f"compare3-{m}", "mpc": ours, "mpyc": theirs})
-        rows.append(_row(f"{m:,} comparisons (32-bit), 3 parties", ours, theirs))
-        ours_rate, theirs_rate = m / _f(ours, "compute_s"), m / _f(theirs, "compute_s")
-        ratio = ours_rate / theirs_rate
-        notes.append(f"- comparisons per second (compute): mpc {ours_rate:,.0f}, MPyC {theirs_rate:,.0f}; "
-                     f"mpc/MPyC = {ratio:.1f}x (target >= 1x: {'met' if ratio >= 1 else 'NOT met'})")
-        notes.append(f"- mpc comparisons, first session on fresh nodes (base OTs of all 3 pairs + TLS + "
-                     f"{m:,} comparisons): {_f(ours, 'first_s'):.2f} s, i.e. one-off setup "
-                     f"{_f(ours, 'setup_s'):.2f} s; {_cpu_note(ours)}")
+        theirs = run_mpyc_sum(1, scalar_raises=True)
+        for keyed in (True, False):
+            ours = run_mpc_sum(1, raises=True, repeats=args.scalar_repeats, keyed=keyed)
+            results.append({"case": "raises4" if keyed else "raises4-unkeyed", "mpc": ours, "mpyc": theirs})
+            rows.append(_row("4-party scalar sum (raises)" if keyed else
+                             "4-party scalar sum, unkeyed (digests and seeds between the nodes)", ours, theirs))
+    if only in ("compare", "all"):
+        for m in args.comparisons:
+            ours, theirs = run_mpc_compare(m), run_mpyc_compare(m, timeout=900)
+            results.append({"case": f"compare3-{m}", "mpc": ours, "mpyc": theirs})
+            rows.append(_row(f"{m:,} comparisons (32-bit), 3 parties", ours, theirs))
+            ours_rate, theirs_rate = m / _f(ours, "compute_s"), m / _f(theirs, "compute_s")
+            ratio = ours_rate / theirs_rate
+            target = 20 if m >= 10_000 else 1
+            notes.append(f"- {m:,} comparisons per second (compute): mpc {ours_rate:,.0f}, MPyC {theirs_rate:,.0f}; "
+                         f"mpc/MPyC = {ratio:.1f}x (target >= {target}x: {'met' if ratio >= target else 'NOT met'})")
+            notes.append(f"- mpc comparisons, first session on fresh nodes (base OTs of all 3 pairs + TLS + "
+                         f"{m:,} comparisons): {_f(ours, 'first_s'):.2f} s, i.e. one-off setup "
+                         f"{_f(ours, 'setup_s'):.2f} s; {_cpu_note(ours)}")
         n = args.ballots
         ours, theirs = run_mpc_vote(n), run_mpyc_vote(n, timeout=900)
         results.append({"case": f"vote3-{n}", "mpc": ours, "mpyc": theirs})
@@ -121,7 +175,7 @@ def main() -> int:
                      f"Chou-Orlandi OTs one direction {_f(base, 'one_direction_s'):.2f} s, both directions "
                      f"{_f(base, 'both_directions_s'):.2f} s; paid by the first comparison or vote between two "
                      f"nodes, then kept for the nodes' lifetime")
-    if args.only in ("auction", "all"):
+    if only in ("auction", "all"):
         b = args.bids
         for second_price, name in ((False, f"auction max+argmax, {b:,} bids, 3 parties"),
                                    (True, f"second-price auction, {b:,} bids, 3 parties")):
@@ -132,14 +186,20 @@ def main() -> int:
             notes.append(f"- mpc {'second-price ' if second_price else ''}auction: first auction on fresh nodes "
                          f"{_f(ours, 'first_s'):.2f} s (one-off setup {_f(ours, 'setup_s'):.2f} s), later ones "
                          f"{_f(ours, 'compute_s'):.3f} s; {_cpu_note(ours)}")
-    if args.only in ("dp", "all"):
+    if only in ("dp", "all"):
         dp_results = run_dp(args.dp_repeats, args.dp_vector_repeats, args.dp_length)
         results.append({"case": "dp3", "mpc": dp_results})
         dp_rows, dp_notes = dp_table(dp_results)
-    if args.only in ("psi", "all"):
+    if only in ("psi", "all"):
         psi_results = run_psi(args.psi_size, 3, args.psi_repeats)
         results.append({"case": f"psi3-{args.psi_size}", "mpc": psi_results})
         psi_rows, psi_notes = psi_table(psi_results)
+    if run_scale_report:
+        scale_results = run_scale(parties, args.comparisons[0], args.ballots, args.scale_repeats,
+                                  args.scale_sum_repeats, mpyc=not args.scale_no_mpyc)
+        results.append({"case": "scale-" + "-".join(str(r["parties"]) for r in scale_results["rows"]),
+                        "scale": scale_results})
+        scale_rows, scale_notes = scale_table(scale_results)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"load average (1/5/15 min) at start {load_start}, at end {_load()}")
     if rows:
@@ -160,6 +220,11 @@ def main() -> int:
         print("\n".join(psi_rows))
         print()
         print("\n".join(psi_notes))
+    if scale_rows:
+        print()
+        print("\n".join(scale_rows))
+        print()
+        print("\n".join(scale_notes))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
