@@ -186,6 +186,14 @@ def _relayed_evidence(prepared: dict[str, mpc_pb2.PrepareReply], nodes: Sequence
     return {n: prepared[n].evidence for n in nodes} if keyed(parsed, list(nodes)) else {}
 
 
+def _evidence_for(evidence: dict[str, mpc_pb2.Evidence], recipient: str) -> dict[str, mpc_pb2.Evidence]:
+    """What one node needs of the relayed evidence: every node's shape and its tag for `recipient`
+    (n entries of one tag each, not n(n-1) tags: the request stays small for many nodes)."""
+    return {n: mpc_pb2.Evidence(length=e.length, frac_bits=e.frac_bits, input_version=e.input_version,
+                                tags={recipient: e.tags[recipient]} if recipient in e.tags else {})
+            for n, e in evidence.items()}
+
+
 class Coordinator:
     """Runs computations over the nodes of a cluster file (use as an async context manager)."""
 
@@ -278,7 +286,7 @@ class Coordinator:
         call = self._stub(name).Compute(mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=frac_bits,
                                                                length=length, progress=tracker is not None,
                                                                input_versions=versions, lengths=lengths,
-                                                               evidence=evidence),
+                                                               evidence=_evidence_for(evidence, name)),
                                         timeout=timeout)
         expected = 0
         async for chunk in call:
