@@ -247,13 +247,13 @@ class Outcome:
     words: list[bytes] = field(default_factory=list)
 
 
-async def prepare_all(env: Env, sid: str, inputs: Mapping[str, str], *, protocol: str = "sum"
-                      ) -> dict[str, mpc_pb2.PrepareReply | str]:
+async def prepare_all(env: Env, sid: str, inputs: Mapping[str, str], *, protocol: str = "sum",
+                      timeout_ms: int = 10_000) -> dict[str, mpc_pb2.PrepareReply | str]:
     async def one(node: str) -> mpc_pb2.PrepareReply | str:
         async with control(env.lc, node) as stub:
             try:
-                return await stub.Prepare(prepare_request(sid, protocol, inputs[node], list(inputs)),
-                                          timeout=CALL_TIMEOUT)
+                return await stub.Prepare(prepare_request(sid, protocol, inputs[node], list(inputs),
+                                                          timeout_ms=timeout_ms), timeout=CALL_TIMEOUT)
             except grpc.aio.AioRpcError as exc:
                 return exc.details() or ""
     return dict(zip(inputs, await asyncio.gather(*(one(n) for n in inputs))))
@@ -298,10 +298,11 @@ def replies(prepared: Mapping[str, mpc_pb2.PrepareReply | str]) -> dict[str, mpc
     return dict(prepared)   # type: ignore[arg-type]
 
 
-def attack(env: Env, inputs: Mapping[str, str], tamper: Any = None, versions: Any = None) -> tuple[str, dict[str, Outcome]]:
+def attack(env: Env, inputs: Mapping[str, str], tamper: Any = None, versions: Any = None,
+           timeout_ms: int = 10_000) -> tuple[str, dict[str, Outcome]]:
     async def go() -> tuple[str, dict[str, Outcome]]:
         sid = secrets.token_hex(16)
-        prepared = replies(await prepare_all(env, sid, inputs))
+        prepared = replies(await prepare_all(env, sid, inputs, timeout_ms=timeout_ms))
         assert all(r.HasField("evidence") for r in prepared.values()), "the cluster should be keyed"
         told = None if tamper is None else tamper(prepared)
         lies = None if versions is None else versions(prepared)
@@ -424,6 +425,26 @@ def test_a_relayed_shape_or_a_lie_beside_the_evidence_is_refused(env: Env) -> No
 
     _, outcomes = attack(env, inputs, junk)
     refused_by(outcomes, ["alice"], "the evidence of node 'bob'", f"{KEY_ID_BYTES}-byte key id")
+
+
+def test_a_session_keyed_at_one_node_only_fails_and_what_arrived_does_not_add_up(env: Env) -> None:
+    """The coordinator relays the evidence to alice only: the others wait for a digest she never
+    sends and fail (at their deadline, or when a peer tells them the session ended). Alice either refuses a peer's digest that came first (a keyed
+    session takes none) or answers with her keyed share, masked with keys the others never used:
+    nothing that reaches the coordinator adds up to a value."""
+    def alice_only(prepared: Mapping[str, mpc_pb2.PrepareReply]) -> dict[str, dict[str, mpc_pb2.Evidence]]:
+        return {n: {} for n in FOUR if n != "alice"}
+
+    _, outcomes = attack(env, {n: "raise" for n in FOUR}, alice_only, timeout_ms=2000)
+    refused_by(outcomes, ["bob", "carlos", "david"])   # waiting for alice, or told by a peer that it ended
+    alice = outcomes["alice"]
+    if alice.ok:
+        [share] = alice.words
+        got = int(words_of(share)[0])
+        assert got not in (RAISES["alice"], sum(RAISES.values())) and got >= 1 << 20
+    else:   # a peer's digest reached her first, or while her share was on its way: she sent none
+        assert not alice.words and ("a session digest from" in alice.details or "ended at node alice" in
+                                    alice.details), alice
 
 
 # ---- restarts -------------------------------------------------------------------------------------------
