@@ -447,6 +447,25 @@ def test_a_session_keyed_at_one_node_only_fails_and_what_arrived_does_not_add_up
                                     alice.details), alice
 
 
+def test_a_keyed_session_id_is_never_taken_twice_so_no_mask_repeats(env: Env) -> None:
+    """A keyed mask is HKDF(pair key, session id, digest): a coordinator that replays a finished
+    session's id (with the same or another input, to subtract two shares under one mask) is refused at
+    prepare by every node, also after a node restarts (its sessions are in its store)."""
+    env.run(_sum(env, "raise"))   # pairs anew where an attack above left one end with a newer key
+    session, _ = env.run(_sum(env, "raise"))
+    assert env.received(session) == {n: [] for n in FOUR}          # it was keyed
+
+    async def replay(name: str) -> dict[str, mpc_pb2.PrepareReply | str]:
+        return await prepare_all(env, session, {n: name for n in FOUR})
+    for name in ("raise", "zeros"):
+        answers = env.run(replay(name))
+        assert all(isinstance(a, str) and "already exists" in a for a in answers.values()), answers
+    env.run(env.restart("bob"))
+    answers = env.run(replay("zeros"))
+    assert isinstance(answers["bob"], str) and "already exists" in answers["bob"], answers
+    env.run(_sum(env, "raise"))          # bob forgot his keys: this one is unkeyed and pairs anew
+
+
 # ---- restarts -------------------------------------------------------------------------------------------
 
 
