@@ -173,7 +173,7 @@ def _budget(info: mpc_pb2.InputInfo) -> dict[str, Any] | None:
 
 def _relayed_evidence(prepared: dict[str, mpc_pb2.PrepareReply], nodes: Sequence[str]) -> dict[str, mpc_pb2.Evidence]:
     """Every node's evidence, to relay untouched, when every pair of nodes named the same pair key
-    (the keyed path, mpc/protocols/pairing.py: no digest or seed between the nodes); else nothing."""
+    (the keyed path, mpc/protocols/pairing.py: no seed between the nodes, and a sum sends nothing); else nothing."""
     from mpc.errors import RemoteProtocolError
     from mpc.protocols.pairing import keyed
     from mpc.transport.evidence import evidence_from_wire

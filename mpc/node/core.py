@@ -45,6 +45,7 @@ from mpc.events import Keep, Output, Send
 from mpc.ot.triples import OtSetups
 from mpc.protocols.agreement import STEP_DIGEST, AgreedParty, session_digest
 from mpc.protocols.pairing import Evidence, PairKey, PairKeys, check_evidence
+from mpc.protocols.sum import SecureSumParty
 from mpc.protocols.catalogue import NAMES, Contributing, Declared, EngineArgs, Entry, describe_params, users
 from mpc.ring import Words
 from mpc.store import COUNTS_HIDDEN, InputInfo, Store, StoredInput, Transfer
@@ -432,8 +433,13 @@ class NodeCore:
             async with session.lock:
                 if self.sessions.get(session_id) is not session:   # aborted while we waited for the lock
                     raise SessionClosed(f"session {session_id} ended at node {me} before it started")
+                # A keyed sum sends nothing at all: its agreement is the tags checked above, and the session
+                # digest is in its masks (a node that computed with another description, which only one
+                # breaking the protocol could, gets shares whose masks do not cancel). Every engine that
+                # sends messages anyway still sends its digest with its first ones (no extra round), so
+                # each node also checks what every other computed with (DESIGN.md §9).
                 engine = AgreedParty(inner, session_id, me, session.parties, lambda: self._release(session),
-                                     agreed=bool(evidence))
+                                     agreed=bool(evidence) and isinstance(inner, SecureSumParty))
                 session.engine = engine
                 if engine.is_slow("start"):   # e.g. hashing a set to the curve: off the event loop
                     self._dispatch(session, await asyncio.to_thread(engine.start, contribution, digest))

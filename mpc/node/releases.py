@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -196,6 +197,7 @@ class ReleaseBook:
         self.policy = policy
         self._reserved: dict[str, tuple[str, int, Query]] = {}   # session -> (input, version, query)
         self._spending: dict[str, tuple[str, Spend]] = {}        # session -> (input, DP spend)
+        self._lock = threading.RLock()   # over both: the event loop and worker threads reserve and record
 
     def budget(self, input_name: str) -> Budget:
         """An input's DP budget as recorded in the store (live sessions' reservations not counted)."""
@@ -215,19 +217,20 @@ class ReleaseBook:
 
         Raises: PolicyError naming the node, the input and the rule (for DP: what is left).
         """
-        if spend is not None:
-            probe = Query(aggregate, parameter, tuple(sorted(participants)), ())
-            refusal = overspent(self.node, stored.name, self.budget(stored.name), spend, self._pending(stored.name),
-                                probe.describe())
-            if refusal is not None:
-                raise refusal
-            return
-        maximum = self.policy.rules(stored.name).max_releases
-        records = self.store.distinct_releases(stored.name, stored.version)
-        if sum(1 for _, counted in records if counted) >= maximum and not might_be_implied(
-                aggregate, parameter, participants, [Query.from_json(q) for q, _ in records], stored.is_scalar):
-            probe = Query(aggregate, parameter, tuple(sorted(participants)), ())
-            raise budget_spent(self.node, stored.name, stored.version, maximum, probe.describe())
+        with self._lock:   # sessions may record from a worker thread (a slow engine step)
+            if spend is not None:
+                probe = Query(aggregate, parameter, tuple(sorted(participants)), ())
+                refusal = overspent(self.node, stored.name, self.budget(stored.name), spend, self._pending(stored.name),
+                                    probe.describe())
+                if refusal is not None:
+                    raise refusal
+                return
+            maximum = self.policy.rules(stored.name).max_releases
+            records = self.store.distinct_releases(stored.name, stored.version)
+            if sum(1 for _, counted in records if counted) >= maximum and not might_be_implied(
+                    aggregate, parameter, participants, [Query.from_json(q) for q, _ in records], stored.is_scalar):
+                probe = Query(aggregate, parameter, tuple(sorted(participants)), ())
+                raise budget_spent(self.node, stored.name, stored.version, maximum, probe.describe())
 
     def reserve(self, session_id: str, stored: StoredInput, query: Query, spend: Spend | None = None) -> None:
         """Hold a session's place in its input version's budget until it is recorded or dropped
@@ -235,27 +238,29 @@ class ReleaseBook:
 
         Raises: PolicyError when the budget is spent, counting the slots other live sessions hold.
         """
-        if spend is not None:
-            refusal = overspent(self.node, stored.name, self.budget(stored.name), spend,
-                                self._pending(stored.name, session_id), query.describe())
-            if refusal is not None:
-                raise refusal
-            self._spending[session_id] = (stored.name, spend)
-            return
-        recorded = [(Query.from_json(q), counted) for q, counted in self.store.distinct_releases(stored.name,
-                                                                                               stored.version)]
-        queries = [q for q, _ in recorded]
-        if implied_by(query, queries, stored.is_scalar) is None:
-            slots: list[Query] = []    # distinct pending queries that no recorded release implies
-            for name, version, other in self._reserved.values():
-                if (name, version) == (stored.name, stored.version) and implied_by(
-                        other, queries, stored.is_scalar) is None and implied_by(other, slots, stored.is_scalar) is None:
-                    slots.append(other)
-            maximum = self.policy.rules(stored.name).max_releases
-            used = sum(1 for _, counted in recorded if counted)
-            if implied_by(query, slots, stored.is_scalar) is None and used + len(slots) >= maximum:
-                raise budget_spent(self.node, stored.name, stored.version, maximum, query.describe())
-        self._reserved[session_id] = (stored.name, stored.version, query)
+        with self._lock:   # sessions may record from a worker thread (a slow engine step)
+            if spend is not None:
+                refusal = overspent(self.node, stored.name, self.budget(stored.name), spend,
+                                    self._pending(stored.name, session_id), query.describe())
+                if refusal is not None:
+                    raise refusal
+                self._spending[session_id] = (stored.name, spend)
+                return
+            recorded = [(Query.from_json(q), counted) for q, counted in self.store.distinct_releases(stored.name,
+                                                                                                   stored.version)]
+            queries = [q for q, _ in recorded]
+            if implied_by(query, queries, stored.is_scalar) is None:
+                slots: list[Query] = []    # distinct pending queries that no recorded release implies
+                for name, version, other in self._reserved.values():
+                    if (name, version) == (stored.name, stored.version) and implied_by(
+                            other, queries, stored.is_scalar) is None and implied_by(
+                            other, slots, stored.is_scalar) is None:
+                        slots.append(other)
+                maximum = self.policy.rules(stored.name).max_releases
+                used = sum(1 for _, counted in recorded if counted)
+                if implied_by(query, slots, stored.is_scalar) is None and used + len(slots) >= maximum:
+                    raise budget_spent(self.node, stored.name, stored.version, maximum, query.describe())
+            self._reserved[session_id] = (stored.name, stored.version, query)
 
     def record(self, session_id: str, stored: StoredInput, query: Query, spend: Spend | None = None) -> str:
         """Record a reserved release in the store (and its audit log), deciding atomically against
@@ -263,17 +268,18 @@ class ReleaseBook:
 
         Returns: its description. Raises: PolicyError if the budget is spent after all.
         """
-        if spend is not None:
-            return self._record_private(session_id, stored, query, spend)
-        maximum = self.policy.rules(stored.name).max_releases
+        with self._lock:   # sessions may record from a worker thread (a slow engine step)
+            if spend is not None:
+                return self._record_private(session_id, stored, query, spend)
+            maximum = self.policy.rules(stored.name).max_releases
 
-        def check(recorded: Sequence[tuple[str, bool]]) -> tuple[bool, str]:
-            return decide(query, [(Query.from_json(q), counted) for q, counted in recorded], max_releases=maximum,
-                          scalar=stored.is_scalar, node=self.node, input_name=stored.name, version=stored.version)
+            def check(recorded: Sequence[tuple[str, bool]]) -> tuple[bool, str]:
+                return decide(query, [(Query.from_json(q), counted) for q, counted in recorded], max_releases=maximum,
+                              scalar=stored.is_scalar, node=self.node, input_name=stored.name, version=stored.version)
 
-        described = self.store.record_release(session_id, stored.name, stored.version, query.to_json(), check)
-        self._reserved.pop(session_id, None)
-        return described
+            described = self.store.record_release(session_id, stored.name, stored.version, query.to_json(), check)
+            self._reserved.pop(session_id, None)
+            return described
 
     def _record_private(self, session_id: str, stored: StoredInput, query: Query, spend: Spend) -> str:
         rules = self.policy.rules(stored.name)
@@ -296,5 +302,6 @@ class ReleaseBook:
 
     def drop(self, session_id: str) -> None:
         """Forget a session's reservation (it ended before agreement, or was recorded)."""
-        self._reserved.pop(session_id, None)
-        self._spending.pop(session_id, None)
+        with self._lock:   # sessions may record from a worker thread (a slow engine step)
+            self._reserved.pop(session_id, None)
+            self._spending.pop(session_id, None)

@@ -101,6 +101,8 @@ def _prg_rows(keys: _Keys, offset: int, row_bytes: int) -> npt.NDArray[np.uint8]
     G(k) is the AES-128-CTR keystream under k with a 128-bit big-endian counter, computed as AES-ECB
     of the counter blocks offset, offset + 1, ... (the same bytes, without a new context per key).
     """
+    if row_bytes % BLOCK:
+        raise LocalProtocolError(f"IKNP rows are whole AES blocks, got {row_bytes} bytes")
     blocks = row_bytes // BLOCK
     counters = np.zeros((blocks, 2), dtype=">u8")   # offset < 2^56: the high 64 bits stay zero
     counters[:, 1] = np.arange(offset, offset + blocks, dtype=np.uint64)

@@ -13,9 +13,9 @@ identifier and the description of its inputs, as in Canetti's UC framework ("Uni
 Composable Security", FOCS 2001: the session id every party of an instance agrees on); here the
 check is explicit because the coordinator that hands out the description is not trusted.
 
-When every pair of nodes holds a pair key, the same check is made before the engine starts, from
-tags the coordinator relays (mpc/protocols/pairing.py): the node then builds this wrapper with
-`agreed=True`, and no digest is exchanged.
+When every pair of nodes holds a pair key, a keyed *sum* makes the check before it starts, from
+tags the coordinator relays (mpc/protocols/pairing.py), and binds the digest into its masks: the
+node then builds this wrapper with `agreed=True`, and no digest is exchanged.
 """
 
 from __future__ import annotations

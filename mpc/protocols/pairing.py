@@ -16,9 +16,14 @@ A later session uses K twice, without any message between the two nodes:
   input version, and refuses on any difference. The coordinator relays the tags but cannot forge
   or alter one without K_ij, which it never holds; the tag names sender and recipient, so it
   cannot be reflected, and the session id, which a node never accepts twice, so it cannot be
-  replayed. This is the agreement the digests exchanged peer to peer give (mpc/protocols/agreement.py),
-  with the coordinator as an untrusted courier; it is the authenticated-relay pattern of
-  Bonawitz et al., CCS 2017, §4 (messages between users go through the server, authenticated).
+  replayed. The coordinator is an untrusted courier: the authenticated-relay pattern of Bonawitz
+  et al., CCS 2017, §4 (messages between users go through the server, authenticated). The tags
+  show what each peer *prepared*; what each computed with (the scale, lengths and versions of
+  every node) is in the session digest. A keyed sum exchanges nothing, so that digest is bound
+  into its masks (below): a node that broke the protocol and computed with another description
+  than it tagged only makes the masks fail to cancel, and the output is noise. Every other
+  engine sends messages anyway and still sends its digest with its first ones (no extra round),
+  so each node also checks what every other computed with (mpc/protocols/agreement.py).
 - **Masks**: the pairwise one-time pads of the sum are PRG(HKDF(K_ij, "sum/mask/" + session id +
   session digest)) instead of PRG of a fresh seed (Bonawitz et al. §3: masks from pairwise shared
   keys; PROTOCOLS.md §1: "both derive it with HKDF from a pairwise key and the session id").

@@ -895,15 +895,14 @@ def expected_view(receiver: str, parties: Sequence[str], dabits: int, keyed: boo
     contributions); the IKNP message of every peer that chooses OTs (all but the first party: one per
     daBit); from every peer the corrections of the receiver's own fold (all but the first party: one word
     per daBit). No triples, and no opening: the noise is never opened. A keyed session (mpc/protocols/pairing.py)
-    has neither digests nor seeds: the rest is the same."""
+    has no seeds: the rest is the same."""
     me = parties.index(receiver)
     iknp = 16 + KAPPA * (-(-dabits // KAPPA) * KAPPA) // 8
     out = {}
     for k, sender in enumerate(parties):
         if sender == receiver:
             continue
-        if not keyed:
-            out[(sender, STEP_DIGEST)] = DIGEST_BYTES
+        out[(sender, STEP_DIGEST)] = DIGEST_BYTES
         if k < me and not keyed:
             out[(sender, STEP_SEED)] = 24
         if k >= 1:
@@ -947,7 +946,7 @@ def test_a_dp_session_shows_each_party_only_what_the_protocol_fixes(env: Env, ke
         for sender, step, payload in got:
             for (owner, i), needle in needles.items():
                 assert needle not in payload, f"{owner}'s value {i} in {step} from {sender} to {node}"
-    assert len(digests) == (0 if keyed else 1)            # the public session description, the same everywhere
+    assert len(digests) == 1                              # the public session description, the same everywhere
 
     # What the coordinator received: one share per node, each uniform alone, none holding an input;
     # their sum is the noisy output and nothing else.

@@ -501,13 +501,12 @@ def test_privacy_of_200_votes(env: Env) -> None:
                 mine = [st for s, st, _ in got if s == peer]
                 assert [mine.count(x) for x in (STEP_HELLO, "triples/u", "triples/t")] == [1, 1, 1], mine
                 assert any(st.startswith("cmp/") for st in mine)
-            # sum seeds come from the earlier parties only (PROTOCOLS.md §1), and a digest from every
-            # peer; a keyed session has neither
+            # sum seeds come from the earlier parties only (PROTOCOLS.md §1), none in a keyed session; a
+            # digest from every peer either way
             unkeyed = session not in keyed
             assert sorted(s for s, st, _ in got if st == "sum/seed") == sorted(TRIO[:TRIO.index(node)] if unkeyed
                                                                                else ())
-            assert sorted(s for s, st, _ in got if st == "agree/digest") == sorted(set(TRIO) - {node} if unkeyed
-                                                                                   else ())
+            assert sorted(s for s, st, _ in got if st == "agree/digest") == sorted(set(TRIO) - {node})
             for sender, step, payload in got:
                 for owner, encoding in raw.items():
                     if owner != node:
