@@ -275,11 +275,10 @@ class NodeCore:
             key = None if peer == me else self.pair_keys.newest(peer)
             if key is not None:
                 session.pair_keys[peer] = key
-        evidence = Evidence(session.length, frac_bits, session.stored.version, {})
-        prepared = {**session.described, **evidence.shape()}
-        session.evidence = Evidence(evidence.length, evidence.frac_bits, evidence.input_version,
-                                    {peer: (key.key_id, key.tag(me, peer, prepared))
-                                     for peer, key in session.pair_keys.items()})
+        shape = Evidence(session.length, frac_bits, session.stored.version, {})
+        prepared = {**session.described, **shape.shape()}
+        session.evidence = replace(shape, tags={peer: (key.key_id, key.tag(me, peer, prepared))
+                                                for peer, key in session.pair_keys.items()})
 
     def _check_load(self, caller: Identity) -> None:
         """Refuse a new session beyond the owner's limits on live sessions (in total, per coordinator)."""
@@ -359,8 +358,8 @@ class NodeCore:
             versions: every participant's input version, as the nodes reported them at prepare.
             lengths: every participant's length, as the nodes reported them at prepare.
             evidence: every participant's evidence from prepare, for the keyed path (agreement from
-                the relayed tags, masks from the pair keys: no digest or seed goes peer to peer);
-                empty or None: digests and seeds are exchanged.
+                the relayed tags, masks from the pair keys: no seed goes peer to peer, and a sum sends
+                nothing); empty or None: digests and seeds are exchanged.
         Returns: the output share (uniformly random on its own).
         Raises: UnknownSession/SessionClosed, AuthError if another coordinator asks,
         RoundMismatch if already running, InputError if the declared bounds could overflow at

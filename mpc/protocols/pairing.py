@@ -24,8 +24,8 @@ A later session uses K twice, without any message between the two nodes:
   than it tagged only makes the masks fail to cancel, and the output is noise. Every other
   engine sends messages anyway and still sends its digest with its first ones (no extra round),
   so each node also checks what every other computed with (mpc/protocols/agreement.py).
-- **Masks**: the pairwise one-time pads of the sum are PRG(HKDF(K_ij, "sum/mask/" + session id +
-  session digest)) instead of PRG of a fresh seed (Bonawitz et al. §3: masks from pairwise shared
+- **Masks**: the pairwise one-time pads of the sum are PRG(s_ij, "sum/mask/" + session id) with the
+  seed s_ij = HKDF(K_ij, "session/" + session id + "/" + session digest) instead of a fresh seed (Bonawitz et al. §3: masks from pairwise shared
   keys; PROTOCOLS.md §1: "both derive it with HKDF from a pairwise key and the session id").
   A node never takes part in a session id twice (its store refuses a reused one), so a mask is
   never reused; the session digest binds the mask to the description the nodes agreed on.
@@ -185,8 +185,3 @@ class PairKeys:
         with self._lock:
             held = self._keys.get(peer)
             return next(reversed(held.values())) if held else None
-
-    def forget(self, peer: str) -> None:
-        """Drop every key held with `peer`."""
-        with self._lock:
-            self._keys.pop(peer, None)
