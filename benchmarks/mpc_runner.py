@@ -22,11 +22,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,7 +44,8 @@ from mpc.ot.base import BASE_OTS, ChouOrlandiReceiver, ChouOrlandiSender
 from mpc.ot.triples import OtReady, PairwiseOtSetup
 from mpc.prg import SystemRng
 from mpc.protocols.catalogue import SumParams, entry
-from mpc.protocols.contribution import COMPARE_BOUND
+from mpc.protocols.compare import triple_words
+from mpc.protocols.contribution import COMPARE_BITS, COMPARE_BOUND
 from mpc.store import Store
 
 from benchmarks.ot_micro import run_router
@@ -137,11 +140,13 @@ def vote_ballots(ballots: int, parties: int) -> list[np.ndarray]:
 
 def _write_cluster(work: Path, names: Sequence[str], inputs: Mapping[str, Sequence[np.ndarray]],
                    bounds: tuple[int, int] | None,
-                   input_bounds: Mapping[str, tuple[int, int] | None] | None = None) -> Path:
+                   input_bounds: Mapping[str, tuple[int, int] | None] | None = None, pool: bool = True) -> Path:
     """A local cluster file with `inputs[input_name][i]` stored at node names[i], declared with
     `input_bounds[input_name]` where given, else `bounds` ("ballots" as ballots, "bids" as bids).
-    The default policy applies: every benchmark repeats one query of each input."""
-    cluster_file = write_local_cluster(work, names, session_timeout_s=_SESSION_TIMEOUT_S)
+    The default policy applies: every benchmark repeats one query of each input. Each node serves
+    its metrics (for the triple pools' levels); pool=False: the nodes keep no triple pools."""
+    cluster_file = write_local_cluster(work, names, session_timeout_s=_SESSION_TIMEOUT_S, metrics=True,
+                                       extra_node_keys=None if pool else {"triple_pool": "0"})
     for i, store in node_stores(cluster_file, names):
         with store:
             for input_name, per_node in inputs.items():
@@ -175,10 +180,11 @@ class _Running:
 @contextmanager
 def _running(names: Sequence[str], inputs: Mapping[str, Sequence[np.ndarray]],
              bounds: tuple[int, int] | None = None, *,
-             input_bounds: Mapping[str, tuple[int, int] | None] | None = None) -> Iterator[_Running]:
+             input_bounds: Mapping[str, tuple[int, int] | None] | None = None, pool: bool = True,
+             ) -> Iterator[_Running]:
     """Node processes holding `inputs` (declared as _write_cluster says), in a temporary
     directory; stopped (by PID) on exit."""
-    with running_nodes(names, lambda work: _write_cluster(work, names, inputs, bounds, input_bounds)) as run:
+    with running_nodes(names, lambda work: _write_cluster(work, names, inputs, bounds, input_bounds, pool)) as run:
         yield run
 
 
@@ -241,11 +247,44 @@ def _cpu_delta(before: float | None, after: float | None) -> float | None:
     return None if before is None or after is None else after - before
 
 
+_POOL_LEVEL = re.compile(r'^mpc_triple_pool_words\{peer="([^"]+)",role="receiver"\} (\S+)$', re.M)
+POOL_WAIT_S = 300.0
+
+
+def pool_levels(cluster: ClusterConfig, name: str) -> dict[str, int]:
+    """Node `name`'s triple pool with each peer, as receiver, in words (from its metrics endpoint)."""
+    address = cluster.node(name).metrics
+    if address is None:
+        raise RuntimeError(f"node {name} serves no metrics")
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as reply:   # noqa: S310 - 127.0.0.1
+        text = reply.read().decode()
+    return {peer: int(float(value)) for peer, value in _POOL_LEVEL.findall(text)}
+
+
+async def wait_for_pools(cluster: ClusterConfig, names: Sequence[str], words: int) -> None:
+    """Wait (at most POOL_WAIT_S) until every node holds `words` words of random OTs with every
+    peer: the fills the nodes make between sessions (mpc/ot/pool.py) are done.
+
+    Raises: TimeoutError naming the nodes still short.
+    """
+    deadline = time.monotonic() + POOL_WAIT_S
+    while True:
+        short = [(n, p) for n in names for p, level in (await asyncio.to_thread(pool_levels, cluster, n)).items()
+                 if p in names and level < words]
+        if not short:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"triple pools still short after {POOL_WAIT_S:.0f} s: {short[:6]}")
+        await asyncio.sleep(0.05)   # a benchmark's poll of the nodes' metrics, not a test's wait
+
+
 async def _timed_sessions(cluster: ClusterConfig, nodes: NodeProcesses, repeats: int,
                           session: Callable[[Coordinator], Awaitable[bool]], *, keyed: bool = True,
+                          between: Callable[[], Awaitable[None]] | None = None,
                           ) -> tuple[list[float], list[float | None], bool, list[dict[str, float] | None]]:
     """Run `session` repeats + 1 times through one coordinator, timing each and the nodes' CPU
     (keyed=False: the coordinator never takes the keyed path, mpc/protocols/pairing.py).
+    `between`, if given, runs untimed before each session after the first (e.g. wait_for_pools).
 
     Returns: (wall seconds per session, CPU seconds of all node processes together per session,
     all sessions correct, CPU seconds of each node process per session by node name); the CPU
@@ -257,7 +296,9 @@ async def _timed_sessions(cluster: ClusterConfig, nodes: NodeProcesses, repeats:
     ok = True
     tick = _clock_tick()
     async with Coordinator(cluster, keyed=keyed) as coordinator:
-        for _ in range(repeats + 1):
+        for i in range(repeats + 1):
+            if i and between is not None:
+                await between()
             before = _cpu_ticks(nodes)
             start = time.perf_counter()
             correct = await session(coordinator)
@@ -273,11 +314,16 @@ async def _timed_sessions(cluster: ClusterConfig, nodes: NodeProcesses, repeats:
     return times, cpu, ok, by_node
 
 
-def run_mpc_compare(M: int = 1000, parties: int = 3, repeats: int = 5, threshold: int = 0) -> dict[str, object]:
+def run_mpc_compare(M: int = 1000, parties: int = 3, repeats: int = 5, threshold: int = 0,
+                    pool: bool = True) -> dict[str, object]:
     """M batched 32-bit comparisons [sum over nodes >= threshold] (`Coordinator.at_least`).
 
     first_s: the first session on fresh nodes (base OTs of every pair + TLS handshakes + the M
-    comparisons); compute_s: median of `repeats` later sessions (the setup reused);
+    comparisons, its triples made by IKNP in the session); compute_s: median of `repeats` later
+    sessions (the setup reused). pool=True: each later session starts once the nodes have made
+    its random OTs between sessions (mpc/ot/pool.py; they do so after every session, while idle),
+    and fill_cpu_s is the nodes' CPU for that, per session; pool=False: the nodes keep no pools,
+    and every session makes its triples by IKNP while it runs;
     setup_s = first_s - compute_s, the one-off; end_to_end_s: spawning the nodes, waiting for
     health, the first session, stopping them. ok: every session's bits equal the plaintext's.
 
@@ -295,13 +341,24 @@ def run_mpc_compare(M: int = 1000, parties: int = 3, repeats: int = 5, threshold
         return bool((await coordinator.at_least("x", threshold)).bits == expected)
 
     limit = (COMPARE_BOUND - 1) // parties
-    with _running(names, {"x": values}, (-limit, limit)) as run:
-        times, cpu, ok, _ = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, compare))
+    words = triple_words(parties, COMPARE_BITS, M)
+    fill_cpu: list[float] = []
+    with _running(names, {"x": values}, (-limit, limit), pool=pool) as run:
+        async def filled() -> None:
+            before = _cpu_s(run.nodes)
+            await wait_for_pools(run.cluster, names, words)
+            spent = _cpu_delta(before, _cpu_s(run.nodes))
+            if spent is not None:
+                fill_cpu.append(spent)
+
+        times, cpu, ok, _ = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, compare,
+                                                        between=filled if pool else None))
     end_to_end = run.stopped - run.started - sum(times[1:])
     compute = statistics.median(times[1:])
     return {"compute_s": compute, "first_s": times[0], "setup_s": times[0] - compute, "end_to_end_s": end_to_end,
             "comparisons_per_s": M / compute, "M": M, "parties": parties, "threshold": threshold, "ok": ok,
-            "repeats": repeats, **_cpu_fields(cpu)}
+            "repeats": repeats, "pool": pool, "triple_words": words,
+            "fill_cpu_s": statistics.median(fill_cpu) if fill_cpu else None, **_cpu_fields(cpu)}
 
 
 def _cli_vote(cluster_file: Path, input_name: str, timeout: float = 120.0) -> tuple[float, bool]:

@@ -104,6 +104,10 @@ class Policy:
         return None
 
 
+DEFAULT_TRIPLE_POOL = 1 << 22    # AND gates' worth of random OTs per peer and role: 0.5 MiB per bit array
+MAX_TRIPLE_POOL = 1 << 28
+
+
 @dataclass(frozen=True, slots=True)
 class NodeConfig:
     """One node as the cluster file describes it."""
@@ -117,6 +121,9 @@ class NodeConfig:
     data_dir: Path | None
     policy: Policy = field(default_factory=Policy)
     metrics: str | None = None    # host:port to serve Prometheus metrics on (off when None)
+    # Random OTs made ahead of time with each peer, per role (mpc/ot/pool.py); 0: none, every
+    # session's triples come from IKNP while it runs.
+    triple_pool: int = DEFAULT_TRIPLE_POOL
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,9 +318,13 @@ def _node(name: str, table: dict[str, Any], base: Path, where: str) -> NodeConfi
     metrics = _take(table, "metrics", str, where, None)
     if metrics is not None:
         split_address(metrics, f"{where}.metrics", any_port=True)
+    triple_pool = _take(table, "triple_pool", int, where, DEFAULT_TRIPLE_POOL)
+    if isinstance(triple_pool, bool) or not 0 <= triple_pool <= MAX_TRIPLE_POOL or triple_pool % 128:
+        raise ConfigError(f"{where}.triple_pool: {triple_pool!r} must be a multiple of 128 from 0 (no pool) to "
+                          f"{MAX_TRIPLE_POOL} AND gates per peer")
     policy = _policy(dict(_take(table, "policy", dict, where, {})), f"{where}.policy")
     _no_leftovers(table, where)
-    return NodeConfig(name, address, host, listen, cert, key, data_dir, policy, metrics)
+    return NodeConfig(name, address, host, listen, cert, key, data_dir, policy, metrics, triple_pool)
 
 
 def load_cluster(path: str | os.PathLike[str] | None = None) -> ClusterConfig:

@@ -42,6 +42,7 @@ from mpc.node.releases import Query, ReleaseBook
 from mpc.pki import Identity
 from mpc.prg import Rng, SystemRng
 from mpc.events import Keep, Output, Send
+from mpc.ot.pool import POOL_CHANNEL, STEP_FILL, RotPools
 from mpc.ot.triples import OtSetups
 from mpc.protocols.agreement import STEP_DIGEST, AgreedParty, session_digest
 from mpc.protocols.pairing import Evidence, PairKey, PairKeys, check_evidence
@@ -61,6 +62,7 @@ PeerObserver = Callable[[str, str, str, bytes], None]
 
 
 MAX_OT_SETUPS_PER_PEER = 4
+FILL_TIMEOUT_S = 60.0   # one pool fill's delivery to a peer (mpc/ot/pool.py): 16 MiB at most
 # Peer messages kept, per peer, for a session whose compute has not begun here: a peer that has
 # begun sends its digest, hello and sum seed, then waits for our hello.
 MAX_EARLY_PER_PEER = 8
@@ -165,8 +167,17 @@ class NodeCore:
         self.cert_not_after = cert_not_after
         self.sessions: dict[str, Session] = {}
         self.releases = ReleaseBook(store, me.name, me.policy)
+        # Random OTs made ahead of time with each peer (mpc/ot/pool.py), in memory only.
+        self.pools = RotPools(me.triple_pool)
         # OT setups with each peer, kept for the node's lifetime (newest last), by setup id.
-        self.ot_setups = OtSetups(MAX_OT_SETUPS_PER_PEER)
+        self.ot_setups = OtSetups(MAX_OT_SETUPS_PER_PEER, pools=self.pools)
+        others = sorted(set(cluster.nodes) - {me.name})
+        self.metrics.watch_pools(lambda: [(p, role, level(p)) for p in others for role, level in
+                                          (("receiver", self.pools.level), ("sender", self.pools.sending_level))])
+        self._idle = asyncio.Event()        # set while no session is live: pool fills wait for it
+        self._idle.set()
+        self._pool_wake = asyncio.Event()   # a session ended: pools may want a fill
+        self._filler: asyncio.Task[None] | None = None
         # Pair keys with each peer, from the seeds of earlier sums (mpc/protocols/pairing.py).
         self.pair_keys = PairKeys()
 
@@ -262,6 +273,7 @@ class NodeCore:
         self.store.record_session(session_id, protocol.name, input_name, participants, caller.uri())
         session.timer = loop.call_at(session.deadline, self._expire, session)
         self.sessions[session_id] = session
+        self._idle.clear()
         log.info("session %s prepared: %s %s of %r (v%d) with %s", session_id, protocol.name,
                  json.dumps(session.described["params"]), input_name, stored.version, ",".join(participants),
                  extra={"session": session_id})
@@ -559,15 +571,19 @@ class NodeCore:
 
     # ---- peer side --------------------------------------------------------------------
 
-    def admit(self, caller: Identity, session_id: str, sender: str) -> Session:
+    def admit(self, caller: Identity, session_id: str, sender: str) -> Session | None:
         """Check a peer message's header before reading its payload.
 
-        Returns: the live session.
+        Returns: the live session (None for a pool fill, which belongs to no session).
         Raises: AuthError if the claimed sender is not the caller or not a party;
         UnknownSession/SessionClosed.
         """
         if sender != caller.name or caller.role != "node":
             raise AuthError(f"message claims sender {sender!r} but the caller's certificate is {caller.uri()}")
+        if session_id == POOL_CHANNEL:
+            if sender not in self.cluster.nodes or sender == self.me.name:
+                raise AuthError(f"node {sender!r} is not a peer of node {self.me.name}")
+            return None
         session = self._live(session_id)
         if sender not in session.parties or sender == self.me.name:
             raise AuthError(f"node {sender!r} is not a peer in session {session_id}")
@@ -587,6 +603,9 @@ class NodeCore:
         session = self.admit(caller, session_id, sender)
         if self.observer is not None:
             self.observer(session_id, sender, step, payload)
+        if session is None:
+            await self._accept_fill(sender, step, payload)
+            return
         session.received_bytes += len(payload)
         self.metrics.received_bytes.labels(sender).inc(len(payload))
         self.metrics.received_messages.labels(sender).inc()
@@ -618,6 +637,9 @@ class NodeCore:
     def close(self) -> None:
         """Drop every live session without touching the store (the node is stopping; its next
         start marks them interrupted), so that no deadline fires after the store is closed."""
+        if self._filler is not None:
+            self._filler.cancel()
+            self._filler = None
         sessions, self.sessions = list(self.sessions.values()), {}
         for session in sessions:
             self.releases.drop(session.session_id)
@@ -629,6 +651,57 @@ class NodeCore:
                 session.output.set_exception(SessionFailed(f"session {session.session_id}: node {self.me.name} "
                                                            f"is stopping"))
             session.output.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    # ---- triple pools (mpc/ot/pool.py) --------------------------------------------------
+
+    def start_pool_filler(self) -> None:
+        """Begin filling this node's pools between sessions (the daemon calls it once serving)."""
+        if self._filler is None and self.pools.enabled:
+            self._filler = asyncio.get_running_loop().create_task(self._fill_pools(), name="pool-filler")
+
+    async def _fill_pools(self) -> None:
+        """After each session, top up every pool a session drew from (or found short), one batch at
+        a time and only while no session is live, so that fills never slow a session down."""
+        while True:
+            await self._pool_wake.wait()
+            self._pool_wake.clear()
+            for peer in sorted(self.cluster.nodes):
+                if peer != self.me.name:
+                    await self._fill_peer(peer)
+
+    async def _fill_peer(self, peer: str) -> None:
+        while True:
+            await self._idle.wait()
+            words = self.pools.next_fill_words(peer)
+            common = self.ot_setups.common(peer)
+            if not words or common is None:
+                return
+            setup_id, pair = common
+            try:
+                fill = await asyncio.to_thread(self.pools.make_fill, peer, setup_id, pair.as_receiver, words, self.rng)
+                await self.peers.send(peer, POOL_CHANNEL, STEP_FILL, fill.payload, FILL_TIMEOUT_S)
+            except MpcError as exc:   # the next session's triples come from IKNP; a later session retries
+                log.warning("node %s: triple pool fill with %s failed: %s", self.me.name, peer, exc)
+                return
+            self.pools.commit(fill)
+            self.metrics.pool_sent_bytes.labels(peer).inc(len(fill.payload))
+            self.metrics.triples_generated.inc(64 * fill.words)
+            log.debug("node %s: %d random OTs with %s made ahead", self.me.name, 64 * fill.words, peer)
+
+    async def _accept_fill(self, sender: str, step: str, payload: bytes) -> None:
+        """Store our side of a peer's pool fill (its IKNP extension, in a worker thread).
+
+        Raises: RemoteProtocolError/RoundMismatch for a malformed, unknown-setup or replayed fill.
+        """
+        where = f"triple pool fill from {sender} to node {self.me.name}"
+        if step != STEP_FILL:
+            raise RemoteProtocolError(f"{where}: unknown step {quoted(step, 40)}")
+        if not self.pools.enabled:
+            raise PolicyError(f"{where}: this node keeps no triple pools (triple_pool = 0)")
+        setup = self.ot_setups.known(sender).get(payload[:16])
+        await asyncio.to_thread(self.pools.accept_fill, sender, payload,
+                                None if setup is None else setup.as_sender, where)
+        self.metrics.pool_received_bytes.labels(sender).inc(len(payload))
 
     # ---- internals --------------------------------------------------------------------
 
@@ -708,6 +781,9 @@ class NodeCore:
     def _finish(self, session: Session, status: str, reason: str) -> None:
         if self.sessions.pop(session.session_id, None) is None:
             return
+        if not self.sessions:
+            self._idle.set()
+        self._pool_wake.set()
         self.releases.drop(session.session_id)
         if session.timer is not None:
             session.timer.cancel()

@@ -73,6 +73,7 @@ class NodeServer:
             host = self.metrics_address.rpartition(":")[0]
             log.info("node %s serves metrics on http://%s:%d/metrics", self.config.name, host, self.metrics_port)
         await self.server.start()
+        self.core.start_pool_filler()
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set("mpc.v1.Control", health_pb2.HealthCheckResponse.SERVING)
         log.info("node %s listening on %s (port %d)", self.config.name, self.config.listen, self.port)

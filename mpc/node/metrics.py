@@ -11,9 +11,11 @@ Each node has its own registry, so several nodes in one process (the tests) keep
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from mpc import __version__
 from mpc.config import split_address
@@ -50,8 +52,27 @@ class NodeMetrics:
                                          "by oblivious transfer.", registry=r)
         self.triples_consumed = Counter("mpc_triples_consumed", "Bit triples used by comparison circuits.",
                                         registry=r)
+        self.pool_sent_bytes = Counter("mpc_pool_sent_bytes", "Bytes of triple pool fills sent to each peer "
+                                       "(random OTs made between sessions; not in the sessions' traffic).",
+                                       ["peer"], registry=r)
+        self.pool_received_bytes = Counter("mpc_pool_received_bytes", "Bytes of triple pool fills received from "
+                                           "each peer.", ["peer"], registry=r)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+
+    def watch_pools(self, levels: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
+        """Report the triple pools (mpc/ot/pool.py) as read at each scrape: `levels()` gives
+        (peer, role, words) with role "receiver" (we choose) or "sender"."""
+
+        class _Pools:
+            def collect(self) -> Iterator[Metric]:
+                gauge = GaugeMetricFamily("mpc_triple_pool_words", "Words (64 AND gates each) of random OTs made "
+                                          "ahead of time with each peer and not spent yet.", labels=["peer", "role"])
+                for peer, role, words in levels():
+                    gauge.add_metric([peer, role], words)
+                yield gauge
+
+        self.registry.register(_Pools())
 
     def serve(self, address: str) -> int:
         """Serve /metrics over HTTP on `address` ("HOST:PORT"; port 0 picks one).

@@ -282,7 +282,7 @@ class IknpReceiver:
         return _HEADER.pack(offset, m) + u.tobytes(), t, offset
 
 
-def _merge(windows: list[tuple[int, int]], new: tuple[int, int]) -> list[tuple[int, int]]:
+def merge_windows(windows: list[tuple[int, int]], new: tuple[int, int]) -> list[tuple[int, int]]:
     """Insert a disjoint window and coalesce neighbours, so the list stays short."""
     merged: list[tuple[int, int]] = []
     for s, e in sorted([*windows, new]):
@@ -352,7 +352,7 @@ class IknpSender:
         with self._lock:  # check and claim the window atomically; other threads may extend this pair too
             if end > _MAX_OFFSET or any(offset < e and s < end for s, e in self._used):
                 raise RoundMismatch(f"IKNP: PRG window [{offset}, {end}) was already used (a replayed extension)")
-            self._used = _merge(self._used, (offset, end))
+            self._used = merge_windows(self._used, (offset, end))
             self._offset = max(self._offset, end)
         q = _prg_rows(self._keys, offset, row_bytes)
         rows = np.frombuffer(u, dtype=np.uint8, offset=_HEADER.size).reshape(KAPPA, row_bytes)

@@ -36,6 +36,16 @@ from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.events import Send
 from mpc.ot.base import ChouOrlandiReceiver, ChouOrlandiSender
 from mpc.ot.extension import KAPPA, IknpReceiver, IknpSender
+from mpc.ot.pool import (
+    SETUP_ID_BYTES,
+    Reservation,
+    RotPools,
+    Segment,
+    ids_from_bytes,
+    ids_to_bytes,
+    segments_from_bytes,
+    segments_to_bytes,
+)
 from mpc.prg import Rng, random_words
 from mpc.ring import Words, words_from_bytes, words_to_bytes
 
@@ -43,6 +53,7 @@ STEP_BASE_A = "ot/base/a"
 STEP_BASE_B = "ot/base/b"
 STEP_U = "triples/u"
 STEP_T = "triples/t"
+STEP_R = "triples/r"
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -134,10 +145,15 @@ class OtSetups:
     add the ones they make; at most `per_peer` are kept per peer, the oldest dropped first.
     """
 
-    def __init__(self, per_peer: int = 4) -> None:
+    def __init__(self, per_peer: int = 4, pools: RotPools | None = None) -> None:
+        """Args:
+            pools: the node's random OTs made ahead of time with each peer (mpc/ot/pool.py), if any.
+        """
         if per_peer < 1:
             raise LocalProtocolError(f"an OT setup registry keeps at least one setup per peer, got {per_peer}")
         self.per_peer = per_peer
+        self.pools = pools
+        self._common: dict[str, bytes] = {}
         self._by_peer: dict[str, dict[bytes, PairwiseOt]] = {}
         # Sessions add setups from the worker thread that runs base OTs, and read them on the event loop.
         self._lock = threading.Lock()
@@ -149,6 +165,19 @@ class OtSetups:
         """
         with self._lock:
             return dict(self._by_peer.get(peer, {}))
+
+    def common(self, peer: str) -> tuple[bytes, PairwiseOt] | None:
+        """The setup with `peer` that the last session with it used (so both ends held it then),
+        with its id, if this node still keeps it (None: none)."""
+        with self._lock:
+            setup_id = self._common.get(peer)
+            pair = self._by_peer.get(peer, {}).get(setup_id) if setup_id is not None else None
+            return None if setup_id is None or pair is None else (setup_id, pair)
+
+    def used(self, peer: str, setup_id: bytes) -> None:
+        """A session with `peer` used this setup (both ends hold it): the one pool fills use."""
+        with self._lock:
+            self._common[peer] = setup_id
 
     def add(self, peer: str, setup_id: bytes, pair: PairwiseOt) -> None:
         """Keep a new setup with `peer`, dropping the oldest beyond `per_peer`."""
@@ -165,7 +194,6 @@ class OtSetups:
 # A session's "hello" to a peer (mpc/protocols/compute.py, mpc/protocols/psi.py): the ids of the
 # setups it still holds with that peer, so that both ends agree, without a round of their own, on
 # reusing one (the newest they share) or making a fresh one.
-SETUP_ID_BYTES = 16
 MAX_SETUPS_ADVERTISED = 8
 
 
@@ -179,6 +207,39 @@ def parse_hello(payload: bytes, where: str) -> set[bytes]:
     if len(payload) % SETUP_ID_BYTES or len(payload) > SETUP_ID_BYTES * MAX_SETUPS_ADVERTISED:
         raise RemoteProtocolError(f"{where} has {len(payload)} bytes")
     return {payload[i:i + SETUP_ID_BYTES] for i in range(0, len(payload), SETUP_ID_BYTES)}
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """A peer's hello in a program session: its setup ids with us, the range of its pool with us it
+    reserved for this session (it chooses), and the batches of ours it holds (it sends)."""
+
+    setups: frozenset[bytes]
+    reserved: tuple[Segment, ...]
+    holdings: frozenset[bytes]
+
+
+def session_hello(known: Mapping[bytes, PairwiseOt], reserved: Reservation | None, holdings: Sequence[bytes]) -> bytes:
+    """The hello of a program session to one peer (mpc/protocols/compute.py): a count byte and the
+    setup ids (as hello_payload), then the pool reservation and holdings (mpc/ot/pool.py)."""
+    ids = hello_payload(known)
+    segments = () if reserved is None else reserved.segments
+    return bytes([len(ids) // SETUP_ID_BYTES]) + ids + segments_to_bytes(segments) + ids_to_bytes(holdings)
+
+
+def parse_session_hello(payload: bytes, where: str) -> Hello:
+    """A peer's session hello. Raises: RemoteProtocolError naming `where` for a malformed payload."""
+    if not payload:
+        raise RemoteProtocolError(f"{where} is empty")
+    end = 1 + payload[0] * SETUP_ID_BYTES
+    setups = parse_hello(payload[1:end], where)
+    if end > len(payload):
+        raise RemoteProtocolError(f"{where} has {len(payload)} bytes, too few for its setup ids")
+    reserved, end = segments_from_bytes(payload, end, where)
+    holdings, end = ids_from_bytes(payload, end, where)
+    if end != len(payload):
+        raise RemoteProtocolError(f"{where} has {len(payload) - end} bytes after its end")
+    return Hello(frozenset(setups), reserved, frozenset(holdings))
 
 
 def choose_setups(hellos: Mapping[str, set[bytes]], known: Mapping[str, Mapping[bytes, PairwiseOt]],
@@ -203,6 +264,7 @@ def keep_ready(setups: OtSetups, session_id: str, ready: OtReady, chosen: dict[s
     for peer, pair in ready.pairs.items():
         chosen[peer] = pair
         setups.add(peer, setup_id, pair)
+        setups.used(peer, setup_id)
 
 
 class PairwiseOtSetup:
@@ -271,33 +333,53 @@ class PairwiseOtSetup:
 class TripleDealerless:
     """One party of a dealerless bit-triple session: 64 * words triples (PROTOCOLS.md §3).
 
+    Each direction of each pair (we choose a_i, the peer's b_j; and the reverse) runs either an
+    IKNP extension now ("triples/u" then "triples/t") or, when both ends hold random OTs made ahead
+    of time for it (mpc/ot/pool.py), one derandomisation message "triples/r" that carries, for
+    the peer, d = a_i ⊕ c where we are the receiver and t = b_i ⊕ m0 ⊕ m1 where we are the sender.
     Messages from peers may arrive before `start`; they are kept until it runs.
     """
 
     def __init__(self, me: str, parties: Sequence[str], words: int, rng: Rng,
-                 ot: Mapping[str, PairwiseOt], session_id: str = "") -> None:
+                 ot: Mapping[str, PairwiseOt], session_id: str = "", *,
+                 pooled_recv: Mapping[str, Reservation] | None = None,
+                 pooled_send: Mapping[str, tuple[Words, Words]] | None = None) -> None:
+        """Args:
+            ot: the OT setup with every peer that has a direction left for IKNP.
+            pooled_recv: per peer, our reservation of its pool where we choose (its words: `words`).
+            pooled_send: per peer, our (m0, m1) of the range it reserved where it chooses.
+        """
         self.me = me
         self.session_id = session_id
         self.peers = _check_parties(me, parties)
-        missing = [p for p in self.peers if p not in ot]
-        if missing:
-            raise LocalProtocolError(f"triples {session_id}: no OT setup with {missing}")
+        self._pooled_recv = dict(pooled_recv or {})
+        self._pooled_send = dict(pooled_send or {})
         if words < 1:
             raise LocalProtocolError(f"triples {session_id}: need at least one word, got {words}")
+        needs_ot = [p for p in self.peers if p not in self._pooled_recv or p not in self._pooled_send]
+        missing = [p for p in needs_ot if p not in ot]
+        if missing:
+            raise LocalProtocolError(f"triples {session_id}: no OT setup with {missing}")
+        if any(r.words != words for r in self._pooled_recv.values()) or \
+                any(m0.shape != (words,) or m1.shape != (words,) for m0, m1 in self._pooled_send.values()):
+            raise LocalProtocolError(f"triples {session_id}: pooled OTs of another size than {words} words")
         self.words = words
-        self._ot = {p: ot[p] for p in self.peers}
+        self._ot = {p: ot[p] for p in needs_ot}
         self._rng = rng
         self._shares: tuple[Words, Words, Words] | None = None  # a_i, b_i and the running c_i
         self._chosen: dict[str, Words] = {}   # m_{a_i} from each peer's OTs, until its t comes
-        self._early: dict[str, bytes] = {}    # IKNP messages received before start
+        self._early: dict[tuple[str, str], bytes] = {}    # (peer, step) received before start
         self._answered: set[str] = set()      # peers whose u we answered with t
-        self._pending = len(self.peers) * 2   # u messages to answer plus t messages to receive
+        self._derandomised: set[str] = set()  # peers whose "triples/r" we took
+        self.pooled = len(self._pooled_recv) + len(self._pooled_send)   # directions served from pools
+        self._pending = len(self.peers) * 2   # directions left: one per peer as receiver, one as sender
         self._done = False
 
     def start(self) -> list[Send | BitTriples]:
-        """Draw a_i, b_i and send each peer the IKNP message of the OTs where we choose a_i.
+        """Draw a_i, b_i; send each peer the IKNP message of the OTs where we choose a_i, or the
+        derandomisation of its pooled directions.
 
-        Returns: one Send per peer, plus t answers to IKNP messages that came early.
+        Returns: the Sends, plus answers to messages that came early.
         Raises: LocalProtocolError if started twice; as `receive` for messages kept from before.
         """
         if self._shares is not None or self._done:
@@ -307,43 +389,81 @@ class TripleDealerless:
         self._shares = (a, b, a & b)
         events: list[Send | BitTriples] = []
         for p in self.peers:
-            message, chosen = self._ot[p].as_receiver.extend(a, 64 * self.words)
-            self._chosen[p] = chosen
-            events.append(Send(p, STEP_U, message))
+            parts = []
+            if p in self._pooled_recv:
+                parts.append(a ^ self._pooled_recv[p].choices)     # d = a_i ⊕ c
+            else:
+                message, chosen = self._ot[p].as_receiver.extend(a, 64 * self.words)
+                self._chosen[p] = chosen
+                events.append(Send(p, STEP_U, message))
+            if p in self._pooled_send:
+                m0, m1 = self._pooled_send[p]
+                parts.append(b ^ m0 ^ m1)                          # t = b_i ⊕ m0 ⊕ m1
+            if parts:
+                events.append(Send(p, STEP_R, words_to_bytes(np.concatenate(parts))))
         early, self._early = self._early, {}
-        for p, payload in early.items():
-            events += self._answer(p, payload)
+        for (p, step), payload in early.items():
+            events += self.receive(p, step, payload)
         return events
 
     def receive(self, sender: str, step: str, payload: bytes) -> list[Send | BitTriples]:
-        """Answer a peer's IKNP message with the correction t, or take a peer's correction.
+        """Answer a peer's IKNP message with the correction t, or take a peer's correction or
+        derandomisation.
 
-        Returns: a Send of t for an IKNP message; BitTriples once all corrections are in.
+        Returns: a Send of t for an IKNP message; BitTriples once every direction is done.
         Raises: RemoteProtocolError for an unknown sender or a malformed message; RoundMismatch
         for a wrong step, a repeated message, or a t before our IKNP message went out.
         """
         where = f"triples {self.session_id}: from {sender!r} to {self.me!r}"
-        if sender not in self._ot:
+        if sender not in self.peers:
             raise RemoteProtocolError(f"{where}: not a party of this session")
+        if step not in (STEP_U, STEP_T, STEP_R):
+            raise RoundMismatch(f"{where}: expected {STEP_U!r}, {STEP_T!r} or {STEP_R!r}, got {step!r}")
+        if step == STEP_U and sender in self._pooled_send or step == STEP_R and sender not in self._pooled_send \
+                and sender not in self._pooled_recv:
+            raise RoundMismatch(f"{where}: {step!r} but the hellos chose otherwise for this pair")
+        if self._done:
+            raise RoundMismatch(f"{where}: {step!r} after the triples were made")
+        if step == STEP_U and sender in self._answered or step == STEP_R and sender in self._derandomised:
+            raise RoundMismatch(f"{where}: {step!r} received twice")
+        if self._shares is None:
+            if step == STEP_T or (sender, step) in self._early:
+                raise RoundMismatch(f"{where}: {step!r} unexpected (repeated, or before our {STEP_U!r})")
+            self._early[(sender, step)] = payload
+            return []
         if step == STEP_U:
-            if sender in self._answered or sender in self._early:
-                raise RoundMismatch(f"{where}: {STEP_U!r} received twice")
-            if self._shares is None:
-                self._early[sender] = payload
-                return []
             return self._answer(sender, payload)
-        if step == STEP_T:
-            if sender not in self._chosen or self._shares is None:
-                raise RoundMismatch(f"{where}: {STEP_T!r} unexpected (repeated, or before our {STEP_U!r})")
-            try:
-                t = words_from_bytes(payload, self.words)
-            except ValueError as exc:
-                raise RemoteProtocolError(f"{where}: correction: {exc}") from None
-            a, _, c = self._shares
-            c ^= self._chosen.pop(sender) ^ (a & t)  # u_{i<-j} = m_{a_i} ⊕ (a_i ∧ t)
-            self._pending -= 1
-            return self._maybe_done()
-        raise RoundMismatch(f"{where}: expected {STEP_U!r} or {STEP_T!r}, got {step!r}")
+        if step == STEP_R:
+            return self._derandomise(sender, payload, where)
+        if sender not in self._chosen:
+            raise RoundMismatch(f"{where}: {STEP_T!r} unexpected (repeated, or before our {STEP_U!r})")
+        try:
+            t = words_from_bytes(payload, self.words)
+        except ValueError as exc:
+            raise RemoteProtocolError(f"{where}: correction: {exc}") from None
+        a, _, c = self._shares
+        c ^= self._chosen.pop(sender) ^ (a & t)  # u_{i<-j} = m_{a_i} ⊕ (a_i ∧ t)
+        self._pending -= 1
+        return self._maybe_done()
+
+    def _derandomise(self, sender: str, payload: bytes, where: str) -> list[Send | BitTriples]:
+        assert self._shares is not None
+        parts = (sender in self._pooled_send) + (sender in self._pooled_recv)
+        try:
+            words = words_from_bytes(payload, parts * self.words)
+        except ValueError as exc:
+            raise RemoteProtocolError(f"{where}: derandomisation: {exc}") from None
+        self._derandomised.add(sender)
+        a, _, c = self._shares
+        rest = words
+        if sender in self._pooled_send:       # it chose: d = a_j ⊕ c_j; v = m0 ⊕ (d ∧ (m0 ⊕ m1))
+            m0, m1 = self._pooled_send[sender]
+            c ^= m0 ^ (rest[:self.words] & (m0 ^ m1))
+            rest = rest[self.words:]
+        if sender in self._pooled_recv:       # it sent t = b_j ⊕ m0 ⊕ m1; u = m_c ⊕ (a_i ∧ t)
+            c ^= self._pooled_recv[sender].chosen ^ (a & rest)
+        self._pending -= parts
+        return self._maybe_done()
 
     def _answer(self, peer: str, payload: bytes) -> list[Send | BitTriples]:
         if self._shares is None:
@@ -361,6 +481,7 @@ class TripleDealerless:
             return []
         self._done = True
         (a, b, c), self._shares = self._shares, None
+        self._pooled_recv, self._pooled_send = {}, {}   # spent: nothing of them is kept
         return [BitTriples(a, b, c)]
 
 

@@ -34,9 +34,11 @@ from mpc.ot.arith import ArithDealerless, ArithPool, ArithTriples, DaBitPool, Da
 from mpc.ot.triples import (
     STEP_BASE_A,
     STEP_BASE_B,
+    STEP_R,
     STEP_T,
     STEP_U,
     BitTriples,
+    Hello,
     OtReady,
     OtSetups,
     PairwiseOt,
@@ -44,10 +46,11 @@ from mpc.ot.triples import (
     TripleDealerless,
     TriplePool,
     choose_setups,
-    hello_payload,
     keep_ready,
-    parse_hello,
+    parse_session_hello,
+    session_hello,
 )
+from mpc.ot.pool import Reservation
 from mpc.prg import Rng
 from mpc.protocols.circuit import CircuitParty, Context, Plan, ProgramFactory, plan
 from mpc.protocols.sum import SecureSumParty
@@ -92,14 +95,17 @@ class ComputeParty:
         self.plan: Plan = plan(factory, len(self.parties), length)
         self.value_free_steps: tuple[str, ...] = (hello, "sum/", "ot/", "triples/", "arith/")
         # Every step this session can see, known up front: anything else is refused on arrival.
-        self._triple_steps = frozenset({STEP_U, STEP_T} if self.plan.bit_words else ())
+        self._triple_steps = frozenset({STEP_U, STEP_T, STEP_R} if self.plan.bit_words else ())
         self._arith_steps = frozenset({ARITH_U, ARITH_T, *(fold_step(k) for k in range(1, len(self.parties)))}
                                       if self.plan.arith_triples or self.plan.dabits else ())
         self._program_steps = frozenset(f"{prefix}/{label}" for label, _ in self.plan.rounds)
         self._known = {p: setups.known(p) for p in self.peers}
         self._sum = SecureSumParty(session_id, me, parties, length, rng, mask_seeds=mask_seeds,
                                    on_seed=on_seed) if summed else None
-        self._hellos: dict[str, set[bytes]] = {}
+        self._hellos: dict[str, Hello] = {}
+        self._pools = setups.pools if setups.pools is not None and setups.pools.enabled else None
+        self._reserved: dict[str, Reservation | None] = {}   # our pool ranges with each peer, at start
+        self._advertised: dict[str, frozenset[bytes]] = {}   # the batches of each peer's we said we hold
         self._chosen: dict[str, PairwiseOt] = {}
         self._setup: PairwiseOtSetup | None = None
         self._triples: TripleDealerless | None = None
@@ -153,8 +159,14 @@ class ComputeParty:
                                      f"expected ({self.length},)")
         self._started = True
         events: list[Send | Output] = []
+        words = self.plan.bit_words
         for peer in self.peers:
-            events.append(Send(peer, self._hello, hello_payload(self._known[peer])))
+            # Our pool with the peer (we choose) for this session's triples, and what we hold of its.
+            pools = self._pools
+            self._reserved[peer] = pools.reserve(peer, words) if pools is not None and words else None
+            self._advertised[peer] = frozenset(pools.holdings(peer)) if pools is not None and words else frozenset()
+            events.append(Send(peer, self._hello, session_hello(self._known[peer], self._reserved[peer],
+                                                                  sorted(self._advertised[peer]))))
         if self._sum is None:
             self._share = np.array(contribution, dtype=np.uint64, copy=True)
         else:
@@ -172,7 +184,12 @@ class ComputeParty:
         if step == self._hello:
             if sender in self._hellos:
                 raise RoundMismatch(f"session {self.session_id}: second hello from {sender!r}")
-            self._hellos[sender] = parse_hello(payload, f"session {self.session_id}: hello from {sender!r}")
+            hello = parse_session_hello(payload, f"session {self.session_id}: hello from {sender!r}")
+            reserved = sum(s.count for s in hello.reserved)
+            if reserved not in (0, self.plan.bit_words):
+                raise RemoteProtocolError(f"session {self.session_id}: {sender!r} reserved {reserved} pool words for "
+                                          f"a session of {self.plan.bit_words} triple words")
+            self._hellos[sender] = hello
             return self._advance() if self._started else []
         if step.startswith("sum/"):
             if self._sum is None:
@@ -243,12 +260,35 @@ class ComputeParty:
             events += self._route(piece.receive(sender, step, payload))
         return events
 
+    def _pooled(self) -> tuple[dict[str, Reservation], dict[str, tuple[Words, Words]]]:
+        """Which directions the pools serve, decided alike at both ends from the two hellos: the
+        receiver's reservation, all of it in batches the sender said it holds (mpc/ot/pool.py).
+
+        Returns: (our reservations by peer, our (m0, m1) for each peer's reservation, claimed now).
+        Raises: RoundMismatch if a peer's range was answered before (a replayed hello).
+        """
+        recv: dict[str, Reservation] = {}
+        send: dict[str, tuple[Words, Words]] = {}
+        for peer, hello in self._hellos.items():
+            ours = self._reserved.get(peer)
+            if ours is not None and all(s.batch in hello.holdings for s in ours.segments):
+                recv[peer] = ours
+            elif ours is not None and self._pools is not None:   # it lost them (a restart): they are no use
+                self._pools.forget_missing(peer, hello.holdings)
+            theirs = hello.reserved
+            if theirs and self._pools is not None and all(s.batch in self._advertised[peer] for s in theirs):
+                send[peer] = self._pools.claim(peer, theirs, f"session {self.session_id}: pool of {peer!r}")
+        return recv, send
+
     def _advance(self) -> list[Send | Output]:
         events: list[Send | Output] = []
         if not self._started or len(self._hellos) < len(self.peers):
             return events
         if self._setup is None and not self._preprocessing and not self._chosen:
-            fresh = choose_setups(self._hellos, self._known, self._chosen)
+            fresh = choose_setups({p: set(h.setups) for p, h in self._hellos.items()}, self._known, self._chosen)
+            for peer, hello in self._hellos.items():
+                if peer not in fresh:
+                    self._setups.used(peer, max(hello.setups & set(self._known[peer])))
             if fresh:
                 self._setup = PairwiseOtSetup(self.me, [self.me, *fresh], self._rng, self.session_id)
                 events += self._route(self._setup.start())
@@ -261,8 +301,9 @@ class ComputeParty:
             self._preprocessing = True
             p = self.plan
             if p.bit_words:
+                pooled_recv, pooled_send = self._pooled()
                 self._triples = TripleDealerless(self.me, self.parties, p.bit_words, self._rng, self._chosen,
-                                                 self.session_id)
+                                                 self.session_id, pooled_recv=pooled_recv, pooled_send=pooled_send)
                 events += self._route(self._triples.start())
                 events = self._create(self._triples, events, "triples/")
             if p.arith_triples or p.dabits:

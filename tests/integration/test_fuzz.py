@@ -51,7 +51,7 @@ from hypothesis import strategies as st
 
 from mpc.coordinator.client import Coordinator
 from mpc.ot.extension import KAPPA
-from mpc.ot.triples import STEP_BASE_A, STEP_BASE_B, STEP_T, STEP_U
+from mpc.ot.triples import STEP_BASE_A, STEP_BASE_B, STEP_R, STEP_T, STEP_U
 from mpc.pki import Identity
 from mpc.protocols.agreement import DIGEST_BYTES, STEP_DIGEST, session_digest
 from mpc.protocols.catalogue import NAMES as PROTOCOLS
@@ -89,7 +89,7 @@ PEER_ALLOWED = frozenset({OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.
 # runs, under the step prefix "cmp/".
 CMP_STEPS = tuple(f"cmp/{label}" for label, _ in
                   plan(lambda ctx, x: at_least(ctx, "", x, 0, COMPARE_BITS), len(NAMES), 1).rounds)
-KNOWN_STEPS = (STEP_DIGEST, STEP_SEED, STEP_HELLO, STEP_BASE_A, STEP_BASE_B, STEP_U, STEP_T, *CMP_STEPS,
+KNOWN_STEPS = (STEP_DIGEST, STEP_SEED, STEP_HELLO, STEP_BASE_A, STEP_BASE_B, STEP_U, STEP_T, STEP_R, *CMP_STEPS,
                "sum/", "ot/base/", "ot/base/c", "triples/", "cmp/", "cmp/ks/99", "vote/open", "agree/", "")
 
 METHODS = {  # full method path -> (kind, request type)
@@ -330,7 +330,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     try:
         # The fuzzer tests robustness, not the rules across sessions (test_across_sessions.py):
         # the owners let any participant set run any number of distinct queries.
-        manager = running_cluster(tmp_path_factory.mktemp("fuzz"), 3, every_policy=ANY_QUERIES)
+        # No triple pools: the prefixes drive the IKNP path (tests/sim/test_pool_sim.py and
+        # tests/integration/test_pool.py attack the pooled one).
+        manager = running_cluster(tmp_path_factory.mktemp("fuzz"), 3, every_policy=ANY_QUERIES, triple_pool=0)
         lc = lt.run(manager.__aenter__(), 60)
         fuzz_env: Env | None = None
         try:
@@ -423,7 +425,8 @@ lengths = st.one_of(st.sampled_from([0, 1, 2, 3, 4, 1 << 32, UINT64_MAX]), st.in
 payloads = st.one_of(
     st.binary(max_size=300),
     st.binary(min_size=24, max_size=24),                               # a sum seed message's size
-    st.integers(0, 8).flatmap(lambda k: st.binary(min_size=16 * k, max_size=16 * k)),   # hello: setup ids
+    st.integers(0, 8).flatmap(lambda k: st.binary(min_size=16 * k, max_size=16 * k).map(
+        lambda ids: bytes([k]) + ids + b"\0\0")),                     # hello: setup ids, no pool
     st.binary(min_size=256, max_size=256),                             # one base-OT group element
     st.integers(0, 40).flatmap(lambda k: st.binary(min_size=8 * k, max_size=8 * k)),    # whole words
     st.binary(min_size=3000, max_size=5000),
@@ -835,6 +838,12 @@ class VoteShapes:
     setup_id: bytes
 
 
+def hello_of(*ids: bytes) -> bytes:
+    """A session hello (mpc/ot/triples.py session_hello) advertising these setup ids, with no pool
+    reservation and no pool holdings (this module's nodes keep no triple pools)."""
+    return bytes([len(ids)]) + b"".join(ids) + b"\0\0"
+
+
 def sized_bytes(size: int) -> st.SearchStrategy[bytes]:
     """Random bytes of an exact size; large ones come from a drawn seed (hypothesis draws stay small)."""
     if size <= 1024:
@@ -850,7 +859,7 @@ def shaped_payloads(draw: st.DrawFn, step: str, sender: str, shapes: VoteShapes)
                              draw(st.one_of(st.just(1), st.integers(0, UINT64_MAX))))
     if step == STEP_HELLO:
         ids = draw(st.lists(st.one_of(st.just(shapes.setup_id), st.binary(min_size=16, max_size=16)), max_size=9))
-        return b"".join(ids)
+        return hello_of(*ids)
     if step == STEP_DIGEST:       # a digest of some other session description
         return draw(st.binary(min_size=DIGEST_BYTES, max_size=DIGEST_BYTES))
     size = shapes.sizes.get(step)
@@ -991,7 +1000,7 @@ def _prefix(data: st.DataObject, scenario: PeerScenario, shapes: VoteShapes, dig
     if scenario.prefix:   # the peers agree on the session first (mpc/protocols/agreement.py)
         calls += [honest(peer, STEP_DIGEST, digest) for peer in ("bob", "carlos")]
     if scenario.prefix.startswith("hello") or scenario.prefix == "triples":
-        hello = b"" if scenario.prefix == "hello" else shapes.setup_id
+        hello = hello_of() if scenario.prefix == "hello" else hello_of(shapes.setup_id)
         calls += [honest(peer, STEP_HELLO, hello) for peer in ("bob", "carlos")]
     if scenario.prefix == "triples":
         for step in (STEP_U, STEP_T):

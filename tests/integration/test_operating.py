@@ -39,8 +39,10 @@ from mpc.coordinator.client import Coordinator
 from mpc.errors import SessionFailed
 from mpc.logs import JsonFormatter
 from mpc.node.daemon import NodeServer
+from mpc.ot.pool import SETUP_ID_BYTES, STEP_FILL
 from mpc.pki import Identity
 from mpc.protocols.catalogue import NoParams, entry as catalogue_entry
+from mpc.protocols.compute import STEP_HELLO
 from mpc.store import AuditEntry, Store
 from mpc.transport.tls import TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
@@ -109,8 +111,9 @@ class Scenario:
     sessions: dict[str, str] = field(default_factory=dict)         # "sum", "vote", "refused" -> id
     binary_log_args: list[str] = field(default_factory=list)
     log_lines: list[str] = field(default_factory=list)
-    # Peer messages (all nodes) and output share chunks. Hello messages are left out: they
-    # carry OT setup ids, which are public (the first half of an earlier session's id).
+    # Peer messages (all nodes) and output share chunks. Hello messages are left out, and the setup id
+    # that begins a pool fill: they carry OT setup ids, which are public (the first half of an earlier
+    # session's id).
     secret_blobs: list[bytes] = field(default_factory=list)
     audit: dict[str, list[AuditEntry]] = field(default_factory=dict)
     metrics: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = field(default_factory=dict)
@@ -163,7 +166,8 @@ async def _run(tmp: Path) -> Scenario:
                 sc.audit[name] = server.store.audit_log()
                 sc.metrics[name] = await asyncio.to_thread(scrape, server.metrics_port)
             for received in lc.recorder.received.values():
-                sc.secret_blobs += [payload for _, _, step, payload in received if step != "vote/hello"]
+                sc.secret_blobs += [payload[SETUP_ID_BYTES:] if step == STEP_FILL else payload
+                                    for _, _, step, payload in received if step != STEP_HELLO]
     finally:
         root.removeHandler(handler)
         root.setLevel(old_level)

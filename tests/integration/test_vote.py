@@ -35,6 +35,7 @@ from mpc.coordinator.client import Coordinator
 from mpc.errors import InputError, SessionFailed
 from mpc.node.core import NodeCore
 from mpc.protocols.catalogue import ThresholdParams, VoteParams, entry
+from mpc.ot.triples import parse_session_hello
 from mpc.protocols.compute import STEP_HELLO
 from mpc.protocols.contribution import COMPARE_BITS, check_threshold, compare_contribution
 from mpc.transport.tls import TlsMaterial, channel_options
@@ -49,7 +50,9 @@ CALL_TIMEOUT = 10.0
 FAMILY_ALPHA = 1e-6
 # Balanced-bit assertions: 3 nodes' output bits + 3 nodes' received cmp openings.
 BALANCE_TESTS = 6
-ALLOWED_STEPS = {"agree/digest", STEP_HELLO, "sum/seed", "ot/base/a", "ot/base/b", "triples/u", "triples/t"}
+# triples/r: a pooled direction's derandomisation (mpc/ot/pool.py); pool/fill: a pool fill between sessions
+ALLOWED_STEPS = {"agree/digest", STEP_HELLO, "sum/seed", "ot/base/a", "ot/base/b", "triples/u", "triples/t",
+                 "triples/r", "pool/fill"}
 
 # The referendum: T = 6 yes out of N = 9 ballots.
 REFERENDUM = {"alice": [1, 0, 1], "bob": [1, 1], "carlos": [0, 0, 1], "david": [1]}
@@ -491,15 +494,20 @@ def test_privacy_of_200_votes(env: Env) -> None:
 
     # what the nodes received: only the vote's steps, and openings that are fair coins
     openings: dict[str, dict[tuple[str, str], list[bytes]]] = {n: defaultdict(list) for n in TRIO}
+    derandomised: dict[str, list[bytes]] = {n: [] for n in TRIO}
     for session in env.privacy:
         for node in TRIO:
             got = env.received(node, session)
             steps = [st for _, st, _ in got]
             assert set(steps) <= ALLOWED_STEPS | {s for s in steps if s.startswith("cmp/")}, set(steps)
             assert not any(s.startswith("ot/") for s in steps)       # setups reused
-            for peer in set(TRIO) - {node}:  # one hello, one IKNP message, one correction per peer
+            for peer in set(TRIO) - {node}:
+                # one hello per peer; for each direction of the pair, IKNP (its message u where the peer
+                # chooses, its correction t where we do) or the pool (one "triples/r" for both directions)
                 mine = [st for s, st, _ in got if s == peer]
-                assert [mine.count(x) for x in (STEP_HELLO, "triples/u", "triples/t")] == [1, 1, 1], mine
+                counts = {x: mine.count(x) for x in (STEP_HELLO, "triples/u", "triples/t", "triples/r")}
+                assert counts[STEP_HELLO] == 1 and max(counts.values()) == 1, mine
+                assert counts["triples/u"] + counts["triples/r"] >= 1 <= counts["triples/t"] + counts["triples/r"]
                 assert any(st.startswith("cmp/") for st in mine)
             # sum seeds come from the earlier parties only (PROTOCOLS.md §1), none in a keyed session; a
             # digest from every peer either way
@@ -512,7 +520,9 @@ def test_privacy_of_200_votes(env: Env) -> None:
                     if owner != node:
                         assert encoding not in payload, f"{owner}'s ballots appear in {step} to {node}"
                 if step == STEP_HELLO:
-                    assert payload and len(payload) % 16 == 0
+                    assert parse_session_hello(payload, "hello").setups   # setups reused: some advertised
+                elif step == "triples/r":
+                    derandomised[node].append(payload)
                 elif step == "sum/seed":
                     assert len(payload) == 24
                 elif step.startswith("cmp/"):
@@ -526,6 +536,11 @@ def test_privacy_of_200_votes(env: Env) -> None:
         for key, a in stacked.items():      # no bit position of an opening is fixed across sessions
             column_ones = a.sum(axis=0)
             assert np.all((column_ones > 0) & (column_ones < sessions)), (node, key)
+        pooled = np.unpackbits(np.frombuffer(b"".join(derandomised[node]), dtype=np.uint8))
+        if pooled.size:                     # d = a ⊕ c and t = b ⊕ m0 ⊕ m1: fair coins too
+            assert_balanced(int(pooled.sum()), pooled.size, f"triples/r {node} received")
+    # the fills between sessions made the later votes pooled
+    assert any(derandomised.values())
     # and every message any node received in this module so far had an allowed step
     every_step = {st for msgs in env.lc.recorder.received.values() for _, _, st, _ in msgs}
     assert every_step <= ALLOWED_STEPS | {s for s in every_step if s.startswith("cmp/")}, every_step
@@ -539,10 +554,11 @@ def test_replays_after_the_session_are_failed_precondition(env: Env) -> None:
         async with env.coordinator(TRIO) as c:
             session = (await c.vote("poll")).session_id
         got = env.received("alice", session)
-        u = next(p for s, st, p in got if s == "bob" and st == "triples/u")
+        # bob's triple message: IKNP's u, or the derandomisation of pooled OTs
+        triple = next((st, p) for s, st, p in got if s == "bob" and st in ("triples/u", "triples/r"))
         cmp_msgs = [(st, p) for s, st, p in got if s == "bob" and st.startswith("cmp/")]
         before = {n: len(v) for n, v in env.lc.recorder.received.items()}
-        for step, payload in [("triples/u", u), cmp_msgs[0], cmp_msgs[-1]]:
+        for step, payload in [triple, cmp_msgs[0], cmp_msgs[-1]]:
             err = await replay(env.lc, "alice", "bob", session, step, payload)
             assert err is not None and err.code() == grpc.StatusCode.FAILED_PRECONDITION, (step, err)
             assert session in (err.details() or "") and "is done" in (err.details() or ""), err.details()

@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 
 from mpc.errors import InputError, LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.node.core import MAX_OT_SETUPS_PER_PEER
-from mpc.ot.triples import STEP_BASE_A, STEP_BASE_B, STEP_T, STEP_U, OtSetups, PairwiseOt
+from mpc.ot.triples import STEP_BASE_A, STEP_BASE_B, STEP_T, STEP_U, OtSetups, PairwiseOt, parse_session_hello
 from mpc.prg import SystemRng
 from mpc.protocols.contribution import COMPARE_BITS, check_threshold, compare_contribution, vote_contribution
 from mpc.events import Output, Send
@@ -51,6 +51,16 @@ from tests.sim.test_triples_sim import ideal_setup
 NAMES = ("alice", "bob", "carlos", "david", "erin")
 ELL = COMPARE_BITS                       # what the node runs (mpc/node/core.py)
 IDEAL_ID = b"ideal-setup-0001"        # the id every party advertises for the ideal setups
+
+
+def hello(*ids: bytes) -> bytes:
+    """A session hello advertising these setup ids, with no pool reservation and no pool holdings."""
+    return bytes([len(ids)]) + b"".join(ids) + b"\0\0"
+
+
+def setup_ids(payload: bytes) -> bytes:
+    """The setup ids a session hello advertises, joined in order."""
+    return b"".join(sorted(parse_session_hello(payload, "test").setups))
 FAMILY_ALPHA = 1e-6                      # false-failure probability of the whole file
 Setups = dict[str, dict[bytes, PairwiseOt]]
 
@@ -330,7 +340,7 @@ def test_first_session_makes_exactly_one_setup_per_pair(real3: RealSetup) -> Non
                           for step in (STEP_BASE_A, STEP_BASE_B))
     # every party greeted every peer with an empty list of setups
     hellos = [(s, t, payload) for s, t, step, payload in run.sent if step == STEP_HELLO]
-    assert len(hellos) == 6 and all(payload == b"" for *_, payload in hellos)
+    assert len(hellos) == 6 and all(payload == hello() for *_, payload in hellos)
     assert run.steps() >= {STEP_HELLO, STEP_SEED, STEP_BASE_A, STEP_BASE_B, STEP_U, STEP_T}
     assert all(step == STEP_HELLO or step.startswith(("sum/", "ot/", "triples/", "cmp/")) for step in run.steps())
     # both ends of every pair now hold the same setup id
@@ -353,7 +363,7 @@ def test_later_sessions_reuse_the_setups(n: int, real3: RealSetup) -> None:
         # each hello advertises the setup ids the sender holds with that receiver
         for s, t, step, payload in run.sent:
             if step == STEP_HELLO:
-                assert payload == b"".join(sorted(pool[s].setups.known(t)))
+                assert payload == hello(*sorted(pool[s].setups.known(t)))
     after = {p: pool[p].holds() for p in pool}
     assert after == before
 
@@ -373,8 +383,8 @@ def test_a_party_that_lost_its_setups_forces_fresh_ones_with_its_own_pairs(real3
     new_id = bytes.fromhex(spec.session_id)[:SETUP_ID_BYTES]
     assert {e.setup_id for _, e in run.new_setups} == {new_id}
     hellos = {(s, t): payload for s, t, step, payload in run.sent if step == STEP_HELLO}
-    assert hellos["carlos", "alice"] == hellos["carlos", "bob"] == b""
-    assert hellos["alice", "bob"] == b"".join(sorted(real3.pool["alice"].setups.known("bob")))
+    assert hellos["carlos", "alice"] == hellos["carlos", "bob"] == hello()
+    assert hellos["alice", "bob"] == hello(*sorted(real3.pool["alice"].setups.known("bob")))
     # alice and bob keep both setups with carlos (the one carlos lost and the new one); the
     # next session uses the new one, the only one carlos advertises
     for p in ("alice", "bob"):
@@ -585,7 +595,7 @@ def test_start_greets_every_peer_and_refuses_a_second_start() -> None:
     assert engine.waiting_for == ("bob", "carlos")
     events = start(engine)
     hellos = [e for e in events if isinstance(e, Send) and e.step == STEP_HELLO]
-    assert sorted(e.to for e in hellos) == ["bob", "carlos"] and all(e.payload == IDEAL_ID for e in hellos)
+    assert sorted(e.to for e in hellos) == ["bob", "carlos"] and all(e.payload == hello(IDEAL_ID) for e in hellos)
     with pytest.raises(LocalProtocolError):
         start(engine)
 
@@ -600,25 +610,48 @@ def test_unknown_steps_are_round_mismatches() -> None:
 
 def test_second_hello_is_a_round_mismatch() -> None:
     engine = fresh_engine()
-    assert engine.receive("bob", STEP_HELLO, IDEAL_ID) == []       # before start: kept
+    assert engine.receive("bob", STEP_HELLO, hello(IDEAL_ID)) == []       # before start: kept
     with pytest.raises(RoundMismatch):
-        engine.receive("bob", STEP_HELLO, IDEAL_ID)
+        engine.receive("bob", STEP_HELLO, hello(IDEAL_ID))
     start(engine)
-    engine.receive("carlos", STEP_HELLO, b"")
+    engine.receive("carlos", STEP_HELLO, hello())
     with pytest.raises(RoundMismatch):
-        engine.receive("carlos", STEP_HELLO, b"")
+        engine.receive("carlos", STEP_HELLO, hello())
 
 
-@pytest.mark.parametrize("size", [1, 15, 17, 31, 33, SETUP_ID_BYTES * (MAX_SETUPS_ADVERTISED + 1)])
-def test_malformed_hello_is_a_remote_protocol_error(size: int) -> None:
+MALFORMED_HELLOS = {
+    "empty": b"",
+    "an id cut short": b"\x01" + bytes(15),
+    "too many ids": bytes([MAX_SETUPS_ADVERTISED + 1]) + bytes(SETUP_ID_BYTES * (MAX_SETUPS_ADVERTISED + 1)) + b"\0\0",
+    "no reservation": hello()[:1],
+    "no holdings": hello()[:2],
+    "a range cut short": b"\0\x01" + bytes(10),
+    "an empty range": b"\0\x01" + bytes(16) + b"\0",
+    "holdings cut short": b"\0\0\x02" + bytes(8),
+    "bytes after the end": hello() + b"\0",
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_HELLOS))
+def test_malformed_hello_is_a_remote_protocol_error(case: str) -> None:
     engine = fresh_engine()
     start(engine)
     with pytest.raises(RemoteProtocolError) as err:
-        engine.receive("bob", STEP_HELLO, secrets.token_bytes(size))
+        engine.receive("bob", STEP_HELLO, MALFORMED_HELLOS[case])
     assert not isinstance(err.value, RoundMismatch)
-    assert f"{size} bytes" in str(err.value)
+    assert "hello from 'bob'" in str(err.value)
     # the most ids a hello may carry is fine
-    assert isinstance(engine.receive("carlos", STEP_HELLO, bytes(SETUP_ID_BYTES * MAX_SETUPS_ADVERTISED)), list)
+    most = hello(*(bytes([i]) * SETUP_ID_BYTES for i in range(MAX_SETUPS_ADVERTISED)))
+    assert isinstance(engine.receive("carlos", STEP_HELLO, most), list)
+
+
+def test_a_hello_reserving_another_number_of_words_is_refused() -> None:
+    engine = fresh_engine()
+    start(engine)
+    words = engine.plan.bit_words
+    wrong = b"\0\x01" + bytes(8) + (0).to_bytes(4, "little") + (words + 1).to_bytes(4, "little") + b"\0"
+    with pytest.raises(RemoteProtocolError, match=f"reserved {words + 1} pool words"):
+        engine.receive("bob", STEP_HELLO, wrong)
 
 
 @pytest.mark.parametrize("sender", ["mallory", "alice", "", "Bob"])
@@ -668,24 +701,24 @@ def test_repeated_early_message_is_refused_on_arrival() -> None:
     bob = ThresholdParty(sid, "bob", names(3), 2, 0, SystemRng(), pool["bob"].setups, ELL)
     alice = ThresholdParty(sid, "alice", names(3), 2, 0, SystemRng(), pool["alice"].setups, ELL)
     events = bob.start(from_signed(np.array([1, -1], dtype=np.int64)))
-    events += bob.receive("alice", STEP_HELLO, IDEAL_ID)
-    events += bob.receive("carlos", STEP_HELLO, IDEAL_ID)
+    events += bob.receive("alice", STEP_HELLO, hello(IDEAL_ID))
+    events += bob.receive("carlos", STEP_HELLO, hello(IDEAL_ID))
     u = next(e for e in events if isinstance(e, Send) and e.step == STEP_U and e.to == "alice")
     start(alice)
-    alice.receive("bob", STEP_HELLO, IDEAL_ID)     # alice still waits for carlos's hello
+    alice.receive("bob", STEP_HELLO, hello(IDEAL_ID))     # alice still waits for carlos's hello
     alice.receive("bob", STEP_U, u.payload)         # kept: alice's triples do not exist yet
     # Today the repeat is kept too, and the RoundMismatch comes out of the next message that
     # creates the triples -- carlos's honest hello -- so the node blames carlos.
     with pytest.raises(RoundMismatch):
         alice.receive("bob", STEP_U, u.payload)     # the repeat: refused on arrival, from bob
-    alice.receive("carlos", STEP_HELLO, IDEAL_ID)   # an honest message does not fail for bob's repeat
+    alice.receive("carlos", STEP_HELLO, hello(IDEAL_ID))   # an honest message does not fail for bob's repeat
 
 
 def test_base_ot_message_is_refused_when_no_setup_is_being_made() -> None:
     pool = _IDEAL_POOLS[3]
     engine = fresh_engine(pool)
     start(engine)
-    engine.receive("bob", STEP_HELLO, IDEAL_ID)
-    engine.receive("carlos", STEP_HELLO, IDEAL_ID)       # every setup is common: no base OT in this session
+    engine.receive("bob", STEP_HELLO, hello(IDEAL_ID))
+    engine.receive("carlos", STEP_HELLO, hello(IDEAL_ID))       # every setup is common: no base OT in this session
     with pytest.raises(RoundMismatch):
         engine.receive("bob", STEP_BASE_A, bytes(32))

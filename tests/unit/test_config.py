@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from mpc.config import DEFAULT_MIN_PARTICIPANTS, PROTOCOL_NAMES, ClusterConfig, Policy, Rules, load_cluster
+from mpc.config import (
+    DEFAULT_MIN_PARTICIPANTS,
+    DEFAULT_TRIPLE_POOL,
+    MAX_TRIPLE_POOL,
+    PROTOCOL_NAMES,
+    ClusterConfig,
+    Policy,
+    Rules,
+    load_cluster,
+)
 from mpc.errors import ConfigError
 
 FULL = """\
@@ -133,6 +142,7 @@ def test_the_deploy_sample_loads_and_sets_what_its_comments_say() -> None:
     assert list(conf.nodes) == ["alice", "bob", "carlos", "david"]
     alice = conf.node("alice")
     assert alice.host == "alice.example.org" and alice.metrics == "127.0.0.1:9464"
+    assert alice.triple_pool == DEFAULT_TRIPLE_POOL == 4194304 and conf.node("bob").triple_pool == DEFAULT_TRIPLE_POOL
     policy = alice.policy
     # Its rules across sessions are written out with their default values ...
     assert policy.defaults == Rules() and policy.defaults.participants == "cluster"
@@ -306,6 +316,18 @@ def test_bad_addresses_are_refused(tmp_path: Path, address: str, key: str) -> No
     line = f'{key} = "{address}"'
     text = MINIMAL.replace('address = "alice:7001"', line if key == "address" else f'address = "alice:7001"\n{line}')
     refused(write(tmp_path, text), "[nodes.alice]", repr(address), "host:port")
+
+
+@pytest.mark.parametrize("value", ["-128", "100", "true", '"4096"', "1.5", str(MAX_TRIPLE_POOL + 128)])
+def test_a_bad_triple_pool_is_refused(tmp_path: Path, value: str) -> None:
+    text = MINIMAL.replace('address = "alice:7001"', f'address = "alice:7001"\ntriple_pool = {value}')
+    refused(write(tmp_path, text), "[nodes.alice]", "triple_pool")
+
+
+@pytest.mark.parametrize("value", [0, 128, MAX_TRIPLE_POOL])
+def test_triple_pool_edges_are_accepted(tmp_path: Path, value: int) -> None:
+    text = MINIMAL.replace('address = "alice:7001"', f'address = "alice:7001"\ntriple_pool = {value}')
+    assert load_cluster(write(tmp_path, text)).node("alice").triple_pool == value
 
 
 @pytest.mark.parametrize("port", ["1", "65535"])

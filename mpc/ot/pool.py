@@ -1,0 +1,347 @@
+"""Random OTs made ahead of time, per ordered pair of nodes, and spent once each by sessions
+(D. Beaver, "Precomputing Oblivious Transfer", CRYPTO 1995; PROTOCOLS.md §3).
+
+Between sessions a node R runs IKNP (mpc/ot/extension.py) with each peer S as the extension
+receiver, with uniformly random choice bits c: it keeps (c, m_c) and S keeps (m0, m1). That is a
+*fill*: one message R -> S ("pool/fill" on the reserved peer channel POOL_CHANNEL), which S
+answers by storing its batch; R keeps its batch only once S has acknowledged the call.
+
+A session that needs 64 * w bit triples then spends w words of each pair's pool instead of an
+IKNP extension. In its hello the receiver names the ranges it reserved (`Reservation`) and the
+sender names the batches it holds (`holdings`); both ends decide the same way, from the two
+hellos, whether a direction is pooled. The derandomisation (mpc/ot/triples.py) is one round,
+both ways at once: R sends d = a ⊕ c and S sends t = b ⊕ (m0 ⊕ m1); then
+    R: u = m_c ⊕ (a ∧ t),   S: v = m0 ⊕ (d ∧ (m0 ⊕ m1)),   u ⊕ v = a ∧ b.
+d is uniform (c is hidden from S by the OT), t is uniform (m0 ⊕ m1 is hidden from R).
+
+Guarantees, each enforced here and tested:
+- a receiver range is handed out once: `reserve` moves a cursor under a lock and zeroes what it
+  hands out, so concurrent sessions get disjoint ranges;
+- a sender range is answered once: `claim` refuses any range that overlaps one claimed before
+  (a replayed or forged hello), and zeroes what it hands out;
+- memory is bounded: a receiver holds at most `capacity` OTs per peer; a sender holds at most
+  SENDER_SLACK times that and refuses fills beyond it; a fill names the batches its receiver
+  still holds, and the sender drops the others (a fill whose acknowledgement was lost);
+- pools live in memory only: a restart forgets them, and sessions fall back to IKNP until the
+  next fill (the hello shows which batches each end still holds).
+
+Fills are started only while the receiver runs no session (mpc/node/core.py), so that a batch a
+live session reserved from is still listed by any fill that could reach the sender before it.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
+from mpc.ot.extension import IknpReceiver, IknpSender, merge_windows
+from mpc.prg import Rng, random_words
+from mpc.ring import Words
+
+POOL_CHANNEL = "triple-pool"       # the peer-message "session id" of fills: never a session's (32 hex digits)
+STEP_FILL = "pool/fill"
+BATCH_ID_BYTES = 8
+SETUP_ID_BYTES = 16
+MIN_FILL_WORDS = 512               # 32,768 OTs: a fill's IKNP message is then 512 KiB
+MAX_FILL_WORDS = 16_384            # 2^20 OTs: 16 MiB, the largest single fill message
+MAX_BATCHES = 32                   # per peer and role
+MAX_SEGMENTS = MAX_BATCHES        # ranges one reservation may span: one per batch at most
+SENDER_SLACK = 2
+_FILL_HEAD = struct.Struct(f"<{SETUP_ID_BYTES}s{BATCH_ID_BYTES}sB")
+_SEGMENT = struct.Struct(f"<{BATCH_ID_BYTES}sII")   # batch id, first word, words
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Words [start, start + count) of one batch."""
+
+    batch: bytes
+    start: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Reservation:
+    """What a receiver reserved for one session with one peer: the ranges, and its bits of them."""
+
+    segments: tuple[Segment, ...]
+    choices: Words = field(repr=False)    # c
+    chosen: Words = field(repr=False)     # m_c
+
+    @property
+    def words(self) -> int:
+        """Words reserved in all (the session's bit-triple words)."""
+        return sum(s.count for s in self.segments)
+
+
+def segments_to_bytes(segments: Sequence[Segment]) -> bytes:
+    """A reservation's ranges as the hello carries them: a count byte, then each (id, start, count)."""
+    return bytes([len(segments)]) + b"".join(_SEGMENT.pack(s.batch, s.start, s.count) for s in segments)
+
+
+def segments_from_bytes(data: bytes, offset: int, where: str) -> tuple[tuple[Segment, ...], int]:
+    """Parse ranges written by segments_to_bytes at `offset`.
+
+    Returns: (the segments, the offset after them).
+    Raises: RemoteProtocolError naming `where` for a truncated, oversized or empty range.
+    """
+    if offset >= len(data):
+        raise RemoteProtocolError(f"{where}: truncated before the pool reservation")
+    n = data[offset]
+    end = offset + 1 + n * _SEGMENT.size
+    if n > MAX_SEGMENTS or end > len(data):
+        raise RemoteProtocolError(f"{where}: pool reservation of {n} ranges does not fit its {len(data)} bytes")
+    segments = tuple(Segment(*_SEGMENT.unpack_from(data, offset + 1 + i * _SEGMENT.size)) for i in range(n))
+    if any(s.count < 1 for s in segments):
+        raise RemoteProtocolError(f"{where}: an empty pool range")
+    return segments, end
+
+
+def ids_to_bytes(ids: Sequence[bytes]) -> bytes:
+    """Batch ids as a count byte and the ids."""
+    return bytes([len(ids)]) + b"".join(ids)
+
+
+def ids_from_bytes(data: bytes, offset: int, where: str) -> tuple[tuple[bytes, ...], int]:
+    """Parse ids written by ids_to_bytes. Returns: (ids, offset after). Raises: RemoteProtocolError."""
+    if offset >= len(data):
+        raise RemoteProtocolError(f"{where}: truncated before the pool batch ids")
+    n = data[offset]
+    end = offset + 1 + n * BATCH_ID_BYTES
+    if n > MAX_BATCHES or end > len(data):
+        raise RemoteProtocolError(f"{where}: {n} pool batch ids do not fit its {len(data)} bytes")
+    return tuple(data[offset + 1 + i * BATCH_ID_BYTES:offset + 1 + (i + 1) * BATCH_ID_BYTES] for i in range(n)), end
+
+
+@dataclass(eq=False)
+class _ReceiverBatch:
+    id: bytes
+    choices: Words = field(repr=False)
+    chosen: Words = field(repr=False)
+    next: int = 0
+
+    @property
+    def left(self) -> int:
+        return int(self.choices.size) - self.next
+
+
+@dataclass(eq=False)
+class _SenderBatch:
+    id: bytes
+    m0: Words = field(repr=False)
+    m1: Words = field(repr=False)
+    used: int = 0
+    windows: list[tuple[int, int]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Fill:
+    """A fill the receiver has made but the sender has not acknowledged yet."""
+
+    peer: str
+    payload: bytes
+    batch: _ReceiverBatch = field(repr=False)
+
+    @property
+    def words(self) -> int:
+        """Words of OTs in the fill."""
+        return int(self.batch.choices.size)
+
+
+class RotPools:
+    """One node's random-OT pools with every peer, as receiver and as sender (thread-safe)."""
+
+    def __init__(self, capacity_ots: int) -> None:
+        """Args:
+            capacity_ots: random OTs kept per peer as receiver (a node's `triple_pool`); 0: none.
+        """
+        if capacity_ots < 0 or capacity_ots % 128:
+            raise LocalProtocolError(f"a triple pool holds a multiple of 128 OTs per peer, got {capacity_ots}")
+        self.capacity_words = capacity_ots // 64
+        self._receiving: dict[str, list[_ReceiverBatch]] = {}
+        self._sending: dict[str, list[_SenderBatch]] = {}
+        self._want: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether this node keeps pools at all (capacity above zero)."""
+        return self.capacity_words > 0
+
+    # ---- receiver side ------------------------------------------------------------------
+
+    def level(self, peer: str) -> int:
+        """Words of random OTs held as receiver with `peer`, not reserved yet."""
+        with self._lock:
+            return sum(b.left for b in self._receiving.get(peer, ()))
+
+    def sending_level(self, peer: str) -> int:
+        """Words of random OTs held as sender for `peer`, not claimed yet."""
+        with self._lock:
+            return sum(int(b.m0.size) - b.used for b in self._sending.get(peer, ()))
+
+    def reserve(self, peer: str, words: int) -> Reservation | None:
+        """Take `words` words of OTs with `peer` for one session, or nothing if fewer are held.
+
+        Also notes the demand, so that the next fills cover a session of this size.
+        Returns: the Reservation (its bits are copies; the pool keeps zeros), or None.
+        """
+        if words < 1:
+            raise LocalProtocolError(f"a pool reservation needs at least one word, got {words}")
+        with self._lock:
+            self._want[peer] = max(self._want.get(peer, 0), min(words, self.capacity_words))
+            batches = self._receiving.get(peer, [])
+            if sum(b.left for b in batches) < words:
+                return None
+            segments, choices, chosen, need = [], [], [], words
+            for batch in batches:
+                take = min(need, batch.left)
+                if take == 0:
+                    continue
+                span = slice(batch.next, batch.next + take)
+                segments.append(Segment(batch.id, batch.next, take))
+                choices.append(batch.choices[span].copy())
+                chosen.append(batch.chosen[span].copy())
+                batch.choices[span] = 0
+                batch.chosen[span] = 0
+                batch.next += take
+                need -= take
+                if need == 0:
+                    break
+            self._receiving[peer] = [b for b in batches if b.left]
+        return Reservation(tuple(segments), np.concatenate(choices), np.concatenate(chosen))
+
+    def forget_missing(self, peer: str, held_by_peer: Iterable[bytes]) -> None:
+        """Drop our batches with `peer` that it no longer holds (it restarted): they are of no use."""
+        held = set(held_by_peer)
+        with self._lock:
+            if peer in self._receiving:
+                self._receiving[peer] = [b for b in self._receiving[peer] if b.id in held]
+
+    def next_fill_words(self, peer: str) -> int:
+        """How many words the next fill with `peer` should make (0: none needed).
+
+        The target is twice the largest session seen with the peer, within the capacity.
+        """
+        with self._lock:
+            want = self._want.get(peer, 0)
+            held = sum(b.left for b in self._receiving.get(peer, ()))
+            count = len(self._receiving.get(peer, ()))
+        target = min(self.capacity_words, 2 * want)
+        if not self.enabled or want == 0 or held >= target or count >= MAX_BATCHES:
+            return 0
+        words = max(MIN_FILL_WORDS, target - held)
+        words = min(words, MAX_FILL_WORDS, self.capacity_words - held)
+        return words - words % 2   # IKNP works in 128-OT blocks: two words
+
+    def make_fill(self, peer: str, setup_id: bytes, iknp: IknpReceiver, words: int, rng: Rng) -> Fill:
+        """Run the receiver's side of `64 * words` random OTs with `peer` (CPU-heavy: a worker thread).
+
+        Returns: the Fill, to send to the peer and then `commit`.
+        Raises: LocalProtocolError for a word count that is not a positive even number.
+        """
+        if words < 2 or words % 2 or len(setup_id) != SETUP_ID_BYTES:
+            raise LocalProtocolError(f"a fill makes a positive even number of words, got {words}")
+        with self._lock:   # before anything else: see "Fills are started only while ..." above
+            held = [b.id for b in self._receiving.get(peer, ())]
+        choices = random_words(rng, words)
+        message, chosen = iknp.extend(choices, 64 * words)
+        batch = _ReceiverBatch(rng.random_bytes(BATCH_ID_BYTES), choices, np.array(chosen, dtype=np.uint64))
+        return Fill(peer, _FILL_HEAD.pack(setup_id, batch.id, len(held)) + b"".join(held) + message, batch)
+
+    def commit(self, fill: Fill) -> None:
+        """The peer has stored its side of `fill`: keep ours."""
+        with self._lock:
+            self._receiving.setdefault(fill.peer, []).append(fill.batch)
+
+    # ---- sender side --------------------------------------------------------------------
+
+    def holdings(self, peer: str) -> tuple[bytes, ...]:
+        """Ids of the batches we hold as sender for `peer` (what our hello advertises)."""
+        with self._lock:
+            return tuple(b.id for b in self._sending.get(peer, ()))
+
+    def accept_fill(self, peer: str, payload: bytes, setup: IknpSender | None, where: str) -> int:
+        """Run the sender's side of a peer's fill and keep the batch (CPU-heavy: a worker thread).
+
+        `setup` is our IKNP sender of the OT setup the fill names (None: we hold no such setup).
+        Returns: the words stored.
+        Raises: RemoteProtocolError naming `where` for a malformed fill, an unknown setup, or one
+        beyond this node's bound; RoundMismatch for a reused PRG window or batch id.
+        """
+        if len(payload) < _FILL_HEAD.size:
+            raise RemoteProtocolError(f"{where}: a fill of {len(payload)} bytes")
+        setup_id, batch_id, n_held = _FILL_HEAD.unpack_from(payload)
+        if n_held > MAX_BATCHES:
+            raise RemoteProtocolError(f"{where}: a fill names {n_held} held batches, at most {MAX_BATCHES}")
+        start = _FILL_HEAD.size + n_held * BATCH_ID_BYTES
+        held = {payload[i:i + BATCH_ID_BYTES] for i in range(_FILL_HEAD.size, start, BATCH_ID_BYTES)}
+        if setup is None:
+            raise RemoteProtocolError(f"{where}: the fill names OT setup {setup_id.hex()}, which this node does "
+                                      f"not hold")
+        message = payload[start:]
+        if len(message) < 16:
+            raise RemoteProtocolError(f"{where}: a fill without its IKNP message")
+        m = int.from_bytes(message[8:16], "little")
+        if m < 128 or m % 128 or m // 64 > MAX_FILL_WORDS:
+            raise RemoteProtocolError(f"{where}: a fill of {m} OTs (a positive multiple of 128, at most "
+                                      f"{MAX_FILL_WORDS * 64})")
+        with self._lock:
+            self._check_room(peer, batch_id, held, m // 64, where)
+        m0, m1 = setup.extend(m, message)   # refuses a PRG window used before: a replayed fill
+        with self._lock:   # only now, for a fill that is new: drop what the receiver no longer holds
+            self._check_room(peer, batch_id, held, m // 64, where)
+            kept = [b for b in self._sending.get(peer, []) if b.id in held]
+            self._sending[peer] = [*kept, _SenderBatch(batch_id, np.array(m0), np.array(m1))]
+        return m // 64
+
+    def _check_room(self, peer: str, batch_id: bytes, held: set[bytes], words: int, where: str) -> None:
+        """Raises: RoundMismatch for a batch id seen before; RemoteProtocolError beyond the bound."""
+        mine = self._sending.get(peer, [])
+        if any(b.id == batch_id for b in mine):
+            raise RoundMismatch(f"{where}: batch {batch_id.hex()} was filled before")
+        kept = [b for b in mine if b.id in held]
+        total = sum(int(b.m0.size) - b.used for b in kept) + words
+        if len(kept) >= SENDER_SLACK * MAX_BATCHES or total > SENDER_SLACK * self.capacity_words:
+            raise RemoteProtocolError(f"{where}: the fill would take this node's pool for {peer} beyond its bound")
+
+    def claim(self, peer: str, segments: Sequence[Segment], where: str) -> tuple[Words, Words]:
+        """Take the ranges `peer` reserved as receiver, once: our (m0, m1) for them.
+
+        Returns: (m0, m1) as copies, in the order of the segments (the pool keeps zeros).
+        Raises: RoundMismatch naming `where` for a range we do not hold or answered before.
+        """
+        with self._lock:
+            batches = {b.id: b for b in self._sending.get(peer, ())}
+            for i, s in enumerate(segments):
+                batch = batches.get(s.batch)
+                if batch is None or s.start + s.count > batch.m0.size:
+                    raise RoundMismatch(f"{where}: pool range {s.batch.hex()}[{s.start}:{s.start + s.count}] is not "
+                                        f"held here")
+                others = [(o.start, o.start + o.count) for o in segments[:i] if o.batch == s.batch]
+                if any(s.start < e and b < s.start + s.count for b, e in batch.windows + others):
+                    raise RoundMismatch(f"{where}: pool range {s.batch.hex()}[{s.start}:{s.start + s.count}] was "
+                                        f"used before (a replayed reservation)")
+            m0, m1 = [], []
+            for s in segments:
+                batch = batches[s.batch]
+                span = slice(s.start, s.start + s.count)
+                m0.append(batch.m0[span].copy())
+                m1.append(batch.m1[span].copy())
+                batch.m0[span] = 0
+                batch.m1[span] = 0
+                batch.windows = merge_windows(batch.windows, (s.start, s.start + s.count))
+                batch.used += s.count
+            self._sending[peer] = [b for b in self._sending.get(peer, ()) if b.used < b.m0.size]
+        return np.concatenate(m0), np.concatenate(m1)
+
+    def __repr__(self) -> str:
+        with self._lock:
+            recv = {p: sum(b.left for b in bs) for p, bs in self._receiving.items()}
+            send = {p: sum(int(b.m0.size) - b.used for b in bs) for p, bs in self._sending.items()}
+        return f"RotPools(receiving={recv}, sending={send} words, <bits redacted>)"

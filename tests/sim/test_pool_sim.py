@@ -1,0 +1,309 @@
+"""Random OTs made ahead of time (mpc/ot/pool.py) and the triples sessions derandomise from them
+(mpc/ot/triples.py "triples/r", mpc/protocols/compute.py hellos), in memory with the real IKNP.
+
+What is checked, from what could go wrong rather than from one example:
+- correctness: c = a ∧ b on every bit, with every direction pooled and with any mix of pooled
+  and IKNP directions, for 2 to 4 parties, messages in a CSPRNG-chosen order;
+- views: what a party receives in a pooled session (d and t) is balanced bit by bit, and the
+  sender's d never equals the receiver's a (so it cannot be a in the clear);
+- used once: a receiver range is never handed out twice (also from concurrent threads), a
+  sender range is never answered twice (a replayed or overlapping reservation), a fill is
+  never stored twice, and handed-out bits are zeroed in the pool;
+- bounded: fills follow demand within the capacity, and a sender refuses a fill beyond its bound;
+- restarts: a party whose pools are gone makes both ends fall back to IKNP for its directions,
+  and the other end drops the batches it can no longer use.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from functools import reduce
+
+import numpy as np
+import pytest
+
+from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
+from mpc.events import Output, Send
+from mpc.ot.pool import (
+    MAX_FILL_WORDS,
+    MIN_FILL_WORDS,
+    SETUP_ID_BYTES,
+    RotPools,
+    Segment,
+)
+from mpc.ot.triples import STEP_R, STEP_T, STEP_U, OtSetups, PairwiseOt, TripleDealerless
+from mpc.prg import AesCtrRng, SystemRng
+from mpc.protocols.beaver import BitTriples
+from mpc.protocols.compute import STEP_HELLO
+from mpc.protocols.threshold import ThresholdParty
+from mpc.ring import Words, from_signed
+from tests.sim.common import Router, assert_balanced, ideal_setup, names
+
+SETUP = b"s" * SETUP_ID_BYTES
+CAPACITY = 1 << 20
+
+
+def filled(parties: Sequence[str], ot: Mapping[str, Mapping[str, PairwiseOt]], words: int,
+           capacity: int = CAPACITY) -> dict[str, RotPools]:
+    """Pools where every party has made one fill of `words` with every peer (as the node does)."""
+    pools = {p: RotPools(capacity) for p in parties}
+    for r, s in itertools.permutations(parties, 2):
+        fill(pools, ot, r, s, words)
+    return pools
+
+
+def fill(pools: Mapping[str, RotPools], ot: Mapping[str, Mapping[str, PairwiseOt]], r: str, s: str,
+         words: int) -> None:
+    made = pools[r].make_fill(s, SETUP, ot[r][s].as_receiver, words, SystemRng())
+    assert pools[s].accept_fill(r, made.payload, ot[s][r].as_sender, "test") == words
+    pools[r].commit(made)
+
+
+def pooled_run(parties: Sequence[str], ot: Mapping[str, Mapping[str, PairwiseOt]], pools: Mapping[str, RotPools],
+               words: int, directions: set[tuple[str, str]]) -> tuple[dict[str, BitTriples], Router]:
+    """One triple session where the (receiver, sender) `directions` come from the pools."""
+    reserved = {(r, s): pools[r].reserve(s, words) for r, s in directions}
+    claimed = {(r, s): pools[s].claim(r, res.segments, "test") for (r, s), res in reserved.items() if res}
+    assert len(claimed) == len(directions)
+    engines = {p: TripleDealerless(p, parties, words, AesCtrRng(os.urandom(16)), ot[p], "s",
+                                   pooled_recv={s: reserved[p, s] for r, s in directions if r == p},
+                                   pooled_send={r: claimed[r, p] for r, s in directions if s == p})
+               for p in parties}
+    router = Router(engines)
+    router.run()
+    results = router.single()
+    return results, router
+
+
+def check_triples(results: Mapping[str, BitTriples]) -> None:
+    a = reduce(np.bitwise_xor, (t.a for t in results.values()))
+    b = reduce(np.bitwise_xor, (t.b for t in results.values()))
+    c = reduce(np.bitwise_xor, (t.c for t in results.values()))
+    assert np.array_equal(c, a & b)
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_pooled_triples_are_triples_in_every_mix_of_pooled_and_iknp_directions(n: int) -> None:
+    parties = names(n)
+    ot = ideal_setup(parties)
+    words = 96
+    every = set(itertools.permutations(parties, 2))
+    mixes = [every, set(), {next(iter(sorted(every)))}]
+    order = SystemRng()
+    mixes += [{d for d in sorted(every) if order.random_bytes(1)[0] & 1} for _ in range(3)]
+    pools = filled(parties, ot, MIN_FILL_WORDS)
+    for directions in mixes:
+        results, router = pooled_run(parties, ot, pools, words, directions)
+        check_triples(results)
+        for me, got in router.received.items():
+            steps = [step for _, step, _ in got]
+            iknp = {s for s in parties if s != me and (me, s) not in directions}   # we choose by IKNP with s
+            assert steps.count(STEP_U) == sum((r, me) not in directions for r in parties if r != me)
+            assert steps.count(STEP_T) == len(iknp)
+            touched = {p for d in directions if me in d for p in d} - {me}
+            assert steps.count(STEP_R) == len(touched)
+
+
+def test_a_pooled_session_sends_one_derandomisation_message_per_peer_that_looks_uniform() -> None:
+    parties = names(3)
+    ot = ideal_setup(parties)
+    pools = filled(parties, ot, 4 * MIN_FILL_WORDS)
+    words = 4 * MIN_FILL_WORDS
+    results, router = pooled_run(parties, ot, pools, words, set(itertools.permutations(parties, 2)))
+    check_triples(results)
+    for me, got in router.received.items():
+        assert sorted((s, step) for s, step, _ in got) == sorted((p, STEP_R) for p in parties if p != me)
+        for sender, _, payload in got:
+            assert len(payload) == 2 * 8 * words   # d and t, one bit each per triple
+            assert_balanced(payload)
+            d = np.frombuffer(payload, dtype="<u8")[:words]
+            assert not np.array_equal(d, results[sender].a)   # d = a ⊕ c, never a itself
+            assert_balanced(d ^ results[sender].a)            # ... and c, the mask, is balanced
+
+
+def test_reservations_are_disjoint_also_from_concurrent_threads_and_zeroed_in_the_pool() -> None:
+    parties = names(2)
+    ot = ideal_setup(parties)
+    pools = filled(parties, ot, MAX_FILL_WORDS // 4)
+    alice = pools["alice"]
+    taken: list[list[Segment]] = []
+    lock = threading.Lock()
+
+    def grab() -> None:
+        for _ in range(20):
+            res = alice.reserve("bob", 7)
+            if res is None:
+                return
+            with lock:
+                taken.append(list(res.segments))
+
+    threads = [threading.Thread(target=grab) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    spans = sorted((s.start, s.start + s.count) for segs in taken for s in segs)
+    assert len(spans) == 80 and all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
+    assert alice.level("bob") == MAX_FILL_WORDS // 4 - 80 * 7
+    batch = alice._receiving["bob"][0]   # the pool keeps zeros where it handed out
+    assert not batch.choices[:80 * 7].any() and not batch.chosen[:80 * 7].any()
+    # bob answers each range once, in any order, and refuses every replay and overlap
+    for segs in reversed(taken):
+        bob_m0, _ = pools["bob"].claim("alice", segs, "test")
+        assert bob_m0.size == 7
+    for segs in taken[:5]:
+        with pytest.raises(RoundMismatch, match="used before"):
+            pools["bob"].claim("alice", segs, "test")
+    first = taken[0][0]
+    with pytest.raises(RoundMismatch, match="used before"):
+        pools["bob"].claim("alice", [Segment(first.batch, first.start + 3, 10)], "test")
+
+
+def test_a_reservation_overlapping_itself_or_outside_any_batch_is_refused() -> None:
+    parties = names(2)
+    ot = ideal_setup(parties)
+    pools = filled(parties, ot, MIN_FILL_WORDS)
+    batch = pools["alice"]._receiving["bob"][0].id
+    for segments, why in (([Segment(batch, 0, 10), Segment(batch, 5, 10)], "used before"),
+                          ([Segment(batch, MIN_FILL_WORDS - 1, 2)], "not held"),
+                          ([Segment(b"\0" * 8, 0, 1)], "not held")):
+        with pytest.raises(RoundMismatch, match=why):
+            pools["bob"].claim("alice", segments, "test")
+    assert pools["bob"].sending_level("alice") == MIN_FILL_WORDS   # a refused claim takes nothing
+
+
+def test_a_fill_is_stored_once_and_only_with_the_setup_it_names() -> None:
+    parties = names(2)
+    ot = ideal_setup(parties)
+    alice, bob = RotPools(CAPACITY), RotPools(CAPACITY)
+    made = alice.make_fill("bob", SETUP, ot["alice"]["bob"].as_receiver, MIN_FILL_WORDS, SystemRng())
+    with pytest.raises(RemoteProtocolError, match="does not hold"):
+        bob.accept_fill("alice", made.payload, None, "test")
+    bob.accept_fill("alice", made.payload, ot["bob"]["alice"].as_sender, "test")
+    with pytest.raises(RoundMismatch):
+        bob.accept_fill("alice", made.payload, ot["bob"]["alice"].as_sender, "test")
+    for bad in (made.payload[:10], made.payload[:SETUP_ID_BYTES + 9] + b"\0" * 4,
+                made.payload[:-1]):
+        with pytest.raises(RemoteProtocolError):
+            bob.accept_fill("alice", bad, ot["bob"]["alice"].as_sender, "test")
+
+
+def test_fills_follow_demand_within_the_capacity_and_a_sender_refuses_beyond_its_bound() -> None:
+    parties = names(2)
+    ot = ideal_setup(parties)
+    assert RotPools(0).next_fill_words("bob") == 0 and not RotPools(0).enabled
+    with pytest.raises(LocalProtocolError):
+        RotPools(100)
+    alice = RotPools(CAPACITY)
+    assert alice.next_fill_words("bob") == 0            # no session yet: nothing wanted
+    assert alice.reserve("bob", 7) is None              # a miss still notes the demand
+    assert alice.next_fill_words("bob") == MIN_FILL_WORDS
+    assert alice.reserve("bob", 10_000) is None
+    assert alice.next_fill_words("bob") == MAX_FILL_WORDS    # twice 10,000 words, one fill at a time
+    small = RotPools(256 * 64)                          # capacity 256 words
+    small.reserve("bob", 10_000)
+    assert small.next_fill_words("bob") == 256
+    # a sender holds at most twice its own capacity from one peer
+    bob = RotPools(4 * 64 * MIN_FILL_WORDS // 4)        # capacity MIN_FILL_WORDS words
+    pools = {"alice": alice, "bob": bob}
+    fill(pools, ot, "alice", "bob", MIN_FILL_WORDS)
+    fill(pools, ot, "alice", "bob", MIN_FILL_WORDS)
+    made = alice.make_fill("bob", SETUP, ot["alice"]["bob"].as_receiver, MIN_FILL_WORDS, SystemRng())
+    with pytest.raises(RemoteProtocolError, match="beyond its bound"):
+        bob.accept_fill("alice", made.payload, ot["bob"]["alice"].as_sender, "test")
+
+
+def test_a_fill_names_what_its_receiver_holds_and_the_sender_drops_the_rest() -> None:
+    parties = names(2)
+    ot = ideal_setup(parties)
+    alice, bob = RotPools(CAPACITY), RotPools(CAPACITY)
+    lost = alice.make_fill("bob", SETUP, ot["alice"]["bob"].as_receiver, MIN_FILL_WORDS, SystemRng())
+    bob.accept_fill("alice", lost.payload, ot["bob"]["alice"].as_sender, "test")   # its acknowledgement lost
+    assert bob.sending_level("alice") == MIN_FILL_WORDS and alice.level("bob") == 0
+    fill({"alice": alice, "bob": bob}, ot, "alice", "bob", MIN_FILL_WORDS)
+    assert bob.sending_level("alice") == MIN_FILL_WORDS == alice.level("bob")
+    assert bob.holdings("alice") == tuple(b.id for b in alice._receiving["bob"])
+
+
+@dataclass
+class Started:
+    """A ThresholdParty with its contribution bound, as the Router starts engines."""
+
+    engine: ThresholdParty
+    contribution: Words
+
+    def start(self) -> list[Send | Output]:
+        return self.engine.start(self.contribution)
+
+    def receive(self, sender: str, step: str, payload: bytes) -> list[Send | Output]:
+        return self.engine.receive(sender, step, payload)
+
+
+def threshold_engines(parties: Sequence[str], setups: Mapping[str, OtSetups], totals: Sequence[int],
+                      sid: str) -> dict[str, Started]:
+    """The first party contributes the totals, the others zeros: [total >= 0] for each."""
+    shares = {p: np.zeros(len(totals), dtype=np.uint64) for p in parties}
+    shares[parties[0]] = from_signed(np.array(totals, dtype=np.int64))
+    return {p: Started(ThresholdParty(sid, p, parties, len(totals), 0, SystemRng(), setups[p], 32), shares[p])
+            for p in parties}
+
+
+def run_threshold(parties: Sequence[str], setups: Mapping[str, OtSetups], totals: Sequence[int]) -> Router:
+    router = Router(threshold_engines(parties, setups, totals, os.urandom(16).hex()))
+    router.run()
+    bits = reduce(np.bitwise_xor, (out.words for out in router.single().values()))
+    assert bits.tolist() == [int(t >= 0) for t in totals]
+    return router
+
+
+def registries(parties: Sequence[str], ot: Mapping[str, Mapping[str, PairwiseOt]],
+               pools: Mapping[str, RotPools | None]) -> dict[str, OtSetups]:
+    setups = {p: OtSetups(pools=pools[p]) for p in parties}
+    for p in parties:
+        for q, pair in ot[p].items():
+            setups[p].add(q, SETUP, pair)
+    return setups
+
+
+def test_sessions_spend_the_pools_and_a_party_without_them_makes_both_ends_fall_back_to_iknp() -> None:
+    parties = names(3)
+    ot = ideal_setup(parties)
+    totals = [5, -1, 0, -7]
+    pools = filled(parties, ot, MIN_FILL_WORDS)
+    setups = registries(parties, ot, pools)
+    words = ThresholdParty("0" * 32, "alice", parties, len(totals), 0, SystemRng(), setups["alice"], 32).plan.bit_words
+    for _ in range(3):
+        router = run_threshold(parties, setups, totals)
+        for me, got in router.received.items():
+            assert {step for _, step, _ in got if step.startswith("triples/")} == {STEP_R}
+    assert all(pools[p].level(q) == MIN_FILL_WORDS - 3 * words for p, q in itertools.permutations(parties, 2))
+    # carlos restarts: no pools, the same setups (as if made again)
+    restarted = dict(pools, carlos=RotPools(CAPACITY))
+    setups = registries(parties, ot, restarted)
+    router = run_threshold(parties, setups, totals)
+    for me, got in router.received.items():
+        for sender, step, _ in got:
+            if step.startswith("triples/"):
+                carlos_pair = "carlos" in (me, sender)
+                assert (step == STEP_R) != carlos_pair, (me, sender, step)
+    # alice and bob dropped their batches with carlos: he holds none of them
+    assert restarted["alice"].level("carlos") == restarted["bob"].level("carlos") == 0
+    assert restarted["alice"].level("bob") == MIN_FILL_WORDS - 4 * words
+
+
+def test_a_replayed_hello_cannot_make_a_sender_answer_its_range_twice() -> None:
+    parties = names(2)
+    ot = ideal_setup(parties)
+    pools = filled(parties, ot, MIN_FILL_WORDS)
+    setups = registries(parties, ot, pools)
+    router = Router(threshold_engines(parties, setups, [3], "ab" * 16))
+    router.run()
+    hello = next(p for s, step, p in router.received["bob"] if step == STEP_HELLO and s == "alice")
+    again = threshold_engines(parties, setups, [3], "cd" * 16)["bob"]
+    again.start()
+    with pytest.raises(RoundMismatch, match="used before"):
+        again.receive("alice", STEP_HELLO, hello)
