@@ -275,7 +275,7 @@ async def wait_for_pools(cluster: ClusterConfig, names: Sequence[str], words: in
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"triple pools still short after {POOL_WAIT_S:.0f} s: {short[:6]}")
-        await asyncio.sleep(0.05)   # a benchmark's poll of the nodes' metrics, not a test's wait
+        await asyncio.sleep(0.25)   # a benchmark's poll of the nodes' metrics, not a test's wait
 
 
 async def _timed_sessions(cluster: ClusterConfig, nodes: NodeProcesses, repeats: int,
@@ -322,7 +322,8 @@ def run_mpc_compare(M: int = 1000, parties: int = 3, repeats: int = 5, threshold
     comparisons, its triples made by IKNP in the session); compute_s: median of `repeats` later
     sessions (the setup reused). pool=True: each later session starts once the nodes have made
     its random OTs between sessions (mpc/ot/pool.py; they do so after every session, while idle),
-    and fill_cpu_s is the nodes' CPU for that, per session; pool=False: the nodes keep no pools,
+    and fill_cpu_s is the nodes' CPU while waiting for that, averaged over the sessions (it
+    includes the first top-up to twice a session's demand); pool=False: the nodes keep no pools,
     and every session makes its triples by IKNP while it runs;
     setup_s = first_s - compute_s, the one-off; end_to_end_s: spawning the nodes, waiting for
     health, the first session, stopping them. ok: every session's bits equal the plaintext's.
@@ -358,7 +359,7 @@ def run_mpc_compare(M: int = 1000, parties: int = 3, repeats: int = 5, threshold
     return {"compute_s": compute, "first_s": times[0], "setup_s": times[0] - compute, "end_to_end_s": end_to_end,
             "comparisons_per_s": M / compute, "M": M, "parties": parties, "threshold": threshold, "ok": ok,
             "repeats": repeats, "pool": pool, "triple_words": words,
-            "fill_cpu_s": statistics.median(fill_cpu) if fill_cpu else None, **_cpu_fields(cpu)}
+            "fill_cpu_s": statistics.mean(fill_cpu) if fill_cpu else None, **_cpu_fields(cpu)}
 
 
 def _cli_vote(cluster_file: Path, input_name: str, timeout: float = 120.0) -> tuple[float, bool]:
@@ -376,8 +377,11 @@ def _cli_vote(cluster_file: Path, input_name: str, timeout: float = 120.0) -> tu
 
 
 def run_mpc_vote(ballots: int = 1000, parties: int = 3, repeats: int = 5,
-                 cli_repeats: int = 3) -> dict[str, object]:
+                 cli_repeats: int = 3, pool: bool = True) -> dict[str, object]:
     """A vote over `ballots` 0/1 ballots split across the nodes (rule: at least half are 1).
+
+    pool=True: each later vote starts once the nodes hold its random OTs (made between
+    sessions, mpc/ot/pool.py); pool=False: the nodes keep no pools (IKNP in every vote).
 
     first_s: the first vote on fresh nodes (includes the base OTs of every pair); compute_s:
     median of `repeats` later votes through the coordinator API; cli_s: median of
@@ -399,8 +403,13 @@ def run_mpc_vote(ballots: int = 1000, parties: int = 3, repeats: int = 5,
         return (await coordinator.vote("ballots")).passed == expected
 
     cli_times: list[float] = []
-    with _running(names, {"ballots": split}) as run:
-        times, cpu, ok, _ = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, vote))
+    words = triple_words(parties, COMPARE_BITS, 1)
+    with _running(names, {"ballots": split}, pool=pool) as run:
+        async def filled() -> None:
+            await wait_for_pools(run.cluster, names, words)
+
+        times, cpu, ok, _ = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, vote,
+                                                        between=filled if pool else None))
         for _ in range(cli_repeats):
             dt, passed = _cli_vote(run.cluster_file, "ballots")
             cli_times.append(dt)
@@ -410,7 +419,7 @@ def run_mpc_vote(ballots: int = 1000, parties: int = 3, repeats: int = 5,
     return {"compute_s": compute, "first_s": times[0], "setup_s": times[0] - compute,
             "cli_s": statistics.median(cli_times) if cli_times else None, "end_to_end_s": end_to_end,
             "ballots": ballots, "parties": parties, "passed": expected, "ok": ok, "repeats": repeats,
-            **_cpu_fields(cpu)}
+            "pool": pool, **_cpu_fields(cpu)}
 
 
 # The bids of the auction benchmark: |bid| <= 2^30 - 1, the most for which MPyC's SecInt(32)

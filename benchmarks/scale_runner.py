@@ -16,6 +16,10 @@ one coordinator per kind, in this order:
     run_mpc_vote without the CLI part), repeats + 1 sessions, the first dropped. The base OTs are
     already set up by then (the nodes keep them for their lifetime).
 
+The nodes keep no triple pools (`triple_pool = 0`): every session makes its triples by IKNP while
+it runs, so that each session's CPU is all of its cost (with pools, sessions back to back would
+each find the pools full or not depending on the fills' timing).
+
 Per kind: compute_s, the median wall time of the later sessions; and each node's CPU (utime +
 stime of its process, /proc/<pid>/stat, mpc_runner._timed_sessions) per later session, as that
 node's mean over the later sessions (CPU time is counted in clock ticks, usually 10 ms, which is
@@ -145,7 +149,7 @@ def run_scale_one(parties: int, comparisons: int = 1000, ballots: int = 1000, re
     bounds: dict[str, tuple[int, int] | None] = {"x": (-limit, limit), "s": (0, 1 << 32), "ballots": None}
     load_start = _load1()
     machine_before, own_before, wall_before = _machine_busy_s(), _own_cpu_s(), time.perf_counter()
-    with _running(names, inputs, input_bounds=bounds) as run:
+    with _running(names, inputs, input_bounds=bounds, pool=False) as run:
         times, _, ok, by_node = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, compare))
         result: dict[str, Any] = {"compare": _summary(times, by_node, ok, names)}
         words = triple_words(parties, COMPARE_BITS, comparisons)

@@ -667,7 +667,10 @@ class NodeCore:
             self._pool_wake.clear()
             for peer in sorted(self.cluster.nodes):
                 if peer != self.me.name:
-                    await self._fill_peer(peer)
+                    try:
+                        await self._fill_peer(peer)
+                    except Exception:   # a bug must not end the filler for the node's lifetime
+                        log.exception("node %s: triple pool fill with %s failed", self.me.name, peer)
 
     async def _fill_peer(self, peer: str) -> None:
         while True:
@@ -677,15 +680,16 @@ class NodeCore:
             if not words or common is None:
                 return
             setup_id, pair = common
+            held = self.pools.held(peer)   # now, on the loop, while no session is live (mpc/ot/pool.py)
             try:
-                fill = await asyncio.to_thread(self.pools.make_fill, peer, setup_id, pair.as_receiver, words, self.rng)
+                fill = await asyncio.to_thread(self.pools.make_fill, peer, setup_id, pair.as_receiver, words,
+                                               self.rng, held)
                 await self.peers.send(peer, POOL_CHANNEL, STEP_FILL, fill.payload, FILL_TIMEOUT_S)
             except MpcError as exc:   # the next session's triples come from IKNP; a later session retries
                 log.warning("node %s: triple pool fill with %s failed: %s", self.me.name, peer, exc)
                 return
             self.pools.commit(fill)
             self.metrics.pool_sent_bytes.labels(peer).inc(len(fill.payload))
-            self.metrics.triples_generated.inc(64 * fill.words)
             log.debug("node %s: %d random OTs with %s made ahead", self.me.name, 64 * fill.words, peer)
 
     async def _accept_fill(self, sender: str, step: str, payload: bytes) -> None:

@@ -3,6 +3,7 @@
 base.py       Chou-Orlandi base OT on Ed25519 with libsodium (LATINCRYPT 2015)
 extension.py  IKNP OT extension with random-OT outputs (CRYPTO 2003), fixed-key-AES hash
 triples.py    pairwise OT setup, bit triples from random OT (ABY, NDSS 2015), TriplePool, OtSetups
+pool.py       random OTs made between sessions and derandomised by them (Beaver, CRYPTO 1995)
 arith.py      arithmetic triples (Gilboa OT multiplication) and daBits (Rotaru-Wood), their pools
 All sans-I/O: randomness comes in as an `mpc.prg.Rng`, messages go out as events.
 """

@@ -239,16 +239,22 @@ class RotPools:
         words = min(words, MAX_FILL_WORDS, self.capacity_words - held)
         return words - words % 2   # IKNP works in 128-OT blocks: two words
 
-    def make_fill(self, peer: str, setup_id: bytes, iknp: IknpReceiver, words: int, rng: Rng) -> Fill:
+    def held(self, peer: str) -> tuple[bytes, ...]:
+        """Ids of the batches we hold as receiver with `peer` (what a fill tells it to keep)."""
+        with self._lock:
+            return tuple(b.id for b in self._receiving.get(peer, ()))
+
+    def make_fill(self, peer: str, setup_id: bytes, iknp: IknpReceiver, words: int, rng: Rng,
+                  held: Sequence[bytes]) -> Fill:
         """Run the receiver's side of `64 * words` random OTs with `peer` (CPU-heavy: a worker thread).
 
+        `held` is `self.held(peer)` read while no session was live (see "Fills are started only
+        while ..." above): the peer drops every batch of ours it holds that is not named there.
         Returns: the Fill, to send to the peer and then `commit`.
         Raises: LocalProtocolError for a word count that is not a positive even number.
         """
-        if words < 2 or words % 2 or len(setup_id) != SETUP_ID_BYTES:
+        if words < 2 or words % 2 or len(setup_id) != SETUP_ID_BYTES or len(held) > MAX_BATCHES:
             raise LocalProtocolError(f"a fill makes a positive even number of words, got {words}")
-        with self._lock:   # before anything else: see "Fills are started only while ..." above
-            held = [b.id for b in self._receiving.get(peer, ())]
         choices = random_words(rng, words)
         message, chosen = iknp.extend(choices, 64 * words)
         batch = _ReceiverBatch(rng.random_bytes(BATCH_ID_BYTES), choices, np.array(chosen, dtype=np.uint64))

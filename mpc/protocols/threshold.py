@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-from mpc.ot.triples import OtSetups
+from mpc.ot.pool import SETUP_ID_BYTES
+from mpc.ot.triples import MAX_SETUPS_ADVERTISED, OtSetups
 from mpc.prg import Rng
 from mpc.protocols.circuit import at_least
-from mpc.ot.triples import MAX_SETUPS_ADVERTISED, SETUP_ID_BYTES
 from mpc.protocols.compute import STEP_HELLO, ComputeParty
 
 DEFAULT_ELL = 32

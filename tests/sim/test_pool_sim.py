@@ -58,7 +58,7 @@ def filled(parties: Sequence[str], ot: Mapping[str, Mapping[str, PairwiseOt]], w
 
 def fill(pools: Mapping[str, RotPools], ot: Mapping[str, Mapping[str, PairwiseOt]], r: str, s: str,
          words: int) -> None:
-    made = pools[r].make_fill(s, SETUP, ot[r][s].as_receiver, words, SystemRng())
+    made = pools[r].make_fill(s, SETUP, ot[r][s].as_receiver, words, SystemRng(), pools[r].held(s))
     assert pools[s].accept_fill(r, made.payload, ot[s][r].as_sender, "test") == words
     pools[r].commit(made)
 
@@ -180,7 +180,8 @@ def test_a_fill_is_stored_once_and_only_with_the_setup_it_names() -> None:
     parties = names(2)
     ot = ideal_setup(parties)
     alice, bob = RotPools(CAPACITY), RotPools(CAPACITY)
-    made = alice.make_fill("bob", SETUP, ot["alice"]["bob"].as_receiver, MIN_FILL_WORDS, SystemRng())
+    made = alice.make_fill("bob", SETUP, ot["alice"]["bob"].as_receiver, MIN_FILL_WORDS, SystemRng(),
+                           alice.held("bob"))
     with pytest.raises(RemoteProtocolError, match="does not hold"):
         bob.accept_fill("alice", made.payload, None, "test")
     bob.accept_fill("alice", made.payload, ot["bob"]["alice"].as_sender, "test")
@@ -212,7 +213,8 @@ def test_fills_follow_demand_within_the_capacity_and_a_sender_refuses_beyond_its
     pools = {"alice": alice, "bob": bob}
     fill(pools, ot, "alice", "bob", MIN_FILL_WORDS)
     fill(pools, ot, "alice", "bob", MIN_FILL_WORDS)
-    made = alice.make_fill("bob", SETUP, ot["alice"]["bob"].as_receiver, MIN_FILL_WORDS, SystemRng())
+    made = alice.make_fill("bob", SETUP, ot["alice"]["bob"].as_receiver, MIN_FILL_WORDS, SystemRng(),
+                           alice.held("bob"))
     with pytest.raises(RemoteProtocolError, match="beyond its bound"):
         bob.accept_fill("alice", made.payload, ot["bob"]["alice"].as_sender, "test")
 
@@ -221,7 +223,8 @@ def test_a_fill_names_what_its_receiver_holds_and_the_sender_drops_the_rest() ->
     parties = names(2)
     ot = ideal_setup(parties)
     alice, bob = RotPools(CAPACITY), RotPools(CAPACITY)
-    lost = alice.make_fill("bob", SETUP, ot["alice"]["bob"].as_receiver, MIN_FILL_WORDS, SystemRng())
+    lost = alice.make_fill("bob", SETUP, ot["alice"]["bob"].as_receiver, MIN_FILL_WORDS, SystemRng(),
+                           alice.held("bob"))
     bob.accept_fill("alice", lost.payload, ot["bob"]["alice"].as_sender, "test")   # its acknowledgement lost
     assert bob.sending_level("alice") == MIN_FILL_WORDS and alice.level("bob") == 0
     fill({"alice": alice, "bob": bob}, ot, "alice", "bob", MIN_FILL_WORDS)
