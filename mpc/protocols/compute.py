@@ -3,13 +3,17 @@
 The engine composes sans-I/O pieces, each behind its own step prefix:
 
 1. "mpc/hello": each party tells each peer which OT setups it still holds with it, so that
-   both ends agree, without a round of their own, on reusing one or making a fresh one;
+   both ends agree, without a round of their own, on reusing one or making a fresh one; and
+   which random OTs made ahead of time (mpc/ot/pool.py) it reserved for this session where it
+   chooses, and holds where the peer chooses, so that both ends agree on which directions the
+   pools serve;
 2. the input: either the pairwise-masked secure sum of the contributions ("sum/…",
    mpc/protocols/sum.py), whose output y_i is kept as this party's additive share of the total,
    or (`summed=False`) the contribution itself as this party's additive share (a node's own
    values, held by it alone: the sealed bids of an auction);
 3. "ot/base/…" (only for pairs with no common setup: base OTs, mpc/ot/base.py), then
-   preprocessing in parallel: Beaver bit triples ("triples/…", mpc/ot/triples.py) and
+   preprocessing in parallel: Beaver bit triples ("triples/…", mpc/ot/triples.py: one
+   "triples/r" per peer for pooled directions, IKNP's "triples/u" and "triples/t" for others) and
    arithmetic triples and daBits ("arith/…", mpc/ot/arith.py), exactly as many as the
    program draws (mpc/protocols/circuit.py `plan`);
 4. the program itself (`prefix/…`, mpc/protocols/circuit.py) on the input share; its result
