@@ -124,6 +124,10 @@ class NodeConfig:
     # Random OTs made ahead of time with each peer, per role (mpc/ot/pool.py); 0: none, every
     # session's triples come from IKNP while it runs.
     triple_pool: int = DEFAULT_TRIPLE_POOL
+    # host:port where contributors reach this node (mpc submit), with TLS that authenticates the node
+    # only; None: this node takes no submissions. submit_listen: what it binds (default: submit).
+    submit: str | None = None
+    submit_listen: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,9 +326,21 @@ def _node(name: str, table: dict[str, Any], base: Path, where: str) -> NodeConfi
     if isinstance(triple_pool, bool) or not 0 <= triple_pool <= MAX_TRIPLE_POOL or triple_pool % 128:
         raise ConfigError(f"{where}.triple_pool: {triple_pool!r} must be a multiple of 128 from 0 (no pool) to "
                           f"{MAX_TRIPLE_POOL} AND gates per peer")
+    submit = _take(table, "submit", str, where, None)
+    if submit is not None:
+        _split_address(submit, f"{where}.submit")
+    submit_listen = _take(table, "submit_listen", str, where, submit)
+    if submit_listen is not None:
+        if submit is None:
+            raise ConfigError(f"{where}: submit_listen without submit (the address contributors reach)")
+        _split_address(submit_listen, f"{where}.submit_listen")
+        if submit_listen == listen:
+            raise ConfigError(f"{where}: submit_listen {submit_listen!r} is the node's own listen address; the "
+                              f"submission listener needs its own port")
     policy = _policy(dict(_take(table, "policy", dict, where, {})), f"{where}.policy")
     _no_leftovers(table, where)
-    return NodeConfig(name, address, host, listen, cert, key, data_dir, policy, metrics, triple_pool)
+    return NodeConfig(name, address, host, listen, cert, key, data_dir, policy, metrics, triple_pool, submit,
+                      submit_listen)
 
 
 def load_cluster(path: str | os.PathLike[str] | None = None) -> ClusterConfig:

@@ -46,19 +46,20 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 def write_local_cluster(workdir: Path, names: Sequence[str], *, min_participants: int | None = None,
                         extra_node_keys: Mapping[str, str] | None = None, session_timeout_s: float = 30.0,
                         policies: Mapping[str, str] | None = None, every_policy: str = "",
-                        metrics: bool = False) -> Path:
+                        metrics: bool = False, submit: bool = False) -> Path:
     """Issue certificates and write a cluster file for nodes on 127.0.0.1.
 
     Args:
         policies: raw TOML for a node's policy table, by node.
         every_policy: raw TOML keys added to every node's policy table (before its own).
         metrics: serve each node's Prometheus metrics on a free port of 127.0.0.1.
+        submit: give each node a submission address (mpc submit) on a free port of 127.0.0.1.
 
     Returns: the cluster file's path (workdir/cluster.toml).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     init_cluster_certs(workdir / "certs", {n: [n] for n in names}, ["coordinator"])
-    ports = free_ports(2 * len(names) if metrics else len(names))
+    ports = free_ports(3 * len(names))   # each node's address, then its metrics and submission ports
     lines = ["[cluster]", 'name = "local"', 'ca = "certs/ca.pem"', f"session_timeout_s = {session_timeout_s}",
              "connect_timeout_s = 5", "", "[coordinator]", 'name = "coordinator"',
              'cert = "certs/coordinator-coordinator.pem"', 'key = "certs/coordinator-coordinator.key"']
@@ -69,6 +70,8 @@ def write_local_cluster(workdir: Path, names: Sequence[str], *, min_participants
             lines.append(f"{key} = {value}")
         if metrics:
             lines.append(f'metrics = "127.0.0.1:{ports[len(names) + names.index(name)]}"')
+        if submit:
+            lines.append(f'submit = "127.0.0.1:{ports[2 * len(names) + names.index(name)]}"')
         policy = (policies or {}).get(name)
         if min_participants is not None or policy or every_policy:
             lines.append(f"[nodes.{name}.policy]")

@@ -168,7 +168,7 @@ def cert_not_after(cert_pem: bytes) -> datetime:
 # --- files -------------------------------------------------------------------------------
 
 
-def _write_file(path: Path, data: bytes, mode: int, *, exclusive: bool = False) -> None:
+def write_file(path: Path, data: bytes, mode: int, *, exclusive: bool = False) -> None:
     """Write to a temp file, fix its mode, then move it into place.
 
     With ``exclusive`` the final step is a hard link, which fails if ``path`` already exists,
@@ -278,8 +278,8 @@ def make_ca(
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_file(key_path, _key_pem(key), 0o600, exclusive=True)
-    _write_file(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644, exclusive=True)
+    write_file(key_path, _key_pem(key), 0o600, exclusive=True)
+    write_file(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644, exclusive=True)
     return cert_path, key_path
 
 
@@ -461,8 +461,8 @@ def issue(
     _make_dir(directory)
     stem = _file_stem(identity)
     cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
-    _write_file(key_path, _key_pem(key), 0o600)
-    _write_file(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    write_file(key_path, _key_pem(key), 0o600)
+    write_file(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return cert_path, key_path
 
 

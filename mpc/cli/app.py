@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from mpc import __version__, logs
-from mpc.cli import audit, certs, compute, demo, inputs, node
+from mpc.cli import audit, certs, collections, compute, demo, inputs, node
 from mpc.cli.helptext import MpcParser
 from mpc.errors import MpcError
 
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", default="text", choices=list(logs.FORMATS),
                         help="text, or json: one JSON object per line with the session id (default: text)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, certs, node, inputs, compute, audit):
+    for module in (demo, certs, node, inputs, collections, compute, audit):
         module.register(sub)
     return parser
 

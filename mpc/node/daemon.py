@@ -1,4 +1,5 @@
-"""Wiring of one node daemon: store, core, gRPC server with Control, Peer and Health services."""
+"""Wiring of one node daemon: store, core, gRPC server with Control, Peer and Health services, and,
+for a node with a `submit` address, a second server with the contributors' Submit service."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from mpc.prg import Rng
 from mpc.store import Store
 from mpc.transport.peers import PeerClient
 from mpc.node.servicer import ControlService, MalformedRequestInterceptor, PeerService
+from mpc.node.submissions import SubmitService
 from mpc.transport.tls import SERVER_OPTIONS, TlsMaterial
 from mpc.v1 import mpc_pb2_grpc
 
@@ -55,6 +57,13 @@ class NodeServer:
         mpc_pb2_grpc.add_PeerServicer_to_server(PeerService(self.core), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = 0
+        # Contributors' submissions: a server of its own, with the Submit service alone, on TLS that
+        # authenticates the node only (mpc/node/submissions.py); none if the node has no `submit` address.
+        self.submit_server: grpc.aio.Server | None = None
+        self.submit_port = 0
+        if self.config.submit is not None:
+            self.submit_server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[MalformedRequestInterceptor()])
+            mpc_pb2_grpc.add_SubmitServicer_to_server(SubmitService(self.store, name), self.submit_server)
 
     async def start(self) -> int:
         """Bind the listen address with mutual TLS and start serving.
@@ -68,6 +77,15 @@ class NodeServer:
             raise ConfigError(f"node {self.config.name}: cannot listen on {self.config.listen}: {exc}") from None
         if self.port == 0:
             raise ConfigError(f"node {self.config.name}: cannot listen on {self.config.listen} (in use?)")
+        if self.submit_server is not None:
+            listen = self.config.submit_listen or self.config.submit
+            try:
+                self.submit_port = self.submit_server.add_secure_port(listen, self.tls.submission_server_credentials())
+            except RuntimeError as exc:
+                raise ConfigError(f"node {self.config.name}: cannot listen for submissions on {listen}: {exc}") from None
+            if self.submit_port == 0:
+                raise ConfigError(f"node {self.config.name}: cannot listen for submissions on {listen} (in use?)")
+            await self.submit_server.start()
         if self.metrics_address:
             self.metrics_port = self.metrics.serve(self.metrics_address)
             host = self.metrics_address.rpartition(":")[0]
@@ -82,6 +100,8 @@ class NodeServer:
     async def stop(self, grace: float = 2.0) -> None:
         """Stop accepting calls, let running ones finish for `grace` seconds, close everything."""
         await self.health.enter_graceful_shutdown()
+        if self.submit_server is not None:
+            await self.submit_server.stop(grace)
         await self.server.stop(grace)
         await asyncio.to_thread(self.metrics.close)   # the HTTP server's shutdown blocks briefly
         await self.peers.close()

@@ -1,7 +1,8 @@
 """The store's schema: the migrations that build its tables, one step per schema version.
 
 Tables: `inputs`, `input_meta` and `set_members` (mpc.store.inputs), `sessions` and `audit`
-(mpc.store.sessions), `releases` (mpc.store.releases). The file's `PRAGMA user_version` is the
+(mpc.store.sessions), `releases` and `release_queries` (mpc.store.releases), `collections`,
+`revoked` and `submissions` (mpc.store.collections). The file's `PRAGMA user_version` is the
 number of steps applied; StoreBase._migrate applies the rest when it opens the file.
 """
 
@@ -152,6 +153,34 @@ _MIGRATIONS += (
         "SELECT input_name, version, query, MAX(counted), MIN(seq) FROM releases GROUP BY input_name, version, query",
         *(f"""CREATE TRIGGER release_queries_append_only_{op.lower()} BEFORE {op} ON release_queries
             BEGIN SELECT RAISE(ABORT, 'the release log is append-only'); END""" for op in ("UPDATE", "DELETE")),
+    ),
+)
+_MIGRATIONS += (
+    (
+        # Collections (DESIGN.md §12): contributors who run no node submit additive shares, one per
+        # credential, to a few nodes. `collections` is each one's public spec (a ballot collection is
+        # 0/1, a range one lo..hi; `length` words per submission; owner_key verifies its credentials).
+        """CREATE TABLE collections (
+            name TEXT PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('ballot', 'range')),
+            lo INTEGER NOT NULL, hi INTEGER NOT NULL,
+            length INTEGER NOT NULL CHECK (length BETWEEN 1 AND 4096),
+            min_batch INTEGER NOT NULL CHECK (min_batch >= 1),
+            resubmit TEXT NOT NULL CHECK (resubmit IN ('refuse', 'replace')),
+            created_at TEXT NOT NULL,
+            owner_key BLOB NOT NULL CHECK (length(owner_key) = 32),
+            CHECK (lo <= hi AND (kind = 'range' OR (lo = 0 AND hi = 1))))""",
+        """CREATE TABLE revoked (
+            collection TEXT NOT NULL, credential BLOB NOT NULL CHECK (length(credential) = 16),
+            PRIMARY KEY (collection, credential)) WITHOUT ROWID""",
+        # One share per (collection, credential), little-endian uint64 words; that it has the
+        # collection's 8 * length bytes is checked in Python (mpc.store.collections). WITHOUT ROWID:
+        # the key is the only way in, and an index b-tree keeps at most ~1 KB of a row on its leaf, so
+        # reading the keys of a collection of long shares does not walk a page per row.
+        """CREATE TABLE submissions (
+            collection TEXT NOT NULL, credential BLOB NOT NULL CHECK (length(credential) = 16),
+            nonce BLOB NOT NULL CHECK (length(nonce) = 16), received_at TEXT NOT NULL,
+            share BLOB NOT NULL CHECK (length(share) > 0 AND length(share) % 8 = 0),
+            PRIMARY KEY (collection, credential)) WITHOUT ROWID""",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)

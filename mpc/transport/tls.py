@@ -65,10 +65,23 @@ class TlsMaterial:
         return grpc.ssl_server_credentials([(self.key, self.cert)], root_certificates=self.ca,
                                            require_client_auth=True)
 
+    def submission_server_credentials(self) -> grpc.ServerCredentials:
+        """Server credentials for the submission listener: the node proves who it is; the
+        contributor presents no certificate (a credential in each submission authenticates it)."""
+        return grpc.ssl_server_credentials([(self.key, self.cert)], require_client_auth=False)
+
     def channel_credentials(self) -> grpc.ChannelCredentials:
         """Channel credentials that present our certificate and trust only the cluster CA."""
         return grpc.ssl_channel_credentials(root_certificates=self.ca, private_key=self.key,
                                             certificate_chain=self.cert)
+
+
+def contributor_channel_credentials(ca: Path) -> grpc.ChannelCredentials:
+    """A contributor's channel credentials: trust only the cluster CA, present no certificate.
+
+    Raises: ConfigError naming a missing or unreadable CA file.
+    """
+    return grpc.ssl_channel_credentials(root_certificates=_read(ca, "CA certificate"))
 
 
 def channel_options(node: str) -> list[tuple[str, int | str]]:

@@ -250,3 +250,67 @@ class PeerMessage(_message.Message):
 class PeerAck(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class Submission(_message.Message):
+    __slots__ = ("token", "nonce", "share")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    NONCE_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    token: bytes
+    nonce: bytes
+    share: bytes
+    def __init__(self, token: _Optional[bytes] = ..., nonce: _Optional[bytes] = ..., share: _Optional[bytes] = ...) -> None: ...
+
+class SubmitRequest(_message.Message):
+    __slots__ = ("collection", "submissions")
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    submissions: _containers.RepeatedCompositeFieldContainer[Submission]
+    def __init__(self, collection: _Optional[str] = ..., submissions: _Optional[_Iterable[_Union[Submission, _Mapping]]] = ...) -> None: ...
+
+class SubmitResult(_message.Message):
+    __slots__ = ("stored", "replaced", "code", "error")
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    stored: bool
+    replaced: bool
+    code: str
+    error: str
+    def __init__(self, stored: _Optional[bool] = ..., replaced: _Optional[bool] = ..., code: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class SubmitReply(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SubmitResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[SubmitResult, _Mapping]]] = ...) -> None: ...
+
+class CollectionRequest(_message.Message):
+    __slots__ = ("collection",)
+    COLLECTION_FIELD_NUMBER: _ClassVar[int]
+    collection: str
+    def __init__(self, collection: _Optional[str] = ...) -> None: ...
+
+class CollectionReply(_message.Message):
+    __slots__ = ("name", "kind", "lo", "hi", "length", "min_batch", "resubmit", "owner_key", "submissions")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LO_FIELD_NUMBER: _ClassVar[int]
+    HI_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    MIN_BATCH_FIELD_NUMBER: _ClassVar[int]
+    RESUBMIT_FIELD_NUMBER: _ClassVar[int]
+    OWNER_KEY_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    lo: int
+    hi: int
+    length: int
+    min_batch: int
+    resubmit: str
+    owner_key: bytes
+    submissions: int
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., lo: _Optional[int] = ..., hi: _Optional[int] = ..., length: _Optional[int] = ..., min_batch: _Optional[int] = ..., resubmit: _Optional[str] = ..., owner_key: _Optional[bytes] = ..., submissions: _Optional[int] = ...) -> None: ...

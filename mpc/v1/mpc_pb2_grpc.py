@@ -339,3 +339,118 @@ class Peer:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class SubmitStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Submit = channel.unary_unary(
+                '/mpc.v1.Submit/Submit',
+                request_serializer=mpc_dot_v1_dot_mpc__pb2.SubmitRequest.SerializeToString,
+                response_deserializer=mpc_dot_v1_dot_mpc__pb2.SubmitReply.FromString,
+                _registered_method=True)
+        self.Describe = channel.unary_unary(
+                '/mpc.v1.Submit/Describe',
+                request_serializer=mpc_dot_v1_dot_mpc__pb2.CollectionRequest.SerializeToString,
+                response_deserializer=mpc_dot_v1_dot_mpc__pb2.CollectionReply.FromString,
+                _registered_method=True)
+
+
+class SubmitServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def Submit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Describe(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_SubmitServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Submit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Submit,
+                    request_deserializer=mpc_dot_v1_dot_mpc__pb2.SubmitRequest.FromString,
+                    response_serializer=mpc_dot_v1_dot_mpc__pb2.SubmitReply.SerializeToString,
+            ),
+            'Describe': grpc.unary_unary_rpc_method_handler(
+                    servicer.Describe,
+                    request_deserializer=mpc_dot_v1_dot_mpc__pb2.CollectionRequest.FromString,
+                    response_serializer=mpc_dot_v1_dot_mpc__pb2.CollectionReply.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'mpc.v1.Submit', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('mpc.v1.Submit', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Submit:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def Submit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mpc.v1.Submit/Submit',
+            mpc_dot_v1_dot_mpc__pb2.SubmitRequest.SerializeToString,
+            mpc_dot_v1_dot_mpc__pb2.SubmitReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Describe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mpc.v1.Submit/Describe',
+            mpc_dot_v1_dot_mpc__pb2.CollectionRequest.SerializeToString,
+            mpc_dot_v1_dot_mpc__pb2.CollectionReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -73,16 +73,19 @@ def make_cluster_file(tmp: Path, n: int, **kwargs: object) -> Path:
 async def running_cluster(tmp: Path, n: int = 3, *, min_participants: int | None = None,
                           session_timeout_s: float = 30.0, start: Sequence[str] | None = None,
                           policies: Mapping[str, str] | None = None, every_policy: str = "",
-                          metrics: bool = False, triple_pool: int | None = None) -> AsyncIterator[LocalCluster]:
+                          metrics: bool = False, triple_pool: int | None = None,
+                          submit: bool = False) -> AsyncIterator[LocalCluster]:
     """Start n node servers (or only `start`), yield, then stop them all.
 
     metrics: each node serves Prometheus metrics on a free loopback port (server.metrics_port).
     triple_pool: every node's `triple_pool` (None: the default; 0: sessions make their triples by
         IKNP while they run, so that a test can fix which messages a session sends).
+    submit: each node takes contributors' submissions on a free loopback port (its `submit` address).
     """
     path = make_cluster_file(tmp, n, min_participants=min_participants, session_timeout_s=session_timeout_s,
                              policies=policies, every_policy=every_policy,
-                             extra_node_keys=None if triple_pool is None else {"triple_pool": str(triple_pool)})
+                             extra_node_keys=None if triple_pool is None else {"triple_pool": str(triple_pool)},
+                             submit=submit)
     cluster = load_cluster(path)
     recorder = Recorder()
     servers: dict[str, NodeServer] = {}

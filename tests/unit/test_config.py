@@ -143,6 +143,8 @@ def test_the_deploy_sample_loads_and_sets_what_its_comments_say() -> None:
     alice = conf.node("alice")
     assert alice.host == "alice.example.org" and alice.metrics == "127.0.0.1:9464"
     assert alice.triple_pool == DEFAULT_TRIPLE_POOL == 4194304 and conf.node("bob").triple_pool == DEFAULT_TRIPLE_POOL
+    assert (alice.submit, alice.submit_listen) == ("alice.example.org:7101", "alice.example.org:7101")
+    assert conf.node("bob").submit is None
     policy = alice.policy
     # Its rules across sessions are written out with their default values ...
     assert policy.defaults == Rules() and policy.defaults.participants == "cluster"
@@ -322,6 +324,18 @@ def test_bad_addresses_are_refused(tmp_path: Path, address: str, key: str) -> No
 def test_a_bad_triple_pool_is_refused(tmp_path: Path, value: str) -> None:
     text = MINIMAL.replace('address = "alice:7001"', f'address = "alice:7001"\ntriple_pool = {value}')
     refused(write(tmp_path, text), "[nodes.alice]", "triple_pool")
+
+
+@pytest.mark.parametrize("lines, fragment", [
+    ('submit = "alice"', "host:port"),
+    ('submit = "alice:0"', "host:port"),
+    ('submit_listen = "0.0.0.0:7101"', "submit_listen without submit"),
+    ('submit = "alice:7101"\nsubmit_listen = "alice:7001"', "its own port"),
+    ("submit = 7101", "'submit' must be a str"),
+])
+def test_a_bad_submission_address_is_refused(tmp_path: Path, lines: str, fragment: str) -> None:
+    text = MINIMAL.replace('address = "alice:7001"', f'address = "alice:7001"\n{lines}')
+    refused(write(tmp_path, text), "[nodes.alice]", fragment)
 
 
 @pytest.mark.parametrize("value", [0, 128, MAX_TRIPLE_POOL])

@@ -18,10 +18,10 @@ LAYERS: dict[str, int] = {
     "mpc.dp": 1,
     "mpc.ot": 2,
     "mpc.protocols": 3,
-    "mpc.config": 4,
+    "mpc.config": 4, "mpc.credentials": 4,
     "mpc.store": 5, "mpc.inputs": 5,
     "mpc.transport": 6,
-    "mpc.node": 7, "mpc.coordinator": 7,
+    "mpc.node": 7, "mpc.coordinator": 7, "mpc.client": 7,
     "mpc.localcluster": 8,
     "mpc.cli": 9,
     "mpc": 10,   # the package's own __init__ (version)

@@ -125,6 +125,26 @@ EXPECTED: dict[str, tuple[str, str, str, list[str]]] = {
     # Peer (node <-> node): the only answer is an empty acknowledgement --------------------------------
     "mpc.v1.Peer/Send": ("mpc.v1.PeerFrame", "stream -> unary", "mpc.v1.PeerAck", []),
     "mpc.v1.Peer/Deliver": ("mpc.v1.PeerMessage", "unary -> unary", "mpc.v1.PeerAck", []),
+    # Submit (contributor -> node, on the node's submission listener, no client certificate): the answers
+    # are about the caller's own submissions and the collection's public spec, never a share or a value.
+    "mpc.v1.Submit/Submit": ("mpc.v1.SubmitRequest", "unary -> unary", "mpc.v1.SubmitReply", [
+        "results[]: message mpc.v1.SubmitResult",   # one per submission of the caller's own batch, in order
+        "results[].stored: bool",       # whether this node now holds the caller's share
+        "results[].replaced: bool",     # whether it replaced the same credential's earlier one
+        "results[].code: string",       # a refusal's status name
+        "results[].error: string",      # and its reason, naming the credential by 8 hex digits (the caller's own)
+    ]),
+    "mpc.v1.Submit/Describe": ("mpc.v1.CollectionRequest", "unary -> unary", "mpc.v1.CollectionReply", [
+        "name: string",                 # the collection's public spec, the same at every node: what a
+        "kind: string",                 # contributor needs to split and check its value
+        "lo: sint64",
+        "hi: sint64",
+        "length: uint32",
+        "min_batch: uint64",
+        "resubmit: string",
+        "owner_key: bytes",             # the owner's Ed25519 public key (public by definition)
+        "submissions: uint64",          # how many submissions this node stores: public by design (DESIGN.md §12)
+    ]),
 }
 
 # RPC -> every field of its request (walked like the responses). The comment on each row is what the
@@ -203,6 +223,19 @@ EXPECTED_REQUESTS: dict[str, list[str]] = {
         "header.payload_bytes: uint64",
         "payload: bytes",
     ],
+    # Contributors: anyone who reaches the submission listener. A submission is stored only under a
+    # credential the collection's owner signed, one per credential; nothing in a request makes the
+    # node send anything but the per-submission results and the public spec.
+    "mpc.v1.Submit/Submit": [
+        "collection: string",                  # must name a collection of this node (else NOT_FOUND-like refusal)
+        "submissions[]: message mpc.v1.Submission",   # at most 10,000 a call
+        "submissions[].token: bytes",          # 80 bytes, verified against the owner's key (Ed25519)
+        "submissions[].nonce: bytes",          # 16 bytes, the same at every node for one submission
+        "submissions[].share: bytes",          # exactly 8 * length bytes: stored, never answered
+    ],
+    "mpc.v1.Submit/Describe": [
+        "collection: string",                  # a name; the answer is that collection's public spec
+    ],
 }
 
 # Every protocol of the catalogue, by wire id: (name, its parameters as "name: type", how the output
@@ -262,6 +295,8 @@ EXPECTED_BYTES_FIELDS = {
     # Exactly 16 and 32 bytes per peer (mpc/transport/evidence.py refuses any other size): a key id and
     # an HMAC tag over the public session description, never a value (tests/integration/test_keyed.py).
     "mpc.v1.Control/Prepare": ["evidence.tags[].value.key_id", "evidence.tags[].value.tag"],
+    # The collection owner's public key, 32 bytes: part of the collection's public spec.
+    "mpc.v1.Submit/Describe": ["owner_key"],
 }
 
 
@@ -309,7 +344,7 @@ def surface(services: list[ServiceDescriptor]) -> dict[str, tuple[str, str, str,
 
 def test_every_rpc_and_response_field_is_in_the_reviewed_table() -> None:
     services = list(mpc_pb2.DESCRIPTOR.services_by_name.values())
-    assert sorted(s.full_name for s in services) == ["mpc.v1.Control", "mpc.v1.Peer"]
+    assert sorted(s.full_name for s in services) == ["mpc.v1.Control", "mpc.v1.Peer", "mpc.v1.Submit"]
     actual = surface(services)
     assert sorted(actual) == sorted(EXPECTED), "an RPC was added or removed: review it and update EXPECTED"
     for rpc, row in EXPECTED.items():
@@ -366,7 +401,8 @@ def test_only_compute_returns_bytes_and_they_are_the_output_share() -> None:
     repeated = [(rpc, f) for rpc, (_, _, _, fields) in EXPECTED.items() for f in fields
                 if f.split(":")[0].endswith("[]")]
     assert repeated == [("mpc.v1.Control/Prepare", "evidence.tags[]: message mpc.v1.Evidence.TagsEntry"),
-                        ("mpc.v1.Control/Status", "inputs[]: message mpc.v1.InputInfo")]
+                        ("mpc.v1.Control/Status", "inputs[]: message mpc.v1.InputInfo"),
+                        ("mpc.v1.Submit/Submit", "results[]: message mpc.v1.SubmitResult")]
 
 
 # ---- Status of a running node never holds a stored value ----------------------------------------

@@ -1,0 +1,209 @@
+"""`mpc collection`, `mpc credentials` and `mpc submit`: collections of contributors' shares.
+
+An owner makes a key (`credentials keygen`) and credentials (`credentials issue`), gives one to
+each contributor, and has every node's operator create the same collection with the owner's
+public key (`collection create`, on the node's machine, like `mpc input put`). A contributor
+submits with `mpc submit` (or mpc.client.Contributor): one share per node, never a value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+from mpc.cli.inputs import add_store_arguments, open_store
+from mpc.errors import InputError
+
+# The store, the client and the credentials (PyNaCl, numpy, grpc) are imported by the commands that use them.
+if TYPE_CHECKING:
+    from mpc.client import SubmitReport
+    from mpc.store import CollectionSpec
+
+EXIT_NOT_ACCEPTED = 1
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the `collection`, `credentials` and `submit` commands."""
+    p = sub.add_parser("collection", help="create, list or revoke in this node's collections (local only)")
+    csub = p.add_subparsers(dest="collection_command", required=True, metavar="ACTION")
+    c = csub.add_parser("create", help="create a collection at this node (the same spec at every node)")
+    c.add_argument("name")
+    c.add_argument("--kind", choices=("ballot", "range"), required=True,
+                   help="ballot: each value 0 or 1; range: each value within --lo..--hi")
+    c.add_argument("--lo", type=int, default=None, help="smallest value (range)")
+    c.add_argument("--hi", type=int, default=None, help="largest value (range)")
+    c.add_argument("--length", type=int, default=1, help="values per submission (default 1)")
+    c.add_argument("--min-batch", type=int, required=True,
+                   help="complete submissions needed before anything about the collection is released")
+    c.add_argument("--resubmit", choices=("refuse", "replace"), default="refuse",
+                   help="a credential's second submission: refused (default) or replaces the first")
+    c.add_argument("--owner-pub", type=Path, required=True, help="the collection owner's public key file")
+    add_store_arguments(c)
+    c.set_defaults(run=_create)
+    li = csub.add_parser("list", help="this node's collections and how many submissions each holds")
+    add_store_arguments(li)
+    li.add_argument("--json", action="store_true", help="print JSON")
+    li.set_defaults(run=_list)
+    r = csub.add_parser("revoke", help="refuse these credentials from now on and drop what they submitted")
+    r.add_argument("name")
+    r.add_argument("--credentials", type=Path, required=True, help="a file of credentials, one per line")
+    add_store_arguments(r)
+    r.set_defaults(run=_revoke)
+
+    p = sub.add_parser("credentials", help="a collection owner's key and the credentials it issues (offline)")
+    ksub = p.add_subparsers(dest="credentials_command", required=True, metavar="ACTION")
+    k = ksub.add_parser("keygen", help="make the owner's key: PREFIX.key (private, 0600) and PREFIX.pub")
+    k.add_argument("--out", type=Path, required=True, help="path prefix of the two files")
+    k.set_defaults(run=_keygen)
+    i = ksub.add_parser("issue", help="issue credentials for a collection, one per line, into a new file")
+    i.add_argument("--key", type=Path, required=True, help="the owner's private key file")
+    i.add_argument("--collection", required=True)
+    i.add_argument("--count", type=int, required=True)
+    i.add_argument("--out", type=Path, required=True, help="the credentials file to create (mode 0600)")
+    i.set_defaults(run=_issue)
+
+    s = sub.add_parser("submit", help="submit values to a collection as a contributor: one share per node")
+    s.add_argument("collection")
+    s.add_argument("values", nargs="*", type=int, metavar="VALUE")
+    s.add_argument("--cluster", type=Path, default=None, help="cluster file (default: $MPC_CLUSTER)")
+    s.add_argument("--credential", type=Path, required=True,
+                   help="a file of credentials, one per line: the first, or the --index-th, is used; with "
+                        "--batch, line i goes with line i of the values")
+    s.add_argument("--index", type=int, default=1, help="which credential of the file (default 1)")
+    s.add_argument("--batch", type=Path, default=None,
+                   help="a file of submissions, one per line (values separated by commas), each with the "
+                        "credential on the same line of --credential")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(run=_submit)
+
+
+def _spec(args: argparse.Namespace) -> CollectionSpec:
+    from mpc.credentials import load_owner_public
+    from mpc.store import CollectionSpec
+
+    if args.kind == "ballot":
+        if args.lo not in (None, 0) or args.hi not in (None, 1):
+            raise InputError("a ballot collection holds 0 or 1: leave out --lo and --hi")
+        lo, hi = 0, 1
+    else:
+        if args.lo is None or args.hi is None:
+            raise InputError("a range collection needs --lo and --hi")
+        lo, hi = args.lo, args.hi
+    return CollectionSpec(args.name, args.kind, lo, hi, args.length, args.min_batch, args.resubmit,
+                          load_owner_public(args.owner_pub))
+
+
+def _create(args: argparse.Namespace) -> int:
+    spec = _spec(args)
+    with open_store(args) as store:
+        created = store.create_collection(spec)
+    print(f"collection {args.name!r} {'created' if created else 'already exists with this spec'}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    with open_store(args, must_exist=True) as store:
+        infos = store.list_collections()
+    rows = [{**info.spec.describe(), "submissions": info.submissions} for info in infos]
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        print("no collections")
+    for info in infos:
+        s = info.spec
+        what = "ballots (0 or 1)" if s.kind == "ballot" else f"values in [{s.lo}, {s.hi}]"
+        print(f"{s.name}: {what}, {s.length} per submission, minimum batch {s.min_batch}, resubmit {s.resubmit}; "
+              f"{info.submissions} submissions stored here")
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    from mpc.credentials import credential_id, parse_credential, read_credentials
+
+    ids = [credential_id(parse_credential(c, f"{args.credentials}:{n}"))
+           for n, c in enumerate(read_credentials(args.credentials), 1)]
+    with open_store(args, must_exist=True) as store:
+        count = store.revoke(args.name, ids)
+    print(f"collection {args.name!r}: {count} credential(s) revoked")
+    return 0
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from mpc.credentials import new_owner_key, write_owner_key
+
+    private, public = Path(f"{args.out}.key"), Path(f"{args.out}.pub")
+    write_owner_key(new_owner_key(), private, public)
+    print(f"owner key: {private} (private, keep it offline), {public} (give it to every node's operator)")
+    return 0
+
+
+def _issue(args: argparse.Namespace) -> int:
+    from mpc.credentials import issue, load_owner_key, write_credentials
+
+    write_credentials(args.out, issue(load_owner_key(args.key), args.collection, args.count))
+    print(f"{args.count} credential(s) for collection {args.collection!r} in {args.out}")
+    return 0
+
+
+def _batch_values(path: Path) -> list[list[int]]:
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append([int(x) for x in line.split(",")])
+        except ValueError:
+            raise InputError(f"{path}:{n}: values must be integers separated by commas") from None
+    return rows
+
+
+def _submit(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from mpc.client import Contributor
+    from mpc.config import load_cluster
+    from mpc.credentials import read_credentials
+
+    credentials = read_credentials(args.credential)
+    if args.batch is not None:
+        if args.values:
+            raise InputError("give the values either on the command line or with --batch, not both")
+        rows = _batch_values(args.batch)
+        if len(rows) > len(credentials):
+            raise InputError(f"{args.batch}: {len(rows)} submissions but {len(credentials)} credentials in "
+                             f"{args.credential}")
+        items = list(zip(credentials, rows))
+    else:
+        if not args.values:
+            raise InputError("no values to submit")
+        if not 1 <= args.index <= len(credentials):
+            raise InputError(f"{args.credential} holds {len(credentials)} credential(s); --index {args.index}")
+        items = [(credentials[args.index - 1], args.values)]
+    cluster = load_cluster(args.cluster)
+
+    async def go() -> list[SubmitReport]:
+        async with Contributor(cluster) as contributor:
+            return list(await contributor.submit_many(args.collection, items))
+    reports = asyncio.run(go())
+    accepted = sum(r.accepted for r in reports)
+    if args.json:
+        print(json.dumps({"collection": args.collection, "submitted": len(reports), "accepted": accepted,
+                          "refused": [{"credential": r.credential, "why": r.problem()}
+                                      for r in reports if not r.accepted]}))
+    else:
+        for r in reports:
+            if not r.accepted:
+                print(f"credential {r.credential}: not accepted: {r.problem()}")
+        if len(reports) == 1 and accepted:
+            print("accepted (replaced the earlier submission)" if reports[0].replaced
+                  else "accepted: every node stored its share")
+        elif len(reports) > 1:
+            print(f"{accepted} of {len(reports)} submissions accepted")
+    return 0 if accepted == len(reports) else EXIT_NOT_ACCEPTED
+
+
+__all__ = ["register"]

@@ -1,0 +1,349 @@
+"""Contributors' submissions over real node daemons (grpc.aio, TLS that authenticates the node,
+SQLite, loopback; mpc/client.py, mpc/node/submissions.py, mpc/credentials.py).
+
+A contributor splits each value into one additive share per node and sends each node its share
+with a credential from the collection's owner. These tests check, on what the nodes store:
+- the shares at the nodes add up to the values, and each node's shares alone look uniform and
+  never hold a value;
+- one submission per credential: refused, or replaced, by the collection's rule, and the same
+  request again (a retry) is not counted twice;
+- a credential from another owner, for another collection, revoked, forged or malformed, and a
+  malformed share or nonce, are refused at every node and store nothing;
+- a value outside the collection's rule is refused by the client before anything is sent;
+- a node down during a submission leaves it partial and named; a node restarted mid-way gets
+  the same shares again, and nothing is lost or counted twice;
+- the submission listener serves nothing else, and takes no Control or Peer call.
+
+One three-node cluster serves the module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Iterator, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+import numpy as np
+import pytest
+
+from mpc.client import Contributor
+from mpc.credentials import (
+    credential_id,
+    format_credential,
+    issue,
+    new_owner_key,
+    parse_credential,
+)
+from mpc.errors import InputError
+from mpc.node.daemon import NodeServer
+from mpc.store import CollectionSpec, Store
+from mpc.transport.tls import channel_options, contributor_channel_credentials
+from mpc.v1 import mpc_pb2, mpc_pb2_grpc
+from tests.sim.common import assert_balanced
+
+from .harness import LocalCluster, running_cluster
+
+T = TypeVar("T")
+TRIO = ("alice", "bob", "carlos")
+
+
+@dataclass
+class Env:
+    loop: asyncio.AbstractEventLoop
+    lc: LocalCluster
+    credentials: dict[str, list[str]]
+    foreign: list[str]
+
+    def run(self, coro: Awaitable[T], timeout: float = 60.0) -> T:
+        return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
+
+    def store(self, node: str) -> Store:
+        data_dir = self.lc.cluster.node(node).data_dir
+        assert data_dir is not None
+        return Store.open_dir(data_dir)
+
+    def shares(self, node: str, collection: str) -> dict[bytes, tuple[bytes, np.ndarray]]:
+        """credential id -> (nonce, share words) as `node` stores them."""
+        with self.store(node) as store:
+            keys = store.submission_keys(collection)
+            shares = store.submission_shares(collection, keys)
+        return {cid: (nonce, shares[i]) for i, (cid, nonce) in enumerate(keys)}
+
+    def totals(self, collection: str) -> dict[bytes, list[int]]:
+        """What the stored shares add up to, per credential held by every node with the same nonce."""
+        per_node = [self.shares(n, collection) for n in TRIO]
+        common = set.intersection(*(set(p) for p in per_node))
+        out = {}
+        for cid in common:
+            if len({p[cid][0] for p in per_node}) == 1:
+                total = sum((p[cid][1] for p in per_node), np.zeros_like(per_node[0][cid][1]))
+                out[cid] = total.view(np.int64).tolist()
+        return out
+
+    def count(self, node: str, collection: str) -> int:
+        with self.store(node) as store:
+            return store.submission_count(collection)
+
+    async def submit(self, collection: str, credential: str, values: Sequence[int]) -> object:
+        async with Contributor(self.lc.cluster, timeout=5.0) as c:
+            return await c.submit(collection, credential, values)
+
+    async def restart(self, node: str) -> None:
+        if node in self.lc.servers:
+            await self.lc.stop(node)
+        server = NodeServer(self.lc.cluster, node, observer=self.lc.recorder.for_node(node))
+        await server.start()
+        self.lc.servers[node] = server
+
+
+async def raw_submit(env: Env, node: str, request: mpc_pb2.SubmitRequest) -> mpc_pb2.SubmitReply:
+    """One Submit call to `node` as any contributor could make it (no client certificate)."""
+    config = env.lc.cluster.node(node)
+    assert config.submit is not None
+    channel = grpc.aio.secure_channel(config.submit, contributor_channel_credentials(env.lc.cluster.ca),
+                                      options=channel_options(node))
+    try:
+        reply: mpc_pb2.SubmitReply = await mpc_pb2_grpc.SubmitStub(channel).Submit(request, timeout=5)
+        return reply
+    finally:
+        await channel.close()
+
+
+@pytest.fixture(scope="module")
+def env(loop: asyncio.AbstractEventLoop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    stack = AsyncExitStack()
+    lc = loop.run_until_complete(stack.enter_async_context(
+        running_cluster(tmp_path_factory.mktemp("submit"), 3, submit=True)))
+    owner, other = new_owner_key(), new_owner_key()
+    specs = {"poll": CollectionSpec("poll", "ballot", 0, 1, 1, 5, "refuse", bytes(owner.verify_key)),
+             "scores": CollectionSpec("scores", "range", -10, 10, 2, 3, "replace", bytes(owner.verify_key))}
+    for node in TRIO:
+        data_dir = lc.cluster.node(node).data_dir
+        assert data_dir is not None
+        with Store.open_dir(data_dir) as store:
+            for spec in specs.values():
+                assert store.create_collection(spec)
+    credentials = {name: issue(owner, name, 60) for name in specs}
+    e = Env(loop, lc, credentials, issue(other, "poll", 3))
+    try:
+        yield e
+    finally:
+        loop.run_until_complete(stack.aclose())
+
+
+def test_the_nodes_shares_add_up_to_the_ballots_and_each_nodes_alone_look_uniform(env: Env) -> None:
+    ballots = [int(b) for b in np.frombuffer(os.urandom(40), dtype=np.uint8) & 1]
+
+    async def go() -> list[bool]:
+        async with Contributor(env.lc.cluster) as c:
+            reports = await c.submit_many("poll", list(zip(env.credentials["poll"][:40], ([b] for b in ballots))))
+        return [r.accepted for r in reports]
+    assert all(env.run(go()))
+    ids = [credential_id(parse_credential(c, "test")) for c in env.credentials["poll"][:40]]
+    totals = env.totals("poll")
+    assert [totals[i] for i in ids] == [[b] for b in ballots]
+    for node in TRIO:
+        mine = env.shares(node, "poll")
+        words = np.array([mine[i][1][0] for i in ids], dtype=np.uint64)
+        assert not np.isin(words, [0, 1]).any()               # no node holds a ballot itself
+        assert_balanced(words.view(np.uint8))                 # 2,560 bits, each a fair coin
+
+
+def test_one_submission_per_credential_refused_under_refuse_and_a_retry_is_not_counted_twice(env: Env) -> None:
+    credential = env.credentials["poll"][45]
+    first = env.run(env.submit("poll", credential, [1]))
+    assert first.accepted   # type: ignore[attr-defined]
+    before = [env.count(n, "poll") for n in TRIO]
+    again = env.run(env.submit("poll", credential, [0]))
+    assert not again.accepted   # type: ignore[attr-defined]
+    assert "already submitted" in again.problem() and "refuse" in again.problem()   # type: ignore[attr-defined]
+    assert [env.count(n, "poll") for n in TRIO] == before
+    cid = credential_id(parse_credential(credential, "test"))
+    assert env.totals("poll")[cid] == [1]
+    # the same request again (a client retrying after a lost reply) is taken, not counted twice
+    nonce, share = env.shares("alice", "poll")[cid]
+    request = mpc_pb2.SubmitRequest(collection="poll", submissions=[mpc_pb2.Submission(
+        token=parse_credential(credential, "test"), nonce=nonce, share=share.astype("<u8").tobytes())])
+    reply = env.run(raw_submit(env, "alice", request))
+    assert reply.results[0].stored and not reply.results[0].replaced
+    assert [env.count(n, "poll") for n in TRIO] == before
+
+
+def test_a_resubmission_replaces_the_earlier_one_under_replace(env: Env) -> None:
+    credential = env.credentials["scores"][0]
+    assert env.run(env.submit("scores", credential, [3, -4])).accepted   # type: ignore[attr-defined]
+    second = env.run(env.submit("scores", credential, [-10, 10]))
+    assert second.accepted and second.replaced   # type: ignore[attr-defined]
+    cid = credential_id(parse_credential(credential, "test"))
+    assert env.totals("scores")[cid] == [-10, 10]
+    assert all(env.count(n, "scores") == 1 for n in TRIO)
+
+
+def test_foreign_forged_and_revoked_credentials_are_refused_everywhere_and_store_nothing(env: Env) -> None:
+    before = {n: env.count(n, "poll") for n in TRIO}
+    token = bytearray(parse_credential(env.credentials["poll"][50], "test"))
+    token[-1] ^= 1
+    cases = {"another owner's": env.foreign[0], "another collection's": env.credentials["scores"][50],
+             "a flipped bit": format_credential(bytes(token))}
+    for case, credential in cases.items():
+        report = env.run(env.submit("poll", credential, [1]))
+        assert not report.accepted, case   # type: ignore[attr-defined]
+        assert {r.code for r in report.nodes} == {"PERMISSION_DENIED"}, (case, report)   # type: ignore[attr-defined]
+        assert all("is not one the owner of collection 'poll' issued" in r.error
+                   for r in report.nodes), case   # type: ignore[attr-defined]
+    # revoked: refused from now on, and what it had submitted is dropped
+    credential = env.credentials["poll"][51]
+    assert env.run(env.submit("poll", credential, [1])).accepted   # type: ignore[attr-defined]
+    cid = credential_id(parse_credential(credential, "test"))
+    for node in TRIO:
+        with env.store(node) as store:
+            assert store.revoke("poll", [cid]) == 1
+    assert cid not in env.totals("poll")
+    report = env.run(env.submit("poll", credential, [0]))
+    assert not report.accepted and "revoked" in report.problem()   # type: ignore[attr-defined]
+    assert {n: env.count(n, "poll") for n in TRIO} == before
+
+
+def test_malformed_submissions_are_refused_one_by_one_and_the_good_one_beside_them_is_stored(env: Env) -> None:
+    good_credential, bad_credential = env.credentials["scores"][10], env.credentials["scores"][11]
+    token, bad = parse_credential(good_credential, "test"), parse_credential(bad_credential, "test")
+    share = os.urandom(16)
+    submissions = [
+        mpc_pb2.Submission(token=bad, nonce=os.urandom(16), share=os.urandom(8)),       # one word for two
+        mpc_pb2.Submission(token=bad, nonce=os.urandom(16), share=os.urandom(24)),      # three words for two
+        mpc_pb2.Submission(token=bad, nonce=os.urandom(15), share=os.urandom(16)),      # a short nonce
+        mpc_pb2.Submission(token=bad[:79], nonce=os.urandom(16), share=os.urandom(16)),  # a cut token
+        mpc_pb2.Submission(token=token, nonce=os.urandom(16), share=share),
+    ]
+
+    reply = env.run(raw_submit(env, "bob", mpc_pb2.SubmitRequest(collection="scores", submissions=submissions)))
+    codes = [r.code for r in reply.results]
+    assert codes == ["INVALID_ARGUMENT", "INVALID_ARGUMENT", "INVALID_ARGUMENT", "PERMISSION_DENIED", ""], reply
+    assert [r.stored for r in reply.results] == [False, False, False, False, True]
+    held = env.shares("bob", "scores")
+    assert credential_id(bad) not in held and held[credential_id(token)][1].tobytes() == share
+
+
+def test_the_client_refuses_values_outside_the_rule_before_sending_anything(env: Env) -> None:
+    before = {n: env.count(n, "scores") for n in TRIO}
+    for values in ([11, 0], [0, -11], [2**63 - 1, 0], [0], [0, 0, 0]):
+        with pytest.raises(InputError):
+            env.run(env.submit("scores", env.credentials["scores"][20], values))
+    for values in ([2], [-1]):
+        with pytest.raises(InputError, match="a ballot is 0 or 1"):
+            env.run(env.submit("poll", env.credentials["poll"][55], values))
+    assert {n: env.count(n, "scores") for n in TRIO} == before
+
+
+def test_unknown_collection_is_refused_naming_it(env: Env) -> None:
+    async def go() -> None:
+        async with Contributor(env.lc.cluster) as c:
+            await c.submit("nosuch", env.credentials["poll"][0], [1])
+    with pytest.raises(Exception, match="no collection 'nosuch'"):
+        env.run(go())
+
+
+def test_a_node_down_leaves_the_submission_partial_and_named_and_a_restart_mid_way_loses_nothing(
+        env: Env) -> None:
+    credential = env.credentials["poll"][56]
+    cid = credential_id(parse_credential(credential, "test"))
+    env.run(env.lc.stop("carlos"))
+    try:
+        async def once() -> object:
+            async with Contributor(env.lc.cluster, timeout=2.0) as c:
+                return (await c.submit_many("poll", [(credential, [1])], attempts=1))[0]
+        report = env.run(once())
+        assert not report.accepted   # type: ignore[attr-defined]
+        assert "node carlos" in report.problem() and "unreachable" in report.problem()   # type: ignore[attr-defined]
+        assert cid in env.shares("alice", "poll") and cid in env.shares("bob", "poll")
+    finally:
+        env.run(env.restart("carlos"))
+    assert cid not in env.totals("poll")          # partial: never counted
+    # a node that comes back while the client is still trying gets the very same shares
+    credential = env.credentials["poll"][57]
+    cid = credential_id(parse_credential(credential, "test"))
+    env.run(env.lc.stop("carlos"))
+
+    async def with_restart() -> object:
+        async with Contributor(env.lc.cluster, timeout=2.0) as c:
+            task = asyncio.ensure_future(c.submit_many("poll", [(credential, [0])], attempts=4, retry_wait=0.5))
+            # Carlos is down: the first attempt there fails at once (connection refused); it comes back
+            # before the second, 0.5 s later. (Had the restart come first, the first attempt succeeds:
+            # the assertions below hold either way.)
+            await asyncio.sleep(0.2)
+            await env.restart("carlos")
+            return (await task)[0]
+    report = env.run(with_restart())
+    assert report.accepted, report.problem()   # type: ignore[attr-defined]
+    assert env.totals("poll")[cid] == [0]
+    assert len({env.shares(n, "poll")[cid][0] for n in TRIO}) == 1   # one nonce everywhere
+
+
+def test_the_submission_listener_serves_submissions_only(env: Env) -> None:
+    config = env.lc.cluster.node("alice")
+    assert config.submit is not None
+
+    async def go() -> grpc.StatusCode:
+        channel = grpc.aio.secure_channel(config.submit or "", contributor_channel_credentials(env.lc.cluster.ca),
+                                          options=channel_options("alice"))
+        try:
+            await mpc_pb2_grpc.ControlStub(channel).Status(mpc_pb2.StatusRequest(), timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+        finally:
+            await channel.close()
+        return grpc.StatusCode.OK
+    assert env.run(go()) == grpc.StatusCode.UNIMPLEMENTED
+
+
+async def mpc_cli(*args: str) -> tuple[int, str, str]:
+    """Run `mpc ARGS` as a user would (a new process), while this loop serves the nodes."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "mpc", *args, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def test_the_owner_the_operators_and_a_contributor_through_the_cli(env: Env, tmp_path: Path) -> None:
+    cluster = str(env.lc.cluster.path)
+    owner = tmp_path / "owner"
+
+    async def go() -> None:
+        assert (await mpc_cli("credentials", "keygen", "--out", str(owner)))[0] == 0
+        assert (Path(f"{owner}.key").stat().st_mode & 0o777) == 0o600
+        code, out, err = await mpc_cli("credentials", "issue", "--key", f"{owner}.key", "--collection", "referendum",
+                                       "--count", "4", "--out", str(tmp_path / "creds.txt"))
+        assert code == 0, err
+        for node in TRIO:
+            code, out, err = await mpc_cli("collection", "create", "referendum", "--kind", "ballot", "--min-batch",
+                                           "3", "--owner-pub", f"{owner}.pub", "--cluster", cluster, "--node", node)
+            assert code == 0 and "created" in out, err
+        code, out, err = await mpc_cli("submit", "referendum", "1", "--cluster", cluster, "--credential",
+                                       str(tmp_path / "creds.txt"))
+        assert code == 0 and "accepted" in out, (out, err)
+        code, out, err = await mpc_cli("submit", "referendum", "0", "--cluster", cluster, "--credential",
+                                       str(tmp_path / "creds.txt"))
+        assert code == 1 and "already submitted" in out, (out, err)
+        (tmp_path / "votes.csv").write_text("0\n1\n1\n", encoding="utf-8")
+        lines = (tmp_path / "creds.txt").read_text(encoding="utf-8").splitlines()
+        (tmp_path / "rest.txt").write_text("\n".join(lines[1:]) + "\n", encoding="utf-8")
+        code, out, err = await mpc_cli("submit", "referendum", "--batch", str(tmp_path / "votes.csv"), "--cluster",
+                                       cluster, "--credential", str(tmp_path / "rest.txt"), "--json")
+        assert code == 0 and json.loads(out) == {"collection": "referendum", "submitted": 3, "accepted": 3,
+                                                 "refused": []}, (out, err)
+        code, out, err = await mpc_cli("submit", "referendum", "2", "--cluster", cluster, "--credential",
+                                       str(tmp_path / "creds.txt"), "--index", "4")
+        assert code == 1 and "a ballot is 0 or 1" in err, (out, err)
+        code, out, err = await mpc_cli("collection", "list", "--cluster", cluster, "--node", "bob", "--json")
+        listed = {row["name"]: row for row in json.loads(out)}
+        assert listed["referendum"]["submissions"] == 4 and listed["referendum"]["min_batch"] == 3
+    env.run(go(), timeout=300)
+    assert sorted(v[0] for v in env.totals("referendum").values()) == [0, 1, 1, 1]
