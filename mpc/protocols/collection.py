@@ -1,0 +1,242 @@
+"""Sessions over a collection of contributors' submissions (DESIGN.md §12): the nodes agree on the
+complete submissions, check every one inside MPC, and add up the valid ones.
+
+Each node holds, per submission, its additive share (mod 2^64) of the contributor's values
+(mpc/client.py). Two things stand between that and a sum:
+
+1. **Which submissions.** A submission counts only if every node stores it with the same nonce
+   (the contributor sent every node a share of the same split). Each node sends every peer the
+   sorted list of the (credential id, nonce) pairs it holds, step "coll/keys"; every node takes
+   the pairs present in all lists. The lists are the same everywhere, so the set is too, and the
+   coordinator has no say in it: it cannot leave a submission out to difference a contributor
+   away. (The list is public among the nodes: credential ids are pseudonyms, and the count is
+   public by design.) A collection with fewer complete submissions than its minimum batch
+   releases nothing: every node refuses, from the same count.
+
+2. **Validity.** A malicious contributor may send shares of any v in Z_2^64. A test that b(b-1) = 0
+   by a random linear combination is unsound in Z_2^64 (zero divisors: it passes b = 2^63 with
+   probability 1/2). So each value is range-checked by secure comparison on all 64 bits
+   (mpc/protocols/circuit.py `sign_bit`): valid iff (v - lo) and (hi - v), as signed 64-bit
+   integers, are both non-negative. That is exact for every v in Z_2^64 when |lo|, |hi| < 2^62:
+   the two wrap-free differences add up to hi - lo < 2^63, so neither can have wrapped, and
+   lo <= v <= hi as integers. (Bit-decomposed submissions, where any XOR sharing is a valid bit,
+   would make a ballot's check free; they change what a contributor sends, and range checks
+   cover ballots and ranges alike.) A submission is valid when all its values are. The validity
+   bits are opened among the nodes, and only they: which submissions were invalid is revealed,
+   nothing about the valid ones. Each node then adds its shares of the valid submissions alone:
+   the output is an additive sharing of the sum of the valid submissions, with the count of valid
+   and of complete submissions added in public by P_0.
+
+So a malicious contributor moves the output no further than an honest one could: by at most
+hi - lo per value, or not at all (its submission is dropped).
+
+`CollectionParty` is the node's engine: the key exchange, then a `ComputeParty`
+(mpc/protocols/compute.py, summed=False: a node's shares are already an additive sharing) running
+`valid_sum` under the step prefix "coll/run". Its output share: length words of the sum, then the
+valid count, then the complete count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
+from mpc.events import Output, Send
+from mpc.ot.triples import OtSetups
+from mpc.prg import Rng
+from mpc.protocols.circuit import Context, Program, and_gates, open_words, public, sign_bit
+from mpc.protocols.compute import ComputeParty
+from mpc.ring import RING_BITS, Words
+
+STEP_KEYS = "coll/keys"
+PREFIX = "coll/run"
+KEY_BYTES = 32                  # a credential id (16 bytes) and its nonce (16 bytes)
+MAX_SUBMISSIONS = 1 << 22
+BOUND_LIMIT = 1 << 62
+
+Key = tuple[bytes, bytes]       # (credential id, nonce)
+ShareLoader = Callable[[Sequence[Key]], Words]   # the node's shares for these keys: shape (len(keys), length)
+
+
+def check_bounds(lo: int, hi: int) -> None:
+    """Raises: LocalProtocolError unless -2^62 < lo <= hi < 2^62 (what makes the range check exact)."""
+    if not -BOUND_LIMIT < lo <= hi < BOUND_LIMIT:
+        raise LocalProtocolError(f"a collection's range [{lo}, {hi}] must lie within +-2^62, lo <= hi")
+
+
+def valid_sum(lo: int, hi: int, length: int, complete: int,
+              on_validity: Callable[[Words], None] | None = None) -> Callable[[Context, Words], Program[Words]]:
+    """The program: range-check every value of every submission, open which submissions are valid,
+    and add up the valid ones.
+
+    Args:
+        length: values per submission; the input is `complete * length` words, submission-major.
+        on_validity: told the opened validity bits (one word, 0 or 1, per submission) at each party
+            (also by `plan`'s dry run, on zeros, before the real run).
+    Returns: a program factory whose output share is [sum of valid (length words), valid count, complete].
+    """
+    check_bounds(lo, hi)
+    if length < 1:
+        raise LocalProtocolError(f"a submission has at least one value, got {length}")
+
+    def program(ctx: Context, x: Words) -> Program[Words]:
+        if x.shape != (complete * length,):
+            raise LocalProtocolError(f"{complete} submissions of {length} values need {complete * length} words, "
+                                     f"got {x.shape}")
+        lo_w = np.full(x.size, lo % (1 << RING_BITS), dtype=np.uint64)
+        hi_w = np.full(x.size, hi % (1 << RING_BITS), dtype=np.uint64)
+        # [v - lo >= 0] and [hi - v >= 0] as signed 64-bit integers, in one batch: 1 ^ MSB of each.
+        differences = np.concatenate((x - public(ctx, lo_w), public(ctx, hi_w) - x))
+        msb = yield from sign_bit(ctx, "range", differences, RING_BITS)
+        ok = (msb ^ public(ctx, np.ones_like(msb))).astype(bool)   # XOR shares of the two bits, per value
+        valid = yield from and_gates(ctx, "both", ok[:x.size], ok[x.size:])
+        valid = valid.reshape(complete, length)
+        width, level = length, 0
+        while width > 1:   # a submission is valid when all its values are: a tree of AND gates
+            half = width // 2
+            merged = yield from and_gates(ctx, f"all/{level}", valid[:, :half], valid[:, half:2 * half])
+            valid = np.concatenate((merged, valid[:, 2 * half:]), axis=1)
+            width, level = valid.shape[1], level + 1
+        bits = (yield from open_words("valid", valid[:, 0].astype(np.uint64), "xor")) & np.uint64(1)
+        if on_validity is not None:
+            on_validity(bits)
+        keep = bits.astype(bool)
+        total = x.reshape(complete, length)[keep].sum(axis=0, dtype=np.uint64) if complete else \
+            np.zeros(length, dtype=np.uint64)
+        counts = public(ctx, np.array([int(keep.sum()), complete], dtype=np.uint64))
+        return np.concatenate((np.asarray(total, dtype=np.uint64).reshape(length), counts))
+
+    return program
+
+
+def keys_to_bytes(keys: Sequence[Key]) -> bytes:
+    """A node's (credential id, nonce) list as "coll/keys" carries it: sorted, 32 bytes each."""
+    return b"".join(cid + nonce for cid, nonce in sorted(keys))
+
+
+def keys_from_bytes(payload: bytes, where: str) -> set[Key]:
+    """Parse a peer's list. Raises: RemoteProtocolError naming `where` for a malformed or unsorted one."""
+    if len(payload) % KEY_BYTES or len(payload) > KEY_BYTES * MAX_SUBMISSIONS:
+        raise RemoteProtocolError(f"{where}: a key list of {len(payload)} bytes")
+    keys = [(payload[i:i + 16], payload[i + 16:i + KEY_BYTES]) for i in range(0, len(payload), KEY_BYTES)]
+    if any(a[0] >= b[0] for a, b in zip(keys, keys[1:])):
+        raise RemoteProtocolError(f"{where}: a key list not sorted by credential, or with a credential twice")
+    return set(keys)
+
+
+class CollectionParty:
+    """One node's engine for a validated sum over a collection's complete submissions."""
+
+    def __init__(self, session_id: str, me: str, parties: Sequence[str], own: Sequence[Key], shares: ShareLoader,
+                 lo: int, hi: int, length: int, min_batch: int, rng: Rng, setups: OtSetups) -> None:
+        """Args:
+            own: the (credential id, nonce) pairs this node stores.
+            shares: loads this node's shares of the given keys, in that order.
+            min_batch: refuse (every node alike) below this many complete submissions.
+        """
+        if me not in parties or len(set(parties)) != len(parties) or len(parties) < 2:
+            raise LocalProtocolError(f"session {session_id}: {me!r} among parties {list(parties)}: a collection "
+                                     f"session needs at least two distinct nodes including this one")
+        check_bounds(lo, hi)
+        self.session_id = session_id
+        self.me = me
+        self.parties = tuple(parties)
+        self.peers = tuple(p for p in self.parties if p != me)
+        self._own = list(own)
+        self._shares = shares
+        self._lo, self._hi, self._length, self._min_batch = lo, hi, length, min_batch
+        self._rng = rng
+        self._setups = setups
+        self._lists: dict[str, set[Key]] = {}
+        self._early: list[tuple[str, str, bytes]] = []
+        self._inner: ComputeParty | None = None
+        self._started = False
+        self.complete: tuple[Key, ...] = ()
+        self.invalid: tuple[bytes, ...] = ()        # credential ids found invalid (public among the nodes)
+        self.value_free_steps: tuple[str, ...] = (STEP_KEYS, "mpc/hello", "ot/", "triples/", "arith/")
+
+    @property
+    def waiting_for(self) -> tuple[str, ...]:
+        """Peers whose key list or next message has not come."""
+        if self._inner is not None:
+            return self._inner.waiting_for
+        return tuple(p for p in self.peers if p not in self._lists)
+
+    @property
+    def triple_counts(self) -> tuple[int, int]:
+        """Bit triples made and used (for metrics)."""
+        return (0, 0) if self._inner is None else self._inner.triple_counts
+
+    def is_slow(self, step: str) -> bool:
+        """Loading the shares (at start or on the last key list) and base OTs run outside the event loop."""
+        return step in ("start", STEP_KEYS) or (self._inner is not None and self._inner.is_slow(step))
+
+    def start(self, contribution: Words | None = None) -> list[Send | Output]:
+        """Send our key list to every peer (the contribution is loaded once the set is agreed).
+
+        Raises: LocalProtocolError if started twice.
+        """
+        if self._started:
+            raise LocalProtocolError(f"session {self.session_id}: already started")
+        self._started = True
+        payload = keys_to_bytes(self._own)
+        events: list[Send | Output] = [Send(p, STEP_KEYS, payload) for p in self.peers]
+        return events + self._maybe_run()
+
+    def receive(self, sender: str, step: str, payload: bytes) -> list[Send | Output]:
+        """A peer's key list, or a message for the validated sum.
+
+        Raises: RemoteProtocolError/RoundMismatch for a malformed, repeated or unexpected message.
+        """
+        if sender not in self.peers:
+            raise RemoteProtocolError(f"session {self.session_id}: {sender!r} is not a peer of {self.me!r}")
+        if step == STEP_KEYS:
+            if sender in self._lists:
+                raise RoundMismatch(f"session {self.session_id}: a second key list from {sender!r}")
+            self._lists[sender] = keys_from_bytes(payload, f"session {self.session_id}: key list from {sender!r}")
+            return self._maybe_run() if self._started else []
+        if self._inner is None:
+            if len(self._early) >= 16 * len(self.peers) + 64:
+                raise RemoteProtocolError(f"session {self.session_id}: too many early messages")
+            self._early.append((sender, step, payload))
+            return []
+        return self._inner.receive(sender, step, payload)
+
+    def _maybe_run(self) -> list[Send | Output]:
+        if self._inner is not None or len(self._lists) < len(self.peers):
+            return []
+        common = set(self._own)
+        for keys in self._lists.values():
+            common &= keys
+        self.complete = tuple(sorted(common))
+        n = len(self.complete)
+        if n < self._min_batch:
+            raise LocalProtocolError(f"session {self.session_id}: the collection has {n} complete submission(s) "
+                                     f"at nodes {', '.join(sorted(self.parties))}, fewer than its minimum batch of "
+                                     f"{self._min_batch}; nothing is released")
+        if n > MAX_SUBMISSIONS:
+            raise LocalProtocolError(f"session {self.session_id}: {n} complete submissions, more than a session "
+                                     f"takes ({MAX_SUBMISSIONS})")
+        shares = np.asarray(self._shares(self.complete), dtype=np.uint64).reshape(n * self._length)
+
+        def note(bits: Words) -> None:
+            self.invalid = tuple(self.complete[i][0] for i in np.flatnonzero(bits == 0))
+        factory = valid_sum(self._lo, self._hi, self._length, n, note)
+        self._inner = ComputeParty(self.session_id, self.me, self.parties, n * self._length, factory, self._rng,
+                                   self._setups, summed=False, prefix=PREFIX)
+        events = self._inner.start(shares)
+        early, self._early = self._early, []
+        for sender, step, payload in early:
+            events += self._inner.receive(sender, step, payload)
+        return events
+
+
+def output_words(length: int) -> int:
+    """Words of a node's output share: the sum, the valid count and the complete count."""
+    return length + 2
+
+
+__all__ = ["CollectionParty", "Key", "PREFIX", "STEP_KEYS", "keys_from_bytes", "keys_to_bytes",
+           "output_words", "valid_sum"]
