@@ -59,6 +59,24 @@ class AverageResult:
 
 
 @dataclass(frozen=True, slots=True)
+class CollectionSumResult:
+    """A validated sum over a collection's complete submissions (mpc/protocols/collection.py)."""
+
+    session_id: str
+    input_name: str
+    nodes: tuple[str, ...]
+    value: int | list[int]             # the sum of the valid submissions (a list for vectors)
+    valid: int                         # how many complete submissions passed the range check
+    complete: int                      # how many submissions every node holds
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"session": self.session_id, "collection": self.input_name, "nodes": list(self.nodes),
+                "sum": self.value, "valid": self.valid, "complete": self.complete,
+                "invalid": self.complete - self.valid}
+
+
+@dataclass(frozen=True, slots=True)
 class VoteResult:
     """The outcome of a vote: only whether it passed, and the rule it was judged by."""
 
@@ -190,4 +208,4 @@ class IntersectionResult:
 
 
 Result = (SumResult | AverageResult | VoteResult | ThresholdResult | AuctionResult | ClearingResult | PluralityResult
-          | HistogramResult | IntersectionResult)
+          | HistogramResult | IntersectionResult | CollectionSumResult)

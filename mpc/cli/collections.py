@@ -47,6 +47,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_store_arguments(li)
     li.add_argument("--json", action="store_true", help="print JSON")
     li.set_defaults(run=_list)
+    k = csub.add_parser("close", help="close a collection at this node: no more submissions; sessions may run")
+    k.add_argument("name")
+    add_store_arguments(k)
+    k.set_defaults(run=_close)
+    for action, what in (("sum", "the sum of the valid submissions and how many were valid and complete"),
+                         ("vote", "YES if at least half of the valid ballots are yes, else NO; nothing else")):
+        q = csub.add_parser(action, help=f"as the coordinator, over a closed collection: {what}")
+        q.add_argument("name")
+        q.add_argument("--cluster", type=Path, default=None, help="cluster file (default: $MPC_CLUSTER)")
+        q.add_argument("--json", action="store_true", help="print JSON")
+        q.set_defaults(run=_session, action=action)
     r = csub.add_parser("revoke", help="refuse these credentials from now on and drop what they submitted")
     r.add_argument("name")
     r.add_argument("--credentials", type=Path, required=True, help="a file of credentials, one per line")
@@ -118,6 +129,38 @@ def _list(args: argparse.Namespace) -> int:
         what = "ballots (0 or 1)" if s.kind == "ballot" else f"values in [{s.lo}, {s.hi}]"
         print(f"{s.name}: {what}, {s.length} per submission, minimum batch {s.min_batch}, resubmit {s.resubmit}; "
               f"{info.submissions} submissions stored here")
+    return 0
+
+
+def _close(args: argparse.Namespace) -> int:
+    with open_store(args, must_exist=True) as store:
+        newly = store.close_collection(args.name)
+        count = store.submission_count(args.name)
+    print(f"collection {args.name!r} {'closed' if newly else 'was already closed'}: {count} submissions stored here")
+    return 0
+
+
+def _session(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from mpc.config import load_cluster
+    from mpc.coordinator.client import Coordinator
+    from mpc.results import CollectionSumResult, VoteResult
+
+    cluster = load_cluster(args.cluster)
+
+    async def go() -> CollectionSumResult | VoteResult:
+        async with Coordinator(cluster) as coordinator:
+            if args.action == "vote":
+                return await coordinator.collection_vote(args.name)
+            return await coordinator.collection_sum(args.name)
+    result = asyncio.run(go())
+    if args.json:
+        print(json.dumps(result.as_dict()))
+    elif isinstance(result, VoteResult):
+        print("YES" if result.passed else "NO")
+    else:
+        print(f"{result.value} (valid submissions: {result.valid} of {result.complete} complete)")
     return 0
 
 

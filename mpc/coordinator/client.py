@@ -25,6 +25,7 @@ from mpc.results import (
     AuctionResult,
     AverageResult,
     ClearingResult,
+    CollectionSumResult,
     HistogramResult,
     IntersectionResult,
     PluralityResult,
@@ -480,6 +481,21 @@ class Coordinator:
         """
         from mpc.protocols.catalogue import VoteParams, entry
         result = await self.run(entry("vote"), VoteParams(threshold), input_name, timeout_s=timeout_s)
+        assert isinstance(result, VoteResult)
+        return result
+
+    async def collection_sum(self, collection: str, *, timeout_s: float | None = None) -> CollectionSumResult:
+        """The sum of a closed collection's valid submissions (mpc/protocols/collection.py), and how many
+        were complete and valid. Raises: as `run`."""
+        from mpc.protocols.catalogue import NoParams, entry
+        result = await self.run(entry("collection-sum"), NoParams(), collection, timeout_s=timeout_s)
+        assert isinstance(result, CollectionSumResult)
+        return result
+
+    async def collection_vote(self, collection: str, *, timeout_s: float | None = None) -> VoteResult:
+        """A vote over a closed ballot collection: only whether at least half of the valid ballots are yes."""
+        from mpc.protocols.catalogue import NoParams, entry
+        result = await self.run(entry("collection-vote"), NoParams(), collection, timeout_s=timeout_s)
         assert isinstance(result, VoteResult)
         return result
 

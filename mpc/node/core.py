@@ -20,6 +20,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from mpc import __version__
 from mpc.config import INPUT_NAME, NODE_NAME, ClusterConfig, NodeConfig
 from mpc.errors import (
@@ -48,6 +50,7 @@ from mpc.protocols.agreement import STEP_DIGEST, AgreedParty, session_digest
 from mpc.protocols.pairing import Evidence, PairKey, PairKeys, check_evidence
 from mpc.protocols.sum import SecureSumParty
 from mpc.protocols.catalogue import NAMES, Contributing, Declared, EngineArgs, Entry, describe_params, users
+from mpc.protocols.collection import CollectionSource
 from mpc.ring import Words
 from mpc.store import COUNTS_HIDDEN, InputInfo, Store, StoredInput, Transfer
 
@@ -245,12 +248,17 @@ class NodeCore:
         # Every refusal is decided on the declaration alone, before any value is read: neither what a
         # refusal says nor how long it takes depends on the values (or on how many ballots there are).
         # A vote never reads its ballots at all, only the tally kept beside them.
-        stored, _, records = self.store.get_declared(input_name)
-        declared = Declared(input_name, name, stored.kind, stored.bounds, records, stored.frac_bits, stored.is_scalar)
+        collection = self._collection_view(input_name, protocol)
+        if collection is not None:
+            stored, declared = collection
+        else:
+            stored, _, records = self.store.get_declared(input_name)
+            declared = Declared(input_name, name, stored.kind, stored.bounds, records, stored.frac_bits,
+                                stored.is_scalar)
         spend = self._check_rules(protocol, params, stored, declared, participants)
         protocol.admit(params, declared, len(participants), stored.frac_bits)
         identifiers: tuple[bytes, ...] = ()
-        if not protocol.kinds & set(COUNTS_HIDDEN):   # a vote never reads its ballots, only their tally
+        if collection is None and not protocol.kinds & set(COUNTS_HIDDEN):   # a vote never reads its ballots
             version, stored = stored.version, self.store.get_input(input_name)
             if stored.kind == "set":   # its identifiers, of the same version (read after its values)
                 members = self.store.get_set(input_name)
@@ -291,6 +299,40 @@ class NodeCore:
         prepared = {**session.described, **shape.shape()}
         session.evidence = replace(shape, tags={peer: (key.key_id, key.tag(me, peer, prepared))
                                                 for peer, key in session.pair_keys.items()})
+
+    def _collection_view(self, input_name: str, protocol: Entry[Any]) -> tuple[StoredInput, Declared] | None:
+        """A collection named `input_name` as a session's input (None: it names no collection here).
+
+        Its public rule stands in for an input's declaration: kind "collection", bounds [lo, hi],
+        `length` values per submission, version 1 (a closed collection never changes).
+        Raises: PolicyError for an open collection; InputError for a protocol not made for collections.
+        """
+        try:
+            spec = self.store.get_collection(input_name)
+        except InputError:
+            return None
+        name = self.me.name
+        if "collection" not in protocol.kinds:
+            raise InputError(f"{input_name!r} at node {name} is a collection of contributors' submissions; "
+                             f"{protocol.name} takes {protocol.takes}, and a collection takes "
+                             f"{' or '.join(users('collection'))}")
+        if not self.store.is_closed(input_name):
+            raise PolicyError(f"node {name}: collection {input_name!r} is open; sessions run over closed "
+                              f"collections only (`mpc collection close`), so that no two releases differ by "
+                              f"one contributor's submission")
+        stored = StoredInput(input_name, np.zeros(spec.length, dtype=np.int64), 0, spec.length == 1, "", "",
+                             version=1, kind="collection", bounds=(spec.lo, spec.hi))
+        declared = Declared(input_name, name, "collection", (spec.lo, spec.hi), spec.length, 0, spec.length == 1)
+        return stored, declared
+
+    def _collection_source(self, session: Session) -> CollectionSource | None:
+        """What a collection session's engine loads: the keys and shares this node stores (None otherwise)."""
+        if session.stored.kind != "collection":
+            return None
+        name, store = session.stored.name, self.store
+        spec = store.get_collection(name)
+        return CollectionSource(spec.lo, spec.hi, spec.length, spec.min_batch, store.submission_keys(name),
+                                lambda keys: store.submission_shares(name, keys))
 
     def _check_load(self, caller: Identity) -> None:
         """Refuse a new session beyond the owner's limits on live sessions (in total, per coordinator)."""
@@ -438,9 +480,10 @@ class NodeCore:
                 session.declared, stored.values, stored.tally, frac_bits, len(session.parties), offset,
                 sum(ordered.values()), self.rng, session.identifiers))
             masks = None if not evidence else {p: k.mask_key(session_id, digest) for p, k in session.pair_keys.items()}
+            source = await asyncio.to_thread(self._collection_source, session)
             inner = protocol.engine(params, EngineArgs(session_id, me, session.parties, words, self.rng,
                                                        self.ot_setups, ordered, mask_seeds=masks,
-                                                       on_seed=self._keep_pair_key))
+                                                       on_seed=self._keep_pair_key, collection=source))
             async with session.lock:
                 if self.sessions.get(session_id) is not session:   # aborted while we waited for the lock
                     raise SessionClosed(f"session {session_id} ended at node {me} before it started")

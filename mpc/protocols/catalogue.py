@@ -34,6 +34,7 @@ from mpc.errors import InputError, RemoteProtocolError
 from mpc.ot.triples import OtSetups
 from mpc.prg import Rng
 from mpc.protocols import auction, clearing, psi
+from mpc.protocols.collection import CollectionParty, CollectionSource, output_words
 from mpc.protocols.circuit import Combine, Context, Program, public
 from mpc.protocols.compute import ComputeParty
 from mpc.protocols.contribution import (
@@ -60,6 +61,7 @@ from mpc.results import (
     AuctionResult,
     AverageResult,
     ClearingResult,
+    CollectionSumResult,
     HistogramResult,
     IntersectionResult,
     PluralityResult,
@@ -287,6 +289,7 @@ class EngineArgs:
     # A keyed session (mpc/protocols/pairing.py): the sum's mask seed with each peer; else None.
     mask_seeds: Mapping[str, bytes] | None = dataclasses.field(default=None, repr=False)
     on_seed: Callable[[str, bytes], None] | None = None   # told of each sum seed sent or received
+    collection: CollectionSource | None = None   # a session over a collection: its rule, keys and shares
 
 
 P = TypeVar("P")
@@ -1029,8 +1032,66 @@ def describe_release(variant: str, parameter: object) -> str:
     return variant if parameter is None else f"{variant} ({json.dumps(parameter)[:60]})"
 
 
+class _CollectionEntry(Entry[NoParams]):
+    """A session over a closed collection of contributors' submissions (mpc/protocols/collection.py):
+    the nodes agree on the complete submissions and range-check each inside MPC."""
+
+    params = NoParams
+    kinds = frozenset({"collection"})
+    takes = "a closed collection of contributors' submissions (`mpc collection close`)"
+    integers = True
+    vote: ClassVar[bool] = False
+
+    def length(self, params: NoParams, declared: Declared) -> int:
+        return declared.records   # values per submission (the node reports its collection's length)
+
+    def output_length(self, params: NoParams, lengths: Mapping[str, int]) -> int:
+        return output_words(self.contribution_length(params, lengths), self.vote)
+
+    def contribute(self, params: NoParams, c: Contributing) -> Words:
+        return np.zeros(c.declared.records, dtype=np.uint64)   # the engine loads the agreed shares itself
+
+    def engine(self, params: NoParams, args: EngineArgs) -> Engine:
+        source = args.collection
+        if source is None:
+            raise RemoteProtocolError(f"session {args.session_id}: {self.name} runs over a collection only")
+        return CollectionParty(args.session_id, args.me, args.parties, source.keys, source.load, source.lo,
+                               source.hi, source.length, source.min_batch, args.rng, args.setups, vote=self.vote)
+
+
+class CollectionSumEntry(_CollectionEntry):
+    """The sum of a collection's valid submissions, and how many were valid and complete."""
+
+    name, wire_id = "collection-sum", 10
+    reveals = ("the sum of the valid submissions, elementwise, and how many submissions were complete and valid; "
+               "which submissions were invalid, to the nodes")
+
+    def decode(self, params: NoParams, opened: Opened) -> Result:
+        length = opened.words.size - 2
+        sums = [int(v) for v in opened.words[:length].view(np.int64)]
+        valid, complete = int(opened.words[length]), int(opened.words[length + 1])
+        if not 0 <= valid <= complete:
+            raise RemoteProtocolError("the opened counts do not agree: the nodes' output shares do not match")
+        return CollectionSumResult(opened.session_id, opened.input_name, opened.nodes,
+                                   sums[0] if length == 1 else sums, valid, complete)
+
+
+class CollectionVoteEntry(_CollectionEntry):
+    """A vote over a ballot collection: only whether the valid yes ballots are at least half of the valid ones."""
+
+    name, wire_id = "collection-vote", 11
+    reveals = "one bit: at least half of the valid ballots are yes; which ballots were invalid, to the nodes"
+    combine: ClassVar[Combine] = "xor"
+    vote = True
+
+    def decode(self, params: NoParams, opened: Opened) -> Result:
+        return VoteResult(opened.session_id, opened.input_name, opened.nodes, bool(int(opened.words[0]) & 1),
+                          "at least half of the valid ballots")
+
+
 CATALOGUE: tuple[Entry[Any], ...] = (SumEntry(), AverageEntry(), VoteEntry(), ThresholdEntry(), AuctionEntry(),
-                                     ClearingPriceEntry(), PluralityEntry(), HistogramEntry(), IntersectEntry())
+                                     ClearingPriceEntry(), PluralityEntry(), HistogramEntry(), IntersectEntry(),
+                                     CollectionSumEntry(), CollectionVoteEntry())
 BY_NAME: dict[str, Entry[Any]] = {e.name: e for e in CATALOGUE}
 BY_WIRE_ID: dict[int, Entry[Any]] = {e.wire_id: e for e in CATALOGUE}
 NAMES: tuple[str, ...] = tuple(BY_NAME)

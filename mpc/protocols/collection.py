@@ -39,6 +39,7 @@ valid count, then the complete count.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -46,7 +47,7 @@ from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.events import Output, Send
 from mpc.ot.triples import OtSetups
 from mpc.prg import Rng
-from mpc.protocols.circuit import Context, Program, and_gates, open_words, public, sign_bit
+from mpc.protocols.circuit import Context, Program, and_gates, at_least, open_words, public, sign_bit
 from mpc.protocols.compute import ComputeParty
 from mpc.ring import RING_BITS, Words
 
@@ -54,10 +55,24 @@ STEP_KEYS = "coll/keys"
 PREFIX = "coll/run"
 KEY_BYTES = 32                  # a credential id (16 bytes) and its nonce (16 bytes)
 MAX_SUBMISSIONS = 1 << 22
+VOTE_BITS = 24                  # |yes - ceil(valid / 2)| < 2^22 < 2^23: exact on 24 bits
 BOUND_LIMIT = 1 << 62
 
 Key = tuple[bytes, bytes]       # (credential id, nonce)
 ShareLoader = Callable[[Sequence[Key]], Words]   # the node's shares for these keys: shape (len(keys), length)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class CollectionSource:
+    """What a node gives a collection session (mpc/protocols/catalogue.py EngineArgs): the public
+    rule of the collection, and the keys and shares it stores."""
+
+    lo: int
+    hi: int
+    length: int
+    min_batch: int
+    keys: Sequence[Key] = field(repr=False)
+    load: ShareLoader = field(repr=False)
 
 
 def check_bounds(lo: int, hi: int) -> None:
@@ -67,7 +82,8 @@ def check_bounds(lo: int, hi: int) -> None:
 
 
 def valid_sum(lo: int, hi: int, length: int, complete: int,
-              on_validity: Callable[[Words], None] | None = None) -> Callable[[Context, Words], Program[Words]]:
+              on_validity: Callable[[Words], None] | None = None, *,
+              vote: bool = False) -> Callable[[Context, Words], Program[Words]]:
     """The program: range-check every value of every submission, open which submissions are valid,
     and add up the valid ones.
 
@@ -75,11 +91,16 @@ def valid_sum(lo: int, hi: int, length: int, complete: int,
         length: values per submission; the input is `complete * length` words, submission-major.
         on_validity: told the opened validity bits (one word, 0 or 1, per submission) at each party
             (also by `plan`'s dry run, on zeros, before the real run).
-    Returns: a program factory whose output share is [sum of valid (length words), valid count, complete].
+        vote: for ballots: open nothing of the sum, only [yes >= half of the valid ballots] (the valid
+            count is public once the validity bits are): a comparison on VOTE_BITS bits.
+    Returns: a program factory whose output share is [sum of valid (length words), valid count,
+    complete] (additive), or with `vote` one XOR-shared bit.
     """
     check_bounds(lo, hi)
     if length < 1:
         raise LocalProtocolError(f"a submission has at least one value, got {length}")
+    if vote and (lo, hi, length) != (0, 1, 1):
+        raise LocalProtocolError("a vote over a collection takes ballots: one value, 0 or 1")
 
     def program(ctx: Context, x: Words) -> Program[Words]:
         if x.shape != (complete * length,):
@@ -105,8 +126,12 @@ def valid_sum(lo: int, hi: int, length: int, complete: int,
         keep = bits.astype(bool)
         total = x.reshape(complete, length)[keep].sum(axis=0, dtype=np.uint64) if complete else \
             np.zeros(length, dtype=np.uint64)
+        total = np.asarray(total, dtype=np.uint64).reshape(length)
+        if vote:   # 2 * yes >= valid, i.e. yes >= ceil(valid / 2), for a public valid count
+            passed = yield from at_least(ctx, "vote", total, (int(keep.sum()) + 1) // 2, VOTE_BITS)
+            return np.asarray(passed, dtype=np.uint64)
         counts = public(ctx, np.array([int(keep.sum()), complete], dtype=np.uint64))
-        return np.concatenate((np.asarray(total, dtype=np.uint64).reshape(length), counts))
+        return np.concatenate((total, counts))
 
     return program
 
@@ -130,11 +155,13 @@ class CollectionParty:
     """One node's engine for a validated sum over a collection's complete submissions."""
 
     def __init__(self, session_id: str, me: str, parties: Sequence[str], own: Sequence[Key], shares: ShareLoader,
-                 lo: int, hi: int, length: int, min_batch: int, rng: Rng, setups: OtSetups) -> None:
+                 lo: int, hi: int, length: int, min_batch: int, rng: Rng, setups: OtSetups, *,
+                 vote: bool = False) -> None:
         """Args:
             own: the (credential id, nonce) pairs this node stores.
             shares: loads this node's shares of the given keys, in that order.
             min_batch: refuse (every node alike) below this many complete submissions.
+            vote: open only [yes >= half of the valid ballots] (valid_sum's vote).
         """
         if me not in parties or len(set(parties)) != len(parties) or len(parties) < 2:
             raise LocalProtocolError(f"session {session_id}: {me!r} among parties {list(parties)}: a collection "
@@ -147,6 +174,8 @@ class CollectionParty:
         self._own = list(own)
         self._shares = shares
         self._lo, self._hi, self._length, self._min_batch = lo, hi, length, min_batch
+        self._vote = vote
+        self.length = length
         self._rng = rng
         self._setups = setups
         self._lists: dict[str, set[Key]] = {}
@@ -223,7 +252,7 @@ class CollectionParty:
 
         def note(bits: Words) -> None:
             self.invalid = tuple(self.complete[i][0] for i in np.flatnonzero(bits == 0))
-        factory = valid_sum(self._lo, self._hi, self._length, n, note)
+        factory = valid_sum(self._lo, self._hi, self._length, n, note, vote=self._vote)
         self._inner = ComputeParty(self.session_id, self.me, self.parties, n * self._length, factory, self._rng,
                                    self._setups, summed=False, prefix=PREFIX)
         events = self._inner.start(shares)
@@ -233,10 +262,10 @@ class CollectionParty:
         return events
 
 
-def output_words(length: int) -> int:
-    """Words of a node's output share: the sum, the valid count and the complete count."""
-    return length + 2
+def output_words(length: int, vote: bool = False) -> int:
+    """Words of a node's output share: the sum, the valid count and the complete count (a vote: its bit)."""
+    return 1 if vote else length + 2
 
 
-__all__ = ["CollectionParty", "Key", "PREFIX", "STEP_KEYS", "keys_from_bytes", "keys_to_bytes",
+__all__ = ["CollectionParty", "CollectionSource", "Key", "PREFIX", "STEP_KEYS", "keys_from_bytes", "keys_to_bytes",
            "output_words", "valid_sum"]

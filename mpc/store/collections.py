@@ -107,6 +107,7 @@ class CollectionInfo:
 
     spec: CollectionSpec
     submissions: int
+    closed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +161,8 @@ class CollectionsMixin(StoreBase):
             raise InputError(f"a collection needs a CollectionSpec, got {type(spec).__name__}")
         with self._writing() as conn:
             row = conn.execute(f"SELECT {_SPEC_COLUMNS} FROM collections WHERE name = ?", (spec.name,)).fetchone()
+            if row is None and conn.execute("SELECT 1 FROM inputs WHERE name = ?", (spec.name,)).fetchone():
+                raise InputError(f"{spec.name!r} names an input at this node; a collection needs another name")
             if row is None:
                 conn.execute(f"INSERT INTO collections ({_SPEC_COLUMNS}, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                              (spec.name, spec.kind, spec.lo, spec.hi, spec.length, spec.min_batch, spec.resubmit,
@@ -189,9 +192,34 @@ class CollectionsMixin(StoreBase):
         """Returns: every collection's spec and count of stored submissions, sorted by name."""
         with self._reading() as conn:
             rows = conn.execute(
-                f"SELECT {_SPEC_COLUMNS}, (SELECT count(*) FROM submissions s WHERE s.collection = c.name) "
+                f"SELECT {_SPEC_COLUMNS}, (SELECT count(*) FROM submissions s WHERE s.collection = c.name), "
+                "EXISTS (SELECT 1 FROM closed_collections k WHERE k.name = c.name) "
                 "FROM collections c ORDER BY name").fetchall()
-        return [CollectionInfo(_spec(row[:-1]), int(row[-1])) for row in rows]
+        return [CollectionInfo(_spec(row[:-2]), int(row[-2]), bool(row[-1])) for row in rows]
+
+    def close_collection(self, name: str) -> bool:
+        """Close a collection: from now on it takes no submission and no revocation, and sessions may
+        run over it (mpc/protocols/collection.py).
+
+        Returns: True if it was open until now.
+        Raises: InputError for an unknown collection.
+        """
+        with self._writing() as conn:
+            self._collection(conn, name)
+            return conn.execute("INSERT OR IGNORE INTO closed_collections (name, closed_at) VALUES (?, ?)",
+                                (name, _now())).rowcount == 1
+
+    def is_closed(self, name: str) -> bool:
+        """Returns: whether the collection is closed (False for an unknown one)."""
+        with self._reading() as conn:
+            return conn.execute("SELECT 1 FROM closed_collections WHERE name = ?", (name,)).fetchone() is not None
+
+    @staticmethod
+    def _open(conn: sqlite3.Connection, name: str, what: str) -> CollectionSpec:
+        spec = CollectionsMixin._collection(conn, name)
+        if conn.execute("SELECT 1 FROM closed_collections WHERE name = ?", (name,)).fetchone() is not None:
+            raise PolicyError(f"collection {name!r} is closed: it takes no {what}")
+        return spec
 
     def revoke(self, name: str, credential_ids: Sequence[bytes]) -> int:
         """Revoke credentials of a collection, deleting their stored submissions (their pages are zeroed)
@@ -206,7 +234,7 @@ class CollectionsMixin(StoreBase):
                 raise InputError(f"collection {name!r}: credential id {i} of {len(ids)} is not {CREDENTIAL_BYTES} "
                                  "bytes; nothing was revoked")
         with self._writing() as conn:
-            self._collection(conn, name)
+            self._open(conn, name, "revocation (its submissions are fixed)")
             newly = conn.executemany("INSERT OR IGNORE INTO revoked (collection, credential) VALUES (?, ?)",
                                      [(name, cid) for cid in ids]).rowcount
             conn.executemany("DELETE FROM submissions WHERE collection = ? AND credential = ?",
@@ -237,7 +265,7 @@ class CollectionsMixin(StoreBase):
         if not isinstance(batch, Sequence) or isinstance(batch, (bytes, str)):
             raise InputError(f"collection {name!r}: a batch is a sequence of (credential, nonce, share)")
         with self._writing() as conn:
-            spec = self._collection(conn, name)
+            spec = self._open(conn, name, "submission")
             size = 8 * spec.length
             good = [e for e in batch if _well_formed(e)]
             ids = list({e[0] for e in good if len(e[0]) == CREDENTIAL_BYTES})

@@ -300,6 +300,8 @@ class InputsMixin(StoreBase):
                 "excluded.updated_at, data = excluded.data"
             )
         with self._writing() as conn:
+            if conn.execute("SELECT 1 FROM collections WHERE name = ?", (name,)).fetchone() is not None:
+                raise StoreError(f"{name!r} names a collection at this node; an input needs another name")
             exists = conn.execute("SELECT 1 FROM inputs WHERE name = ?", (name,)).fetchone()
             if exists is not None and not overwrite:
                 raise StoreError(

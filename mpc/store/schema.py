@@ -181,6 +181,9 @@ _MIGRATIONS += (
             nonce BLOB NOT NULL CHECK (length(nonce) = 16), received_at TEXT NOT NULL,
             share BLOB NOT NULL CHECK (length(share) > 0 AND length(share) % 8 = 0),
             PRIMARY KEY (collection, credential)) WITHOUT ROWID""",
+        # A closed collection takes no submission or revocation: sessions run over closed ones only,
+        # so that no two releases differ by one contributor's submission.
+        """CREATE TABLE closed_collections (name TEXT PRIMARY KEY, closed_at TEXT NOT NULL) WITHOUT ROWID""",
     ),
 )
 SCHEMA_VERSION = len(_MIGRATIONS)

@@ -27,13 +27,14 @@ from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 import pytest
 
 from mpc.client import Contributor
+from mpc.coordinator.client import Coordinator
 from mpc.credentials import (
     credential_id,
     format_credential,
@@ -345,5 +346,104 @@ def test_the_owner_the_operators_and_a_contributor_through_the_cli(env: Env, tmp
         code, out, err = await mpc_cli("collection", "list", "--cluster", cluster, "--node", "bob", "--json")
         listed = {row["name"]: row for row in json.loads(out)}
         assert listed["referendum"]["submissions"] == 4 and listed["referendum"]["min_batch"] == 3
+        for node in TRIO:
+            code, out, err = await mpc_cli("collection", "close", "referendum", "--cluster", cluster, "--node", node)
+            assert code == 0 and "closed: 4 submissions" in out, (out, err)
+        code, out, err = await mpc_cli("collection", "vote", "referendum", "--cluster", cluster)
+        assert code == 0 and out.strip() == "YES", (out, err)                 # 3 yes of 4
     env.run(go(), timeout=300)
     assert sorted(v[0] for v in env.totals("referendum").values()) == [0, 1, 1, 1]
+
+
+# ---- sessions over closed collections (mpc/protocols/collection.py) ---------------------------------------
+
+
+def crafted(env: Env, collection: str, credential: str, value: int, nodes: Sequence[str] = TRIO) -> None:
+    """A malicious contributor's submission: shares of any value in Z_2^64, sent straight to `nodes`."""
+    token, nonce = parse_credential(credential, "test"), os.urandom(16)
+    parts = [int.from_bytes(os.urandom(8), "little") for _ in range(len(TRIO) - 1)]
+    parts.append((value - sum(parts)) % (1 << 64))
+    for node, part in zip(TRIO, parts):
+        if node in nodes:
+            request = mpc_pb2.SubmitRequest(collection=collection, submissions=[mpc_pb2.Submission(
+                token=token, nonce=nonce, share=part.to_bytes(8, "little"))])
+            reply = env.run(raw_submit(env, node, request))
+            assert reply.results[0].stored, reply
+
+
+@pytest.mark.parametrize("first", ["sum", "vote"])
+def test_a_vote_and_a_sum_over_a_closed_collection_count_the_honest_ballots_only(env: Env, first: str) -> None:
+    name = f"ballots_{first}"
+    owner = new_owner_key()
+    spec = CollectionSpec(name, "ballot", 0, 1, 1, 10, "refuse", bytes(owner.verify_key))
+    for node in TRIO:
+        with env.store(node) as store:
+            store.create_collection(spec)
+    credentials = issue(owner, name, 40)
+    honest = [1, 0, 1, 1, 0, 1, 1, 0, 1, 1, 0, 1, 0, 1, 1, 0] if first == "sum" else [0, 1, 0, 0, 1, 0, 0, 1, 0, 1]
+
+    async def vote_in() -> list[bool]:
+        async with Contributor(env.lc.cluster) as c:
+            reports = await c.submit_many(name, [(cred, [b]) for cred, b in zip(credentials, honest)])
+        return [r.accepted for r in reports]
+    assert all(env.run(vote_in()))
+    # malicious contributors: 2, -1, 2^63, 2^64 - 1 and 2^63 + 1 as "ballots" (if they counted, the vote
+    # would flip); and one partial submission
+    for i, value in enumerate((2, -1, 1 << 63, (1 << 64) - 1, (1 << 63) + 1)):
+        crafted(env, name, credentials[20 + i], value)
+    crafted(env, name, credentials[30], 1, nodes=("alice", "bob"))
+
+    async def session(kind: str) -> Any:
+        async with Coordinator(env.lc.cluster) as c:
+            return await (c.collection_sum(name) if kind == "sum" else c.collection_vote(name))
+    # an open collection releases nothing
+    with pytest.raises(Exception, match=f"collection '{name}' is open"):
+        env.run(session(first))
+    for node in TRIO:
+        with env.store(node) as store:
+            assert store.close_collection(name)
+    result = env.run(session(first), timeout=120)
+    if first == "sum":
+        assert (result.value, result.valid, result.complete) == (sum(honest), len(honest), len(honest) + 5)
+    else:
+        assert result.passed is (2 * sum(honest) >= len(honest)) is False
+    # the owner's rules across sessions hold for collections too: by default one distinct release
+    with pytest.raises(Exception, match="max_releases"):
+        env.run(session("vote" if first == "sum" else "sum"))
+    again = env.run(session(first), timeout=120)                # the same query again is allowed
+    assert {k: v for k, v in again.as_dict().items() if k != "session"} == \
+        {k: v for k, v in result.as_dict().items() if k != "session"}
+    # a closed collection takes nothing more
+    report = env.run(env.submit(name, credentials[35], [1]))
+    assert not report.accepted and "closed" in report.problem()   # type: ignore[attr-defined]
+
+
+def test_below_its_minimum_batch_a_collection_releases_nothing_and_other_protocols_refuse_it(env: Env) -> None:
+    owner = new_owner_key()
+    spec = CollectionSpec("small", "range", 0, 100, 1, 5, "refuse", bytes(owner.verify_key))
+    for node in TRIO:
+        with env.store(node) as store:
+            store.create_collection(spec)
+    credentials = issue(owner, "small", 6)
+
+    async def send() -> list[bool]:
+        async with Contributor(env.lc.cluster) as c:
+            reports = await c.submit_many("small", [(cred, [v]) for cred, v in zip(credentials, (5, 50, 95, 7))])
+        return [r.accepted for r in reports]
+    assert all(env.run(send()))
+    crafted(env, "small", credentials[5], 3, nodes=("alice", "carlos"))   # partial: not complete
+    for node in TRIO:
+        with env.store(node) as store:
+            store.close_collection("small")
+
+    async def run_sum() -> Any:
+        async with Coordinator(env.lc.cluster) as c:
+            return await c.collection_sum("small")
+    with pytest.raises(Exception, match="4 complete submission.*minimum batch of 5"):
+        env.run(run_sum())
+
+    async def plain_sum() -> Any:
+        async with Coordinator(env.lc.cluster) as c:
+            return await c.sum("small")
+    with pytest.raises(Exception, match="is a collection of contributors' submissions"):
+        env.run(plain_sum())

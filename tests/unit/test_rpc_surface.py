@@ -267,6 +267,11 @@ PROTOCOLS: dict[int, tuple[str, list[str], str, str]] = {
         "the comparing node's count (and its share of the sum, made with one correlated OT per position "
         "with each owner), 0 (or the owner's share) elsewhere; opens the size (and the sum); members go "
         "to the named nodes' data directories, never to the coordinator"),
+    10: ("collection-sum", [], "add",
+         "an additive share of the valid submissions' sum, with the valid and complete counts (public once the "
+         "validity bits are opened among the nodes); opens the sum and the counts, never one submission"),
+    11: ("collection-vote", [], "xor",
+         "an XOR share of one bit, [yes >= half of the valid ballots]; opens only YES/NO"),
 }
 # The types a catalogue parameter may have: the ones `map<string, Param>` carries (mpc/node/servicer.py).
 PARAM_TYPES = {"bool", "int", "int | None", "float | None", "tuple[int, ...]"}
