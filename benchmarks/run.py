@@ -1,6 +1,6 @@
 """mpc vs MPyC, same machine, one run, each party its own process on loopback, TLS on for both.
 
-    make bench          # or: .venv/bin/python benchmarks/run.py [--only sum|compare|auction|dp|psi|scale|all]
+    make bench          # or: .venv/bin/python benchmarks/run.py [--only sum|compare|auction|dp|psi|collection|scale|all]
                         #     [--json FILE]
     make bench ARGS="--parties 3,6,10"   # or: .venv/bin/python benchmarks/run.py --parties 3,6,10 (scale only)
 
@@ -13,6 +13,11 @@ bid (--only auction; --bids sets the number). For the comparison, the vote and t
 mpc's compute time is the median of later sessions on running nodes, which reuse the base OTs
 the first session set up (the nodes keep them for their lifetime); its end-to-end time includes
 that first session, i.e. spawning the nodes, the base OTs, one session and stopping them.
+
+--only collection: contributors (benchmarks/collection_runner.py): 10^4 and 10^5 ballots from as
+many credentials submitted to 3 nodes (batched), then a validated vote over them (every ballot
+range-checked inside MPC), with the nodes' memory before and after; beside it the vote over the
+same number of ballots stored at the node daemons.
 
 --only dp: differentially private releases at epsilon = 1 among 3 parties (benchmarks/dp_runner.py),
 each beside mpc's exact computation of the same input on the same nodes (MPyC has no DP noise):
@@ -57,6 +62,7 @@ from benchmarks.mpyc_runner import run_mpyc_auction, run_mpyc_compare, run_mpyc_
 from benchmarks.dp_runner import dp_table, run_dp  # noqa: E402
 from benchmarks.psi_runner import psi_table, run_psi  # noqa: E402
 from benchmarks.scale_runner import run_scale, scale_table  # noqa: E402
+from benchmarks.collection_runner import collection_table, run_collection_vote  # noqa: E402
 
 DEFAULT_SCALE_PARTIES = "3,6,10"
 
@@ -89,11 +95,16 @@ def main() -> int:
     """Run the comparisons and print the table."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="10000,100000,1000000,10000000", help="vector lengths for the 3-party sum")
-    parser.add_argument("--only", choices=("sum", "compare", "auction", "dp", "psi", "scale", "all"), default=None,
+    parser.add_argument("--only", choices=("sum", "compare", "auction", "dp", "psi", "collection", "scale", "all"),
+                        default=None,
                         help="sum: the secure sums; compare: comparisons, vote, base OTs; auction: first- and "
                              "second-price auctions; dp: differentially private releases beside the exact ones; "
-                             "psi: private set intersection (size and sum); scale: the scale-in-nodes report; "
+                             "psi: private set intersection (size and sum); collection: contributors' ballots "
+                             "submitted to 3 nodes and a validated vote over them, beside the per-node-daemon vote; "
+                             "scale: the scale-in-nodes report; "
                              "all: every one but scale (default, unless --parties is given: then scale only)")
+    parser.add_argument("--collection-ballots", type=_counts, default=[10_000, 100_000],
+                        help="contributors' ballots in the collection benchmark, comma-separated")
     parser.add_argument("--comparisons", type=_counts, default=[1000, 10_000],
                         help="batched comparisons, comma-separated (3 parties; the first also at each party count "
                              "of the scale report)")
@@ -205,6 +216,17 @@ def main() -> int:
         psi_results = run_psi(args.psi_size, 3, args.psi_repeats)
         results.append({"case": f"psi3-{args.psi_size}", "mpc": psi_results})
         psi_rows, psi_notes = psi_table(psi_results)
+    collection_rows: list[str] = []
+    collection_notes: list[str] = []
+    if only in ("collection", "all"):
+        collection_results = [run_collection_vote(n) for n in args.collection_ballots]
+        results += [{"case": f"collection3-{r['ballots']}", "mpc": r} for r in collection_results]
+        collection_rows, collection_notes = collection_table(collection_results)
+        for n in args.collection_ballots:   # the same number of ballots stored at 3 node daemons
+            daemon = run_mpc_vote(n, cli_repeats=0)
+            results.append({"case": f"vote3-{n}-stored", "mpc": daemon})
+            collection_notes.append(f"- the per-node-daemon vote over {n:,} ballots stored at 3 nodes (their tallies "
+                                    f"compared, no validity check needed): {_f(daemon, 'compute_s'):.3f} s")
     if run_scale_report:
         scale_results = run_scale(parties, args.comparisons[0], args.ballots, args.scale_repeats,
                                   args.scale_sum_repeats, mpyc=not args.scale_no_mpyc)
@@ -231,6 +253,11 @@ def main() -> int:
         print("\n".join(psi_rows))
         print()
         print("\n".join(psi_notes))
+    if collection_rows:
+        print()
+        print("\n".join(collection_rows))
+        print()
+        print("\n".join(collection_notes))
     if scale_rows:
         print()
         print("\n".join(scale_rows))

@@ -165,7 +165,8 @@ class Contributor:
                 if is_unreachable(exc):
                     return None
                 raise self._failure(node, exc) from None
-            return CollectionSpec(r.name, r.kind, r.lo, r.hi, r.length, r.min_batch, r.resubmit, bytes(r.owner_key))
+            return CollectionSpec(r.name, r.kind, r.lo, r.hi, r.length, r.min_batch, r.resubmit, bytes(r.owner_key),
+                                  tuple(r.nodes))
         answers = [(n, spec) for n, spec in zip(self.nodes, await asyncio.gather(*(one(n) for n in self.nodes)))
                    if spec is not None]
         if not answers:
@@ -176,6 +177,11 @@ class Contributor:
             if spec != first:
                 raise InputError(f"collection {collection!r}: node {node.name} holds another spec than node "
                                  f"{first_node.name} ({spec.describe()} against {first.describe()}); nothing sent")
+        missing = [n for n in first.nodes if n not in {c.name for c in self.nodes}]
+        if len(first.nodes) < 2 or missing:
+            raise ConfigError(f"collection {collection!r} is held by {', '.join(first.nodes) or 'no nodes'}; "
+                              f"{self.cluster.path} gives no submission address for "
+                              f"{', '.join(missing) or 'enough of them'}: nothing sent")
         if len(answers) == len(self.nodes):
             self._specs[collection] = first
         return first
@@ -216,7 +222,8 @@ class Contributor:
         except (OverflowError, ValueError, TypeError):
             raise InputError("submission values must be integers within the collection's range") from None
         values = encode(spec, matrix, "submission")
-        shares = split(values, len(self.nodes))
+        holders = [n for n in self.nodes if n.name in spec.nodes]   # exactly the nodes that hold its shares
+        shares = split(values, len(holders))
         nonces = os.urandom(NONCE_BYTES * len(items))
         results: dict[str, list[NodeResult]] = {}
 
@@ -255,9 +262,9 @@ class Contributor:
                 out += [NodeResult(node.name, r.stored, r.replaced, r.code, r.error) for r in reply.results]
             results[node.name] = out
 
-        await asyncio.gather(*(to_node(k, n) for k, n in enumerate(self.nodes)))
+        await asyncio.gather(*(to_node(k, n) for k, n in enumerate(holders)))
         return [SubmitReport(collection, credential_id(tokens[i])[:4].hex(),
-                             tuple(results[n.name][i] for n in self.nodes)) for i in range(len(items))]
+                             tuple(results[n.name][i] for n in holders)) for i in range(len(items))]
 
 
 __all__ = ["Contributor", "NodeResult", "SubmitReport", "encode", "split"]

@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     c.add_argument("--resubmit", choices=("refuse", "replace"), default="refuse",
                    help="a credential's second submission: refused (default) or replaces the first")
     c.add_argument("--owner-pub", type=Path, required=True, help="the collection owner's public key file")
+    c.add_argument("--nodes", required=True,
+                   help="the nodes that hold its shares, comma-separated (the same at every node); sessions "
+                        "over it take exactly these")
     add_store_arguments(c)
     c.set_defaults(run=_create)
     li = csub.add_parser("list", help="this node's collections and how many submissions each holds")
@@ -103,8 +106,9 @@ def _spec(args: argparse.Namespace) -> CollectionSpec:
         if args.lo is None or args.hi is None:
             raise InputError("a range collection needs --lo and --hi")
         lo, hi = args.lo, args.hi
+    nodes = tuple(sorted({n.strip() for n in args.nodes.split(",") if n.strip()}))
     return CollectionSpec(args.name, args.kind, lo, hi, args.length, args.min_batch, args.resubmit,
-                          load_owner_public(args.owner_pub))
+                          load_owner_public(args.owner_pub), nodes)
 
 
 def _create(args: argparse.Namespace) -> int:

@@ -399,6 +399,9 @@ def run_status(args: argparse.Namespace) -> int:
             offered = ", ".join(_shape(i) for i in n.inputs)
             print(f"{n.name:<12} {n.address:<22} up    v{n.version}  sessions={n.active_sessions}  "
                   f"cert until {n.cert_not_after[:10]}  inputs: {offered or '-'}")
+            for c in n.collections:   # how many submissions a node stores is public by design
+                print(f"{'':<12} collection {c.name}: {c.submissions} submissions stored "
+                      f"({c.kind}, minimum batch {c.min_batch}, {'closed' if c.closed else 'open'})")
     return 0 if all(n.healthy for n in nodes) else 1
 
 

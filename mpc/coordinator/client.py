@@ -137,6 +137,23 @@ class InputStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class CollectionStatus:
+    """What a node shows of one collection: its rule and how many submissions it stores (public by design)."""
+
+    name: str
+    kind: str
+    length: int
+    min_batch: int
+    submissions: int
+    closed: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"name": self.name, "kind": self.kind, "length": self.length, "min_batch": self.min_batch,
+                "submissions": self.submissions, "closed": self.closed}
+
+
+@dataclass(frozen=True, slots=True)
 class NodeStatus:
     """One node's answer to Status, or why it gave none."""
 
@@ -149,13 +166,15 @@ class NodeStatus:
     cert_not_after: str = ""
     error: str = ""
     health: str = ""          # the gRPC health service's answer: SERVING, NOT_SERVING, or UNREACHABLE
+    collections: tuple[CollectionStatus, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"node": self.name, "address": self.address, "healthy": self.healthy, "health": self.health,
                 "version": self.version,
                 "inputs": [i.as_dict() for i in self.inputs],
-                "active_sessions": self.active_sessions, "cert_not_after": self.cert_not_after, "error": self.error}
+                "active_sessions": self.active_sessions, "cert_not_after": self.cert_not_after, "error": self.error,
+                "collections": [c.as_dict() for c in self.collections]}
 
 
 def _budget(info: mpc_pb2.InputInfo) -> dict[str, Any] | None:
@@ -582,6 +601,8 @@ class Coordinator:
                                        (decode_value(i.lo, i.frac_bits), decode_value(i.hi, i.frac_bits))
                                        if i.bounded else None, (i.lo, i.hi) if i.bounded else None, _budget(i))
                            for i in r.inputs)
+            collections = tuple(CollectionStatus(c.name, c.kind, c.length, c.min_batch, c.submissions, c.closed)
+                                for c in r.collections)
             return NodeStatus(name, node.address, True, r.version, inputs, r.active_sessions, r.cert_not_after,
-                              health="SERVING")
+                              health="SERVING", collections=collections)
         return list(await asyncio.gather(*(one(n) for n in (self.nodes if nodes is None else nodes))))

@@ -66,6 +66,7 @@ PeerObserver = Callable[[str, str, str, bytes], None]
 
 MAX_OT_SETUPS_PER_PEER = 4
 FILL_TIMEOUT_S = 60.0   # one pool fill's delivery to a peer (mpc/ot/pool.py): 16 MiB at most
+FILL_BACKOFF_S = 300.0  # after a failed or refused fill, no fill with that peer for this long
 # Peer messages kept, per peer, for a session whose compute has not begun here: a peer that has
 # begun sends its digest, hello and sum seed, then waits for our hello.
 MAX_EARLY_PER_PEER = 8
@@ -181,6 +182,7 @@ class NodeCore:
         self._idle.set()
         self._pool_wake = asyncio.Event()   # a session ended: pools may want a fill
         self._filler: asyncio.Task[None] | None = None
+        self._fill_backoff: dict[str, float] = {}   # peer -> monotonic time before which no fill is tried
         # Pair keys with each peer, from the seeds of earlier sums (mpc/protocols/pairing.py).
         self.pair_keys = PairKeys()
 
@@ -248,9 +250,9 @@ class NodeCore:
         # Every refusal is decided on the declaration alone, before any value is read: neither what a
         # refusal says nor how long it takes depends on the values (or on how many ballots there are).
         # A vote never reads its ballots at all, only the tally kept beside them.
-        collection = self._collection_view(input_name, protocol)
+        collection = self._collection_view(input_name, protocol, participants)
         if collection is not None:
-            stored, declared = collection
+            stored, declared, _ = collection
         else:
             stored, _, records = self.store.get_declared(input_name)
             declared = Declared(input_name, name, stored.kind, stored.bounds, records, stored.frac_bits,
@@ -277,6 +279,8 @@ class NodeCore:
         session.described = {"session": session_id, "coordinator": caller.uri(), "protocol": protocol.name,
                              "params": describe_params(params), "input": stored.name,
                              "participants": list(participants)}
+        if collection is not None:
+            session.described["collection"] = collection[2]
         self._tag(session, frac_bits)
         self.store.record_session(session_id, protocol.name, input_name, participants, caller.uri())
         session.timer = loop.call_at(session.deadline, self._expire, session)
@@ -300,12 +304,15 @@ class NodeCore:
         session.evidence = replace(shape, tags={peer: (key.key_id, key.tag(me, peer, prepared))
                                                 for peer, key in session.pair_keys.items()})
 
-    def _collection_view(self, input_name: str, protocol: Entry[Any]) -> tuple[StoredInput, Declared] | None:
+    def _collection_view(self, input_name: str, protocol: Entry[Any],
+                         participants: list[str]) -> tuple[StoredInput, Declared, dict[str, object]] | None:
         """A collection named `input_name` as a session's input (None: it names no collection here).
 
         Its public rule stands in for an input's declaration: kind "collection", bounds [lo, hi],
-        `length` values per submission, version 1 (a closed collection never changes).
-        Raises: PolicyError for an open collection; InputError for a protocol not made for collections.
+        `length` values per submission, version 1 (a closed collection never changes); its spec goes
+        into the session description, so that every node checks the others computed with the same.
+        Raises: PolicyError for an open collection or participants other than its nodes; InputError
+        for a protocol not made for collections.
         """
         try:
             spec = self.store.get_collection(input_name)
@@ -316,6 +323,10 @@ class NodeCore:
             raise InputError(f"{input_name!r} at node {name} is a collection of contributors' submissions; "
                              f"{protocol.name} takes {protocol.takes}, and a collection takes "
                              f"{' or '.join(users('collection'))}")
+        if set(participants) != set(spec.nodes):
+            raise PolicyError(f"node {name}: collection {input_name!r} is held by {', '.join(spec.nodes) or 'no nodes'}; "
+                              f"a session over it takes exactly these nodes, this one has "
+                              f"{', '.join(sorted(participants))}")
         if not self.store.is_closed(input_name):
             raise PolicyError(f"node {name}: collection {input_name!r} is open; sessions run over closed "
                               f"collections only (`mpc collection close`), so that no two releases differ by "
@@ -323,7 +334,7 @@ class NodeCore:
         stored = StoredInput(input_name, np.zeros(spec.length, dtype=np.int64), 0, spec.length == 1, "", "",
                              version=1, kind="collection", bounds=(spec.lo, spec.hi))
         declared = Declared(input_name, name, "collection", (spec.lo, spec.hi), spec.length, 0, spec.length == 1)
-        return stored, declared
+        return stored, declared, spec.describe()
 
     def _collection_source(self, session: Session) -> CollectionSource | None:
         """What a collection session's engine loads: the keys and shares this node stores (None otherwise)."""
@@ -716,6 +727,8 @@ class NodeCore:
                         log.exception("node %s: triple pool fill with %s failed", self.me.name, peer)
 
     async def _fill_peer(self, peer: str) -> None:
+        if time.monotonic() < self._fill_backoff.get(peer, 0.0):
+            return
         while True:
             await self._idle.wait()
             words = self.pools.next_fill_words(peer)
@@ -728,8 +741,9 @@ class NodeCore:
                 fill = await asyncio.to_thread(self.pools.make_fill, peer, setup_id, pair.as_receiver, words,
                                                self.rng, held)
                 await self.peers.send(peer, POOL_CHANNEL, STEP_FILL, fill.payload, FILL_TIMEOUT_S)
-            except MpcError as exc:   # the next session's triples come from IKNP; a later session retries
+            except MpcError as exc:   # the next sessions' triples come from IKNP; fills retry after a pause
                 log.warning("node %s: triple pool fill with %s failed: %s", self.me.name, peer, exc)
+                self._fill_backoff[peer] = time.monotonic() + FILL_BACKOFF_S
                 return
             self.pools.commit(fill)
             self.metrics.pool_sent_bytes.labels(peer).inc(len(fill.payload))

@@ -250,8 +250,12 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
             await _abort(context, exc)
         name, version, inputs, active, not_after = self.core.status()
         budgets = {i.name: self.core.releases.budget(i.name) for i in inputs}
+        collections = await asyncio.to_thread(self.core.store.list_collections)
         return mpc_pb2.StatusReply(
             node=name, version=version, active_sessions=active, cert_not_after=not_after,
+            collections=[mpc_pb2.CollectionInfo(name=c.spec.name, kind=c.spec.kind, length=c.spec.length,
+                                                min_batch=c.spec.min_batch, submissions=c.submissions,
+                                                closed=c.closed) for c in collections],
             inputs=[mpc_pb2.InputInfo(name=i.name, length=i.length, frac_bits=i.frac_bits, is_scalar=i.is_scalar,
                                       version=i.version, kind=i.kind, bounded=i.bounds is not None,
                                       lo=i.bounds[0] if i.bounds else 0, hi=i.bounds[1] if i.bounds else 0,

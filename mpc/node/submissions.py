@@ -68,6 +68,9 @@ class SubmitService(mpc_pb2_grpc.SubmitServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"node {self.node}: a batch of "
                                 f"{len(request.submissions)} submissions; at most {MAX_BATCH}")
         spec = await _spec_or_abort(self.store, name, self.node, context)
+        if self.node not in spec.nodes:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"node {self.node}: collection {quoted(name, 60)} "
+                                f"is held by {', '.join(spec.nodes) or 'no nodes'}, not by this node")
 
         def check_and_store() -> list[mpc_pb2.SubmitResult]:
             results: list[mpc_pb2.SubmitResult | None] = []
@@ -115,7 +118,7 @@ class SubmitService(mpc_pb2_grpc.SubmitServicer):
             raise AssertionError("unreachable") from None
         return mpc_pb2.CollectionReply(name=spec.name, kind=spec.kind, lo=spec.lo, hi=spec.hi, length=spec.length,
                                        min_batch=spec.min_batch, resubmit=spec.resubmit, owner_key=spec.owner_key,
-                                       submissions=count)
+                                       submissions=count, nodes=list(spec.nodes))
 
 
 __all__ = ["MAX_BATCH", "NONCE_BYTES", "SubmitService"]

@@ -313,7 +313,8 @@ class RotPools:
             raise RoundMismatch(f"{where}: batch {batch_id.hex()} was filled before")
         kept = [b for b in mine if b.id in held]
         total = sum(int(b.m0.size) - b.used for b in kept) + words
-        if len(kept) >= SENDER_SLACK * MAX_BATCHES or total > SENDER_SLACK * self.capacity_words:
+        # At most MAX_BATCHES batches (what a hello can advertise), and twice our own capacity in words.
+        if len(kept) >= MAX_BATCHES or total > SENDER_SLACK * self.capacity_words:
             raise RemoteProtocolError(f"{where}: the fill would take this node's pool for {peer} beyond its bound")
 
     def claim(self, peer: str, segments: Sequence[Segment], where: str) -> tuple[Words, Words]:

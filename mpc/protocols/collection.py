@@ -10,8 +10,9 @@ Each node holds, per submission, its additive share (mod 2^64) of the contributo
    the pairs present in all lists. The lists are the same everywhere, so the set is too, and the
    coordinator has no say in it: it cannot leave a submission out to difference a contributor
    away. (The list is public among the nodes: credential ids are pseudonyms, and the count is
-   public by design.) A collection with fewer complete submissions than its minimum batch
-   releases nothing: every node refuses, from the same count.
+   public by design.) A collection with fewer complete submissions than its minimum batch, or
+   fewer *valid* ones once they are checked (step 2), releases nothing: every node refuses, from
+   the same count, before anything of the sum is opened.
 
 2. **Validity.** A malicious contributor may send shares of any v in Z_2^64. A test that b(b-1) = 0
    by a random linear combination is unsound in Z_2^64 (zero divisors: it passes b = 2^63 with
@@ -251,7 +252,17 @@ class CollectionParty:
         shares = np.asarray(self._shares(self.complete), dtype=np.uint64).reshape(n * self._length)
 
         def note(bits: Words) -> None:
+            if self._inner is None:   # the plan's dry run, on zeros (inside ComputeParty's constructor)
+                return
             self.invalid = tuple(self.complete[i][0] for i in np.flatnonzero(bits == 0))
+            valid = n - len(self.invalid)
+            # Every node sees the same bits: all refuse alike, before anything of the sum is opened. Counting
+            # complete submissions alone would let invalid ones (a Sybil's, or shares split over other
+            # nodes) pad a batch around one honest submission.
+            if valid < self._min_batch:
+                raise LocalProtocolError(f"session {self.session_id}: {valid} of the {n} complete submissions are "
+                                         f"valid, fewer than the collection's minimum batch of {self._min_batch}; "
+                                         f"nothing is released")
         factory = valid_sum(self._lo, self._hi, self._length, n, note, vote=self._vote)
         self._inner = ComputeParty(self.session_id, self.me, self.parties, n * self._length, factory, self._rng,
                                    self._setups, summed=False, prefix=PREFIX)

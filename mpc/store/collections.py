@@ -18,7 +18,7 @@ from typing import Any, TypeGuard
 import numpy as np
 import numpy.typing as npt
 
-from mpc.config import INPUT_NAME
+from mpc.config import INPUT_NAME, NODE_NAME
 from mpc.errors import AuthError, InputError, MpcError, PolicyError, StoreError, quoted
 from mpc.store.base import StoreBase, _now
 
@@ -50,7 +50,9 @@ class CollectionSpec:
     kind "ballot" is a 0/1 value (lo=0, hi=1), "range" an integer in lo..hi; `length` words per
     submission; a session needs at least `min_batch` submissions; `resubmit` says whether a second
     submission under one credential is refused or replaces the first; `owner_key` is the owner's
-    32-byte public key that verifies the collection's credentials.
+    32-byte public key that verifies the collection's credentials; `nodes` are the nodes that hold
+    its shares, sorted: contributors split over exactly them, and a session must take all of them
+    (over fewer, an excluded node that colludes with the coordinator would learn about values).
     """
 
     name: str
@@ -61,6 +63,7 @@ class CollectionSpec:
     min_batch: int
     resubmit: str
     owner_key: bytes
+    nodes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Raises: InputError naming the first bad field and the collection."""
@@ -94,11 +97,17 @@ class CollectionSpec:
         if not isinstance(self.owner_key, bytes) or len(self.owner_key) != OWNER_KEY_BYTES:
             got = f"{len(self.owner_key)} bytes" if isinstance(self.owner_key, bytes) else type(self.owner_key).__name__
             raise InputError(f"{where}: owner_key must be {OWNER_KEY_BYTES} bytes, got {got}")
+        nodes = self.nodes
+        if not isinstance(nodes, tuple) or not all(isinstance(n, str) and NODE_NAME.match(n) for n in nodes) \
+                or list(nodes) != sorted(set(nodes)) or len(nodes) == 1:
+            raise InputError(f"{where}: nodes must be at least two distinct node names, sorted, got "
+                             f"{quoted(str(nodes), 120)}")
 
     def describe(self) -> dict[str, object]:
         """Returns: the public spec as a JSON-able dict, owner_key as hex (what session digests bind)."""
         return {"name": self.name, "kind": self.kind, "lo": self.lo, "hi": self.hi, "length": self.length,
-                "min_batch": self.min_batch, "resubmit": self.resubmit, "owner_key": self.owner_key.hex()}
+                "min_batch": self.min_batch, "resubmit": self.resubmit, "owner_key": self.owner_key.hex(),
+                "nodes": list(self.nodes)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,13 +128,13 @@ class SubmissionOutcome:
     replaced: bool
 
 
-_SPEC_COLUMNS = "name, kind, lo, hi, length, min_batch, resubmit, owner_key"
+_SPEC_COLUMNS = "name, kind, lo, hi, length, min_batch, resubmit, nodes, owner_key"
 
 
 def _spec(row: Sequence[Any]) -> CollectionSpec:
-    name, kind, lo, hi, length, min_batch, resubmit, owner_key = row
+    name, kind, lo, hi, length, min_batch, resubmit, nodes, owner_key = row
     return CollectionSpec(str(name), str(kind), int(lo), int(hi), int(length), int(min_batch), str(resubmit),
-                          bytes(owner_key))
+                          bytes(owner_key), tuple(str(nodes).split(",")) if nodes else ())
 
 
 def _well_formed(entry: object) -> TypeGuard[tuple[bytes, bytes, bytes]]:
@@ -164,9 +173,10 @@ class CollectionsMixin(StoreBase):
             if row is None and conn.execute("SELECT 1 FROM inputs WHERE name = ?", (spec.name,)).fetchone():
                 raise InputError(f"{spec.name!r} names an input at this node; a collection needs another name")
             if row is None:
-                conn.execute(f"INSERT INTO collections ({_SPEC_COLUMNS}, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                conn.execute(f"INSERT INTO collections ({_SPEC_COLUMNS}, created_at) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                              (spec.name, spec.kind, spec.lo, spec.hi, spec.length, spec.min_batch, spec.resubmit,
-                              spec.owner_key, _now()))
+                              ",".join(spec.nodes), spec.owner_key, _now()))
                 return True
         existing = _spec(row)
         if existing == spec:

@@ -166,6 +166,7 @@ _MIGRATIONS += (
             length INTEGER NOT NULL CHECK (length BETWEEN 1 AND 4096),
             min_batch INTEGER NOT NULL CHECK (min_batch >= 1),
             resubmit TEXT NOT NULL CHECK (resubmit IN ('refuse', 'replace')),
+            nodes TEXT NOT NULL,
             created_at TEXT NOT NULL,
             owner_key BLOB NOT NULL CHECK (length(owner_key) = 32),
             CHECK (lo <= hi AND (kind = 'range' OR (lo = 0 AND hi = 1))))""",

@@ -205,19 +205,37 @@ class InputInfo(_message.Message):
     exact_allowed: bool
     def __init__(self, name: _Optional[str] = ..., length: _Optional[int] = ..., frac_bits: _Optional[int] = ..., is_scalar: _Optional[bool] = ..., version: _Optional[int] = ..., kind: _Optional[str] = ..., bounded: _Optional[bool] = ..., lo: _Optional[int] = ..., hi: _Optional[int] = ..., epsilon_spent: _Optional[str] = ..., epsilon_budget: _Optional[str] = ..., delta_spent: _Optional[str] = ..., delta_budget: _Optional[str] = ..., exact_allowed: _Optional[bool] = ...) -> None: ...
 
+class CollectionInfo(_message.Message):
+    __slots__ = ("name", "kind", "length", "min_batch", "submissions", "closed")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    MIN_BATCH_FIELD_NUMBER: _ClassVar[int]
+    SUBMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    kind: str
+    length: int
+    min_batch: int
+    submissions: int
+    closed: bool
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., length: _Optional[int] = ..., min_batch: _Optional[int] = ..., submissions: _Optional[int] = ..., closed: _Optional[bool] = ...) -> None: ...
+
 class StatusReply(_message.Message):
-    __slots__ = ("node", "version", "inputs", "active_sessions", "cert_not_after")
+    __slots__ = ("node", "version", "inputs", "active_sessions", "cert_not_after", "collections")
     NODE_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     CERT_NOT_AFTER_FIELD_NUMBER: _ClassVar[int]
+    COLLECTIONS_FIELD_NUMBER: _ClassVar[int]
     node: str
     version: str
     inputs: _containers.RepeatedCompositeFieldContainer[InputInfo]
     active_sessions: int
     cert_not_after: str
-    def __init__(self, node: _Optional[str] = ..., version: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputInfo, _Mapping]]] = ..., active_sessions: _Optional[int] = ..., cert_not_after: _Optional[str] = ...) -> None: ...
+    collections: _containers.RepeatedCompositeFieldContainer[CollectionInfo]
+    def __init__(self, node: _Optional[str] = ..., version: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputInfo, _Mapping]]] = ..., active_sessions: _Optional[int] = ..., cert_not_after: _Optional[str] = ..., collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ...) -> None: ...
 
 class PeerHeader(_message.Message):
     __slots__ = ("session_id", "step", "sender", "payload_bytes")
@@ -294,7 +312,7 @@ class CollectionRequest(_message.Message):
     def __init__(self, collection: _Optional[str] = ...) -> None: ...
 
 class CollectionReply(_message.Message):
-    __slots__ = ("name", "kind", "lo", "hi", "length", "min_batch", "resubmit", "owner_key", "submissions")
+    __slots__ = ("name", "kind", "lo", "hi", "length", "min_batch", "resubmit", "owner_key", "submissions", "nodes")
     NAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     LO_FIELD_NUMBER: _ClassVar[int]
@@ -304,6 +322,7 @@ class CollectionReply(_message.Message):
     RESUBMIT_FIELD_NUMBER: _ClassVar[int]
     OWNER_KEY_FIELD_NUMBER: _ClassVar[int]
     SUBMISSIONS_FIELD_NUMBER: _ClassVar[int]
+    NODES_FIELD_NUMBER: _ClassVar[int]
     name: str
     kind: str
     lo: int
@@ -313,4 +332,5 @@ class CollectionReply(_message.Message):
     resubmit: str
     owner_key: bytes
     submissions: int
-    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., lo: _Optional[int] = ..., hi: _Optional[int] = ..., length: _Optional[int] = ..., min_batch: _Optional[int] = ..., resubmit: _Optional[str] = ..., owner_key: _Optional[bytes] = ..., submissions: _Optional[int] = ...) -> None: ...
+    nodes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., kind: _Optional[str] = ..., lo: _Optional[int] = ..., hi: _Optional[int] = ..., length: _Optional[int] = ..., min_batch: _Optional[int] = ..., resubmit: _Optional[str] = ..., owner_key: _Optional[bytes] = ..., submissions: _Optional[int] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...

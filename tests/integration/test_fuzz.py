@@ -396,6 +396,8 @@ PARAMS_OF: dict[str, dict[str, tuple[str, bool]]] = {
     "plurality": {**PRIVATE, "options": ("integer", True), "winner_only": ("flag", False)},
     "histogram": {**PRIVATE, "edges": ("integers", True)},
     "intersect": {"reveal": ("integer", False), "recipients": ("integers", False)},
+    "collection-sum": {},
+    "collection-vote": {},
 }
 WIRE_IDS: dict[int, str] = {entry(name).wire_id: name for name in PARAMS_OF}
 PARAM_NAMES = sorted({name for declared in PARAMS_OF.values() for name in declared})

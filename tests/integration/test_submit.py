@@ -123,8 +123,8 @@ def env(loop: asyncio.AbstractEventLoop, tmp_path_factory: pytest.TempPathFactor
     lc = loop.run_until_complete(stack.enter_async_context(
         running_cluster(tmp_path_factory.mktemp("submit"), 3, submit=True)))
     owner, other = new_owner_key(), new_owner_key()
-    specs = {"poll": CollectionSpec("poll", "ballot", 0, 1, 1, 5, "refuse", bytes(owner.verify_key)),
-             "scores": CollectionSpec("scores", "range", -10, 10, 2, 3, "replace", bytes(owner.verify_key))}
+    specs = {"poll": CollectionSpec("poll", "ballot", 0, 1, 1, 5, "refuse", bytes(owner.verify_key), TRIO),
+             "scores": CollectionSpec("scores", "range", -10, 10, 2, 3, "replace", bytes(owner.verify_key), TRIO)}
     for node in TRIO:
         data_dir = lc.cluster.node(node).data_dir
         assert data_dir is not None
@@ -325,7 +325,8 @@ def test_the_owner_the_operators_and_a_contributor_through_the_cli(env: Env, tmp
         assert code == 0, err
         for node in TRIO:
             code, out, err = await mpc_cli("collection", "create", "referendum", "--kind", "ballot", "--min-batch",
-                                           "3", "--owner-pub", f"{owner}.pub", "--cluster", cluster, "--node", node)
+                                           "3", "--owner-pub", f"{owner}.pub", "--nodes", ",".join(TRIO),
+                                           "--cluster", cluster, "--node", node)
             assert code == 0 and "created" in out, err
         code, out, err = await mpc_cli("submit", "referendum", "1", "--cluster", cluster, "--credential",
                                        str(tmp_path / "creds.txt"))
@@ -351,6 +352,8 @@ def test_the_owner_the_operators_and_a_contributor_through_the_cli(env: Env, tmp
             assert code == 0 and "closed: 4 submissions" in out, (out, err)
         code, out, err = await mpc_cli("collection", "vote", "referendum", "--cluster", cluster)
         assert code == 0 and out.strip() == "YES", (out, err)                 # 3 yes of 4
+        code, out, err = await mpc_cli("status", "--cluster", cluster)
+        assert out.count("collection referendum: 4 submissions stored (ballot, minimum batch 3, closed)") == 3, out
     env.run(go(), timeout=300)
     assert sorted(v[0] for v in env.totals("referendum").values()) == [0, 1, 1, 1]
 
@@ -375,7 +378,7 @@ def crafted(env: Env, collection: str, credential: str, value: int, nodes: Seque
 def test_a_vote_and_a_sum_over_a_closed_collection_count_the_honest_ballots_only(env: Env, first: str) -> None:
     name = f"ballots_{first}"
     owner = new_owner_key()
-    spec = CollectionSpec(name, "ballot", 0, 1, 1, 10, "refuse", bytes(owner.verify_key))
+    spec = CollectionSpec(name, "ballot", 0, 1, 1, 10, "refuse", bytes(owner.verify_key), TRIO)
     for node in TRIO:
         with env.store(node) as store:
             store.create_collection(spec)
@@ -420,7 +423,7 @@ def test_a_vote_and_a_sum_over_a_closed_collection_count_the_honest_ballots_only
 
 def test_below_its_minimum_batch_a_collection_releases_nothing_and_other_protocols_refuse_it(env: Env) -> None:
     owner = new_owner_key()
-    spec = CollectionSpec("small", "range", 0, 100, 1, 5, "refuse", bytes(owner.verify_key))
+    spec = CollectionSpec("small", "range", 0, 100, 1, 5, "refuse", bytes(owner.verify_key), TRIO)
     for node in TRIO:
         with env.store(node) as store:
             store.create_collection(spec)
@@ -447,3 +450,39 @@ def test_below_its_minimum_batch_a_collection_releases_nothing_and_other_protoco
             return await c.sum("small")
     with pytest.raises(Exception, match="is a collection of contributors' submissions"):
         env.run(plain_sum())
+
+    # a session must take exactly the nodes that hold the shares: here a collection held by alice and bob
+    pair = CollectionSpec("pair", "range", 0, 100, 1, 1, "refuse", bytes(owner.verify_key), ("alice", "bob"))
+    for node in ("alice", "bob"):
+        with env.store(node) as store:
+            store.create_collection(pair)
+            store.close_collection("pair")
+
+    async def three_nodes() -> Any:
+        async with Coordinator(env.lc.cluster) as c:
+            return await c.collection_sum("pair")
+    with pytest.raises(Exception, match="held by alice, bob; a session over it takes exactly these nodes"):
+        env.run(three_nodes())
+
+
+def test_invalid_submissions_do_not_pad_the_minimum_batch(env: Env) -> None:
+    """Four Sybil credentials submit invalid ballots around one honest one: complete 5, valid 1 < 5."""
+    owner = new_owner_key()
+    spec = CollectionSpec("padded", "ballot", 0, 1, 1, 5, "refuse", bytes(owner.verify_key), TRIO)
+    for node in TRIO:
+        with env.store(node) as store:
+            store.create_collection(spec)
+    credentials = issue(owner, "padded", 5)
+    assert env.run(env.submit("padded", credentials[0], [1])).accepted   # type: ignore[attr-defined]
+    for i in range(1, 5):
+        crafted(env, "padded", credentials[i], 7)
+    for node in TRIO:
+        with env.store(node) as store:
+            store.close_collection("padded")
+
+    async def run_sum() -> Any:
+        async with Coordinator(env.lc.cluster) as c:
+            return await c.collection_sum("padded")
+    with pytest.raises(Exception, match="1 of the 5 complete submissions are valid, fewer than the collection's "
+                                        "minimum batch of 5"):
+        env.run(run_sum())

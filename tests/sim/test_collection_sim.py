@@ -152,6 +152,21 @@ def test_only_submissions_complete_at_every_node_count_and_every_node_agrees_on_
     assert STEP_KEYS in steps and any(s.startswith(PREFIX + "/") for s in steps)
 
 
+def test_invalid_submissions_do_not_count_towards_the_minimum_batch() -> None:
+    parties = names(3)
+    held: dict[str, dict[Key, Words]] = {p: {} for p in parties}
+    submit(held, [1])
+    submit(held, [0])
+    for bad in (2, 1 << 63, M64 - 1):
+        submit(held, [bad])
+    router = Router(node_engines(parties, held, 0, 1, 1, 3))
+    with pytest.raises(LocalProtocolError, match="2 of the 5 complete submissions are valid, fewer than the "
+                                                 "collection's minimum batch of 3"):
+        router.run()
+    # nothing of the sum was opened: no party got past the validity bits
+    assert not router.results
+
+
 def test_below_the_minimum_batch_every_node_refuses_before_anything_value_dependent() -> None:
     parties = names(3)
     held: dict[str, dict[Key, Words]] = {p: {} for p in parties}

@@ -92,7 +92,15 @@ def test_a_spec_accepts_its_limits_and_describes_itself_in_json() -> None:
     described = ballot.describe()
     assert json.loads(json.dumps(described)) == described == {
         "name": "vote.2026", "kind": "ballot", "lo": 0, "hi": 1, "length": 1, "min_batch": 3,
-        "resubmit": "replace", "owner_key": OWNER.hex()}
+        "resubmit": "replace", "owner_key": OWNER.hex(), "nodes": []}
+    held = make_spec("held", nodes=("alice", "bob", "carlos"))
+    assert held.describe()["nodes"] == ["alice", "bob", "carlos"]
+
+
+@pytest.mark.parametrize("nodes", [("alice",), ("bob", "alice"), ("alice", "alice"), ("Alice", "bob"), ["alice", "bob"]])
+def test_a_spec_refuses_a_bad_node_set(nodes: object) -> None:
+    with pytest.raises(InputError, match="nodes must be at least two distinct node names, sorted"):
+        make_spec("poll", nodes=nodes)
 
 
 # -- create, get, list ------------------------------------------------------------------------
@@ -409,12 +417,12 @@ def test_migration_from_schema_7_keeps_inputs_and_adds_collections(tmp_path: Pat
             ("INSERT INTO submissions VALUES ('poll', ?, ?, 't', ?)", (cred(2), nonce(2), b"")),
             ("INSERT INTO submissions VALUES ('poll', ?, ?, 't', ?)", (cred(2)[:8], nonce(2), b"\0" * 8)),
             ("INSERT INTO revoked VALUES ('poll', ?)", (b"x",)),
-            ("INSERT INTO collections VALUES ('b', 'ballot', 0, 2, 1, 1, 'refuse', 't', ?)", (OWNER,)),
-            ("INSERT INTO collections VALUES ('r', 'range', 3, 2, 1, 1, 'refuse', 't', ?)", (OWNER,)),
-            ("INSERT INTO collections VALUES ('r', 'range', 0, 2, 4097, 1, 'refuse', 't', ?)", (OWNER,)),
-            ("INSERT INTO collections VALUES ('r', 'range', 0, 2, 1, 0, 'refuse', 't', ?)", (OWNER,)),
-            ("INSERT INTO collections VALUES ('r', 'range', 0, 2, 1, 1, 'keep', 't', ?)", (OWNER,)),
-            ("INSERT INTO collections VALUES ('r', 'range', 0, 2, 1, 1, 'refuse', 't', ?)", (OWNER[:16],)),
+            ("INSERT INTO collections VALUES ('b', 'ballot', 0, 2, 1, 1, 'refuse', '', 't', ?)", (OWNER,)),
+            ("INSERT INTO collections VALUES ('r', 'range', 3, 2, 1, 1, 'refuse', '', 't', ?)", (OWNER,)),
+            ("INSERT INTO collections VALUES ('r', 'range', 0, 2, 4097, 1, 'refuse', '', 't', ?)", (OWNER,)),
+            ("INSERT INTO collections VALUES ('r', 'range', 0, 2, 1, 0, 'refuse', '', 't', ?)", (OWNER,)),
+            ("INSERT INTO collections VALUES ('r', 'range', 0, 2, 1, 1, 'keep', '', 't', ?)", (OWNER,)),
+            ("INSERT INTO collections VALUES ('r', 'range', 0, 2, 1, 1, 'refuse', '', 't', ?)", (OWNER[:16],)),
         ]:
             with pytest.raises(sqlite3.IntegrityError):
                 conn.execute(statement, args)

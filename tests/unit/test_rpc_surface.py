@@ -121,6 +121,13 @@ EXPECTED: dict[str, tuple[str, str, str, list[str]]] = {
         "active_sessions: uint32",      # a count
         "cert_not_after: string",       # the node's certificate expiry (the certificate itself is
                                         # sent in every TLS handshake anyway)
+        "collections[]: message mpc.v1.CollectionInfo",   # contributors' collections at this node:
+        "collections[].name: string",          # the public rule the node's operator created,
+        "collections[].kind: string",
+        "collections[].length: uint32",
+        "collections[].min_batch: uint64",
+        "collections[].submissions: uint64",   # how many submissions it stores (public by design, DESIGN.md §12)
+        "collections[].closed: bool",          # whether sessions may run over it
     ]),
     # Peer (node <-> node): the only answer is an empty acknowledgement --------------------------------
     "mpc.v1.Peer/Send": ("mpc.v1.PeerFrame", "stream -> unary", "mpc.v1.PeerAck", []),
@@ -144,6 +151,7 @@ EXPECTED: dict[str, tuple[str, str, str, list[str]]] = {
         "resubmit: string",
         "owner_key: bytes",             # the owner's Ed25519 public key (public by definition)
         "submissions: uint64",          # how many submissions this node stores: public by design (DESIGN.md §12)
+        "nodes[]: string",              # the nodes that hold its shares: what a contributor splits over
     ]),
 }
 
@@ -407,7 +415,9 @@ def test_only_compute_returns_bytes_and_they_are_the_output_share() -> None:
                 if f.split(":")[0].endswith("[]")]
     assert repeated == [("mpc.v1.Control/Prepare", "evidence.tags[]: message mpc.v1.Evidence.TagsEntry"),
                         ("mpc.v1.Control/Status", "inputs[]: message mpc.v1.InputInfo"),
-                        ("mpc.v1.Submit/Submit", "results[]: message mpc.v1.SubmitResult")]
+                        ("mpc.v1.Control/Status", "collections[]: message mpc.v1.CollectionInfo"),
+                        ("mpc.v1.Submit/Submit", "results[]: message mpc.v1.SubmitResult"),
+                        ("mpc.v1.Submit/Describe", "nodes[]: string")]
 
 
 # ---- Status of a running node never holds a stored value ----------------------------------------
