@@ -55,7 +55,8 @@ def run_collection_vote(ballots: int = 100_000, parties: int = 3, batch: int = 5
         raise ValueError("ballots, batch and concurrency must be at least 1")
     names = node_names(parties)
     owner = new_owner_key()
-    spec = CollectionSpec(COLLECTION, "ballot", 0, 1, 1, min(100, ballots), "refuse", bytes(owner.verify_key))
+    spec = CollectionSpec(COLLECTION, "ballot", 0, 1, 1, min(100, ballots), "refuse", bytes(owner.verify_key),
+                          tuple(sorted(names)))
     votes = [int(b) for b in np.frombuffer(os.urandom(ballots), dtype=np.uint8) & 1]
 
     def write(work: Path) -> Path:
