@@ -32,6 +32,7 @@ import numpy as np
 from mpc.config import ClusterConfig, NodeConfig
 from mpc.credentials import credential_id, parse_credential
 from mpc.errors import ConfigError, InputError, SessionFailed
+from mpc.prg import SEED_BYTES, AesCtrRng, Rng, SystemRng, derive_key
 from mpc.ring import Words
 from mpc.store import CollectionSpec
 from mpc.transport.peers import describe_rpc_error, is_unreachable
@@ -76,21 +77,34 @@ class SubmitReport:
         return "; ".join(f"node {r.node}: {r.error or r.code}" for r in self.nodes if not r.stored)
 
 
-def split(values: Words, parties: int) -> list[Words]:
-    """Additive shares mod 2^64 of `values` (any shape) for `parties` nodes, from os.urandom:
-    the first parties - 1 uniformly random, the last the difference.
+def split(values: Words, parties: int, rng: Rng | None = None) -> list[Words]:
+    """Additive shares mod 2^64 of `values` (any shape) for `parties` nodes, from os.urandom (or
+    `rng`): the first parties - 1 uniformly random, the last the difference.
 
     Returns: one array per node, each of the values' shape.
     """
     if parties < 1:
         raise InputError("a submission needs at least one node")
     shape = values.shape
-    random = np.frombuffer(os.urandom(8 * values.size * (parties - 1)), dtype="<u8").astype(np.uint64)
+    draw = (rng or SystemRng()).random_bytes(8 * values.size * (parties - 1))
+    random = np.frombuffer(draw, dtype="<u8").astype(np.uint64)
     shares = list(random.reshape((parties - 1, *shape))) if parties > 1 else []
     last = values.astype(np.uint64, copy=True)
     for share in shares:
         last -= share
     return [*shares, last]
+
+
+def from_seed(seed: bytes, values: Words, parties: int) -> tuple[bytes, list[Words]]:
+    """A submission's nonce and shares, derived from a secret 16-byte seed (AES-CTR under HKDF of it):
+    the same seed and values give the same submission, so a contributor who keeps the seed until every
+    node has stored its share can resume a partial submission later, without it counting twice.
+
+    Returns: (nonce, one share array per node).
+    """
+    rng = AesCtrRng(derive_key(seed, b"submission"))
+    nonce = rng.random_bytes(NONCE_BYTES)
+    return nonce, split(values, parties, rng)
 
 
 def encode(spec: CollectionSpec, values: Sequence[int] | np.ndarray, where: str) -> Words:
@@ -198,13 +212,16 @@ class Contributor:
         return (await self.submit_many(collection, [(credential, values)]))[0]
 
     async def submit_many(self, collection: str, items: Sequence[tuple[str | bytes, Sequence[int]]],
-                          batch: int = BATCH, attempts: int = 3, retry_wait: float = 1.0) -> list[SubmitReport]:
+                          batch: int = BATCH, attempts: int = 3, retry_wait: float = 1.0,
+                          seeds: Sequence[bytes] | None = None) -> list[SubmitReport]:
         """Submit many contributions, `batch` per call to each node, every node in parallel.
 
         A node that cannot be reached is tried again, up to `attempts` times in all, `retry_wait`
         seconds apart and more each time, with the very same shares and nonces (kept in memory only
         for this call). A submission a node did not store in the end stays partial: it is never
-        counted, and its report names the node.
+        counted, and its report names the node. With `seeds` (one secret 16-byte seed per item,
+        `from_seed`), the nonce and shares are derived from the seed instead of drawn: submitting the
+        same item with the same seed again later completes a partial submission.
 
         Returns: one report per item, in order.
         Raises: as `submit`, for any item (then nothing is sent).
@@ -223,8 +240,16 @@ class Contributor:
             raise InputError("submission values must be integers within the collection's range") from None
         values = encode(spec, matrix, "submission")
         holders = [n for n in self.nodes if n.name in spec.nodes]   # exactly the nodes that hold its shares
-        shares = split(values, len(holders))
-        nonces = os.urandom(NONCE_BYTES * len(items))
+        if seeds is None:
+            shares = split(values, len(holders))
+            nonces = os.urandom(NONCE_BYTES * len(items))
+        else:
+            if len(seeds) != len(items) or any(len(s) != SEED_BYTES for s in seeds):
+                raise InputError(f"one {SEED_BYTES}-byte seed per submission, got {len(seeds)} for {len(items)}")
+            derived = [from_seed(seed, values[i], len(holders)) for i, seed in enumerate(seeds)]
+            nonces = b"".join(nonce for nonce, _ in derived)
+            shares = [np.stack([parts[k] for _, parts in derived]) if derived
+                      else np.zeros((0, spec.length), dtype=np.uint64) for k in range(len(holders))]
         results: dict[str, list[NodeResult]] = {}
 
         async def call(node: NodeConfig, request: mpc_pb2.SubmitRequest) -> mpc_pb2.SubmitReply:
@@ -235,7 +260,8 @@ class Contributor:
                     reply: mpc_pb2.SubmitReply = await self._stubs[node.name].Submit(request, timeout=self.timeout)
                     return reply
                 except grpc.aio.AioRpcError as exc:
-                    if not is_unreachable(exc) or attempt == attempts - 1:
+                    busy = exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED   # the listener's call limit
+                    if not (is_unreachable(exc) or busy) or attempt == attempts - 1:
                         raise
                     await asyncio.sleep(retry_wait * (attempt + 1))
             raise AssertionError("unreachable")
@@ -267,4 +293,4 @@ class Contributor:
                              tuple(results[n.name][i] for n in holders)) for i in range(len(items))]
 
 
-__all__ = ["Contributor", "NodeResult", "SubmitReport", "encode", "split"]
+__all__ = ["Contributor", "NodeResult", "SubmitReport", "encode", "from_seed", "split"]

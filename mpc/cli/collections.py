@@ -90,6 +90,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s.add_argument("--batch", type=Path, default=None,
                    help="a file of submissions, one per line (values separated by commas), each with the "
                         "credential on the same line of --credential")
+    s.add_argument("--state", type=Path, default=None,
+                   help="where the seeds of submissions not yet accepted are kept, so that running the same "
+                        "command again completes them (default: the credential file's path + .pending)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(run=_submit)
 
@@ -208,12 +211,42 @@ def _batch_values(path: Path) -> list[list[int]]:
     return rows
 
 
+def _load_state(path: Path) -> dict[str, dict[str, object]]:
+    """The pending submissions: credential id (hex) -> {"seed": hex, "values": [...]}. Missing file: none."""
+    try:
+        state = json.loads(path.read_text(encoding="ascii"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, UnicodeError) as exc:
+        raise InputError(f"{path}: not a state file of `mpc submit` ({exc})") from None
+    if not isinstance(state, dict):
+        raise InputError(f"{path}: not a state file of `mpc submit`")
+    return state
+
+
+def _save_state(path: Path, state: dict[str, dict[str, object]]) -> None:
+    """Write the pending submissions (mode 0600, replaced whole), or remove the file when none is left."""
+    import os
+
+    if not state:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as out:
+        json.dump(state, out)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
 def _submit(args: argparse.Namespace) -> int:
     import asyncio
+    import os
 
     from mpc.client import Contributor
     from mpc.config import load_cluster
-    from mpc.credentials import read_credentials
+    from mpc.credentials import credential_id, parse_credential, read_credentials
 
     credentials = read_credentials(args.credential)
     if args.batch is not None:
@@ -231,11 +264,28 @@ def _submit(args: argparse.Namespace) -> int:
             raise InputError(f"{args.credential} holds {len(credentials)} credential(s); --index {args.index}")
         items = [(credentials[args.index - 1], args.values)]
     cluster = load_cluster(args.cluster)
+    # Each submission's nonce and shares come from a seed kept here until every node has stored its
+    # share: running the same command again then sends the very same shares (mpc.client.from_seed).
+    state_path = args.state or Path(f"{args.credential}.pending")
+    state = _load_state(state_path)
+    seeds = []
+    for n, (credential, values) in enumerate(items, 1):
+        key = credential_id(parse_credential(credential, f"{args.credential}:{n}")).hex()
+        pending = state.get(key)
+        if pending is None or pending.get("values") != list(values) or pending.get("collection") != args.collection:
+            pending = {"collection": args.collection, "values": list(values), "seed": os.urandom(16).hex()}
+            state[key] = pending
+        seeds.append(bytes.fromhex(str(pending["seed"])))
+    _save_state(state_path, state)
 
     async def go() -> list[SubmitReport]:
         async with Contributor(cluster) as contributor:
-            return list(await contributor.submit_many(args.collection, items))
+            return list(await contributor.submit_many(args.collection, items, seeds=seeds))
     reports = asyncio.run(go())
+    for (credential, _), report in zip(items, reports):
+        if report.accepted:
+            state.pop(credential_id(parse_credential(credential, "")).hex(), None)
+    _save_state(state_path, state)
     accepted = sum(r.accepted for r in reports)
     if args.json:
         print(json.dumps({"collection": args.collection, "submitted": len(reports), "accepted": accepted,
@@ -245,6 +295,9 @@ def _submit(args: argparse.Namespace) -> int:
         for r in reports:
             if not r.accepted:
                 print(f"credential {r.credential}: not accepted: {r.problem()}")
+        if accepted < len(reports):
+            print(f"run the same command again to complete what was not accepted: its shares are kept in "
+                  f"{state_path}")
         if len(reports) == 1 and accepted:
             print("accepted (replaced the earlier submission)" if reports[0].replaced
                   else "accepted: every node stored its share")

@@ -25,6 +25,7 @@ from mpc.transport.tls import SERVER_OPTIONS, TlsMaterial
 from mpc.v1 import mpc_pb2_grpc
 
 log = logging.getLogger("mpc.node")
+MAX_SUBMIT_CALLS = 16
 
 
 class NodeServer:
@@ -62,7 +63,10 @@ class NodeServer:
         self.submit_server: grpc.aio.Server | None = None
         self.submit_port = 0
         if self.config.submit is not None:
-            self.submit_server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[MalformedRequestInterceptor()])
+            # Anyone may reach this listener: at most MAX_SUBMIT_CALLS calls at once (each verifies up to
+            # 10,000 signatures); more are refused with RESOURCE_EXHAUSTED, and the client retries.
+            self.submit_server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[MalformedRequestInterceptor()],
+                                                 maximum_concurrent_rpcs=MAX_SUBMIT_CALLS)
             mpc_pb2_grpc.add_SubmitServicer_to_server(SubmitService(self.store, name), self.submit_server)
 
     async def start(self) -> int:

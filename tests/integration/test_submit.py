@@ -486,3 +486,28 @@ def test_invalid_submissions_do_not_pad_the_minimum_batch(env: Env) -> None:
     with pytest.raises(Exception, match="1 of the 5 complete submissions are valid, fewer than the collection's "
                                         "minimum batch of 5"):
         env.run(run_sum())
+
+
+def test_mpc_submit_completes_a_partial_submission_when_run_again(env: Env, tmp_path: Path) -> None:
+    """carlos is down: the submission stays partial; after its restart the same command sends the very
+    same shares (from the seed it kept), and the submission is complete, counted once."""
+    cluster = str(env.lc.cluster.path)
+    credential_file = tmp_path / "mine.txt"
+    credential_file.write_text(env.credentials["poll"][58] + "\n", encoding="ascii")
+    pending = Path(f"{credential_file}.pending")
+    cid = credential_id(parse_credential(env.credentials["poll"][58], "test"))
+
+    async def submit() -> tuple[int, str, str]:
+        return await mpc_cli("submit", "poll", "1", "--cluster", cluster, "--credential", str(credential_file))
+    env.run(env.lc.stop("carlos"))
+    try:
+        code, out, err = env.run(submit(), timeout=120)
+        assert code == 1 and "node carlos" in out and "run the same command again" in out, (out, err)
+        assert pending.exists() and (pending.stat().st_mode & 0o777) == 0o600
+        assert cid in env.shares("alice", "poll") and cid not in env.totals("poll")
+    finally:
+        env.run(env.restart("carlos"))
+    code, out, err = env.run(submit(), timeout=120)
+    assert code == 0 and "accepted" in out, (out, err)
+    assert env.totals("poll")[cid] == [1] and not pending.exists()
+    assert len({env.shares(n, "poll")[cid][0] for n in TRIO}) == 1
