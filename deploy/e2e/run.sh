@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# `make e2e-docker`: build the mpc image offline and run both compose demos (raises and
-# referendum) end to end, on a machine with no Docker engine and no registry access.
+# `make e2e-docker`: build the mpc image offline and run the three compose demos (raises,
+# referendum and poll) end to end, on a machine with no Docker engine and no registry access.
 #
 #   a. installs Debian's docker.io, docker-compose, debootstrap and python3-venv (if missing)
 #   b. starts a private dockerd (and its own containerd) inside a new network namespace, with
@@ -14,7 +14,9 @@
 #      the nodes' policies allow on data already released (a sum after the average; a second
 #      allowed threshold) and refuse (any other threshold), that the nodes are PID 1 and exit 0
 #      on SIGTERM, and, with check_privacy.py, that no node's input shows up in any other
-#      container's logs, configuration or volumes
+#      container's logs, configuration or volumes; for the poll, that 1,000 voters' submissions
+#      were accepted, the coordinator prints YES, and each node's store holds 1,000 shares that
+#      look like fair coins and none of which is a ballot
 #   f. tears everything down on exit, also after a failure, Ctrl-C or SIGTERM: compose down -v,
 #      images, dockerd and containerd (by PID), the namespace, the temporary files and wheels
 #
@@ -167,7 +169,7 @@ cleanup() {
         fi
     fi
     if ((rc == 0)); then
-        log "PASSED: both demos, in ${SECONDS}s"
+        log "PASSED: all three demos, in ${SECONDS}s"
     else
         log "FAILED in step '$STEP' after ${SECONDS}s; everything it started is stopped and removed"
     fi
@@ -319,7 +321,7 @@ for f in "$TMP"/wheels/*.whl; do
 done
 log "${#COPIED_WHEELS[@]} wheels in deploy/e2e/wheels: $(printf '%s ' "${COPIED_WHEELS[@]}" | cut -c1-160)..."
 export MPC_IMAGE=$IMAGE MPC_BASE=$BASE_IMAGE MPC_PIP_OPTS="--no-index --find-links /wheels"
-for demo in raises referendum; do
+for demo in raises referendum poll; do
     # The compose files' own build section, as a user runs it (the second build is cached).
     quiet "build-$demo" timeout 600 "$COMPOSE" -p "e2e-$demo" -f "$REPO/deploy/compose/$demo/compose.yaml" build \
         || fail "building the image through deploy/compose/$demo/compose.yaml"
@@ -436,4 +438,69 @@ run_demo raises raise scalar 0,100000 alice=3800 bob=2514 carlos=2982 david=3390
 # YES (check_privacy.py computes the expected answer from these ballots). Stored with
 # --ballots, whose bounds are always 0,1.
 run_demo referendum referendum ballots 0,1 alice=1,0,1 bob=1,1 carlos=0,0,1 david=1
+
+# The poll of deploy/compose/poll: 1,000 voters who run no node submit shares of their ballots (600
+# yes) to 3 nodes with issued credentials; the coordinator must print YES after a validated vote.
+run_poll() {
+    local project=e2e-poll art=$TMP/artifacts/poll
+    local dc=("$COMPOSE" -p "$project" -f "$REPO/deploy/compose/poll/compose.yaml")
+    local coord code n cid pid1 voters vol
+    PROJECTS+=("poll")
+    mkdir -p "$art/containers" "$art/volumes"
+
+    step "e. poll: compose up (certificates, owner, collections, nodes, 1000 voters, close, coordinator)"
+    quiet "up-poll" timeout 600 "${dc[@]}" up -d || fail "docker-compose up (poll)"
+    coord=$(timeout 60 "${dc[@]}" ps -q coordinator)
+    [[ -n $coord ]] || fail "no coordinator container"
+    spawn "$TMP/logs/wait-poll.log" - timeout 600 "$DOCKER" wait "$coord" \
+        || fail "the poll's coordinator did not finish within 600s"
+    code=$(<"$TMP/logs/wait-poll.log")
+    voters=$(timeout 60 "${dc[@]}" ps -q voters)
+    [[ $code == 0 ]] || { docker logs "$voters" >&2; docker logs "$coord" >&2; fail "the coordinator exited $code"; }
+    [[ $(docker logs "$voters" 2>/dev/null) == "1000 of 1000 submissions accepted" ]] \
+        || fail "the voters said: $(docker logs "$voters" 2>&1 | tail -5)"
+    [[ $(docker logs "$coord" 2>/dev/null) == YES ]] || fail "the poll's coordinator printed $(docker logs "$coord" 2>&1)"
+    log "voters: 1000 of 1000 submissions accepted; coordinator: YES (600 of 1000 ballots are 1)"
+
+    step "e. poll: the same vote again with compose run (a repeated query is allowed)"
+    spawn "$art/containers/coordinator-run.out" "$art/containers/coordinator-run.err" \
+        timeout 300 "${dc[@]}" run --rm -T --no-deps coordinator || fail "docker-compose run coordinator (poll)"
+    [[ $(<"$art/containers/coordinator-run.out") == YES ]] || fail "the second vote printed $(cat "$art/containers/coordinator-run.out")"
+
+    step "e. poll: nodes are PID 1 and stop cleanly on SIGTERM; no node store holds the ballots"
+    for n in alice bob carlos; do
+        cid=$(timeout 60 "${dc[@]}" ps -q "$n")
+        pid1=$(docker exec "$cid" cat /proc/1/cmdline | tr '\0' ' ') || fail "cannot read PID 1 of $n"
+        [[ $pid1 == *"mpc node --cluster /etc/mpc/cluster.toml --name $n "* ]] || fail "PID 1 of $n is $pid1"
+    done
+    quiet "stop-poll" timeout 120 "${dc[@]}" stop || fail "docker-compose stop (poll)"
+    for n in alice bob carlos; do
+        cid=$(timeout 60 "${dc[@]}" ps -q "$n")
+        code=$(docker inspect -f '{{.State.ExitCode}}' "$cid")
+        [[ $code == 0 ]] || fail "node $n exited $code on SIGTERM (137: it had to be killed)"
+        vol=${project}_${n}-data
+        spawn "$art/volumes/$n-data.tar" "$TMP/logs/export-poll-$n.log" timeout 120 "$DOCKER" run --rm --network none \
+            --user 0:0 -v "$vol:/v:ro" "$BASE_IMAGE" tar -C /v -cf - . || fail "copying volume $vol"
+    done
+    python3 - "$art/volumes" <<'PY' || fail "a node's store of the poll holds something other than shares"
+import io, sqlite3, sys, tarfile, tempfile, pathlib
+for tar in sorted(pathlib.Path(sys.argv[1]).glob("*-data.tar")):
+    with tempfile.TemporaryDirectory() as tmp, tarfile.open(tar) as t:
+        t.extractall(tmp)
+        db = next(pathlib.Path(tmp).rglob("*.sqlite3"), None) or next(pathlib.Path(tmp).rglob("*.db"), None)
+        assert db is not None, f"{tar.name}: no store"
+        rows = sqlite3.connect(db).execute("SELECT share FROM submissions WHERE collection = 'poll'").fetchall()
+        words = [int.from_bytes(r[0], "little") for r in rows]
+        assert len(words) == 1000, (tar.name, len(words))
+        small = sum(w in (0, 1) for w in words)     # a ballot in the clear would be 0 or 1
+        assert small <= 1, (tar.name, small)
+        ones = sum(bin(w).count("1") for w in words)
+        assert abs(ones - 32 * len(words)) < 6 * (16 * len(words)) ** 0.5, (tar.name, ones)   # fair coins
+        print(f"{tar.name}: 1000 shares, none a ballot, {ones} of {64 * len(words)} bits set")
+PY
+
+    step "e. poll: compose down -v"
+    quiet "down-poll" timeout 120 "${dc[@]}" down -v || fail "docker-compose down -v (poll)"
+}
+run_poll
 STEP=done
