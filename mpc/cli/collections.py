@@ -55,9 +55,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_store_arguments(k)
     k.set_defaults(run=_close)
     for action, what in (("sum", "the sum of the valid submissions and how many were valid and complete"),
-                         ("vote", "YES if at least half of the valid ballots are yes, else NO; nothing else")):
+                         ("vote", "YES if at least half of the valid ballots are yes, else NO; nothing else"),
+                         ("threshold", "for each element, whether the valid submissions' sum is at least K")):
         q = csub.add_parser(action, help=f"as the coordinator, over a closed collection: {what}")
         q.add_argument("name")
+        if action == "threshold":
+            q.add_argument("--at-least", type=int, required=True, metavar="K", help="the public threshold")
         q.add_argument("--cluster", type=Path, default=None, help="cluster file (default: $MPC_CLUSTER)")
         q.add_argument("--json", action="store_true", help="print JSON")
         q.set_defaults(run=_session, action=action)
@@ -152,20 +155,24 @@ def _session(args: argparse.Namespace) -> int:
 
     from mpc.config import load_cluster
     from mpc.coordinator.client import Coordinator
-    from mpc.results import CollectionSumResult, VoteResult
+    from mpc.results import CollectionSumResult, ThresholdResult, VoteResult
 
     cluster = load_cluster(args.cluster)
 
-    async def go() -> CollectionSumResult | VoteResult:
+    async def go() -> CollectionSumResult | VoteResult | ThresholdResult:
         async with Coordinator(cluster) as coordinator:
             if args.action == "vote":
                 return await coordinator.collection_vote(args.name)
+            if args.action == "threshold":
+                return await coordinator.collection_at_least(args.name, args.at_least)
             return await coordinator.collection_sum(args.name)
     result = asyncio.run(go())
     if args.json:
         print(json.dumps(result.as_dict()))
     elif isinstance(result, VoteResult):
         print("YES" if result.passed else "NO")
+    elif isinstance(result, ThresholdResult):
+        print(" ".join("yes" if b else "no" for b in result.bits))
     else:
         print(f"{result.value} (valid submissions: {result.valid} of {result.complete} complete)")
     return 0

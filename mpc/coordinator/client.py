@@ -518,6 +518,15 @@ class Coordinator:
         assert isinstance(result, VoteResult)
         return result
 
+    async def collection_at_least(self, collection: str, threshold: int, *,
+                                  timeout_s: float | None = None) -> ThresholdResult:
+        """[sum of a closed collection's valid submissions >= threshold], element by element."""
+        from mpc.protocols.catalogue import ThresholdParams, entry
+        result = await self.run(entry("collection-threshold"), ThresholdParams(threshold), collection,
+                                timeout_s=timeout_s)
+        assert isinstance(result, ThresholdResult)
+        return result
+
     async def at_least(self, input_name: str, threshold: int, *, timeout_s: float | None = None) -> ThresholdResult:
         """Batched [sum over nodes >= threshold] for every element of a vector input. Raises: as `run`."""
         from mpc.protocols.catalogue import ThresholdParams, entry

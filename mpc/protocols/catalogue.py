@@ -1032,31 +1032,36 @@ def describe_release(variant: str, parameter: object) -> str:
     return variant if parameter is None else f"{variant} ({json.dumps(parameter)[:60]})"
 
 
-class _CollectionEntry(Entry[NoParams]):
+class _CollectionEntry(Entry[Any]):
     """A session over a closed collection of contributors' submissions (mpc/protocols/collection.py):
     the nodes agree on the complete submissions and range-check each inside MPC."""
 
-    params = NoParams
+    params: ClassVar[type] = NoParams
     kinds = frozenset({"collection"})
     takes = "a closed collection of contributors' submissions (`mpc collection close`)"
     integers = True
     vote: ClassVar[bool] = False
 
-    def length(self, params: NoParams, declared: Declared) -> int:
+    def length(self, params: Any, declared: Declared) -> int:
         return declared.records   # values per submission (the node reports its collection's length)
 
-    def output_length(self, params: NoParams, lengths: Mapping[str, int]) -> int:
-        return output_words(self.contribution_length(params, lengths), self.vote)
+    def output_length(self, params: Any, lengths: Mapping[str, int]) -> int:
+        return output_words(self.contribution_length(params, lengths), self.vote, self._threshold(params) is not None)
 
-    def contribute(self, params: NoParams, c: Contributing) -> Words:
+    def contribute(self, params: Any, c: Contributing) -> Words:
         return np.zeros(c.declared.records, dtype=np.uint64)   # the engine loads the agreed shares itself
 
-    def engine(self, params: NoParams, args: EngineArgs) -> Engine:
+    @staticmethod
+    def _threshold(params: Any) -> int | None:
+        return params.threshold if isinstance(params, ThresholdParams) else None
+
+    def engine(self, params: Any, args: EngineArgs) -> Engine:
         source = args.collection
         if source is None:
             raise RemoteProtocolError(f"session {args.session_id}: {self.name} runs over a collection only")
         return CollectionParty(args.session_id, args.me, args.parties, source.keys, source.load, source.lo,
-                               source.hi, source.length, source.min_batch, args.rng, args.setups, vote=self.vote)
+                               source.hi, source.length, source.min_batch, args.rng, args.setups, vote=self.vote,
+                               threshold=self._threshold(params))
 
 
 class CollectionSumEntry(_CollectionEntry):
@@ -1089,9 +1094,31 @@ class CollectionVoteEntry(_CollectionEntry):
                           "at least half of the valid ballots")
 
 
+class CollectionThresholdEntry(_CollectionEntry):
+    """[sum of the valid submissions >= K], element by element: one bit each."""
+
+    name, wire_id, params = "collection-threshold", 12, ThresholdParams
+    reveals = "one bit per element, [sum of the valid submissions >= K]; which submissions were invalid, to the nodes"
+    combine: ClassVar[Combine] = "xor"
+
+    def validate(self, params: ThresholdParams) -> None:
+        if not -(1 << 62) < params.threshold < 1 << 62:
+            raise InputError(f"threshold {params.threshold} must lie within +-2^62")
+
+    def thresholds(self, params: ThresholdParams) -> int | str | None:
+        return params.threshold
+
+    def decode(self, params: ThresholdParams, opened: Opened) -> Result:
+        return ThresholdResult(opened.session_id, opened.input_name, opened.nodes, params.threshold,
+                               [bool(int(w) & 1) for w in opened.words])
+
+    def query(self, params: ThresholdParams) -> tuple[str, object]:
+        return self.name, params.threshold
+
+
 CATALOGUE: tuple[Entry[Any], ...] = (SumEntry(), AverageEntry(), VoteEntry(), ThresholdEntry(), AuctionEntry(),
                                      ClearingPriceEntry(), PluralityEntry(), HistogramEntry(), IntersectEntry(),
-                                     CollectionSumEntry(), CollectionVoteEntry())
+                                     CollectionSumEntry(), CollectionVoteEntry(), CollectionThresholdEntry())
 BY_NAME: dict[str, Entry[Any]] = {e.name: e for e in CATALOGUE}
 BY_WIRE_ID: dict[int, Entry[Any]] = {e.wire_id: e for e in CATALOGUE}
 NAMES: tuple[str, ...] = tuple(BY_NAME)

@@ -84,7 +84,7 @@ def check_bounds(lo: int, hi: int) -> None:
 
 def valid_sum(lo: int, hi: int, length: int, complete: int,
               on_validity: Callable[[Words], None] | None = None, *,
-              vote: bool = False) -> Callable[[Context, Words], Program[Words]]:
+              vote: bool = False, threshold: int | None = None) -> Callable[[Context, Words], Program[Words]]:
     """The program: range-check every value of every submission, open which submissions are valid,
     and add up the valid ones.
 
@@ -94,8 +94,10 @@ def valid_sum(lo: int, hi: int, length: int, complete: int,
             (also by `plan`'s dry run, on zeros, before the real run).
         vote: for ballots: open nothing of the sum, only [yes >= half of the valid ballots] (the valid
             count is public once the validity bits are): a comparison on VOTE_BITS bits.
+        threshold: open nothing of the sum, only [sum >= threshold] for each element (64 bits: the
+            sum and the threshold lie within +-2^62, see `check_sum_fits`).
     Returns: a program factory whose output share is [sum of valid (length words), valid count,
-    complete] (additive), or with `vote` one XOR-shared bit.
+    complete] (additive), or with `vote` one XOR-shared bit, or with `threshold` one per element.
     """
     check_bounds(lo, hi)
     if length < 1:
@@ -131,10 +133,21 @@ def valid_sum(lo: int, hi: int, length: int, complete: int,
         if vote:   # 2 * yes >= valid, i.e. yes >= ceil(valid / 2), for a public valid count
             passed = yield from at_least(ctx, "vote", total, (int(keep.sum()) + 1) // 2, VOTE_BITS)
             return np.asarray(passed, dtype=np.uint64)
+        if threshold is not None:
+            passed = yield from at_least(ctx, "threshold", total, threshold, RING_BITS)
+            return np.asarray(passed, dtype=np.uint64)
         counts = public(ctx, np.array([int(keep.sum()), complete], dtype=np.uint64))
         return np.concatenate((total, counts))
 
     return program
+
+
+def check_sum_fits(lo: int, hi: int, complete: int, where: str) -> None:
+    """Raises: LocalProtocolError if `complete` values in [lo, hi] could add up beyond +-2^62 (the
+    sum is opened, or compared, as a signed 64-bit integer)."""
+    if complete * max(abs(lo), abs(hi)) >= BOUND_LIMIT:
+        raise LocalProtocolError(f"{where}: {complete} values in [{lo}, {hi}] could add up beyond 2^62; the "
+                                 f"collection's range is too wide for so many submissions")
 
 
 def keys_to_bytes(keys: Sequence[Key]) -> bytes:
@@ -157,12 +170,13 @@ class CollectionParty:
 
     def __init__(self, session_id: str, me: str, parties: Sequence[str], own: Sequence[Key], shares: ShareLoader,
                  lo: int, hi: int, length: int, min_batch: int, rng: Rng, setups: OtSetups, *,
-                 vote: bool = False) -> None:
+                 vote: bool = False, threshold: int | None = None) -> None:
         """Args:
             own: the (credential id, nonce) pairs this node stores.
             shares: loads this node's shares of the given keys, in that order.
             min_batch: refuse (every node alike) below this many complete submissions.
             vote: open only [yes >= half of the valid ballots] (valid_sum's vote).
+            threshold: open only [sum >= threshold] per element (valid_sum's threshold).
         """
         if me not in parties or len(set(parties)) != len(parties) or len(parties) < 2:
             raise LocalProtocolError(f"session {session_id}: {me!r} among parties {list(parties)}: a collection "
@@ -176,6 +190,9 @@ class CollectionParty:
         self._shares = shares
         self._lo, self._hi, self._length, self._min_batch = lo, hi, length, min_batch
         self._vote = vote
+        self._threshold = threshold
+        if threshold is not None and not -BOUND_LIMIT < threshold < BOUND_LIMIT:
+            raise LocalProtocolError(f"session {session_id}: threshold {threshold} is beyond +-2^62")
         self.length = length
         self._rng = rng
         self._setups = setups
@@ -246,6 +263,7 @@ class CollectionParty:
             raise LocalProtocolError(f"session {self.session_id}: the collection has {n} complete submission(s) "
                                      f"at nodes {', '.join(sorted(self.parties))}, fewer than its minimum batch of "
                                      f"{self._min_batch}; nothing is released")
+        check_sum_fits(self._lo, self._hi, n, f"session {self.session_id}")
         if n > MAX_SUBMISSIONS:
             raise LocalProtocolError(f"session {self.session_id}: {n} complete submissions, more than a session "
                                      f"takes ({MAX_SUBMISSIONS})")
@@ -263,7 +281,7 @@ class CollectionParty:
                 raise LocalProtocolError(f"session {self.session_id}: {valid} of the {n} complete submissions are "
                                          f"valid, fewer than the collection's minimum batch of {self._min_batch}; "
                                          f"nothing is released")
-        factory = valid_sum(self._lo, self._hi, self._length, n, note, vote=self._vote)
+        factory = valid_sum(self._lo, self._hi, self._length, n, note, vote=self._vote, threshold=self._threshold)
         self._inner = ComputeParty(self.session_id, self.me, self.parties, n * self._length, factory, self._rng,
                                    self._setups, summed=False, prefix=PREFIX)
         events = self._inner.start(shares)
@@ -273,9 +291,10 @@ class CollectionParty:
         return events
 
 
-def output_words(length: int, vote: bool = False) -> int:
-    """Words of a node's output share: the sum, the valid count and the complete count (a vote: its bit)."""
-    return 1 if vote else length + 2
+def output_words(length: int, vote: bool = False, threshold: bool = False) -> int:
+    """Words of a node's output share: the sum, the valid count and the complete count (a vote: its
+    bit; a threshold: a bit per element)."""
+    return 1 if vote else length if threshold else length + 2
 
 
 __all__ = ["CollectionParty", "CollectionSource", "Key", "PREFIX", "STEP_KEYS", "keys_from_bytes", "keys_to_bytes",

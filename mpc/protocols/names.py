@@ -7,7 +7,7 @@ engine. Its entries use these names, and tests/unit/test_startup.py checks that 
 
 from __future__ import annotations
 
-# Every protocol of the catalogue, in its order (wire ids 1..11).
+# Every protocol of the catalogue, in its order (wire ids 1..12).
 PROTOCOL_NAMES: tuple[str, ...] = ("sum", "average", "vote", "threshold", "auction", "clearing-price", "plurality",
-                                   "histogram", "intersect", "collection-sum", "collection-vote")
+                                   "histogram", "intersect", "collection-sum", "collection-vote", "collection-threshold")
 HALF = "half"                  # the vote rule "at least half of the ballots cast", in a policy's `thresholds`

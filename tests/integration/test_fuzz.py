@@ -398,6 +398,7 @@ PARAMS_OF: dict[str, dict[str, tuple[str, bool]]] = {
     "intersect": {"reveal": ("integer", False), "recipients": ("integers", False)},
     "collection-sum": {},
     "collection-vote": {},
+    "collection-threshold": {"threshold": ("integer", True)},
 }
 WIRE_IDS: dict[int, str] = {entry(name).wire_id: name for name in PARAMS_OF}
 PARAM_NAMES = sorted({name for declared in PARAMS_OF.values() for name in declared})

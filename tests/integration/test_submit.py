@@ -511,3 +511,88 @@ def test_mpc_submit_completes_a_partial_submission_when_run_again(env: Env, tmp_
     assert code == 0 and "accepted" in out, (out, err)
     assert env.totals("poll")[cid] == [1] and not pending.exists()
     assert len({env.shares(n, "poll")[cid][0] for n in TRIO}) == 1
+
+
+def test_a_range_collection_excludes_out_of_range_and_inconsistent_shares_and_the_nodes_see_only_coins(
+        env: Env) -> None:
+    """A vector collection in [-50, 50]: honest submissions, and crafted ones with lo - 1, hi + 1,
+    2^63 or 2^63 - 1 in one element, and shares from two different splits (they add up to some
+    other value). Only the honest ones count; what each node receives in the session is the key
+    lists, masked openings that look like coins, and the validity bits."""
+    owner = new_owner_key()
+    spec = CollectionSpec("survey", "range", -50, 50, 2, 4, "refuse", bytes(owner.verify_key), TRIO)
+    for node in TRIO:
+        with env.store(node) as store:
+            store.create_collection(spec)
+    credentials = issue(owner, "survey", 20)
+    honest = [[-50, 50], [7, -3], [0, 0], [25, 49], [-1, -50]]
+
+    async def send() -> list[bool]:
+        async with Contributor(env.lc.cluster) as c:
+            reports = await c.submit_many("survey", list(zip(credentials, honest)))
+        return [r.accepted for r in reports]
+    assert all(env.run(send()))
+    # (2^64 - 1 is -1 in Z_2^64: inside this range, a valid value; as a ballot it is refused, above)
+    bad = [[-51, 0], [0, 51], [1 << 63, 0], [0, (1 << 63) - 1]]
+    for i, values in enumerate(bad):
+        token, nonce = parse_credential(credentials[10 + i], "test"), os.urandom(16)
+        parts = [[int.from_bytes(os.urandom(8), "little") for _ in values] for _ in range(2)]
+        parts.append([(v - parts[0][j] - parts[1][j]) % (1 << 64) for j, v in enumerate(values)])
+        for node, part in zip(TRIO, parts):
+            share = b"".join(w.to_bytes(8, "little") for w in part)
+            reply = env.run(raw_submit(env, node, mpc_pb2.SubmitRequest(collection="survey", submissions=[
+                mpc_pb2.Submission(token=token, nonce=nonce, share=share)])))
+            assert reply.results[0].stored
+    # shares from two honest splits of two different vectors, under one credential and nonce
+    token, nonce = parse_credential(credentials[15], "test"), os.urandom(16)
+    first, second = ([[int.from_bytes(os.urandom(8), "little") for _ in range(2)] for _ in range(3)] for _ in range(2))
+    first[2] = [(v - first[0][j] - first[1][j]) % (1 << 64) for j, v in enumerate((1, 1))]
+    mixed = [first[0], first[1], second[2]]
+    for node, part in zip(TRIO, mixed):
+        reply = env.run(raw_submit(env, node, mpc_pb2.SubmitRequest(collection="survey", submissions=[
+            mpc_pb2.Submission(token=token, nonce=nonce, share=b"".join(w.to_bytes(8, "little") for w in part))])))
+        assert reply.results[0].stored
+    for node in TRIO:
+        with env.store(node) as store:
+            store.close_collection("survey")
+
+    async def run_sum() -> Any:
+        async with Coordinator(env.lc.cluster) as c:
+            return await c.collection_sum("survey")
+    result = env.run(run_sum(), timeout=120)
+    assert result.value == [sum(v[0] for v in honest), sum(v[1] for v in honest)]
+    assert result.value == [-19, 46]
+    assert (result.valid, result.complete) == (len(honest), len(honest) + len(bad) + 1)
+    received = {n: [(s, st, p) for sid, s, st, p in env.lc.recorder.received[n] if sid == result.session_id]
+                for n in TRIO}
+    for node, messages in received.items():
+        keys = [p for _, st, p in messages if st == "coll/keys"]
+        assert len(keys) == 2 and all(len(p) == 32 * (len(honest) + len(bad) + 1) for p in keys)
+        openings = b"".join(p for _, st, p in messages if st.startswith("coll/run/") and not st.endswith("/valid"))
+        assert len(openings) > 1000
+        assert_balanced(openings)                          # every masked opening looks like fair coins
+        valid = [p for _, st, p in messages if st.endswith("/valid")]
+        assert len(valid) == 2                             # one XOR share of the validity bits per peer
+
+
+def test_a_threshold_over_a_collection_opens_one_bit_per_element(env: Env) -> None:
+    owner = new_owner_key()
+    spec = CollectionSpec("levels", "range", 0, 100, 3, 3, "refuse", bytes(owner.verify_key), TRIO)
+    for node in TRIO:
+        with env.store(node) as store:
+            store.create_collection(spec)
+    credentials = issue(owner, "levels", 4)
+    rows = [[10, 90, 0], [20, 80, 0], [30, 0, 0], [40, 1, 100]]      # sums 100, 171, 100
+
+    async def send() -> list[bool]:
+        async with Contributor(env.lc.cluster) as c:
+            return [r.accepted for r in await c.submit_many("levels", list(zip(credentials, rows)))]
+    assert all(env.run(send()))
+    for node in TRIO:
+        with env.store(node) as store:
+            store.close_collection("levels")
+
+    async def at_least() -> Any:
+        async with Coordinator(env.lc.cluster) as c:
+            return await c.collection_at_least("levels", 101)
+    assert env.run(at_least(), timeout=120).bits == [False, True, False]

@@ -76,6 +76,22 @@ def test_invalid_submissions_are_excluded_and_the_sum_is_over_the_honest_ones(n:
     assert len(seen) == n + 1 and all(s.tolist() == valid for s in seen[1:])
 
 
+@pytest.mark.parametrize("k", [-25, -24, 0, 14, 15, 16])
+def test_a_threshold_opens_one_bit_per_element_of_the_valid_submissions_sum(k: int) -> None:
+    values = RANGES                                    # valid ones add up to (15, 5)... see expected()
+    total, valid = expected([[x if x < M64 // 2 else x - M64 for x in sub] for sub in values], -10, 10)
+    flat = [x for sub in values for x in sub]
+    run = run_program(valid_sum(-10, 10, 2, len(values), threshold=k), shares_of(flat, 3), f"coll-thr-{k}")
+    assert run.xored().tolist() == [int(t >= k) for t in total]
+
+
+def test_a_sum_that_could_pass_two_to_the_62_is_refused() -> None:
+    from mpc.protocols.collection import check_sum_fits
+    check_sum_fits(-(1 << 40), 1 << 40, (1 << 21) - 1, "x")
+    with pytest.raises(LocalProtocolError, match="could add up beyond 2\\^62"):
+        check_sum_fits(-(1 << 40), 1 << 40, 1 << 22, "x")
+
+
 def test_shares_that_do_not_add_up_to_a_ballot_are_some_value_and_checked_as_such() -> None:
     """Inconsistent shares: each node's share from a different honest split of a different ballot."""
     n = 3

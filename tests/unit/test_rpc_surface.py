@@ -280,6 +280,8 @@ PROTOCOLS: dict[int, tuple[str, list[str], str, str]] = {
          "validity bits are opened among the nodes); opens the sum and the counts, never one submission"),
     11: ("collection-vote", [], "xor",
          "an XOR share of one bit, [yes >= half of the valid ballots]; opens only YES/NO"),
+    12: ("collection-threshold", ["threshold: int"], "xor",
+         "XOR shares of one bit per element, [sum of the valid submissions >= K]; opens only those bits"),
 }
 # The types a catalogue parameter may have: the ones `map<string, Param>` carries (mpc/node/servicer.py).
 PARAM_TYPES = {"bool", "int", "int | None", "float | None", "tuple[int, ...]"}
