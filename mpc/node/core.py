@@ -66,7 +66,7 @@ PeerObserver = Callable[[str, str, str, bytes], None]
 
 MAX_OT_SETUPS_PER_PEER = 4
 FILL_TIMEOUT_S = 60.0   # one pool fill's delivery to a peer (mpc/ot/pool.py): 16 MiB at most
-FILL_BACKOFF_S = 300.0  # after a failed or refused fill, no fill with that peer for this long
+FILL_BACKOFF_S = 300.0  # after a failed or refused fill, no fill with that peer and setup for this long
 # Peer messages kept, per peer, for a session whose compute has not begun here: a peer that has
 # begun sends its digest, hello and sum seed, then waits for our hello.
 MAX_EARLY_PER_PEER = 8
@@ -182,7 +182,8 @@ class NodeCore:
         self._idle.set()
         self._pool_wake = asyncio.Event()   # a session ended: pools may want a fill
         self._filler: asyncio.Task[None] | None = None
-        self._fill_backoff: dict[str, float] = {}   # peer -> monotonic time before which no fill is tried
+        # peer -> (setup id, monotonic time): no fill with that setup before then (a new setup may fill at once)
+        self._fill_backoff: dict[str, tuple[bytes, float]] = {}
         # Pair keys with each peer, from the seeds of earlier sums (mpc/protocols/pairing.py).
         self.pair_keys = PairKeys()
 
@@ -727,8 +728,6 @@ class NodeCore:
                         log.exception("node %s: triple pool fill with %s failed", self.me.name, peer)
 
     async def _fill_peer(self, peer: str) -> None:
-        if time.monotonic() < self._fill_backoff.get(peer, 0.0):
-            return
         while True:
             await self._idle.wait()
             words = self.pools.next_fill_words(peer)
@@ -736,6 +735,9 @@ class NodeCore:
             if not words or common is None:
                 return
             setup_id, pair = common
+            paused = self._fill_backoff.get(peer)
+            if paused is not None and paused[0] == setup_id and time.monotonic() < paused[1]:
+                return
             held = self.pools.held(peer)   # now, on the loop, while no session is live (mpc/ot/pool.py)
             try:
                 fill = await asyncio.to_thread(self.pools.make_fill, peer, setup_id, pair.as_receiver, words,
@@ -743,7 +745,7 @@ class NodeCore:
                 await self.peers.send(peer, POOL_CHANNEL, STEP_FILL, fill.payload, FILL_TIMEOUT_S)
             except MpcError as exc:   # the next sessions' triples come from IKNP; fills retry after a pause
                 log.warning("node %s: triple pool fill with %s failed: %s", self.me.name, peer, exc)
-                self._fill_backoff[peer] = time.monotonic() + FILL_BACKOFF_S
+                self._fill_backoff[peer] = (setup_id, time.monotonic() + FILL_BACKOFF_S)
                 return
             self.pools.commit(fill)
             self.metrics.pool_sent_bytes.labels(peer).inc(len(fill.payload))
