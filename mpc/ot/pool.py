@@ -19,8 +19,9 @@ Guarantees, each enforced here and tested:
   hands out, so concurrent sessions get disjoint ranges;
 - a sender range is answered once: `claim` refuses any range that overlaps one claimed before
   (a replayed or forged hello), and zeroes what it hands out;
-- memory is bounded: a receiver holds at most `capacity` OTs per peer; a sender holds at most
-  SENDER_SLACK times that and refuses fills beyond it; a fill names the batches its receiver
+- memory is bounded: a receiver holds at most `capacity` OTs per peer, in at most MAX_BATCHES
+  batches; a sender holds at most SENDER_SLACK times that capacity, in at most MAX_BATCHES batches
+  (what a hello can advertise), and refuses fills beyond it; a fill names the batches its receiver
   still holds, and the sender drops the others (a fill whose acknowledgement was lost);
 - pools live in memory only: a restart forgets them, and sessions fall back to IKNP until the
   next fill (the hello shows which batches each end still holds).
