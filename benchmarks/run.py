@@ -243,26 +243,13 @@ def main() -> int:
     if notes:
         print()
         print("\n".join(notes))
-    if dp_rows:
-        print()
-        print("\n".join(dp_rows))
-        print()
-        print("\n".join(dp_notes))
-    if psi_rows:
-        print()
-        print("\n".join(psi_rows))
-        print()
-        print("\n".join(psi_notes))
-    if collection_rows:
-        print()
-        print("\n".join(collection_rows))
-        print()
-        print("\n".join(collection_notes))
-    if scale_rows:
-        print()
-        print("\n".join(scale_rows))
-        print()
-        print("\n".join(scale_notes))
+    for section_rows, section_notes in ((dp_rows, dp_notes), (psi_rows, psi_notes),
+                                        (collection_rows, collection_notes), (scale_rows, scale_notes)):
+        if section_rows:
+            print()
+            print("\n".join(section_rows))
+            print()
+            print("\n".join(section_notes))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -371,13 +371,33 @@ check_rules() {
     fi
 }
 
+# stop_nodes DEMO "NODE..." COMPOSE...: every node is `mpc node` as PID 1; `compose stop` ends them all
+# with exit code 0 (SIGTERM handled, never killed).
+stop_nodes() {
+    local demo=$1 nodes=$2 n cid pid1 code t0
+    shift 2
+    for n in $nodes; do
+        cid=$(timeout 60 "$@" ps -q "$n")
+        pid1=$(docker exec "$cid" cat /proc/1/cmdline | tr '\0' ' ') || fail "cannot read PID 1 of $n"
+        [[ $pid1 == *"mpc node --cluster /etc/mpc/cluster.toml --name $n "* ]] || fail "PID 1 of $n is $pid1"
+    done
+    t0=$SECONDS
+    quiet "stop-$demo" timeout 120 "$@" stop || fail "docker-compose stop ($demo)"
+    for n in $nodes; do
+        cid=$(timeout 60 "$@" ps -q "$n")
+        code=$(docker inspect -f '{{.State.ExitCode}}' "$cid")
+        [[ $code == 0 ]] || fail "node $n exited $code on SIGTERM (137: it had to be killed)"
+    done
+    log "$(wc -w <<<"$nodes") nodes are PID 1 and exited 0 on SIGTERM ($((SECONDS - t0))s for all)"
+}
+
 # run_demo DEMO INPUT KIND BOUNDS PARTY=VALUES...   (BOUNDS: LO,HI as the input jobs declare them)
 run_demo() {
     local demo=$1 input=$2 kind=$3 bounds=$4
     shift 4
     local project=e2e-$demo art=$TMP/artifacts/$demo
     local dc=("$COMPOSE" -p "$project" -f "$REPO/deploy/compose/$demo/compose.yaml")
-    local coord code n cid svc vol t0 pid1
+    local coord code cid svc vol
     PROJECTS+=("$demo")
     mkdir -p "$art/containers" "$art/volumes"
 
@@ -400,19 +420,7 @@ run_demo() {
     check_rules "$demo" "${dc[@]}"
 
     step "e. $demo: nodes are PID 1 and stop cleanly on SIGTERM"
-    for n in "${NODES[@]}"; do
-        cid=$(timeout 60 "${dc[@]}" ps -q "$n")
-        pid1=$(docker exec "$cid" cat /proc/1/cmdline | tr '\0' ' ') || fail "cannot read PID 1 of $n"
-        [[ $pid1 == *"mpc node --cluster /etc/mpc/cluster.toml --name $n "* ]] || fail "PID 1 of $n is $pid1"
-    done
-    t0=$SECONDS
-    quiet "stop-$demo" timeout 120 "${dc[@]}" stop || fail "docker-compose stop ($demo)"
-    for n in "${NODES[@]}"; do
-        cid=$(timeout 60 "${dc[@]}" ps -q "$n")
-        code=$(docker inspect -f '{{.State.ExitCode}}' "$cid")
-        [[ $code == 0 ]] || fail "node $n exited $code on SIGTERM (137: it had to be killed)"
-    done
-    log "${#NODES[@]} nodes are PID 1 and exited 0 on SIGTERM ($((SECONDS - t0))s for all)"
+    stop_nodes "$demo" "${NODES[*]}" "${dc[@]}"
 
     step "e. $demo: privacy checks"
     for cid in $(docker ps -aq --filter "label=com.docker.compose.project=$project"); do
@@ -444,7 +452,7 @@ run_demo referendum referendum ballots 0,1 alice=1,0,1 bob=1,1 carlos=0,0,1 davi
 run_poll() {
     local project=e2e-poll art=$TMP/artifacts/poll
     local dc=("$COMPOSE" -p "$project" -f "$REPO/deploy/compose/poll/compose.yaml")
-    local coord code n cid pid1 voters vol
+    local coord code n voters vol
     PROJECTS+=("poll")
     mkdir -p "$art/containers" "$art/volumes"
 
@@ -468,16 +476,8 @@ run_poll() {
     [[ $(<"$art/containers/coordinator-run.out") == YES ]] || fail "the second vote printed $(cat "$art/containers/coordinator-run.out")"
 
     step "e. poll: nodes are PID 1 and stop cleanly on SIGTERM; no node store holds the ballots"
+    stop_nodes poll "alice bob carlos" "${dc[@]}"
     for n in alice bob carlos; do
-        cid=$(timeout 60 "${dc[@]}" ps -q "$n")
-        pid1=$(docker exec "$cid" cat /proc/1/cmdline | tr '\0' ' ') || fail "cannot read PID 1 of $n"
-        [[ $pid1 == *"mpc node --cluster /etc/mpc/cluster.toml --name $n "* ]] || fail "PID 1 of $n is $pid1"
-    done
-    quiet "stop-poll" timeout 120 "${dc[@]}" stop || fail "docker-compose stop (poll)"
-    for n in alice bob carlos; do
-        cid=$(timeout 60 "${dc[@]}" ps -q "$n")
-        code=$(docker inspect -f '{{.State.ExitCode}}' "$cid")
-        [[ $code == 0 ]] || fail "node $n exited $code on SIGTERM (137: it had to be killed)"
         vol=${project}_${n}-data
         spawn "$art/volumes/$n-data.tar" "$TMP/logs/export-poll-$n.log" timeout 120 "$DOCKER" run --rm --network none \
             --user 0:0 -v "$vol:/v:ro" "$BASE_IMAGE" tar -C /v -cf - . || fail "copying volume $vol"

@@ -36,6 +36,7 @@ from mpc.errors import (
     RoundMismatch,
     SessionClosed,
     SessionFailed,
+    StoreError,
     UnknownSession,
     quoted,
 )
@@ -251,11 +252,18 @@ class NodeCore:
         # Every refusal is decided on the declaration alone, before any value is read: neither what a
         # refusal says nor how long it takes depends on the values (or on how many ballots there are).
         # A vote never reads its ballots at all, only the tally kept beside them.
-        collection = self._collection_view(input_name, protocol, participants)
+        # A collection is looked up only for a protocol made for collections, or a name no input has:
+        # an ordinary session's prepare reads the store no more than before collections existed.
+        collection = self._collection_view(input_name, protocol, participants) \
+            if "collection" in protocol.kinds else None
         if collection is not None:
             stored, declared, _ = collection
         else:
-            stored, _, records = self.store.get_declared(input_name)
+            try:
+                stored, _, records = self.store.get_declared(input_name)
+            except StoreError:   # not an input: if it names a collection, say what takes one
+                self._collection_view(input_name, protocol, participants)
+                raise
             declared = Declared(input_name, name, stored.kind, stored.bounds, records, stored.frac_bits,
                                 stored.is_scalar)
         spend = self._check_rules(protocol, params, stored, declared, participants)

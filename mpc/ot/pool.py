@@ -145,7 +145,7 @@ class Fill:
     """A fill the receiver has made but the sender has not acknowledged yet."""
 
     peer: str
-    payload: bytes
+    payload: bytes = field(repr=False)
     batch: _ReceiverBatch = field(repr=False)
 
     @property

@@ -88,6 +88,18 @@ class Env:
                 out[cid] = total.view(np.int64).tolist()
         return out
 
+    def create(self, spec: CollectionSpec, nodes: Sequence[str] = TRIO) -> None:
+        """Create the collection in each node's store, as its operator does (`mpc collection create`)."""
+        for node in nodes:
+            with self.store(node) as store:
+                assert store.create_collection(spec)
+
+    def close(self, name: str, nodes: Sequence[str] = TRIO) -> None:
+        """Close the collection at each node, as its operator does (`mpc collection close`)."""
+        for node in nodes:
+            with self.store(node) as store:
+                assert store.close_collection(name)
+
     def count(self, node: str, collection: str) -> int:
         with self.store(node) as store:
             return store.submission_count(collection)
@@ -379,9 +391,7 @@ def test_a_vote_and_a_sum_over_a_closed_collection_count_the_honest_ballots_only
     name = f"ballots_{first}"
     owner = new_owner_key()
     spec = CollectionSpec(name, "ballot", 0, 1, 1, 10, "refuse", bytes(owner.verify_key), TRIO)
-    for node in TRIO:
-        with env.store(node) as store:
-            store.create_collection(spec)
+    env.create(spec)
     credentials = issue(owner, name, 40)
     honest = [1, 0, 1, 1, 0, 1, 1, 0, 1, 1, 0, 1, 0, 1, 1, 0] if first == "sum" else [0, 1, 0, 0, 1, 0, 0, 1, 0, 1]
 
@@ -402,9 +412,7 @@ def test_a_vote_and_a_sum_over_a_closed_collection_count_the_honest_ballots_only
     # an open collection releases nothing
     with pytest.raises(Exception, match=f"collection '{name}' is open"):
         env.run(session(first))
-    for node in TRIO:
-        with env.store(node) as store:
-            assert store.close_collection(name)
+    env.close(name)
     result = env.run(session(first), timeout=120)
     if first == "sum":
         assert (result.value, result.valid, result.complete) == (sum(honest), len(honest), len(honest) + 5)
@@ -424,9 +432,7 @@ def test_a_vote_and_a_sum_over_a_closed_collection_count_the_honest_ballots_only
 def test_below_its_minimum_batch_a_collection_releases_nothing_and_other_protocols_refuse_it(env: Env) -> None:
     owner = new_owner_key()
     spec = CollectionSpec("small", "range", 0, 100, 1, 5, "refuse", bytes(owner.verify_key), TRIO)
-    for node in TRIO:
-        with env.store(node) as store:
-            store.create_collection(spec)
+    env.create(spec)
     credentials = issue(owner, "small", 6)
 
     async def send() -> list[bool]:
@@ -435,9 +441,7 @@ def test_below_its_minimum_batch_a_collection_releases_nothing_and_other_protoco
         return [r.accepted for r in reports]
     assert all(env.run(send()))
     crafted(env, "small", credentials[5], 3, nodes=("alice", "carlos"))   # partial: not complete
-    for node in TRIO:
-        with env.store(node) as store:
-            store.close_collection("small")
+    env.close("small")
 
     async def run_sum() -> Any:
         async with Coordinator(env.lc.cluster) as c:
@@ -453,10 +457,8 @@ def test_below_its_minimum_batch_a_collection_releases_nothing_and_other_protoco
 
     # a session must take exactly the nodes that hold the shares: here a collection held by alice and bob
     pair = CollectionSpec("pair", "range", 0, 100, 1, 1, "refuse", bytes(owner.verify_key), ("alice", "bob"))
-    for node in ("alice", "bob"):
-        with env.store(node) as store:
-            store.create_collection(pair)
-            store.close_collection("pair")
+    env.create(pair, ("alice", "bob"))
+    env.close("pair", ("alice", "bob"))
 
     async def three_nodes() -> Any:
         async with Coordinator(env.lc.cluster) as c:
@@ -469,16 +471,12 @@ def test_invalid_submissions_do_not_pad_the_minimum_batch(env: Env) -> None:
     """Four Sybil credentials submit invalid ballots around one honest one: complete 5, valid 1 < 5."""
     owner = new_owner_key()
     spec = CollectionSpec("padded", "ballot", 0, 1, 1, 5, "refuse", bytes(owner.verify_key), TRIO)
-    for node in TRIO:
-        with env.store(node) as store:
-            store.create_collection(spec)
+    env.create(spec)
     credentials = issue(owner, "padded", 5)
     assert env.run(env.submit("padded", credentials[0], [1])).accepted   # type: ignore[attr-defined]
     for i in range(1, 5):
         crafted(env, "padded", credentials[i], 7)
-    for node in TRIO:
-        with env.store(node) as store:
-            store.close_collection("padded")
+    env.close("padded")
 
     async def run_sum() -> Any:
         async with Coordinator(env.lc.cluster) as c:
@@ -521,9 +519,7 @@ def test_a_range_collection_excludes_out_of_range_and_inconsistent_shares_and_th
     lists, masked openings that look like coins, and the validity bits."""
     owner = new_owner_key()
     spec = CollectionSpec("survey", "range", -50, 50, 2, 4, "refuse", bytes(owner.verify_key), TRIO)
-    for node in TRIO:
-        with env.store(node) as store:
-            store.create_collection(spec)
+    env.create(spec)
     credentials = issue(owner, "survey", 20)
     honest = [[-50, 50], [7, -3], [0, 0], [25, 49], [-1, -50]]
 
@@ -552,9 +548,7 @@ def test_a_range_collection_excludes_out_of_range_and_inconsistent_shares_and_th
         reply = env.run(raw_submit(env, node, mpc_pb2.SubmitRequest(collection="survey", submissions=[
             mpc_pb2.Submission(token=token, nonce=nonce, share=b"".join(w.to_bytes(8, "little") for w in part))])))
         assert reply.results[0].stored
-    for node in TRIO:
-        with env.store(node) as store:
-            store.close_collection("survey")
+    env.close("survey")
 
     async def run_sum() -> Any:
         async with Coordinator(env.lc.cluster) as c:
@@ -578,9 +572,7 @@ def test_a_range_collection_excludes_out_of_range_and_inconsistent_shares_and_th
 def test_a_threshold_over_a_collection_opens_one_bit_per_element(env: Env) -> None:
     owner = new_owner_key()
     spec = CollectionSpec("levels", "range", 0, 100, 3, 3, "refuse", bytes(owner.verify_key), TRIO)
-    for node in TRIO:
-        with env.store(node) as store:
-            store.create_collection(spec)
+    env.create(spec)
     credentials = issue(owner, "levels", 4)
     rows = [[10, 90, 0], [20, 80, 0], [30, 0, 0], [40, 1, 100]]      # sums 100, 171, 100
 
@@ -588,9 +580,7 @@ def test_a_threshold_over_a_collection_opens_one_bit_per_element(env: Env) -> No
         async with Contributor(env.lc.cluster) as c:
             return [r.accepted for r in await c.submit_many("levels", list(zip(credentials, rows)))]
     assert all(env.run(send()))
-    for node in TRIO:
-        with env.store(node) as store:
-            store.close_collection("levels")
+    env.close("levels")
 
     async def at_least() -> Any:
         async with Coordinator(env.lc.cluster) as c:
