@@ -107,23 +107,36 @@ def from_seed(seed: bytes, values: Words, parties: int) -> tuple[bytes, list[Wor
     return nonce, split(values, parties, rng)
 
 
+def values_per_submission(spec: CollectionSpec) -> int:
+    """How many values a contributor gives: one option index for an option collection, else its length."""
+    return 1 if spec.kind == "option" else spec.length
+
+
 def encode(spec: CollectionSpec, values: Sequence[int] | np.ndarray, where: str) -> Words:
-    """A contribution's values as ring words, after checking them against the collection's rule.
+    """A contribution's values as ring words, after checking them against the collection's rule. An
+    option collection takes one option index per submission and sends it one-hot.
 
     Returns: a (..., length) uint64 array.
-    Raises: InputError naming `where` for the wrong count or a value outside [lo, hi].
+    Raises: InputError naming `where` for the wrong count or a value outside [lo, hi] (an index
+    outside the options).
     """
     try:
         v = np.asarray(values, dtype=np.int64)
     except (OverflowError, ValueError, TypeError):
         raise InputError(f"{where}: values must be integers") from None
-    if v.shape[-1:] != (spec.length,):
-        raise InputError(f"{where}: collection {spec.name!r} takes {spec.length} value(s) per submission, got "
+    given = values_per_submission(spec)
+    if v.shape[-1:] != (given,):
+        raise InputError(f"{where}: collection {spec.name!r} takes {given} value(s) per submission, got "
                          f"{v.shape[-1] if v.ndim else 0}")
-    bad = (v < spec.lo) | (v > spec.hi)
+    lo, hi = (0, spec.length - 1) if spec.kind == "option" else (spec.lo, spec.hi)
+    bad = (v < lo) | (v > hi)
     if bad.any():
-        rule = "a ballot is 0 or 1" if spec.kind == "ballot" else f"values lie in [{spec.lo}, {spec.hi}]"
+        rule = {"ballot": "a ballot is 0 or 1", "option": f"an option is an index 0..{hi}"}.get(
+            spec.kind, f"values lie in [{lo}, {hi}]")
         raise InputError(f"{where}: {int(bad.sum())} value(s) outside collection {spec.name!r}'s rule: {rule}")
+    if spec.kind == "option":   # one-hot: a 1 at the option's index
+        one_hot: Words = np.equal(v, np.arange(spec.length, dtype=np.int64)).astype(np.uint64)
+        return one_hot
     return v.astype(np.uint64)
 
 
@@ -230,12 +243,13 @@ class Contributor:
         tokens = [c if isinstance(c, bytes) else parse_credential(c, f"credential {i + 1}")
                   for i, (c, _) in enumerate(items)]
         rows = [list(v) for _, v in items]
+        given = values_per_submission(spec)
         for i, row in enumerate(rows):
-            if len(row) != spec.length:
-                raise InputError(f"submission {i + 1}: collection {collection!r} takes {spec.length} value(s) per "
+            if len(row) != given:
+                raise InputError(f"submission {i + 1}: collection {collection!r} takes {given} value(s) per "
                                  f"submission, got {len(row)}")
         try:
-            matrix = np.array(rows, dtype=np.int64).reshape(len(rows), spec.length)
+            matrix = np.array(rows, dtype=np.int64).reshape(len(rows), given)
         except (OverflowError, ValueError, TypeError):
             raise InputError("submission values must be integers within the collection's range") from None
         values = encode(spec, matrix, "submission")
@@ -293,4 +307,4 @@ class Contributor:
                              tuple(results[n.name][i] for n in holders)) for i in range(len(items))]
 
 
-__all__ = ["Contributor", "NodeResult", "SubmitReport", "encode", "from_seed", "split"]
+__all__ = ["Contributor", "NodeResult", "SubmitReport", "encode", "from_seed", "split", "values_per_submission"]

@@ -129,6 +129,26 @@ class AuctionResult:
 
 
 @dataclass(frozen=True, slots=True)
+class CollectionAuctionResult:
+    """A sealed-bid auction over a collection: the winning credential and the price, nothing else."""
+
+    session_id: str
+    input_name: str
+    nodes: tuple[str, ...]
+    winner: str               # the winning credential's id, 32 hex digits (the owner knows whose it is)
+    price: int
+    pricing: str              # "first": the highest valid bid; "second": the second-highest (Vickrey)
+    valid: int                # valid bids
+    complete: int             # complete submissions
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"session": self.session_id, "collection": self.input_name, "nodes": list(self.nodes),
+                "winner": {"credential": self.winner}, "price": self.price, "pricing": self.pricing,
+                "valid": self.valid, "complete": self.complete}
+
+
+@dataclass(frozen=True, slots=True)
 class ClearingResult:
     """A market-clearing price on a public grid, or None when demand exceeds supply at every price."""
 
@@ -159,11 +179,16 @@ class PluralityResult:
     counts: list[int] | None
     winner: int
     noise: NoiseReport | None = None   # a differentially private release: the noise of each count
+    valid: int | None = None           # over a collection: how many complete submissions were valid
+    complete: int | None = None        # over a collection: how many submissions every node holds
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
-        return _with_noise({"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes),
-                            "options": self.options, "counts": self.counts, "winner": self.winner}, self.noise)
+        out = {"session": self.session_id, "input": self.input_name, "nodes": list(self.nodes),
+               "options": self.options, "counts": self.counts, "winner": self.winner}
+        if self.complete is not None:
+            out |= {"valid": self.valid, "complete": self.complete}
+        return _with_noise(out, self.noise)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,4 +233,4 @@ class IntersectionResult:
 
 
 Result = (SumResult | AverageResult | VoteResult | ThresholdResult | AuctionResult | ClearingResult | PluralityResult
-          | HistogramResult | IntersectionResult | CollectionSumResult)
+          | HistogramResult | IntersectionResult | CollectionSumResult | CollectionAuctionResult)

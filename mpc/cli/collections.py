@@ -14,6 +14,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
+from mpc.cli.compute import add_privacy_arguments, option_names, print_plurality, privacy_from
 from mpc.cli.inputs import add_store_arguments, open_store
 from mpc.errors import InputError
 
@@ -31,10 +32,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     csub = p.add_subparsers(dest="collection_command", required=True, metavar="ACTION")
     c = csub.add_parser("create", help="create a collection at this node (the same spec at every node)")
     c.add_argument("name")
-    c.add_argument("--kind", choices=("ballot", "range"), required=True,
-                   help="ballot: each value 0 or 1; range: each value within --lo..--hi")
+    c.add_argument("--kind", choices=("ballot", "range", "option"), required=True,
+                   help="ballot: each value 0 or 1; range: each value within --lo..--hi; option: one of --options "
+                        "K options, submitted as its index 0..K-1")
     c.add_argument("--lo", type=int, default=None, help="smallest value (range)")
     c.add_argument("--hi", type=int, default=None, help="largest value (range)")
+    c.add_argument("--options", type=int, default=None, metavar="K", help="how many options (option)")
     c.add_argument("--length", type=int, default=1, help="values per submission (default 1)")
     c.add_argument("--min-batch", type=int, required=True,
                    help="complete submissions needed before anything about the collection is released")
@@ -55,12 +58,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_store_arguments(k)
     k.set_defaults(run=_close)
     for action, what in (("sum", "the sum of the valid submissions and how many were valid and complete"),
-                         ("vote", "YES if at least half of the valid ballots are yes, else NO; nothing else"),
-                         ("threshold", "for each element, whether the valid submissions' sum is at least K")):
+                         ("vote", "YES if at least half of the valid ballots are yes, else NO; nothing else; with "
+                                  "--options over an option collection, the valid votes per option"),
+                         ("threshold", "for each element, whether the valid submissions' sum is at least K"),
+                         ("auction", "a sealed-bid auction over a collection of bids: the winning credential and "
+                                     "the price")):
         q = csub.add_parser(action, help=f"as the coordinator, over a closed collection: {what}")
         q.add_argument("name")
         if action == "threshold":
             q.add_argument("--at-least", type=int, required=True, metavar="K", help="the public threshold")
+        if action == "vote":
+            q.add_argument("--options", type=option_names, default=None, metavar="A,B,...",
+                           help="name the options of an option collection, in index order: a plurality vote")
+            q.add_argument("--winner-only", action="store_true",
+                           help="with --options: open the winning option alone, not the counts")
+            add_privacy_arguments(q, "the counts per option (with --options; the noise is made jointly)")
+        if action == "auction":
+            q.add_argument("--second-price", action="store_true",
+                           help="the winner pays the second-highest valid bid (Vickrey); the winning bid stays secret")
         q.add_argument("--cluster", type=Path, default=None, help="cluster file (default: $MPC_CLUSTER)")
         q.add_argument("--json", action="store_true", help="print JSON")
         q.set_defaults(run=_session, action=action)
@@ -104,16 +119,25 @@ def _spec(args: argparse.Namespace) -> CollectionSpec:
     from mpc.credentials import load_owner_public
     from mpc.store import CollectionSpec
 
-    if args.kind == "ballot":
-        if args.lo not in (None, 0) or args.hi not in (None, 1):
-            raise InputError("a ballot collection holds 0 or 1: leave out --lo and --hi")
+    length = args.length
+    if args.kind == "option" and args.options is None:
+        raise InputError("an option collection needs --options K, how many options there are")
+    if args.kind != "option" and args.options is not None:
+        raise InputError("--options K goes with --kind option only")
+    if args.kind in ("ballot", "option"):
+        if args.lo is not None or args.hi is not None:
+            raise InputError(f"a{'n' if args.kind == 'option' else ''} {args.kind} collection takes no --lo or --hi")
         lo, hi = 0, 1
+        if args.kind == "option":
+            if length != 1:
+                raise InputError("an option collection takes one option per submission: leave out --length")
+            length = args.options
     else:
         if args.lo is None or args.hi is None:
             raise InputError("a range collection needs --lo and --hi")
         lo, hi = args.lo, args.hi
     nodes = tuple(sorted({n.strip() for n in args.nodes.split(",") if n.strip()}))
-    return CollectionSpec(args.name, args.kind, lo, hi, args.length, args.min_batch, args.resubmit,
+    return CollectionSpec(args.name, args.kind, lo, hi, length, args.min_batch, args.resubmit,
                           load_owner_public(args.owner_pub), nodes)
 
 
@@ -136,8 +160,9 @@ def _list(args: argparse.Namespace) -> int:
         print("no collections")
     for info in infos:
         s = info.spec
-        what = "ballots (0 or 1)" if s.kind == "ballot" else f"values in [{s.lo}, {s.hi}]"
-        print(f"{s.name}: {what}, {s.length} per submission, minimum batch {s.min_batch}, resubmit {s.resubmit}; "
+        what = {"ballot": "ballots (0 or 1), 1", "option": f"one of {s.length} options, 1"}.get(
+            s.kind, f"values in [{s.lo}, {s.hi}], {s.length}")
+        print(f"{s.name}: {what} per submission, minimum batch {s.min_batch}, resubmit {s.resubmit}; "
               f"{info.submissions} submissions stored here")
     return 0
 
@@ -155,20 +180,37 @@ def _session(args: argparse.Namespace) -> int:
 
     from mpc.config import load_cluster
     from mpc.coordinator.client import Coordinator
-    from mpc.results import CollectionSumResult, ThresholdResult, VoteResult
+    from mpc.results import CollectionAuctionResult, CollectionSumResult, PluralityResult, ThresholdResult, VoteResult
 
     cluster = load_cluster(args.cluster)
+    options: list[str] | None = getattr(args, "options", None)
+    privacy = privacy_from(args) if args.action == "vote" else None
+    if args.action == "vote" and options is None and (args.winner_only or privacy is not None):
+        raise InputError("--winner-only and --epsilon go with --options (a yes/no vote opens one bit, not a count)")
 
-    async def go() -> CollectionSumResult | VoteResult | ThresholdResult:
+    async def go() -> CollectionSumResult | VoteResult | ThresholdResult | PluralityResult | CollectionAuctionResult:
         async with Coordinator(cluster) as coordinator:
+            if args.action == "vote" and options is not None:
+                return await coordinator.collection_plurality(args.name, len(options), winner_only=args.winner_only,
+                                                              privacy=privacy)
             if args.action == "vote":
                 return await coordinator.collection_vote(args.name)
             if args.action == "threshold":
                 return await coordinator.collection_at_least(args.name, args.at_least)
+            if args.action == "auction":
+                return await coordinator.collection_auction(args.name, second_price=args.second_price)
             return await coordinator.collection_sum(args.name)
     result = asyncio.run(go())
-    if args.json:
+    if isinstance(result, PluralityResult):
+        assert options is not None
+        print_plurality(result, options, args.json)
+        if not args.json and result.complete is not None:
+            print(f"(valid votes: {result.valid} of {result.complete} complete)")
+    elif args.json:
         print(json.dumps(result.as_dict()))
+    elif isinstance(result, CollectionAuctionResult):
+        print(f"winner: credential {result.winner}; price {result.price} ({result.pricing} price; valid bids: "
+              f"{result.valid} of {result.complete} complete)")
     elif isinstance(result, VoteResult):
         print("YES" if result.passed else "NO")
     elif isinstance(result, ThresholdResult):

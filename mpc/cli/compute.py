@@ -40,7 +40,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
-def _private(p: argparse.ArgumentParser, what: str) -> None:
+def add_privacy_arguments(p: argparse.ArgumentParser, what: str) -> None:
     g = p.add_argument_group("differential privacy", f"release {what} with binomial noise made inside MPC; it "
                                                      f"spends from each owner's budget of the input (mpc budget)")
     g.add_argument("--epsilon", type=_real, default=None, metavar="E", help="privacy loss per release, 0 < E <= 10")
@@ -56,7 +56,7 @@ def _private(p: argparse.ArgumentParser, what: str) -> None:
                         "each node adds its own full noise (faster for long vectors, n times the variance)")
 
 
-def _privacy(args: argparse.Namespace) -> Privacy | None:
+def privacy_from(args: argparse.Namespace) -> Privacy | None:
     if args.epsilon is None:
         if args.delta is not None or args.noise != "joint":
             raise SystemExit(f"mpc {args.command}: --delta and --noise need --epsilon")
@@ -83,7 +83,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser("sum", help="secure sum of an input over all nodes (elementwise for vectors)")
     s.add_argument("name", help="input name, stored at every node")
     s.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
-    _private(s, "the sum")
+    add_privacy_arguments(s, "the sum")
     _common(s)
     s.set_defaults(run=run_sum)
     a = sub.add_parser("average", help="secure average; reveals the sum and the record count",
@@ -92,7 +92,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a.add_argument("name")
     a.add_argument("--elementwise", action="store_true", help="elementwise mean of one vector per node")
     a.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
-    _private(a, "the sum(s) (the record count stays exact)")
+    add_privacy_arguments(a, "the sum(s) (the record count stays exact)")
     _common(a)
     a.set_defaults(run=run_average)
     v = sub.add_parser("vote", help="threshold vote on stored ballots (0/1): prints only YES or NO; or with "
@@ -104,11 +104,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "with --winner-only the winning option alone (ties: the first option).")
     v.add_argument("name", help="ballot input name, stored at every node")
     v.add_argument("--threshold", type=int, default=None, metavar="K", help="YES if at least K yes-ballots")
-    v.add_argument("--options", type=_names, default=None, metavar="A,B,...", help="plurality vote over these options")
+    v.add_argument("--options", type=option_names, default=None, metavar="A,B,...",
+                   help="plurality vote over these options")
     v.add_argument("--winner-only", action="store_true", dest="winner_only",
                    help="with --options: open the winning option alone, not the counts")
     v.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
-    _private(v, "a plurality vote's counts (with --options)")
+    add_privacy_arguments(v, "a plurality vote's counts (with --options)")
     _common(v)
     v.set_defaults(run=run_vote)
     t = sub.add_parser("threshold", help="for each element of a vector input: is the sum over nodes >= K?",
@@ -150,7 +151,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     h.add_argument("--bins", type=_integers, required=True, metavar="E1,E2,...", help="bin edges, increasing")
     h._negative_number_matcher = NEGATIVE_NUMBERS
     h.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
-    _private(h, "the counts")
+    add_privacy_arguments(h, "the counts")
     _common(h)
     h.set_defaults(run=run_histogram)
     i = sub.add_parser("intersect", help="private set intersection of every node's set: its size (default), the "
@@ -179,7 +180,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     b.set_defaults(run=run_budget)
 
 
-def _names(text: str) -> list[str]:
+def option_names(text: str) -> list[str]:
     names = [n.strip() for n in text.split(",")]
     if len(names) < 2 or not all(names) or len(set(names)) != len(names):
         raise argparse.ArgumentTypeError(f"need at least two distinct, non-empty option names, got {text!r}")
@@ -242,7 +243,7 @@ def _fmt_noisy(value: object, noise: NoiseReport | None) -> str:
 
 def run_sum(args: argparse.Namespace) -> int:
     """Print the secure sum (and its noise, for a DP release)."""
-    privacy = _privacy(args)
+    privacy = privacy_from(args)
     result: SumResult = _with_coordinator(args, lambda c: c.sum(args.name, privacy=privacy, timeout_s=args.timeout))
     if args.json:
         print(json.dumps(result.as_dict()))
@@ -255,7 +256,7 @@ def run_sum(args: argparse.Namespace) -> int:
 
 def run_average(args: argparse.Namespace) -> int:
     """Print the secure average and what it revealed (and its noise, for a DP release)."""
-    privacy = _privacy(args)
+    privacy = privacy_from(args)
     result: AverageResult = _with_coordinator(
         args, lambda c: c.average(args.name, elementwise=args.elementwise, privacy=privacy, timeout_s=args.timeout))
     if args.json:
@@ -271,7 +272,7 @@ def run_average(args: argparse.Namespace) -> int:
 
 def run_histogram(args: argparse.Namespace) -> int:
     """Print the count per bin (and its noise, for a DP release)."""
-    privacy = _privacy(args)
+    privacy = privacy_from(args)
     result: HistogramResult = _with_coordinator(
         args, lambda c: c.histogram(args.name, args.bins, privacy=privacy, timeout_s=args.timeout))
     if args.json:
@@ -312,11 +313,17 @@ def _run_plurality(args: argparse.Namespace) -> int:
     if args.threshold is not None:
         raise SystemExit("mpc vote: --threshold and --options do not go together")
     options: list[str] = args.options
-    privacy = _privacy(args)
+    privacy = privacy_from(args)
     result: PluralityResult = _with_coordinator(
         args, lambda c: c.plurality(args.name, len(options), winner_only=args.winner_only, privacy=privacy,
                                     timeout_s=args.timeout))
-    if args.json:
+    print_plurality(result, options, args.json)
+    return 0
+
+
+def print_plurality(result: PluralityResult, options: list[str], as_json: bool) -> None:
+    """Print a plurality vote's counts per option (or its winner alone), named."""
+    if as_json:
         out = result.as_dict()
         out["option_names"] = options
         out["winner_name"] = options[result.winner]
@@ -328,7 +335,6 @@ def _run_plurality(args: argparse.Namespace) -> int:
             print(f"{name}: {count}")
         if result.noise is not None:
             print(_noise_line(result.noise))
-    return 0
 
 
 def run_auction(args: argparse.Namespace) -> int:

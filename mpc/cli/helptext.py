@@ -17,6 +17,9 @@ class MpcParser(argparse.ArgumentParser):
     """The `mpc` parser; its subcommands' parsers are of this class too (add_subparsers uses the parent's)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviations: with them the top parser reads a subcommand's `--lo` as an ambiguous
+        # prefix of its own `--log-level` and `--log-format`, and refuses the command line.
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
         self.fill_ins: list[Callable[[], None]] = []
 

@@ -25,6 +25,7 @@ from mpc.results import (
     AuctionResult,
     AverageResult,
     ClearingResult,
+    CollectionAuctionResult,
     CollectionSumResult,
     HistogramResult,
     IntersectionResult,
@@ -525,6 +526,27 @@ class Coordinator:
         result = await self.run(entry("collection-threshold"), ThresholdParams(threshold), collection,
                                 timeout_s=timeout_s)
         assert isinstance(result, ThresholdResult)
+        return result
+
+    async def collection_plurality(self, collection: str, options: int, *, winner_only: bool = False,
+                                   privacy: Privacy | None = None, timeout_s: float | None = None) -> PluralityResult:
+        """A plurality vote over a closed option collection: the valid votes per option (noisy with
+        `privacy`, its noise made jointly), or the winning option alone. Raises: as `run`."""
+        from mpc.protocols.catalogue import PluralityParams, entry
+        protocol = entry("collection-plurality")
+        params = PluralityParams(options, winner_only, **await self.noise(protocol, collection, privacy))
+        result = await self.run(protocol, params, collection, timeout_s=timeout_s)
+        assert isinstance(result, PluralityResult)
+        return result
+
+    async def collection_auction(self, collection: str, *, second_price: bool = False,
+                                 timeout_s: float | None = None) -> CollectionAuctionResult:
+        """A sealed-bid auction over a closed range collection of bids: the winning credential id and
+        the highest (or second-highest) valid bid. Raises: as `run`."""
+        from mpc.protocols.catalogue import AuctionParams, entry
+        result = await self.run(entry("collection-auction"), AuctionParams(second_price), collection,
+                                timeout_s=timeout_s)
+        assert isinstance(result, CollectionAuctionResult)
         return result
 
     async def at_least(self, input_name: str, threshold: int, *, timeout_s: float | None = None) -> ThresholdResult:

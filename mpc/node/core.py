@@ -332,6 +332,10 @@ class NodeCore:
             raise InputError(f"{input_name!r} at node {name} is a collection of contributors' submissions; "
                              f"{protocol.name} takes {protocol.takes}, and a collection takes "
                              f"{' or '.join(users('collection'))}")
+        if spec.kind not in protocol.collection_kinds:
+            raise InputError(f"collection {input_name!r} at node {name} holds {spec.kind} submissions; "
+                             f"{protocol.name} takes a collection of {' or '.join(sorted(protocol.collection_kinds))} "
+                             f"submissions")
         if set(participants) != set(spec.nodes):
             raise PolicyError(f"node {name}: collection {input_name!r} is held by {', '.join(spec.nodes) or 'no nodes'}; "
                               f"a session over it takes exactly these nodes, this one has "
@@ -352,7 +356,7 @@ class NodeCore:
         name, store = session.stored.name, self.store
         spec = store.get_collection(name)
         return CollectionSource(spec.lo, spec.hi, spec.length, spec.min_batch, store.submission_keys(name),
-                                lambda keys: store.submission_shares(name, keys))
+                                lambda keys: store.submission_shares(name, keys), one_hot=spec.kind == "option")
 
     def _check_load(self, caller: Identity) -> None:
         """Refuse a new session beyond the owner's limits on live sessions (in total, per coordinator)."""
@@ -721,6 +725,14 @@ class NodeCore:
         """Begin filling this node's pools between sessions (the daemon calls it once serving)."""
         if self._filler is None and self.pools.enabled:
             self._filler = asyncio.get_running_loop().create_task(self._fill_pools(), name="pool-filler")
+
+    async def stop_pool_filler(self) -> None:
+        """Stop filling pools and wait until the filler has ended (the daemon is stopping: a fill in
+        flight must not outlive the peer channels, nor the event loop)."""
+        filler, self._filler = self._filler, None
+        if filler is not None:
+            filler.cancel()
+            await asyncio.gather(filler, return_exceptions=True)
 
     async def _fill_pools(self) -> None:
         """After each session, top up every pool a session drew from (or found short), one batch at

@@ -104,6 +104,7 @@ class NodeServer:
     async def stop(self, grace: float = 2.0) -> None:
         """Stop accepting calls, let running ones finish for `grace` seconds, close everything."""
         await self.health.enter_graceful_shutdown()
+        await self.core.stop_pool_filler()
         if self.submit_server is not None:
             await self.submit_server.stop(grace)
         await self.server.stop(grace)

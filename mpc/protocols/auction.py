@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpc.errors import InputError
+from mpc.errors import InputError, LocalProtocolError
 from mpc.protocols.circuit import Context, Program, at_least, bit_to_arith, public, select
 from mpc.ring import Signed, Words
 
@@ -94,20 +94,27 @@ def decode_key(key: int, m: int) -> tuple[int, int]:
 
 
 def tournament(ctx: Context, keys: Words, ell: int, values: Words | None = None,
-               positions: bool = False) -> Program[Words]:
+               positions: bool = False, labels: Words | None = None) -> Program[Words]:
     """The maximum of the shared keys, by ceil(log2 m) batched rounds of compare, convert, select.
 
     Args:
         values: also carry each bid's value and the runner-up's (second price).
         positions: also carry each bid's position (implied by `values`).
+        labels: also carry these shared words of each bid, shape (c, m) (a collection's credential
+            ids), and return the winner's after the rest.
     Returns: this party's share of [max key]; with positions, of [winner's position]; with
-    values, of [winner's position, second value].
+    values, of [winner's position, second value]; then, with labels, of the winner's c labels.
     """
     carried = [keys]
     if positions or values is not None:
         carried.append(public(ctx, np.arange(keys.size, dtype=np.uint64)))
     if values is not None:
         carried += [values, np.zeros_like(values)]
+    tagged = 0 if labels is None else labels.shape[0]
+    if labels is not None:
+        if labels.shape[1:] != keys.shape:
+            raise LocalProtocolError(f"{labels.shape[1:]} labels for {keys.size} keys")
+        carried += list(labels)
     level = 0
     while carried[0].size > 1:
         key = carried[0]
@@ -127,9 +134,24 @@ def tournament(ctx: Context, keys: Words, ell: int, values: Words | None = None,
             won[3] = yield from select(ctx, f"r{level}/sel2", c, won[3], beaten)
         carried = [np.concatenate((w, x[rest])) for w, x in zip(won, carried)]
         level += 1
+    tags = [carried[i] for i in range(len(carried) - tagged, len(carried))]
     if values is not None:
-        return np.concatenate((carried[1], carried[3]))
-    return carried[1] if positions else carried[0]
+        return np.concatenate((carried[1], carried[3], *tags))
+    return np.concatenate((carried[1] if positions else carried[0], *tags))
+
+
+def winner(ctx: Context, counts: Words, count_bits: int) -> Program[Words]:
+    """Argmax of shared counts below 2^count_bits, opening the winning option only: keys
+    count * 2^I + (options - 1 - option) are made from the shares locally, so the lowest option
+    index wins a tie.
+
+    Returns: this party's share of the winning option's index.
+    """
+    options = counts.size
+    bits = index_bits(options)
+    order = np.uint64(options - 1) - np.arange(options, dtype=np.uint64)
+    keys = (counts << np.uint64(bits)) + public(ctx, order)
+    return (yield from tournament(ctx, keys, count_bits + bits + 1, positions=True))
 
 
 def first_price(ctx: Context, keys: Words) -> Program[Words]:

@@ -34,7 +34,18 @@ from mpc.errors import InputError, RemoteProtocolError
 from mpc.ot.triples import OtSetups
 from mpc.prg import Rng
 from mpc.protocols import auction, clearing, psi
-from mpc.protocols.collection import CollectionParty, CollectionSource, output_words
+from mpc.protocols.collection import (
+    ID_WORDS,
+    MAX_SUBMISSIONS,
+    CollectionParty,
+    CollectionSource,
+    Finish,
+    finish_auction,
+    finish_sum,
+    finish_threshold,
+    finish_vote,
+    finish_winner,
+)
 from mpc.protocols.circuit import Combine, Context, Program, public
 from mpc.protocols.compute import ComputeParty
 from mpc.protocols.contribution import (
@@ -61,6 +72,7 @@ from mpc.results import (
     AuctionResult,
     AverageResult,
     ClearingResult,
+    CollectionAuctionResult,
     CollectionSumResult,
     HistogramResult,
     IntersectionResult,
@@ -377,6 +389,8 @@ class Entry(Generic[P]):
     shapes_match: ClassVar[bool] = False   # scalar and vector inputs may not mix (sum, average)
     private: ClassVar[bool] = False    # has a differentially private form (--epsilon; mpc/dp.py)
     counts: ClassVar[bool] = False     # its noised words are counts: one record added or removed moves one by 1
+    # The kinds of collection (mpc/store/collections.py) a session over a collection takes.
+    collection_kinds: ClassVar[frozenset[str]] = frozenset({"ballot", "range", "option"})
 
     def validate(self, params: P) -> None:
         """Refuse parameters out of range (public data). Raises: InputError."""
@@ -806,17 +820,21 @@ class ClearingPriceEntry(Entry[ClearingParams]):
         return self.name, list(params.prices)
 
 
-def _winner_program(options: int, count_bits: int) -> Any:
-    """Argmax of the counts, opening the winning option only: keys count * 2^I + (options - 1 - option)
-    are made from the shares locally, so the lowest option index wins a tie."""
-    bits = auction.index_bits(options)
-    ell = count_bits + bits + 1
+def _winner_only(params: PluralityParams, opened: Opened) -> PluralityResult:
+    """A winner-only plurality's result: the opened option index, checked to be one."""
+    option = int(opened.words[0])
+    if option >= params.options:
+        raise RemoteProtocolError("the opened winner is not an option: the nodes' output shares do not agree")
+    return PluralityResult(opened.session_id, opened.input_name, opened.nodes, params.options, None, option)
 
-    def program(ctx: Context, counts: Words) -> Program[Words]:
-        order = np.uint64(options - 1) - np.arange(options, dtype=np.uint64)
-        keys = (counts << np.uint64(bits)) + public(ctx, order)
-        return (yield from auction.tournament(ctx, keys, ell, positions=True))
-    return program
+
+def _check_plurality(params: PluralityParams) -> None:
+    """Refuse a plurality vote's parameters out of range. Raises: InputError."""
+    if not 2 <= params.options <= MAX_OPTIONS:
+        raise InputError(f"a plurality vote takes 2..{MAX_OPTIONS} options, got {params.options}")
+    if params.winner_only and params.epsilon is not None:
+        raise InputError("a plurality vote's winner alone has no differentially private form here: release "
+                         "the noisy counts (without --winner-only) and take their largest")
 
 
 class PluralityEntry(Entry[PluralityParams]):
@@ -831,11 +849,7 @@ class PluralityEntry(Entry[PluralityParams]):
     counts = True
 
     def validate(self, params: PluralityParams) -> None:
-        if not 2 <= params.options <= MAX_OPTIONS:
-            raise InputError(f"a plurality vote takes 2..{MAX_OPTIONS} options, got {params.options}")
-        if params.winner_only and params.epsilon is not None:
-            raise InputError("a plurality vote's winner alone has no differentially private form here: release "
-                             "the noisy counts (without --winner-only) and take their largest")
+        _check_plurality(params)
 
     def check(self, params: PluralityParams, declared: Declared, parties: int, scale: int) -> None:
         _check_integers_within(declared, 0, params.options - 1,
@@ -857,18 +871,15 @@ class PluralityEntry(Entry[PluralityParams]):
     def engine(self, params: PluralityParams, args: EngineArgs) -> Engine:
         if not params.winner_only:
             return super().engine(params, args)
-        return _program_engine(args, _winner_program(params.options, COMPARE_BITS - 1), summed=True,
-                               prefix="plu")
+        return _program_engine(args, lambda ctx, counts: auction.winner(ctx, counts, COMPARE_BITS - 1),
+                               summed=True, prefix="plu")
 
     def output_length(self, params: PluralityParams, lengths: Mapping[str, int]) -> int:
         return 1 if params.winner_only else params.options
 
     def decode(self, params: PluralityParams, opened: Opened) -> Result:
         if params.winner_only:
-            option = int(opened.words[0])
-            if option >= params.options:
-                raise RemoteProtocolError("the opened winner is not an option: the nodes' output shares do not agree")
-            return PluralityResult(opened.session_id, opened.input_name, opened.nodes, params.options, None, option)
+            return _winner_only(params, opened)
         counts = [int(w) for w in to_signed(opened.words)]
         best = max(range(params.options), key=lambda i: (counts[i], -i))
         noise = private(params)
@@ -1001,7 +1012,8 @@ class IntersectEntry(Entry[IntersectParams]):
 _IMPLIES = frozenset({("sum", "average-records"), ("sum", "average-elementwise"), ("sum", "threshold"),
                       ("sum", "clearing-price"), ("average-elementwise", "sum"), ("average-elementwise", "threshold")})
 # The same, when the parameters are equal too: a plurality's winner is a function of its counts.
-_IMPLIES_SAME_PARAMETER = frozenset({("plurality", "plurality-winner")})
+_IMPLIES_SAME_PARAMETER = frozenset({("plurality", "plurality-winner"),
+                                     ("collection-plurality", "collection-plurality-winner")})
 # An intersection's sum, or its members (the coordinator gets the size with them), opens its size too.
 _IMPLIES |= {("intersect-sum", "intersect-size"), ("intersect-members", "intersect-size")}
 # For scalar inputs every record count is public (one per node): all three say "the sum".
@@ -1034,34 +1046,36 @@ def describe_release(variant: str, parameter: object) -> str:
 
 class _CollectionEntry(Entry[Any]):
     """A session over a closed collection of contributors' submissions (mpc/protocols/collection.py):
-    the nodes agree on the complete submissions and range-check each inside MPC."""
+    the nodes agree on the complete submissions and range-check each inside MPC, then `finish`."""
 
     params: ClassVar[type] = NoParams
     kinds = frozenset({"collection"})
     takes = "a closed collection of contributors' submissions (`mpc collection close`)"
     integers = True
-    vote: ClassVar[bool] = False
+    min_valid: ClassVar[int] = 1      # the least count of valid submissions the output needs
 
     def length(self, params: Any, declared: Declared) -> int:
         return declared.records   # values per submission (the node reports its collection's length)
 
-    def output_length(self, params: Any, lengths: Mapping[str, int]) -> int:
-        return output_words(self.contribution_length(params, lengths), self.vote, self._threshold(params) is not None)
-
     def contribute(self, params: Any, c: Contributing) -> Words:
         return np.zeros(c.declared.records, dtype=np.uint64)   # the engine loads the agreed shares itself
 
-    @staticmethod
-    def _threshold(params: Any) -> int | None:
-        return params.threshold if isinstance(params, ThresholdParams) else None
+    def validate(self, params: Any) -> None:
+        if isinstance(params, Private) and params.local_noise:
+            raise InputError(f"{self.name}: a collection's noise is made jointly (every node holds shares of the "
+                             f"same submissions, none a contribution of its own to noise): leave out local noise")
+
+    def finish(self, params: Any) -> Finish:
+        """What the session computes from the valid submissions."""
+        raise NotImplementedError
 
     def engine(self, params: Any, args: EngineArgs) -> Engine:
         source = args.collection
         if source is None:
             raise RemoteProtocolError(f"session {args.session_id}: {self.name} runs over a collection only")
         return CollectionParty(args.session_id, args.me, args.parties, source.keys, source.load, source.lo,
-                               source.hi, source.length, source.min_batch, args.rng, args.setups, vote=self.vote,
-                               threshold=self._threshold(params))
+                               source.hi, source.length, source.min_batch, args.rng, args.setups,
+                               finish=self.finish(params), one_hot=source.one_hot, min_valid=self.min_valid)
 
 
 class CollectionSumEntry(_CollectionEntry):
@@ -1071,14 +1085,26 @@ class CollectionSumEntry(_CollectionEntry):
     reveals = ("the sum of the valid submissions, elementwise, and how many submissions were complete and valid; "
                "which submissions were invalid, to the nodes")
 
+    def output_length(self, params: NoParams, lengths: Mapping[str, int]) -> int:
+        return self.contribution_length(params, lengths) + 2
+
+    def finish(self, params: NoParams) -> Finish:
+        return finish_sum()
+
     def decode(self, params: NoParams, opened: Opened) -> Result:
         length = opened.words.size - 2
         sums = [int(v) for v in opened.words[:length].view(np.int64)]
-        valid, complete = int(opened.words[length]), int(opened.words[length + 1])
-        if not 0 <= valid <= complete:
-            raise RemoteProtocolError("the opened counts do not agree: the nodes' output shares do not match")
+        valid, complete = _collection_counts(opened.words[length:])
         return CollectionSumResult(opened.session_id, opened.input_name, opened.nodes,
                                    sums[0] if length == 1 else sums, valid, complete)
+
+
+def _collection_counts(words: Words) -> tuple[int, int]:
+    """The opened (valid, complete) counts. Raises: RemoteProtocolError unless 0 <= valid <= complete."""
+    valid, complete = int(words[0]), int(words[1])
+    if not 0 <= valid <= complete <= MAX_SUBMISSIONS:
+        raise RemoteProtocolError("the opened counts do not agree: the nodes' output shares do not match")
+    return valid, complete
 
 
 class CollectionVoteEntry(_CollectionEntry):
@@ -1087,7 +1113,17 @@ class CollectionVoteEntry(_CollectionEntry):
     name, wire_id = "collection-vote", 11
     reveals = "one bit: at least half of the valid ballots are yes; which ballots were invalid, to the nodes"
     combine: ClassVar[Combine] = "xor"
-    vote = True
+    collection_kinds = frozenset({"ballot", "range"})
+
+    def check(self, params: NoParams, declared: Declared, parties: int, scale: int) -> None:
+        if (declared.bounds, declared.records) != ((0, 1), 1):
+            raise InputError(f"{declared.what}: a vote takes ballots, one value 0 or 1 per submission")
+
+    def output_length(self, params: NoParams, lengths: Mapping[str, int]) -> int:
+        return 1
+
+    def finish(self, params: NoParams) -> Finish:
+        return finish_vote
 
     def decode(self, params: NoParams, opened: Opened) -> Result:
         return VoteResult(opened.session_id, opened.input_name, opened.nodes, bool(int(opened.words[0]) & 1),
@@ -1108,6 +1144,9 @@ class CollectionThresholdEntry(_CollectionEntry):
     def thresholds(self, params: ThresholdParams) -> int | str | None:
         return params.threshold
 
+    def finish(self, params: ThresholdParams) -> Finish:
+        return finish_threshold(params.threshold)
+
     def decode(self, params: ThresholdParams, opened: Opened) -> Result:
         return ThresholdResult(opened.session_id, opened.input_name, opened.nodes, params.threshold,
                                [bool(int(w) & 1) for w in opened.words])
@@ -1116,9 +1155,93 @@ class CollectionThresholdEntry(_CollectionEntry):
         return self.name, params.threshold
 
 
+class CollectionPluralityEntry(_CollectionEntry):
+    """A plurality vote over an option collection: the valid votes per option (noisy with --epsilon),
+    or the winning option alone."""
+
+    name, wire_id, params = "collection-plurality", 13, PluralityParams
+    reveals = ("the count of valid votes per option and how many submissions were complete and valid (with "
+               "--epsilon, noisy counts); with --winner-only the winning option alone; which submissions were "
+               "invalid, to the nodes")
+    collection_kinds = frozenset({"option"})
+    private = True
+    counts = True
+
+    def validate(self, params: PluralityParams) -> None:
+        super().validate(params)
+        _check_plurality(params)
+
+    def check(self, params: PluralityParams, declared: Declared, parties: int, scale: int) -> None:
+        if declared.records != params.options:
+            raise InputError(f"{declared.what} holds votes over {declared.records} options, the session counts "
+                             f"{params.options}")
+
+    def output_length(self, params: PluralityParams, lengths: Mapping[str, int]) -> int:
+        return 1 if params.winner_only else params.options + 2
+
+    def finish(self, params: PluralityParams) -> Finish:
+        noise = private(params)
+        return finish_winner if params.winner_only else finish_sum(0 if noise is None else noise.coins)
+
+    def decode(self, params: PluralityParams, opened: Opened) -> Result:
+        if params.winner_only:
+            return _winner_only(params, opened)
+        counts = [int(w) for w in to_signed(opened.words[:params.options])]
+        valid, complete = _collection_counts(opened.words[params.options:])
+        best = max(range(params.options), key=lambda i: (counts[i], -i))
+        noise = private(params)
+        return PluralityResult(opened.session_id, opened.input_name, opened.nodes, params.options, counts, best,
+                               None if noise is None else noise.report(len(opened.nodes)), valid, complete)
+
+    def query(self, params: PluralityParams) -> tuple[str, object]:
+        return (f"{self.name}-winner" if params.winner_only else self.name), params.options
+
+
+class CollectionAuctionEntry(_CollectionEntry):
+    """A sealed-bid auction over a range collection of bids: the winning credential and the price."""
+
+    name, wire_id, params = "collection-auction", 14, AuctionParams
+    reveals = ("the winning credential id and the highest valid bid; with --second-price the winning credential "
+               "and the second-highest valid bid only; how many bids were complete and valid; which were "
+               "invalid, to the nodes")
+    collection_kinds = frozenset({"range"})
+    min_valid = 2
+
+    def check(self, params: AuctionParams, declared: Declared, parties: int, scale: int) -> None:
+        limit = auction.VALUE_OFFSET - 1
+        bounds = declared.bounds or (0, 0)
+        if declared.records != 1 or not -limit <= bounds[0] <= bounds[1] <= limit:
+            raise InputError(f"{declared.what}: an auction takes one bid per submission, within +-{limit}; the "
+                             f"collection holds {declared.records} value(s) in [{bounds[0]}, {bounds[1]}]")
+
+    def output_length(self, params: AuctionParams, lengths: Mapping[str, int]) -> int:
+        return (2 if params.second_price else 1) + 2 + ID_WORDS
+
+    def finish(self, params: AuctionParams) -> Finish:
+        return finish_auction(params.second_price)
+
+    def decode(self, params: AuctionParams, opened: Opened) -> Result:
+        words = [int(w) for w in opened.words]
+        head = 2 if params.second_price else 1
+        valid, complete = _collection_counts(opened.words[head:head + 2])
+        if params.second_price:
+            price = words[1] - auction.VALUE_OFFSET - 1
+        else:
+            _, price = auction.decode_key(words[0], complete)
+        if not -auction.VALUE_OFFSET < price < auction.VALUE_OFFSET:
+            raise RemoteProtocolError("the opened price is not a bid: the nodes' output shares do not agree")
+        winner = opened.words[head + 2:].astype("<u8").tobytes().hex()
+        return CollectionAuctionResult(opened.session_id, opened.input_name, opened.nodes, winner, price,
+                                       "second" if params.second_price else "first", valid, complete)
+
+    def query(self, params: AuctionParams) -> tuple[str, object]:
+        return f"{self.name}-{'second' if params.second_price else 'first'}", None
+
+
 CATALOGUE: tuple[Entry[Any], ...] = (SumEntry(), AverageEntry(), VoteEntry(), ThresholdEntry(), AuctionEntry(),
                                      ClearingPriceEntry(), PluralityEntry(), HistogramEntry(), IntersectEntry(),
-                                     CollectionSumEntry(), CollectionVoteEntry(), CollectionThresholdEntry())
+                                     CollectionSumEntry(), CollectionVoteEntry(), CollectionThresholdEntry(),
+                                     CollectionPluralityEntry(), CollectionAuctionEntry())
 BY_NAME: dict[str, Entry[Any]] = {e.name: e for e in CATALOGUE}
 BY_WIRE_ID: dict[int, Entry[Any]] = {e.wire_id: e for e in CATALOGUE}
 NAMES: tuple[str, ...] = tuple(BY_NAME)

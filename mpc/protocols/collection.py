@@ -2,7 +2,7 @@
 complete submissions, check every one inside MPC, and add up the valid ones.
 
 Each node holds, per submission, its additive share (mod 2^64) of the contributor's values
-(mpc/client.py). Two things stand between that and a sum:
+(mpc/client.py). Three things stand between that and a release:
 
 1. **Which submissions.** A submission counts only if every node stores it with the same nonce
    (the contributor sent every node a share of the same split). Each node sends every peer the
@@ -20,21 +20,26 @@ Each node holds, per submission, its additive share (mod 2^64) of the contributo
    (mpc/protocols/circuit.py `sign_bit`): valid iff (v - lo) and (hi - v), as signed 64-bit
    integers, are both non-negative. That is exact for every v in Z_2^64 when |lo|, |hi| < 2^62:
    the two wrap-free differences add up to hi - lo < 2^63, so neither can have wrapped, and
-   lo <= v <= hi as integers. (Bit-decomposed submissions, where any XOR sharing is a valid bit,
-   would make a ballot's check free; they change what a contributor sends, and range checks
-   cover ballots and ranges alike.) A submission is valid when all its values are. The validity
-   bits are opened among the nodes, and only they: which submissions were invalid is revealed,
-   nothing about the valid ones. Each node then adds its shares of the valid submissions alone:
-   the output is an additive sharing of the sum of the valid submissions, with the count of valid
-   and of complete submissions added in public by P_0.
+   lo <= v <= hi as integers. An option collection's submission is one-hot: each value in [0, 1]
+   and their sum in [1, 1], checked the same way. (Bit-decomposed submissions, where any XOR
+   sharing is a valid bit, would make a ballot's check free; they change what a contributor sends,
+   and range checks cover ballots, options and ranges alike.) A submission is valid when all its
+   values are. The validity bits are opened among the nodes, and only they: which submissions were
+   invalid is revealed, nothing about the valid ones.
+
+3. **What is released** (a `Finish`): the sum of the valid submissions with the valid and complete
+   counts, optionally with joint binomial noise on the sum (`finish_sum`); only [yes >= half] of
+   valid ballots (`finish_vote`); [sum >= K] per element (`finish_threshold`); the winning option
+   alone (`finish_winner`); or a sealed-bid auction's winning credential and price
+   (`finish_auction`). Each node's shares of the valid submissions add up to a sharing of their
+   sum with no interaction: only the comparisons cost rounds.
 
 So a malicious contributor moves the output no further than an honest one could: by at most
 hi - lo per value, or not at all (its submission is dropped).
 
 `CollectionParty` is the node's engine: the key exchange, then a `ComputeParty`
 (mpc/protocols/compute.py, summed=False: a node's shares are already an additive sharing) running
-`valid_sum` under the step prefix "coll/run". Its output share: length words of the sum, then the
-valid count, then the complete count.
+`validated` under the step prefix "coll/run".
 """
 
 from __future__ import annotations
@@ -43,13 +48,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.events import Output, Send
 from mpc.ot.triples import OtSetups
 from mpc.prg import Rng
+from mpc.protocols import auction
 from mpc.protocols.circuit import Context, Program, and_gates, at_least, open_words, public, sign_bit
 from mpc.protocols.compute import ComputeParty
+from mpc.protocols.noise import joint_noise
 from mpc.ring import RING_BITS, Words
 
 STEP_KEYS = "coll/keys"
@@ -58,6 +66,8 @@ KEY_BYTES = 32                  # a credential id (16 bytes) and its nonce (16 b
 MAX_SUBMISSIONS = 1 << 22
 VOTE_BITS = 24                  # |yes - ceil(valid / 2)| < 2^22 < 2^23: exact on 24 bits
 BOUND_LIMIT = 1 << 62
+COUNT_BITS = MAX_SUBMISSIONS.bit_length()   # a count of valid submissions: below 2^COUNT_BITS
+ID_WORDS = 2                    # a credential id (16 bytes) as words
 
 Key = tuple[bytes, bytes]       # (credential id, nonce)
 ShareLoader = Callable[[Sequence[Key]], Words]   # the node's shares for these keys: shape (len(keys), length)
@@ -74,6 +84,7 @@ class CollectionSource:
     min_batch: int
     keys: Sequence[Key] = field(repr=False)
     load: ShareLoader = field(repr=False)
+    one_hot: bool = False           # an option collection: a submission's values add up to 1
 
 
 def check_bounds(lo: int, hi: int) -> None:
@@ -82,42 +93,49 @@ def check_bounds(lo: int, hi: int) -> None:
         raise LocalProtocolError(f"a collection's range [{lo}, {hi}] must lie within +-2^62, lo <= hi")
 
 
-def valid_sum(lo: int, hi: int, length: int, complete: int,
-              on_validity: Callable[[Words], None] | None = None, *,
-              vote: bool = False, threshold: int | None = None) -> Callable[[Context, Words], Program[Words]]:
+Finish = Callable[[Context, Words, npt.NDArray[np.bool_], Sequence[Key]], Program[Words]]
+"""What a session computes once the submissions are checked: (ctx, rows, keep, keys) -> this party's
+output share, where `rows` are its shares of the complete submissions (complete, length), `keep` the
+opened validity of each (public), and `keys` the agreed (credential id, nonce) of each, in order."""
+
+
+def validated(lo: int, hi: int, length: int, complete: int, finish: Finish, keys: Sequence[Key] = (),
+              on_validity: Callable[[Words], None] | None = None, *, one_hot: bool = False) \
+        -> Callable[[Context, Words], Program[Words]]:
     """The program: range-check every value of every submission, open which submissions are valid,
-    and add up the valid ones.
+    and `finish` with the valid ones.
 
     Args:
         length: values per submission; the input is `complete * length` words, submission-major.
+        keys: the agreed submissions' keys, handed to `finish` (an auction names its winner by them).
         on_validity: told the opened validity bits (one word, 0 or 1, per submission) at each party
             (also by `plan`'s dry run, on zeros, before the real run).
-        vote: for ballots: open nothing of the sum, only [yes >= half of the valid ballots] (the valid
-            count is public once the validity bits are): a comparison on VOTE_BITS bits.
-        threshold: open nothing of the sum, only [sum >= threshold] for each element (64 bits: the
-            sum and the threshold lie within +-2^62, see `check_sum_fits`).
-    Returns: a program factory whose output share is [sum of valid (length words), valid count,
-    complete] (additive), or with `vote` one XOR-shared bit, or with `threshold` one per element.
+        one_hot: an option collection's: the values of a submission must also add up to exactly 1
+            (one option chosen), checked as one more value in [1, 1].
+    Returns: a program factory whose output share is `finish`'s.
     """
     check_bounds(lo, hi)
     if length < 1:
         raise LocalProtocolError(f"a submission has at least one value, got {length}")
-    if vote and (lo, hi, length) != (0, 1, 1):
-        raise LocalProtocolError("a vote over a collection takes ballots: one value, 0 or 1")
+    los, his = [lo] * length + [1] * one_hot, [hi] * length + [1] * one_hot
+    lo_row = np.array([v % (1 << RING_BITS) for v in los], dtype=np.uint64)
+    hi_row = np.array([v % (1 << RING_BITS) for v in his], dtype=np.uint64)
 
     def program(ctx: Context, x: Words) -> Program[Words]:
         if x.shape != (complete * length,):
             raise LocalProtocolError(f"{complete} submissions of {length} values need {complete * length} words, "
                                      f"got {x.shape}")
-        lo_w = np.full(x.size, lo % (1 << RING_BITS), dtype=np.uint64)
-        hi_w = np.full(x.size, hi % (1 << RING_BITS), dtype=np.uint64)
+        rows = x.reshape(complete, length)
+        checked = np.concatenate((rows, rows.sum(axis=1, dtype=np.uint64)[:, None]), axis=1) if one_hot else rows
+        flat = checked.reshape(-1)
         # [v - lo >= 0] and [hi - v >= 0] as signed 64-bit integers, in one batch: 1 ^ MSB of each.
-        differences = np.concatenate((x - public(ctx, lo_w), public(ctx, hi_w) - x))
+        differences = np.concatenate((flat - public(ctx, np.tile(lo_row, complete)),
+                                      public(ctx, np.tile(hi_row, complete)) - flat))
         msb = yield from sign_bit(ctx, "range", differences, RING_BITS)
         ok = (msb ^ public(ctx, np.ones_like(msb))).astype(bool)   # XOR shares of the two bits, per value
-        valid = yield from and_gates(ctx, "both", ok[:x.size], ok[x.size:])
-        valid = valid.reshape(complete, length)
-        width, level = length, 0
+        valid = yield from and_gates(ctx, "both", ok[:flat.size], ok[flat.size:])
+        valid = valid.reshape(complete, checked.shape[1])
+        width, level = valid.shape[1], 0
         while width > 1:   # a submission is valid when all its values are: a tree of AND gates
             half = width // 2
             merged = yield from and_gates(ctx, f"all/{level}", valid[:, :half], valid[:, half:2 * half])
@@ -126,20 +144,78 @@ def valid_sum(lo: int, hi: int, length: int, complete: int,
         bits = (yield from open_words("valid", valid[:, 0].astype(np.uint64), "xor")) & np.uint64(1)
         if on_validity is not None:
             on_validity(bits)
-        keep = bits.astype(bool)
-        total = x.reshape(complete, length)[keep].sum(axis=0, dtype=np.uint64) if complete else \
-            np.zeros(length, dtype=np.uint64)
-        total = np.asarray(total, dtype=np.uint64).reshape(length)
-        if vote:   # 2 * yes >= valid, i.e. yes >= ceil(valid / 2), for a public valid count
-            passed = yield from at_least(ctx, "vote", total, (int(keep.sum()) + 1) // 2, VOTE_BITS)
-            return np.asarray(passed, dtype=np.uint64)
-        if threshold is not None:
-            passed = yield from at_least(ctx, "threshold", total, threshold, RING_BITS)
-            return np.asarray(passed, dtype=np.uint64)
-        counts = public(ctx, np.array([int(keep.sum()), complete], dtype=np.uint64))
-        return np.concatenate((total, counts))
+        return (yield from finish(ctx, rows, bits.astype(bool), keys))
 
     return program
+
+
+def _total(rows: Words, keep: npt.NDArray[np.bool_]) -> Words:
+    """This party's share of the elementwise sum of the valid submissions."""
+    return np.asarray(rows[keep].sum(axis=0, dtype=np.uint64), dtype=np.uint64).reshape(rows.shape[1])
+
+
+def _counts(ctx: Context, keep: npt.NDArray[np.bool_]) -> Words:
+    """The public valid and complete counts, as P_0 adds them to the output."""
+    return public(ctx, np.array([int(keep.sum()), keep.size], dtype=np.uint64))
+
+
+def finish_sum(coins: int = 0) -> Finish:
+    """The sum of the valid submissions, then the valid and the complete count; with `coins`, joint
+    binomial noise on the sum's words (mpc/protocols/noise.py), never on the public counts."""
+    def finish(ctx: Context, rows: Words, keep: npt.NDArray[np.bool_], keys: Sequence[Key]) -> Program[Words]:
+        out = np.concatenate((_total(rows, keep), _counts(ctx, keep)))
+        if coins:
+            out = yield from joint_noise(coins, rows.shape[1])(ctx, out)
+        return out
+    return finish
+
+
+def finish_vote(ctx: Context, rows: Words, keep: npt.NDArray[np.bool_], keys: Sequence[Key]) -> Program[Words]:
+    """Ballots: only [yes >= half of the valid ballots] (the valid count is public once the validity
+    bits are): 2 * yes >= valid, i.e. yes >= ceil(valid / 2), a comparison on VOTE_BITS bits."""
+    passed = yield from at_least(ctx, "vote", _total(rows, keep), (int(keep.sum()) + 1) // 2, VOTE_BITS)
+    return np.asarray(passed, dtype=np.uint64)
+
+
+def finish_threshold(threshold: int) -> Finish:
+    """Only [sum >= threshold] for each element: 64-bit comparisons (the sum and the threshold lie
+    within +-2^62, see `check_sum_fits`)."""
+    def finish(ctx: Context, rows: Words, keep: npt.NDArray[np.bool_], keys: Sequence[Key]) -> Program[Words]:
+        passed = yield from at_least(ctx, "threshold", _total(rows, keep), threshold, RING_BITS)
+        return np.asarray(passed, dtype=np.uint64)
+    return finish
+
+
+def finish_winner(ctx: Context, rows: Words, keep: npt.NDArray[np.bool_], keys: Sequence[Key]) -> Program[Words]:
+    """One-hot options: only the option with the most valid votes (the lowest index on a tie)."""
+    return (yield from auction.winner(ctx, _total(rows, keep), COUNT_BITS))
+
+
+def finish_auction(second_price: bool) -> Finish:
+    """Sealed bids (one value per submission, within int32): the winner's credential id, and the
+    highest valid bid (first price) or the second-highest (second price), by mpc/protocols/auction.py's
+    tournament over every complete submission, the invalid ones' keys and values set to 0 so that
+    they lose to every valid bid. Keys are (v + 2^31) * 2^I + (m - 1 - g) for the submission's
+    place g among the m complete ones: the earliest credential id wins a tie.
+
+    Output share: first price [max key, valid, complete, id words]; second price [winner's place,
+    second value + 2^31 + 1, valid, complete, id words].
+    """
+    def finish(ctx: Context, rows: Words, keep: npt.NDArray[np.bool_], keys: Sequence[Key]) -> Program[Words]:
+        m = rows.shape[0]
+        if rows.shape[1] != 1 or len(keys) != m:
+            raise LocalProtocolError(f"an auction over a collection takes one bid per submission, got {rows.shape[1]}")
+        bids, mask = rows[:, 0], keep.astype(np.uint64)
+        shift = np.uint64(auction.index_bits(m))
+        place = np.uint64(m - 1) - np.arange(m, dtype=np.uint64)
+        key = ((bids << shift) + public(ctx, (np.uint64(auction.VALUE_OFFSET) << shift) + place)) * mask
+        ids = np.frombuffer(b"".join(cid for cid, _ in keys), dtype="<u8").astype(np.uint64).reshape(m, ID_WORDS).T
+        labels = public(ctx, np.ascontiguousarray(ids))
+        values = (bids + public(ctx, np.full(m, auction.VALUE_OFFSET + 1, dtype=np.uint64))) * mask \
+            if second_price else None
+        won = yield from auction.tournament(ctx, key, auction.key_ell(m), values, labels=labels)
+        return np.concatenate((won[:-ID_WORDS], _counts(ctx, keep), won[-ID_WORDS:]))
+    return finish
 
 
 def check_sum_fits(lo: int, hi: int, complete: int, where: str) -> None:
@@ -170,13 +246,16 @@ class CollectionParty:
 
     def __init__(self, session_id: str, me: str, parties: Sequence[str], own: Sequence[Key], shares: ShareLoader,
                  lo: int, hi: int, length: int, min_batch: int, rng: Rng, setups: OtSetups, *,
-                 vote: bool = False, threshold: int | None = None) -> None:
+                 finish: Finish | None = None, one_hot: bool = False, min_valid: int = 1,
+                 bound: int | None = None) -> None:
         """Args:
             own: the (credential id, nonce) pairs this node stores.
             shares: loads this node's shares of the given keys, in that order.
-            min_batch: refuse (every node alike) below this many complete submissions.
-            vote: open only [yes >= half of the valid ballots] (valid_sum's vote).
-            threshold: open only [sum >= threshold] per element (valid_sum's threshold).
+            min_batch: refuse (every node alike) below this many complete submissions, and valid ones.
+            finish: what the session computes from the valid submissions (default `finish_sum()`).
+            one_hot: an option collection's rule (`validated`).
+            min_valid: the least the session's output needs (an auction: two bids), on top of min_batch.
+            bound: the output compares the sum with this (a threshold): it must lie within +-2^62.
         """
         if me not in parties or len(set(parties)) != len(parties) or len(parties) < 2:
             raise LocalProtocolError(f"session {session_id}: {me!r} among parties {list(parties)}: a collection "
@@ -189,10 +268,9 @@ class CollectionParty:
         self._own = list(own)
         self._shares = shares
         self._lo, self._hi, self._length, self._min_batch = lo, hi, length, min_batch
-        self._vote = vote
-        self._threshold = threshold
-        if threshold is not None and not -BOUND_LIMIT < threshold < BOUND_LIMIT:
-            raise LocalProtocolError(f"session {session_id}: threshold {threshold} is beyond +-2^62")
+        self._finish, self._one_hot, self._min_valid = finish or finish_sum(), one_hot, max(min_batch, min_valid)
+        if bound is not None and not -BOUND_LIMIT < bound < BOUND_LIMIT:
+            raise LocalProtocolError(f"session {session_id}: threshold {bound} is beyond +-2^62")
         self.length = length
         self._rng = rng
         self._setups = setups
@@ -251,6 +329,12 @@ class CollectionParty:
             return []
         return self._inner.receive(sender, step, payload)
 
+    def _least(self) -> str:
+        """What the least count is, for messages."""
+        if self._min_valid > self._min_batch:
+            return f"the {self._min_valid} this session needs"
+        return f"the collection's minimum batch of {self._min_batch}"
+
     def _maybe_run(self) -> list[Send | Output]:
         if self._inner is not None or len(self._lists) < len(self.peers):
             return []
@@ -259,10 +343,10 @@ class CollectionParty:
             common &= keys
         self.complete = tuple(sorted(common))
         n = len(self.complete)
-        if n < self._min_batch:
+        if n < self._min_valid:
             raise LocalProtocolError(f"session {self.session_id}: the collection has {n} complete submission(s) "
-                                     f"at nodes {', '.join(sorted(self.parties))}, fewer than its minimum batch of "
-                                     f"{self._min_batch}; nothing is released")
+                                     f"at nodes {', '.join(sorted(self.parties))}, fewer than {self._least()}; "
+                                     f"nothing is released")
         check_sum_fits(self._lo, self._hi, n, f"session {self.session_id}")
         if n > MAX_SUBMISSIONS:
             raise LocalProtocolError(f"session {self.session_id}: {n} complete submissions, more than a session "
@@ -277,11 +361,11 @@ class CollectionParty:
             # Every node sees the same bits: all refuse alike, before anything of the sum is opened. Counting
             # complete submissions alone would let invalid ones (a Sybil's, or shares split over other
             # nodes) pad a batch around one honest submission.
-            if valid < self._min_batch:
+            if valid < self._min_valid:
                 raise LocalProtocolError(f"session {self.session_id}: {valid} of the {n} complete submissions are "
-                                         f"valid, fewer than the collection's minimum batch of {self._min_batch}; "
-                                         f"nothing is released")
-        factory = valid_sum(self._lo, self._hi, self._length, n, note, vote=self._vote, threshold=self._threshold)
+                                         f"valid, fewer than {self._least()}; nothing is released")
+        factory = validated(self._lo, self._hi, self._length, n, self._finish, self.complete, note,
+                            one_hot=self._one_hot)
         self._inner = ComputeParty(self.session_id, self.me, self.parties, n * self._length, factory, self._rng,
                                    self._setups, summed=False, prefix=PREFIX)
         events = self._inner.start(shares)
@@ -291,11 +375,5 @@ class CollectionParty:
         return events
 
 
-def output_words(length: int, vote: bool = False, threshold: bool = False) -> int:
-    """Words of a node's output share: the sum, the valid count and the complete count (a vote: its
-    bit; a threshold: a bit per element)."""
-    return 1 if vote else length if threshold else length + 2
-
-
-__all__ = ["CollectionParty", "CollectionSource", "Key", "PREFIX", "STEP_KEYS", "keys_from_bytes", "keys_to_bytes",
-           "output_words", "valid_sum"]
+__all__ = ["CollectionParty", "CollectionSource", "Finish", "Key", "PREFIX", "STEP_KEYS", "finish_auction", "finish_sum",
+           "finish_threshold", "finish_vote", "finish_winner", "keys_from_bytes", "keys_to_bytes", "validated"]

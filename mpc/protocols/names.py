@@ -7,7 +7,8 @@ engine. Its entries use these names, and tests/unit/test_startup.py checks that 
 
 from __future__ import annotations
 
-# Every protocol of the catalogue, in its order (wire ids 1..12).
+# Every protocol of the catalogue, in its order (wire ids 1..14).
 PROTOCOL_NAMES: tuple[str, ...] = ("sum", "average", "vote", "threshold", "auction", "clearing-price", "plurality",
-                                   "histogram", "intersect", "collection-sum", "collection-vote", "collection-threshold")
+                                   "histogram", "intersect", "collection-sum", "collection-vote", "collection-threshold",
+                                   "collection-plurality", "collection-auction")
 HALF = "half"                  # the vote rule "at least half of the ballots cast", in a policy's `thresholds`

@@ -19,10 +19,11 @@ import numpy as np
 import numpy.typing as npt
 
 from mpc.config import INPUT_NAME, NODE_NAME
+from mpc.encoding import MAX_OPTIONS
 from mpc.errors import AuthError, InputError, MpcError, PolicyError, StoreError, quoted
 from mpc.store.base import StoreBase, _now
 
-COLLECTION_KINDS = ("ballot", "range")
+COLLECTION_KINDS = ("ballot", "range", "option")
 RESUBMIT_RULES = ("refuse", "replace")
 MAX_LENGTH = 4096              # words per submission
 BOUND_LIMIT = 2**62            # -BOUND_LIMIT < lo <= hi < BOUND_LIMIT
@@ -47,8 +48,9 @@ def _is_int(value: object) -> bool:
 class CollectionSpec:
     """A collection's public spec: what each submission holds and the rule for a second one.
 
-    kind "ballot" is a 0/1 value (lo=0, hi=1), "range" an integer in lo..hi; `length` words per
-    submission; a session needs at least `min_batch` submissions; `resubmit` says whether a second
+    kind "ballot" is a 0/1 value (lo=0, hi=1), "range" an integer in lo..hi, "option" one of
+    `length` options, submitted one-hot (`length` words of 0 or 1 adding up to 1; lo=0, hi=1);
+    `length` words per submission; a session needs at least `min_batch` submissions; `resubmit` says whether a second
     submission under one credential is refused or replaces the first; `owner_key` is the owner's
     32-byte public key that verifies the collection's credentials; `nodes` are the nodes that hold
     its shares, sorted: contributors split over exactly them, and a session must take all of them
@@ -79,8 +81,12 @@ class CollectionSpec:
         for field in ("lo", "hi", "length", "min_batch"):
             if not _is_int(getattr(self, field)):
                 raise InputError(f"{where}: {field} must be an int, got {type(getattr(self, field)).__name__}")
-        if self.kind == "ballot" and (self.lo, self.hi) != (0, 1):
-            raise InputError(f"{where}: a ballot collection has lo=0 and hi=1, got lo={self.lo} and hi={self.hi}")
+        if self.kind in ("ballot", "option") and (self.lo, self.hi) != (0, 1):
+            raise InputError(f"{where}: a{'n' if self.kind == 'option' else ''} {self.kind} collection has lo=0 and "
+                             f"hi=1, got lo={self.lo} and hi={self.hi}")
+        if self.kind == "option" and not 2 <= self.length <= MAX_OPTIONS:
+            raise InputError(f"{where}: an option collection has 2 to {MAX_OPTIONS} options (its length), got "
+                             f"{self.length}")
         if not -BOUND_LIMIT < self.lo < BOUND_LIMIT:
             raise InputError(f"{where}: lo must lie strictly between -2**62 and 2**62, got {self.lo}")
         if not -BOUND_LIMIT < self.hi < BOUND_LIMIT:

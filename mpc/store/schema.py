@@ -187,4 +187,24 @@ _MIGRATIONS += (
         """CREATE TABLE closed_collections (name TEXT PRIMARY KEY, closed_at TEXT NOT NULL) WITHOUT ROWID""",
     ),
 )
+_MIGRATIONS += (
+    (
+        # Option collections: a vote for one of `length` options (2..256), submitted one-hot (lo = 0,
+        # hi = 1). SQLite cannot change a CHECK in place: the table is rebuilt with its rows.
+        """CREATE TABLE collections_9 (
+            name TEXT PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('ballot', 'range', 'option')),
+            lo INTEGER NOT NULL, hi INTEGER NOT NULL,
+            length INTEGER NOT NULL CHECK (length BETWEEN 1 AND 4096),
+            min_batch INTEGER NOT NULL CHECK (min_batch >= 1),
+            resubmit TEXT NOT NULL CHECK (resubmit IN ('refuse', 'replace')),
+            nodes TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            owner_key BLOB NOT NULL CHECK (length(owner_key) = 32),
+            CHECK (lo <= hi AND (kind = 'range' OR (lo = 0 AND hi = 1))),
+            CHECK (kind <> 'option' OR length BETWEEN 2 AND 256))""",
+        "INSERT INTO collections_9 SELECT * FROM collections",
+        "DROP TABLE collections",
+        "ALTER TABLE collections_9 RENAME TO collections",
+    ),
+)
 SCHEMA_VERSION = len(_MIGRATIONS)

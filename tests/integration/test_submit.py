@@ -370,20 +370,104 @@ def test_the_owner_the_operators_and_a_contributor_through_the_cli(env: Env, tmp
     assert sorted(v[0] for v in env.totals("referendum").values()) == [0, 1, 1, 1]
 
 
+def test_an_option_poll_and_an_auction_through_the_cli(env: Env, tmp_path: Path) -> None:
+    """`mpc collection create --kind option --options 3`, `mpc submit` of option indices, and
+    `mpc collection vote --options`; a range collection of bids and `mpc collection auction`."""
+    cluster = str(env.lc.cluster.path)
+    owner = tmp_path / "owner"
+
+    async def everywhere(*args: str) -> None:
+        for node in TRIO:
+            code, out, err = await mpc_cli(*args, "--cluster", cluster, "--node", node)
+            assert code == 0, (args, out, err)
+
+    async def go() -> None:
+        assert (await mpc_cli("credentials", "keygen", "--out", str(owner)))[0] == 0
+        for name in ("fruit", "sale"):
+            code, _, err = await mpc_cli("credentials", "issue", "--key", f"{owner}.key", "--collection", name,
+                                         "--count", "4", "--out", str(tmp_path / f"{name}.txt"))
+            assert code == 0, err
+        common = ("--min-batch", "2", "--owner-pub", f"{owner}.pub", "--nodes", ",".join(TRIO))
+        code, out, err = await mpc_cli("collection", "create", "fruit", "--kind", "option", "--options", "3", "--lo", "0",
+                                       *common,
+                                       "--cluster", cluster, "--node", "alice")
+        assert code != 0 and "takes no --lo or --hi" in err, (out, err)
+        await everywhere("collection", "create", "fruit", "--kind", "option", "--options", "3", *common)
+        await everywhere("collection", "create", "sale", "--kind", "range", "--lo", "1", "--hi", "1000", *common)
+        (tmp_path / "fruit.csv").write_text("2\n0\n2\n", encoding="utf-8")
+        (tmp_path / "sale.csv").write_text("250\n999\n40\n", encoding="utf-8")
+        for name in ("fruit", "sale"):
+            code, out, err = await mpc_cli("submit", name, "--batch", str(tmp_path / f"{name}.csv"), "--cluster",
+                                           cluster, "--credential", str(tmp_path / f"{name}.txt"))
+            assert code == 0 and "3 of 3 submissions accepted" in out, (out, err)
+        code, out, err = await mpc_cli("submit", "fruit", "3", "--cluster", cluster, "--credential",
+                                       str(tmp_path / "fruit.txt"), "--index", "4")
+        assert code == 1 and "an option is an index 0..2" in err, (out, err)
+        code, out, err = await mpc_cli("collection", "list", "--cluster", cluster, "--node", "bob")
+        assert "fruit: one of 3 options, 1 per submission" in out, out
+        await everywhere("collection", "close", "fruit")
+        await everywhere("collection", "close", "sale")
+        code, out, err = await mpc_cli("collection", "vote", "fruit", "--options", "apple,banana,cherry",
+                                       "--cluster", cluster)
+        assert code == 0 and out.splitlines() == ["apple: 1", "banana: 0", "cherry: 2",
+                                                  "(valid votes: 3 of 3 complete)"], (out, err)
+        code, out, err = await mpc_cli("collection", "vote", "fruit", "--winner-only", "--cluster", cluster)
+        assert code != 0 and "go with --options" in err, (out, err)
+        code, out, err = await mpc_cli("collection", "auction", "sale", "--second-price", "--cluster", cluster,
+                                       "--json")
+        assert code == 0, (out, err)
+        result = json.loads(out)
+        winner = credential_id(parse_credential((tmp_path / "sale.txt").read_text().splitlines()[1], "t")).hex()
+        assert (result["winner"], result["price"], result["valid"]) == ({"credential": winner}, 250, 3)
+    env.run(go(), timeout=300)
+
+
 # ---- sessions over closed collections (mpc/protocols/collection.py) ---------------------------------------
 
 
-def crafted(env: Env, collection: str, credential: str, value: int, nodes: Sequence[str] = TRIO) -> None:
-    """A malicious contributor's submission: shares of any value in Z_2^64, sent straight to `nodes`."""
+def crafted(env: Env, collection: str, credential: str, value: int | Sequence[int],
+            nodes: Sequence[str] = TRIO) -> None:
+    """A malicious contributor's submission: shares of any values in Z_2^64 (one, or a vector, as they
+    are: an option collection's too), sent straight to `nodes`."""
+    values = [value] if isinstance(value, int) else list(value)
     token, nonce = parse_credential(credential, "test"), os.urandom(16)
-    parts = [int.from_bytes(os.urandom(8), "little") for _ in range(len(TRIO) - 1)]
-    parts.append((value - sum(parts)) % (1 << 64))
+    parts = [[int.from_bytes(os.urandom(8), "little") for _ in values] for _ in range(len(TRIO) - 1)]
+    parts.append([(v - sum(p[j] for p in parts)) % (1 << 64) for j, v in enumerate(values)])
     for node, part in zip(TRIO, parts):
         if node in nodes:
             request = mpc_pb2.SubmitRequest(collection=collection, submissions=[mpc_pb2.Submission(
-                token=token, nonce=nonce, share=part.to_bytes(8, "little"))])
+                token=token, nonce=nonce, share=b"".join(w.to_bytes(8, "little") for w in part))])
             reply = env.run(raw_submit(env, node, request))
             assert reply.results[0].stored, reply
+
+
+async def _sum(env: Env, name: str) -> Any:
+    async with Coordinator(env.lc.cluster) as c:
+        return await c.collection_sum(name)
+
+
+def session_views(env: Env, session_id: str) -> dict[str, list[tuple[str, str, bytes]]]:
+    """What each node received from its peers in one session: (sender, step, payload)."""
+    return {n: [(s, st, p) for sid, s, st, p in env.lc.recorder.received[n] if sid == session_id] for n in TRIO}
+
+
+def assert_only_coins_and_validity(env: Env, session_id: str, complete: int) -> None:
+    """Each node received the key lists, masked openings that look like coins, and the validity bits."""
+    for node, messages in session_views(env, session_id).items():
+        keys = [p for _, st, p in messages if st == "coll/keys"]
+        assert len(keys) == 2 and all(len(p) >= 32 * complete and len(p) % 32 == 0 for p in keys), node
+        run = [(st, p) for _, st, p in messages if st.startswith("coll/run/") and not st.endswith("/valid")]
+        openings = b"".join(p for st, p in run if "/b2a" not in st)
+        assert len(openings) > 1000
+        assert_balanced(openings)                          # every masked opening looks like fair coins
+        # an auction's bit conversions open one masked bit per word (b XOR a daBit's bit): a fair coin each
+        converted = [np.frombuffer(p, dtype="<u8") for st, p in run if "/b2a" in st]
+        if converted:
+            bits = np.concatenate(converted)
+            assert (bits <= 1).all()
+            assert_balanced(np.packbits(bits.astype(np.uint8)), alpha=1e-4)
+        valid = [p for _, st, p in messages if st.endswith("/valid")]
+        assert len(valid) == 2                             # one XOR share of the validity bits per peer
 
 
 @pytest.mark.parametrize("first", ["sum", "vote"])
@@ -531,14 +615,7 @@ def test_a_range_collection_excludes_out_of_range_and_inconsistent_shares_and_th
     # (2^64 - 1 is -1 in Z_2^64: inside this range, a valid value; as a ballot it is refused, above)
     bad = [[-51, 0], [0, 51], [1 << 63, 0], [0, (1 << 63) - 1]]
     for i, values in enumerate(bad):
-        token, nonce = parse_credential(credentials[10 + i], "test"), os.urandom(16)
-        parts = [[int.from_bytes(os.urandom(8), "little") for _ in values] for _ in range(2)]
-        parts.append([(v - parts[0][j] - parts[1][j]) % (1 << 64) for j, v in enumerate(values)])
-        for node, part in zip(TRIO, parts):
-            share = b"".join(w.to_bytes(8, "little") for w in part)
-            reply = env.run(raw_submit(env, node, mpc_pb2.SubmitRequest(collection="survey", submissions=[
-                mpc_pb2.Submission(token=token, nonce=nonce, share=share)])))
-            assert reply.results[0].stored
+        crafted(env, "survey", credentials[10 + i], values)
     # shares from two honest splits of two different vectors, under one credential and nonce
     token, nonce = parse_credential(credentials[15], "test"), os.urandom(16)
     first, second = ([[int.from_bytes(os.urandom(8), "little") for _ in range(2)] for _ in range(3)] for _ in range(2))
@@ -557,16 +634,7 @@ def test_a_range_collection_excludes_out_of_range_and_inconsistent_shares_and_th
     assert result.value == [sum(v[0] for v in honest), sum(v[1] for v in honest)]
     assert result.value == [-19, 46]
     assert (result.valid, result.complete) == (len(honest), len(honest) + len(bad) + 1)
-    received = {n: [(s, st, p) for sid, s, st, p in env.lc.recorder.received[n] if sid == result.session_id]
-                for n in TRIO}
-    for node, messages in received.items():
-        keys = [p for _, st, p in messages if st == "coll/keys"]
-        assert len(keys) == 2 and all(len(p) == 32 * (len(honest) + len(bad) + 1) for p in keys)
-        openings = b"".join(p for _, st, p in messages if st.startswith("coll/run/") and not st.endswith("/valid"))
-        assert len(openings) > 1000
-        assert_balanced(openings)                          # every masked opening looks like fair coins
-        valid = [p for _, st, p in messages if st.endswith("/valid")]
-        assert len(valid) == 2                             # one XOR share of the validity bits per peer
+    assert_only_coins_and_validity(env, result.session_id, result.complete)
 
 
 def test_a_threshold_over_a_collection_opens_one_bit_per_element(env: Env) -> None:
@@ -586,3 +654,78 @@ def test_a_threshold_over_a_collection_opens_one_bit_per_element(env: Env) -> No
         async with Coordinator(env.lc.cluster) as c:
             return await c.collection_at_least("levels", 101)
     assert env.run(at_least(), timeout=120).bits == [False, True, False]
+
+
+def test_a_plurality_over_an_option_collection_counts_one_hot_votes_only_and_spends_the_dp_budget(env: Env) -> None:
+    """Votes for 3 options arrive one-hot. Crafted ones (no option, two options, a 2, and 2 and -1 that
+    add up to one vote) are excluded; the counts, the winner alone, and noisy counts follow the owner's
+    rules across sessions and the collection's DP budget (1 by default)."""
+    owner = new_owner_key()
+    spec = CollectionSpec("colour", "option", 0, 1, 3, 4, "refuse", bytes(owner.verify_key), TRIO)
+    env.create(spec)
+    credentials = issue(owner, "colour", 12)
+    honest = [0, 2, 2, 1, 2]
+
+    async def send() -> list[bool]:
+        async with Contributor(env.lc.cluster) as c:
+            return [r.accepted for r in await c.submit_many("colour", [(cr, [o]) for cr, o in zip(credentials, honest)])]
+    assert all(env.run(send()))
+    with pytest.raises(InputError, match="an option is an index 0..2"):
+        env.run(env.submit("colour", credentials[11], [3]))
+    for i, votes in enumerate(([0, 0, 0], [1, 1, 0], [0, 2, 0], [2, -1, 0], [0, 1 << 63, (1 << 63) + 1])):
+        crafted(env, "colour", credentials[5 + i], votes)
+    assert {tuple(v) for v in env.totals("colour").values()} >= {(1, 0, 0), (0, 0, 1), (0, 1, 0)}
+    env.close("colour")
+
+    async def plurality(**options: Any) -> Any:
+        async with Coordinator(env.lc.cluster) as c:
+            return await c.collection_plurality("colour", 3, **options)
+    result = env.run(plurality(), timeout=120)
+    assert (result.counts, result.winner, result.valid, result.complete) == ([1, 1, 3], 2, 5, 10)
+    assert_only_coins_and_validity(env, result.session_id, 10)
+    assert env.run(plurality(winner_only=True), timeout=120).winner == 2   # implied by the counts: no new release
+    with pytest.raises(Exception, match="max_releases"):                  # another protocol is a distinct release
+        env.run(_sum(env, "colour"))
+    from mpc.coordinator.client import Privacy
+    noisy = env.run(plurality(privacy=Privacy(0.6, 1e-7)), timeout=120)
+    assert noisy.noise is not None and (noisy.valid, noisy.complete) == (5, 10)
+    assert all(abs(c - t) <= noisy.noise.interval * 3 for c, t in zip(noisy.counts, [1, 1, 3]))
+    with pytest.raises(Exception, match="budget"):                        # 0.6 + 0.6 > 1
+        env.run(plurality(privacy=Privacy(0.6, 1e-7)), timeout=120)
+    with pytest.raises(Exception, match="noise is made jointly"):
+        env.run(plurality(privacy=Privacy(0.1, 1e-7, "local")), timeout=120)
+
+    async def wrong_kind() -> Any:
+        async with Coordinator(env.lc.cluster) as c:
+            return await c.collection_vote("colour")
+    with pytest.raises(Exception, match="holds option submissions; collection-vote takes a collection of ballot"):
+        env.run(wrong_kind())
+
+
+@pytest.mark.parametrize("second_price", [False, True])
+def test_an_auction_over_a_collection_of_bids_names_the_winning_credential(env: Env, second_price: bool) -> None:
+    """Honest bids in [0, 10^6], and crafted ones that would win if they counted: hi + 1, 2^31, 2^63;
+    and lo - 1. The winner is the credential of the highest valid bid; the price is that bid, or the
+    second-highest valid one."""
+    name = f"lots_{int(second_price)}"
+    owner = new_owner_key()
+    env.create(CollectionSpec(name, "range", 0, 10**6, 1, 3, "refuse", bytes(owner.verify_key), TRIO))
+    credentials = issue(owner, name, 10)
+    honest = [500, 9000, 120, 8000, 3]
+
+    async def send() -> list[bool]:
+        async with Contributor(env.lc.cluster) as c:
+            return [r.accepted for r in await c.submit_many(name, [(cr, [b]) for cr, b in zip(credentials, honest)])]
+    assert all(env.run(send()))
+    for i, bid in enumerate((10**6 + 1, 1 << 31, 1 << 63, -1)):
+        crafted(env, name, credentials[5 + i], bid)
+    crafted(env, name, credentials[9], 10**6, nodes=("alice", "bob"))    # partial: never counted
+    env.close(name)
+
+    async def sell() -> Any:
+        async with Coordinator(env.lc.cluster) as c:
+            return await c.collection_auction(name, second_price=second_price)
+    result = env.run(sell(), timeout=180)
+    assert result.winner == credential_id(parse_credential(credentials[1], "test")).hex()
+    assert (result.price, result.valid, result.complete) == (8000 if second_price else 9000, 5, 9)
+    assert_only_coins_and_validity(env, result.session_id, 9)

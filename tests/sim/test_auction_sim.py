@@ -32,6 +32,7 @@ from mpc.protocols.catalogue import (
     Opened,
     PluralityParams,
 )
+from mpc.protocols.circuit import Context, Program
 from mpc.protocols.contribution import COMPARE_BITS, COMPARE_BOUND
 from mpc.results import AuctionResult, PluralityResult
 from mpc.ring import Words
@@ -395,11 +396,16 @@ def test_clearing_decode_refuses_two_prices() -> None:
 
 # --------------------------------------------------------------------------- plurality, winner only
 
+def winner_program(ctx: Context, counts: Words) -> Program[Words]:
+    """The node's program of a winner-only plurality, as the catalogue's engine runs it."""
+    return (yield from auction.winner(ctx, counts, COMPARE_BITS - 1))
+
+
 def run_winner(counts: Sequence[int], n: int, label: str) -> int:
     options = len(counts)
     params = PluralityParams(options, winner_only=True)
     PLURALITY.validate(params)
-    program = catalogue._winner_program(options, COMPARE_BITS - 1)
+    program = winner_program
     run = run_program(program, additive_shares(np.array(counts, np.uint64), n, rng(label)), label, prefix="plu")
     exact_draw(run)
     o = opened(PLURALITY, params, {NAMES[i]: options for i in range(n)}, run)
@@ -431,7 +437,7 @@ def test_plurality_winner_from_ballots() -> None:
         params = PluralityParams(options, winner_only=True)
         parts, lengths = contributions(PLURALITY, params, ballots, (0, options - 1))
         counts = [sum(b.count(k) for b in ballots) for k in range(options)]
-        program = catalogue._winner_program(options, COMPARE_BITS - 1)
+        program = winner_program
         run = run_program(program, summed(parts, rng(f"bal{case}/sum")), f"bal{case}", prefix="plu")
         result = PLURALITY.decode(params, opened(PLURALITY, params, lengths, run))
         assert isinstance(result, PluralityResult)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import reduce
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,9 +28,13 @@ from mpc.protocols.collection import (
     CollectionParty,
     Key,
     keys_from_bytes,
+    finish_auction,
+    finish_sum,
+    finish_threshold,
+    finish_vote,
+    finish_winner,
     keys_to_bytes,
-    output_words,
-    valid_sum,
+    validated,
 )
 from mpc.ring import Words
 from tests.sim.common import Router, assert_balanced, exact_draw, ideal_setup, names, run_program
@@ -64,12 +69,12 @@ def test_invalid_submissions_are_excluded_and_the_sum_is_over_the_honest_ones(n:
     length = len(values[0])
     flat = [x for sub in values for x in sub]
     seen: list[Words] = []
-    factory = valid_sum(lo, hi, length, len(values), seen.append)
+    factory = validated(lo, hi, length, len(values), finish_sum(), on_validity=seen.append)
     run = run_program(factory, shares_of(flat, n), f"coll-{case}-{n}")
     exact_draw(run)
     total, valid = expected([[x if x < M64 // 2 else x - M64 for x in sub] for sub in values], lo, hi)
     out = run.added()
-    assert out.size == output_words(length)
+    assert out.size == length + 2
     assert out[:length].view(np.int64).tolist() == total
     assert out[length:].tolist() == [sum(valid), len(values)]
     # every party opened the same bits (the first call is the plan's dry run, on zeros)
@@ -81,7 +86,7 @@ def test_a_threshold_opens_one_bit_per_element_of_the_valid_submissions_sum(k: i
     values = RANGES                                    # valid ones add up to (15, 5)... see expected()
     total, valid = expected([[x if x < M64 // 2 else x - M64 for x in sub] for sub in values], -10, 10)
     flat = [x for sub in values for x in sub]
-    run = run_program(valid_sum(-10, 10, 2, len(values), threshold=k), shares_of(flat, 3), f"coll-thr-{k}")
+    run = run_program(validated(-10, 10, 2, len(values), finish_threshold(k)), shares_of(flat, 3), f"coll-thr-{k}")
     assert run.xored().tolist() == [int(t >= k) for t in total]
 
 
@@ -103,14 +108,14 @@ def test_shares_that_do_not_add_up_to_a_ballot_are_some_value_and_checked_as_suc
     real = reduce(lambda x, y: x + y, shares)
     ok = [int(w) in (0, 1) for w in real]
     seen: list[Words] = []
-    run = run_program(valid_sum(0, 1, 1, len(rows), seen.append), shares, "coll-mixed")
+    run = run_program(validated(0, 1, 1, len(rows), finish_sum(), on_validity=seen.append), shares, "coll-mixed")
     assert seen[-1].tolist() == [int(x) for x in ok]
     assert run.added()[1] == sum(ok)
 
 
 def test_what_the_nodes_open_is_the_validity_bits_and_masked_values() -> None:
     values = [[int(b)] for b in np.frombuffer(os.urandom(512), dtype=np.uint8) & 1]
-    run = run_program(valid_sum(0, 1, 1, len(values)), shares_of([v[0] for v in values], 3), "coll-views")
+    run = run_program(validated(0, 1, 1, len(values), finish_sum()), shares_of([v[0] for v in values], 3), "coll-views")
     for me, received in run.views.items():
         openings = [p for _, step, p in received if not step.endswith("/valid")]
         assert_balanced(b"".join(openings))
@@ -120,7 +125,7 @@ def test_what_the_nodes_open_is_the_validity_bits_and_masked_values() -> None:
 
 
 def node_engines(parties: Sequence[str], held: dict[str, dict[Key, Words]], lo: int, hi: int, length: int,
-                 min_batch: int) -> dict[str, CollectionParty]:
+                 min_batch: int, **options: Any) -> dict[str, CollectionParty]:
     ot = ideal_setup(parties)
     engines = {}
     for p in parties:
@@ -132,7 +137,7 @@ def node_engines(parties: Sequence[str], held: dict[str, dict[Key, Words]], lo: 
         def load(keys: Sequence[Key], mine: dict[Key, Words] = mine) -> Words:
             return np.stack([mine[k] for k in keys])
         engines[p] = CollectionParty("0" * 32, p, parties, list(mine), load, lo, hi, length, min_batch, SystemRng(),
-                                     setups)
+                                     setups, **options)
     return engines
 
 
@@ -223,4 +228,112 @@ def test_malformed_or_repeated_key_lists_are_refused() -> None:
 def test_a_range_beyond_two_to_the_62_is_refused() -> None:
     for lo, hi in ((-(1 << 62), 0), (0, 1 << 62), (5, 4)):
         with pytest.raises(LocalProtocolError):
-            valid_sum(lo, hi, 1, 1)
+            validated(lo, hi, 1, 1, finish_sum())
+
+
+# ---- option collections: one-hot votes ---------------------------------------------------------
+
+# Crafted option submissions over 4 options: each element must be 0 or 1 and the elements must add
+# up to exactly 1. The crafted ones add up to 1 mod 2^64 where they can (so only the element check
+# catches them), or put 2, or nothing, or two votes.
+OPTION_VOTES = [[1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 1, 0], [0, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 0]]
+CRAFTED_VOTES = [[0, 0, 0, 0], [1, 1, 0, 0], [0, 2, 0, 0], [2, M64 - 1, 0, 0], [0, 1, 1, M64 - 1],
+                 [1 << 63, (1 << 63) + 1, 0, 0], [0, 0, 0, 1 << 62], [M64 - 1, 0, 0, 0], [0, 3, M64 - 2, 0]]
+
+
+def one_hot_run(n: int, votes: Sequence[Sequence[int]], finish: Any, label: str) -> Any:
+    flat = [x % M64 for v in votes for x in v]
+    seen: list[Words] = []
+    run = run_program(validated(0, 1, len(votes[0]), len(votes), finish, on_validity=seen.append, one_hot=True),
+                      shares_of(flat, n), label)
+    exact_draw(run)
+    return run, seen[-1].tolist()
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_an_option_vote_counts_only_one_hot_submissions(n: int) -> None:
+    votes = OPTION_VOTES[:3] + CRAFTED_VOTES + OPTION_VOTES[3:]
+    run, valid = one_hot_run(n, votes, finish_sum(), f"coll-opt-{n}")
+    honest = [int(v in OPTION_VOTES) for v in votes]
+    assert valid == honest
+    out = run.added()
+    assert out[:4].tolist() == [sum(col) for col in zip(*OPTION_VOTES)] == [1, 1, 3, 1]
+    assert out[4:].tolist() == [len(OPTION_VOTES), len(votes)]
+
+
+def test_the_winner_of_an_option_collection_is_over_the_valid_votes_alone() -> None:
+    # Counted, the crafted votes would make option 1 win; over the valid ones option 2 does.
+    votes = OPTION_VOTES + [[0, 5, 0, 0], [0, 1, 1, M64 - 1], [0, 1, 1, 0]] * 3
+    run, valid = one_hot_run(3, votes, finish_winner, "coll-opt-win")
+    assert sum(valid) == len(OPTION_VOTES)
+    assert run.added().tolist() == [2]
+    tie = [[0, 1, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0], [1, 0, 0], [2, 0, 0]]   # 0 and 1 tie: the lower wins
+    run, _ = one_hot_run(3, tie, finish_winner, "coll-opt-tie")
+    assert run.added().tolist() == [0]
+
+
+def test_noisy_option_counts_add_joint_noise_to_the_counts_alone() -> None:
+    coins = 64
+    run, valid = one_hot_run(3, OPTION_VOTES + CRAFTED_VOTES, finish_sum(coins), "coll-opt-dp")
+    assert run.plan.dabits == coins * 4                 # one Binomial(coins) per count, made jointly
+    out = run.added()
+    noise = out[:4].view(np.int64) - np.array([1, 1, 3, 1])
+    assert (np.abs(noise) <= coins // 2).all()
+    assert out[4:].tolist() == [len(OPTION_VOTES), len(OPTION_VOTES) + len(CRAFTED_VOTES)]   # exact, public
+
+
+# ---- auctions over a collection of bids ------------------------------------------------------
+
+def auction_run(bids: Sequence[int], lo: int, hi: int, second_price: bool, label: str) -> tuple[Any, list[Key]]:
+    keys = sorted((os.urandom(16), os.urandom(16)) for _ in bids)
+    run = run_program(validated(lo, hi, 1, len(bids), finish_auction(second_price), keys), shares_of(bids, 3),
+                      label)
+    exact_draw(run)
+    return run, keys
+
+
+def decoded(run: Any, second_price: bool, name: str = "bids") -> Any:
+    from mpc.protocols.catalogue import AuctionParams, Opened, entry
+    words = run.added()
+    return entry("collection-auction").decode(AuctionParams(second_price), Opened(
+        "s", name, ("alice", "bob", "carlos"), {"alice": 1, "bob": 1, "carlos": 1}, words, 0, True))
+
+
+@pytest.mark.parametrize("second_price", [False, True])
+def test_an_auction_over_a_collection_names_the_winning_credential_and_ignores_invalid_bids(
+        second_price: bool) -> None:
+    lo, hi = -1000, 1000
+    # Invalid bids above every valid one: hi + 1, 2^31, 2^63 (a huge key if it counted), 2^64 - 1 is -1 (valid).
+    bids = [500, hi + 1, 700, lo - 1, -3, 1 << 31, 650, 1 << 63, M64 - 1, 5000, 100]
+    run, keys = auction_run(bids, lo, hi, second_price, f"coll-auc-{second_price}")
+    result = decoded(run, second_price)
+    assert result.winner == keys[2][0].hex()
+    assert result.price == (650 if second_price else 700)
+    assert (result.valid, result.complete) == (6, len(bids))
+
+
+def test_tied_highest_bids_go_to_the_earliest_credential() -> None:
+    bids = [300, 900, 42, 900, 900]
+    for second_price in (False, True):
+        run, keys = auction_run(bids, 0, 1000, second_price, f"coll-auc-tie-{second_price}")
+        result = decoded(run, second_price)
+        assert result.winner == keys[1][0].hex() and result.price == 900
+
+
+def test_an_auction_needs_two_valid_bids_and_refuses_below() -> None:
+    parties = names(3)
+    held: dict[str, dict[Key, Words]] = {p: {} for p in parties}
+    submit(held, [10])
+    for bad in (-1, 1 << 40):
+        submit(held, [bad])
+    router = Router(node_engines(parties, held, 0, 100, 1, 1, finish=finish_auction(False), min_valid=2))
+    with pytest.raises(LocalProtocolError, match="1 of the 3 complete submissions are valid, fewer than the 2 "
+                                                 "this session needs"):
+        router.run()
+    assert not router.results
+
+
+def test_a_vote_over_ballots_opens_one_bit() -> None:
+    for ballots, passed in (([1, 0, 1, 2, 1 << 63, 0], 1), ([1, 0, 0, M64 - 1, 2, 0], 0), ([1, 0], 1)):
+        run = run_program(validated(0, 1, 1, len(ballots), finish_vote), shares_of(ballots, 3), f"coll-v{passed}")
+        assert run.xored().tolist() == [passed]

@@ -391,7 +391,7 @@ def test_two_stores_writing_interleaved_batches_keep_every_row_once(tmp_path: Pa
 
 
 def test_migration_from_schema_7_keeps_inputs_and_adds_collections(tmp_path: Path) -> None:
-    assert SCHEMA_VERSION == len(_MIGRATIONS) == 8
+    assert SCHEMA_VERSION == len(_MIGRATIONS) == 9
     assert not any("collections" in s or "submissions" in s for step in _MIGRATIONS[:7] for s in step)
     path = tmp_path / "node.sqlite3"
     raw = sqlite3.connect(path)
@@ -423,6 +423,46 @@ def test_migration_from_schema_7_keeps_inputs_and_adds_collections(tmp_path: Pat
             ("INSERT INTO collections VALUES ('r', 'range', 0, 2, 1, 0, 'refuse', '', 't', ?)", (OWNER,)),
             ("INSERT INTO collections VALUES ('r', 'range', 0, 2, 1, 1, 'keep', '', 't', ?)", (OWNER,)),
             ("INSERT INTO collections VALUES ('r', 'range', 0, 2, 1, 1, 'refuse', '', 't', ?)", (OWNER[:16],)),
+            ("INSERT INTO collections VALUES ('o', 'option', 0, 1, 1, 1, 'refuse', '', 't', ?)", (OWNER,)),
+            ("INSERT INTO collections VALUES ('o', 'option', 0, 2, 3, 1, 'refuse', '', 't', ?)", (OWNER,)),
+            ("INSERT INTO collections VALUES ('o', 'option', 0, 1, 257, 1, 'refuse', '', 't', ?)", (OWNER,)),
+            ("INSERT INTO collections VALUES ('x', 'other', 0, 1, 2, 1, 'refuse', '', 't', ?)", (OWNER,)),
         ]:
             with pytest.raises(sqlite3.IntegrityError):
                 conn.execute(statement, args)
+
+
+def test_migration_from_schema_8_keeps_collections_and_their_submissions_and_takes_option_collections(
+        tmp_path: Path) -> None:
+    path = tmp_path / "node.sqlite3"
+    raw = sqlite3.connect(path)
+    for statement in [s for step in _MIGRATIONS[:8] for s in step]:
+        raw.execute(statement)
+    raw.execute("PRAGMA user_version = 8")
+    raw.execute("INSERT INTO collections VALUES ('poll', 'ballot', 0, 1, 1, 2, 'replace', 'alice,bob', 't', ?)",
+                (OWNER,))
+    raw.execute("INSERT INTO submissions VALUES ('poll', ?, ?, 't', ?)", (cred(1), nonce(1), share(1, 1)))
+    raw.execute("INSERT INTO closed_collections VALUES ('poll', 't')")
+    with pytest.raises(sqlite3.IntegrityError):   # schema 8 knows no option collection
+        raw.execute("INSERT INTO collections VALUES ('o', 'option', 0, 1, 3, 1, 'refuse', '', 't', ?)", (OWNER,))
+    raw.commit()
+    raw.close()
+    with Store(path) as store:
+        spec = store.get_collection("poll")
+        assert (spec.kind, spec.min_batch, spec.resubmit, spec.nodes) == ("ballot", 2, "replace", ("alice", "bob"))
+        assert store.submission_keys("poll") == [(cred(1), nonce(1))] and store.is_closed("poll")
+        assert store.create_collection(make_spec("colour", kind="option", lo=0, hi=1, length=3)) is True
+        assert store.get_collection("colour").length == 3
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"lo": 0, "hi": 2, "length": 3}, "an option collection has lo=0 and hi=1"),
+    ({"lo": 0, "hi": 1, "length": 1}, "an option collection has 2 to 256 options"),
+    ({"lo": 0, "hi": 1, "length": 257}, "an option collection has 2 to 256 options"),
+])
+def test_an_option_collection_is_one_of_2_to_256_options_one_hot(changes: dict[str, int], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        make_spec("colour", kind="option", **changes)

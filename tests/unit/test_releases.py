@@ -357,7 +357,7 @@ def test_migration_to_schema_7_keeps_each_versions_distinct_queries(tmp_path: Pa
         assert store.distinct_releases("raise", 2) == [(q("sum").to_json(), True)]
         assert len(store.releases("raise")) == 6
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
         for statement in ("UPDATE release_queries SET counted = 0", "DELETE FROM release_queries"):
             with pytest.raises(sqlite3.DatabaseError, match="append-only"):
                 conn.execute(statement)

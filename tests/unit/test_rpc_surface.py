@@ -282,6 +282,13 @@ PROTOCOLS: dict[int, tuple[str, list[str], str, str]] = {
          "an XOR share of one bit, [yes >= half of the valid ballots]; opens only YES/NO"),
     12: ("collection-threshold", ["threshold: int"], "xor",
          "XOR shares of one bit per element, [sum of the valid submissions >= K]; opens only those bits"),
+    13: ("collection-plurality", [*PRIVATE, "options: int", "winner_only: bool"], "add",
+         "additive shares of the valid one-hot votes' counts per option with the valid and complete counts, "
+         "noisy with --epsilon (or a share of the winner alone); opens those, never one vote"),
+    14: ("collection-auction", ["second_price: bool"], "add",
+         "a share of the winning key (or of the winner's place and the second price), the counts and the "
+         "winning credential id; opens the winner and the price, no losing bid and, with second_price, not the "
+         "winning bid"),
 }
 # The types a catalogue parameter may have: the ones `map<string, Param>` carries (mpc/node/servicer.py).
 PARAM_TYPES = {"bool", "int", "int | None", "float | None", "tuple[int, ...]"}

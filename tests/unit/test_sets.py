@@ -99,7 +99,7 @@ def test_a_set_without_values_stores_zeros_and_default_bounds(store: Store) -> N
 
 
 def test_schema_6_adds_the_set_kind_and_its_table() -> None:
-    assert SCHEMA_VERSION == len(_MIGRATIONS) == 8   # 7: release_queries (tests/unit/test_releases.py)
+    assert SCHEMA_VERSION == len(_MIGRATIONS) == 9   # 7: release_queries (tests/unit/test_releases.py)
     # The earlier steps are as they were: only step 6 knows of sets.
     assert not any("set_members" in s or "'set'" in s for step in _MIGRATIONS[:5] for s in step)
     assert any("set_members" in s for s in _MIGRATIONS[5]) and any("'set'" in s for s in _MIGRATIONS[5])
