@@ -68,6 +68,7 @@ VOTE_BITS = 24                  # |yes - ceil(valid / 2)| < 2^22 < 2^23: exact o
 BOUND_LIMIT = 1 << 62
 COUNT_BITS = MAX_SUBMISSIONS.bit_length()   # a count of valid submissions: below 2^COUNT_BITS
 ID_WORDS = 2                    # a credential id (16 bytes) as words
+CHUNK_VALUES = 1 << 13           # values one program range-checks: its IKNP matrices stay a few hundred MiB
 
 Key = tuple[bytes, bytes]       # (credential id, nonce)
 ShareLoader = Callable[[Sequence[Key]], Words]   # the node's shares for these keys: shape (len(keys), length)
@@ -241,13 +242,27 @@ def keys_from_bytes(payload: bytes, where: str) -> set[Key]:
     return set(keys)
 
 
+def _validity_only(ctx: Context, rows: Words, keep: npt.NDArray[np.bool_], keys: Sequence[Key]) -> Program[Words]:
+    """A chunk's finish: nothing; its validity bits are what it is for."""
+    return np.zeros(0, dtype=np.uint64)
+    yield  # a generator without openings   # noqa: unreachable
+
+
 class CollectionParty:
-    """One node's engine for a validated sum over a collection's complete submissions."""
+    """One node's engine for a session over a collection's complete submissions.
+
+    Up to CHUNK_VALUES checked values, one program checks the submissions and finishes (the fewest
+    rounds). Beyond, the range checks run chunk after chunk, each a program of its own with its own
+    preprocessing, so that no chunk's triples (one IKNP extension per pair) pass the peer message
+    limit or hold more than a bounded amount of memory; a last program then finishes over every
+    valid submission. A chunk's messages are named "coll/c<i>/<step>", the last program's
+    "coll/f/<step>"; a peer is never more than one program ahead, and its early messages wait.
+    """
 
     def __init__(self, session_id: str, me: str, parties: Sequence[str], own: Sequence[Key], shares: ShareLoader,
                  lo: int, hi: int, length: int, min_batch: int, rng: Rng, setups: OtSetups, *,
                  finish: Finish | None = None, one_hot: bool = False, min_valid: int = 1,
-                 bound: int | None = None) -> None:
+                 chunk_values: int | None = None) -> None:
         """Args:
             own: the (credential id, nonce) pairs this node stores.
             shares: loads this node's shares of the given keys, in that order.
@@ -255,7 +270,8 @@ class CollectionParty:
             finish: what the session computes from the valid submissions (default `finish_sum()`).
             one_hot: an option collection's rule (`validated`).
             min_valid: the least the session's output needs (an auction: two bids), on top of min_batch.
-            bound: the output compares the sum with this (a threshold): it must lie within +-2^62.
+            chunk_values: the most values one program range-checks (every node must use the same;
+                default CHUNK_VALUES, read when the party is made).
         """
         if me not in parties or len(set(parties)) != len(parties) or len(parties) < 2:
             raise LocalProtocolError(f"session {session_id}: {me!r} among parties {list(parties)}: a collection "
@@ -269,14 +285,19 @@ class CollectionParty:
         self._shares = shares
         self._lo, self._hi, self._length, self._min_batch = lo, hi, length, min_batch
         self._finish, self._one_hot, self._min_valid = finish or finish_sum(), one_hot, max(min_batch, min_valid)
-        if bound is not None and not -BOUND_LIMIT < bound < BOUND_LIMIT:
-            raise LocalProtocolError(f"session {session_id}: threshold {bound} is beyond +-2^62")
+        self._chunk_values = CHUNK_VALUES if chunk_values is None else chunk_values
         self.length = length
         self._rng = rng
         self._setups = setups
         self._lists: dict[str, set[Key]] = {}
         self._early: list[tuple[str, str, bytes]] = []
         self._inner: ComputeParty | None = None
+        self._wrap = ""                              # the running program's step prefix ("" for one program)
+        self._chunks: list[tuple[int, int]] = []     # the chunks still to run, as submission ranges
+        self._rows: Words | None = None              # the agreed submissions' shares, (complete, length)
+        self._keep: npt.NDArray[np.bool_] | None = None
+        self._planning = False
+        self._counted = (0, 0)                       # the finished programs' triples (made, used)
         self._started = False
         self.complete: tuple[Key, ...] = ()
         self.invalid: tuple[bytes, ...] = ()        # credential ids found invalid (public among the nodes)
@@ -292,11 +313,13 @@ class CollectionParty:
     @property
     def triple_counts(self) -> tuple[int, int]:
         """Bit triples made and used (for metrics)."""
-        return (0, 0) if self._inner is None else self._inner.triple_counts
+        made, used = (0, 0) if self._inner is None else self._inner.triple_counts
+        return self._counted[0] + made, self._counted[1] + used
 
     def is_slow(self, step: str) -> bool:
         """Loading the shares (at start or on the last key list) and base OTs run outside the event loop."""
-        return step in ("start", STEP_KEYS) or (self._inner is not None and self._inner.is_slow(step))
+        inner = step[len(self._wrap):] if self._wrap and step.startswith(self._wrap) else step
+        return step in ("start", STEP_KEYS) or (self._inner is not None and self._inner.is_slow(inner))
 
     def start(self, contribution: Words | None = None) -> list[Send | Output]:
         """Send our key list to every peer (the contribution is loaded once the set is agreed).
@@ -311,7 +334,7 @@ class CollectionParty:
         return events + self._maybe_run()
 
     def receive(self, sender: str, step: str, payload: bytes) -> list[Send | Output]:
-        """A peer's key list, or a message for the validated sum.
+        """A peer's key list, or a message for the running program (kept if it is for the next).
 
         Raises: RemoteProtocolError/RoundMismatch for a malformed, repeated or unexpected message.
         """
@@ -322,18 +345,27 @@ class CollectionParty:
                 raise RoundMismatch(f"session {self.session_id}: a second key list from {sender!r}")
             self._lists[sender] = keys_from_bytes(payload, f"session {self.session_id}: key list from {sender!r}")
             return self._maybe_run() if self._started else []
-        if self._inner is None:
+        if self._inner is None or (self._wrap and not step.startswith(self._wrap)):
+            if self._inner is not None and not step.startswith(self._next_wrap()):
+                raise RoundMismatch(f"session {self.session_id}: step {step[:60]!r} from {sender!r} is for no "
+                                    f"program of this one or the next")
             if len(self._early) >= 16 * len(self.peers) + 64:
                 raise RemoteProtocolError(f"session {self.session_id}: too many early messages")
             self._early.append((sender, step, payload))
             return []
-        return self._inner.receive(sender, step, payload)
+        return self._from_inner(self._inner.receive(sender, step[len(self._wrap):], payload))
 
     def _least(self) -> str:
         """What the least count is, for messages."""
         if self._min_valid > self._min_batch:
             return f"the {self._min_valid} this session needs"
         return f"the collection's minimum batch of {self._min_batch}"
+
+    def _next_wrap(self) -> str:
+        """The step prefix of the program after the running one."""
+        if self._chunks:
+            return f"coll/c{self._chunks[0][0]}/"
+        return "coll/f/" if self._keep is not None else "\0"   # after the last chunk, the finish; then none
 
     def _maybe_run(self) -> list[Send | Output]:
         if self._inner is not None or len(self._lists) < len(self.peers):
@@ -351,28 +383,82 @@ class CollectionParty:
         if n > MAX_SUBMISSIONS:
             raise LocalProtocolError(f"session {self.session_id}: {n} complete submissions, more than a session "
                                      f"takes ({MAX_SUBMISSIONS})")
-        shares = np.asarray(self._shares(self.complete), dtype=np.uint64).reshape(n * self._length)
+        self._rows = np.asarray(self._shares(self.complete), dtype=np.uint64).reshape(n, self._length)
+        per = max(1, self._chunk_values // (self._length + self._one_hot))
+        if n <= per:   # one program checks and finishes
+            factory = validated(self._lo, self._hi, self._length, n, self._finish, self.complete, self._note,
+                                one_hot=self._one_hot)
+            return self._begin("", factory, self._rows.reshape(-1), PREFIX)
+        self._keep = np.zeros(n, dtype=bool)
+        self._chunks = [(a, min(a + per, n)) for a in range(0, n, per)]
+        return self._next()
 
-        def note(bits: Words) -> None:
-            if self._inner is None:   # the plan's dry run, on zeros (inside ComputeParty's constructor)
-                return
-            self.invalid = tuple(self.complete[i][0] for i in np.flatnonzero(bits == 0))
-            valid = n - len(self.invalid)
-            # Every node sees the same bits: all refuse alike, before anything of the sum is opened. Counting
-            # complete submissions alone would let invalid ones (a Sybil's, or shares split over other
-            # nodes) pad a batch around one honest submission.
-            if valid < self._min_valid:
-                raise LocalProtocolError(f"session {self.session_id}: {valid} of the {n} complete submissions are "
-                                         f"valid, fewer than {self._least()}; nothing is released")
-        factory = validated(self._lo, self._hi, self._length, n, self._finish, self.complete, note,
-                            one_hot=self._one_hot)
-        self._inner = ComputeParty(self.session_id, self.me, self.parties, n * self._length, factory, self._rng,
-                                   self._setups, summed=False, prefix=PREFIX)
-        events = self._inner.start(shares)
-        early, self._early = self._early, []
+    def _note(self, bits: Words) -> None:
+        """All validity bits are open: record which submissions were invalid, and refuse below the least."""
+        if self._planning:   # the plan's dry run, on zeros (inside ComputeParty's constructor)
+            return
+        n = len(self.complete)
+        self.invalid = tuple(self.complete[i][0] for i in np.flatnonzero(bits == 0))
+        valid = n - len(self.invalid)
+        # Every node sees the same bits: all refuse alike, before anything of the output is opened. Counting
+        # complete submissions alone would let invalid ones (a Sybil's, or shares split over other nodes)
+        # pad a batch around one honest submission.
+        if valid < self._min_valid:
+            raise LocalProtocolError(f"session {self.session_id}: {valid} of the {n} complete submissions are "
+                                     f"valid, fewer than {self._least()}; nothing is released")
+
+    def _next(self) -> list[Send | Output]:
+        """Start the next chunk's range checks, or, after the last, the program that finishes."""
+        assert self._rows is not None and self._keep is not None
+        if self._inner is not None:
+            made, used = self._inner.triple_counts
+            self._counted = (self._counted[0] + made, self._counted[1] + used)
+        if self._chunks:
+            a, b = self._chunks.pop(0)
+            keep = self._keep
+
+            def store(bits: Words, a: int = a, b: int = b) -> None:
+                if not self._planning:
+                    keep[a:b] = bits.astype(bool)
+            factory = validated(self._lo, self._hi, self._length, b - a, _validity_only, (), store,
+                                one_hot=self._one_hot)
+            return self._begin(f"coll/c{a}/", factory, self._rows[a:b].reshape(-1), "run")
+        self._note(self._keep.astype(np.uint64))
+        rows, keep, keys, finish = self._rows, self._keep, self.complete, self._finish
+
+        def finishing(ctx: Context, x: Words) -> Program[Words]:
+            return (yield from finish(ctx, x.reshape(rows.shape), keep, keys))
+        self._keep = None   # no program after this one
+        return self._begin("coll/f/", finishing, rows.reshape(-1), "run")
+
+    def _begin(self, wrap: str, factory: Callable[[Context, Words], Program[Words]], share: Words,
+               prefix: str) -> list[Send | Output]:
+        """Run one program under the step prefix `wrap`, and hand it the messages kept for it."""
+        self._planning = True
+        try:
+            self._inner = ComputeParty(self.session_id, self.me, self.parties, share.size, factory, self._rng,
+                                       self._setups, summed=False, prefix=prefix)
+        finally:
+            self._planning = False
+        self._wrap = wrap
+        events = self._from_inner(self._inner.start(share))
+        early = [m for m in self._early if m[1].startswith(wrap)]
+        self._early = [m for m in self._early if not m[1].startswith(wrap)]
         for sender, step, payload in early:
-            events += self._inner.receive(sender, step, payload)
+            events += self._from_inner(self._inner.receive(sender, step[len(wrap):], payload))
         return events
+
+    def _from_inner(self, events: list[Send | Output]) -> list[Send | Output]:
+        """Name the running program's messages; a chunk's end starts the next program."""
+        out: list[Send | Output] = []
+        for e in events:
+            if isinstance(e, Send):
+                out.append(Send(e.to, self._wrap + e.step, e.payload) if self._wrap else e)
+            elif self._wrap.startswith("coll/c"):
+                out += self._next()
+            else:
+                out.append(e)
+        return out
 
 
 __all__ = ["CollectionParty", "CollectionSource", "Finish", "Key", "PREFIX", "STEP_KEYS", "finish_auction", "finish_sum",

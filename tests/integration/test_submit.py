@@ -419,6 +419,13 @@ def test_an_option_poll_and_an_auction_through_the_cli(env: Env, tmp_path: Path)
         result = json.loads(out)
         winner = credential_id(parse_credential((tmp_path / "sale.txt").read_text().splitlines()[1], "t")).hex()
         assert (result["winner"], result["price"], result["valid"]) == ({"credential": winner}, 250, 3)
+        # each node's audit log records the sessions over its collections, and what it sent in them
+        for node in TRIO:
+            code, out, err = await mpc_cli("audit", "--input", "sale", "--json", "--cluster", cluster, "--node", node)
+            entries = json.loads(out)
+            assert code == 0 and [(e["protocol"], e["outcome"], e["inputs"]) for e in entries] == \
+                [("collection-auction", "done", ["sale"])], (out, err)
+            assert entries[0]["release"] and entries[0]["bytes_sent"] > 0
     env.run(go(), timeout=300)
 
 
@@ -729,3 +736,32 @@ def test_an_auction_over_a_collection_of_bids_names_the_winning_credential(env: 
     assert result.winner == credential_id(parse_credential(credentials[1], "test")).hex()
     assert (result.price, result.valid, result.complete) == (8000 if second_price else 9000, 5, 9)
     assert_only_coins_and_validity(env, result.session_id, 9)
+
+
+def test_a_session_range_checks_in_chunks_over_real_daemons(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With at most 4 values per program (a million-ballot session's 2^15, scaled down), the range
+    checks run chunk after chunk, each with its own preprocessing, and a last program finishes: the
+    release is the same, and what the nodes open is still masked values and validity bits."""
+    from mpc.protocols import collection
+    monkeypatch.setattr(collection, "CHUNK_VALUES", 4)
+    owner = new_owner_key()
+    env.create(CollectionSpec("chunked", "range", 0, 100, 1, 5, "refuse", bytes(owner.verify_key), TRIO))
+    credentials = issue(owner, "chunked", 14)
+    honest = [5, 50, 95, 7, 100, 0, 33, 64, 12, 41]
+
+    async def send() -> list[bool]:
+        async with Contributor(env.lc.cluster) as c:
+            return [r.accepted for r in await c.submit_many("chunked", [(cr, [v]) for cr, v in zip(credentials, honest)])]
+    assert all(env.run(send()))
+    for i, bad in enumerate((101, -1, 1 << 63)):
+        crafted(env, "chunked", credentials[10 + i], bad)
+    env.close("chunked")
+    result = env.run(_sum(env, "chunked"), timeout=180)
+    assert (result.value, result.valid, result.complete) == (sum(honest), len(honest), len(honest) + 3)
+    for node, messages in session_views(env, result.session_id).items():
+        programs = {st.split("/")[1] for _, st, _ in messages if st.startswith("coll/") and st != "coll/keys"}
+        assert programs == {"c0", "c4", "c8", "c12", "f"}, (node, programs)
+        openings = b"".join(p for _, st, p in messages if st.startswith("coll/c") and "/run/" in st
+                            and not st.endswith("/valid"))
+        assert len(openings) > 1000
+        assert_balanced(openings)

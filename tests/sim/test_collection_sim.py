@@ -292,9 +292,8 @@ def auction_run(bids: Sequence[int], lo: int, hi: int, second_price: bool, label
     return run, keys
 
 
-def decoded(run: Any, second_price: bool, name: str = "bids") -> Any:
+def decoded(words: Words, second_price: bool, name: str = "bids") -> Any:
     from mpc.protocols.catalogue import AuctionParams, Opened, entry
-    words = run.added()
     return entry("collection-auction").decode(AuctionParams(second_price), Opened(
         "s", name, ("alice", "bob", "carlos"), {"alice": 1, "bob": 1, "carlos": 1}, words, 0, True))
 
@@ -306,7 +305,7 @@ def test_an_auction_over_a_collection_names_the_winning_credential_and_ignores_i
     # Invalid bids above every valid one: hi + 1, 2^31, 2^63 (a huge key if it counted), 2^64 - 1 is -1 (valid).
     bids = [500, hi + 1, 700, lo - 1, -3, 1 << 31, 650, 1 << 63, M64 - 1, 5000, 100]
     run, keys = auction_run(bids, lo, hi, second_price, f"coll-auc-{second_price}")
-    result = decoded(run, second_price)
+    result = decoded(run.added(), second_price)
     assert result.winner == keys[2][0].hex()
     assert result.price == (650 if second_price else 700)
     assert (result.valid, result.complete) == (6, len(bids))
@@ -316,7 +315,7 @@ def test_tied_highest_bids_go_to_the_earliest_credential() -> None:
     bids = [300, 900, 42, 900, 900]
     for second_price in (False, True):
         run, keys = auction_run(bids, 0, 1000, second_price, f"coll-auc-tie-{second_price}")
-        result = decoded(run, second_price)
+        result = decoded(run.added(), second_price)
         assert result.winner == keys[1][0].hex() and result.price == 900
 
 
@@ -337,3 +336,67 @@ def test_a_vote_over_ballots_opens_one_bit() -> None:
     for ballots, passed in (([1, 0, 1, 2, 1 << 63, 0], 1), ([1, 0, 0, M64 - 1, 2, 0], 0), ([1, 0], 1)):
         run = run_program(validated(0, 1, 1, len(ballots), finish_vote), shares_of(ballots, 3), f"coll-v{passed}")
         assert run.xored().tolist() == [passed]
+
+
+# ---- range checks in chunks (what a session over 10^6 submissions needs) ---------------------------------
+
+def chunked_session(rows: Sequence[Sequence[int]], lo: int, hi: int, chunk: int,
+                    **options: Any) -> tuple[Router, list[bytes]]:
+    """Three nodes over these submissions (each a row of values, taken mod 2^64), range-checking at most
+    `chunk` values per program; the messages go in a CSPRNG-chosen order, so peers run ahead.
+
+    Returns: the router after the run, and each row's credential id."""
+    parties = names(3)
+    held: dict[str, dict[Key, Words]] = {p: {} for p in parties}
+    cids = [submit(held, [v % M64 for v in row]) for row in rows]
+    router = Router(node_engines(parties, held, lo, hi, len(rows[0]), 1, chunk_values=chunk, **options))
+    router.run()
+    return router, cids
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 1000])
+def test_range_checks_in_chunks_give_what_one_program_gives(chunk: int) -> None:
+    router, _ = chunked_session(RANGES, -10, 10, chunk)
+    total, valid = expected([[x if x < M64 // 2 else x - M64 for x in sub] for sub in RANGES], -10, 10)
+    out = reduce(lambda x, y: x + y, (o.words for o in router.single().values()))
+    assert out[:2].view(np.int64).tolist() == total and out[2:].tolist() == [sum(valid), len(RANGES)]
+    steps = {step.split("/")[1] for msgs in router.received.values() for _, step, _ in msgs if step != STEP_KEYS}
+    programs = -(-len(RANGES) // max(1, chunk // 2))          # two values per submission
+    if chunk >= 2 * len(RANGES):
+        assert steps >= {"run"} and not any(s.startswith("c") for s in steps)   # one program
+    else:
+        assert steps == {f"c{a}" for a in range(0, len(RANGES), max(1, chunk // 2))} | {"f"}, steps
+        assert len(steps) == programs + 1
+    for e in router.engines.values():
+        assert isinstance(e, CollectionParty) and len(e.invalid) == len(RANGES) - sum(valid)
+
+
+@pytest.mark.parametrize("chunk", [2, 5])
+def test_every_release_runs_over_chunks(chunk: int) -> None:
+    ballots = [[b] for b in (1, 0, 1, 2, 1 << 63, 0, 1, M64 - 1)]
+    outputs = chunked_session(ballots, 0, 1, chunk, finish=finish_vote)[0].single()
+    assert reduce(lambda x, y: x ^ y, (o.words for o in outputs.values())).tolist() == [1]   # 3 yes of 5 valid
+    votes = OPTION_VOTES + CRAFTED_VOTES
+    outputs = chunked_session(votes, 0, 1, chunk * 5, finish=finish_winner, one_hot=True)[0].single()
+    assert reduce(lambda x, y: x + y, (o.words for o in outputs.values())).tolist() == [2]
+    bids = [500, 1001, 700, -1001, 650, 1 << 63, 100]
+    for second_price in (False, True):
+        router, cids = chunked_session([[b] for b in bids], -1000, 1000, chunk,
+                                       finish=finish_auction(second_price), min_valid=2)
+        result = decoded(reduce(lambda x, y: x + y, (o.words for o in router.single().values())), second_price)
+        assert (result.winner, result.price, result.valid) == (cids[2].hex(), 650 if second_price else 700, 4)
+
+
+def test_a_message_for_no_program_of_this_one_or_the_next_is_refused() -> None:
+    parties = names(2)
+    held: dict[str, dict[Key, Words]] = {p: {} for p in parties}
+    for v in (1, 0, 1, 1):
+        submit(held, [v])
+    e = node_engines(parties, held, 0, 1, 1, 1, chunk_values=1)["alice"]
+    e.start()
+    e.receive("bob", STEP_KEYS, keys_to_bytes(list(held["bob"])))    # chunk c0 runs; c1 is next
+    e.receive("bob", "coll/c1/mpc/hello", b"")                        # kept for the next program
+    with pytest.raises(RoundMismatch, match="for no program of this one or the next"):
+        e.receive("bob", "coll/c3/mpc/hello", b"")
+    with pytest.raises(RoundMismatch):
+        e.receive("bob", "coll/f/mpc/hello", b"")
