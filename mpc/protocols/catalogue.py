@@ -36,6 +36,7 @@ from mpc.prg import Rng
 from mpc.protocols import auction, clearing, psi
 from mpc.protocols.collection import (
     ID_WORDS,
+    MAX_AUCTION,
     MAX_SUBMISSIONS,
     CollectionParty,
     CollectionSource,
@@ -1053,6 +1054,7 @@ class _CollectionEntry(Entry[Any]):
     takes = "a closed collection of contributors' submissions (`mpc collection close`)"
     integers = True
     min_valid: ClassVar[int] = 1      # the least count of valid submissions the output needs
+    max_complete: ClassVar[int] = MAX_SUBMISSIONS   # the most complete submissions it takes
 
     def length(self, params: Any, declared: Declared) -> int:
         return declared.records   # values per submission (the node reports its collection's length)
@@ -1075,7 +1077,8 @@ class _CollectionEntry(Entry[Any]):
             raise RemoteProtocolError(f"session {args.session_id}: {self.name} runs over a collection only")
         return CollectionParty(args.session_id, args.me, args.parties, source.keys, source.load, source.lo,
                                source.hi, source.length, source.min_batch, args.rng, args.setups,
-                               finish=self.finish(params), one_hot=source.one_hot, min_valid=self.min_valid)
+                               finish=self.finish(params), one_hot=source.one_hot, min_valid=self.min_valid,
+                               max_complete=self.max_complete)
 
 
 class CollectionSumEntry(_CollectionEntry):
@@ -1206,6 +1209,7 @@ class CollectionAuctionEntry(_CollectionEntry):
                "invalid, to the nodes")
     collection_kinds = frozenset({"range"})
     min_valid = 2
+    max_complete = MAX_AUCTION
 
     def check(self, params: AuctionParams, declared: Declared, parties: int, scale: int) -> None:
         limit = auction.VALUE_OFFSET - 1

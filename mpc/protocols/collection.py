@@ -68,6 +68,7 @@ VOTE_BITS = 24                  # |yes - ceil(valid / 2)| < 2^22 < 2^23: exact o
 BOUND_LIMIT = 1 << 62
 COUNT_BITS = MAX_SUBMISSIONS.bit_length()   # a count of valid submissions: below 2^COUNT_BITS
 ID_WORDS = 2                    # a credential id (16 bytes) as words
+MAX_AUCTION = 1 << 16           # an auction's tournament runs in one program: its triples stay under the limit
 CHUNK_VALUES = 1 << 13           # values one program range-checks: its IKNP matrices stay a few hundred MiB
 
 Key = tuple[bytes, bytes]       # (credential id, nonce)
@@ -262,7 +263,7 @@ class CollectionParty:
     def __init__(self, session_id: str, me: str, parties: Sequence[str], own: Sequence[Key], shares: ShareLoader,
                  lo: int, hi: int, length: int, min_batch: int, rng: Rng, setups: OtSetups, *,
                  finish: Finish | None = None, one_hot: bool = False, min_valid: int = 1,
-                 chunk_values: int | None = None) -> None:
+                 max_complete: int = MAX_SUBMISSIONS, chunk_values: int | None = None) -> None:
         """Args:
             own: the (credential id, nonce) pairs this node stores.
             shares: loads this node's shares of the given keys, in that order.
@@ -270,6 +271,7 @@ class CollectionParty:
             finish: what the session computes from the valid submissions (default `finish_sum()`).
             one_hot: an option collection's rule (`validated`).
             min_valid: the least the session's output needs (an auction: two bids), on top of min_batch.
+            max_complete: the most complete submissions it takes (an auction: MAX_AUCTION).
             chunk_values: the most values one program range-checks (every node must use the same;
                 default CHUNK_VALUES, read when the party is made).
         """
@@ -285,6 +287,7 @@ class CollectionParty:
         self._shares = shares
         self._lo, self._hi, self._length, self._min_batch = lo, hi, length, min_batch
         self._finish, self._one_hot, self._min_valid = finish or finish_sum(), one_hot, max(min_batch, min_valid)
+        self._max_complete = max_complete
         self._chunk_values = CHUNK_VALUES if chunk_values is None else chunk_values
         self.length = length
         self._rng = rng
@@ -380,9 +383,9 @@ class CollectionParty:
                                      f"at nodes {', '.join(sorted(self.parties))}, fewer than {self._least()}; "
                                      f"nothing is released")
         check_sum_fits(self._lo, self._hi, n, f"session {self.session_id}")
-        if n > MAX_SUBMISSIONS:
-            raise LocalProtocolError(f"session {self.session_id}: {n} complete submissions, more than a session "
-                                     f"takes ({MAX_SUBMISSIONS})")
+        if n > self._max_complete:
+            raise LocalProtocolError(f"session {self.session_id}: {n} complete submissions, more than this session "
+                                     f"takes ({self._max_complete})")
         self._rows = np.asarray(self._shares(self.complete), dtype=np.uint64).reshape(n, self._length)
         per = max(1, self._chunk_values // (self._length + self._one_hot))
         if n <= per:   # one program checks and finishes

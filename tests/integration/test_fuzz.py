@@ -399,6 +399,8 @@ PARAMS_OF: dict[str, dict[str, tuple[str, bool]]] = {
     "collection-sum": {},
     "collection-vote": {},
     "collection-threshold": {"threshold": ("integer", True)},
+    "collection-plurality": {**PRIVATE, "options": ("integer", True), "winner_only": ("flag", False)},
+    "collection-auction": {"second_price": ("flag", False)},
 }
 WIRE_IDS: dict[int, str] = {entry(name).wire_id: name for name in PARAMS_OF}
 PARAM_NAMES = sorted({name for declared in PARAMS_OF.values() for name in declared})

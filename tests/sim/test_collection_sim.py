@@ -332,6 +332,18 @@ def test_an_auction_needs_two_valid_bids_and_refuses_below() -> None:
     assert not router.results
 
 
+def test_an_auction_takes_at_most_its_tournaments_share_of_submissions() -> None:
+    parties = names(2)
+    held: dict[str, dict[Key, Words]] = {p: {} for p in parties}
+    for bid in (10, 20, 30, 40):
+        submit(held, [bid])
+    router = Router(node_engines(parties, held, 0, 100, 1, 1, finish=finish_auction(False), min_valid=2,
+                                 max_complete=3))
+    with pytest.raises(LocalProtocolError, match="4 complete submissions, more than this session takes \\(3\\)"):
+        router.run()
+    assert not router.results
+
+
 def test_a_vote_over_ballots_opens_one_bit() -> None:
     for ballots, passed in (([1, 0, 1, 2, 1 << 63, 0], 1), ([1, 0, 0, M64 - 1, 2, 0], 0), ([1, 0], 1)):
         run = run_program(validated(0, 1, 1, len(ballots), finish_vote), shares_of(ballots, 3), f"coll-v{passed}")
