@@ -69,10 +69,19 @@ class CollectionSumResult:
     valid: int                         # how many complete submissions passed the range check
     complete: int                      # how many submissions every node holds
 
+    @property
+    def average(self) -> float | list[float] | None:
+        """The mean of the valid submissions, elementwise (None without one valid submission)."""
+        if not self.valid:
+            return None
+        if isinstance(self.value, list):
+            return [v / self.valid for v in self.value]
+        return self.value / self.valid
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return {"session": self.session_id, "collection": self.input_name, "nodes": list(self.nodes),
-                "sum": self.value, "valid": self.valid, "complete": self.complete,
+                "sum": self.value, "average": self.average, "valid": self.valid, "complete": self.complete,
                 "invalid": self.complete - self.valid}
 
 

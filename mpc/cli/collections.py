@@ -58,6 +58,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_store_arguments(k)
     k.set_defaults(run=_close)
     for action, what in (("sum", "the sum of the valid submissions and how many were valid and complete"),
+                         ("average", "the mean of the valid submissions (the same release as the sum: it is "
+                                     "the sum over the valid count)"),
                          ("vote", "YES if at least half of the valid ballots are yes, else NO; nothing else; with "
                                   "--options over an option collection, the valid votes per option"),
                          ("threshold", "for each element, whether the valid submissions' sum is at least K"),
@@ -216,7 +218,8 @@ def _session(args: argparse.Namespace) -> int:
     elif isinstance(result, ThresholdResult):
         print(" ".join("yes" if b else "no" for b in result.bits))
     else:
-        print(f"{result.value} (valid submissions: {result.valid} of {result.complete} complete)")
+        shown = result.average if args.action == "average" else result.value
+        print(f"{shown} (valid submissions: {result.valid} of {result.complete} complete)")
     return 0
 
 

@@ -383,7 +383,7 @@ def test_an_option_poll_and_an_auction_through_the_cli(env: Env, tmp_path: Path)
 
     async def go() -> None:
         assert (await mpc_cli("credentials", "keygen", "--out", str(owner)))[0] == 0
-        for name in ("fruit", "sale"):
+        for name in ("fruit", "sale", "ages"):
             code, _, err = await mpc_cli("credentials", "issue", "--key", f"{owner}.key", "--collection", name,
                                          "--count", "4", "--out", str(tmp_path / f"{name}.txt"))
             assert code == 0, err
@@ -394,9 +394,11 @@ def test_an_option_poll_and_an_auction_through_the_cli(env: Env, tmp_path: Path)
         assert code != 0 and "takes no --lo or --hi" in err, (out, err)
         await everywhere("collection", "create", "fruit", "--kind", "option", "--options", "3", *common)
         await everywhere("collection", "create", "sale", "--kind", "range", "--lo", "1", "--hi", "1000", *common)
+        await everywhere("collection", "create", "ages", "--kind", "range", "--lo", "0", "--hi", "120", *common)
+        (tmp_path / "ages.csv").write_text("30\n41\n50\n", encoding="utf-8")
         (tmp_path / "fruit.csv").write_text("2\n0\n2\n", encoding="utf-8")
         (tmp_path / "sale.csv").write_text("250\n999\n40\n", encoding="utf-8")
-        for name in ("fruit", "sale"):
+        for name in ("fruit", "sale", "ages"):
             code, out, err = await mpc_cli("submit", name, "--batch", str(tmp_path / f"{name}.csv"), "--cluster",
                                            cluster, "--credential", str(tmp_path / f"{name}.txt"))
             assert code == 0 and "3 of 3 submissions accepted" in out, (out, err)
@@ -407,6 +409,9 @@ def test_an_option_poll_and_an_auction_through_the_cli(env: Env, tmp_path: Path)
         assert "fruit: one of 3 options, 1 per submission" in out, out
         await everywhere("collection", "close", "fruit")
         await everywhere("collection", "close", "sale")
+        await everywhere("collection", "close", "ages")
+        code, out, err = await mpc_cli("collection", "average", "ages", "--cluster", cluster)
+        assert code == 0 and out.strip() == "40.333333333333336 (valid submissions: 3 of 3 complete)", (out, err)
         code, out, err = await mpc_cli("collection", "vote", "fruit", "--options", "apple,banana,cherry",
                                        "--cluster", cluster)
         assert code == 0 and out.splitlines() == ["apple: 1", "banana: 0", "cherry: 2",
@@ -639,7 +644,7 @@ def test_a_range_collection_excludes_out_of_range_and_inconsistent_shares_and_th
             return await c.collection_sum("survey")
     result = env.run(run_sum(), timeout=120)
     assert result.value == [sum(v[0] for v in honest), sum(v[1] for v in honest)]
-    assert result.value == [-19, 46]
+    assert result.value == [-19, 46] and result.average == [-19 / 5, 46 / 5]
     assert (result.valid, result.complete) == (len(honest), len(honest) + len(bad) + 1)
     assert_only_coins_and_validity(env, result.session_id, result.complete)
 
