@@ -127,8 +127,9 @@ def _spec(args: argparse.Namespace) -> CollectionSpec:
     if args.kind != "option" and args.options is not None:
         raise InputError("--options K goes with --kind option only")
     if args.kind in ("ballot", "option"):
-        if args.lo is not None or args.hi is not None:
-            raise InputError(f"a{'n' if args.kind == 'option' else ''} {args.kind} collection takes no --lo or --hi")
+        if args.lo not in (None, 0) or args.hi not in (None, 1):
+            raise InputError(f"a{'n' if args.kind == 'option' else ''} {args.kind} collection holds 0 or 1 per "
+                             f"value: leave out --lo and --hi")
         lo, hi = 0, 1
         if args.kind == "option":
             if length != 1:

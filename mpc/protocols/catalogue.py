@@ -1228,6 +1228,9 @@ class CollectionAuctionEntry(_CollectionEntry):
         words = [int(w) for w in opened.words]
         head = 2 if params.second_price else 1
         valid, complete = _collection_counts(opened.words[head:head + 2])
+        if valid < self.min_valid or complete > self.max_complete:
+            raise RemoteProtocolError(f"the opened counts ({valid} valid of {complete}) are not an auction's: the "
+                                      f"nodes' output shares do not agree")
         if params.second_price:
             price = words[1] - auction.VALUE_OFFSET - 1
         else:

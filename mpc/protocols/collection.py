@@ -320,8 +320,11 @@ class CollectionParty:
         return self._counted[0] + made, self._counted[1] + used
 
     def is_slow(self, step: str) -> bool:
-        """Loading the shares (at start or on the last key list) and base OTs run outside the event loop."""
+        """Loading the shares (at start or on the last key list), base OTs, and a chunk's last opening
+        (it starts the next program: its plan and preprocessing) run outside the event loop."""
         inner = step[len(self._wrap):] if self._wrap and step.startswith(self._wrap) else step
+        if self._wrap.startswith("coll/c") and inner.endswith("/valid"):
+            return True
         return step in ("start", STEP_KEYS) or (self._inner is not None and self._inner.is_slow(inner))
 
     def start(self, contribution: Words | None = None) -> list[Send | Output]:
@@ -444,6 +447,8 @@ class CollectionParty:
         finally:
             self._planning = False
         self._wrap = wrap
+        # What the agreement may send before the nodes agree: the preprocessing of any program, never an opening.
+        self.value_free_steps = (STEP_KEYS, *(wrap + p for p in ("mpc/hello", "ot/", "triples/", "arith/")))
         events = self._from_inner(self._inner.start(share))
         early = [m for m in self._early if m[1].startswith(wrap)]
         self._early = [m for m in self._early if not m[1].startswith(wrap)]

@@ -388,10 +388,10 @@ def test_an_option_poll_and_an_auction_through_the_cli(env: Env, tmp_path: Path)
                                          "--count", "4", "--out", str(tmp_path / f"{name}.txt"))
             assert code == 0, err
         common = ("--min-batch", "2", "--owner-pub", f"{owner}.pub", "--nodes", ",".join(TRIO))
-        code, out, err = await mpc_cli("collection", "create", "fruit", "--kind", "option", "--options", "3", "--lo", "0",
+        code, out, err = await mpc_cli("collection", "create", "fruit", "--kind", "option", "--options", "3", "--lo", "1",
                                        *common,
                                        "--cluster", cluster, "--node", "alice")
-        assert code != 0 and "takes no --lo or --hi" in err, (out, err)
+        assert code != 0 and "leave out --lo and --hi" in err, (out, err)
         await everywhere("collection", "create", "fruit", "--kind", "option", "--options", "3", *common)
         await everywhere("collection", "create", "sale", "--kind", "range", "--lo", "1", "--hi", "1000", *common)
         await everywhere("collection", "create", "ages", "--kind", "range", "--lo", "0", "--hi", "120", *common)
@@ -700,7 +700,7 @@ def test_a_plurality_over_an_option_collection_counts_one_hot_votes_only_and_spe
         env.run(_sum(env, "colour"))
     from mpc.coordinator.client import Privacy
     noisy = env.run(plurality(privacy=Privacy(0.6, 1e-7)), timeout=120)
-    assert noisy.noise is not None and (noisy.valid, noisy.complete) == (5, 10)
+    assert noisy.noise is not None and noisy.noise.std > 1 and (noisy.valid, noisy.complete) == (5, 10)
     assert all(abs(c - t) <= noisy.noise.interval * 3 for c, t in zip(noisy.counts, [1, 1, 3]))
     with pytest.raises(Exception, match="budget"):                        # 0.6 + 0.6 > 1
         env.run(plurality(privacy=Privacy(0.6, 1e-7)), timeout=120)
@@ -744,7 +744,7 @@ def test_an_auction_over_a_collection_of_bids_names_the_winning_credential(env: 
 
 
 def test_a_session_range_checks_in_chunks_over_real_daemons(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With at most 4 values per program (a million-ballot session's 2^15, scaled down), the range
+    """With at most 4 values per program (CHUNK_VALUES, 2^13, scaled down), the range
     checks run chunk after chunk, each with its own preprocessing, and a last program finishes: the
     release is the same, and what the nodes open is still masked values and validity bits."""
     from mpc.protocols import collection
@@ -770,3 +770,5 @@ def test_a_session_range_checks_in_chunks_over_real_daemons(env: Env, monkeypatc
                             and not st.endswith("/valid"))
         assert len(openings) > 1000
         assert_balanced(openings)
+        # the last program only adds up each node's shares of the valid submissions: it opens nothing
+        assert {st for _, st, _ in messages if st.startswith("coll/f/")} == {"coll/f/mpc/hello"}, node

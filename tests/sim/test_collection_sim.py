@@ -278,7 +278,7 @@ def test_noisy_option_counts_add_joint_noise_to_the_counts_alone() -> None:
     assert run.plan.dabits == coins * 4                 # one Binomial(coins) per count, made jointly
     out = run.added()
     noise = out[:4].view(np.int64) - np.array([1, 1, 3, 1])
-    assert (np.abs(noise) <= coins // 2).all()
+    assert (np.abs(noise) <= coins // 2).all() and (noise != 0).any()   # the dealt daBits are fixed per label
     assert out[4:].tolist() == [len(OPTION_VOTES), len(OPTION_VOTES) + len(CRAFTED_VOTES)]   # exact, public
 
 
@@ -391,6 +391,15 @@ def test_every_release_runs_over_chunks(chunk: int) -> None:
     votes = OPTION_VOTES + CRAFTED_VOTES
     outputs = chunked_session(votes, 0, 1, chunk * 5, finish=finish_winner, one_hot=True)[0].single()
     assert reduce(lambda x, y: x + y, (o.words for o in outputs.values())).tolist() == [2]
+    outputs = chunked_session(RANGES, -10, 10, chunk, finish=finish_threshold(15))[0].single()
+    assert reduce(lambda x, y: x ^ y, (o.words for o in outputs.values())).tolist() == [1, 0]   # sums 15 and -3
+    coins = 16
+    router, _ = chunked_session(votes, 0, 1, chunk * 5, finish=finish_sum(coins), one_hot=True)
+    out = reduce(lambda x, y: x + y, (o.words for o in router.single().values()))
+    assert (np.abs(out[:4].view(np.int64) - [1, 1, 3, 1]) <= coins // 2).all()
+    assert out[4:].tolist() == [len(OPTION_VOTES), len(votes)]
+    finished = {st for msgs in router.received.values() for _, st, _ in msgs if st.startswith("coll/f/")}
+    assert any(st.startswith("coll/f/arith/") for st in finished)   # the noise's daBits, made in the last program
     bids = [500, 1001, 700, -1001, 650, 1 << 63, 100]
     for second_price in (False, True):
         router, cids = chunked_session([[b] for b in bids], -1000, 1000, chunk,
