@@ -1055,6 +1055,7 @@ class _CollectionEntry(Entry[Any]):
     integers = True
     min_valid: ClassVar[int] = 1      # the least count of valid submissions the output needs
     max_complete: ClassVar[int] = MAX_SUBMISSIONS   # the most complete submissions it takes
+    rows: ClassVar[bool] = False      # its finish needs every submission, not only the valid ones' sum
 
     def length(self, params: Any, declared: Declared) -> int:
         return declared.records   # values per submission (the node reports its collection's length)
@@ -1078,7 +1079,7 @@ class _CollectionEntry(Entry[Any]):
         return CollectionParty(args.session_id, args.me, args.parties, source.keys, source.load, source.lo,
                                source.hi, source.length, source.min_batch, args.rng, args.setups,
                                finish=self.finish(params), one_hot=source.one_hot, min_valid=self.min_valid,
-                               max_complete=self.max_complete)
+                               max_complete=self.max_complete, rows=self.rows)
 
 
 class CollectionSumEntry(_CollectionEntry):
@@ -1210,6 +1211,7 @@ class CollectionAuctionEntry(_CollectionEntry):
     collection_kinds = frozenset({"range"})
     min_valid = 2
     max_complete = MAX_AUCTION
+    rows = True
 
     def check(self, params: AuctionParams, declared: Declared, parties: int, scale: int) -> None:
         limit = auction.VALUE_OFFSET - 1

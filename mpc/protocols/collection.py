@@ -95,10 +95,23 @@ def check_bounds(lo: int, hi: int) -> None:
         raise LocalProtocolError(f"a collection's range [{lo}, {hi}] must lie within +-2^62, lo <= hi")
 
 
-Finish = Callable[[Context, Words, npt.NDArray[np.bool_], Sequence[Key]], Program[Words]]
-"""What a session computes once the submissions are checked: (ctx, rows, keep, keys) -> this party's
-output share, where `rows` are its shares of the complete submissions (complete, length), `keep` the
-opened validity of each (public), and `keys` the agreed (credential id, nonce) of each, in order."""
+@dataclass(frozen=True, slots=True, eq=False)
+class Valid:
+    """What a release is computed from once the submissions are checked: this party's shares."""
+
+    total: Words                              # of the sum of the valid submissions, elementwise (length words)
+    keep: npt.NDArray[np.bool_] = field(repr=False)   # which complete submissions are valid (public)
+    keys: Sequence[Key] = field(repr=False)           # the complete submissions' (credential id, nonce), in order
+    rows: Words | None = field(default=None, repr=False)   # every complete submission, (complete, length), if needed
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        """(valid, complete): public once the validity bits are."""
+        return int(self.keep.sum()), self.keep.size
+
+
+Finish = Callable[[Context, Valid], Program[Words]]
+"""What a session computes once the submissions are checked: this party's output share."""
 
 
 def validated(lo: int, hi: int, length: int, complete: int, finish: Finish, keys: Sequence[Key] = (),
@@ -146,7 +159,8 @@ def validated(lo: int, hi: int, length: int, complete: int, finish: Finish, keys
         bits = (yield from open_words("valid", valid[:, 0].astype(np.uint64), "xor")) & np.uint64(1)
         if on_validity is not None:
             on_validity(bits)
-        return (yield from finish(ctx, rows, bits.astype(bool), keys))
+        keep = bits.astype(bool)
+        return (yield from finish(ctx, Valid(_total(rows, keep), keep, keys, rows)))
 
     return program
 
@@ -156,41 +170,41 @@ def _total(rows: Words, keep: npt.NDArray[np.bool_]) -> Words:
     return np.asarray(rows[keep].sum(axis=0, dtype=np.uint64), dtype=np.uint64).reshape(rows.shape[1])
 
 
-def _counts(ctx: Context, keep: npt.NDArray[np.bool_]) -> Words:
+def _counts(ctx: Context, v: Valid) -> Words:
     """The public valid and complete counts, as P_0 adds them to the output."""
-    return public(ctx, np.array([int(keep.sum()), keep.size], dtype=np.uint64))
+    return public(ctx, np.array(v.counts, dtype=np.uint64))
 
 
 def finish_sum(coins: int = 0) -> Finish:
     """The sum of the valid submissions, then the valid and the complete count; with `coins`, joint
     binomial noise on the sum's words (mpc/protocols/noise.py), never on the public counts."""
-    def finish(ctx: Context, rows: Words, keep: npt.NDArray[np.bool_], keys: Sequence[Key]) -> Program[Words]:
-        out = np.concatenate((_total(rows, keep), _counts(ctx, keep)))
+    def finish(ctx: Context, v: Valid) -> Program[Words]:
+        out = np.concatenate((v.total, _counts(ctx, v)))
         if coins:
-            out = yield from joint_noise(coins, rows.shape[1])(ctx, out)
+            out = yield from joint_noise(coins, v.total.size)(ctx, out)
         return out
     return finish
 
 
-def finish_vote(ctx: Context, rows: Words, keep: npt.NDArray[np.bool_], keys: Sequence[Key]) -> Program[Words]:
+def finish_vote(ctx: Context, v: Valid) -> Program[Words]:
     """Ballots: only [yes >= half of the valid ballots] (the valid count is public once the validity
     bits are): 2 * yes >= valid, i.e. yes >= ceil(valid / 2), a comparison on VOTE_BITS bits."""
-    passed = yield from at_least(ctx, "vote", _total(rows, keep), (int(keep.sum()) + 1) // 2, VOTE_BITS)
+    passed = yield from at_least(ctx, "vote", v.total, (v.counts[0] + 1) // 2, VOTE_BITS)
     return np.asarray(passed, dtype=np.uint64)
 
 
 def finish_threshold(threshold: int) -> Finish:
     """Only [sum >= threshold] for each element: 64-bit comparisons (the sum and the threshold lie
     within +-2^62, see `check_sum_fits`)."""
-    def finish(ctx: Context, rows: Words, keep: npt.NDArray[np.bool_], keys: Sequence[Key]) -> Program[Words]:
-        passed = yield from at_least(ctx, "threshold", _total(rows, keep), threshold, RING_BITS)
+    def finish(ctx: Context, v: Valid) -> Program[Words]:
+        passed = yield from at_least(ctx, "threshold", v.total, threshold, RING_BITS)
         return np.asarray(passed, dtype=np.uint64)
     return finish
 
 
-def finish_winner(ctx: Context, rows: Words, keep: npt.NDArray[np.bool_], keys: Sequence[Key]) -> Program[Words]:
+def finish_winner(ctx: Context, v: Valid) -> Program[Words]:
     """One-hot options: only the option with the most valid votes (the lowest index on a tie)."""
-    return (yield from auction.winner(ctx, _total(rows, keep), COUNT_BITS))
+    return (yield from auction.winner(ctx, v.total, COUNT_BITS))
 
 
 def finish_auction(second_price: bool) -> Finish:
@@ -203,11 +217,12 @@ def finish_auction(second_price: bool) -> Finish:
     Output share: first price [max key, valid, complete, id words]; second price [winner's place,
     second value + 2^31 + 1, valid, complete, id words].
     """
-    def finish(ctx: Context, rows: Words, keep: npt.NDArray[np.bool_], keys: Sequence[Key]) -> Program[Words]:
+    def finish(ctx: Context, v: Valid) -> Program[Words]:
+        rows, keys = v.rows, v.keys
+        if rows is None or rows.shape[1] != 1 or len(keys) != rows.shape[0]:
+            raise LocalProtocolError("an auction over a collection takes one bid per submission, every one loaded")
         m = rows.shape[0]
-        if rows.shape[1] != 1 or len(keys) != m:
-            raise LocalProtocolError(f"an auction over a collection takes one bid per submission, got {rows.shape[1]}")
-        bids, mask = rows[:, 0], keep.astype(np.uint64)
+        bids, mask = rows[:, 0], v.keep.astype(np.uint64)
         shift = np.uint64(auction.index_bits(m))
         place = np.uint64(m - 1) - np.arange(m, dtype=np.uint64)
         key = ((bids << shift) + public(ctx, (np.uint64(auction.VALUE_OFFSET) << shift) + place)) * mask
@@ -216,7 +231,7 @@ def finish_auction(second_price: bool) -> Finish:
         values = (bids + public(ctx, np.full(m, auction.VALUE_OFFSET + 1, dtype=np.uint64))) * mask \
             if second_price else None
         won = yield from auction.tournament(ctx, key, auction.key_ell(m), values, labels=labels)
-        return np.concatenate((won[:-ID_WORDS], _counts(ctx, keep), won[-ID_WORDS:]))
+        return np.concatenate((won[:-ID_WORDS], _counts(ctx, v), won[-ID_WORDS:]))
     return finish
 
 
@@ -243,9 +258,9 @@ def keys_from_bytes(payload: bytes, where: str) -> set[Key]:
     return set(keys)
 
 
-def _validity_only(ctx: Context, rows: Words, keep: npt.NDArray[np.bool_], keys: Sequence[Key]) -> Program[Words]:
-    """A chunk's finish: nothing; its validity bits are what it is for."""
-    return np.zeros(0, dtype=np.uint64)
+def _chunk_total(ctx: Context, v: Valid) -> Program[Words]:
+    """A chunk's finish: its valid submissions' sum, this party's share, as its output (opens nothing)."""
+    return v.total
     yield  # a generator without openings   # noqa: unreachable
 
 
@@ -263,7 +278,7 @@ class CollectionParty:
     def __init__(self, session_id: str, me: str, parties: Sequence[str], own: Sequence[Key], shares: ShareLoader,
                  lo: int, hi: int, length: int, min_batch: int, rng: Rng, setups: OtSetups, *,
                  finish: Finish | None = None, one_hot: bool = False, min_valid: int = 1,
-                 max_complete: int = MAX_SUBMISSIONS, chunk_values: int | None = None) -> None:
+                 max_complete: int = MAX_SUBMISSIONS, rows: bool = False, chunk_values: int | None = None) -> None:
         """Args:
             own: the (credential id, nonce) pairs this node stores.
             shares: loads this node's shares of the given keys, in that order.
@@ -272,6 +287,7 @@ class CollectionParty:
             one_hot: an option collection's rule (`validated`).
             min_valid: the least the session's output needs (an auction: two bids), on top of min_batch.
             max_complete: the most complete submissions it takes (an auction: MAX_AUCTION).
+            rows: the finish needs every submission's shares (an auction), not only the valid ones' sum.
             chunk_values: the most values one program range-checks (every node must use the same;
                 default CHUNK_VALUES, read when the party is made).
         """
@@ -287,7 +303,7 @@ class CollectionParty:
         self._shares = shares
         self._lo, self._hi, self._length, self._min_batch = lo, hi, length, min_batch
         self._finish, self._one_hot, self._min_valid = finish or finish_sum(), one_hot, max(min_batch, min_valid)
-        self._max_complete = max_complete
+        self._max_complete, self._with_rows = max_complete, rows
         self._chunk_values = CHUNK_VALUES if chunk_values is None else chunk_values
         self.length = length
         self._rng = rng
@@ -297,8 +313,8 @@ class CollectionParty:
         self._inner: ComputeParty | None = None
         self._wrap = ""                              # the running program's step prefix ("" for one program)
         self._chunks: list[tuple[int, int]] = []     # the chunks still to run, as submission ranges
-        self._rows: Words | None = None              # the agreed submissions' shares, (complete, length)
-        self._keep: npt.NDArray[np.bool_] | None = None
+        self._keep: npt.NDArray[np.bool_] | None = None   # chunked: the validity of each complete submission
+        self._total = np.zeros(length, dtype=np.uint64)   # chunked: our share of the sum of the valid ones so far
         self._planning = False
         self._counted = (0, 0)                       # the finished programs' triples (made, used)
         self._started = False
@@ -389,12 +405,11 @@ class CollectionParty:
         if n > self._max_complete:
             raise LocalProtocolError(f"session {self.session_id}: {n} complete submissions, more than this session "
                                      f"takes ({self._max_complete})")
-        self._rows = np.asarray(self._shares(self.complete), dtype=np.uint64).reshape(n, self._length)
         per = max(1, self._chunk_values // (self._length + self._one_hot))
         if n <= per:   # one program checks and finishes
             factory = validated(self._lo, self._hi, self._length, n, self._finish, self.complete, self._note,
                                 one_hot=self._one_hot)
-            return self._begin("", factory, self._rows.reshape(-1), PREFIX)
+            return self._begin("", factory, self._load(0, n), PREFIX)
         self._keep = np.zeros(n, dtype=bool)
         self._chunks = [(a, min(a + per, n)) for a in range(0, n, per)]
         return self._next()
@@ -414,8 +429,9 @@ class CollectionParty:
                                      f"valid, fewer than {self._least()}; nothing is released")
 
     def _next(self) -> list[Send | Output]:
-        """Start the next chunk's range checks, or, after the last, the program that finishes."""
-        assert self._rows is not None and self._keep is not None
+        """Start the next chunk's range checks, or, after the last, the program that finishes: over our
+        share of the valid submissions' sum (added up chunk by chunk), or every submission (`rows`)."""
+        assert self._keep is not None
         if self._inner is not None:
             made, used = self._inner.triple_counts
             self._counted = (self._counted[0] + made, self._counted[1] + used)
@@ -426,16 +442,23 @@ class CollectionParty:
             def store(bits: Words, a: int = a, b: int = b) -> None:
                 if not self._planning:
                     keep[a:b] = bits.astype(bool)
-            factory = validated(self._lo, self._hi, self._length, b - a, _validity_only, (), store,
+            factory = validated(self._lo, self._hi, self._length, b - a, _chunk_total, (), store,
                                 one_hot=self._one_hot)
-            return self._begin(f"coll/c{a}/", factory, self._rows[a:b].reshape(-1), "run")
+            return self._begin(f"coll/c{a}/", factory, self._load(a, b), "run")
         self._note(self._keep.astype(np.uint64))
-        rows, keep, keys, finish = self._rows, self._keep, self.complete, self._finish
+        keep, keys, finish, length = self._keep, self.complete, self._finish, self._length
 
         def finishing(ctx: Context, x: Words) -> Program[Words]:
-            return (yield from finish(ctx, x.reshape(rows.shape), keep, keys))
+            if not self._with_rows:
+                return (yield from finish(ctx, Valid(x, keep, keys)))
+            rows = x.reshape(len(keys), length)
+            return (yield from finish(ctx, Valid(_total(rows, keep), keep, keys, rows)))
         self._keep = None   # no program after this one
-        return self._begin("coll/f/", finishing, rows.reshape(-1), "run")
+        return self._begin("coll/f/", finishing, self._load(0, len(keys)) if self._with_rows else self._total, "run")
+
+    def _load(self, a: int, b: int) -> Words:
+        """Our shares of the agreed submissions a..b-1, flat."""
+        return np.asarray(self._shares(self.complete[a:b]), dtype=np.uint64).reshape((b - a) * self._length)
 
     def _begin(self, wrap: str, factory: Callable[[Context, Words], Program[Words]], share: Words,
                prefix: str) -> list[Send | Output]:
@@ -462,12 +485,13 @@ class CollectionParty:
         for e in events:
             if isinstance(e, Send):
                 out.append(Send(e.to, self._wrap + e.step, e.payload) if self._wrap else e)
-            elif self._wrap.startswith("coll/c"):
+            elif self._wrap.startswith("coll/c"):   # a chunk's output: its share of its valid submissions' sum
+                self._total += e.words
                 out += self._next()
             else:
                 out.append(e)
         return out
 
 
-__all__ = ["CollectionParty", "CollectionSource", "Finish", "Key", "PREFIX", "STEP_KEYS", "finish_auction", "finish_sum",
+__all__ = ["CollectionParty", "CollectionSource", "Finish", "Valid", "Key", "PREFIX", "STEP_KEYS", "finish_auction", "finish_sum",
            "finish_threshold", "finish_vote", "finish_winner", "keys_from_bytes", "keys_to_bytes", "validated"]

@@ -352,7 +352,7 @@ def test_a_vote_over_ballots_opens_one_bit() -> None:
 
 # ---- range checks in chunks (what a session over 10^6 submissions needs) ---------------------------------
 
-def chunked_session(rows: Sequence[Sequence[int]], lo: int, hi: int, chunk: int,
+def chunked_session(submissions: Sequence[Sequence[int]], lo: int, hi: int, chunk: int,
                     **options: Any) -> tuple[Router, list[bytes]]:
     """Three nodes over these submissions (each a row of values, taken mod 2^64), range-checking at most
     `chunk` values per program; the messages go in a CSPRNG-chosen order, so peers run ahead.
@@ -360,8 +360,8 @@ def chunked_session(rows: Sequence[Sequence[int]], lo: int, hi: int, chunk: int,
     Returns: the router after the run, and each row's credential id."""
     parties = names(3)
     held: dict[str, dict[Key, Words]] = {p: {} for p in parties}
-    cids = [submit(held, [v % M64 for v in row]) for row in rows]
-    router = Router(node_engines(parties, held, lo, hi, len(rows[0]), 1, chunk_values=chunk, **options))
+    cids = [submit(held, [v % M64 for v in row]) for row in submissions]
+    router = Router(node_engines(parties, held, lo, hi, len(submissions[0]), 1, chunk_values=chunk, **options))
     router.run()
     return router, cids
 
@@ -403,7 +403,7 @@ def test_every_release_runs_over_chunks(chunk: int) -> None:
     bids = [500, 1001, 700, -1001, 650, 1 << 63, 100]
     for second_price in (False, True):
         router, cids = chunked_session([[b] for b in bids], -1000, 1000, chunk,
-                                       finish=finish_auction(second_price), min_valid=2)
+                                       finish=finish_auction(second_price), min_valid=2, rows=True)
         result = decoded(reduce(lambda x, y: x + y, (o.words for o in router.single().values())), second_price)
         assert (result.winner, result.price, result.valid) == (cids[2].hex(), 650 if second_price else 700, 4)
 
