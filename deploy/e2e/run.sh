@@ -392,6 +392,19 @@ stop_nodes() {
 }
 
 # run_demo DEMO INPUT KIND BOUNDS PARTY=VALUES...   (BOUNDS: LO,HI as the input jobs declare them)
+# Bring a demo's compose project up (NAME LIMIT COMPOSE-COMMAND...) and wait, at most LIMIT seconds, for
+# its coordinator container to exit: sets COORD (the container) and COORD_CODE (its exit code).
+up_and_wait() {
+    local name=$1 limit=$2
+    shift 2
+    quiet "up-$name" timeout "$limit" "$@" up -d || fail "docker-compose up ($name)"
+    COORD=$(timeout 60 "$@" ps -q coordinator)
+    [[ -n $COORD ]] || fail "no coordinator container ($name)"
+    spawn "$TMP/logs/wait-$name.log" - timeout "$limit" "$DOCKER" wait "$COORD" \
+        || fail "the coordinator of $name did not finish within ${limit}s"
+    COORD_CODE=$(<"$TMP/logs/wait-$name.log")
+}
+
 run_demo() {
     local demo=$1 input=$2 kind=$3 bounds=$4
     shift 4
@@ -402,12 +415,8 @@ run_demo() {
     mkdir -p "$art/containers" "$art/volumes"
 
     step "e. $demo: compose up (certificates, inputs, healthy nodes, coordinator)"
-    quiet "up-$demo" timeout 300 "${dc[@]}" up -d || fail "docker-compose up ($demo)"
-    coord=$(timeout 60 "${dc[@]}" ps -q coordinator)
-    [[ -n $coord ]] || fail "no coordinator container"
-    spawn "$TMP/logs/wait-$demo.log" - timeout 300 "$DOCKER" wait "$coord" \
-        || fail "the coordinator did not finish within 300s"
-    code=$(<"$TMP/logs/wait-$demo.log")
+    up_and_wait "$demo" 300 "${dc[@]}"
+    coord=$COORD code=$COORD_CODE
     [[ $code == 0 ]] || { docker logs "$coord" >&2; fail "the coordinator exited $code"; }
     log "coordinator: $(docker logs "$coord" 2>/dev/null)"
 
@@ -457,12 +466,8 @@ run_poll() {
     mkdir -p "$art/containers" "$art/volumes"
 
     step "e. poll: compose up (certificates, owner, collections, nodes, 1000 voters, close, coordinator)"
-    quiet "up-poll" timeout 600 "${dc[@]}" up -d || fail "docker-compose up (poll)"
-    coord=$(timeout 60 "${dc[@]}" ps -q coordinator)
-    [[ -n $coord ]] || fail "no coordinator container"
-    spawn "$TMP/logs/wait-poll.log" - timeout 600 "$DOCKER" wait "$coord" \
-        || fail "the poll's coordinator did not finish within 600s"
-    code=$(<"$TMP/logs/wait-poll.log")
+    up_and_wait poll 600 "${dc[@]}"
+    coord=$COORD code=$COORD_CODE
     voters=$(timeout 60 "${dc[@]}" ps -q voters)
     [[ $code == 0 ]] || { docker logs "$voters" >&2; docker logs "$coord" >&2; fail "the coordinator exited $code"; }
     [[ $(docker logs "$voters" 2>/dev/null) == "1000 of 1000 submissions accepted" ]] \

@@ -821,12 +821,22 @@ class ClearingPriceEntry(Entry[ClearingParams]):
         return self.name, list(params.prices)
 
 
-def _winner_only(params: PluralityParams, opened: Opened) -> PluralityResult:
-    """A winner-only plurality's result: the opened option index, checked to be one."""
-    option = int(opened.words[0])
-    if option >= params.options:
-        raise RemoteProtocolError("the opened winner is not an option: the nodes' output shares do not agree")
-    return PluralityResult(opened.session_id, opened.input_name, opened.nodes, params.options, None, option)
+def _plurality_result(params: PluralityParams, opened: Opened,
+                      counted: tuple[int, int] | None = None) -> PluralityResult:
+    """A plurality's result: the winning option alone (checked to be one), or the counts (the first
+    `options` words) and their largest, the lowest option on a tie; `counted`: a collection's
+    (valid, complete)."""
+    if params.winner_only:
+        option = int(opened.words[0])
+        if option >= params.options:
+            raise RemoteProtocolError("the opened winner is not an option: the nodes' output shares do not agree")
+        return PluralityResult(opened.session_id, opened.input_name, opened.nodes, params.options, None, option)
+    counts = [int(w) for w in to_signed(opened.words[:params.options])]
+    best = max(range(params.options), key=lambda i: (counts[i], -i))
+    noise = private(params)
+    valid, complete = counted or (None, None)
+    return PluralityResult(opened.session_id, opened.input_name, opened.nodes, params.options, counts, best,
+                           None if noise is None else noise.report(len(opened.nodes)), valid, complete)
 
 
 def _check_plurality(params: PluralityParams) -> None:
@@ -879,13 +889,7 @@ class PluralityEntry(Entry[PluralityParams]):
         return 1 if params.winner_only else params.options
 
     def decode(self, params: PluralityParams, opened: Opened) -> Result:
-        if params.winner_only:
-            return _winner_only(params, opened)
-        counts = [int(w) for w in to_signed(opened.words)]
-        best = max(range(params.options), key=lambda i: (counts[i], -i))
-        noise = private(params)
-        return PluralityResult(opened.session_id, opened.input_name, opened.nodes, params.options, counts, best,
-                               None if noise is None else noise.report(len(opened.nodes)))
+        return _plurality_result(params, opened)
 
     def query(self, params: PluralityParams) -> tuple[str, object]:
         return ("plurality-winner" if params.winner_only else "plurality"), params.options
@@ -1188,14 +1192,8 @@ class CollectionPluralityEntry(_CollectionEntry):
         return finish_winner if params.winner_only else finish_sum(0 if noise is None else noise.coins)
 
     def decode(self, params: PluralityParams, opened: Opened) -> Result:
-        if params.winner_only:
-            return _winner_only(params, opened)
-        counts = [int(w) for w in to_signed(opened.words[:params.options])]
-        valid, complete = _collection_counts(opened.words[params.options:])
-        best = max(range(params.options), key=lambda i: (counts[i], -i))
-        noise = private(params)
-        return PluralityResult(opened.session_id, opened.input_name, opened.nodes, params.options, counts, best,
-                               None if noise is None else noise.report(len(opened.nodes)), valid, complete)
+        counted = None if params.winner_only else _collection_counts(opened.words[params.options:])
+        return _plurality_result(params, opened, counted)
 
     def query(self, params: PluralityParams) -> tuple[str, object]:
         return (f"{self.name}-winner" if params.winner_only else self.name), params.options

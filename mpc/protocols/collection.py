@@ -55,7 +55,7 @@ from mpc.events import Output, Send
 from mpc.ot.triples import OtSetups
 from mpc.prg import Rng
 from mpc.protocols import auction
-from mpc.protocols.circuit import Context, Program, and_gates, at_least, open_words, public, sign_bit
+from mpc.protocols.circuit import Context, Program, and_gates, at_least, open_words, public
 from mpc.protocols.compute import ComputeParty
 from mpc.protocols.noise import joint_noise
 from mpc.ring import RING_BITS, Words
@@ -143,11 +143,10 @@ def validated(lo: int, hi: int, length: int, complete: int, finish: Finish, keys
         rows = x.reshape(complete, length)
         checked = np.concatenate((rows, rows.sum(axis=1, dtype=np.uint64)[:, None]), axis=1) if one_hot else rows
         flat = checked.reshape(-1)
-        # [v - lo >= 0] and [hi - v >= 0] as signed 64-bit integers, in one batch: 1 ^ MSB of each.
+        # [v - lo >= 0] and [hi - v >= 0] as signed 64-bit integers, in one batch (XOR shares of the bits).
         differences = np.concatenate((flat - public(ctx, np.tile(lo_row, complete)),
                                       public(ctx, np.tile(hi_row, complete)) - flat))
-        msb = yield from sign_bit(ctx, "range", differences, RING_BITS)
-        ok = (msb ^ public(ctx, np.ones_like(msb))).astype(bool)   # XOR shares of the two bits, per value
+        ok = (yield from at_least(ctx, "range", differences, 0, RING_BITS)).astype(bool)
         valid = yield from and_gates(ctx, "both", ok[:flat.size], ok[flat.size:])
         valid = valid.reshape(complete, checked.shape[1])
         width, level = valid.shape[1], 0
