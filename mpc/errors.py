@@ -55,6 +55,11 @@ class SessionClosed(RemoteProtocolError):
     """A message names a session that has already finished, failed or been interrupted."""
 
 
+class StaleShape(RemoteProtocolError):
+    """A one-round session states a shape or a pair key that is not this node's now (its input was
+    replaced, or it restarted): refused before anything is shared; the coordinator prepares anew."""
+
+
 class PeerUnavailable(MpcError):
     """A node could not be reached or did not answer before its deadline."""
 

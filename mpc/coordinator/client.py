@@ -35,7 +35,7 @@ from mpc.results import (
     ThresholdResult,
     VoteResult,
 )
-from mpc.transport.peers import Channels, describe_rpc_error, is_name_mismatch, is_unreachable
+from mpc.transport.peers import Channels, LongCall, describe_rpc_error, is_name_mismatch, is_unreachable
 from mpc.transport.tls import TlsMaterial
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
@@ -207,6 +207,44 @@ def _relayed_evidence(prepared: dict[str, mpc_pb2.PrepareReply], nodes: Sequence
     return {n: prepared[n].evidence for n in nodes} if keyed(parsed, list(nodes)) else {}
 
 
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """What the nodes reported for one query the last time it ran: each node's shape, and the id of
+    the newest pair key each holds with each peer (the one-round path states them back)."""
+
+    shapes: dict[str, mpc_pb2.Shape]
+    keys: dict[str, dict[str, bytes]]
+
+    def key_ids(self, nodes: Sequence[str]) -> dict[str, dict[str, bytes]]:
+        """Per node, the key to use with each peer, if every pair holds the same newest key; else {}."""
+        for a in nodes:
+            for b in nodes:
+                if a != b and (not self.keys.get(a, {}).get(b) or self.keys[a][b] != self.keys.get(b, {}).get(a)):
+                    return {}
+        return {a: {b: self.keys[a][b] for b in nodes if b != a} for a in nodes}
+
+
+class _RunStream(LongCall):
+    """The long-lived Control.Run stream to one node: requests out, replies routed by session id."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.sessions: dict[str, asyncio.Queue[mpc_pb2.RunReply | BaseException]] = {}
+        super().__init__(mpc_pb2_grpc.ControlStub(channel).Run())
+
+    def route(self, message: Any) -> None:
+        queue = self.sessions.get(message.session_id)
+        if queue is not None:
+            queue.put_nowait(message)
+
+    def fail(self, failure: BaseException) -> None:
+        for queue in self.sessions.values():
+            queue.put_nowait(failure)
+
+
+class _Stale(Exception):
+    """A one-round session was refused as stale by some node: prepare in two rounds instead."""
+
+
 def _evidence_for(evidence: dict[str, mpc_pb2.Evidence], recipient: str) -> dict[str, mpc_pb2.Evidence]:
     """What one node needs of the relayed evidence: every node's shape and its tag for `recipient`
     (n entries of one tag each, not n(n-1) tags: the request stays small for many nodes)."""
@@ -220,7 +258,7 @@ class Coordinator:
 
     def __init__(self, cluster: ClusterConfig, *, observer: ShareObserver | None = None,
                  nodes: Sequence[str] | None = None, progress: ProgressCallback | None = None,
-                 keyed: bool = True) -> None:
+                 keyed: bool = True, one_round: bool = True) -> None:
         """Args:
             observer: sees every share chunk received (tests).
             nodes: the participants (default: every node of the cluster file, in order).
@@ -229,6 +267,10 @@ class Coordinator:
             keyed: take the keyed path (mpc/protocols/pairing.py) whenever every pair of nodes holds
                 the same pair key; False: always let the nodes exchange digests and seeds (benchmarks
                 compare the two; both are equally private).
+            one_round: once a query has run, run it again in one message per node (Control.Run: the
+                shapes the nodes reported stated back, prepare and compute at once; a node whose input
+                changed refuses before anything is shared, and the query is prepared in two rounds again).
+                False: always two rounds (Prepare, then Compute).
         """
         me = cluster.require_coordinator()
         self.cluster = cluster
@@ -239,6 +281,9 @@ class Coordinator:
         self.observer = observer
         self.progress = progress
         self.keyed = keyed
+        self.one_round = one_round
+        self._known: dict[tuple[Any, ...], _Known] = {}
+        self._runs: dict[str, _RunStream] = {}
 
     async def __aenter__(self) -> "Coordinator":
         return self
@@ -247,7 +292,11 @@ class Coordinator:
         await self.close()
 
     async def close(self) -> None:
-        """Close the channels to the nodes."""
+        """Close the Run streams and the channels to the nodes."""
+        runs, self._runs = list(self._runs.values()), {}
+        for run in runs:
+            run.close()
+        await asyncio.gather(*(r.reader for r in runs), return_exceptions=True)
         await self.channels.close()
 
     def _stub(self, name: str) -> mpc_pb2_grpc.ControlStub:
@@ -295,7 +344,7 @@ class Coordinator:
         cancelled = frozenset(n for n, t in tasks.items() if t.cancelled())
         silent = cancelled | frozenset(n for n, r in failures if is_unreachable(r))
         await self._abort_all(session_id, reasons, skip=silent)
-        unreachable = all(is_unreachable(r) for _, r in failures)
+        unreachable = all(is_unreachable(r) or isinstance(r, PeerUnavailable) for _, r in failures)
         cls = PeerUnavailable if unreachable else SessionFailed
         raise cls(f"session {session_id} failed, nothing was revealed: {reasons}")
 
@@ -303,7 +352,6 @@ class Coordinator:
                        lengths: dict[str, int], total: Words, timeout: float, xor: bool,
                        tracker: _Tracker | None, evidence: dict[str, mpc_pb2.Evidence]) -> None:
         """Stream one node's output share and add (or, for bit shares, XOR) it into `total`."""
-        from mpc.ring import words_from_bytes
         call = self._stub(name).Compute(mpc_pb2.ComputeRequest(session_id=session_id, frac_bits=frac_bits,
                                                                length=length, progress=tracker is not None,
                                                                input_versions=versions, lengths=lengths,
@@ -319,23 +367,7 @@ class Coordinator:
                     tracker.peers[name] = (p.peer_bytes_sent, p.peer_messages)
                     tracker.emit()
                 continue
-            if chunk.session_id != session_id or chunk.node != name or chunk.total_length != length:
-                raise SessionFailed(f"node {name} sent a share chunk for another session, node or length")
-            if chunk.offset != expected:
-                raise SessionFailed(f"node {name} sent share words from {chunk.offset}, expected {expected}")
-            try:
-                words = words_from_bytes(chunk.words)
-            except ValueError as exc:
-                raise SessionFailed(f"node {name} sent a malformed share chunk: {exc}") from None
-            if words.size == 0 or expected + words.size > length:
-                raise SessionFailed(f"node {name} sent {expected + words.size} share words, expected {length}")
-            if self.observer is not None:
-                self.observer(session_id, name, chunk.words)
-            if xor:
-                total[expected:expected + words.size] ^= words
-            else:
-                total[expected:expected + words.size] += words
-            expected += words.size
+            expected = self._add_chunk(session_id, name, chunk, length, expected, total, xor)
             if tracker is not None:
                 tracker.share_bytes += len(chunk.words)
                 if expected == length:
@@ -343,6 +375,105 @@ class Coordinator:
                 tracker.emit()
         if expected != length:
             raise SessionFailed(f"node {name} sent {expected} share words, expected {length}")
+
+    def _add_chunk(self, session_id: str, name: str, chunk: mpc_pb2.ShareChunk | mpc_pb2.RunReply, length: int,
+                   expected: int, total: Words, xor: bool) -> int:
+        """Check one chunk of a node's output share and add (or, for bit shares, XOR) it into `total`.
+
+        Returns: the words received so far. Raises: SessionFailed naming the node for a malformed chunk.
+        """
+        from mpc.ring import words_from_bytes
+        if chunk.session_id != session_id or chunk.node != name or chunk.total_length != length:
+            raise SessionFailed(f"node {name} sent a share chunk for another session, node or length")
+        if chunk.offset != expected:
+            raise SessionFailed(f"node {name} sent share words from {chunk.offset}, expected {expected}")
+        try:
+            words = words_from_bytes(chunk.words)
+        except ValueError as exc:
+            raise SessionFailed(f"node {name} sent a malformed share chunk: {exc}") from None
+        if words.size == 0 or expected + words.size > length:
+            raise SessionFailed(f"node {name} sent {expected + words.size} share words, expected {length}")
+        if self.observer is not None:
+            self.observer(session_id, name, chunk.words)
+        if xor:
+            total[expected:expected + words.size] ^= words
+        else:
+            total[expected:expected + words.size] += words
+        return expected + words.size
+
+    def _run_stream(self, name: str) -> _RunStream:
+        stream = self._runs.get(name)
+        if stream is None or stream.failure is not None:
+            if stream is not None:
+                stream.close()
+            stream = self._runs[name] = _RunStream(self.channels.channel(name))
+        return stream
+
+    async def _run_on(self, name: str, request: mpc_pb2.RunRequest, length: int, total: Words, xor: bool,
+                      timeout: float, stale: set[str]) -> mpc_pb2.RunReply:
+        """Send one node its one-round session and take its output share into `total`.
+
+        Returns: the reply with the share's last chunk (the node's shape and pair key ids).
+        Raises: PeerUnavailable if the node cannot be reached or does not answer in time;
+        SessionFailed with its reason if it refuses (StaleShape: its shape or a key is not as stated).
+        """
+        from mpc.errors import StaleShape
+        session_id = request.prepare.session_id
+        node = self.cluster.node(name)
+        stream = self._run_stream(name)
+        queue: asyncio.Queue[mpc_pb2.RunReply | BaseException] = asyncio.Queue()
+        stream.sessions[session_id] = queue
+        expected = 0
+        try:
+            async with asyncio.timeout(timeout):
+                await stream.write(request)
+                while True:
+                    item = await queue.get()
+                    if isinstance(item, grpc.aio.AioRpcError):
+                        raise item
+                    if isinstance(item, BaseException):
+                        raise PeerUnavailable(f"node {name} at {node.address}: {item}")
+                    if item.code:
+                        if item.stale:
+                            stale.add(name)
+                            raise StaleShape(f"node {name}: {item.error}")
+                        raise SessionFailed(f"node {name} refused: {item.error} [{item.code}]")
+                    expected = self._add_chunk(session_id, name, item, length, expected, total, xor)
+                    if expected == length:
+                        return item
+        except TimeoutError:
+            raise PeerUnavailable(f"node {name} at {node.address} did not answer in time") from None
+        finally:
+            stream.sessions.pop(session_id, None)
+
+    async def _open_one_round(self, protocol: Entry[Any], params: Any, input_name: str, request: mpc_pb2.PrepareRequest,
+                              timeout: float, known: _Known) -> tuple[Opened, _Known]:
+        """The one-round path: every node prepares and computes at once, told every node's shape as
+        they reported it for this query before (and their pair keys). Raises: _Stale if a node's
+        shape or key is not as stated (every node has aborted then); as `open` otherwise."""
+        import numpy as np
+
+        from mpc.protocols.catalogue import Opened
+        lengths = {n: int(known.shapes[n].length) for n in self.nodes}
+        length = protocol.output_length(params, lengths)
+        frac_bits = max(int(known.shapes[n].frac_bits) for n in self.nodes)
+        key_ids = known.key_ids(self.nodes) if self.keyed else {}
+        total = np.zeros(length, dtype=np.uint64)
+        stale: set[str] = set()
+        requests = {n: mpc_pb2.RunRequest(prepare=request, shapes=known.shapes, frac_bits=frac_bits, length=length,
+                                          key_ids=key_ids.get(n, {})) for n in self.nodes}
+        try:
+            last = await self._gather(request.session_id, {
+                n: self._run_on(n, requests[n], length, total, protocol.combine == "xor", timeout + COMPUTE_GRACE_S,
+                                stale) for n in self.nodes})
+        except SessionFailed:
+            if stale:
+                raise _Stale() from None
+            raise
+        shapes = {n: last[n].shape for n in self.nodes}
+        opened = Opened(request.session_id, input_name, self.nodes, {n: int(shapes[n].length) for n in self.nodes},
+                        total, frac_bits, all(shapes[n].is_scalar for n in self.nodes))
+        return opened, _Known(shapes, {n: dict(last[n].key_ids) for n in self.nodes})
 
     async def run(self, protocol: Entry[Any], params: Any, input_name: str, *,
                   timeout_s: float | None = None) -> Result:
@@ -380,6 +511,17 @@ class Coordinator:
                 wire[name] = mpc_pb2.Param(integers=mpc_pb2.IntegerList(values=list(value or ())))
         request = mpc_pb2.PrepareRequest(session_id=session_id, protocol=protocol.wire_id, input_name=input_name,
                                          participants=self.nodes, timeout_ms=int(timeout * 1000), params=wire)
+        query = (protocol.wire_id, tuple(sorted((k, v.SerializeToString(deterministic=True)) for k, v in wire.items())),
+                 input_name, self.nodes)
+        known = self._known.get(query) if self.one_round and self.progress is None else None
+        if known is not None:
+            try:
+                opened, self._known[query] = await self._open_one_round(protocol, params, input_name, request,
+                                                                        timeout, known)
+                return opened
+            except _Stale:   # an input was replaced, or a node restarted: prepare anew, in a new session
+                del self._known[query]
+                session_id = request.session_id = secrets.token_hex(16)
         connect = self.cluster.connect_timeout_s
         tracker = None if self.progress is None else _Tracker(session_id, len(self.nodes), self.progress)
         if tracker is not None:
@@ -416,6 +558,10 @@ class Coordinator:
                                                          timeout + COMPUTE_GRACE_S, protocol.combine == "xor",
                                                          tracker, evidence)
                                         for n in self.nodes})
+        self._known[query] = _Known(
+            {n: mpc_pb2.Shape(length=r.length, frac_bits=r.frac_bits, is_scalar=r.is_scalar,
+                              input_version=r.input_version) for n, r in prepared.items()},
+            {n: {peer: tag.key_id for peer, tag in e.tags.items()} for n, e in evidence.items()})
         return Opened(session_id, input_name, self.nodes, lengths, total, frac_bits,
                       all(r.is_scalar for r in prepared.values()))
 

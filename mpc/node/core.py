@@ -36,6 +36,7 @@ from mpc.errors import (
     RoundMismatch,
     SessionClosed,
     SessionFailed,
+    StaleShape,
     StoreError,
     UnknownSession,
     quoted,
@@ -74,6 +75,10 @@ MAX_EARLY_PER_PEER = 8
 _ROUND_SUFFIX = re.compile(r"(/\d+)+\Z")
 OUTPUT_SHARE = "output share"
 MAX_AUDITED_PARTICIPANTS = 64   # a refused request's participant list is cut to this length
+# A one-round session starts at each node when its Run arrives, so a peer's first messages may come
+# before this node knows the session: they wait this long for it, at most this many per peer.
+SESSION_WAIT_S = 10.0
+MAX_WAITING_PER_PEER = 64
 
 
 def traffic_kind(step: str) -> str:
@@ -90,6 +95,21 @@ class PeerSender(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Shape:
+    """A node's public shape for a session: what it reports at prepare, and what a one-round
+    session states for every participant (mpc/coordinator/client.py)."""
+
+    length: int
+    frac_bits: int
+    is_scalar: bool
+    input_version: int
+
+    def __str__(self) -> str:
+        kind = "a scalar" if self.is_scalar else f"{self.length} words"
+        return f"version {self.input_version}, {kind} at {self.frac_bits} fractional bits"
+
+
+@dataclass(frozen=True, slots=True)
 class Prepared:
     """The public shape a node reports for a prepared session."""
 
@@ -100,6 +120,11 @@ class Prepared:
     is_scalar: bool
     input_version: int
     evidence: Evidence | None = None     # tags for the keyed path (mpc/protocols/pairing.py)
+
+    @property
+    def shape(self) -> Shape:
+        """The shape alone."""
+        return Shape(self.length, self.frac_bits, self.is_scalar, self.input_version)
 
 
 @dataclass(eq=False)
@@ -187,11 +212,14 @@ class NodeCore:
         self._fill_backoff: dict[str, tuple[bytes, float]] = {}
         # Pair keys with each peer, from the seeds of earlier sums (mpc/protocols/pairing.py).
         self.pair_keys = PairKeys()
+        # Sessions that peers' messages wait for (one-round sessions): id -> (event, waiting messages).
+        self._awaited: dict[str, tuple[asyncio.Event, int]] = {}
+        self._waiting: dict[str, int] = {}   # peer -> its messages waiting
 
     # ---- coordinator side -------------------------------------------------------------
 
     def prepare(self, caller: Identity, session_id: str, protocol: Entry[Any], params: Any, input_name: str,
-                participants: list[str], timeout_s: float) -> Prepared:
+                participants: list[str], timeout_s: float, *, tag: bool = True) -> Prepared:
         """Register a session after checking the policy, the parties and the input; a refusal
         goes to the audit log with its reason.
 
@@ -200,7 +228,7 @@ class NodeCore:
         policy refuses, StoreError when the input is missing, RoundMismatch for a reused id.
         """
         try:
-            return self._prepare(caller, session_id, protocol, params, input_name, participants, timeout_s)
+            return self._prepare(caller, session_id, protocol, params, input_name, participants, timeout_s, tag)
         except MpcError as exc:
             self.refused(caller, session_id, protocol.name, input_name, participants, exc)
             raise
@@ -222,7 +250,7 @@ class NodeCore:
         log.warning("session %s refused: %s", shown, error, extra={"session": shown})
 
     def _prepare(self, caller: Identity, session_id: str, protocol: Entry[Any], params: Any, input_name: str,
-                 participants: list[str], timeout_s: float) -> Prepared:
+                 participants: list[str], timeout_s: float, tag: bool) -> Prepared:
         name = self.me.name
         if not _SESSION_ID.match(session_id):
             raise RemoteProtocolError("session id must be 32 lowercase hex characters")
@@ -290,11 +318,15 @@ class NodeCore:
                              "participants": list(participants)}
         if collection is not None:
             session.described["collection"] = collection[2]
-        self._tag(session, frac_bits)
+        if tag:
+            self._tag(session, frac_bits)
         self.store.record_session(session_id, protocol.name, input_name, participants, caller.uri())
         session.timer = loop.call_at(session.deadline, self._expire, session)
         self.sessions[session_id] = session
         self._idle.clear()
+        awaited = self._awaited.get(session_id)
+        if awaited is not None:   # peers' messages that came first
+            awaited[0].set()
         log.info("session %s prepared: %s %s of %r (v%d) with %s", session_id, protocol.name,
                  json.dumps(session.described["params"]), input_name, stored.version, ",".join(participants),
                  extra={"session": session_id})
@@ -423,7 +455,8 @@ class NodeCore:
 
     async def compute(self, caller: Identity, session_id: str, frac_bits: int, length: int,
                       versions: Mapping[str, int], lengths: Mapping[str, int],
-                      evidence: Mapping[str, Evidence] | None = None) -> Words:
+                      evidence: Mapping[str, Evidence] | None = None,
+                      keys: Mapping[str, PairKey] | None = None) -> Words:
         """Run a prepared session and return this node's output share.
 
         The release is reserved in the input version's budget before this node's session digest
@@ -438,6 +471,8 @@ class NodeCore:
             evidence: every participant's evidence from prepare, for the keyed path (agreement from
                 the relayed tags, masks from the pair keys: no seed goes peer to peer, and a sum sends
                 nothing); empty or None: digests and seeds are exchanged.
+            keys: a one-round session's pair key with every peer, as the coordinator named them and
+                this node found them held (`run`): masks from them, as on the keyed path.
         Returns: the output share (uniformly random on its own).
         Raises: UnknownSession/SessionClosed, AuthError if another coordinator asks,
         RoundMismatch if already running, InputError if the declared bounds could overflow at
@@ -490,6 +525,7 @@ class NodeCore:
             protocol.admit(params, session.declared, len(session.parties), frac_bits)
             if evidence:
                 self._check_keyed(session, frac_bits, ordered, versions, evidence)
+                keys = session.pair_keys
             digest = session_digest({**session.described, "frac_bits": frac_bits, "lengths": ordered,
                                      "versions": dict(sorted(versions.items()))})
             variant, parameter = protocol.release(params)
@@ -503,7 +539,7 @@ class NodeCore:
             contribution = await asyncio.to_thread(protocol.contribution, params, Contributing(
                 session.declared, stored.values, stored.tally, frac_bits, len(session.parties), offset,
                 sum(ordered.values()), self.rng, session.identifiers))
-            masks = None if not evidence else {p: k.mask_key(session_id, digest) for p, k in session.pair_keys.items()}
+            masks = None if keys is None else {p: k.mask_key(session_id, digest) for p, k in keys.items()}
             source = await asyncio.to_thread(self._collection_source, session)
             inner = protocol.engine(params, EngineArgs(session_id, me, session.parties, words, self.rng,
                                                        self.ot_setups, ordered, mask_seeds=masks,
@@ -511,13 +547,13 @@ class NodeCore:
             async with session.lock:
                 if self.sessions.get(session_id) is not session:   # aborted while we waited for the lock
                     raise SessionClosed(f"session {session_id} ended at node {me} before it started")
-                # A keyed sum sends nothing at all: its agreement is the tags checked above, and the session
-                # digest is in its masks (a node that computed with another description, which only one
-                # breaking the protocol could, gets shares whose masks do not cancel). Every engine that
-                # sends messages anyway still sends its digest with its first ones (no extra round), so
-                # each node also checks what every other computed with (DESIGN.md §9).
+                # A keyed sum sends nothing at all: its agreement is the tags checked above (two rounds) or,
+                # in one round, the session digest in its masks alone: a node that was told, or computed
+                # with, another description gets shares whose masks do not cancel (mpc/protocols/pairing.py).
+                # Every engine that sends messages anyway still sends its digest with its first ones (no
+                # extra round), so each node also checks what every other computed with (DESIGN.md §9).
                 engine = AgreedParty(inner, session_id, me, session.parties, lambda: self._release(session),
-                                     agreed=bool(evidence) and isinstance(inner, SecureSumParty))
+                                     agreed=keys is not None and isinstance(inner, SecureSumParty))
                 session.engine = engine
                 if engine.is_slow("start"):   # e.g. hashing a set to the curve: off the event loop
                     self._dispatch(session, await asyncio.to_thread(engine.start, contribution, digest))
@@ -589,6 +625,65 @@ class NodeCore:
                                       f"the nodes reported")
         check_evidence(me, session.pair_keys, session.described, evidence, sid)
 
+    async def run(self, caller: Identity, session_id: str, protocol: Entry[Any], params: Any, input_name: str,
+                  participants: list[str], timeout_s: float, shapes: Mapping[str, Shape], frac_bits: int,
+                  length: int, key_ids: Mapping[str, bytes]) -> tuple[Words, Shape]:
+        """Prepare and compute a session at once (the one-round path): the coordinator states every
+        participant's shape, as the nodes reported it for the same query before, and the pair key each
+        pair holds (if every pair holds one).
+
+        This node checks its own entry and that it holds each named key before anything is shared;
+        the whole statement enters the session description, so the nodes agree on it exactly as on
+        what they report at prepare (mpc/protocols/agreement.py; a keyed sum: its masks,
+        mpc/protocols/pairing.py).
+
+        Returns: (the output share, this node's shape).
+        Raises: StaleShape if the stated shape or a named key is not this node's now (nothing was
+        shared: the coordinator prepares in two rounds instead); as `prepare` and `compute` otherwise.
+        """
+        me = self.me.name
+        prepared = self.prepare(caller, session_id, protocol, params, input_name, participants, timeout_s, tag=False)
+        session = self.sessions[session_id]
+        try:
+            keys = self._stated_keys(session, key_ids)
+            if set(shapes) != set(session.parties):
+                raise RemoteProtocolError(f"session {session_id}: the coordinator states the shapes of "
+                                          f"{quoted(','.join(sorted(shapes)), 200)}, not of exactly the participants")
+            if shapes[me] != prepared.shape:
+                raise StaleShape(f"session {session_id}: node {me}'s input {input_name!r} is {prepared.shape}, not "
+                                 f"{shapes[me]} as the coordinator states (it was replaced since); nothing was shared")
+            if frac_bits != max(s.frac_bits for s in shapes.values()):
+                raise RemoteProtocolError(f"session {session_id}: scale of {frac_bits} fractional bits is not the "
+                                          f"largest of the stated shapes")
+        except MpcError as exc:
+            self._finish(session, "failed", str(exc))
+            raise
+        share = await self.compute(caller, session_id, frac_bits, length,
+                                   {p: s.input_version for p, s in shapes.items()},
+                                   {p: s.length for p, s in shapes.items()}, keys=keys)
+        return share, prepared.shape
+
+    def _stated_keys(self, session: Session, key_ids: Mapping[str, bytes]) -> dict[str, PairKey] | None:
+        """The pair keys a one-round session names, each held with its peer (None: none named).
+
+        Raises: RemoteProtocolError unless exactly every peer is named; StaleShape for a key not held.
+        """
+        if not key_ids:
+            return None
+        sid, me = session.session_id, self.me.name
+        peers = set(session.parties) - {me}
+        if set(key_ids) != peers:
+            raise RemoteProtocolError(f"session {sid}: the coordinator names pair keys with "
+                                      f"{quoted(','.join(sorted(key_ids)), 200)}, not with exactly node {me}'s peers")
+        keys: dict[str, PairKey] = {}
+        for peer in sorted(peers):
+            key = self.pair_keys.find(peer, key_ids[peer])
+            if key is None:
+                raise StaleShape(f"session {sid}: node {me} holds no pair key {bytes(key_ids[peer]).hex()[:8]}… with "
+                                 f"{peer} (a restart forgets them); nothing was shared")
+            keys[peer] = key
+        return keys
+
     def _keep_pair_key(self, peer: str, seed: bytes) -> None:
         """Keep the pair key of a seed a sum sent to or took from `peer` (engines may call from a worker thread)."""
         self.pair_keys.add(PairKey.from_seed(peer, seed))
@@ -656,6 +751,37 @@ class NodeCore:
             raise AuthError(f"node {sender!r} is not a peer in session {session_id}")
         return session
 
+    async def admit_waiting(self, caller: Identity, session_id: str, sender: str) -> Session | None:
+        """As `admit`, but a message for a session this node has not heard of yet (a one-round session
+        whose Run reaches a peer first) waits up to SESSION_WAIT_S for it, at most MAX_WAITING_PER_PEER
+        messages per peer at a time.
+
+        Raises: as `admit` (UnknownSession once the wait is over, or when too many wait).
+        """
+        try:
+            return self.admit(caller, session_id, sender)
+        except UnknownSession:
+            if not _SESSION_ID.match(session_id) or self._waiting.get(sender, 0) >= MAX_WAITING_PER_PEER:
+                raise
+        event, count = self._awaited.get(session_id, (None, 0))
+        if event is None:
+            event = asyncio.Event()
+        self._awaited[session_id] = (event, count + 1)
+        self._waiting[sender] = self._waiting.get(sender, 0) + 1
+        try:
+            async with asyncio.timeout(SESSION_WAIT_S):
+                await event.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._waiting[sender] -= 1
+            left = self._awaited[session_id][1] - 1
+            if left:
+                self._awaited[session_id] = (event, left)
+            else:
+                del self._awaited[session_id]
+        return self.admit(caller, session_id, sender)
+
     async def deliver(self, caller: Identity, session_id: str, sender: str, step: str, payload: bytes) -> None:
         """Feed one peer message to its session.
 
@@ -667,7 +793,7 @@ class NodeCore:
         UnknownSession/SessionClosed; RoundMismatch/RemoteProtocolError from the engine (the
         session then fails: a node that misbehaves ends the session, nothing is opened).
         """
-        session = self.admit(caller, session_id, sender)
+        session = await self.admit_waiting(caller, session_id, sender)
         if self.observer is not None:
             self.observer(session_id, sender, step, payload)
         if session is None:

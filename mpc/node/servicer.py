@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -28,15 +28,16 @@ from mpc.errors import (
     RoundMismatch,
     SessionClosed,
     SessionFailed,
+    StaleShape,
     StoreError,
     UnknownSession,
     clipped,
     quoted,
 )
-from mpc.node.core import NodeCore
+from mpc.node.core import NodeCore, Shape
 from mpc.pki import Identity
-from mpc.protocols.catalogue import BY_WIRE_ID, ParamValue, params_from_wire
-from mpc.ring import words_to_bytes
+from mpc.protocols.catalogue import BY_WIRE_ID, Entry, ParamValue, params_from_wire
+from mpc.ring import Words, words_to_bytes
 from mpc.transport.evidence import MAX_TAGS, evidence_from_wire, evidence_to_wire
 from mpc.transport.tls import CHUNK_BYTES, caller_identity
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
@@ -54,6 +55,7 @@ _STATUS: list[tuple[type[MpcError], grpc.StatusCode]] = [
     (PolicyError, grpc.StatusCode.PERMISSION_DENIED),
     (UnknownSession, grpc.StatusCode.NOT_FOUND),
     (SessionClosed, grpc.StatusCode.FAILED_PRECONDITION),
+    (StaleShape, grpc.StatusCode.FAILED_PRECONDITION),
     (RoundMismatch, grpc.StatusCode.FAILED_PRECONDITION),
     (RemoteProtocolError, grpc.StatusCode.INVALID_ARGUMENT),
     (StoreError, grpc.StatusCode.NOT_FOUND),
@@ -84,6 +86,15 @@ def status_for(exc: MpcError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+def _shape_to_wire(shape: Shape) -> mpc_pb2.Shape:
+    return mpc_pb2.Shape(length=shape.length, frac_bits=shape.frac_bits, is_scalar=shape.is_scalar,
+                         input_version=shape.input_version)
+
+
+def _shape_from_wire(shape: mpc_pb2.Shape) -> Shape:
+    return Shape(int(shape.length), int(shape.frac_bits), bool(shape.is_scalar), int(shape.input_version))
+
+
 def _require(context: grpc.aio.ServicerContext, role: str, what: str) -> Identity:
     caller = caller_identity(context)
     if caller.role != role:
@@ -100,6 +111,43 @@ def _params(request: mpc_pb2.PrepareRequest, protocol: str) -> dict[str, ParamVa
             raise RemoteProtocolError(f"protocol {protocol}: parameter {quoted(name, 40)} has no value")
         out[name] = tuple(param.integers.values) if which == "integers" else getattr(param, which)
     return out
+
+
+Request = TypeVar("Request")
+Reply = TypeVar("Reply")
+
+
+async def _each_in_a_task(requests: AsyncIterator[Request],
+                          handle: Callable[[Request, Callable[[Reply], None]], Awaitable[None]], *,
+                          cancel_on_exit: bool) -> AsyncIterator[Reply]:
+    """Serve a long-lived stream: every request is handled in a task of its own (so that one that
+    waits holds up no other), and what the handlers put out is yielded in the order they put it.
+    When the stream ends, or the caller goes away, the reader stops; cancel_on_exit: the handlers
+    still running are cancelled too."""
+    out: asyncio.Queue[Reply | None] = asyncio.Queue()
+    running: set[asyncio.Task[None]] = set()
+
+    async def read() -> None:
+        try:
+            async for request in requests:
+                task = asyncio.ensure_future(handle(request, out.put_nowait))
+                running.add(task)
+                task.add_done_callback(running.discard)
+            if running:
+                await asyncio.wait(set(running))
+        finally:
+            out.put_nowait(None)
+
+    reader = asyncio.ensure_future(read())
+    try:
+        while (reply := await out.get()) is not None:
+            yield reply
+    finally:
+        reader.cancel()
+        handlers = list(running) if cancel_on_exit else []
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(reader, *handlers, return_exceptions=True)
 
 
 class _Malformed:
@@ -149,6 +197,8 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
                 async for reply in inner_us(request, context):
                     yield reply
             return handler._replace(request_deserializer=parse, unary_stream=unary_stream)
+        if handler.stream_stream is not None:   # Run and Stream answer a malformed message in their own replies
+            return handler._replace(request_deserializer=parse)
         if handler.stream_unary is not None:
             inner_su = handler.stream_unary
 
@@ -169,28 +219,35 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
     def __init__(self, core: NodeCore) -> None:
         self.core = core
 
+    def _requested(self, caller: Identity, request: mpc_pb2.PrepareRequest) -> tuple[Entry[Any], Any]:
+        """The protocol and typed parameters a prepare request names (a refusal is audited).
+
+        Raises: RemoteProtocolError for unknown fields, an unknown protocol or bad parameters.
+        """
+        protocol = BY_WIRE_ID.get(request.protocol)
+        try:
+            fields = UnknownFieldSet(request)
+            unknown = sorted({fields[i].field_number for i in range(len(fields))})
+            if unknown:
+                # Fields 6 and 7 were an older mpc's average_mode and threshold: a node that ignored
+                # them would run another computation than the coordinator asked for.
+                raise RemoteProtocolError(f"prepare request has fields this node does not know {unknown[:8]} "
+                                          f"(from an older or newer mpc: 6 and 7 were average_mode and "
+                                          f"threshold, now protocol parameters); nothing was prepared")
+            if protocol is None:
+                raise RemoteProtocolError(f"unknown protocol {request.protocol}")
+            return protocol, params_from_wire(protocol, _params(request, protocol.name))
+        except MpcError as error:
+            self.core.refused(caller, request.session_id, protocol.name if protocol else
+                              f"protocol {request.protocol}", request.input_name, list(request.participants), error)
+            raise
+
     async def Prepare(self, request: mpc_pb2.PrepareRequest,
                       context: grpc.aio.ServicerContext) -> mpc_pb2.PrepareReply:
         """Register a session; reply with the input's public shape."""
         try:
             caller = _require(context, "coordinator", "Control.Prepare")
-            protocol = BY_WIRE_ID.get(request.protocol)
-            try:
-                fields = UnknownFieldSet(request)
-                unknown = sorted({fields[i].field_number for i in range(len(fields))})
-                if unknown:
-                    # Fields 6 and 7 were an older mpc's average_mode and threshold: a node that ignored
-                    # them would run another computation than the coordinator asked for.
-                    raise RemoteProtocolError(f"prepare request has fields this node does not know {unknown[:8]} "
-                                              f"(from an older or newer mpc: 6 and 7 were average_mode and "
-                                              f"threshold, now protocol parameters); nothing was prepared")
-                if protocol is None:
-                    raise RemoteProtocolError(f"unknown protocol {request.protocol}")
-                params = params_from_wire(protocol, _params(request, protocol.name))
-            except MpcError as error:
-                self.core.refused(caller, request.session_id, protocol.name if protocol else
-                                  f"protocol {request.protocol}", request.input_name, list(request.participants), error)
-                raise
+            protocol, params = self._requested(caller, request)
             p = self.core.prepare(caller, request.session_id, protocol, params, request.input_name,
                                   list(request.participants), request.timeout_ms / 1000)
         except MpcError as exc:
@@ -230,6 +287,47 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
         for offset in range(0, total, _CHUNK_WORDS):
             yield mpc_pb2.ShareChunk(session_id=request.session_id, node=self.core.me.name, offset=offset,
                                      total_length=total, words=words_to_bytes(share[offset:offset + _CHUNK_WORDS]))
+
+    async def Run(self, requests: AsyncIterator[mpc_pb2.RunRequest | _Malformed],
+                  context: grpc.aio.ServicerContext) -> AsyncIterator[mpc_pb2.RunReply]:
+        """One-round sessions: each request prepared and computed at once, concurrently; each answered
+        with this node's output share in chunks, or with why it was refused. The coordinator going
+        away aborts the sessions still running."""
+        try:
+            caller = _require(context, "coordinator", "Control.Run")
+        except MpcError as exc:
+            await _abort(context, exc)
+        me = self.core.me.name
+
+        async def one(request: mpc_pb2.RunRequest | _Malformed, reply: Callable[[mpc_pb2.RunReply], None]) -> None:
+            session_id = "" if isinstance(request, _Malformed) else request.prepare.session_id
+            try:
+                if isinstance(request, _Malformed):
+                    raise RemoteProtocolError(request.detail)
+                share, shape = await self._run(caller, request)
+            except MpcError as exc:
+                reply(mpc_pb2.RunReply(session_id=session_id, node=me, code=status_for(exc).name,
+                                       error=clipped(str(exc)), stale=isinstance(exc, StaleShape)))
+                return
+            total = share.size
+            for offset in range(0, total, _CHUNK_WORDS):
+                last = offset + _CHUNK_WORDS >= total
+                reply(mpc_pb2.RunReply(session_id=session_id, node=me, offset=offset, total_length=total,
+                                       words=words_to_bytes(share[offset:offset + _CHUNK_WORDS]),
+                                       shape=_shape_to_wire(shape) if last else None,
+                                       key_ids=self.core.pair_keys.newest_ids() if last else None))
+
+        # The coordinator going away cancels the sessions still running: they end aborted.
+        async for answer in _each_in_a_task(requests, one, cancel_on_exit=True):
+            yield answer
+
+    async def _run(self, caller: Identity, request: mpc_pb2.RunRequest) -> tuple[Words, Shape]:
+        prepare = request.prepare
+        protocol, params = self._requested(caller, prepare)
+        shapes = {node: _shape_from_wire(s) for node, s in list(request.shapes.items())[:MAX_TAGS + 1]}
+        return await self.core.run(caller, prepare.session_id, protocol, params, prepare.input_name,
+                                   list(prepare.participants), prepare.timeout_ms / 1000, shapes, request.frac_bits,
+                                   request.length, dict(list(request.key_ids.items())[:MAX_TAGS + 1]))
 
     async def Abort(self, request: mpc_pb2.AbortRequest,
                     context: grpc.aio.ServicerContext) -> mpc_pb2.AbortReply:
@@ -295,6 +393,34 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
             await _abort(context, exc)
         return mpc_pb2.PeerAck()
 
+    async def Stream(self, messages: AsyncIterator[mpc_pb2.StreamMessage | _Malformed],
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[mpc_pb2.StreamAck]:
+        """Every small message from one peer, of every session, on one long-lived stream: each is
+        delivered as Deliver would (concurrently, so that one session's wait holds up no other) and
+        answered with its number and, if refused, the status and reason."""
+        try:
+            caller = self._caller(context)
+        except MpcError as exc:
+            await _abort(context, exc)
+
+        async def one(message: mpc_pb2.StreamMessage | _Malformed, ack: Callable[[mpc_pb2.StreamAck], None]) -> None:
+            seq = 0 if isinstance(message, _Malformed) else message.seq
+            try:
+                if isinstance(message, _Malformed):
+                    raise RemoteProtocolError(message.detail)
+                if not message.HasField("header"):
+                    raise RemoteProtocolError("peer message without a header")
+                await self._deliver(caller, message.header, message.payload)
+            except MpcError as exc:
+                ack(mpc_pb2.StreamAck(seq=seq, code=status_for(exc).name, error=clipped(str(exc))))
+                return
+            ack(mpc_pb2.StreamAck(seq=seq))
+
+        # A message being delivered is not cancelled when the peer goes away: its session's engine
+        # may be mid-step, and the delivery is bounded by the session's own wait and deadline.
+        async for answer in _each_in_a_task(messages, one, cancel_on_exit=False):
+            yield answer
+
     async def Send(self, request_iterator: AsyncIterator[mpc_pb2.PeerFrame],
                    context: grpc.aio.ServicerContext) -> mpc_pb2.PeerAck:
         """Reassemble a large message from its frames, check it, and hand it to the session."""
@@ -308,7 +434,7 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
                         raise RemoteProtocolError("the first peer frame carries no header")
                     header = frame.header
                     # Refuse a wrong sender or session before buffering a large payload.
-                    self.core.admit(caller, header.session_id, header.sender)
+                    await self.core.admit_waiting(caller, header.session_id, header.sender)
                     if header.payload_bytes > MAX_PEER_PAYLOAD:
                         raise RemoteProtocolError(f"peer message of {header.payload_bytes} bytes exceeds "
                                                   f"the {MAX_PEER_PAYLOAD}-byte limit")

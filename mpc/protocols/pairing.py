@@ -185,3 +185,14 @@ class PairKeys:
         with self._lock:
             held = self._keys.get(peer)
             return next(reversed(held.values())) if held else None
+
+    def find(self, peer: str, key_id: bytes) -> PairKey | None:
+        """The key held with `peer` under the public id `key_id`, if it is still held."""
+        with self._lock:
+            held = self._keys.get(peer)
+            return None if held is None else held.get(bytes(key_id))
+
+    def newest_ids(self) -> dict[str, bytes]:
+        """The public id of the newest key held with each peer."""
+        with self._lock:
+            return {peer: next(reversed(held)) for peer, held in self._keys.items() if held}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 from urllib.parse import unquote
 
 import grpc
@@ -105,12 +106,109 @@ def _frames(session_id: str, step: str, sender: str, payload: bytes) -> Iterable
         yield mpc_pb2.PeerFrame(chunk=payload[start:start + CHUNK_BYTES])
 
 
+class LongCall:
+    """A long-lived bidirectional gRPC call: writes go one at a time, a reader task hands every
+    message that comes back to `route`, and once the call ends `failure` says why and every waiter
+    is told (`fail`)."""
+
+    def __init__(self, call: Any) -> None:
+        self.call = call
+        self.failure: BaseException | None = None
+        self._writing = asyncio.Lock()   # gRPC takes one write at a time on a stream
+        self.reader = asyncio.ensure_future(self._read())
+
+    def route(self, message: Any) -> None:
+        """Hand one message from the far end to whoever waits for it."""
+        raise NotImplementedError
+
+    def fail(self, failure: BaseException) -> None:
+        """Tell every waiter that the call has ended."""
+        raise NotImplementedError
+
+    async def write(self, message: Any) -> None:
+        """Write one message. Raises: the call's failure once it has ended; AioRpcError."""
+        async with self._writing:
+            if self.failure is not None:
+                raise self.failure
+            await self.call.write(message)
+
+    async def _read(self) -> None:
+        failure: BaseException
+        try:
+            async for message in self.call:
+                self.route(message)
+            failure = ConnectionError("the far end ended the stream")
+        except grpc.aio.AioRpcError as exc:
+            failure = exc
+        except asyncio.CancelledError:
+            failure = ConnectionError("the stream was closed")
+        self.failure = failure
+        self.fail(failure)
+
+    def close(self) -> None:
+        """End the call (its reader then tells every waiter)."""
+        self.call.cancel()
+        self.reader.cancel()
+
+
+class _Stream(LongCall):
+    """The Peer.Stream to one node: messages numbered in order, each answered by its ack."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.seq = 0
+        self.pending: dict[int, asyncio.Future[mpc_pb2.StreamAck]] = {}
+        super().__init__(mpc_pb2_grpc.PeerStub(channel).Stream())
+
+    def route(self, message: Any) -> None:
+        waiter = self.pending.pop(message.seq, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(message)
+
+    def fail(self, failure: BaseException) -> None:
+        for waiter in self.pending.values():
+            if not waiter.done():
+                waiter.set_exception(failure)
+        self.pending.clear()
+
+    async def send(self, message: mpc_pb2.StreamMessage) -> mpc_pb2.StreamAck:
+        """Write one message (its seq is set here) and wait for its ack (the caller bounds the wait)."""
+        self.seq += 1
+        message.seq = seq = self.seq
+        waiter: asyncio.Future[mpc_pb2.StreamAck] = asyncio.get_running_loop().create_future()
+        self.pending[seq] = waiter
+        try:
+            await self.write(message)
+            return await waiter
+        finally:
+            self.pending.pop(seq, None)
+
+
 class PeerClient:
-    """Sends protocol messages from node `me` to its peers (implements node.core.PeerSender)."""
+    """Sends protocol messages from node `me` to its peers (implements node.core.PeerSender).
+
+    A message that fits in one chunk goes over a long-lived Peer.Stream to its peer once the
+    channel is up (a fraction of a unary call's cost per message); the first message to a peer, a
+    large one, and one sent while the channel is down take a call of its own, which also waits for a
+    reconnecting channel and names a wrong certificate.
+    """
 
     def __init__(self, cluster: ClusterConfig, me: str, tls: TlsMaterial) -> None:
         self.me = me
         self.channels = Channels(cluster, tls)
+        self._streams: dict[str, _Stream] = {}
+
+    def _stream(self, to: str) -> _Stream | None:
+        """The open stream to `to`, opened now if its channel is up (None: it is not)."""
+        stream = self._streams.get(to)
+        if stream is not None and stream.failure is None:
+            return stream
+        channel = self.channels.channel(to)
+        if channel.get_state() != grpc.ChannelConnectivity.READY:
+            return None
+        if stream is not None:
+            stream.close()
+        stream = self._streams[to] = _Stream(channel)
+        return stream
 
     async def send(self, to: str, session_id: str, step: str, payload: bytes, timeout: float) -> None:
         """Deliver one message to node `to` before `timeout` seconds pass.
@@ -119,6 +217,27 @@ class PeerClient:
         SessionFailed with the peer's reason if it refuses the message, or if the party that
         answers at its address is not that peer (nothing is sent then).
         """
+        stream = self._stream(to) if len(payload) <= CHUNK_BYTES else None
+        if stream is not None:
+            header = mpc_pb2.PeerHeader(session_id=session_id, step=step, sender=self.me, payload_bytes=len(payload))
+            node = self.channels.cluster.node(to)
+            try:
+                async with asyncio.timeout(max(timeout, 0.001)):
+                    ack = await stream.send(mpc_pb2.StreamMessage(header=header, payload=payload))
+            except TimeoutError:
+                raise PeerUnavailable(f"session {session_id}: {self.me} -> node {to} at {node.address} did not "
+                                      f"answer in time") from None
+            except grpc.aio.AioRpcError as exc:
+                message = f"session {session_id}: {self.me} -> {describe_rpc_error(node, exc)}"
+                raise (PeerUnavailable if is_unreachable(exc) else SessionFailed)(message) from None
+            except ConnectionError as exc:
+                raise PeerUnavailable(f"session {session_id}: {self.me} -> node {to} at {node.address}: {exc}") from None
+            if ack.code:
+                raise SessionFailed(f"session {session_id}: {self.me} -> node {to} refused: {ack.error} [{ack.code}]")
+            return
+        await self._call(to, session_id, step, payload, timeout)
+
+    async def _call(self, to: str, session_id: str, step: str, payload: bytes, timeout: float) -> None:
         stub = mpc_pb2_grpc.PeerStub(self.channels.channel(to))
 
         async def frames() -> AsyncIterator[mpc_pb2.PeerFrame]:
@@ -154,5 +273,9 @@ class PeerClient:
             raise SessionFailed(message) from None
 
     async def close(self) -> None:
-        """Close the peer channels."""
+        """Close the peer streams and channels."""
+        streams, self._streams = list(self._streams.values()), {}
+        for stream in streams:
+            stream.close()
+        await asyncio.gather(*(s.reader for s in streams), return_exceptions=True)
         await self.channels.close()

@@ -237,6 +237,77 @@ class StatusReply(_message.Message):
     collections: _containers.RepeatedCompositeFieldContainer[CollectionInfo]
     def __init__(self, node: _Optional[str] = ..., version: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputInfo, _Mapping]]] = ..., active_sessions: _Optional[int] = ..., cert_not_after: _Optional[str] = ..., collections: _Optional[_Iterable[_Union[CollectionInfo, _Mapping]]] = ...) -> None: ...
 
+class Shape(_message.Message):
+    __slots__ = ("length", "frac_bits", "is_scalar", "input_version")
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
+    IS_SCALAR_FIELD_NUMBER: _ClassVar[int]
+    INPUT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    length: int
+    frac_bits: int
+    is_scalar: bool
+    input_version: int
+    def __init__(self, length: _Optional[int] = ..., frac_bits: _Optional[int] = ..., is_scalar: _Optional[bool] = ..., input_version: _Optional[int] = ...) -> None: ...
+
+class RunRequest(_message.Message):
+    __slots__ = ("prepare", "shapes", "frac_bits", "length", "key_ids")
+    class ShapesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Shape
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Shape, _Mapping]] = ...) -> None: ...
+    class KeyIdsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    PREPARE_FIELD_NUMBER: _ClassVar[int]
+    SHAPES_FIELD_NUMBER: _ClassVar[int]
+    FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
+    LENGTH_FIELD_NUMBER: _ClassVar[int]
+    KEY_IDS_FIELD_NUMBER: _ClassVar[int]
+    prepare: PrepareRequest
+    shapes: _containers.MessageMap[str, Shape]
+    frac_bits: int
+    length: int
+    key_ids: _containers.ScalarMap[str, bytes]
+    def __init__(self, prepare: _Optional[_Union[PrepareRequest, _Mapping]] = ..., shapes: _Optional[_Mapping[str, Shape]] = ..., frac_bits: _Optional[int] = ..., length: _Optional[int] = ..., key_ids: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
+
+class RunReply(_message.Message):
+    __slots__ = ("session_id", "node", "offset", "total_length", "words", "shape", "key_ids", "code", "error", "stale")
+    class KeyIdsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    WORDS_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    KEY_IDS_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    node: str
+    offset: int
+    total_length: int
+    words: bytes
+    shape: Shape
+    key_ids: _containers.ScalarMap[str, bytes]
+    code: str
+    error: str
+    stale: bool
+    def __init__(self, session_id: _Optional[str] = ..., node: _Optional[str] = ..., offset: _Optional[int] = ..., total_length: _Optional[int] = ..., words: _Optional[bytes] = ..., shape: _Optional[_Union[Shape, _Mapping]] = ..., key_ids: _Optional[_Mapping[str, bytes]] = ..., code: _Optional[str] = ..., error: _Optional[str] = ..., stale: _Optional[bool] = ...) -> None: ...
+
 class PeerHeader(_message.Message):
     __slots__ = ("session_id", "step", "sender", "payload_bytes")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -268,6 +339,26 @@ class PeerMessage(_message.Message):
 class PeerAck(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class StreamMessage(_message.Message):
+    __slots__ = ("seq", "header", "payload")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    header: PeerHeader
+    payload: bytes
+    def __init__(self, seq: _Optional[int] = ..., header: _Optional[_Union[PeerHeader, _Mapping]] = ..., payload: _Optional[bytes] = ...) -> None: ...
+
+class StreamAck(_message.Message):
+    __slots__ = ("seq", "code", "error")
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    seq: int
+    code: str
+    error: str
+    def __init__(self, seq: _Optional[int] = ..., code: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class Submission(_message.Message):
     __slots__ = ("token", "nonce", "share")

@@ -54,6 +54,11 @@ class ControlStub:
                 request_serializer=mpc_dot_v1_dot_mpc__pb2.StatusRequest.SerializeToString,
                 response_deserializer=mpc_dot_v1_dot_mpc__pb2.StatusReply.FromString,
                 _registered_method=True)
+        self.Run = channel.stream_stream(
+                '/mpc.v1.Control/Run',
+                request_serializer=mpc_dot_v1_dot_mpc__pb2.RunRequest.SerializeToString,
+                response_deserializer=mpc_dot_v1_dot_mpc__pb2.RunReply.FromString,
+                _registered_method=True)
 
 
 class ControlServicer:
@@ -83,6 +88,13 @@ class ControlServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Run(self, request_iterator, context):
+        """Many sessions over one stream, each RunRequest prepared and computed at once (the one-round path).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +117,11 @@ def add_ControlServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=mpc_dot_v1_dot_mpc__pb2.StatusRequest.FromString,
                     response_serializer=mpc_dot_v1_dot_mpc__pb2.StatusReply.SerializeToString,
+            ),
+            'Run': grpc.stream_stream_rpc_method_handler(
+                    servicer.Run,
+                    request_deserializer=mpc_dot_v1_dot_mpc__pb2.RunRequest.FromString,
+                    response_serializer=mpc_dot_v1_dot_mpc__pb2.RunReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,6 +242,33 @@ class Control:
             metadata,
             _registered_method=True)
 
+    @staticmethod
+    def Run(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/mpc.v1.Control/Run',
+            mpc_dot_v1_dot_mpc__pb2.RunRequest.SerializeToString,
+            mpc_dot_v1_dot_mpc__pb2.RunReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
 
 class PeerStub:
     """Missing associated documentation comment in .proto file."""
@@ -245,6 +289,11 @@ class PeerStub:
                 request_serializer=mpc_dot_v1_dot_mpc__pb2.PeerMessage.SerializeToString,
                 response_deserializer=mpc_dot_v1_dot_mpc__pb2.PeerAck.FromString,
                 _registered_method=True)
+        self.Stream = channel.stream_stream(
+                '/mpc.v1.Peer/Stream',
+                request_serializer=mpc_dot_v1_dot_mpc__pb2.StreamMessage.SerializeToString,
+                response_deserializer=mpc_dot_v1_dot_mpc__pb2.StreamAck.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -262,6 +311,13 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Stream(self, request_iterator, context):
+        """Every small message from the caller to this node, of every session, over one stream.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -274,6 +330,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Deliver,
                     request_deserializer=mpc_dot_v1_dot_mpc__pb2.PeerMessage.FromString,
                     response_serializer=mpc_dot_v1_dot_mpc__pb2.PeerAck.SerializeToString,
+            ),
+            'Stream': grpc.stream_stream_rpc_method_handler(
+                    servicer.Stream,
+                    request_deserializer=mpc_dot_v1_dot_mpc__pb2.StreamMessage.FromString,
+                    response_serializer=mpc_dot_v1_dot_mpc__pb2.StreamAck.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -330,6 +391,33 @@ class Peer:
             '/mpc.v1.Peer/Deliver',
             mpc_dot_v1_dot_mpc__pb2.PeerMessage.SerializeToString,
             mpc_dot_v1_dot_mpc__pb2.PeerAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Stream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/mpc.v1.Peer/Stream',
+            mpc_dot_v1_dot_mpc__pb2.StreamMessage.SerializeToString,
+            mpc_dot_v1_dot_mpc__pb2.StreamAck.FromString,
             options,
             channel_credentials,
             insecure,

@@ -99,6 +99,26 @@ EXPECTED: dict[str, tuple[str, str, str, list[str]]] = {
         "progress.peer_bytes_received: uint64",  # peers so far. They follow from the session's public
         "progress.peer_messages: uint64",        # shape (parties, lengths, OT reuse), not from inputs.
     ]),
+    # The one-round path: Prepare's and Compute's answers in one stream, per session.
+    "mpc.v1.Control/Run": ("mpc.v1.RunRequest", "stream -> stream", "mpc.v1.RunReply", [
+        "session_id: string",   # echo
+        "node: string",         # the callee's name
+        "offset: uint64",       # as ShareChunk
+        "total_length: uint64",
+        "words: bytes",         # this node's OUTPUT share, exactly as Compute's words (see there); never
+                                # sent with a refusal, and never before the node checked its own stated shape
+        "shape: message mpc.v1.Shape",   # the callee's public shape for the query, as Prepare reports it
+        "shape.length: uint64",
+        "shape.frac_bits: uint32",
+        "shape.is_scalar: bool",
+        "shape.input_version: uint64",
+        "key_ids[]: message mpc.v1.RunReply.KeyIdsEntry",   # per peer, the public id of the newest pair key
+        "key_ids[].key: string",                           # (an HKDF output of a seed the coordinator never
+        "key_ids[].value: bytes",                          # saw), as Prepare's evidence names it
+        "code: string",         # a refusal: its status name and message, as Prepare's and Compute's errors
+        "error: string",
+        "stale: bool",          # the refusal is a stated shape or key that is not the node's now
+    ]),
     "mpc.v1.Control/Abort": ("mpc.v1.AbortRequest", "unary -> unary", "mpc.v1.AbortReply", []),
     "mpc.v1.Control/Status": ("mpc.v1.StatusRequest", "unary -> unary", "mpc.v1.StatusReply", [
         "node: string",         # the callee's name
@@ -132,6 +152,11 @@ EXPECTED: dict[str, tuple[str, str, str, list[str]]] = {
     # Peer (node <-> node): the only answer is an empty acknowledgement --------------------------------
     "mpc.v1.Peer/Send": ("mpc.v1.PeerFrame", "stream -> unary", "mpc.v1.PeerAck", []),
     "mpc.v1.Peer/Deliver": ("mpc.v1.PeerMessage", "unary -> unary", "mpc.v1.PeerAck", []),
+    "mpc.v1.Peer/Stream": ("mpc.v1.StreamMessage", "stream -> stream", "mpc.v1.StreamAck", [
+        "seq: uint64",          # echoes the caller's own message number
+        "code: string",         # a refusal: status name and message, as Deliver's errors
+        "error: string",
+    ]),
     # Submit (contributor -> node, on the node's submission listener, no client certificate): the answers
     # are about the caller's own submissions and the collection's public spec, never a share or a value.
     "mpc.v1.Submit/Submit": ("mpc.v1.SubmitRequest", "unary -> unary", "mpc.v1.SubmitReply", [
@@ -209,6 +234,36 @@ EXPECTED_REQUESTS: dict[str, list[str]] = {
         "evidence[].value.tags[].value.key_id: bytes",
         "evidence[].value.tags[].value.tag: bytes",
     ],
+    # Prepare's request and Compute's statement in one: every check of both applies, and each node
+    # checks its own stated shape and that it holds every named pair key before anything is shared.
+    "mpc.v1.Control/Run": [
+        "prepare: message mpc.v1.PrepareRequest",   # exactly as Prepare's request (see there)
+        "prepare.session_id: string",
+        "prepare.protocol: uint32",
+        "prepare.input_name: string",
+        "prepare.participants[]: string",
+        "prepare.timeout_ms: uint32",
+        "prepare.params[]: message mpc.v1.PrepareRequest.ParamsEntry",
+        "prepare.params[].key: string",
+        "prepare.params[].value: message mpc.v1.Param",
+        "prepare.params[].value.integer: sint64",
+        "prepare.params[].value.flag: bool",
+        "prepare.params[].value.integers: message mpc.v1.IntegerList",
+        "prepare.params[].value.integers.values[]: sint64",
+        "prepare.params[].value.real: double",
+        "shapes[]: message mpc.v1.RunRequest.ShapesEntry",   # every participant's shape: the node refuses
+        "shapes[].key: string",                             # (stale) unless its own is exactly what it would
+        "shapes[].value: message mpc.v1.Shape",             # report at prepare, and unless they name exactly the
+        "shapes[].value.length: uint64",                    # participants; the versions and lengths of all enter
+        "shapes[].value.frac_bits: uint32",                 # the session digest, so a lie about another node's
+        "shapes[].value.is_scalar: bool",                   # fails agreement, or (a keyed sum) leaves masks that
+        "shapes[].value.input_version: uint64",             # do not cancel: noise (tests/integration/test_one_round.py)
+        "frac_bits: uint32",    # as Compute's, and it must be the largest of the stated shapes'
+        "length: uint64",       # as Compute's
+        "key_ids[]: message mpc.v1.RunRequest.KeyIdsEntry",   # the pair key to use with each peer, by public
+        "key_ids[].key: string",                             # id: exactly every peer or none, each held by the
+        "key_ids[].value: bytes",                            # node (else refused, stale) before anything is shared
+    ],
     "mpc.v1.Control/Abort": [
         "session_id: string",   # only the coordinator that prepared the session may abort it
         "reason: string",       # quoted in the audit log, at most 200 characters
@@ -226,6 +281,15 @@ EXPECTED_REQUESTS: dict[str, list[str]] = {
     "mpc.v1.Peer/Deliver": [
         "header: message mpc.v1.PeerHeader",   # as for Send, in one message
         "header.session_id: string",
+        "header.step: string",
+        "header.sender: string",
+        "header.payload_bytes: uint64",
+        "payload: bytes",
+    ],
+    "mpc.v1.Peer/Stream": [
+        "seq: uint64",                         # the sender's message number, echoed in its ack
+        "header: message mpc.v1.PeerHeader",   # as for Deliver, one message per frame; a session not yet
+        "header.session_id: string",           # known waits for it (at most 10 s, 64 messages per peer)
         "header.step: string",
         "header.sender: string",
         "header.payload_bytes: uint64",
@@ -314,6 +378,7 @@ EXPECTED_HEALTH: dict[str, tuple[str, str, str, list[str]]] = {
 # The only response fields that carry bytes of a computation: each must be an output share.
 EXPECTED_BYTES_FIELDS = {
     "mpc.v1.Control/Compute": ["words"],
+    "mpc.v1.Control/Run": ["words", "key_ids[].value"],   # the output share; public 16-byte key ids
     # Exactly 16 and 32 bytes per peer (mpc/transport/evidence.py refuses any other size): a key id and
     # an HMAC tag over the public session description, never a value (tests/integration/test_keyed.py).
     "mpc.v1.Control/Prepare": ["evidence.tags[].value.key_id", "evidence.tags[].value.tag"],
@@ -423,6 +488,7 @@ def test_only_compute_returns_bytes_and_they_are_the_output_share() -> None:
     repeated = [(rpc, f) for rpc, (_, _, _, fields) in EXPECTED.items() for f in fields
                 if f.split(":")[0].endswith("[]")]
     assert repeated == [("mpc.v1.Control/Prepare", "evidence.tags[]: message mpc.v1.Evidence.TagsEntry"),
+                        ("mpc.v1.Control/Run", "key_ids[]: message mpc.v1.RunReply.KeyIdsEntry"),
                         ("mpc.v1.Control/Status", "inputs[]: message mpc.v1.InputInfo"),
                         ("mpc.v1.Control/Status", "collections[]: message mpc.v1.CollectionInfo"),
                         ("mpc.v1.Submit/Submit", "results[]: message mpc.v1.SubmitResult"),

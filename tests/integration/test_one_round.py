@@ -1,0 +1,389 @@
+"""The one-round path over real node daemons (grpc.aio, mutual TLS, SQLite, loopback).
+
+Once a query has run, a coordinator runs it again in one message per node on a long-lived
+Control.Run stream: it states every node's shape (length, scale, input version) and, when every
+pair holds one, the pair key each pair uses; each node checks its own entry and its keys, prepares
+and computes at once. Peer messages travel on long-lived Peer.Stream calls, and a peer's message
+that comes before this node's Run waits for it.
+
+What must hold, tested here from the attacks and faults rather than from one example:
+- results equal the plaintext's, and a keyed one-round sum sends nothing between the nodes;
+- what the coordinator receives looks uniform and holds no input;
+- a node whose input was replaced, or which restarted and forgot its keys, refuses before anything
+  is shared, records no release, and the query is prepared anew (the caller sees only the result);
+- a coordinator that states another node's shape falsely gets shares whose masks do not cancel
+  (noise), and one that states a node's own shape falsely is refused by that node;
+- malformed requests are answered on the stream, which goes on; a coordinator that goes away
+  aborts its sessions; a peer message for a session that never comes is refused after its wait.
+
+One four-node cluster serves the module (any participant set, any number of queries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+
+import mpc.node.core as node_core
+from mpc.coordinator.client import Coordinator
+from mpc.errors import SessionFailed
+from mpc.store import Store
+from mpc.transport.tls import TlsMaterial, channel_options
+from mpc.v1 import mpc_pb2, mpc_pb2_grpc
+
+from .harness import ANY_QUERIES, LocalCluster, prepare_request, running_cluster
+from .test_auctions import hoeffding_band, words_of
+from .test_keyed import Env as KeyedEnv
+
+FOUR = ("alice", "bob", "carlos", "david")
+RAISES = {"alice": 3800, "bob": 2514, "carlos": 2982, "david": 3390}
+BALLOTS = {"alice": [1, 0, 1], "bob": [1, 1, 0, 0], "carlos": [0, 0], "david": [1, 1, 1]}
+BALANCE_ALPHA = 1e-8
+
+
+class Env(KeyedEnv):
+    """test_keyed's environment (run, received, restart), with the one-round coordinator and records."""
+
+    def coordinator(self, nodes: Sequence[str] = FOUR, **kwargs: Any) -> Coordinator:
+        return Coordinator(self.lc.cluster, observer=self.views.observe, nodes=nodes, **kwargs)
+
+    def _store(self, node: str) -> Store:
+        data_dir = self.lc.cluster.node(node).data_dir
+        assert data_dir is not None
+        return Store.open_dir(data_dir)
+
+    def sessions(self, node: str) -> dict[str, Any]:
+        with self._store(node) as store:
+            return {r.session_id: r for r in store.list_sessions(limit=100_000)}
+
+    def releases(self, node: str, input_name: str) -> list[Any]:
+        with self._store(node) as store:
+            return store.releases(input_name)
+
+
+@pytest.fixture(scope="module")
+def env(loop: asyncio.AbstractEventLoop, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    stack = AsyncExitStack()
+    lc = loop.run_until_complete(stack.enter_async_context(
+        running_cluster(tmp_path_factory.mktemp("oneround"), 4, every_policy=ANY_QUERIES)))
+    for node in FOUR:
+        lc.put(node, "raise", [RAISES[node]], scalar=True, bounds=(0, 10_000))
+        lc.put(node, "vec", [RAISES[node] * k for k in range(1, 33)], bounds=(0, 1_000_000))
+        lc.put(node, "ballots", BALLOTS[node], kind="ballots")
+        lc.put(node, "changing", [RAISES[node]], scalar=True, bounds=(0, 100_000))
+    try:
+        yield Env(loop, lc)
+    finally:
+        loop.run_until_complete(stack.aclose())
+
+
+@asynccontextmanager
+async def counting(c: Coordinator) -> AsyncIterator[list[str]]:
+    """The session ids `c` ran in one round (each one-round attempt that gave a result)."""
+    ran: list[str] = []
+    inner = c._open_one_round
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        opened, known = await inner(*args, **kwargs)
+        ran.append(opened.session_id)
+        return opened, known
+    c._open_one_round = counted   # type: ignore[method-assign]
+    yield ran
+
+
+# ---- results ---------------------------------------------------------------------------------------
+
+
+def test_repeated_queries_run_in_one_round_and_give_the_plaintext_results(env: Env) -> None:
+    yes = sum(sum(b) for b in BALLOTS.values())
+    cast = sum(len(b) for b in BALLOTS.values())
+
+    async def go() -> None:
+        async with env.coordinator() as c, counting(c) as ran:
+            for _ in range(3):
+                assert (await c.sum("raise")).value == sum(RAISES.values())
+                average = await c.average("raise")
+                assert average.average == sum(RAISES.values()) / 4 and average.count == 4
+                total = await c.sum("vec")
+                assert total.value == [sum(RAISES.values()) * k for k in range(1, 33)]
+                assert (await c.vote("ballots")).passed == (2 * yes >= cast)
+                assert (await c.vote("ballots", threshold=yes)).passed
+                assert not (await c.vote("ballots", threshold=yes + 1)).passed
+                assert (await c.at_least("raise", 12_686)).bits == [True]
+            # The first run of each of the 7 queries takes two rounds; the other 14 runs take one.
+            assert len(ran) == 14
+    env.run(go())
+
+
+def test_a_keyed_one_round_sum_sends_nothing_between_the_nodes(env: Env) -> None:
+    async def go() -> list[str]:
+        async with env.coordinator() as c, counting(c) as ran:
+            for _ in range(4):
+                await c.sum("raise")
+            return ran
+    ran = env.run(go())
+    assert len(ran) == 3
+    # The first one-round run may still send seeds (its coordinator had not yet heard the keys);
+    # from then on every pair holds one and the sum is keyed.
+    assert env.received(ran[-1]) == {n: [] for n in FOUR}
+    assert env.received(ran[-2]) == {n: [] for n in FOUR}
+
+
+def test_what_the_coordinator_receives_in_one_round_holds_no_input_and_looks_uniform(env: Env) -> None:
+    async def go() -> list[str]:
+        async with env.coordinator() as c, counting(c) as ran:
+            for _ in range(41):
+                assert (await c.sum("raise")).value == sum(RAISES.values())
+            return ran
+    ran = env.run(go())
+    assert len(ran) == 40
+    shares = [env.views.share(s, n) for s in ran for n in FOUR]
+    assert all(len(s) == 8 for s in shares)
+    assert len(set(shares)) == len(shares), "a share repeated across sessions"
+    bits = np.unpackbits(np.frombuffer(b"".join(shares), dtype=np.uint8))
+    assert abs(int(bits.sum()) - bits.size / 2) < hoeffding_band(bits.size, BALANCE_ALPHA)
+    values = {int(words_of(s)[0]) for s in shares}
+    assert not values & set(RAISES.values())
+    assert min(values) >= 1 << 20   # none near a raw raise
+
+
+# ---- stale statements: nothing is shared, the query is prepared anew --------------------------------
+
+
+def test_a_replaced_input_is_refused_as_stale_and_the_query_prepared_anew(env: Env) -> None:
+    async def go() -> tuple[list[str], str, str]:
+        async with env.coordinator() as c, counting(c) as ran:
+            assert (await c.sum("changing")).value == sum(RAISES.values())
+            assert (await c.sum("changing")).value == sum(RAISES.values())
+            before = set(env.sessions("bob"))
+            env.lc.put("bob", "changing", [10_000], scalar=True, bounds=(0, 100_000), overwrite=True)
+            result = await c.sum("changing")
+            assert result.value == sum(RAISES.values()) - RAISES["bob"] + 10_000
+            stale = [s for s in set(env.sessions("bob")) - before if s != result.session_id]
+            assert len(stale) == 1
+            again = await c.sum("changing")   # known again: one round
+            assert again.value == result.value
+            return ran, stale[0], again.session_id
+    ran, stale, again = env.run(go())
+    assert ran[-1] == again and stale not in ran
+    record = env.sessions("bob")[stale]
+    assert record.status == "failed" and "replaced" in record.reason and "nothing was shared" in record.reason
+    # Bob released nothing in the stale session; no node's share of it reached the coordinator.
+    assert not [r for r in env.releases("bob", "changing") if r.session_id == stale]
+    assert [r for r in env.releases("alice", "changing") if r.session_id == again]
+    assert env.views.share(stale, "bob") == b""
+
+
+def test_a_restarted_node_refuses_the_keys_it_forgot_and_the_query_is_prepared_anew(env: Env) -> None:
+    async def go() -> list[str]:
+        async with env.coordinator() as c, counting(c) as ran:
+            for _ in range(3):
+                assert (await c.sum("raise")).value == sum(RAISES.values())
+            await env.restart("carlos")
+            for _ in range(3):
+                assert (await c.sum("raise")).value == sum(RAISES.values())
+            assert (await c.vote("ballots", threshold=1)).passed
+            assert (await c.vote("ballots", threshold=1)).passed
+            return ran
+    ran = env.run(go())
+    assert len(ran) >= 4
+    # After the restart, carlos's refusals name the key it no longer holds.
+    reasons = [r.reason for r in env.sessions("carlos").values() if r.status == "failed"]
+    assert any("holds no pair key" in r and "nothing was shared" in r for r in reasons), reasons
+
+
+# ---- a coordinator that states falsely ----------------------------------------------------------------
+
+
+@asynccontextmanager
+async def run_streams(lc: LocalCluster) -> AsyncIterator[dict[str, Any]]:
+    """A raw Control.Run stream to every node, with the cluster's coordinator certificate."""
+    me = lc.cluster.require_coordinator()
+    creds = TlsMaterial.load(lc.cluster.ca, me.cert, me.key).channel_credentials()
+    channels = {n: grpc.aio.secure_channel(lc.cluster.node(n).address, creds, options=channel_options(n))
+                for n in FOUR}
+    calls = {n: mpc_pb2_grpc.ControlStub(ch).Run() for n, ch in channels.items()}
+    try:
+        yield calls
+    finally:
+        for call in calls.values():
+            call.cancel()
+        for ch in channels.values():
+            await ch.close()
+
+
+async def shapes_of(lc: LocalCluster, input_name: str) -> dict[str, mpc_pb2.Shape]:
+    async with Coordinator(lc.cluster) as c:
+        return {s.name: mpc_pb2.Shape(length=i.length or 1, frac_bits=i.frac_bits, is_scalar=i.scalar,
+                                      input_version=i.version)
+                for s in await c.status() for i in s.inputs if i.name == input_name}
+
+
+async def vote_request(lc: LocalCluster) -> tuple[str, mpc_pb2.RunRequest]:
+    """A fresh one-round vote over every node's ballots, stating their shapes truthfully (unkeyed)."""
+    shapes = await shapes_of(lc, "ballots")
+    sid = secrets.token_hex(16)
+    return sid, mpc_pb2.RunRequest(prepare=prepare_request(sid, "vote", "ballots", FOUR), length=1,
+                                   shapes={n: mpc_pb2.Shape(length=1, is_scalar=True, input_version=s.input_version)
+                                           for n, s in shapes.items()})
+
+
+async def answer(call: Any, session_id: str) -> list[mpc_pb2.RunReply]:
+    """Replies for one session until its share is complete or it is refused."""
+    replies: list[mpc_pb2.RunReply] = []
+    while True:
+        reply = await asyncio.wait_for(call.read(), 20)
+        assert reply is not grpc.aio.EOF
+        if reply.session_id != session_id:
+            continue
+        replies.append(reply)
+        if reply.code or reply.offset + len(reply.words) // 8 >= reply.total_length:
+            return replies
+
+
+def test_a_false_statement_of_another_nodes_shape_gives_noise_keyed_and_a_refusal_unkeyed(env: Env) -> None:
+    """Alice alone is told that bob holds another version. Keyed, no node can tell (the sum sends
+    nothing between the nodes), but the statement is in the masks' session digest: alice's masks do
+    not cancel and the coordinator gets noise. Unkeyed, the digests the nodes exchange differ and
+    every node refuses before anything that depends on an input leaves it."""
+    async def go() -> tuple[list[int], list[str]]:
+        async with env.coordinator() as c:
+            for _ in range(3):   # the query becomes known, with every pair's key
+                await c.sum("raise")
+            known = next(k for q, k in c._known.items() if q[2] == "raise")
+        shapes, key_ids = known.shapes, known.key_ids(FOUR)
+        assert key_ids
+        totals: list[int] = []
+        errors: list[str] = []
+        async with run_streams(env.lc) as calls:
+            for lie, keyed in ((False, True), (True, True), (True, False)):
+                sid = secrets.token_hex(16)
+                request = prepare_request(sid, "sum", "raise", FOUR)
+                for n in FOUR:
+                    stated = dict(shapes)
+                    if lie and n == "alice":
+                        stated["bob"] = mpc_pb2.Shape(length=1, is_scalar=True,
+                                                      input_version=shapes["bob"].input_version + 1)
+                    await calls[n].write(mpc_pb2.RunRequest(prepare=request, shapes=stated, length=1,
+                                                            key_ids=key_ids[n] if keyed else {}))
+                total = 0
+                for n in FOUR:
+                    last = (await answer(calls[n], sid))[-1]
+                    if last.code:
+                        errors.append(last.error)
+                    else:
+                        total += int(words_of(last.words)[0])
+                totals.append(total % (1 << 64))
+        return totals, errors
+    (truthful, lied, _), errors = env.run(go())
+    assert truthful == sum(RAISES.values())
+    assert lied != truthful and lied >= 1 << 20   # the masks with alice do not cancel: noise
+    assert len(errors) == 4 and all("prepared a different session description" in e and
+                                    "nothing that depends on an input was sent" in e for e in errors), errors
+
+
+def test_a_false_statement_of_a_nodes_own_shape_or_keys_is_refused_before_anything_is_shared(env: Env) -> None:
+    async def go() -> list[mpc_pb2.RunReply]:
+        shapes = await shapes_of(env.lc, "raise")
+        refusals = []
+        async with run_streams(env.lc) as calls:
+            wrong = dict(shapes)
+            wrong["alice"] = mpc_pb2.Shape(length=1, is_scalar=True, input_version=shapes["alice"].input_version + 7)
+            peers = {p: secrets.token_bytes(16) for p in FOUR if p != "alice"}
+            for stated, keys in ((wrong, {}), (shapes, peers), (shapes, {"bob": secrets.token_bytes(16)})):
+                sid = secrets.token_hex(16)
+                await calls["alice"].write(mpc_pb2.RunRequest(prepare=prepare_request(sid, "sum", "raise", FOUR),
+                                                              shapes=stated, length=1, key_ids=keys))
+                refusals += await answer(calls["alice"], sid)
+        return refusals
+    refusals = env.run(go())
+    assert len(refusals) == 3 and not any(r.words for r in refusals)
+    own, unheld, partial = refusals
+    assert own.stale and own.code == "FAILED_PRECONDITION" and "nothing was shared" in own.error
+    assert unheld.stale and "holds no pair key" in unheld.error
+    assert not partial.stale and partial.code == "INVALID_ARGUMENT" and "exactly node alice's peers" in partial.error
+
+
+def test_a_malformed_run_request_is_answered_and_the_stream_goes_on(env: Env) -> None:
+    async def go() -> tuple[mpc_pb2.RunReply, mpc_pb2.RunReply]:
+        me = env.lc.cluster.require_coordinator()
+        creds = TlsMaterial.load(env.lc.cluster.ca, me.cert, me.key).channel_credentials()
+        channel = grpc.aio.secure_channel(env.lc.cluster.node("alice").address, creds,
+                                          options=channel_options("alice"))
+        try:
+            call = channel.stream_stream("/mpc.v1.Control/Run", request_serializer=lambda b: b,
+                                         response_deserializer=mpc_pb2.RunReply.FromString)()
+            await call.write(b"\xff\xff\xff")
+            bad = await asyncio.wait_for(call.read(), 10)
+            sid = secrets.token_hex(16)
+            await call.write(mpc_pb2.RunRequest(prepare=prepare_request(sid, "sum", "nosuch", FOUR),
+                                                length=1).SerializeToString())
+            refused = await asyncio.wait_for(call.read(), 10)
+            call.cancel()
+            return bad, refused
+        finally:
+            await channel.close()
+    bad, refused = env.run(go())
+    assert bad.code == "INVALID_ARGUMENT" and "malformed" in bad.error
+    assert refused.code == "NOT_FOUND" and "nosuch" in refused.error
+
+
+def test_peer_messages_that_come_before_a_nodes_run_wait_for_it(env: Env) -> None:
+    """Alice and bob start an unkeyed vote first; their messages to carlos and david wait there."""
+    async def go() -> bool:
+        sid, request = await vote_request(env.lc)
+        async with run_streams(env.lc) as calls:
+            for n in ("alice", "bob"):
+                await calls[n].write(request)
+            await asyncio.sleep(0.3)   # the early messages are at carlos and david by now (not a wait for them)
+            for n in ("carlos", "david"):
+                await calls[n].write(request)
+            bits = 0
+            for n in FOUR:
+                replies = await answer(calls[n], sid)
+                assert not replies[-1].code, replies[-1].error
+                bits ^= int(words_of(replies[-1].words)[0])
+        return bool(bits)
+    yes = sum(sum(b) for b in BALLOTS.values())
+    assert env.run(go()) == (2 * yes >= sum(len(b) for b in BALLOTS.values()))
+
+
+def test_a_peer_message_for_a_session_that_never_comes_is_refused_after_its_wait(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(node_core, "SESSION_WAIT_S", 0.2)
+    alice = env.lc.servers["alice"]
+
+    async def go() -> str:
+        sid = secrets.token_hex(16)
+        for _ in range(2):   # the first may take a call of its own while the stream opens
+            with pytest.raises(SessionFailed) as refused:
+                await alice.peers.send("bob", sid, "mpc/hello", b"\x00", 5.0)
+        return str(refused.value)
+    message = env.run(go())
+    assert "unknown session" in message and "NOT_FOUND" in message
+
+
+def test_a_coordinator_that_goes_away_aborts_its_one_round_sessions(env: Env) -> None:
+    async def go() -> str:
+        sid, request = await vote_request(env.lc)
+        async with run_streams(env.lc) as calls:
+            await calls["alice"].write(request)   # the others never hear of it: alice waits for them
+            for _ in range(200):   # bounded: until alice has the session
+                if sid in env.lc.servers["alice"].core.sessions:
+                    break
+                await asyncio.sleep(0.01)
+        for _ in range(200):       # bounded: until alice has dropped it
+            if sid not in env.lc.servers["alice"].core.sessions:
+                break
+            await asyncio.sleep(0.01)
+        return sid
+    sid = env.run(go())
+    record = env.sessions("alice")[sid]
+    assert record.status == "aborted" and "went away" in record.reason
