@@ -54,7 +54,7 @@ from mpc.protocols.sum import SecureSumParty
 from mpc.protocols.catalogue import NAMES, Contributing, Declared, EngineArgs, Entry, describe_params, users
 from mpc.protocols.collection import CollectionSource
 from mpc.ring import Words
-from mpc.store import COUNTS_HIDDEN, InputInfo, Store, StoredInput, Transfer
+from mpc.store import COUNTS_HIDDEN, InputInfo, NewSession, Store, StoredInput, Transfer
 
 log = logging.getLogger("mpc.node")
 
@@ -78,6 +78,7 @@ MAX_AUDITED_PARTICIPANTS = 64   # a refused request's participant list is cut to
 # A one-round session starts at each node when its Run arrives, so a peer's first messages may come
 # before this node knows the session: they wait this long for it, at most this many per peer.
 SESSION_WAIT_S = 10.0
+SMALL_INPUT = 4096   # values whose exact contribution is made on the event loop
 MAX_WAITING_PER_PEER = 64
 
 
@@ -159,6 +160,9 @@ class Session:
     described: dict[str, object] = field(default_factory=dict)   # the description's common part, at prepare
     evidence: Evidence | None = None     # what this node reported at prepare for the keyed path
     pair_keys: dict[str, PairKey] = field(default_factory=dict, repr=False)   # the keys it named, by peer
+    # A one-round session is recorded with its release, or with its end if it never gets that far:
+    # until then this is what its record will be (None: recorded at prepare).
+    unrecorded: NewSession | None = None
 
     def count_sent(self, kind: str, to: str, size: int) -> None:
         """Add one message of `size` bytes to the session's traffic record."""
@@ -219,7 +223,7 @@ class NodeCore:
     # ---- coordinator side -------------------------------------------------------------
 
     def prepare(self, caller: Identity, session_id: str, protocol: Entry[Any], params: Any, input_name: str,
-                participants: list[str], timeout_s: float, *, tag: bool = True) -> Prepared:
+                participants: list[str], timeout_s: float, *, one_round: bool = False) -> Prepared:
         """Register a session after checking the policy, the parties and the input; a refusal
         goes to the audit log with its reason.
 
@@ -228,7 +232,7 @@ class NodeCore:
         policy refuses, StoreError when the input is missing, RoundMismatch for a reused id.
         """
         try:
-            return self._prepare(caller, session_id, protocol, params, input_name, participants, timeout_s, tag)
+            return self._prepare(caller, session_id, protocol, params, input_name, participants, timeout_s, one_round)
         except MpcError as exc:
             self.refused(caller, session_id, protocol.name, input_name, participants, exc)
             raise
@@ -250,7 +254,7 @@ class NodeCore:
         log.warning("session %s refused: %s", shown, error, extra={"session": shown})
 
     def _prepare(self, caller: Identity, session_id: str, protocol: Entry[Any], params: Any, input_name: str,
-                 participants: list[str], timeout_s: float, tag: bool) -> Prepared:
+                 participants: list[str], timeout_s: float, one_round: bool) -> Prepared:
         name = self.me.name
         if not _SESSION_ID.match(session_id):
             raise RemoteProtocolError("session id must be 32 lowercase hex characters")
@@ -294,7 +298,7 @@ class NodeCore:
                 raise
             declared = Declared(input_name, name, stored.kind, stored.bounds, records, stored.frac_bits,
                                 stored.is_scalar)
-        spend = self._check_rules(protocol, params, stored, declared, participants)
+        spend = self._check_rules(protocol, params, stored, declared, participants, precheck=not one_round)
         protocol.admit(params, declared, len(participants), stored.frac_bits)
         identifiers: tuple[bytes, ...] = ()
         if collection is None and not protocol.kinds & set(COUNTS_HIDDEN):   # a vote never reads its ballots
@@ -318,18 +322,22 @@ class NodeCore:
                              "participants": list(participants)}
         if collection is not None:
             session.described["collection"] = collection[2]
-        if tag:
+        new = NewSession(session_id, protocol.name, input_name, tuple(participants), caller.uri())
+        if one_round:   # it computes at once: recorded with its release (or its end), one write fewer
+            new.check()
+            session.unrecorded = new
+        else:
             self._tag(session, frac_bits)
-        self.store.record_session(session_id, protocol.name, input_name, participants, caller.uri())
+            self.store.record_session(new.session_id, new.protocol, new.input_name, new.participants, new.coordinator)
         session.timer = loop.call_at(session.deadline, self._expire, session)
         self.sessions[session_id] = session
         self._idle.clear()
         awaited = self._awaited.get(session_id)
         if awaited is not None:   # peers' messages that came first
             awaited[0].set()
-        log.info("session %s prepared: %s %s of %r (v%d) with %s", session_id, protocol.name,
-                 json.dumps(session.described["params"]), input_name, stored.version, ",".join(participants),
-                 extra={"session": session_id})
+        log.log(logging.DEBUG if one_round else logging.INFO, "session %s prepared: %s %s of %r (v%d) with %s",
+                session_id, protocol.name, json.dumps(session.described["params"]), input_name, stored.version,
+                ",".join(participants), extra={"session": session_id})
         return Prepared(session_id, name, length, frac_bits, stored.is_scalar or stored.kind in COUNTS_HIDDEN,
                         stored.version, session.evidence)
 
@@ -402,7 +410,7 @@ class NodeCore:
                        f"(max_sessions_per_coordinator); try again when some have ended")
 
     def _check_rules(self, protocol: Entry[Any], params: Any, stored: StoredInput, declared: Declared,
-                     participants: list[str]) -> tuple[Decimal, Decimal] | None:
+                     participants: list[str], precheck: bool = True) -> tuple[Decimal, Decimal] | None:
         """The owner's rules across sessions (DESIGN.md §9), checked at prepare, before anything is shared.
 
         Returns: what a DP release spends of the input's budget (None for an exact release).
@@ -449,14 +457,15 @@ class NodeCore:
         if mode is not None and mode not in rules.reveal:
             raise PolicyError(f"node {name}: policy allows {protocol.name} on {input_name!r} to reveal only "
                               f"{', '.join(sorted(rules.reveal)) or 'nothing'} (reveal), not {mode}")
-        variant, parameter = protocol.release(params)
-        self.releases.precheck(stored, variant, parameter, participants, spend)
+        if precheck:   # (a one-round session reserves its release at once: the same check, moments later)
+            variant, parameter = protocol.release(params)
+            self.releases.precheck(stored, variant, parameter, participants, spend)
         return spend
 
     async def compute(self, caller: Identity, session_id: str, frac_bits: int, length: int,
                       versions: Mapping[str, int], lengths: Mapping[str, int],
                       evidence: Mapping[str, Evidence] | None = None,
-                      keys: Mapping[str, PairKey] | None = None) -> Words:
+                      keys: Mapping[str, PairKey] | None = None, one_round: bool = False) -> Words:
         """Run a prepared session and return this node's output share.
 
         The release is reserved in the input version's budget before this node's session digest
@@ -473,6 +482,8 @@ class NodeCore:
                 nothing); empty or None: digests and seeds are exchanged.
             keys: a one-round session's pair key with every peer, as the coordinator named them and
                 this node found them held (`run`): masks from them, as on the keyed path.
+            one_round: called by `run`: the session goes from prepared to its end (no "running" record
+                in between, which would only say the same).
         Returns: the output share (uniformly random on its own).
         Raises: UnknownSession/SessionClosed, AuthError if another coordinator asks,
         RoundMismatch if already running, InputError if the declared bounds could overflow at
@@ -519,7 +530,8 @@ class NodeCore:
                                       f"{quoted(str(dict(versions)), 200)} do not match the participants, or "
                                       f"node {me}'s input {stored.name!r} version {stored.version}")
         session.running = True
-        self.store.set_session_status(session_id, "running")
+        if not one_round:
+            self.store.set_session_status(session_id, "running")
         loop = asyncio.get_running_loop()
         try:
             protocol.admit(params, session.declared, len(session.parties), frac_bits)
@@ -535,12 +547,16 @@ class NodeCore:
             self.releases.reserve(session_id, stored, session.query, session.spend)
             layout = sorted(session.parties)   # by name: the output may not depend on the session's order
             offset = sum(ordered[p] for p in layout[:layout.index(me)])
-            # In a worker thread: hashing a set's identifiers or drawing local noise can take seconds.
-            contribution = await asyncio.to_thread(protocol.contribution, params, Contributing(
-                session.declared, stored.values, stored.tally, frac_bits, len(session.parties), offset,
-                sum(ordered.values()), self.rng, session.identifiers))
+            # In a worker thread: hashing a set's identifiers or drawing local noise can take seconds (a
+            # few exact values take microseconds: a thread's hand-over would cost more than they do).
+            contributing = Contributing(session.declared, stored.values, stored.tally, frac_bits, len(session.parties),
+                                        offset, sum(ordered.values()), self.rng, session.identifiers)
+            if stored.values.size <= SMALL_INPUT and not session.identifiers and session.spend is None:
+                contribution = protocol.contribution(params, contributing)
+            else:
+                contribution = await asyncio.to_thread(protocol.contribution, params, contributing)
             masks = None if keys is None else {p: k.mask_key(session_id, digest) for p, k in keys.items()}
-            source = await asyncio.to_thread(self._collection_source, session)
+            source = None if stored.kind != "collection" else await asyncio.to_thread(self._collection_source, session)
             inner = protocol.engine(params, EngineArgs(session_id, me, session.parties, words, self.rng,
                                                        self.ot_setups, ordered, mask_seeds=masks,
                                                        on_seed=self._keep_pair_key, collection=source))
@@ -642,7 +658,8 @@ class NodeCore:
         shared: the coordinator prepares in two rounds instead); as `prepare` and `compute` otherwise.
         """
         me = self.me.name
-        prepared = self.prepare(caller, session_id, protocol, params, input_name, participants, timeout_s, tag=False)
+        prepared = self.prepare(caller, session_id, protocol, params, input_name, participants, timeout_s,
+                                one_round=True)
         session = self.sessions[session_id]
         try:
             keys = self._stated_keys(session, key_ids)
@@ -660,7 +677,7 @@ class NodeCore:
             raise
         share = await self.compute(caller, session_id, frac_bits, length,
                                    {p: s.input_version for p, s in shapes.items()},
-                                   {p: s.length for p, s in shapes.items()}, keys=keys)
+                                   {p: s.length for p, s in shapes.items()}, keys=keys, one_round=True)
         return share, prepared.shape
 
     def _stated_keys(self, session: Session, key_ids: Mapping[str, bytes]) -> dict[str, PairKey] | None:
@@ -696,8 +713,21 @@ class NodeCore:
         """
         if session.query is None:   # agreement needs our digest, which compute sends after setting it
             raise LocalProtocolError(f"session {session.session_id}: agreed before compute")
-        described = self.releases.record(session.session_id, session.stored, session.query, session.spend)
+        described = self.releases.record(session.session_id, session.stored, session.query, session.spend,
+                                         session.unrecorded)
+        session.unrecorded = None
         log.info("session %s: %s", session.session_id, described, extra={"session": session.session_id})
+
+    def peer_refused(self, session_id: str, peer: str, message: str) -> None:
+        """A peer refused a message this node sent it on its stream (mpc/transport/peers.py): the
+        session fails as if the send had (it never waits for the peer, which has dropped it)."""
+        session = self.sessions.get(session_id)
+        if session is None:
+            return
+        failure = SessionFailed(message)
+        session.send_errors.append(failure)
+        if not session.output.done():
+            session.output.set_exception(failure)
 
     def progress(self, session_id: str) -> tuple[int, int, int]:
         """How far a live session has got (see Session.progress); zeros once it has ended."""
@@ -751,6 +781,13 @@ class NodeCore:
             raise AuthError(f"node {sender!r} is not a peer in session {session_id}")
         return session
 
+    def deliverable_now(self, session_id: str, step: str) -> bool:
+        """Whether a message for this session and step would be handled without waiting (its session
+        is live here and not busy, and the step is not one its engine runs in a worker thread)."""
+        session = self.sessions.get(session_id)
+        return session is not None and not session.lock.locked() and (
+            session.engine is None or not session.engine.is_slow(step))
+
     async def admit_waiting(self, caller: Identity, session_id: str, sender: str) -> Session | None:
         """As `admit`, but a message for a session this node has not heard of yet (a one-round session
         whose Run reaches a peer first) waits up to SESSION_WAIT_S for it, at most MAX_WAITING_PER_PEER
@@ -800,8 +837,9 @@ class NodeCore:
             await self._accept_fill(sender, step, payload)
             return
         session.received_bytes += len(payload)
-        self.metrics.received_bytes.labels(sender).inc(len(payload))
-        self.metrics.received_messages.labels(sender).inc()
+        peer = self.metrics.peer(sender)
+        peer.received_bytes.inc(len(payload))
+        peer.received_messages.inc()
         log.debug("session %s: %r from %s, %d bytes", session_id, step, sender, len(payload),
                   extra={"session": session_id})
         try:
@@ -925,6 +963,7 @@ class NodeCore:
         raise SessionClosed(f"session {session_id} is {record.status} at node {self.me.name}{detail}")
 
     def _dispatch(self, session: Session, events: list[Send | Output]) -> None:
+        bundles: dict[str, list[Send]] = {}
         for event in events:
             if isinstance(event, Keep):
                 try:
@@ -938,12 +977,16 @@ class NodeCore:
                 if not session.output.done():
                     session.output.set_result(event.words)
             else:
-                task = asyncio.get_running_loop().create_task(self._send(session, event), name=event.to)
-                session.tasks.add(task)
-                task.add_done_callback(session.tasks.discard)
-                if event.step == STEP_DIGEST:
-                    session.digests.add(task)
-                    task.add_done_callback(session.digests.discard)
+                bundles.setdefault(event.to, []).append(event)
+        # What leaves for one peer at once goes as one message where the transport can (a digest and a
+        # hello; a derandomisation and a first opening): one write instead of several.
+        for to, sends in bundles.items():
+            task = asyncio.get_running_loop().create_task(self._send(session, sends), name=to)
+            session.tasks.add(task)
+            task.add_done_callback(session.tasks.discard)
+            if any(e.step == STEP_DIGEST for e in sends):
+                session.digests.add(task)
+                task.add_done_callback(session.digests.discard)
 
     def _keep(self, session: Session, indices: Words) -> None:
         """Deliver a result meant for this node's owner alone (an intersection's common identifiers):
@@ -963,18 +1006,27 @@ class NodeCore:
         log.info("session %s: %d common identifiers of %r delivered to %s", session.session_id, len(rows),
                  session.stored.name, path, extra={"session": session.session_id})
 
-    async def _send(self, session: Session, event: Send) -> None:
+    async def _send(self, session: Session, sends: list[Send]) -> None:
+        """Send one or more messages to one peer (in order; together where the transport can)."""
         loop = asyncio.get_running_loop()
-        # Counted as it leaves: the audit log and the metrics agree on what was sent.
-        session.count_sent(traffic_kind(event.step), event.to, len(event.payload))
-        self.metrics.sent_bytes.labels(event.to).inc(len(event.payload))
-        self.metrics.sent_messages.labels(event.to).inc()
-        log.debug("session %s: %s to %s, %d bytes", session.session_id, event.step, event.to, len(event.payload),
-                  extra={"session": session.session_id})
+        to = sends[0].to
+        peer = self.metrics.peer(to)
+        for event in sends:
+            # Counted as it leaves: the audit log and the metrics agree on what was sent.
+            session.count_sent(traffic_kind(event.step), to, len(event.payload))
+            peer.sent_bytes.inc(len(event.payload))
+            peer.sent_messages.inc()
+            log.debug("session %s: %s to %s, %d bytes", session.session_id, event.step, to, len(event.payload),
+                      extra={"session": session.session_id})
         started = time.perf_counter()
         try:
-            await self.peers.send(event.to, session.session_id, event.step, event.payload, session.remaining(loop))
-            self.metrics.round_seconds.labels(event.to).observe(time.perf_counter() - started)
+            send_many = getattr(self.peers, "send_many", None)
+            if send_many is not None:
+                await send_many(to, session.session_id, [(e.step, e.payload) for e in sends], session.remaining(loop))
+            else:   # a PeerSender that sends one message at a time
+                for event in sends:
+                    await self.peers.send(to, session.session_id, event.step, event.payload, session.remaining(loop))
+            peer.round_seconds.observe(time.perf_counter() - started)
         except MpcError as exc:
             session.send_errors.append(exc)
             if not session.output.done():
@@ -1012,7 +1064,7 @@ class NodeCore:
             self.metrics.triples_generated.inc(counts[0])
             self.metrics.triples_consumed.inc(counts[1])
         try:
-            self.store.set_session_status(session.session_id, status, reason, session.transfers())
+            self.store.set_session_status(session.session_id, status, reason, session.transfers(), session.unrecorded)
         except MpcError as exc:  # pragma: no cover - the store refuses only impossible transitions
             raise LocalProtocolError(str(exc)) from exc
         extra = {"session": session.session_id}

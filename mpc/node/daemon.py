@@ -52,6 +52,7 @@ class NodeServer:
         self.peers = PeerClient(cluster, name, self.tls)
         self.core = NodeCore(cluster, self.config, self.store, self.peers, rng=rng, observer=observer,
                              cert_not_after=cert_not_after(self.tls.cert).isoformat(), metrics=self.metrics)
+        self.peers.on_refusal = self.core.peer_refused
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[MalformedRequestInterceptor()])
         mpc_pb2_grpc.add_ControlServicer_to_server(ControlService(self.core), self.server)

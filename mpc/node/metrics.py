@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
@@ -23,6 +25,17 @@ from mpc.errors import ConfigError
 
 # One peer message takes ~1 ms on loopback, a base-OT batch ~1 s, a 10^7-element share seconds.
 _ROUND_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerMetrics:
+    """One peer's children of the per-peer counters."""
+
+    sent_bytes: Any
+    sent_messages: Any
+    received_bytes: Any
+    received_messages: Any
+    round_seconds: Any
 
 
 class NodeMetrics:
@@ -46,7 +59,7 @@ class NodeMetrics:
         self.output_bytes = Counter("mpc_output_share_bytes", "Bytes of output shares sent to coordinators.",
                                     registry=r)
         self.round_seconds = Histogram("mpc_peer_round_seconds", "Time to hand one protocol message to a "
-                                       "peer and have it accepted (one round's send, acknowledged).",
+                                       "peer (its stream took it, or its own call was acknowledged).",
                                        ["peer"], buckets=_ROUND_BUCKETS, registry=r)
         self.triples_generated = Counter("mpc_triples_generated", "Bit triples (AND gates) made with peers "
                                          "by oblivious transfer.", registry=r)
@@ -59,6 +72,16 @@ class NodeMetrics:
                                            "each peer.", ["peer"], registry=r)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
+        self._peers: dict[str, PeerMetrics] = {}
+
+    def peer(self, name: str) -> PeerMetrics:
+        """The per-peer counters of one peer (looked up once: a vote sends dozens of messages)."""
+        found = self._peers.get(name)
+        if found is None:
+            found = self._peers[name] = PeerMetrics(
+                self.sent_bytes.labels(name), self.sent_messages.labels(name), self.received_bytes.labels(name),
+                self.received_messages.labels(name), self.round_seconds.labels(name))
+        return found
 
     def watch_pools(self, levels: Callable[[], Iterable[tuple[str, str, int]]]) -> None:
         """Report the triple pools (mpc/ot/pool.py) as read at each scrape: `levels()` gives

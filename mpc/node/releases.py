@@ -35,7 +35,7 @@ from decimal import Decimal
 from mpc.config import Policy
 from mpc.errors import PolicyError
 from mpc.protocols.catalogue import describe_release, implies
-from mpc.store import Store, StoredInput
+from mpc.store import NewSession, Store, StoredInput
 
 
 
@@ -262,26 +262,29 @@ class ReleaseBook:
                     raise budget_spent(self.node, stored.name, stored.version, maximum, query.describe())
             self._reserved[session_id] = (stored.name, stored.version, query)
 
-    def record(self, session_id: str, stored: StoredInput, query: Query, spend: Spend | None = None) -> str:
+    def record(self, session_id: str, stored: StoredInput, query: Query, spend: Spend | None = None,
+               new: NewSession | None = None) -> str:
         """Record a reserved release in the store (and its audit log), deciding atomically against
-        the recorded releases only.
+        the recorded releases only (new: the session itself too, if not recorded yet).
 
         Returns: its description. Raises: PolicyError if the budget is spent after all.
         """
         with self._lock:   # sessions may record from a worker thread (a slow engine step)
             if spend is not None:
-                return self._record_private(session_id, stored, query, spend)
+                return self._record_private(session_id, stored, query, spend, new)
             maximum = self.policy.rules(stored.name).max_releases
 
             def check(recorded: Sequence[tuple[str, bool]]) -> tuple[bool, str]:
                 return decide(query, [(Query.from_json(q), counted) for q, counted in recorded], max_releases=maximum,
                               scalar=stored.is_scalar, node=self.node, input_name=stored.name, version=stored.version)
 
-            described = self.store.record_release(session_id, stored.name, stored.version, query.to_json(), check)
+            described = self.store.record_release(session_id, stored.name, stored.version, query.to_json(), check,
+                                                  new=new)
             self._reserved.pop(session_id, None)
             return described
 
-    def _record_private(self, session_id: str, stored: StoredInput, query: Query, spend: Spend) -> str:
+    def _record_private(self, session_id: str, stored: StoredInput, query: Query, spend: Spend,
+                        new: NewSession | None) -> str:
         rules = self.policy.rules(stored.name)
 
         def afford(spent: Spend) -> None:
@@ -296,7 +299,7 @@ class ReleaseBook:
                            f"{spend[1]} of {stored.name!r}")
 
         described = self.store.record_release(session_id, stored.name, stored.version, query.to_json(), decide,
-                                              spend=spend, afford=afford)
+                                              spend=spend, afford=afford, new=new)
         self._spending.pop(session_id, None)
         return described
 

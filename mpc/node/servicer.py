@@ -68,6 +68,7 @@ _STATUS: list[tuple[type[MpcError], grpc.StatusCode]] = [
     (ConfigError, grpc.StatusCode.INTERNAL),
 ]
 MAX_STEP_CHARS = 64
+MAX_BUNDLE = 16   # messages of one session in one peer stream message
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: MpcError) -> None:
@@ -119,17 +120,22 @@ Reply = TypeVar("Reply")
 
 async def _each_in_a_task(requests: AsyncIterator[Request],
                           handle: Callable[[Request, Callable[[Reply], None]], Awaitable[None]], *,
-                          cancel_on_exit: bool) -> AsyncIterator[Reply]:
+                          cancel_on_exit: bool, quick: Callable[[Request], bool] | None = None) -> AsyncIterator[Reply]:
     """Serve a long-lived stream: every request is handled in a task of its own (so that one that
     waits holds up no other), and what the handlers put out is yielded in the order they put it.
     When the stream ends, or the caller goes away, the reader stops; cancel_on_exit: the handlers
-    still running are cancelled too."""
+    still running are cancelled too. quick: says of a request that its handler will not wait; it
+    is then handled at once, without a task, if no earlier one of the stream is still running (so
+    that the stream's order is kept)."""
     out: asyncio.Queue[Reply | None] = asyncio.Queue()
     running: set[asyncio.Task[None]] = set()
 
     async def read() -> None:
         try:
             async for request in requests:
+                if quick is not None and not running and quick(request):
+                    await handle(request, out.put_nowait)
+                    continue
                 task = asyncio.ensure_future(handle(request, out.put_nowait))
                 running.add(task)
                 task.add_done_callback(running.discard)
@@ -394,31 +400,47 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
         return mpc_pb2.PeerAck()
 
     async def Stream(self, messages: AsyncIterator[mpc_pb2.StreamMessage | _Malformed],
-                     context: grpc.aio.ServicerContext) -> AsyncIterator[mpc_pb2.StreamAck]:
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[mpc_pb2.StreamRefusal]:
         """Every small message from one peer, of every session, on one long-lived stream: each is
-        delivered as Deliver would (concurrently, so that one session's wait holds up no other) and
-        answered with its number and, if refused, the status and reason."""
+        delivered as Deliver would (concurrently, so that one session's wait holds up no other); only
+        a refused one is answered, with its number, session, status and reason."""
         try:
             caller = self._caller(context)
         except MpcError as exc:
             await _abort(context, exc)
 
-        async def one(message: mpc_pb2.StreamMessage | _Malformed, ack: Callable[[mpc_pb2.StreamAck], None]) -> None:
-            seq = 0 if isinstance(message, _Malformed) else message.seq
+        async def one(message: mpc_pb2.StreamMessage | _Malformed,
+                      refuse: Callable[[mpc_pb2.StreamRefusal], None]) -> None:
             try:
                 if isinstance(message, _Malformed):
                     raise RemoteProtocolError(message.detail)
+                if message.bundle:
+                    if message.HasField("header") or message.payload:
+                        raise RemoteProtocolError("peer stream message with both a bundle and a header")
+                    if len(message.bundle) > MAX_BUNDLE or len({m.header.session_id for m in message.bundle}) != 1:
+                        raise RemoteProtocolError(f"peer bundle of {len(message.bundle)} messages: at most "
+                                                  f"{MAX_BUNDLE}, all of one session")
+                    for part in message.bundle:   # in order; the first refused ends the rest
+                        await self._deliver(caller, part.header, part.payload)
+                    return
                 if not message.HasField("header"):
                     raise RemoteProtocolError("peer message without a header")
                 await self._deliver(caller, message.header, message.payload)
             except MpcError as exc:
-                ack(mpc_pb2.StreamAck(seq=seq, code=status_for(exc).name, error=clipped(str(exc))))
-                return
-            ack(mpc_pb2.StreamAck(seq=seq))
+                seq, session_id = (0, "") if isinstance(message, _Malformed) else (
+                    message.seq, message.bundle[0].header.session_id if message.bundle else message.header.session_id)
+                refuse(mpc_pb2.StreamRefusal(seq=seq, session_id=session_id, code=status_for(exc).name,
+                                             error=clipped(str(exc))))
 
         # A message being delivered is not cancelled when the peer goes away: its session's engine
         # may be mid-step, and the delivery is bounded by the session's own wait and deadline.
-        async for answer in _each_in_a_task(messages, one, cancel_on_exit=False):
+        def quick(message: mpc_pb2.StreamMessage | _Malformed) -> bool:
+            if isinstance(message, _Malformed):
+                return False
+            parts = message.bundle or [message]
+            return all(self.core.deliverable_now(m.header.session_id, m.header.step) for m in parts)
+
+        async for answer in _each_in_a_task(messages, one, cancel_on_exit=False, quick=quick):
             yield answer
 
     async def Send(self, request_iterator: AsyncIterator[mpc_pb2.PeerFrame],

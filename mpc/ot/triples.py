@@ -343,11 +343,13 @@ class TripleDealerless:
     def __init__(self, me: str, parties: Sequence[str], words: int, rng: Rng,
                  ot: Mapping[str, PairwiseOt], session_id: str = "", *,
                  pooled_recv: Mapping[str, Reservation] | None = None,
-                 pooled_send: Mapping[str, tuple[Words, Words]] | None = None) -> None:
+                 pooled_send: Mapping[str, tuple[Words, Words]] | None = None, pipelined: bool = False) -> None:
         """Args:
             ot: the OT setup with every peer that has a direction left for IKNP.
             pooled_recv: per peer, our reservation of its pool where we choose (its words: `words`).
             pooled_send: per peer, our (m0, m1) of the range it reserved where it chooses.
+            pipelined: `start` also hands out the PendingTriples, so that a program may open its first
+                AND layer while the triples are made.
         """
         self.me = me
         self.session_id = session_id
@@ -364,6 +366,7 @@ class TripleDealerless:
                 any(m0.shape != (words,) or m1.shape != (words,) for m0, m1 in self._pooled_send.values()):
             raise LocalProtocolError(f"triples {session_id}: pooled OTs of another size than {words} words")
         self.words = words
+        self._pipelined = pipelined
         self._ot = {p: ot[p] for p in needs_ot}
         self._rng = rng
         self._shares: tuple[Words, Words, Words] | None = None  # a_i, b_i and the running c_i
@@ -375,11 +378,12 @@ class TripleDealerless:
         self._pending = len(self.peers) * 2   # directions left: one per peer as receiver, one as sender
         self._done = False
 
-    def start(self) -> list[Send | BitTriples]:
+    def start(self) -> list[Send | BitTriples | PendingTriples]:
         """Draw a_i, b_i; send each peer the IKNP message of the OTs where we choose a_i, or the
         derandomisation of its pooled directions.
 
-        Returns: the Sends, plus answers to messages that came early.
+        Returns: (pipelined only) PendingTriples first: a_i, b_i, and c_i as it is completed in place;
+        the Sends, plus answers to messages that came early.
         Raises: LocalProtocolError if started twice; as `receive` for messages kept from before.
         """
         if self._shares is not None or self._done:
@@ -387,7 +391,9 @@ class TripleDealerless:
         a = random_words(self._rng, self.words)
         b = random_words(self._rng, self.words)
         self._shares = (a, b, a & b)
-        events: list[Send | BitTriples] = []
+        events: list[Send | BitTriples | PendingTriples] = []
+        if self._pipelined:
+            events.append(PendingTriples(BitTriples(*self._shares)))
         for p in self.peers:
             parts = []
             if p in self._pooled_recv:
@@ -485,18 +491,45 @@ class TripleDealerless:
         return [BitTriples(a, b, c)]
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class PendingTriples:
+    """A dealerless session's triples as soon as it starts: a_i and b_i are drawn, c_i is still
+    being completed in place as the pairs' OTs come in (BitTriples follows with the same arrays).
+
+    A Beaver opening needs only a_i and b_i, so a program's first AND layer may open while the
+    triples are made; only finishing it needs c_i (mpc/protocols/compute.py waits for that).
+    """
+
+    triples: BitTriples
+
+    def __repr__(self) -> str:
+        return f"PendingTriples({self.triples.words} words, <shares redacted>)"
+
+
 class TriplePool:
     """One party's triples for a session; `take` hands out each word range once, in order."""
 
-    __slots__ = ("_a", "_b", "_c", "_next", "handed_out")
+    __slots__ = ("_a", "_b", "_c", "_next", "handed_out", "_live")
 
     def __init__(self, triples: BitTriples | None = None) -> None:
         empty = np.zeros(0, dtype=np.uint64)
         self._a, self._b, self._c = empty, empty.copy(), empty.copy()
         self._next = 0
         self.handed_out = 0  # words handed out over the pool's life (for metrics)
+        self._live = False   # the arrays are a session's still being completed (`pending`)
         if triples is not None:
             self.add(triples)
+
+    @classmethod
+    def pending(cls, triples: BitTriples) -> TriplePool:
+        """A pool over triples whose c is still being completed in place (PendingTriples): `take`
+        hands out views, which see c complete once the session has made it, and zeroes nothing
+        (the arrays are the triple session's own until then). Whoever takes must not read c before.
+        """
+        pool = cls()
+        pool._a, pool._b, pool._c = triples.a, triples.b, triples.c
+        pool._live = True
+        return pool
 
     @property
     def remaining(self) -> int:
@@ -527,8 +560,11 @@ class TriplePool:
         span = slice(self._next, self._next + words)
         parts = []
         for arr in (self._a, self._b, self._c):
-            part = arr[span].copy()
-            arr[span] = 0  # the pool keeps nothing it has handed out
+            if self._live:
+                part = arr[span]
+            else:
+                part = arr[span].copy()
+                arr[span] = 0  # the pool keeps nothing it has handed out
             part.flags.writeable = False
             parts.append(part)
         self._next += words

@@ -281,10 +281,13 @@ class CircuitParty:
     """
 
     def __init__(self, session_id: str, me: str, parties: Sequence[str], program: Program[Words],
-                 prefix: str, labels: Sequence[str] | None = None) -> None:
+                 prefix: str, labels: Sequence[str] | None = None, gate: Callable[[], bool] | None = None) -> None:
         """Args:
             labels: the program's round labels in order (its `plan`), if known: then a message
                 for neither this round nor the next is refused on arrival, not when its round comes.
+            gate: while it says False, a round whose words are all in is not finished (the program
+                is not resumed); `resume` once it says True. A program's first AND layer may so open
+                while its triples are still being made (mpc/ot/triples.py PendingTriples).
         Raises: LocalProtocolError if `me` is not among the parties, or they repeat or are fewer than two.
         """
         if me not in parties:
@@ -300,6 +303,7 @@ class CircuitParty:
         self._round: _Round | None = None
         self._ahead: dict[str, tuple[str, bytes]] = {}
         self._labels = None if labels is None else tuple(f"{prefix}/{label}" for label in labels)
+        self._gate = gate
         self._started = False
         self._done = False
         self.rounds = 0
@@ -367,9 +371,18 @@ class CircuitParty:
         except ValueError as exc:
             raise RemoteProtocolError(f"session {self.session_id}: step {step!r} from {sender!r}: {exc}") from None
 
+    def resume(self) -> list[Send | Output]:
+        """Finish the rounds whose words are all in, once the gate has opened.
+
+        Returns: the next round's Sends, the Output after the last round, or [].
+        """
+        return self._maybe_advance()
+
     def _maybe_advance(self) -> list[Send | Output]:
         events: list[Send | Output] = []
         while self._round is not None and len(self._round.inbox) == len(self.peers):
+            if self._gate is not None and not self._gate():
+                break
             current = self._round
             combined = current.words.copy()
             for words in current.inbox.values():

@@ -26,7 +26,7 @@ agree on the session). Messages for a piece that does not exist yet are kept unt
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -46,6 +46,7 @@ from mpc.ot.triples import (
     OtReady,
     OtSetups,
     PairwiseOt,
+    PendingTriples,
     PairwiseOtSetup,
     TripleDealerless,
     TriplePool,
@@ -61,6 +62,21 @@ from mpc.protocols.sum import SecureSumParty
 from mpc.ring import Words
 
 STEP_HELLO = "mpc/hello"
+_PLANS: dict[tuple[Hashable, int, int], Plan] = {}
+MAX_PLANS = 256
+
+
+def _planned(factory: ProgramFactory, parties: int, length: int, shape: Hashable | None) -> Plan:
+    """The program's plan, from the dry run of an earlier session of the same shape where one is known."""
+    if shape is None:
+        return plan(factory, parties, length)
+    key = (shape, parties, length)
+    found = _PLANS.get(key)
+    if found is None:
+        if len(_PLANS) >= MAX_PLANS:
+            _PLANS.pop(next(iter(_PLANS)))
+        found = _PLANS[key] = plan(factory, parties, length)
+    return found
 _SLOW_STEPS = ("ot/base/",)
 
 Piece = PairwiseOtSetup | TripleDealerless | ArithDealerless | CircuitParty
@@ -72,7 +88,7 @@ class ComputeParty:
     def __init__(self, session_id: str, me: str, parties: Sequence[str], length: int, factory: ProgramFactory,
                  rng: Rng, setups: OtSetups, *, summed: bool = True, prefix: str = "run",
                  hello: str = STEP_HELLO, mask_seeds: Mapping[str, bytes] | None = None,
-                 on_seed: Callable[[str, bytes], None] | None = None) -> None:
+                 on_seed: Callable[[str, bytes], None] | None = None, shape: Hashable | None = None) -> None:
         """Args:
             length: words of this party's contribution (the same at every party).
             factory: builds the program from a Context and this party's input share.
@@ -82,6 +98,9 @@ class ComputeParty:
             prefix: the program's step prefix.
             mask_seeds, on_seed: for the secure sum of the inputs (mpc/protocols/sum.py): a keyed
                 session's mask seed with each peer; told of each seed sent or received.
+            shape: a key that, with the party count and `length`, determines the program's shape (its
+                rounds and preprocessing): sessions with the same key reuse one dry run (`plan`).
+                None: the program is dry-run for this session.
         """
         if me not in parties or len(set(parties)) != len(parties) or len(parties) < 2:
             raise LocalProtocolError(f"session {session_id}: {me!r} among parties {list(parties)}: a program needs "
@@ -96,7 +115,7 @@ class ComputeParty:
         self._factory = factory
         self._rng = rng
         self._setups = setups
-        self.plan: Plan = plan(factory, len(self.parties), length)
+        self.plan: Plan = _planned(factory, len(self.parties), length, shape)
         self.value_free_steps: tuple[str, ...] = (hello, "sum/", "ot/", "triples/", "arith/")
         # Every step this session can see, known up front: anything else is refused on arrival.
         self._triple_steps = frozenset({STEP_U, STEP_T, STEP_R} if self.plan.bit_words else ())
@@ -115,6 +134,7 @@ class ComputeParty:
         self._triples: TripleDealerless | None = None
         self._arith: ArithDealerless | None = None
         self._bit_pool: TriplePool | None = None if self.plan.bit_words else TriplePool()
+        self._bits_complete = True   # False while the bit pool's c is still being made (PendingTriples)
         self._arith_pool: ArithPool | None = None if self.plan.arith_triples else ArithPool()
         self._dabit_pool: DaBitPool | None = None if self.plan.dabits else DaBitPool()
         self._circuit: CircuitParty | None = None
@@ -241,9 +261,18 @@ class ComputeParty:
             elif isinstance(e, OtReady):
                 keep_ready(self._setups, self.session_id, e, self._chosen)
                 out += self._advance()
+            elif isinstance(e, PendingTriples):   # the program may open its first layer meanwhile
+                self._bit_pool = TriplePool.pending(e.triples)
+                self._bits_complete = False
+                out += self._advance()
             elif isinstance(e, BitTriples):
                 self._generated_words += e.words
-                self._bit_pool = TriplePool(e)
+                if self._bits_complete:
+                    self._bit_pool = TriplePool(e)
+                else:   # the same arrays as the pending pool's, now complete
+                    self._bits_complete = True
+                    if self._circuit is not None:
+                        out += self._route(self._circuit.resume())
                 out += self._advance()
             elif isinstance(e, ArithTriples):
                 self._arith_pool = ArithPool(e)
@@ -307,7 +336,8 @@ class ComputeParty:
             if p.bit_words:
                 pooled_recv, pooled_send = self._pooled()
                 self._triples = TripleDealerless(self.me, self.parties, p.bit_words, self._rng, self._chosen,
-                                                 self.session_id, pooled_recv=pooled_recv, pooled_send=pooled_send)
+                                                 self.session_id, pooled_recv=pooled_recv, pooled_send=pooled_send,
+                                                 pipelined=True)
                 events += self._route(self._triples.start())
                 events = self._create(self._triples, events, "triples/")
             if p.arith_triples or p.dabits:
@@ -323,7 +353,8 @@ class ComputeParty:
                           self._dabit_pool)
             share, self._share = self._share, None
             self._circuit = CircuitParty(self.session_id, self.me, self.parties, self._factory(ctx, share),
-                                         self.prefix, [label for label, _ in self.plan.rounds])
+                                         self.prefix, [label for label, _ in self.plan.rounds],
+                                         gate=lambda: self._bits_complete)
             events += self._route(self._circuit.start())
             return self._create(self._circuit, events, self.prefix + "/")
         return events

@@ -32,4 +32,5 @@ class ThresholdParty(ComputeParty):
                  mask_seeds: Mapping[str, bytes] | None = None,
                  on_seed: Callable[[str, bytes], None] | None = None) -> None:
         super().__init__(session_id, me, parties, length, lambda ctx, x: at_least(ctx, "", x, threshold, ell),
-                         rng, setups, summed=True, prefix="cmp", mask_seeds=mask_seeds, on_seed=on_seed)
+                         rng, setups, summed=True, prefix="cmp", mask_seeds=mask_seeds, on_seed=on_seed,
+                         shape=("at_least", ell))   # its shape: ell, the parties and the length (not k)

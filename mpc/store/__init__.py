@@ -35,12 +35,14 @@ from mpc.store.sessions import (
     SESSION_STATES,
     TERMINAL_STATES,
     AuditEntry,
+    NewSession,
     SessionRecord,
     SessionsMixin,
     Transfer,
 )
 
 __all__ = [
+    "NewSession",
     "AUDIT_EVENTS",
     "BUSY_TIMEOUT_MS",
     "FILE_NAME",

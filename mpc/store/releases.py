@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from mpc.errors import StoreError
 from mpc.store.base import StoreBase, _now
-from mpc.store.sessions import SessionsMixin, _audit_protocol
+from mpc.store.sessions import NewSession, SessionsMixin, _audit_protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +84,8 @@ class ReleasesMixin(StoreBase):
     def record_release(self, session_id: str, input_name: str, version: int, query: str,
                        decide: Callable[[list[tuple[str, bool]]], tuple[bool, str]], *,
                        spend: tuple[Decimal, Decimal] | None = None,
-                       afford: Callable[[tuple[Decimal, Decimal]], None] | None = None) -> str:
+                       afford: Callable[[tuple[Decimal, Decimal]], None] | None = None,
+                       new: NewSession | None = None) -> str:
         """Count a session's release against an input version's budget, atomically.
 
         `decide` sees the version's distinct earlier queries (`distinct_releases`) and returns
@@ -94,9 +95,16 @@ class ReleasesMixin(StoreBase):
         release records its `spend` (epsilon, delta); `afford` sees what the input's earlier DP
         releases spent (`dp_spent`, all versions) and raises to refuse, in the same transaction.
 
+        new: a session not recorded yet (a one-round session), recorded as "prepared" in the same
+        transaction, before its release.
+
         Returns: the description. Raises: whatever `decide` or `afford` raise; StoreError for an unknown session.
         """
+        if new is not None:
+            new.check()
         with self._writing() as conn:
+            if new is not None:
+                SessionsMixin._insert_session(conn, new, _now())
             row = conn.execute("SELECT protocol, participants, coordinator FROM sessions WHERE session_id = ?",
                                (session_id,)).fetchone()
             if row is None:

@@ -26,6 +26,28 @@ _SESSION_COLUMNS = (
 
 
 @dataclass(frozen=True, slots=True)
+class NewSession:
+    """A session to record as "prepared": what record_session takes."""
+
+    session_id: str
+    protocol: str
+    input_name: str
+    participants: tuple[str, ...]
+    coordinator: str
+
+    def check(self) -> None:
+        """Raises: StoreError for an empty or non-text field, or no participants."""
+        _check_text("id", self.session_id)
+        _check_text("protocol", self.protocol)
+        _check_text("input name", self.input_name)
+        _check_text("coordinator", self.coordinator)
+        if not self.participants:
+            raise StoreError(f"session {self.session_id!r}: participants must be a non-empty list")
+        for p in self.participants:
+            _check_text("participant", p)
+
+
+@dataclass(frozen=True, slots=True)
 class SessionRecord:
     """What this node remembers about one session."""
 
@@ -110,36 +132,32 @@ class SessionsMixin(StoreBase):
     def record_session(self, session_id: str, protocol: str, input_name: str,
                        participants: Sequence[str], coordinator: str) -> None:
         """Record a new session as "prepared". Raises: StoreError if the id is known already."""
-        _check_text("id", session_id)
-        _check_text("protocol", protocol)
-        _check_text("input name", input_name)
-        _check_text("coordinator", coordinator)
-        if isinstance(participants, (str, bytes)) or not participants:
-            raise StoreError(f"session {session_id!r}: participants must be a non-empty list")
-        parties = [_check_text("participant", p) for p in participants]
-        now = _now()
+        new = NewSession(session_id, protocol, input_name, tuple(participants), coordinator)
+        new.check()
         with self._writing(durable=False) as conn:
-            known = conn.execute(
-                "SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)
-            ).fetchone()
-            if known is not None:
-                raise StoreError(
-                    f"session {session_id!r} is already known at this node (replayed session id)"
-                )
-            conn.execute(
-                f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (session_id, protocol, input_name, json.dumps(parties), coordinator,
-                 "prepared", "", now, now),
-            )
-            # The audit row goes in the same transaction: no session without its entry.
-            self._append_audit(conn, now, "prepared", session_id, coordinator, _audit_protocol(protocol),
-                               [input_name], parties, (), "")
+            self._insert_session(conn, new, _now())
+
+    @staticmethod
+    def _insert_session(conn: sqlite3.Connection, new: NewSession, now: str) -> None:
+        """Insert a checked new session as "prepared", with its audit entry (same transaction)."""
+        known = conn.execute("SELECT 1 FROM sessions WHERE session_id = ?", (new.session_id,)).fetchone()
+        if known is not None:
+            raise StoreError(f"session {new.session_id!r} is already known at this node (replayed session id)")
+        conn.execute(
+            f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (new.session_id, new.protocol, new.input_name, json.dumps(list(new.participants)), new.coordinator,
+             "prepared", "", now, now),
+        )
+        # The audit row goes in the same transaction: no session without its entry.
+        SessionsMixin._append_audit(conn, now, "prepared", new.session_id, new.coordinator,
+                                    _audit_protocol(new.protocol), [new.input_name], list(new.participants), (), "")
 
     def set_session_status(self, session_id: str, status: str, reason: str = "",
-                           sent: Sequence[Transfer] = ()) -> None:
+                           sent: Sequence[Transfer] = (), new: NewSession | None = None) -> None:
         """Move a session to `status`; when it ends, append its audit entry (with what the node
-        `sent`) in the same transaction. Raises: StoreError if the status is unknown, the
-        session is unknown, or it has already ended."""
+        `sent`) in the same transaction. new: a session not recorded yet (a one-round session that
+        ends before its release), recorded now, in the same transaction. Raises: StoreError if the
+        status is unknown, the session is unknown, or it has already ended."""
         if status not in SESSION_STATES:
             raise StoreError(
                 f"session {session_id!r}: unknown status {status!r}; expected one of "
@@ -149,7 +167,11 @@ class SessionsMixin(StoreBase):
         terminal = tuple(sorted(TERMINAL_STATES))
         marks = ", ".join("?" * len(terminal))
         now = _now()
+        if new is not None:
+            new.check()
         with self._writing(durable=False) as conn:
+            if new is not None:
+                self._insert_session(conn, new, now)
             # One conditional UPDATE, so a concurrent writer cannot slip in between check and set.
             changed = conn.execute(
                 f"UPDATE sessions SET status = ?, reason = ?, updated_at = ? "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -152,35 +152,25 @@ class LongCall:
 
 
 class _Stream(LongCall):
-    """The Peer.Stream to one node: messages numbered in order, each answered by its ack."""
+    """The Peer.Stream to one node: messages numbered in order; the peer answers only those it
+    refuses, and each refusal goes to `refused` (session id, the peer's reason)."""
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
+    def __init__(self, channel: grpc.aio.Channel, refused: Callable[[str, str], None]) -> None:
         self.seq = 0
-        self.pending: dict[int, asyncio.Future[mpc_pb2.StreamAck]] = {}
+        self._refused = refused
         super().__init__(mpc_pb2_grpc.PeerStub(channel).Stream())
 
     def route(self, message: Any) -> None:
-        waiter = self.pending.pop(message.seq, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(message)
+        self._refused(message.session_id, f"{message.error} [{message.code}]")
 
     def fail(self, failure: BaseException) -> None:
-        for waiter in self.pending.values():
-            if not waiter.done():
-                waiter.set_exception(failure)
-        self.pending.clear()
+        pass   # what was written is the peer's, or lost with it: its session then times out naming it
 
-    async def send(self, message: mpc_pb2.StreamMessage) -> mpc_pb2.StreamAck:
-        """Write one message (its seq is set here) and wait for its ack (the caller bounds the wait)."""
+    async def send(self, message: mpc_pb2.StreamMessage) -> None:
+        """Write one message (its seq is set here)."""
         self.seq += 1
-        message.seq = seq = self.seq
-        waiter: asyncio.Future[mpc_pb2.StreamAck] = asyncio.get_running_loop().create_future()
-        self.pending[seq] = waiter
-        try:
-            await self.write(message)
-            return await waiter
-        finally:
-            self.pending.pop(seq, None)
+        message.seq = self.seq
+        await self.write(message)
 
 
 class PeerClient:
@@ -196,6 +186,15 @@ class PeerClient:
         self.me = me
         self.channels = Channels(cluster, tls)
         self._streams: dict[str, _Stream] = {}
+        # Told (session id, peer, why) when a peer refuses a message sent on its stream (node core
+        # fails the session, as a refused unary call fails the send).
+        self.on_refusal: Callable[[str, str, str], None] | None = None
+
+    def _refused(self, peer: str) -> Callable[[str, str], None]:
+        def refused(session_id: str, why: str) -> None:
+            if self.on_refusal is not None:
+                self.on_refusal(session_id, peer, f"session {session_id}: {self.me} -> node {peer} refused: {why}")
+        return refused
 
     def _stream(self, to: str) -> _Stream | None:
         """The open stream to `to`, opened now if its channel is up (None: it is not)."""
@@ -207,7 +206,7 @@ class PeerClient:
             return None
         if stream is not None:
             stream.close()
-        stream = self._streams[to] = _Stream(channel)
+        stream = self._streams[to] = _Stream(channel, self._refused(to))
         return stream
 
     async def send(self, to: str, session_id: str, step: str, payload: bytes, timeout: float) -> None:
@@ -217,25 +216,37 @@ class PeerClient:
         SessionFailed with the peer's reason if it refuses the message, or if the party that
         answers at its address is not that peer (nothing is sent then).
         """
-        stream = self._stream(to) if len(payload) <= CHUNK_BYTES else None
-        if stream is not None:
-            header = mpc_pb2.PeerHeader(session_id=session_id, step=step, sender=self.me, payload_bytes=len(payload))
-            node = self.channels.cluster.node(to)
-            try:
-                async with asyncio.timeout(max(timeout, 0.001)):
-                    ack = await stream.send(mpc_pb2.StreamMessage(header=header, payload=payload))
-            except TimeoutError:
-                raise PeerUnavailable(f"session {session_id}: {self.me} -> node {to} at {node.address} did not "
-                                      f"answer in time") from None
-            except grpc.aio.AioRpcError as exc:
-                message = f"session {session_id}: {self.me} -> {describe_rpc_error(node, exc)}"
-                raise (PeerUnavailable if is_unreachable(exc) else SessionFailed)(message) from None
-            except ConnectionError as exc:
-                raise PeerUnavailable(f"session {session_id}: {self.me} -> node {to} at {node.address}: {exc}") from None
-            if ack.code:
-                raise SessionFailed(f"session {session_id}: {self.me} -> node {to} refused: {ack.error} [{ack.code}]")
+        await self.send_many(to, session_id, [(step, payload)], timeout)
+
+    async def send_many(self, to: str, session_id: str, messages: Sequence[tuple[str, bytes]], timeout: float) -> None:
+        """Deliver messages of one session to node `to`, in order, before `timeout` seconds pass: in one
+        stream message when they fit in one chunk together, else one by one.
+
+        Raises: as `send`.
+        """
+        size = sum(len(payload) for _, payload in messages)
+        stream = self._stream(to) if size <= CHUNK_BYTES else None
+        if stream is None:
+            for step, payload in messages:
+                await self._call(to, session_id, step, payload, timeout)
             return
-        await self._call(to, session_id, step, payload, timeout)
+        wire = [mpc_pb2.PeerMessage(header=mpc_pb2.PeerHeader(session_id=session_id, step=step, sender=self.me,
+                                                              payload_bytes=len(payload)), payload=payload)
+                for step, payload in messages]
+        message = mpc_pb2.StreamMessage(header=wire[0].header, payload=wire[0].payload) if len(wire) == 1 else \
+            mpc_pb2.StreamMessage(bundle=wire)
+        node = self.channels.cluster.node(to)
+        try:
+            async with asyncio.timeout(max(timeout, 0.001)):
+                await stream.send(message)
+        except TimeoutError:
+            raise PeerUnavailable(f"session {session_id}: {self.me} -> node {to} at {node.address} did not "
+                                  f"take the message in time") from None
+        except grpc.aio.AioRpcError as exc:
+            why = f"session {session_id}: {self.me} -> {describe_rpc_error(node, exc)}"
+            raise (PeerUnavailable if is_unreachable(exc) else SessionFailed)(why) from None
+        except ConnectionError as exc:
+            raise PeerUnavailable(f"session {session_id}: {self.me} -> node {to} at {node.address}: {exc}") from None
 
     async def _call(self, to: str, session_id: str, step: str, payload: bytes, timeout: float) -> None:
         stub = mpc_pb2_grpc.PeerStub(self.channels.channel(to))

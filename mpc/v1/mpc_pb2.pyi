@@ -341,24 +341,28 @@ class PeerAck(_message.Message):
     def __init__(self) -> None: ...
 
 class StreamMessage(_message.Message):
-    __slots__ = ("seq", "header", "payload")
+    __slots__ = ("seq", "header", "payload", "bundle")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     HEADER_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
     seq: int
     header: PeerHeader
     payload: bytes
-    def __init__(self, seq: _Optional[int] = ..., header: _Optional[_Union[PeerHeader, _Mapping]] = ..., payload: _Optional[bytes] = ...) -> None: ...
+    bundle: _containers.RepeatedCompositeFieldContainer[PeerMessage]
+    def __init__(self, seq: _Optional[int] = ..., header: _Optional[_Union[PeerHeader, _Mapping]] = ..., payload: _Optional[bytes] = ..., bundle: _Optional[_Iterable[_Union[PeerMessage, _Mapping]]] = ...) -> None: ...
 
-class StreamAck(_message.Message):
-    __slots__ = ("seq", "code", "error")
+class StreamRefusal(_message.Message):
+    __slots__ = ("seq", "session_id", "code", "error")
     SEQ_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     seq: int
+    session_id: str
     code: str
     error: str
-    def __init__(self, seq: _Optional[int] = ..., code: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    def __init__(self, seq: _Optional[int] = ..., session_id: _Optional[str] = ..., code: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class Submission(_message.Message):
     __slots__ = ("token", "nonce", "share")

@@ -292,7 +292,7 @@ class PeerStub:
         self.Stream = channel.stream_stream(
                 '/mpc.v1.Peer/Stream',
                 request_serializer=mpc_dot_v1_dot_mpc__pb2.StreamMessage.SerializeToString,
-                response_deserializer=mpc_dot_v1_dot_mpc__pb2.StreamAck.FromString,
+                response_deserializer=mpc_dot_v1_dot_mpc__pb2.StreamRefusal.FromString,
                 _registered_method=True)
 
 
@@ -334,7 +334,7 @@ def add_PeerServicer_to_server(servicer, server):
             'Stream': grpc.stream_stream_rpc_method_handler(
                     servicer.Stream,
                     request_deserializer=mpc_dot_v1_dot_mpc__pb2.StreamMessage.FromString,
-                    response_serializer=mpc_dot_v1_dot_mpc__pb2.StreamAck.SerializeToString,
+                    response_serializer=mpc_dot_v1_dot_mpc__pb2.StreamRefusal.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -417,7 +417,7 @@ class Peer:
             target,
             '/mpc.v1.Peer/Stream',
             mpc_dot_v1_dot_mpc__pb2.StreamMessage.SerializeToString,
-            mpc_dot_v1_dot_mpc__pb2.StreamAck.FromString,
+            mpc_dot_v1_dot_mpc__pb2.StreamRefusal.FromString,
             options,
             channel_credentials,
             insecure,

@@ -357,17 +357,52 @@ def test_peer_messages_that_come_before_a_nodes_run_wait_for_it(env: Env) -> Non
 
 def test_a_peer_message_for_a_session_that_never_comes_is_refused_after_its_wait(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On the stream the peer answers only a refusal: it reaches the sender's session as the error
+    of a refused call would (the first message to a peer may take a call of its own)."""
     monkeypatch.setattr(node_core, "SESSION_WAIT_S", 0.2)
     alice = env.lc.servers["alice"]
+    refusals: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(alice.peers, "on_refusal", lambda *r: refusals.append(r))
 
-    async def go() -> str:
+    async def go() -> tuple[str, str]:
         sid = secrets.token_hex(16)
-        for _ in range(2):   # the first may take a call of its own while the stream opens
-            with pytest.raises(SessionFailed) as refused:
-                await alice.peers.send("bob", sid, "mpc/hello", b"\x00", 5.0)
-        return str(refused.value)
-    message = env.run(go())
-    assert "unknown session" in message and "NOT_FOUND" in message
+        try:
+            await alice.peers.send("bob", sid, "mpc/hello", b"\x00", 5.0)
+        except SessionFailed as exc:   # it took a call of its own
+            refusals.append((sid, "bob", str(exc)))
+        for _ in range(300):   # bounded: until the refusal is back
+            if refusals:
+                break
+            await asyncio.sleep(0.01)
+        assert refusals and refusals[0][:2] == (sid, "bob"), refusals
+        return sid, refusals[0][2]
+    sid, message = env.run(go())
+    assert f"session {sid}" in message and "unknown session" in message and "NOT_FOUND" in message
+
+
+def test_a_bundle_is_delivered_in_order_and_a_bad_one_refused_whole(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Messages that leave together for one peer travel as one stream message; a bundle that mixes
+    sessions or carries a header besides is refused."""
+    alice = env.lc.servers["alice"]
+    refusals: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(alice.peers, "on_refusal", lambda *r: refusals.append(r))
+
+    async def go() -> list[tuple[str, str, str]]:
+        async with env.coordinator() as c:
+            await c.sum("raise")   # the channels are up: what follows goes on the stream
+        stream = alice.peers._stream("bob")
+        assert stream is not None
+        header = mpc_pb2.PeerHeader(session_id=secrets.token_hex(16), step="mpc/hello", sender="alice")
+        other = mpc_pb2.PeerHeader(session_id=secrets.token_hex(16), step="mpc/hello", sender="alice")
+        await stream.send(mpc_pb2.StreamMessage(bundle=[mpc_pb2.PeerMessage(header=header),
+                                                        mpc_pb2.PeerMessage(header=other)]))
+        for _ in range(300):
+            if refusals:
+                break
+            await asyncio.sleep(0.01)
+        return refusals
+    refused = env.run(go())
+    assert len(refused) == 1 and "all of one session" in refused[0][2] and "INVALID_ARGUMENT" in refused[0][2]
 
 
 def test_a_coordinator_that_goes_away_aborts_its_one_round_sessions(env: Env) -> None:

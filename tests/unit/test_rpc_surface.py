@@ -152,9 +152,10 @@ EXPECTED: dict[str, tuple[str, str, str, list[str]]] = {
     # Peer (node <-> node): the only answer is an empty acknowledgement --------------------------------
     "mpc.v1.Peer/Send": ("mpc.v1.PeerFrame", "stream -> unary", "mpc.v1.PeerAck", []),
     "mpc.v1.Peer/Deliver": ("mpc.v1.PeerMessage", "unary -> unary", "mpc.v1.PeerAck", []),
-    "mpc.v1.Peer/Stream": ("mpc.v1.StreamMessage", "stream -> stream", "mpc.v1.StreamAck", [
+    "mpc.v1.Peer/Stream": ("mpc.v1.StreamMessage", "stream -> stream", "mpc.v1.StreamRefusal", [
         "seq: uint64",          # echoes the caller's own message number
-        "code: string",         # a refusal: status name and message, as Deliver's errors
+        "session_id: string",   # and its session (the caller's own id)
+        "code: string",         # only for a refused message: status name and message, as Deliver's errors
         "error: string",
     ]),
     # Submit (contributor -> node, on the node's submission listener, no client certificate): the answers
@@ -287,13 +288,20 @@ EXPECTED_REQUESTS: dict[str, list[str]] = {
         "payload: bytes",
     ],
     "mpc.v1.Peer/Stream": [
-        "seq: uint64",                         # the sender's message number, echoed in its ack
+        "seq: uint64",                         # the sender's message number, echoed in a refusal
         "header: message mpc.v1.PeerHeader",   # as for Deliver, one message per frame; a session not yet
         "header.session_id: string",           # known waits for it (at most 10 s, 64 messages per peer)
         "header.step: string",
         "header.sender: string",
         "header.payload_bytes: uint64",
         "payload: bytes",
+        "bundle[]: message mpc.v1.PeerMessage",   # instead: at most 16 messages of one session, each as for
+        "bundle[].header: message mpc.v1.PeerHeader",   # Deliver, delivered in order (the first refused ends
+        "bundle[].header.session_id: string",           # the rest); with a header besides, refused
+        "bundle[].header.step: string",
+        "bundle[].header.sender: string",
+        "bundle[].header.payload_bytes: uint64",
+        "bundle[].payload: bytes",
     ],
     # Contributors: anyone who reaches the submission listener. A submission is stored only under a
     # credential the collection's owner signed, one per credential; nothing in a request makes the
