@@ -81,26 +81,32 @@ def _inputs(parties: int, length: int, raises: bool) -> list[np.ndarray]:
 
 
 def run_mpc_sum(length: int, parties: int = 3, *, raises: bool = False, repeats: int = 5,
-                keyed: bool = True) -> dict[str, object]:
+                keyed: bool = True, one_round: bool = True) -> dict[str, object]:
     """Benchmark one secure sum configuration. The first session is unkeyed (it leaves the pair
-    keys); later ones are keyed (no message between the nodes) unless keyed=False.
+    keys); later ones are keyed (no message between the nodes) unless keyed=False, and run in one
+    round (one message per node, mpc/coordinator/client.py) unless one_round=False.
 
-    Returns: {"compute_s", "first_s", "end_to_end_s", "L", "parties", "ok", "keyed"}.
+    Returns: {"compute_s", "first_s", "end_to_end_s", "L", "parties", "ok", "keyed", "one_round",
+    "compute_cpu_s", "coordinator_cpu_s"}: the nodes' and the coordinator's CPU per session (median).
     """
     if raises:
         parties, length = 4, 1
     names = node_names(parties)
     values = _inputs(parties, length, raises)
     expected = np.sum(values, axis=0)
+    own: list[float] = []
+
     async def add(coordinator: Coordinator) -> bool:
         opened = await coordinator.open(entry("sum"), SumParams(), "x")
         return bool(np.array_equal(opened.words.view(np.int64), expected))
 
     with _running(names, {"x": values}, (0, 1 << 32)) as run:   # the inputs are below 2^32
-        times, _, ok, _ = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, add, keyed=keyed))
+        times, cpu, ok, _ = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, add, keyed=keyed,
+                                                        one_round=one_round, coordinator_cpu=own))
     end_to_end = run.stopped - run.started - sum(times[1:])
     return {"compute_s": statistics.median(times[1:]), "first_s": times[0], "end_to_end_s": end_to_end,
-            "L": length, "parties": parties, "ok": ok, "keyed": keyed}
+            "L": length, "parties": parties, "ok": ok, "keyed": keyed, "one_round": one_round, **_cpu_fields(cpu),
+            "coordinator_cpu_s": statistics.median(own[1:])}
 
 
 # --------------------------------------------------------------------------- comparisons and votes
@@ -237,10 +243,12 @@ def _cpu_s(nodes: NodeProcesses) -> float | None:
 
 
 def _cpu_fields(cpu: list[float | None]) -> dict[str, float | None]:
-    """first_cpu_s / compute_cpu_s: CPU seconds of all node processes together in the first
-    session and (median) in a later one; None where /proc is not available."""
+    """first_cpu_s / compute_cpu_s / compute_cpu_mean_s: CPU seconds of all node processes together in
+    the first session and (median, mean) in a later one; None where /proc is not available."""
     later = [c for c in cpu[1:] if c is not None]
-    return {"first_cpu_s": cpu[0], "compute_cpu_s": statistics.median(later) if later else None}
+    return {"first_cpu_s": cpu[0], "compute_cpu_s": statistics.median(later) if later else None,
+            # /proc counts in clock ticks (10 ms): for sessions of a few ms only the mean is meaningful
+            "compute_cpu_mean_s": statistics.fmean(later) if later else None}
 
 
 def _cpu_delta(before: float | None, after: float | None) -> float | None:
@@ -280,10 +288,13 @@ async def wait_for_pools(cluster: ClusterConfig, names: Sequence[str], words: in
 
 async def _timed_sessions(cluster: ClusterConfig, nodes: NodeProcesses, repeats: int,
                           session: Callable[[Coordinator], Awaitable[bool]], *, keyed: bool = True,
-                          between: Callable[[], Awaitable[None]] | None = None,
+                          one_round: bool = True, between: Callable[[], Awaitable[None]] | None = None,
+                          coordinator_cpu: list[float] | None = None,
                           ) -> tuple[list[float], list[float | None], bool, list[dict[str, float] | None]]:
     """Run `session` repeats + 1 times through one coordinator, timing each and the nodes' CPU
-    (keyed=False: the coordinator never takes the keyed path, mpc/protocols/pairing.py).
+    (keyed=False: the coordinator never takes the keyed path, mpc/protocols/pairing.py; one_round=False:
+    it always prepares, then computes). coordinator_cpu, if given, gets this process's CPU seconds
+    per session.
     `between`, if given, runs untimed before each session after the first (e.g. wait_for_pools).
 
     Returns: (wall seconds per session, CPU seconds of all node processes together per session,
@@ -295,14 +306,16 @@ async def _timed_sessions(cluster: ClusterConfig, nodes: NodeProcesses, repeats:
     by_node: list[dict[str, float] | None] = []
     ok = True
     tick = _clock_tick()
-    async with Coordinator(cluster, keyed=keyed) as coordinator:
+    async with Coordinator(cluster, keyed=keyed, one_round=one_round) as coordinator:
         for i in range(repeats + 1):
             if i and between is not None:
                 await between()
             before = _cpu_ticks(nodes)
-            start = time.perf_counter()
+            start, own = time.perf_counter(), time.process_time()
             correct = await session(coordinator)
             times.append(time.perf_counter() - start)
+            if coordinator_cpu is not None:
+                coordinator_cpu.append(time.process_time() - own)
             after = _cpu_ticks(nodes)
             if before is None or after is None:
                 cpu.append(None)
@@ -377,11 +390,12 @@ def _cli_vote(cluster_file: Path, input_name: str, timeout: float = 120.0) -> tu
 
 
 def run_mpc_vote(ballots: int = 1000, parties: int = 3, repeats: int = 5,
-                 cli_repeats: int = 3, pool: bool = True) -> dict[str, object]:
+                 cli_repeats: int = 3, pool: bool = True, one_round: bool = True) -> dict[str, object]:
     """A vote over `ballots` 0/1 ballots split across the nodes (rule: at least half are 1).
 
     pool=True: each later vote starts once the nodes hold its random OTs (made between
     sessions, mpc/ot/pool.py); pool=False: the nodes keep no pools (IKNP in every vote).
+    one_round=False: every vote is prepared, then computed (two coordinator round trips).
 
     first_s: the first vote on fresh nodes (includes the base OTs of every pair); compute_s:
     median of `repeats` later votes through the coordinator API; cli_s: median of
@@ -408,7 +422,7 @@ def run_mpc_vote(ballots: int = 1000, parties: int = 3, repeats: int = 5,
         async def filled() -> None:
             await wait_for_pools(run.cluster, names, words)
 
-        times, cpu, ok, _ = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, vote,
+        times, cpu, ok, _ = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, vote, one_round=one_round,
                                                         between=filled if pool else None))
         for _ in range(cli_repeats):
             dt, passed = _cli_vote(run.cluster_file, "ballots")

@@ -163,6 +163,7 @@ class Session:
     # A one-round session is recorded with its release, or with its end if it never gets that far:
     # until then this is what its record will be (None: recorded at prepare).
     unrecorded: NewSession | None = None
+    one_round: bool = False              # prepared and computed at once (its peers' messages may come first)
 
     def count_sent(self, kind: str, to: str, size: int) -> None:
         """Add one message of `size` bytes to the session's traffic record."""
@@ -325,7 +326,7 @@ class NodeCore:
         new = NewSession(session_id, protocol.name, input_name, tuple(participants), caller.uri())
         if one_round:   # it computes at once: recorded with its release (or its end), one write fewer
             new.check()
-            session.unrecorded = new
+            session.unrecorded, session.one_round = new, True
         else:
             self._tag(session, frac_bits)
             self.store.record_session(new.session_id, new.protocol, new.input_name, new.participants, new.coordinator)
@@ -788,17 +789,18 @@ class NodeCore:
         return session is not None and not session.lock.locked() and (
             session.engine is None or not session.engine.is_slow(step))
 
-    async def admit_waiting(self, caller: Identity, session_id: str, sender: str) -> Session | None:
-        """As `admit`, but a message for a session this node has not heard of yet (a one-round session
-        whose Run reaches a peer first) waits up to SESSION_WAIT_S for it, at most MAX_WAITING_PER_PEER
-        messages per peer at a time.
+    async def admit_waiting(self, caller: Identity, session_id: str, sender: str, may_wait: bool) -> Session | None:
+        """As `admit`, but a message of a one-round session (may_wait: the sender says so) for a session
+        this node has not heard of yet (its Run reached the peer first) waits up to SESSION_WAIT_S for
+        it, at most MAX_WAITING_PER_PEER messages per peer at a time.
 
-        Raises: as `admit` (UnknownSession once the wait is over, or when too many wait).
+        Raises: as `admit` (UnknownSession at once, or once the wait is over, or when too many wait).
         """
         try:
             return self.admit(caller, session_id, sender)
         except UnknownSession:
-            if not _SESSION_ID.match(session_id) or self._waiting.get(sender, 0) >= MAX_WAITING_PER_PEER:
+            if not may_wait or not _SESSION_ID.match(session_id) or \
+                    self._waiting.get(sender, 0) >= MAX_WAITING_PER_PEER:
                 raise
         event, count = self._awaited.get(session_id, (None, 0))
         if event is None:
@@ -819,7 +821,8 @@ class NodeCore:
                 del self._awaited[session_id]
         return self.admit(caller, session_id, sender)
 
-    async def deliver(self, caller: Identity, session_id: str, sender: str, step: str, payload: bytes) -> None:
+    async def deliver(self, caller: Identity, session_id: str, sender: str, step: str, payload: bytes,
+                      may_wait: bool = False) -> None:
         """Feed one peer message to its session.
 
         Base-OT steps are modular exponentiations for about a second: they run in a worker
@@ -830,7 +833,7 @@ class NodeCore:
         UnknownSession/SessionClosed; RoundMismatch/RemoteProtocolError from the engine (the
         session then fails: a node that misbehaves ends the session, nothing is opened).
         """
-        session = await self.admit_waiting(caller, session_id, sender)
+        session = await self.admit_waiting(caller, session_id, sender, may_wait)
         if self.observer is not None:
             self.observer(session_id, sender, step, payload)
         if session is None:
@@ -1022,7 +1025,8 @@ class NodeCore:
         try:
             send_many = getattr(self.peers, "send_many", None)
             if send_many is not None:
-                await send_many(to, session.session_id, [(e.step, e.payload) for e in sends], session.remaining(loop))
+                await send_many(to, session.session_id, [(e.step, e.payload) for e in sends], session.remaining(loop),
+                                one_round=session.one_round)
             else:   # a PeerSender that sends one message at a time
                 for event in sends:
                     await self.peers.send(to, session.session_id, event.step, event.payload, session.remaining(loop))

@@ -386,7 +386,7 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
             raise RemoteProtocolError(f"peer message has {len(payload)} bytes, declared {header.payload_bytes}")
         if len(header.step) > MAX_STEP_CHARS:
             raise RemoteProtocolError(f"peer message step {quoted(header.step, 60)} is too long")
-        await self.core.deliver(caller, header.session_id, header.sender, header.step, payload)
+        await self.core.deliver(caller, header.session_id, header.sender, header.step, payload, header.one_round)
 
     async def Deliver(self, request: mpc_pb2.PeerMessage, context: grpc.aio.ServicerContext) -> mpc_pb2.PeerAck:
         """Take a message that fits in one call."""
@@ -456,7 +456,7 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
                         raise RemoteProtocolError("the first peer frame carries no header")
                     header = frame.header
                     # Refuse a wrong sender or session before buffering a large payload.
-                    await self.core.admit_waiting(caller, header.session_id, header.sender)
+                    await self.core.admit_waiting(caller, header.session_id, header.sender, header.one_round)
                     if header.payload_bytes > MAX_PEER_PAYLOAD:
                         raise RemoteProtocolError(f"peer message of {header.payload_bytes} bytes exceeds "
                                                   f"the {MAX_PEER_PAYLOAD}-byte limit")

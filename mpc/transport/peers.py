@@ -99,8 +99,10 @@ class Channels:
             await channel.close()
 
 
-def _frames(session_id: str, step: str, sender: str, payload: bytes) -> Iterable[mpc_pb2.PeerFrame]:
-    header = mpc_pb2.PeerHeader(session_id=session_id, step=step, sender=sender, payload_bytes=len(payload))
+def _frames(session_id: str, step: str, sender: str, payload: bytes,
+            one_round: bool = False) -> Iterable[mpc_pb2.PeerFrame]:
+    header = mpc_pb2.PeerHeader(session_id=session_id, step=step, sender=sender, payload_bytes=len(payload),
+                                one_round=one_round)
     yield mpc_pb2.PeerFrame(header=header, chunk=payload[:CHUNK_BYTES])
     for start in range(CHUNK_BYTES, len(payload), CHUNK_BYTES):
         yield mpc_pb2.PeerFrame(chunk=payload[start:start + CHUNK_BYTES])
@@ -218,9 +220,11 @@ class PeerClient:
         """
         await self.send_many(to, session_id, [(step, payload)], timeout)
 
-    async def send_many(self, to: str, session_id: str, messages: Sequence[tuple[str, bytes]], timeout: float) -> None:
+    async def send_many(self, to: str, session_id: str, messages: Sequence[tuple[str, bytes]], timeout: float, *,
+                        one_round: bool = False) -> None:
         """Deliver messages of one session to node `to`, in order, before `timeout` seconds pass: in one
-        stream message when they fit in one chunk together, else one by one.
+        stream message when they fit in one chunk together, else one by one. one_round: the session is
+        one-round (the peer may not know it yet: it waits for it a while).
 
         Raises: as `send`.
         """
@@ -228,10 +232,11 @@ class PeerClient:
         stream = self._stream(to) if size <= CHUNK_BYTES else None
         if stream is None:
             for step, payload in messages:
-                await self._call(to, session_id, step, payload, timeout)
+                await self._call(to, session_id, step, payload, timeout, one_round)
             return
         wire = [mpc_pb2.PeerMessage(header=mpc_pb2.PeerHeader(session_id=session_id, step=step, sender=self.me,
-                                                              payload_bytes=len(payload)), payload=payload)
+                                                              payload_bytes=len(payload), one_round=one_round),
+                                    payload=payload)
                 for step, payload in messages]
         message = mpc_pb2.StreamMessage(header=wire[0].header, payload=wire[0].payload) if len(wire) == 1 else \
             mpc_pb2.StreamMessage(bundle=wire)
@@ -248,17 +253,18 @@ class PeerClient:
         except ConnectionError as exc:
             raise PeerUnavailable(f"session {session_id}: {self.me} -> node {to} at {node.address}: {exc}") from None
 
-    async def _call(self, to: str, session_id: str, step: str, payload: bytes, timeout: float) -> None:
+    async def _call(self, to: str, session_id: str, step: str, payload: bytes, timeout: float,
+                    one_round: bool = False) -> None:
         stub = mpc_pb2_grpc.PeerStub(self.channels.channel(to))
 
         async def frames() -> AsyncIterator[mpc_pb2.PeerFrame]:
-            for frame in _frames(session_id, step, self.me, payload):
+            for frame in _frames(session_id, step, self.me, payload, one_round):
                 yield frame
 
         async def call(timeout: float, wait_for_ready: bool) -> None:
             if len(payload) <= CHUNK_BYTES:
                 header = mpc_pb2.PeerHeader(session_id=session_id, step=step, sender=self.me,
-                                            payload_bytes=len(payload))
+                                            payload_bytes=len(payload), one_round=one_round)
                 await stub.Deliver(mpc_pb2.PeerMessage(header=header, payload=payload), timeout=max(timeout, 0.001),
                                    wait_for_ready=wait_for_ready)
             else:

@@ -309,16 +309,18 @@ class RunReply(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., node: _Optional[str] = ..., offset: _Optional[int] = ..., total_length: _Optional[int] = ..., words: _Optional[bytes] = ..., shape: _Optional[_Union[Shape, _Mapping]] = ..., key_ids: _Optional[_Mapping[str, bytes]] = ..., code: _Optional[str] = ..., error: _Optional[str] = ..., stale: _Optional[bool] = ...) -> None: ...
 
 class PeerHeader(_message.Message):
-    __slots__ = ("session_id", "step", "sender", "payload_bytes")
+    __slots__ = ("session_id", "step", "sender", "payload_bytes", "one_round")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     SENDER_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ONE_ROUND_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     step: str
     sender: str
     payload_bytes: int
-    def __init__(self, session_id: _Optional[str] = ..., step: _Optional[str] = ..., sender: _Optional[str] = ..., payload_bytes: _Optional[int] = ...) -> None: ...
+    one_round: bool
+    def __init__(self, session_id: _Optional[str] = ..., step: _Optional[str] = ..., sender: _Optional[str] = ..., payload_bytes: _Optional[int] = ..., one_round: _Optional[bool] = ...) -> None: ...
 
 class PeerFrame(_message.Message):
     __slots__ = ("header", "chunk")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -357,27 +358,35 @@ def test_peer_messages_that_come_before_a_nodes_run_wait_for_it(env: Env) -> Non
 
 def test_a_peer_message_for_a_session_that_never_comes_is_refused_after_its_wait(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    """On the stream the peer answers only a refusal: it reaches the sender's session as the error
-    of a refused call would (the first message to a peer may take a call of its own)."""
-    monkeypatch.setattr(node_core, "SESSION_WAIT_S", 0.2)
+    """A message of a one-round session waits for its session, then is refused; one of a two-round
+    session (whose every node prepared before any computes) is refused at once. On the stream the
+    peer answers only a refusal, which reaches the sender's session as a refused call's error would."""
     alice = env.lc.servers["alice"]
-    refusals: list[tuple[str, str, str]] = []
-    monkeypatch.setattr(alice.peers, "on_refusal", lambda *r: refusals.append(r))
+    refusals: list[tuple[str, str, str, float]] = []
+    monkeypatch.setattr(alice.peers, "on_refusal", lambda *r: refusals.append((*r, time.monotonic())))
 
-    async def go() -> tuple[str, str]:
-        sid = secrets.token_hex(16)
-        try:
-            await alice.peers.send("bob", sid, "mpc/hello", b"\x00", 5.0)
-        except SessionFailed as exc:   # it took a call of its own
-            refusals.append((sid, "bob", str(exc)))
-        for _ in range(300):   # bounded: until the refusal is back
-            if refusals:
-                break
-            await asyncio.sleep(0.01)
-        assert refusals and refusals[0][:2] == (sid, "bob"), refusals
-        return sid, refusals[0][2]
-    sid, message = env.run(go())
-    assert f"session {sid}" in message and "unknown session" in message and "NOT_FOUND" in message
+    async def go() -> list[tuple[str, str, float]]:
+        async with env.coordinator() as c:
+            await c.sum("raise")   # the channels are up: what follows goes on the streams
+        waited = []
+        for one_round in (True, False):
+            # The one-round message waits out a short wait; the other would not be refused within a long one.
+            monkeypatch.setattr(node_core, "SESSION_WAIT_S", 0.5 if one_round else 60.0)
+            sid = secrets.token_hex(16)
+            refusals.clear()
+            sent = time.monotonic()
+            await alice.peers.send_many("bob", sid, [("mpc/hello", b"\x00")], 5.0, one_round=one_round)
+            for _ in range(3000):   # bounded: until the refusal is back
+                if refusals:
+                    break
+                await asyncio.sleep(0.01)
+            assert refusals and refusals[0][:2] == (sid, "bob"), refusals
+            waited.append((sid, refusals[0][2], refusals[0][3] - sent))
+        return waited
+    (sid1, message1, wait1), (sid2, message2, wait2) = env.run(go())
+    for sid, message in ((sid1, message1), (sid2, message2)):
+        assert f"session {sid}" in message and "unknown session" in message and "NOT_FOUND" in message
+    assert wait1 >= 0.5 and wait2 < 60.0   # (the waits' own bounds, not the machine's speed)
 
 
 def test_a_bundle_is_delivered_in_order_and_a_bad_one_refused_whole(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:

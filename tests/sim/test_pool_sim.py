@@ -310,3 +310,46 @@ def test_a_replayed_hello_cannot_make_a_sender_answer_its_range_twice() -> None:
     again.start()
     with pytest.raises(RoundMismatch, match="used before"):
         again.receive("alice", STEP_HELLO, hello)
+
+
+def test_the_first_and_layer_opens_before_the_triples_are_complete_and_finishes_only_with_them() -> None:
+    """A Beaver opening needs only a and b, so the comparison's first layer goes out in the same round
+    as the derandomisation; finishing it needs c, so with every peer's first-layer words in and the
+    derandomisations held back, no party goes on; once they arrive, every party finishes correctly."""
+    parties = names(3)
+    ot = ideal_setup(parties)
+    totals = [5, -1, 0, -7, 1 << 20]
+    setups = registries(parties, ot, filled(parties, ot, MIN_FILL_WORDS))
+    engines = threshold_engines(parties, setups, totals, os.urandom(16).hex())
+    pending: list[tuple[str, Send]] = []
+    held: list[tuple[str, Send]] = []
+    sent: dict[str, list[str]] = {p: [] for p in parties}
+    outputs: dict[str, Output] = {}
+
+    def take(me: str, events: Sequence[object]) -> None:
+        for e in events:
+            if isinstance(e, Send):
+                sent[me].append(e.step)
+                (held if e.step == STEP_R else pending).append((me, e))
+            elif isinstance(e, Output):
+                outputs[me] = e
+
+    def deliver_all() -> None:
+        for _ in range(10_000):   # bounded
+            if not pending:
+                return
+            sender, send = pending.pop(0)
+            take(send.to, engines[send.to].receive(sender, send.step, send.payload))
+        raise AssertionError("did not settle")
+
+    for p in parties:
+        take(p, engines[p].start())
+    deliver_all()   # everything but the derandomisations
+    first = f"cmp/{engines['alice'].engine.plan.rounds[0][0]}"
+    assert len(held) == 6 and not outputs
+    for p in parties:   # the first layer went out, to both peers, and nothing after it
+        assert [step for step in sent[p] if step.startswith("cmp/")] == [first, first], sent[p]
+    pending, held = held, []
+    deliver_all()
+    bits = reduce(np.bitwise_xor, (outputs[p].words for p in parties))
+    assert bits.tolist() == [int(t >= 0) for t in totals]

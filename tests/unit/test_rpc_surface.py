@@ -276,6 +276,7 @@ EXPECTED_REQUESTS: dict[str, list[str]] = {
         "header.step: string",                 # equals the caller's certificate identity; a step has at most
         "header.sender: string",               # 64 characters and must be the one the engine expects next
         "header.payload_bytes: uint64",        # bounded (1 GiB); the frames must add up to it exactly
+        "header.one_round: bool",   # a one-round session: an unknown session waits for its Run (bounded)
         "chunk: bytes",                        # the step's payload: decoded strictly by its engine (exact
                                                # length, no leftovers); never answered with data
     ],
@@ -285,6 +286,7 @@ EXPECTED_REQUESTS: dict[str, list[str]] = {
         "header.step: string",
         "header.sender: string",
         "header.payload_bytes: uint64",
+        "header.one_round: bool",   # a one-round session: an unknown session waits for its Run (bounded)
         "payload: bytes",
     ],
     "mpc.v1.Peer/Stream": [
@@ -294,6 +296,7 @@ EXPECTED_REQUESTS: dict[str, list[str]] = {
         "header.step: string",
         "header.sender: string",
         "header.payload_bytes: uint64",
+        "header.one_round: bool",   # a one-round session: an unknown session waits for its Run (bounded)
         "payload: bytes",
         "bundle[]: message mpc.v1.PeerMessage",   # instead: at most 16 messages of one session, each as for
         "bundle[].header: message mpc.v1.PeerHeader",   # Deliver, delivered in order (the first refused ends
@@ -301,6 +304,7 @@ EXPECTED_REQUESTS: dict[str, list[str]] = {
         "bundle[].header.step: string",
         "bundle[].header.sender: string",
         "bundle[].header.payload_bytes: uint64",
+        "bundle[].header.one_round: bool",   # a one-round session: an unknown session waits for its Run (bounded)
         "bundle[].payload: bytes",
     ],
     # Contributors: anyone who reaches the submission listener. A submission is stored only under a
