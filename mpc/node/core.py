@@ -719,6 +719,11 @@ class NodeCore:
         session.unrecorded = None
         log.info("session %s: %s", session.session_id, described, extra={"session": session.session_id})
 
+    def is_one_round(self, session_id: str) -> bool:
+        """Whether a live session was prepared and computed at once (mpc/transport/peers.py tells its peers)."""
+        session = self.sessions.get(session_id)
+        return session is not None and session.one_round
+
     def peer_refused(self, session_id: str, peer: str, message: str) -> None:
         """A peer refused a message this node sent it on its stream (mpc/transport/peers.py): the
         session fails as if the send had (it never waits for the peer, which has dropped it)."""
@@ -966,7 +971,6 @@ class NodeCore:
         raise SessionClosed(f"session {session_id} is {record.status} at node {self.me.name}{detail}")
 
     def _dispatch(self, session: Session, events: list[Send | Output]) -> None:
-        bundles: dict[str, list[Send]] = {}
         for event in events:
             if isinstance(event, Keep):
                 try:
@@ -980,16 +984,12 @@ class NodeCore:
                 if not session.output.done():
                     session.output.set_result(event.words)
             else:
-                bundles.setdefault(event.to, []).append(event)
-        # What leaves for one peer at once goes as one message where the transport can (a digest and a
-        # hello; a derandomisation and a first opening): one write instead of several.
-        for to, sends in bundles.items():
-            task = asyncio.get_running_loop().create_task(self._send(session, sends), name=to)
-            session.tasks.add(task)
-            task.add_done_callback(session.tasks.discard)
-            if any(e.step == STEP_DIGEST for e in sends):
-                session.digests.add(task)
-                task.add_done_callback(session.digests.discard)
+                task = asyncio.get_running_loop().create_task(self._send(session, event), name=event.to)
+                session.tasks.add(task)
+                task.add_done_callback(session.tasks.discard)
+                if event.step == STEP_DIGEST:
+                    session.digests.add(task)
+                    task.add_done_callback(session.digests.discard)
 
     def _keep(self, session: Session, indices: Words) -> None:
         """Deliver a result meant for this node's owner alone (an intersection's common identifiers):
@@ -1009,27 +1009,18 @@ class NodeCore:
         log.info("session %s: %d common identifiers of %r delivered to %s", session.session_id, len(rows),
                  session.stored.name, path, extra={"session": session.session_id})
 
-    async def _send(self, session: Session, sends: list[Send]) -> None:
-        """Send one or more messages to one peer (in order; together where the transport can)."""
+    async def _send(self, session: Session, event: Send) -> None:
         loop = asyncio.get_running_loop()
-        to = sends[0].to
-        peer = self.metrics.peer(to)
-        for event in sends:
-            # Counted as it leaves: the audit log and the metrics agree on what was sent.
-            session.count_sent(traffic_kind(event.step), to, len(event.payload))
-            peer.sent_bytes.inc(len(event.payload))
-            peer.sent_messages.inc()
-            log.debug("session %s: %s to %s, %d bytes", session.session_id, event.step, to, len(event.payload),
-                      extra={"session": session.session_id})
+        # Counted as it leaves: the audit log and the metrics agree on what was sent.
+        session.count_sent(traffic_kind(event.step), event.to, len(event.payload))
+        peer = self.metrics.peer(event.to)
+        peer.sent_bytes.inc(len(event.payload))
+        peer.sent_messages.inc()
+        log.debug("session %s: %s to %s, %d bytes", session.session_id, event.step, event.to, len(event.payload),
+                  extra={"session": session.session_id})
         started = time.perf_counter()
         try:
-            send_many = getattr(self.peers, "send_many", None)
-            if send_many is not None:
-                await send_many(to, session.session_id, [(e.step, e.payload) for e in sends], session.remaining(loop),
-                                one_round=session.one_round)
-            else:   # a PeerSender that sends one message at a time
-                for event in sends:
-                    await self.peers.send(to, session.session_id, event.step, event.payload, session.remaining(loop))
+            await self.peers.send(event.to, session.session_id, event.step, event.payload, session.remaining(loop))
             peer.round_seconds.observe(time.perf_counter() - started)
         except MpcError as exc:
             session.send_errors.append(exc)

@@ -15,6 +15,7 @@ from mpc.config import ClusterConfig
 from mpc.errors import ConfigError
 from mpc.node.core import NodeCore, PeerObserver
 from mpc.node.metrics import NodeMetrics
+from mpc.ot.pool import POOL_CHANNEL
 from mpc.pki import cert_not_after
 from mpc.prg import Rng
 from mpc.store import Store
@@ -53,6 +54,8 @@ class NodeServer:
         self.core = NodeCore(cluster, self.config, self.store, self.peers, rng=rng, observer=observer,
                              cert_not_after=cert_not_after(self.tls.cert).isoformat(), metrics=self.metrics)
         self.peers.on_refusal = self.core.peer_refused
+        self.peers.one_round = self.core.is_one_round
+        self.peers.acknowledged = frozenset({POOL_CHANNEL})
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[MalformedRequestInterceptor()])
         mpc_pb2_grpc.add_ControlServicer_to_server(ControlService(self.core), self.server)

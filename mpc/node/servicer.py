@@ -39,6 +39,7 @@ from mpc.pki import Identity
 from mpc.protocols.catalogue import BY_WIRE_ID, Entry, ParamValue, params_from_wire
 from mpc.ring import Words, words_to_bytes
 from mpc.transport.evidence import MAX_TAGS, evidence_from_wire, evidence_to_wire
+from mpc.transport.peers import MAX_BUNDLE
 from mpc.transport.tls import CHUNK_BYTES, caller_identity
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
@@ -68,7 +69,6 @@ _STATUS: list[tuple[type[MpcError], grpc.StatusCode]] = [
     (ConfigError, grpc.StatusCode.INTERNAL),
 ]
 MAX_STEP_CHARS = 64
-MAX_BUNDLE = 16   # messages of one session in one peer stream message
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: MpcError) -> None:

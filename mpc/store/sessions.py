@@ -131,7 +131,10 @@ class SessionsMixin(StoreBase):
 
     def record_session(self, session_id: str, protocol: str, input_name: str,
                        participants: Sequence[str], coordinator: str) -> None:
-        """Record a new session as "prepared". Raises: StoreError if the id is known already."""
+        """Record a new session as "prepared". Raises: StoreError if the id is known already, or for
+        empty or non-text fields or participants that are not a list of names."""
+        if isinstance(participants, (str, bytes)):
+            raise StoreError(f"session {session_id!r}: participants must be a non-empty list")
         new = NewSession(session_id, protocol, input_name, tuple(participants), coordinator)
         new.check()
         with self._writing(durable=False) as conn:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 from urllib.parse import unquote
 
@@ -22,6 +22,7 @@ from mpc.pki import identity_dns_name
 from mpc.transport.tls import CHUNK_BYTES, TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
+MAX_BUNDLE = 16   # messages of one session in one peer stream message
 # Status codes that mean "could not reach or hear back from the node" rather than "it refused".
 UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 # A channel that saw its peer down fails calls at once until its next reconnect attempt
@@ -191,6 +192,13 @@ class PeerClient:
         # Told (session id, peer, why) when a peer refuses a message sent on its stream (node core
         # fails the session, as a refused unary call fails the send).
         self.on_refusal: Callable[[str, str, str], None] | None = None
+        # Whether a session is one-round (node core): its messages tell the peer to wait for it.
+        self.one_round: Callable[[str], bool] | None = None
+        # Session ids whose messages always take an acknowledged call of their own (pool fills: the
+        # receiver keeps a fill only once the peer has stored it).
+        self.acknowledged: frozenset[str] = frozenset()
+        self._outbox: dict[str, list[tuple[mpc_pb2.PeerMessage, asyncio.Future[None]]]] = {}
+        self._writing: set[asyncio.Task[None]] = set()
 
     def _refused(self, peer: str) -> Callable[[str, str], None]:
         def refused(session_id: str, why: str) -> None:
@@ -214,36 +222,32 @@ class PeerClient:
     async def send(self, to: str, session_id: str, step: str, payload: bytes, timeout: float) -> None:
         """Deliver one message to node `to` before `timeout` seconds pass.
 
+        On the peer's stream, the call returns once the message is written (a refusal comes back
+        later, to `on_refusal`); messages to one peer sent in the same turn of the event loop go
+        out together, one stream message per session (a digest and a hello; a derandomisation and
+        a first opening). Messages of the channels in `acknowledged` (a node's pool fills) always take
+        a call of their own, which the peer answers once it has taken the message.
+
         Raises: PeerUnavailable naming the peer if it cannot be reached in time;
-        SessionFailed with the peer's reason if it refuses the message, or if the party that
-        answers at its address is not that peer (nothing is sent then).
+        SessionFailed with the peer's reason if it refuses the message (on a call of its own), or
+        if the party that answers at its address is not that peer (nothing is sent then).
         """
-        await self.send_many(to, session_id, [(step, payload)], timeout)
-
-    async def send_many(self, to: str, session_id: str, messages: Sequence[tuple[str, bytes]], timeout: float, *,
-                        one_round: bool = False) -> None:
-        """Deliver messages of one session to node `to`, in order, before `timeout` seconds pass: in one
-        stream message when they fit in one chunk together, else one by one. one_round: the session is
-        one-round (the peer may not know it yet: it waits for it a while).
-
-        Raises: as `send`.
-        """
-        size = sum(len(payload) for _, payload in messages)
-        stream = self._stream(to) if size <= CHUNK_BYTES else None
+        one_round = self.one_round is not None and self.one_round(session_id)
+        stream = self._stream(to) if len(payload) <= CHUNK_BYTES and session_id not in self.acknowledged else None
         if stream is None:
-            for step, payload in messages:
-                await self._call(to, session_id, step, payload, timeout, one_round)
+            await self._call(to, session_id, step, payload, timeout, one_round)
             return
-        wire = [mpc_pb2.PeerMessage(header=mpc_pb2.PeerHeader(session_id=session_id, step=step, sender=self.me,
-                                                              payload_bytes=len(payload), one_round=one_round),
-                                    payload=payload)
-                for step, payload in messages]
-        message = mpc_pb2.StreamMessage(header=wire[0].header, payload=wire[0].payload) if len(wire) == 1 else \
-            mpc_pb2.StreamMessage(bundle=wire)
+        header = mpc_pb2.PeerHeader(session_id=session_id, step=step, sender=self.me, payload_bytes=len(payload),
+                                    one_round=one_round)
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        outbox = self._outbox.setdefault(to, [])
+        outbox.append((mpc_pb2.PeerMessage(header=header, payload=payload), written))
+        if len(outbox) == 1:   # the first of this turn: write them all once the turn's other sends are in
+            asyncio.get_running_loop().call_soon(self._flush, to, stream)
         node = self.channels.cluster.node(to)
         try:
             async with asyncio.timeout(max(timeout, 0.001)):
-                await stream.send(message)
+                await asyncio.shield(written)
         except TimeoutError:
             raise PeerUnavailable(f"session {session_id}: {self.me} -> node {to} at {node.address} did not "
                                   f"take the message in time") from None
@@ -252,6 +256,41 @@ class PeerClient:
             raise (PeerUnavailable if is_unreachable(exc) else SessionFailed)(why) from None
         except ConnectionError as exc:
             raise PeerUnavailable(f"session {session_id}: {self.me} -> node {to} at {node.address}: {exc}") from None
+
+    def _flush(self, to: str, stream: _Stream) -> None:
+        queued = self._outbox.pop(to, [])
+        if queued:
+            task = asyncio.get_running_loop().create_task(self._write_out(stream, queued))
+            self._writing.add(task)
+            task.add_done_callback(self._writing.discard)
+
+    @staticmethod
+    async def _write_out(stream: _Stream, queued: list[tuple[mpc_pb2.PeerMessage, asyncio.Future[None]]]) -> None:
+        """Write queued messages in order: consecutive ones of one session as one bundle (at most
+        MAX_BUNDLE), and tell each sender when its message is written, or why not."""
+        groups: list[list[tuple[mpc_pb2.PeerMessage, asyncio.Future[None]]]] = []
+        for item in queued:
+            last = groups[-1] if groups else None
+            if last is not None and len(last) < MAX_BUNDLE and \
+                    last[0][0].header.session_id == item[0].header.session_id:
+                last.append(item)
+            else:
+                groups.append([item])
+        for group in groups:
+            if len(group) == 1:
+                message = mpc_pb2.StreamMessage(header=group[0][0].header, payload=group[0][0].payload)
+            else:
+                message = mpc_pb2.StreamMessage(bundle=[m for m, _ in group])
+            try:
+                await stream.send(message)
+            except (grpc.aio.AioRpcError, ConnectionError) as exc:
+                for _, written in group:
+                    if not written.done():
+                        written.set_exception(exc)
+                continue
+            for _, written in group:
+                if not written.done():
+                    written.set_result(None)
 
     async def _call(self, to: str, session_id: str, step: str, payload: bytes, timeout: float,
                     one_round: bool = False) -> None:
@@ -291,6 +330,8 @@ class PeerClient:
 
     async def close(self) -> None:
         """Close the peer streams and channels."""
+        for task in list(self._writing):
+            task.cancel()
         streams, self._streams = list(self._streams.values()), {}
         for stream in streams:
             stream.close()

@@ -375,7 +375,8 @@ def test_a_peer_message_for_a_session_that_never_comes_is_refused_after_its_wait
             sid = secrets.token_hex(16)
             refusals.clear()
             sent = time.monotonic()
-            await alice.peers.send_many("bob", sid, [("mpc/hello", b"\x00")], 5.0, one_round=one_round)
+            monkeypatch.setattr(alice.peers, "one_round", lambda _: one_round)
+            await alice.peers.send("bob", sid, "mpc/hello", b"\x00", 5.0)
             for _ in range(3000):   # bounded: until the refusal is back
                 if refusals:
                     break
