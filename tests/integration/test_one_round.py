@@ -155,6 +155,32 @@ def test_what_the_coordinator_receives_in_one_round_holds_no_input_and_looks_uni
     assert min(values) >= 1 << 20   # none near a raw raise
 
 
+def test_what_the_nodes_receive_in_one_round_votes_looks_uniform(env: Env) -> None:
+    """One-round votes open their first layer beside the derandomisation: every opening and every
+    triple message a node receives is still one-time padded by fresh random bits, so what each node
+    receives, over many votes, is balanced bit by bit; the coordinator gets one bit share per node."""
+    yes, cast = sum(sum(b) for b in BALLOTS.values()), sum(len(b) for b in BALLOTS.values())
+
+    async def go() -> list[str]:
+        async with env.coordinator() as c, counting(c) as ran:
+            for _ in range(31):
+                assert (await c.vote("ballots")).passed == (2 * yes >= cast)
+            return ran
+    ran = env.run(go())
+    assert len(ran) == 30
+    for node in FOUR:
+        received = [(step, payload) for sid in ran for _, step, payload in env.received(sid)[node]]
+        steps = {step for step, _ in received}
+        assert any(step.startswith("triples/") for step in steps) and any(step.startswith("cmp/") for step in steps)
+        # Openings, and the triples' messages (a pooled derandomisation, or IKNP's when a pool ran dry).
+        padded = b"".join(p for step, p in received if step.startswith(("cmp/", "triples/")))
+        bits = np.unpackbits(np.frombuffer(padded, dtype=np.uint8))
+        assert bits.size >= 10_000
+        assert abs(int(bits.sum()) - bits.size / 2) < hoeffding_band(bits.size, BALANCE_ALPHA), node
+    shares = [env.views.share(sid, n) for sid in ran for n in FOUR]
+    assert all(len(s) == 8 and int(words_of(s)[0]) in (0, 1) for s in shares)
+
+
 # ---- stale statements: nothing is shared, the query is prepared anew --------------------------------
 
 
