@@ -58,8 +58,10 @@ class NodeServer:
         self.peers.acknowledged = frozenset({POOL_CHANNEL})
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[MalformedRequestInterceptor()])
-        mpc_pb2_grpc.add_ControlServicer_to_server(ControlService(self.core), self.server)
-        mpc_pb2_grpc.add_PeerServicer_to_server(PeerService(self.core), self.server)
+        # Both end their long-lived streams when the node stops (`closing`), once what runs on them is done.
+        self.closing = asyncio.Event()
+        mpc_pb2_grpc.add_ControlServicer_to_server(ControlService(self.core, self.closing), self.server)
+        mpc_pb2_grpc.add_PeerServicer_to_server(PeerService(self.core, self.closing), self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = 0
         # Contributors' submissions: a server of its own, with the Submit service alone, on TLS that
@@ -108,6 +110,7 @@ class NodeServer:
     async def stop(self, grace: float = 2.0) -> None:
         """Stop accepting calls, let running ones finish for `grace` seconds, close everything."""
         await self.health.enter_graceful_shutdown()
+        self.closing.set()   # the Run and peer streams take nothing more and end once their work is done
         await self.core.stop_pool_filler()
         if self.submit_server is not None:
             await self.submit_server.stop(grace)

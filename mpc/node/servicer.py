@@ -119,29 +119,39 @@ Reply = TypeVar("Reply")
 
 
 async def _each_in_a_task(requests: AsyncIterator[Request],
-                          handle: Callable[[Request, Callable[[Reply], None]], Awaitable[None]], *,
-                          cancel_on_exit: bool, quick: Callable[[Request], bool] | None = None) -> AsyncIterator[Reply]:
+                          handle: Callable[[Request, Callable[[Reply], None]], Awaitable[None]], closing: asyncio.Event,
+                          *, cancel_on_exit: bool, quick: Callable[[Request], bool] | None = None) -> AsyncIterator[Reply]:
     """Serve a long-lived stream: every request is handled in a task of its own (so that one that
     waits holds up no other), and what the handlers put out is yielded in the order they put it.
     When the stream ends, or the caller goes away, the reader stops; cancel_on_exit: the handlers
     still running are cancelled too. quick: says of a request that its handler will not wait; it
     is then handled at once, without a task, if no earlier one of the stream is still running (so
-    that the stream's order is kept)."""
+    that the stream's order is kept). closing: once set (the node is stopping), nothing more is
+    read, and the stream ends when the handlers running have (the server's grace bounds that).
+    """
     out: asyncio.Queue[Reply | None] = asyncio.Queue()
     running: set[asyncio.Task[None]] = set()
 
+    async def take() -> None:
+        async for request in requests:
+            if quick is not None and not running and quick(request):
+                await handle(request, out.put_nowait)
+                continue
+            task = asyncio.ensure_future(handle(request, out.put_nowait))
+            running.add(task)
+            task.add_done_callback(running.discard)
+
     async def read() -> None:
+        taking = asyncio.ensure_future(take())
+        stopping = asyncio.ensure_future(closing.wait())
         try:
-            async for request in requests:
-                if quick is not None and not running and quick(request):
-                    await handle(request, out.put_nowait)
-                    continue
-                task = asyncio.ensure_future(handle(request, out.put_nowait))
-                running.add(task)
-                task.add_done_callback(running.discard)
+            await asyncio.wait({taking, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if running:
                 await asyncio.wait(set(running))
         finally:
+            taking.cancel()
+            stopping.cancel()
+            await asyncio.gather(taking, stopping, return_exceptions=True)
             out.put_nowait(None)
 
     reader = asyncio.ensure_future(read())
@@ -220,10 +230,11 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
 
 
 class ControlService(mpc_pb2_grpc.ControlServicer):
-    """Coordinator -> node: prepare, compute (stream the output share), abort, status."""
+    """Coordinator -> node: prepare, compute (stream the output share), abort, status, and Run."""
 
-    def __init__(self, core: NodeCore) -> None:
+    def __init__(self, core: NodeCore, closing: asyncio.Event | None = None) -> None:
         self.core = core
+        self.closing = closing or asyncio.Event()   # set: the node is stopping (its Run streams end)
 
     def _requested(self, caller: Identity, request: mpc_pb2.PrepareRequest) -> tuple[Entry[Any], Any]:
         """The protocol and typed parameters a prepare request names (a refusal is audited).
@@ -324,7 +335,7 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
                                        key_ids=self.core.pair_keys.newest_ids() if last else None))
 
         # The coordinator going away cancels the sessions still running: they end aborted.
-        async for answer in _each_in_a_task(requests, one, cancel_on_exit=True):
+        async for answer in _each_in_a_task(requests, one, self.closing, cancel_on_exit=True):
             yield answer
 
     async def _run(self, caller: Identity, request: mpc_pb2.RunRequest) -> tuple[Words, Shape]:
@@ -372,8 +383,9 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
 class PeerService(mpc_pb2_grpc.PeerServicer):
     """Node <-> node: one protocol message per call (unary when small, a client stream when large)."""
 
-    def __init__(self, core: NodeCore) -> None:
+    def __init__(self, core: NodeCore, closing: asyncio.Event | None = None) -> None:
         self.core = core
+        self.closing = closing or asyncio.Event()   # set: the node is stopping (its peer streams end)
 
     def _caller(self, context: grpc.aio.ServicerContext) -> Identity:
         caller = _require(context, "node", "Peer")
@@ -440,7 +452,7 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
             parts = message.bundle or [message]
             return all(self.core.deliverable_now(m.header.session_id, m.header.step) for m in parts)
 
-        async for answer in _each_in_a_task(messages, one, cancel_on_exit=False, quick=quick):
+        async for answer in _each_in_a_task(messages, one, self.closing, cancel_on_exit=False, quick=quick):
             yield answer
 
     async def Send(self, request_iterator: AsyncIterator[mpc_pb2.PeerFrame],
