@@ -3,6 +3,12 @@
 The coordinator holds nothing persistent but its certificate. It never sees an input, an
 input share or a seed: each node sends it exactly one output share, uniformly random on its
 own (PROTOCOLS.md §1), and only the sum of all of them means anything.
+
+A query's first run takes two rounds (Prepare, then Compute). The coordinator keeps, in memory,
+what the nodes reported for it (each node's shape, and the newest pair key each holds with each
+peer); a later run of the same query is one message per node on a long-lived Control.Run stream
+(`one_round`, mpc/protocols/pairing.py). A node whose input or keys changed refuses it as stale
+before anything is shared, and the query is prepared anew in two rounds, in a new session.
 """
 
 from __future__ import annotations

@@ -32,6 +32,19 @@ A later session uses K twice, without any message between the two nodes:
 
 The coordinator uses the keyed path only when, for every pair, both nodes named the same key;
 otherwise the session runs as before (digests and seeds peer to peer) and leaves new keys behind.
+
+**One round** (mpc/coordinator/client.py `one_round`, mpc/node/core.py `run`): a repeated query
+states every node's shape and, per pair, the id of the key to use (as the nodes reported them
+before), and each node prepares and computes at once. There are no tags then: each node checks its
+own stated shape and that it holds every named key (refusing as stale otherwise, before anything is
+shared), and the statement about every node enters the session digest. Programs still exchange
+digests, so a false statement about another node fails agreement. A keyed sum exchanges nothing; the
+digest in its masks is its agreement: a node told something else than the others masks with pads
+that no other node's cancel, so every share stays uniformly random given all the others, and the sum
+of the shares is noise (HKDF and the AES-CTR PRG as pseudorandom functions: masks under keys bound
+to different descriptions are independent).
+What it could reveal, it reveals only if every node was told the same description, which each has
+checked against its policy and budget and recorded before its share left.
 """
 
 from __future__ import annotations
