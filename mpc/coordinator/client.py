@@ -324,8 +324,12 @@ class Coordinator:
                 pass  # the node is down or never had the session; its deadline drops it anyway
         await asyncio.gather(*(abort(n) for n in self.nodes if n not in skip))
 
-    async def _gather(self, session_id: str, calls: dict[str, Any]) -> dict[str, Any]:
-        """Await one call per node; on any failure abort the session everywhere and raise."""
+    async def _gather(self, session_id: str, calls: dict[str, Any], *, abort_cancelled: bool = False) -> dict[str, Any]:
+        """Await one call per node; on any failure abort the session everywhere and raise.
+
+        abort_cancelled: a node whose call was cancelled is sent an Abort too (a one-round session on a
+        Run stream goes on at a node when our wait for it is cancelled; a cancelled Compute call does not).
+        """
         tasks = {n: asyncio.ensure_future(c) for n, c in calls.items()}
         try:
             _, pending = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION)
@@ -347,7 +351,7 @@ class Coordinator:
         reasons = "; ".join(self._explain(n, r) for n, r in failures if r is not None)
         # A node that did not answer would not answer an Abort either: do not wait for it twice;
         # a node whose call was cancelled has dropped the session already (or is hung).
-        cancelled = frozenset(n for n, t in tasks.items() if t.cancelled())
+        cancelled = frozenset() if abort_cancelled else frozenset(n for n, t in tasks.items() if t.cancelled())
         silent = cancelled | frozenset(n for n, r in failures if is_unreachable(r))
         await self._abort_all(session_id, reasons, skip=silent)
         unreachable = all(is_unreachable(r) or isinstance(r, PeerUnavailable) for _, r in failures)
@@ -432,7 +436,10 @@ class Coordinator:
         expected = 0
         try:
             async with asyncio.timeout(timeout):
-                await stream.write(request)
+                try:
+                    await stream.write(request)
+                except ConnectionError as exc:
+                    raise PeerUnavailable(f"node {name} at {node.address}: {exc}") from None
                 while True:
                     item = await queue.get()
                     if isinstance(item, grpc.aio.AioRpcError):
@@ -471,7 +478,7 @@ class Coordinator:
         try:
             last = await self._gather(request.session_id, {
                 n: self._run_on(n, requests[n], length, total, protocol.combine == "xor", timeout + COMPUTE_GRACE_S,
-                                stale) for n in self.nodes})
+                                stale) for n in self.nodes}, abort_cancelled=True)
         except SessionFailed:
             if stale:
                 raise _Stale() from None

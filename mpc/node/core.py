@@ -676,9 +676,14 @@ class NodeCore:
         except MpcError as exc:
             self._finish(session, "failed", str(exc))
             raise
-        share = await self.compute(caller, session_id, frac_bits, length,
-                                   {p: s.input_version for p, s in shapes.items()},
-                                   {p: s.length for p, s in shapes.items()}, keys=keys, one_round=True)
+        try:
+            share = await self.compute(caller, session_id, frac_bits, length,
+                                       {p: s.input_version for p, s in shapes.items()},
+                                       {p: s.length for p, s in shapes.items()}, keys=keys, one_round=True)
+        except MpcError as exc:   # refused before it ran: no coordinator will come back to abort it
+            if self.sessions.get(session_id) is session:
+                self._finish(session, "failed", str(exc))
+            raise
         return share, prepared.shape
 
     def _stated_keys(self, session: Session, key_ids: Mapping[str, bytes]) -> dict[str, PairKey] | None:
@@ -724,13 +729,15 @@ class NodeCore:
         session = self.sessions.get(session_id)
         return session is not None and session.one_round
 
-    def peer_refused(self, session_id: str, peer: str, message: str) -> None:
-        """A peer refused a message this node sent it on its stream (mpc/transport/peers.py): the
-        session fails as if the send had (it never waits for the peer, which has dropped it)."""
+    def peer_refused(self, session_id: str, peer: str, message: str, unavailable: bool = False) -> None:
+        """A peer refused a message this node sent it on its stream, or the stream ended with the
+        session's messages in flight (unavailable; mpc/transport/peers.py): the session fails as if
+        the send had (it never waits for the peer, which has dropped it or may never get them).
+        Only a participant of the session can end it so."""
         session = self.sessions.get(session_id)
-        if session is None:
+        if session is None or peer not in session.parties or peer == self.me.name:
             return
-        failure = SessionFailed(message)
+        failure = PeerUnavailable(message) if unavailable else SessionFailed(message)
         session.send_errors.append(failure)
         if not session.output.done():
             session.output.set_exception(failure)
@@ -882,6 +889,12 @@ class NodeCore:
         sessions, self.sessions = list(self.sessions.values()), {}
         for session in sessions:
             self.releases.drop(session.session_id)
+            if session.unrecorded is not None:   # a one-round session the next start could not mark
+                try:
+                    self.store.set_session_status(session.session_id, "interrupted", "node stopped during the "
+                                                  "session", session.transfers(), session.unrecorded)
+                except MpcError as exc:
+                    log.error("session %s: cannot record it: %s", session.session_id, exc)
             if session.timer is not None:
                 session.timer.cancel()
             for task in session.tasks:

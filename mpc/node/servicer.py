@@ -116,6 +116,7 @@ def _params(request: mpc_pb2.PrepareRequest, protocol: str) -> dict[str, ParamVa
 
 Request = TypeVar("Request")
 Reply = TypeVar("Reply")
+MAX_HANDLING = 256   # requests of one long-lived stream handled, or answers waiting to go, at once
 
 
 async def _each_in_a_task(requests: AsyncIterator[Request],
@@ -131,9 +132,17 @@ async def _each_in_a_task(requests: AsyncIterator[Request],
     """
     out: asyncio.Queue[Reply | None] = asyncio.Queue()
     running: set[asyncio.Task[None]] = set()
+    drained = asyncio.Event()   # set whenever an answer has gone out
 
     async def take() -> None:
         async for request in requests:
+            # Bounded: a caller that sends faster than its requests are handled, or reads none of the
+            # answers, is read no further until they drain (gRPC's flow control then holds it back).
+            while len(running) >= MAX_HANDLING:
+                await asyncio.wait(set(running), return_when=asyncio.FIRST_COMPLETED)
+            while out.qsize() >= MAX_HANDLING:
+                drained.clear()
+                await drained.wait()
             if quick is not None and not running and quick(request):
                 await handle(request, out.put_nowait)
                 continue
@@ -146,6 +155,7 @@ async def _each_in_a_task(requests: AsyncIterator[Request],
         stopping = asyncio.ensure_future(closing.wait())
         try:
             await asyncio.wait({taking, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            taking.cancel()   # nothing more is read (the node is stopping, or the caller is done)
             if running:
                 await asyncio.wait(set(running))
         finally:
@@ -157,6 +167,7 @@ async def _each_in_a_task(requests: AsyncIterator[Request],
     reader = asyncio.ensure_future(read())
     try:
         while (reply := await out.get()) is not None:
+            drained.set()
             yield reply
     finally:
         reader.cancel()
@@ -326,6 +337,11 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
                 reply(mpc_pb2.RunReply(session_id=session_id, node=me, code=status_for(exc).name,
                                        error=clipped(str(exc)), stale=isinstance(exc, StaleShape)))
                 return
+            except Exception:   # a bug: answered, so that the coordinator does not wait it out
+                log.exception("session %s: one-round session failed", session_id[:40])
+                reply(mpc_pb2.RunReply(session_id=session_id, node=me, code=grpc.StatusCode.INTERNAL.name,
+                                       error=f"node {me}: internal error (see its log)"))
+                return
             total = share.size
             for offset in range(0, total, _CHUNK_WORDS):
                 last = offset + _CHUNK_WORDS >= total
@@ -443,6 +459,12 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
                     message.seq, message.bundle[0].header.session_id if message.bundle else message.header.session_id)
                 refuse(mpc_pb2.StreamRefusal(seq=seq, session_id=session_id, code=status_for(exc).name,
                                              error=clipped(str(exc))))
+            except Exception:   # a bug: this message is refused, and the stream goes on
+                log.exception("a peer stream message from %s failed", caller.name)
+                seq, session_id = (0, "") if isinstance(message, _Malformed) else (
+                    message.seq, message.bundle[0].header.session_id if message.bundle else message.header.session_id)
+                refuse(mpc_pb2.StreamRefusal(seq=seq, session_id=session_id, code=grpc.StatusCode.INTERNAL.name,
+                                             error=f"node {self.core.me.name}: internal error (see its log)"))
 
         # A message being delivered is not cancelled when the peer goes away: its session's engine
         # may be mid-step, and the delivery is bounded by the session's own wait and deadline.

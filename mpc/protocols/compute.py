@@ -115,7 +115,8 @@ class ComputeParty:
         self._factory = factory
         self._rng = rng
         self._setups = setups
-        self.plan: Plan = _planned(factory, len(self.parties), length, shape)
+        self.plan: Plan = _planned(factory, len(self.parties), length,
+                                   None if shape is None else (type(self).__qualname__, prefix, shape))
         self.value_free_steps: tuple[str, ...] = (hello, "sum/", "ot/", "triples/", "arith/")
         # Every step this session can see, known up front: anything else is refused on arrival.
         self._triple_steps = frozenset({STEP_U, STEP_T, STEP_R} if self.plan.bit_words else ())

@@ -104,7 +104,7 @@ class ReleasesMixin(StoreBase):
             new.check()
         with self._writing() as conn:
             if new is not None:
-                SessionsMixin._insert_session(conn, new, _now())
+                SessionsMixin._insert_session(conn, new, _now(), if_absent=True)
             row = conn.execute("SELECT protocol, participants, coordinator FROM sessions WHERE session_id = ?",
                                (session_id,)).fetchone()
             if row is None:

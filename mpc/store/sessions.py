@@ -141,10 +141,17 @@ class SessionsMixin(StoreBase):
             self._insert_session(conn, new, _now())
 
     @staticmethod
-    def _insert_session(conn: sqlite3.Connection, new: NewSession, now: str) -> None:
-        """Insert a checked new session as "prepared", with its audit entry (same transaction)."""
+    def _insert_session(conn: sqlite3.Connection, new: NewSession, now: str, *, if_absent: bool = False) -> None:
+        """Insert a checked new session as "prepared", with its audit entry (same transaction).
+
+        if_absent: a session that is already recorded is left as it is (a one-round session's release
+        and its end may race to record it: its id was checked fresh when it was prepared).
+        Raises: StoreError if it is known already (unless if_absent).
+        """
         known = conn.execute("SELECT 1 FROM sessions WHERE session_id = ?", (new.session_id,)).fetchone()
         if known is not None:
+            if if_absent:
+                return
             raise StoreError(f"session {new.session_id!r} is already known at this node (replayed session id)")
         conn.execute(
             f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -174,7 +181,7 @@ class SessionsMixin(StoreBase):
             new.check()
         with self._writing(durable=False) as conn:
             if new is not None:
-                self._insert_session(conn, new, now)
+                self._insert_session(conn, new, now, if_absent=True)
             # One conditional UPDATE, so a concurrent writer cannot slip in between check and set.
             changed = conn.execute(
                 f"UPDATE sessions SET status = ?, reason = ?, updated_at = ? "

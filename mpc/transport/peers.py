@@ -23,6 +23,7 @@ from mpc.transport.tls import CHUNK_BYTES, TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
 MAX_BUNDLE = 16   # messages of one session in one peer stream message
+RECENT_SEQS = 4096   # messages a peer stream remembers (to match refusals, and to tell their sessions if it ends)
 # Status codes that mean "could not reach or hear back from the node" rather than "it refused".
 UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 # A channel that saw its peer down fails calls at once until its next reconnect attempt
@@ -49,6 +50,13 @@ def is_unreachable(exc: BaseException | None) -> bool:
     """Whether a call failed because the node could not be reached or did not answer in time
     (not: a party answered with another node's certificate)."""
     return isinstance(exc, grpc.aio.AioRpcError) and exc.code() in UNREACHABLE and not is_name_mismatch(exc)
+
+
+def describe_failure(failure: BaseException) -> str:
+    """A short reason for a stream that ended: its status and details, or the exception's text."""
+    if isinstance(failure, grpc.aio.AioRpcError):
+        return f"{failure.code().name}: {(failure.details() or '').splitlines()[0][:160] if failure.details() else ''}"
+    return str(failure)[:200]
 
 
 def describe_rpc_error(node: NodeConfig, exc: grpc.aio.AioRpcError) -> str:
@@ -129,11 +137,19 @@ class LongCall:
         raise NotImplementedError
 
     async def write(self, message: Any) -> None:
-        """Write one message. Raises: the call's failure once it has ended; AioRpcError."""
+        """Write one message.
+
+        Raises: AioRpcError or ConnectionError (the call has ended, or ends now).
+        """
         async with self._writing:
             if self.failure is not None:
                 raise self.failure
-            await self.call.write(message)
+            try:
+                await self.call.write(message)
+            except grpc.aio.AioRpcError:
+                raise
+            except Exception as exc:   # e.g. InvalidStateError: the call ended before our reader saw it
+                raise ConnectionError(f"the stream ended ({type(exc).__name__})") from None
 
     async def _read(self) -> None:
         failure: BaseException
@@ -156,23 +172,34 @@ class LongCall:
 
 class _Stream(LongCall):
     """The Peer.Stream to one node: messages numbered in order; the peer answers only those it
-    refuses, and each refusal goes to `refused` (session id, the peer's reason)."""
+    refuses, and each refusal goes to `refused` (session id, the peer's reason). If the stream ends,
+    the sessions that wrote on it lately are told (`refused`, with why): what was in flight may be
+    lost, and they would otherwise wait for the peer until their deadline."""
 
-    def __init__(self, channel: grpc.aio.Channel, refused: Callable[[str, str], None]) -> None:
+    def __init__(self, channel: grpc.aio.Channel, refused: Callable[[str, str, bool], None]) -> None:
         self.seq = 0
         self._refused = refused
+        self._sent: dict[int, str] = {}   # seq -> session id, the latest RECENT_SEQS messages
         super().__init__(mpc_pb2_grpc.PeerStub(channel).Stream())
 
     def route(self, message: Any) -> None:
-        self._refused(message.session_id, f"{message.error} [{message.code}]")
+        session_id = self._sent.get(message.seq)
+        if session_id is not None and session_id == message.session_id:   # only a refusal of what we sent
+            self._refused(session_id, f"refused: {message.error} [{message.code}]", False)
 
     def fail(self, failure: BaseException) -> None:
-        pass   # what was written is the peer's, or lost with it: its session then times out naming it
+        why = describe_failure(failure)
+        for session_id in dict.fromkeys(self._sent.values()):
+            self._refused(session_id, f"the stream to it ended ({why}); messages to it may be lost", True)
+        self._sent.clear()
 
     async def send(self, message: mpc_pb2.StreamMessage) -> None:
         """Write one message (its seq is set here)."""
         self.seq += 1
         message.seq = self.seq
+        self._sent[self.seq] = message.bundle[0].header.session_id if message.bundle else message.header.session_id
+        if len(self._sent) > RECENT_SEQS:
+            del self._sent[next(iter(self._sent))]
         await self.write(message)
 
 
@@ -189,9 +216,10 @@ class PeerClient:
         self.me = me
         self.channels = Channels(cluster, tls)
         self._streams: dict[str, _Stream] = {}
-        # Told (session id, peer, why) when a peer refuses a message sent on its stream (node core
-        # fails the session, as a refused unary call fails the send).
-        self.on_refusal: Callable[[str, str, str], None] | None = None
+        # Told (session id, peer, why, unavailable) when a peer refuses a message sent on its stream,
+        # or the stream ends with messages of the session in flight (unavailable): node core fails the
+        # session, as a refused or lost unary call fails the send.
+        self.on_refusal: Callable[[str, str, str, bool], None] | None = None
         # Whether a session is one-round (node core): its messages tell the peer to wait for it.
         self.one_round: Callable[[str], bool] | None = None
         # Session ids whose messages always take an acknowledged call of their own (pool fills: the
@@ -200,10 +228,10 @@ class PeerClient:
         self._outbox: dict[str, list[tuple[mpc_pb2.PeerMessage, asyncio.Future[None]]]] = {}
         self._writing: set[asyncio.Task[None]] = set()
 
-    def _refused(self, peer: str) -> Callable[[str, str], None]:
-        def refused(session_id: str, why: str) -> None:
+    def _refused(self, peer: str) -> Callable[[str, str, bool], None]:
+        def refused(session_id: str, why: str, unavailable: bool) -> None:
             if self.on_refusal is not None:
-                self.on_refusal(session_id, peer, f"session {session_id}: {self.me} -> node {peer} refused: {why}")
+                self.on_refusal(session_id, peer, f"session {session_id}: {self.me} -> node {peer} {why}", unavailable)
         return refused
 
     def _stream(self, to: str) -> _Stream | None:
@@ -240,22 +268,23 @@ class PeerClient:
         header = mpc_pb2.PeerHeader(session_id=session_id, step=step, sender=self.me, payload_bytes=len(payload),
                                     one_round=one_round)
         written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        written.add_done_callback(lambda f: f.cancelled() or f.exception())   # it may outlive a sender that gave up
         outbox = self._outbox.setdefault(to, [])
         outbox.append((mpc_pb2.PeerMessage(header=header, payload=payload), written))
         if len(outbox) == 1:   # the first of this turn: write them all once the turn's other sends are in
             asyncio.get_running_loop().call_soon(self._flush, to, stream)
         node = self.channels.cluster.node(to)
+        deadline = asyncio.get_running_loop().time() + max(timeout, 0.001)
         try:
-            async with asyncio.timeout(max(timeout, 0.001)):
+            async with asyncio.timeout_at(deadline):
                 await asyncio.shield(written)
         except TimeoutError:
             raise PeerUnavailable(f"session {session_id}: {self.me} -> node {to} at {node.address} did not "
                                   f"take the message in time") from None
-        except grpc.aio.AioRpcError as exc:
-            why = f"session {session_id}: {self.me} -> {describe_rpc_error(node, exc)}"
-            raise (PeerUnavailable if is_unreachable(exc) else SessionFailed)(why) from None
-        except ConnectionError as exc:
-            raise PeerUnavailable(f"session {session_id}: {self.me} -> node {to} at {node.address}: {exc}") from None
+        except (grpc.aio.AioRpcError, ConnectionError):
+            # The stream ended before the message was written: it goes in a call of its own, which
+            # waits for a reconnecting channel (and names a wrong certificate) as the first message does.
+            await self._call(to, session_id, step, payload, deadline - asyncio.get_running_loop().time(), one_round)
 
     def _flush(self, to: str, stream: _Stream) -> None:
         queued = self._outbox.pop(to, [])
@@ -269,14 +298,17 @@ class PeerClient:
         """Write queued messages in order: consecutive ones of one session as one bundle (at most
         MAX_BUNDLE), and tell each sender when its message is written, or why not."""
         groups: list[list[tuple[mpc_pb2.PeerMessage, asyncio.Future[None]]]] = []
+        size = 0
         for item in queued:
             last = groups[-1] if groups else None
-            if last is not None and len(last) < MAX_BUNDLE and \
+            if last is not None and len(last) < MAX_BUNDLE and size + len(item[0].payload) <= CHUNK_BYTES and \
                     last[0][0].header.session_id == item[0].header.session_id:
                 last.append(item)
+                size += len(item[0].payload)
             else:
                 groups.append([item])
-        for group in groups:
+                size = len(item[0].payload)
+        for i, group in enumerate(groups):
             if len(group) == 1:
                 message = mpc_pb2.StreamMessage(header=group[0][0].header, payload=group[0][0].payload)
             else:
@@ -284,10 +316,11 @@ class PeerClient:
             try:
                 await stream.send(message)
             except (grpc.aio.AioRpcError, ConnectionError) as exc:
-                for _, written in group:
-                    if not written.done():
-                        written.set_exception(exc)
-                continue
+                for rest in groups[i:]:   # nothing after a failed write goes on this stream
+                    for _, written in rest:
+                        if not written.done():
+                            written.set_exception(exc)
+                return
             for _, written in group:
                 if not written.done():
                     written.set_result(None)

@@ -389,7 +389,7 @@ def test_a_peer_message_for_a_session_that_never_comes_is_refused_after_its_wait
     peer answers only a refusal, which reaches the sender's session as a refused call's error would."""
     alice = env.lc.servers["alice"]
     refusals: list[tuple[str, str, str, float]] = []
-    monkeypatch.setattr(alice.peers, "on_refusal", lambda *r: refusals.append((*r, time.monotonic())))
+    monkeypatch.setattr(alice.peers, "on_refusal", lambda s, p, m, _: refusals.append((s, p, m, time.monotonic())))
 
     async def go() -> list[tuple[str, str, float]]:
         async with env.coordinator() as c:
@@ -421,7 +421,7 @@ def test_a_bundle_is_delivered_in_order_and_a_bad_one_refused_whole(env: Env, mo
     sessions or carries a header besides is refused."""
     alice = env.lc.servers["alice"]
     refusals: list[tuple[str, str, str]] = []
-    monkeypatch.setattr(alice.peers, "on_refusal", lambda *r: refusals.append(r))
+    monkeypatch.setattr(alice.peers, "on_refusal", lambda s, p, m, _: refusals.append((s, p, m)))
 
     async def go() -> list[tuple[str, str, str]]:
         async with env.coordinator() as c:
@@ -458,3 +458,69 @@ def test_a_coordinator_that_goes_away_aborts_its_one_round_sessions(env: Env) ->
     sid = env.run(go())
     record = env.sessions("alice")[sid]
     assert record.status == "aborted" and "went away" in record.reason
+
+
+def test_messages_of_a_turn_larger_together_than_a_message_limit_go_out_and_the_stream_survives(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Five messages of nearly a chunk each, to one peer in one turn: bundles stay within a chunk, so
+    no stream message passes gRPC's limit and the stream (shared by every session) goes on."""
+    alice = env.lc.servers["alice"]
+    refusals: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(alice.peers, "on_refusal", lambda s, p, m, _: refusals.append((s, p, m)))
+
+    async def go() -> None:
+        async with env.coordinator() as c:
+            await c.sum("raise")
+        stream = alice.peers._stream("bob")
+        assert stream is not None
+        sid = secrets.token_hex(16)   # no session: each message is refused, on the same stream
+        await asyncio.gather(*(alice.peers.send("bob", sid, f"mpc/x{i}", secrets.token_bytes(900_000), 10.0)
+                               for i in range(5)))
+        for _ in range(1000):   # bounded: until every refusal is back
+            if len(refusals) >= 5:
+                break
+            await asyncio.sleep(0.01)
+        assert alice.peers._stream("bob") is stream and stream.failure is None
+        async with env.coordinator() as c:
+            assert (await c.sum("raise")).value == sum(RAISES.values())
+    env.run(go())
+    assert len(refusals) == 5 and all("unknown session" in m for _, _, m in refusals), refusals
+
+
+def test_only_a_participant_can_end_a_session_by_a_refusal_and_a_broken_stream_ends_it_at_once(env: Env) -> None:
+    """Alice alone starts a one-round vote (the others never hear of it) and waits for her peers. A
+    refusal claimed by a node that is no participant changes nothing; when her stream to bob ends
+    with her messages in flight, the session fails at once, naming bob, not at its deadline."""
+    trio = ("alice", "bob", "carlos")
+    alice = env.lc.servers["alice"]
+
+    async def go() -> str:
+        shapes = await shapes_of(env.lc, "ballots")
+        sid = secrets.token_hex(16)
+        request = mpc_pb2.RunRequest(prepare=prepare_request(sid, "vote", "ballots", trio, timeout_ms=60_000),
+                                     length=1, shapes={n: mpc_pb2.Shape(length=1, is_scalar=True,
+                                                                        input_version=shapes[n].input_version)
+                                                       for n in trio})
+        async with env.coordinator() as c:
+            for _ in range(2):   # alice's streams to her peers are up (a keyed sum would send nothing)
+                await c.vote("ballots")
+        async with run_streams(env.lc) as calls:
+            await calls["alice"].write(request)
+            for _ in range(500):   # bounded: until alice has the session and has written to bob
+                session = alice.core.sessions.get(sid)
+                if session is not None and session.sent:
+                    break
+                await asyncio.sleep(0.01)
+            alice.core.peer_refused(sid, "david", "forged", False)   # david is no participant
+            assert sid in alice.core.sessions
+            stream = alice.peers._stream("bob")
+            assert stream is not None
+            stream.close()
+            for _ in range(500):   # bounded: well within the session's 60 s
+                if sid not in alice.core.sessions:
+                    break
+                await asyncio.sleep(0.01)
+            reply = await answer(calls["alice"], sid)
+        return reply[-1].error
+    error = env.run(go())
+    assert "node bob" in error and "stream to it ended" in error, error
