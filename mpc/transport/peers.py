@@ -315,7 +315,9 @@ class PeerClient:
                 message = mpc_pb2.StreamMessage(bundle=[m for m, _ in group])
             try:
                 await stream.send(message)
-            except (grpc.aio.AioRpcError, ConnectionError) as exc:
+            except Exception as exc:   # every sender hears of it (a bug included: none waits it out)
+                if not isinstance(exc, (grpc.aio.AioRpcError, ConnectionError)):
+                    exc = ConnectionError(f"writing to the stream failed ({type(exc).__name__})")
                 for rest in groups[i:]:   # nothing after a failed write goes on this stream
                     for _, written in rest:
                         if not written.done():
