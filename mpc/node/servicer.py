@@ -439,6 +439,8 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
 
         async def one(message: mpc_pb2.StreamMessage | _Malformed,
                       refuse: Callable[[mpc_pb2.StreamRefusal], None]) -> None:
+            seq, session_id = (0, "") if isinstance(message, _Malformed) else (
+                message.seq, (message.bundle[0].header if message.bundle else message.header).session_id)
             try:
                 if isinstance(message, _Malformed):
                     raise RemoteProtocolError(message.detail)
@@ -454,26 +456,22 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
                 if not message.HasField("header"):
                     raise RemoteProtocolError("peer message without a header")
                 await self._deliver(caller, message.header, message.payload)
+                return
             except MpcError as exc:
-                seq, session_id = (0, "") if isinstance(message, _Malformed) else (
-                    message.seq, message.bundle[0].header.session_id if message.bundle else message.header.session_id)
-                refuse(mpc_pb2.StreamRefusal(seq=seq, session_id=session_id, code=status_for(exc).name,
-                                             error=clipped(str(exc))))
+                code, error = status_for(exc).name, clipped(str(exc))
             except Exception:   # a bug: this message is refused, and the stream goes on
                 log.exception("a peer stream message from %s failed", caller.name)
-                seq, session_id = (0, "") if isinstance(message, _Malformed) else (
-                    message.seq, message.bundle[0].header.session_id if message.bundle else message.header.session_id)
-                refuse(mpc_pb2.StreamRefusal(seq=seq, session_id=session_id, code=grpc.StatusCode.INTERNAL.name,
-                                             error=f"node {self.core.me.name}: internal error (see its log)"))
+                code, error = grpc.StatusCode.INTERNAL.name, f"node {self.core.me.name}: internal error (see its log)"
+            refuse(mpc_pb2.StreamRefusal(seq=seq, session_id=session_id, code=code, error=error))
 
-        # A message being delivered is not cancelled when the peer goes away: its session's engine
-        # may be mid-step, and the delivery is bounded by the session's own wait and deadline.
         def quick(message: mpc_pb2.StreamMessage | _Malformed) -> bool:
             if isinstance(message, _Malformed):
                 return False
             parts = message.bundle or [message]
             return all(self.core.deliverable_now(m.header.session_id, m.header.step) for m in parts)
 
+        # A message being delivered is not cancelled when the peer goes away: its session's engine
+        # may be mid-step, and the delivery is bounded by the session's own wait and deadline.
         async for answer in _each_in_a_task(messages, one, self.closing, cancel_on_exit=False, quick=quick):
             yield answer
 

@@ -55,7 +55,8 @@ def is_unreachable(exc: BaseException | None) -> bool:
 def describe_failure(failure: BaseException) -> str:
     """A short reason for a stream that ended: its status and details, or the exception's text."""
     if isinstance(failure, grpc.aio.AioRpcError):
-        return f"{failure.code().name}: {(failure.details() or '').splitlines()[0][:160] if failure.details() else ''}"
+        details = (failure.details() or "").splitlines()
+        return f"{failure.code().name}: {details[0][:160] if details else ''}"
     return str(failure)[:200]
 
 
