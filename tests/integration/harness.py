@@ -12,6 +12,7 @@ import numpy as np
 from mpc.config import ClusterConfig, load_cluster
 from mpc.localcluster import write_local_cluster
 from mpc.node.daemon import NodeServer
+from mpc.ot.pool import POOL_CHANNEL
 from mpc.protocols.catalogue import entry
 from mpc.store import Store
 from mpc.v1 import mpc_pb2
@@ -35,6 +36,11 @@ class Recorder:
         def observe(session: str, sender: str, step: str, payload: bytes) -> None:
             self.received[name].append((session, sender, step, payload))
         return observe
+
+    def counts(self) -> dict[str, int]:
+        """How many session messages each node received so far. Pool fills are left out: nodes send
+        them in the background between sessions, whenever a pool runs low."""
+        return {n: sum(1 for m in v if m[0] != POOL_CHANNEL) for n, v in self.received.items()}
 
 
 @dataclass

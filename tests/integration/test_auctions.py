@@ -857,7 +857,7 @@ def test_refusals_name_the_node_and_input_and_nothing_is_shared(env: Env, name: 
     protocol, nodes, bad, refusing, needles = REFUSALS[name]
     for node in nodes:
         bad.get(node, good_input(protocol, node)).put(env.lc, node, name)
-    before_peer = {n: len(v) for n, v in env.lc.recorder.received.items()}
+    before_peer = env.lc.recorder.counts()
     before_views = set(env.views.chunks)
 
     async def go() -> str:
@@ -876,7 +876,7 @@ def test_refusals_name_the_node_and_input_and_nothing_is_shared(env: Env, name: 
         return session_of(err.value)
     session = env.run(go())
     # nothing shared: no node received a message, the coordinator no share
-    assert {n: len(v) for n, v in env.lc.recorder.received.items()} == before_peer
+    assert env.lc.recorder.counts() == before_peer
     assert set(env.views.chunks) == before_views
     assert_refused_with_nothing_shared(env, session, name, nodes, refusing, needles)
     for node in nodes:
@@ -926,7 +926,7 @@ def test_a_rising_curve_cannot_be_stored_and_clearing_price_refuses_an_input_not
                    kind=kind)
         env.lc.put(node, "curve_plain_down", [3, 1, 0] if node == "alice" else [0, -1, -2], bounds=CURVE_BOUNDS,
                    kind=kind)
-    before_peer = {n: len(v) for n, v in env.lc.recorder.received.items()}
+    before_peer = env.lc.recorder.counts()
     before_views = set(env.views.chunks)
     needle = ("is not declared as curve (it holds number); clearing-price takes a net-demand curve stored with "
               "`mpc input put NAME VALUE... --curve` (checked never to increase)")
@@ -944,7 +944,7 @@ def test_a_rising_curve_cannot_be_stored_and_clearing_price_refuses_an_input_not
         assert set((await active_sessions(env.lc)).values()) == {0}
         return out
     sessions = env.run(go())
-    assert {n: len(v) for n, v in env.lc.recorder.received.items()} == before_peer      # nothing sent
+    assert env.lc.recorder.counts() == before_peer      # nothing sent
     assert set(env.views.chunks) == before_views                                          # not one share
     reasons = []
     for name, (session, _) in sessions.items():
@@ -1175,7 +1175,7 @@ def test_a_price_grid_that_is_empty_or_not_increasing_is_refused(env: Env) -> No
 def test_an_unknown_or_malformed_protocol_parameter_is_invalid_argument(
         env: Env, wire_id: int, params: dict[str, Any], words: str) -> None:
     session = secrets.token_hex(16)
-    before = {n: len(v) for n, v in env.lc.recorder.received.items()}
+    before = env.lc.recorder.counts()
 
     async def go() -> None:
         async with control(env.lc, "carlos") as stub:
@@ -1189,7 +1189,7 @@ def test_an_unknown_or_malformed_protocol_parameter_is_invalid_argument(
     env.run(go())
     [entry] = env.audit("carlos", session)
     assert entry.outcome == "refused" and words in entry.reason and entry.inputs == ("bids_random",), entry
-    assert {n: len(v) for n, v in env.lc.recorder.received.items()} == before
+    assert env.lc.recorder.counts() == before
 
 
 # ---- audit entries and the release budget ---------------------------------------------------------

@@ -811,7 +811,7 @@ def bad_inputs(env: Env) -> None:
 @pytest.mark.parametrize("case", sorted(BAD_PARAMS))
 def test_a_node_refuses_bad_dp_parameters_at_prepare(env: Env, bad_inputs: None, case: str) -> None:
     protocol, name, params, code, words = BAD_PARAMS[case]
-    before_peer = {n: len(v) for n, v in env.lc.recorder.received.items()}
+    before_peer = env.lc.recorder.counts()
     releases = {n: len(env.releases(n, name)) for n in TRIO}
 
     async def go() -> str:
@@ -827,7 +827,7 @@ def test_a_node_refuses_bad_dp_parameters_at_prepare(env: Env, bad_inputs: None,
             assert {s.name: s.active_sessions for s in await c.status()} == dict.fromkeys(TRIO, 0)
         return session
     session = env.run(go())
-    assert {n: len(v) for n, v in env.lc.recorder.received.items()} == before_peer
+    assert env.lc.recorder.counts() == before_peer
     assert session not in env.views.chunks
     for node in TRIO:
         [entry] = env.audit(node, session)
@@ -851,7 +851,7 @@ COORDINATOR_REFUSALS: dict[str, tuple[Privacy, str]] = {
 
 def test_the_coordinator_refuses_bad_privacy_before_asking_any_node(env: Env, bad_inputs: None) -> None:
     audits = {n: env.audit_size(n) for n in TRIO}
-    before_peer = {n: len(v) for n, v in env.lc.recorder.received.items()}
+    before_peer = env.lc.recorder.counts()
     before_views = set(env.views.chunks)
 
     async def go() -> None:
@@ -871,7 +871,7 @@ def test_the_coordinator_refuses_bad_privacy_before_asking_any_node(env: Env, ba
                 await c.sum("nobounds", privacy=Privacy(1.0))
     env.run(go())
     assert {n: env.audit_size(n) for n in TRIO} == audits            # no node was asked for a session
-    assert {n: len(v) for n, v in env.lc.recorder.received.items()} == before_peer
+    assert env.lc.recorder.counts() == before_peer
     assert set(env.views.chunks) == before_views
 
 

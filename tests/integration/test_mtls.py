@@ -651,14 +651,14 @@ def test_replayed_seed_for_a_finished_session_is_refused(tmp_path: Path) -> None
                 [("alice", STEP_DIGEST), ("carlos", STEP_DIGEST), ("alice", STEP_SEED)])
             seeds = [r for r in received if r[2] == STEP_SEED]
             session_id, sender, step, payload = seeds[0]
-            before = {n: len(v) for n, v in lc.recorder.received.items()}
+            before = lc.recorder.counts()
             # alice's own certificate replays alice's own message byte for byte.
             async with dial(lc, "bob", node_creds(lc, "alice")) as ch:
                 err = await refused(peer_send(ch, seed_frames(session_id, sender, payload, step=step)))
             assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
             details = err.details() or ""
             assert session_id in details and "is done" in details, details
-            assert {n: len(v) for n, v in lc.recorder.received.items()} == before
+            assert lc.recorder.counts() == before
             await assert_still_serving(lc)
     asyncio.run(go())
 

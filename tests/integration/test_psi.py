@@ -120,7 +120,7 @@ class Env:
             return store.releases(name)
 
     def messages(self) -> int:
-        return sum(len(v) for v in self.lc.recorder.received.values())
+        return sum(self.lc.recorder.counts().values())
 
     async def restart(self, node: str) -> None:
         """Start a stopped node's server again over the same data directory."""

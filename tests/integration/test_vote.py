@@ -334,7 +334,7 @@ def test_referendum(env: Env, name: str, threshold: int | None, passed: bool) ->
 @pytest.mark.parametrize("name", sorted(BAD_BALLOTS))
 def test_a_ballot_that_is_not_0_or_1_is_refused_before_anything_is_sent(env: Env, name: str) -> None:
     bad_node, values, _, needles = BAD_BALLOTS[name]
-    before_peer = {n: len(v) for n, v in env.lc.recorder.received.items()}
+    before_peer = env.lc.recorder.counts()
     before_sessions = set(env.views.chunks)
 
     async def go() -> None:
@@ -351,11 +351,11 @@ def test_a_ballot_that_is_not_0_or_1_is_refused_before_anything_is_sent(env: Env
         assert set((await active_sessions(env.lc, ALL4)).values()) == {0}
     env.run(go())
     assert set(env.views.chunks) == before_sessions       # the coordinator received nothing
-    assert {n: len(v) for n, v in env.lc.recorder.received.items()} == before_peer   # nor did any peer
+    assert env.lc.recorder.counts() == before_peer   # nor did any peer
 
 
 def test_out_of_range_threshold_and_too_few_parties_are_refused(env: Env) -> None:
-    before = {n: len(v) for n, v in env.lc.recorder.received.items()}
+    before = env.lc.recorder.counts()
 
     async def go() -> None:
         async with env.coordinator(ALL4) as c:
@@ -373,7 +373,7 @@ def test_out_of_range_threshold_and_too_few_parties_are_refused(env: Env) -> Non
             with pytest.raises(SessionFailed, match="at least 3 participants"):
                 await c.vote("ballot")
     env.run(go())
-    assert {n: len(v) for n, v in env.lc.recorder.received.items()} == before
+    assert env.lc.recorder.counts() == before
 
 
 # ---- at_least: batched [sum >= k] ------------------------------------------------------------------
@@ -557,12 +557,12 @@ def test_replays_after_the_session_are_failed_precondition(env: Env) -> None:
         # bob's triple message: IKNP's u, or the derandomisation of pooled OTs
         triple = next((st, p) for s, st, p in got if s == "bob" and st in ("triples/u", "triples/r"))
         cmp_msgs = [(st, p) for s, st, p in got if s == "bob" and st.startswith("cmp/")]
-        before = {n: len(v) for n, v in env.lc.recorder.received.items()}
+        before = env.lc.recorder.counts()
         for step, payload in [triple, cmp_msgs[0], cmp_msgs[-1]]:
             err = await replay(env.lc, "alice", "bob", session, step, payload)
             assert err is not None and err.code() == grpc.StatusCode.FAILED_PRECONDITION, (step, err)
             assert session in (err.details() or "") and "is done" in (err.details() or ""), err.details()
-        assert {n: len(v) for n, v in env.lc.recorder.received.items()} == before
+        assert env.lc.recorder.counts() == before
         async with env.coordinator(TRIO) as c:
             assert (await c.vote("poll")).passed
     env.run(go())
