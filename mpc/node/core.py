@@ -545,7 +545,12 @@ class NodeCore:
             session.query = Query.of(variant, parameter, versions)
             # Reserve the release now, before our digest goes out: a node whose budget refuses
             # never sends one, so no peer reaches agreement and no output share leaves any node.
-            self.releases.reserve(session_id, stored, session.query, session.spend)
+            try:
+                self.releases.reserve(session_id, stored, session.query, session.spend)
+            except PolicyError as exc:
+                if one_round:   # where a two-round session's prepare refuses: audited as that refusal
+                    self._finish(session, "refused", str(exc))
+                raise
             layout = sorted(session.parties)   # by name: the output may not depend on the session's order
             offset = sum(ordered[p] for p in layout[:layout.index(me)])
             # In a worker thread: hashing a set's identifiers or drawing local noise can take seconds (a
@@ -1048,6 +1053,9 @@ class NodeCore:
             self._finish(session, "failed", reason)
 
     def _finish(self, session: Session, status: str, reason: str) -> None:
+        """End a session: its status and audit entry, metrics and log line. status "refused": a
+        one-round session its owner's policy refused before anything was shared, recorded as a
+        refused request (`refused`: no session row), as its prepare would have in two rounds."""
         if self.sessions.pop(session.session_id, None) is None:
             return
         if not self.sessions:
@@ -1066,6 +1074,12 @@ class NodeCore:
         # learns at once that the descriptions differ instead of waiting for ours until then.
         for task in session.tasks - session.digests:
             task.cancel()
+        if status == "refused":
+            if session.unrecorded is not None:
+                self.refused(session.coordinator, session.session_id, session.protocol.name, session.stored.name,
+                             list(session.parties), PolicyError(reason))
+                return
+            status = "failed"   # recorded already: it ends as a failed session
         self.metrics.sessions.labels(session.protocol.name, status).inc()
         counts = None if session.engine is None else session.engine.triple_counts
         if counts is not None:

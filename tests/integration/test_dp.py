@@ -545,18 +545,23 @@ def test_concurrent_sessions_cannot_overspend_together(env: Env) -> None:
 
 
 def test_ten_releases_of_a_tenth_spend_exactly_one(env: Env) -> None:
+    """One coordinator runs the repeats in one round (mpc/coordinator/client.py): the eleventh is
+    refused there, before anything is shared, and audited as a refusal exactly as at prepare."""
     put_everywhere(env, "tenth", {n: [0] for n in TRIO}, scalar=True, bounds=(0, 1))
 
-    async def go() -> dict[str, dict[str, Any]]:
+    async def go() -> tuple[dict[str, dict[str, Any]], SessionFailed]:
         async with env.coordinator() as c:
             for _ in range(10):
                 await c.sum("tenth", privacy=Privacy(0.1))
             with pytest.raises(SessionFailed) as err:
                 await c.sum("tenth", privacy=Privacy(0.1))
             assert re.search(LEFT, str(err.value)), err.value
-            return await budget_of(c, "tenth")
-    budget = env.run(go())
+            return await budget_of(c, "tenth"), err.value
+    budget, refusal = env.run(go())
+    assert_refused_before_sharing(env, refusal, "tenth", {n: 10 for n in TRIO}, "would spend epsilon 0.1")
     for node in TRIO:
+        with env.store(node) as store:                             # and no session row
+            assert store.get_session(session_of(refusal)) is None, node
         recorded = env.releases(node, "tenth")
         assert len(recorded) == 10 and all(r.epsilon == Decimal("0.1") for r in recorded), recorded
         assert env.spent(node, "tenth") == Decimal(1)              # exactly: no 0.9999999999999999
