@@ -43,8 +43,11 @@ CLI_TIMEOUT = 120.0
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     workdir = tmp_path_factory.mktemp("progress")
-    # Each daemon serves metrics on a loopback port of its own choosing; its log says which.
-    cluster_file = write_local_cluster(workdir, NAMES, extra_node_keys={"metrics": '"127.0.0.1:0"'})
+    # Each daemon serves metrics on a loopback port of its own choosing; its log says which. No triple
+    # pools: each command makes its triples itself, so every run takes as long (a later one would
+    # otherwise take those the nodes made between runs, and could end before progress shows).
+    cluster_file = write_local_cluster(workdir, NAMES, extra_node_keys={"metrics": '"127.0.0.1:0"',
+                                                                        "triple_pool": "0"})
     for index, name in enumerate(NAMES):
         # Element j sums to (j % 100) + ((j + 1) % 100) + ((j + 2) % 100): about half reach K.
         values = (np.arange(LENGTH, dtype=np.int64) + index) % 100
