@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 .PHONY: demo test bench protos clean
 
+# pip is pinned: 26.3 shows setuptools' informational notice on every editable install, even with -q.
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 not found (set PYTHON=...)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q pip==26.2
 	$(BIN)/python -m pip install -q -e '.[test,bench]'
 	rm -f $(VENV)/.installed-*
 	touch $@
