@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mpc import aio
 from mpc.client import Contributor
 from mpc.coordinator.client import Coordinator
 from mpc.credentials import issue, new_owner_key
@@ -87,7 +88,7 @@ def run_collection_vote(ballots: int = 100_000, parties: int = 3, batch: int = 5
             return accepted
 
         started = time.perf_counter()
-        accepted = asyncio.run(submit_all())
+        accepted = aio.run(submit_all())
         submit_s = time.perf_counter() - started
         rss_after = {name: _rss_mb(pid) for name, pid in pids.items()}
         for _, store in node_stores(run.cluster_file, names):
@@ -100,7 +101,7 @@ def run_collection_vote(ballots: int = 100_000, parties: int = 3, batch: int = 5
 
         cpu_before = _cpu_s(run.nodes)
         started = time.perf_counter()
-        passed = asyncio.run(vote())
+        passed = aio.run(vote())
         vote_s = time.perf_counter() - started
         cpu_after = _cpu_s(run.nodes)
         peak = {name: _rss_mb(pid, "VmHWM") for name, pid in pids.items()}

@@ -18,7 +18,6 @@ distinct exact query per input version and an epsilon budget of 1, and a benchma
 
 from __future__ import annotations
 
-import asyncio
 import math
 import statistics
 import time
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from mpc import dp
+from mpc import aio
 from mpc.coordinator.client import Coordinator, Privacy
 from mpc.dp import NoiseReport
 from mpc.errors import MpcError
@@ -159,7 +159,7 @@ def average_case(repeats: int = 5) -> dict[str, Any]:
         async def go() -> dict[str, Any]:
             async with Coordinator(run.cluster) as c:
                 return await _compare(c, run.nodes, exact, private, expected, rounding, repeats)
-        row = asyncio.run(go())
+        row = aio.run(go())
     return _finish(row, 1, run) | {"case": "average", "bounds": (0, 10_000)}
 
 
@@ -188,7 +188,7 @@ def histogram_case(records: int = 1000, bins: int = 100, repeats: int = 5) -> di
         async def go() -> dict[str, Any]:
             async with Coordinator(run.cluster) as c:
                 return await _compare(c, run.nodes, exact, private, expected, lambda _: 0.0, repeats)
-        row = asyncio.run(go())
+        row = aio.run(go())
     return _finish(row, bins, run) | {"case": "histogram", "records": records, "bins": bins}
 
 
@@ -252,7 +252,7 @@ def vector_cases(length: int = 10_000, top: int = 15, joint_top: int = 1, repeat
                 status = await c.status()
                 out["budget_spent"] = {n.name: {i.name: (i.budget or {}).get("epsilon_spent") for i in n.inputs}
                                        for n in status}
-        asyncio.run(go())
+        aio.run(go())
     for key in ("joint", "local", "local-narrow"):
         _finish(out[key], length, run)
     return out

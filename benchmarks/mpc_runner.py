@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from mpc import aio
 from mpc.config import NODE_NAME, ClusterConfig, load_cluster
 from mpc.coordinator.client import Coordinator
 from mpc.localcluster import NodeProcesses, write_local_cluster
@@ -101,7 +102,7 @@ def run_mpc_sum(length: int, parties: int = 3, *, raises: bool = False, repeats:
         return bool(np.array_equal(opened.words.view(np.int64), expected))
 
     with _running(names, {"x": values}, (0, 1 << 32)) as run:   # the inputs are below 2^32
-        times, cpu, ok, _ = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, add, keyed=keyed,
+        times, cpu, ok, _ = aio.run(_timed_sessions(run.cluster, run.nodes, repeats, add, keyed=keyed,
                                                         one_round=one_round, coordinator_cpu=own))
     end_to_end = run.stopped - run.started - sum(times[1:])
     return {"compute_s": statistics.median(times[1:]), "first_s": times[0], "end_to_end_s": end_to_end,
@@ -365,7 +366,7 @@ def run_mpc_compare(M: int = 1000, parties: int = 3, repeats: int = 5, threshold
             if spent is not None:
                 fill_cpu.append(spent)
 
-        times, cpu, ok, _ = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, compare,
+        times, cpu, ok, _ = aio.run(_timed_sessions(run.cluster, run.nodes, repeats, compare,
                                                         between=filled if pool else None))
     end_to_end = run.stopped - run.started - sum(times[1:])
     compute = statistics.median(times[1:])
@@ -422,7 +423,7 @@ def run_mpc_vote(ballots: int = 1000, parties: int = 3, repeats: int = 5,
         async def filled() -> None:
             await wait_for_pools(run.cluster, names, words)
 
-        times, cpu, ok, _ = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, vote, one_round=one_round,
+        times, cpu, ok, _ = aio.run(_timed_sessions(run.cluster, run.nodes, repeats, vote, one_round=one_round,
                                                         between=filled if pool else None))
         for _ in range(cli_repeats):
             dt, passed = _cli_vote(run.cluster_file, "ballots")
@@ -499,7 +500,7 @@ def run_mpc_auction(bids: int = 1000, parties: int = 3, second_price: bool = Fal
         return (result.winner_node, result.winner_index, result.price) == (names[node], index, price)
 
     with _running(names, {"bids": split}, (-AUCTION_BID_LIMIT, AUCTION_BID_LIMIT)) as run:
-        times, cpu, ok, _ = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, auction))
+        times, cpu, ok, _ = aio.run(_timed_sessions(run.cluster, run.nodes, repeats, auction))
     end_to_end = run.stopped - run.started - sum(times[1:])
     compute = statistics.median(times[1:])
     return {"compute_s": compute, "first_s": times[0], "setup_s": times[0] - compute, "end_to_end_s": end_to_end,

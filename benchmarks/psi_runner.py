@@ -22,7 +22,6 @@ hash_to_curve + n·X25519 of CPU.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import os
 import random
@@ -33,6 +32,7 @@ from typing import Any
 
 import nacl.bindings
 
+from mpc import aio
 from mpc.coordinator.client import Coordinator
 from mpc.inputs import put_set_csv
 from mpc.localcluster import NodeProcesses, write_local_cluster
@@ -185,7 +185,7 @@ def run_psi(size: int = 100_000, parties: int = 3, repeats: int = 2) -> dict[str
     plaintext_s = time.perf_counter() - start
     put_s: dict[str, float] = {}
     with running_nodes(names, lambda work: _write_cluster(work, names, sets, values, put_s)) as run:
-        sessions = asyncio.run(_sessions(run, names, repeats, expected))
+        sessions = aio.run(_sessions(run, names, repeats, expected))
     floor = floor_costs()
     return {"size": size, "parties": parties, "repeats": repeats, "expected_size": expected[0],
             "expected_sum": expected[1], "plaintext_s": plaintext_s, "put_s": put_s, "sessions": sessions,

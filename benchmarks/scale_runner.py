@@ -48,7 +48,6 @@ measured.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import statistics
 import time
@@ -58,6 +57,7 @@ from typing import Any
 
 import numpy as np
 
+from mpc import aio
 from mpc.coordinator.client import Coordinator
 from mpc.localcluster import NodeProcesses
 from mpc.protocols.catalogue import SumParams, entry
@@ -150,7 +150,7 @@ def run_scale_one(parties: int, comparisons: int = 1000, ballots: int = 1000, re
     load_start = _load1()
     machine_before, own_before, wall_before = _machine_busy_s(), _own_cpu_s(), time.perf_counter()
     with _running(names, inputs, input_bounds=bounds, pool=False) as run:
-        times, _, ok, by_node = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, compare))
+        times, _, ok, by_node = aio.run(_timed_sessions(run.cluster, run.nodes, repeats, compare))
         result: dict[str, Any] = {"compare": _summary(times, by_node, ok, names)}
         words = triple_words(parties, COMPARE_BITS, comparisons)
         median = result["compare"]["cpu_node_median_s"]
@@ -158,9 +158,9 @@ def run_scale_one(parties: int, comparisons: int = 1000, ballots: int = 1000, re
         result["compare"]["cpu_word_pair_median_us"] = (
             None if median is None else median / (words * (parties - 1)) * 1e6)
         result["setup"] = _setup(result["compare"], by_node, names)
-        times, _, ok, sum_by_node = asyncio.run(_timed_sessions(run.cluster, run.nodes, sum_repeats, add))
+        times, _, ok, sum_by_node = aio.run(_timed_sessions(run.cluster, run.nodes, sum_repeats, add))
         result["sum"] = _summary(times, sum_by_node, ok, names)
-        times, _, ok, vote_by_node = asyncio.run(_timed_sessions(run.cluster, run.nodes, repeats, vote))
+        times, _, ok, vote_by_node = aio.run(_timed_sessions(run.cluster, run.nodes, repeats, vote))
         result["vote"] = _summary(times, vote_by_node, ok, names)
         others = _others_share(machine_before, own_before, wall_before, run.nodes)
     load_end = _load1()

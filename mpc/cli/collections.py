@@ -179,7 +179,7 @@ def _close(args: argparse.Namespace) -> int:
 
 
 def _session(args: argparse.Namespace) -> int:
-    import asyncio
+    from mpc import aio
 
     from mpc.config import load_cluster
     from mpc.coordinator.client import Coordinator
@@ -203,7 +203,7 @@ def _session(args: argparse.Namespace) -> int:
             if args.action == "auction":
                 return await coordinator.collection_auction(args.name, second_price=args.second_price)
             return await coordinator.collection_sum(args.name)
-    result = asyncio.run(go())
+    result = aio.run(go())
     if isinstance(result, PluralityResult):
         assert options is not None
         print_plurality(result, options, args.json)
@@ -294,7 +294,7 @@ def _save_state(path: Path, state: dict[str, dict[str, object]]) -> None:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    import asyncio
+    from mpc import aio
     import os
 
     from mpc.client import Contributor
@@ -334,7 +334,7 @@ def _submit(args: argparse.Namespace) -> int:
     async def go() -> list[SubmitReport]:
         async with Contributor(cluster) as contributor:
             return list(await contributor.submit_many(args.collection, items, seeds=seeds))
-    reports = asyncio.run(go())
+    reports = aio.run(go())
     for (credential, _), report in zip(items, reports):
         if report.accepted:
             state.pop(credential_id(parse_credential(credential, "")).hex(), None)

@@ -202,7 +202,7 @@ def _integers(text: str) -> list[int]:
 
 
 def _with_coordinator(args: argparse.Namespace, job: Callable[[Coordinator], Awaitable[T]]) -> T:
-    import asyncio
+    from mpc import aio
 
     from mpc.config import load_cluster
     from mpc.coordinator.client import Coordinator
@@ -217,7 +217,7 @@ def _with_coordinator(args: argparse.Namespace, job: Callable[[Coordinator], Awa
             return await job(coordinator)
 
     try:
-        return asyncio.run(go())
+        return aio.run(go())
     finally:
         if show is not None:
             show.close()
@@ -413,7 +413,7 @@ def run_status(args: argparse.Namespace) -> int:
 
 def run_budget(args: argparse.Namespace) -> int:
     """Print one node's DP budget per input; exit 1 if the node is down or unknown."""
-    import asyncio
+    from mpc import aio
 
     from mpc.config import load_cluster
     from mpc.coordinator.client import Coordinator
@@ -426,7 +426,7 @@ def run_budget(args: argparse.Namespace) -> int:
         async with Coordinator(cluster) as coordinator:
             return await coordinator.status(nodes=[args.node])
 
-    node = asyncio.run(go())[0]
+    node = aio.run(go())[0]
     if not node.healthy:
         print(f"{node.name}: DOWN  {node.error}")
         return 1

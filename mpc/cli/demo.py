@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _demo(workdir: Path) -> int:
     # Imported here, not at the top, as they are slow to import (see mpc/cli/app.py).
-    import asyncio
+    from mpc import aio
 
     from mpc.config import load_cluster
     from mpc.coordinator.client import Coordinator, Privacy
@@ -108,7 +108,7 @@ def _demo(workdir: Path) -> int:
                 print(f"  second price: bid {second.winner_index} at node {second.winner_node} wins, pays "
                       f"{second.price} (the second-highest bid; the winner's own bid stays secret)")
 
-        asyncio.run(compute())
+        aio.run(compute())
     finally:
         codes = nodes.stop_all()
         print(f"stopped {len(codes)} node daemons (exit codes {sorted(set(codes.values()), key=str)})")

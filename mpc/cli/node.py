@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until asked to stop."""
-    import asyncio
+    from mpc import aio
 
     from mpc.config import load_cluster
     from mpc.node.daemon import NodeServer
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
         await server.serve_forever(ready)
 
-    asyncio.run(serve())
+    aio.run(serve())
     return 0
 
 
