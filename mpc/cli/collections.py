@@ -180,7 +180,6 @@ def _close(args: argparse.Namespace) -> int:
 
 def _session(args: argparse.Namespace) -> int:
     from mpc import aio
-
     from mpc.config import load_cluster
     from mpc.coordinator.client import Coordinator
     from mpc.results import CollectionAuctionResult, CollectionSumResult, PluralityResult, ThresholdResult, VoteResult
@@ -294,9 +293,9 @@ def _save_state(path: Path, state: dict[str, dict[str, object]]) -> None:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from mpc import aio
     import os
 
+    from mpc import aio
     from mpc.client import Contributor
     from mpc.config import load_cluster
     from mpc.credentials import credential_id, parse_credential, read_credentials

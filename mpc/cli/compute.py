@@ -203,7 +203,6 @@ def _integers(text: str) -> list[int]:
 
 def _with_coordinator(args: argparse.Namespace, job: Callable[[Coordinator], Awaitable[T]]) -> T:
     from mpc import aio
-
     from mpc.config import load_cluster
     from mpc.coordinator.client import Coordinator
 
@@ -414,7 +413,6 @@ def run_status(args: argparse.Namespace) -> int:
 def run_budget(args: argparse.Namespace) -> int:
     """Print one node's DP budget per input; exit 1 if the node is down or unknown."""
     from mpc import aio
-
     from mpc.config import load_cluster
     from mpc.coordinator.client import Coordinator
 

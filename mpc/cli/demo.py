@@ -52,7 +52,6 @@ def run(args: argparse.Namespace) -> int:
 def _demo(workdir: Path) -> int:
     # Imported here, not at the top, as they are slow to import (see mpc/cli/app.py).
     from mpc import aio
-
     from mpc.config import load_cluster
     from mpc.coordinator.client import Coordinator, Privacy
     from mpc.inputs import put_values

@@ -28,7 +28,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def run(args: argparse.Namespace) -> int:
     """Serve until asked to stop."""
     from mpc import aio
-
     from mpc.config import load_cluster
     from mpc.node.daemon import NodeServer
 
