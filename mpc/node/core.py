@@ -75,6 +75,7 @@ MAX_EARLY_PER_PEER = 8
 _ROUND_SUFFIX = re.compile(r"(/\d+)+\Z")
 OUTPUT_SHARE = "output share"
 MAX_AUDITED_PARTICIPANTS = 64   # a refused request's participant list is cut to this length
+REFUSALS_REMEMBERED = 1024      # refused session ids kept in memory, to refuse their peers' messages at once
 # A one-round session starts at each node when its Run arrives, so a peer's first messages may come
 # before this node knows the session: they wait this long for it, at most this many per peer.
 SESSION_WAIT_S = 10.0
@@ -220,6 +221,9 @@ class NodeCore:
         # Sessions that peers' messages wait for (one-round sessions): id -> (event, waiting messages).
         self._awaited: dict[str, tuple[asyncio.Event, int]] = {}
         self._waiting: dict[str, int] = {}   # peer -> its messages waiting
+        # The latest refused requests, id -> reason: they leave no session row, and a one-round
+        # session's peers may already be sending (their messages are refused at once, not parked).
+        self._refusals: dict[str, str] = {}
 
     # ---- coordinator side -------------------------------------------------------------
 
@@ -247,6 +251,13 @@ class NodeCore:
         self.metrics.sessions.labels(protocol if protocol in NAMES else "unknown", "refused").inc()
         # The id comes from the caller: quote it unless well-formed, so it cannot forge log lines.
         shown = session_id if _SESSION_ID.match(session_id) else repr(session_id[:64])
+        if shown == session_id:
+            self._refusals[session_id] = str(error)
+            if len(self._refusals) > REFUSALS_REMEMBERED:
+                del self._refusals[next(iter(self._refusals))]
+            awaited = self._awaited.get(session_id)
+            if awaited is not None:   # peers' messages that came first: refused now, not after their wait
+                awaited[0].set()
         try:
             self.store.append_audit("refused", session_id, caller.uri(), protocol, [input_name],
                                     participants[:MAX_AUDITED_PARTICIPANTS], reason=str(error))
@@ -984,6 +995,9 @@ class NodeCore:
             return session
         record = self.store.get_session(session_id) if _SESSION_ID.match(session_id) else None
         if record is None:
+            refusal = self._refusals.get(session_id)
+            if refusal is not None:
+                raise SessionClosed(f"session {session_id} was refused at node {self.me.name}: {refusal}")
             raise UnknownSession(f"unknown session {session_id[:40]!r} at node {self.me.name}")
         detail = f": {record.reason}" if record.reason else ""
         raise SessionClosed(f"session {session_id} is {record.status} at node {self.me.name}{detail}")

@@ -22,6 +22,7 @@ One four-node cluster serves the module (any participant set, any number of quer
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -34,7 +35,7 @@ import pytest
 
 import mpc.node.core as node_core
 from mpc.coordinator.client import Coordinator
-from mpc.errors import SessionFailed
+from mpc.errors import PolicyError, SessionFailed
 from mpc.store import Store
 from mpc.transport.tls import TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
@@ -524,3 +525,77 @@ def test_only_a_participant_can_end_a_session_by_a_refusal_and_a_broken_stream_e
         return reply[-1].error
     error = env.run(go())
     assert "node bob" in error and "stream to it ended" in error, error
+
+
+def test_peer_messages_for_a_session_a_node_refused_are_refused_at_once(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused request leaves no session row, yet a one-round session's peers may already be
+    sending: their messages, whether they came before the refusal (waiting for the Run) or after it,
+    are refused at once, naming the refusal, and never wait out SESSION_WAIT_S. So too when a node's
+    budget refuses a repeated vote in its Run while the other nodes have started."""
+    monkeypatch.setattr(node_core, "SESSION_WAIT_S", 60.0)   # a message that waited would be plain
+    bob, carlos = env.lc.servers["bob"], env.lc.servers["carlos"]
+    refusals: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(bob.peers, "on_refusal", lambda s, p, m, _: refusals.append((s, p, m)))
+    monkeypatch.setattr(bob.peers, "one_round", lambda _: True)
+
+    async def refused_by_bob(sid: str) -> str:
+        for _ in range(2000):   # bounded (20 s, a third of the wait a parked message would take)
+            got = [m for s, p, m in refusals if s == sid and p == "carlos"]
+            if got:
+                return got[0]
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"carlos did not refuse bob's message for {sid}: {refusals}")
+
+    async def refuse_at_carlos(calls: dict[str, Any], sid: str) -> None:
+        await calls["carlos"].write(mpc_pb2.RunRequest(prepare=prepare_request(sid, "sum", "nosuch", FOUR), length=1))
+        [reply] = await answer(calls["carlos"], sid)
+        assert reply.code == "NOT_FOUND" and "nosuch" in reply.error, reply
+
+    async def direct() -> list[str]:
+        async with env.coordinator() as c:
+            await c.sum("raise")   # the channels are up: what follows goes on the streams
+        messages = []
+        async with run_streams(env.lc) as calls:
+            after = secrets.token_hex(16)        # bob's message comes after carlos refused
+            await refuse_at_carlos(calls, after)
+            await bob.peers.send("carlos", after, "mpc/hello", b"\x00", 5.0)
+            messages.append(await refused_by_bob(after))
+            before = secrets.token_hex(16)       # bob's message waits at carlos, then carlos refuses
+            await bob.peers.send("carlos", before, "mpc/hello", b"\x00", 5.0)
+            for _ in range(2000):                # bounded: until it waits there
+                if before in carlos.core._awaited:
+                    break
+                await asyncio.sleep(0.01)
+            assert before in carlos.core._awaited
+            await refuse_at_carlos(calls, before)
+            messages.append(await refused_by_bob(before))
+        return messages
+    for message in env.run(direct()):
+        assert "was refused at node carlos" in message and "nosuch" in message and "FAILED_PRECONDITION" in message
+
+    alice = env.lc.servers["alice"].core
+    real = alice.releases.reserve
+
+    def refuse_once(session_id: str, *args: Any, **kwargs: Any) -> None:
+        monkeypatch.setattr(alice.releases, "reserve", real)
+        raise PolicyError(f"node alice: a budget spent (session {session_id})")
+
+    async def vote() -> tuple[str, str]:
+        async with env.coordinator() as c, counting(c) as ran:
+            await c.vote("ballots")              # prepared: the next one runs in one round
+            monkeypatch.setattr(alice.releases, "reserve", refuse_once)
+            with pytest.raises(SessionFailed) as err:
+                await c.vote("ballots")
+            assert not ran                        # refused: no result came in one round
+        sid = re.search(r"session ([0-9a-f]{32})", str(err.value))
+        assert sid, str(err.value)
+        for _ in range(2000):                     # bounded: until nothing of it waits at alice
+            if sid.group(1) not in alice._awaited and not any(alice._waiting.values()):
+                break
+            await asyncio.sleep(0.01)
+        return sid.group(1), str(err.value)
+    sid, message = env.run(vote())
+    assert "a budget spent" in message and "node alice" in message, message
+    assert sid not in alice._awaited and not any(alice._waiting.values()), (alice._awaited, alice._waiting)
+    assert [e.outcome for e in env.audit("alice", sid)] == ["refused"]
