@@ -67,7 +67,7 @@ async def _serve(cluster_file: Path, port_file: Path) -> None:
     await server.wait_for_termination()
 
 
-async def _ping(cluster_file: Path, port: int, messages: int) -> dict[str, float]:
+async def _ping(cluster_file: Path, port: int, messages: int, server_pid: int) -> dict[str, Any]:
     cluster = load_cluster(cluster_file)
     node = cluster.node("bob")
     tls = TlsMaterial.load(cluster.ca, node.cert, node.key)
@@ -83,11 +83,13 @@ async def _ping(cluster_file: Path, port: int, messages: int) -> dict[str, float
                 if answer.seq != seq:
                     raise RuntimeError(f"answer {answer.seq} to message {seq}")
         await round_trips(200)   # warm-up: TLS, HTTP/2 windows, code paths
-        start, cpu = time.perf_counter(), _cpu_s()
+        start, cpu, server_cpu = time.perf_counter(), _cpu_s(), _cpu_s(server_pid)
         await round_trips(messages)
-        wall, cpu = time.perf_counter() - start, _cpu_s() - cpu
+        wall, cpu, server_cpu = time.perf_counter() - start, _cpu_s() - cpu, _cpu_s(server_pid) - server_cpu
         await call.done_writing()
-    return {"wall_s": wall, "client_cpu_s": cpu}
+    loop = type(asyncio.get_running_loop())
+    return {"wall_s": wall, "client_cpu_s": cpu, "server_cpu_s": server_cpu,
+            "event_loop": f"{loop.__module__}.{loop.__qualname__}"}
 
 
 def main() -> int:
@@ -108,17 +110,14 @@ def main() -> int:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError("the echo server did not start")
                 time.sleep(0.05)
-            before = _cpu_s(server.pid)
-            got = aio.run(_ping(cluster_file, int(port_file.read_text()), args.messages))
-            server_cpu = _cpu_s(server.pid) - before
+            got = aio.run(_ping(cluster_file, int(port_file.read_text()), args.messages, server.pid))
         finally:
             server.terminate()
             server.wait(10)
     n = args.messages
-    row = {"messages": n, "event_loop": os.environ.get("MPC_EVENT_LOOP", "uvloop"),
-           "round_trip_us": got["wall_s"] / n * 1e6,
+    row = {"messages": n, "event_loop": got["event_loop"], "round_trip_us": got["wall_s"] / n * 1e6,
            "client_cpu_per_message_each_way_us": got["client_cpu_s"] / n * 1e6,
-           "server_cpu_per_message_each_way_us": server_cpu / n * 1e6}
+           "server_cpu_per_message_each_way_us": got["server_cpu_s"] / n * 1e6}
     print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}))
     return 0
 

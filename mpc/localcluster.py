@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mpc import aio
 from mpc.config import ClusterConfig, load_cluster
 from mpc.errors import PeerUnavailable
 from mpc.pki import init_cluster_certs
@@ -157,7 +158,7 @@ class NodeProcesses:
         for name in names:
             self.start(name)
         try:
-            asyncio.run(wait_healthy(load_cluster(self.cluster_file), names, timeout))
+            aio.run(wait_healthy(load_cluster(self.cluster_file), names, timeout))
         except BaseException:
             self.stop_all()
             raise

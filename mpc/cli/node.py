@@ -52,14 +52,13 @@ def run_health(args: argparse.Namespace) -> int:
 
     Returns: 0 when the node answers SERVING; otherwise PeerUnavailable names it (exit 1).
     """
-    import asyncio
-
+    from mpc import aio
     from mpc.config import load_cluster
     from mpc.localcluster import wait_healthy
     from mpc.transport.tls import TlsMaterial
 
     cluster = load_cluster(args.cluster)
     node = cluster.node(args.name)
-    asyncio.run(wait_healthy(cluster, [args.name], args.timeout, TlsMaterial.load(cluster.ca, node.cert, node.key)))
+    aio.run(wait_healthy(cluster, [args.name], args.timeout, TlsMaterial.load(cluster.ca, node.cert, node.key)))
     print(f"node {args.name} at {node.address}: serving")
     return 0

@@ -8,6 +8,7 @@ import pytest
 import uvloop
 
 from mpc import aio
+from mpc.errors import InputError
 
 
 async def loop_type() -> type:
@@ -34,3 +35,20 @@ def test_run_returns_the_result_and_raises_what_the_coroutine_raises(monkeypatch
     assert aio.run(asyncio.sleep(0, result=7)) == 7
     with pytest.raises(ValueError, match="from inside"):
         aio.run(fails())
+
+
+@pytest.mark.parametrize("value", ["ASYNCIO", " asyncio\n"])
+def test_mpc_event_loop_is_read_without_case_or_spaces(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("MPC_EVENT_LOOP", value)
+    assert not issubclass(aio.run(loop_type()), uvloop.Loop)
+
+
+def test_an_unknown_mpc_event_loop_is_named_and_nothing_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MPC_EVENT_LOOP", "tokio")
+    ran: list[bool] = []
+
+    async def job() -> None:
+        ran.append(True)
+    with pytest.raises(InputError, match=r"MPC_EVENT_LOOP must be uvloop or asyncio, got 'tokio'"):
+        aio.run(job())
+    assert ran == []
