@@ -46,6 +46,8 @@ from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 log = logging.getLogger("mpc.node")
 
 MAX_PEER_PAYLOAD = 1 << 30
+DRAIN_FRAMES = 64   # a refused Send's frames read and dropped before the refusal goes out (_drained)
+DRAIN_S = 2.0
 _CHUNK_WORDS = CHUNK_BYTES // 8
 # How often a node reports progress on a Compute call that asked for it.
 PROGRESS_INTERVAL_S = 0.25
@@ -69,6 +71,22 @@ _STATUS: list[tuple[type[MpcError], grpc.StatusCode]] = [
     (ConfigError, grpc.StatusCode.INTERNAL),
 ]
 MAX_STEP_CHARS = 64
+
+
+async def _drained(frames: AsyncIterator[Any]) -> None:
+    """Read and drop what a refused client stream still sends (at most DRAIN_FRAMES frames, for at
+    most DRAIN_S): refused while its caller still writes, a call can reach the caller as INTERNAL
+    ("Internal error from Core") instead of the refusal (about 1 in 200 refused Sends of a few
+    frames on loopback); once the caller has sent everything, the refusal reaches it intact."""
+    try:
+        async with asyncio.timeout(DRAIN_S):
+            read = 0
+            async for _ in frames:
+                read += 1
+                if read >= DRAIN_FRAMES:
+                    return
+    except (TimeoutError, grpc.RpcError, asyncio.InvalidStateError, MpcError):   # e.g. a malformed frame
+        return
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: MpcError) -> None:
@@ -501,5 +519,6 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
                 raise RemoteProtocolError("empty peer stream")
             await self._deliver(caller, header, bytes(payload))
         except MpcError as exc:
+            await _drained(request_iterator)
             await _abort(context, exc)
         return mpc_pb2.PeerAck()
