@@ -79,8 +79,8 @@ REFUSALS_REMEMBERED = 1024      # refused session ids kept in memory, to refuse 
 # A one-round session starts at each node when its Run arrives, so a peer's first messages may come
 # before this node knows the session: they wait this long for it, at most this many per peer.
 SESSION_WAIT_S = 10.0
-SMALL_INPUT = 4096   # values whose exact contribution is made on the event loop
 MAX_WAITING_PER_PEER = 64
+SMALL_INPUT = 4096   # values whose exact contribution is made on the event loop
 
 
 def traffic_kind(step: str) -> str:
@@ -255,9 +255,7 @@ class NodeCore:
             self._refusals[session_id] = str(error)
             if len(self._refusals) > REFUSALS_REMEMBERED:
                 del self._refusals[next(iter(self._refusals))]
-            awaited = self._awaited.get(session_id)
-            if awaited is not None:   # peers' messages that came first: refused now, not after their wait
-                awaited[0].set()
+            self._wake_waiting(session_id)   # peers' messages that came first: refused now, not after their wait
         try:
             self.store.append_audit("refused", session_id, caller.uri(), protocol, [input_name],
                                     participants[:MAX_AUDITED_PARTICIPANTS], reason=str(error))
@@ -344,9 +342,7 @@ class NodeCore:
         session.timer = loop.call_at(session.deadline, self._expire, session)
         self.sessions[session_id] = session
         self._idle.clear()
-        awaited = self._awaited.get(session_id)
-        if awaited is not None:   # peers' messages that came first
-            awaited[0].set()
+        self._wake_waiting(session_id)   # peers' messages that came first
         log.log(logging.DEBUG if one_round else logging.INFO, "session %s prepared: %s %s of %r (v%d) with %s",
                 session_id, protocol.name, json.dumps(session.described["params"]), input_name, stored.version,
                 ",".join(participants), extra={"session": session_id})
@@ -816,6 +812,12 @@ class NodeCore:
         session = self.sessions.get(session_id)
         return session is not None and not session.lock.locked() and (
             session.engine is None or not session.engine.is_slow(step))
+
+    def _wake_waiting(self, session_id: str) -> None:
+        """Let the peers' messages waiting for this session (admit_waiting) look again now."""
+        awaited = self._awaited.get(session_id)
+        if awaited is not None:
+            awaited[0].set()
 
     async def admit_waiting(self, caller: Identity, session_id: str, sender: str, may_wait: bool) -> Session | None:
         """As `admit`, but a message of a one-round session (may_wait: the sender says so) for a session
