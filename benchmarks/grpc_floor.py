@@ -1,13 +1,28 @@
-"""What one gRPC message costs, the floor under every round of a protocol (README "Performance").
+"""What gRPC messages cost, the floor under every round of a protocol (README "Performance").
 
-Two processes on loopback, mutual TLS with the certificates `mpc` issues, the nodes' own
-Peer.Stream service and channel options, each process on the event loop `mpc` runs (mpc/aio.py):
-the client writes one StreamMessage (a 16-byte payload, as one Beaver round of a single comparison
-sends) and the server answers each with one StreamRefusal; the client waits for the answer before
-the next (ping-pong). Reported: wall time per round trip, and each process's CPU (utime + stime)
-per message it sent plus the one it received, i.e. per message at each end.
+Every process runs the nodes' own Peer.Stream service with mutual TLS, the certificates `mpc`
+issues, the nodes' channel and server options, and the event loop `mpc` runs (mpc/aio.py); each
+message is one StreamMessage with a 16-byte payload (what one Beaver round of a single comparison
+sends). Three patterns:
+
+- ping-pong (default): two processes; the client writes one message and the server answers it with
+  one StreamRefusal before the next. Reported: wall time per round trip, and each process's CPU
+  (utime + stime, every thread) per round trip.
+- `--mesh N`: N processes, each a server with a stream to every other, as nodes are. A round is
+  one message from every process to every other, each process going on once it has one from each
+  peer; rounds come in bursts of `--burst` (8: a vote's rounds) with `--pause-ms` between bursts
+  (a vote's start and end, and the idle time between votes). Reported: wall time per burst, and
+  each process's CPU per burst: what a vote's messages cost with nothing else done.
+- `--fanout N`: one client and N servers; a session writes one message to every server and waits
+  for the N answers, then pauses `--pause-ms`: a one-round sum's traffic (the coordinator's Run to
+  every node and each node's share back). Reported: wall time per session, and the client's and
+  the servers' CPU per session.
 
     .venv/bin/python benchmarks/grpc_floor.py [--messages 3000]
+    .venv/bin/python benchmarks/grpc_floor.py --mesh 3 [--messages 300] [--burst 8] [--pause-ms 20]
+    .venv/bin/python benchmarks/grpc_floor.py --fanout 4 [--messages 1000] [--pause-ms 5]
+
+(`--messages` counts round trips, bursts or sessions.)
 """
 
 from __future__ import annotations
@@ -31,7 +46,7 @@ import grpc  # noqa: E402
 from mpc import aio  # noqa: E402
 from mpc.config import load_cluster  # noqa: E402
 from mpc.localcluster import write_local_cluster  # noqa: E402
-from mpc.transport.tls import TlsMaterial, channel_options  # noqa: E402
+from mpc.transport.tls import SERVER_OPTIONS, TlsMaterial, channel_options  # noqa: E402
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc  # noqa: E402
 
 PAYLOAD = b"\x5a" * 16
@@ -47,6 +62,11 @@ def _cpu_s(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+NAMES = ("alice", "bob", "carlos", "david", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory")
+HEADER = mpc_pb2.PeerHeader(session_id="0" * 32, step="cmp/ks/0", sender="bench", payload_bytes=len(PAYLOAD))
+WARM_UP = 200   # round trips, or rounds of a burst, before the clock starts: TLS, HTTP/2 windows, code paths
+
+
 class _Echo(mpc_pb2_grpc.PeerServicer):
     """Answers every stream message with one refusal carrying its seq."""
 
@@ -55,70 +75,226 @@ class _Echo(mpc_pb2_grpc.PeerServicer):
             yield mpc_pb2.StreamRefusal(seq=message.seq)
 
 
-async def _serve(cluster_file: Path, port_file: Path) -> None:
-    cluster = load_cluster(cluster_file)
-    node = cluster.node("alice")
-    tls = TlsMaterial.load(cluster.ca, node.cert, node.key)
-    server = grpc.aio.server()
-    mpc_pb2_grpc.add_PeerServicer_to_server(_Echo(), server)
-    port = server.add_secure_port("127.0.0.1:0", tls.server_credentials())
+class _Sink(mpc_pb2_grpc.PeerServicer):
+    """Hands the seq of every stream message to a queue, answering nothing (a mesh party's inbox)."""
+
+    def __init__(self, inbox: asyncio.Queue[int]) -> None:
+        self.inbox = inbox
+
+    async def Stream(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:  # noqa: N802
+        async for message in request_iterator:
+            self.inbox.put_nowait(message.seq)
+        for _ in ():   # an answer stream with no answers
+            yield mpc_pb2.StreamRefusal()
+
+
+def _tls(cluster_file: Path, name: str) -> TlsMaterial:
+    node = load_cluster(cluster_file).node(name)
+    return TlsMaterial.load(load_cluster(cluster_file).ca, node.cert, node.key)
+
+
+async def _start_server(cluster_file: Path, name: str, servicer: Any, port_file: Path) -> grpc.aio.Server:
+    server = grpc.aio.server(options=SERVER_OPTIONS)
+    mpc_pb2_grpc.add_PeerServicer_to_server(servicer, server)
+    port = server.add_secure_port("127.0.0.1:0", _tls(cluster_file, name).server_credentials())
     await server.start()
     port_file.write_text(str(port))
+    return server
+
+
+def _channel(cluster_file: Path, me: str, to: str, port: int) -> grpc.aio.Channel:
+    return grpc.aio.secure_channel(f"127.0.0.1:{port}", _tls(cluster_file, me).channel_credentials(),
+                                   options=channel_options(to))
+
+
+async def _wait_ports(workdir: Path, names: list[str]) -> dict[str, int]:
+    """The port each named process listens on, once all have written theirs."""
+    deadline = time.monotonic() + 60
+    while True:
+        files = {n: workdir / f"port-{n}" for n in names}
+        if all(f.exists() and f.read_text() for f in files.values()):
+            return {n: int(f.read_text()) for n, f in files.items()}
+        if time.monotonic() > deadline:
+            raise RuntimeError("a process did not start")
+        await asyncio.sleep(0.02)
+
+
+async def _serve(cluster_file: Path, name: str, workdir: Path) -> None:
+    server = await _start_server(cluster_file, name, _Echo(), workdir / f"port-{name}")
     await server.wait_for_termination()
 
 
-async def _ping(cluster_file: Path, port: int, messages: int, server_pid: int) -> dict[str, Any]:
-    cluster = load_cluster(cluster_file)
-    node = cluster.node("bob")
-    tls = TlsMaterial.load(cluster.ca, node.cert, node.key)
-    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", tls.channel_credentials(),
-                                       options=channel_options("alice")) as channel:
+def _loop_name() -> str:
+    loop = type(asyncio.get_running_loop())
+    return f"{loop.__module__}.{loop.__qualname__}"
+
+
+async def _ping(cluster_file: Path, workdir: Path, messages: int, server_pid: int) -> dict[str, Any]:
+    port = (await _wait_ports(workdir, ["alice"]))["alice"]
+    async with _channel(cluster_file, "bob", "alice", port) as channel:
         call = mpc_pb2_grpc.PeerStub(channel).Stream(timeout=TIMEOUT_S)
-        header = mpc_pb2.PeerHeader(session_id="0" * 32, step="cmp/ks/0", sender="bob", payload_bytes=len(PAYLOAD))
 
         async def round_trips(n: int) -> None:
             for seq in range(n):
-                await call.write(mpc_pb2.StreamMessage(seq=seq, header=header, payload=PAYLOAD))
+                await call.write(mpc_pb2.StreamMessage(seq=seq, header=HEADER, payload=PAYLOAD))
                 answer = await call.read()
                 if answer.seq != seq:
                     raise RuntimeError(f"answer {answer.seq} to message {seq}")
-        await round_trips(200)   # warm-up: TLS, HTTP/2 windows, code paths
+        await round_trips(WARM_UP)
         start, cpu, server_cpu = time.perf_counter(), _cpu_s(), _cpu_s(server_pid)
         await round_trips(messages)
         wall, cpu, server_cpu = time.perf_counter() - start, _cpu_s() - cpu, _cpu_s(server_pid) - server_cpu
         await call.done_writing()
-    loop = type(asyncio.get_running_loop())
-    return {"wall_s": wall, "client_cpu_s": cpu, "server_cpu_s": server_cpu,
-            "event_loop": f"{loop.__module__}.{loop.__qualname__}"}
+    return {"messages": messages, "event_loop": _loop_name(), "round_trip_us": wall / messages * 1e6,
+            "client_cpu_per_round_trip_us": cpu / messages * 1e6,
+            "server_cpu_per_round_trip_us": server_cpu / messages * 1e6}
+
+
+async def _fanout(cluster_file: Path, workdir: Path, servers: list[str], sessions: int, pause_s: float,
+                  pids: list[int]) -> dict[str, Any]:
+    ports = await _wait_ports(workdir, servers)
+    me = NAMES[len(servers)]
+    channels = [_channel(cluster_file, me, name, ports[name]) for name in servers]
+    try:
+        calls = [mpc_pb2_grpc.PeerStub(c).Stream(timeout=TIMEOUT_S) for c in channels]
+
+        async def one(call: Any, seq: int) -> None:
+            await call.write(mpc_pb2.StreamMessage(seq=seq, header=HEADER, payload=PAYLOAD))
+            if (await call.read()).seq != seq:
+                raise RuntimeError(f"a wrong answer to message {seq}")
+
+        async def run(first: int, n: int, pause: float) -> float:
+            busy = 0.0
+            for seq in range(first, first + n):
+                start = time.perf_counter()
+                await asyncio.gather(*(one(call, seq) for call in calls))
+                busy += time.perf_counter() - start
+                if pause:
+                    await asyncio.sleep(pause)
+            return busy
+        await run(0, WARM_UP, 0.0)
+        cpu, server_cpu = _cpu_s(), [_cpu_s(p) for p in pids]
+        wall = await run(WARM_UP, sessions, pause_s)
+        cpu, server_cpu = _cpu_s() - cpu, [_cpu_s(p) - c for p, c in zip(pids, server_cpu)]
+        for call in calls:
+            await call.done_writing()
+    finally:
+        for channel in channels:
+            await channel.close()
+    return {"fanout": len(servers), "sessions": sessions, "pause_ms": pause_s * 1e3, "event_loop": _loop_name(),
+            "session_us": wall / sessions * 1e6, "client_cpu_per_session_us": cpu / sessions * 1e6,
+            "server_cpu_per_session_us": [c / sessions * 1e6 for c in server_cpu]}
+
+
+async def _party(cluster_file: Path, me: str, names: list[str], workdir: Path, bursts: int, burst: int,
+                 pause_s: float) -> None:
+    """One process of the mesh: its server, a stream to every other, then the timed bursts; writes
+    [wall seconds of the bursts, CPU seconds over the bursts and pauses] to result-<me>."""
+    inbox: asyncio.Queue[int] = asyncio.Queue()
+    server = await _start_server(cluster_file, me, _Sink(inbox), workdir / f"port-{me}")
+    peers = [n for n in names if n != me]
+    ports = await _wait_ports(workdir, peers)
+    channels = [_channel(cluster_file, me, peer, ports[peer]) for peer in peers]
+    calls = [mpc_pb2_grpc.PeerStub(c).Stream(timeout=TIMEOUT_S) for c in channels]
+
+    async def rounds(first: int, n: int) -> None:
+        for seq in range(first, first + n):
+            for call in calls:
+                await call.write(mpc_pb2.StreamMessage(seq=seq, header=HEADER, payload=PAYLOAD))
+            for _ in peers:
+                await asyncio.wait_for(inbox.get(), TIMEOUT_S)
+
+    await rounds(0, WARM_UP)
+    busy, cpu = 0.0, _cpu_s()
+    for b in range(bursts):
+        start = time.perf_counter()
+        await rounds(WARM_UP + b * burst, burst)
+        busy += time.perf_counter() - start
+        await asyncio.sleep(pause_s)
+    cpu = _cpu_s() - cpu
+    (workdir / f"result-{me}").write_text(json.dumps([busy, cpu]))
+    await asyncio.sleep(0.5)   # the others' last rounds still read from us
+    for call in calls:
+        await call.done_writing()
+    for channel in channels:
+        await channel.close()
+    await server.stop(1)
+
+
+def _spawn(*args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, __file__, *args])
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        proc.wait(10)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--messages", type=int, default=None,
+                        help="round trips (default 3000), bursts (--mesh, 300) or sessions (--fanout, 1000)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--mesh", type=int, metavar="N", help="N processes, all to all, in bursts of rounds")
+    group.add_argument("--fanout", type=int, metavar="N", help="one client, N servers, one message each per session")
+    parser.add_argument("--burst", type=int, default=8, help="rounds per burst (--mesh)")
+    parser.add_argument("--pause-ms", type=float, default=None, help="pause between bursts or sessions "
+                        "(default 20 for --mesh, 5 for --fanout)")
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--party", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        aio.run(_serve(Path(args.serve[0]), Path(args.serve[1])))
+        aio.run(_serve(Path(args.serve[0]), args.serve[1], Path(args.serve[0]).parent))
         return 0
+    if args.party:
+        cluster_file, me, names, workdir, bursts, burst, pause = args.party
+        aio.run(_party(Path(cluster_file), me, names.split(","), Path(workdir), int(bursts), int(burst), float(pause)))
+        return 0
+    parties = args.mesh or args.fanout or 1
+    if not (2 if args.mesh else 1) <= parties < len(NAMES) or args.burst < 1 or \
+            (args.messages is not None and args.messages < 1):
+        parser.error(f"--mesh takes 2 to {len(NAMES) - 1} processes, --fanout 1 to {len(NAMES) - 1}; --burst and "
+                     f"--messages at least 1")
     with tempfile.TemporaryDirectory(prefix="mpc-grpc-floor-") as tmp:
-        cluster_file = write_local_cluster(Path(tmp), ["alice", "bob"])
-        port_file = Path(tmp) / "port"
-        server = subprocess.Popen([sys.executable, __file__, "--serve", str(cluster_file), str(port_file)])
-        try:
-            deadline = time.monotonic() + 30
-            while not port_file.exists() or not port_file.read_text():
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the echo server did not start")
-                time.sleep(0.05)
-            got = aio.run(_ping(cluster_file, int(port_file.read_text()), args.messages, server.pid))
-        finally:
-            server.terminate()
-            server.wait(10)
-    n = args.messages
-    row = {"messages": n, "event_loop": got["event_loop"], "round_trip_us": got["wall_s"] / n * 1e6,
-           "client_cpu_per_message_each_way_us": got["client_cpu_s"] / n * 1e6,
-           "server_cpu_per_message_each_way_us": got["server_cpu_s"] / n * 1e6}
-    print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}))
+        work = Path(tmp)
+        names = list(NAMES[:parties + 1])
+        cluster_file = write_local_cluster(work, names)
+        if args.mesh:
+            bursts = args.messages or 300
+            pause = (20.0 if args.pause_ms is None else args.pause_ms) / 1e3
+            mesh = names[:parties]
+            procs = [_spawn("--party", str(cluster_file), me, ",".join(mesh), str(work), str(bursts), str(args.burst),
+                            str(pause)) for me in mesh]
+            try:
+                for proc in procs:
+                    if proc.wait(TIMEOUT_S + bursts * (pause + 1.0)) != 0:
+                        raise RuntimeError("a mesh process failed")
+            finally:
+                _stop(procs)
+            results = [json.loads((work / f"result-{me}").read_text()) for me in mesh]
+            row: dict[str, Any] = {
+                "mesh": parties, "bursts": bursts, "rounds_per_burst": args.burst, "pause_ms": pause * 1e3,
+                "burst_us": max(r[0] for r in results) / bursts * 1e6,
+                "cpu_per_burst_us": [r[1] / bursts * 1e6 for r in results],
+                "cpu_per_message_sent_and_received_us": [r[1] / bursts / args.burst / (parties - 1) * 1e6
+                                                         for r in results]}
+        else:
+            servers = names[:parties]
+            procs = [_spawn("--serve", str(cluster_file), name) for name in servers]
+            try:
+                if args.fanout:
+                    row = aio.run(_fanout(cluster_file, work, servers, args.messages or 1000,
+                                          (5.0 if args.pause_ms is None else args.pause_ms) / 1e3,
+                                          [p.pid for p in procs]))
+                else:
+                    row = aio.run(_ping(cluster_file, work, args.messages or 3000, procs[0].pid))
+            finally:
+                _stop(procs)
+    print(json.dumps({k: (round(v, 1) if isinstance(v, float) else [round(x, 1) for x in v] if isinstance(v, list)
+                          else v) for k, v in row.items()}))
     return 0
 
 

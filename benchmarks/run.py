@@ -51,6 +51,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -166,6 +167,12 @@ def main() -> int:
             rows.append(_row(label, ours, theirs))
             notes.append(f"- {label}: CPU per session {1000 * _f(ours, 'compute_cpu_mean_s') / 4:.1f} ms per node "
                          f"(mean), {1000 * _f(ours, 'coordinator_cpu_s'):.1f} ms in the coordinator")
+        floor = grpc_floor("--fanout", "4", "--messages", "1000", "--pause-ms", "0")
+        results.append({"case": "grpc-floor-fanout4", "floor": floor})
+        notes.append(f"- gRPC alone, a one-round 4-node sum's traffic (benchmarks/grpc_floor.py --fanout 4: one message "
+                     f"to each of 4 echo servers and back, back to back): {floor['session_us'] / 1000:.2f} ms per "
+                     f"session, CPU {floor['client_cpu_per_session_us'] / 1000:.2f} ms in the client and "
+                     f"{max(floor['server_cpu_per_session_us']) / 1000:.2f} ms per server at most")
     if only in ("compare", "all"):
         for m in args.comparisons:
             ours, theirs = run_mpc_compare(m), run_mpyc_compare(m, timeout=900)
@@ -201,6 +208,12 @@ def main() -> int:
                          f"compute)", two, theirs))
         notes.append(f"- vote over {n:,} ballots: the nodes' CPU per vote {1000 * _f(ours, 'compute_cpu_mean_s'):.0f} ms "
                      f"(all three, mean; triples made ahead)")
+        floor = grpc_floor("--mesh", "3", "--messages", "200", "--burst", "8", "--pause-ms", "20")
+        results.append({"case": "grpc-floor-mesh3", "floor": floor})
+        notes.append(f"- gRPC alone, a vote's eight rounds among 3 processes (benchmarks/grpc_floor.py --mesh 3: every "
+                     f"process sends one message to each other per round, 20 ms between bursts as between votes): "
+                     f"{floor['burst_us'] / 1000:.1f} ms per burst, CPU {max(floor['cpu_per_burst_us']) / 1000:.1f} ms "
+                     f"per process at most")
         notes.append(f"- mpc vote: first vote on fresh nodes {_f(ours, 'first_s'):.2f} s (one-off setup "
                      f"{_f(ours, 'setup_s'):.2f} s), later votes {_f(ours, 'compute_s'):.3f} s, the `mpc vote` "
                      f"command on running nodes (new process: start-up, imports, TLS, vote) {_f(ours, 'cli_s'):.2f} s")
@@ -282,6 +295,19 @@ def _median_run(run: Callable[[], dict[str, Any]], times: int) -> dict[str, Any]
     middle["ok"] = all(r.get("ok") for r in runs)
     middle["compute_s_all"] = [float(r["compute_s"]) for r in runs]
     return middle
+
+
+def grpc_floor(*args: str) -> dict[str, Any]:
+    """One run of benchmarks/grpc_floor.py with `args`: what gRPC alone costs for a message pattern.
+
+    Returns: its JSON row. Raises: RuntimeError if it fails.
+    """
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "grpc_floor.py"), *args],
+                          capture_output=True, text=True, timeout=600)
+    if done.returncode != 0 or not done.stdout.strip():
+        raise RuntimeError(f"grpc_floor.py {' '.join(args)} failed: {done.stderr.strip()[-500:]}")
+    row: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return row
 
 
 def _f(result: dict[str, object], key: str) -> float:
