@@ -9,18 +9,22 @@ sends). Three patterns:
   one StreamRefusal before the next. Reported: wall time per round trip, and each process's CPU
   (utime + stime, every thread) per round trip.
 - `--mesh N`: N processes, each a server with a stream to every other, as nodes are. A round is
-  one message from every process to every other, each process going on once it has one from each
-  peer; rounds come in bursts of `--burst` (8: a vote's rounds) with `--pause-ms` between bursts
-  (a vote's start and end, and the idle time between votes). Reported: wall time per burst, and
-  each process's CPU per burst: what a vote's messages cost with nothing else done.
+  one message from every process to every other, each process going on once it has that round's
+  message from each peer; rounds come in bursts of `--burst` (8: a vote's rounds) with `--pause-ms`
+  between bursts (a vote's start and end, and the idle time between votes). Reported: wall time per
+  burst (the slowest process's), and each process's CPU per burst: what a vote's messages cost with
+  nothing else done.
 - `--fanout N`: one client and N servers; a session writes one message to every server and waits
   for the N answers, then pauses `--pause-ms`: a one-round sum's traffic (the coordinator's Run to
   every node and each node's share back). Reported: wall time per session, and the client's and
   the servers' CPU per session.
 
+The CPU of the mesh and the fan-out is counted over the whole timed run, pauses included (an idle
+process spends next to nothing in them); `--pause-ms 0` runs the bursts or sessions back to back.
+
     .venv/bin/python benchmarks/grpc_floor.py [--messages 3000]
     .venv/bin/python benchmarks/grpc_floor.py --mesh 3 [--messages 300] [--burst 8] [--pause-ms 20]
-    .venv/bin/python benchmarks/grpc_floor.py --fanout 4 [--messages 1000] [--pause-ms 5]
+    .venv/bin/python benchmarks/grpc_floor.py --fanout 4 [--messages 1000] [--pause-ms 5]   # make bench: 0
 
 (`--messages` counts round trips, bursts or sessions.)
 """
@@ -50,7 +54,10 @@ from mpc.transport.tls import SERVER_OPTIONS, TlsMaterial, channel_options  # no
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc  # noqa: E402
 
 PAYLOAD = b"\x5a" * 16
-TIMEOUT_S = 120.0
+TIMEOUT_S = 120.0   # for any one wait: a start, an answer, a round's messages
+NAMES = ("alice", "bob", "carlos", "david", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory")
+HEADER = mpc_pb2.PeerHeader(session_id="0" * 32, step="cmp/ks/0", sender="bench", payload_bytes=len(PAYLOAD))
+WARM_UP = 200   # round trips, or rounds of a burst, before the clock starts: TLS, HTTP/2 windows, code paths
 
 
 def _cpu_s(pid: int | None = None) -> float:
@@ -62,11 +69,6 @@ def _cpu_s(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-NAMES = ("alice", "bob", "carlos", "david", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory")
-HEADER = mpc_pb2.PeerHeader(session_id="0" * 32, step="cmp/ks/0", sender="bench", payload_bytes=len(PAYLOAD))
-WARM_UP = 200   # round trips, or rounds of a burst, before the clock starts: TLS, HTTP/2 windows, code paths
-
-
 class _Echo(mpc_pb2_grpc.PeerServicer):
     """Answers every stream message with one refusal carrying its seq."""
 
@@ -76,16 +78,31 @@ class _Echo(mpc_pb2_grpc.PeerServicer):
 
 
 class _Sink(mpc_pb2_grpc.PeerServicer):
-    """Hands the seq of every stream message to a queue, answering nothing (a mesh party's inbox)."""
+    """A mesh party's inbox: counts the messages of each round (their seq) from each sender,
+    answering nothing."""
 
-    def __init__(self, inbox: asyncio.Queue[int]) -> None:
-        self.inbox = inbox
+    def __init__(self) -> None:
+        self.arrived: dict[int, set[str]] = {}
+        self.changed = asyncio.Event()
 
     async def Stream(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:  # noqa: N802
         async for message in request_iterator:
-            self.inbox.put_nowait(message.seq)
+            senders = self.arrived.setdefault(message.seq, set())
+            if message.header.sender in senders:
+                raise RuntimeError(f"a second message of round {message.seq} from {message.header.sender}")
+            senders.add(message.header.sender)
+            self.changed.set()
         for _ in ():   # an answer stream with no answers
             yield mpc_pb2.StreamRefusal()
+
+    async def take(self, seq: int, peers: set[str]) -> None:
+        """Wait (at most TIMEOUT_S) until every peer's message of round `seq` is in; later rounds may
+        already be."""
+        async with asyncio.timeout(TIMEOUT_S):
+            while self.arrived.get(seq, set()) != peers:
+                self.changed.clear()
+                await self.changed.wait()
+        del self.arrived[seq]
 
 
 def _tls(cluster_file: Path, name: str) -> TlsMaterial:
@@ -132,7 +149,7 @@ def _loop_name() -> str:
 async def _ping(cluster_file: Path, workdir: Path, messages: int, server_pid: int) -> dict[str, Any]:
     port = (await _wait_ports(workdir, ["alice"]))["alice"]
     async with _channel(cluster_file, "bob", "alice", port) as channel:
-        call = mpc_pb2_grpc.PeerStub(channel).Stream(timeout=TIMEOUT_S)
+        call = mpc_pb2_grpc.PeerStub(channel).Stream(timeout=TIMEOUT_S + messages)
 
         async def round_trips(n: int) -> None:
             for seq in range(n):
@@ -156,7 +173,7 @@ async def _fanout(cluster_file: Path, workdir: Path, servers: list[str], session
     me = NAMES[len(servers)]
     channels = [_channel(cluster_file, me, name, ports[name]) for name in servers]
     try:
-        calls = [mpc_pb2_grpc.PeerStub(c).Stream(timeout=TIMEOUT_S) for c in channels]
+        calls = [mpc_pb2_grpc.PeerStub(c).Stream(timeout=TIMEOUT_S + sessions * (pause_s + 1.0)) for c in channels]
 
         async def one(call: Any, seq: int) -> None:
             await call.write(mpc_pb2.StreamMessage(seq=seq, header=HEADER, payload=PAYLOAD))
@@ -167,7 +184,7 @@ async def _fanout(cluster_file: Path, workdir: Path, servers: list[str], session
             busy = 0.0
             for seq in range(first, first + n):
                 start = time.perf_counter()
-                await asyncio.gather(*(one(call, seq) for call in calls))
+                await asyncio.wait_for(asyncio.gather(*(one(call, seq) for call in calls)), TIMEOUT_S)
                 busy += time.perf_counter() - start
                 if pause:
                     await asyncio.sleep(pause)
@@ -189,20 +206,22 @@ async def _fanout(cluster_file: Path, workdir: Path, servers: list[str], session
 async def _party(cluster_file: Path, me: str, names: list[str], workdir: Path, bursts: int, burst: int,
                  pause_s: float) -> None:
     """One process of the mesh: its server, a stream to every other, then the timed bursts; writes
-    [wall seconds of the bursts, CPU seconds over the bursts and pauses] to result-<me>."""
-    inbox: asyncio.Queue[int] = asyncio.Queue()
-    server = await _start_server(cluster_file, me, _Sink(inbox), workdir / f"port-{me}")
+    [wall seconds of the bursts, CPU seconds over the bursts and the pauses between them, its event
+    loop] to result-<me>. A round ends for a process once it has every peer's message of that round."""
+    inbox = _Sink()
+    server = await _start_server(cluster_file, me, inbox, workdir / f"port-{me}")
     peers = [n for n in names if n != me]
     ports = await _wait_ports(workdir, peers)
     channels = [_channel(cluster_file, me, peer, ports[peer]) for peer in peers]
-    calls = [mpc_pb2_grpc.PeerStub(c).Stream(timeout=TIMEOUT_S) for c in channels]
+    lifetime = TIMEOUT_S + bursts * (pause_s + 1.0)
+    calls = [mpc_pb2_grpc.PeerStub(c).Stream(timeout=lifetime) for c in channels]
+    header = mpc_pb2.PeerHeader(session_id="0" * 32, step="cmp/ks/0", sender=me, payload_bytes=len(PAYLOAD))
 
     async def rounds(first: int, n: int) -> None:
         for seq in range(first, first + n):
             for call in calls:
-                await call.write(mpc_pb2.StreamMessage(seq=seq, header=HEADER, payload=PAYLOAD))
-            for _ in peers:
-                await asyncio.wait_for(inbox.get(), TIMEOUT_S)
+                await call.write(mpc_pb2.StreamMessage(seq=seq, header=header, payload=PAYLOAD))
+            await inbox.take(seq, set(peers))
 
     await rounds(0, WARM_UP)
     busy, cpu = 0.0, _cpu_s()
@@ -212,7 +231,7 @@ async def _party(cluster_file: Path, me: str, names: list[str], workdir: Path, b
         busy += time.perf_counter() - start
         await asyncio.sleep(pause_s)
     cpu = _cpu_s() - cpu
-    (workdir / f"result-{me}").write_text(json.dumps([busy, cpu]))
+    (workdir / f"result-{me}").write_text(json.dumps([busy, cpu, _loop_name()]))
     await asyncio.sleep(0.5)   # the others' last rounds still read from us
     for call in calls:
         await call.done_writing()
@@ -226,11 +245,17 @@ def _spawn(*args: str) -> subprocess.Popen[bytes]:
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop our processes: SIGTERM, then SIGKILL for any still running after 10 s."""
     for proc in procs:
         if proc.poll() is None:
             proc.terminate()
+    deadline = time.monotonic() + 10
     for proc in procs:
-        proc.wait(10)
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def main() -> int:
@@ -253,30 +278,38 @@ def main() -> int:
         cluster_file, me, names, workdir, bursts, burst, pause = args.party
         aio.run(_party(Path(cluster_file), me, names.split(","), Path(workdir), int(bursts), int(burst), float(pause)))
         return 0
+    most = len(NAMES) - 1
+    if args.mesh is not None and not 2 <= args.mesh <= most:
+        parser.error(f"--mesh takes 2 to {most} processes, got {args.mesh}")
+    if args.fanout is not None and not 1 <= args.fanout <= most:
+        parser.error(f"--fanout takes 1 to {most} servers, got {args.fanout}")
+    for flag, value in (("--burst", args.burst), ("--messages", args.messages)):
+        if value is not None and value < 1:
+            parser.error(f"{flag} takes at least 1, got {value}")
+    if args.pause_ms is not None and args.pause_ms < 0:
+        parser.error(f"--pause-ms takes 0 or more, got {args.pause_ms}")
     parties = args.mesh or args.fanout or 1
-    if not (2 if args.mesh else 1) <= parties < len(NAMES) or args.burst < 1 or \
-            (args.messages is not None and args.messages < 1):
-        parser.error(f"--mesh takes 2 to {len(NAMES) - 1} processes, --fanout 1 to {len(NAMES) - 1}; --burst and "
-                     f"--messages at least 1")
     with tempfile.TemporaryDirectory(prefix="mpc-grpc-floor-") as tmp:
         work = Path(tmp)
         names = list(NAMES[:parties + 1])
         cluster_file = write_local_cluster(work, names)
-        if args.mesh:
+        if args.mesh is not None:
             bursts = args.messages or 300
             pause = (20.0 if args.pause_ms is None else args.pause_ms) / 1e3
             mesh = names[:parties]
             procs = [_spawn("--party", str(cluster_file), me, ",".join(mesh), str(work), str(bursts), str(args.burst),
                             str(pause)) for me in mesh]
+            deadline = time.monotonic() + 2 * TIMEOUT_S + bursts * (pause + 1.0)
             try:
                 for proc in procs:
-                    if proc.wait(TIMEOUT_S + bursts * (pause + 1.0)) != 0:
+                    if proc.wait(max(0.0, deadline - time.monotonic())) != 0:
                         raise RuntimeError("a mesh process failed")
             finally:
                 _stop(procs)
             results = [json.loads((work / f"result-{me}").read_text()) for me in mesh]
             row: dict[str, Any] = {
                 "mesh": parties, "bursts": bursts, "rounds_per_burst": args.burst, "pause_ms": pause * 1e3,
+                "event_loop": results[0][2],
                 "burst_us": max(r[0] for r in results) / bursts * 1e6,
                 "cpu_per_burst_us": [r[1] / bursts * 1e6 for r in results],
                 "cpu_per_message_sent_and_received_us": [r[1] / bursts / args.burst / (parties - 1) * 1e6
@@ -285,7 +318,7 @@ def main() -> int:
             servers = names[:parties]
             procs = [_spawn("--serve", str(cluster_file), name) for name in servers]
             try:
-                if args.fanout:
+                if args.fanout is not None:
                     row = aio.run(_fanout(cluster_file, work, servers, args.messages or 1000,
                                           (5.0 if args.pause_ms is None else args.pause_ms) / 1e3,
                                           [p.pid for p in procs]))
