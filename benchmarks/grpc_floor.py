@@ -84,12 +84,13 @@ class _Sink(mpc_pb2_grpc.PeerServicer):
     def __init__(self) -> None:
         self.arrived: dict[int, set[str]] = {}
         self.changed = asyncio.Event()
+        self.error: str | None = None   # a message the mesh cannot have sent (a repeated round)
 
     async def Stream(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:  # noqa: N802
         async for message in request_iterator:
             senders = self.arrived.setdefault(message.seq, set())
             if message.header.sender in senders:
-                raise RuntimeError(f"a second message of round {message.seq} from {message.header.sender}")
+                self.error = f"a second message of round {message.seq} from {message.header.sender}"
             senders.add(message.header.sender)
             self.changed.set()
         for _ in ():   # an answer stream with no answers
@@ -97,11 +98,13 @@ class _Sink(mpc_pb2_grpc.PeerServicer):
 
     async def take(self, seq: int, peers: set[str]) -> None:
         """Wait (at most TIMEOUT_S) until every peer's message of round `seq` is in; later rounds may
-        already be."""
+        already be. Raises: RuntimeError for a message the mesh cannot have sent."""
         async with asyncio.timeout(TIMEOUT_S):
-            while self.arrived.get(seq, set()) != peers:
+            while self.arrived.get(seq, set()) != peers and self.error is None:
                 self.changed.clear()
                 await self.changed.wait()
+        if self.error is not None:
+            raise RuntimeError(self.error)
         del self.arrived[seq]
 
 
@@ -154,7 +157,7 @@ async def _ping(cluster_file: Path, workdir: Path, messages: int, server_pid: in
         async def round_trips(n: int) -> None:
             for seq in range(n):
                 await call.write(mpc_pb2.StreamMessage(seq=seq, header=HEADER, payload=PAYLOAD))
-                answer = await call.read()
+                answer = await asyncio.wait_for(call.read(), TIMEOUT_S)
                 if answer.seq != seq:
                     raise RuntimeError(f"answer {answer.seq} to message {seq}")
         await round_trips(WARM_UP)

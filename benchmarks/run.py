@@ -52,6 +52,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -306,17 +307,22 @@ def grpc_floor(*args: str) -> dict[str, Any] | str:
     Returns: its JSON row, or why it failed (a note; the benchmark goes on).
     """
     command = f"grpc_floor.py {' '.join(args)}"
+    # In a session of its own: on a timeout its servers go too, not only the script.
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve().parent / "grpc_floor.py"), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        done = subprocess.run([sys.executable, str(Path(__file__).resolve().parent / "grpc_floor.py"), *args],
-                              capture_output=True, text=True, timeout=900)
-        if done.returncode != 0:
-            return f"{command} failed (exit {done.returncode}): {done.stderr.strip()[-300:]}"
-        row: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-        return row
+        out, err = proc.communicate(timeout=900)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
         return f"{command} did not finish in 900 s"
+    if proc.returncode != 0:
+        return f"{command} failed (exit {proc.returncode}): {err.strip()[-300:]}"
+    try:
+        row: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        return f"{command} printed no result: {done.stdout.strip()[-300:]!r}"
+        return f"{command} printed no result: {out.strip()[-300:]!r}"
+    return row
 
 
 def _f(result: dict[str, object], key: str) -> float:
