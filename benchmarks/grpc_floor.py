@@ -155,11 +155,14 @@ async def _ping(cluster_file: Path, workdir: Path, messages: int, server_pid: in
         call = mpc_pb2_grpc.PeerStub(channel).Stream(timeout=TIMEOUT_S + messages)
 
         async def round_trips(n: int) -> None:
-            for seq in range(n):
-                await call.write(mpc_pb2.StreamMessage(seq=seq, header=HEADER, payload=PAYLOAD))
-                answer = await asyncio.wait_for(call.read(), TIMEOUT_S)
-                if answer.seq != seq:
-                    raise RuntimeError(f"answer {answer.seq} to message {seq}")
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout(None) as each:   # re-armed per round trip: no task per wait
+                for seq in range(n):
+                    each.reschedule(loop.time() + TIMEOUT_S)
+                    await call.write(mpc_pb2.StreamMessage(seq=seq, header=HEADER, payload=PAYLOAD))
+                    answer = await call.read()
+                    if answer.seq != seq:
+                        raise RuntimeError(f"answer {answer.seq} to message {seq}")
         await round_trips(WARM_UP)
         start, cpu, server_cpu = time.perf_counter(), _cpu_s(), _cpu_s(server_pid)
         await round_trips(messages)
