@@ -154,18 +154,33 @@ async def _ping(cluster_file: Path, workdir: Path, messages: int, server_pid: in
     async with _channel(cluster_file, "bob", "alice", port) as channel:
         call = mpc_pb2_grpc.PeerStub(channel).Stream(timeout=TIMEOUT_S + messages)
 
+        answered = 0
+
         async def round_trips(n: int) -> None:
-            loop = asyncio.get_running_loop()
-            async with asyncio.timeout(None) as each:   # re-armed per round trip: no task per wait
-                for seq in range(n):
-                    each.reschedule(loop.time() + TIMEOUT_S)
-                    await call.write(mpc_pb2.StreamMessage(seq=seq, header=HEADER, payload=PAYLOAD))
-                    answer = await call.read()
-                    if answer.seq != seq:
-                        raise RuntimeError(f"answer {answer.seq} to message {seq}")
-        await round_trips(WARM_UP)
+            nonlocal answered
+            for seq in range(n):
+                await call.write(mpc_pb2.StreamMessage(seq=seq, header=HEADER, payload=PAYLOAD))
+                answer = await call.read()
+                if answer.seq != seq:
+                    raise RuntimeError(f"answer {answer.seq} to message {seq}")
+                answered += 1
+
+        async def watched(n: int) -> None:
+            """round_trips, failed once TIMEOUT_S pass with no answer (a watchdog, not a timer per
+            read: the floor measured carries nothing but the messages)."""
+            run = asyncio.ensure_future(round_trips(n))
+            seen, since = -1, time.monotonic()
+            while not run.done():
+                await asyncio.wait({run}, timeout=1.0)
+                if answered != seen:
+                    seen, since = answered, time.monotonic()
+                elif time.monotonic() - since > TIMEOUT_S:
+                    run.cancel()
+                    raise TimeoutError(f"no answer in {TIMEOUT_S:.0f} s after {answered} round trips")
+            run.result()
+        await watched(WARM_UP)
         start, cpu, server_cpu = time.perf_counter(), _cpu_s(), _cpu_s(server_pid)
-        await round_trips(messages)
+        await watched(messages)
         wall, cpu, server_cpu = time.perf_counter() - start, _cpu_s() - cpu, _cpu_s(server_pid) - server_cpu
         await call.done_writing()
     return {"messages": messages, "event_loop": _loop_name(), "round_trip_us": wall / messages * 1e6,
