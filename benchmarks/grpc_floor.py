@@ -109,8 +109,9 @@ class _Sink(mpc_pb2_grpc.PeerServicer):
 
 
 def _tls(cluster_file: Path, name: str) -> TlsMaterial:
-    node = load_cluster(cluster_file).node(name)
-    return TlsMaterial.load(load_cluster(cluster_file).ca, node.cert, node.key)
+    cluster = load_cluster(cluster_file)
+    node = cluster.node(name)
+    return TlsMaterial.load(cluster.ca, node.cert, node.key)
 
 
 async def _start_server(cluster_file: Path, name: str, servicer: Any, port_file: Path) -> grpc.aio.Server:

@@ -9,9 +9,9 @@ MPyC / mpc (higher is better for mpc); below it the comparisons per second, mpc'
 base OT cost, and what gRPC alone costs for the scalar sum's and the vote's messages
 (benchmarks/grpc_floor.py --fanout 4 and --mesh 3: the floor under those rows). Cases: the secure
 sums (--only sum); 1000 batched 32-bit comparisons and a vote over 1000 ballots among 3 parties
-(--only compare); a sealed-bid auction over 1000 bids split
-among 3 parties, opening the winner and the highest bid, and the same opening the second-highest
-bid (--only auction; --bids sets the number). For the comparison, the vote and the auctions,
+(--only compare); a sealed-bid auction over 1000 bids split among 3 parties, opening the winner
+and the highest bid, and the same opening the second-highest bid (--only auction; --bids sets the
+number). For the comparison, the vote and the auctions,
 mpc's compute time is the median of later sessions on running nodes, which reuse the base OTs
 the first session set up (the nodes keep them for their lifetime); its end-to-end time includes
 that first session, i.e. spawning the nodes, the base OTs, one session and stopping them.

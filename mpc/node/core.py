@@ -343,9 +343,11 @@ class NodeCore:
         self.sessions[session_id] = session
         self._idle.clear()
         self._wake_waiting(session_id)   # peers' messages that came first
-        log.log(logging.DEBUG if one_round else logging.INFO, "session %s prepared: %s %s of %r (v%d) with %s",
-                session_id, protocol.name, json.dumps(session.described["params"]), input_name, stored.version,
-                ",".join(participants), extra={"session": session_id})
+        level = logging.DEBUG if one_round else logging.INFO
+        if log.isEnabledFor(level):   # a repeated query's line is at debug: not even formatted unless shown
+            log.log(level, "session %s prepared: %s %s of %r (v%d) with %s", session_id, protocol.name,
+                    json.dumps(session.described["params"]), input_name, stored.version, ",".join(participants),
+                    extra={"session": session_id})
         return Prepared(session_id, name, length, frac_bits, stored.is_scalar or stored.kind in COUNTS_HIDDEN,
                         stored.version, session.evidence)
 
