@@ -89,10 +89,18 @@ def traffic_kind(step: str) -> str:
 
 
 class PeerSender(Protocol):
-    """Delivers one protocol message to another node."""
+    """Delivers protocol messages to other nodes (mpc/transport/peers.py PeerClient)."""
+
+    def post(self, to: str, session_id: str, step: str, payload: bytes, deadline: float,
+             done: Callable[[MpcError | None], None]) -> asyncio.Task[None] | None:
+        """Queue payload for node `to`, to be delivered before `deadline` (loop time); `done` is then
+        told None, or PeerUnavailable or SessionFailed naming it. Returns the task delivering it if
+        it takes a call of its own (cancelling it withdraws the message), else None."""
+        ...
 
     async def send(self, to: str, session_id: str, step: str, payload: bytes, timeout: float) -> None:
-        """Send payload to node `to`; raise PeerUnavailable or SessionFailed naming it."""
+        """Send payload to node `to` and wait until it is delivered; raise PeerUnavailable or
+        SessionFailed naming it."""
         ...
 
 
@@ -149,8 +157,10 @@ class Session:
     query: Query | None = None           # what this session releases, once compute knows every version
     timer: asyncio.TimerHandle | None = None
     running: bool = False
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    digests: set[asyncio.Task[None]] = field(default_factory=set)   # the tasks sending our session digest
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)   # messages on calls of their own
+    digests: set[asyncio.Task[None]] = field(default_factory=set)   # those of them carrying our session digest
+    unsent: dict[str, int] = field(default_factory=dict)   # peer -> messages posted, not yet handed over
+    all_sent: asyncio.Event | None = None   # set once `unsent` empties, while compute waits for that
     send_errors: list[MpcError] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # What left this node in the session, by (kind, recipient): [messages, bytes]. Sizes only.
@@ -590,6 +600,11 @@ class NodeCore:
                     self._dispatch(session, await asyncio.to_thread(engine.start, contribution, digest))
                 else:
                     self._dispatch(session, engine.start(contribution, digest))
+                if session.early:
+                    # Let our first messages (the digest, value-free openers) start out before the peers'
+                    # early ones are taken: one of those may complete the agreement, whose release record
+                    # is committed to disk (mpc/node/releases.py) before anything else can go.
+                    await asyncio.sleep(0)
                 early, session.early = session.early, []
                 for sender, step, payload in early if engine.failure is None else ():
                     try:
@@ -606,13 +621,14 @@ class NodeCore:
                 raise PeerUnavailable(f"session {session_id}: node {self.me.name} timed out waiting for "
                                       f"{waiting}") from None
             # Our own messages must have arrived before we call the session done.
-            pending = list(session.tasks)
-            if pending:
-                _, late = await asyncio.wait(pending, timeout=session.remaining(loop))
-                if late:
-                    peers = ", ".join(sorted({t.get_name() for t in late}))
+            if session.unsent:
+                session.all_sent = asyncio.Event()
+                try:
+                    await asyncio.wait_for(session.all_sent.wait(), session.remaining(loop))
+                except TimeoutError:
+                    peers = ", ".join(sorted(session.unsent))
                     raise PeerUnavailable(f"session {session_id}: node {self.me.name} could not deliver to {peers} "
-                                          f"in time")
+                                          f"in time") from None
             if session.send_errors:
                 raise session.send_errors[0]
             if self.sessions.get(session_id) is not session:   # aborted or expired while we waited
@@ -1020,12 +1036,7 @@ class NodeCore:
                 if not session.output.done():
                     session.output.set_result(event.words)
             else:
-                task = asyncio.get_running_loop().create_task(self._send(session, event), name=event.to)
-                session.tasks.add(task)
-                task.add_done_callback(session.tasks.discard)
-                if event.step == STEP_DIGEST:
-                    session.digests.add(task)
-                    task.add_done_callback(session.digests.discard)
+                self._post(session, event)
 
     def _keep(self, session: Session, indices: Words) -> None:
         """Deliver a result meant for this node's owner alone (an intersection's common identifiers):
@@ -1045,8 +1056,9 @@ class NodeCore:
         log.info("session %s: %d common identifiers of %r delivered to %s", session.session_id, len(rows),
                  session.stored.name, path, extra={"session": session.session_id})
 
-    async def _send(self, session: Session, event: Send) -> None:
-        loop = asyncio.get_running_loop()
+    def _post(self, session: Session, event: Send) -> None:
+        """Hand one message to the peer transport; it goes out without a task or timer of its own
+        (mpc/transport/peers.py), and a failure to deliver it fails the session."""
         # Counted as it leaves: the audit log and the metrics agree on what was sent.
         session.count_sent(traffic_kind(event.step), event.to, len(event.payload))
         peer = self.metrics.peer(event.to)
@@ -1054,14 +1066,32 @@ class NodeCore:
         peer.sent_messages.inc()
         log.debug("session %s: %s to %s, %d bytes", session.session_id, event.step, event.to, len(event.payload),
                   extra={"session": session.session_id})
+        to, unsent = event.to, session.unsent
+        unsent[to] = unsent.get(to, 0) + 1
         started = time.perf_counter()
-        try:
-            await self.peers.send(event.to, session.session_id, event.step, event.payload, session.remaining(loop))
-            peer.round_seconds.observe(time.perf_counter() - started)
-        except MpcError as exc:
-            session.send_errors.append(exc)
+
+        def done(failure: MpcError | None) -> None:
+            left = unsent[to] - 1
+            if left:
+                unsent[to] = left
+            else:
+                del unsent[to]
+                if not unsent and session.all_sent is not None:
+                    session.all_sent.set()
+            if failure is None:
+                peer.round_seconds.observe(time.perf_counter() - started)
+                return
+            session.send_errors.append(failure)
             if not session.output.done():
-                session.output.set_exception(exc)
+                session.output.set_exception(failure)
+
+        task = self.peers.post(to, session.session_id, event.step, event.payload, session.deadline, done)
+        if task is not None:
+            session.tasks.add(task)
+            task.add_done_callback(session.tasks.discard)
+            if event.step == STEP_DIGEST:
+                session.digests.add(task)
+                task.add_done_callback(session.digests.discard)
 
     def _expire(self, session: Session) -> None:
         if self.sessions.get(session.session_id) is session:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
 import grpc
 
 from mpc.config import ClusterConfig, NodeConfig
-from mpc.errors import PeerUnavailable, SessionFailed
+from mpc.errors import MpcError, PeerUnavailable, SessionFailed
 from mpc.pki import identity_dns_name
 from mpc.transport.tls import CHUNK_BYTES, TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
@@ -204,6 +205,19 @@ class _Stream(LongCall):
         await self.write(message)
 
 
+# Told how a posted message fared: None once it is handed over, or why it could not be.
+Done = Callable[[MpcError | None], None]
+
+
+@dataclass(slots=True)
+class _Queued:
+    """A message posted to a peer's stream, waiting for the task that writes its turn's messages."""
+
+    message: mpc_pb2.PeerMessage
+    deadline: float   # the event loop's clock
+    done: Done
+
+
 class PeerClient:
     """Sends protocol messages from node `me` to its peers (implements node.core.PeerSender).
 
@@ -226,8 +240,9 @@ class PeerClient:
         # Session ids whose messages always take an acknowledged call of their own (pool fills: the
         # receiver keeps a fill only once the peer has stored it).
         self.acknowledged: frozenset[str] = frozenset()
-        self._outbox: dict[str, list[tuple[mpc_pb2.PeerMessage, asyncio.Future[None]]]] = {}
+        self._outbox: dict[str, list[_Queued]] = {}
         self._writing: set[asyncio.Task[None]] = set()
+        self._calling: set[asyncio.Task[None]] = set()
 
     def _refused(self, peer: str) -> Callable[[str, str, bool], None]:
         def refused(session_id: str, why: str, unavailable: bool) -> None:
@@ -248,85 +263,141 @@ class PeerClient:
         stream = self._streams[to] = _Stream(channel, self._refused(to))
         return stream
 
-    async def send(self, to: str, session_id: str, step: str, payload: bytes, timeout: float) -> None:
-        """Deliver one message to node `to` before `timeout` seconds pass.
+    def post(self, to: str, session_id: str, step: str, payload: bytes, deadline: float,
+             done: Done) -> asyncio.Task[None] | None:
+        """Queue one message to node `to`, to be delivered before `deadline` (the event loop's
+        clock); returns at once. `done` is called once: with None when the message is handed over
+        (its peer's stream took it, or its own call was acknowledged), or with PeerUnavailable naming
+        the peer if it cannot be reached before the deadline, or SessionFailed with the peer's reason
+        if it refuses the message on a call of its own, or the party that answers at its address is
+        not that peer.
 
-        On the peer's stream, the call returns once the message is written (a refusal comes back
-        later, to `on_refusal`); messages to one peer sent in the same turn of the event loop go
-        out together, one stream message per session (a digest and a hello; a derandomisation and
-        a first opening). Messages of the channels in `acknowledged` (a node's pool fills) always take
-        a call of their own, which the peer answers once it has taken the message.
+        On the peer's stream a refusal comes back later, to `on_refusal`; messages to one peer
+        posted in the same turn of the event loop go out together, one stream message per session
+        (a digest and a hello; a derandomisation and a first opening), with no task or timer of
+        their own. A message the stream cannot take (the first to a peer, a large one, one posted
+        while the channel is down, one whose stream ended before it was written) and every message
+        of the channels in `acknowledged` (a node's pool fills) take a call of their own, which
+        also waits for a reconnecting channel and names a wrong certificate.
+
+        Returns: the task of that call (cancelling it withdraws the message), or None if the message
+        was queued on the stream.
+        """
+        one_round = self.one_round is not None and self.one_round(session_id)
+        stream = self._stream(to) if len(payload) <= CHUNK_BYTES and session_id not in self.acknowledged else None
+        if stream is None:
+            return self._spawn_call(to, session_id, step, payload, deadline, one_round, done)
+        header = mpc_pb2.PeerHeader(session_id=session_id, step=step, sender=self.me, payload_bytes=len(payload),
+                                    one_round=one_round)
+        outbox = self._outbox.get(to)
+        if outbox is None:   # the first of this turn: a task writes them all once the turn's other posts are in
+            outbox = self._outbox[to] = []
+            task = asyncio.get_running_loop().create_task(self._write_out(to, stream))
+            self._writing.add(task)
+            task.add_done_callback(self._writing.discard)
+        outbox.append(_Queued(mpc_pb2.PeerMessage(header=header, payload=payload), deadline, done))
+        return None
+
+    async def send(self, to: str, session_id: str, step: str, payload: bytes, timeout: float) -> None:
+        """Deliver one message to node `to` before `timeout` seconds pass, as `post` does, and wait
+        until it is handed over.
 
         Raises: PeerUnavailable naming the peer if it cannot be reached in time;
         SessionFailed with the peer's reason if it refuses the message (on a call of its own), or
         if the party that answers at its address is not that peer (nothing is sent then).
         """
-        one_round = self.one_round is not None and self.one_round(session_id)
-        stream = self._stream(to) if len(payload) <= CHUNK_BYTES and session_id not in self.acknowledged else None
-        if stream is None:
-            await self._call(to, session_id, step, payload, timeout, one_round)
-            return
-        header = mpc_pb2.PeerHeader(session_id=session_id, step=step, sender=self.me, payload_bytes=len(payload),
-                                    one_round=one_round)
-        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        written.add_done_callback(lambda f: f.cancelled() or f.exception())   # it may outlive a sender that gave up
-        outbox = self._outbox.setdefault(to, [])
-        outbox.append((mpc_pb2.PeerMessage(header=header, payload=payload), written))
-        if len(outbox) == 1:   # the first of this turn: write them all once the turn's other sends are in
-            asyncio.get_running_loop().call_soon(self._flush, to, stream)
-        node = self.channels.cluster.node(to)
-        deadline = asyncio.get_running_loop().time() + max(timeout, 0.001)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.001)
+        outcome: asyncio.Future[None] = loop.create_future()
+
+        def done(failure: MpcError | None) -> None:
+            if outcome.done():   # the sender gave up already
+                return
+            if failure is None:
+                outcome.set_result(None)
+            else:
+                outcome.set_exception(failure)
+
+        call = self.post(to, session_id, step, payload, deadline, done)
         try:
             async with asyncio.timeout_at(deadline):
-                await asyncio.shield(written)
+                await outcome
         except TimeoutError:
+            node = self.channels.cluster.node(to)
             raise PeerUnavailable(f"session {session_id}: {self.me} -> node {to} at {node.address} did not "
                                   f"take the message in time") from None
-        except (grpc.aio.AioRpcError, ConnectionError):
-            # The stream ended before the message was written: it goes in a call of its own, which
-            # waits for a reconnecting channel (and names a wrong certificate) as the first message does.
-            await self._call(to, session_id, step, payload, deadline - asyncio.get_running_loop().time(), one_round)
+        finally:
+            if call is not None and not call.done():   # given up on (cancelled, or out of time): withdrawn
+                call.cancel()
 
-    def _flush(self, to: str, stream: _Stream) -> None:
+    def _spawn_call(self, to: str, session_id: str, step: str, payload: bytes, deadline: float, one_round: bool,
+                    done: Done) -> asyncio.Task[None]:
+        loop = asyncio.get_running_loop()
+
+        async def deliver() -> None:
+            failure: MpcError | None = PeerUnavailable(f"session {session_id}: {self.me} -> node {to}: the message "
+                                                       f"was withdrawn before it was delivered")
+            try:
+                await self._call(to, session_id, step, payload, deadline - loop.time(), one_round)
+                failure = None
+            except MpcError as exc:
+                failure = exc
+            finally:
+                done(failure)
+
+        task = loop.create_task(deliver(), name=to)
+        self._calling.add(task)
+        task.add_done_callback(self._calling.discard)
+        return task
+
+    async def _write_out(self, to: str, stream: _Stream) -> None:
+        """Write the messages queued for `to` (its task's first step runs once the turn that posted
+        them is over) in order: consecutive ones of one session as one bundle (at most MAX_BUNDLE),
+        and tell each sender when its message is written. A message whose deadline has passed is
+        not written (PeerUnavailable); if the stream fails, the message being written and every
+        later one take a call of their own."""
         queued = self._outbox.pop(to, [])
-        if queued:
-            task = asyncio.get_running_loop().create_task(self._write_out(stream, queued))
-            self._writing.add(task)
-            task.add_done_callback(self._writing.discard)
-
-    @staticmethod
-    async def _write_out(stream: _Stream, queued: list[tuple[mpc_pb2.PeerMessage, asyncio.Future[None]]]) -> None:
-        """Write queued messages in order: consecutive ones of one session as one bundle (at most
-        MAX_BUNDLE), and tell each sender when its message is written, or why not."""
-        groups: list[list[tuple[mpc_pb2.PeerMessage, asyncio.Future[None]]]] = []
+        loop = asyncio.get_running_loop()
+        groups: list[list[_Queued]] = []
         size = 0
         for item in queued:
             last = groups[-1] if groups else None
-            if last is not None and len(last) < MAX_BUNDLE and size + len(item[0].payload) <= CHUNK_BYTES and \
-                    last[0][0].header.session_id == item[0].header.session_id:
+            if last is not None and len(last) < MAX_BUNDLE and size + len(item.message.payload) <= CHUNK_BYTES and \
+                    last[0].message.header.session_id == item.message.header.session_id:
                 last.append(item)
-                size += len(item[0].payload)
+                size += len(item.message.payload)
             else:
                 groups.append([item])
-                size = len(item[0].payload)
+                size = len(item.message.payload)
         for i, group in enumerate(groups):
+            now = loop.time()
+            late = [item for item in group if item.deadline <= now]
+            if late:
+                node = self.channels.cluster.node(to)
+                for item in late:
+                    item.done(PeerUnavailable(f"session {item.message.header.session_id}: {self.me} -> node {to} "
+                                              f"at {node.address} did not take the message in time"))
+                group = [item for item in group if item.deadline > now]
+                if not group:
+                    continue
             if len(group) == 1:
-                message = mpc_pb2.StreamMessage(header=group[0][0].header, payload=group[0][0].payload)
+                message = mpc_pb2.StreamMessage(header=group[0].message.header, payload=group[0].message.payload)
             else:
-                message = mpc_pb2.StreamMessage(bundle=[m for m, _ in group])
+                message = mpc_pb2.StreamMessage(bundle=[item.message for item in group])
             try:
                 await stream.send(message)
-            except Exception as exc:   # every sender hears of it (a bug included: none waits it out)
-                if not isinstance(exc, (grpc.aio.AioRpcError, ConnectionError)):
-                    exc = ConnectionError(f"writing to the stream failed ({type(exc).__name__})")
-                for rest in groups[i:]:   # nothing after a failed write goes on this stream
-                    for _, written in rest:
-                        if not written.done():
-                            written.set_exception(exc)
+            except Exception:   # the stream ended (a bug included: every sender still hears)
+                # Nothing after a failed write goes on this stream: each message takes a call of its
+                # own, which waits for a reconnecting channel (and names a wrong certificate) as the
+                # first message to a peer does.
+                for rest in [group, *groups[i + 1:]]:
+                    for item in rest:
+                        header = item.message.header
+                        self._spawn_call(to, header.session_id, header.step, item.message.payload, item.deadline,
+                                         header.one_round, item.done)
                 return
-            for _, written in group:
-                if not written.done():
-                    written.set_result(None)
+            for item in group:
+                item.done(None)
 
     async def _call(self, to: str, session_id: str, step: str, payload: bytes, timeout: float,
                     one_round: bool = False) -> None:
@@ -366,7 +437,7 @@ class PeerClient:
 
     async def close(self) -> None:
         """Close the peer streams and channels."""
-        for task in list(self._writing):
+        for task in [*self._writing, *self._calling]:
             task.cancel()
         streams, self._streams = list(self._streams.values()), {}
         for stream in streams:

@@ -35,7 +35,7 @@ import pytest
 
 import mpc.node.core as node_core
 from mpc.coordinator.client import Coordinator
-from mpc.errors import PolicyError, SessionFailed
+from mpc.errors import PeerUnavailable, PolicyError, SessionFailed
 from mpc.store import Store
 from mpc.transport.tls import TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
@@ -415,6 +415,43 @@ def test_a_peer_message_for_a_session_that_never_comes_is_refused_after_its_wait
     for sid, message in ((sid1, message1), (sid2, message2)):
         assert f"session {sid}" in message and "unknown session" in message and "NOT_FOUND" in message
     assert wait1 >= 0.5 and wait2 < 60.0   # (the waits' own bounds, not the machine's speed)
+
+
+def test_a_posted_message_past_its_deadline_is_not_written_and_its_sender_hears_so(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message posted for the stream whose deadline has passed before its turn's write is dropped:
+    its sender is told that bob did not take it in time, and bob never sees it; the messages posted
+    with it and after it go out on the same stream (bob refuses them: their sessions are unknown)."""
+    alice = env.lc.servers["alice"]
+    refusals: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(alice.peers, "on_refusal", lambda s, p, m, _: refusals.append((s, p, m)))
+    monkeypatch.setattr(alice.peers, "one_round", lambda _: False)   # refused at once, not after a wait
+
+    async def go() -> tuple[list[str], dict[str, Any]]:
+        async with env.coordinator() as c:
+            await c.sum("raise")   # the channels are up: what follows goes on the stream
+        stream = alice.peers._stream("bob")
+        assert stream is not None
+        late, live, later = (secrets.token_hex(16) for _ in range(3))
+        outcomes: dict[str, Any] = {}
+        now = asyncio.get_running_loop().time()
+        for sid, deadline in ((late, now - 1.0), (live, now + 10.0)):
+            assert alice.peers.post("bob", sid, "mpc/hello", b"\x00", deadline,
+                                    lambda failure, sid=sid: outcomes.__setitem__(sid, failure)) is None
+        await alice.peers.send("bob", later, "mpc/hello", b"\x00", 10.0)   # a later turn, same stream
+        for _ in range(1000):   # bounded: until both written messages are refused
+            if {live, later} <= {s for s, _, _ in refusals}:
+                break
+            await asyncio.sleep(0.01)
+        assert alice.peers._stream("bob") is stream and stream.failure is None
+        return [late, live, later], outcomes
+    (late, live, later), outcomes = env.run(go())
+    assert outcomes[live] is None
+    assert isinstance(outcomes[late], PeerUnavailable)
+    assert f"session {late}: alice -> node bob" in str(outcomes[late]) and "in time" in str(outcomes[late])
+    refused = {s for s, _, _ in refusals}
+    assert {live, later} <= refused and late not in refused, refusals
+    assert not any(m[0] == late for m in env.lc.recorder.received["bob"])
 
 
 def test_a_bundle_is_delivered_in_order_and_a_bad_one_refused_whole(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -39,7 +39,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -233,13 +233,17 @@ def test_the_waiting_node_names_whom_it_waited_for(tmp_path: Path) -> None:
             for name, value in INPUTS.items():
                 lc.put(name, "x", [value], scalar=True)
             alice, bob = lc.servers["alice"].core, lc.servers["bob"].core
-            send, compute = alice.peers.send, bob.compute
+            post, compute = alice.peers.post, bob.compute
 
-            async def partitioned(to: str, session_id: str, step: str, payload: bytes, timeout: float) -> None:
-                if to == "bob":
-                    await asyncio.sleep(timeout)
-                    raise PeerUnavailable(f"session {session_id}: alice -> node bob did not answer in time")
-                await send(to, session_id, step, payload, timeout)
+            def partitioned(to: str, session_id: str, step: str, payload: bytes, deadline: float,
+                            done: Callable[[MpcError | None], None]) -> asyncio.Task[None] | None:
+                if to != "bob":
+                    return post(to, session_id, step, payload, deadline, done)
+
+                async def lost() -> None:
+                    await asyncio.sleep(deadline - asyncio.get_running_loop().time())
+                    done(PeerUnavailable(f"session {session_id}: alice -> node bob did not answer in time"))
+                return asyncio.ensure_future(lost())
 
             async def slow_answer(*args: object) -> object:
                 try:
@@ -247,7 +251,7 @@ def test_the_waiting_node_names_whom_it_waited_for(tmp_path: Path) -> None:
                 except MpcError:
                     await asyncio.sleep(0.05)
                     raise
-            alice.peers.send = partitioned  # type: ignore[method-assign]
+            alice.peers.post = partitioned  # type: ignore[method-assign]
             bob.compute = slow_answer  # type: ignore[method-assign]
             with pytest.raises(MpcError) as err:
                 async with Coordinator(lc.cluster) as c:

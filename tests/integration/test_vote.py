@@ -580,16 +580,24 @@ class HoldingSender:
         self.holding = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def send(self, to: str, session_id: str, step: str, payload: bytes, timeout: float) -> None:
+    def post(self, to: str, session_id: str, step: str, payload: bytes, deadline: float,
+             done: Any) -> asyncio.Task[None] | None:
         session = self.core.sessions.get(session_id)
-        if (to == self.to and step.startswith("cmp/") and self.session in ("", session_id)
+        if not (to == self.to and step.startswith("cmp/") and self.session in ("", session_id)
                 and session is not None and session.protocol.name == "vote"):
-            self.session = session_id
-            self.holding.set()
+            return self.inner.post(to, session_id, step, payload, deadline, done)
+        self.session = session_id
+        self.holding.set()
+
+        async def held() -> None:
             try:
                 await asyncio.wait_for(self.release.wait(), 20)
             except TimeoutError:
                 pass
+            self.inner.post(to, session_id, step, payload, deadline, done)
+        return asyncio.ensure_future(held())
+
+    async def send(self, to: str, session_id: str, step: str, payload: bytes, timeout: float) -> None:
         await self.inner.send(to, session_id, step, payload, timeout)
 
 
