@@ -7,7 +7,8 @@ checkout of mpc, e.g. `git worktree add /tmp/old <commit>`; its nodes run with P
 a working directory that holds no mpc, which the script checks). One coordinator, this
 checkout's, runs votes over `--ballots` ballots on the two in turn, alternating which goes
 first; each vote starts once its cluster's triple pools are full, as in `make bench`, and only one
-cluster is busy at a time. The two versions must speak the same wire protocol.
+cluster is busy at a time: before each vote both clusters' pools are full (a vote's refill would
+otherwise overlap the other cluster's next vote). The two versions must speak the same wire protocol.
 
 Reported, for each: the median and mean wall time per vote, and the CPU of its 3 nodes together
 per vote (utime + stime from /proc, in 10 ms clock ticks summed over all votes), as JSON lines.
@@ -64,7 +65,8 @@ async def _alternate(runs: dict[str, _Running], votes: int, ballots: int) -> dic
         for i in range(votes):
             for k in (("old", "new") if i % 2 else ("new", "old")):
                 run = runs[k]
-                await wait_for_pools(run.cluster, names, words)
+                for other in runs.values():
+                    await wait_for_pools(other.cluster, names, words)
                 before = _cpu_ticks(run.nodes)
                 start = time.perf_counter()
                 passed = (await coordinators[k].vote("ballots")).passed
@@ -100,7 +102,7 @@ def main() -> None:
     names = node_names(PARTIES)
     split = vote_ballots(args.ballots, PARTIES)
     paths = {"old": str(old), "new": None}   # each cluster's PYTHONPATH (None: none)
-    saved = os.environ.pop("PYTHONPATH", None)
+    saved, cwd = os.environ.pop("PYTHONPATH", None), os.getcwd()
     with tempfile.TemporaryDirectory(prefix="mpc-ab-") as neutral, ExitStack() as stack:
         os.chdir(neutral)   # `python -m mpc` puts its working directory first on sys.path
         try:
@@ -118,7 +120,10 @@ def main() -> None:
             os.environ.pop("PYTHONPATH", None)
             if saved is not None:
                 os.environ["PYTHONPATH"] = saved
-        results = aio.run(_alternate(runs, args.votes, args.ballots))
+        try:
+            results = aio.run(_alternate(runs, args.votes, args.ballots))
+        finally:
+            os.chdir(cwd)
     for label in ("old", "new"):
         print(json.dumps({"version": label, "checkout": str(old if label == "old" else HERE), **results[label]}))
     ratio = results["old"]["median_ms"] / results["new"]["median_ms"]

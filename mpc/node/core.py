@@ -92,10 +92,11 @@ class PeerSender(Protocol):
     """Delivers protocol messages to other nodes (mpc/transport/peers.py PeerClient)."""
 
     def post(self, to: str, session_id: str, step: str, payload: bytes, deadline: float,
-             done: Callable[[MpcError | None], None]) -> asyncio.Task[None] | None:
-        """Queue payload for node `to`, to be delivered before `deadline` (loop time); `done` is then
-        told None, or PeerUnavailable or SessionFailed naming it. Returns the task delivering it if
-        it takes a call of its own (cancelling it withdraws the message), else None."""
+             done: Callable[[MpcError | None], None],
+             adopt: Callable[[asyncio.Task[None]], None] | None = None) -> None:
+        """Queue payload for node `to`, to be delivered before `deadline` (loop time); `done` is later
+        told, once, None or PeerUnavailable or SessionFailed naming it. Every call of its own that
+        carries the message is given to `adopt` (cancelling it withdraws the message)."""
         ...
 
     async def send(self, to: str, session_id: str, step: str, payload: bytes, timeout: float) -> None:
@@ -597,7 +598,9 @@ class NodeCore:
                                      agreed=keys is not None and isinstance(inner, SecureSumParty))
                 session.engine = engine
                 if engine.is_slow("start"):   # e.g. hashing a set to the curve: off the event loop
-                    self._dispatch(session, await asyncio.to_thread(engine.start, contribution, digest))
+                    events = await asyncio.to_thread(engine.start, contribution, digest)
+                    self._still_live(session)
+                    self._dispatch(session, events)
                 else:
                     self._dispatch(session, engine.start(contribution, digest))
                 if session.early:
@@ -605,6 +608,7 @@ class NodeCore:
                     # early ones are taken: one of those may complete the agreement, whose release record
                     # is committed to disk (mpc/node/releases.py) before anything else can go.
                     await asyncio.sleep(0)
+                    self._still_live(session)
                 early, session.early = session.early, []
                 for sender, step, payload in early if engine.failure is None else ():
                     try:
@@ -629,11 +633,11 @@ class NodeCore:
                     peers = ", ".join(sorted(session.unsent))
                     raise PeerUnavailable(f"session {session_id}: node {self.me.name} could not deliver to {peers} "
                                           f"in time") from None
-            if session.send_errors:
-                raise session.send_errors[0]
             if self.sessions.get(session_id) is not session:   # aborted or expired while we waited
                 raise SessionClosed(f"session {session_id} ended at node {self.me.name} before its output share "
                                     f"was sent")
+            if session.send_errors:
+                raise session.send_errors[0]
             # What the coordinator gets: exactly this share, as the servicer streams it next.
             session.count_sent(OUTPUT_SHARE, caller.uri(), int(share.nbytes))
             self.metrics.output_bytes.inc(int(share.nbytes))
@@ -645,6 +649,15 @@ class NodeCore:
             raise
         self._finish(session, "done", "")
         return share
+
+    def _still_live(self, session: Session) -> None:
+        """After a wait inside compute: the session may have been aborted or expired meanwhile, and then
+        nothing more of it may run (its engine would record a release and send).
+
+        Raises: SessionClosed.
+        """
+        if self.sessions.get(session.session_id) is not session:
+            raise SessionClosed(f"session {session.session_id} ended at node {self.me.name} while it started")
 
     def _check_keyed(self, session: Session, frac_bits: int, lengths: Mapping[str, int], versions: Mapping[str, int],
                      evidence: Mapping[str, Evidence]) -> None:
@@ -1067,7 +1080,6 @@ class NodeCore:
         log.debug("session %s: %s to %s, %d bytes", session.session_id, event.step, event.to, len(event.payload),
                   extra={"session": session.session_id})
         to, unsent = event.to, session.unsent
-        unsent[to] = unsent.get(to, 0) + 1
         started = time.perf_counter()
 
         def done(failure: MpcError | None) -> None:
@@ -1085,13 +1097,15 @@ class NodeCore:
             if not session.output.done():
                 session.output.set_exception(failure)
 
-        task = self.peers.post(to, session.session_id, event.step, event.payload, session.deadline, done)
-        if task is not None:
+        def adopt(task: asyncio.Task[None]) -> None:   # a call of its own: cancelled if the session ends
             session.tasks.add(task)
             task.add_done_callback(session.tasks.discard)
             if event.step == STEP_DIGEST:
                 session.digests.add(task)
                 task.add_done_callback(session.digests.discard)
+
+        self.peers.post(to, session.session_id, event.step, event.payload, session.deadline, done, adopt)
+        unsent[to] = unsent.get(to, 0) + 1   # `done` never runs before post returns
 
     def _expire(self, session: Session) -> None:
         if self.sessions.get(session.session_id) is session:

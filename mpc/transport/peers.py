@@ -9,9 +9,9 @@ sent; `describe_rpc_error` says so instead of calling the node unreachable.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
@@ -23,6 +23,7 @@ from mpc.pki import identity_dns_name
 from mpc.transport.tls import CHUNK_BYTES, TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
+log = logging.getLogger("mpc.transport")
 MAX_BUNDLE = 16   # messages of one session in one peer stream message
 RECENT_SEQS = 4096   # messages a peer stream remembers (to match refusals, and to tell their sessions if it ends)
 # Status codes that mean "could not reach or hear back from the node" rather than "it refused".
@@ -205,17 +206,40 @@ class _Stream(LongCall):
         await self.write(message)
 
 
-# Told how a posted message fared: None once it is handed over, or why it could not be.
+# Told how a posted message fared, exactly once: None once it is handed over, or why it could not be.
 Done = Callable[[MpcError | None], None]
+# Given every call of its own that carries a posted message (cancelling it withdraws the message).
+Adopt = Callable[["asyncio.Task[None]"], None]
+# How long `send` waits past a message's deadline for the call carrying it to give its own reason.
+CALL_GRACE_S = 1.0
 
 
-@dataclass(slots=True)
 class _Queued:
-    """A message posted to a peer's stream, waiting for the task that writes its turn's messages."""
+    """A message posted to a peer's stream, waiting for the peer's writer; `report` tells its
+    sender how it fared, once (later reports are ignored; what the sender's `done` raises is logged)."""
 
-    message: mpc_pb2.PeerMessage
-    deadline: float   # the event loop's clock
-    done: Done
+    __slots__ = ("message", "deadline", "done", "adopt", "reported")
+
+    def __init__(self, message: mpc_pb2.PeerMessage, deadline: float, done: Done, adopt: Adopt | None) -> None:
+        self.message = message
+        self.deadline = deadline   # the event loop's clock
+        self.done = done
+        self.adopt = adopt
+        self.reported = False   # told already, or handed to a call that tells it
+
+    def report(self, failure: MpcError | None) -> None:
+        if self.reported:
+            return
+        self.reported = True
+        _tell(self.done, failure)
+
+
+def _tell(done: Done, failure: MpcError | None) -> None:
+    """Call a sender's `done`; what it raises is logged, so that the writer goes on for the others."""
+    try:
+        done(failure)
+    except Exception:   # a bug in the sender's callback must not stop the messages after it
+        log.exception("a sender's delivery callback failed")
 
 
 class PeerClient:
@@ -263,44 +287,43 @@ class PeerClient:
         stream = self._streams[to] = _Stream(channel, self._refused(to))
         return stream
 
-    def post(self, to: str, session_id: str, step: str, payload: bytes, deadline: float,
-             done: Done) -> asyncio.Task[None] | None:
+    def post(self, to: str, session_id: str, step: str, payload: bytes, deadline: float, done: Done,
+             adopt: Adopt | None = None) -> None:
         """Queue one message to node `to`, to be delivered before `deadline` (the event loop's
-        clock); returns at once. `done` is called once: with None when the message is handed over
-        (its peer's stream took it, or its own call was acknowledged), or with PeerUnavailable naming
-        the peer if it cannot be reached before the deadline, or SessionFailed with the peer's reason
-        if it refuses the message on a call of its own, or the party that answers at its address is
-        not that peer.
+        clock); returns at once, and never calls `done` before it returns. `done` is then called
+        exactly once: with None when the message is handed over (its peer's stream took it, or its
+        own call was acknowledged), or with PeerUnavailable naming the peer if it cannot be reached
+        before the deadline (or the client closes first), or SessionFailed with the peer's reason if
+        it refuses the message on a call of its own, or the party that answers at its address is not
+        that peer.
 
-        On the peer's stream a refusal comes back later, to `on_refusal`; messages to one peer
-        posted in the same turn of the event loop go out together, one stream message per session
-        (a digest and a hello; a derandomisation and a first opening), with no task or timer of
-        their own. A message the stream cannot take (the first to a peer, a large one, one posted
-        while the channel is down, one whose stream ended before it was written) and every message
-        of the channels in `acknowledged` (a node's pool fills) take a call of their own, which
-        also waits for a reconnecting channel and names a wrong certificate.
-
-        Returns: the task of that call (cancelling it withdraws the message), or None if the message
-        was queued on the stream.
+        On the peer's stream a refusal comes back later, to `on_refusal`. One writer per peer
+        writes what is queued for it in order, without a task or timer per message; messages
+        posted while it writes go out with its next write, and consecutive ones of one session
+        travel as one stream message (a digest and a hello; a derandomisation and a first
+        opening). A message the stream cannot take (the first to a peer, a large one, one posted
+        while the channel is down, one whose stream ends before it is written) and every message of
+        the channels in `acknowledged` (a node's pool fills) take a call of their own, which also
+        waits for a reconnecting channel and names a wrong certificate; each such call's task is
+        given to `adopt` (cancelling it withdraws the message).
         """
         one_round = self.one_round is not None and self.one_round(session_id)
-        stream = self._stream(to) if len(payload) <= CHUNK_BYTES and session_id not in self.acknowledged else None
-        if stream is None:
-            return self._spawn_call(to, session_id, step, payload, deadline, one_round, done)
+        if len(payload) > CHUNK_BYTES or session_id in self.acknowledged or self._stream(to) is None:
+            self._spawn_call(to, session_id, step, payload, deadline, one_round, done, adopt)
+            return
         header = mpc_pb2.PeerHeader(session_id=session_id, step=step, sender=self.me, payload_bytes=len(payload),
                                     one_round=one_round)
         outbox = self._outbox.get(to)
-        if outbox is None:   # the first of this turn: a task writes them all once the turn's other posts are in
+        if outbox is None:   # no writer for this peer: start one (it runs once this turn's posts are in)
             outbox = self._outbox[to] = []
-            task = asyncio.get_running_loop().create_task(self._write_out(to, stream))
+            task = asyncio.get_running_loop().create_task(self._writer(to))
             self._writing.add(task)
             task.add_done_callback(self._writing.discard)
-        outbox.append(_Queued(mpc_pb2.PeerMessage(header=header, payload=payload), deadline, done))
-        return None
+        outbox.append(_Queued(mpc_pb2.PeerMessage(header=header, payload=payload), deadline, done, adopt))
 
     async def send(self, to: str, session_id: str, step: str, payload: bytes, timeout: float) -> None:
         """Deliver one message to node `to` before `timeout` seconds pass, as `post` does, and wait
-        until it is handed over.
+        until it is handed over (a caller that gives up withdraws a message on a call of its own).
 
         Raises: PeerUnavailable naming the peer if it cannot be reached in time;
         SessionFailed with the peer's reason if it refuses the message (on a call of its own), or
@@ -309,95 +332,130 @@ class PeerClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(timeout, 0.001)
         outcome: asyncio.Future[None] = loop.create_future()
+        outcome.add_done_callback(lambda f: f.cancelled() or f.exception())   # it may outlive a caller that gave up
+        calls: list[asyncio.Task[None]] = []
 
         def done(failure: MpcError | None) -> None:
-            if outcome.done():   # the sender gave up already
+            if outcome.done():   # the caller gave up already
                 return
             if failure is None:
                 outcome.set_result(None)
             else:
                 outcome.set_exception(failure)
 
-        call = self.post(to, session_id, step, payload, deadline, done)
+        self.post(to, session_id, step, payload, deadline, done, calls.append)
         try:
-            async with asyncio.timeout_at(deadline):
+            # A call gives its own reason at the deadline; this bound is for a stream write held up.
+            async with asyncio.timeout_at(deadline + CALL_GRACE_S):
                 await outcome
         except TimeoutError:
             node = self.channels.cluster.node(to)
             raise PeerUnavailable(f"session {session_id}: {self.me} -> node {to} at {node.address} did not "
                                   f"take the message in time") from None
         finally:
-            if call is not None and not call.done():   # given up on (cancelled, or out of time): withdrawn
+            for call in calls:   # given up on (cancelled, or out of time): withdrawn
                 call.cancel()
 
     def _spawn_call(self, to: str, session_id: str, step: str, payload: bytes, deadline: float, one_round: bool,
-                    done: Done) -> asyncio.Task[None]:
+                    done: Done, adopt: Adopt | None) -> None:
         loop = asyncio.get_running_loop()
-
-        async def deliver() -> None:
-            failure: MpcError | None = PeerUnavailable(f"session {session_id}: {self.me} -> node {to}: the message "
-                                                       f"was withdrawn before it was delivered")
-            try:
-                await self._call(to, session_id, step, payload, deadline - loop.time(), one_round)
-                failure = None
-            except MpcError as exc:
-                failure = exc
-            finally:
-                done(failure)
-
-        task = loop.create_task(deliver(), name=to)
+        task = loop.create_task(self._call(to, session_id, step, payload, deadline - loop.time(), one_round), name=to)
         self._calling.add(task)
-        task.add_done_callback(self._calling.discard)
-        return task
 
-    async def _write_out(self, to: str, stream: _Stream) -> None:
-        """Write the messages queued for `to` (its task's first step runs once the turn that posted
-        them is over) in order: consecutive ones of one session as one bundle (at most MAX_BUNDLE),
-        and tell each sender when its message is written. A message whose deadline has passed is
-        not written (PeerUnavailable); if the stream fails, the message being written and every
-        later one take a call of their own."""
-        queued = self._outbox.pop(to, [])
-        loop = asyncio.get_running_loop()
-        groups: list[list[_Queued]] = []
-        size = 0
-        for item in queued:
-            last = groups[-1] if groups else None
-            if last is not None and len(last) < MAX_BUNDLE and size + len(item.message.payload) <= CHUNK_BYTES and \
-                    last[0].message.header.session_id == item.message.header.session_id:
-                last.append(item)
-                size += len(item.message.payload)
-            else:
-                groups.append([item])
-                size = len(item.message.payload)
-        for i, group in enumerate(groups):
-            now = loop.time()
-            late = [item for item in group if item.deadline <= now]
-            if late:
-                node = self.channels.cluster.node(to)
-                for item in late:
-                    item.done(PeerUnavailable(f"session {item.message.header.session_id}: {self.me} -> node {to} "
-                                              f"at {node.address} did not take the message in time"))
-                group = [item for item in group if item.deadline > now]
-                if not group:
-                    continue
-            if len(group) == 1:
-                message = mpc_pb2.StreamMessage(header=group[0].message.header, payload=group[0].message.payload)
-            else:
-                message = mpc_pb2.StreamMessage(bundle=[item.message for item in group])
-            try:
-                await stream.send(message)
-            except Exception:   # the stream ended (a bug included: every sender still hears)
-                # Nothing after a failed write goes on this stream: each message takes a call of its
-                # own, which waits for a reconnecting channel (and names a wrong certificate) as the
-                # first message to a peer does.
-                for rest in [group, *groups[i + 1:]]:
-                    for item in rest:
-                        header = item.message.header
-                        self._spawn_call(to, header.session_id, header.step, item.message.payload, item.deadline,
-                                         header.one_round, item.done)
+        def finished(task: asyncio.Task[None]) -> None:   # also when cancelled before it ever ran
+            self._calling.discard(task)
+            if task.cancelled():
+                _tell(done, PeerUnavailable(f"session {session_id}: {self.me} -> node {to}: the message was "
+                                            f"withdrawn before it was delivered"))
                 return
-            for item in group:
-                item.done(None)
+            failure = task.exception()
+            if failure is not None and not isinstance(failure, MpcError):   # a bug: the session still hears
+                log.error("session %s: sending to %s failed", session_id, to, exc_info=failure)
+                failure = SessionFailed(f"session {session_id}: {self.me} -> node {to}: internal error "
+                                        f"({type(failure).__name__}; see the node's log)")
+            _tell(done, failure)
+
+        task.add_done_callback(finished)
+        if adopt is not None:
+            adopt(task)
+
+    async def _writer(self, to: str) -> None:
+        """Write what is queued for `to` until nothing is, then end (the next post starts another).
+
+        Each round takes everything queued so far, in order: consecutive messages of one session as
+        one bundle (at most MAX_BUNDLE, within a chunk), each reported once written. A message whose
+        deadline has passed when its turn comes is not written (PeerUnavailable). If there is no
+        open stream, or a write fails, the message and every later one of the round take a call of
+        their own. Whatever is left unreported when the writer ends (the client is closing) is
+        reported unavailable.
+        """
+        loop = asyncio.get_running_loop()
+        queued: list[_Queued] = []
+        try:
+            while True:
+                queued = self._outbox.get(to) or []
+                if not queued:
+                    self._outbox.pop(to, None)
+                    return
+                self._outbox[to] = []   # what is posted while this round writes waits for the next
+                stream = self._stream(to)
+                groups: list[list[_Queued]] = []
+                size = 0
+                for item in queued:
+                    last = groups[-1] if groups else None
+                    if last is not None and len(last) < MAX_BUNDLE and \
+                            size + len(item.message.payload) <= CHUNK_BYTES and \
+                            last[0].message.header.session_id == item.message.header.session_id:
+                        last.append(item)
+                        size += len(item.message.payload)
+                    else:
+                        groups.append([item])
+                        size = len(item.message.payload)
+                for i, group in enumerate(groups):
+                    now = loop.time()
+                    for item in group:
+                        if item.deadline <= now:
+                            item.report(self._late(to, item))
+                    group = [item for item in group if not item.reported]
+                    if not group:
+                        continue
+                    if stream is not None:
+                        if len(group) == 1:
+                            message = mpc_pb2.StreamMessage(header=group[0].message.header,
+                                                            payload=group[0].message.payload)
+                        else:
+                            message = mpc_pb2.StreamMessage(bundle=[item.message for item in group])
+                        try:
+                            await stream.send(message)
+                        except Exception:   # the stream ended (a bug included: every sender still hears)
+                            stream = None
+                        else:
+                            for item in group:
+                                item.report(None)
+                            continue
+                    # Nothing after a failed write goes on this stream: each message takes a call of
+                    # its own, which waits for a reconnecting channel (and names a wrong certificate) as
+                    # the first message to a peer does.
+                    for rest in [group, *groups[i + 1:]]:
+                        for item in rest:
+                            if not item.reported:
+                                header = item.message.header
+                                item.reported = True   # its call reports it
+                                self._spawn_call(to, header.session_id, header.step, item.message.payload,
+                                                 item.deadline, header.one_round, item.done, item.adopt)
+                    break
+        finally:   # ended early (the client is closing, or a bug): what is left is reported, not lost
+            self._abandon(to, [*queued, *self._outbox.pop(to, [])])
+
+    def _abandon(self, to: str, items: Iterable[_Queued]) -> None:
+        for item in items:
+            item.report(PeerUnavailable(f"session {item.message.header.session_id}: {self.me} -> node {to}: the "
+                                        f"message was not sent (this node is closing its peer streams)"))
+
+    def _late(self, to: str, item: _Queued) -> PeerUnavailable:
+        node = self.channels.cluster.node(to)
+        return PeerUnavailable(f"session {item.message.header.session_id}: {self.me} -> node {to} at {node.address} "
+                               f"did not take the message in time")
 
     async def _call(self, to: str, session_id: str, step: str, payload: bytes, timeout: float,
                     one_round: bool = False) -> None:
@@ -439,6 +497,9 @@ class PeerClient:
         """Close the peer streams and channels."""
         for task in [*self._writing, *self._calling]:
             task.cancel()
+        outboxes, self._outbox = self._outbox, {}   # a writer cancelled before it ran never sees its own
+        for to, items in outboxes.items():
+            self._abandon(to, items)
         streams, self._streams = list(self._streams.values()), {}
         for stream in streams:
             stream.close()

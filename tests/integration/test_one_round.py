@@ -25,7 +25,7 @@ import asyncio
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -37,6 +37,7 @@ import mpc.node.core as node_core
 from mpc.coordinator.client import Coordinator
 from mpc.errors import PeerUnavailable, PolicyError, SessionFailed
 from mpc.store import Store
+from mpc.transport.peers import PeerClient
 from mpc.transport.tls import TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
@@ -417,6 +418,26 @@ def test_a_peer_message_for_a_session_that_never_comes_is_refused_after_its_wait
     assert wait1 >= 0.5 and wait2 < 60.0   # (the waits' own bounds, not the machine's speed)
 
 
+def _outcomes() -> tuple[dict[str, Any], Callable[[str], Callable[[Any], None]]]:
+    """What each posted message's `done` was told, by session id, and the `done` for a session."""
+    told: dict[str, Any] = {}
+
+    def done_for(sid: str) -> Callable[[Any], None]:
+        def done(failure: Any) -> None:
+            assert sid not in told, f"{sid} told twice"
+            told[sid] = failure
+        return done
+    return told, done_for
+
+
+async def _until(predicate: Callable[[], bool], what: str) -> None:
+    for _ in range(1000):   # bounded: 10 s
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def test_a_posted_message_past_its_deadline_is_not_written_and_its_sender_hears_so(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """A message posted for the stream whose deadline has passed before its turn's write is dropped:
@@ -426,32 +447,142 @@ def test_a_posted_message_past_its_deadline_is_not_written_and_its_sender_hears_
     refusals: list[tuple[str, str, str]] = []
     monkeypatch.setattr(alice.peers, "on_refusal", lambda s, p, m, _: refusals.append((s, p, m)))
     monkeypatch.setattr(alice.peers, "one_round", lambda _: False)   # refused at once, not after a wait
+    late, live, later = (secrets.token_hex(16) for _ in range(3))
+    outcomes, done_for = _outcomes()
 
-    async def go() -> tuple[list[str], dict[str, Any]]:
+    async def go() -> None:
         async with env.coordinator() as c:
             await c.sum("raise")   # the channels are up: what follows goes on the stream
         stream = alice.peers._stream("bob")
         assert stream is not None
-        late, live, later = (secrets.token_hex(16) for _ in range(3))
-        outcomes: dict[str, Any] = {}
         now = asyncio.get_running_loop().time()
         for sid, deadline in ((late, now - 1.0), (live, now + 10.0)):
-            assert alice.peers.post("bob", sid, "mpc/hello", b"\x00", deadline,
-                                    lambda failure, sid=sid: outcomes.__setitem__(sid, failure)) is None
+            alice.peers.post("bob", sid, "mpc/hello", b"\x00", deadline, done_for(sid))
+        assert not outcomes   # never told before post returns
         await alice.peers.send("bob", later, "mpc/hello", b"\x00", 10.0)   # a later turn, same stream
-        for _ in range(1000):   # bounded: until both written messages are refused
-            if {live, later} <= {s for s, _, _ in refusals}:
-                break
-            await asyncio.sleep(0.01)
+        await _until(lambda: {live, later} <= {s for s, _, _ in refusals}, "both written messages refused")
         assert alice.peers._stream("bob") is stream and stream.failure is None
-        return [late, live, later], outcomes
-    (late, live, later), outcomes = env.run(go())
+    env.run(go())
     assert outcomes[live] is None
     assert isinstance(outcomes[late], PeerUnavailable)
     assert f"session {late}: alice -> node bob" in str(outcomes[late]) and "in time" in str(outcomes[late])
     refused = {s for s, _, _ in refusals}
     assert {live, later} <= refused and late not in refused, refusals
     assert not any(m[0] == late for m in env.lc.recorder.received["bob"])
+
+
+def test_messages_posted_while_a_write_is_held_up_wait_behind_it_in_order_and_expire_there(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One writer per peer: what is posted while its write is held up (bob's stream not taking it)
+    goes out after it, in the order posted, and a message whose deadline passes while it waits is
+    not written; its sender hears so. The stream is held up by gating alice's writes to bob."""
+    alice = env.lc.servers["alice"]
+    refusals: list[tuple[str, str, str]] = []
+    monkeypatch.setattr(alice.peers, "on_refusal", lambda s, p, m, _: refusals.append((s, p, m)))
+    monkeypatch.setattr(alice.peers, "one_round", lambda _: False)
+    first, short, after = (secrets.token_hex(16) for _ in range(3))
+    outcomes, done_for = _outcomes()
+    written: list[str] = []
+
+    async def go() -> None:
+        async with env.coordinator() as c:
+            await c.sum("raise")
+        stream = alice.peers._stream("bob")
+        assert stream is not None
+        gate = asyncio.Event()
+        send = stream.send
+
+        async def held(message: mpc_pb2.StreamMessage) -> None:
+            written.append((message.bundle[0].header if message.bundle else message.header).session_id)
+            if not gate.is_set():
+                await asyncio.wait_for(gate.wait(), 10)
+            await send(message)
+        monkeypatch.setattr(stream, "send", held)
+        loop = asyncio.get_running_loop()
+        alice.peers.post("bob", first, "mpc/hello", b"\x00", loop.time() + 10.0, done_for(first))
+        await _until(lambda: written == [first], "the first write to start")
+        deadline = loop.time() + 0.2
+        alice.peers.post("bob", short, "mpc/hello", b"\x00", deadline, done_for(short))
+        alice.peers.post("bob", after, "mpc/hello", b"\x00", loop.time() + 10.0, done_for(after))
+        await _until(lambda: loop.time() > deadline, "the short deadline to pass")
+        assert written == [first] and not outcomes   # both wait behind the held write
+        gate.set()
+        await _until(lambda: len(outcomes) == 3, "every sender to hear")
+        await _until(lambda: {first, after} <= {s for s, _, _ in refusals}, "the written messages refused")
+    env.run(go())
+    assert written == [first, after]
+    assert outcomes[first] is None and outcomes[after] is None
+    assert isinstance(outcomes[short], PeerUnavailable) and "in time" in str(outcomes[short])
+    assert short not in {s for s, _, _ in refusals}
+
+
+def test_a_session_aborted_while_compute_lets_its_first_messages_out_records_nothing_more(env: Env) -> None:
+    """alice's compute starts after the peers' digests have arrived (they wait as early messages); the
+    coordinator's Abort is handled in the turn in which compute lets its first messages out. Compute
+    must stop there: no release is recorded for the session at alice, and nothing value-dependent
+    (the comparison's openings) leaves alice."""
+    alice = env.lc.servers["alice"].core
+    compute, dispatch = alice.compute, alice._dispatch
+    seen: dict[str, Any] = {}
+
+    async def late_compute(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.5)   # the peers' digests arrive first (session.early)
+        return await compute(*args, **kwargs)
+
+    def hooked(session: Any, events: list[Any]) -> None:
+        dispatch(session, events)
+        if "sid" not in seen and session.early and any(getattr(e, "step", "") == node_core.STEP_DIGEST
+                                                       for e in events):
+            seen["sid"] = session.session_id
+            # the Abort, handled in the loop turn of compute's yield after its first messages
+            asyncio.get_running_loop().call_soon(alice.abort, session.coordinator, session.session_id, "test")
+
+    async def go() -> BaseException | None:
+        alice.compute = late_compute  # type: ignore[method-assign]
+        alice._dispatch = hooked  # type: ignore[method-assign]
+        try:
+            async with env.coordinator() as c:
+                try:
+                    await c.vote("ballots", threshold=1)
+                except (SessionFailed, PeerUnavailable) as exc:
+                    return exc
+                return None
+        finally:
+            alice.compute, alice._dispatch = compute, dispatch  # type: ignore[method-assign]
+    failure = env.run(go())
+    sid = seen.get("sid")
+    assert sid is not None and failure is not None and "nothing was revealed" in str(failure), failure
+    assert env.sessions("alice")[sid].status == "aborted"
+    assert not [r for r in env.releases("alice", "ballots") if r.session_id == sid]
+    from_alice = [step for sender, step, _ in env.received(sid).get("bob", []) if sender == "alice"]
+    assert not [step for step in from_alice if step.startswith("cmp/")], from_alice
+
+
+def test_messages_queued_when_the_peer_client_closes_are_reported_not_lost(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PeerClient that closes with messages queued for a stream tells each sender (PeerUnavailable)
+    instead of leaving it to wait out its deadline. A client of alice's identity of its own, so that
+    alice's node keeps its own."""
+    alice = env.lc.servers["alice"]
+    outcomes, done_for = _outcomes()
+    sids = [secrets.token_hex(16) for _ in range(3)]
+
+    async def go() -> None:
+        client = PeerClient(env.lc.cluster, "alice", alice.tls)
+        monkeypatch.setattr(client, "one_round", lambda _: False)
+        try:
+            with pytest.raises(SessionFailed):   # bob knows no such session; the channel is up after it
+                await client.send("bob", secrets.token_hex(16), "mpc/hello", b"\x00", 10.0)
+            await _until(lambda: client._stream("bob") is not None, "the stream to bob")
+            loop = asyncio.get_running_loop()
+            for sid in sids:   # queued in this turn; the writer has not run yet
+                client.post("bob", sid, "mpc/hello", b"\x00", loop.time() + 10.0, done_for(sid))
+        finally:
+            await client.close()
+    env.run(go())
+    assert set(outcomes) == set(sids)
+    for sid in sids:
+        assert isinstance(outcomes[sid], PeerUnavailable) and "closing" in str(outcomes[sid]), outcomes[sid]
 
 
 def test_a_bundle_is_delivered_in_order_and_a_bad_one_refused_whole(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:

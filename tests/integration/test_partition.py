@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -235,15 +236,18 @@ def test_the_waiting_node_names_whom_it_waited_for(tmp_path: Path) -> None:
             alice, bob = lc.servers["alice"].core, lc.servers["bob"].core
             post, compute = alice.peers.post, bob.compute
 
+            lost_calls: set[asyncio.Future[None]] = set()
+
             def partitioned(to: str, session_id: str, step: str, payload: bytes, deadline: float,
-                            done: Callable[[MpcError | None], None]) -> asyncio.Task[None] | None:
+                            done: Callable[[MpcError | None], None], adopt: Any = None) -> None:
                 if to != "bob":
-                    return post(to, session_id, step, payload, deadline, done)
+                    post(to, session_id, step, payload, deadline, done, adopt)
+                    return
 
                 async def lost() -> None:
                     await asyncio.sleep(deadline - asyncio.get_running_loop().time())
                     done(PeerUnavailable(f"session {session_id}: alice -> node bob did not answer in time"))
-                return asyncio.ensure_future(lost())
+                lost_calls.add(asyncio.ensure_future(lost()))
 
             async def slow_answer(*args: object) -> object:
                 try:

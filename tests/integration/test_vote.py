@@ -579,13 +579,15 @@ class HoldingSender:
         self.session = ""
         self.holding = asyncio.Event()
         self.release = asyncio.Event()
+        self.tasks: set[asyncio.Future[None]] = set()   # the held messages' (kept from the collector)
 
-    def post(self, to: str, session_id: str, step: str, payload: bytes, deadline: float,
-             done: Any) -> asyncio.Task[None] | None:
+    def post(self, to: str, session_id: str, step: str, payload: bytes, deadline: float, done: Any,
+             adopt: Any = None) -> None:
         session = self.core.sessions.get(session_id)
         if not (to == self.to and step.startswith("cmp/") and self.session in ("", session_id)
                 and session is not None and session.protocol.name == "vote"):
-            return self.inner.post(to, session_id, step, payload, deadline, done)
+            self.inner.post(to, session_id, step, payload, deadline, done, adopt)
+            return
         self.session = session_id
         self.holding.set()
 
@@ -594,8 +596,8 @@ class HoldingSender:
                 await asyncio.wait_for(self.release.wait(), 20)
             except TimeoutError:
                 pass
-            self.inner.post(to, session_id, step, payload, deadline, done)
-        return asyncio.ensure_future(held())
+            self.inner.post(to, session_id, step, payload, deadline, done, adopt)
+        self.tasks.add(asyncio.ensure_future(held()))
 
     async def send(self, to: str, session_id: str, step: str, payload: bytes, timeout: float) -> None:
         await self.inner.send(to, session_id, step, payload, timeout)
