@@ -51,12 +51,12 @@ def _mpc_seen(env: dict[str, str], cwd: str) -> Path:
     return Path(out.stdout.strip()).resolve().parent.parent
 
 
-async def _alternate(runs: dict[str, _Running], votes: int, ballots: int) -> dict[str, dict[str, float]]:
+async def _alternate(runs: dict[str, _Running], votes: int, ballots: int) -> dict[str, dict[str, float | None]]:
     names = node_names(PARTIES)
     words = triple_words(PARTIES, COMPARE_BITS, 1)
     expected = 2 * sum(int(b.sum()) for b in vote_ballots(ballots, PARTIES)) >= ballots
     times: dict[str, list[float]] = {k: [] for k in runs}
-    ticks = {k: 0 for k in runs}
+    ticks: dict[str, int | None] = {k: 0 for k in runs}   # None: /proc could not be read
     coordinators = {k: Coordinator(r.cluster) for k, r in runs.items()}
     try:
         for k, c in coordinators.items():   # the first vote of each: base OTs, TLS, pools made after it
@@ -74,14 +74,16 @@ async def _alternate(runs: dict[str, _Running], votes: int, ballots: int) -> dic
                 after = _cpu_ticks(run.nodes)
                 if passed != expected:
                     raise RuntimeError(f"the {k} cluster's vote {i + 1} is wrong")
-                if before is not None and after is not None:
-                    ticks[k] += sum(after.values()) - sum(before.values())
+                counted = ticks[k]
+                ticks[k] = None if before is None or after is None or counted is None else \
+                    counted + sum(after.values()) - sum(before.values())
     finally:
         for c in coordinators.values():
             await c.close()
     tick = _clock_tick()
     return {k: {"median_ms": 1000 * statistics.median(t), "mean_ms": 1000 * statistics.mean(t),
-                "node_cpu_ms_per_vote": 1000 * ticks[k] / tick / votes, "votes": votes} for k, t in times.items()}
+                "node_cpu_ms_per_vote": None if (n := ticks[k]) is None else 1000 * n / tick / votes, "votes": votes}
+            for k, t in times.items()}
 
 
 def main() -> None:
@@ -126,10 +128,12 @@ def main() -> None:
             os.chdir(cwd)
     for label in ("old", "new"):
         print(json.dumps({"version": label, "checkout": str(old if label == "old" else HERE), **results[label]}))
-    ratio = results["old"]["median_ms"] / results["new"]["median_ms"]
+    old_ms, new_ms = results["old"]["median_ms"], results["new"]["median_ms"]
+    assert old_ms is not None and new_ms is not None   # every vote is timed
+    ratio = old_ms / new_ms
+    cpu = {k: "unknown" if (ms := results[k]["node_cpu_ms_per_vote"]) is None else f"{ms:.1f} ms" for k in results}
     print(f"median vote: old {results['old']['median_ms']:.2f} ms, new {results['new']['median_ms']:.2f} ms "
-          f"(old/new {ratio:.2f}x); nodes' CPU per vote: old {results['old']['node_cpu_ms_per_vote']:.1f} ms, "
-          f"new {results['new']['node_cpu_ms_per_vote']:.1f} ms")
+          f"(old/new {ratio:.2f}x); nodes' CPU per vote: old {cpu['old']}, new {cpu['new']}")
 
 
 if __name__ == "__main__":
