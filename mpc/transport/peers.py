@@ -349,9 +349,7 @@ class PeerClient:
             async with asyncio.timeout_at(deadline + CALL_GRACE_S):
                 await outcome
         except TimeoutError:
-            node = self.channels.cluster.node(to)
-            raise PeerUnavailable(f"session {session_id}: {self.me} -> node {to} at {node.address} did not "
-                                  f"take the message in time") from None
+            raise self._late(to, session_id) from None
         finally:
             for call in calls:   # given up on (cancelled, or out of time): withdrawn
                 call.cancel()
@@ -415,7 +413,7 @@ class PeerClient:
                     now = loop.time()
                     for item in group:
                         if item.deadline <= now:
-                            item.report(self._late(to, item))
+                            item.report(self._late(to, item.message.header.session_id))
                     group = [item for item in group if not item.reported]
                     if not group:
                         continue
@@ -452,10 +450,10 @@ class PeerClient:
             item.report(PeerUnavailable(f"session {item.message.header.session_id}: {self.me} -> node {to}: the "
                                         f"message was not sent (this node is closing its peer streams)"))
 
-    def _late(self, to: str, item: _Queued) -> PeerUnavailable:
+    def _late(self, to: str, session_id: str) -> PeerUnavailable:
         node = self.channels.cluster.node(to)
-        return PeerUnavailable(f"session {item.message.header.session_id}: {self.me} -> node {to} at {node.address} "
-                               f"did not take the message in time")
+        return PeerUnavailable(f"session {session_id}: {self.me} -> node {to} at {node.address} did not take the "
+                               f"message in time")
 
     async def _call(self, to: str, session_id: str, step: str, payload: bytes, timeout: float,
                     one_round: bool = False) -> None:

@@ -44,6 +44,7 @@ from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 from .harness import ANY_QUERIES, LocalCluster, prepare_request, running_cluster
 from .test_auctions import hoeffding_band, words_of
 from .test_keyed import Env as KeyedEnv
+from .test_vote import wait_until
 
 FOUR = ("alice", "bob", "carlos", "david")
 RAISES = {"alice": 3800, "bob": 2514, "carlos": 2982, "david": 3390}
@@ -430,14 +431,6 @@ def _outcomes() -> tuple[dict[str, Any], Callable[[str], Callable[[Any], None]]]
     return told, done_for
 
 
-async def _until(predicate: Callable[[], bool], what: str) -> None:
-    for _ in range(1000):   # bounded: 10 s
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_a_posted_message_past_its_deadline_is_not_written_and_its_sender_hears_so(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """A message posted for the stream whose deadline has passed before its turn's write is dropped:
@@ -460,7 +453,7 @@ def test_a_posted_message_past_its_deadline_is_not_written_and_its_sender_hears_
             alice.peers.post("bob", sid, "mpc/hello", b"\x00", deadline, done_for(sid))
         assert not outcomes   # never told before post returns
         await alice.peers.send("bob", later, "mpc/hello", b"\x00", 10.0)   # a later turn, same stream
-        await _until(lambda: {live, later} <= {s for s, _, _ in refusals}, "both written messages refused")
+        await wait_until(lambda: {live, later} <= {s for s, _, _ in refusals}, "both written messages refused")
         assert alice.peers._stream("bob") is stream and stream.failure is None
     env.run(go())
     assert outcomes[live] is None
@@ -500,15 +493,15 @@ def test_messages_posted_while_a_write_is_held_up_wait_behind_it_in_order_and_ex
         monkeypatch.setattr(stream, "send", held)
         loop = asyncio.get_running_loop()
         alice.peers.post("bob", first, "mpc/hello", b"\x00", loop.time() + 10.0, done_for(first))
-        await _until(lambda: written == [first], "the first write to start")
+        await wait_until(lambda: written == [first], "the first write to start")
         deadline = loop.time() + 0.2
         alice.peers.post("bob", short, "mpc/hello", b"\x00", deadline, done_for(short))
         alice.peers.post("bob", after, "mpc/hello", b"\x00", loop.time() + 10.0, done_for(after))
-        await _until(lambda: loop.time() > deadline, "the short deadline to pass")
+        await wait_until(lambda: loop.time() > deadline, "the short deadline to pass")
         assert written == [first] and not outcomes   # both wait behind the held write
         gate.set()
-        await _until(lambda: len(outcomes) == 3, "every sender to hear")
-        await _until(lambda: {first, after} <= {s for s, _, _ in refusals}, "the written messages refused")
+        await wait_until(lambda: len(outcomes) == 3, "every sender to hear")
+        await wait_until(lambda: {first, after} <= {s for s, _, _ in refusals}, "the written messages refused")
     env.run(go())
     assert written == [first, after]
     assert outcomes[first] is None and outcomes[after] is None
@@ -573,7 +566,7 @@ def test_messages_queued_when_the_peer_client_closes_are_reported_not_lost(
         try:
             with pytest.raises(SessionFailed):   # bob knows no such session; the channel is up after it
                 await client.send("bob", secrets.token_hex(16), "mpc/hello", b"\x00", 10.0)
-            await _until(lambda: client._stream("bob") is not None, "the stream to bob")
+            await wait_until(lambda: client._stream("bob") is not None, "the stream to bob")
             loop = asyncio.get_running_loop()
             for sid in sids:   # queued in this turn; the writer has not run yet
                 client.post("bob", sid, "mpc/hello", b"\x00", loop.time() + 10.0, done_for(sid))
