@@ -156,6 +156,7 @@ class Session:
     engine: AgreedParty | None = None    # made at compute, when every length and the scale are known
     early: list[tuple[str, str, bytes]] = field(default_factory=list, repr=False)   # peer messages before it
     query: Query | None = None           # what this session releases, once compute knows every version
+    released: str = ""                   # its release as recorded (the end's log line says it)
     timer: asyncio.TimerHandle | None = None
     running: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)   # messages on calls of their own
@@ -764,8 +765,9 @@ class NodeCore:
             raise LocalProtocolError(f"session {session.session_id}: agreed before compute")
         described = self.releases.record(session.session_id, session.stored, session.query, session.spend,
                                          session.unrecorded)
-        session.unrecorded = None
-        log.info("session %s: %s", session.session_id, described, extra={"session": session.session_id})
+        session.unrecorded, session.released = None, described
+        # Said in the session's end line (one line per session); here for debugging only.
+        log.debug("session %s: released %s", session.session_id, described, extra={"session": session.session_id})
 
     def is_one_round(self, session_id: str) -> bool:
         """Whether a live session was prepared and computed at once (mpc/transport/peers.py tells its peers)."""
@@ -1152,8 +1154,9 @@ class NodeCore:
         except MpcError as exc:  # pragma: no cover - the store refuses only impossible transitions
             raise LocalProtocolError(str(exc)) from exc
         extra = {"session": session.session_id}
+        released = f"; released {session.released}" if session.released else ""
         if status == "done":
-            log.info("session %s done, %d bytes sent", session.session_id, sum(n for _, n in session.sent.values()),
-                     extra=extra)
+            log.info("session %s done, %d bytes sent%s", session.session_id, sum(n for _, n in session.sent.values()),
+                     released, extra=extra)
         else:
-            log.warning("session %s %s: %s", session.session_id, status, reason, extra=extra)
+            log.warning("session %s %s: %s%s", session.session_id, status, reason, released, extra=extra)

@@ -197,6 +197,9 @@ class ReleaseBook:
         self.policy = policy
         self._reserved: dict[str, tuple[str, int, Query]] = {}   # session -> (input, version, query)
         self._spending: dict[str, tuple[str, Spend]] = {}        # session -> (input, DP spend)
+        # Sessions whose query a recorded release already implied when they reserved: recorded
+        # without waiting for the disk (see `record`).
+        self._repeats: set[str] = set()
         self._lock = threading.RLock()   # over both: the event loop and worker threads reserve and record
 
     def budget(self, input_name: str) -> Budget:
@@ -249,7 +252,9 @@ class ReleaseBook:
             recorded = [(Query.from_json(q), counted) for q, counted in self.store.distinct_releases(stored.name,
                                                                                                    stored.version)]
             queries = [q for q, _ in recorded]
-            if implied_by(query, queries, stored.is_scalar) is None:
+            if implied_by(query, queries, stored.is_scalar) is not None:
+                self._repeats.add(session_id)
+            else:
                 slots: list[Query] = []    # distinct pending queries that no recorded release implies
                 for name, version, other in self._reserved.values():
                     if (name, version) == (stored.name, stored.version) and implied_by(
@@ -278,9 +283,16 @@ class ReleaseBook:
                 return decide(query, [(Query.from_json(q), counted) for q, counted in recorded], max_releases=maximum,
                               scalar=stored.is_scalar, node=self.node, input_name=stored.name, version=stored.version)
 
+            # A release that a recorded one implied at reserve is still implied now (releases are never
+            # deleted, and the version is part of the query): it reveals nothing new and counts against
+            # nothing, so its record (and audit entry) is committed without an fsync, atomic and safe
+            # against a crash but not a power cut. Losing it can only make a later decision stricter.
+            # A counted release, which the budget rests on, is on disk before anything leaves.
+            durable = session_id not in self._repeats
             described = self.store.record_release(session_id, stored.name, stored.version, query.to_json(), check,
-                                                  new=new)
+                                                  new=new, durable=durable)
             self._reserved.pop(session_id, None)
+            self._repeats.discard(session_id)
             return described
 
     def _record_private(self, session_id: str, stored: StoredInput, query: Query, spend: Spend,
@@ -308,3 +320,4 @@ class ReleaseBook:
         with self._lock:   # sessions may record from a worker thread (a slow engine step)
             self._reserved.pop(session_id, None)
             self._spending.pop(session_id, None)
+            self._repeats.discard(session_id)

@@ -85,7 +85,7 @@ class ReleasesMixin(StoreBase):
                        decide: Callable[[list[tuple[str, bool]]], tuple[bool, str]], *,
                        spend: tuple[Decimal, Decimal] | None = None,
                        afford: Callable[[tuple[Decimal, Decimal]], None] | None = None,
-                       new: NewSession | None = None) -> str:
+                       new: NewSession | None = None, durable: bool = True) -> str:
         """Count a session's release against an input version's budget, atomically.
 
         `decide` sees the version's distinct earlier queries (`distinct_releases`) and returns
@@ -97,12 +97,17 @@ class ReleasesMixin(StoreBase):
 
         new: a session not recorded yet (a one-round session), recorded as "prepared" in the same
         transaction, before its release.
+        durable=False: for a release the caller knows a recorded one implies (a repeat): committed
+        without an fsync (StoreBase._writing). A release that `decide` counts, or any with a `spend`,
+        is refused then (StoreError, nothing recorded): what the budget rests on is always on disk.
 
         Returns: the description. Raises: whatever `decide` or `afford` raise; StoreError for an unknown session.
         """
         if new is not None:
             new.check()
-        with self._writing() as conn:
+        if not durable and spend is not None:
+            raise StoreError(f"session {session_id!r}: a differentially private release is always committed to disk")
+        with self._writing(durable=durable) as conn:
             if new is not None:
                 SessionsMixin._insert_session(conn, new, _now(), if_absent=True)
             row = conn.execute("SELECT protocol, participants, coordinator FROM sessions WHERE session_id = ?",
@@ -112,6 +117,9 @@ class ReleasesMixin(StoreBase):
             if afford is not None:
                 afford(self._dp_spent(conn, input_name))
             counted, description = decide(self._distinct(conn, input_name, version))
+            if counted and not durable:
+                raise StoreError(f"session {session_id!r}: its release of {input_name!r} v{version} counts against "
+                                 f"the budget, so it must be committed to disk; it was expected to be a repeat")
             now = _now()
             epsilon, delta = (None, None) if spend is None else (str(spend[0]), str(spend[1]))
             seq = conn.execute("INSERT INTO releases (at, session_id, input_name, version, query, counted, epsilon, "

@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from mpc.config import Policy, Rules
-from mpc.errors import InputError, PolicyError
+from mpc.errors import InputError, PolicyError, StoreError
 from mpc.node.releases import Query, ReleaseBook, decide, implied_by, might_be_implied
 from mpc.store import Store
 
@@ -361,3 +363,61 @@ def test_migration_to_schema_7_keeps_each_versions_distinct_queries(tmp_path: Pa
         for statement in ("UPDATE release_queries SET counted = 0", "DELETE FROM release_queries"):
             with pytest.raises(sqlite3.DatabaseError, match="append-only"):
                 conn.execute(statement)
+
+
+class _DurabilitySeen(Store):
+    """The real store, noting how each release was committed (durable: fsync'd before it returns)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.commits: list[tuple[str, bool]] = []
+
+    def record_release(self, session_id: str, *args: Any, **kwargs: Any) -> str:
+        described = super().record_release(session_id, *args, **kwargs)
+        self.commits.append((session_id, kwargs.get("durable", True)))
+        return described
+
+
+def test_a_counted_release_waits_for_the_disk_and_only_a_release_a_recorded_one_implies_does_not(
+        tmp_path: Path) -> None:
+    """What the budget rests on (a counted release, a new distinct query) is fsync'd before the output
+    leaves; a repeat, or a query an earlier recorded release implies, reveals nothing new and is
+    committed without the fsync. A session that reserved before the first was recorded still waits."""
+    store = _DurabilitySeen(tmp_path / "node.sqlite3")
+    store.put_input("raise", np.array([3800], dtype=np.int64), 0, True)
+    book = ReleaseBook(store, "alice", Policy(defaults=Rules(max_releases=4)))
+    stored = store.get_input("raise")
+    plan = [("1", q("sum")), ("2", q("sum")), ("3", q("average-records")), ("4", q("vote", 3)),
+            ("5", q("vote", 3)), ("6", q("sum", versions={**ALL, "bob": 2}))]
+    for sid, query in plan:
+        session = sid * 32
+        store.record_session(session, query.aggregate, "raise", list(ALL), "spiffe://mpc/coordinator/c")
+        book.reserve(session, stored, query)
+        book.record(session, stored, query)
+    late, early = "7" * 32, "8" * 32      # both reserve a new query; the first to record makes the other a repeat
+    for session in (late, early):
+        store.record_session(session, "vote", "raise", list(ALL), "spiffe://mpc/coordinator/c")
+        book.reserve(session, stored, q("vote", 9))
+    book.record(early, stored, q("vote", 9))
+    book.record(late, stored, q("vote", 9))
+    assert [durable for _, durable in store.commits] == [True, False, False, True, False, True, True, True]
+    assert [r.counted for r in store.releases("raise", 1)] == [True, False, False, True, False, True, True, False]
+    store.close()
+
+
+def test_a_release_committed_without_the_disk_may_not_count(tmp_path: Path) -> None:
+    """The store refuses, and records nothing, if a release it was told is a repeat counts after all,
+    or spends a differential-privacy budget; its later commits are durable again."""
+    with store_with_session(tmp_path) as store:
+        def counted(earlier: list[object]) -> tuple[bool, str]:
+            return True, "sum over alice,bob,carlos,david: release 1 of at most 1"
+
+        with pytest.raises(StoreError, match="must be committed to disk"):
+            store.record_release("a" * 32, "raise", 1, q("sum").to_json(), counted, durable=False)
+        with pytest.raises(StoreError, match="always committed to disk"):
+            store.record_release("a" * 32, "raise", 1, q("sum").to_json(), counted, durable=False,
+                                 spend=(Decimal(1), Decimal(0)))
+        assert store.releases("raise", 1) == []
+        assert store._conn is not None and store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2   # FULL
+        store.record_release("a" * 32, "raise", 1, q("sum").to_json(), counted)
+        assert [r.counted for r in store.releases("raise", 1)] == [True]
