@@ -51,3 +51,7 @@ def configure(level: str, fmt: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
+    # Neither format shows where a call was made, or the thread and process: not looked up for every
+    # record (the logging HOWTO's "Optimization"; a node logs a line per session).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False

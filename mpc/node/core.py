@@ -619,12 +619,15 @@ class NodeCore:
                     self._dispatch(session, events)
             if engine.failure is not None:   # a peer's early digest differs; ours still went out
                 raise engine.failure
-            try:
-                share = await asyncio.wait_for(asyncio.shield(session.output), session.remaining(loop))
-            except TimeoutError:
-                waiting = ", ".join(engine.waiting_for) or "nobody"
-                raise PeerUnavailable(f"session {session_id}: node {self.me.name} timed out waiting for "
-                                      f"{waiting}") from None
+            if session.output.done():   # e.g. a keyed sum: its share is there when it starts
+                share = session.output.result()
+            else:
+                try:
+                    share = await asyncio.wait_for(asyncio.shield(session.output), session.remaining(loop))
+                except TimeoutError:
+                    waiting = ", ".join(engine.waiting_for) or "nobody"
+                    raise PeerUnavailable(f"session {session_id}: node {self.me.name} timed out waiting for "
+                                          f"{waiting}") from None
             # Our own messages must have arrived before we call the session done.
             if session.unsent:
                 session.all_sent = asyncio.Event()
