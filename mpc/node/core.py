@@ -766,11 +766,13 @@ class NodeCore:
         """
         if session.query is None:   # agreement needs our digest, which compute sends after setting it
             raise LocalProtocolError(f"session {session.session_id}: agreed before compute")
+        repeat = self.releases.is_repeat(session.session_id)
         described = self.releases.record(session.session_id, session.stored, session.query, session.spend,
                                          session.unrecorded)
         session.unrecorded, session.released = None, described
-        # Said in the session's end line (one line per session); here for debugging only.
-        log.debug("session %s: released %s", session.session_id, described, extra={"session": session.session_id})
+        # The end line says it too. A release that may take from the budget is also said at once (a session
+        # may hang, or the node stop, before it ends); a repeat, which takes nothing, only there.
+        log.log(logging.DEBUG if repeat else logging.INFO, "session %s: released %s", session.session_id, described, extra={"session": session.session_id})
 
     def is_one_round(self, session_id: str) -> bool:
         """Whether a live session was prepared and computed at once (mpc/transport/peers.py tells its peers)."""

@@ -315,6 +315,12 @@ class ReleaseBook:
         self._spending.pop(session_id, None)
         return described
 
+    def is_repeat(self, session_id: str) -> bool:
+        """Whether a session's reserved release was implied by a recorded one when it reserved (it
+        then takes nothing from the budget, and `record` commits it without an fsync)."""
+        with self._lock:
+            return session_id in self._repeats
+
     def drop(self, session_id: str) -> None:
         """Forget a session's reservation (it ended before agreement, or was recorded)."""
         with self._lock:   # sessions may record from a worker thread (a slow engine step)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -398,11 +399,34 @@ def test_a_counted_release_waits_for_the_disk_and_only_a_release_a_recorded_one_
     for session in (late, early):
         store.record_session(session, "vote", "raise", list(ALL), "spiffe://mpc/coordinator/c")
         book.reserve(session, stored, q("vote", 9))
+    assert not book.is_repeat(early) and not book.is_repeat(late)
     book.record(early, stored, q("vote", 9))
     book.record(late, stored, q("vote", 9))
     assert [durable for _, durable in store.commits] == [True, False, False, True, False, True, True, True]
+    assert book._repeats == set()   # each remembered until its release is recorded
     assert [r.counted for r in store.releases("raise", 1)] == [True, False, False, True, False, True, True, False]
     store.close()
+
+
+def test_a_repeat_is_committed_with_synchronous_normal_and_a_counted_release_with_full(tmp_path: Path) -> None:
+    """What durable=False means at the disk: the transaction runs with synchronous=NORMAL (WAL: no fsync
+    at commit), a durable one with FULL, and the setting is FULL again after either."""
+    with store_with_session(tmp_path) as store:
+        conn = store._conn
+        assert conn is not None
+        seen: list[int] = []
+
+        def decide(counted: bool) -> Callable[[list[object]], tuple[bool, str]]:
+            def check(earlier: list[object]) -> tuple[bool, str]:
+                seen.append(conn.execute("PRAGMA synchronous").fetchone()[0])   # inside the transaction
+                return counted, "sum over alice,bob,carlos,david"
+            return check
+
+        store.record_release("a" * 32, "raise", 1, q("sum").to_json(), decide(True))
+        store.record_session("b" * 32, "sum", "raise", list(ALL), "spiffe://mpc/coordinator/c")
+        store.record_release("b" * 32, "raise", 1, q("sum").to_json(), decide(False), durable=False)
+        assert seen == [2, 1]   # FULL, then NORMAL
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
 def test_a_release_committed_without_the_disk_may_not_count(tmp_path: Path) -> None:
