@@ -14,7 +14,7 @@ import os
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from pathlib import Path
@@ -157,6 +157,7 @@ class Session:
     early: list[tuple[str, str, bytes]] = field(default_factory=list, repr=False)   # peer messages before it
     query: Query | None = None           # what this session releases, once compute knows every version
     released: str = ""                   # its release as recorded (the end's log line says it)
+    ended: bool = False                  # its end was recorded with its release (`_release`)
     timer: asyncio.TimerHandle | None = None
     running: bool = False
     tasks: set[asyncio.Task[None]] = field(default_factory=set)   # messages on calls of their own
@@ -595,15 +596,20 @@ class NodeCore:
                 # with, another description gets shares whose masks do not cancel (mpc/protocols/pairing.py).
                 # Every engine that sends messages anyway still sends its digest with its first ones (no
                 # extra round), so each node also checks what every other computed with (DESIGN.md §9).
-                engine = AgreedParty(inner, session_id, me, session.parties, lambda: self._release(session),
-                                     agreed=keys is not None and isinstance(inner, SecureSumParty))
+                # Agreed at start (a keyed sum), its release is recorded here, once start has said what it
+                # sends and before any of it leaves; the others' when every digest has come (on_agreed).
+                agreed = keys is not None and isinstance(inner, SecureSumParty)
+                engine = AgreedParty(inner, session_id, me, session.parties,
+                                     None if agreed else lambda: self._release(session), agreed=agreed)
                 session.engine = engine
                 if engine.is_slow("start"):   # e.g. hashing a set to the curve: off the event loop
                     events = await asyncio.to_thread(engine.start, contribution, digest)
                     self._still_live(session)
-                    self._dispatch(session, events)
                 else:
-                    self._dispatch(session, engine.start(contribution, digest))
+                    events = engine.start(contribution, digest)
+                if agreed:
+                    self._release(session, events)
+                self._dispatch(session, events)
                 if session.early:
                     # Let our first messages (the digest, value-free openers) start out before the peers'
                     # early ones are taken: one of those may complete the agreement, whose release record
@@ -758,21 +764,33 @@ class NodeCore:
         """Keep the pair key of a seed a sum sent to or took from `peer` (engines may call from a worker thread)."""
         self.pair_keys.add(PairKey.from_seed(peer, seed))
 
-    def _release(self, session: Session) -> None:
+    def _release(self, session: Session, events: Sequence[Send | Output] = ()) -> None:
         """Record this session's release: called once every peer has agreed on the session (so every
         peer has reserved its own), just before anything value-dependent leaves this node.
+
+        events: what the session's engine has just put out, none of it gone yet. If that is its output
+        share alone (a keyed sum) and no peer's message waits to be taken, the session ends here: nothing
+        after this can fail or wait before its share goes to the coordinator (compute awaits nothing
+        more), so its end ("done", having sent that share) is recorded in the release's transaction.
 
         Raises: PolicyError if the budget is spent after all (only if the store was changed under us).
         """
         if session.query is None:   # agreement needs our digest, which compute sends after setting it
             raise LocalProtocolError(f"session {session.session_id}: agreed before compute")
+        done = None
+        output = events[0] if len(events) == 1 and isinstance(events[0], Output) else None
+        if output is not None and not (session.output.done() or session.early or session.unsent or
+                                       session.send_errors) and self.sessions.get(session.session_id) is session:
+            share = Transfer(OUTPUT_SHARE, session.coordinator.uri(), 1, int(output.words.nbytes))
+            done = (*session.transfers(), share)
         repeat = self.releases.is_repeat(session.session_id)
         described = self.releases.record(session.session_id, session.stored, session.query, session.spend,
-                                         session.unrecorded)
-        session.unrecorded, session.released = None, described
+                                         session.unrecorded, done)
+        session.unrecorded, session.released, session.ended = None, described, done is not None
         # The end line says it too. A release that may take from the budget is also said at once (a session
         # may hang, or the node stop, before it ends); a repeat, which takes nothing, only there.
-        log.log(logging.DEBUG if repeat else logging.INFO, "session %s: released %s", session.session_id, described, extra={"session": session.session_id})
+        log.log(logging.DEBUG if repeat else logging.INFO, "session %s: released %s", session.session_id,
+                described, extra={"session": session.session_id})
 
     def is_one_round(self, session_id: str) -> bool:
         """Whether a live session was prepared and computed at once (mpc/transport/peers.py tells its peers)."""
@@ -1154,10 +1172,16 @@ class NodeCore:
         if counts is not None:
             self.metrics.triples_generated.inc(counts[0])
             self.metrics.triples_consumed.inc(counts[1])
-        try:
-            self.store.set_session_status(session.session_id, status, reason, session.transfers(), session.unrecorded)
-        except MpcError as exc:  # pragma: no cover - the store refuses only impossible transitions
-            raise LocalProtocolError(str(exc)) from exc
+        if session.ended:   # recorded "done" with its release, and nothing could fail after that
+            if status != "done":   # pragma: no cover - compute neither waits nor fails after such a release
+                log.error("session %s %s after its end was recorded as done with its release", session.session_id,
+                          status, extra={"session": session.session_id})
+        else:
+            try:
+                self.store.set_session_status(session.session_id, status, reason, session.transfers(),
+                                              session.unrecorded)
+            except MpcError as exc:  # pragma: no cover - the store refuses only impossible transitions
+                raise LocalProtocolError(str(exc)) from exc
         extra = {"session": session.session_id}
         released = f"; released {session.released}" if session.released else ""
         if status == "done":

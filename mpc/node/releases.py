@@ -35,7 +35,7 @@ from decimal import Decimal
 from mpc.config import Policy
 from mpc.errors import PolicyError
 from mpc.protocols.catalogue import describe_release, implies
-from mpc.store import NewSession, Store, StoredInput
+from mpc.store import NewSession, Store, StoredInput, Transfer
 
 
 
@@ -268,15 +268,16 @@ class ReleaseBook:
             self._reserved[session_id] = (stored.name, stored.version, query)
 
     def record(self, session_id: str, stored: StoredInput, query: Query, spend: Spend | None = None,
-               new: NewSession | None = None) -> str:
+               new: NewSession | None = None, done: Sequence[Transfer] | None = None) -> str:
         """Record a reserved release in the store (and its audit log), deciding atomically against
-        the recorded releases only (new: the session itself too, if not recorded yet).
+        the recorded releases only (new: the session itself too, if not recorded yet; done: its end
+        too, having sent that, if the release is all that is left of it).
 
         Returns: its description. Raises: PolicyError if the budget is spent after all.
         """
         with self._lock:   # sessions may record from a worker thread (a slow engine step)
             if spend is not None:
-                return self._record_private(session_id, stored, query, spend, new)
+                return self._record_private(session_id, stored, query, spend, new, done)
             maximum = self.policy.rules(stored.name).max_releases
 
             def check(recorded: Sequence[tuple[str, bool]]) -> tuple[bool, str]:
@@ -290,13 +291,13 @@ class ReleaseBook:
             # A counted release, which the budget rests on, is on disk before anything leaves.
             durable = session_id not in self._repeats
             described = self.store.record_release(session_id, stored.name, stored.version, query.to_json(), check,
-                                                  new=new, durable=durable)
+                                                  new=new, durable=durable, done=done)
             self._reserved.pop(session_id, None)
             self._repeats.discard(session_id)
             return described
 
     def _record_private(self, session_id: str, stored: StoredInput, query: Query, spend: Spend,
-                        new: NewSession | None) -> str:
+                        new: NewSession | None, done: Sequence[Transfer] | None) -> str:
         rules = self.policy.rules(stored.name)
 
         def afford(spent: Spend) -> None:
@@ -311,7 +312,7 @@ class ReleaseBook:
                            f"{spend[1]} of {stored.name!r}")
 
         described = self.store.record_release(session_id, stored.name, stored.version, query.to_json(), decide,
-                                              spend=spend, afford=afford, new=new)
+                                              spend=spend, afford=afford, new=new, done=done)
         self._spending.pop(session_id, None)
         return described
 

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 from mpc.errors import StoreError
 from mpc.store.base import StoreBase, _now
-from mpc.store.sessions import NewSession, SessionsMixin, _audit_protocol
+from mpc.store.sessions import NewSession, SessionsMixin, Transfer, _audit_protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +85,8 @@ class ReleasesMixin(StoreBase):
                        decide: Callable[[list[tuple[str, bool]]], tuple[bool, str]], *,
                        spend: tuple[Decimal, Decimal] | None = None,
                        afford: Callable[[tuple[Decimal, Decimal]], None] | None = None,
-                       new: NewSession | None = None, durable: bool = True) -> str:
+                       new: NewSession | None = None, durable: bool = True,
+                       done: Sequence[Transfer] | None = None) -> str:
         """Count a session's release against an input version's budget, atomically.
 
         `decide` sees the version's distinct earlier queries (`distinct_releases`) and returns
@@ -97,6 +98,9 @@ class ReleasesMixin(StoreBase):
 
         new: a session not recorded yet (a one-round session), recorded as "prepared" in the same
         transaction, before its release.
+        done: the session ends with this release (its output share is all it sends, and that is
+        ready): it is recorded as "done", having sent `done`, in the same transaction, after its
+        release; as set_session_status would, one transaction later.
         durable=False: for a release the caller knows a recorded one implies (a repeat): committed
         without an fsync (StoreBase._writing). A release that `decide` counts, or any with a `spend`,
         is refused then (StoreError, nothing recorded): what the budget rests on is always on disk.
@@ -132,4 +136,6 @@ class ReleasesMixin(StoreBase):
             protocol, participants, coordinator = row
             SessionsMixin._append_audit(conn, now, "released", session_id, coordinator, _audit_protocol(protocol),
                                         [input_name], json.loads(participants), (), description)
+            if done is not None:
+                SessionsMixin._set_status(conn, session_id, "done", "", done, now)
         return description

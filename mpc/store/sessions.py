@@ -174,36 +174,41 @@ class SessionsMixin(StoreBase):
                 f"{', '.join(SESSION_STATES)}"
             )
         _check_text("reason", reason, allow_empty=True)
-        terminal = tuple(sorted(TERMINAL_STATES))
-        marks = ", ".join("?" * len(terminal))
         now = _now()
         if new is not None:
             new.check()
         with self._writing(durable=False) as conn:
             if new is not None:
                 self._insert_session(conn, new, now, if_absent=True)
-            # One conditional UPDATE, so a concurrent writer cannot slip in between check and set.
-            changed = conn.execute(
-                f"UPDATE sessions SET status = ?, reason = ?, updated_at = ? "
-                f"WHERE session_id = ? AND status NOT IN ({marks})",
-                (status, reason, now, session_id, *terminal),
-            ).rowcount
-            if changed:
-                if status in TERMINAL_STATES:
-                    protocol, input_name, participants, coordinator = conn.execute(
-                        "SELECT protocol, input_name, participants, coordinator FROM sessions "
-                        "WHERE session_id = ?", (session_id,)).fetchone()
-                    self._append_audit(conn, now, status, session_id, coordinator, _audit_protocol(protocol),
-                                       [input_name], json.loads(participants), sent, reason)
-                return
-            row = conn.execute(
-                "SELECT status FROM sessions WHERE session_id = ?", (session_id,)
-            ).fetchone()
+            self._set_status(conn, session_id, status, reason, sent, now)
+
+    @staticmethod
+    def _set_status(conn: sqlite3.Connection, session_id: str, status: str, reason: str, sent: Sequence[Transfer],
+                    now: str) -> None:
+        """set_session_status inside the caller's transaction (checked arguments).
+
+        Raises: StoreError if the session is unknown or has already ended.
+        """
+        terminal = tuple(sorted(TERMINAL_STATES))
+        marks = ", ".join("?" * len(terminal))
+        # One conditional UPDATE, so a concurrent writer cannot slip in between check and set.
+        changed = conn.execute(
+            f"UPDATE sessions SET status = ?, reason = ?, updated_at = ? "
+            f"WHERE session_id = ? AND status NOT IN ({marks})",
+            (status, reason, now, session_id, *terminal),
+        ).rowcount
+        if changed:
+            if status in TERMINAL_STATES:
+                protocol, input_name, participants, coordinator = conn.execute(
+                    "SELECT protocol, input_name, participants, coordinator FROM sessions "
+                    "WHERE session_id = ?", (session_id,)).fetchone()
+                SessionsMixin._append_audit(conn, now, status, session_id, coordinator, _audit_protocol(protocol),
+                                            [input_name], json.loads(participants), sent, reason)
+            return
+        row = conn.execute("SELECT status FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
         if row is None:
             raise StoreError(f"no session {session_id!r} at this node")
-        raise StoreError(
-            f"session {session_id!r} has already ended ({row[0]}); cannot set it to {status!r}"
-        )
+        raise StoreError(f"session {session_id!r} has already ended ({row[0]}); cannot set it to {status!r}")
 
     def get_session(self, session_id: str) -> SessionRecord | None:
         """Returns: the session's record, or None if this node does not know it."""

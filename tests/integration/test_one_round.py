@@ -36,7 +36,7 @@ import pytest
 import mpc.node.core as node_core
 from mpc.coordinator.client import Coordinator
 from mpc.errors import PeerUnavailable, PolicyError, SessionFailed
-from mpc.store import Store
+from mpc.store import Store, Transfer
 from mpc.transport.peers import PeerClient
 from mpc.transport.tls import TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
@@ -138,6 +138,45 @@ def test_a_keyed_one_round_sum_sends_nothing_between_the_nodes(env: Env) -> None
     # from then on every pair holds one and the sum is keyed.
     assert env.received(ran[-1]) == {n: [] for n in FOUR}
     assert env.received(ran[-2]) == {n: [] for n in FOUR}
+
+
+def test_a_keyed_sum_ends_in_its_release_record_and_its_audit_entry_says_what_it_sent(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A keyed sum's share is all it sends, and it is there at release: its end ("done", the output share
+    sent) is in the release's transaction, with no end record of its own. A session that exchanges
+    messages (a vote; an unkeyed sum) records its end separately, as before. Every audit entry reads
+    the same either way."""
+    ended: list[str] = []
+    original = Store.set_session_status
+
+    def noting(self: Store, session_id: str, *args: Any, **kwargs: Any) -> None:
+        ended.append(session_id)
+        original(self, session_id, *args, **kwargs)
+    monkeypatch.setattr(Store, "set_session_status", noting)
+
+    async def go() -> tuple[list[str], list[str]]:
+        async with env.coordinator() as c, counting(c) as keyed:
+            for _ in range(4):
+                assert (await c.sum("raise")).value == sum(RAISES.values())
+        async with env.coordinator(keyed=False) as c, counting(c) as other:
+            for _ in range(2):
+                assert (await c.sum("raise")).value == sum(RAISES.values())
+                await c.vote("ballots")
+        return keyed, other
+    keyed, other = env.run(go())
+    assert len(keyed) == 3 and len(other) == 2   # a new coordinator prepares each query in two rounds first
+    assert keyed[-1] not in ended and keyed[-2] not in ended   # keyed (the pairs hold keys by then)
+    assert all(ended.count(s) == len(FOUR) for s in other), (other, ended)
+    coordinator = "spiffe://mpc/coordinator/coordinator"   # the harness's coordinator certificate
+    for node in FOUR:
+        with env._store(node) as store:
+            entries = {e.session_id: e for e in store.audit_log(limit=100_000)}
+            for sid in (keyed[-1], *other):
+                e = entries[sid]
+                assert e.outcome == "done" and "not counted" in e.release, e
+                assert Transfer("output share", coordinator, 1, 8) in e.sent, e
+            assert entries[keyed[-1]].sent == (Transfer("output share", coordinator, 1, 8),)
+            assert env.sessions(node)[keyed[-1]].status == "done"
 
 
 def test_what_the_coordinator_receives_in_one_round_holds_no_input_and_looks_uniform(env: Env) -> None:

@@ -17,7 +17,7 @@ import pytest
 from mpc.config import Policy, Rules
 from mpc.errors import InputError, PolicyError, StoreError
 from mpc.node.releases import Query, ReleaseBook, decide, implied_by, might_be_implied
-from mpc.store import Store
+from mpc.store import Store, Transfer
 
 ALL = {"alice": 1, "bob": 1, "carlos": 1, "david": 1}
 
@@ -445,3 +445,27 @@ def test_a_release_committed_without_the_disk_may_not_count(tmp_path: Path) -> N
         assert store._conn is not None and store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2   # FULL
         store.record_release("a" * 32, "raise", 1, q("sum").to_json(), counted)
         assert [r.counted for r in store.releases("raise", 1)] == [True]
+
+
+def test_a_release_that_ends_its_session_records_both_or_neither(tmp_path: Path) -> None:
+    """record_release(done=...): the release, the session's end ("done", with what it sent) and both
+    audit rows in one transaction; a session that has already ended keeps its end, and the release
+    is not recorded either."""
+    sent = (Transfer("output share", "spiffe://mpc/coordinator/c", 1, 8),)
+    with store_with_session(tmp_path) as store:
+        def free(earlier: list[object]) -> tuple[bool, str]:
+            return False, "sum over alice,bob,carlos,david: a repeat; not counted"
+
+        store.record_release("a" * 32, "raise", 1, q("sum").to_json(), free, done=sent)
+        record = store.get_session("a" * 32)
+        assert record is not None and record.status == "done"
+        (entry,) = store.audit_log()
+        assert (entry.outcome, entry.sent, entry.release) == ("done", sent, "sum over alice,bob,carlos,david: "
+                                                                           "a repeat; not counted")
+        store.record_session("b" * 32, "sum", "raise", list(ALL), "spiffe://mpc/coordinator/c")
+        store.set_session_status("b" * 32, "failed", "peer gone")
+        with pytest.raises(StoreError, match="already ended"):
+            store.record_release("b" * 32, "raise", 1, q("sum").to_json(), free, done=sent)
+        assert [r.session_id for r in store.releases("raise", 1)] == ["a" * 32]
+        ended = store.get_session("b" * 32)
+        assert ended is not None and ended.status == "failed"
