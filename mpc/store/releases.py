@@ -112,12 +112,14 @@ class ReleasesMixin(StoreBase):
         if not durable and spend is not None:
             raise StoreError(f"session {session_id!r}: a differentially private release is always committed to disk")
         with self._writing(durable=durable) as conn:
-            if new is not None:
-                SessionsMixin._insert_session(conn, new, _now(), if_absent=True)
-            row = conn.execute("SELECT protocol, participants, coordinator FROM sessions WHERE session_id = ?",
-                               (session_id,)).fetchone()
-            if row is None:
-                raise StoreError(f"no session {session_id!r} at this node")
+            recorded = new if new is not None and SessionsMixin._insert_session(conn, new, _now(), if_absent=True) \
+                else None
+            if recorded is None:   # recorded before: as its row says
+                row = conn.execute("SELECT protocol, input_name, participants, coordinator FROM sessions "
+                                   "WHERE session_id = ?", (session_id,)).fetchone()
+                if row is None:
+                    raise StoreError(f"no session {session_id!r} at this node")
+                recorded = NewSession(session_id, row[0], row[1], tuple(json.loads(row[2])), row[3])
             if afford is not None:
                 afford(self._dp_spent(conn, input_name))
             counted, description = decide(self._distinct(conn, input_name, version))
@@ -133,9 +135,9 @@ class ReleasesMixin(StoreBase):
             conn.execute("INSERT INTO release_queries (input_name, version, query, counted, first_seq) "
                          "VALUES (?, ?, ?, ?, ?) ON CONFLICT (input_name, version, query) DO NOTHING",
                          (input_name, version, query, int(counted), seq))
-            protocol, participants, coordinator = row
-            SessionsMixin._append_audit(conn, now, "released", session_id, coordinator, _audit_protocol(protocol),
-                                        [input_name], json.loads(participants), (), description)
+            SessionsMixin._append_audit(conn, now, "released", session_id, recorded.coordinator,
+                                        _audit_protocol(recorded.protocol), [input_name], recorded.participants, (),
+                                        description)
             if done is not None:
-                SessionsMixin._set_status(conn, session_id, "done", "", done, now)
+                SessionsMixin._set_status(conn, session_id, "done", "", done, now, recorded)
         return description

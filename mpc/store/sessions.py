@@ -5,6 +5,7 @@ node's inputs, with the sizes and kinds of what left the node, never values).
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -105,6 +106,12 @@ class AuditEntry:
                 "sent": [t.as_dict() for t in self.sent], "bytes_sent": self.bytes_sent, "release": self.release}
 
 
+@functools.lru_cache(maxsize=1024)
+def _names_json(names: tuple[str, ...]) -> str:
+    """The JSON list of names a session row or audit row stores (a node's rows repeat the same few)."""
+    return json.dumps(list(names))
+
+
 def _audit_protocol(protocol: str) -> str:
     """The protocol name the audit log shows: the catalogue's policy name, as the node records it
     ("average-records" and "average-elementwise" are how stores before the catalogue recorded an average)."""
@@ -141,26 +148,28 @@ class SessionsMixin(StoreBase):
             self._insert_session(conn, new, _now())
 
     @staticmethod
-    def _insert_session(conn: sqlite3.Connection, new: NewSession, now: str, *, if_absent: bool = False) -> None:
+    def _insert_session(conn: sqlite3.Connection, new: NewSession, now: str, *, if_absent: bool = False) -> bool:
         """Insert a checked new session as "prepared", with its audit entry (same transaction).
 
         if_absent: a session that is already recorded is left as it is (a one-round session's release
         and its end may race to record it: its id was checked fresh when it was prepared).
+        Returns: whether it was inserted (False: it was there already, if_absent).
         Raises: StoreError if it is known already (unless if_absent).
         """
         known = conn.execute("SELECT 1 FROM sessions WHERE session_id = ?", (new.session_id,)).fetchone()
         if known is not None:
             if if_absent:
-                return
+                return False
             raise StoreError(f"session {new.session_id!r} is already known at this node (replayed session id)")
         conn.execute(
             f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (new.session_id, new.protocol, new.input_name, json.dumps(list(new.participants)), new.coordinator,
+            (new.session_id, new.protocol, new.input_name, _names_json(new.participants), new.coordinator,
              "prepared", "", now, now),
         )
         # The audit row goes in the same transaction: no session without its entry.
         SessionsMixin._append_audit(conn, now, "prepared", new.session_id, new.coordinator,
-                                    _audit_protocol(new.protocol), [new.input_name], list(new.participants), (), "")
+                                    _audit_protocol(new.protocol), [new.input_name], new.participants, (), "")
+        return True
 
     def set_session_status(self, session_id: str, status: str, reason: str = "",
                            sent: Sequence[Transfer] = (), new: NewSession | None = None) -> None:
@@ -184,9 +193,10 @@ class SessionsMixin(StoreBase):
 
     @staticmethod
     def _set_status(conn: sqlite3.Connection, session_id: str, status: str, reason: str, sent: Sequence[Transfer],
-                    now: str) -> None:
+                    now: str, recorded: NewSession | None = None) -> None:
         """set_session_status inside the caller's transaction (checked arguments).
 
+        recorded: the session as its row holds it, if the caller has just written that row (not read again).
         Raises: StoreError if the session is unknown or has already ended.
         """
         terminal = tuple(sorted(TERMINAL_STATES))
@@ -199,11 +209,15 @@ class SessionsMixin(StoreBase):
         ).rowcount
         if changed:
             if status in TERMINAL_STATES:
-                protocol, input_name, participants, coordinator = conn.execute(
-                    "SELECT protocol, input_name, participants, coordinator FROM sessions "
-                    "WHERE session_id = ?", (session_id,)).fetchone()
-                SessionsMixin._append_audit(conn, now, status, session_id, coordinator, _audit_protocol(protocol),
-                                            [input_name], json.loads(participants), sent, reason)
+                if recorded is None:
+                    protocol, input_name, participants, coordinator = conn.execute(
+                        "SELECT protocol, input_name, participants, coordinator FROM sessions "
+                        "WHERE session_id = ?", (session_id,)).fetchone()
+                    recorded = NewSession(session_id, protocol, input_name, tuple(json.loads(participants)),
+                                          coordinator)
+                SessionsMixin._append_audit(conn, now, status, session_id, recorded.coordinator,
+                                            _audit_protocol(recorded.protocol), [recorded.input_name],
+                                            recorded.participants, sent, reason)
             return
         row = conn.execute("SELECT status FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
         if row is None:
@@ -273,8 +287,8 @@ class SessionsMixin(StoreBase):
             "INSERT INTO audit (at, event, session_id, coordinator, protocol, inputs, participants, sent, "
             "reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (at, event, str(session_id)[:64], str(coordinator)[:256], str(protocol)[:32],
-             json.dumps([str(i)[:128] for i in inputs]), json.dumps([str(p)[:128] for p in participants]),
-             json.dumps([t.as_dict() for t in sent]), str(reason)[:1000]),
+             _names_json(tuple(str(i)[:128] for i in inputs)), _names_json(tuple(str(p)[:128] for p in participants)),
+             json.dumps([t.as_dict() for t in sent]) if sent else "[]", str(reason)[:1000]),
         )
 
     def audit_log(self, *, input_name: str | None = None, since: str | None = None,
