@@ -106,9 +106,10 @@ class AuditEntry:
                 "sent": [t.as_dict() for t in self.sent], "bytes_sent": self.bytes_sent, "release": self.release}
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=64)
 def _names_json(names: tuple[str, ...]) -> str:
-    """The JSON list of names a session row or audit row stores (a node's rows repeat the same few)."""
+    """The JSON list of names a session row or audit row stores (a node's rows repeat the same few; a
+    few dozen kept, so that refused requests' lists, which a caller chooses, hold at most about 1 MB)."""
     return json.dumps(list(names))
 
 
