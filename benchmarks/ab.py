@@ -43,12 +43,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mpc import aio  # noqa: E402
 from mpc.coordinator.client import Coordinator  # noqa: E402
-from mpc.protocols.catalogue import SumParams, entry  # noqa: E402
 from mpc.protocols.compare import triple_words  # noqa: E402
 from mpc.protocols.contribution import COMPARE_BITS  # noqa: E402
 
 from benchmarks.mpc_runner import RAISES, _clock_tick, _cpu_ticks, _inputs, _running, _Running, node_names, \
-    vote_ballots, wait_for_pools  # noqa: E402
+    raises_sum, vote_ballots, wait_for_pools  # noqa: E402
 
 HERE = Path(__file__).resolve().parent.parent
 
@@ -72,12 +71,7 @@ def _case(name: str, ballots: int) -> _Case:
         async def vote(coordinator: Coordinator) -> bool:
             return (await coordinator.vote("ballots")).passed == passed
         return _Case(3, {"ballots": split}, vote, True)
-    total = sum(RAISES)
-
-    async def add(coordinator: Coordinator) -> bool:
-        opened = await coordinator.open(entry("sum"), SumParams(), "x")
-        return int(opened.words.view(np.int64)[0]) == total
-    return _Case(len(RAISES), {"x": _inputs(len(RAISES), 1, True)}, add, False, (0, 1 << 32))
+    return _Case(len(RAISES), {"x": _inputs(len(RAISES), 1, True)}, raises_sum, False, (0, 1 << 32))
 
 
 def _mpc_seen(env: dict[str, str], cwd: str) -> Path:

@@ -73,6 +73,13 @@ def node_names(parties: int) -> tuple[str, ...]:
     return names
 
 
+async def raises_sum(coordinator: Coordinator) -> bool:
+    """One session of the 4-party scalar sum over input "x" (the raises, as `_running` stores them
+    from `_inputs(4, 1, True)`). Returns: whether it opened their sum."""
+    opened = await coordinator.open(entry("sum"), SumParams(), "x")
+    return int(opened.words.view(np.int64)[0]) == sum(RAISES)
+
+
 def _inputs(parties: int, length: int, raises: bool) -> list[np.ndarray]:
     if raises:
         return [np.array([r], dtype=np.int64) for r in RAISES]

@@ -28,15 +28,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mpc import aio  # noqa: E402
-from mpc.coordinator.client import Coordinator  # noqa: E402
-from mpc.protocols.catalogue import SumParams, entry  # noqa: E402
 
-from benchmarks.mpc_runner import RAISES, _inputs, _running, _timed_sessions, node_names  # noqa: E402
+from benchmarks.mpc_runner import RAISES, _inputs, _running, _timed_sessions, node_names, raises_sum  # noqa: E402
 
 # (label, module, class, method): each wrapped in every node process; "run" holds the others but "request".
 STEPS = (
@@ -111,11 +108,6 @@ def main() -> None:
     if args.sessions < 1:
         parser.error(f"--sessions {args.sessions}: at least 1")
     names = node_names(len(RAISES))
-    total = sum(RAISES)
-
-    async def add(coordinator: Coordinator) -> bool:
-        opened = await coordinator.open(entry("sum"), SumParams(), "x")
-        return int(opened.words.view(np.int64)[0]) == total
 
     saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "MPC_NODE_PHASES", "MPC_NODE_PHASES_CACHED")}
     with tempfile.TemporaryDirectory(prefix="mpc-phases-") as tmp:
@@ -130,7 +122,7 @@ def main() -> None:
         own: list[float] = []
         try:
             with _running(names, {"x": _inputs(len(RAISES), 1, True)}, (0, 1 << 32)) as run:
-                times, cpu, ok, _ = aio.run(_timed_sessions(run.cluster, run.nodes, args.sessions, add,
+                times, cpu, ok, _ = aio.run(_timed_sessions(run.cluster, run.nodes, args.sessions, raises_sum,
                                                             coordinator_cpu=own))
         finally:
             for key, value in saved.items():
