@@ -50,6 +50,7 @@ from mpc.ot.pool import POOL_CHANNEL, STEP_FILL, RotPools
 from mpc.ot.triples import OtSetups
 from mpc.protocols.agreement import STEP_DIGEST, AgreedParty, session_digest
 from mpc.protocols.pairing import Evidence, PairKey, PairKeys, check_evidence
+from mpc.protocols.compute import ComputeParty
 from mpc.protocols.sum import SecureSumParty
 from mpc.protocols.catalogue import NAMES, Contributing, Declared, EngineArgs, Entry, describe_params, users
 from mpc.protocols.collection import CollectionSource
@@ -597,10 +598,15 @@ class NodeCore:
                 # Every engine that sends messages anyway still sends its digest with its first ones (no
                 # extra round), so each node also checks what every other computed with (DESIGN.md §9).
                 # Agreed at start (a keyed sum), its release is recorded here, once start has said what it
-                # sends and before any of it leaves; the others' when every digest has come (on_agreed).
+                # sends and before any of it leaves. A program's (ComputeParty) only when its output share
+                # is ready, just before that leaves: everything else it sends the peers is an opening masked
+                # by this node's one-time preprocessing (mpc/protocols/circuit.py), from which no set of
+                # other parties learns anything without our share, so a session that fails on the way
+                # releases nothing and spends nothing. Any other engine's when every digest has come.
                 agreed = keys is not None and isinstance(inner, SecureSumParty)
+                at_output = not agreed and isinstance(inner, ComputeParty)
                 engine = AgreedParty(inner, session_id, me, session.parties,
-                                     None if agreed else lambda: self._release(session), agreed=agreed)
+                                     None if agreed or at_output else lambda: self._release(session), agreed=agreed)
                 session.engine = engine
                 if engine.is_slow("start"):   # e.g. hashing a set to the curve: off the event loop
                     events = await asyncio.to_thread(engine.start, contribution, digest)
@@ -650,6 +656,8 @@ class NodeCore:
                 raise session.send_errors[0]
             # What the coordinator gets: exactly this share, as the servicer streams it next.
             session.count_sent(OUTPUT_SHARE, caller.uri(), int(share.nbytes))
+            if at_output:   # nothing sent is waiting or failed, and the session is live: it ends with its release
+                self._record_release(session, session.transfers())
             self.metrics.output_bytes.inc(int(share.nbytes))
         except MpcError as exc:
             self._finish(session, "failed", str(exc))
@@ -766,7 +774,8 @@ class NodeCore:
 
     def _release(self, session: Session, events: Sequence[Send | Output] = ()) -> None:
         """Record this session's release: called once every peer has agreed on the session (so every
-        peer has reserved its own), just before anything value-dependent leaves this node.
+        peer has reserved its own), just before anything value-dependent leaves this node. (A program's
+        is recorded when its output share is ready, by compute: see there.)
 
         events: what the session's engine has just put out, none of it gone yet. If that is its output
         share alone (a keyed sum) and no peer's message waits to be taken, the session ends here: nothing
@@ -775,14 +784,21 @@ class NodeCore:
 
         Raises: PolicyError if the budget is spent after all (only if the store was changed under us).
         """
-        if session.query is None:   # agreement needs our digest, which compute sends after setting it
-            raise LocalProtocolError(f"session {session.session_id}: agreed before compute")
         done = None
         output = events[0] if len(events) == 1 and isinstance(events[0], Output) else None
         if output is not None and not (session.output.done() or session.early or session.unsent or
                                        session.send_errors) and self.sessions.get(session.session_id) is session:
             share = Transfer(OUTPUT_SHARE, session.coordinator.uri(), 1, int(output.words.nbytes))
             done = (*session.transfers(), share)
+        self._record_release(session, done)
+
+    def _record_release(self, session: Session, done: tuple[Transfer, ...] | None) -> None:
+        """Record the session's release; done: what it sent, if it ends ("done") in the same transaction.
+
+        Raises: PolicyError if the budget is spent after all (only if the store was changed under us).
+        """
+        if session.query is None:   # agreement needs our digest, which compute sends after setting it
+            raise LocalProtocolError(f"session {session.session_id}: released before compute")
         repeat = self.releases.is_repeat(session.session_id)
         described = self.releases.record(session.session_id, session.stored, session.query, session.spend,
                                          session.unrecorded, done)

@@ -51,7 +51,8 @@ class AgreedParty:
         """Args:
             on_agreed: called once, when every digest has arrived and matched, just before what was
                 held is released; if it raises, the error propagates and nothing is released (the
-                node counts the release against its owner's budget here).
+                node counts the release against its owner's budget here, or, for a program, whose
+                openings reveal nothing without its output share, when that share is ready: None).
             agreed: the caller has already checked every peer's description (from the tags the
                 coordinator relayed): no digest is sent or accepted, and on_agreed is called at start.
         """

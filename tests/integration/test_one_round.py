@@ -35,7 +35,8 @@ import pytest
 
 import mpc.node.core as node_core
 from mpc.coordinator.client import Coordinator
-from mpc.errors import PeerUnavailable, PolicyError, SessionFailed
+from mpc.errors import PeerUnavailable, PolicyError, RemoteProtocolError, SessionFailed
+from mpc.protocols.circuit import CircuitParty
 from mpc.store import Store, Transfer
 from mpc.transport.peers import PeerClient
 from mpc.transport.tls import TlsMaterial, channel_options
@@ -140,12 +141,12 @@ def test_a_keyed_one_round_sum_sends_nothing_between_the_nodes(env: Env) -> None
     assert env.received(ran[-2]) == {n: [] for n in FOUR}
 
 
-def test_a_keyed_sum_ends_in_its_release_record_and_its_audit_entry_says_what_it_sent(
+def test_a_keyed_sum_or_a_vote_ends_in_its_release_record_and_its_audit_entry_says_what_it_sent(
         env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     """A keyed sum's share is all it sends, and it is there at release: its end ("done", the output share
-    sent) is in the release's transaction, with no end record of its own. A session that exchanges
-    messages (a vote; an unkeyed sum) records its end separately, as before. Every audit entry reads
-    the same either way."""
+    sent) is in the release's transaction, with no end record of its own. A vote (a program) records its
+    release when its output share is ready, and its end with it. An unkeyed sum, whose release is
+    recorded when the digests agree, records its end separately. Every audit entry reads the same."""
     ended: list[str] = []
     original = Store.set_session_status
 
@@ -166,7 +167,8 @@ def test_a_keyed_sum_ends_in_its_release_record_and_its_audit_entry_says_what_it
     keyed, other = env.run(go())
     assert len(keyed) == 3 and len(other) == 2   # a new coordinator prepares each query in two rounds first
     assert keyed[-1] not in ended and keyed[-2] not in ended   # keyed (the pairs hold keys by then)
-    assert all(ended.count(s) == len(FOUR) for s in other), (other, ended)
+    unkeyed_sum, vote = other
+    assert ended.count(unkeyed_sum) == len(FOUR) and vote not in ended, (other, ended)
     coordinator = "spiffe://mpc/coordinator/coordinator"   # the harness's coordinator certificate
     for node in FOUR:
         with env._store(node) as store:
@@ -588,6 +590,41 @@ def test_a_session_aborted_while_compute_lets_its_first_messages_out_records_not
     assert not [r for r in env.releases("alice", "ballots") if r.session_id == sid]
     from_alice = [step for sender, step, _ in env.received(sid).get("bob", []) if sender == "alice"]
     assert not [step for step in from_alice if step.startswith("cmp/")], from_alice
+
+
+def test_a_vote_that_fails_after_its_first_openings_releases_nothing_and_records_no_release(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program's release is recorded when its output share is ready: its openings between the nodes
+    are masked by one-time triples, so they reveal nothing without that share. Every node here fails
+    the vote on the comparison's second round, after the digests agreed and the first openings went
+    out: the session fails everywhere, no output share reaches the coordinator, and no node records
+    a release for it (so it takes nothing from any budget)."""
+    failing: set[str] = set()
+    receive = CircuitParty.receive
+
+    def second_round_fails(self: CircuitParty, sender: str, step: str, payload: bytes) -> Any:
+        if step.endswith("/gen"):
+            failing.add(self.session_id)
+            raise RemoteProtocolError(f"session {self.session_id}: a test fault in the comparison's second round")
+        return receive(self, sender, step, payload)
+    monkeypatch.setattr(CircuitParty, "receive", second_round_fails)
+
+    async def go() -> BaseException | None:
+        async with env.coordinator() as c:
+            try:
+                await c.vote("ballots", threshold=2)
+            except (SessionFailed, PeerUnavailable) as exc:
+                return exc
+            return None
+    failure = env.run(go())
+    assert failure is not None and len(failing) == 1, failure
+    [sid] = failing
+    for node in FOUR:
+        assert env.sessions(node)[sid].status == "failed"
+        assert not [r for r in env.releases(node, "ballots") if r.session_id == sid], node
+        # the first openings had left before: value-dependent, and masked
+        assert [step for _, step, _ in env.received(sid).get(node, []) if step.endswith("/csa/0")], node
+    assert not any(env.views.share(sid, node) for node in FOUR), "an output share reached the coordinator"
 
 
 def test_messages_queued_when_the_peer_client_closes_are_reported_not_lost(
