@@ -550,6 +550,16 @@ def test_messages_posted_while_a_write_is_held_up_wait_behind_it_in_order_and_ex
     assert short not in {s for s, _, _ in refusals}
 
 
+async def vote_failure(env: Env, threshold: int) -> BaseException | None:
+    """Run a vote on "ballots" through a new coordinator; returns how it failed (None: it did not)."""
+    async with env.coordinator() as c:
+        try:
+            await c.vote("ballots", threshold=threshold)
+        except (SessionFailed, PeerUnavailable) as exc:
+            return exc
+        return None
+
+
 def test_a_session_aborted_while_compute_lets_its_first_messages_out_records_nothing_more(env: Env) -> None:
     """alice's compute starts after the peers' digests have arrived (they wait as early messages); the
     coordinator's Abort is handled in the turn in which compute lets its first messages out. Compute
@@ -575,12 +585,7 @@ def test_a_session_aborted_while_compute_lets_its_first_messages_out_records_not
         alice.compute = late_compute  # type: ignore[method-assign]
         alice._dispatch = hooked  # type: ignore[method-assign]
         try:
-            async with env.coordinator() as c:
-                try:
-                    await c.vote("ballots", threshold=1)
-                except (SessionFailed, PeerUnavailable) as exc:
-                    return exc
-                return None
+            return await vote_failure(env, threshold=1)
         finally:
             alice.compute, alice._dispatch = compute, dispatch  # type: ignore[method-assign]
     failure = env.run(go())
@@ -609,14 +614,7 @@ def test_a_vote_that_fails_after_its_first_openings_releases_nothing_and_records
         return receive(self, sender, step, payload)
     monkeypatch.setattr(CircuitParty, "receive", second_round_fails)
 
-    async def go() -> BaseException | None:
-        async with env.coordinator() as c:
-            try:
-                await c.vote("ballots", threshold=2)
-            except (SessionFailed, PeerUnavailable) as exc:
-                return exc
-            return None
-    failure = env.run(go())
+    failure = env.run(vote_failure(env, threshold=2))
     assert failure is not None and len(failing) == 1, failure
     [sid] = failing
     for node in FOUR:
