@@ -4,7 +4,8 @@ This machine's speed drifts by a fifth or more within minutes, so two versions t
 the other cannot resolve a change of 10%. Here two clusters run side by side, each node its own
 `mpc node` process with TLS: one cluster on this checkout, one on `--old DIR` (another checkout
 of mpc, e.g. `git worktree add /tmp/old <commit>`; its nodes run with PYTHONPATH=DIR from a
-working directory that holds no mpc, which the script checks). One coordinator, this checkout's,
+working directory that holds no mpc, which the script checks; both get the environment the script
+was started with, before this checkout's mpc set its gRPC options). One coordinator, this checkout's,
 runs the same session on the two in turn, alternating which goes first. The two versions must
 speak the same wire protocol. Cases (`--case`):
 
@@ -40,6 +41,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+# What gRPC settings the script was started with, before this checkout's mpc adds its own
+# (mpc/__init__.py): each cluster's nodes start with these and let their own mpc decide.
+STARTED_WITH = os.environ.get("GRPC_EXPERIMENTS")
 
 from mpc import aio  # noqa: E402
 from mpc.coordinator.client import Coordinator  # noqa: E402
@@ -138,6 +143,9 @@ def main() -> None:
     names = node_names(case.parties)
     paths = {"old": str(old), "new": None}   # each cluster's PYTHONPATH (None: none)
     saved, cwd = os.environ.pop("PYTHONPATH", None), os.getcwd()
+    ours = os.environ.pop("GRPC_EXPERIMENTS", None)   # what this checkout's mpc set, for the coordinator
+    if STARTED_WITH is not None:
+        os.environ["GRPC_EXPERIMENTS"] = STARTED_WITH
     with tempfile.TemporaryDirectory(prefix="mpc-ab-") as neutral, ExitStack() as stack:
         os.chdir(neutral)   # `python -m mpc` puts its working directory first on sys.path
         try:
@@ -155,6 +163,9 @@ def main() -> None:
             os.environ.pop("PYTHONPATH", None)
             if saved is not None:
                 os.environ["PYTHONPATH"] = saved
+            os.environ.pop("GRPC_EXPERIMENTS", None)
+            if ours is not None:
+                os.environ["GRPC_EXPERIMENTS"] = ours
         try:
             results = aio.run(_alternate(runs, case, args.sessions))
         finally:
