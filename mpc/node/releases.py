@@ -181,7 +181,8 @@ class ReleaseBook:
     """One node's releases: recorded ones in its store, and those its live sessions have reserved.
 
     A session reserves its release before its session digest leaves (`reserve`), records it once
-    every peer has agreed (`record`), and drops the reservation when it ends (`drop`).
+    every peer has agreed, or a program once its output share is ready (`record`), and drops the
+    reservation when it ends (`drop`).
 
     Only a *recorded* release can make a later one free (a repeat, or implied): a reservation may
     never release anything, so nothing may ride on it. Reservations only hold budget: a pending
@@ -288,7 +289,7 @@ class ReleaseBook:
             # deleted, and the version is part of the query): it reveals nothing new and counts against
             # nothing, so its record (and audit entry) is committed without an fsync, atomic and safe
             # against a crash but not a power cut. Losing it can only make a later decision stricter.
-            # A counted release, which the budget rests on, is on disk before anything leaves.
+            # A counted release, which the budget rests on, is on disk before anything it reveals leaves.
             durable = session_id not in self._repeats
             described = self.store.record_release(session_id, stored.name, stored.version, query.to_json(), check,
                                                   new=new, durable=durable, done=done)
@@ -323,7 +324,7 @@ class ReleaseBook:
             return session_id in self._repeats
 
     def drop(self, session_id: str) -> None:
-        """Forget a session's reservation (it ended before agreement, or was recorded)."""
+        """Forget a session's reservation (it ended before its release, or that was recorded)."""
         with self._lock:   # sessions may record from a worker thread (a slow engine step)
             self._reserved.pop(session_id, None)
             self._spending.pop(session_id, None)
