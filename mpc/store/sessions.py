@@ -188,9 +188,9 @@ class SessionsMixin(StoreBase):
         if new is not None:
             new.check()
         with self._writing(durable=False) as conn:
-            if new is not None:
-                self._insert_session(conn, new, now, if_absent=True)
-            self._set_status(conn, session_id, status, reason, sent, now)
+            # A row written just now is not read back for the audit entry.
+            recorded = new if new is not None and self._insert_session(conn, new, now, if_absent=True) else None
+            self._set_status(conn, session_id, status, reason, sent, now, recorded)
 
     @staticmethod
     def _set_status(conn: sqlite3.Connection, session_id: str, status: str, reason: str, sent: Sequence[Transfer],
