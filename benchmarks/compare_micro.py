@@ -126,7 +126,7 @@ def main() -> None:
     words = int(runs[0]["triple_words"])
     print(json.dumps({
         "benchmark": "compare_micro", "comparisons": args.batch, "parties": args.parties, "ell": BITS,
-        "rounds": rounds(args.parties, BITS),
+        "rounds": rounds(args.parties, BITS, args.batch),
         "triple_words_per_party": words,
         "triple_bits_per_comparison": round(64 * words / args.batch, 1),
         "protocol_s_best": round(min(times), 5), "protocol_s_median": round(statistics.median(times), 5),

@@ -69,8 +69,11 @@ from benchmarks.dp_runner import dp_table, run_dp  # noqa: E402
 from benchmarks.psi_runner import psi_table, run_psi  # noqa: E402
 from benchmarks.scale_runner import run_scale, scale_table  # noqa: E402
 from benchmarks.collection_runner import collection_table, run_collection_vote  # noqa: E402
+from mpc.protocols.compare import rounds as compare_rounds  # noqa: E402
+from mpc.protocols.contribution import COMPARE_BITS  # noqa: E402
 
 DEFAULT_SCALE_PARTIES = "3,6,10"
+VOTE_ROUNDS = 1 + compare_rounds(3, COMPARE_BITS, 1)   # the hellos (with the digests), then the comparison
 
 
 def _counts(text: str) -> list[int]:
@@ -213,9 +216,9 @@ def main() -> int:
                          f"compute)", two, theirs))
         notes.append(f"- vote over {n:,} ballots: the nodes' CPU per vote {1000 * _f(ours, 'compute_cpu_mean_s'):.0f} ms "
                      f"(all three, mean; triples made ahead)")
-        floor = grpc_floor("--mesh", "3", "--messages", "200", "--burst", "8", "--pause-ms", "20")
+        floor = grpc_floor("--mesh", "3", "--messages", "200", "--burst", str(VOTE_ROUNDS), "--pause-ms", "20")
         results.append({"case": "grpc-floor-mesh3", "floor": floor})
-        notes.append("- gRPC alone, a vote's eight rounds among 3 processes (benchmarks/grpc_floor.py --mesh 3: every "
+        notes.append(f"- gRPC alone, a vote's {VOTE_ROUNDS} rounds among 3 processes (benchmarks/grpc_floor.py --mesh 3: every "
                      "process sends one message to each other per round, 20 ms between bursts as between votes): " +
                      (floor if isinstance(floor, str) else f"{floor['burst_us'] / 1000:.1f} ms per burst, CPU "
                       f"{max(floor['cpu_per_burst_us']) / 1000:.1f} ms per process at most"))

@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 # before any module of mpc imports grpc. Servers here keep gRPC's classic TCP listener instead of the
 # EventEngine one that 1.85 turns on by default ("event_engine_listener"): with the EventEngine one,
 # every message a node receives takes one more hand-over between threads before its event loop sees
-# it, and a vote, eight rounds of small messages between the nodes, took 6-10% longer
+# it, and a vote, then eight rounds of small messages between the nodes, took 6-10% longer
 # (benchmarks/ab.py; README, "Performance"). An operator's own GRPC_EXPERIMENTS is kept, and so is
 # its own word on this one.
 GRPC_EXPERIMENT = "-event_engine_listener"

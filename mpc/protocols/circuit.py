@@ -40,6 +40,7 @@ from mpc.events import Output, Send
 from mpc.ot.arith import ArithTriples, DaBits
 from mpc.ot.triples import BitTriples, TripleSource
 from mpc.protocols.beaver import beaver_finish, beaver_open_message
+from mpc.prg import Rng, SystemRng, random_words
 from mpc.protocols.compare import Bits, pack_bits, sign_bit_circuit, to_bit_planes, unpack_bits
 from mpc.ring import RING_BITS, Words, reduce_bits, words_from_bytes, words_to_bytes
 
@@ -88,6 +89,7 @@ class Context:
     bits: TripleSource
     arith: ArithSource
     dabits: DaBitSource
+    rng: Rng = field(default_factory=SystemRng)   # this party's own coins (the fan-in prefix's masks)
 
     @property
     def first(self) -> bool:
@@ -117,12 +119,24 @@ def and_gates(ctx: Context, label: str, left: Bits, right: Bits) -> Program[Bits
         raise LocalProtocolError(f"{label}: AND of shapes {left.shape} and {right.shape}")
     if left.size == 0:
         return np.zeros_like(left)
-    x, y = pack_bits(left), pack_bits(right)
-    t = ctx.bits.take(int(x.size))
-    d_i, e_i = beaver_open_message(x, y, t)
-    opened = yield from open_words(label, np.concatenate((d_i, e_i)), "xor")
-    z = beaver_finish(ctx.first, opened[:x.size], opened[x.size:], t)
-    return unpack_bits(z, left.shape)
+    z, _ = yield from _and_and_open(ctx, label, left, right, np.zeros(0, dtype=np.bool_))
+    return z
+
+
+def _and_and_open(ctx: Context, label: str, left: Bits, right: Bits, reveal: Bits) -> Program[tuple[Bits, Bits]]:
+    """One round: Beaver AND gates on left & right (any number, even none) and an opening of the
+    XOR-shared bits `reveal` (already masked by the caller), in one message per peer.
+
+    Returns: (this party's shares of left & right, the opened bits), in their shapes.
+    """
+    x, y, r = pack_bits(left), pack_bits(right), pack_bits(reveal)
+    if reveal.size % 64:   # the last word's padding opens as coins, like every other bit sent
+        r[-1] ^= random_words(ctx.rng, 1)[0] & ~np.uint64((1 << reveal.size % 64) - 1)
+    t = ctx.bits.take(int(x.size)) if x.size else None
+    own = beaver_open_message(x, y, t) if t is not None else ()
+    opened = yield from open_words(label, np.concatenate((*own, r)), "xor")
+    z = beaver_finish(ctx.first, opened[:x.size], opened[x.size:2 * x.size], t) if t is not None else x
+    return unpack_bits(z, left.shape), unpack_bits(opened[2 * x.size:], reveal.shape)
 
 
 def sign_bit(ctx: Context, label: str, shares: Words, ell: int) -> Program[Words]:
@@ -136,12 +150,13 @@ def sign_bit(ctx: Context, label: str, shares: Words, ell: int) -> Program[Words
         raise LocalProtocolError(f"{label}: ell must be in 2..{RING_BITS}, got {ell}")
     if not isinstance(shares, np.ndarray) or shares.dtype != np.uint64 or shares.ndim != 1:
         raise LocalProtocolError(f"{label}: shares must be a one-dimensional uint64 array")
-    circuit = sign_bit_circuit(to_bit_planes(reduce_bits(shares, ell), ell), ctx.index, ctx.parties)
-    step, left, right = next(circuit)
+    circuit = sign_bit_circuit(to_bit_planes(reduce_bits(shares, ell), ell), ctx.index, ctx.parties,
+                               ctx.rng.random_bytes)
+    step, left, right, reveal = next(circuit)
     while True:
-        z = yield from and_gates(ctx, f"{label}/{step}" if label else step, left, right)
+        answer = yield from _and_and_open(ctx, f"{label}/{step}" if label else step, left, right, reveal)
         try:
-            step, left, right = circuit.send(z)
+            step, left, right, reveal = circuit.send(answer)
         except StopIteration as stop:
             return np.asarray(stop.value, dtype=np.uint64)
 

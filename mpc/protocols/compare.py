@@ -31,19 +31,28 @@ single gate. Costs, per compared value (batch B takes ceil(gates * B / 64) words
     prefix gates   1  17   29   87  182     e.g. n = 3, ell = 32: 118 gates (1.84 triple
     rounds, n = 3  2   5    6    7    8     words) per value, 7 rounds for any batch
 
+For a few values (at most FAN_MAX_BATCH), where a round costs more than gates do, the prefix is
+instead a tree of multi-input AND gates in fewer levels (the fan-in prefix, below): for n = 3 and
+ell = 32, 4 rounds (carry-save, g, a level of radix 4, one of radix 8) with 584 gates per value.
+The choice depends on n, ell and the batch size only, so every party makes the same.
+
 `rounds` and `triple_words` compute both exactly from the same circuit. The circuit is a
-coroutine that yields one AND layer per round; it runs as a program in the engine of
-mpc/protocols/circuit.py (`sign_bit`, `at_least`, `less_than` on a `CircuitParty`), which opens
-each layer's d and e words to every peer and draws the triple words from the party's
-TripleSource in program order. `sign_bit` returns this party's XOR share of each MSB, one
-uint64 word (0 or 1) per value; it reduces the input shares mod 2^ell first, which keeps them
-a sharing of x mod 2^ell (DESIGN.md §3).
+coroutine that yields one round at a time (its AND gates and the bits it opens); it runs as a
+program in the engine of mpc/protocols/circuit.py (`sign_bit`, `at_least`, `less_than` on a
+`CircuitParty`), which opens each round's d and e words and masked bits to every peer in one
+message and draws the triple words from the party's TripleSource in program order. `sign_bit`
+returns this party's XOR share of each MSB, one uint64 word (0 or 1) per value; it reduces the
+input shares mod 2^ell first, which keeps them a sharing of x mod 2^ell (DESIGN.md §3).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Generator
+import itertools
+import math
+import os
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -52,10 +61,10 @@ from mpc.errors import InputError, LocalProtocolError
 from mpc.ring import RING_BITS, WORD, Words
 
 Bits = npt.NDArray[np.bool_]
-# One AND layer of the circuit: (step label, left inputs, right inputs), each (gates, batch);
-# the engine sends back this party's shares of left & right, same shape.
-_Layer = tuple[str, Bits, Bits]
-_Circuit = Generator[_Layer, Bits, Bits]
+# One round of the circuit: (step label, AND left inputs, AND right inputs, bits to open), each
+# (rows, batch); the engine sends back this party's shares of left & right and the opened bits.
+_Layer = tuple[str, Bits, Bits, Bits]
+_Circuit = Generator[_Layer, tuple[Bits, Bits], Bits]
 
 
 @functools.lru_cache(maxsize=128)
@@ -80,12 +89,251 @@ def _kogge_stone_plan(ell: int) -> tuple[tuple[int, ...], tuple[tuple[tuple[int,
     return tuple(sorted(need_g)), tuple(reversed(gates))
 
 
-def sign_bit_circuit(own: Bits, me: int, parties: int) -> _Circuit:
-    """The MSB circuit on XOR shares, as a coroutine that yields one AND layer per round.
+# ---- the fan-in prefix: fewer rounds for a few values -----------------------------------------
+#
+# Multi-input AND gates on products of masks (the multi-input multiplication of Patra, Schneider,
+# Suresh & Yalame, "ABY2.0", USENIX Security 2021, for n parties over Beaver ANDs): for a monomial x_1...x_k of
+# XOR-shared bits, open e_v = x_v ^ r_v for each input once; then
+#     x_1 ... x_k = XOR over S of (AND of e_v for v not in S) & r_S,    r_S = AND of r_v for v in S,
+# which is linear in this party's shares of the r_S (r_{} = 1, held by P_0). Every r_v is fresh
+# and used by one gate group only, so every e_v is uniform. The r_v are XORs of every party's own
+# coins, and the r_S are made with ordinary Beaver ANDs in the rounds before the level that uses
+# them, in the same messages as the carry-save and generate layers: a product of k inputs is ready
+# after ceil(log2 k) rounds. A block of c positions then combines in one round,
+#     G = XOR_k G_k & P_{k+1} & ... & P_{c-1},    P = P_0 & ... & P_{c-1},
+# so the prefix over ell - 1 positions takes e.g. 2 rounds (radix 4 then 8) instead of 5 for 3
+# parties on 32 bits, for about five times the AND gates; it is used for up to FAN_MAX_BATCH values.
 
+MAX_FAN_IN = 8          # 2^8 subsets of a gate group's inputs at most
+FAN_MAX_BATCH = 32      # beyond this many values, the Kogge-Stone prefix's fewer gates win
+ROUND_GATES = 4096      # a round among the nodes costs about as much as this many AND gates
+Rows = npt.NDArray[np.intp]
+
+
+def _block_products(c: int, with_p: bool) -> int:
+    """The r_S (|S| >= 2) one block of c children needs: subsets of its G and P monomials."""
+    if c < 2:
+        return 0
+    g_part = (1 << c) - 1 - c                               # subsets with one G_k and any P's above it
+    return g_part + ((1 << c) - 1 - c if with_p else (1 << (c - 1)) - c)   # P-only subsets
+
+
+def _needs_p(m: int, radices: tuple[int, ...]) -> list[list[bool]]:
+    """Per level, per block: whether its P is read by the next level (the last reads only G)."""
+    counts = [m]
+    for r in radices:
+        counts.append(-(-counts[-1] // r))
+    need = [False] * counts[-1]
+    out: list[list[bool]] = []
+    for level in reversed(range(len(radices))):
+        out.append(need)
+        r, cnt = radices[level], counts[level]
+        below = [False] * cnt
+        for b in range(counts[level + 1]):
+            lo, hi = b * r, min((b + 1) * r, cnt)
+            for j in range(lo + 1, hi):
+                below[j] = True
+            below[lo] = below[lo] or need[b]
+        need = below
+    return out[::-1]
+
+
+def _fan_cost(m: int, radices: tuple[int, ...]) -> int:
+    """The AND gates the r_S of a prefix with these radices take, per value."""
+    total, cnt = 0, m
+    for r, need in zip(radices, _needs_p(m, radices), strict=True):
+        total += sum(_block_products(min(r, cnt - b * r), need[b]) for b in range(len(need)))
+        cnt = len(need)
+    return total
+
+
+def _ks_gates(ell: int) -> int:
+    """The AND gates of the Kogge-Stone prefix (g and every level), per value."""
+    g_rows, levels = _kogge_stone_plan(ell)
+    return len(g_rows) + sum(len(g) + len(p) for g, p in levels)
+
+
+@functools.lru_cache(maxsize=512)
+def _fan_radices(m: int, first_round: int, batch: int) -> tuple[int, ...] | None:
+    """The radices of the fan-in prefix over m positions whose level t is the circuit's round
+    first_round + t (its products can have 2^(first_round + t - 1) factors), or None where the
+    Kogge-Stone prefix is cheaper: a round counts as ROUND_GATES AND gates of the whole batch."""
+    ks_levels = (m - 1).bit_length()
+    best: tuple[int, tuple[int, ...] | None] = (ks_levels * ROUND_GATES + _ks_gates(m + 1) * batch, None)
+    for levels in range(1, ks_levels):
+        caps = [min(MAX_FAN_IN, 1 << (first_round + t - 1)) for t in range(levels)]
+        for radices in itertools.product(*(range(2, cap + 1) for cap in caps)):
+            if math.prod(radices) >= m:
+                cost = levels * ROUND_GATES + (m + _fan_cost(m, radices)) * batch
+                best = min(best, (cost, radices), key=lambda c: c[0])
+    return best[1]
+
+
+@dataclass(frozen=True, eq=False)
+class _FanLevel:
+    """One level: opens some of its inputs X = [G; P] masked by single r's, then sums terms."""
+
+    blocks: int
+    opened: Rows      # rows of X opened, each masked by ...
+    masks: Rows       # ... this row of the r table
+    out_rows: Rows    # rows of [G_out; P_out] computed, one per run of terms
+    starts: Rows      # where each out row's terms start
+    source: Rows      # per term: a row of [r table; X; one]
+    factors: Rows     # per term: (width,) rows of [e; ones] whose AND is the term's coefficient
+
+
+@dataclass(frozen=True, eq=False)
+class _FanPlan:
+    """The whole fan-in prefix: the r table (single r's, then products by round) and the levels."""
+
+    singles: int
+    rows: int
+    gen: tuple[tuple[Rows, Rows, Rows], ...]   # per round from the circuit's first: left, right, out rows
+    levels: tuple[_FanLevel, ...]
+
+
+def _split(key: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    half = (len(key) + 1) // 2
+    return key[:half], key[half:]
+
+
+def _product_round(key: tuple[int, ...]) -> int:
+    return (len(key) - 1).bit_length()   # ceil(log2 |S|): the round after which r_S is ready
+
+
+@functools.lru_cache(maxsize=128)
+def _fan_plan(m: int, first_round: int, batch: int) -> _FanPlan | None:
+    """The fan-in prefix over m positions for `batch` values whose first level is the circuit's round
+    first_round; None where the Kogge-Stone prefix is cheaper."""
+    radices = _fan_radices(m, first_round, batch)
+    if radices is None:
+        return None
+    singles = 0
+    keys: set[tuple[int, ...]] = set()                   # every r_S needed, by its single r rows
+    drafts: list[tuple[int, int, dict[int, int], list[tuple[int, int | tuple[int, ...], tuple[int, ...]]]]] = []
+    cnt = m
+    for r, need in zip(radices, _needs_p(m, radices), strict=True):
+        nb = len(need)
+        monomials: list[tuple[int, tuple[int, ...]]] = []            # (row of [G_out; P_out], rows of X)
+        for b in range(nb):
+            lo, hi = b * r, min((b + 1) * r, cnt)
+            monomials += [(b, (j, *range(cnt + j + 1, cnt + hi))) for j in range(lo, hi)]
+            if need[b]:
+                monomials.append((nb + b, tuple(range(cnt + lo, cnt + hi))))
+        single_of: dict[int, int] = {}                                 # opened row of X -> its r's row
+        for _, xs in monomials:
+            for x in xs if len(xs) > 1 else ():
+                if x not in single_of:
+                    single_of[x] = singles
+                    singles += 1
+        terms: list[tuple[int, int | tuple[int, ...], tuple[int, ...]]] = []   # (out, X row or r_S key, factors)
+        for out, xs in monomials:
+            if len(xs) == 1:
+                terms.append((out, xs[0], ()))
+                continue
+            for subset in range(1 << len(xs)):
+                key = tuple(sorted(single_of[x] for i, x in enumerate(xs) if subset >> i & 1))
+                terms.append((out, key, tuple(x for i, x in enumerate(xs) if not subset >> i & 1)))
+                if len(key) > 1:
+                    keys.add(key)
+        drafts.append((nb, cnt, single_of, terms))
+        cnt = nb
+    ordered = sorted(keys, key=lambda k: (_product_round(k), k))
+    row_of = {k: singles + i for i, k in enumerate(ordered)} | {(s,): s for s in range(singles)}
+    rows = singles + len(ordered)
+    gen: list[tuple[Rows, Rows, Rows]] = []
+    for rnd in range(1, _product_round(ordered[-1]) + 1 if ordered else 1):
+        made = [k for k in ordered if _product_round(k) == rnd]
+        halves = [_split(k) for k in made]
+        gen.append((np.array([row_of[h[0]] for h in halves], dtype=np.intp),
+                    np.array([row_of[h[1]] for h in halves], dtype=np.intp),
+                    np.array([row_of[k] for k in made], dtype=np.intp)))
+    levels: list[_FanLevel] = []
+    for nb, cnt, single_of, terms in drafts:
+        opened = sorted(single_of)
+        e_row = {x: i for i, x in enumerate(opened)}
+        terms.sort(key=lambda t: t[0])
+        width = max(len(t[2]) for t in terms)
+        source = [rows + t[1] if isinstance(t[1], int) else (row_of[t[1]] if t[1] else rows + 2 * cnt) for t in terms]
+        factors = [[e_row[x] for x in t[2]] + [len(opened)] * (width - len(t[2])) for t in terms]
+        outs = [t[0] for t in terms]
+        starts = [i for i in range(len(outs)) if i == 0 or outs[i] != outs[i - 1]]
+        levels.append(_FanLevel(nb, np.array(opened, dtype=np.intp),
+                                np.array([single_of[x] for x in opened], dtype=np.intp),
+                                np.array([outs[i] for i in starts], dtype=np.intp), np.array(starts, dtype=np.intp),
+                                np.array(source, dtype=np.intp),
+                                np.array(factors, dtype=np.intp).reshape(len(terms), width)))
+    return _FanPlan(singles, rows, tuple(gen), tuple(levels))
+
+
+def _csa_depth(parties: int) -> int:
+    depth = 0
+    while parties > 2:
+        parties = 2 * (parties // 3) + parties % 3
+        depth += 1
+    return depth
+
+
+def _coin_bits(coins: Callable[[int], bytes], rows: int, batch: int) -> Bits:
+    raw = np.frombuffer(coins(-(-rows * batch // 8)), dtype=np.uint8)
+    bits: Bits = np.unpackbits(raw, count=rows * batch).reshape(rows, batch).astype(np.bool_)
+    return bits
+
+
+class _Tuples:
+    """This party's shares of a fan-in prefix's r table, made round by round with the circuit's gates."""
+
+    def __init__(self, plan: _FanPlan, batch: int, coins: Callable[[int], bytes]) -> None:
+        self.plan = plan
+        self.table = np.zeros((plan.rows, batch), dtype=np.bool_)
+        self.table[:plan.singles] = _coin_bits(coins, plan.singles, batch)   # this party's coins of each r_v
+        self.round = 0
+
+
+def _layer(tuples: _Tuples | None, label: str, left: Bits, right: Bits,
+           reveal: Bits | None = None) -> Generator[_Layer, tuple[Bits, Bits], tuple[Bits, Bits]]:
+    """One round: the circuit's AND gates and openings, plus the r_S products due this round."""
+    if reveal is None:
+        reveal = np.zeros((0, left.shape[1]), dtype=np.bool_)
+    due = None
+    if tuples is not None:
+        due = tuples.plan.gen[tuples.round] if tuples.round < len(tuples.plan.gen) else None
+        tuples.round += 1
+    if tuples is None or due is None:
+        return (yield (label, left, right, reveal))
+    own = left.shape[0]
+    z, opened = yield (label, np.concatenate((left, tuples.table[due[0]])),
+                       np.concatenate((right, tuples.table[due[1]])), reveal)
+    tuples.table[due[2]] = z[own:]
+    return z[:own], opened
+
+
+def _fan_finish(level: _FanLevel, x: Bits, e: Bits, table: Bits, first: bool) -> tuple[Bits, Bits]:
+    """This party's shares of the level's block G's and P's from the opened e = x ^ r."""
+    batch = x.shape[1]
+    coefficient = np.logical_and.reduce(np.concatenate((e, np.ones((1, batch), dtype=np.bool_)))[level.factors],
+                                        axis=1)
+    source = np.concatenate((table, x, np.full((1, batch), first)))[level.source]
+    out = np.zeros((2 * level.blocks, batch), dtype=np.bool_)
+    out[level.out_rows] = np.bitwise_xor.reduceat(coefficient & source, level.starts, axis=0)
+    return out[:level.blocks], out[level.blocks:]
+
+
+def sign_bit_circuit(own: Bits, me: int, parties: int, coins: Callable[[int], bytes] = os.urandom,
+                     fan: bool | None = None) -> _Circuit:
+    """The MSB circuit on XOR shares, as a coroutine that yields one round at a time: (label, AND
+    left inputs, AND right inputs, bits to open), and is sent back (the ANDs, the opened bits).
+
+    Args:
+        coins: this party's CSPRNG, for its coins of the fan-in prefix's masks.
+        fan: None: the fan-in prefix where it is cheaper for this batch (at most FAN_MAX_BATCH
+            values); True: wherever it saves rounds (as for one value); False: never.
     Returns (as the generator's value): this party's shares of MSB, shape (batch,).
     """
-    ell = own.shape[0]
+    ell, batch = own.shape
+    chosen_for = (batch if batch <= FAN_MAX_BATCH else 0) if fan is None else int(fan)
+    plan = _fan_plan(ell - 1, _csa_depth(parties) + 2, chosen_for) if chosen_for else None
+    tuples = None if plan is None else _Tuples(plan, batch, coins)
     zero = np.zeros_like(own)
     summands = [own if i == me else zero for i in range(parties)]
     level = 0
@@ -93,7 +341,7 @@ def sign_bit_circuit(own: Bits, me: int, parties: int) -> _Circuit:
         groups = [summands[3 * q:3 * q + 3] for q in range(len(summands) // 3)]
         left = np.concatenate([a[:-1] ^ c[:-1] for a, _, c in groups])
         right = np.concatenate([b[:-1] ^ c[:-1] for _, b, c in groups])
-        maj = yield (f"csa/{level}", left, right)
+        maj, _ = yield from _layer(tuples, f"csa/{level}", left, right)
         reduced: list[Bits] = []
         for q, (a, b, c) in enumerate(groups):
             carry = np.zeros_like(own)
@@ -103,36 +351,53 @@ def sign_bit_circuit(own: Bits, me: int, parties: int) -> _Circuit:
         level += 1
     a, b = summands
     p = a ^ b
+    if tuples is not None:   # the fan-in prefix over positions 0..ell-2
+        m = ell - 1
+        big_g, _ = yield from _layer(tuples, "gen", a[:m], b[:m])
+        big_p = p[:m]
+        nothing = np.zeros((0, batch), dtype=np.bool_)
+        for t, fan_level in enumerate(tuples.plan.levels):
+            x = np.concatenate((big_g, big_p))
+            _, e = yield from _layer(tuples, f"fan/{t}", nothing, nothing,
+                                     x[fan_level.opened] ^ tuples.table[fan_level.masks])
+            big_g, big_p = _fan_finish(fan_level, x, e, tuples.table, me == 0)
+        fan_msb: Bits = p[ell - 1] ^ big_g[0]   # big_g[0]: the carry into bit ell-1
+        return fan_msb
     g_rows, levels = _kogge_stone_plan(ell)
     rows = np.array(g_rows, dtype=np.intp)
     big_g = np.zeros_like(own)
-    big_g[rows] = yield ("gen", a[rows], b[rows])
+    big_g[rows], _ = yield from _layer(None, "gen", a[rows], b[rows])
     big_p = p.copy()
     for t, (g_gates, p_gates) in enumerate(levels):
         d = 1 << t
         gi = np.array(g_gates, dtype=np.intp)
         pi = np.array(p_gates, dtype=np.intp)
-        z = yield (f"ks/{t}", np.concatenate((big_p[gi], big_p[pi])),
-                   np.concatenate((big_g[gi - d], big_p[pi - d])))
+        z, _ = yield from _layer(None, f"ks/{t}", np.concatenate((big_p[gi], big_p[pi])),
+                                 np.concatenate((big_g[gi - d], big_p[pi - d])))
         big_g[gi] ^= z[:gi.size]
         big_p[pi] = z[gi.size:]
     msb: Bits = p[ell - 1] ^ big_g[ell - 2]  # MSB(A + B) = p_{ell-1} ^ carry into bit ell-1
     return msb
 
 
-@functools.lru_cache(maxsize=128)
-def _layer_plan(parties: int, ell: int) -> tuple[tuple[str, int], ...]:
-    """Dry-run the circuit on one value to list its rounds.
+def _shape_batch(batch: int) -> int:
+    """A batch of the same circuit shape: every batch beyond FAN_MAX_BATCH has Kogge-Stone's."""
+    return min(batch, FAN_MAX_BATCH + 1)
 
-    Returns: (step label, AND gates per value) for every round, in order.
+
+@functools.lru_cache(maxsize=512)
+def _layer_plan(parties: int, ell: int, batch: int) -> tuple[tuple[str, int, int], ...]:
+    """Dry-run the circuit on `batch` values to list its rounds.
+
+    Returns: (step label, AND gates per value, opened bits per value) for every round, in order.
     """
-    circuit = sign_bit_circuit(np.zeros((ell, 1), dtype=np.bool_), 0, parties)
-    plan: list[tuple[str, int]] = []
+    circuit = sign_bit_circuit(np.zeros((ell, batch), dtype=np.bool_), 0, parties, bytes)
+    plan: list[tuple[str, int, int]] = []
     try:
-        label, left, _ = next(circuit)
+        label, left, _, reveal = next(circuit)
         while True:
-            plan.append((label, left.shape[0]))
-            label, left, _ = circuit.send(np.zeros_like(left))
+            plan.append((label, left.shape[0], reveal.shape[0]))
+            label, left, _, reveal = circuit.send((np.zeros_like(left), np.zeros_like(reveal)))
     except StopIteration:
         return tuple(plan)
 
@@ -172,14 +437,15 @@ def _check_sizes(where: str, parties: int, ell: int, batch: int) -> None:
         raise LocalProtocolError(f"{where}: a comparison needs at least one value, got {batch}")
 
 
-def rounds(parties: int, ell: int) -> int:
-    """The number of communication rounds (AND layers) of the circuit, whatever the batch size.
+def rounds(parties: int, ell: int, batch: int) -> int:
+    """The number of communication rounds of the circuit on `batch` values.
 
-    Returns: CSA depth(parties) + 1 + ceil(log2(ell - 1)).
-    Raises: LocalProtocolError for fewer than 2 parties or ell outside 2..64.
+    Returns: CSA depth(parties) + 1 + ceil(log2(ell - 1)) with the Kogge-Stone prefix (more than
+    FAN_MAX_BATCH values), fewer with the fan-in prefix where it has fewer levels.
+    Raises: LocalProtocolError for fewer than 2 parties, ell outside 2..64 or batch < 1.
     """
-    _check_sizes("sign bit", parties, ell, 1)
-    return len(_layer_plan(parties, ell))
+    _check_sizes("sign bit", parties, ell, batch)
+    return len(_layer_plan(parties, ell, _shape_batch(batch)))
 
 
 def triple_words(parties: int, ell: int, batch: int) -> int:
@@ -189,7 +455,7 @@ def triple_words(parties: int, ell: int, batch: int) -> int:
     Raises: LocalProtocolError for fewer than 2 parties, ell outside 2..64 or batch < 1.
     """
     _check_sizes("sign bit", parties, ell, batch)
-    return sum(_words_for(gates, batch) for _, gates in _layer_plan(parties, ell))
+    return sum(_words_for(gates, batch) for _, gates, _ in _layer_plan(parties, ell, _shape_batch(batch)))
 
 
 def ell_for_tally(ballots: int) -> int:

@@ -351,7 +351,7 @@ class ComputeParty:
         if self._circuit is None and ready and self._share is not None:
             assert self._bit_pool is not None and self._arith_pool is not None and self._dabit_pool is not None
             ctx = Context(self.parties.index(self.me), len(self.parties), self._bit_pool, self._arith_pool,
-                          self._dabit_pool)
+                          self._dabit_pool, self._rng)
             share, self._share = self._share, None
             self._circuit = CircuitParty(self.session_id, self.me, self.parties, self._factory(ctx, share),
                                          self.prefix, [label for label, _ in self.plan.rounds],

@@ -76,7 +76,7 @@ SUMMABLE_CURVES = ("budget_curve", "budget_curve2", "curve_summed_allowed")
 # The steps that depend on no input (mpc/protocols/compute.py, agreement.py) and an auction's program.
 VALUE_FREE = ("agree/digest", "mpc/hello", "sum/", "ot/", "triples/", "arith/")
 AUCTION, CLEARING, PLURALITY = (entry(n).wire_id for n in ("auction", "clearing-price", "plurality"))
-AUCTION_STEP = re.compile(r"auc/r\d+/(cmp2?/(csa/\d+|gen|ks/\d+)|b2a2?|sel2?)\Z")
+AUCTION_STEP = re.compile(r"auc/r\d+/(cmp2?/(csa/\d+|gen|ks/\d+|fan/\d+)|b2a2?|sel2?)\Z")
 
 
 def policy(node: str) -> str:

@@ -223,6 +223,8 @@ def ideal_setup(parties: Sequence[str]) -> dict[str, dict[str, PairwiseOt]]:
 class Dealt:
     """Preprocessing for n parties, from the trusted dealer, exactly as much as a plan draws."""
 
+    coins: Rng = SystemRng()   # every party's own coins
+
     def __init__(self, p: Plan, n: int, r: Rng) -> None:
         dealer = TrustedDealer(n, r)
         self.bits: list[Any] = dealer.pools(p.bit_words)
@@ -231,7 +233,15 @@ class Dealt:
 
     def context(self, i: int, n: int) -> Context:
         """Party i's view of the preprocessing."""
-        return Context(i, n, self.bits[i], self.arith[i], self.dabits[i])
+        return Context(i, n, self.bits[i], self.arith[i], self.dabits[i], self.coins)
+
+
+class ZeroCoins:
+    """An Rng that returns zeros: the negative control for a party's own coins."""
+
+    def random_bytes(self, n: int) -> bytes:
+        """n zero bytes."""
+        return bytes(n)
 
 
 class ZeroSource:
@@ -250,7 +260,9 @@ class ZeroSource:
 
 
 class ZeroDealt(Dealt):
-    """Zero preprocessing for every party."""
+    """Zero preprocessing, and zero coins, for every party."""
+
+    coins = ZeroCoins()
 
     def __init__(self, p: Plan, n: int) -> None:
         self.bits = [ZeroSource("bits")] * n

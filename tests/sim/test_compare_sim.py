@@ -34,11 +34,12 @@ from mpc.protocols.circuit import (
     plan,
     sign_bit,
 )
-from mpc.protocols.compare import _layer_plan, ell_for_tally, rounds, triple_words
+from mpc.protocols.compare import FAN_MAX_BATCH, _layer_plan, ell_for_tally, rounds, triple_words
 from mpc.ring import Words, reduce_bits, words_from_bytes
 from tests.sim.common import (
     Dealt,
     Run,
+    ZeroCoins,
     ZeroDealt,
     additive_shares,
     deliver,
@@ -106,14 +107,14 @@ def lt_program(ell: int) -> ProgramFactory:
 
 
 def checked(run: Run, n: int, ell: int, batch: int) -> Words:
-    """The run drew exactly its plan, which is the circuit's: rounds(n, ell) rounds, triple_words
+    """The run drew exactly its plan, which is the circuit's: rounds(n, ell, batch) rounds, triple_words
     words, one message per peer per round. Returns: the XOR of the output shares, checked to be bits."""
     exact_draw(run)
     p = run.plan
     assert p.bit_words == triple_words(n, ell, batch) and p.arith_triples == p.dabits == 0
-    assert len(p.rounds) == rounds(n, ell) and p.output_words == batch
+    assert len(p.rounds) == rounds(n, ell, batch) and p.output_words == batch
     for me in names(n):
-        assert len(run.views[me]) == rounds(n, ell) * (n - 1)
+        assert len(run.views[me]) == rounds(n, ell, batch) * (n - 1)
     got = run.xored()
     assert got.dtype == np.uint64 and set(np.unique(got).tolist()) <= {0, 1}
     return got
@@ -225,8 +226,8 @@ def test_sign_bit_matches_plaintext(n: int, ell: int, batch: int) -> None:
     got = checked(run, n, ell, batch)
     assert np.array_equal(got, msb(values, ell))
     steps = steps_of(run)
-    assert {step for _, step, _ in run.views["alice"]} == set(steps) and len(steps) == rounds(n, ell)
-    assert len(run.views["alice"]) == rounds(n, ell) * (n - 1)  # one message per peer per round
+    assert {step for _, step, _ in run.views["alice"]} == set(steps) and len(steps) == rounds(n, ell, batch)
+    assert len(run.views["alice"]) == rounds(n, ell, batch) * (n - 1)  # one message per peer per round
     assert all(e.finished and e.waiting_for == () for e in run.engines)
 
 
@@ -237,7 +238,17 @@ def test_sign_bit_on_every_value_of_small_rings(n: int) -> None:
         assert sign_bit_of(values, n, ell, f"all{n}/{ell}").tolist() == [int(v >> (ell - 1)) for v in values], ell
 
 
-@pytest.mark.parametrize("ell", [2, 3, 12, 64])
+@pytest.mark.parametrize("n", [2, 3, 4, 5])
+def test_sign_bit_on_every_value_of_small_rings_a_few_at_a_time(n: int) -> None:
+    """The fan-in prefix (at most FAN_MAX_BATCH values), on every value of rings up to 2^9."""
+    for ell in range(2, 10):
+        values = np.arange(1 << ell, dtype=np.uint64)
+        for start in range(0, values.size, FAN_MAX_BATCH):
+            chunk = values[start:start + FAN_MAX_BATCH]
+            assert sign_bit_of(chunk, n, ell, f"few{n}/{ell}/{start}").tolist() == [int(v >> (ell - 1)) for v in chunk]
+
+
+@pytest.mark.parametrize("ell", [2, 3, 12, 32, 64])
 def test_sign_bit_edges_one_at_a_time(ell: int) -> None:
     for v in edge_values(ell):
         values = np.array([v], dtype=np.uint64)
@@ -447,45 +458,58 @@ def test_bad_shares_thresholds_and_parameters() -> None:
     for args in ((3, 8, 0), (1, 8, 1), (3, 1, 1), (3, 65, 1)):
         with pytest.raises(LocalProtocolError):
             triple_words(*args)
-    for n, ell in ((1, 8), (3, 1), (3, 65)):
+    for n, ell, batch in ((1, 8, 1), (3, 1, 1), (3, 65, 1), (3, 8, 0)):
         with pytest.raises(LocalProtocolError):
-            rounds(n, ell)
+            rounds(n, ell, batch)
 
 
 def test_step_labels_carry_the_prefix() -> None:
-    expected = ["vote/cmp/csa/0", "vote/cmp/gen", "vote/cmp/ks/0", "vote/cmp/ks/1", "vote/cmp/ks/2",
-                "vote/cmp/ks/3", "vote/cmp/ks/4"]
-    assert steps(ell=32, prefix="vote/cmp") == expected
-    engines = {p.me: p for p in three_parties(ell=32, prefix="vote/cmp")}
-    _, views = route(engines, rng("labels"))
-    for me in names(3):
-        for peer in set(names(3)) - {me}:
-            assert sorted((step for sender, step, _ in views[me] if sender == peer), key=expected.index) == expected
+    few = ["vote/cmp/csa/0", "vote/cmp/gen", "vote/cmp/fan/0", "vote/cmp/fan/1"]            # the fan-in prefix
+    many = ["vote/cmp/csa/0", "vote/cmp/gen", *(f"vote/cmp/ks/{t}" for t in range(5))]    # Kogge-Stone
+    for batch, expected in ((3, few), (FAN_MAX_BATCH + 1, many)):
+        assert steps(ell=32, batch=batch, prefix="vote/cmp") == expected
+        engines = {p.me: p for p in three_parties(ell=32, batch=batch, prefix="vote/cmp")}
+        _, views = route(engines, rng("labels"))
+        for me in names(3):
+            for peer in set(names(3)) - {me}:
+                got = sorted((step for sender, step, _ in views[me] if sender == peer), key=expected.index)
+                assert got == expected
 
 
 def test_round_and_triple_counts() -> None:
-    assert rounds(3, 32) == 7 == 1 + 1 + math.ceil(math.log2(31))
-    assert rounds(2, 2) == 1 and rounds(5, 64) == 3 + 1 + 6
-    assert triple_words(3, 32, 1) == 7           # one (partly used) word per round
+    many = FAN_MAX_BATCH + 1                     # beyond it, always the Kogge-Stone prefix
+    assert rounds(3, 32, many) == 7 == 1 + 1 + math.ceil(math.log2(31))
+    assert rounds(2, 2, many) == 1 and rounds(5, 64, many) == 3 + 1 + 6
     assert triple_words(3, 32, 64) == 118        # 118 AND gates per value
     for n, ell in [(2, 12), (4, 12), (5, 64)]:
         assert triple_words(n, ell, 640) == 10 * triple_words(n, ell, 64)
     # the module docstring's formulas, for every n and ell it covers
-    prefix_gates = {ell: sum(g for _, g in _layer_plan(2, ell)) for ell in range(2, 65)}
+    prefix_gates = {ell: sum(g for _, g, _ in _layer_plan(2, ell, many)) for ell in range(2, 65)}
     assert [prefix_gates[ell] for ell in (2, 8, 12, 32, 64)] == [1, 17, 29, 87, 182]
     for n in range(2, 7):
         for ell in range(2, 65):
-            assert rounds(n, ell) == CSA_DEPTH[n - 2] + 1 + math.ceil(math.log2(ell - 1)), (n, ell)
+            ks = CSA_DEPTH[n - 2] + 1 + math.ceil(math.log2(ell - 1))
+            assert rounds(n, ell, many) == ks, (n, ell)
             gates = (n - 2) * (ell - 1) + prefix_gates[ell]
-            assert sum(g for _, g in _layer_plan(n, ell)) == gates, (n, ell)
+            assert [(g, v) for _, g, v in _layer_plan(n, ell, many)] == [(g, 0) for _, g, _ in _layer_plan(n, ell, many)]
+            assert sum(g for _, g, _ in _layer_plan(n, ell, many)) == gates, (n, ell)
             assert triple_words(n, ell, 64) == gates
-    # and the program the engine runs draws exactly that: per round ceil(gates * batch / 64) words, d and e sent
+            # a few values: the fan-in prefix where it has fewer levels, never more rounds
+            assert rounds(n, ell, 1) <= ks and (ell < 8 or rounds(n, ell, 1) < ks), (n, ell)
+            assert rounds(n, ell, 1) >= CSA_DEPTH[n - 2] + 1 + math.ceil(math.log(ell - 1, 8)), (n, ell)
+    # the vote's shape, 3 parties on 32 bits: 4 rounds instead of 7
+    assert rounds(3, 32, 1) == 4
+    assert [label for label, _, _ in _layer_plan(3, 32, 1)] == ["csa/0", "gen", "fan/0", "fan/1"]
+    # and the program the engine runs draws exactly that: per round ceil(gates * batch / 64) words,
+    # d and e sent, then ceil(opened * batch / 64) words
     for n in (2, 3, 4, 5):
         for ell in (2, 3, 8, 12, 32, 33, 64):
-            for batch in (1, 63, 64, 65, 1000):
+            for batch in (1, 5, 32, 33, 64, 65, 1000):
                 p = plan(msb_program(ell), n, batch)
-                assert p.bit_words == triple_words(n, ell, batch) and len(p.rounds) == rounds(n, ell)
-                assert p.rounds == tuple((label, 2 * -(-g * batch // 64)) for label, g in _layer_plan(n, ell))
+                layers = _layer_plan(n, ell, min(batch, many))
+                assert p.bit_words == triple_words(n, ell, batch) and len(p.rounds) == rounds(n, ell, batch)
+                assert p.rounds == tuple((label, 2 * -(-g * batch // 64) + -(-v * batch // 64))
+                                         for label, g, v in layers)
 
 
 # --------------------------------------------------------------------------- views
@@ -512,19 +536,32 @@ def received_bits(ell: int, fixed: list[Words], dealt: Callable[[Plan, int], Dea
     return np.unpackbits(words.view(np.uint8))
 
 
-def test_openings_a_party_receives_are_uniform_bits() -> None:
-    """d and e from the peers are fair coins across runs with the inputs held fixed
-    (false-failure probability < 1e-6); with zero triples the same test catches the leak."""
-    n, ell, batch, runs = 3, 12, 2, 400
-    fixed = additive_shares(np.array([1000, 3], dtype=np.uint64), n, rng("fixed"))
+@pytest.mark.parametrize("batch", [2, FAN_MAX_BATCH + 1])
+def test_openings_a_party_receives_are_uniform_bits(batch: int) -> None:
+    """d and e from the peers, and the fan-in prefix's masked inputs, are fair coins across runs
+    with the inputs held fixed (false-failure probability < 1e-6); with zero triples the same test
+    catches the leak, and so it does with real triples but zero coins for the fan-in masks."""
+    n, ell, runs = 3, 12, 400
+    values = np.resize(np.array([1000, 3], dtype=np.uint64), batch)
+    fixed = additive_shares(values, n, rng("fixed"))
     system = SystemRng()
-    size = triple_words(n, ell, batch)
+    p = planned(msb_program(ell), n, batch)
+    fan = any(label.startswith("fan/") for label, _ in p.rounds)
+    assert fan == (batch <= FAN_MAX_BATCH)
 
     def fresh(p: Plan, k: int) -> Dealt:
         return Dealt(p, k, AesCtrRng(system.random_bytes(16)))
 
     samples = np.stack([received_bits(ell, fixed, fresh, system) for _ in range(runs)])
-    assert samples.shape[1] == 2 * 2 * 64 * size   # two peers, d and e, every triple word
+    assert samples.shape[1] == 2 * 64 * sum(words for _, words in p.rounds)   # two peers, every round
     assert positions_balanced(samples, 1e-6)
     leaky = np.stack([received_bits(ell, fixed, ZeroDealt, system) for _ in range(runs)])
     assert not positions_balanced(leaky, 1e-6)
+    if fan:
+        def coinless(p: Plan, k: int) -> Dealt:
+            dealt = fresh(p, k)
+            dealt.coins = ZeroCoins()
+            return dealt
+
+        leaky = np.stack([received_bits(ell, fixed, coinless, system) for _ in range(runs)])
+        assert not positions_balanced(leaky, 1e-6)
