@@ -161,11 +161,15 @@ def _fan_radices(m: int, first_round: int, batch: int) -> tuple[int, ...] | None
     ks_levels = (m - 1).bit_length()
     best: tuple[int, tuple[int, ...] | None] = (ks_levels * ROUND_GATES + _ks_gates(m + 1) * batch, None)
     for levels in range(1, ks_levels):
+        if levels * ROUND_GATES + m * batch >= best[0]:   # no more levels can be cheaper
+            break
         caps = [min(MAX_FAN_IN, 1 << (first_round + t - 1)) for t in range(levels)]
         for radices in itertools.product(*(range(2, cap + 1) for cap in caps)):
-            if math.prod(radices) >= m:
-                cost = levels * ROUND_GATES + (m + _fan_cost(m, radices)) * batch
-                best = min(best, (cost, radices), key=lambda c: c[0])
+            total = math.prod(radices)
+            if total < m or any(total // r * (r - 1) >= m for r in radices):   # too few, or a radix to spare
+                continue
+            cost = levels * ROUND_GATES + (m + _fan_cost(m, radices)) * batch
+            best = min(best, (cost, radices), key=lambda c: c[0])
     return best[1]
 
 
