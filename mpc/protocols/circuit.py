@@ -40,9 +40,9 @@ from mpc.events import Output, Send
 from mpc.ot.arith import ArithTriples, DaBits
 from mpc.ot.triples import BitTriples, TripleSource
 from mpc.protocols.beaver import beaver_finish, beaver_open_message
-from mpc.prg import Rng, SystemRng, random_words
+from mpc.prg import Rng, SystemRng
 from mpc.protocols.compare import Bits, pack_bits, sign_bit_circuit, to_bit_planes, unpack_bits
-from mpc.ring import RING_BITS, Words, reduce_bits, words_from_bytes, words_to_bytes
+from mpc.ring import RING_BITS, WORD, Words, reduce_bits, words_from_bytes, words_to_bytes
 
 T = TypeVar("T")
 Combine = Literal["xor", "add"]
@@ -131,7 +131,8 @@ def _and_and_open(ctx: Context, label: str, left: Bits, right: Bits, reveal: Bit
     """
     x, y, r = pack_bits(left), pack_bits(right), pack_bits(reveal)
     if reveal.size % 64:   # the last word's padding opens as coins, like every other bit sent
-        r[-1] ^= random_words(ctx.rng, 1)[0] & ~np.uint64((1 << reveal.size % 64) - 1)
+        coins = np.frombuffer(ctx.rng.random_bytes(8), dtype=WORD)[0]
+        r[-1] ^= np.uint64(coins) & ~np.uint64((1 << reveal.size % 64) - 1)
     t = ctx.bits.take(int(x.size)) if x.size else None
     own = beaver_open_message(x, y, t) if t is not None else ()
     opened = yield from open_words(label, np.concatenate((*own, r)), "xor")
