@@ -39,8 +39,8 @@ from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.events import Output, Send
 from mpc.ot.arith import ArithTriples, DaBits
 from mpc.ot.triples import BitTriples, TripleSource
-from mpc.protocols.beaver import beaver_finish, beaver_open_message
 from mpc.prg import Rng, SystemRng
+from mpc.protocols.beaver import beaver_finish, beaver_open_message
 from mpc.protocols.compare import Bits, pack_bits, sign_bit_circuit, to_bit_planes, unpack_bits
 from mpc.ring import RING_BITS, WORD, Words, reduce_bits, words_from_bytes, words_to_bytes
 

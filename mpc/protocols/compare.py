@@ -92,8 +92,8 @@ def _kogge_stone_plan(ell: int) -> tuple[tuple[int, ...], tuple[tuple[tuple[int,
 # ---- the fan-in prefix: fewer rounds for a few values -----------------------------------------
 #
 # Multi-input AND gates on products of masks (the multi-input multiplication of Patra, Schneider,
-# Suresh & Yalame, "ABY2.0", USENIX Security 2021, for n parties over Beaver ANDs): for a monomial x_1...x_k of
-# XOR-shared bits, open e_v = x_v ^ r_v for each input once; then
+# Suresh & Yalame, "ABY2.0", USENIX Security 2021, here for n parties over Beaver ANDs): for a
+# monomial x_1...x_k of XOR-shared bits, open e_v = x_v ^ r_v for each input once; then
 #     x_1 ... x_k = XOR over S of (AND of e_v for v not in S) & r_S,    r_S = AND of r_v for v in S,
 # which is linear in this party's shares of the r_S (r_{} = 1, held by P_0). Every r_v is fresh
 # and used by one gate group only, so every e_v is uniform. The r_v are XORs of every party's own

@@ -34,7 +34,15 @@ from mpc.protocols.circuit import (
     plan,
     sign_bit,
 )
-from mpc.protocols.compare import FAN_MAX_BATCH, _layer_plan, ell_for_tally, rounds, triple_words
+from mpc.protocols.compare import (
+    FAN_MAX_BATCH,
+    _csa_depth,
+    _fan_plan,
+    _layer_plan,
+    ell_for_tally,
+    rounds,
+    triple_words,
+)
 from mpc.ring import Words, reduce_bits, words_from_bytes
 from tests.sim.common import (
     Dealt,
@@ -489,9 +497,9 @@ def test_round_and_triple_counts() -> None:
     for n in range(2, 7):
         for ell in range(2, 65):
             ks = CSA_DEPTH[n - 2] + 1 + math.ceil(math.log2(ell - 1))
-            assert rounds(n, ell, many) == ks, (n, ell)
+            assert rounds(n, ell, many) == ks and _csa_depth(n) == CSA_DEPTH[n - 2], (n, ell)
             gates = (n - 2) * (ell - 1) + prefix_gates[ell]
-            assert [(g, v) for _, g, v in _layer_plan(n, ell, many)] == [(g, 0) for _, g, _ in _layer_plan(n, ell, many)]
+            assert all(opened == 0 for _, _, opened in _layer_plan(n, ell, many))   # AND layers only
             assert sum(g for _, g, _ in _layer_plan(n, ell, many)) == gates, (n, ell)
             assert triple_words(n, ell, 64) == gates
             # a few values: the fan-in prefix where it has fewer levels, never more rounds
@@ -510,6 +518,27 @@ def test_round_and_triple_counts() -> None:
                 assert p.bit_words == triple_words(n, ell, batch) and len(p.rounds) == rounds(n, ell, batch)
                 assert p.rounds == tuple((label, 2 * -(-g * batch // 64) + -(-v * batch // 64))
                                          for label, g, v in layers)
+
+
+def test_fan_in_masks_are_fresh_and_their_products_ready_in_time() -> None:
+    """Every opened input of the fan-in prefix has a mask of its own (never one of another input, level
+    or value), and every product of masks a level reads was made in a round before that level's."""
+    for parties in (2, 3, 4, 7):
+        for ell in (4, 8, 12, 24, 32, 33, 64):
+            for batch in (1, 8, 32):
+                first = _csa_depth(parties) + 2   # the level after the carry-save adders and g
+                fan = _fan_plan(ell - 1, first, batch)
+                if fan is None:
+                    continue
+                masks = np.concatenate([level.masks for level in fan.levels])
+                assert np.unique(masks).size == masks.size and masks.max() < fan.singles
+                ready = {int(row): 0 for row in range(fan.singles)}   # the round after which a row is ready
+                for rnd, (left, right, out) in enumerate(fan.gen, start=1):
+                    assert all(ready[int(a)] < rnd and ready[int(b)] < rnd for a, b in zip(left, right))
+                    ready |= {int(row): rnd for row in out}
+                for t, level in enumerate(fan.levels):
+                    read = [int(row) for row in level.source if row < fan.rows]
+                    assert all(ready[row] <= first + t - 1 for row in read), (parties, ell, batch, t)
 
 
 # --------------------------------------------------------------------------- views
