@@ -12,8 +12,9 @@ combination back into the generator. Sub-programs compose with `yield from`:
         return (yield from multiply(ctx, "mul", b, x))           # [x >= 0] * x
 
 Everything a program opens is masked by preprocessing it draws from `ctx` in program order
-(bit triples for AND gates, arithmetic triples for products, daBits for conversions), so every
-opened value is uniform on its own; only the program's return value, this party's share of
+(bit triples for AND gates, arithmetic triples for products, daBits for conversions), or by
+random bits XOR-shared from every party's own coins (`ctx.rng`: the fan-in carry's masks,
+mpc/protocols/compare.py), so every opened value is uniform on its own; only the program's return value, this party's share of
 the output, leaves for the coordinator. The shape of a program (its rounds, labels and how
 much preprocessing it draws) depends on public sizes only, never on values: `plan` runs it
 once on zeros to learn the shape, before any preprocessing is made.
