@@ -205,13 +205,16 @@ def _product_round(key: tuple[int, ...]) -> int:
     return (len(key) - 1).bit_length()   # ceil(log2 |S|): the round after which r_S is ready
 
 
-@functools.lru_cache(maxsize=128)
 def _fan_plan(m: int, first_round: int, batch: int) -> _FanPlan | None:
     """The fan-in prefix over m positions for `batch` values whose first level is the circuit's round
     first_round; None where the Kogge-Stone prefix is cheaper."""
     radices = _fan_radices(m, first_round, batch)
-    if radices is None:
-        return None
+    return None if radices is None else _fan_levels(m, radices)
+
+
+@functools.lru_cache(maxsize=128)
+def _fan_levels(m: int, radices: tuple[int, ...]) -> _FanPlan:
+    """The fan-in prefix over m positions with these radices (the same for every batch that chose them)."""
     singles = 0
     keys: set[tuple[int, ...]] = set()                   # every r_S needed, by its single r rows
     drafts: list[tuple[int, int, dict[int, int], list[tuple[int, int | tuple[int, ...], tuple[int, ...]]]]] = []

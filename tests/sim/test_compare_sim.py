@@ -507,6 +507,7 @@ def test_round_and_triple_counts() -> None:
             assert rounds(n, ell, 1) >= CSA_DEPTH[n - 2] + 1 + math.ceil(math.log(ell - 1, 8)), (n, ell)
     # the vote's shape, 3 parties on 32 bits: 4 rounds instead of 7
     assert rounds(3, 32, 1) == 4
+    assert triple_words(3, 32, 1) == 10          # 584 AND gates in three rounds, one partly used word each
     assert [label for label, _, _ in _layer_plan(3, 32, 1)] == ["csa/0", "gen", "fan/0", "fan/1"]
     # and the program the engine runs draws exactly that: per round ceil(gates * batch / 64) words,
     # d and e sent, then ceil(opened * batch / 64) words
