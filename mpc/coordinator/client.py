@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -220,6 +220,19 @@ class _Known:
 
     shapes: dict[str, mpc_pb2.Shape]
     keys: dict[str, dict[str, bytes]]
+    # Every ordered pair's pool ticket for the next session, as the receivers handed them out (all or
+    # none): stated back once, so that the session's bit triples need no hello (mpc/ot/pool.py).
+    tickets: tuple[mpc_pb2.PoolTicket, ...] = ()
+
+    @staticmethod
+    def complete_tickets(replies: Mapping[str, mpc_pb2.RunReply],
+                         nodes: Sequence[str]) -> tuple[mpc_pb2.PoolTicket, ...]:
+        """The tickets of the nodes' last replies if they name each ordered pair once, each by its
+        receiver; else none (the next session then sends hellos)."""
+        tickets = [t for n in nodes for t in replies[n].tickets if t.receiver == n]
+        pairs = {(t.receiver, t.sender) for t in tickets}
+        wanted = {(a, b) for a in nodes for b in nodes if a != b}
+        return tuple(tickets) if len(tickets) == len(wanted) and pairs == wanted else ()
 
     def key_ids(self, nodes: Sequence[str]) -> dict[str, dict[str, bytes]]:
         """Per node, the key to use with each peer, if every pair holds the same newest key; else {}."""
@@ -460,7 +473,7 @@ class Coordinator:
             stream.sessions.pop(session_id, None)
 
     async def _open_one_round(self, protocol: Entry[Any], params: Any, input_name: str, request: mpc_pb2.PrepareRequest,
-                              timeout: float, known: _Known) -> tuple[Opened, _Known]:
+                              timeout: float, query: tuple[Any, ...], known: _Known) -> tuple[Opened, _Known]:
         """The one-round path: every node prepares and computes at once, told every node's shape as
         they reported it for this query before (and their pair keys). Raises: _Stale if a node's
         shape or key is not as stated (every node has aborted then); as `open` otherwise."""
@@ -473,8 +486,10 @@ class Coordinator:
         key_ids = known.key_ids(self.nodes) if self.keyed else {}
         total = np.zeros(length, dtype=np.uint64)
         stale: set[str] = set()
+        # Each ticket is stated once: a session running alongside this one of the same query sends hellos.
+        tickets, self._known[query] = known.tickets, replace(known, tickets=())
         requests = {n: mpc_pb2.RunRequest(prepare=request, shapes=known.shapes, frac_bits=frac_bits, length=length,
-                                          key_ids=key_ids.get(n, {})) for n in self.nodes}
+                                          key_ids=key_ids.get(n, {}), tickets=tickets) for n in self.nodes}
         try:
             last = await self._gather(request.session_id, {
                 n: self._run_on(n, requests[n], length, total, protocol.combine == "xor", timeout + COMPUTE_GRACE_S,
@@ -486,7 +501,8 @@ class Coordinator:
         shapes = {n: last[n].shape for n in self.nodes}
         opened = Opened(request.session_id, input_name, self.nodes, {n: int(shapes[n].length) for n in self.nodes},
                         total, frac_bits, all(shapes[n].is_scalar for n in self.nodes))
-        return opened, _Known(shapes, {n: dict(last[n].key_ids) for n in self.nodes})
+        return opened, _Known(shapes, {n: dict(last[n].key_ids) for n in self.nodes},
+                              _Known.complete_tickets(last, self.nodes))
 
     async def run(self, protocol: Entry[Any], params: Any, input_name: str, *,
                   timeout_s: float | None = None) -> Result:
@@ -527,14 +543,18 @@ class Coordinator:
         query = (protocol.wire_id, tuple(sorted((k, v.SerializeToString(deterministic=True)) for k, v in wire.items())),
                  input_name, self.nodes)
         known = self._known.get(query) if self.one_round and self.progress is None else None
-        if known is not None:
+        while known is not None:
             try:
                 opened, self._known[query] = await self._open_one_round(protocol, params, input_name, request,
-                                                                        timeout, known)
+                                                                        timeout, query, known)
                 return opened
-            except _Stale:   # an input was replaced, or a node restarted: prepare anew, in a new session
-                del self._known[query]
+            except _Stale:   # an input was replaced, a node restarted, or a pool ticket is gone
                 session_id = request.session_id = secrets.token_hex(16)
+                if known.tickets:   # once more in one round, with hellos, before preparing anew
+                    known = replace(known, tickets=())
+                    continue
+                del self._known[query]
+                known = None
         connect = self.cluster.connect_timeout_s
         tracker = None if self.progress is None else _Tracker(session_id, len(self.nodes), self.progress)
         if tracker is not None:

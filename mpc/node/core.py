@@ -46,11 +46,12 @@ from mpc.node.releases import Query, ReleaseBook
 from mpc.pki import Identity
 from mpc.prg import Rng, SystemRng
 from mpc.events import Keep, Output, Send
-from mpc.ot.pool import POOL_CHANNEL, STEP_FILL, RotPools
+from mpc.ot.pool import POOL_CHANNEL, STEP_FILL, TICKET_ID_BYTES, Reservation, RotPools, Segment, \
+    segments_from_bytes, segments_to_bytes
 from mpc.ot.triples import OtSetups
 from mpc.protocols.agreement import STEP_DIGEST, AgreedParty, session_digest
 from mpc.protocols.pairing import Evidence, PairKey, PairKeys, check_evidence
-from mpc.protocols.compute import ComputeParty
+from mpc.protocols.compute import ComputeParty, Pooled
 from mpc.protocols.sum import SecureSumParty
 from mpc.protocols.catalogue import NAMES, Contributing, Declared, EngineArgs, Entry, describe_params, users
 from mpc.protocols.collection import CollectionSource
@@ -137,6 +138,27 @@ class Prepared:
     def shape(self) -> Shape:
         """The shape alone."""
         return Shape(self.length, self.frac_bits, self.is_scalar, self.input_version)
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """A pool ticket as a one-round request states it or a reply hands it out (mpc/ot/pool.py "Tickets")."""
+
+    receiver: str
+    sender: str
+    id: bytes
+    segments: tuple[Segment, ...]
+
+    @classmethod
+    def from_wire(cls, ticket: Any, where: str) -> "Ticket":
+        """Parse a PoolTicket. Raises: RemoteProtocolError naming `where` for a malformed one."""
+        ident = bytes(ticket.id)
+        if len(ident) != TICKET_ID_BYTES:
+            raise RemoteProtocolError(f"{where}: a pool ticket id has {TICKET_ID_BYTES} bytes, not {len(ident)}")
+        segments, end = segments_from_bytes(bytes(ticket.segments), 0, where)
+        if end != len(ticket.segments) or not segments:
+            raise RemoteProtocolError(f"{where}: a pool ticket's ranges are malformed")
+        return cls(str(ticket.receiver), str(ticket.sender), ident, segments)
 
 
 @dataclass(eq=False)
@@ -489,7 +511,8 @@ class NodeCore:
     async def compute(self, caller: Identity, session_id: str, frac_bits: int, length: int,
                       versions: Mapping[str, int], lengths: Mapping[str, int],
                       evidence: Mapping[str, Evidence] | None = None,
-                      keys: Mapping[str, PairKey] | None = None, one_round: bool = False) -> Words:
+                      keys: Mapping[str, PairKey] | None = None, one_round: bool = False,
+                      pooled: Pooled | None = None) -> Words:
         """Run a prepared session and return this node's output share.
 
         The release is reserved in the input version's budget before this node's session digest
@@ -508,6 +531,7 @@ class NodeCore:
                 this node found them held (`run`): masks from them, as on the keyed path.
             one_round: called by `run`: the session goes from prepared to its end (no "running" record
                 in between, which would only say the same).
+            pooled: the pool ranges of a one-round session's tickets (`run`): a program then sends no hello.
         Returns: the output share (uniformly random on its own).
         Raises: UnknownSession/SessionClosed, AuthError if another coordinator asks,
         RoundMismatch if already running, InputError if the declared bounds could overflow at
@@ -588,7 +612,10 @@ class NodeCore:
             source = None if stored.kind != "collection" else await asyncio.to_thread(self._collection_source, session)
             inner = protocol.engine(params, EngineArgs(session_id, me, session.parties, words, self.rng,
                                                        self.ot_setups, ordered, mask_seeds=masks,
-                                                       on_seed=self._keep_pair_key, collection=source))
+                                                       on_seed=self._keep_pair_key, collection=source,
+                                                       pooled=pooled))
+            if pooled is not None and not (isinstance(inner, ComputeParty) and inner.pooled_at_start):
+                raise RemoteProtocolError(f"session {session_id}: pool tickets for a {protocol.name}, which takes none")
             async with session.lock:
                 if self.sessions.get(session_id) is not session:   # aborted while we waited for the lock
                     raise SessionClosed(f"session {session_id} ended at node {me} before it started")
@@ -705,19 +732,23 @@ class NodeCore:
 
     async def run(self, caller: Identity, session_id: str, protocol: Entry[Any], params: Any, input_name: str,
                   participants: list[str], timeout_s: float, shapes: Mapping[str, Shape], frac_bits: int,
-                  length: int, key_ids: Mapping[str, bytes]) -> tuple[Words, Shape]:
+                  length: int, key_ids: Mapping[str, bytes],
+                  tickets: Sequence[Ticket] = ()) -> tuple[Words, Shape, list[Ticket]]:
         """Prepare and compute a session at once (the one-round path): the coordinator states every
-        participant's shape, as the nodes reported it for the same query before, and the pair key each
-        pair holds (if every pair holds one).
+        participant's shape, as the nodes reported it for the same query before, the pair key each
+        pair holds (if every pair holds one), and every ordered pair's pool ticket (if it holds them
+        all: mpc/ot/pool.py "Tickets"; a program of bit triples alone then sends no hello).
 
         This node checks its own entry and that it holds each named key before anything is shared;
         the whole statement enters the session description, so the nodes agree on it exactly as on
         what they report at prepare (mpc/protocols/agreement.py; a keyed sum: its masks,
         mpc/protocols/pairing.py).
 
-        Returns: (the output share, this node's shape).
-        Raises: StaleShape if the stated shape or a named key is not this node's now (nothing was
-        shared: the coordinator prepares in two rounds instead); as `prepare` and `compute` otherwise.
+        Returns: (the output share, this node's shape, its tickets for the next session of the query:
+        one per peer, or none).
+        Raises: StaleShape if the stated shape, a named key or a ticket is not this node's now (nothing
+        was shared: the coordinator runs the session again without tickets, or prepares it in two
+        rounds); as `prepare` and `compute` otherwise.
         """
         me = self.me.name
         prepared = self.prepare(caller, session_id, protocol, params, input_name, participants, timeout_s,
@@ -734,18 +765,65 @@ class NodeCore:
             if frac_bits != max(s.frac_bits for s in shapes.values()):
                 raise RemoteProtocolError(f"session {session_id}: scale of {frac_bits} fractional bits is not the "
                                           f"largest of the stated shapes")
+            pooled = self._stated_tickets(session, tickets)
         except MpcError as exc:
             self._finish(session, "failed", str(exc))
             raise
         try:
             share = await self.compute(caller, session_id, frac_bits, length,
                                        {p: s.input_version for p, s in shapes.items()},
-                                       {p: s.length for p, s in shapes.items()}, keys=keys, one_round=True)
+                                       {p: s.length for p, s in shapes.items()}, keys=keys, one_round=True,
+                                       pooled=pooled)
         except MpcError as exc:   # refused before it ran: no coordinator will come back to abort it
             if self.sessions.get(session_id) is session:
                 self._finish(session, "failed", str(exc))
             raise
-        return share, prepared.shape
+        return share, prepared.shape, self._issue_tickets(session)
+
+    def _stated_tickets(self, session: Session, tickets: Sequence[Ticket]) -> Pooled | None:
+        """Take the pool ranges a one-round session's tickets name (None: it names none): our
+        reservation back where we are the receiver, our (m0, m1) of the peer's where we are the
+        sender, each once. The statement enters the session description (so the digests compare it).
+
+        Raises: RemoteProtocolError unless exactly one ticket names each ordered pair of participants;
+        StaleShape for a ticket this node does not hold, or ranges it holds no longer or took before.
+        """
+        if not tickets:
+            return None
+        sid, me = session.session_id, self.me.name
+        pairs = {(t.receiver, t.sender) for t in tickets}
+        wanted = {(a, b) for a in session.parties for b in session.parties if a != b}
+        if len(tickets) != len(wanted) or pairs != wanted:
+            raise RemoteProtocolError(f"session {sid}: the coordinator states {len(tickets)} pool tickets, not one "
+                                      f"for each ordered pair of the {len(session.parties)} participants")
+        recv: dict[str, Reservation] = {}
+        send: dict[str, tuple[Words, Words]] = {}
+        for t in tickets:
+            if t.receiver == me:
+                reservation = self.pools.redeem(t.sender, t.id, t.segments)
+                if reservation is None:
+                    raise StaleShape(f"session {sid}: node {me} holds no pool ticket {t.id.hex()[:8]}… with "
+                                     f"{t.sender} (used, dropped, or forgotten in a restart); nothing was shared")
+                recv[t.sender] = reservation
+            elif t.sender == me:
+                try:
+                    send[t.receiver] = self.pools.claim(t.receiver, t.segments, f"session {sid}: ticket of "
+                                                        f"{t.receiver!r}")
+                except RoundMismatch as exc:
+                    raise StaleShape(f"{exc}; nothing was shared") from None
+        session.described["tickets"] = sorted([t.receiver, t.sender, t.id.hex(), segments_to_bytes(t.segments).hex()]
+                                              for t in tickets)
+        return recv, send
+
+    def _issue_tickets(self, session: Session) -> list[Ticket]:
+        """Reserve pool ranges with every peer for the next one-round session of this query, if it is
+        a program that could then run without a hello (mpc/ot/pool.py "Tickets"); else none."""
+        inner = None if session.engine is None else session.engine.inner
+        words = inner.ticket_words if isinstance(inner, ComputeParty) else 0
+        peers = [p for p in session.parties if p != self.me.name]
+        issued = self.pools.issue(peers, words) if words and self.pools.enabled else None
+        return [Ticket(self.me.name, peer, ticket, reservation.segments)
+                for peer, (ticket, reservation) in (issued or {}).items()]
 
     def _stated_keys(self, session: Session, key_ids: Mapping[str, bytes]) -> dict[str, PairKey] | None:
         """The pair keys a one-round session names, each held with its peer (None: none named).

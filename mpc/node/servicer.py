@@ -34,7 +34,8 @@ from mpc.errors import (
     clipped,
     quoted,
 )
-from mpc.node.core import NodeCore, Shape
+from mpc.node.core import NodeCore, Shape, Ticket
+from mpc.ot.pool import segments_to_bytes
 from mpc.pki import Identity
 from mpc.protocols.catalogue import BY_WIRE_ID, Entry, ParamValue, params_from_wire
 from mpc.ring import Words, words_to_bytes
@@ -204,6 +205,11 @@ class _Malformed:
         self.detail = detail
 
 
+def _ticket_to_wire(ticket: Ticket) -> mpc_pb2.PoolTicket:
+    return mpc_pb2.PoolTicket(receiver=ticket.receiver, sender=ticket.sender, id=ticket.id,
+                              segments=segments_to_bytes(ticket.segments))
+
+
 def _tolerant(deserialize: Any) -> Any:
     def parse(data: bytes) -> Any:
         try:
@@ -350,7 +356,7 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
             try:
                 if isinstance(request, _Malformed):
                     raise RemoteProtocolError(request.detail)
-                share, shape = await self._run(caller, request)
+                share, shape, tickets = await self._run(caller, request)
             except MpcError as exc:
                 reply(mpc_pb2.RunReply(session_id=session_id, node=me, code=status_for(exc).name,
                                        error=clipped(str(exc)), stale=isinstance(exc, StaleShape)))
@@ -366,19 +372,23 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
                 reply(mpc_pb2.RunReply(session_id=session_id, node=me, offset=offset, total_length=total,
                                        words=words_to_bytes(share[offset:offset + _CHUNK_WORDS]),
                                        shape=_shape_to_wire(shape) if last else None,
-                                       key_ids=self.core.pair_keys.newest_ids() if last else None))
+                                       key_ids=self.core.pair_keys.newest_ids() if last else None,
+                                       tickets=[_ticket_to_wire(t) for t in tickets] if last else None))
 
         # The coordinator going away cancels the sessions still running: they end aborted.
         async for answer in _each_in_a_task(requests, one, self.closing, cancel_on_exit=True):
             yield answer
 
-    async def _run(self, caller: Identity, request: mpc_pb2.RunRequest) -> tuple[Words, Shape]:
+    async def _run(self, caller: Identity, request: mpc_pb2.RunRequest) -> tuple[Words, Shape, list[Ticket]]:
         prepare = request.prepare
         protocol, params = self._requested(caller, prepare)
         shapes = {node: _shape_from_wire(s) for node, s in list(request.shapes.items())[:MAX_TAGS + 1]}
+        if len(request.tickets) > MAX_TAGS * (MAX_TAGS - 1):
+            raise RemoteProtocolError(f"session {prepare.session_id}: {len(request.tickets)} pool tickets")
+        tickets = [Ticket.from_wire(t, f"session {prepare.session_id}: pool ticket") for t in request.tickets]
         return await self.core.run(caller, prepare.session_id, protocol, params, prepare.input_name,
                                    list(prepare.participants), prepare.timeout_ms / 1000, shapes, request.frac_bits,
-                                   request.length, dict(list(request.key_ids.items())[:MAX_TAGS + 1]))
+                                   request.length, dict(list(request.key_ids.items())[:MAX_TAGS + 1]), tickets)
 
     async def Abort(self, request: mpc_pb2.AbortRequest,
                     context: grpc.aio.ServicerContext) -> mpc_pb2.AbortReply:

@@ -28,10 +28,21 @@ Guarantees, each enforced here and tested:
 
 Fills are started only while the receiver runs no session (mpc/node/core.py), so that a batch a
 live session reserved from is still listed by any fill that could reach the sender before it.
+
+**Tickets: a reservation made one session ahead.** A hello costs a round before any AND gate can
+open. So a receiver also reserves ranges for the *next* one-round session of a query when it
+answers the one before (`issue`), and gives them to the coordinator as a ticket: an id and the
+ranges. The coordinator states every pair's ticket in that next session's request; the receiver
+takes its reservation back by id (`redeem`, once), the sender claims the stated ranges (`claim`,
+once), and the statement enters the session digest, so a coordinator that tells the two ends of a
+pair different ranges only fails the session's agreement (mpc/protocols/agreement.py). A ticket's
+batches stay in `held` until it is redeemed or dropped, so no fill makes the sender drop them. At
+most MAX_TICKETS per peer are kept (the oldest is dropped first: its OTs are spent), in memory only.
 """
 
 from __future__ import annotations
 
+import secrets
 import struct
 import threading
 from collections.abc import Iterable, Sequence
@@ -52,6 +63,8 @@ MIN_FILL_WORDS = 512               # 32,768 OTs: a fill's IKNP message is then 5
 MAX_FILL_WORDS = 16_384            # 2^20 OTs: 16 MiB, the largest single fill message
 MAX_BATCHES = 32                   # per peer and role
 MAX_SEGMENTS = MAX_BATCHES        # ranges one reservation may span: one per batch at most
+TICKET_ID_BYTES = 16
+MAX_TICKETS = 32                   # per peer: reservations issued ahead and not redeemed yet
 SENDER_SLACK = 2
 _FILL_HEAD = struct.Struct(f"<{SETUP_ID_BYTES}s{BATCH_ID_BYTES}sB")
 _SEGMENT = struct.Struct(f"<{BATCH_ID_BYTES}sII")   # batch id, first word, words
@@ -167,6 +180,7 @@ class RotPools:
         self._receiving: dict[str, list[_ReceiverBatch]] = {}
         self._sending: dict[str, list[_SenderBatch]] = {}
         self._want: dict[str, int] = {}
+        self._tickets: dict[str, dict[bytes, Reservation]] = {}   # per peer, oldest first
         self._lock = threading.Lock()
 
     @property
@@ -196,25 +210,66 @@ class RotPools:
             raise LocalProtocolError(f"a pool reservation needs at least one word, got {words}")
         with self._lock:
             self._want[peer] = max(self._want.get(peer, 0), min(words, self.capacity_words))
-            batches = self._receiving.get(peer, [])
-            if sum(b.left for b in batches) < words:
+            return self._take(peer, words)
+
+    def issue(self, peers: Sequence[str], words: int) -> dict[str, tuple[bytes, Reservation]] | None:
+        """Reserve `words` words with each of `peers` for a later session, as tickets (see above):
+        with every peer or with none.
+
+        Returns: per peer, (the ticket id, its reservation), or None if some pool holds too little.
+        """
+        if words < 1:
+            raise LocalProtocolError(f"a ticket needs at least one word, got {words}")
+        with self._lock:
+            for p in peers:   # a demand, as a reservation's: the fills cover the sessions the tickets serve
+                self._want[p] = max(self._want.get(p, 0), min(words, self.capacity_words))
+            if any(sum(b.left for b in self._receiving.get(p, ())) < words for p in peers):
                 return None
-            segments, choices, chosen, need = [], [], [], words
-            for batch in batches:
-                take = min(need, batch.left)
-                if take == 0:
-                    continue
-                span = slice(batch.next, batch.next + take)
-                segments.append(Segment(batch.id, batch.next, take))
-                choices.append(batch.choices[span].copy())
-                chosen.append(batch.chosen[span].copy())
-                batch.choices[span] = 0
-                batch.chosen[span] = 0
-                batch.next += take
-                need -= take
-                if need == 0:
-                    break
-            self._receiving[peer] = [b for b in batches if b.left]
+            issued: dict[str, tuple[bytes, Reservation]] = {}
+            for peer in peers:
+                reservation = self._take(peer, words)
+                assert reservation is not None
+                tickets = self._tickets.setdefault(peer, {})
+                while len(tickets) >= MAX_TICKETS:
+                    del tickets[next(iter(tickets))]
+                ticket = secrets.token_bytes(TICKET_ID_BYTES)
+                tickets[ticket] = reservation
+                issued[peer] = (ticket, reservation)
+            return issued
+
+    def redeem(self, peer: str, ticket: bytes, segments: Sequence[Segment]) -> Reservation | None:
+        """Take back, once, the reservation of a ticket issued for `peer`, if its ranges are `segments`.
+
+        Returns: the Reservation, or None if no such ticket is held (redeemed before, dropped, a
+        restart) or its ranges differ (then it is held no longer either).
+        """
+        with self._lock:
+            reservation = self._tickets.get(peer, {}).pop(bytes(ticket), None)
+        if reservation is None or reservation.segments != tuple(segments):
+            return None
+        return reservation
+
+    def _take(self, peer: str, words: int) -> Reservation | None:
+        """Reserve under the lock (see `reserve`)."""
+        batches = self._receiving.get(peer, [])
+        if sum(b.left for b in batches) < words:
+            return None
+        segments, choices, chosen, need = [], [], [], words
+        for batch in batches:
+            take = min(need, batch.left)
+            if take == 0:
+                continue
+            span = slice(batch.next, batch.next + take)
+            segments.append(Segment(batch.id, batch.next, take))
+            choices.append(batch.choices[span].copy())
+            chosen.append(batch.chosen[span].copy())
+            batch.choices[span] = 0
+            batch.chosen[span] = 0
+            batch.next += take
+            need -= take
+            if need == 0:
+                break
+        self._receiving[peer] = [b for b in batches if b.left]
         return Reservation(tuple(segments), np.concatenate(choices), np.concatenate(chosen))
 
     def forget_missing(self, peer: str, held_by_peer: Iterable[bytes]) -> None:
@@ -223,6 +278,9 @@ class RotPools:
         with self._lock:
             if peer in self._receiving:
                 self._receiving[peer] = [b for b in self._receiving[peer] if b.id in held]
+            tickets = self._tickets.get(peer, {})
+            for ticket in [t for t, r in tickets.items() if any(s.batch not in held for s in r.segments)]:
+                del tickets[ticket]
 
     def next_fill_words(self, peer: str) -> int:
         """How many words the next fill with `peer` should make (0: none needed).
@@ -232,7 +290,7 @@ class RotPools:
         with self._lock:
             want = self._want.get(peer, 0)
             held = sum(b.left for b in self._receiving.get(peer, ()))
-            count = len(self._receiving.get(peer, ()))
+            count = len(self._held_ids(peer))
         target = min(self.capacity_words, 2 * want)
         if not self.enabled or want == 0 or held >= target or count >= MAX_BATCHES:
             return 0
@@ -241,9 +299,16 @@ class RotPools:
         return words - words % 2   # IKNP works in 128-OT blocks: two words
 
     def held(self, peer: str) -> tuple[bytes, ...]:
-        """Ids of the batches we hold as receiver with `peer` (what a fill tells it to keep)."""
+        """Ids of the batches we hold as receiver with `peer`, or that a ticket not redeemed yet
+        reserved from (what a fill tells it to keep)."""
         with self._lock:
-            return tuple(b.id for b in self._receiving.get(peer, ()))
+            return self._held_ids(peer)
+
+    def _held_ids(self, peer: str) -> tuple[bytes, ...]:
+        ids = [b.id for b in self._receiving.get(peer, ())]
+        for reservation in self._tickets.get(peer, {}).values():
+            ids += [s.batch for s in reservation.segments]
+        return tuple(dict.fromkeys(ids))
 
     def make_fill(self, peer: str, setup_id: bytes, iknp: IknpReceiver, words: int, rng: Rng,
                   held: Sequence[bytes]) -> Fill:

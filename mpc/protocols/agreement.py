@@ -7,7 +7,9 @@ description it prepared (protocol, parameters, input name, ordered participants,
 each node's input version, session id and coordinator), and holds back everything that depends
 on its input, i.e. its output share and every message but those its engine declares
 value-free (fresh seeds, OT and triple traffic), until the digests of *all* peers have arrived
-and equal its own. A mismatch ends the session at this node, naming the peer, and nothing
+and equal its own. An engine may also name `early_steps`: openings masked by one-time pads of
+this party's own, fresh for the session (mpc/protocols/compute.py "Without a hello"), which are
+uniformly random whatever the peers prepared and so leave with the digest. A mismatch ends the session at this node, naming the peer, and nothing
 value-dependent has left. All parties of a protocol instance must share its session
 identifier and the description of its inputs, as in Canetti's UC framework ("Universally
 Composable Security", FOCS 2001: the session id every party of an instance agrees on); here the
@@ -67,6 +69,7 @@ class AgreedParty:
         self._agreed = False
         self.failure: RemoteProtocolError | None = None   # set by start when an early digest differs
         self._checked = agreed
+        self._early_steps: frozenset[str] = getattr(inner, "early_steps", frozenset())
 
     @property
     def length(self) -> int:
@@ -163,7 +166,7 @@ class AgreedParty:
         for event in events:
             if self._agreed:
                 out.append(event)
-            elif isinstance(event, Output) or (isinstance(event, Send) and
+            elif isinstance(event, Output) or (isinstance(event, Send) and event.step not in self._early_steps and
                                                not event.step.startswith(self.inner.value_free_steps)):
                 self._held.append(event)
             else:

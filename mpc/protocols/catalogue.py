@@ -48,7 +48,7 @@ from mpc.protocols.collection import (
     finish_winner,
 )
 from mpc.protocols.circuit import Combine, Context, Program, public
-from mpc.protocols.compute import ComputeParty
+from mpc.protocols.compute import ComputeParty, Pooled
 from mpc.protocols.contribution import (
     COMPARE_BITS,
     COMPARE_BOUND,
@@ -303,6 +303,9 @@ class EngineArgs:
     mask_seeds: Mapping[str, bytes] | None = dataclasses.field(default=None, repr=False)
     on_seed: Callable[[str, bytes], None] | None = None   # told of each sum seed sent or received
     collection: CollectionSource | None = None   # a session over a collection: its rule, keys and shares
+    # Pool tickets for every ordered pair (a one-round session): a program of bit triples alone then
+    # sends no hello (mpc/protocols/compute.py "Without a hello"); engines of other kinds take none.
+    pooled: Pooled | None = dataclasses.field(default=None, repr=False)
 
 
 P = TypeVar("P")
@@ -510,7 +513,7 @@ def users(kind: str) -> list[str]:
 def _program_engine(args: EngineArgs, program: Any, *, summed: bool, prefix: str) -> ComputeParty:
     return ComputeParty(args.session_id, args.me, args.parties, args.length, program, args.rng, args.setups,
                         summed=summed, prefix=prefix, mask_seeds=args.mask_seeds if summed else None,
-                        on_seed=args.on_seed)
+                        on_seed=args.on_seed, pooled=args.pooled)
 
 
 def _check_private_sum(noise: Noise, declared: Declared, records: int, parties: int) -> None:
@@ -663,7 +666,7 @@ class VoteEntry(Entry[VoteParams]):
         # "At least half" compares 2T - N with 0; an explicit threshold K compares T with K.
         k = 0 if params.threshold is None else params.threshold
         return ThresholdParty(args.session_id, args.me, args.parties, args.length, k, args.rng, args.setups,
-                              COMPARE_BITS, mask_seeds=args.mask_seeds, on_seed=args.on_seed)
+                              COMPARE_BITS, mask_seeds=args.mask_seeds, on_seed=args.on_seed, pooled=args.pooled)
 
     def decode(self, params: VoteParams, opened: Opened) -> Result:
         rule = ("at least half of the ballots cast" if params.threshold is None
@@ -696,7 +699,8 @@ class ThresholdEntry(Entry[ThresholdParams]):
 
     def engine(self, params: ThresholdParams, args: EngineArgs) -> Engine:
         return ThresholdParty(args.session_id, args.me, args.parties, args.length, params.threshold, args.rng,
-                              args.setups, COMPARE_BITS, mask_seeds=args.mask_seeds, on_seed=args.on_seed)
+                              args.setups, COMPARE_BITS, mask_seeds=args.mask_seeds, on_seed=args.on_seed,
+                              pooled=args.pooled)
 
     def decode(self, params: ThresholdParams, opened: Opened) -> Result:
         return ThresholdResult(opened.session_id, opened.input_name, opened.nodes, params.threshold,

@@ -22,6 +22,15 @@ The engine composes sans-I/O pieces, each behind its own step prefix:
 Steps 1 and 3, and the seeds of 2, do not depend on any input (`value_free_steps`); the
 program's openings and the output do (mpc/protocols/agreement.py holds them until the parties
 agree on the session). Messages for a piece that does not exist yet are kept until it does.
+
+**Without a hello** (`pooled`): when the coordinator states a pool ticket for every ordered pair
+(mpc/ot/pool.py "Tickets") and the program needs bit triples only, every direction is served from
+the pools and both ends know the ranges before the session starts. Nothing is left for a hello to
+settle: the first message to each peer carries the digest, the derandomisation and the program's
+first openings together, and the program takes one round fewer. Those first openings leave before
+the digests have been compared (`early_steps`): each is a party's share masked by its own fresh
+triple shares a_i, b_i (or its own coins), drawn for this session and never used again, so it is
+uniformly random whatever the other parties prepared; the output share still waits for agreement.
 """
 
 from __future__ import annotations
@@ -80,6 +89,9 @@ def _planned(factory: ProgramFactory, parties: int, length: int, shape: Hashable
 _SLOW_STEPS = ("ot/base/",)
 
 Piece = PairwiseOtSetup | TripleDealerless | ArithDealerless | CircuitParty
+# A session's pool directions settled before it starts (tickets): our reservation with each peer where
+# we choose, and our (m0, m1) of each peer's reservation where it chooses.
+Pooled = tuple[Mapping[str, Reservation], Mapping[str, tuple[Words, Words]]]
 
 
 class ComputeParty:
@@ -88,7 +100,8 @@ class ComputeParty:
     def __init__(self, session_id: str, me: str, parties: Sequence[str], length: int, factory: ProgramFactory,
                  rng: Rng, setups: OtSetups, *, summed: bool = True, prefix: str = "run",
                  hello: str = STEP_HELLO, mask_seeds: Mapping[str, bytes] | None = None,
-                 on_seed: Callable[[str, bytes], None] | None = None, shape: Hashable | None = None) -> None:
+                 on_seed: Callable[[str, bytes], None] | None = None, shape: Hashable | None = None,
+                 pooled: Pooled | None = None) -> None:
         """Args:
             length: words of this party's contribution (the same at every party).
             factory: builds the program from a Context and this party's input share.
@@ -101,6 +114,8 @@ class ComputeParty:
             shape: a key that, with the party count and `length`, determines the program's shape (its
                 rounds and preprocessing): sessions with the same key reuse one dry run (`plan`).
                 None: the program is dry-run for this session.
+            pooled: every direction's pooled OTs, from tickets (see above): no hello is sent or taken.
+                Only for a program that needs bit triples alone, with both directions of every pair.
         """
         if me not in parties or len(set(parties)) != len(parties) or len(parties) < 2:
             raise LocalProtocolError(f"session {session_id}: {me!r} among parties {list(parties)}: a program needs "
@@ -118,6 +133,18 @@ class ComputeParty:
         self.plan: Plan = _planned(factory, len(self.parties), length,
                                    None if shape is None else (type(self).__qualname__, prefix, shape))
         self.value_free_steps: tuple[str, ...] = (hello, "sum/", "ot/", "triples/", "arith/")
+        self._pooled_at_start: Pooled | None = None
+        self.early_steps: frozenset[str] = frozenset()   # steps whose messages may leave before agreement
+        if pooled is not None:
+            recv, send = pooled
+            p = self.plan
+            if not p.bit_words or p.arith_triples or p.dabits or set(recv) != set(self.peers) or \
+                    set(send) != set(self.peers) or any(r.words != p.bit_words for r in recv.values()) or \
+                    any(m0.shape != (p.bit_words,) for m0, _ in send.values()):
+                raise LocalProtocolError(f"session {session_id}: pooled OTs of {p.bit_words} words with every peer "
+                                         f"both ways serve a program of bit triples only")
+            self._pooled_at_start = pooled
+            self.early_steps = frozenset({f"{prefix}/{p.rounds[0][0]}"})
         # Every step this session can see, known up front: anything else is refused on arrival.
         self._triple_steps = frozenset({STEP_U, STEP_T, STEP_R} if self.plan.bit_words else ())
         self._arith_steps = frozenset({ARITH_U, ARITH_T, *(fold_step(k) for k in range(1, len(self.parties)))}
@@ -153,13 +180,25 @@ class ComputeParty:
         """Peers this party is waiting on in its current phase (for timeout messages)."""
         if self._done:
             return ()
-        if len(self._hellos) < len(self.peers):
+        if len(self._hellos) < len(self.peers) and self._pooled_at_start is None:
             return tuple(p for p in self.peers if p not in self._hellos)
         if self._sum is not None and not self._sum.finished:
             return self._sum.waiting_for
         if self._circuit is not None:
             return self._circuit.waiting_for
         return self.peers  # OT setup or preprocessing: every pair takes part
+
+    @property
+    def pooled_at_start(self) -> bool:
+        """Whether tickets settled this session's pools (no hello)."""
+        return self._pooled_at_start is not None
+
+    @property
+    def ticket_words(self) -> int:
+        """Pool words a later session of this shape takes with each peer, if it could run without a
+        hello (a program of bit triples alone); else 0."""
+        p = self.plan
+        return p.bit_words if p.bit_words and not p.arith_triples and not p.dabits else 0
 
     @property
     def triple_counts(self) -> tuple[int, int]:
@@ -185,7 +224,7 @@ class ComputeParty:
         self._started = True
         events: list[Send | Output] = []
         words = self.plan.bit_words
-        for peer in self.peers:
+        for peer in self.peers if self._pooled_at_start is None else ():
             # Our pool with the peer (we choose) for this session's triples, and what we hold of its.
             pools = self._pools
             self._reserved[peer] = pools.reserve(peer, words) if pools is not None and words else None
@@ -207,6 +246,9 @@ class ComputeParty:
         if sender not in self.peers:
             raise RemoteProtocolError(f"session {self.session_id}: {sender!r} is not a peer of {self.me!r}")
         if step == self._hello:
+            if self._pooled_at_start is not None:
+                raise RoundMismatch(f"session {self.session_id}: a hello from {sender!r}, but the tickets settled "
+                                    f"this session's pools")
             if sender in self._hellos:
                 raise RoundMismatch(f"session {self.session_id}: second hello from {sender!r}")
             hello = parse_session_hello(payload, f"session {self.session_id}: hello from {sender!r}")
@@ -316,9 +358,18 @@ class ComputeParty:
 
     def _advance(self) -> list[Send | Output]:
         events: list[Send | Output] = []
-        if not self._started or len(self._hellos) < len(self.peers):
+        if not self._started:
             return events
-        if self._setup is None and not self._preprocessing and not self._chosen:
+        if self._pooled_at_start is not None and not self._preprocessing:
+            self._preprocessing = True
+            recv, send = self._pooled_at_start
+            self._triples = TripleDealerless(self.me, self.parties, self.plan.bit_words, self._rng, {},
+                                             self.session_id, pooled_recv=recv, pooled_send=send, pipelined=True)
+            events += self._route(self._triples.start())
+            return self._create(self._triples, events, "triples/") + self._advance()
+        if self._pooled_at_start is None and len(self._hellos) < len(self.peers):
+            return events
+        if self._setup is None and not self._preprocessing and not self._chosen and self._pooled_at_start is None:
             fresh = choose_setups({p: set(h.setups) for p, h in self._hellos.items()}, self._known, self._chosen)
             for peer, hello in self._hellos.items():
                 if peer not in fresh:

@@ -18,7 +18,7 @@ from mpc.ot.pool import SETUP_ID_BYTES
 from mpc.ot.triples import MAX_SETUPS_ADVERTISED, OtSetups
 from mpc.prg import Rng
 from mpc.protocols.circuit import at_least
-from mpc.protocols.compute import STEP_HELLO, ComputeParty
+from mpc.protocols.compute import STEP_HELLO, ComputeParty, Pooled
 
 DEFAULT_ELL = 32
 __all__ = ["DEFAULT_ELL", "MAX_SETUPS_ADVERTISED", "SETUP_ID_BYTES", "STEP_HELLO", "ThresholdParty"]
@@ -30,7 +30,7 @@ class ThresholdParty(ComputeParty):
     def __init__(self, session_id: str, me: str, parties: Sequence[str], length: int, threshold: int,
                  rng: Rng, setups: OtSetups, ell: int = DEFAULT_ELL, *,
                  mask_seeds: Mapping[str, bytes] | None = None,
-                 on_seed: Callable[[str, bytes], None] | None = None) -> None:
+                 on_seed: Callable[[str, bytes], None] | None = None, pooled: Pooled | None = None) -> None:
         super().__init__(session_id, me, parties, length, lambda ctx, x: at_least(ctx, "", x, threshold, ell),
                          rng, setups, summed=True, prefix="cmp", mask_seeds=mask_seeds, on_seed=on_seed,
-                         shape=("at_least", ell))   # its shape: ell, the parties and the length (not k)
+                         shape=("at_least", ell), pooled=pooled)   # its shape: ell, the parties and the length (not k)

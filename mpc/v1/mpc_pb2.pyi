@@ -250,7 +250,7 @@ class Shape(_message.Message):
     def __init__(self, length: _Optional[int] = ..., frac_bits: _Optional[int] = ..., is_scalar: _Optional[bool] = ..., input_version: _Optional[int] = ...) -> None: ...
 
 class RunRequest(_message.Message):
-    __slots__ = ("prepare", "shapes", "frac_bits", "length", "key_ids")
+    __slots__ = ("prepare", "shapes", "frac_bits", "length", "key_ids", "tickets")
     class ShapesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -270,15 +270,29 @@ class RunRequest(_message.Message):
     FRAC_BITS_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
     KEY_IDS_FIELD_NUMBER: _ClassVar[int]
+    TICKETS_FIELD_NUMBER: _ClassVar[int]
     prepare: PrepareRequest
     shapes: _containers.MessageMap[str, Shape]
     frac_bits: int
     length: int
     key_ids: _containers.ScalarMap[str, bytes]
-    def __init__(self, prepare: _Optional[_Union[PrepareRequest, _Mapping]] = ..., shapes: _Optional[_Mapping[str, Shape]] = ..., frac_bits: _Optional[int] = ..., length: _Optional[int] = ..., key_ids: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
+    tickets: _containers.RepeatedCompositeFieldContainer[PoolTicket]
+    def __init__(self, prepare: _Optional[_Union[PrepareRequest, _Mapping]] = ..., shapes: _Optional[_Mapping[str, Shape]] = ..., frac_bits: _Optional[int] = ..., length: _Optional[int] = ..., key_ids: _Optional[_Mapping[str, bytes]] = ..., tickets: _Optional[_Iterable[_Union[PoolTicket, _Mapping]]] = ...) -> None: ...
+
+class PoolTicket(_message.Message):
+    __slots__ = ("receiver", "sender", "id", "segments")
+    RECEIVER_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_FIELD_NUMBER: _ClassVar[int]
+    receiver: str
+    sender: str
+    id: bytes
+    segments: bytes
+    def __init__(self, receiver: _Optional[str] = ..., sender: _Optional[str] = ..., id: _Optional[bytes] = ..., segments: _Optional[bytes] = ...) -> None: ...
 
 class RunReply(_message.Message):
-    __slots__ = ("session_id", "node", "offset", "total_length", "words", "shape", "key_ids", "code", "error", "stale")
+    __slots__ = ("session_id", "node", "offset", "total_length", "words", "shape", "key_ids", "code", "error", "stale", "tickets")
     class KeyIdsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -296,6 +310,7 @@ class RunReply(_message.Message):
     CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
+    TICKETS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     node: str
     offset: int
@@ -306,7 +321,8 @@ class RunReply(_message.Message):
     code: str
     error: str
     stale: bool
-    def __init__(self, session_id: _Optional[str] = ..., node: _Optional[str] = ..., offset: _Optional[int] = ..., total_length: _Optional[int] = ..., words: _Optional[bytes] = ..., shape: _Optional[_Union[Shape, _Mapping]] = ..., key_ids: _Optional[_Mapping[str, bytes]] = ..., code: _Optional[str] = ..., error: _Optional[str] = ..., stale: _Optional[bool] = ...) -> None: ...
+    tickets: _containers.RepeatedCompositeFieldContainer[PoolTicket]
+    def __init__(self, session_id: _Optional[str] = ..., node: _Optional[str] = ..., offset: _Optional[int] = ..., total_length: _Optional[int] = ..., words: _Optional[bytes] = ..., shape: _Optional[_Union[Shape, _Mapping]] = ..., key_ids: _Optional[_Mapping[str, bytes]] = ..., code: _Optional[str] = ..., error: _Optional[str] = ..., stale: _Optional[bool] = ..., tickets: _Optional[_Iterable[_Union[PoolTicket, _Mapping]]] = ...) -> None: ...
 
 class PeerHeader(_message.Message):
     __slots__ = ("session_id", "step", "sender", "payload_bytes", "one_round")

@@ -27,6 +27,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -37,6 +38,8 @@ import mpc.node.core as node_core
 from mpc.coordinator.client import Coordinator
 from mpc.errors import PeerUnavailable, PolicyError, RemoteProtocolError, SessionFailed
 from mpc.protocols.circuit import CircuitParty
+from mpc.protocols.compare import triple_words
+from mpc.protocols.contribution import COMPARE_BITS
 from mpc.store import Store, Transfer
 from mpc.transport.peers import PeerClient
 from mpc.transport.tls import TlsMaterial, channel_options
@@ -51,6 +54,7 @@ FOUR = ("alice", "bob", "carlos", "david")
 RAISES = {"alice": 3800, "bob": 2514, "carlos": 2982, "david": 3390}
 BALLOTS = {"alice": [1, 0, 1], "bob": [1, 1, 0, 0], "carlos": [0, 0], "david": [1, 1, 1]}
 BALANCE_ALPHA = 1e-8
+VOTE_WORDS = triple_words(len(FOUR), COMPARE_BITS, 1)
 
 
 class Env(KeyedEnv):
@@ -71,6 +75,16 @@ class Env(KeyedEnv):
     def releases(self, node: str, input_name: str) -> list[Any]:
         with self._store(node) as store:
             return store.releases(input_name)
+
+    async def filled(self, words: int = VOTE_WORDS) -> None:
+        """Run the nodes' loop until every pool between them holds `words` words at both ends (the
+        fills are background tasks of the daemons on this loop)."""
+        pools = {n: self.lc.servers[n].core.pools for n in FOUR}
+        deadline = time.monotonic() + 60
+        while any(pools[a].level(b) < words or pools[b].sending_level(a) < words
+                  for a in FOUR for b in FOUR if a != b):
+            assert time.monotonic() < deadline, "the pools did not fill"
+            await asyncio.sleep(0.01)   # yields to the fills running on this loop
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +139,116 @@ def test_repeated_queries_run_in_one_round_and_give_the_plaintext_results(env: E
             # The first run of each of the 7 queries takes two rounds; the other 14 runs take one.
             assert len(ran) == 14
     env.run(go())
+
+
+def vote_tickets(c: Coordinator) -> tuple[Any, ...]:
+    """The pool tickets `c` holds for its next vote over the ballots (every ordered pair's, or none)."""
+    return next((k.tickets for q, k in c._known.items() if q[2] == "ballots" and not q[1]), ())
+
+
+async def ticketed(env: Env, c: Coordinator, yes: int, cast: int) -> None:
+    """Vote until `c` holds every ordered pair's ticket for the next vote (the pools fill between)."""
+    for _ in range(8):
+        assert (await c.vote("ballots")).passed == (2 * yes >= cast)
+        if len(vote_tickets(c)) == len(FOUR) * (len(FOUR) - 1):
+            return
+        await env.filled()
+    raise AssertionError("the nodes handed out no complete set of pool tickets")
+
+
+def test_repeated_votes_take_no_hello_once_the_nodes_have_handed_out_pool_tickets(env: Env) -> None:
+    """After a one-round vote every node reserves, with each peer, the pool ranges of the next vote
+    of the query and hands them to the coordinator; the next vote states them all, so no node sends
+    a hello: each peer's first message carries its digest, its derandomisation and the first openings."""
+    yes, cast = sum(sum(b) for b in BALLOTS.values()), sum(len(b) for b in BALLOTS.values())
+
+    async def go() -> list[str]:
+        async with env.coordinator() as c, counting(c) as ran:
+            await ticketed(env, c, yes, cast)
+            before = len(ran)
+            for _ in range(3):
+                await env.filled()
+                assert (await c.vote("ballots")).passed == (2 * yes >= cast)
+                assert len(vote_tickets(c)) == 12   # handed out anew by every vote
+            return ran[before:]
+    ran = env.run(go())
+    assert len(ran) == 3
+    for sid in ran:
+        for node, got in env.received(sid).items():
+            steps = [step for _, step, _ in got]
+            assert "mpc/hello" not in steps and steps.count("triples/r") == 3, (node, steps)
+            assert steps.count("agree/digest") == 3 and not any(s.startswith("triples/u") for s in steps)
+
+
+def test_a_replayed_ticket_is_refused_as_stale_before_anything_is_shared_and_the_vote_runs_again_with_hellos(
+        env: Env) -> None:
+    """A coordinator that states spent tickets again: the receivers hold them no longer, every node
+    refuses the session as stale before anything is shared and records no release; the coordinator
+    runs the vote again in one round, with hellos (its shapes and keys still hold)."""
+    yes, cast = sum(sum(b) for b in BALLOTS.values()), sum(len(b) for b in BALLOTS.values())
+
+    async def go() -> tuple[set[str], str]:
+        async with env.coordinator() as c, counting(c) as ran:
+            await ticketed(env, c, yes, cast)
+            query = next(q for q in c._known if q[2] == "ballots" and not q[1])
+            used = c._known[query].tickets
+            assert (await c.vote("ballots")).passed == (2 * yes >= cast)   # spends them
+            before = {n: set(env.sessions(n)) for n in FOUR}
+            c._known[query] = replace(c._known[query], tickets=used)   # a coordinator that states them again
+            result = await c.vote("ballots")
+            assert result.passed == (2 * yes >= cast)   # again, in a new session
+            assert ran[-1] == result.session_id        # ... in one round
+            stale = {sid for n in FOUR for sid in set(env.sessions(n)) - before[n] if sid != result.session_id}
+            return stale, result.session_id
+    stale, again = env.run(go())
+    assert len(stale) == 1
+    assert all("mpc/hello" in [st for _, st, _ in got] for got in env.received(again).values())
+    sid = stale.pop()
+    reasons = [env.sessions(n)[sid].reason for n in FOUR if sid in env.sessions(n)]
+    assert any("holds no pool ticket" in r or "used before" in r for r in reasons), reasons
+    assert all(env.sessions(n)[sid].status == "failed" for n in FOUR if sid in env.sessions(n))
+    assert not [r for n in FOUR for r in env.releases(n, "ballots") if r.session_id == sid]
+    assert all(env.views.share(sid, n) == b"" for n in FOUR)
+
+
+def test_a_ticket_stated_otherwise_to_one_node_fails_agreement_and_no_share_leaves(env: Env) -> None:
+    """The tickets are in the session description: alice, told another id for bob's ranges with
+    carlos, computes another digest, and every node refuses before its output share leaves. Tickets
+    for a sum, which takes none, or missing a pair, are refused."""
+    yes, cast = sum(sum(b) for b in BALLOTS.values()), sum(len(b) for b in BALLOTS.values())
+
+    async def go() -> list[list[mpc_pb2.RunReply]]:
+        async with env.coordinator() as c:
+            await ticketed(env, c, yes, cast)
+            known = next(k for q, k in c._known.items() if q[2] == "ballots" and not q[1])
+        replies = []
+        async with run_streams(env.lc) as calls:
+            sid = secrets.token_hex(16)
+            request = prepare_request(sid, "vote", "ballots", FOUR)
+            for n in FOUR:
+                tickets = [mpc_pb2.PoolTicket(receiver=t.receiver, sender=t.sender, segments=t.segments,
+                                              id=secrets.token_bytes(16) if n == "alice" and
+                                              (t.receiver, t.sender) == ("bob", "carlos") else t.id)
+                           for t in known.tickets]
+                await calls[n].write(mpc_pb2.RunRequest(prepare=request, shapes=known.shapes, length=1,
+                                                        key_ids=known.key_ids(FOUR)[n], tickets=tickets))
+            replies.append([r for n in FOUR for r in await answer(calls[n], sid)])
+            async with env.coordinator() as c:   # alice took hers back above: a fresh set
+                await ticketed(env, c, yes, cast)
+                fresh = vote_tickets(c)
+            for protocol, input_name, tickets in (("sum", "raise", fresh), ("vote", "ballots", fresh[1:])):
+                sid = secrets.token_hex(16)
+                shapes = known.shapes if input_name == "ballots" else await shapes_of(env.lc, "raise")
+                await calls["alice"].write(mpc_pb2.RunRequest(prepare=prepare_request(sid, protocol, input_name,
+                                                                                      FOUR),
+                                                              shapes=shapes, length=1, tickets=tickets))
+                replies.append(await answer(calls["alice"], sid))
+        return replies
+    lied, summed, partial = env.run(go())
+    assert len(lied) == 4 and not any(r.words for r in lied)
+    assert all("prepared a different session description" in r.error for r in lied), [r.error for r in lied]
+    assert len(summed) == 1 and not summed[0].words and "takes none" in summed[0].error
+    assert len(partial) == 1 and not partial[0].words and "each ordered pair" in partial[0].error
 
 
 def test_a_keyed_one_round_sum_sends_nothing_between_the_nodes(env: Env) -> None:

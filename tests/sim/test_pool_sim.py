@@ -30,6 +30,7 @@ from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.events import Output, Send
 from mpc.ot.pool import (
     MAX_FILL_WORDS,
+    MAX_TICKETS,
     MIN_FILL_WORDS,
     SETUP_ID_BYTES,
     RotPools,
@@ -38,6 +39,7 @@ from mpc.ot.pool import (
 from mpc.ot.triples import STEP_R, STEP_T, STEP_U, OtSetups, PairwiseOt, TripleDealerless
 from mpc.prg import AesCtrRng, SystemRng
 from mpc.protocols.beaver import BitTriples
+from mpc.protocols.agreement import STEP_DIGEST, AgreedParty
 from mpc.protocols.compute import STEP_HELLO
 from mpc.protocols.threshold import ThresholdParty
 from mpc.ring import Words, from_signed
@@ -353,3 +355,140 @@ def test_the_first_and_layer_opens_before_the_triples_are_complete_and_finishes_
     deliver_all()
     bits = reduce(np.bitwise_xor, (outputs[p].words for p in parties))
     assert bits.tolist() == [int(t >= 0) for t in totals]
+
+
+# ---- tickets: ranges reserved one session ahead (mpc/ot/pool.py "Tickets") ------------------------
+
+
+def test_a_ticket_is_issued_with_every_peer_or_none_redeemed_once_and_its_batches_stay_held() -> None:
+    parties = names(3)
+    ot = ideal_setup(parties)
+    pools = filled(parties, ot, MIN_FILL_WORDS)
+    alice = pools["alice"]
+    assert alice.issue(["bob", "carlos"], MIN_FILL_WORDS + 1) is None   # too few with either: none at all
+    assert alice.level("bob") == alice.level("carlos") == MIN_FILL_WORDS
+    issued = alice.issue(["bob", "carlos"], MIN_FILL_WORDS)   # every word: the batches leave the pool
+    assert issued is not None and set(issued) == {"bob", "carlos"}
+    assert alice.level("bob") == 0 and alice._receiving["bob"] == []
+    ticket, reservation = issued["bob"]
+    # A fill still names the batch the ticket reserved from, so the sender keeps it.
+    assert reservation.segments[0].batch in alice.held("bob")
+    other = Segment(reservation.segments[0].batch, 1, MIN_FILL_WORDS - 1)
+    assert alice.redeem("bob", ticket, [other]) is None          # other ranges: refused, and dropped
+    assert alice.redeem("bob", ticket, reservation.segments) is None
+    assert reservation.segments[0].batch not in alice.held("bob")
+    ticket, reservation = issued["carlos"]
+    assert alice.redeem("bob", ticket, reservation.segments) is None   # another peer's ticket
+    got = alice.redeem("carlos", ticket, reservation.segments)
+    assert got is not None and np.array_equal(got.choices, reservation.choices)
+    assert alice.redeem("carlos", ticket, reservation.segments) is None   # once
+    with pytest.raises(RoundMismatch, match="used before|not held"):   # the sender answers its ranges once
+        for _ in range(2):
+            pools["carlos"].claim("alice", reservation.segments, "test")
+
+
+def test_tickets_are_bounded_per_peer_and_dropped_with_batches_the_peer_lost() -> None:
+    parties = names(2)
+    ot = ideal_setup(parties)
+    pools = filled(parties, ot, MIN_FILL_WORDS)
+    alice = pools["alice"]
+    tickets = [alice.issue(["bob"], 1) for _ in range(MAX_TICKETS + 2)]
+    assert all(t is not None for t in tickets)
+    kept = [t["bob"] for t in tickets if t is not None]
+    assert [alice.redeem("bob", t, r.segments) is None for t, r in kept[:2]] == [True, True]   # the oldest were dropped
+    assert alice.redeem("bob", kept[2][0], kept[2][1].segments) is not None
+    alice.forget_missing("bob", [])   # bob restarted: he holds none of alice's batches
+    assert alice.redeem("bob", kept[3][0], kept[3][1].segments) is None
+
+
+def ticketed_engines(parties: Sequence[str], pools: Mapping[str, RotPools], setups: Mapping[str, OtSetups],
+                     totals: Sequence[int], sid: str) -> dict[str, ThresholdParty]:
+    """Every receiver issues a ticket to every peer; each party takes its side of all of them."""
+    probe = ThresholdParty("0" * 32, parties[0], parties, len(totals), 0, SystemRng(), setups[parties[0]], 32)
+    words = probe.ticket_words
+    issued = {r: pools[r].issue([s for s in parties if s != r], words) for r in parties}
+    seeds = {frozenset(pair): os.urandom(16) for pair in itertools.combinations(parties, 2)}   # keyed, as in one round
+    engines = {}
+    for me in parties:
+        mine = issued[me]
+        assert mine is not None
+        recv = {s: pools[me].redeem(s, mine[s][0], mine[s][1].segments) for s in mine}
+        send = {r: pools[me].claim(r, got[me][1].segments, "test") for r, got in issued.items()
+                if r != me and got is not None}
+        assert all(v is not None for v in recv.values())
+        shares = np.zeros(len(totals), dtype=np.uint64)
+        if me == parties[0]:
+            shares = from_signed(np.array(totals, dtype=np.int64))
+        engines[me] = ThresholdParty(sid, me, parties, len(totals), 0, SystemRng(), setups[me], 32,
+                                     mask_seeds={p: seeds[frozenset((me, p))] for p in parties if p != me},
+                                     pooled=(recv, send))   # type: ignore[arg-type]
+        engines[me]._test_share = shares   # type: ignore[attr-defined]
+    return engines
+
+
+@dataclass
+class Agreeing:
+    """An engine behind the node's agreement wrapper, started with its share and a digest."""
+
+    party: AgreedParty
+    share: Words
+    digest: bytes
+
+    def start(self) -> list[Send | Output]:
+        return self.party.start(self.share, self.digest)
+
+    def receive(self, sender: str, step: str, payload: bytes) -> list[Send | Output]:
+        return self.party.receive(sender, step, payload)
+
+
+def test_with_tickets_a_comparison_sends_no_hello_takes_a_round_fewer_and_gives_the_plaintext() -> None:
+    parties = names(3)
+    ot = ideal_setup(parties)
+    totals = [5, -1, 0, -7, 1 << 20]
+    pools = filled(parties, ot, MIN_FILL_WORDS)
+    setups = registries(parties, ot, pools)
+    sid = os.urandom(16).hex()
+    engines = ticketed_engines(parties, pools, setups, totals, sid)
+    plan_rounds = [f"cmp/{label}" for label, _ in engines["alice"].plan.rounds]
+    router = Router({p: Agreeing(AgreedParty(e, sid, p, parties), e._test_share, b"d" * 32)   # type: ignore[attr-defined]
+                     for p, e in engines.items()})
+    router.run()
+    bits = reduce(np.bitwise_xor, (out.words for out in router.single().values()))
+    assert bits.tolist() == [int(t >= 0) for t in totals]
+    for me in parties:
+        steps = [step for _, step, _ in router.received[me]]
+        assert STEP_HELLO not in steps and STEP_U not in steps and steps.count(STEP_R) == 2
+        assert sorted({s for s in steps if s.startswith("cmp/")}) == sorted(plan_rounds)
+        # From each peer: its digest, its derandomisation and one message per program round, nothing else
+        # (the derandomisation travels with the first round's openings: the program's rounds are all).
+        assert sorted(steps) == sorted([STEP_DIGEST, STEP_R, *plan_rounds] * 2)
+
+
+def test_with_tickets_only_masked_first_openings_leave_before_agreement_and_look_uniform() -> None:
+    """The first message to each peer carries the digest, the derandomisation and the first openings.
+    Told another description than its peers (another digest), a party gets no output, refuses at the
+    first digest, and every party's first messages are uniformly random over many sessions."""
+    parties = names(3)
+    ot = ideal_setup(parties)
+    pools = filled(parties, ot, MIN_FILL_WORDS)
+    setups = registries(parties, ot, pools)
+    totals = [123, -45, 6]
+    first_round = f"cmp/{ThresholdParty('0' * 32, 'alice', parties, 3, 0, SystemRng(), setups['alice'], 32).plan.rounds[0][0]}"
+    opened = []
+    for _ in range(24):
+        sid = os.urandom(16).hex()
+        engines = ticketed_engines(parties, pools, setups, totals, sid)
+        agreed = {p: AgreedParty(e, sid, p, parties) for p, e in engines.items()}
+        digests = {p: (b"x" if p == "carlos" else b"d") * 32 for p in parties}
+        first = {p: agreed[p].start(engines[p]._test_share, digests[p]) for p in parties}   # type: ignore[attr-defined]
+        for p, events in first.items():
+            assert not any(isinstance(e, Output) for e in events)
+            assert {e.step for e in events if isinstance(e, Send)} == {STEP_DIGEST, STEP_R, first_round}
+            opened += [e.payload for e in events if isinstance(e, Send) and e.step == first_round]
+        digest = next(e.payload for e in first["carlos"] if isinstance(e, Send) and e.to == "alice")
+        with pytest.raises(RemoteProtocolError, match="different session description"):
+            agreed["alice"].receive("carlos", STEP_DIGEST, digest)
+        if len(pools["alice"]._receiving["bob"]) == 0 or pools["alice"].level("bob") < 64:
+            pools = filled(parties, ot, MIN_FILL_WORDS)
+            setups = registries(parties, ot, pools)
+    assert_balanced(b"".join(opened))

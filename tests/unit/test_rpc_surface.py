@@ -118,6 +118,15 @@ EXPECTED: dict[str, tuple[str, str, str, list[str]]] = {
         "code: string",         # a refusal: its status name and message, as Prepare's and Compute's errors
         "error: string",
         "stale: bool",          # the refusal is a stated shape or key that is not the node's now
+        # Pool tickets for the next session of the query (mpc/ot/pool.py "Tickets"), one per peer: a fresh
+        # random 16-byte id (secrets.token_bytes) and the reserved ranges, which name pool batches by their
+        # random 8-byte ids and give word offsets and counts. Positions in the node's pool, the same for any
+        # input; the choice bits and chosen messages of those ranges never leave the node.
+        "tickets[]: message mpc.v1.PoolTicket",
+        "tickets[].receiver: string",   # the callee's name
+        "tickets[].sender: string",     # a participant's name
+        "tickets[].id: bytes",
+        "tickets[].segments: bytes",
     ]),
     "mpc.v1.Control/Abort": ("mpc.v1.AbortRequest", "unary -> unary", "mpc.v1.AbortReply", []),
     "mpc.v1.Control/Status": ("mpc.v1.StatusRequest", "unary -> unary", "mpc.v1.StatusReply", [
@@ -264,6 +273,16 @@ EXPECTED_REQUESTS: dict[str, list[str]] = {
         "key_ids[]: message mpc.v1.RunRequest.KeyIdsEntry",   # the pair key to use with each peer, by public
         "key_ids[].key: string",                             # id: exactly every peer or none, each held by the
         "key_ids[].value: bytes",                            # node (else refused, stale) before anything is shared
+        # Every ordered pair's pool ticket, or none: refused unless exactly one names each ordered pair; the
+        # receiver takes back only a ticket it issued, with exactly its ranges, once, and the sender claims
+        # ranges it holds and never claimed (else stale) before anything is shared; the whole statement
+        # enters the session digest, so telling one node otherwise fails agreement before any output share
+        # leaves (tests/integration/test_one_round.py).
+        "tickets[]: message mpc.v1.PoolTicket",
+        "tickets[].receiver: string",
+        "tickets[].sender: string",
+        "tickets[].id: bytes",
+        "tickets[].segments: bytes",
     ],
     "mpc.v1.Control/Abort": [
         "session_id: string",   # only the coordinator that prepared the session may abort it
@@ -390,7 +409,8 @@ EXPECTED_HEALTH: dict[str, tuple[str, str, str, list[str]]] = {
 # The only response fields that carry bytes of a computation: each must be an output share.
 EXPECTED_BYTES_FIELDS = {
     "mpc.v1.Control/Compute": ["words"],
-    "mpc.v1.Control/Run": ["words", "key_ids[].value"],   # the output share; public 16-byte key ids
+    # The output share; public 16-byte key ids; pool tickets: random ids and pool positions (see the table)
+    "mpc.v1.Control/Run": ["words", "key_ids[].value", "tickets[].id", "tickets[].segments"],
     # Exactly 16 and 32 bytes per peer (mpc/transport/evidence.py refuses any other size): a key id and
     # an HMAC tag over the public session description, never a value (tests/integration/test_keyed.py).
     "mpc.v1.Control/Prepare": ["evidence.tags[].value.key_id", "evidence.tags[].value.tag"],
@@ -496,11 +516,13 @@ def test_only_compute_returns_bytes_and_they_are_the_output_share() -> None:
                    for rpc, (_, _, _, fields) in surface(list(mpc_pb2.DESCRIPTOR.services_by_name.values())).items()}
     assert {rpc: f for rpc, f in byte_fields.items() if f} == EXPECTED_BYTES_FIELDS
     # A repeated number could carry a vector just as well: the only repeated response fields are
-    # the list of InputInfo (names and shapes) in Status and the keyed path's tags, one per peer.
+    # the list of InputInfo (names and shapes) in Status, the keyed path's tags and the pool tickets, one
+    # per peer.
     repeated = [(rpc, f) for rpc, (_, _, _, fields) in EXPECTED.items() for f in fields
                 if f.split(":")[0].endswith("[]")]
     assert repeated == [("mpc.v1.Control/Prepare", "evidence.tags[]: message mpc.v1.Evidence.TagsEntry"),
                         ("mpc.v1.Control/Run", "key_ids[]: message mpc.v1.RunReply.KeyIdsEntry"),
+                        ("mpc.v1.Control/Run", "tickets[]: message mpc.v1.PoolTicket"),
                         ("mpc.v1.Control/Status", "inputs[]: message mpc.v1.InputInfo"),
                         ("mpc.v1.Control/Status", "collections[]: message mpc.v1.CollectionInfo"),
                         ("mpc.v1.Submit/Submit", "results[]: message mpc.v1.SubmitResult"),
