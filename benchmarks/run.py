@@ -73,7 +73,8 @@ from mpc.protocols.compare import rounds as compare_rounds  # noqa: E402
 from mpc.protocols.contribution import COMPARE_BITS  # noqa: E402
 
 DEFAULT_SCALE_PARTIES = "3,6,10"
-VOTE_ROUNDS = 1 + compare_rounds(3, COMPARE_BITS, 1)   # the hellos (with the digests), then the comparison
+# A repeated vote on its pool tickets: the comparison's rounds, the first with the digests (no hello)
+VOTE_ROUNDS = compare_rounds(3, COMPARE_BITS, 1)
 
 
 def _counts(text: str) -> list[int]:
