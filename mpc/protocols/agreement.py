@@ -9,8 +9,8 @@ on its input, i.e. its output share and every message but those its engine decla
 value-free (fresh seeds, OT and triple traffic), until the digests of *all* peers have arrived
 and equal its own. An engine may also name `early_steps`: openings masked by one-time pads of
 this party's own, fresh for the session (mpc/protocols/compute.py "Without a hello"), which are
-uniformly random whatever the peers prepared and so leave with the digest. A mismatch ends the session at this node, naming the peer, and nothing
-value-dependent has left. All parties of a protocol instance must share its session
+uniformly random whatever the peers prepared and so leave with the digest. A mismatch ends the
+session at this node, naming the peer, and nothing value-dependent has left. All parties of a protocol instance must share its session
 identifier and the description of its inputs, as in Canetti's UC framework ("Universally
 Composable Security", FOCS 2001: the session id every party of an instance agrees on); here the
 check is explicit because the coordinator that hands out the description is not trusted.
