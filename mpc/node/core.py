@@ -78,6 +78,7 @@ _ROUND_SUFFIX = re.compile(r"(/\d+)+\Z")
 OUTPUT_SHARE = "output share"
 MAX_AUDITED_PARTICIPANTS = 64   # a refused request's participant list is cut to this length
 REFUSALS_REMEMBERED = 1024      # refused session ids kept in memory, to refuse their peers' messages at once
+TICKETED_QUERIES = 256   # (coordinator, input, query) whose latest pool tickets this node keeps track of
 # A one-round session starts at each node when its Run arrives, so a peer's first messages may come
 # before this node knows the session: they wait this long for it, at most this many per peer.
 SESSION_WAIT_S = 10.0
@@ -260,6 +261,9 @@ class NodeCore:
         # The latest refused requests, id -> reason: they leave no session row, and a one-round
         # session's peers may already be sending (their messages are refused at once, not parked).
         self._refusals: dict[str, str] = {}
+        # The tickets this node issued last for each (coordinator, input, query), (peer, id) pairs:
+        # a new set drops the one before (mpc/ot/pool.py "Tickets"), oldest query first.
+        self._ticketed: dict[tuple[str, str, str], list[tuple[str, bytes]]] = {}
 
     # ---- coordinator side -------------------------------------------------------------
 
@@ -817,13 +821,29 @@ class NodeCore:
 
     def _issue_tickets(self, session: Session) -> list[Ticket]:
         """Reserve pool ranges with every peer for the next one-round session of this query, if it is
-        a program that could then run without a hello (mpc/ot/pool.py "Tickets"); else none."""
+        a program that could then run without a hello (mpc/ot/pool.py "Tickets"); else none.
+
+        The tickets this node issued before for the same query and coordinator are dropped first: a
+        coordinator keeps only the latest set of a query, so the ones before would only hold OTs
+        (and the batches they are in) until evicted, e.g. after sessions of one query run side by side.
+        """
         inner = None if session.engine is None else session.engine.inner
         words = inner.ticket_words if isinstance(inner, ComputeParty) else 0
+        if not (words and self.pools.enabled and session.query is not None):
+            return []
+        key = (session.coordinator.name, session.stored.name, session.query.to_json())
+        for peer, ticket in self._ticketed.pop(key, ()):
+            self.pools.drop(peer, ticket)
         peers = [p for p in session.parties if p != self.me.name]
-        issued = self.pools.issue(peers, words) if words and self.pools.enabled else None
+        issued = self.pools.issue(peers, words)
+        if issued is None:
+            return []
+        self._ticketed[key] = [(peer, ticket) for peer, (ticket, _) in issued.items()]
+        while len(self._ticketed) > TICKETED_QUERIES:
+            for peer, ticket in self._ticketed.pop(next(iter(self._ticketed))):
+                self.pools.drop(peer, ticket)
         return [Ticket(self.me.name, peer, ticket, reservation.segments)
-                for peer, (ticket, reservation) in (issued or {}).items()]
+                for peer, (ticket, reservation) in issued.items()]
 
     def _stated_keys(self, session: Session, key_ids: Mapping[str, bytes]) -> dict[str, PairKey] | None:
         """The pair keys a one-round session names, each held with its peer (None: none named).

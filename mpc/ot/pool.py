@@ -37,7 +37,9 @@ takes its reservation back by id (`redeem`, once), the sender claims the stated 
 once), and the statement enters the session digest, so a coordinator that tells the two ends of a
 pair different ranges only fails the session's agreement (mpc/protocols/agreement.py). A ticket's
 batches stay in `held` until it is redeemed or dropped, so no fill makes the sender drop them. At
-most MAX_TICKETS per peer are kept (the oldest is dropped first: its OTs are spent), in memory only.
+most MAX_TICKETS per peer are kept (the oldest is dropped first: its OTs are spent), in memory only;
+a node keeps one set per query and coordinator, dropping the set before when it issues the next
+(mpc/node/core.py), so tickets a coordinator never states again do not pile up.
 """
 
 from __future__ import annotations
@@ -248,6 +250,19 @@ class RotPools:
         if reservation is None or reservation.segments != tuple(segments):
             return None
         return reservation
+
+    def drop(self, peer: str, ticket: bytes) -> bool:
+        """Drop a ticket issued for `peer` and not redeemed (its OTs are spent; its batches leave `held`).
+
+        Returns: whether it was held.
+        """
+        with self._lock:
+            return self._tickets.get(peer, {}).pop(bytes(ticket), None) is not None
+
+    def tickets(self, peer: str) -> int:
+        """How many tickets issued for `peer` are held, not redeemed yet."""
+        with self._lock:
+            return len(self._tickets.get(peer, {}))
 
     def _take(self, peer: str, words: int) -> Reservation | None:
         """Reserve under the lock (see `reserve`)."""

@@ -211,6 +211,33 @@ def test_a_replayed_ticket_is_refused_as_stale_before_anything_is_shared_and_the
     assert all(env.views.share(sid, n) == b"" for n in FOUR)
 
 
+def test_votes_of_one_query_side_by_side_leave_one_set_of_tickets_held_not_one_per_vote(env: Env) -> None:
+    """Sessions of one query run side by side: one states the tickets, the others send hellos, and each
+    ends handing out a fresh set. The coordinator keeps one set; a node drops the set it issued before
+    for the query when it issues the next, so the ones nobody will state do not pile up (holding
+    OTs, and the batches they are in, until evicted). The votes after still run, with hellos at worst
+    once (a node kept another vote's set than the coordinator did: stale, then run again)."""
+    yes, cast = sum(sum(b) for b in BALLOTS.values()), sum(len(b) for b in BALLOTS.values())
+    pools = {n: env.lc.servers[n].core.pools for n in FOUR}
+
+    def held() -> dict[tuple[str, str], int]:
+        return {(n, p): pools[n].tickets(p) for n in FOUR for p in FOUR if p != n}
+
+    async def go() -> tuple[dict[tuple[str, str], int], dict[tuple[str, str], int]]:
+        async with env.coordinator() as c:
+            await ticketed(env, c, yes, cast)
+            before = held()
+            for _ in range(3):
+                await env.filled()
+                results = await asyncio.gather(*(c.vote("ballots") for _ in range(4)))
+                assert all(r.passed == (2 * yes >= cast) for r in results)
+            await env.filled()
+            assert (await c.vote("ballots")).passed == (2 * yes >= cast)
+            return before, held()
+    before, after = env.run(go())
+    assert all(after[k] <= before[k] for k in before), (before, after)
+
+
 def test_a_ticket_stated_otherwise_to_one_node_fails_agreement_and_no_share_leaves(env: Env) -> None:
     """The tickets are in the session description: alice, told another id for bob's ranges with
     carlos, computes another digest, and every node refuses before its output share leaves. Tickets

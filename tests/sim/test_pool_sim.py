@@ -33,6 +33,7 @@ from mpc.ot.pool import (
     MAX_TICKETS,
     MIN_FILL_WORDS,
     SETUP_ID_BYTES,
+    TICKET_ID_BYTES,
     RotPools,
     Segment,
 )
@@ -399,6 +400,21 @@ def test_tickets_are_bounded_per_peer_and_dropped_with_batches_the_peer_lost() -
     assert alice.redeem("bob", kept[2][0], kept[2][1].segments) is not None
     alice.forget_missing("bob", [])   # bob restarted: he holds none of alice's batches
     assert alice.redeem("bob", kept[3][0], kept[3][1].segments) is None
+
+
+def test_a_dropped_ticket_is_held_no_longer_and_its_batches_leave_held() -> None:
+    parties = names(2)
+    ot = ideal_setup(parties)
+    alice = filled(parties, ot, MIN_FILL_WORDS)["alice"]
+    issued = alice.issue(["bob"], MIN_FILL_WORDS)   # the whole batch: only the ticket keeps it held
+    assert issued is not None and alice.tickets("bob") == 1
+    ticket, reservation = issued["bob"]
+    assert reservation.segments[0].batch in alice.held("bob")
+    assert alice.drop("bob", os.urandom(TICKET_ID_BYTES)) is False   # not one of ours: nothing changes
+    assert alice.drop("bob", ticket) is True and alice.tickets("bob") == 0
+    assert reservation.segments[0].batch not in alice.held("bob")
+    assert alice.redeem("bob", ticket, reservation.segments) is None
+    assert alice.drop("bob", ticket) is False
 
 
 def ticketed_engines(parties: Sequence[str], pools: Mapping[str, RotPools], setups: Mapping[str, OtSetups],
