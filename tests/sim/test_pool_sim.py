@@ -418,8 +418,11 @@ def test_a_dropped_ticket_is_held_no_longer_and_its_batches_leave_held() -> None
 
 
 def ticketed_engines(parties: Sequence[str], pools: Mapping[str, RotPools], setups: Mapping[str, OtSetups],
-                     totals: Sequence[int], sid: str) -> dict[str, ThresholdParty]:
-    """Every receiver issues a ticket to every peer; each party takes its side of all of them."""
+                     totals: Sequence[int], sid: str) -> dict[str, tuple[ThresholdParty, Words]]:
+    """Every receiver issues a ticket to every peer; each party takes its side of all of them.
+
+    Returns: each party's engine and its input share (the first party holds every total).
+    """
     probe = ThresholdParty("0" * 32, parties[0], parties, len(totals), 0, SystemRng(), setups[parties[0]], 32)
     words = probe.ticket_words
     issued = {r: pools[r].issue([s for s in parties if s != r], words) for r in parties}
@@ -435,10 +438,9 @@ def ticketed_engines(parties: Sequence[str], pools: Mapping[str, RotPools], setu
         shares = np.zeros(len(totals), dtype=np.uint64)
         if me == parties[0]:
             shares = from_signed(np.array(totals, dtype=np.int64))
-        engines[me] = ThresholdParty(sid, me, parties, len(totals), 0, SystemRng(), setups[me], 32,
-                                     mask_seeds={p: seeds[frozenset((me, p))] for p in parties if p != me},
-                                     pooled=(recv, send))   # type: ignore[arg-type]
-        engines[me]._test_share = shares   # type: ignore[attr-defined]
+        engines[me] = (ThresholdParty(sid, me, parties, len(totals), 0, SystemRng(), setups[me], 32,
+                                      mask_seeds={p: seeds[frozenset((me, p))] for p in parties if p != me},
+                                      pooled=(recv, send)), shares)   # type: ignore[arg-type]
     return engines
 
 
@@ -465,9 +467,9 @@ def test_with_tickets_a_comparison_sends_no_hello_takes_a_round_fewer_and_gives_
     setups = registries(parties, ot, pools)
     sid = os.urandom(16).hex()
     engines = ticketed_engines(parties, pools, setups, totals, sid)
-    plan_rounds = [f"cmp/{label}" for label, _ in engines["alice"].plan.rounds]
-    router = Router({p: Agreeing(AgreedParty(e, sid, p, parties), e._test_share, b"d" * 32)   # type: ignore[attr-defined]
-                     for p, e in engines.items()})
+    plan_rounds = [f"cmp/{label}" for label, _ in engines["alice"][0].plan.rounds]
+    router = Router({p: Agreeing(AgreedParty(e, sid, p, parties), share, b"d" * 32)
+                     for p, (e, share) in engines.items()})
     router.run()
     bits = reduce(np.bitwise_xor, (out.words for out in router.single().values()))
     assert bits.tolist() == [int(t >= 0) for t in totals]
@@ -494,9 +496,9 @@ def test_with_tickets_only_masked_first_openings_leave_before_agreement_and_look
     for _ in range(24):
         sid = os.urandom(16).hex()
         engines = ticketed_engines(parties, pools, setups, totals, sid)
-        agreed = {p: AgreedParty(e, sid, p, parties) for p, e in engines.items()}
+        agreed = {p: AgreedParty(e, sid, p, parties) for p, (e, _) in engines.items()}
         digests = {p: (b"x" if p == "carlos" else b"d") * 32 for p in parties}
-        first = {p: agreed[p].start(engines[p]._test_share, digests[p]) for p in parties}   # type: ignore[attr-defined]
+        first = {p: agreed[p].start(engines[p][1], digests[p]) for p in parties}
         for p, events in first.items():
             assert not any(isinstance(e, Output) for e in events)
             assert {e.step for e in events if isinstance(e, Send)} == {STEP_DIGEST, STEP_R, first_round}
