@@ -31,7 +31,10 @@ average's count), so they are not protected. In counts (a histogram, a plurality
 changing its bin moves two counts by 1: each count is calibrated for (ε/2, δ/2), which composes to
 (ε, δ) (mpc/protocols/catalogue.py `count_budget`). One record may move every element of a vector,
 so a DP sum of a k-element vector spends k·(ε, δ) of the owner's budget unless the owner declares
-each element a record of its own (`dp_per_element`; mpc/node/core.py).
+each element a record of its own (`dp_per_element`; mpc/node/core.py). A histogram or an average
+over records of a vector adds its elements up in one noised value, which that one record could move
+by k times the calibrated sensitivity: refused unless the owner sets `dp_per_element`
+(mpc/protocols/catalogue.py `privacy_units`).
 """
 
 from __future__ import annotations

@@ -144,8 +144,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description="Bins are given by their integer edges E1 < E2 < ... < Ek+1: [E1,E2), ..., "
                                    "[Ek,Ek+1]. Records below E1 count in the first bin and above Ek+1 in the last. "
                                    "With --epsilon every count gets binomial noise made inside MPC (one record "
-                                   "moving to another bin moves two counts by 1: each is noised for epsilon/2). "
-                                   "Without it the exact counts, only where every owner's policy sets "
+                                   "moving to another bin moves two counts by 1: each is noised for epsilon/2), "
+                                   "over inputs whose owners set dp_per_element (each record a different "
+                                   "person's). Without it the exact counts, only where every owner's policy sets "
                                    "exact_histograms (fine bins would open the values).")
     h.add_argument("name", help="input name, stored at every node with declared bounds")
     h.add_argument("--bins", type=_integers, required=True, metavar="E1,E2,...", help="bin edges, increasing")

@@ -502,6 +502,12 @@ class NodeCore:
                               f"private histograms only (run it with --epsilon, or the owner sets exact_histograms)")
         if spend is not None and not rules.dp_per_element:
             units = protocol.privacy_units(params, declared)   # one record may move every element of a vector
+            if units is None:
+                raise PolicyError(f"node {name}: a differentially private {protocol.name} of {input_name!r} adds "
+                                  f"its values up in one noised value, calibrated for one record, and policy says "
+                                  f"one person may hold them all (dp_per_element = false), who could move it by "
+                                  f"many times that; the owner sets dp_per_element if each value is a different "
+                                  f"person's record (a sum, or an elementwise average, spends epsilon per value)")
             spend = (spend[0] * units, spend[1] * units)
         mode = protocol.reveal_mode(params)
         if mode is not None and mode not in rules.reveal:

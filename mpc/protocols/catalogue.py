@@ -429,11 +429,16 @@ class Entry(Generic[P]):
         """How many leading words of a `words`-word contribution a DP release adds noise to."""
         return words
 
-    def privacy_units(self, params: P, declared: Declared) -> int:
+    def privacy_units(self, params: P, declared: Declared) -> int | None:
         """How many separately noised values one person's record can move (each by up to the
         sensitivity): a DP release spends this many times (ε, δ) unless the owner declares every
-        element a record of its own (dp_per_element). 1 for scalars and for counts (calibrated for
-        the two counts one record moves)."""
+        element a record of its own (dp_per_element). 1 for scalars and for counts of ballots (a
+        voter's one ballot moves two counts, each calibrated for half the budget).
+
+        None: the release adds several of a vector's elements into one noised value (a histogram's
+        counts, an average over records), so one person holding the whole vector could move that
+        value by many times the sensitivity the noise is calibrated for. No spend covers that: the
+        node refuses such a release of a vector unless the owner sets dp_per_element."""
         return 1
 
     def contribution(self, params: P, c: Contributing) -> Words:
@@ -596,8 +601,10 @@ class AverageEntry(Entry[AverageParams]):
     def noised(self, params: AverageParams, words: int) -> int:
         return words - 1   # the sums; the record count is opened as the exact average opens it
 
-    def privacy_units(self, params: AverageParams, declared: Declared) -> int:
-        return declared.records if params.elementwise and not declared.is_scalar else 1
+    def privacy_units(self, params: AverageParams, declared: Declared) -> int | None:
+        if declared.is_scalar or declared.records == 1:
+            return 1
+        return declared.records if params.elementwise else None   # over records: one noised sum of them all
 
     def contribute(self, params: AverageParams, c: Contributing) -> Words:
         d = c.declared
@@ -927,6 +934,9 @@ class HistogramEntry(Entry[HistogramParams]):
         return HistogramResult(opened.session_id, opened.input_name, opened.nodes, list(params.edges),
                                [int(w) for w in to_signed(opened.words)],
                                None if noise is None else noise.report(len(opened.nodes)))
+
+    def privacy_units(self, params: HistogramParams, declared: Declared) -> int | None:
+        return 1 if declared.is_scalar or declared.records == 1 else None   # a vector's records move many counts
 
     def query(self, params: HistogramParams) -> tuple[str, object]:
         return self.name, list(params.edges)

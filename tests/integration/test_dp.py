@@ -11,8 +11,9 @@ participant set run any number of exact queries (harness.ANY_QUERIES) and gives 
 large DP budget (EVERY_POLICY), except the inputs of PER_INPUT, whose tables set the budget or
 rule a test is about: exact histograms (`exact_histograms`, off by default) for the inputs whose
 tests compare with an exact histogram, and one spend per release of a vector (`dp_per_element`; by
-default a DP sum of a vector, or its elementwise average, spends its length times epsilon) where a
-test needs a long vector's many noised elements. Counts (histograms, plurality) are noised for
+default a DP sum of a vector, or its elementwise average, spends its length times epsilon, and a DP
+histogram or average over records of a vector is refused) where a test needs a long vector's many
+noised elements or counts a vector's records. Counts (histograms, plurality) are noised for
 (epsilon/2, delta/2) each, one record moving two of them. The `mpc` command runs as `.venv/bin/mpc`
 in subprocesses (asyncio, so the nodes on this loop keep serving: tests/integration/test_auctions.py
 `mpc`).
@@ -91,8 +92,11 @@ PER_INPUT: dict[str, dict[str, object]] = {
     "dponly": {"exact": False},
     "cli_budget": {"epsilon": 3},
     "fpay": {"exact_histograms": True},      # an exact histogram beside the DP sum
-    "ages": {"exact_histograms": True},      # the exact histogram, for contrast
-    "slot1": {"max_releases": 1, "exact_histograms": True},   # its exact histogram meets max_releases
+    "recs": {"dp_per_element": True},        # an average over records: each a different person's
+    "ages": {"exact_histograms": True, "dp_per_element": True},   # the exact histogram, for contrast
+    "cli_ages": {"dp_per_element": True},
+    "hist_default": {"dp_per_element": True},   # the default exact_histograms (off)
+    "slot1": {"max_releases": 1, "exact_histograms": True, "dp_per_element": True},   # exact meets max_releases
     "nobounds": {"exact_histograms": True},  # refused for its bounds, not for being exact
     "coins01": {"dp_per_element": True},     # 20,000 elements, one spend
     "hist_exact": {"exact_histograms": True},
@@ -358,8 +362,9 @@ def test_dp_averages_over_records_and_elementwise(env: Env) -> None:
                 noise_within(r.average[i], exact / 3, coins, 2.0 ** e, records=3, scale=3, what=f"average [{i}]")
             assert r.noise == expected_report(1.0, DELTA, "joint", sens, 2.0 ** e, scale=3.0)
     env.run(go())
-    # An average over records spends epsilon once; an elementwise one, as one record may move every element
-    # of a node's vector, its length times (the owner has not set dp_per_element for "vec").
+    # An average over records of "recs" (dp_per_element: each a different person's) spends epsilon once; an
+    # elementwise one, as one person may move every element of a node's vector, its length times (the owner
+    # has not set dp_per_element for "vec").
     for node in TRIO:
         assert [(r.epsilon, r.delta) for r in env.releases(node, "recs")] == [(Decimal("2.0"), dp.decimal(DELTA))]
         assert [(r.epsilon, r.delta) for r in env.releases(node, "vec")] == [
@@ -571,10 +576,11 @@ def test_ten_releases_of_a_tenth_spend_exactly_one(env: Env) -> None:
 def test_a_vector_release_spends_its_length_times_epsilon_unless_dp_per_element(env: Env) -> None:
     """One record may be a whole vector (one person's readings): a DP sum of a 5-element vector, or its
     elementwise average, spends 5·(epsilon, delta) by default, recorded and shown by Status; an average
-    over its records spends 1·(epsilon, delta); with dp_per_element (kvec1) the owner declares each
-    element a record of its own and every release spends 1·(epsilon, delta). kvec_budget (epsilon 2):
-    a sum at 0.5 would spend 2.5, refused at prepare by every owner naming what is left; at 0.4 it
-    spends exactly the 2."""
+    over its records, or a histogram of them, is refused at prepare by every owner (one noised value adds
+    up all five, which one person could then move by five times the sensitivity the noise is calibrated
+    for, and no spend makes up for that); with dp_per_element (kvec1) the owner declares each element a
+    record of its own and every release spends 1·(epsilon, delta). kvec_budget (epsilon 2): a sum at 0.5
+    would spend 2.5, refused at prepare by every owner naming what is left; at 0.4 it spends exactly the 2."""
     vectors = {n: [secrets.randbelow(2) for _ in range(5)] for n in TRIO}
     for name in ("kvec", "kvec1", "kvec_budget"):       # 0..1: sensitivity 1, few coins even at epsilon 0.25
         put_everywhere(env, name, vectors, bounds=(0, 1))
@@ -585,15 +591,34 @@ def test_a_vector_release_spends_its_length_times_epsilon_unless_dp_per_element(
             for name in ("kvec", "kvec1"):
                 await c.sum(name, privacy=Privacy(0.5))
                 await c.average(name, elementwise=True, privacy=Privacy(0.25))
-                await c.average(name, privacy=Privacy(0.25))
+            await c.average("kvec1", privacy=Privacy(0.25))
+            await c.histogram("kvec1", [0, 1, 2], privacy=Privacy(0.25))
             return await budget_of(c, "kvec")
     budget = env.run(go())
     for node in TRIO:
         assert [(r.epsilon, r.delta) for r in env.releases(node, "kvec")] == [
-            (Decimal("2.5"), 5 * d), (Decimal("1.25"), 5 * d), (Decimal("0.25"), d)], node
+            (Decimal("2.5"), 5 * d), (Decimal("1.25"), 5 * d)], node
         assert [(r.epsilon, r.delta) for r in env.releases(node, "kvec1")] == [
-            (Decimal("0.5"), d), (Decimal("0.25"), d), (Decimal("0.25"), d)], node
-        assert Decimal(budget[node]["epsilon_spent"]) == 4 and Decimal(budget[node]["delta_spent"]) == 11 * d
+            (Decimal("0.5"), d), (Decimal("0.25"), d), (Decimal("0.25"), d), (Decimal("0.25"), d)], node
+        assert Decimal(budget[node]["epsilon_spent"]) == Decimal("3.75")
+        assert Decimal(budget[node]["delta_spent"]) == 10 * d
+
+    for label, release in (("average", lambda c: c.average("kvec", privacy=Privacy(0.25))),
+                           ("histogram", lambda c: c.histogram("kvec", [0, 1, 2], privacy=Privacy(0.25)))):
+        async def whole(release: Any = release) -> SessionFailed:
+            async with env.coordinator() as c:
+                with pytest.raises(SessionFailed) as err:
+                    await release(c)
+                return err.value
+        error = env.run(whole())
+        assert_refused_before_sharing(env, error, "kvec", dict.fromkeys(TRIO, 2), *(
+            f"node {n} refused: node {n}: a differentially private {label} of 'kvec' adds its values up in one "
+            f"noised value, calibrated for one record, and policy says one person may hold them all "
+            f"(dp_per_element = false)" for n in TRIO))
+        assert "the owner sets dp_per_element if each value is a different person's record" in str(error)
+        assert "[PERMISSION_DENIED]" in str(error)
+        for node in TRIO:
+            assert env.spent(node, "kvec") == Decimal("3.75"), node
 
     async def over() -> SessionFailed:
         async with env.coordinator() as c:
@@ -647,8 +672,8 @@ def test_exact_false_refuses_exact_releases_at_prepare_and_allows_dp_ones(env: E
 
 
 def test_exact_histograms_need_the_owners_exact_histograms_dp_ones_do_not(env: Env) -> None:
-    """hist_default keeps the default policy: an exact histogram (whose fine bins would open the values)
-    is refused at prepare by every owner, before anything is shared, saying how to run it; a DP histogram
+    """hist_default keeps the default exact_histograms (off): an exact histogram (whose fine bins would open
+    the values) is refused at prepare by every owner, before anything is shared, saying how to run it; a DP histogram
     goes. hist_exact's owners set exact_histograms: the exact histogram goes."""
     values = {n: [secrets.randbelow(101) for _ in range(6)] for n in TRIO}
     for name in ("hist_default", "hist_exact"):
