@@ -35,7 +35,7 @@ from mpc.errors import (
     quoted,
 )
 from mpc.node.core import NodeCore, Shape, Ticket
-from mpc.ot.pool import segments_to_bytes
+from mpc.ot.pool import MAX_FILL_BYTES, POOL_CHANNEL, segments_to_bytes
 from mpc.pki import Identity
 from mpc.protocols.catalogue import BY_WIRE_ID, Entry, ParamValue, params_from_wire
 from mpc.ring import Words, words_to_bytes
@@ -517,9 +517,11 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
                     header = frame.header
                     # Refuse a wrong sender or session before buffering a large payload.
                     await self.core.admit_waiting(caller, header.session_id, header.sender, header.one_round)
-                    if header.payload_bytes > MAX_PEER_PAYLOAD:
+                    fill = header.session_id == POOL_CHANNEL
+                    limit = MAX_FILL_BYTES if fill else MAX_PEER_PAYLOAD
+                    if header.payload_bytes > limit:
                         raise RemoteProtocolError(f"peer message of {header.payload_bytes} bytes exceeds "
-                                                  f"the {MAX_PEER_PAYLOAD}-byte limit")
+                                                  f"the {limit}-byte limit{' of a pool fill' if fill else ''}")
                 elif frame.HasField("header"):
                     raise RemoteProtocolError("a peer frame after the first carries a header")
                 payload += frame.chunk

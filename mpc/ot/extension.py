@@ -54,6 +54,11 @@ _FIXED_KEY = bytes.fromhex("243f6a8885a308d313198a2e03707344")
 _CHUNK_BYTES = 4096  # 32768 OTs a chunk: 512 KiB of rows, within a core's L2 cache
 _MAX_OTS = 1 << 32  # one extension; keeps a message under 64 GiB
 _MAX_OFFSET = 1 << 56  # blocks per key over a pair's life: OT indices (tweaks) stay below 2^63
+# Disjoint answered windows a sender keeps apart: each gap between two is an extension the receiver
+# made that never arrived (an aborted session, a refused fill). Beyond this, the oldest gap counts as
+# used: a very late message for it is refused as a replay, and the list, which every extension scans
+# under the lock, stays short however many extensions a peer leaves unsent.
+MAX_WINDOWS = 64
 
 
 def _cipher_pi() -> Cipher[modes.ECB]:
@@ -282,14 +287,19 @@ class IknpReceiver:
         return _HEADER.pack(offset, m) + u.tobytes(), t, offset
 
 
-def merge_windows(windows: list[tuple[int, int]], new: tuple[int, int]) -> list[tuple[int, int]]:
-    """Insert a disjoint window and coalesce neighbours, so the list stays short."""
+def merge_windows(windows: list[tuple[int, int]], new: tuple[int, int],
+                  limit: int | None = None) -> list[tuple[int, int]]:
+    """Insert a disjoint window and coalesce neighbours, so the list stays short; with a limit,
+    close the oldest gaps (count them as used) until at most `limit` windows remain."""
     merged: list[tuple[int, int]] = []
     for s, e in sorted([*windows, new]):
         if merged and merged[-1][1] == s:
             merged[-1] = (merged[-1][0], e)
         else:
             merged.append((s, e))
+    if limit is not None and len(merged) > limit:
+        excess = len(merged) - limit
+        merged[:excess + 1] = [(merged[0][0], merged[excess][1])]
     return merged
 
 
@@ -352,7 +362,7 @@ class IknpSender:
         with self._lock:  # check and claim the window atomically; other threads may extend this pair too
             if end > _MAX_OFFSET or any(offset < e and s < end for s, e in self._used):
                 raise RoundMismatch(f"IKNP: PRG window [{offset}, {end}) was already used (a replayed extension)")
-            self._used = merge_windows(self._used, (offset, end))
+            self._used = merge_windows(self._used, (offset, end), MAX_WINDOWS)
             self._offset = max(self._offset, end)
         q = _prg_rows(self._keys, offset, row_bytes)
         rows = np.frombuffer(u, dtype=np.uint8, offset=_HEADER.size).reshape(KAPPA, row_bytes)

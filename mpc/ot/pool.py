@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
-from mpc.ot.extension import IknpReceiver, IknpSender, merge_windows
+from mpc.ot.extension import KAPPA, IknpReceiver, IknpSender, merge_windows
 from mpc.prg import Rng, random_words
 from mpc.ring import Words
 
@@ -69,6 +69,10 @@ TICKET_ID_BYTES = 16
 MAX_TICKETS = 32                   # per peer: reservations issued ahead and not redeemed yet
 SENDER_SLACK = 2
 _FILL_HEAD = struct.Struct(f"<{SETUP_ID_BYTES}s{BATCH_ID_BYTES}sB")
+# The largest fill message: its head, the held batches' ids, and the IKNP message of MAX_FILL_WORDS
+# words of OTs (a 16-byte header and one row of 64 * MAX_FILL_WORDS bits per base OT). A node refuses
+# a longer one from its header, before buffering it (mpc/node/servicer.py).
+MAX_FILL_BYTES = _FILL_HEAD.size + MAX_BATCHES * BATCH_ID_BYTES + 16 + KAPPA * MAX_FILL_WORDS * 8
 _SEGMENT = struct.Struct(f"<{BATCH_ID_BYTES}sII")   # batch id, first word, words
 
 

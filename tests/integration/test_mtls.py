@@ -29,6 +29,7 @@ from mpc.coordinator.client import Coordinator
 from mpc.errors import PeerUnavailable, SessionFailed
 from mpc.localcluster import write_local_cluster
 from mpc.node.daemon import NodeServer
+from mpc.ot.pool import MAX_FILL_BYTES, POOL_CHANNEL
 from mpc.pki import Identity, identity_dns_name, issue, make_ca
 from mpc.protocols.agreement import STEP_DIGEST
 from mpc.protocols.sum import STEP_SEED
@@ -728,7 +729,8 @@ def test_refusable_header_is_refused_before_the_payload_is_read(tmp_path: Path) 
     Regression test: at a9ce7b7 the server buffered the declared payload (up to
     MAX_PEER_PAYLOAD = 1 GiB) and only then checked the claimed sender and the session, so a
     stalled or huge stream held memory and a handler until its deadline (DEADLINE_EXCEEDED
-    here instead of the refusal).
+    here instead of the refusal). A pool fill, which belongs to no session, is bounded by the
+    largest fill (16 MiB): any peer could otherwise make a node buffer 1 GiB per stream.
     """
     async def stalled_send(lc: LocalCluster, to: str, as_node: str, session_id: str,
                            sender: str) -> grpc.aio.AioRpcError:
@@ -760,6 +762,9 @@ def test_refusable_header_is_refused_before_the_payload_is_read(tmp_path: Path) 
             await abort_session(lc, session_id)
             err = await stalled_send(lc, "bob", "alice", session_id, "alice")         # finished session
             assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
+            err = await stalled_send(lc, "bob", "alice", POOL_CHANNEL, "alice")       # longer than any fill
+            assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+            assert f"exceeds the {MAX_FILL_BYTES}-byte limit of a pool fill" in (err.details() or ""), err
             assert not any(lc.recorder.received.values())
             await assert_still_serving(lc)
     asyncio.run(go())

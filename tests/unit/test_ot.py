@@ -23,7 +23,7 @@ from nacl import bindings as sodium
 from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.ot import base
 from mpc.ot.base import ELEMENT_BYTES, ChouOrlandiReceiver, ChouOrlandiSender, decode_point, random_scalar
-from mpc.ot.extension import KAPPA, IknpReceiver, IknpSender, tccr_hash, transpose
+from mpc.ot.extension import KAPPA, MAX_WINDOWS, IknpReceiver, IknpSender, merge_windows, tccr_hash, transpose
 from mpc.prg import AesCtrRng, SystemRng
 from mpc.ring import Words
 
@@ -361,6 +361,40 @@ def test_iknp_rejects_bad_messages() -> None:
         sender.extend(m, u2)
     with pytest.raises(RoundMismatch):
         sender.extend(m, u3)
+
+
+def test_a_sender_keeps_few_windows_however_many_extensions_never_arrive_and_answers_none_twice() -> None:
+    """Every other extension is lost (an aborted session, a refused fill): the sender's list of answered
+    windows, scanned on every extension, stays at MAX_WINDOWS; the newest gaps may still be answered
+    (once), the oldest count as used (a very late message is refused as a replay), and no window
+    answered before is answered again."""
+    sender, receiver = ideal_base_ot()
+    m = 128
+    delivered, lost = [], []
+    for i in range(4 * MAX_WINDOWS):
+        u, _ = receiver.extend(random_words(2), m)
+        if i % 2:
+            lost.append(u)
+        else:
+            sender.extend(m, u)
+            delivered.append(u)
+        assert len(sender._used) <= MAX_WINDOWS   # what every extension scans under the lock
+    sender.extend(m, lost[-1])                     # a recent gap: still answered, once
+    with pytest.raises(RoundMismatch):
+        sender.extend(m, lost[-1])
+    with pytest.raises(RoundMismatch):
+        sender.extend(m, lost[0])                  # the oldest gap was closed
+    for u in delivered:
+        with pytest.raises(RoundMismatch):
+            sender.extend(m, u)
+
+
+def test_merge_windows_closes_the_oldest_gaps_beyond_its_limit() -> None:
+    windows = [(0, 1), (2, 3), (4, 5)]
+    assert merge_windows(windows, (6, 7)) == [(0, 1), (2, 3), (4, 5), (6, 7)]
+    assert merge_windows(windows, (6, 7), 3) == [(0, 3), (4, 5), (6, 7)]
+    assert merge_windows(windows, (6, 7), 2) == [(0, 5), (6, 7)]
+    assert merge_windows(windows, (1, 2), 2) == [(0, 3), (4, 5)]   # coalesced first: within the limit
 
 
 def test_iknp_misuse() -> None:
