@@ -422,10 +422,11 @@ class CollectionParty:
         valid = n - len(self.invalid)
         # Every node sees the same bits: all refuse alike, before anything of the output is opened. Counting
         # complete submissions alone would let invalid ones (a Sybil's, or shares split over other nodes)
-        # pad a batch around one honest submission.
+        # pad a batch around one honest submission. The reason reaches the coordinator, so it does not say
+        # how many were valid: a vote's or a winner's output hides that count (the complete one is public).
         if valid < self._min_valid:
-            raise LocalProtocolError(f"session {self.session_id}: {valid} of the {n} complete submissions are "
-                                     f"valid, fewer than {self._least()}; nothing is released")
+            raise LocalProtocolError(f"session {self.session_id}: of the {n} complete submissions, fewer than "
+                                     f"{self._least()} are valid; nothing is released")
 
     def _next(self) -> list[Send | Output]:
         """Start the next chunk's range checks, or, after the last, the program that finishes: over our
