@@ -31,7 +31,7 @@ import numpy as np
 
 from mpc.config import ClusterConfig, NodeConfig
 from mpc.credentials import credential_id, parse_credential
-from mpc.errors import ConfigError, InputError, SessionFailed
+from mpc.errors import ConfigError, InputError, SessionFailed, quoted
 from mpc.prg import SEED_BYTES, AesCtrRng, Rng, SystemRng, derive_key
 from mpc.ring import Words
 from mpc.store import CollectionSpec
@@ -133,7 +133,8 @@ def encode(spec: CollectionSpec, values: Sequence[int] | np.ndarray, where: str)
     if bad.any():
         rule = {"ballot": "a ballot is 0 or 1", "option": f"an option is an index 0..{hi}"}.get(
             spec.kind, f"values lie in [{lo}, {hi}]")
-        raise InputError(f"{where}: {int(bad.sum())} value(s) outside collection {spec.name!r}'s rule: {rule}")
+        first = "" if v.ndim < 2 else f" (the first in submission {int(np.flatnonzero(bad.any(axis=-1))[0]) + 1})"
+        raise InputError(f"{where}: {int(bad.sum())} value(s) outside collection {spec.name!r}'s rule{first}: {rule}")
     if spec.kind == "option":   # one-hot: a 1 at the option's index
         one_hot: Words = np.equal(v, np.arange(spec.length, dtype=np.int64)).astype(np.uint64)
         return one_hot
@@ -248,11 +249,12 @@ class Contributor:
             if len(row) != given:
                 raise InputError(f"submission {i + 1}: collection {collection!r} takes {given} value(s) per "
                                  f"submission, got {len(row)}")
-        try:
-            matrix = np.array(rows, dtype=np.int64).reshape(len(rows), given)
-        except (OverflowError, ValueError, TypeError):
-            raise InputError("submission values must be integers within the collection's range") from None
-        values = encode(spec, matrix, "submission")
+        for i, row in enumerate(rows):   # integers only: numpy would read "1" as 1 and cut 1.5 to 1
+            if not all(isinstance(x, (int, np.integer)) and -(1 << 63) <= x < 1 << 63 for x in row):
+                raise InputError(f"submission {i + 1}: values must be integers within collection {collection!r}'s "
+                                 f"range, got {quoted(str(row), 80)}")
+        matrix = np.array(rows, dtype=np.int64).reshape(len(rows), given)
+        values = encode(spec, matrix, "submissions")
         holders = [n for n in self.nodes if n.name in spec.nodes]   # exactly the nodes that hold its shares
         if seeds is None:
             shares = split(values, len(holders))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from mpc.cli.compute import add_privacy_arguments, option_names, print_plurality, privacy_from
 from mpc.cli.inputs import add_store_arguments, open_store
-from mpc.errors import InputError
+from mpc.errors import InputError, quoted
 
 # The store, the client and the credentials (PyNaCl, numpy, grpc) are imported by the commands that use them.
 if TYPE_CHECKING:
@@ -140,6 +140,9 @@ def _spec(args: argparse.Namespace) -> CollectionSpec:
             raise InputError("a range collection needs --lo and --hi")
         lo, hi = args.lo, args.hi
     nodes = tuple(sorted({n.strip() for n in args.nodes.split(",") if n.strip()}))
+    if len(nodes) < 2:   # none would make a collection that no session and no submission could use
+        raise InputError(f"--nodes {quoted(args.nodes, 60)}: name at least two nodes that hold its shares, "
+                         f"comma-separated")
     return CollectionSpec(args.name, args.kind, lo, hi, length, args.min_batch, args.resubmit,
                           load_owner_public(args.owner_pub), nodes)
 
@@ -324,7 +327,16 @@ def _submit(args: argparse.Namespace) -> int:
     for n, (credential, values) in enumerate(items, 1):
         key = credential_id(parse_credential(credential, f"{args.credential}:{n}")).hex()
         pending = state.get(key)
-        if pending is None or pending.get("values") != list(values) or pending.get("collection") != args.collection:
+        if pending is not None and pending.get("collection") == args.collection and \
+                pending.get("values") != list(values):
+            # A fresh seed would orphan the partial one: the nodes that stored it would refuse the new
+            # submission (resubmit = refuse) and the others the old one, for good.
+            raise InputError(f"{args.credential}:{n}: a submission of other values ({quoted(str(pending.get('values')), 80)}) "
+                             f"with this credential is still partial (kept in {state_path}); run the command "
+                             f"with those values to complete it, and only then submit new ones (which a "
+                             f"collection takes only if its resubmit rule is replace); or remove its entry "
+                             f"from {state_path} to give it up")
+        if pending is None or pending.get("collection") != args.collection:
             pending = {"collection": args.collection, "values": list(values), "seed": os.urandom(16).hex()}
             state[key] = pending
         seeds.append(bytes.fromhex(str(pending["seed"])))

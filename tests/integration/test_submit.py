@@ -252,6 +252,20 @@ def test_the_client_refuses_values_outside_the_rule_before_sending_anything(env:
     for values in ([2], [-1]):
         with pytest.raises(InputError, match="a ballot is 0 or 1"):
             env.run(env.submit("poll", env.credentials["poll"][55], values))
+
+    async def batch(rows: list[list[Any]]) -> None:   # a batch names the submission at fault
+        async with Contributor(env.lc.cluster) as c:
+            await c.submit_many("scores", [(env.credentials["scores"][21 + i], row) for i, row in enumerate(rows)])
+    with pytest.raises(InputError, match=r"^submissions: 2 value\(s\) outside collection 'scores''s rule \(the first "
+                                         r"in submission 3\): values lie in \[-10, 10\]$"):
+        env.run(batch([[1, 2], [3, 4], [11, 0], [0, -20]]))
+    with pytest.raises(InputError, match=r"^submission 2: values must be integers within collection 'scores''s "
+                                         r"range, got '\[1, 1\.5\]'$"):
+        env.run(batch([[1, 2], [1, 1.5]]))
+    with pytest.raises(InputError, match=r"^submission 1: values must be integers"):
+        env.run(batch([["1", 2]]))
+    with pytest.raises(InputError, match=r"^submission 1: values must be integers"):
+        env.run(batch([[2**64, 0]]))
     assert {n: env.count(n, "scores") for n in TRIO} == before
 
 
@@ -392,6 +406,11 @@ def test_an_option_poll_and_an_auction_through_the_cli(env: Env, tmp_path: Path)
                                        *common,
                                        "--cluster", cluster, "--node", "alice")
         assert code != 0 and "leave out --lo and --hi" in err, (out, err)
+        for nodes in ("", ",", "alice"):   # a collection held by no node (or one) could never be used
+            code, out, err = await mpc_cli("collection", "create", "fruit", "--kind", "option", "--options", "3",
+                                           *common[:-1], nodes, "--cluster", cluster, "--node", "alice")
+            assert code != 0 and "name at least two nodes that hold its shares" in err, (nodes, out, err)
+            assert "Traceback" not in err
         await everywhere("collection", "create", "fruit", "--kind", "option", "--options", "3", *common)
         await everywhere("collection", "create", "sale", "--kind", "range", "--lo", "1", "--hi", "1000", *common)
         await everywhere("collection", "create", "ages", "--kind", "range", "--lo", "0", "--hi", "120", *common)
@@ -585,15 +604,17 @@ def test_invalid_submissions_do_not_pad_the_minimum_batch(env: Env) -> None:
 
 def test_mpc_submit_completes_a_partial_submission_when_run_again(env: Env, tmp_path: Path) -> None:
     """carlos is down: the submission stays partial; after its restart the same command sends the very
-    same shares (from the seed it kept), and the submission is complete, counted once."""
+    same shares (from the seed it kept), and the submission is complete, counted once. Other values
+    with the same credential are refused while it is partial, sending nothing: a fresh submission
+    would be refused by the nodes that hold the partial one, and the partial one could never complete."""
     cluster = str(env.lc.cluster.path)
     credential_file = tmp_path / "mine.txt"
     credential_file.write_text(env.credentials["poll"][58] + "\n", encoding="ascii")
     pending = Path(f"{credential_file}.pending")
     cid = credential_id(parse_credential(env.credentials["poll"][58], "test"))
 
-    async def submit() -> tuple[int, str, str]:
-        return await mpc_cli("submit", "poll", "1", "--cluster", cluster, "--credential", str(credential_file))
+    async def submit(ballot: str = "1") -> tuple[int, str, str]:
+        return await mpc_cli("submit", "poll", ballot, "--cluster", cluster, "--credential", str(credential_file))
     env.run(env.lc.stop("carlos"))
     try:
         code, out, err = env.run(submit(), timeout=120)
@@ -602,6 +623,13 @@ def test_mpc_submit_completes_a_partial_submission_when_run_again(env: Env, tmp_
         assert cid in env.shares("alice", "poll") and cid not in env.totals("poll")
     finally:
         env.run(env.restart("carlos"))
+    kept, nonce = pending.read_bytes(), env.shares("alice", "poll")[cid][0]
+    code, out, err = env.run(submit("0"), timeout=120)
+    assert code != 0 and f"{credential_file}:1: a submission of other values ('[1]') with this credential is still " \
+        f"partial (kept in {pending}); run the command with those values to complete it" in err, (out, err)
+    assert pending.read_bytes() == kept and env.shares("alice", "poll")[cid][0] == nonce
+    assert cid not in env.totals("poll")
+    assert cid not in env.shares("carlos", "poll")   # nothing was sent
     code, out, err = env.run(submit(), timeout=120)
     assert code == 0 and "accepted" in out, (out, err)
     assert env.totals("poll")[cid] == [1] and not pending.exists()
