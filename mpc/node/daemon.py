@@ -4,9 +4,12 @@ for a node with a `submit` address, a second server with the contributors' Submi
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,6 +30,28 @@ from mpc.v1 import mpc_pb2_grpc
 
 log = logging.getLogger("mpc.node")
 MAX_SUBMIT_CALLS = 16
+LOCK_FILE = "node.lock"   # in the data directory: held (flock) while a daemon runs on it
+
+
+def lock_data_dir(name: str, data_dir: Path) -> int:
+    """Take the data directory for this daemon alone: a second daemon on it (the same node started
+    twice) would mark the first one's live sessions interrupted and share its store.
+
+    Returns: the lock file's descriptor (closing it releases the lock; so does the process ending).
+    Raises: ConfigError naming the directory if another daemon holds it, or if it cannot be locked.
+    """
+    path = Path(data_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"node {name}: cannot create the lock file {str(path)!r}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise ConfigError(f"node {name}: data directory {str(data_dir)!r} is in use by another running node "
+                          f"daemon (it holds {LOCK_FILE}); stop that one first") from None
+    return fd
 
 
 class NodeServer:
@@ -47,6 +72,11 @@ class NodeServer:
             raise ConfigError(f"{cluster.path}: node {name!r} has no data_dir")
         self.tls = TlsMaterial.load(cluster.ca, self.config.cert, self.config.key)
         self.store = Store.open_dir(self.config.data_dir)
+        try:
+            self._lock_fd: int | None = lock_data_dir(name, self.config.data_dir)
+        except ConfigError:
+            self.store.close()
+            raise
         interrupted = self.store.mark_unfinished_interrupted()
         if interrupted:
             log.warning("node %s: %d session(s) were interrupted by a restart", name, interrupted)
@@ -119,6 +149,9 @@ class NodeServer:
         await self.peers.close()
         self.core.close()
         self.store.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         log.info("node %s stopped", self.config.name)
 
     async def serve_forever(self, on_ready: Callable[[int], None] | None = None) -> None:

@@ -106,6 +106,9 @@ def channel_options(node: str) -> list[tuple[str, int | str]]:
 
 
 SERVER_OPTIONS: list[tuple[str, int | str]] = [
+    # gRPC binds with SO_REUSEPORT by default: a second daemon on the same address would then share
+    # the port with the first (the kernel splitting connections between them) instead of failing.
+    ("grpc.so_reuseport", 0),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_permit_without_calls", 1),

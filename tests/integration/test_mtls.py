@@ -11,6 +11,7 @@ node down.
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import struct
 import time
@@ -26,7 +27,7 @@ import pytest
 
 from mpc.config import ClusterConfig, load_cluster
 from mpc.coordinator.client import Coordinator
-from mpc.errors import PeerUnavailable, SessionFailed
+from mpc.errors import ConfigError, PeerUnavailable, SessionFailed
 from mpc.localcluster import write_local_cluster
 from mpc.node.daemon import NodeServer
 from mpc.ot.pool import MAX_FILL_BYTES, POOL_CHANNEL
@@ -34,7 +35,7 @@ from mpc.pki import Identity, identity_dns_name, issue, make_ca
 from mpc.protocols.agreement import STEP_DIGEST
 from mpc.protocols.sum import STEP_SEED
 from mpc.transport.peers import RECONNECT_GRACE_S, Channels, PeerClient, describe_rpc_error, is_name_mismatch
-from mpc.transport.tls import TlsMaterial, channel_options
+from mpc.transport.tls import SERVER_OPTIONS, TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
 from .harness import ANY_QUERIES, NAMES, LocalCluster, Recorder, prepare_request, running_cluster
@@ -719,6 +720,32 @@ def test_a_finished_session_cannot_be_prepared_or_computed_again(tmp_path: Path)
                                                  timeout=CALL_TIMEOUT))
                 assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
                 assert "is done" in (err.details() or "")
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+def test_the_same_node_started_twice_is_refused_and_the_running_one_serves_on(tmp_path: Path) -> None:
+    """A second daemon for a running node (alice) is refused at once, naming her data directory,
+    before it touches her store: her prepared session stays live (a second daemon used to mark it
+    interrupted). Nor can anything bind her address with the nodes' server options: gRPC binds with
+    SO_REUSEPORT by default, and a second daemon then shared the port, the kernel splitting the
+    connections between the two, so that every later session failed."""
+    async def go() -> None:
+        async with cluster3(tmp_path) as lc:
+            session_id = await prepare_session(lc)
+            alice = lc.cluster.node("alice")
+            with pytest.raises(ConfigError, match=re.escape(
+                    f"node alice: data directory {str(alice.data_dir)!r} is in use by another running node daemon "
+                    f"(it holds node.lock); stop that one first")):
+                NodeServer(lc.cluster, "alice")
+            other = grpc.aio.server(options=SERVER_OPTIONS)
+            with pytest.raises(RuntimeError, match="Failed to bind"):
+                other.add_insecure_port(alice.listen)
+            assert session_id in lc.servers["alice"].core.sessions
+            await abort_session(lc, session_id)
+            await assert_still_serving(lc)
+            await lc.stop("alice")                     # the lock goes with the daemon
+            await start_node(lc, "alice")
             await assert_still_serving(lc)
     asyncio.run(go())
 
