@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
-from mpc.cli.helptext import when_shown
+from mpc.cli.helptext import seconds, when_shown
 from mpc.cli.inputs import NEGATIVE_NUMBERS
 from mpc.cli.progress import TerminalProgress
 from mpc.errors import InputError
@@ -82,7 +82,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the coordinator commands."""
     s = sub.add_parser("sum", help="secure sum of an input over all nodes (elementwise for vectors)")
     s.add_argument("name", help="input name, stored at every node")
-    s.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
+    s.add_argument("--timeout", type=seconds, default=None, help="session deadline in seconds")
     add_privacy_arguments(s, "the sum")
     _common(s)
     s.set_defaults(run=run_sum)
@@ -91,7 +91,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "is its records). --elementwise averages equal-length vectors across nodes.")
     a.add_argument("name")
     a.add_argument("--elementwise", action="store_true", help="elementwise mean of one vector per node")
-    a.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
+    a.add_argument("--timeout", type=seconds, default=None, help="session deadline in seconds")
     add_privacy_arguments(a, "the sum(s) (the record count stays exact)")
     _common(a)
     a.set_defaults(run=run_average)
@@ -108,7 +108,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="plurality vote over these options")
     v.add_argument("--winner-only", action="store_true", dest="winner_only",
                    help="with --options: open the winning option alone, not the counts")
-    v.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
+    v.add_argument("--timeout", type=seconds, default=None, help="session deadline in seconds")
     add_privacy_arguments(v, "a plurality vote's counts (with --options)")
     _common(v)
     v.set_defaults(run=run_vote)
@@ -116,7 +116,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description="Batched secure comparison: prints one 0/1 per element; the sums stay secret.")
     t.add_argument("name")
     t.add_argument("--at-least", type=int, required=True, metavar="K", dest="at_least")
-    t.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
+    t.add_argument("--timeout", type=seconds, default=None, help="session deadline in seconds")
     _common(t)
     t.set_defaults(run=run_threshold)
     au = sub.add_parser("auction", help="sealed-bid auction over every node's bids: prints the winner and the price",
@@ -126,7 +126,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                     "bid that comes first (node order of the cluster, then index) wins.")
     au.add_argument("name", help="bid input name, stored at every node")
     au.add_argument("--second-price", action="store_true", dest="second_price", help="Vickrey: pay the second bid")
-    au.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
+    au.add_argument("--timeout", type=seconds, default=None, help="session deadline in seconds")
     _common(au)
     au.set_defaults(run=run_auction)
     cp = sub.add_parser("clearing-price", help="market-clearing price of a double auction on a public price grid",
@@ -137,7 +137,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cp.add_argument("--prices", type=_integers, required=True, metavar="P1,P2,...", help="the price grid, increasing")
     # A grid may start below zero ("--prices -5,0,5"): let argparse read "-5,0,5" as a value, not an option.
     cp._negative_number_matcher = NEGATIVE_NUMBERS
-    cp.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
+    cp.add_argument("--timeout", type=seconds, default=None, help="session deadline in seconds")
     _common(cp)
     cp.set_defaults(run=run_clearing_price)
     h = sub.add_parser("histogram", help="records per public bin over every node (with --epsilon: noisy counts)",
@@ -151,7 +151,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     h.add_argument("name", help="input name, stored at every node with declared bounds")
     h.add_argument("--bins", type=_integers, required=True, metavar="E1,E2,...", help="bin edges, increasing")
     h._negative_number_matcher = NEGATIVE_NUMBERS
-    h.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
+    h.add_argument("--timeout", type=seconds, default=None, help="session deadline in seconds")
     add_privacy_arguments(h, "the counts")
     _common(h)
     h.set_defaults(run=run_histogram)
@@ -167,7 +167,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     i.add_argument("--reveal", choices=("size", "members", "sum"), default="size")
     i.add_argument("--to", type=_node_names, default=[], metavar="NODE,...",
                    help="with --reveal members: the nodes that receive the common identifiers")
-    i.add_argument("--timeout", type=float, default=None, help="session deadline in seconds")
+    i.add_argument("--timeout", type=seconds, default=None, help="session deadline in seconds")
     _common(i)
     i.set_defaults(run=run_intersect)
     st = sub.add_parser("status", help="health, version and offered inputs (names and shapes) of every node")

@@ -37,3 +37,20 @@ def when_shown(parser: argparse.ArgumentParser, fill_in: Callable[[], None]) -> 
         parser.fill_ins.append(fill_in)
     else:
         fill_in()
+
+
+MAX_SECONDS = 24 * 3600.0   # as a node's own cap on a session's deadline (mpc/node/core.py)
+
+
+def seconds(text: str) -> float:
+    """An argparse type for a deadline: a finite number of seconds in (0, 86400].
+
+    Raises: argparse.ArgumentTypeError naming the value (argparse reports it as a usage error).
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value <= MAX_SECONDS:   # NaN fails this too
+        raise argparse.ArgumentTypeError(f"a number of seconds above 0 and at most {MAX_SECONDS:.0f}, got {text!r}")
+    return value

@@ -192,7 +192,7 @@ def run_list(args: argparse.Namespace) -> int:
     """Print the inputs' metadata (a set's size and declared bounds, never its identifiers)."""
     from mpc.encoding import decode_value
 
-    with open_store(args) as store:
+    with open_store(args, must_exist=True) as store:   # a mistyped directory is not an empty store
         inputs = store.list_inputs()
     if args.json:
         print(json.dumps([{"name": i.name, "length": i.length, "frac_bits": i.frac_bits, "scalar": i.is_scalar,
@@ -222,7 +222,7 @@ def _bounds_text(i: InputInfo) -> str:
 
 def run_rm(args: argparse.Namespace) -> int:
     """Delete one input."""
-    with open_store(args) as store:
+    with open_store(args, must_exist=True) as store:
         store.delete_input(args.name)
     print(f"deleted {args.name!r}")
     return 0

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mpc.cli.helptext import seconds
+
 # asyncio, grpc and the node are imported by the commands that run them (see mpc/cli/app.py).
 
 
@@ -21,7 +23,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     h = sub.add_parser("health", help="exit 0 if this node's daemon answers the gRPC health check (for healthchecks)")
     h.add_argument("--cluster", type=Path, default=None, help="cluster file (default: $MPC_CLUSTER)")
     h.add_argument("--name", required=True, help="the node to check, calling with that node's own certificate")
-    h.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for SERVING (default: 3)")
+    h.add_argument("--timeout", type=seconds, default=3.0, help="seconds to wait for SERVING (default: 3)")
     h.set_defaults(run=run_health)
 
 

@@ -527,6 +527,8 @@ class Coordinator:
 
         from mpc.protocols.catalogue import Opened, params_to_wire
         session_id = secrets.token_hex(16)
+        if timeout_s is not None and not 0 < timeout_s <= 24 * 3600:   # NaN fails this too
+            raise InputError(f"session timeout must be above 0 and at most 86400 seconds, got {timeout_s!r}")
         timeout = timeout_s or self.cluster.session_timeout_s
         wire = {}
         for name, value in params_to_wire(params).items():
@@ -539,7 +541,7 @@ class Coordinator:
             else:
                 wire[name] = mpc_pb2.Param(integers=mpc_pb2.IntegerList(values=list(value or ())))
         request = mpc_pb2.PrepareRequest(session_id=session_id, protocol=protocol.wire_id, input_name=input_name,
-                                         participants=self.nodes, timeout_ms=int(timeout * 1000), params=wire)
+                                         participants=self.nodes, timeout_ms=max(1, int(timeout * 1000)), params=wire)
         query = (protocol.wire_id, tuple(sorted((k, v.SerializeToString(deterministic=True)) for k, v in wire.items())),
                  input_name, self.nodes)
         known = self._known.get(query) if self.one_round and self.progress is None else None

@@ -263,6 +263,12 @@ def test_input_list_shows_names_and_shapes_never_values(walk: Walkthrough) -> No
     direct = ok(mpc("input", "list", "--json", "--data-dir", walk.dir / "data" / "bob"))
     assert {i["name"] for i in json.loads(direct)} == {"raise", "hours"}
     assert not shows(direct, 2514)
+    # A mistyped directory is no node's store: named, and nothing is created there.
+    typo = walk.dir / "data" / "bobb"
+    for command in (("input", "list"), ("input", "rm", "raise")):
+        err = fails(mpc(*command, "--data-dir", typo))
+        assert f"no node store at {typo / 'node.sqlite3'} (is the data directory right?)" in err, err
+    assert not typo.exists()
 
 
 def test_input_put_rejects_bad_values_naming_the_position(walk: Walkthrough) -> None:
