@@ -15,11 +15,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from mpc.config import ClusterConfig
-from mpc.errors import ConfigError
+from mpc.errors import AuthError, ConfigError
 from mpc.node.core import NodeCore, PeerObserver
 from mpc.node.metrics import NodeMetrics
 from mpc.ot.pool import POOL_CHANNEL
-from mpc.pki import cert_not_after
+from mpc.pki import Identity, cert_not_after, identity_from_pem
 from mpc.prg import Rng
 from mpc.store import Store
 from mpc.transport.peers import PeerClient
@@ -71,6 +71,12 @@ class NodeServer:
         if self.config.data_dir is None:
             raise ConfigError(f"{cluster.path}: node {name!r} has no data_dir")
         self.tls = TlsMaterial.load(cluster.ca, self.config.cert, self.config.key)
+        try:
+            own = identity_from_pem(self.tls.cert)
+        except AuthError as exc:
+            raise ConfigError(f"node {name}: certificate {self.config.cert}: {exc}") from None
+        if own != Identity("node", name):   # its peers and coordinators would refuse it at every call
+            raise ConfigError(f"node {name}: certificate {self.config.cert} is {own.uri()}'s, not node {name}'s")
         self.store = Store.open_dir(self.config.data_dir)
         try:
             self._lock_fd: int | None = lock_data_dir(name, self.config.data_dir)

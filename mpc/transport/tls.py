@@ -53,12 +53,34 @@ class TlsMaterial:
 
     @classmethod
     def load(cls, ca: Path, cert: Path | None, key: Path | None) -> "TlsMaterial":
-        """Read the three PEM files.
+        """Read the three PEM files and check them: a CA certificate, a certificate, and the private
+        key of that certificate. (gRPC would only say, at the first call, that every peer is
+        unreachable, or that the listen address cannot be bound.)
 
         Returns: the material.
-        Raises: ConfigError naming a missing or unreadable file.
+        Raises: ConfigError naming a missing, unreadable or malformed file, or a key that is not
+        the certificate's.
         """
-        return cls(_read(ca, "CA certificate"), _read(cert, "certificate"), _read(key, "private key"))
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+
+        material = cls(_read(ca, "CA certificate"), _read(cert, "certificate"), _read(key, "private key"))
+        try:
+            x509.load_pem_x509_certificate(material.ca)
+        except ValueError:
+            raise ConfigError(f"CA certificate {ca} is not a PEM X.509 certificate") from None
+        try:
+            certificate = x509.load_pem_x509_certificate(material.cert)
+        except ValueError:
+            raise ConfigError(f"certificate {cert} is not a PEM X.509 certificate") from None
+        try:
+            private = serialization.load_pem_private_key(material.key, password=None)
+        except (ValueError, TypeError):
+            raise ConfigError(f"private key {key} is not an unencrypted PEM private key") from None
+        spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        if private.public_key().public_bytes(*spki) != certificate.public_key().public_bytes(*spki):
+            raise ConfigError(f"private key {key} is not the key of certificate {cert}")
+        return material
 
     def server_credentials(self) -> grpc.ServerCredentials:
         """Server credentials that require and verify a client certificate from the cluster CA."""

@@ -724,12 +724,13 @@ def test_a_finished_session_cannot_be_prepared_or_computed_again(tmp_path: Path)
     asyncio.run(go())
 
 
-def test_the_same_node_started_twice_is_refused_and_the_running_one_serves_on(tmp_path: Path) -> None:
+def test_a_node_refuses_to_start_twice_or_with_a_certificate_not_its_own(tmp_path: Path) -> None:
     """A second daemon for a running node (alice) is refused at once, naming her data directory,
     before it touches her store: her prepared session stays live (a second daemon used to mark it
     interrupted). Nor can anything bind her address with the nodes' server options: gRPC binds with
     SO_REUSEPORT by default, and a second daemon then shared the port, the kernel splitting the
-    connections between the two, so that every later session failed."""
+    connections between the two, so that every later session failed. A daemon given another node's
+    certificate, or a key not its certificate's, refuses to start, naming the files."""
     async def go() -> None:
         async with cluster3(tmp_path) as lc:
             session_id = await prepare_session(lc)
@@ -745,6 +746,16 @@ def test_the_same_node_started_twice_is_refused_and_the_running_one_serves_on(tm
             await abort_session(lc, session_id)
             await assert_still_serving(lc)
             await lc.stop("alice")                     # the lock goes with the daemon
+            # A daemon given another node's certificate and key (or a key not its certificate's)
+            # refuses to start, naming the files, before it touches the store.
+            bob = lc.cluster.node("bob")
+            for cert, key, message in ((bob.cert, bob.key, f"node alice: certificate {bob.cert} is "
+                                        f"spiffe://mpc/node/bob's, not node alice's"),
+                                       (alice.cert, bob.key, f"private key {bob.key} is not the key of "
+                                        f"certificate {alice.cert}")):
+                swapped = replace(lc.cluster, nodes={**lc.cluster.nodes, "alice": replace(alice, cert=cert, key=key)})
+                with pytest.raises(ConfigError, match=re.escape(message)):
+                    NodeServer(swapped, "alice")
             await start_node(lc, "alice")
             await assert_still_serving(lc)
     asyncio.run(go())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import stat
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ from mpc.pki import (
     load_ca,
     make_ca,
 )
+from mpc.transport.tls import TlsMaterial
 
 ALICE = Identity("node", "alice")
 COORD = Identity("coordinator", "coordinator")
@@ -397,3 +399,22 @@ def test_real_mtls_rejects_a_client_from_another_ca(tmp_path: Path) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         asyncio.run(_serve_and_call(tmp_path / "cluster", tmp_path / "rogue"))
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_tls_material_names_a_malformed_file_or_a_key_that_is_not_the_certificates(tmp_path: Path) -> None:
+    """What gRPC would report only at the first call as every node unreachable (a garbage CA, a
+    coordinator key that is not its certificate's) or as a listen address that cannot be bound (a
+    node's), refused when the files are loaded, naming them."""
+    ca, _ = make_ca(tmp_path)
+    alice_cert, alice_key = issue(tmp_path, tmp_path, Identity("node", "alice"))
+    _, bob_key = issue(tmp_path, tmp_path, Identity("node", "bob"))
+    assert TlsMaterial.load(ca, alice_cert, alice_key).cert == alice_cert.read_bytes()
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_bytes(b"garbage\n")
+    cases = [((garbage, alice_cert, alice_key), f"CA certificate {garbage} is not a PEM X.509 certificate"),
+             ((ca, garbage, alice_key), f"certificate {garbage} is not a PEM X.509 certificate"),
+             ((ca, alice_cert, garbage), f"private key {garbage} is not an unencrypted PEM private key"),
+             ((ca, alice_cert, bob_key), f"private key {bob_key} is not the key of certificate {alice_cert}")]
+    for paths, message in cases:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            TlsMaterial.load(*paths)
