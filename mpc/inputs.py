@@ -16,9 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from mpc.encoding import INT64_MAX, default_bounds, encode_texts
-from mpc.errors import InputError
+from mpc.errors import InputError, quoted
 from mpc.ring import Signed
 from mpc.store import MAX_IDENTIFIER_BYTES, Store
+
+
+_NUMBER = re.compile(r"^(?=[^eE]*\d)[+-]?\d*\.?\d*([eE][+-]?\d+)?$")   # what a cell of values looks like
 
 
 def read_csv_column(path: Path, column: str) -> tuple[list[str], list[int]]:
@@ -73,10 +76,15 @@ def read_csv_columns(path: Path, columns: Sequence[str]) -> tuple[list[list[str]
         except (csv.Error, UnicodeDecodeError) as exc:
             raise InputError(f"{path} line {reader.line_num}: {exc}") from None
         names = [h.strip() for h in header]
+        if names and all(_NUMBER.match(n) for n in names):   # a file without its header row
+            raise InputError(f"{path} line 1: {quoted(','.join(names), 60)} looks like data, not a header; the "
+                             f"first line names the columns (add a header line)")
         if not columns:
             raise InputError(f"{path}: no column to read")
         indices: list[int] = []
         for column in columns:
+            if names.count(column) > 1:
+                raise InputError(f"{path} line 1: the header names column {column!r} more than once")
             if column in names:
                 index = names.index(column)
             elif column.isdigit() and 1 <= int(column) <= len(names):

@@ -43,8 +43,9 @@ def open_store(args: argparse.Namespace, *, must_exist: bool = False) -> Store:
     return Store.open_dir(data_dir)
 
 
-# What argparse should read as a (negative) value rather than an option: "-5", "-1000,1000", "-5,0,5".
-NEGATIVE_NUMBERS = re.compile(r"^-[0-9.][0-9.,-]*$")
+# What argparse should read as a (negative) value rather than an option: "-5", "-1000,1000", "-5,0,5",
+# "-1e5", "-1e6,1e6"; and "-inf", "-nan", so that the value's own check names them.
+NEGATIVE_NUMBERS = re.compile(r"^-([0-9.][0-9.,eE+-]*|inf|infinity|nan)$", re.IGNORECASE)
 
 
 def add_store_arguments(p: argparse.ArgumentParser) -> None:

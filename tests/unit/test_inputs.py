@@ -102,6 +102,20 @@ def test_missing_column_lists_the_header(tmp_path: Path, column: str) -> None:
     assert str(path) in message and repr(column) in message and "id, salary" in message
 
 
+@pytest.mark.parametrize("first", ["1,2", "3800", "-2.5, 1e3", "2024,2025"])
+def test_a_file_without_its_header_row_is_refused_not_read_a_value_short(tmp_path: Path, first: str) -> None:
+    path = csv_file(tmp_path, f"{first}\n3,4\n")
+    message = input_error(read_csv_column, path, "1")
+    assert message.startswith(f"{path} line 1: ") and "looks like data, not a header" in message, message
+    assert "add a header line" in message
+
+
+def test_a_column_named_twice_in_the_header_is_refused(tmp_path: Path) -> None:
+    path = csv_file(tmp_path, "a,b,a\n1,2,3\n")
+    assert input_error(read_csv_column, path, "a") == f"{path} line 1: the header names column 'a' more than once"
+    assert read_csv_column(path, "b")[0] == ["2"]                 # another column of the file is read
+
+
 def test_short_row_names_its_line(tmp_path: Path) -> None:
     path = csv_file(tmp_path, "id,salary\n1,2\n5,6\n3\n4,5\n")
     message = input_error(read_csv_column, path, "salary")
