@@ -149,6 +149,17 @@ def _spec(args: argparse.Namespace) -> CollectionSpec:
 
 def _create(args: argparse.Namespace) -> int:
     spec = _spec(args)
+    if args.node is not None and args.data_dir is None:   # this node of a cluster file: check the names
+        from mpc.config import load_cluster
+
+        cluster = load_cluster(args.cluster)
+        unknown = [n for n in spec.nodes if n not in cluster.nodes]
+        if unknown:
+            raise InputError(f"--nodes: {', '.join(unknown)} not in the cluster file {cluster.path} "
+                             f"(its nodes: {', '.join(cluster.nodes)})")
+        if args.node not in spec.nodes:
+            raise InputError(f"--nodes {','.join(spec.nodes)} leaves out node {args.node}, whose store this is: "
+                             f"it would hold a collection it never takes shares of")
     with open_store(args) as store:
         created = store.create_collection(spec)
     print(f"collection {args.name!r} {'created' if created else 'already exists with this spec'}")

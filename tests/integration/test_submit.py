@@ -406,11 +406,16 @@ def test_an_option_poll_and_an_auction_through_the_cli(env: Env, tmp_path: Path)
                                        *common,
                                        "--cluster", cluster, "--node", "alice")
         assert code != 0 and "leave out --lo and --hi" in err, (out, err)
-        for nodes in ("", ",", "alice"):   # a collection held by no node (or one) could never be used
+        for nodes, words in (("", "name at least two nodes that hold its shares"), (",", "name at least two"),
+                             ("alice", "name at least two"),       # held by none (or one): never usable
+                             ("alice,zed", "--nodes: zed not in the cluster file"),
+                             ("bob,carlos", "--nodes bob,carlos leaves out node alice, whose store this is")):
             code, out, err = await mpc_cli("collection", "create", "fruit", "--kind", "option", "--options", "3",
                                            *common[:-1], nodes, "--cluster", cluster, "--node", "alice")
-            assert code != 0 and "name at least two nodes that hold its shares" in err, (nodes, out, err)
+            assert code != 0 and words in err, (nodes, out, err)
             assert "Traceback" not in err
+        code, out, err = await mpc_cli("collection", "list", "--cluster", cluster, "--node", "alice")
+        assert "fruit" not in out, out                                 # nothing was created
         await everywhere("collection", "create", "fruit", "--kind", "option", "--options", "3", *common)
         await everywhere("collection", "create", "sale", "--kind", "range", "--lo", "1", "--hi", "1000", *common)
         await everywhere("collection", "create", "ages", "--kind", "range", "--lo", "0", "--hi", "120", *common)
