@@ -4,6 +4,10 @@ import os as _os
 
 __version__ = "0.1.0"
 
+# The longest deadline a session may have: a node caps what a coordinator asks for at this, a cluster
+# file's session_timeout and the CLI's --timeout may not exceed it, nor may Coordinator.open's.
+MAX_SESSION_TIMEOUT_S = 24 * 3600.0
+
 # gRPC reads GRPC_EXPERIMENTS (its doc/environment_variables.md) once, when it starts, so this runs
 # before any module of mpc imports grpc. Servers here keep gRPC's classic TCP listener instead of the
 # EventEngine one that 1.85 turns on by default ("event_engine_listener"): with the EventEngine one,

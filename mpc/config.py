@@ -17,6 +17,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from mpc import MAX_SESSION_TIMEOUT_S
 from mpc.errors import ConfigError
 from mpc.protocols.names import HALF, PROTOCOL_NAMES   # numpy-free: `mpc health` loads this file quickly
 DEFAULT_MIN_PARTICIPANTS = 3
@@ -370,7 +371,7 @@ def load_cluster(path: str | os.PathLike[str] | None = None) -> ClusterConfig:
     ca = _path(base, _take(cluster, "ca", str, f"{where} [cluster]"))
     session_timeout = _take(cluster, "session_timeout_s", float, f"{where} [cluster]", 30.0)
     connect_timeout = _take(cluster, "connect_timeout_s", float, f"{where} [cluster]", 5.0)
-    if not 0 < connect_timeout <= 60 or not 0 < session_timeout <= 86400:
+    if not 0 < connect_timeout <= 60 or not 0 < session_timeout <= MAX_SESSION_TIMEOUT_S:
         raise ConfigError(f"{where} [cluster]: timeouts must be positive (connect <= 60 s, session <= 1 day)")
     _no_leftovers(cluster, f"{where} [cluster]")
     coordinator = None

@@ -12,6 +12,8 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from mpc import MAX_SESSION_TIMEOUT_S
+
 
 class MpcParser(argparse.ArgumentParser):
     """The `mpc` parser; its subcommands' parsers are of this class too (add_subparsers uses the parent's)."""
@@ -39,9 +41,6 @@ def when_shown(parser: argparse.ArgumentParser, fill_in: Callable[[], None]) -> 
         fill_in()
 
 
-MAX_SECONDS = 24 * 3600.0   # as a node's own cap on a session's deadline (mpc/node/core.py)
-
-
 def seconds(text: str) -> float:
     """An argparse type for a deadline: a finite number of seconds in (0, 86400].
 
@@ -51,6 +50,7 @@ def seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0 < value <= MAX_SECONDS:   # NaN fails this too
-        raise argparse.ArgumentTypeError(f"a number of seconds above 0 and at most {MAX_SECONDS:.0f}, got {text!r}")
+    if not 0 < value <= MAX_SESSION_TIMEOUT_S:   # NaN fails this too
+        raise argparse.ArgumentTypeError(f"a number of seconds above 0 and at most {MAX_SESSION_TIMEOUT_S:.0f}, "
+                                         f"got {text!r}")
     return value

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mpc import MAX_SESSION_TIMEOUT_S
 from mpc.config import COUNTS_HIDDEN, ClusterConfig
 from mpc.errors import InputError, MpcError, PeerUnavailable, SessionFailed
 from mpc.fixedpoint import decode_value
@@ -527,8 +528,9 @@ class Coordinator:
 
         from mpc.protocols.catalogue import Opened, params_to_wire
         session_id = secrets.token_hex(16)
-        if timeout_s is not None and not 0 < timeout_s <= 24 * 3600:   # NaN fails this too
-            raise InputError(f"session timeout must be above 0 and at most 86400 seconds, got {timeout_s!r}")
+        if timeout_s is not None and not 0 < timeout_s <= MAX_SESSION_TIMEOUT_S:   # NaN fails this too
+            raise InputError(f"session timeout must be above 0 and at most {MAX_SESSION_TIMEOUT_S:.0f} seconds, "
+                             f"got {timeout_s!r}")
         timeout = timeout_s or self.cluster.session_timeout_s
         wire = {}
         for name, value in params_to_wire(params).items():

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mpc import __version__
+from mpc import MAX_SESSION_TIMEOUT_S, __version__
 from mpc.config import INPUT_NAME, NODE_NAME, ClusterConfig, NodeConfig
 from mpc.errors import (
     AuthError,
@@ -62,7 +62,6 @@ log = logging.getLogger("mpc.node")
 
 _SESSION_ID = re.compile(r"[0-9a-f]{32}\Z")
 MAX_PARTICIPANTS = 256
-MAX_SESSION_TIMEOUT_S = 24 * 3600.0
 # Observer of what this node receives from peers: (session, sender, step, payload). Tests
 # use it to check that nothing a node receives reveals another party's input.
 PeerObserver = Callable[[str, str, str, bytes], None]

@@ -71,6 +71,7 @@ class NodeServer:
         if self.config.data_dir is None:
             raise ConfigError(f"{cluster.path}: node {name!r} has no data_dir")
         self.tls = TlsMaterial.load(cluster.ca, self.config.cert, self.config.key)
+        self.tls.check_pair(self.config.cert, self.config.key)
         try:
             own = identity_from_pem(self.tls.cert)
         except AuthError as exc:

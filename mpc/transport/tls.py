@@ -53,34 +53,41 @@ class TlsMaterial:
 
     @classmethod
     def load(cls, ca: Path, cert: Path | None, key: Path | None) -> "TlsMaterial":
-        """Read the three PEM files and check them: a CA certificate, a certificate, and the private
-        key of that certificate. (gRPC would only say, at the first call, that every peer is
-        unreachable, or that the listen address cannot be bound.)
+        """Read the three PEM files, each of which must hold a PEM block of its kind (gRPC would
+        only say, at the first call, that every peer is unreachable). Cheap: no parsing, so that
+        `mpc health` and `mpc status` load no cryptography; `check_pair` parses.
 
         Returns: the material.
-        Raises: ConfigError naming a missing, unreadable or malformed file, or a key that is not
-        the certificate's.
+        Raises: ConfigError naming a missing, unreadable or malformed file.
+        """
+        material = cls(_read(ca, "CA certificate"), _read(cert, "certificate"), _read(key, "private key"))
+        for data, path, what, marker in ((material.ca, ca, "CA certificate", b"-----BEGIN CERTIFICATE-----"),
+                                         (material.cert, cert, "certificate", b"-----BEGIN CERTIFICATE-----"),
+                                         (material.key, key, "private key", b"PRIVATE KEY-----")):
+            if marker not in data:
+                raise ConfigError(f"{what} {path} is not a PEM file of a {what}")
+        return material
+
+    def check_pair(self, cert: Path | None, key: Path | None) -> None:
+        """Check that the certificate parses and the key is its key (gRPC would say only that the
+        listen address cannot be bound, or that every peer is unreachable).
+
+        Raises: ConfigError naming the files.
         """
         from cryptography import x509
         from cryptography.hazmat.primitives import serialization
 
-        material = cls(_read(ca, "CA certificate"), _read(cert, "certificate"), _read(key, "private key"))
         try:
-            x509.load_pem_x509_certificate(material.ca)
-        except ValueError:
-            raise ConfigError(f"CA certificate {ca} is not a PEM X.509 certificate") from None
-        try:
-            certificate = x509.load_pem_x509_certificate(material.cert)
+            certificate = x509.load_pem_x509_certificate(self.cert)
         except ValueError:
             raise ConfigError(f"certificate {cert} is not a PEM X.509 certificate") from None
         try:
-            private = serialization.load_pem_private_key(material.key, password=None)
+            private = serialization.load_pem_private_key(self.key, password=None)
         except (ValueError, TypeError):
             raise ConfigError(f"private key {key} is not an unencrypted PEM private key") from None
         spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         if private.public_key().public_bytes(*spki) != certificate.public_key().public_bytes(*spki):
             raise ConfigError(f"private key {key} is not the key of certificate {cert}")
-        return material
 
     def server_credentials(self) -> grpc.ServerCredentials:
         """Server credentials that require and verify a client certificate from the cluster CA."""

@@ -402,19 +402,23 @@ def test_real_mtls_rejects_a_client_from_another_ca(tmp_path: Path) -> None:
 
 
 def test_tls_material_names_a_malformed_file_or_a_key_that_is_not_the_certificates(tmp_path: Path) -> None:
-    """What gRPC would report only at the first call as every node unreachable (a garbage CA, a
-    coordinator key that is not its certificate's) or as a listen address that cannot be bound (a
-    node's), refused when the files are loaded, naming them."""
+    """What gRPC would report only at the first call as every node unreachable (a file that is no
+    PEM of its kind) or as a listen address that cannot be bound (a node's key that is not its
+    certificate's), refused when the files are loaded (and, for the pair, checked), naming them."""
     ca, _ = make_ca(tmp_path)
     alice_cert, alice_key = issue(tmp_path, tmp_path, Identity("node", "alice"))
     _, bob_key = issue(tmp_path, tmp_path, Identity("node", "bob"))
-    assert TlsMaterial.load(ca, alice_cert, alice_key).cert == alice_cert.read_bytes()
+    material = TlsMaterial.load(ca, alice_cert, alice_key)
+    assert material.cert == alice_cert.read_bytes()
+    material.check_pair(alice_cert, alice_key)
     garbage = tmp_path / "garbage.pem"
     garbage.write_bytes(b"garbage\n")
-    cases = [((garbage, alice_cert, alice_key), f"CA certificate {garbage} is not a PEM X.509 certificate"),
-             ((ca, garbage, alice_key), f"certificate {garbage} is not a PEM X.509 certificate"),
-             ((ca, alice_cert, garbage), f"private key {garbage} is not an unencrypted PEM private key"),
-             ((ca, alice_cert, bob_key), f"private key {bob_key} is not the key of certificate {alice_cert}")]
+    cases = [((garbage, alice_cert, alice_key), f"CA certificate {garbage} is not a PEM file of a CA certificate"),
+             ((ca, garbage, alice_key), f"certificate {garbage} is not a PEM file of a certificate"),
+             ((ca, alice_cert, garbage), f"private key {garbage} is not a PEM file of a private key")]
     for paths, message in cases:
         with pytest.raises(ConfigError, match=re.escape(message)):
             TlsMaterial.load(*paths)
+    with pytest.raises(ConfigError, match=re.escape(f"private key {bob_key} is not the key of certificate "
+                                                    f"{alice_cert}")):
+        TlsMaterial.load(ca, alice_cert, bob_key).check_pair(alice_cert, bob_key)
