@@ -166,7 +166,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     i.add_argument("name", help="set input name, stored at every node")
     i.add_argument("--reveal", choices=("size", "members", "sum"), default="size")
     i.add_argument("--to", type=_node_names, default=[], metavar="NODE,...",
-                   help="with --reveal members: the nodes that receive the common identifiers")
+                   help="with --reveal members: the nodes that receive the common identifiers (of three nodes or "
+                        "more, not all: one that receives none compares the masked lists)")
     i.add_argument("--timeout", type=seconds, default=None, help="session deadline in seconds")
     _common(i)
     i.set_defaults(run=run_intersect)

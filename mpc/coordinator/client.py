@@ -778,7 +778,7 @@ class Coordinator:
         never to the coordinator) or "sum" (the size and the sum of the associated values over
         the intersection). Raises: as `run`; InputError for an unknown reveal or recipient.
         """
-        from mpc.protocols.catalogue import IntersectParams, entry
+        from mpc.protocols.catalogue import IntersectEntry, IntersectParams, entry
         modes = ("size", "members", "sum")
         if reveal not in modes:
             raise InputError(f"reveal must be one of {', '.join(modes)}, got {reveal!r}")
@@ -787,7 +787,11 @@ class Coordinator:
         if unknown:
             raise InputError(f"--to names {', '.join(unknown)}, not nodes of this session ({', '.join(order)})")
         params = IntersectParams(modes.index(reveal), tuple(order.index(n) for n in to))
-        result = await self.run(entry("intersect"), params, input_name, timeout_s=timeout_s)
+        intersect = entry("intersect")
+        assert isinstance(intersect, IntersectEntry)
+        intersect.validate(params)
+        intersect.check_recipients(params, len(order))
+        result = await self.run(intersect, params, input_name, timeout_s=timeout_s)
         assert isinstance(result, IntersectionResult)
         return result
 

@@ -972,6 +972,17 @@ class IntersectEntry(Entry[IntersectParams]):
         if len(set(params.recipients)) != len(params.recipients) or any(r < 0 for r in params.recipients):
             raise InputError(f"recipients must be distinct participant indices, got {list(params.recipients)}")
 
+    @staticmethod
+    def check_recipients(params: IntersectParams, parties: int) -> None:
+        """Refuse recipients beyond the participants, or every one of three or more: the node that compares
+        the masked lists receives none (mpc/protocols/psi.py, PsiParty._lead). Raises: InputError."""
+        if any(r >= parties for r in params.recipients):
+            raise InputError(f"recipients {list(params.recipients)} name participants beyond the {parties} there are")
+        if parties > 2 and len(params.recipients) == parties:
+            raise InputError(f"--reveal members goes to at most {parties - 1} of the {parties} nodes: one that "
+                             f"receives none compares the lists, and a recipient doing so would learn which of "
+                             f"its identifiers are in each other node's set")
+
     def mode(self, params: IntersectParams) -> str:
         """The output: "size", "members" or "sum"."""
         return psi.MODES[params.reveal]
@@ -980,8 +991,7 @@ class IntersectEntry(Entry[IntersectParams]):
         return self.mode(params)
 
     def check(self, params: IntersectParams, declared: Declared, parties: int, scale: int) -> None:
-        if any(r >= parties for r in params.recipients):
-            raise InputError(f"recipients {list(params.recipients)} name participants beyond the {parties} there are")
+        self.check_recipients(params, parties)
         if declared.records > psi.MAX_SET_SIZE:
             raise InputError(f"{declared.what} holds {declared.records} identifiers, more than an intersection "
                              f"takes ({psi.MAX_SET_SIZE})")

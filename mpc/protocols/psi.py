@@ -12,7 +12,8 @@ h(x)^(k_1⋯k_n) is the same for equal x whatever the order, and pseudo-random o
 nodes are taken in name order P_0..P_(n−1) and form a ring. P_i masks its own points with k_i,
 puts them in an order only it knows (a CSPRNG permutation), and sends the list to P_(i+1). Every
 node masks each list it receives with its key and passes it on; after n − 1 hops a list is fully
-masked and goes from its last hop to its comparer. Every received point is validated: 32 bytes, a
+masked and goes from its last hop to its comparer: P_0, except for the members, where it is the
+first node in name order that receives none (the lead, `PsiParty.lead`). Every received point is validated: 32 bytes, a
 canonical u < p, not of small order, and no point twice in one list. Curve25519 is twist-secure
 (Bernstein, PKC 2006 §3), so a twist point from a misbehaving peer teaches it nothing about a key.
 
@@ -22,7 +23,10 @@ knows which positions are common, knows which records are in the intersection. S
   at the comparer are unlinkable for anyone, even for all nodes but one together;
 - members: the lists of the recipients keep their owner's order at every hop, so that each
   recipient maps the common positions of its own list back to its records; every other list is
-  reshuffled at every hop;
+  reshuffled at every hop. The comparer is no recipient: holding its own list in its own order and
+  every other list, it could match the two and learn which of its records are in each other node's
+  set, not only in all of them. So with three nodes or more at most n − 1 of them are recipients;
+  with two, what either could learn that way is the output itself;
 - sum: no hop reshuffles (a list's values stay in its owner's order). Each list has a comparer
   other than its owner: P_0 compares lists 1..n−1, and P_1 compares P_0's own list. A list's last
   hop sends it, in its owner's order, to its comparer, and a copy it reshuffles to the other
@@ -30,19 +34,20 @@ knows which positions are common, knows which records are in the intersection. S
 
 **What each party learns.** The comparing node(s) see the n fully masked lists, each labelled with
 its origin: they learn the size of the intersection of every subset of the nodes' sets (for n = 2
-that is just the output). A list's last hop holds it fully masked too, so it can compare it with its
-own. In a sum each comparer also learns which positions of the lists it compares are common,
+that is just the output). A list's last hop holds that one list fully masked, with nothing to compare
+it with alone. For the members, a recipient colluding with the comparer maps its own list, which kept
+its order, against each other list: together they learn which of the recipient's records are in each
+other node's set. In a sum each comparer also learns which positions of the lists it compares are common,
 positions that only the lists' owners could map to records; but there lists keep their owner's order
 all along, so an owner colluding with a node that holds its list fully masked (its comparer, or its
-last hop) learns which of its records lie in what that node can intersect it with. Size and members
-have no such collusion: every hop reshuffles every list but a recipient's. Every other node sees
-only pseudo-random points. The coordinator learns only the declared output. Set sizes are public
-(as every input's length is). No identifier and no unmasked hash of one ever leaves its node.
+last hop) learns which of its records lie in what that node can intersect it with. The size has no
+such collusion: every hop reshuffles every list. Every other node sees only pseudo-random points.
+The coordinator learns only the declared output. Set sizes are public (as every input's length is). No identifier and no unmasked hash of one ever leaves its node.
 
 **Outputs** (combined by addition at the coordinator):
 - size: P_0 outputs [|∩|], the others [0];
-- members: P_0 sends each named recipient the common positions of its own list (or maps its own
-  if it is a recipient); the recipient maps them to its records (a `Keep`, never sent) and its
+- members: the lead outputs [|∩|] and sends each named recipient the common positions of its own
+  list (or, with two nodes both recipients, maps its own too); the recipient maps them to its records (a `Keep`, never sent) and its
   owner gets them (node core writes them to the data directory). The coordinator gets the size;
 - sum: Σ over the common identifiers of every node's associated value. For each list, its comparer
   and its owner compute Σ_p e_p·v_p, with e_p = [position p is common] known to the comparer only
@@ -85,7 +90,7 @@ STEP_HELLO = "psi/hello"
 STEP_LIST = "psi/list/"                 # + origin index: a list on its way round the ring
 STEP_FULL = "psi/full/"                 # + origin index: a fully masked list, to its comparer
 STEP_REF = "psi/ref/"                   # + origin index: sum: the same, reshuffled, to the other comparer
-STEP_MEMBERS = "psi/members"            # P_0 -> a recipient: the common positions of its own list
+STEP_MEMBERS = "psi/members"            # the lead -> a recipient: the common positions of its own list
 STEP_COT_U = "psi/cot/u"                # comparer -> owner: the IKNP message of the comparer's choices
 STEP_COT_T = "psi/cot/t"                # owner -> comparer: the corrections
 STEP_ZERO = "psi/zero"                  # sum: a random word to each peer, for a zero-sharing of the output
@@ -209,6 +214,7 @@ class PsiParty:
         self.sizes = {p: int(sizes[p]) for p in self.order}
         self.mode = mode
         self.recipients = frozenset(recipients)
+        self.lead = self._lead()
         self.length = ELEMENT_WORDS * self.sizes[me]
         self.peers = tuple(p for p in self.order if p != me)
         self.value_free_steps: tuple[str, ...] = (STEP_HELLO, "ot/", STEP_ZERO)
@@ -235,14 +241,29 @@ class PsiParty:
         self._cot_pending: set[str] = set()
         self._owner_done = mode != "sum"                # an owner's side of the sum's OT is done
         self._early_cot: list[tuple[str, str, bytes]] = []   # OT messages that came before their setup
-        self._members_due = mode == "members" and me in self.recipients and self.index != 0
+        self._members_due = mode == "members" and me in self.recipients and self.index != self.lead
         self._zeros_from: set[str] = set()             # sum: peers whose zero-sharing word has come
 
     # ---- who does what ------------------------------------------------------------------------
 
+    def _lead(self) -> int:
+        """The index of the node that compares the lists and outputs the size: P_0, but for the members the
+        first node that receives none. A recipient's own list keeps its order, so as the comparer it could
+        match it against each other list and learn which of its records are in each other node's set.
+
+        Raises: LocalProtocolError if every one of three or more nodes is a recipient.
+        """
+        if self.mode != "members":
+            return 0
+        free = [j for j, p in enumerate(self.order) if p not in self.recipients]
+        if not free and self.n > 2:
+            raise LocalProtocolError(f"session {self.session_id}: the members go to at most {self.n - 1} of the "
+                                     f"{self.n} nodes (one that receives none compares the lists)")
+        return free[0] if free else 0
+
     def comparer_of(self, origin: int) -> str:
-        """Who compares list `origin`: P_0, except in a sum, where P_1 compares P_0's own list."""
-        return self.order[1] if self.mode == "sum" and origin == 0 else self.order[0]
+        """Who compares list `origin`: the lead, except in a sum, where P_1 compares P_0's own list."""
+        return self.order[1] if self.mode == "sum" and origin == 0 else self.order[self.lead]
 
     def _reference_to(self, origin: int) -> str | None:
         """Sum: the comparer that gets list `origin` shuffled, as a reference (never its owner's comparer)."""
@@ -286,7 +307,7 @@ class PsiParty:
         if self.mode == "sum" and len(self._zeros_from) < len(self.peers):
             return tuple(p for p in self.peers if p not in self._zeros_from)
         if self._members_due:
-            return (self.order[0],)
+            return (self.order[self.lead],)
         return ()
 
     def is_slow(self, step: str) -> bool:
@@ -425,7 +446,7 @@ class PsiParty:
     # ---- the outputs --------------------------------------------------------------------------
 
     def _compares(self) -> bool:
-        return self.index == 0 or (self.mode == "sum" and self.index == 1)
+        return self.index == self.lead or (self.mode == "sum" and self.index == 1)
 
     def _advance(self) -> list[Send | Output]:
         events: list[Send | Output] = []
@@ -457,7 +478,7 @@ class PsiParty:
         common = set(lists[0])
         for points in lists.values():
             common &= set(points)
-        if self.index == 0:
+        if self.index == self.lead:
             self._size = len(common)
         events: list[Send | Output] = []
         for origin, points in sorted(self._full.items()):
@@ -476,8 +497,8 @@ class PsiParty:
         return events
 
     def _take_members(self, sender: str, payload: bytes, where: str) -> list[Send | Output]:
-        if sender != self.order[0] or not self._members_due:
-            raise RoundMismatch(f"{where}: common positions come once, from {self.order[0]}, to a recipient")
+        if sender != self.order[self.lead] or not self._members_due:
+            raise RoundMismatch(f"{where}: common positions come once, from {self.order[self.lead]}, to a recipient")
         count = len(payload) // 8
         try:
             positions = words_from_bytes(payload, count)

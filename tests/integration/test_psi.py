@@ -307,8 +307,12 @@ def test_two_nodes_and_four_nodes(env: Env) -> None:
     for r, nodes in zip(results, [PAIR] * 3 + [ALL4] * 3):
         assert_nothing_of_the_sets_left(env, r.session_id, nodes)
         assert_psi_messages(env, r.session_id, nodes, r.reveal, r.delivered_to or ())
-    # alice, the comparing node, keeps her members herself: no message carries them to her.
-    assert not [st for _, st, _ in env.received("alice", results[2].session_id) if st == psi.STEP_MEMBERS]
+    # alice receives the members, so bob compares (the comparer is never a recipient) and sends her the
+    # positions; with four nodes and david receiving, alice compares.
+    assert [(s, st) for s, st, _ in env.received("alice", results[2].session_id) if st == psi.STEP_MEMBERS] == \
+        [("bob", psi.STEP_MEMBERS)]
+    assert [(s, st) for s, st, _ in env.received("david", results[5].session_id) if st == psi.STEP_MEMBERS] == \
+        [("alice", psi.STEP_MEMBERS)]
 
 
 def test_empty_full_and_subset(env: Env) -> None:
@@ -491,7 +495,7 @@ def test_to_naming_a_non_participant_and_members_without_to_are_refused_before_s
     async def go() -> list[BaseException]:
         errors: list[BaseException] = []
         for reveal, to in (("members", ["david"]), ("members", ["erin"]), ("members", []), ("size", ["bob"]),
-                           ("sum", ["bob"]), ("everything", [])):
+                           ("sum", ["bob"]), ("everything", []), ("members", list(TRIO))):
             async with env.coordinator() as c:
                 with pytest.raises(InputError) as err:
                     await c.intersect("members_to", reveal=reveal, to=to)
@@ -501,6 +505,7 @@ def test_to_naming_a_non_participant_and_members_without_to_are_refused_before_s
     assert "david" in str(errors[0]) and "erin" in str(errors[1]), errors
     assert "--reveal members" in str(errors[2]) and "--to" in str(errors[3]) and "--to" in str(errors[4])
     assert "everything" in str(errors[5])
+    assert "at most 2 of the 3 nodes" in str(errors[6]), errors[6]     # the comparer receives none
     assert env.messages() == messages and len(env.views.chunks) == sessions
     assert {n: len(env.audit(n, None)) for n in TRIO} == audits
 
@@ -510,12 +515,15 @@ def test_to_naming_a_non_participant_and_members_without_to_are_refused_before_s
                 await mpc("intersect", "members_to", "--reveal", "members", "--cluster", env.trio_file),
                 await mpc("intersect", "members_to", "--to", "bob", "--cluster", env.trio_file),
                 await mpc("intersect", "members_to", "--reveal", "members", "--to", "bob,bob",
+                          "--cluster", env.trio_file),
+                await mpc("intersect", "members_to", "--reveal", "members", "--to", "carlos,alice,bob",
                           "--cluster", env.trio_file)]
     runs = env.run(cli())
     for run in runs:
         assert run.code != 0 and "Traceback" not in run.stderr and not run.stdout.strip(), str(run)
     assert "david" in runs[0].stderr and "--to" in runs[1].stderr and "--to" in runs[2].stderr, runs
     assert "distinct" in runs[3].stderr, str(runs[3])
+    assert "at most 2 of the 3 nodes" in runs[4].stderr, str(runs[4])
     assert env.messages() == messages and len(env.views.chunks) == sessions
 
 
@@ -739,12 +747,18 @@ async def raw_prepare(env: Env, node: str, name: str, protocol: str, params: Map
     return err.value
 
 
-def test_a_node_refuses_recipients_beyond_the_participants(env: Env) -> None:
+def test_a_node_refuses_recipients_beyond_the_participants_or_all_of_three(env: Env) -> None:
+    """As a coordinator that skips its own checks: recipients past the participants, and every one of the
+    three (the comparer would be a recipient, and learn its records in each other set), refused at prepare."""
     sets = overlapping(TRIO, 3, 4)
     store_all(env, "reach", sets)
     error = env.run(raw_prepare(env, "alice", "reach", "intersect", {"reveal": 1, "recipients": [3]}))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error
     assert "recipients [3] name participants beyond the 3 there are" in (error.details() or ""), error.details()
+    for node in TRIO:
+        error = env.run(raw_prepare(env, node, "reach", "intersect", {"reveal": 1, "recipients": [0, 1, 2]}))
+        assert error.code() == grpc.StatusCode.FAILED_PRECONDITION, error
+        assert "at most 2 of the 3 nodes" in (error.details() or ""), error.details()
 
 
 def test_a_set_given_to_a_sum_is_refused_unless_allow_names_it(env: Env) -> None:

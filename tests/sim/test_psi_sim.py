@@ -5,8 +5,9 @@ OTs are real: each party starts from an empty OtSetups, so Chou-Orlandi base OTs
 pair), except where a test reuses setups on purpose.
 
 The design under test (PsiParty.comparer_of, _reference_to, _hops_shuffle, _pass_on): P_0 (the first
-node by name) compares; size: every hop reshuffles every list; members: the recipients' lists keep
-their owner's order at every hop, every other list is reshuffled at every hop; sum: no hop reshuffles,
+node by name) compares; size: every hop reshuffles every list; members: the first node by name that
+receives none compares (with 3 nodes or more, not every node may be a recipient), the recipients'
+lists keep their owner's order at every hop, every other list is reshuffled at every hop; sum: no hop reshuffles,
 P_0 compares lists 1..n-1 and P_1 compares P_0's list 0, and each list's last hop sends it
 ("psi/full/<o>", its owner's order) to its comparer and a reshuffled copy ("psi/ref/<o>") to the other
 comparer; each comparer runs the correlated OTs with the owners of the lists it compares.
@@ -27,9 +28,11 @@ comparer; each comparer runs the correlated OTs with the owners of the lists it 
   masked by its key, to see which hops reshuffle; a comparer that maps the common positions of the
   version of its own list it holds through its own permutation (what the old design let P_0 do) must
   not find its common records (size; members when it is no recipient; sum, both comparers); nor can
-  an owner with P_0, or all nodes but one, follow a list through their own hops (size). Positive
+  an owner with P_0, or all nodes but one, follow a list through their own hops (size). The comparer
+  of the members or the size, matching its own list against each other list, does not find which of
+  its records are in that other node's set (what it could when it was a recipient). Positive
   controls: the same guesses do find the records where the design says they may (a recipient's own
-  list; in a sum, a comparer colluding with the owner of a list it compares).
+  list with the comparer; in a sum, a comparer colluding with the owner of a list it compares).
 - The sum's output shares (the zero-sharing): P_0's OT parts, the zero words it exchanged and one owner's
   output share do not give that owner's sum over the intersection; the same parts do without the
   zero-sharing (positive control); what the attack misses by, and each output share, look uniform.
@@ -300,7 +303,7 @@ def test_size_and_members_against_python_sets(n: int, scenario: str) -> None:
     assert all(k == [] for k in result.kept.values())
     # members: to one owner, to the comparer, to every node, or to the last two.
     parties = names(n)
-    for recipients in ([parties[-1]], [parties[0]], parties, parties[-2:]):
+    for recipients in ([parties[-1]], [parties[0]], parties[1:] if n > 2 else parties, parties[:-1], parties[-2:]):
         result = run(sets, mode="members", recipients=recipients, overtaking=True)
         assert opened(result) == [len(common)]          # the coordinator gets the size only
         check_members(result, sets, recipients)
@@ -454,18 +457,19 @@ def expected_psi_messages(parties: Sequence[str], mode: str,
     """The PSI messages (sender, step) each node receives by the design (the module docstring), written
     out from it rather than from the engine: every list goes round the ring from its owner; its last
     hop P_(o-1) sends it fully masked to its comparer (P_0; in a sum P_1 for P_0's list) and, in a sum,
-    a reshuffled copy to the other comparer, keeping whichever of the two is itself. members: P_0 sends
-    the positions to every recipient but itself. sum: hellos and OTs between each comparer and the owners
+    a reshuffled copy to the other comparer, keeping whichever of the two is itself. members: the comparer
+    (lead_of) sends the positions to every recipient but itself. sum: hellos and OTs between each comparer and the owners
     of the lists it compares (P_0 with every other node, P_1 with P_0); no OT between other nodes; and
     one "psi/zero" word between every pair (the output's zero-sharing)."""
     order = sorted(parties)
     n = len(order)
+    lead = lead_of(order, mode, recipients)
     out: dict[str, Counter[tuple[str, str]]] = {p: Counter() for p in order}
     for o in range(n):
         for k in range(1, n):
             out[order[(o + k) % n]][(order[(o + k - 1) % n], f"{psi.STEP_LIST}{o}")] += 1
         last = order[o - 1]
-        comparer = order[1] if mode == "sum" and o == 0 else order[0]
+        comparer = order[1] if mode == "sum" and o == 0 else lead
         if comparer != last:
             out[comparer][(last, f"{psi.STEP_FULL}{o}")] += 1
         if mode == "sum":
@@ -474,8 +478,8 @@ def expected_psi_messages(parties: Sequence[str], mode: str,
                 out[reference][(last, f"{psi.STEP_REF}{o}")] += 1
     if mode == "members":
         for r in recipients:
-            if r != order[0]:
-                out[r][(order[0], psi.STEP_MEMBERS)] += 1
+            if r != lead:
+                out[r][(lead, psi.STEP_MEMBERS)] += 1
     if mode == "sum":
         for p in order[1:]:
             out[p][(order[0], psi.STEP_HELLO)] += 1
@@ -489,6 +493,14 @@ def expected_psi_messages(parties: Sequence[str], mode: str,
                 if p != q:
                     out[p][(q, psi.STEP_ZERO)] += 1
     return out
+
+
+def lead_of(parties: Sequence[str], mode: str, recipients: Sequence[str]) -> str:
+    """The comparer by the design: the first node by name, but for the members the first that receives none
+    (P_0 when both of two nodes are recipients)."""
+    order = sorted(parties)
+    free = [p for p in order if p not in recipients] if mode == "members" else order
+    return free[0] if free else order[0]
 
 
 def psi_messages(result: Result) -> dict[str, Counter[tuple[str, str]]]:
@@ -671,9 +683,10 @@ def test_the_comparer_cannot_tell_its_own_common_records(n: int) -> None:
     common positions of every version of its own list it holds through `_perm` gives a set that is not
     its common records (chance bound above): for the size, the members when P_0 is no recipient, and the
     sum, for both comparers there (P_1 holds its own list only as a reference reshuffled by its last hop).
-    Positive controls, the same mapping finding the records where the design lets it: P_0 a recipient of
-    the members (its list kept its order: what its Keep holds), and, in a sum, a comparer colluding with
-    the owner of a list it compares (the documented leak)."""
+    P_0 a recipient of the members is no comparer and holds no fully masked version of its own list.
+    Positive controls, the same mapping finding the records where the design lets it: P_0 a recipient
+    with the comparer (its list kept its order: what its Keep holds), and, in a sum, a comparer colluding
+    with the owner of a list it compares (the documented leaks)."""
     sets = private_sets(n)
     parties = names(n)
     truth = common_of(sets)
@@ -691,33 +704,40 @@ def test_the_comparer_cannot_tell_its_own_common_records(n: int) -> None:
             alice, bob = (result.engines[p].engine for p in parties[:2])
             assert linkage_guess(result, sets, 0, {"alice", "bob"}, bob._full[0]) == truth
             assert linkage_guess(result, sets, 1, {"alice", "bob"}, alice._full[1]) == truth
-    # Positive control: P_0 a recipient. Its list kept its order at every hop; the same mapping is exact.
+    # P_0 a recipient: the next node compares, and P_0 holds its own list fully masked nowhere. Positive
+    # control: its list kept its order at every hop, so P_0 with the comparer maps it exactly.
     result = run(sets, mode="members", recipients=[parties[0]])
-    [version] = own_versions(result, 0)
-    assert linkage_guess(result, sets, 0, {parties[0]}, version) == truth
+    assert own_versions(result, 0) == [] and result.engines[parties[0]].engine.lead == 1
+    assert linkage_guess(result, sets, 0, set(parties[:2]), result.engines[parties[1]].engine._full[0]) == truth
     assert {sets[parties[0]][int(j)] for j in result.kept[parties[0]][0]} == truth
 
 
 @pytest.mark.parametrize("n", [2, 3, 4])
-def test_recipients_get_exactly_their_members_the_comparer_included(n: int) -> None:
+def test_recipients_get_exactly_their_members_from_a_comparer_that_is_none_of_them(n: int) -> None:
     """Every recipient, P_0 among them or not, keeps exactly its common records (distinct indices into its
-    own records); the others keep nothing. P_0 keeps its own without any message; every other recipient
-    gets its positions from P_0, once. P_0's own list reaches it in its own order exactly when it is a
-    recipient (a reshuffled list of 12 or more points keeps its order with chance below 1/12! < 2.1e-9)."""
+    own records); the others keep nothing. The comparer is the first node by name that receives none (P_0
+    when both of two nodes are recipients); every recipient but the comparer gets its positions from it,
+    once. The comparer holds its own list in its own order only when it is a recipient, that is with two
+    nodes both receiving (a reshuffled list of 12 or more points keeps its order with chance below
+    1/12! < 2.1e-9)."""
     sets = overlapping(n, 8, [4 + i for i in range(n)])
     parties = names(n)
     common = common_of(sets)
-    for recipients in ([parties[0]], parties[:2], [parties[-1]], parties, parties[1:]):
+    for recipients in ([parties[0]], parties[:2], [parties[-1]], parties[1:], parties[:-1]) + ((parties,) if n == 2 else ()):
+        lead = lead_of(parties, "members", recipients)
         for overtaking in (False, True):
             result = run(sets, mode="members", recipients=recipients, overtaking=overtaking)
             assert opened(result) == [len(common)]
+            assert [int(o[0]) for o in result.outputs.values()] == [len(common) if p == lead else 0 for p in parties]
             check_members(result, sets, recipients)
             sent_members = Counter((me, s) for me, msgs in result.router.received.items()
                                    for s, st, _ in msgs if st == psi.STEP_MEMBERS)
-            assert sent_members == Counter({(r, parties[0]): 1 for r in recipients if r != parties[0]})
-            p0 = result.engines[parties[0]].engine
-            in_order = p0._full[0] == [fully_masked(result, sets[parties[0]][int(j)]) for j in p0._perm]
-            assert in_order == (parties[0] in recipients), recipients
+            assert sent_members == Counter({(r, lead): 1 for r in recipients if r != lead})
+            comparer = result.engines[lead].engine
+            i = parties.index(lead)
+            assert sorted(comparer._full) == list(range(n))
+            in_order = comparer._full[i] == [fully_masked(result, sets[lead][int(j)]) for j in comparer._perm]
+            assert in_order == (lead in recipients), recipients
 
 
 def reshuffles(mode: str, owner: str, recipients: Sequence[str]) -> bool:
@@ -738,7 +758,7 @@ def test_which_hops_reshuffle(n: int, mode: str) -> None:
     for recipients in ((parties[::2], parties[1::2]) if mode == "members" else ([],)):
         result = run(sets, random_values(sets), mode, recipients)
         for o, owner in enumerate(parties):
-            comparer = parties[1] if mode == "sum" and o == 0 else parties[0]
+            comparer = parties[1] if mode == "sum" and o == 0 else lead_of(parties, mode, recipients)
             final = result.engines[comparer].engine._full[o]
             shuffled = reshuffles(mode, owner, recipients)
             for hop, received, sent in hops_of(result, o, final):
@@ -787,6 +807,72 @@ def test_no_coalition_short_of_all_links_positions_in_the_size(n: int) -> None:
             if honest != owner:
                 guess = linkage_guess(result, sets, o, set(parties) - {honest}, p0._full[o])
                 assert guess != truth, (owner, honest)
+
+
+def pairwise_sets(n: int) -> dict[str, list[bytes]]:
+    """16 identifiers common to all, 16 + i of node i's own, and 4 shared by each pair of nodes only: each
+    pairwise intersection holds 20 identifiers, the n-way one 16 (n > 2)."""
+    parties = names(n)
+    shared = fresh(PRIVATE_COMMON)
+    sets = {p: shared + fresh(16 + i) for i, p in enumerate(parties)}
+    for i, p in enumerate(parties):
+        for q in parties[i + 1:]:
+            extra = fresh(4)
+            sets[p] += extra
+            sets[q] += extra
+    return sets
+
+
+def pairwise_guess(result: Result, sets: Sets, me: str, own: Sequence[bytes], other: Sequence[bytes]) -> set[bytes]:
+    """The records `me` takes for those also in another node's set: the positions of `own`, a fully masked
+    version of its list, whose points are in `other`, that node's fully masked list, mapped through `me`'s
+    permutation (exact if `own` kept `me`'s order)."""
+    perm = result.engines[me].engine._perm
+    points = set(other)
+    return {sets[me][int(perm[j])] for j, p in enumerate(own) if p in points}
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_the_comparer_cannot_tell_its_records_in_each_other_set(n: int) -> None:
+    """The attack on the members when the comparer was a recipient: it held its own list fully masked in its
+    own order beside every other list, so matching the two it learnt which of its records are in each
+    other node's set (here 20 each), not only in all (16). Now the comparer receives none: for the size
+    and for recipients that include P_0, all but the last, all but the first, or only the last, the same
+    matching of every version of its own list it holds against each other list gives a wrong set
+    (a uniform 20-subset of 40 or more records: right with chance below 1/C(40, 20) < 1e-11; at most 15
+    guesses a test). Positive control (the documented collusion): a recipient with the comparer matches
+    its own list, kept in its order, exactly against every other one. And every one of 3 or more nodes
+    a recipient is refused, by the catalogue before anything is shared and by the engine."""
+    sets = pairwise_sets(n)
+    parties = names(n)
+    pairwise = {(p, q): set(sets[p]) & set(sets[q]) for p in parties for q in parties if p != q}
+    assert all(len(v) == PRIVATE_COMMON + 4 for v in pairwise.values()) and len(common_of(sets)) == PRIVATE_COMMON
+    for mode, recipients in (("size", []), ("members", [parties[0]]), ("members", parties[:-1]),
+                             ("members", parties[1:]), ("members", [parties[-1]])):
+        result = run(sets, mode=mode, recipients=recipients)
+        lead = lead_of(parties, mode, recipients)
+        assert lead not in recipients and result.engines[lead].engine.lead == parties.index(lead)
+        lists = result.engines[lead].engine._full
+        assert sorted(lists) == list(range(n))
+        i = parties.index(lead)
+        versions = own_versions(result, i)
+        assert versions == [lists[i]], (mode, recipients)
+        for k, other in enumerate(parties):
+            if other != lead:
+                guess = pairwise_guess(result, sets, lead, lists[i], lists[k])
+                assert len(guess) == PRIVATE_COMMON + 4          # the size, which it learns
+                assert guess != pairwise[lead, other], f"{mode} to {recipients}: {lead} knows its records in {other}'s set"
+        for r in recipients:
+            j = parties.index(r)
+            for k, other in enumerate(parties):
+                if other != r:
+                    assert pairwise_guess(result, sets, r, lists[j], lists[k]) == pairwise[r, other], (r, other)
+    with pytest.raises(InputError, match=f"at most {n - 1} of the {n}"):
+        ENTRY.check(params("members", parties, parties), Declared("ids", parties[0], "set", None, 40, 0, False), n, 0)
+    with pytest.raises(LocalProtocolError, match=f"at most {n - 1} of the {n}"):
+        engines(sets, {p: [0] * len(v) for p, v in sets.items()}, "members", parties)
+    ENTRY.check(params("members", parties[1:], parties), Declared("ids", parties[0], "set", None, 40, 0, False), n, 0)
+    ENTRY.check(params("members", ["a", "b"], ["a", "b"]), Declared("ids", "a", "set", None, 40, 0, False), 2, 0)
 
 
 @pytest.mark.parametrize("n", [2, 3, 5])
