@@ -48,6 +48,7 @@ class Rules:
     reveal: frozenset[str] = frozenset({"size"})      # what an intersection of the input may reveal
     exact_histograms: bool = False                    # exact histograms too (fine bins open the values)
     dp_per_element: bool = False                      # each element of a vector is a record of its own
+    members_to: frozenset[str] | None = None          # who may receive an intersection's members (None: any)
 
     def pinned(self, cluster_nodes: Sequence[str]) -> frozenset[str] | None:
         """The participant set this input is pinned to, or None if any set may take part."""
@@ -257,8 +258,15 @@ def _rules(table: dict[str, Any], where: str, base: Rules) -> Rules:
         reveal = frozenset(raw)
     exact_histograms = _take(table, "exact_histograms", bool, where, base.exact_histograms)
     per_element = _take(table, "dp_per_element", bool, where, base.dp_per_element)
+    members_to = base.members_to
+    if "members_to" in table:
+        raw = table.pop("members_to")
+        if not isinstance(raw, list) or not raw or not all(isinstance(n, str) and NODE_NAME.match(n) for n in raw):
+            raise ConfigError(f"{where}: members_to must be a non-empty list of node names (to send the members "
+                              f"nowhere, leave \"members\" out of reveal), got {str(raw)[:80]}")
+        members_to = frozenset(raw)
     _no_leftovers(table, where)
-    return Rules(maximum, pin, thresholds, epsilon, delta, exact, reveal, exact_histograms, per_element)
+    return Rules(maximum, pin, thresholds, epsilon, delta, exact, reveal, exact_histograms, per_element, members_to)
 
 
 def _budget(table: dict[str, Any], key: str, where: str, default: Decimal) -> Decimal:
@@ -296,7 +304,7 @@ def _policy(table: dict[str, Any], where: str) -> Policy:
     per_input_table = dict(_take(table, "per_input", dict, where, {}))
     rule_keys: dict[str, Any] = {k: table.pop(k) for k in ("max_releases", "participants", "thresholds", "epsilon",
                                                            "delta", "exact", "reveal", "exact_histograms",
-                                                           "dp_per_element") if k in table}
+                                                           "dp_per_element", "members_to") if k in table}
     _no_leftovers(table, where)
     defaults = _rules(rule_keys, where, Rules())
     bad = [name for name in per_input_table if not INPUT_NAME.match(name)]
@@ -396,7 +404,8 @@ def load_cluster(path: str | os.PathLike[str] | None = None) -> ClusterConfig:
 
 
 def _check_pins(node: NodeConfig, where: str, names: list[str]) -> None:
-    """A pinned participant list must name nodes of this file, this node among them (else no session could run)."""
+    """A pinned participant list must name nodes of this file, this node among them (else no session could run);
+    members_to, nodes of this file."""
     tables = [("", node.policy.defaults), *((f".per_input.{n}", r) for n, r in node.policy.per_input.items())]
     for suffix, rules in tables:
         pinned = rules.participants
@@ -406,3 +415,6 @@ def _check_pins(node: NodeConfig, where: str, names: list[str]) -> None:
                 raise ConfigError(f"{where}{suffix}: participants names nodes not in this file: {', '.join(unknown)}")
             if node.name not in pinned:
                 raise ConfigError(f"{where}{suffix}: participants must include the node itself ({node.name})")
+        unknown = sorted((rules.members_to or frozenset()) - set(names))
+        if unknown:
+            raise ConfigError(f"{where}{suffix}: members_to names nodes not in this file: {', '.join(unknown)}")

@@ -512,6 +512,12 @@ class NodeCore:
         if mode is not None and mode not in rules.reveal:
             raise PolicyError(f"node {name}: policy allows {protocol.name} on {input_name!r} to reveal only "
                               f"{', '.join(sorted(rules.reveal)) or 'nothing'} (reveal), not {mode}")
+        recipients = protocol.recipients(params, participants)
+        outside = sorted(set(recipients or ()) - rules.members_to) if rules.members_to is not None else []
+        if outside:
+            raise PolicyError(f"node {name}: policy lets the members of an intersection of {input_name!r} go only "
+                              f"to {', '.join(sorted(rules.members_to or ()))} (members_to), not to "
+                              f"{', '.join(outside)}")
         if precheck:   # (a one-round session reserves its release at once: the same check, moments later)
             variant, parameter = protocol.release(params)
             self.releases.precheck(stored, variant, parameter, participants, spend)

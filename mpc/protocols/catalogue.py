@@ -509,6 +509,11 @@ class Entry(Generic[P]):
         """What an intersection reveals ("size", "members", "sum"), for the owner's `reveal` rule; None otherwise."""
         return None
 
+    def recipients(self, params: P, participants: Sequence[str]) -> list[str] | None:
+        """The participants an output goes to beside the coordinator (an intersection's members), for the
+        owner's `members_to` rule; None if none does. Indices beyond the participants are left to `check`."""
+        return None
+
 
 def users(kind: str) -> list[str]:
     """The protocols made for inputs of `kind`."""
@@ -989,6 +994,12 @@ class IntersectEntry(Entry[IntersectParams]):
 
     def reveal_mode(self, params: IntersectParams) -> str | None:
         return self.mode(params)
+
+    def recipients(self, params: IntersectParams, participants: Sequence[str]) -> list[str] | None:
+        if self.mode(params) != "members":
+            return None
+        order = sorted(participants)
+        return [order[r] for r in params.recipients if 0 <= r < len(order)]
 
     def check(self, params: IntersectParams, declared: Declared, parties: int, scale: int) -> None:
         self.check_recipients(params, parties)

@@ -56,18 +56,21 @@ ALL4 = ("alice", "bob", "carlos", "david")
 TRIO = ("alice", "bob", "carlos")
 PAIR = ("alice", "bob")
 OPEN_INPUTS = ("patients", "pair", "quad", "members_to", "down", "cli_ids", "cli_fold", "mixed", "reach", "wide",
-               "zeroed", "undeliverable")
+               "zeroed", "undeliverable", "guarded")
 PROBED = "probed"
 WORD = 8
 
 
 def policy(node: str) -> str:
-    """See the module docstring; "mixed" allows everything except at bob, who keeps the default."""
+    """See the module docstring; "mixed" allows everything except at bob, who keeps the default; carlos lets
+    the members of "guarded" go to carlos and david only."""
     lines = []
     for name in OPEN_INPUTS:
         if name == "mixed" and node == "bob":
             continue
         lines += [f"[nodes.{node}.policy.per_input.{name}]", 'reveal = ["size", "members", "sum"]']
+        if name == "guarded" and node == "carlos":
+            lines += ['members_to = ["carlos", "david"]', "max_releases = 4"]
     lines += [f"[nodes.{node}.policy.per_input.{PROBED}]", "max_releases = 1"]
     return "\n".join(lines)
 
@@ -422,6 +425,36 @@ def test_one_owner_keeping_the_default_refuses_members_and_sum(env: Env) -> None
         assert outcomes["bob"] == [("refused", ())], outcomes
         assert all(o and o[0][1] == () for o in outcomes.values()), outcomes
         assert not any(intersections_at(env, n) & {f"mixed-{session}.csv"} for n in ALL4)
+
+
+def test_an_owner_naming_members_to_refuses_any_other_recipient(env: Env) -> None:
+    """"guarded": carlos's policy lets its members go to carlos and david only. A coordinator naming alice or
+    bob (as one colluding with them would, to test a dictionary against carlos's set) is refused by carlos
+    at prepare, naming itself, the input and the rule, before anything is shared: no node receives a
+    message of the session, no file is written. Naming carlos works, and the members reach carlos only."""
+    sets = overlapping(TRIO, 5, 3)
+    store_all(env, "guarded", sets)
+
+    async def go() -> tuple[list[SessionFailed], IntersectionResult]:
+        errors = []
+        for to in (["alice"], ["bob", "carlos"]):
+            async with env.coordinator() as c:
+                with pytest.raises(SessionFailed) as err:
+                    await c.intersect("guarded", reveal="members", to=to)
+            errors.append(err.value)
+        return errors, await intersect(env, TRIO, "guarded", "members", ["carlos"])
+    errors, granted = env.run(go())
+    for error, outside in zip(errors, ("alice", "bob")):
+        message = str(error)
+        assert f"node carlos: policy lets the members of an intersection of 'guarded' go only to carlos, david " \
+               f"(members_to), not to {outside}" in message, message
+        session = session_of(error)
+        assert [(e.outcome, e.sent) for e in env.audit("carlos", session)] == [("refused", ())]
+        assert all(not env.received(n, session) for n in TRIO)
+        assert not any(intersections_at(env, n) & {f"guarded-{session}.csv"} for n in ALL4)
+    assert (granted.size, granted.delivered_to) == (5, ["carlos"])
+    assert set(read_members(env.delivered("carlos", "guarded", granted.session_id))) == common_of(sets)
+    assert [n for n in ALL4 if f"guarded-{granted.session_id}.csv" in intersections_at(env, n)] == ["carlos"]
 
 
 # ==== 3. the PSI-CA probing attack =====================================================================

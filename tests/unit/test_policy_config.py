@@ -262,3 +262,29 @@ def test_exact_histograms_and_dp_per_element_must_be_bools(tmp_path: Path, key: 
     assert "[nodes.alice].policy" in message, message
     if per_input:
         assert "per_input.visits" in message, message
+
+
+def test_members_to_defaults_to_any_and_parses(tmp_path: Path) -> None:
+    """members_to: who may receive an intersection's members; unset, any participant (Rules().members_to None)."""
+    assert load(tmp_path, "").defaults.members_to is None
+    policy = load(tmp_path, 'members_to = ["alice"]\n'
+                            '[nodes.alice.policy.per_input.patients]\nmembers_to = ["alice", "bob"]\n'
+                            '[nodes.alice.policy.per_input.other]\nmax_releases = 2\n')
+    assert policy.defaults.members_to == frozenset({"alice"})
+    assert policy.rules("patients").members_to == frozenset({"alice", "bob"})
+    assert policy.rules("other").members_to == frozenset({"alice"})        # inherited
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("members_to = []", "members_to must be a non-empty list of node names"),
+    ('members_to = "alice"', "members_to must be a non-empty list of node names"),
+    ('members_to = ["Alice"]', "members_to must be a non-empty list of node names"),
+    ("members_to = [1]", "members_to must be a non-empty list of node names"),
+    ('members_to = ["zed"]', "members_to names nodes not in this file: zed"),
+    ('[nodes.alice.policy.per_input.p]\nmembers_to = ["bob", "zed"]', "per_input.p: members_to names nodes not in "
+                                                                       "this file: zed"),
+])
+def test_bad_members_to_is_refused_naming_the_key(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, text)
+    assert fragment in str(err.value) and "nodes.alice" in str(err.value), str(err.value)
