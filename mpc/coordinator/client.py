@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mpc import MAX_SESSION_TIMEOUT_S
 from mpc.config import COUNTS_HIDDEN, ClusterConfig
-from mpc.errors import InputError, MpcError, PeerUnavailable, SessionFailed
+from mpc.errors import ConfigError, InputError, MpcError, PeerUnavailable, SessionFailed
 from mpc.fixedpoint import decode_value
 from mpc.results import (
     AuctionResult,
@@ -297,7 +297,8 @@ class Coordinator:
         self.nodes = tuple(nodes) if nodes is not None else tuple(cluster.nodes)
         for name in self.nodes:
             cluster.node(name)
-        self.channels = Channels(cluster, TlsMaterial.load(cluster.ca, me.cert, me.key))
+        self._tls = TlsMaterial.load(cluster.ca, me.cert, me.key)
+        self.channels = Channels(cluster, self._tls)
         self.observer = observer
         self.progress = progress
         self.keyed = keyed
@@ -318,6 +319,19 @@ class Coordinator:
             run.close()
         await asyncio.gather(*(r.reader for r in runs), return_exceptions=True)
         await self.channels.close()
+
+    def _check_own_tls(self, reasons: str) -> None:
+        """Every node was unreachable: perhaps because the coordinator's own key is not its certificate's
+        (gRPC says only "unreachable"). Checked here, not at start, so that `mpc status` and `mpc health`
+        stay light (tests/unit/test_startup.py).
+
+        Raises: ConfigError naming the files, if so.
+        """
+        me = self.cluster.require_coordinator()
+        try:
+            self._tls.check_pair(me.cert, me.key)
+        except ConfigError as exc:
+            raise ConfigError(f"coordinator: {exc}, so no node can be reached ({reasons})") from None
 
     def _stub(self, name: str) -> mpc_pb2_grpc.ControlStub:
         return mpc_pb2_grpc.ControlStub(self.channels.channel(name))
@@ -369,6 +383,8 @@ class Coordinator:
         silent = cancelled | frozenset(n for n, r in failures if is_unreachable(r))
         await self._abort_all(session_id, reasons, skip=silent)
         unreachable = all(is_unreachable(r) or isinstance(r, PeerUnavailable) for _, r in failures)
+        if unreachable and len(failures) == len(tasks):
+            self._check_own_tls(reasons)
         cls = PeerUnavailable if unreachable else SessionFailed
         raise cls(f"session {session_id} failed, nothing was revealed: {reasons}")
 

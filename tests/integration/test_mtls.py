@@ -730,7 +730,8 @@ def test_a_node_refuses_to_start_twice_or_with_a_certificate_not_its_own(tmp_pat
     interrupted). Nor can anything bind her address with the nodes' server options: gRPC binds with
     SO_REUSEPORT by default, and a second daemon then shared the port, the kernel splitting the
     connections between the two, so that every later session failed. A daemon given another node's
-    certificate, or a key not its certificate's, refuses to start, naming the files."""
+    certificate, or a key not its certificate's, refuses to start, naming the files; a coordinator given a
+    key not its certificate's fails its session naming them."""
     async def go() -> None:
         async with cluster3(tmp_path) as lc:
             session_id = await prepare_session(lc)
@@ -758,6 +759,18 @@ def test_a_node_refuses_to_start_twice_or_with_a_certificate_not_its_own(tmp_pat
                     NodeServer(swapped, "alice")
             await start_node(lc, "alice")
             await assert_still_serving(lc)
+            # A coordinator whose key is not its certificate's reaches no node; it says why, naming the
+            # files, instead of only "unreachable". Control: with its own key, the same sum works.
+            me = lc.cluster.require_coordinator()
+            wrong = replace(lc.cluster, coordinator=replace(me, key=bob.key))
+            async with Coordinator(wrong) as c:
+                with pytest.raises(ConfigError) as err:
+                    await c.sum("x")
+            message = str(err.value)
+            assert f"coordinator: private key {bob.key} is not the key of certificate {me.cert}, so no node can " \
+                   f"be reached" in message and "unreachable" in message, message
+            async with Coordinator(lc.cluster) as c:
+                assert (await c.sum("x")).value == 6
     asyncio.run(go())
 
 
