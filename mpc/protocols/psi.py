@@ -13,8 +13,8 @@ nodes are taken in name order P_0..P_(n−1) and form a ring. P_i masks its own 
 puts them in an order only it knows (a CSPRNG permutation), and sends the list to P_(i+1). Every
 node masks each list it receives with its key and passes it on; after n − 1 hops a list is fully
 masked and goes from its last hop to its comparer: P_0, except for the members, where it is the
-first node in name order that receives none (the lead, `PsiParty.lead`). Every received point is validated: 32 bytes, a
-canonical u < p, not of small order, and no point twice in one list. Curve25519 is twist-secure
+first node in name order that receives none (the lead, `PsiParty.lead`). Every received point is
+validated: 32 bytes, a canonical u < p, not of small order, and no point twice in one list. Curve25519 is twist-secure
 (Bernstein, PKC 2006 §3), so a twist point from a misbehaving peer teaches it nothing about a key.
 
 **Shuffles.** Whoever can map a fully masked list's positions back to its owner's records, and
@@ -35,20 +35,22 @@ knows which positions are common, knows which records are in the intersection. S
 **What each party learns.** The comparing node(s) see the n fully masked lists, each labelled with
 its origin: they learn the size of the intersection of every subset of the nodes' sets (for n = 2
 that is just the output). A list's last hop holds that one list fully masked, with nothing to compare
-it with alone. For the members, a recipient colluding with the comparer maps its own list, which kept
-its order, against each other list: together they learn which of the recipient's records are in each
-other node's set. In a sum each comparer also learns which positions of the lists it compares are common,
-positions that only the lists' owners could map to records; but there lists keep their owner's order
+it with alone. For the members, a recipient colluding with the comparer maps its own list, which
+kept its order, against each other list: together they learn which of the recipient's records are in
+each other node's set. In a sum each comparer also learns which positions of the lists it compares
+are common, positions that only the lists' owners could map to records; but there lists keep their owner's order
 all along, so an owner colluding with a node that holds its list fully masked (its comparer, or its
 last hop) learns which of its records lie in what that node can intersect it with. The size has no
 such collusion: every hop reshuffles every list. Every other node sees only pseudo-random points.
-The coordinator learns only the declared output. Set sizes are public (as every input's length is). No identifier and no unmasked hash of one ever leaves its node.
+The coordinator learns only the declared output. Set sizes are public (as every input's length is).
+No identifier and no unmasked hash of one ever leaves its node.
 
 **Outputs** (combined by addition at the coordinator):
 - size: P_0 outputs [|∩|], the others [0];
 - members: the lead outputs [|∩|] and sends each named recipient the common positions of its own
-  list (or, with two nodes both recipients, maps its own too); the recipient maps them to its records (a `Keep`, never sent) and its
-  owner gets them (node core writes them to the data directory). The coordinator gets the size;
+  list (or, with two nodes both recipients, maps its own too); the recipient maps them to its
+  records (a `Keep`, never sent) and its owner gets them (node core writes them to the data
+  directory). The coordinator gets the size;
 - sum: Σ over the common identifiers of every node's associated value. For each list, its comparer
   and its owner compute Σ_p e_p·v_p, with e_p = [position p is common] known to the comparer only
   and v_p known to the owner only, by one correlated OT per position: the comparer is the receiver
