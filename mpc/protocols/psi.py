@@ -14,8 +14,9 @@ puts them in an order only it knows (a CSPRNG permutation), and sends the list t
 node masks each list it receives with its key and passes it on; after n − 1 hops a list is fully
 masked and goes from its last hop to its comparer: P_0, except for the members, where it is the
 first node in name order that receives none (the lead, `PsiParty.lead`). Every received point is
-validated: 32 bytes, a canonical u < p, not of small order, and no point twice in one list. Curve25519 is twist-secure
-(Bernstein, PKC 2006 §3), so a twist point from a misbehaving peer teaches it nothing about a key.
+validated: 32 bytes, a canonical u < p, not of small order, and no point twice in one list.
+Curve25519 is twist-secure (Bernstein, PKC 2006 §3), so a twist point from a misbehaving peer
+teaches it nothing about a key.
 
 **Shuffles.** Whoever can map a fully masked list's positions back to its owner's records, and
 knows which positions are common, knows which records are in the intersection. So:
@@ -34,14 +35,14 @@ knows which positions are common, knows which records are in the intersection. S
 
 **What each party learns.** The comparing node(s) see the n fully masked lists, each labelled with
 its origin: they learn the size of the intersection of every subset of the nodes' sets (for n = 2
-that is just the output). A list's last hop holds that one list fully masked, with nothing to compare
-it with alone. For the members, a recipient colluding with the comparer maps its own list, which
-kept its order, against each other list: together they learn which of the recipient's records are in
-each other node's set. In a sum each comparer also learns which positions of the lists it compares
-are common, positions that only the lists' owners could map to records; but there lists keep their owner's order
-all along, so an owner colluding with a node that holds its list fully masked (its comparer, or its
-last hop) learns which of its records lie in what that node can intersect it with. The size has no
-such collusion: every hop reshuffles every list. Every other node sees only pseudo-random points.
+that is just the output). A list's last hop holds that one list fully masked, with nothing to
+compare it with alone. For the members, a recipient colluding with the comparer maps its own list,
+which kept its order, against each other list: together they learn which of the recipient's records
+are in each other node's set. In a sum each comparer also learns which positions of the lists it
+compares are common, positions that only the lists' owners could map to records; but there lists
+keep their owner's order all along, so an owner colluding with a node that holds its list fully
+masked (its comparer, or its last hop) learns which of its records lie in what that node can
+intersect it with. The size has no such collusion: every hop reshuffles every list. Every other node sees only pseudo-random points.
 The coordinator learns only the declared output. Set sizes are public (as every input's length is).
 No identifier and no unmasked hash of one ever leaves its node.
 
