@@ -82,6 +82,8 @@ TICKETED_QUERIES = 256   # (coordinator, input, query) whose latest pool tickets
 # before this node knows the session: they wait this long for it, at most this many per peer.
 SESSION_WAIT_S = 10.0
 MAX_WAITING_PER_PEER = 64
+# A repeat's records that the store defers (mpc/store/releases.py) are written this soon after the first.
+DEFERRED_WRITE_S = 0.05
 SMALL_INPUT = 4096   # values whose exact contribution is made on the event loop
 
 
@@ -263,6 +265,7 @@ class NodeCore:
         # The tickets this node issued last for each (coordinator, input, query), (peer, id) pairs:
         # a new set drops the one before (mpc/ot/pool.py "Tickets"), oldest query first.
         self._ticketed: dict[tuple[str, str, str], list[tuple[str, bytes]]] = {}
+        self._deferred_write: asyncio.TimerHandle | None = None   # writes the store's deferred records
 
     # ---- coordinator side -------------------------------------------------------------
 
@@ -328,7 +331,7 @@ class NodeCore:
             raise PolicyError(f"node {name}: policy requires at least {policy.min_participants} participants, "
                               f"session {session_id} has {len(participants)}")
         self._check_load(caller)
-        if session_id in self.sessions or self.store.get_session(session_id) is not None:
+        if session_id in self.sessions or self.store.has_session(session_id):
             raise RoundMismatch(f"session {session_id} already exists at node {name}")
         # Every refusal is decided on the declaration alone, before any value is read: neither what a
         # refusal says nor how long it takes depends on the values (or on how many ballots there are).
@@ -912,10 +915,31 @@ class NodeCore:
         described = self.releases.record(session.session_id, session.stored, session.query, session.spend,
                                          session.unrecorded, done)
         session.unrecorded, session.released, session.ended = None, described, done is not None
+        self._write_deferred_soon()
         # The end line says it too. A release that may take from the budget is also said at once (a session
         # may hang, or the node stop, before it ends); a repeat, which takes nothing, only there.
         log.log(logging.DEBUG if repeat else logging.INFO, "session %s: released %s", session.session_id,
                 described, extra={"session": session.session_id})
+
+    def _write_deferred_soon(self) -> None:
+        """Have the records the store defers (a repeat's, mpc/store/releases.py) written within
+        DEFERRED_WRITE_S: by a timer on the event loop, or at once on a worker thread."""
+        if self._deferred_write is not None or not self.store.deferred:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:   # a worker thread's release
+            self._write_deferred()
+            return
+        self._deferred_write = loop.call_later(DEFERRED_WRITE_S, self._write_deferred)
+
+    def _write_deferred(self) -> None:
+        self._deferred_write = None
+        try:
+            self.store.write_deferred()
+        except MpcError as exc:   # they still wait: the next write, read or timer tries again
+            log.error("cannot write %d deferred session records to the store: %s", self.store.deferred, exc)
+            self._write_deferred_soon()
 
     def is_one_round(self, session_id: str) -> bool:
         """Whether a live session was prepared and computed at once (mpc/transport/peers.py tells its peers)."""
@@ -1085,6 +1109,9 @@ class NodeCore:
         if self._filler is not None:
             self._filler.cancel()
             self._filler = None
+        if self._deferred_write is not None:   # the store writes them when it closes
+            self._deferred_write.cancel()
+            self._deferred_write = None
         sessions, self.sessions = list(self.sessions.values()), {}
         for session in sessions:
             self.releases.drop(session.session_id)

@@ -15,7 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from mpc.config import ClusterConfig
-from mpc.errors import AuthError, ConfigError
+from mpc.errors import AuthError, ConfigError, MpcError
 from mpc.node.core import NodeCore, PeerObserver
 from mpc.node.metrics import NodeMetrics
 from mpc.ot.pool import POOL_CHANNEL
@@ -155,7 +155,10 @@ class NodeServer:
         await asyncio.to_thread(self.metrics.close)   # the HTTP server's shutdown blocks briefly
         await self.peers.close()
         self.core.close()
-        self.store.close()
+        try:
+            self.store.close()   # writes the records it deferred (a repeated query's)
+        except MpcError as exc:
+            log.error("node %s: %s", self.config.name, exc)
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

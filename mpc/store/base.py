@@ -11,7 +11,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,6 +23,7 @@ from mpc.store.schema import _MIGRATIONS, SCHEMA_VERSION
 FILE_NAME = "node.sqlite3"
 BUSY_TIMEOUT_MS = 5000
 OPEN_ATTEMPTS = 5   # opening a store that another process is creating: 0.05 + 0.1 + 0.2 + 0.4 s of backoff
+DEFERRED_MAX = 64   # deferred records waiting at most: the one after them writes them all at once
 
 
 def _now() -> str:
@@ -48,6 +49,21 @@ def _create_private_file(path: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def _transaction(conn: sqlite3.Connection, durable: bool) -> Iterator[sqlite3.Connection]:
+    """One BEGIN IMMEDIATE transaction on conn, committed on success, rolled back on any exception;
+    durable=False: committed without an fsync (synchronous=NORMAL for it alone)."""
+    if not durable:
+        conn.execute("PRAGMA synchronous = NORMAL")
+    try:
+        with conn:  # commits on success, rolls back on any exception
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+    finally:
+        if not durable:
+            conn.execute("PRAGMA synchronous = FULL")
+
+
 class StoreBase:
     """The connection to a node's store file, with its lock; the base of mpc.store.Store."""
 
@@ -55,6 +71,10 @@ class StoreBase:
         """Open (creating if missing) the store at `path`. Raises: StoreError."""
         self.path = Path(path)
         self._lock = threading.Lock()
+        # Rows deferred to the next transaction (`_defer`): (statement, parameters), oldest first,
+        # and the sessions they record.
+        self._deferred: list[tuple[str, tuple[object, ...]]] = []
+        self._deferred_ids: set[str] = set()
         _create_private_file(self.path)
         try:
             # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the
@@ -87,11 +107,23 @@ class StoreBase:
         return cls(Path(data_dir) / FILE_NAME)
 
     def close(self) -> None:
-        """Close the connection; later calls raise StoreError. Closing twice is harmless."""
+        """Write what is deferred and close the connection; later calls raise StoreError. Closing
+        twice is harmless.
+
+        Raises: StoreError if the deferred records cannot be written (the store is closed all the same).
+        """
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            conn, self._conn = self._conn, None
+            if conn is None:
+                return
+            try:
+                if self._deferred:
+                    self._write_deferred(conn)
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {str(self.path)!r}: closed without {len(self._deferred)} deferred "
+                                 f"records: {exc}") from exc
+            finally:
+                conn.close()
 
     def __enter__(self) -> Self:
         """Returns: this store, closed again when the `with` block ends."""
@@ -108,34 +140,73 @@ class StoreBase:
     # -- connection plumbing ------------------------------------------------------------------
 
     @contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
-        """Yield the connection under the lock. Raises: StoreError if closed or SQLite fails."""
+    def _reading(self, *, deferred: bool = True) -> Iterator[sqlite3.Connection]:
+        """Yield the connection under the lock, the deferred records written first (deferred=False:
+        not, for a read of what they never touch). Raises: StoreError if closed or SQLite fails."""
         with self._lock:
             if self._conn is None:
                 raise StoreError(f"the store {str(self.path)!r} is closed")
             try:
+                if deferred and self._deferred:
+                    self._write_deferred(self._conn)
                 yield self._conn
             except sqlite3.Error as exc:
                 raise StoreError(f"store {str(self.path)!r}: {exc}") from exc
 
     @contextmanager
     def _writing(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
-        """Yield the connection inside one BEGIN IMMEDIATE transaction, committed on success.
+        """Yield the connection inside one BEGIN IMMEDIATE transaction, committed on success (after
+        the deferred records, in a transaction of their own).
 
         durable=False commits without fsync (WAL + synchronous=NORMAL): still atomic and safe
         against kill -9, only a power cut may lose the last such commits. Session bookkeeping
         uses it so that a session does not wait on the disk; inputs always use FULL.
         """
-        with self._reading() as conn:
-            if not durable:
-                conn.execute("PRAGMA synchronous = NORMAL")
+        with self._reading() as conn, _transaction(conn, durable):
+            yield conn
+
+    # -- deferred records -----------------------------------------------------------------------
+
+    @property
+    def deferred(self) -> int:
+        """How many sessions' records wait to be written (`_defer`)."""
+        return len(self._deferred_ids)
+
+    def write_deferred(self) -> None:
+        """Write the deferred rows now, in one transaction. Raises: StoreError (they still wait)."""
+        with self._reading():
+            pass
+
+    def _defer(self, session_id: str, rows: Sequence[tuple[str, tuple[object, ...]]]) -> None:
+        """Keep a session's rows (INSERT statements and their parameters) in memory until the next
+        transaction: written then, with the others deferred, before anything else is written or
+        read (except by a read that says it needs none of them, `_reading(deferred=False)`); each
+        table's rows in the order deferred. The DEFERRED_MAX-th writes them all at once. Only for
+        records that no decision of this store rests on: a kill -9 or a power cut loses those not
+        written yet (`close` writes them). Called with the lock held.
+
+        Raises: StoreError if the batch cannot be written (it still waits).
+        """
+        self._deferred.extend(rows)
+        self._deferred_ids.add(session_id)
+        if len(self._deferred_ids) >= DEFERRED_MAX and self._conn is not None:
             try:
-                with conn:  # commits on success, rolls back on any exception
-                    conn.execute("BEGIN IMMEDIATE")
-                    yield conn
-            finally:
-                if not durable:
-                    conn.execute("PRAGMA synchronous = FULL")
+                self._write_deferred(self._conn)
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {str(self.path)!r}: {exc}") from exc
+
+    def _write_deferred(self, conn: sqlite3.Connection) -> None:
+        """Write the deferred rows in one transaction without an fsync, one executemany per statement
+        (so a table's rows keep their order); on failure they still wait (the error is raised).
+        Called with the lock held."""
+        batches: dict[str, list[tuple[object, ...]]] = {}
+        for statement, parameters in self._deferred:
+            batches.setdefault(statement, []).append(parameters)
+        with _transaction(conn, durable=False):
+            for statement, rows in batches.items():
+                conn.executemany(statement, rows)
+        self._deferred.clear()
+        self._deferred_ids.clear()
 
     def _configure(self) -> None:
         """Set WAL, busy timeout and durability pragmas. Raises: StoreError."""

@@ -331,7 +331,7 @@ class InputsMixin(StoreBase):
 
         Raises: StoreError if there is no such input (or it is damaged); InputError if it is not a set.
         """
-        with self._reading() as conn:
+        with self._reading(deferred=False) as conn:
             row = conn.execute(
                 "SELECT i.length, m.version, m.kind, m.lo, m.hi, s.size, s.has_values, i.data, s.identifiers "
                 "FROM inputs i JOIN input_meta m USING (name) LEFT JOIN set_members s USING (name) "
@@ -352,7 +352,7 @@ class InputsMixin(StoreBase):
 
     def get_input(self, name: str) -> StoredInput:
         """Returns: the stored input (values read-only). Raises: StoreError if there is none."""
-        with self._reading() as conn:
+        with self._reading(deferred=False) as conn:
             row = conn.execute(
                 "SELECT i.length, i.frac_bits, i.is_scalar, i.created_at, i.updated_at, m.version, m.kind, "
                 "m.lo, m.hi, i.data FROM inputs i JOIN input_meta m USING (name) WHERE name = ?",
@@ -376,7 +376,7 @@ class InputsMixin(StoreBase):
         (0 for a number input), length).
         Raises: StoreError if there is none.
         """
-        with self._reading() as conn:
+        with self._reading(deferred=False) as conn:
             row = conn.execute(
                 "SELECT i.length, i.frac_bits, i.is_scalar, i.created_at, i.updated_at, m.version, m.kind, "
                 "m.lo, m.hi, m.yes, m.tally FROM inputs i JOIN input_meta m USING (name) WHERE name = ?",

@@ -13,7 +13,11 @@ from decimal import Decimal
 
 from mpc.errors import StoreError
 from mpc.store.base import StoreBase, _now
-from mpc.store.sessions import NewSession, SessionsMixin, Transfer, _audit_protocol
+from mpc.store.sessions import AUDIT_INSERT, SESSION_INSERT, NewSession, SessionsMixin, Transfer, _audit_protocol, \
+    _audit_row, _names_json
+
+RELEASE_INSERT = ("INSERT INTO releases (at, session_id, input_name, version, query, counted, epsilon, delta) "
+                  "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +62,7 @@ class ReleasesMixin(StoreBase):
         """The distinct queries an input version took part in, in order of their first release, each
         with whether it counted against the version's budget. A repeated query adds a row to the
         log but nothing here, so deciding on the next release does not slow down as the log grows."""
-        with self._reading() as reader:
+        with self._reading(deferred=False) as reader:   # deferred releases add no distinct query
             return self._distinct(reader, input_name, version)
 
     @staticmethod
@@ -104,6 +108,10 @@ class ReleasesMixin(StoreBase):
         durable=False: for a release the caller knows a recorded one implies (a repeat): committed
         without an fsync (StoreBase._writing). A release that `decide` counts, or any with a `spend`,
         is refused then (StoreError, nothing recorded): what the budget rests on is always on disk.
+        Such a repeat of a query the version has released before, word for word, of a session that
+        is `new` and ends with it (`done`), is deferred (StoreBase._defer): decided against the
+        version's distinct queries now (which it leaves as they are), and written with the next
+        transaction, before any read but of inputs, of those queries, or of whether a session is known.
 
         Returns: the description. Raises: whatever `decide` or `afford` raise; StoreError for an unknown session.
         """
@@ -111,33 +119,77 @@ class ReleasesMixin(StoreBase):
             new.check()
         if not durable and spend is not None:
             raise StoreError(f"session {session_id!r}: a differentially private release is always committed to disk")
+        if not durable and new is not None and done is not None and afford is None and new.session_id == session_id:
+            with self._reading(deferred=False) as conn:
+                distinct = self._distinct(conn, input_name, version)
+                if any(q == query for q, _ in distinct) and session_id not in self._deferred_ids and conn.execute(
+                        "SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)).fetchone() is None:
+                    counted, description = decide(distinct)
+                    _check_repeat(session_id, input_name, version, counted)
+                    self._defer(session_id, _repeat_rows(new, input_name, version, query, description, done, _now()))
+                    return description
         with self._writing(durable=durable) as conn:
-            recorded = new if new is not None and SessionsMixin._insert_session(conn, new, _now(), if_absent=True) \
-                else None
-            if recorded is None:   # recorded before: as its row says
-                row = conn.execute("SELECT protocol, input_name, participants, coordinator FROM sessions "
-                                   "WHERE session_id = ?", (session_id,)).fetchone()
-                if row is None:
-                    raise StoreError(f"no session {session_id!r} at this node")
-                recorded = NewSession(session_id, row[0], row[1], tuple(json.loads(row[2])), row[3])
+            now = _now()
+            recorded = self._recorded(conn, session_id, new, now)
             if afford is not None:
                 afford(self._dp_spent(conn, input_name))
             counted, description = decide(self._distinct(conn, input_name, version))
-            if counted and not durable:
-                raise StoreError(f"session {session_id!r}: its release of {input_name!r} v{version} counts against "
-                                 f"the budget, so it must be committed to disk; it was expected to be a repeat")
-            now = _now()
-            epsilon, delta = (None, None) if spend is None else (str(spend[0]), str(spend[1]))
-            seq = conn.execute("INSERT INTO releases (at, session_id, input_name, version, query, counted, epsilon, "
-                               "delta) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                               (now, session_id, input_name, version, query, int(counted), epsilon, delta)).lastrowid
-            # A query seen before keeps its first row's `counted` (a repeat is never counted).
-            conn.execute("INSERT INTO release_queries (input_name, version, query, counted, first_seq) "
-                         "VALUES (?, ?, ?, ?, ?) ON CONFLICT (input_name, version, query) DO NOTHING",
-                         (input_name, version, query, int(counted), seq))
-            SessionsMixin._append_audit(conn, now, "released", session_id, recorded.coordinator,
-                                        _audit_protocol(recorded.protocol), [input_name], recorded.participants, (),
-                                        description)
-            if done is not None:
-                SessionsMixin._set_status(conn, session_id, "done", "", done, now, recorded)
+            if not durable:
+                _check_repeat(session_id, input_name, version, counted)
+            self._write_release(conn, session_id, recorded, input_name, version, query, counted, description, spend,
+                                now, done)
         return description
+
+    @staticmethod
+    def _recorded(conn: sqlite3.Connection, session_id: str, new: NewSession | None, now: str) -> NewSession:
+        """The session as recorded: `new` inserted now, unless it is there already (then as its row says).
+
+        Raises: StoreError for a session that is neither new nor recorded.
+        """
+        if new is not None and SessionsMixin._insert_session(conn, new, now, if_absent=True):
+            return new
+        row = conn.execute("SELECT protocol, input_name, participants, coordinator FROM sessions "
+                           "WHERE session_id = ?", (session_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no session {session_id!r} at this node")
+        return NewSession(session_id, row[0], row[1], tuple(json.loads(row[2])), row[3])
+
+    @staticmethod
+    def _write_release(conn: sqlite3.Connection, session_id: str, recorded: NewSession, input_name: str,
+                       version: int, query: str, counted: bool, description: str,
+                       spend: tuple[Decimal, Decimal] | None, now: str, done: Sequence[Transfer] | None) -> None:
+        """A decided release's rows, its audit entry and (done) the session's end, in the caller's transaction."""
+        epsilon, delta = (None, None) if spend is None else (str(spend[0]), str(spend[1]))
+        seq = conn.execute(RELEASE_INSERT, (now, session_id, input_name, version, query, int(counted), epsilon, delta)).lastrowid
+        # A query seen before keeps its first row's `counted` (a repeat is never counted).
+        conn.execute("INSERT INTO release_queries (input_name, version, query, counted, first_seq) "
+                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (input_name, version, query) DO NOTHING",
+                     (input_name, version, query, int(counted), seq))
+        SessionsMixin._append_audit(conn, now, "released", session_id, recorded.coordinator,
+                                    _audit_protocol(recorded.protocol), [input_name], recorded.participants, (),
+                                    description)
+        if done is not None:
+            SessionsMixin._set_status(conn, session_id, "done", "", done, now, recorded)
+
+
+def _repeat_rows(new: NewSession, input_name: str, version: int, query: str, description: str,
+                 done: Sequence[Transfer], now: str) -> list[tuple[str, tuple[object, ...]]]:
+    """The rows record_release writes for a new session whose release repeats a recorded query and
+    which ends with it, as its transaction leaves them: the session "done" (its "prepared" status
+    never seen outside the transaction), its three audit entries, and the release (its query,
+    recorded before, adds no distinct query)."""
+    sid, names, audited = new.session_id, _names_json(new.participants), _audit_protocol(new.protocol)
+    audit = [_audit_row(now, event, sid, new.coordinator, audited, [name], new.participants, sent, reason)
+             for event, name, sent, reason in (("prepared", new.input_name, (), ""),
+                                               ("released", input_name, (), description),
+                                               ("done", new.input_name, done, ""))]
+    return [(SESSION_INSERT, (sid, new.protocol, new.input_name, names, new.coordinator, "done", "", now, now)),
+            *((AUDIT_INSERT, row) for row in audit),
+            (RELEASE_INSERT, (now, sid, input_name, version, query, 0, None, None))]
+
+
+def _check_repeat(session_id: str, input_name: str, version: int, counted: bool) -> None:
+    """Raises: StoreError if a release committed without an fsync (a repeat) counts after all."""
+    if counted:
+        raise StoreError(f"session {session_id!r}: its release of {input_name!r} v{version} counts against "
+                         f"the budget, so it must be committed to disk; it was expected to be a repeat")

@@ -113,6 +113,21 @@ def _names_json(names: tuple[str, ...]) -> str:
     return json.dumps(list(names))
 
 
+AUDIT_INSERT = ("INSERT INTO audit (at, event, session_id, coordinator, protocol, inputs, participants, sent, "
+                "reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+SESSION_INSERT = f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def _audit_row(at: str, event: str, session_id: str, coordinator: str, protocol: str, inputs: Sequence[str],
+               participants: Sequence[str], sent: Sequence[Transfer], reason: str) -> tuple[object, ...]:
+    """The parameters of AUDIT_INSERT for one event. Raises: StoreError for an unknown event."""
+    if event not in AUDIT_EVENTS:
+        raise StoreError(f"unknown audit event {event!r}; expected one of {', '.join(AUDIT_EVENTS)}")
+    return (at, event, str(session_id)[:64], str(coordinator)[:256], str(protocol)[:32],
+            _names_json(tuple(str(i)[:128] for i in inputs)), _names_json(tuple(str(p)[:128] for p in participants)),
+            json.dumps([t.as_dict() for t in sent]) if sent else "[]", str(reason)[:1000])
+
+
 def _audit_protocol(protocol: str) -> str:
     """The protocol name the audit log shows: the catalogue's policy name, as the node records it
     ("average-records" and "average-elementwise" are how stores before the catalogue recorded an average)."""
@@ -163,7 +178,7 @@ class SessionsMixin(StoreBase):
                 return False
             raise StoreError(f"session {new.session_id!r} is already known at this node (replayed session id)")
         conn.execute(
-            f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            SESSION_INSERT,
             (new.session_id, new.protocol, new.input_name, _names_json(new.participants), new.coordinator,
              "prepared", "", now, now),
         )
@@ -225,6 +240,13 @@ class SessionsMixin(StoreBase):
             raise StoreError(f"no session {session_id!r} at this node")
         raise StoreError(f"session {session_id!r} has already ended ({row[0]}); cannot set it to {status!r}")
 
+    def has_session(self, session_id: str) -> bool:
+        """Whether this node knows the session (its records written or deferred), read without
+        writing the deferred ones first: what a new session's id is checked against."""
+        with self._reading(deferred=False) as conn:
+            return session_id in self._deferred_ids or conn.execute(
+                "SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)).fetchone() is not None
+
     def get_session(self, session_id: str) -> SessionRecord | None:
         """Returns: the session's record, or None if this node does not know it."""
         with self._reading() as conn:
@@ -282,15 +304,8 @@ class SessionsMixin(StoreBase):
     def _append_audit(conn: sqlite3.Connection, at: str, event: str, session_id: str, coordinator: str,
                       protocol: str, inputs: Sequence[str], participants: Sequence[str],
                       sent: Sequence[Transfer], reason: str) -> None:
-        if event not in AUDIT_EVENTS:
-            raise StoreError(f"unknown audit event {event!r}; expected one of {', '.join(AUDIT_EVENTS)}")
-        conn.execute(
-            "INSERT INTO audit (at, event, session_id, coordinator, protocol, inputs, participants, sent, "
-            "reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (at, event, str(session_id)[:64], str(coordinator)[:256], str(protocol)[:32],
-             _names_json(tuple(str(i)[:128] for i in inputs)), _names_json(tuple(str(p)[:128] for p in participants)),
-             json.dumps([t.as_dict() for t in sent]) if sent else "[]", str(reason)[:1000]),
-        )
+        conn.execute(AUDIT_INSERT, _audit_row(at, event, session_id, coordinator, protocol, inputs, participants,
+                                              sent, reason))
 
     def audit_log(self, *, input_name: str | None = None, since: str | None = None,
                   until: str | None = None, limit: int = 1000) -> list[AuditEntry]:

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import sqlite3
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -25,6 +27,7 @@ import numpy as np
 import pytest
 
 from mpc.coordinator.client import Coordinator
+from mpc.node import core
 from mpc.node.daemon import NodeServer
 from mpc.pki import Identity
 from mpc.prg import prg_words
@@ -33,6 +36,7 @@ from mpc.protocols.catalogue import SumParams, describe_params
 from mpc.protocols.pairing import KEY_ID_BYTES, TAG_BYTES
 from mpc.protocols.sum import STEP_SEED
 from mpc.store import Store
+from mpc.store.base import FILE_NAME
 from mpc.v1 import mpc_pb2
 
 from .harness import ANY_QUERIES, LocalCluster, prepare_request, running_cluster
@@ -72,6 +76,9 @@ class Env:
 
     async def restart(self, node: str) -> None:
         await self.lc.stop(node)
+        await self.start(node)
+
+    async def start(self, node: str) -> None:
         server = NodeServer(self.lc.cluster, node, observer=self.lc.recorder.for_node(node))
         await server.start()
         self.lc.servers[node] = server
@@ -472,6 +479,59 @@ def test_a_keyed_session_id_is_never_taken_twice_so_no_mask_repeats(env: Env) ->
     answers = env.run(replay("zeros"))
     assert isinstance(answers["bob"], str) and "already exists" in answers["bob"], answers
     env.run(_sum(env, "raise"))          # bob forgot his keys: this one is unkeyed and pairs anew
+
+
+def test_a_repeat_whose_records_wait_in_memory_refuses_its_id_and_a_stop_writes_them(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A repeated one-round sum's records wait in each node's memory for a batch (mpc/store/base.py
+    `_defer`; the timer that writes them is held off here): the store file does not have the session
+    yet, and still every node refuses a replay of its id. Stopping a node writes what waits."""
+    monkeypatch.setattr(core, "DEFERRED_WRITE_S", 3600.0)
+    session = env.run(_repeated_sum(env))
+    assert env.received(session) == {n: [] for n in FOUR}          # keyed, in one round
+    for node in FOUR:
+        assert env.lc.servers[node].store.deferred >= 1, node
+        with sqlite3.connect(_store_file(env, node)) as raw:     # another process, as `mpc audit` is
+            assert raw.execute("SELECT count(*) FROM sessions WHERE session_id = ?", (session,)).fetchone() == (0,)
+    env.run(env.lc.stop("bob"))
+    with sqlite3.connect(_store_file(env, "bob")) as raw:
+        assert raw.execute("SELECT status FROM sessions WHERE session_id = ?", (session,)).fetchall() == [("done",)]
+        assert [e for (e,) in raw.execute("SELECT event FROM audit WHERE session_id = ? ORDER BY seq",
+                                          (session,))] == ["prepared", "released", "done"]
+    answers = env.run(prepare_all(env, session, {n: "zeros" for n in ("alice", "carlos", "david")}))
+    assert all(isinstance(a, str) and "already exists" in a for a in answers.values()), answers
+    env.run(env.start("bob"))
+    answers = env.run(prepare_all(env, session, {n: "raise" for n in FOUR}))
+    assert all(isinstance(a, str) and "already exists" in a for a in answers.values()), answers
+
+
+def test_a_repeats_records_reach_the_store_file_with_no_other_write(env: Env) -> None:
+    """The node's timer writes a repeat's deferred records soon (core.DEFERRED_WRITE_S) by itself."""
+    session = env.run(_repeated_sum(env))
+    deadline = env.loop.time() + 20
+    waiting = set(FOUR)
+    while waiting:
+        for node in sorted(waiting):
+            with sqlite3.connect(_store_file(env, node)) as raw:
+                if raw.execute("SELECT status FROM sessions WHERE session_id = ?", (session,)).fetchall() == [("done",)]:
+                    waiting.discard(node)
+        assert env.loop.time() < deadline, f"not written by {sorted(waiting)}"
+        env.run(asyncio.sleep(0.01))   # the nodes' event loop runs their timers
+
+
+async def _repeated_sum(env: Env) -> str:
+    """A sum run twice through one coordinator, the second in one round (a repeat). Returns: its id."""
+    async with env.coordinator() as c:
+        await c.sum("raise")
+        result = await c.sum("raise")
+    assert result.value == sum(RAISES.values())
+    return result.session_id
+
+
+def _store_file(env: Env, node: str) -> Path:
+    data_dir = env.lc.cluster.node(node).data_dir
+    assert data_dir is not None
+    return Path(data_dir) / FILE_NAME
 
 
 # ---- restarts -------------------------------------------------------------------------------------------

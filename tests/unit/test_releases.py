@@ -17,7 +17,8 @@ import pytest
 from mpc.config import Policy, Rules
 from mpc.errors import InputError, PolicyError, StoreError
 from mpc.node.releases import Query, ReleaseBook, decide, implied_by, might_be_implied
-from mpc.store import Store, Transfer
+from mpc.store import NewSession, Store, Transfer
+from mpc.store.base import DEFERRED_MAX
 
 ALL = {"alice": 1, "bob": 1, "carlos": 1, "david": 1}
 
@@ -469,3 +470,131 @@ def test_a_release_that_ends_its_session_records_both_or_neither(tmp_path: Path)
         assert [r.session_id for r in store.releases("raise", 1)] == ["a" * 32]
         ended = store.get_session("b" * 32)
         assert ended is not None and ended.status == "failed"
+
+
+# ---- a repeat's records, deferred to a batch (mpc/store/base.py `_defer`) ----------------------------
+
+
+def _new(session: str) -> NewSession:
+    return NewSession(session, "sum", "raise", tuple(ALL), "spiffe://mpc/coordinator/c")
+
+
+def _repeat(earlier: list[object]) -> tuple[bool, str]:
+    return False, "sum over alice,bob,carlos,david: a repeat; not counted"
+
+
+SENT = (Transfer("output share", "spiffe://mpc/coordinator/c", 1, 8),)
+
+
+def _one_round(store: Store, session: str, query: Query | None = None, **kwargs: Any) -> str:
+    """A one-round session's repeat release that ends it, as NodeCore records it."""
+    options: dict[str, Any] = {"new": _new(session), "durable": False, "done": SENT, **kwargs}
+    return store.record_release(session, "raise", 1, (query or q("sum")).to_json(), _repeat, **options)
+
+
+def _rows(path: Path, session: str) -> dict[str, list[tuple[object, ...]]]:
+    """What another connection (another process: `mpc audit`) reads of a session, minus ids, times and the id."""
+    with sqlite3.connect(path) as conn:
+        return {
+            "sessions": conn.execute("SELECT protocol, input_name, participants, coordinator, status, reason, "
+                                     "created_at = updated_at FROM sessions WHERE session_id = ?", (session,)).fetchall(),
+            "audit": conn.execute("SELECT event, coordinator, protocol, inputs, participants, sent, reason FROM audit "
+                                  "WHERE session_id = ? ORDER BY seq", (session,)).fetchall(),
+            "releases": conn.execute("SELECT input_name, version, query, counted, epsilon, delta FROM releases "
+                                     "WHERE session_id = ?", (session,)).fetchall()}
+
+
+def test_a_repeated_one_round_query_waits_in_memory_and_is_written_as_an_undeferred_one(tmp_path: Path) -> None:
+    """A new session whose release repeats a recorded query word for word and ends it is kept in memory:
+    another connection does not see it, this store's own reads do (they write it first), and the rows
+    written then are the rows the same release writes in its own transaction."""
+    path = tmp_path / "node.sqlite3"
+    with store_with_session(tmp_path) as store:
+        first, second = "a" * 32, "b" * 32
+        store.record_release(first, "raise", 1, q("sum").to_json(), lambda _: (True, "sum: release 1"))   # counted
+        assert store.deferred == 0
+        store.record_session("c" * 32, "sum", "raise", list(ALL), "spiffe://mpc/coordinator/c")   # written at once
+        store.set_session_status("c" * 32, "failed", "peer gone")
+        undeferred = "d" * 32   # its query is new to the version (implied, not the same): not deferred
+        _one_round(store, undeferred, q("average-records"))
+        assert store.deferred == 0
+        _one_round(store, second)
+        assert store.deferred == 1 and store.has_session(second)
+        assert _rows(path, second) == {"sessions": [], "audit": [], "releases": []}
+        assert store.distinct_releases("raise", 1) == [(q("sum").to_json(), True),
+                                                        (q("average-records").to_json(), False)]
+        assert store.deferred == 1   # reading the distinct queries needs no deferred row
+        record = store.get_session(second)
+        assert record is not None and record.status == "done" and store.deferred == 0
+        written = _rows(path, second)
+    expected = _rows(path, undeferred)
+    expected["releases"] = [(name, version, q("sum").to_json(), counted, e, d)
+                            for name, version, _, counted, e, d in expected["releases"]]
+    assert written == expected
+    assert [e for e, *_ in written["audit"]] == ["prepared", "released", "done"]
+
+
+def test_deferred_rows_are_written_before_any_later_write_and_when_the_store_closes(tmp_path: Path) -> None:
+    """The audit log keeps the order of events: a refusal written after three deferred sessions comes
+    after them. Closing the store writes what still waits, so a reopened store has every session."""
+    path = tmp_path / "node.sqlite3"
+    sessions = [c * 32 for c in "123456"]
+    with store_with_session(tmp_path) as store:
+        store.record_release("a" * 32, "raise", 1, q("sum").to_json(), lambda _: (True, "sum: release 1"))
+        for session in sessions[:3]:
+            _one_round(store, session)
+        store.append_audit("refused", "f" * 32, "spiffe://mpc/coordinator/c", "sum", ["raise"], list(ALL),
+                           reason="not allowed")
+        assert store.deferred == 0
+        for session in sessions[3:]:
+            _one_round(store, session)
+        assert store.deferred == 3
+    with Store(path) as reopened:
+        order = [e.session_id for e in reopened.audit_log()]
+        assert order == ["a" * 32, *sessions[:3], "f" * 32, *sessions[3:]]
+        assert [r.session_id for r in reopened.releases("raise", 1)] == ["a" * 32, *sessions]
+        assert all((s := reopened.get_session(sid)) is not None and s.status == "done" for sid in sessions)
+
+
+def test_only_a_new_session_that_repeats_a_query_word_for_word_and_ends_with_it_is_deferred(
+        tmp_path: Path) -> None:
+    """Whatever a decision may rest on is written in its own transaction: a durable release, one of a
+    session recorded at prepare, one after which the session goes on, a query the version has not
+    released in those words, and a session id known already (it is refused, as undeferred)."""
+    with store_with_session(tmp_path) as store:
+        store.record_release("a" * 32, "raise", 1, q("sum").to_json(), lambda _: (True, "sum: release 1"))
+        _one_round(store, "1" * 32, durable=True)
+        store.record_session("2" * 32, "sum", "raise", list(ALL), "spiffe://mpc/coordinator/c")
+        store.record_release("2" * 32, "raise", 1, q("sum").to_json(), _repeat, durable=False, done=SENT)
+        _one_round(store, "3" * 32, done=None)
+        _one_round(store, "4" * 32, q("average-records"))
+        assert store.deferred == 0
+        with pytest.raises(StoreError, match="already ended"):
+            _one_round(store, "1" * 32)
+        assert store.deferred == 0
+        _one_round(store, "5" * 32)
+        assert store.deferred == 1
+        assert [r.session_id for r in store.releases("raise", 1)] == ["a" * 32, *(c * 32 for c in "12345")]
+
+
+def test_a_deferred_repeat_that_counts_after_all_is_refused_and_not_kept(tmp_path: Path) -> None:
+    with store_with_session(tmp_path) as store:
+        store.record_release("a" * 32, "raise", 1, q("sum").to_json(), lambda _: (True, "sum: release 1"))
+        with pytest.raises(StoreError, match="must be committed to disk"):
+            store.record_release("b" * 32, "raise", 1, q("sum").to_json(), lambda _: (True, "?"), new=_new("b" * 32),
+                                 durable=False, done=SENT)
+        assert store.deferred == 0 and not store.has_session("b" * 32)
+
+
+def test_a_full_batch_is_written_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "node.sqlite3"
+    with store_with_session(tmp_path) as store:
+        store.record_release("a" * 32, "raise", 1, q("sum").to_json(), lambda _: (True, "sum: release 1"))
+        sessions = [f"{i:032x}" for i in range(1, DEFERRED_MAX + 1)]
+        for session in sessions[:-1]:
+            _one_round(store, session)
+        assert store.deferred == DEFERRED_MAX - 1
+        _one_round(store, sessions[-1])
+        assert store.deferred == 0
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT count(*) FROM releases").fetchone()[0] == DEFERRED_MAX + 1
