@@ -127,6 +127,25 @@ def test_prg_words_is_aes_ctr_under_the_hkdf_key() -> None:
     assert np.array_equal(keystream_words(key, n), expected)
 
 
+@pytest.mark.parametrize("purpose", [b"", b"p", b"pair-key", b"session/" + b"ab" * 16 + b"/" + bytes(range(32)),
+                                     bytes(range(256)) * 2])
+def test_derive_key_is_hkdf_sha256_for_any_purpose(purpose: bytes) -> None:
+    """derive_key writes RFC 5869 out (no salt, one block): the same key as cryptography's HKDF."""
+    for _ in range(20):
+        s = seed()
+        assert derive_key(s, purpose) == HKDF(algorithm=hashes.SHA256(), length=16, salt=None,
+                                              info=b"mpc/v1 prg " + purpose).derive(s)
+
+
+@pytest.mark.parametrize("n", [1, 2, 63, 64, 65, 66, 200])
+def test_a_short_keystream_is_the_aes_ctr_keystream_too(n: int) -> None:
+    """A few words take another code path (update, not update_into): the same words."""
+    key = seed()
+    expected = np.frombuffer(reference_keystream(key, 8 * n), dtype="<u8")
+    out = keystream_words(key, n)
+    assert np.array_equal(out, expected) and out.flags.writeable and out.dtype == np.uint64
+
+
 @pytest.mark.parametrize("length", [0, 1, 15, 17, 32])
 def test_seeds_must_be_16_bytes(length: int) -> None:
     with pytest.raises(ValueError, match=f"16 bytes, got {length}"):
