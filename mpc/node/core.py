@@ -203,6 +203,7 @@ class Session:
     # until then this is what its record will be (None: recorded at prepare).
     unrecorded: NewSession | None = None
     one_round: bool = False              # prepared and computed at once (its peers' messages may come first)
+    repeat: bool = False                 # its release repeats what a recorded one released (`_record_release`)
 
     def count_sent(self, kind: str, to: str, size: int) -> None:
         """Add one message of `size` bytes to the session's traffic record."""
@@ -914,7 +915,7 @@ class NodeCore:
         repeat = self.releases.is_repeat(session.session_id)
         described = self.releases.record(session.session_id, session.stored, session.query, session.spend,
                                          session.unrecorded, done)
-        session.unrecorded, session.released, session.ended = None, described, done is not None
+        session.unrecorded, session.released, session.ended, session.repeat = None, described, done is not None, repeat
         self._write_deferred_soon()
         # The end line says it too. A release that may take from the budget is also said at once (a session
         # may hang, or the node stop, before it ends); a repeat, which takes nothing, only there.
@@ -1337,7 +1338,10 @@ class NodeCore:
         extra = {"session": session.session_id}
         released = f"; released {session.released}" if session.released else ""
         if status == "done":
-            log.info("session %s done, %d bytes sent%s", session.session_id, sum(n for _, n in session.sent.values()),
-                     released, extra=extra)
+            # A repeated query in one round, at debug as its prepare is (the audit log has every session).
+            level = logging.DEBUG if session.one_round and session.repeat else logging.INFO
+            if log.isEnabledFor(level):
+                log.log(level, "session %s done, %d bytes sent%s", session.session_id,
+                        sum(n for _, n in session.sent.values()), released, extra=extra)
         else:
             log.warning("session %s %s: %s%s", session.session_id, status, reason, released, extra=extra)

@@ -133,6 +133,8 @@ def _params(request: mpc_pb2.PrepareRequest, protocol: str) -> dict[str, ParamVa
     return out
 
 
+_DEFAULTS: dict[str, Any] = {}   # protocol name -> its parameters when a request names none
+
 Request = TypeVar("Request")
 Reply = TypeVar("Reply")
 MAX_HANDLING = 256   # requests of one long-lived stream handled, or answers waiting to go, at once
@@ -288,6 +290,11 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
                                           f"threshold, now protocol parameters); nothing was prepared")
             if protocol is None:
                 raise RemoteProtocolError(f"unknown protocol {request.protocol}")
+            if not request.params:   # its defaults, built once (parameter dataclasses are frozen)
+                defaults = _DEFAULTS.get(protocol.name)
+                if defaults is None:
+                    defaults = _DEFAULTS[protocol.name] = params_from_wire(protocol, {})
+                return protocol, defaults
             return protocol, params_from_wire(protocol, _params(request, protocol.name))
         except MpcError as error:
             self.core.refused(caller, request.session_id, protocol.name if protocol else

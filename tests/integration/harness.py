@@ -64,6 +64,17 @@ class LocalCluster:
             return store.put_input(input_name, np.asarray(values, dtype=np.int64), frac_bits, scalar,
                                    overwrite=overwrite, bounds=bounds, ballots=ballots, kind=kind)
 
+    def store(self, name: str) -> Store:
+        """A node's store, opened as another process opens it (`mpc audit` on its machine), once the
+        node, if it runs, has written what it defers: a repeated query's records, which another
+        process sees within 50 ms otherwise (mpc/store/base.py `_defer`)."""
+        server = self.servers.get(name)
+        if server is not None:
+            server.store.write_deferred()
+        data_dir = self.cluster.node(name).data_dir
+        assert data_dir is not None
+        return Store.open_dir(data_dir)
+
     async def stop(self, name: str) -> None:
         """Stop one node (as if its machine went down)."""
         server = self.servers.pop(name)

@@ -302,16 +302,12 @@ class Env:
         return out
 
     def audit(self, node: str, session: str | None = None, input_name: str | None = None) -> list[Any]:
-        data_dir = self.lc.cluster.node(node).data_dir
-        assert data_dir is not None
-        with Store.open_dir(data_dir) as store:
+        with self.lc.store(node) as store:
             entries = store.audit_log(input_name=input_name, limit=100_000)
         return [e for e in entries if session is None or e.session_id == session]
 
     def releases(self, node: str, input_name: str) -> list[Any]:
-        data_dir = self.lc.cluster.node(node).data_dir
-        assert data_dir is not None
-        with Store.open_dir(data_dir) as store:
+        with self.lc.store(node) as store:
             return store.releases(input_name)
 
 

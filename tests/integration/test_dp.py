@@ -201,9 +201,7 @@ class Env:
         return [(s, st, p) for sid, s, st, p in self.lc.recorder.received.get(node, []) if sid == session]
 
     def store(self, node: str) -> Store:
-        data_dir = self.lc.cluster.node(node).data_dir
-        assert data_dir is not None
-        return Store.open_dir(data_dir)
+        return self.lc.store(node)
 
     def releases(self, node: str, name: str) -> list[Any]:
         with self.store(node) as store:

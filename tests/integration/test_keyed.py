@@ -35,7 +35,6 @@ from mpc.protocols.agreement import STEP_DIGEST, session_digest
 from mpc.protocols.catalogue import SumParams, describe_params
 from mpc.protocols.pairing import KEY_ID_BYTES, TAG_BYTES
 from mpc.protocols.sum import STEP_SEED
-from mpc.store import Store
 from mpc.store.base import FILE_NAME
 from mpc.v1 import mpc_pb2
 
@@ -69,9 +68,7 @@ class Env:
                 for n in self.lc.servers}
 
     def audit(self, node: str, session: str) -> list[Any]:
-        data_dir = self.lc.cluster.node(node).data_dir
-        assert data_dir is not None
-        with Store.open_dir(data_dir) as store:
+        with self.lc.store(node) as store:
             return [e for e in store.audit_log(limit=100_000) if e.session_id == session]
 
     async def restart(self, node: str) -> None:

@@ -64,9 +64,7 @@ class Env(KeyedEnv):
         return Coordinator(self.lc.cluster, observer=self.views.observe, nodes=nodes, **kwargs)
 
     def _store(self, node: str) -> Store:
-        data_dir = self.lc.cluster.node(node).data_dir
-        assert data_dir is not None
-        return Store.open_dir(data_dir)
+        return self.lc.store(node)
 
     def sessions(self, node: str) -> dict[str, Any]:
         with self._store(node) as store:

@@ -66,9 +66,7 @@ class Env:
         return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
 
     def store(self, node: str) -> Store:
-        data_dir = self.lc.cluster.node(node).data_dir
-        assert data_dir is not None
-        return Store.open_dir(data_dir)
+        return self.lc.store(node)
 
     def shares(self, node: str, collection: str) -> dict[bytes, tuple[bytes, np.ndarray]]:
         """credential id -> (nonce, share words) as `node` stores them."""
