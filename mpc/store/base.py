@@ -23,7 +23,7 @@ from mpc.store.schema import _MIGRATIONS, SCHEMA_VERSION
 FILE_NAME = "node.sqlite3"
 BUSY_TIMEOUT_MS = 5000
 OPEN_ATTEMPTS = 5   # opening a store that another process is creating: 0.05 + 0.1 + 0.2 + 0.4 s of backoff
-DEFERRED_MAX = 64   # deferred records waiting at most: the one after them writes them all at once
+DEFERRED_MAX = 64   # sessions whose records wait at most: the next one writes them all first
 
 
 def _now() -> str:
@@ -181,19 +181,20 @@ class StoreBase:
         """Keep a session's rows (INSERT statements and their parameters) in memory until the next
         transaction: written then, with the others deferred, before anything else is written or
         read (except by a read that says it needs none of them, `_reading(deferred=False)`); each
-        table's rows in the order deferred. The DEFERRED_MAX-th writes them all at once. Only for
-        records that no decision of this store rests on: a kill -9 or a power cut loses those not
-        written yet (`close` writes them). Called with the lock held.
+        table's rows in the order deferred. A session that finds DEFERRED_MAX waiting writes them
+        first. Only for records that no decision of this store rests on: a kill -9 or a power cut
+        loses those not written yet (`close` writes them). Called with the lock held.
 
-        Raises: StoreError if the batch cannot be written (it still waits).
+        Raises: StoreError if a full batch cannot be written: this session's rows are not kept
+        (its caller records nothing), the batch still waits.
         """
-        self._deferred.extend(rows)
-        self._deferred_ids.add(session_id)
         if len(self._deferred_ids) >= DEFERRED_MAX and self._conn is not None:
             try:
                 self._write_deferred(self._conn)
             except sqlite3.Error as exc:
                 raise StoreError(f"store {str(self.path)!r}: {exc}") from exc
+        self._deferred.extend(rows)
+        self._deferred_ids.add(session_id)
 
     def _write_deferred(self, conn: sqlite3.Connection) -> None:
         """Write the deferred rows in one transaction without an fsync, one executemany per statement

@@ -586,15 +586,44 @@ def test_a_deferred_repeat_that_counts_after_all_is_refused_and_not_kept(tmp_pat
         assert store.deferred == 0 and not store.has_session("b" * 32)
 
 
-def test_a_full_batch_is_written_at_once(tmp_path: Path) -> None:
+def _fill_a_batch(store: Store) -> list[str]:
+    """A counted sum, then DEFERRED_MAX repeats of it waiting. Returns: their ids and one more."""
+    store.record_release("a" * 32, "raise", 1, q("sum").to_json(), lambda _: (True, "sum: release 1"))
+    sessions = [f"{i:032x}" for i in range(1, DEFERRED_MAX + 2)]
+    for session in sessions[:-1]:
+        _one_round(store, session)
+    return sessions
+
+
+def test_a_full_batch_is_written_before_another_session_waits(tmp_path: Path) -> None:
+    """At most DEFERRED_MAX sessions wait; the next writes them first, and waits alone."""
     path = tmp_path / "node.sqlite3"
     with store_with_session(tmp_path) as store:
-        store.record_release("a" * 32, "raise", 1, q("sum").to_json(), lambda _: (True, "sum: release 1"))
-        sessions = [f"{i:032x}" for i in range(1, DEFERRED_MAX + 1)]
-        for session in sessions[:-1]:
-            _one_round(store, session)
-        assert store.deferred == DEFERRED_MAX - 1
+        sessions = _fill_a_batch(store)
+        assert store.deferred == DEFERRED_MAX
         _one_round(store, sessions[-1])
-        assert store.deferred == 0
+        assert store.deferred == 1
         with sqlite3.connect(path) as conn:
             assert conn.execute("SELECT count(*) FROM releases").fetchone()[0] == DEFERRED_MAX + 1
+
+
+def test_a_batch_that_cannot_be_written_keeps_waiting_and_the_next_repeat_records_nothing(tmp_path: Path) -> None:
+    """A full batch the disk refuses (here: another connection holds the write lock past the busy
+    timeout) still waits; the session that found it full gets the error, and nothing of it is kept."""
+    path = tmp_path / "node.sqlite3"
+    with store_with_session(tmp_path) as store:
+        sessions = _fill_a_batch(store)
+        assert store._conn is not None
+        store._conn.execute("PRAGMA busy_timeout = 0")
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreError, match="locked"):
+                _one_round(store, sessions[-1])
+            assert store.deferred == DEFERRED_MAX and not store.has_session(sessions[-1])
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        store.write_deferred()
+        assert store.deferred == 0
+        assert [r.session_id for r in store.releases("raise", 1)] == ["a" * 32, *sessions[:-1]]
