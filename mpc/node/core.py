@@ -929,18 +929,19 @@ class NodeCore:
             return
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:   # a worker thread's release
-            self._write_deferred()
+        except RuntimeError:   # a worker thread's release: written at once (if that fails, by the next release)
+            self._write_deferred(retry=False)
             return
         self._deferred_write = loop.call_later(DEFERRED_WRITE_S, self._write_deferred)
 
-    def _write_deferred(self) -> None:
+    def _write_deferred(self, retry: bool = True) -> None:
         self._deferred_write = None
         try:
             self.store.write_deferred()
         except MpcError as exc:   # they still wait: the next write, read or timer tries again
             log.error("cannot write %d deferred session records to the store: %s", self.store.deferred, exc)
-            self._write_deferred_soon()
+            if retry:
+                self._write_deferred_soon()
 
     def is_one_round(self, session_id: str) -> bool:
         """Whether a live session was prepared and computed at once (mpc/transport/peers.py tells its peers)."""

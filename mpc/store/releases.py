@@ -122,8 +122,8 @@ class ReleasesMixin(StoreBase):
         if not durable and new is not None and done is not None and afford is None and new.session_id == session_id:
             with self._reading(deferred=False) as conn:
                 distinct = self._distinct(conn, input_name, version)
-                if any(q == query for q, _ in distinct) and session_id not in self._deferred_ids and conn.execute(
-                        "SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)).fetchone() is None:
+                if any(q == query for q, _ in distinct) and session_id not in self._deferred_ids and \
+                        not SessionsMixin._known(conn, session_id):
                     counted, description = decide(distinct)
                     _check_repeat(session_id, input_name, version, counted)
                     self._defer(session_id, _repeat_rows(new, input_name, version, query, description, done, _now()))
@@ -160,7 +160,8 @@ class ReleasesMixin(StoreBase):
                        spend: tuple[Decimal, Decimal] | None, now: str, done: Sequence[Transfer] | None) -> None:
         """A decided release's rows, its audit entry and (done) the session's end, in the caller's transaction."""
         epsilon, delta = (None, None) if spend is None else (str(spend[0]), str(spend[1]))
-        seq = conn.execute(RELEASE_INSERT, (now, session_id, input_name, version, query, int(counted), epsilon, delta)).lastrowid
+        seq = conn.execute(RELEASE_INSERT, (now, session_id, input_name, version, query, int(counted), epsilon,
+                                            delta)).lastrowid
         # A query seen before keeps its first row's `counted` (a repeat is never counted).
         conn.execute("INSERT INTO release_queries (input_name, version, query, counted, first_seq) "
                      "VALUES (?, ?, ?, ?, ?) ON CONFLICT (input_name, version, query) DO NOTHING",

@@ -172,8 +172,7 @@ class SessionsMixin(StoreBase):
         Returns: whether it was inserted (False: it was there already, if_absent).
         Raises: StoreError if it is known already (unless if_absent).
         """
-        known = conn.execute("SELECT 1 FROM sessions WHERE session_id = ?", (new.session_id,)).fetchone()
-        if known is not None:
+        if SessionsMixin._known(conn, new.session_id):
             if if_absent:
                 return False
             raise StoreError(f"session {new.session_id!r} is already known at this node (replayed session id)")
@@ -244,8 +243,12 @@ class SessionsMixin(StoreBase):
         """Whether this node knows the session (its records written or deferred), read without
         writing the deferred ones first: what a new session's id is checked against."""
         with self._reading(deferred=False) as conn:
-            return session_id in self._deferred_ids or conn.execute(
-                "SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)).fetchone() is not None
+            return session_id in self._deferred_ids or self._known(conn, session_id)
+
+    @staticmethod
+    def _known(conn: sqlite3.Connection, session_id: str) -> bool:
+        """Whether the session has a row (written; not counting deferred ones)."""
+        return conn.execute("SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)).fetchone() is not None
 
     def get_session(self, session_id: str) -> SessionRecord | None:
         """Returns: the session's record, or None if this node does not know it."""

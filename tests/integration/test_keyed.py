@@ -510,8 +510,9 @@ def test_a_repeats_records_reach_the_store_file_with_no_other_write(env: Env) ->
     while waiting:
         for node in sorted(waiting):
             with sqlite3.connect(_store_file(env, node)) as raw:
-                if raw.execute("SELECT status FROM sessions WHERE session_id = ?", (session,)).fetchall() == [("done",)]:
-                    waiting.discard(node)
+                status = raw.execute("SELECT status FROM sessions WHERE session_id = ?", (session,)).fetchall()
+            if status == [("done",)]:
+                waiting.discard(node)
         assert env.loop.time() < deadline, f"not written by {sorted(waiting)}"
         env.run(asyncio.sleep(0.01))   # the nodes' event loop runs their timers
 

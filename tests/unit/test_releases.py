@@ -493,11 +493,13 @@ def _one_round(store: Store, session: str, query: Query | None = None, **kwargs:
 
 
 def _rows(path: Path, session: str) -> dict[str, list[tuple[object, ...]]]:
-    """What another connection (another process: `mpc audit`) reads of a session, minus ids, times and the id."""
+    """What another connection (another process: `mpc audit`) reads of a session, without row numbers, times
+    or the session's id."""
     with sqlite3.connect(path) as conn:
         return {
             "sessions": conn.execute("SELECT protocol, input_name, participants, coordinator, status, reason, "
-                                     "created_at = updated_at FROM sessions WHERE session_id = ?", (session,)).fetchall(),
+                                     "created_at = updated_at FROM sessions WHERE session_id = ?",
+                                     (session,)).fetchall(),
             "audit": conn.execute("SELECT event, coordinator, protocol, inputs, participants, sent, reason FROM audit "
                                   "WHERE session_id = ? ORDER BY seq", (session,)).fetchall(),
             "releases": conn.execute("SELECT input_name, version, query, counted, epsilon, delta FROM releases "
