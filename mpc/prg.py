@@ -8,20 +8,18 @@ streams for distinct purposes, never reuse a keystream").
 
 from __future__ import annotations
 
-import hmac
 import os
 from typing import Protocol
 
 import numpy as np
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from mpc.ring import WORD, Words
 
 SEED_BYTES = 16
 _ZERO_BLOCK = bytes(1 << 20)
-_NO_SALT = bytes(32)          # HKDF-SHA256's salt when none is given (RFC 5869 §2.2)
-_INFO = b"mpc/v1 prg "
-_SMALL_WORDS = 64
 
 
 class Rng(Protocol):
@@ -64,10 +62,7 @@ def derive_key(seed: bytes, purpose: bytes) -> bytes:
     """
     if len(seed) != SEED_BYTES:
         raise ValueError(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
-    # RFC 5869 written out for one output block (what cryptography's HKDF computes, at a third of its
-    # cost: sessions derive several keys each): extract with the all-zero salt of salt=None, expand T(1).
-    prk = hmac.digest(_NO_SALT, seed, "sha256")
-    return hmac.digest(prk, _INFO + purpose + b"\x01", "sha256")[:16]
+    return HKDF(algorithm=hashes.SHA256(), length=16, salt=None, info=b"mpc/v1 prg " + purpose).derive(seed)
 
 
 def keystream_words(key: bytes, n: int) -> Words:
@@ -75,9 +70,6 @@ def keystream_words(key: bytes, n: int) -> Words:
 
     Returns: a writable uint64 array of length n.
     """
-    if n <= _SMALL_WORDS:   # a few words (a scalar's masks): update's own buffer costs less than update_into's
-        enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
-        return np.frombuffer(bytearray(enc.update(bytes(8 * n))), dtype=WORD)
     out = np.empty(n + 2, dtype=WORD)  # update_into wants block_size - 1 spare bytes
     view = out.data.cast("B")
     enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
