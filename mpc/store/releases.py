@@ -16,6 +16,11 @@ from mpc.store.base import StoreBase, _now
 from mpc.store.sessions import AUDIT_INSERT, SESSION_INSERT, NewSession, SessionsMixin, Transfer, _audit_protocol, \
     _audit_row, _names_json
 
+# Whether a session's release may be deferred as a repeat (`defer_repeat`): the input's version now, whether
+# the session is known, and whether the version released the query before.
+REPEAT_CHECK = ("SELECT (SELECT m.version FROM inputs i JOIN input_meta m USING (name) WHERE name = ?), "
+                "EXISTS (SELECT 1 FROM sessions WHERE session_id = ?), "
+                "EXISTS (SELECT 1 FROM release_queries WHERE input_name = ? AND version = ? AND query = ?)")
 RELEASE_INSERT = ("INSERT INTO releases (at, session_id, input_name, version, query, counted, epsilon, delta) "
                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
@@ -109,7 +114,8 @@ class ReleasesMixin(StoreBase):
         without an fsync (StoreBase._writing). A release that `decide` counts, or any with a `spend`,
         is refused then (StoreError, nothing recorded): what the budget rests on is always on disk.
         Such a repeat of a query the version has released before, word for word, of a session that
-        is `new` and ends with it (`done`), is deferred (StoreBase._defer): decided against the
+        is `new` and ends with it (`done`), is deferred (`defer_repeat`, if the input is at that version
+        still, as it is unless it was replaced during the session): decided against the
         version's distinct queries now (which it leaves as they are), and written with the next
         transaction, before any read but of inputs, of those queries, or of whether a session is known.
 
@@ -120,13 +126,11 @@ class ReleasesMixin(StoreBase):
         if not durable and spend is not None:
             raise StoreError(f"session {session_id!r}: a differentially private release is always committed to disk")
         if not durable and new is not None and done is not None and afford is None and new.session_id == session_id:
-            with self._reading(deferred=False) as conn:
-                distinct = self._distinct(conn, input_name, version)
-                if any(q == query for q, _ in distinct) and session_id not in self._deferred_ids and \
-                        not SessionsMixin._known(conn, session_id):
-                    counted, description = decide(distinct)
-                    _check_repeat(session_id, input_name, version, counted)
-                    self._defer(session_id, _repeat_rows(new, input_name, version, query, description, done, _now()))
+            distinct = self.distinct_releases(input_name, version)
+            if any(q == query for q, _ in distinct):
+                counted, description = decide(distinct)
+                _check_repeat(session_id, input_name, version, counted)
+                if self.defer_repeat(new, input_name, version, query, description, done):
                     return description
         with self._writing(durable=durable) as conn:
             now = _now()
@@ -139,6 +143,30 @@ class ReleasesMixin(StoreBase):
             self._write_release(conn, session_id, recorded, input_name, version, query, counted, description, spend,
                                 now, done)
         return description
+
+    def defer_repeat(self, new: NewSession, input_name: str, version: int, query: str, description: str,
+                     done: Sequence[Transfer]) -> bool:
+        """Defer the records of a new session (`new`, checked) whose release repeats a query the input
+        version released before, word for word, and which ends with it (`done`, having sent that):
+        written with the next transaction (StoreBase._defer), as record_release(new=new, durable=False,
+        done=done) would write them. Such a release counts against nothing, and `description` is what
+        deciding on it says (node/releases.py `decide`: the first of the version's distinct queries that
+        implies it, which stays the first, as they are append-only).
+
+        Returns: whether it was deferred; False, recording nothing, unless the input is at `version`
+        now, its version released `query` before, and the session is unknown (its records neither
+        written nor deferred). One statement reads all three.
+        Raises: StoreError if a full batch of deferred records cannot be written (nothing of this
+        session is recorded).
+        """
+        session_id = new.session_id
+        with self._reading(deferred=False) as conn:
+            current, known, released = conn.execute(REPEAT_CHECK, (input_name, session_id, input_name, version,
+                                                                   query)).fetchone()
+            if current != version or known or not released or session_id in self._deferred_ids:
+                return False
+            self._defer(session_id, _repeat_rows(new, input_name, version, query, description, done, _now()))
+            return True
 
     @staticmethod
     def _recorded(conn: sqlite3.Connection, session_id: str, new: NewSession | None, now: str) -> NewSession:
