@@ -85,6 +85,7 @@ MAX_WAITING_PER_PEER = 64
 # A repeat's records that the store defers (mpc/store/releases.py) are written this soon after the first.
 DEFERRED_WRITE_S = 0.05
 SMALL_INPUT = 4096   # values whose exact contribution is made on the event loop
+MAX_REPEAT_PLANS = 64   # statements of keyed one-round sums kept to run their repeats at once (`NodeCore.repeat`)
 
 
 def traffic_kind(step: str) -> str:
@@ -204,6 +205,10 @@ class Session:
     unrecorded: NewSession | None = None
     one_round: bool = False              # prepared and computed at once (its peers' messages may come first)
     repeat: bool = False                 # its release repeats what a recorded one released (`_record_release`)
+    # What compute made its share from (`RepeatPlan`): the description its digest is of, and its contribution's
+    # arguments.
+    digested: dict[str, object] = field(default_factory=dict)
+    contributing: Contributing | None = field(default=None, repr=False)
 
     def count_sent(self, kind: str, to: str, size: int) -> None:
         """Add one message of `size` bytes to the session's traffic record."""
@@ -223,6 +228,36 @@ class Session:
     def remaining(self, loop: asyncio.AbstractEventLoop) -> float:
         """Seconds left before the session's deadline (never negative)."""
         return max(0.0, self.deadline - loop.time())
+
+
+@dataclass(frozen=True, eq=False)
+class RepeatPlan:
+    """What a keyed one-round sum whose release repeated a recorded query checked and made its share
+    from, kept under its statement (its Run request but the session id) so that the next session of the
+    same statement runs at once (`NodeCore.repeat`).
+
+    Everything `run` checks depends on the statement, on what is fixed for the node's lifetime (its
+    cluster, its owner's policy), and on what `repeat` looks at again each time: the input's version
+    (whose values never change), the pair keys held, the session id and the node's load. The version's
+    releases only grow, so a repeat stays one, and deciding on it says the same each time. A share from
+    the plan is the one `run` would make: the same description but the id, so the same digest and masks
+    (mpc/protocols/pairing.py), and the same contribution (an exact release's takes no randomness), by
+    the same engine.
+    """
+
+    protocol: Entry[Any]
+    params: Any
+    stored: StoredInput                     # values of `stored.version`
+    parties: tuple[str, ...]
+    keys: Mapping[str, PairKey] = field(repr=False)   # the pair key with each peer, as the statement names them
+    digested: Mapping[str, object]          # the session description but its id ("session")
+    lengths: Mapping[str, int]
+    words: int                              # of the contribution
+    contribution: Words = field(repr=False)   # an exact release's takes no randomness (read-only)
+    query: str                              # its release's query (Query.to_json)
+    released: str                           # what deciding on that release said (the same for each repeat)
+    shape: Shape
+    done: tuple[Transfer, ...]              # what the session sends: its output share
 
 
 class NodeCore:
@@ -267,6 +302,8 @@ class NodeCore:
         # a new set drops the one before (mpc/ot/pool.py "Tickets"), oldest query first.
         self._ticketed: dict[tuple[str, str, str], list[tuple[str, bytes]]] = {}
         self._deferred_write: asyncio.TimerHandle | None = None   # writes the store's deferred records
+        # Keyed one-round sums that repeated a recorded query, by (coordinator, statement): run again at once.
+        self._plans: dict[tuple[Identity, bytes], RepeatPlan] = {}
 
     # ---- coordinator side -------------------------------------------------------------
 
@@ -605,8 +642,9 @@ class NodeCore:
             if evidence:
                 self._check_keyed(session, frac_bits, ordered, versions, evidence)
                 keys = session.pair_keys
-            digest = session_digest({**session.described, "frac_bits": frac_bits, "lengths": ordered,
-                                     "versions": dict(sorted(versions.items()))})
+            session.digested = {**session.described, "frac_bits": frac_bits, "lengths": ordered,
+                                "versions": dict(sorted(versions.items()))}
+            digest = session_digest(session.digested)
             variant, parameter = protocol.release(params)
             session.query = Query.of(variant, parameter, versions)
             # Reserve the release now, before our digest goes out: a node whose budget refuses
@@ -621,8 +659,9 @@ class NodeCore:
             offset = sum(ordered[p] for p in layout[:layout.index(me)])
             # In a worker thread: hashing a set's identifiers or drawing local noise can take seconds (a
             # few exact values take microseconds: a thread's hand-over would cost more than they do).
-            contributing = Contributing(session.declared, stored.values, stored.tally, frac_bits, len(session.parties),
-                                        offset, sum(ordered.values()), self.rng, session.identifiers)
+            session.contributing = contributing = Contributing(
+                session.declared, stored.values, stored.tally, frac_bits, len(session.parties), offset,
+                sum(ordered.values()), self.rng, session.identifiers)
             if stored.values.size <= SMALL_INPUT and not session.identifiers and session.spend is None:
                 contribution = protocol.contribution(params, contributing)
             else:
@@ -752,7 +791,7 @@ class NodeCore:
     async def run(self, caller: Identity, session_id: str, protocol: Entry[Any], params: Any, input_name: str,
                   participants: list[str], timeout_s: float, shapes: Mapping[str, Shape], frac_bits: int,
                   length: int, key_ids: Mapping[str, bytes],
-                  tickets: Sequence[Ticket] = ()) -> tuple[Words, Shape, list[Ticket]]:
+                  tickets: Sequence[Ticket] = (), statement: bytes = b"") -> tuple[Words, Shape, list[Ticket]]:
         """Prepare and compute a session at once (the one-round path): the coordinator states every
         participant's shape, as the nodes reported it for the same query before, the pair key each
         pair holds (if every pair holds one), and every ordered pair's pool ticket (if it holds them
@@ -763,6 +802,8 @@ class NodeCore:
         what they report at prepare (mpc/protocols/agreement.py; a keyed sum: its masks,
         mpc/protocols/pairing.py).
 
+        statement: the request but its session id, in bytes that say it unambiguously: a keyed sum
+        that repeated a recorded query leaves a plan under it (`repeat`).
         Returns: (the output share, this node's shape, its tickets for the next session of the query:
         one per peer, or none).
         Raises: StaleShape if the stated shape, a named key or a ticket is not this node's now (nothing
@@ -797,7 +838,78 @@ class NodeCore:
             if self.sessions.get(session_id) is session:
                 self._finish(session, "failed", str(exc))
             raise
+        if statement and keys is not None and pooled is None:
+            self._keep_plan(caller, statement, session, keys, {p: shapes[p].length for p in session.parties},
+                            prepared.shape, share)
         return share, prepared.shape, self._issue_tickets(session)
+
+    def _keep_plan(self, caller: Identity, statement: bytes, session: Session, keys: Mapping[str, PairKey],
+                   lengths: dict[str, int], shape: Shape, share: Words) -> None:
+        """Keep a RepeatPlan of a keyed sum that ended with the release of a repeat (else nothing)."""
+        inner = None if session.engine is None else session.engine.inner
+        stored = session.stored
+        if not (session.ended and session.repeat and isinstance(inner, SecureSumParty) and inner.keyed and
+                session.query is not None and session.contributing is not None and session.spend is None and
+                not session.identifiers and stored.kind != "collection" and stored.values.size <= SMALL_INPUT):
+            return
+        digested = {k: v for k, v in session.digested.items() if k != "session"}
+        contribution = session.protocol.contribution(session.params, session.contributing)
+        contribution.flags.writeable = False
+        done = (Transfer(OUTPUT_SHARE, caller.uri(), 1, int(share.nbytes)),)
+        self._plans[(caller, statement)] = RepeatPlan(session.protocol, session.params, stored, session.parties,
+                                                      dict(keys), digested, lengths, inner.length, contribution,
+                                                      session.query.to_json(), session.released, shape, done)
+        while len(self._plans) > MAX_REPEAT_PLANS:
+            del self._plans[next(iter(self._plans))]
+
+    def repeat(self, caller: Identity, session_id: str, statement: bytes) -> tuple[Words, Shape] | None:
+        """Run a one-round session from the RepeatPlan its statement left (see there): with the same
+        checks that can come out otherwise than last time, the same share and the same records as
+        `run`, at a fraction of its cost.
+
+        Returns: (the output share, this node's shape); None, having done and recorded nothing, when
+        there is no plan, or what it rests on changed (it is dropped), or the session id is malformed
+        or taken, or the node is at its limits: `run` then does it all, and says what is wrong.
+        """
+        plan = self._plans.get((caller, statement))
+        if plan is None or not _SESSION_ID.match(session_id) or session_id in self.sessions:
+            return None
+        try:
+            self._check_load(caller)
+        except Busy:
+            return None
+        stored, me = plan.stored, self.me.name
+        if any(self.pair_keys.find(peer, key.key_id) is not key for peer, key in plan.keys.items()):
+            self._plans.pop((caller, statement), None)
+            return None
+        protocol = plan.protocol
+        digest = session_digest({**plan.digested, "session": session_id})
+        masks = {p: k.mask_key(session_id, digest) for p, k in plan.keys.items()}
+        engine = protocol.engine(plan.params, EngineArgs(session_id, me, plan.parties, plan.words, self.rng,
+                                                         self.ot_setups, plan.lengths, mask_seeds=masks))
+        events = engine.start(plan.contribution)
+        if len(events) != 1 or not isinstance(events[0], Output):   # pragma: no cover - a keyed sum sends nothing
+            raise LocalProtocolError(f"session {session_id}: a keyed sum from a plan put out {len(events)} events")
+        share = events[0].words
+        new = NewSession(session_id, protocol.name, stored.name, plan.parties, caller.uri())
+        try:
+            recorded = self.releases.defer_repeat(stored, plan.query, plan.released, new, plan.done)
+        except MpcError as exc:   # nothing recorded: `run` tries again, and fails the session if it must
+            log.warning("session %s: could not record a repeat's release at once: %s", session_id, exc,
+                        extra={"session": session_id})
+            return None
+        if not recorded:   # the input was replaced (the plan goes), or the session is known (`run` refuses it)
+            self._plans.pop((caller, statement), None)
+            return None
+        self._write_deferred_soon()
+        self.metrics.sessions.labels(protocol.name, "done").inc()
+        self.metrics.output_bytes.inc(int(share.nbytes))
+        self._wake_waiting(session_id)   # a peer's messages for this id: refused now (it has ended)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("session %s done from the plan of a repeat: %s of %r (v%d) with %s; released %s", session_id,
+                      protocol.name, stored.name, stored.version, ",".join(plan.parties), plan.released,
+                      extra={"session": session_id})
+        return share, plan.shape
 
     def _stated_tickets(self, session: Session, tickets: Sequence[Ticket]) -> Pooled | None:
         """Take the pool ranges a one-round session's tickets name (None: it names none): our

@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -279,23 +279,40 @@ class ReleaseBook:
         with self._lock:   # sessions may record from a worker thread (a slow engine step)
             if spend is not None:
                 return self._record_private(session_id, stored, query, spend, new, done)
-            maximum = self.policy.rules(stored.name).max_releases
-
-            def check(recorded: Sequence[tuple[str, bool]]) -> tuple[bool, str]:
-                return decide(query, [(Query.from_json(q), counted) for q, counted in recorded], max_releases=maximum,
-                              scalar=stored.is_scalar, node=self.node, input_name=stored.name, version=stored.version)
-
             # A release that a recorded one implied at reserve is still implied now (releases are never
             # deleted, and the version is part of the query): it reveals nothing new and counts against
             # nothing, so its record (and audit entry) is committed without an fsync, atomic and safe
             # against a crash but not a power cut. Losing it can only make a later decision stricter.
             # A counted release, which the budget rests on, is on disk before anything it reveals leaves.
             durable = session_id not in self._repeats
-            described = self.store.record_release(session_id, stored.name, stored.version, query.to_json(), check,
-                                                  new=new, durable=durable, done=done)
+            described = self.store.record_release(session_id, stored.name, stored.version, query.to_json(),
+                                                  self._decider(stored, query), new=new, durable=durable, done=done)
             self._reserved.pop(session_id, None)
             self._repeats.discard(session_id)
             return described
+
+    def defer_repeat(self, stored: StoredInput, query: str, description: str, new: NewSession,
+                     done: Sequence[Transfer]) -> bool:
+        """Record, deferred, the release of a new session (`new`, checked) that repeats a query (`to_json`)
+        the input version released before, word for word, and ends with it (the store's `defer_repeat`):
+        `description` is what `record` decided on the same query earlier (for such a repeat it says the
+        same every time). No reservation: it takes nothing from the budget, and no decision waits on it.
+
+        Returns: whether it was recorded; False, recording nothing, unless the input is at the version
+        still, the query is one of its releases, and the session is unknown.
+        Raises: StoreError if it cannot be kept (nothing is recorded).
+        """
+        with self._lock:
+            return self.store.defer_repeat(new, stored.name, stored.version, query, description, done)
+
+    def _decider(self, stored: StoredInput, query: Query) -> Callable[[Sequence[tuple[str, bool]]], tuple[bool, str]]:
+        """What the store calls, with the version's distinct queries, to decide on `query` (an exact release)."""
+        maximum = self.policy.rules(stored.name).max_releases
+
+        def check(recorded: Sequence[tuple[str, bool]]) -> tuple[bool, str]:
+            return decide(query, [(Query.from_json(q), counted) for q, counted in recorded], max_releases=maximum,
+                          scalar=stored.is_scalar, node=self.node, input_name=stored.name, version=stored.version)
+        return check
 
     def _record_private(self, session_id: str, stored: StoredInput, query: Query, spend: Spend,
                         new: NewSession | None, done: Sequence[Transfer] | None) -> str:

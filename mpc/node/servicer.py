@@ -207,6 +207,17 @@ class _Malformed:
         self.detail = detail
 
 
+def _statement(request: mpc_pb2.RunRequest) -> bytes:
+    """A one-round request but its session id, as bytes that equal exactly when the requests do (deterministic
+    serialization: map entries sorted; unknown fields kept, so a request with any differs)."""
+    session_id = request.prepare.session_id
+    request.prepare.session_id = ""
+    try:
+        return bytes(request.SerializeToString(deterministic=True))
+    finally:
+        request.prepare.session_id = session_id
+
+
 def _ticket_to_wire(ticket: Ticket) -> mpc_pb2.PoolTicket:
     return mpc_pb2.PoolTicket(receiver=ticket.receiver, sender=ticket.sender, id=ticket.id,
                               segments=segments_to_bytes(ticket.segments))
@@ -363,7 +374,13 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
             try:
                 if isinstance(request, _Malformed):
                     raise RemoteProtocolError(request.detail)
-                share, shape, tickets = await self._run(caller, request)
+                statement = _statement(request)
+                repeated = self.core.repeat(caller, session_id, statement)
+                tickets: list[Ticket] = []
+                if repeated is not None:
+                    share, shape = repeated
+                else:
+                    share, shape, tickets = await self._run(caller, request, statement)
             except MpcError as exc:
                 reply(mpc_pb2.RunReply(session_id=session_id, node=me, code=status_for(exc).name,
                                        error=clipped(str(exc)), stale=isinstance(exc, StaleShape)))
@@ -386,7 +403,8 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
         async for answer in _each_in_a_task(requests, one, self.closing, cancel_on_exit=True):
             yield answer
 
-    async def _run(self, caller: Identity, request: mpc_pb2.RunRequest) -> tuple[Words, Shape, list[Ticket]]:
+    async def _run(self, caller: Identity, request: mpc_pb2.RunRequest,
+                   statement: bytes) -> tuple[Words, Shape, list[Ticket]]:
         prepare = request.prepare
         protocol, params = self._requested(caller, prepare)
         shapes = {node: _shape_from_wire(s) for node, s in list(request.shapes.items())[:MAX_TAGS + 1]}
@@ -395,7 +413,8 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
         tickets = [Ticket.from_wire(t, f"session {prepare.session_id}: pool ticket") for t in request.tickets]
         return await self.core.run(caller, prepare.session_id, protocol, params, prepare.input_name,
                                    list(prepare.participants), prepare.timeout_ms / 1000, shapes, request.frac_bits,
-                                   request.length, dict(list(request.key_ids.items())[:MAX_TAGS + 1]), tickets)
+                                   request.length, dict(list(request.key_ids.items())[:MAX_TAGS + 1]), tickets,
+                                   statement)
 
     async def Abort(self, request: mpc_pb2.AbortRequest,
                     context: grpc.aio.ServicerContext) -> mpc_pb2.AbortReply:

@@ -419,6 +419,135 @@ def test_a_restarted_node_refuses_the_keys_it_forgot_and_the_query_is_prepared_a
     assert any("holds no pair key" in r and "nothing was shared" in r for r in reasons), reasons
 
 
+# ---- a repeat run from its plan (NodeCore.repeat) ---------------------------------------------------------
+
+
+@pytest.fixture
+def planned(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, bool]]:
+    """Every NodeCore.repeat call: (node, session id, whether the session ran from a plan)."""
+    calls: list[tuple[str, str, bool]] = []
+    original = node_core.NodeCore.repeat
+
+    def spied(self: node_core.NodeCore, caller: Any, session_id: str, statement: bytes) -> Any:
+        result = original(self, caller, session_id, statement)
+        calls.append((self.me.name, session_id, result is not None))
+        return result
+    monkeypatch.setattr(node_core.NodeCore, "repeat", spied)
+    return calls
+
+
+def from_plan(planned: list[tuple[str, str, bool]], session_id: str) -> set[str]:
+    return {node for node, sid, hit in planned if sid == session_id and hit}
+
+
+def test_a_repeat_from_its_plan_gives_the_share_and_the_records_of_a_full_run(
+        env: Env, planned: list[tuple[str, str, bool]]) -> None:
+    """A keyed sum that repeated a recorded query leaves a plan at each node; its next repeat runs from it.
+    With two nodes made to run it in full and two from their plans, the shares still add up to the sum
+    (same digest, masks and contribution), and every node's records of it read as a full run's do."""
+    for node in FOUR:   # left by the tests before (a plan serves any coordinator of the same name)
+        env.lc.servers[node].core._plans.clear()
+
+    async def go() -> list[str]:
+        ids = []
+        async with env.coordinator() as c:
+            for i in range(8):
+                if i == 6:   # alice and carlos forget their plans: this one runs in full there
+                    for node in ("alice", "carlos"):
+                        env.lc.servers[node].core._plans.clear()
+                result = await c.sum("raise")
+                assert result.value == sum(RAISES.values())
+                ids.append(result.session_id)
+        return ids
+    ids = env.run(go())
+    # The first run takes two rounds; once every pair holds a key, a keyed repeat leaves the plans.
+    first = next(i for i, sid in enumerate(ids) if from_plan(planned, sid))
+    assert 2 <= first <= 3, [from_plan(planned, sid) for sid in ids]
+    full, mixed = ids[first - 1], ids[6]   # a repeat run in full everywhere; one run both ways
+    assert env.received(full) == {n: [] for n in FOUR}
+    assert all(from_plan(planned, sid) == set(FOUR) for sid in (*ids[first:6], ids[7]))
+    assert from_plan(planned, mixed) == {"bob", "david"}
+    ids = ids[first - 1:]
+    coordinator = "spiffe://mpc/coordinator/coordinator"
+    for node in FOUR:
+        assert env.received(ids[3])[node] == []
+        with env._store(node) as store:
+            entries = {e.session_id: e for e in store.audit_log(limit=100_000)}
+            rows = {r.session_id: r for r in store.releases("raise")}
+            events = {sid: [e for (e,) in store._conn.execute(   # type: ignore[union-attr]
+                "SELECT event FROM audit WHERE session_id = ? ORDER BY seq", (sid,))] for sid in ids}
+        for sid in ids[1:]:
+            assert replace(entries[sid], session_id=full, started_at="", ended_at="") == replace(
+                entries[full], started_at="", ended_at=""), (node, sid)
+            assert entries[sid].sent == (Transfer("output share", coordinator, 1, 8),)
+            assert "a repeat of an earlier release" in entries[sid].release
+            assert (rows[sid].query, rows[sid].counted, rows[sid].epsilon) == (rows[full].query, False, None)
+            assert events[sid] == events[full] == ["prepared", "released", "done"]
+            assert env.sessions(node)[sid].status == "done"
+
+
+def test_a_plan_does_not_outlive_its_input_version_or_pair_keys_and_never_takes_an_id_twice(
+        env: Env, planned: list[tuple[str, str, bool]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a plan rests on is looked at again each time: a replaced input (bob's next session is refused
+    as stale, and the new version's first release counts), a pair key forgotten (as after a restart),
+    and the session id: a coordinator that reuses one with the very statement of its plan, or sends a
+    malformed one, is refused by every node, which records the refusal and nothing else."""
+    import mpc.coordinator.client as client
+    for node in FOUR:
+        env.lc.put(node, "planned", [RAISES[node]], scalar=True, bounds=(0, 100_000))
+
+    async def go() -> tuple[str, str, str]:
+        async with env.coordinator() as c:
+            for _ in range(3):
+                assert (await c.sum("planned")).value == sum(RAISES.values())
+            env.lc.put("bob", "planned", [7_000], scalar=True, bounds=(0, 100_000), overwrite=True)
+            replaced = await c.sum("planned")
+            assert replaced.value == sum(RAISES.values()) - RAISES["bob"] + 7_000
+            for _ in range(3):
+                assert (await c.sum("planned")).value == replaced.value
+            carlos = env.lc.servers["carlos"].core.pair_keys
+            carlos._keys["alice"].clear()   # forgotten (a restart forgets them all)
+            forgot = await c.sum("planned")
+            assert forgot.value == replaced.value
+            for _ in range(3):   # the pairs that made a new key make new plans
+                assert (await c.sum("planned")).value == replaced.value
+            last = (await c.sum("planned")).session_id
+            monkeypatch.setattr(client, "secrets", type("Ids", (), {"token_hex": staticmethod(lambda n: last)}))
+            with pytest.raises(SessionFailed, match="already exists"):
+                await c.sum("planned")
+        # The very statement of a plan (as alice took it last), with a malformed id or a taken one.
+        statement = [st for node, sid, _, st in statements if node == "alice"][-1]
+        async with run_streams(env.lc) as calls:
+            for reused, refusal in (("Z" * 32, "32 lowercase hex"), (last, "already exists")):
+                request = mpc_pb2.RunRequest.FromString(statement)
+                request.prepare.session_id = reused
+                for n in FOUR:
+                    await calls[n].write(request)
+                for n in FOUR:
+                    (reply,) = await answer(calls[n], reused)
+                    assert not reply.words and refusal in reply.error, (n, reply)
+        return last, replaced.session_id, forgot.session_id
+    statements: list[tuple[str, str, bool, bytes]] = []
+    original = node_core.NodeCore.repeat
+
+    def spied(self: node_core.NodeCore, caller: Any, session_id: str, statement: bytes) -> Any:
+        statements.append((self.me.name, session_id, False, statement))
+        return original(self, caller, session_id, statement)
+    monkeypatch.setattr(node_core.NodeCore, "repeat", spied)
+    last, replaced, forgot = env.run(go())
+    assert from_plan(planned, last) == set(FOUR)
+    assert "bob" not in from_plan(planned, replaced)
+    assert not from_plan(planned, forgot) & {"alice", "carlos"}
+    version = max(r.version for r in env.releases("bob", "planned"))
+    counted = [r for r in env.releases("bob", "planned") if r.version == version and r.counted]
+    assert len(counted) == 1, counted
+    for node in FOUR:
+        assert [r.session_id for r in env.releases(node, "planned")].count(last) == 1, node
+        with env._store(node) as store:
+            outcomes = [e.outcome for e in store.audit_log(limit=100_000) if e.session_id == last]
+        assert outcomes == ["done", "refused", "refused"] and env.sessions(node)[last].status == "done", (node, outcomes)
+
+
 # ---- a coordinator that states falsely ----------------------------------------------------------------
 
 
