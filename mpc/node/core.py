@@ -49,7 +49,7 @@ from mpc.events import Keep, Output, Send
 from mpc.ot.pool import POOL_CHANNEL, STEP_FILL, TICKET_ID_BYTES, Reservation, RotPools, Segment, \
     segments_from_bytes, segments_to_bytes
 from mpc.ot.triples import OtSetups
-from mpc.protocols.agreement import STEP_DIGEST, AgreedParty, session_digest
+from mpc.protocols.agreement import STEP_DIGEST, AgreedParty, session_digest, session_digests
 from mpc.protocols.pairing import Evidence, PairKey, PairKeys, check_evidence
 from mpc.protocols.compute import ComputeParty, Pooled
 from mpc.protocols.sum import SecureSumParty
@@ -250,7 +250,7 @@ class RepeatPlan:
     stored: StoredInput                     # values of `stored.version`
     parties: tuple[str, ...]
     keys: Mapping[str, PairKey] = field(repr=False)   # the pair key with each peer, as the statement names them
-    digested: Mapping[str, object]          # the session description but its id ("session")
+    digest: Callable[[str], bytes] = field(repr=False)   # the session description's digest, by session id
     lengths: Mapping[str, int]
     words: int                              # of the contribution
     contribution: Words = field(repr=False)   # an exact release's takes no randomness (read-only)
@@ -852,15 +852,20 @@ class NodeCore:
                 session.query is not None and session.contributing is not None and session.spend is None and
                 not session.identifiers and stored.kind != "collection" and stored.values.size <= SMALL_INPUT):
             return
-        digested = {k: v for k, v in session.digested.items() if k != "session"}
+        digest = session_digests({k: v for k, v in session.digested.items() if k != "session"})
         contribution = session.protocol.contribution(session.params, session.contributing)
         contribution.flags.writeable = False
         done = (Transfer(OUTPUT_SHARE, caller.uri(), 1, int(share.nbytes)),)
         self._plans[(caller, statement)] = RepeatPlan(session.protocol, session.params, stored, session.parties,
-                                                      dict(keys), digested, lengths, inner.length, contribution,
+                                                      dict(keys), digest, lengths, inner.length, contribution,
                                                       session.query.to_json(), session.released, shape, done)
         while len(self._plans) > MAX_REPEAT_PLANS:
             del self._plans[next(iter(self._plans))]
+
+    def has_plan(self, caller: Identity, statement: bytes) -> bool:
+        """Whether a RepeatPlan waits under this statement (its session then runs from it, without waiting
+        for anything, unless what it rests on changed)."""
+        return (caller, statement) in self._plans
 
     def repeat(self, caller: Identity, session_id: str, statement: bytes) -> tuple[Words, Shape] | None:
         """Run a one-round session from the RepeatPlan its statement left (see there): with the same
@@ -883,7 +888,7 @@ class NodeCore:
             self._plans.pop((caller, statement), None)
             return None
         protocol = plan.protocol
-        digest = session_digest({**plan.digested, "session": session_id})
+        digest = plan.digest(session_id)
         masks = {p: k.mask_key(session_id, digest) for p, k in plan.keys.items()}
         engine = protocol.engine(plan.params, EngineArgs(session_id, me, plan.parties, plan.words, self.rng,
                                                          self.ot_setups, plan.lengths, mask_seeds=masks))

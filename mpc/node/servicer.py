@@ -399,8 +399,11 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
                                        key_ids=self.core.pair_keys.newest_ids() if last else None,
                                        tickets=[_ticket_to_wire(t) for t in tickets] if last else None))
 
+        def planned(request: mpc_pb2.RunRequest | _Malformed) -> bool:   # runs from its plan: it will not wait
+            return not isinstance(request, _Malformed) and self.core.has_plan(caller, _statement(request))
+
         # The coordinator going away cancels the sessions still running: they end aborted.
-        async for answer in _each_in_a_task(requests, one, self.closing, cancel_on_exit=True):
+        async for answer in _each_in_a_task(requests, one, self.closing, cancel_on_exit=True, quick=planned):
             yield answer
 
     async def _run(self, caller: Identity, request: mpc_pb2.RunRequest,

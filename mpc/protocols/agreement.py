@@ -36,13 +36,35 @@ STEP_DIGEST = "agree/digest"
 DIGEST_BYTES = 32
 
 
+_DIGEST_DOMAIN = b"mpc/v1/session-description\0"
+
+
+def _canonical(description: Mapping[str, object]) -> str:
+    return json.dumps(description, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def session_digest(description: Mapping[str, object]) -> bytes:
     """SHA-256 over the canonical JSON of a session description (sorted keys, no spaces).
 
     Returns: 32 bytes.
     """
-    text = json.dumps(description, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(b"mpc/v1/session-description\0" + text.encode()).digest()
+    return hashlib.sha256(_DIGEST_DOMAIN + _canonical(description).encode()).digest()
+
+
+def session_digests(description: Mapping[str, object], varying: str = "session") -> Callable[[str], bytes]:
+    """The session digest of `description` with its entry `varying` set to each text given, for
+    descriptions that differ in that alone (a repeat's, in its session id): the canonical JSON is made
+    once, around a place for the text, and each digest costs the hash.
+
+    Returns: text -> session_digest({**description, varying: text}).
+    """
+    mark = "\0"   # written "\u0000": in no other place of the text, or each digest is made in full
+    text, slot = _canonical({**description, varying: mark}), json.dumps(mark)
+    if text.count(slot) != 1:
+        return lambda value: session_digest({**description, varying: value})
+    before, after = text.split(slot)
+    head, tail = _DIGEST_DOMAIN + before.encode(), after.encode()
+    return lambda value: hashlib.sha256(head + json.dumps(value, ensure_ascii=True).encode() + tail).digest()
 
 
 class AgreedParty:

@@ -16,7 +16,7 @@ import pytest
 
 from mpc.errors import LocalProtocolError, PolicyError, RemoteProtocolError, RoundMismatch
 from mpc.prg import AesCtrRng
-from mpc.protocols.agreement import DIGEST_BYTES, STEP_DIGEST, AgreedParty, session_digest
+from mpc.protocols.agreement import DIGEST_BYTES, STEP_DIGEST, AgreedParty, session_digest, session_digests
 from mpc.events import Output, Send
 from mpc.protocols.sum import SecureSumParty
 
@@ -157,6 +157,17 @@ def test_the_digest_is_canonical_and_binds_every_field() -> None:
                        ("versions", {"node-0": 1, "node-1": 1, "node-2": 2}), ("coordinator", "spiffe://x")]:
         seen.add(session_digest({**base, key: value}))
     assert len(seen) == 10
+
+
+@pytest.mark.parametrize("other", [{}, {"input": "a\0b"}, {"params": {"k": "\0", "z": "\u00e9\"\\"}}])
+def test_digests_made_around_a_place_for_the_session_id_are_the_digests_of_the_whole(other: dict[str, object]) -> None:
+    """session_digests (a repeat run from its plan, mpc/node/core.py) gives session_digest's bytes for any
+    id, whatever else the description holds (a NUL elsewhere: each digest is then made in full)."""
+    base = {**description(), **other}
+    digests = session_digests(base)
+    for sid in ("0" * 32, secrets.token_hex(16), "\0", "\"}{", "é"):
+        assert digests(sid) == session_digest({**base, "session": sid})
+    assert session_digests(base, "input")("x") == session_digest({**base, "input": "x"})
 
 
 def test_the_release_is_counted_at_agreement_and_a_refusal_releases_nothing() -> None:
