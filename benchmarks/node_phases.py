@@ -6,16 +6,21 @@ and put first on its PYTHONPATH) that wraps the steps of a session and adds up t
 node's event-loop thread (time.thread_time) each takes: reading the request, prepare, the
 reservation, the masks' keys, the engine's start, the release record (with the end, for a keyed
 sum), the end, and the whole of NodeCore.run around them. A keyed one-round sum waits for nothing
-inside run, so its time is the session's own. Printed per node and session, with the nodes' CPU
-per sum from /proc (everything: gRPC, TLS, the event loop), the median wall time per sum and the
+inside run, so its time is the session's own. A repeat whose statement left a plan at the node
+runs from it (NodeCore.repeat: "from a plan", with its masks' keys and its record) and not through
+run, so the steps above count only the sessions that do. Printed per node and session, with the
+nodes' CPU per sum from /proc (everything: gRPC, TLS, the event loop), the median wall time per sum and the
 coordinator's CPU per sum.
+
+--profile DIR: each node also runs cProfile on its event-loop thread and writes DIR/<node>.prof
+(read with `python -m pstats`); its steps' times then include the profiler's own cost.
 
 --cached-share: every node answers each Run after the first with the share and shape it computed
 for the first, doing none of a session's own work. Not a secure computation (the same masked share
 every time): an experiment that measures what the coordinator, TLS, the streams and the servicer
 cost by themselves.
 
-    .venv/bin/python benchmarks/node_phases.py [--sessions 300] [--cached-share]
+    .venv/bin/python benchmarks/node_phases.py [--sessions 300] [--cached-share] [--profile DIR]
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ from mpc import aio  # noqa: E402
 
 from benchmarks.mpc_runner import RAISES, _inputs, _running, _timed_sessions, node_names, raises_sum  # noqa: E402
 
-# (label, module, class, method): each wrapped in every node process; "run" holds the others but "request".
+# (label, module, class, method): each wrapped in every node process; "run" holds the others but "request"
+# and "from a plan" (a repeat run from its RepeatPlan, without `run`: it holds the mask keys of its session).
 STEPS = (
+    ("from a plan", "mpc.node.core", "NodeCore", "repeat"),
     ("request", "mpc.node.servicer", "ControlService", "_requested"),
     ("prepare", "mpc.node.core", "NodeCore", "prepare"),
     ("reserve", "mpc.node.releases", "ReleaseBook", "reserve"),
@@ -85,17 +92,29 @@ if OUT and "node" in sys.argv and "--name" in sys.argv:
         servicer = importlib.import_module("mpc.node.servicer").ControlService
         real, kept = servicer._run, []
 
-        async def cached(self, caller, request):
+        async def cached(self, caller, request, statement):
             if not kept:
-                kept.append(await real(self, caller, request))
+                kept.append(await real(self, caller, request, statement))
             return kept[0]
         servicer._run = cached
+        core = importlib.import_module("mpc.node.core").NodeCore   # no session from a plan either
+        core.has_plan = lambda self, caller, statement: False
+        core.repeat = lambda self, caller, session_id, statement: None
+
+    profile = None
+    if os.environ.get("MPC_NODE_PHASES_PROFILE"):   # the event-loop thread's own calls (this one)
+        import cProfile
+        profile = cProfile.Profile(time.thread_time)   # CPU: not the waits inside coroutines
+        profile.enable()
 
     @atexit.register
     def _dump():
-        path = os.path.join(OUT, sys.argv[sys.argv.index("--name") + 1] + ".json")
-        with open(path, "w") as out:
+        node = sys.argv[sys.argv.index("--name") + 1]
+        with open(os.path.join(OUT, node + ".json"), "w") as out:
             json.dump({"seconds": totals, "calls": calls}, out)
+        if profile is not None:
+            profile.disable()
+            profile.dump_stats(os.path.join(os.environ["MPC_NODE_PHASES_PROFILE"], node + ".prof"))
 '''
 
 
@@ -104,12 +123,15 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=300, help="timed sums after the first (default 300)")
     parser.add_argument("--cached-share", action="store_true",
                         help="nodes answer with their first share, doing no session work (an experiment)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="each node writes a cProfile of its event-loop thread to DIR/<node>.prof")
     args = parser.parse_args()
     if args.sessions < 1:
         parser.error(f"--sessions {args.sessions}: at least 1")
     names = node_names(len(RAISES))
 
-    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "MPC_NODE_PHASES", "MPC_NODE_PHASES_CACHED")}
+    saved = {k: os.environ.get(k)
+             for k in ("PYTHONPATH", "MPC_NODE_PHASES", "MPC_NODE_PHASES_CACHED", "MPC_NODE_PHASES_PROFILE")}
     with tempfile.TemporaryDirectory(prefix="mpc-phases-") as tmp:
         site, out = Path(tmp) / "site", Path(tmp) / "out"
         site.mkdir()
@@ -119,6 +141,9 @@ def main() -> None:
         os.environ["MPC_NODE_PHASES"] = str(out)
         if args.cached_share:
             os.environ["MPC_NODE_PHASES_CACHED"] = "1"
+        if args.profile is not None:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            os.environ["MPC_NODE_PHASES_PROFILE"] = str(args.profile.resolve())
         own: list[float] = []
         try:
             with _running(names, {"x": _inputs(len(RAISES), 1, True)}, (0, 1 << 32)) as run:
@@ -146,7 +171,7 @@ def main() -> None:
     }
     print(json.dumps(report))
     steps = report["node_thread_cpu_us_per_session"]
-    inside = sum(v for k, v in steps.items() if k not in ("run", "request"))
+    inside = sum(v for k, v in steps.items() if k not in ("run", "request", "from a plan"))
     print(f"median sum {report['median_ms']:.2f} ms ({'correct' if ok else 'WRONG'}); each node's CPU per sum "
           f"{report['node_cpu_ms_per_sum_each'] or float('nan'):.2f} ms, the coordinator's "
           f"{report['coordinator_cpu_ms_per_sum']:.2f} ms")
