@@ -86,6 +86,8 @@ MAX_WAITING_PER_PEER = 64
 DEFERRED_WRITE_S = 0.05
 SMALL_INPUT = 4096   # values whose exact contribution is made on the event loop
 MAX_REPEAT_PLANS = 64   # statements of keyed one-round sums kept to run their repeats at once (`NodeCore.repeat`)
+MAX_PLANS_PER_COORDINATOR = 16   # of them, for one coordinator (its oldest goes first)
+MAX_PLAN_STATEMENT = 64 * 1024   # bytes of a statement kept as a plan's key (256 nodes' take about 20 KiB)
 
 
 def traffic_kind(step: str) -> str:
@@ -850,22 +852,22 @@ class NodeCore:
         stored = session.stored
         if not (session.ended and session.repeat and isinstance(inner, SecureSumParty) and inner.keyed and
                 session.query is not None and session.contributing is not None and session.spend is None and
-                not session.identifiers and stored.kind != "collection" and stored.values.size <= SMALL_INPUT):
+                not session.identifiers and stored.kind != "collection" and stored.values.size <= SMALL_INPUT and
+                len(statement) <= MAX_PLAN_STATEMENT):
             return
         digest = session_digests({k: v for k, v in session.digested.items() if k != "session"})
         contribution = session.protocol.contribution(session.params, session.contributing)
         contribution.flags.writeable = False
         done = (Transfer(OUTPUT_SHARE, caller.uri(), 1, int(share.nbytes)),)
+        self._plans.pop((caller, statement), None)
+        mine = [key for key in self._plans if key[0] == caller]   # oldest first
+        for key in mine[:max(0, len(mine) + 1 - MAX_PLANS_PER_COORDINATOR)]:
+            del self._plans[key]
         self._plans[(caller, statement)] = RepeatPlan(session.protocol, session.params, stored, session.parties,
                                                       dict(keys), digest, lengths, inner.length, contribution,
                                                       session.query.to_json(), session.released, shape, done)
         while len(self._plans) > MAX_REPEAT_PLANS:
             del self._plans[next(iter(self._plans))]
-
-    def has_plan(self, caller: Identity, statement: bytes) -> bool:
-        """Whether a RepeatPlan waits under this statement (its session then runs from it, without waiting
-        for anything, unless what it rests on changed)."""
-        return (caller, statement) in self._plans
 
     def repeat(self, caller: Identity, session_id: str, statement: bytes) -> tuple[Words, Shape] | None:
         """Run a one-round session from the RepeatPlan its statement left (see there): with the same
@@ -903,13 +905,16 @@ class NodeCore:
             log.warning("session %s: could not record a repeat's release at once: %s", session_id, exc,
                         extra={"session": session_id})
             return None
-        if not recorded:   # the input was replaced (the plan goes), or the session is known (`run` refuses it)
-            self._plans.pop((caller, statement), None)
+        if not recorded:   # the session is known (`run` refuses it), or the input was replaced (the plan goes)
+            if not self.store.has_session(session_id):
+                self._plans.pop((caller, statement), None)
             return None
         self._write_deferred_soon()
         self.metrics.sessions.labels(protocol.name, "done").inc()
         self.metrics.output_bytes.inc(int(share.nbytes))
-        self._wake_waiting(session_id)   # a peer's messages for this id: refused now (it has ended)
+        # A peer's messages for this id are refused now (it has ended). (A full run would take them as early
+        # messages and fail the session after its release; a keyed sum's peers send it nothing.)
+        self._wake_waiting(session_id)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("session %s done from the plan of a repeat: %s of %r (v%d) with %s; released %s", session_id,
                       protocol.name, stored.name, stored.version, ",".join(plan.parties), plan.released,

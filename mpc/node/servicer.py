@@ -142,14 +142,18 @@ MAX_HANDLING = 256   # requests of one long-lived stream handled, or answers wai
 
 async def _each_in_a_task(requests: AsyncIterator[Request],
                           handle: Callable[[Request, Callable[[Reply], None]], Awaitable[None]], closing: asyncio.Event,
-                          *, cancel_on_exit: bool, quick: Callable[[Request], bool] | None = None) -> AsyncIterator[Reply]:
+                          *, cancel_on_exit: bool, quick: Callable[[Request], bool] | None = None,
+                          at_once: Callable[[Request, Callable[[Reply], None]], bool] | None = None,
+                          ) -> AsyncIterator[Reply]:
     """Serve a long-lived stream: every request is handled in a task of its own (so that one that
     waits holds up no other), and what the handlers put out is yielded in the order they put it.
     When the stream ends, or the caller goes away, the reader stops; cancel_on_exit: the handlers
     still running are cancelled too. quick: says of a request that its handler will not wait; it
     is then handled at once, without a task, if no earlier one of the stream is still running (so
-    that the stream's order is kept). closing: once set (the node is stopping), nothing more is
-    read, and the stream ends when the handlers running have (the server's grace bounds that).
+    that the stream's order is kept). at_once: answers a request there and then, without a task or a
+    wait, if it can (and says whether it did), under the same condition; the others go to `handle`.
+    closing: once set (the node is stopping), nothing more is read, and the stream ends when the
+    handlers running have (the server's grace bounds that).
     """
     out: asyncio.Queue[Reply | None] = asyncio.Queue()
     running: set[asyncio.Task[None]] = set()
@@ -164,9 +168,12 @@ async def _each_in_a_task(requests: AsyncIterator[Request],
             while out.qsize() >= MAX_HANDLING:
                 drained.clear()
                 await drained.wait()
-            if quick is not None and not running and quick(request):
-                await handle(request, out.put_nowait)
-                continue
+            if not running:
+                if at_once is not None and at_once(request, out.put_nowait):
+                    continue
+                if quick is not None and quick(request):
+                    await handle(request, out.put_nowait)
+                    continue
             task = asyncio.ensure_future(handle(request, out.put_nowait))
             running.add(task)
             task.add_done_callback(running.discard)
@@ -210,6 +217,8 @@ class _Malformed:
 def _statement(request: mpc_pb2.RunRequest) -> bytes:
     """A one-round request but its session id, as bytes that equal exactly when the requests do (deterministic
     serialization: map entries sorted; unknown fields kept, so a request with any differs)."""
+    if not request.HasField("prepare"):
+        return bytes(request.SerializeToString(deterministic=True))
     session_id = request.prepare.session_id
     request.prepare.session_id = ""
     try:
@@ -390,6 +399,10 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
                 reply(mpc_pb2.RunReply(session_id=session_id, node=me, code=grpc.StatusCode.INTERNAL.name,
                                        error=f"node {me}: internal error (see its log)"))
                 return
+            answer(session_id, share, shape, tickets, reply)
+
+        def answer(session_id: str, share: Words, shape: Shape, tickets: list[Ticket],
+                   reply: Callable[[mpc_pb2.RunReply], None]) -> None:
             total = share.size
             for offset in range(0, total, _CHUNK_WORDS):
                 last = offset + _CHUNK_WORDS >= total
@@ -399,12 +412,22 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
                                        key_ids=self.core.pair_keys.newest_ids() if last else None,
                                        tickets=[_ticket_to_wire(t) for t in tickets] if last else None))
 
-        def planned(request: mpc_pb2.RunRequest | _Malformed) -> bool:   # runs from its plan: it will not wait
-            return not isinstance(request, _Malformed) and self.core.has_plan(caller, _statement(request))
+        def from_plan(request: mpc_pb2.RunRequest | _Malformed, reply: Callable[[mpc_pb2.RunReply], None]) -> bool:
+            """Answer a session from its plan, if it runs from one (it waits for nothing); else `one` runs it."""
+            if isinstance(request, _Malformed):
+                return False
+            try:
+                repeated = self.core.repeat(caller, request.prepare.session_id, _statement(request))
+            except Exception:   # `one` meets it again, and answers with it
+                return False
+            if repeated is None:
+                return False
+            answer(request.prepare.session_id, *repeated, [], reply)
+            return True
 
         # The coordinator going away cancels the sessions still running: they end aborted.
-        async for answer in _each_in_a_task(requests, one, self.closing, cancel_on_exit=True, quick=planned):
-            yield answer
+        async for reply in _each_in_a_task(requests, one, self.closing, cancel_on_exit=True, at_once=from_plan):
+            yield reply
 
     async def _run(self, caller: Identity, request: mpc_pb2.RunRequest,
                    statement: bytes) -> tuple[Words, Shape, list[Ticket]]:

@@ -422,26 +422,34 @@ def test_a_restarted_node_refuses_the_keys_it_forgot_and_the_query_is_prepared_a
 # ---- a repeat run from its plan (NodeCore.repeat) ---------------------------------------------------------
 
 
+Planned = list[tuple[str, str, bool, bytes]]
+
+
 @pytest.fixture
-def planned(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, bool]]:
-    """Every NodeCore.repeat call: (node, session id, whether the session ran from a plan)."""
-    calls: list[tuple[str, str, bool]] = []
+def planned(monkeypatch: pytest.MonkeyPatch) -> Planned:
+    """Every NodeCore.repeat call: (node, session id, whether the session ran from a plan, its statement)."""
+    calls: Planned = []
     original = node_core.NodeCore.repeat
 
     def spied(self: node_core.NodeCore, caller: Any, session_id: str, statement: bytes) -> Any:
         result = original(self, caller, session_id, statement)
-        calls.append((self.me.name, session_id, result is not None))
+        calls.append((self.me.name, session_id, result is not None, statement))
         return result
     monkeypatch.setattr(node_core.NodeCore, "repeat", spied)
     return calls
 
 
-def from_plan(planned: list[tuple[str, str, bool]], session_id: str) -> set[str]:
-    return {node for node, sid, hit in planned if sid == session_id and hit}
+def from_plan(planned: Planned, session_id: str) -> set[str]:
+    return {node for node, sid, hit, _ in planned if sid == session_id and hit}
+
+
+def plan_statement(planned: Planned, node: str) -> bytes:
+    """The statement of the last session `node` ran from a plan."""
+    return [statement for n, _, hit, statement in planned if n == node and hit][-1]
 
 
 def test_a_repeat_from_its_plan_gives_the_share_and_the_records_of_a_full_run(
-        env: Env, planned: list[tuple[str, str, bool]]) -> None:
+        env: Env, planned: Planned) -> None:
     """A keyed sum that repeated a recorded query leaves a plan at each node; its next repeat runs from it.
     With two nodes made to run it in full and two from their plans, the shares still add up to the sum
     (same digest, masks and contribution), and every node's records of it read as a full run's do."""
@@ -487,7 +495,7 @@ def test_a_repeat_from_its_plan_gives_the_share_and_the_records_of_a_full_run(
 
 
 def test_a_plan_does_not_outlive_its_input_version_or_pair_keys_and_never_takes_an_id_twice(
-        env: Env, planned: list[tuple[str, str, bool]], monkeypatch: pytest.MonkeyPatch) -> None:
+        env: Env, planned: Planned, monkeypatch: pytest.MonkeyPatch) -> None:
     """What a plan rests on is looked at again each time: a replaced input (bob's next session is refused
     as stale, and the new version's first release counts), a pair key forgotten (as after a restart),
     and the session id: a coordinator that reuses one with the very statement of its plan, or sends a
@@ -516,7 +524,7 @@ def test_a_plan_does_not_outlive_its_input_version_or_pair_keys_and_never_takes_
             with pytest.raises(SessionFailed, match="already exists"):
                 await c.sum("planned")
         # The very statement of a plan (as alice took it last), with a malformed id or a taken one.
-        statement = [st for node, sid, _, st in statements if node == "alice"][-1]
+        statement = plan_statement(planned, "alice")
         async with run_streams(env.lc) as calls:
             for reused, refusal in (("Z" * 32, "32 lowercase hex"), (last, "already exists")):
                 request = mpc_pb2.RunRequest.FromString(statement)
@@ -527,13 +535,6 @@ def test_a_plan_does_not_outlive_its_input_version_or_pair_keys_and_never_takes_
                     (reply,) = await answer(calls[n], reused)
                     assert not reply.words and refusal in reply.error, (n, reply)
         return last, replaced.session_id, forgot.session_id
-    statements: list[tuple[str, str, bool, bytes]] = []
-    original = node_core.NodeCore.repeat
-
-    def spied(self: node_core.NodeCore, caller: Any, session_id: str, statement: bytes) -> Any:
-        statements.append((self.me.name, session_id, False, statement))
-        return original(self, caller, session_id, statement)
-    monkeypatch.setattr(node_core.NodeCore, "repeat", spied)
     last, replaced, forgot = env.run(go())
     assert from_plan(planned, last) == set(FOUR)
     assert "bob" not in from_plan(planned, replaced)
@@ -546,6 +547,49 @@ def test_a_plan_does_not_outlive_its_input_version_or_pair_keys_and_never_takes_
         with env._store(node) as store:
             outcomes = [e.outcome for e in store.audit_log(limit=100_000) if e.session_id == last]
         assert outcomes == ["done", "refused", "refused"] and env.sessions(node)[last].status == "done", (node, outcomes)
+
+
+def test_an_id_live_in_another_session_or_a_node_at_its_limits_gets_no_session_from_a_plan(
+        env: Env, planned: Planned) -> None:
+    """A session still running that has no record yet (a one-round vote waiting for its peers) holds its id:
+    the plan's statement with that id is refused as a reused id, and nothing is recorded for it. A node at
+    its limit of live sessions for the coordinator refuses a repeat it has a plan for, as it refuses any
+    session; the other nodes' shares open nothing, and once the sessions held end, the plan serves again."""
+    async def go() -> tuple[str, str, str]:
+        async with env.coordinator() as c:
+            for _ in range(4):
+                assert (await c.sum("raise")).value == sum(RAISES.values())
+            statement = plan_statement(planned, "alice")
+            sid, vote = await vote_request(env.lc)
+            async with run_streams(env.lc) as calls:
+                await calls["alice"].write(vote)   # alice alone: her vote waits for her peers
+                await wait_until(lambda: sid in env.lc.servers["alice"].core.sessions, "alice's vote")
+                request = mpc_pb2.RunRequest.FromString(statement)
+                request.prepare.session_id = sid
+                await calls["alice"].write(request)
+                (reply,) = await answer(calls["alice"], sid)
+                assert not reply.words and "already exists" in reply.error, reply
+            alice = mpc_pb2_grpc.ControlStub(c.channels.channel("alice"))
+            held = [secrets.token_hex(16) for _ in range(16)]   # the default max_sessions_per_coordinator
+            await asyncio.gather(*(alice.Prepare(prepare_request(h, "sum", "raise", FOUR, timeout_ms=60_000),
+                                                 timeout=10) for h in held))
+            try:
+                with pytest.raises(SessionFailed, match="max_sessions_per_coordinator") as busy:
+                    await c.sum("raise")
+            finally:
+                await asyncio.gather(*(alice.Abort(mpc_pb2.AbortRequest(session_id=h, reason="limit probe"),
+                                                   timeout=10) for h in held))
+            refused = re.search(r"session ([0-9a-f]{32})", str(busy.value))
+            assert refused is not None
+            again = await c.sum("raise")
+            assert again.value == sum(RAISES.values())
+            return sid, refused.group(1), again.session_id
+    sid, refused, again = env.run(go())
+    assert not [r for r in env.releases("alice", "raise") if r.session_id == sid]
+    assert env.sessions("alice")[sid].status != "done"
+    assert from_plan(planned, refused) == {"bob", "carlos", "david"}
+    assert refused not in env.sessions("alice")   # refused at prepare: audited, no session row
+    assert from_plan(planned, again) == set(FOUR)
 
 
 # ---- a coordinator that states falsely ----------------------------------------------------------------
