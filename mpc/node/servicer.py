@@ -151,7 +151,8 @@ async def _each_in_a_task(requests: AsyncIterator[Request],
     still running are cancelled too. quick: says of a request that its handler will not wait; it
     is then handled at once, without a task, if no earlier one of the stream is still running (so
     that the stream's order is kept). at_once: answers a request there and then, without a task or a
-    wait, if it can (and says whether it did), under the same condition; the others go to `handle`.
+    wait, if it can (and says whether it did), even while earlier ones still run (for streams whose
+    answers say which request they answer); the others go to `handle`.
     closing: once set (the node is stopping), nothing more is read, and the stream ends when the
     handlers running have (the server's grace bounds that).
     """
@@ -168,12 +169,11 @@ async def _each_in_a_task(requests: AsyncIterator[Request],
             while out.qsize() >= MAX_HANDLING:
                 drained.clear()
                 await drained.wait()
-            if not running:
-                if at_once is not None and at_once(request, out.put_nowait):
-                    continue
-                if quick is not None and quick(request):
-                    await handle(request, out.put_nowait)
-                    continue
+            if at_once is not None and at_once(request, out.put_nowait):
+                continue
+            if quick is not None and not running and quick(request):
+                await handle(request, out.put_nowait)
+                continue
             task = asyncio.ensure_future(handle(request, out.put_nowait))
             running.add(task)
             task.add_done_callback(running.discard)
@@ -383,13 +383,7 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
             try:
                 if isinstance(request, _Malformed):
                     raise RemoteProtocolError(request.detail)
-                statement = _statement(request)
-                repeated = self.core.repeat(caller, session_id, statement)
-                tickets: list[Ticket] = []
-                if repeated is not None:
-                    share, shape = repeated
-                else:
-                    share, shape, tickets = await self._run(caller, request, statement)
+                share, shape, tickets = await self._run(caller, request, _statement(request))
             except MpcError as exc:
                 reply(mpc_pb2.RunReply(session_id=session_id, node=me, code=status_for(exc).name,
                                        error=clipped(str(exc)), stale=isinstance(exc, StaleShape)))
@@ -418,7 +412,8 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
                 return False
             try:
                 repeated = self.core.repeat(caller, request.prepare.session_id, _statement(request))
-            except Exception:   # `one` meets it again, and answers with it
+            except Exception:   # a bug: logged, and the session runs in full
+                log.exception("session %s: could not run from its plan", request.prepare.session_id[:40])
                 return False
             if repeated is None:
                 return False
