@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from mpc.protocols.catalogue import Entry, Opened
     from mpc.ring import Words
 
+RUN_METHOD = "/mpc.v1.Control/Run"   # as mpc_pb2_grpc.ControlStub names it
 # How long after the session deadline the coordinator still waits for a node's own answer
 # (which names the peer it waited for) before it gives up on the node itself.
 COMPUTE_GRACE_S = 1.0
@@ -224,6 +226,9 @@ class _Known:
     # Every ordered pair's pool ticket for the next session, as the receivers handed them out (all or
     # none): stated back once, so that the session's bit triples need no hello (mpc/ot/pool.py).
     tickets: tuple[mpc_pb2.PoolTicket, ...] = ()
+    # Each node's RunRequest but for the session's own fields (prepare, tickets), serialized, by the
+    # arguments of `requests`; shared with the copies `replace` makes (it is the same for them).
+    _requests: dict[tuple[Any, ...], dict[str, bytes]] = field(default_factory=dict, compare=False, repr=False)
 
     @staticmethod
     def complete_tickets(replies: Mapping[str, mpc_pb2.RunReply],
@@ -235,6 +240,31 @@ class _Known:
         wanted = {(a, b) for a in nodes for b in nodes if a != b}
         return tuple(tickets) if len(tickets) == len(wanted) and pairs == wanted else ()
 
+    def after(self, replies: Mapping[str, mpc_pb2.RunReply], nodes: Sequence[str]) -> "_Known":
+        """What the nodes' last replies to a one-round session of this query report: their shapes, keys
+        and tickets; with the requests made for this one, if the shapes and keys are as stated in it."""
+        shapes = {n: replies[n].shape for n in nodes}
+        keys = {n: dict(replies[n].key_ids) for n in nodes}
+        tickets = _Known.complete_tickets(replies, nodes)
+        if shapes == self.shapes and keys == self.keys:
+            return _Known(self.shapes, self.keys, tickets, self._requests)
+        return _Known(shapes, keys, tickets)
+
+    def requests(self, nodes: Sequence[str], frac_bits: int, length: int, keyed: bool) -> dict[str, bytes]:
+        """Each node's RunRequest for this query without its session's fields (prepare and tickets, to be
+        appended serialized: protobuf merges the two): the shapes, the scale, the output length and, keyed,
+        the pair keys to use. Made once.
+
+        Returns: bytes by node.
+        """
+        made = self._requests.get((tuple(nodes), frac_bits, length, keyed))
+        if made is None:
+            key_ids = self.key_ids(nodes) if keyed else {}
+            made = self._requests[(tuple(nodes), frac_bits, length, keyed)] = {
+                n: mpc_pb2.RunRequest(shapes=self.shapes, frac_bits=frac_bits, length=length,
+                                      key_ids=key_ids.get(n, {})).SerializeToString() for n in nodes}
+        return made
+
     def key_ids(self, nodes: Sequence[str]) -> dict[str, dict[str, bytes]]:
         """Per node, the key to use with each peer, if every pair holds the same newest key; else {}."""
         for a in nodes:
@@ -245,20 +275,122 @@ class _Known:
 
 
 class _RunStream(LongCall):
-    """The long-lived Control.Run stream to one node: requests out, replies routed by session id."""
+    """The long-lived Control.Run stream to one node. Requests, serialized, are queued (`send`) and written
+    in order by one writer task; each reply goes to the handler of its session (by session id), and a
+    stream that ends, or a request that cannot be written, is told to the handlers (the exception)."""
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
-        self.sessions: dict[str, asyncio.Queue[mpc_pb2.RunReply | BaseException]] = {}
-        super().__init__(mpc_pb2_grpc.ControlStub(channel).Run())
+        self.sessions: dict[str, Callable[[mpc_pb2.RunReply | BaseException], None]] = {}
+        self._outbox: deque[tuple[str, bytes]] = deque()
+        self._wake: asyncio.Future[None] | None = None
+        # Requests go as bytes, made by the one-round path from a query's cached parts (_Known.requests).
+        super().__init__(channel.stream_stream(RUN_METHOD, request_serializer=None,
+                                               response_deserializer=mpc_pb2.RunReply.FromString)())
+        self.writer = asyncio.ensure_future(self._write_queued())
+
+    def send(self, session_id: str, request: bytes) -> None:
+        """Queue one serialized RunRequest of `session_id`, to be written after those queued before it."""
+        self._outbox.append((session_id, request))
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def _write_queued(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while self._outbox:
+                session_id, request = self._outbox.popleft()
+                try:
+                    await self.write(request)
+                except Exception as exc:   # the stream ended (its reader tells every session so too)
+                    handler = self.sessions.get(session_id)
+                    if handler is not None:
+                        handler(exc)
+            self._wake = loop.create_future()
+            await self._wake
 
     def route(self, message: Any) -> None:
-        queue = self.sessions.get(message.session_id)
-        if queue is not None:
-            queue.put_nowait(message)
+        handler = self.sessions.get(message.session_id)
+        if handler is not None:
+            handler(message)
 
     def fail(self, failure: BaseException) -> None:
-        for queue in self.sessions.values():
-            queue.put_nowait(failure)
+        for handler in list(self.sessions.values()):
+            handler(failure)
+
+    def close(self) -> None:
+        super().close()
+        self.writer.cancel()
+
+
+class _Round:
+    """The wait for one one-round session's output shares: every node's replies, handed in by its Run
+    stream (`handler`), are checked and added into `total` as they come. Over when every node has sent its
+    share, or, after a node failed, when the others have too or FAILURE_GRACE_S has passed (`wait`); at
+    `timeout` a node that has not answered fails (PeerUnavailable, "did not answer in time")."""
+
+    def __init__(self, coordinator: "Coordinator", session_id: str, length: int, total: "Words", xor: bool) -> None:
+        self.coordinator = coordinator
+        self.session_id = session_id
+        self.length = length
+        self.total = total
+        self.xor = xor
+        self.received: dict[str, int] = {}   # node -> share words added so far
+        self.ended: dict[str, mpc_pb2.RunReply | BaseException] = {}   # the last chunk, or why the node failed
+        self.stale: set[str] = set()   # nodes that refused the session as stale (StaleShape)
+        self._nodes = 0
+        loop = asyncio.get_running_loop()
+        self._first: asyncio.Future[None] = loop.create_future()   # a node failed, or all are done
+        self._all: asyncio.Future[None] = loop.create_future()
+
+    def handler(self, name: str) -> Callable[[mpc_pb2.RunReply | BaseException], None]:
+        """What node `name`'s Run stream hands this session's replies (or its failure) to."""
+        self._nodes += 1
+        self.received[name] = 0
+        return lambda item: self._take(name, item)
+
+    def _take(self, name: str, item: mpc_pb2.RunReply | BaseException) -> None:
+        from mpc.errors import StaleShape
+        if name in self.ended:
+            return
+        try:
+            if isinstance(item, grpc.aio.AioRpcError):
+                raise item
+            if isinstance(item, BaseException):
+                raise PeerUnavailable(f"node {name} at {self.coordinator.cluster.node(name).address}: {item}")
+            if item.code:
+                if item.stale:
+                    self.stale.add(name)
+                    raise StaleShape(f"node {name}: {item.error}")
+                raise SessionFailed(f"node {name} refused: {item.error} [{item.code}]")
+            received = self.received[name] = self.coordinator._add_chunk(self.session_id, name, item, self.length,
+                                                                         self.received[name], self.total, self.xor)
+            if received < self.length:
+                return
+            self.ended[name] = item
+        except Exception as exc:
+            self.ended[name] = exc
+        if len(self.ended) == self._nodes and not self._all.done():
+            self._all.set_result(None)
+        if (self._all.done() or not isinstance(self.ended[name], mpc_pb2.RunReply)) and not self._first.done():
+            self._first.set_result(None)
+
+    def _expire(self) -> None:
+        for name in self.received:
+            if name not in self.ended:
+                address = self.coordinator.cluster.node(name).address
+                self._take(name, PeerUnavailable(f"node {name} at {address} did not answer in time"))
+
+    async def wait(self, timeout: float) -> dict[str, mpc_pb2.RunReply | BaseException]:
+        """Returns: by node, its share's last chunk or why it failed (a node still silent when the wait
+        ended after a failure is left out)."""
+        deadline = asyncio.get_running_loop().call_later(timeout, self._expire)
+        try:
+            await self._first
+            if not self._all.done():   # a node failed: failures with one cause come together
+                await asyncio.wait((self._all,), timeout=FAILURE_GRACE_S)
+        finally:
+            deadline.cancel()
+        return dict(self.ended)
 
 
 class _Stale(Exception):
@@ -317,7 +449,7 @@ class Coordinator:
         runs, self._runs = list(self._runs.values()), {}
         for run in runs:
             run.close()
-        await asyncio.gather(*(r.reader for r in runs), return_exceptions=True)
+        await asyncio.gather(*(r.reader for r in runs), *(r.writer for r in runs), return_exceptions=True)
         await self.channels.close()
 
     def _check_own_tls(self, reasons: str) -> None:
@@ -352,12 +484,8 @@ class Coordinator:
                 pass  # the node is down or never had the session; its deadline drops it anyway
         await asyncio.gather(*(abort(n) for n in self.nodes if n not in skip))
 
-    async def _gather(self, session_id: str, calls: dict[str, Any], *, abort_cancelled: bool = False) -> dict[str, Any]:
-        """Await one call per node; on any failure abort the session everywhere and raise.
-
-        abort_cancelled: a node whose call was cancelled is sent an Abort too (a one-round session on a
-        Run stream goes on at a node when our wait for it is cancelled; a cancelled Compute call does not).
-        """
+    async def _gather(self, session_id: str, calls: dict[str, Any]) -> dict[str, Any]:
+        """Await one call per node; on any failure abort the session everywhere and raise (as `_failed`)."""
         tasks = {n: asyncio.ensure_future(c) for n, c in calls.items()}
         try:
             _, pending = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_EXCEPTION)
@@ -373,17 +501,27 @@ class Coordinator:
         failures = [(n, t.exception()) for n, t in tasks.items() if not t.cancelled() and t.exception() is not None]
         if not failures:
             return {n: t.result() for n, t in tasks.items()}
+        # A node whose call was cancelled has dropped the session already (or is hung).
+        await self._failed(session_id, failures, len(tasks), frozenset(n for n, t in tasks.items() if t.cancelled()))
+
+    async def _failed(self, session_id: str, failures: Sequence[tuple[str, BaseException | None]], calls: int,
+                      silent: frozenset[str]) -> NoReturn:
+        """A session failed at the nodes named (of `calls`): abort it at every node but the `silent` ones
+        and those that could not be reached, and raise.
+
+        Raises: PeerUnavailable if every failure is a node that could not be reached (having checked the
+        coordinator's own key if no node could), else SessionFailed, each naming every node's reason;
+        a failure that is none of ours (a bug) as it is.
+        """
         for _, r in failures:
             if not isinstance(r, (grpc.aio.AioRpcError, MpcError, asyncio.TimeoutError)):
-                raise r
+                raise r  # type: ignore[misc]  # None is not among failures
         reasons = "; ".join(self._explain(n, r) for n, r in failures if r is not None)
-        # A node that did not answer would not answer an Abort either: do not wait for it twice;
-        # a node whose call was cancelled has dropped the session already (or is hung).
-        cancelled = frozenset() if abort_cancelled else frozenset(n for n, t in tasks.items() if t.cancelled())
-        silent = cancelled | frozenset(n for n, r in failures if is_unreachable(r))
+        # A node that did not answer would not answer an Abort either: do not wait for it twice.
+        silent = silent | frozenset(n for n, r in failures if is_unreachable(r))
         await self._abort_all(session_id, reasons, skip=silent)
         unreachable = all(is_unreachable(r) or isinstance(r, PeerUnavailable) for _, r in failures)
-        if unreachable and len(failures) == len(tasks):
+        if unreachable and len(failures) == calls:
             self._check_own_tls(reasons)
         cls = PeerUnavailable if unreachable else SessionFailed
         raise cls(f"session {session_id} failed, nothing was revealed: {reasons}")
@@ -449,46 +587,6 @@ class Coordinator:
             stream = self._runs[name] = _RunStream(self.channels.channel(name))
         return stream
 
-    async def _run_on(self, name: str, request: mpc_pb2.RunRequest, length: int, total: Words, xor: bool,
-                      timeout: float, stale: set[str]) -> mpc_pb2.RunReply:
-        """Send one node its one-round session and take its output share into `total`.
-
-        Returns: the reply with the share's last chunk (the node's shape and pair key ids).
-        Raises: PeerUnavailable if the node cannot be reached or does not answer in time;
-        SessionFailed with its reason if it refuses (StaleShape: its shape or a key is not as stated).
-        """
-        from mpc.errors import StaleShape
-        session_id = request.prepare.session_id
-        node = self.cluster.node(name)
-        stream = self._run_stream(name)
-        queue: asyncio.Queue[mpc_pb2.RunReply | BaseException] = asyncio.Queue()
-        stream.sessions[session_id] = queue
-        expected = 0
-        try:
-            async with asyncio.timeout(timeout):
-                try:
-                    await stream.write(request)
-                except ConnectionError as exc:
-                    raise PeerUnavailable(f"node {name} at {node.address}: {exc}") from None
-                while True:
-                    item = await queue.get()
-                    if isinstance(item, grpc.aio.AioRpcError):
-                        raise item
-                    if isinstance(item, BaseException):
-                        raise PeerUnavailable(f"node {name} at {node.address}: {item}")
-                    if item.code:
-                        if item.stale:
-                            stale.add(name)
-                            raise StaleShape(f"node {name}: {item.error}")
-                        raise SessionFailed(f"node {name} refused: {item.error} [{item.code}]")
-                    expected = self._add_chunk(session_id, name, item, length, expected, total, xor)
-                    if expected == length:
-                        return item
-        except TimeoutError:
-            raise PeerUnavailable(f"node {name} at {node.address} did not answer in time") from None
-        finally:
-            stream.sessions.pop(session_id, None)
-
     async def _open_one_round(self, protocol: Entry[Any], params: Any, input_name: str, request: mpc_pb2.PrepareRequest,
                               timeout: float, query: tuple[Any, ...], known: _Known) -> tuple[Opened, _Known]:
         """The one-round path: every node prepares and computes at once, told every node's shape as
@@ -497,29 +595,41 @@ class Coordinator:
         import numpy as np
 
         from mpc.protocols.catalogue import Opened
+        session_id = request.session_id
         lengths = {n: int(known.shapes[n].length) for n in self.nodes}
         length = protocol.output_length(params, lengths)
         frac_bits = max(int(known.shapes[n].frac_bits) for n in self.nodes)
-        key_ids = known.key_ids(self.nodes) if self.keyed else {}
         total = np.zeros(length, dtype=np.uint64)
-        stale: set[str] = set()
         # Each ticket is stated once: a session running alongside this one of the same query sends hellos.
-        tickets, self._known[query] = known.tickets, replace(known, tickets=())
-        requests = {n: mpc_pb2.RunRequest(prepare=request, shapes=known.shapes, frac_bits=frac_bits, length=length,
-                                          key_ids=key_ids.get(n, {}), tickets=tickets) for n in self.nodes}
+        tickets, self._known[query] = known.tickets, _Known(known.shapes, known.keys, (), known._requests)
+        # Each node's request: its part that is the same every time (cached), then this session's.
+        own = known.requests(self.nodes, frac_bits, length, self.keyed)
+        this = mpc_pb2.RunRequest(prepare=request, tickets=tickets).SerializeToString()
+        waiting = _Round(self, session_id, length, total, protocol.combine == "xor")
+        streams = {n: self._run_stream(n) for n in self.nodes}
         try:
-            last = await self._gather(request.session_id, {
-                n: self._run_on(n, requests[n], length, total, protocol.combine == "xor", timeout + COMPUTE_GRACE_S,
-                                stale) for n in self.nodes}, abort_cancelled=True)
-        except SessionFailed:
-            if stale:
-                raise _Stale() from None
-            raise
-        shapes = {n: last[n].shape for n in self.nodes}
-        opened = Opened(request.session_id, input_name, self.nodes, {n: int(shapes[n].length) for n in self.nodes},
-                        total, frac_bits, all(shapes[n].is_scalar for n in self.nodes))
-        return opened, _Known(shapes, {n: dict(last[n].key_ids) for n in self.nodes},
-                              _Known.complete_tickets(last, self.nodes))
+            for name, stream in streams.items():
+                stream.sessions[session_id] = waiting.handler(name)
+                stream.send(session_id, own[name] + this)
+            ended = await waiting.wait(timeout + COMPUTE_GRACE_S)
+        finally:
+            for stream in streams.values():
+                stream.sessions.pop(session_id, None)
+        failures = [(n, r) for n, r in ended.items() if isinstance(r, BaseException)]
+        if failures:
+            # A node still silent when the grace ran out is sent an Abort too: a one-round session goes on
+            # at a node when our wait for it ends (a Compute call that goes away ends it there).
+            try:
+                await self._failed(session_id, failures, len(self.nodes), frozenset())
+            except SessionFailed:
+                if waiting.stale:
+                    raise _Stale() from None
+                raise
+        last = {n: r for n, r in ended.items() if isinstance(r, mpc_pb2.RunReply)}
+        now = known.after(last, self.nodes)
+        opened = Opened(session_id, input_name, self.nodes, {n: int(now.shapes[n].length) for n in self.nodes},
+                        total, frac_bits, all(now.shapes[n].is_scalar for n in self.nodes))
+        return opened, now
 
     async def run(self, protocol: Entry[Any], params: Any, input_name: str, *,
                   timeout_s: float | None = None) -> Result:
