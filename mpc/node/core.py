@@ -56,7 +56,7 @@ from mpc.protocols.sum import SecureSumParty
 from mpc.protocols.catalogue import NAMES, Contributing, Declared, EngineArgs, Entry, describe_params, users
 from mpc.protocols.collection import CollectionSource
 from mpc.ring import Words
-from mpc.store import COUNTS_HIDDEN, InputInfo, NewSession, Store, StoredInput, Transfer
+from mpc.store import COUNTS_HIDDEN, InputInfo, NewSession, RepeatRecords, Store, StoredInput, Transfer
 
 log = logging.getLogger("mpc.node")
 
@@ -256,10 +256,8 @@ class RepeatPlan:
     lengths: Mapping[str, int]
     words: int                              # of the contribution
     contribution: Words = field(repr=False)   # an exact release's takes no randomness (read-only)
-    query: str                              # its release's query (Query.to_json)
-    released: str                           # what deciding on that release said (the same for each repeat)
+    records: RepeatRecords = field(repr=False)   # its records, made once: the release's query and description
     shape: Shape
-    done: tuple[Transfer, ...]              # what the session sends: its output share
 
 
 class NodeCore:
@@ -859,13 +857,15 @@ class NodeCore:
         contribution = session.protocol.contribution(session.params, session.contributing)
         contribution.flags.writeable = False
         done = (Transfer(OUTPUT_SHARE, caller.uri(), 1, int(share.nbytes)),)
+        new = NewSession(session.session_id, session.protocol.name, stored.name, session.parties, caller.uri())
+        records = RepeatRecords.of(new, stored.name, stored.version, session.query.to_json(), session.released, done)
         self._plans.pop((caller, statement), None)
         mine = [key for key in self._plans if key[0] == caller]   # oldest first
         for key in mine[:max(0, len(mine) + 1 - MAX_PLANS_PER_COORDINATOR)]:
             del self._plans[key]
         self._plans[(caller, statement)] = RepeatPlan(session.protocol, session.params, stored, session.parties,
                                                       dict(keys), digest, lengths, inner.length, contribution,
-                                                      session.query.to_json(), session.released, shape, done)
+                                                      records, shape)
         while len(self._plans) > MAX_REPEAT_PLANS:
             del self._plans[next(iter(self._plans))]
 
@@ -898,9 +898,8 @@ class NodeCore:
         if len(events) != 1 or not isinstance(events[0], Output):   # pragma: no cover - a keyed sum sends nothing
             raise LocalProtocolError(f"session {session_id}: a keyed sum from a plan put out {len(events)} events")
         share = events[0].words
-        new = NewSession(session_id, protocol.name, stored.name, plan.parties, caller.uri())
         try:
-            recorded = self.releases.defer_repeat(stored, plan.query, plan.released, new, plan.done)
+            recorded = self.releases.defer_repeat(plan.records, session_id)
         except MpcError as exc:   # nothing recorded: `run` tries again, and fails the session if it must
             log.warning("session %s: could not record a repeat's release at once: %s", session_id, exc,
                         extra={"session": session_id})
@@ -917,7 +916,7 @@ class NodeCore:
         self._wake_waiting(session_id)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("session %s done from the plan of a repeat: %s of %r (v%d) with %s; released %s", session_id,
-                      protocol.name, stored.name, stored.version, ",".join(plan.parties), plan.released,
+                      protocol.name, stored.name, stored.version, ",".join(plan.parties), plan.records.description,
                       extra={"session": session_id})
         return share, plan.shape
 

@@ -35,7 +35,7 @@ from decimal import Decimal
 from mpc.config import Policy
 from mpc.errors import PolicyError
 from mpc.protocols.catalogue import describe_release, implies
-from mpc.store import NewSession, Store, StoredInput, Transfer
+from mpc.store import NewSession, RepeatRecords, Store, StoredInput, Transfer
 
 
 
@@ -291,19 +291,18 @@ class ReleaseBook:
             self._repeats.discard(session_id)
             return described
 
-    def defer_repeat(self, stored: StoredInput, query: str, description: str, new: NewSession,
-                     done: Sequence[Transfer]) -> bool:
-        """Record, deferred, the release of a new session (`new`, checked) that repeats a query (`to_json`)
-        the input version released before, word for word, and ends with it (the store's `defer_repeat`):
-        `description` is what `record` decided on the same query earlier (for such a repeat it says the
-        same every time). No reservation: it takes nothing from the budget, and no decision waits on it.
+    def defer_repeat(self, records: RepeatRecords, session_id: str) -> bool:
+        """Record, deferred, the release of a new session that repeats a query the input version released
+        before, word for word, and ends with it: `records` (made when an earlier session of the same
+        query did so) for `session_id` (the store's `defer_repeat`). No reservation: it takes nothing from
+        the budget, and no decision waits on it.
 
         Returns: whether it was recorded; False, recording nothing, unless the input is at the version
         still, the query is one of its releases, and the session is unknown.
         Raises: StoreError if it cannot be kept (nothing is recorded).
         """
         with self._lock:
-            return self.store.defer_repeat(new, stored.name, stored.version, query, description, done)
+            return self.store.defer_repeat(records, session_id)
 
     def _decider(self, stored: StoredInput, query: Query) -> Callable[[Sequence[tuple[str, bool]]], tuple[bool, str]]:
         """What the store calls, with the version's distinct queries, to decide on `query` (an exact release)."""

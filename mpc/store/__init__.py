@@ -27,7 +27,7 @@ from mpc.store.inputs import (
     StoredInput,
     StoredSet,
 )
-from mpc.store.releases import ReleaseRecord, ReleasesMixin
+from mpc.store.releases import ReleaseRecord, ReleasesMixin, RepeatRecords
 from mpc.store.schema import _MIGRATIONS as _MIGRATIONS
 from mpc.store.schema import AUDIT_EVENTS, SCHEMA_VERSION
 from mpc.store.sessions import (
@@ -60,6 +60,7 @@ __all__ = [
     "InputInfo",
     "KINDS",
     "ReleaseRecord",
+    "RepeatRecords",
     "SessionRecord",
     "Store",
     "StoredInput",

@@ -26,6 +26,48 @@ RELEASE_INSERT = ("INSERT INTO releases (at, session_id, input_name, version, qu
 
 
 @dataclass(frozen=True, slots=True)
+class RepeatRecords:
+    """What record_release writes for a new session whose release repeats a query the input version
+    released before, word for word, and which ends with it, as its transaction leaves them: the session
+    "done" (its "prepared" status never seen outside the transaction), its three audit entries, and the
+    release (its query, recorded before, adds no distinct query). Made once (`of`) for the sessions that
+    differ in their id alone (a RepeatPlan's, mpc/node/core.py), and `rows` for each. Such a release counts
+    against nothing, and its description is what deciding on it says (node/releases.py `decide`: the
+    first of the version's distinct queries that implies it, which stays the first, as they are
+    append-only)."""
+
+    input_name: str
+    version: int
+    query: str
+    description: str              # what deciding on the release said
+    session: tuple[object, ...]   # the session row between its id and its two times
+    audit: tuple[tuple[str, tuple[object, ...]], ...]   # each audit row's event, and its fields after the id
+
+    @classmethod
+    def of(cls, new: NewSession, input_name: str, version: int, query: str, description: str,
+           done: Sequence[Transfer]) -> RepeatRecords:
+        """The records of `new` and of sessions like it; done: what each sends (its output share).
+
+        Raises: StoreError for a malformed session (NewSession.check).
+        """
+        new.check()
+        audited = _audit_protocol(new.protocol)
+        audit = tuple((event, _audit_row("", event, "", new.coordinator, audited, [name], new.participants, sent,
+                                         reason)[3:])
+                      for event, name, sent, reason in (("prepared", new.input_name, (), ""),
+                                                        ("released", input_name, (), description),
+                                                        ("done", new.input_name, done, "")))
+        session = (new.protocol, new.input_name, _names_json(new.participants), new.coordinator, "done", "")
+        return cls(input_name, version, query, description, session, audit)
+
+    def rows(self, session_id: str, now: str) -> list[tuple[str, tuple[object, ...]]]:
+        """The INSERT statements and their parameters for session `session_id`, recorded at `now`."""
+        return [(SESSION_INSERT, (session_id, *self.session, now, now)),
+                *((AUDIT_INSERT, (now, event, session_id[:64], *fields)) for event, fields in self.audit),
+                (RELEASE_INSERT, (now, session_id, self.input_name, self.version, self.query, 0, None, None))]
+
+
+@dataclass(frozen=True, slots=True)
 class ReleaseRecord:
     """One release an input version took part in: the query (canonical JSON) and whether it
     counted against the version's budget (a repeat, or an output implied by an earlier one, does not)."""
@@ -130,7 +172,8 @@ class ReleasesMixin(StoreBase):
             if any(q == query for q, _ in distinct):
                 counted, description = decide(distinct)
                 _check_repeat(session_id, input_name, version, counted)
-                if self.defer_repeat(new, input_name, version, query, description, done):
+                if self.defer_repeat(RepeatRecords.of(new, input_name, version, query, description, done),
+                                     session_id):
                     return description
         with self._writing(durable=durable) as conn:
             now = _now()
@@ -144,28 +187,24 @@ class ReleasesMixin(StoreBase):
                                 now, done)
         return description
 
-    def defer_repeat(self, new: NewSession, input_name: str, version: int, query: str, description: str,
-                     done: Sequence[Transfer]) -> bool:
-        """Defer the records of a new session (`new`, checked) whose release repeats a query the input
-        version released before, word for word, and which ends with it (`done`, having sent that):
-        written with the next transaction (StoreBase._defer), as record_release(new=new, durable=False,
-        done=done) would write them. Such a release counts against nothing, and `description` is what
-        deciding on it says (node/releases.py `decide`: the first of the version's distinct queries that
-        implies it, which stays the first, as they are append-only).
+    def defer_repeat(self, records: RepeatRecords, session_id: str) -> bool:
+        """Defer the records of a new session (`session_id`) whose release repeats a query the input
+        version released before, word for word, and which ends with it: `records`' rows for it, written
+        with the next transaction (StoreBase._defer), as record_release(new=..., durable=False, done=...)
+        would write them (see RepeatRecords).
 
-        Returns: whether it was deferred; False, recording nothing, unless the input is at `version`
-        now, its version released `query` before, and the session is unknown (its records neither
-        written nor deferred). One statement reads all three.
+        Returns: whether it was deferred; False, recording nothing, unless the input is at the records'
+        version now, the version released their query before, and the session is unknown (its records
+        neither written nor deferred). One statement reads all three.
         Raises: StoreError if a full batch of deferred records cannot be written (nothing of this
         session is recorded).
         """
-        session_id = new.session_id
         with self._reading(deferred=False) as conn:
-            current, known, released = conn.execute(REPEAT_CHECK, (input_name, session_id, input_name, version,
-                                                                   query)).fetchone()
-            if current != version or known or not released or session_id in self._deferred_ids:
+            current, known, released = conn.execute(REPEAT_CHECK, (records.input_name, session_id, records.input_name,
+                                                                   records.version, records.query)).fetchone()
+            if current != records.version or known or not released or session_id in self._deferred_ids:
                 return False
-            self._defer(session_id, _repeat_rows(new, input_name, version, query, description, done, _now()))
+            self._defer(session_id, records.rows(session_id, _now()))
             return True
 
     @staticmethod
@@ -199,22 +238,6 @@ class ReleasesMixin(StoreBase):
                                     description)
         if done is not None:
             SessionsMixin._set_status(conn, session_id, "done", "", done, now, recorded)
-
-
-def _repeat_rows(new: NewSession, input_name: str, version: int, query: str, description: str,
-                 done: Sequence[Transfer], now: str) -> list[tuple[str, tuple[object, ...]]]:
-    """The rows record_release writes for a new session whose release repeats a recorded query and
-    which ends with it, as its transaction leaves them: the session "done" (its "prepared" status
-    never seen outside the transaction), its three audit entries, and the release (its query,
-    recorded before, adds no distinct query)."""
-    sid, names, audited = new.session_id, _names_json(new.participants), _audit_protocol(new.protocol)
-    audit = [_audit_row(now, event, sid, new.coordinator, audited, [name], new.participants, sent, reason)
-             for event, name, sent, reason in (("prepared", new.input_name, (), ""),
-                                               ("released", input_name, (), description),
-                                               ("done", new.input_name, done, ""))]
-    return [(SESSION_INSERT, (sid, new.protocol, new.input_name, names, new.coordinator, "done", "", now, now)),
-            *((AUDIT_INSERT, row) for row in audit),
-            (RELEASE_INSERT, (now, sid, input_name, version, query, 0, None, None))]
 
 
 def _check_repeat(session_id: str, input_name: str, version: int, counted: bool) -> None:

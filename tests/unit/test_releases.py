@@ -17,7 +17,7 @@ import pytest
 from mpc.config import Policy, Rules
 from mpc.errors import InputError, PolicyError, StoreError
 from mpc.node.releases import Query, ReleaseBook, decide, implied_by, might_be_implied
-from mpc.store import NewSession, Store, Transfer
+from mpc.store import NewSession, RepeatRecords, Store, Transfer
 from mpc.store.base import DEFERRED_MAX
 
 ALL = {"alice": 1, "bob": 1, "carlos": 1, "david": 1}
@@ -580,28 +580,34 @@ def test_only_a_new_session_that_repeats_a_query_word_for_word_and_ends_with_it_
 
 
 def test_a_repeat_from_a_plan_is_deferred_only_while_its_input_version_query_and_id_hold(tmp_path: Path) -> None:
-    """Store.defer_repeat, which a repeat run from its plan records with (mpc/node/core.py `repeat`): it
-    defers the same rows as record_release's own deferral, and nothing at all unless the input is at the
-    version, the version released the query word for word, and the session is unknown (written or deferred)."""
+    """Store.defer_repeat, which a repeat run from its plan records with (mpc/node/core.py `repeat`): records
+    made once, from an earlier session, give each later id the rows record_release's own deferral writes
+    for it, and nothing at all is deferred unless the input is at the version, the version released the
+    query word for word, and the session is unknown (written or deferred)."""
     path = tmp_path / "node.sqlite3"
+
+    def records(version: int, query: str) -> RepeatRecords:
+        return RepeatRecords.of(_new("e" * 32), "raise", version, q(query).to_json(), description, SENT)
+
     with store_with_session(tmp_path) as store:
         store.record_release("a" * 32, "raise", 1, q("sum").to_json(), lambda _: (True, "sum: release 1"))
         _, description = _repeat([])
         sid = "b" * 32
-        assert not store.defer_repeat(_new(sid), "raise", 1, q("average-records").to_json(), description, SENT)
-        assert not store.defer_repeat(_new(sid), "raise", 2, q("sum").to_json(), description, SENT)
-        assert not store.defer_repeat(_new("a" * 32), "raise", 1, q("sum").to_json(), description, SENT)
+        assert not store.defer_repeat(records(1, "average-records"), sid)
+        assert not store.defer_repeat(records(2, "sum"), sid)
+        assert not store.defer_repeat(records(1, "sum"), "a" * 32)
         assert store.deferred == 0
-        assert store.defer_repeat(_new(sid), "raise", 1, q("sum").to_json(), description, SENT)
+        assert store.defer_repeat(records(1, "sum"), sid)
         assert store.deferred == 1
-        assert not store.defer_repeat(_new(sid), "raise", 1, q("sum").to_json(), description, SENT)   # deferred
+        assert not store.defer_repeat(records(1, "sum"), sid)   # deferred
         _one_round(store, "c" * 32)   # the same release through record_release, deferred too
         assert store.deferred == 2
         store.put_input("raise", np.array([4000], dtype=np.int64), 0, True, overwrite=True)   # version 2
-        assert not store.defer_repeat(_new("d" * 32), "raise", 1, q("sum").to_json(), description, SENT)
+        assert not store.defer_repeat(records(1, "sum"), "d" * 32)
         assert not store.has_session("d" * 32)
     assert _rows(path, sid) == _rows(path, "c" * 32)
     assert [e for e, *_ in _rows(path, sid)["audit"]] == ["prepared", "released", "done"]
+    assert not any(_rows(path, "e" * 32).values())   # the session the records were made from is not recorded
 
 
 def test_a_deferred_repeat_that_counts_after_all_is_refused_and_not_kept(tmp_path: Path) -> None:
