@@ -20,6 +20,8 @@ from mpc.ring import WORD, Words
 
 SEED_BYTES = 16
 _ZERO_BLOCK = bytes(1 << 20)
+_CTR_FROM_ZERO = modes.CTR(bytes(16))   # the keystream's first counter block (each key makes one keystream)
+_SHORT_WORDS = 64
 
 
 class Rng(Protocol):
@@ -70,9 +72,11 @@ def keystream_words(key: bytes, n: int) -> Words:
 
     Returns: a writable uint64 array of length n.
     """
+    enc = Cipher(algorithms.AES(key), _CTR_FROM_ZERO).encryptor()
+    if n <= _SHORT_WORDS:   # a scalar's masks: no buffer to set up
+        return np.frombuffer(bytearray(enc.update(_ZERO_BLOCK[:8 * n])), dtype=WORD).astype(np.uint64, copy=False)
     out = np.empty(n + 2, dtype=WORD)  # update_into wants block_size - 1 spare bytes
     view = out.data.cast("B")
-    enc = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor()
     total = 8 * n
     done = 0
     while done < total:

@@ -24,9 +24,10 @@ A later session uses K twice, without any message between the two nodes:
   than it tagged only makes the masks fail to cancel, and the output is noise. Every other
   engine sends messages anyway and still sends its digest with its first ones (no extra round),
   so each node also checks what every other computed with (mpc/protocols/agreement.py).
-- **Masks**: the pairwise one-time pads of the sum are PRG(s_ij, "sum/mask/" + session id) with the
-  seed s_ij = HKDF(K_ij, "session/" + session id + "/" + session digest) instead of a fresh seed (Bonawitz et al. §3: masks from pairwise shared
-  keys; PROTOCOLS.md §1: "both derive it with HKDF from a pairwise key and the session id").
+- **Masks**: the pairwise one-time pads of the sum are PRG(s_ij), the AES-128-CTR keystream under the
+  seed s_ij = HKDF(K_ij, "mask/" + session id + "/" + session digest), which serves that keystream alone,
+  instead of a fresh seed (Bonawitz et al. §3: masks from pairwise shared keys; PROTOCOLS.md §1: "both
+  derive it with HKDF from a pairwise key and the session id", "PRG(s) = AES-128-CTR keystream under key s").
   A node never takes part in a session id twice (its store refuses a reused one), so a mask is
   never reused; the session digest binds the mask to the description the nodes agreed on.
 
@@ -90,11 +91,12 @@ class PairKey:
         return cls(peer, derive_key(seed, b"pair-key"), derive_key(seed, b"pair-key-id"))
 
     def mask_key(self, session_id: str, digest: bytes) -> bytes:
-        """The 16-byte PRG seed of this pair's masks in one session (its description's digest bound in).
+        """The 16-byte seed of this pair's masks in one session (its description's digest bound in): the
+        key of their AES-CTR keystream (mpc.prg.keystream_words), for that alone.
 
-        Returns: a seed for mpc.prg.prg_words (used with the engine's own purpose label).
+        Returns: 16 bytes.
         """
-        return derive_key(self.key, b"session/" + session_id.encode() + b"/" + digest)
+        return derive_key(self.key, b"mask/" + session_id.encode() + b"/" + digest)
 
     def tag(self, sender: str, recipient: str, prepared: Mapping[str, object]) -> bytes:
         """HMAC-SHA256 of what `sender` prepared, for `recipient`, under this pair's tag key.

@@ -15,7 +15,8 @@ key is HKDF(seed, "sum/mask/" + session id)); the coordinator never sees a seed.
 
 Both ends also keep a pair key derived from the seed (`on_seed`, mpc/protocols/pairing.py). A
 later session between them may then be *keyed*: `mask_seeds` gives, per peer, a seed both derive
-from their pair key, the session id and the session digest, and the sum sends no message at all.
+from their pair key, the session id and the session digest for these masks alone (so it is the PRG
+key itself), and the sum sends no message at all.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
-from mpc.prg import SEED_BYTES, Rng, prg_words
+from mpc.prg import SEED_BYTES, Rng, keystream_words, prg_words
 from mpc.events import Output, Send
 from mpc.ring import Words
 
@@ -48,8 +49,9 @@ class SecureSumParty:
                  mask_seeds: Mapping[str, bytes] | None = None,
                  on_seed: Callable[[str, bytes], None] | None = None) -> None:
         """Args:
-            mask_seeds: keyed sessions: the 16-byte mask seed shared with each peer (every peer);
-                no seed is sent or expected then.
+            mask_seeds: keyed sessions: the 16-byte mask seed shared with each peer (every peer), made
+                for this session's masks alone: the masks are its AES-CTR keystream. No seed is sent or
+                expected then.
             on_seed: told (peer, seed) of every seed this party sends or receives, so that the
                 node may keep the pair key derived from it.
         """
@@ -114,9 +116,9 @@ class SecureSumParty:
         events: list[Send | Output] = []
         if self._mask_seeds is not None:   # keyed: masks from the pair keys, nothing to send
             for peer in self._after:
-                y += prg_words(self._mask_seeds[peer], self.length, self._purpose)
+                y += keystream_words(self._mask_seeds[peer], self.length)
             for peer in self._before:
-                y -= prg_words(self._mask_seeds[peer], self.length, self._purpose)
+                y -= keystream_words(self._mask_seeds[peer], self.length)
             self._mask_seeds = None
         for peer in self._higher:
             seed = self._rng.random_bytes(SEED_BYTES)

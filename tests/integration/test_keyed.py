@@ -30,7 +30,7 @@ from mpc.coordinator.client import Coordinator
 from mpc.node import core
 from mpc.node.daemon import NodeServer
 from mpc.pki import Identity
-from mpc.prg import prg_words
+from mpc.prg import keystream_words
 from mpc.protocols.agreement import STEP_DIGEST, session_digest
 from mpc.protocols.catalogue import SumParams, describe_params
 from mpc.protocols.pairing import KEY_ID_BYTES, TAG_BYTES
@@ -226,7 +226,6 @@ def test_keyed_shares_unmask_to_the_inputs_with_every_pair_key_and_look_uniform_
                                  "protocol": "sum", "params": describe_params(SumParams()), "input": "vec",
                                  "participants": list(FOUR), "frac_bits": 0, "lengths": {n: 64 for n in FOUR},
                                  "versions": dict(sorted(versions.items()))})
-        purpose = b"sum/mask/" + sid.encode()
         for i, node in enumerate(FOUR):
             share = words_of(env.views.share(sid, node))
             full, known = share.copy(), share.copy()
@@ -235,7 +234,7 @@ def test_keyed_shares_unmask_to_the_inputs_with_every_pair_key_and_look_uniform_
                     continue
                 key = keys[node, peer]
                 assert key is not None and key.key == keys[peer, node].key   # type: ignore[union-attr]
-                mask = prg_words(key.mask_key(sid, digest), 64, purpose)
+                mask = keystream_words(key.mask_key(sid, digest), 64)   # PRG(s): AES-CTR under s
                 if j > i:
                     full -= mask
                 else:
