@@ -3,7 +3,10 @@
 The first secure sum between two nodes sends a fresh seed s from the earlier party to the later
 one over their mutually authenticated channel (mpc/protocols/sum.py). Both then keep the pair key
 K = HKDF(s, "pair-key") for the nodes' lifetime (in memory: a restart forgets it, and the next
-session between them sends a seed again), named by its public id HKDF(s, "pair-key-id").
+session between them sends a seed again), named by its public id HKDF(s, KEY_ID_LABEL). The label
+names how a keyed sum makes its masks from K (below): nodes that make them otherwise (another version
+of mpc) name the same key differently, so the coordinator never finds a pair key they share and their
+sessions send seeds, whose masks every version makes alike.
 
 A later session uses K twice, without any message between the two nodes:
 
@@ -62,6 +65,8 @@ from mpc.errors import LocalProtocolError, RemoteProtocolError
 from mpc.prg import SEED_BYTES, derive_key
 
 KEY_ID_BYTES = 16
+# The pair key id's HKDF label; "/2": keyed masks are AES-CTR under HKDF(K, "mask/..."), not PRG(HKDF(K, "session/...")).
+KEY_ID_LABEL = b"pair-key-id/2"
 TAG_BYTES = 32
 MAX_KEYS_PER_PEER = 4
 
@@ -88,7 +93,7 @@ class PairKey:
 
         Raises: ValueError if the seed is not 16 bytes.
         """
-        return cls(peer, derive_key(seed, b"pair-key"), derive_key(seed, b"pair-key-id"))
+        return cls(peer, derive_key(seed, b"pair-key"), derive_key(seed, KEY_ID_LABEL))
 
     def mask_key(self, session_id: str, digest: bytes) -> bytes:
         """The 16-byte seed of this pair's masks in one session (its description's digest bound in): the

@@ -13,7 +13,7 @@ import pytest
 
 from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.events import Output, Send
-from mpc.prg import SEED_BYTES, AesCtrRng
+from mpc.prg import SEED_BYTES, AesCtrRng, derive_key
 from mpc.protocols.agreement import STEP_DIGEST, AgreedParty
 from mpc.protocols.pairing import KEY_ID_BYTES, TAG_BYTES, Evidence, PairKey, PairKeys, check_evidence, keyed
 from mpc.protocols.sum import STEP_SEED, SecureSumParty
@@ -174,6 +174,23 @@ def test_the_coordinator_keys_a_session_only_when_every_pair_named_the_same_key(
     c = good["c"]
     assert not keyed({**good, "c": Evidence(1, 0, 1, {**c.tags, "d": (stale.key_id, c.tags["d"][1])})}, parties)
     assert not keyed({**good, "c": Evidence(1, 0, 1, {q: t for q, t in c.tags.items() if q != "a"})}, parties)
+
+
+def test_a_node_that_makes_keyed_masks_otherwise_names_the_same_pair_key_differently_so_no_session_is_keyed() -> None:
+    """mpc before KEY_ID_LABEL "/2" made a keyed sum's masks as PRG(HKDF(K, "session/...")): such a node and
+    this one, holding the same K from the same seed, would make masks that do not cancel (the sum is noise).
+    They name K differently, so the coordinator keys none of their sessions (seeds are sent instead)."""
+    parties = ["a", "b", "c"]
+    keys, seeds = pair_keys(parties), {q: secrets.token_bytes(SEED_BYTES) for q in ("a", "b")}
+    for q, seed in seeds.items():
+        keys["c", q], keys[q, "c"] = PairKey.from_seed(q, seed), PairKey.from_seed("c", seed)
+    old = {q: PairKey(q, derive_key(seed, b"pair-key"), derive_key(seed, b"pair-key-id")) for q, seed in seeds.items()}
+    assert all(old[q].key == keys["c", q].key and old[q].key_id != keys[q, "c"].key_id for q in old)
+    good = evidence(parties, keys, PREPARED, {p: (1, 0, 1) for p in parties})
+    assert keyed(good, parties)
+    c = good["c"]
+    mixed = {**good, "c": Evidence(1, 0, 1, {q: (old[q].key_id, tag) for q, (_, tag) in c.tags.items()})}
+    assert not keyed(mixed, parties)
 
 
 def test_pair_keys_keep_the_newest_per_peer_and_say_nothing_in_a_repr() -> None:
