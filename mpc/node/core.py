@@ -52,7 +52,7 @@ from mpc.ot.triples import OtSetups
 from mpc.protocols.agreement import STEP_DIGEST, AgreedParty, session_digest, session_digests
 from mpc.protocols.pairing import Evidence, PairKey, PairKeys, check_evidence
 from mpc.protocols.compute import ComputeParty, Pooled
-from mpc.protocols.sum import SecureSumParty
+from mpc.protocols.sum import SecureSumParty, keyed_share
 from mpc.protocols.catalogue import NAMES, Contributing, Declared, EngineArgs, Entry, describe_params, users
 from mpc.protocols.collection import CollectionSource
 from mpc.ring import Words
@@ -243,21 +243,19 @@ class RepeatPlan:
     (whose values never change), the pair keys held, the session id and the node's load. The version's
     releases only grow, so a repeat stays one, and deciding on it says the same each time. A share from
     the plan is the one `run` would make: the same description but the id, so the same digest and masks
-    (mpc/protocols/pairing.py), and the same contribution (an exact release's takes no randomness), by
-    the same engine.
+    (mpc/protocols/pairing.py), and the same contribution (an exact release's takes no randomness),
+    masked as the engine masks it (mpc/protocols/sum.py `keyed_share`).
     """
 
     protocol: Entry[Any]
-    params: Any
     stored: StoredInput                     # values of `stored.version`
     parties: tuple[str, ...]
     keys: Mapping[str, PairKey] = field(repr=False)   # the pair key with each peer, as the statement names them
     digest: Callable[[str], bytes] = field(repr=False)   # the session description's digest, by session id
-    lengths: Mapping[str, int]
-    words: int                              # of the contribution
     contribution: Words = field(repr=False)   # an exact release's takes no randomness (read-only)
     records: RepeatRecords = field(repr=False)   # its records, made once: the release's query and description
     shape: Shape
+    done: Any = field(repr=False)           # the metric of sessions done, labelled for its protocol
 
 
 class NodeCore:
@@ -839,12 +837,11 @@ class NodeCore:
                 self._finish(session, "failed", str(exc))
             raise
         if statement and keys is not None and pooled is None:
-            self._keep_plan(caller, statement, session, keys, {p: shapes[p].length for p in session.parties},
-                            prepared.shape, share)
+            self._keep_plan(caller, statement, session, keys, prepared.shape, share)
         return share, prepared.shape, self._issue_tickets(session)
 
     def _keep_plan(self, caller: Identity, statement: bytes, session: Session, keys: Mapping[str, PairKey],
-                   lengths: dict[str, int], shape: Shape, share: Words) -> None:
+                   shape: Shape, share: Words) -> None:
         """Keep a RepeatPlan of a keyed sum that ended with the release of a repeat (else nothing)."""
         inner = None if session.engine is None else session.engine.inner
         stored = session.stored
@@ -863,9 +860,9 @@ class NodeCore:
         mine = [key for key in self._plans if key[0] == caller]   # oldest first
         for key in mine[:max(0, len(mine) + 1 - MAX_PLANS_PER_COORDINATOR)]:
             del self._plans[key]
-        self._plans[(caller, statement)] = RepeatPlan(session.protocol, session.params, stored, session.parties,
-                                                      dict(keys), digest, lengths, inner.length, contribution,
-                                                      records, shape)
+        self._plans[(caller, statement)] = RepeatPlan(session.protocol, stored, session.parties, dict(keys), digest,
+                                                      contribution, records, shape,
+                                                      self.metrics.sessions.labels(session.protocol.name, "done"))
         while len(self._plans) > MAX_REPEAT_PLANS:
             del self._plans[next(iter(self._plans))]
 
@@ -885,19 +882,14 @@ class NodeCore:
             self._check_load(caller)
         except Busy:
             return None
-        stored, me = plan.stored, self.me.name
         if any(self.pair_keys.find(peer, key.key_id) is not key for peer, key in plan.keys.items()):
             self._plans.pop((caller, statement), None)
             return None
-        protocol = plan.protocol
         digest = plan.digest(session_id)
         masks = {p: k.mask_key(session_id, digest) for p, k in plan.keys.items()}
-        engine = protocol.engine(plan.params, EngineArgs(session_id, me, plan.parties, plan.words, self.rng,
-                                                         self.ot_setups, plan.lengths, mask_seeds=masks))
-        events = engine.start(plan.contribution)
-        if len(events) != 1 or not isinstance(events[0], Output):   # pragma: no cover - a keyed sum sends nothing
-            raise LocalProtocolError(f"session {session_id}: a keyed sum from a plan put out {len(events)} events")
-        share = events[0].words
+        mine = plan.parties.index(self.me.name)
+        share = keyed_share(np.array(plan.contribution, dtype=np.uint64), plan.parties[:mine], plan.parties[mine + 1:],
+                            masks)
         try:
             recorded = self.releases.defer_repeat(plan.records, session_id)
         except MpcError as exc:   # nothing recorded: `run` tries again, and fails the session if it must
@@ -909,14 +901,15 @@ class NodeCore:
                 self._plans.pop((caller, statement), None)
             return None
         self._write_deferred_soon()
-        self.metrics.sessions.labels(protocol.name, "done").inc()
+        plan.done.inc()
         self.metrics.output_bytes.inc(int(share.nbytes))
         # A peer's messages for this id are refused now (it has ended). (A full run would take them as early
         # messages and fail the session after its release; a keyed sum's peers send it nothing.)
         self._wake_waiting(session_id)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("session %s done from the plan of a repeat: %s of %r (v%d) with %s; released %s", session_id,
-                      protocol.name, stored.name, stored.version, ",".join(plan.parties), plan.records.description,
+                      plan.protocol.name, plan.stored.name, plan.stored.version, ",".join(plan.parties),
+                      plan.records.description,
                       extra={"session": session_id})
         return share, plan.shape
 

@@ -115,10 +115,7 @@ class SecureSumParty:
         y = np.array(contribution, dtype=np.uint64, copy=True)
         events: list[Send | Output] = []
         if self._mask_seeds is not None:   # keyed: masks from the pair keys, nothing to send
-            for peer in self._after:
-                y += keystream_words(self._mask_seeds[peer], self.length)
-            for peer in self._before:
-                y -= keystream_words(self._mask_seeds[peer], self.length)
+            y = keyed_share(y, self._before, self._after, self._mask_seeds)
             self._mask_seeds = None
         for peer in self._higher:
             seed = self._rng.random_bytes(SEED_BYTES)
@@ -167,3 +164,16 @@ class SecureSumParty:
         share, self._masked = self._masked, None
         self._seeds.clear()
         return [Output(share)]
+
+
+def keyed_share(y: Words, before: Sequence[str], after: Sequence[str], mask_seeds: Mapping[str, bytes]) -> Words:
+    """A keyed sum's masking of a contribution, in place: y + sum_{j after} PRG(s_j) - sum_{j before} PRG(s_j),
+    the PRG the AES-CTR keystream under each peer's mask seed (made for these masks alone).
+
+    Returns: y (a writable uint64 array, changed in place).
+    """
+    for peer in after:
+        y += keystream_words(mask_seeds[peer], y.size)
+    for peer in before:
+        y -= keystream_words(mask_seeds[peer], y.size)
+    return y
