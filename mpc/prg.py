@@ -8,6 +8,8 @@ streams for distinct purposes, never reuse a keystream").
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from typing import Protocol
 
@@ -22,6 +24,7 @@ SEED_BYTES = 16
 _ZERO_BLOCK = bytes(1 << 20)
 _CTR_FROM_ZERO = modes.CTR(bytes(16))   # the keystream's first counter block (each key makes one keystream)
 _SHORT_WORDS = 64
+_INFO = b"mpc/v1 prg "   # every derived key's HKDF info starts so; its purpose follows
 
 
 class Rng(Protocol):
@@ -64,7 +67,31 @@ def derive_key(seed: bytes, purpose: bytes) -> bytes:
     """
     if len(seed) != SEED_BYTES:
         raise ValueError(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
-    return HKDF(algorithm=hashes.SHA256(), length=16, salt=None, info=b"mpc/v1 prg " + purpose).derive(seed)
+    return HKDF(algorithm=hashes.SHA256(), length=16, salt=None, info=_INFO + purpose).derive(seed)
+
+
+class KeyDeriver:
+    """derive_key for one seed and many purposes: HKDF's extract step (RFC 5869 §2.2, no salt: HashLen
+    zero bytes) made once, so each key costs the one HMAC of its expand step (§2.3; 16 bytes: one block).
+
+    Raises: ValueError if the seed is not 16 bytes.
+    """
+
+    __slots__ = ("_expand",)
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != SEED_BYTES:
+            raise ValueError(f"seed must be {SEED_BYTES} bytes, got {len(seed)}")
+        self._expand = hmac.new(hmac.digest(bytes(32), seed, "sha256"), digestmod=hashlib.sha256)
+
+    def __repr__(self) -> str:
+        return "KeyDeriver(<key redacted>)"
+
+    def derive(self, purpose: bytes) -> bytes:
+        """Returns: derive_key(seed, purpose), 16 bytes."""
+        expand = self._expand.copy()
+        expand.update(_INFO + purpose + b"\x01")
+        return expand.digest()[:16]
 
 
 def keystream_words(key: bytes, n: int) -> Words:

@@ -62,7 +62,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from mpc.errors import LocalProtocolError, RemoteProtocolError
-from mpc.prg import SEED_BYTES, derive_key
+from mpc.prg import SEED_BYTES, KeyDeriver, derive_key
 
 KEY_ID_BYTES = 16
 # The pair key id's HKDF label; "/2": keyed masks are AES-CTR under HKDF(K, "mask/..."), not PRG(HKDF(K, "session/...")).
@@ -79,10 +79,12 @@ class PairKey:
     key: bytes
     key_id: bytes
     tag_key: bytes = field(default=b"", compare=False)   # HKDF(key, "prepared"), derived once
+    _masks: KeyDeriver = field(init=False, compare=False, repr=False)   # derive_key(key, ...), quicker
 
     def __post_init__(self) -> None:
         if not self.tag_key:
             object.__setattr__(self, "tag_key", derive_key(self.key, b"prepared"))
+        object.__setattr__(self, "_masks", KeyDeriver(self.key))
 
     def __repr__(self) -> str:
         return f"PairKey(peer={self.peer!r}, id={self.key_id.hex()[:8]}…, <key redacted>)"
@@ -101,7 +103,7 @@ class PairKey:
 
         Returns: 16 bytes.
         """
-        return derive_key(self.key, b"mask/" + session_id.encode() + b"/" + digest)
+        return self._masks.derive(b"mask/" + session_id.encode() + b"/" + digest)
 
     def tag(self, sender: str, recipient: str, prepared: Mapping[str, object]) -> bytes:
         """HMAC-SHA256 of what `sender` prepared, for `recipient`, under this pair's tag key.

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from mpc.prg import SEED_BYTES, AesCtrRng, SystemRng, derive_key, keystream_words, prg_words, random_words
+from mpc.prg import SEED_BYTES, AesCtrRng, KeyDeriver, SystemRng, derive_key, keystream_words, prg_words, random_words
 
 # Statistical tests below fail a correct implementation with probability below this (PROTOCOLS.md §6).
 FALSE_ALARM = 1e-6
@@ -135,6 +135,20 @@ def test_derive_key_is_hkdf_sha256_for_any_purpose(purpose: bytes) -> None:
         s = seed()
         assert derive_key(s, purpose) == HKDF(algorithm=hashes.SHA256(), length=16, salt=None,
                                               info=b"mpc/v1 prg " + purpose).derive(s)
+
+
+@pytest.mark.parametrize("purpose", [b"", b"p", b"mask/" + b"ab" * 16 + b"/" + bytes(range(32)), bytes(range(256)) * 2])
+def test_a_key_deriver_gives_derive_key_for_its_seed_and_any_purpose_each_time(purpose: bytes) -> None:
+    """KeyDeriver (extract once, then one HMAC per key) is RFC 5869 HKDF as derive_key is, for every purpose
+    and however often it is asked (its kept HMAC state is copied, never fed)."""
+    for _ in range(20):
+        s = seed()
+        deriver = KeyDeriver(s)
+        assert deriver.derive(purpose) == derive_key(s, purpose) == deriver.derive(purpose)
+        assert deriver.derive(purpose + b"!") == derive_key(s, purpose + b"!")
+    assert "redacted" in repr(deriver) and s.hex() not in repr(deriver)
+    with pytest.raises(ValueError, match="16 bytes"):
+        KeyDeriver(bytes(15))
 
 
 @pytest.mark.parametrize("n", [1, 2, 63, 64, 65, 66, 200])
