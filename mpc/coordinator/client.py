@@ -235,6 +235,8 @@ class _Known:
                          nodes: Sequence[str]) -> tuple[mpc_pb2.PoolTicket, ...]:
         """The tickets of the nodes' last replies if they name each ordered pair once, each by its
         receiver; else none (the next session then sends hellos)."""
+        if not any(replies[n].tickets for n in nodes):   # a sum's: none
+            return ()
         tickets = [t for n in nodes for t in replies[n].tickets if t.receiver == n]
         pairs = {(t.receiver, t.sender) for t in tickets}
         wanted = {(a, b) for a in nodes for b in nodes if a != b}

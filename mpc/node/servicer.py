@@ -143,16 +143,13 @@ MAX_HANDLING = 256   # requests of one long-lived stream handled, or answers wai
 async def _each_in_a_task(requests: AsyncIterator[Request],
                           handle: Callable[[Request, Callable[[Reply], None]], Awaitable[None]], closing: asyncio.Event,
                           *, cancel_on_exit: bool, quick: Callable[[Request], bool] | None = None,
-                          at_once: Callable[[Request, Callable[[Reply], None]], bool] | None = None,
                           ) -> AsyncIterator[Reply]:
     """Serve a long-lived stream: every request is handled in a task of its own (so that one that
     waits holds up no other), and what the handlers put out is yielded in the order they put it.
     When the stream ends, or the caller goes away, the reader stops; cancel_on_exit: the handlers
     still running are cancelled too. quick: says of a request that its handler will not wait; it
     is then handled at once, without a task, if no earlier one of the stream is still running (so
-    that the stream's order is kept). at_once: answers a request there and then, without a task or a
-    wait, if it can (and says whether it did), even while earlier ones still run (for streams whose
-    answers say which request they answer); the others go to `handle`.
+    that the stream's order is kept).
     closing: once set (the node is stopping), nothing more is read, and the stream ends when the
     handlers running have (the server's grace bounds that).
     """
@@ -169,8 +166,6 @@ async def _each_in_a_task(requests: AsyncIterator[Request],
             while out.qsize() >= MAX_HANDLING:
                 drained.clear()
                 await drained.wait()
-            if at_once is not None and at_once(request, out.put_nowait):
-                continue
             if quick is not None and not running and quick(request):
                 await handle(request, out.put_nowait)
                 continue
@@ -203,6 +198,61 @@ async def _each_in_a_task(requests: AsyncIterator[Request],
         for task in handlers:
             task.cancel()
         await asyncio.gather(reader, *handlers, return_exceptions=True)
+
+
+async def _each_answered(read: Callable[[], Awaitable[Any]], write: Callable[[Reply], Awaitable[None]],
+                         handle: Callable[[Request, Callable[[Reply], None]], Awaitable[None]], closing: asyncio.Event,
+                         at_once: Callable[[Request, Callable[[Reply], None]], bool]) -> None:
+    """Serve a long-lived stream whose answers say which request they answer (gRPC's reader/writer API:
+    `read` gives the next request or grpc.aio.EOF, `write` sends one answer): a request that `at_once`
+    answers there and then (it says whether it did) has its answers written before the next is read; any
+    other is handled in a task of its own (so that one that waits holds up no other), which writes its
+    answers when it ends. Writes take turns, each request's answers together. At most MAX_HANDLING tasks
+    run at once: a caller that sends faster is read no further until they end (gRPC's flow control then
+    holds it back). When the stream ends, or `closing` is set (the node is stopping), nothing more is read,
+    and this returns when the tasks running have (the server's grace bounds that); if the caller goes
+    away (this is cancelled), they are cancelled.
+    """
+    running: set[asyncio.Task[None]] = set()
+    writing = asyncio.Lock()   # gRPC takes one write at a time on a call
+
+    async def send(answers: list[Reply]) -> None:
+        async with writing:
+            for answer in answers:
+                await write(answer)
+
+    async def handled(request: Request) -> None:
+        answers: list[Reply] = []
+        await handle(request, answers.append)
+        try:
+            await send(answers)
+        except Exception as exc:   # the call has ended: nobody is there to answer
+            log.debug("an answer on a closed stream was dropped: %s", type(exc).__name__)
+
+    async def take() -> None:
+        while (request := await read()) is not grpc.aio.EOF:
+            while len(running) >= MAX_HANDLING:
+                await asyncio.wait(set(running), return_when=asyncio.FIRST_COMPLETED)
+            answers: list[Reply] = []
+            if at_once(request, answers.append):
+                await send(answers)
+                continue
+            task = asyncio.ensure_future(handled(request))
+            running.add(task)
+            task.add_done_callback(running.discard)
+
+    taking = asyncio.ensure_future(take())
+    stopping = asyncio.ensure_future(closing.wait())
+    try:
+        await asyncio.wait({taking, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        taking.cancel()   # nothing more is read (the node is stopping, or the caller is done)
+        if running:
+            await asyncio.wait(set(running))
+    finally:
+        handlers = list(running)
+        for task in (taking, stopping, *handlers):
+            task.cancel()
+        await asyncio.gather(taking, stopping, *handlers, return_exceptions=True)
 
 
 class _Malformed:
@@ -368,10 +418,11 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
                                      total_length=total, words=words_to_bytes(share[offset:offset + _CHUNK_WORDS]))
 
     async def Run(self, requests: AsyncIterator[mpc_pb2.RunRequest | _Malformed],
-                  context: grpc.aio.ServicerContext) -> AsyncIterator[mpc_pb2.RunReply]:
+                  context: grpc.aio.ServicerContext) -> None:
         """One-round sessions: each request prepared and computed at once, concurrently; each answered
-        with this node's output share in chunks, or with why it was refused. The coordinator going
-        away aborts the sessions still running."""
+        with this node's output share in chunks, or with why it was refused (written with
+        context.write: a session run from its plan is answered before the next request is read, with
+        no task or queue of its own). The coordinator going away aborts the sessions still running."""
         try:
             caller = _require(context, "coordinator", "Control.Run")
         except MpcError as exc:
@@ -421,8 +472,7 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
             return True
 
         # The coordinator going away cancels the sessions still running: they end aborted.
-        async for reply in _each_in_a_task(requests, one, self.closing, cancel_on_exit=True, at_once=from_plan):
-            yield reply
+        await _each_answered(context.read, context.write, one, self.closing, from_plan)
 
     async def _run(self, caller: Identity, request: mpc_pb2.RunRequest,
                    statement: bytes) -> tuple[Words, Shape, list[Ticket]]:
