@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import grpc
@@ -140,6 +140,23 @@ Reply = TypeVar("Reply")
 MAX_HANDLING = 256   # requests of one long-lived stream handled, or answers waiting to go, at once
 
 
+async def _read_until_closed(take: Coroutine[Any, Any, None], running: set[asyncio.Task[None]],
+                             closing: asyncio.Event) -> None:
+    """Read a long-lived stream (`take`) until it ends or `closing` is set; then nothing more is read,
+    and this returns when the handlers `running` have ended."""
+    taking = asyncio.ensure_future(take)
+    stopping = asyncio.ensure_future(closing.wait())
+    try:
+        await asyncio.wait({taking, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        taking.cancel()   # nothing more is read (the node is stopping, or the caller is done)
+        if running:
+            await asyncio.wait(set(running))
+    finally:
+        taking.cancel()
+        stopping.cancel()
+        await asyncio.gather(taking, stopping, return_exceptions=True)
+
+
 async def _each_in_a_task(requests: AsyncIterator[Request],
                           handle: Callable[[Request, Callable[[Reply], None]], Awaitable[None]], closing: asyncio.Event,
                           *, cancel_on_exit: bool, quick: Callable[[Request], bool] | None = None,
@@ -174,17 +191,9 @@ async def _each_in_a_task(requests: AsyncIterator[Request],
             task.add_done_callback(running.discard)
 
     async def read() -> None:
-        taking = asyncio.ensure_future(take())
-        stopping = asyncio.ensure_future(closing.wait())
         try:
-            await asyncio.wait({taking, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            taking.cancel()   # nothing more is read (the node is stopping, or the caller is done)
-            if running:
-                await asyncio.wait(set(running))
+            await _read_until_closed(take(), running, closing)
         finally:
-            taking.cancel()
-            stopping.cancel()
-            await asyncio.gather(taking, stopping, return_exceptions=True)
             out.put_nowait(None)
 
     reader = asyncio.ensure_future(read())
@@ -241,18 +250,13 @@ async def _each_answered(read: Callable[[], Awaitable[Any]], write: Callable[[Re
             running.add(task)
             task.add_done_callback(running.discard)
 
-    taking = asyncio.ensure_future(take())
-    stopping = asyncio.ensure_future(closing.wait())
     try:
-        await asyncio.wait({taking, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        taking.cancel()   # nothing more is read (the node is stopping, or the caller is done)
-        if running:
-            await asyncio.wait(set(running))
+        await _read_until_closed(take(), running, closing)
     finally:
         handlers = list(running)
-        for task in (taking, stopping, *handlers):
+        for task in handlers:
             task.cancel()
-        await asyncio.gather(taking, stopping, *handlers, return_exceptions=True)
+        await asyncio.gather(*handlers, return_exceptions=True)
 
 
 class _Malformed:
