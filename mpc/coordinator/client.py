@@ -286,8 +286,11 @@ class _RunStream(LongCall):
         self._outbox: deque[tuple[str, bytes]] = deque()
         self._wake: asyncio.Future[None] | None = None
         # Requests go as bytes, made by the one-round path from a query's cached parts (_Known.requests).
+        # Registered, as the generated stub registers it: an unregistered method's call left grpc's poller
+        # bound to a closed event loop when a process ran one loop after another (benchmarks/run.py).
         super().__init__(channel.stream_stream(RUN_METHOD, request_serializer=None,
-                                               response_deserializer=mpc_pb2.RunReply.FromString)())
+                                               response_deserializer=mpc_pb2.RunReply.FromString,
+                                               _registered_method=True)())
         self.writer = asyncio.ensure_future(self._write_queued())
 
     def send(self, session_id: str, request: bytes) -> None:
