@@ -285,9 +285,9 @@ class _RunStream(LongCall):
         self.sessions: dict[str, Callable[[mpc_pb2.RunReply | BaseException], None]] = {}
         self._outbox: deque[tuple[str, bytes]] = deque()
         self._wake: asyncio.Future[None] | None = None
+        self._closed = False
         # Requests go as bytes, made by the one-round path from a query's cached parts (_Known.requests).
-        # Registered, as the generated stub registers it: an unregistered method's call left grpc's poller
-        # bound to a closed event loop when a process ran one loop after another (benchmarks/run.py).
+        # Registered, as the generated stub registers it.
         super().__init__(channel.stream_stream(RUN_METHOD, request_serializer=None,
                                                response_deserializer=mpc_pb2.RunReply.FromString,
                                                _registered_method=True)())
@@ -301,8 +301,8 @@ class _RunStream(LongCall):
 
     async def _write_queued(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
-            while self._outbox:
+        while not self._closed:
+            while self._outbox and not self._closed:
                 session_id, request = self._outbox.popleft()
                 try:
                     await self.write(request)
@@ -310,8 +310,9 @@ class _RunStream(LongCall):
                     handler = self.sessions.get(session_id)
                     if handler is not None:
                         handler(exc)
-            self._wake = loop.create_future()
-            await self._wake
+            if not self._closed:
+                self._wake = loop.create_future()
+                await self._wake
 
     def route(self, message: Any) -> None:
         handler = self.sessions.get(message.session_id)
@@ -323,8 +324,13 @@ class _RunStream(LongCall):
             handler(failure)
 
     def close(self) -> None:
+        """End the call: its reader stops, and its writer once a write in progress has ended (it ends at
+        once, the call being over). Cancelled mid-write, the writer would leave gRPC an operation to
+        complete after its event loop may have closed ("Event loop is closed" from gRPC's poller)."""
         super().close()
-        self.writer.cancel()
+        self._closed = True
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
 
 
 class _Round:
@@ -454,7 +460,12 @@ class Coordinator:
         runs, self._runs = list(self._runs.values()), {}
         for run in runs:
             run.close()
-        await asyncio.gather(*(r.reader for r in runs), *(r.writer for r in runs), return_exceptions=True)
+        writers = [r.writer for r in runs]
+        if writers:   # each ends once its write in progress has (at once: the call is over); bounded all the same
+            await asyncio.wait(writers, timeout=self.cluster.connect_timeout_s)
+        for writer in writers:
+            writer.cancel()
+        await asyncio.gather(*(r.reader for r in runs), *writers, return_exceptions=True)
         await self.channels.close()
 
     def _check_own_tls(self, reasons: str) -> None:
