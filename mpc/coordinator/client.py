@@ -227,7 +227,7 @@ class _Known:
     # none): stated back once, so that the session's bit triples need no hello (mpc/ot/pool.py).
     tickets: tuple[mpc_pb2.PoolTicket, ...] = ()
     # Each node's RunRequest but for the session's own fields (prepare, tickets), serialized, by the
-    # arguments of `requests`; shared with the copies `replace` makes (it is the same for them).
+    # arguments of `requests`; shared with the _Known made for the same shapes and keys (`after`).
     _requests: dict[tuple[Any, ...], dict[str, bytes]] = field(default_factory=dict, compare=False, repr=False)
 
     @staticmethod
@@ -304,6 +304,8 @@ class _RunStream(LongCall):
         while not self._closed:
             while self._outbox and not self._closed:
                 session_id, request = self._outbox.popleft()
+                if session_id not in self.sessions:   # its session was given up while this waited: never sent
+                    continue
                 try:
                     await self.write(request)
                 except Exception as exc:   # the stream ended (its reader tells every session so too)
