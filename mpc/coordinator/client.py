@@ -350,14 +350,12 @@ class _Round:
         self.received: dict[str, int] = {}   # node -> share words added so far
         self.ended: dict[str, mpc_pb2.RunReply | BaseException] = {}   # the last chunk, or why the node failed
         self.stale: set[str] = set()   # nodes that refused the session as stale (StaleShape)
-        self._nodes = 0
         loop = asyncio.get_running_loop()
         self._first: asyncio.Future[None] = loop.create_future()   # a node failed, or all are done
         self._all: asyncio.Future[None] = loop.create_future()
 
     def handler(self, name: str) -> Callable[[mpc_pb2.RunReply | BaseException], None]:
         """What node `name`'s Run stream hands this session's replies (or its failure) to."""
-        self._nodes += 1
         self.received[name] = 0
         return lambda item: self._take(name, item)
 
@@ -382,7 +380,7 @@ class _Round:
             self.ended[name] = item
         except Exception as exc:
             self.ended[name] = exc
-        if len(self.ended) == self._nodes and not self._all.done():
+        if len(self.ended) == len(self.received) and not self._all.done():
             self._all.set_result(None)
         if (self._all.done() or not isinstance(self.ended[name], mpc_pb2.RunReply)) and not self._first.done():
             self._first.set_result(None)
