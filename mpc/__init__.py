@@ -9,13 +9,16 @@ __version__ = "0.1.0"
 MAX_SESSION_TIMEOUT_S = 24 * 3600.0
 
 # gRPC reads GRPC_EXPERIMENTS (its doc/environment_variables.md) once, when it starts, so this runs
-# before any module of mpc imports grpc. Servers here keep gRPC's classic TCP listener instead of the
-# EventEngine one that 1.85 turns on by default ("event_engine_listener"): with the EventEngine one,
-# every message a node receives takes one more hand-over between threads before its event loop sees
-# it, and a vote, then eight rounds of small messages between the nodes, took 6-10% longer
-# (benchmarks/ab.py; README, "Performance"). An operator's own GRPC_EXPERIMENTS is kept, and so is
-# its own word on this one.
-GRPC_EXPERIMENT = "-event_engine_listener"
+# before any module of mpc imports grpc. mpc keeps gRPC's classic TCP endpoints instead of the
+# EventEngine ones that 1.85 turns on by default: with those, every message takes one more hand-over
+# between threads before the event loop sees it. Servers: "event_engine_listener" (a vote, eight rounds
+# of small messages between the nodes, took 6-10% longer with it); clients, the coordinator's channels
+# and a node's to its peers: "event_engine_client" (its EventEngine threads cost a coordinator a quarter
+# of its CPU in a 4-party sum). Measured in benchmarks/ab.py and benchmarks/grpc_threads.py (README,
+# "Performance"). An operator's own GRPC_EXPERIMENTS is kept, and so is its own word on either one.
+GRPC_EXPERIMENTS = ("-event_engine_listener", "-event_engine_client")
 _chosen = _os.environ.get("GRPC_EXPERIMENTS", "")
-if "event_engine_listener" not in _chosen:
-    _os.environ["GRPC_EXPERIMENTS"] = f"{_chosen},{GRPC_EXPERIMENT}" if _chosen else GRPC_EXPERIMENT
+_named = {e.strip().lstrip("-") for e in _chosen.split(",")}
+_added = [e for e in GRPC_EXPERIMENTS if e.lstrip("-") not in _named]
+if _added:
+    _os.environ["GRPC_EXPERIMENTS"] = ",".join(([_chosen] if _chosen else []) + _added)

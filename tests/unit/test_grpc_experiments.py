@@ -1,6 +1,6 @@
-"""Which gRPC listener mpc's servers run (mpc/__init__.py): gRPC's classic one, set through
+"""Which gRPC endpoints mpc's servers and clients run (mpc/__init__.py): gRPC's classic ones, set through
 GRPC_EXPERIMENTS before gRPC starts, whatever entry point loads mpc first; an operator's own setting
-is kept. Each case runs in a fresh interpreter, since gRPC reads the variable once. What it is worth
+is kept, and its word on either one wins. Each case runs in a fresh interpreter, since gRPC reads the variable once. What it is worth
 is measured in benchmarks/ab.py, never here."""
 
 from __future__ import annotations
@@ -35,18 +35,26 @@ def experiments_after_import(preset: str | None) -> str | None:
     return value
 
 
+CLASSIC = "-event_engine_listener,-event_engine_client"
+
+
 @pytest.mark.parametrize(("preset", "expected"), [
-    (None, "-event_engine_listener"),                            # nothing set: the classic listener
-    ("", "-event_engine_listener"),
-    ("tcp_rcv_lowat", "tcp_rcv_lowat,-event_engine_listener"),   # another experiment of the operator's: both
-    ("event_engine_listener", "event_engine_listener"),          # the operator's own word on this one wins
-    ("-event_engine_listener", "-event_engine_listener"),
+    (None, CLASSIC),                                             # nothing set: the classic listener and client
+    ("", CLASSIC),
+    ("tcp_rcv_lowat", "tcp_rcv_lowat," + CLASSIC),               # another experiment of the operator's: all
+    ("event_engine_listener", "event_engine_listener,-event_engine_client"),   # the operator's word on one wins
+    ("-event_engine_listener", "-event_engine_listener,-event_engine_client"),
+    ("event_engine_client", "event_engine_client,-event_engine_listener"),
+    (" event_engine_client ,-event_engine_listener", " event_engine_client ,-event_engine_listener"),
+    # A name that merely contains one of ours is another experiment.
+    ("event_engine_client_channel_resolver", "event_engine_client_channel_resolver," + CLASSIC),
 ])
-def test_servers_get_the_classic_listener_unless_the_operator_says_otherwise(preset: str | None,
-                                                                              expected: str) -> None:
+def test_servers_and_clients_get_the_classic_endpoints_unless_the_operator_says_otherwise(preset: str | None,
+                                                                                          expected: str) -> None:
     assert experiments_after_import(preset) == expected
 
 
 def test_this_test_process_runs_the_setting_too() -> None:
-    """The suite's own servers run what the nodes run (tests/__init__.py imports mpc before grpc)."""
-    assert mpc.GRPC_EXPERIMENT in os.environ.get("GRPC_EXPERIMENTS", "").split(",")
+    """The suite's own servers and clients run what the nodes and the CLI run (tests/__init__.py imports
+    mpc before grpc)."""
+    assert set(mpc.GRPC_EXPERIMENTS) <= set(os.environ.get("GRPC_EXPERIMENTS", "").split(","))
