@@ -113,6 +113,11 @@ def keystream_words(key: bytes, n: int) -> Words:
     return out[:n].astype(np.uint64, copy=False)
 
 
+def keystream_word(key: bytes) -> int:
+    """keystream_words(key, 1)[0] as a Python int (a scalar's mask: no array made for one word)."""
+    return int.from_bytes(Cipher(algorithms.AES(key), _CTR_FROM_ZERO).encryptor().update(_ZERO_BLOCK[:8]), "little")
+
+
 def prg_words(seed: bytes, n: int, purpose: bytes) -> Words:
     """PRG(seed) for one purpose: n uniform uint64 words (PROTOCOLS.md §1).
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
-from mpc.prg import SEED_BYTES, Rng, keystream_words, prg_words
+from mpc.prg import SEED_BYTES, Rng, keystream_word, keystream_words, prg_words
 from mpc.events import Output, Send
 from mpc.ring import Words
 
@@ -172,6 +172,11 @@ def keyed_share(y: Words, before: Sequence[str], after: Sequence[str], mask_seed
 
     Returns: y (a writable uint64 array, changed in place).
     """
+    if y.size == 1:   # a scalar's: added up as Python ints, with no array op per peer
+        total = int(y[0]) + sum(keystream_word(mask_seeds[peer]) for peer in after) - \
+            sum(keystream_word(mask_seeds[peer]) for peer in before)
+        y[0] = total % (1 << 64)
+        return y
     for peer in after:
         y += keystream_words(mask_seeds[peer], y.size)
     for peer in before:

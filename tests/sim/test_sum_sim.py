@@ -23,7 +23,7 @@ from mpc.prg import SEED_BYTES, AesCtrRng, SystemRng, random_words
 from mpc.protocols.catalogue import AverageEntry, AverageParams, Declared, NoParams, SumEntry
 from mpc.protocols.contribution import elementwise_contribution, records_contribution, sum_contribution
 from mpc.events import Output, Send
-from mpc.protocols.sum import STEP_SEED, SecureSumParty
+from mpc.protocols.sum import STEP_SEED, SecureSumParty, keyed_share
 from mpc.ring import Words, from_signed, to_signed, words_to_bytes
 
 SESSION = "7f3a0c1e"
@@ -452,3 +452,14 @@ def test_honest_outputs_seen_by_the_coordinator_are_uniform() -> None:
     # The same statistic on the raw inputs is enormous: the test can tell.
     raw_low = np.tile((inputs[0] & np.uint64(0xFF)).astype(np.int64), runs)
     assert chi_square_uniform(raw_low, 256) > 100 * crit
+
+
+@pytest.mark.parametrize("value", [0, 1, 12686, 2**63, 2**64 - 1])
+def test_a_scalars_keyed_share_is_masked_as_a_vectors_first_word(value: int) -> None:
+    """keyed_share adds a scalar up as Python ints (no array op per peer); it is the vector path's
+    masking of the same word, mod 2^64 both ways round, for any peers before and after."""
+    for before, after in ((["a"], ["b", "c"]), ([], ["a", "b", "c"]), (["a", "b", "c"], []), (["a", "b"], ["c"])):
+        seeds = {p: secrets.token_bytes(SEED_BYTES) for p in "abc"}
+        scalar = keyed_share(np.array([value], dtype=np.uint64), before, after, seeds)
+        vector = keyed_share(np.array([value, 7], dtype=np.uint64), before, after, seeds)
+        assert scalar.dtype == np.uint64 and scalar.shape == (1,) and int(scalar[0]) == int(vector[0])

@@ -12,7 +12,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from mpc.prg import SEED_BYTES, AesCtrRng, KeyDeriver, SystemRng, derive_key, keystream_words, prg_words, random_words
+from mpc.prg import SEED_BYTES, AesCtrRng, KeyDeriver, SystemRng, derive_key, keystream_word, keystream_words, prg_words, \
+    random_words
 
 # Statistical tests below fail a correct implementation with probability below this (PROTOCOLS.md §6).
 FALSE_ALARM = 1e-6
@@ -217,3 +218,12 @@ def test_prg_output_bytes_are_uniform() -> None:
 def test_system_rng_random_words_bytes_are_uniform() -> None:
     words = random_words(SystemRng(), 1 << 17)  # 2^20 bytes
     assert byte_chi_square(words) < chi_square_critical(255, FALSE_ALARM)
+
+
+def test_keystream_word_is_the_first_word_of_the_aes_ctr_keystream() -> None:
+    """A scalar's mask (keystream_word) is word 0 of keystream_words under the same key, and both are
+    AES-128-CTR from a zero counter block, as computed here with `cryptography` directly."""
+    for _ in range(50):
+        key = seed()
+        direct = Cipher(algorithms.AES(key), modes.CTR(bytes(16))).encryptor().update(bytes(8))
+        assert keystream_word(key) == int.from_bytes(direct, "little") == int(keystream_words(key, 3)[0])
