@@ -27,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mpc import MAX_SESSION_TIMEOUT_S
 from mpc.config import COUNTS_HIDDEN, ClusterConfig
-from mpc.errors import ConfigError, InputError, MpcError, PeerUnavailable, SessionFailed
+from mpc.errors import ConfigError, InputError, MpcError, PeerUnavailable, SessionFailed, StaleShape
 from mpc.fixedpoint import decode_value
 from mpc.results import (
     AuctionResult,
@@ -360,7 +360,6 @@ class _Round:
         return lambda item: self._take(name, item)
 
     def _take(self, name: str, item: mpc_pb2.RunReply | BaseException) -> None:
-        from mpc.errors import StaleShape
         if name in self.ended:
             return
         try:
@@ -581,19 +580,24 @@ class Coordinator:
             raise SessionFailed(f"node {name} sent a share chunk for another session, node or length")
         if chunk.offset != expected:
             raise SessionFailed(f"node {name} sent share words from {chunk.offset}, expected {expected}")
+        data = chunk.words
         try:
-            words = words_from_bytes(chunk.words)
+            words = words_from_bytes(data) if len(data) != 8 else None   # one word (a scalar's): no array
         except ValueError as exc:
             raise SessionFailed(f"node {name} sent a malformed share chunk: {exc}") from None
-        if words.size == 0 or expected + words.size > length:
-            raise SessionFailed(f"node {name} sent {expected + words.size} share words, expected {length}")
+        size = len(data) // 8
+        if size == 0 or expected + size > length:
+            raise SessionFailed(f"node {name} sent {expected + size} share words, expected {length}")
         if self.observer is not None:
-            self.observer(session_id, name, chunk.words)
-        if xor:
-            total[expected:expected + words.size] ^= words
+            self.observer(session_id, name, data)
+        if words is None:
+            word = int.from_bytes(data, "little")
+            total[expected] = int(total[expected]) ^ word if xor else (int(total[expected]) + word) % (1 << 64)
+        elif xor:
+            total[expected:expected + size] ^= words
         else:
-            total[expected:expected + words.size] += words
-        return expected + words.size
+            total[expected:expected + size] += words
+        return expected + size
 
     def _run_stream(self, name: str) -> _RunStream:
         stream = self._runs.get(name)

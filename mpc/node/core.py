@@ -52,10 +52,10 @@ from mpc.ot.triples import OtSetups
 from mpc.protocols.agreement import STEP_DIGEST, AgreedParty, session_digest, session_digests
 from mpc.protocols.pairing import Evidence, PairKey, PairKeys, check_evidence
 from mpc.protocols.compute import ComputeParty, Pooled
-from mpc.protocols.sum import SecureSumParty, keyed_share
+from mpc.protocols.sum import SecureSumParty, keyed_share, keyed_word
 from mpc.protocols.catalogue import NAMES, Contributing, Declared, EngineArgs, Entry, describe_params, users
 from mpc.protocols.collection import CollectionSource
-from mpc.ring import Words
+from mpc.ring import Words, words_to_bytes
 from mpc.store import COUNTS_HIDDEN, InputInfo, NewSession, RepeatRecords, Store, StoredInput, Transfer
 
 log = logging.getLogger("mpc.node")
@@ -253,6 +253,7 @@ class RepeatPlan:
     keys: Mapping[str, PairKey] = field(repr=False)   # the pair key with each peer, as the statement names them
     digest: Callable[[str], bytes] = field(repr=False)   # the session description's digest, by session id
     contribution: Words = field(repr=False)   # an exact release's takes no randomness (read-only)
+    scalar: int | None = field(repr=False)    # its one word, if it has one word
     records: RepeatRecords = field(repr=False)   # its records, made once: the release's query and description
     shape: Shape
     done: Any = field(repr=False)           # the metric of sessions done, labelled for its protocol
@@ -861,17 +862,20 @@ class NodeCore:
         for key in mine[:max(0, len(mine) + 1 - MAX_PLANS_PER_COORDINATOR)]:
             del self._plans[key]
         self._plans[(caller, statement)] = RepeatPlan(session.protocol, stored, session.parties, dict(keys), digest,
-                                                      contribution, records, shape,
+                                                      contribution,
+                                                      int(contribution[0]) if contribution.size == 1 else None,
+                                                      records, shape,
                                                       self.metrics.sessions.labels(session.protocol.name, "done"))
         while len(self._plans) > MAX_REPEAT_PLANS:
             del self._plans[next(iter(self._plans))]
 
-    def repeat(self, caller: Identity, session_id: str, statement: bytes) -> tuple[Words, Shape] | None:
+    def repeat(self, caller: Identity, session_id: str, statement: bytes) -> tuple[bytes, Shape] | None:
         """Run a one-round session from the RepeatPlan its statement left (see there): with the same
         checks that can come out otherwise than last time, the same share and the same records as
         `run`, at a fraction of its cost.
 
-        Returns: (the output share, this node's shape); None, having done and recorded nothing, when
+        Returns: (the output share, its words as little-endian bytes, and this node's shape); None, having done
+        and recorded nothing, when
         there is no plan, or what it rests on changed (it is dropped), or the session id is malformed
         or taken, or the node is at its limits: `run` then does it all, and says what is wrong.
         """
@@ -888,8 +892,11 @@ class NodeCore:
         digest = plan.digest(session_id)
         masks = {p: k.mask_key(session_id, digest) for p, k in plan.keys.items()}
         mine = plan.parties.index(self.me.name)
-        share = keyed_share(np.array(plan.contribution, dtype=np.uint64), plan.parties[:mine], plan.parties[mine + 1:],
-                            masks)
+        before, after = plan.parties[:mine], plan.parties[mine + 1:]
+        if plan.scalar is not None:   # no array made for one word
+            share = keyed_word(plan.scalar, before, after, masks).to_bytes(8, "little")
+        else:
+            share = words_to_bytes(keyed_share(np.array(plan.contribution, dtype=np.uint64), before, after, masks))
         try:
             recorded = self.releases.defer_repeat(plan.records, session_id)
         except MpcError as exc:   # nothing recorded: `run` tries again, and fails the session if it must
@@ -902,7 +909,7 @@ class NodeCore:
             return None
         self._write_deferred_soon()
         plan.done.inc()
-        self.metrics.output_bytes.inc(int(share.nbytes))
+        self.metrics.output_bytes.inc(len(share))
         # A peer's messages for this id are refused now (it has ended). (A full run would take them as early
         # messages and fail the session after its release; a keyed sum's peers send it nothing.)
         self._wake_waiting(session_id)

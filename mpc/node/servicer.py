@@ -450,13 +450,17 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
                 return
             answer(session_id, share, shape, tickets, reply)
 
-        def answer(session_id: str, share: Words, shape: Shape, tickets: list[Ticket],
+        def answer(session_id: str, share: Words | bytes, shape: Shape, tickets: list[Ticket],
                    reply: Callable[[mpc_pb2.RunReply], None]) -> None:
-            total = share.size
+            """Reply with the output share (words, or their bytes: a plan's) in chunks, the last with the
+            shape, the pair keys and the tickets."""
+            total = len(share) // 8 if isinstance(share, bytes) else share.size
             for offset in range(0, total, _CHUNK_WORDS):
                 last = offset + _CHUNK_WORDS >= total
+                words = share[8 * offset:8 * (offset + _CHUNK_WORDS)] if isinstance(share, bytes) else \
+                    words_to_bytes(share[offset:offset + _CHUNK_WORDS])
                 reply(mpc_pb2.RunReply(session_id=session_id, node=me, offset=offset, total_length=total,
-                                       words=words_to_bytes(share[offset:offset + _CHUNK_WORDS]),
+                                       words=words,
                                        shape=_shape_to_wire(shape) if last else None,
                                        key_ids=self.core.pair_keys.newest_ids() if last else None,
                                        tickets=[_ticket_to_wire(t) for t in tickets] if last else None))

@@ -166,6 +166,13 @@ class SecureSumParty:
         return [Output(share)]
 
 
+def keyed_word(y: int, before: Sequence[str], after: Sequence[str], mask_seeds: Mapping[str, bytes]) -> int:
+    """keyed_share of a one-word contribution, as Python ints: y + sum_{j after} PRG(s_j)[0] - sum_{j before}
+    PRG(s_j)[0] mod 2^64."""
+    total = y + sum(keystream_word(mask_seeds[peer]) for peer in after)
+    return (total - sum(keystream_word(mask_seeds[peer]) for peer in before)) % (1 << 64)
+
+
 def keyed_share(y: Words, before: Sequence[str], after: Sequence[str], mask_seeds: Mapping[str, bytes]) -> Words:
     """A keyed sum's masking of a contribution, in place: y + sum_{j after} PRG(s_j) - sum_{j before} PRG(s_j),
     the PRG the AES-CTR keystream under each peer's mask seed (made for these masks alone).
@@ -173,9 +180,7 @@ def keyed_share(y: Words, before: Sequence[str], after: Sequence[str], mask_seed
     Returns: y (a writable uint64 array, changed in place).
     """
     if y.size == 1:   # a scalar's: added up as Python ints, with no array op per peer
-        total = int(y[0]) + sum(keystream_word(mask_seeds[peer]) for peer in after) - \
-            sum(keystream_word(mask_seeds[peer]) for peer in before)
-        y[0] = total % (1 << 64)
+        y[0] = keyed_word(int(y[0]), before, after, mask_seeds)
         return y
     for peer in after:
         y += keystream_words(mask_seeds[peer], y.size)

@@ -495,6 +495,30 @@ def test_a_repeat_from_its_plan_gives_the_share_and_the_records_of_a_full_run(
             assert env.sessions(node)[sid].status == "done"
 
 
+def test_a_vectors_repeat_from_its_plan_is_masked_as_a_full_run_masks_it(env: Env, planned: Planned) -> None:
+    """A plan's share is the words a full run would send for a vector too (a scalar's is made as Python
+    ints, a vector's as an array): sessions where two nodes run in full and two from their plans, and
+    sessions where all four run from them, open every element's sum."""
+    for node in FOUR:
+        env.lc.servers[node].core._plans.clear()
+    expected = [sum(RAISES.values()) * k for k in range(1, 33)]
+
+    async def go() -> list[str]:
+        ids = []
+        async with env.coordinator() as c:
+            for i in range(7):
+                if i in (4, 5):   # alice and carlos forget their plans: these run in full there
+                    for node in ("alice", "carlos"):
+                        env.lc.servers[node].core._plans.clear()
+                result = await c.sum("vec")
+                assert [int(v) for v in result.value] == expected, i
+                ids.append(result.session_id)
+        return ids
+    ids = env.run(go())
+    assert from_plan(planned, ids[3]) == from_plan(planned, ids[6]) == set(FOUR)
+    assert from_plan(planned, ids[4]) == {"bob", "david"}
+
+
 def test_a_plan_does_not_outlive_its_input_version_or_pair_keys_and_never_takes_an_id_twice(
         env: Env, planned: Planned, monkeypatch: pytest.MonkeyPatch) -> None:
     """What a plan rests on is looked at again each time: a replaced input (bob's next session is refused
