@@ -874,10 +874,10 @@ class NodeCore:
         checks that can come out otherwise than last time, the same share and the same records as
         `run`, at a fraction of its cost.
 
-        Returns: (the output share, its words as little-endian bytes, and this node's shape); None, having done
-        and recorded nothing, when
-        there is no plan, or what it rests on changed (it is dropped), or the session id is malformed
-        or taken, or the node is at its limits: `run` then does it all, and says what is wrong.
+        Returns: (the output share as its words' little-endian bytes, this node's shape); None, having
+        done and recorded nothing, when there is no plan, or what it rests on changed (it is dropped), or
+        the session id is malformed or taken, or the node is at its limits: `run` then does it all, and
+        says what is wrong.
         """
         plan = self._plans.get((caller, statement))
         if plan is None or not _SESSION_ID.match(session_id) or session_id in self.sessions:
