@@ -159,14 +159,13 @@ async def _read_until_closed(take: Coroutine[Any, Any, None], running: set[async
 
 async def _each_in_a_task(requests: AsyncIterator[Request],
                           handle: Callable[[Request, Callable[[Reply], None]], Awaitable[None]], closing: asyncio.Event,
-                          *, cancel_on_exit: bool, quick: Callable[[Request], bool] | None = None,
-                          ) -> AsyncIterator[Reply]:
+                          quick: Callable[[Request], bool]) -> AsyncIterator[Reply]:
     """Serve a long-lived stream: every request is handled in a task of its own (so that one that
     waits holds up no other), and what the handlers put out is yielded in the order they put it.
-    When the stream ends, or the caller goes away, the reader stops; cancel_on_exit: the handlers
-    still running are cancelled too. quick: says of a request that its handler will not wait; it
-    is then handled at once, without a task, if no earlier one of the stream is still running (so
-    that the stream's order is kept).
+    When the stream ends, or the caller goes away, the reader stops; the handlers still running are
+    not cancelled (each is bounded by its own wait). quick: says of a request that its handler will
+    not wait; it is then handled at once, without a task, if no earlier one of the stream is still
+    running (so that the stream's order is kept).
     closing: once set (the node is stopping), nothing more is read, and the stream ends when the
     handlers running have (the server's grace bounds that).
     """
@@ -183,7 +182,7 @@ async def _each_in_a_task(requests: AsyncIterator[Request],
             while out.qsize() >= MAX_HANDLING:
                 drained.clear()
                 await drained.wait()
-            if quick is not None and not running and quick(request):
+            if not running and quick(request):
                 await handle(request, out.put_nowait)
                 continue
             task = asyncio.ensure_future(handle(request, out.put_nowait))
@@ -203,10 +202,7 @@ async def _each_in_a_task(requests: AsyncIterator[Request],
             yield reply
     finally:
         reader.cancel()
-        handlers = list(running) if cancel_on_exit else []
-        for task in handlers:
-            task.cancel()
-        await asyncio.gather(reader, *handlers, return_exceptions=True)
+        await asyncio.gather(reader, return_exceptions=True)
 
 
 async def _each_answered(read: Callable[[], Awaitable[Any]], write: Callable[[Reply], Awaitable[None]],
@@ -605,7 +601,7 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
 
         # A message being delivered is not cancelled when the peer goes away: its session's engine
         # may be mid-step, and the delivery is bounded by the session's own wait and deadline.
-        async for answer in _each_in_a_task(messages, one, self.closing, cancel_on_exit=False, quick=quick):
+        async for answer in _each_in_a_task(messages, one, self.closing, quick):
             yield answer
 
     async def Send(self, request_iterator: AsyncIterator[mpc_pb2.PeerFrame],
