@@ -205,7 +205,7 @@ def _run_parties(program: Path, parties: int, prog_args: list[str], timeout: flo
     if len(results) != 1:
         raise RuntimeError(f'expected one JSON line from MPyC party 0, got:\n{out0[-2000:]}')
     res = results[0]
-    res['end_to_end_s'] = end_to_end
+    res['end_to_end_s'] = end_to_end - res.get('later_s', 0.0)   # as if it had run one computation
     res['ssl_logged'] = f'All {parties} parties connected via SSL.' in out0
     if not res['ssl_logged'] or not res.get('tls'):
         raise RuntimeError(f'MPyC run did not use TLS:\n{out0[-2000:]}')
@@ -214,19 +214,23 @@ def _run_parties(program: Path, parties: int, prog_args: list[str], timeout: flo
 
 # --------------------------------------------------------------------------- public API
 
-def run_mpyc_sum(L: int, parties: int = 3, *, scalar_raises: bool = False,
+def run_mpyc_sum(L: int, parties: int = 3, *, scalar_raises: bool = False, repeats: int = 1,
                  timeout: float = 600) -> dict:
     """Secure elementwise sum of one length-L vector per party (SecInt(64) secure arrays).
 
     With scalar_raises=True: 4 parties (parties is ignored) input 3800, 2514, 2982, 3390 as
     single secure integers; expected sum 12686 (result has 'sum'); L is reported as 1.
-    Returns {"compute_s", "end_to_end_s", "L", "parties", "ok", "tls", "ssl_logged"[, "sum"]}.
+    repeats > 1: that many sums in one run, compute_s the median of those after the first (warm),
+    first_s the first's (mpyc_programs/sum_vector.py).
+    Returns {"compute_s", "first_s", "repeats", "end_to_end_s", "L", "parties", "ok", "tls", "ssl_logged"[, "sum"]}.
     """
+    if repeats < 1:
+        raise ValueError('repeats must be >= 1')
     if scalar_raises:
-        return _run_parties(SUM_PROGRAM, RAISES_PARTIES, ['--scalar-raises'], timeout)
+        return _run_parties(SUM_PROGRAM, RAISES_PARTIES, ['--scalar-raises', '--repeats', str(repeats)], timeout)
     if L < 1:
         raise ValueError('L must be >= 1')
-    return _run_parties(SUM_PROGRAM, parties, ['--L', str(L)], timeout)
+    return _run_parties(SUM_PROGRAM, parties, ['--L', str(L), '--repeats', str(repeats)], timeout)
 
 
 def run_mpyc_compare(M: int, parties: int = 3, *, timeout: float = 600) -> dict:
@@ -239,15 +243,18 @@ def run_mpyc_compare(M: int, parties: int = 3, *, timeout: float = 600) -> dict:
     return _run_parties(COMPARE_PROGRAM, parties, ['--M', str(M)], timeout)
 
 
-def run_mpyc_vote(ballots: int = 1000, parties: int = 3, *, timeout: float = 600) -> dict:
+def run_mpyc_vote(ballots: int = 1000, parties: int = 3, *, repeats: int = 1, timeout: float = 600) -> dict:
     """A vote over `ballots` 0/1 ballots split across the parties (SecInt(32) secure arrays):
-    the tally is summed on the shares and only [2 * tally >= ballots] is opened.
+    the tally is summed on the shares and only [2 * tally >= ballots] is opened. repeats > 1: that
+    many votes in one run, compute_s the median of those after the first (mpyc_programs/vote.py).
 
-    Returns {"compute_s", "end_to_end_s", "N", "parties", "passed", "ok", "tls", "ssl_logged"}.
+    Returns {"compute_s", "first_s", "repeats", "end_to_end_s", "N", "parties", "passed", "ok", "tls", "ssl_logged"}.
     """
     if ballots < parties:
         raise ValueError('need at least one ballot per party')
-    return _run_parties(VOTE_PROGRAM, parties, ['--N', str(ballots)], timeout)
+    if repeats < 1:
+        raise ValueError('repeats must be >= 1')
+    return _run_parties(VOTE_PROGRAM, parties, ['--N', str(ballots), '--repeats', str(repeats)], timeout)
 
 
 def run_mpyc_auction(bids: int = 1000, parties: int = 3, *, second_price: bool = False,

@@ -41,9 +41,10 @@ the compare figures include triple_words (mpc.protocols.compare.triple_words, pe
 and the per-node CPU per triple word per peer, which is the figure that should not grow with n.
 
 MPyC (optional, mpyc_runner): the scalar sum (a one-element SecInt(64) array per party) and the
-same vote at the same party count, compute time measured inside party 0 after mpc.start(); MPyC
-runs after the mpc nodes stopped, so the two never share the cores. Its processes' CPU is not
-measured.
+same vote at the same party count, compute time measured inside party 0 after mpc.start(): as
+many in one run as mpc's sessions, each after a barrier, and the median of those after the first
+(mpc's is the median of its sessions after the first). MPyC runs after the mpc nodes stopped, so the
+two never share the cores. Its processes' CPU is not measured.
 """
 
 from __future__ import annotations
@@ -166,8 +167,8 @@ def run_scale_one(parties: int, comparisons: int = 1000, ballots: int = 1000, re
     load_end = _load1()
     theirs = None
     if mpyc:
-        theirs = {"sum": run_mpyc_sum(1, parties, timeout=mpyc_timeout),
-                  "vote": run_mpyc_vote(ballots, parties, timeout=mpyc_timeout)}
+        theirs = {"sum": run_mpyc_sum(1, parties, repeats=sum_repeats + 1, timeout=mpyc_timeout),
+                  "vote": run_mpyc_vote(ballots, parties, repeats=repeats + 1, timeout=mpyc_timeout)}
     everything_ok = all(result[k]["ok"] for k in KINDS) and all(bool(t["ok"]) for t in (theirs or {}).values())
     return {"parties": parties, "pairs": parties * (parties - 1) // 2, "comparisons": comparisons,
             "ballots": ballots, "repeats": repeats, "sum_repeats": sum_repeats, "names": list(names),
