@@ -305,9 +305,10 @@ def scale_table(results: Mapping[str, Any]) -> tuple[list[str], list[str]]:
              f"of each kind dropped. Others' CPU: what other processes used of all "
              f"{os.cpu_count()} cores while the row's nodes ran (machine busy time minus the nodes' and the "
              f"coordinator's); CPU time too is inflated on a busy machine, so compare rows run under like "
-             f"load. " + ("MPyC: compute time in party 0 after mpc.start() (its CPU not "
-                                          "measured), run after the mpc nodes stopped."
-                                          if mpyc else "MPyC not run (--scale-no-mpyc).")]
+             f"load. " + ("MPyC: compute time in party 0 after mpc.start(), as many of each kind in "
+                          "one run as mpc's, each after a barrier, the median of those after the first (its "
+                          "CPU not measured), run after the mpc nodes stopped."
+                          if mpyc else "MPyC not run (--scale-no-mpyc).")]
     growth = results.get("growth")
     if growth:
         def fmt(kind: str) -> str:

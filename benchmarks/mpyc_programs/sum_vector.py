@@ -84,7 +84,8 @@ async def main() -> None:
     await mpc.shutdown()
     if mpc.pid == 0:
         res = {'compute_s': statistics.median(times[1:]) if len(times) > 1 else times[0], 'first_s': times[0],
-               'later_s': later, 'repeats': args.repeats, 'L': L, 'parties': m, 'ok': bool(ok), 'tls': tls}
+               'later_s': later, 'times': times, 'repeats': args.repeats, 'L': L, 'parties': m, 'ok': bool(ok),
+               'tls': tls}
         if args.scalar_raises:
             res['sum'] = int(total)
         print(json.dumps(res), flush=True)

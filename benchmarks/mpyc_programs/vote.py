@@ -73,8 +73,8 @@ async def main() -> None:
     await mpc.shutdown()
     if mpc.pid == 0:
         print(json.dumps({'compute_s': statistics.median(times[1:]) if len(times) > 1 else times[0],
-                          'first_s': times[0], 'later_s': later, 'repeats': args.repeats, 'N': N, 'parties': m,
-                          'passed': bool(passed), 'ok': ok, 'tls': tls}), flush=True)
+                          'first_s': times[0], 'later_s': later, 'times': times, 'repeats': args.repeats, 'N': N,
+                          'parties': m, 'passed': bool(passed), 'ok': ok, 'tls': tls}), flush=True)
 
 
 if __name__ == '__main__':
