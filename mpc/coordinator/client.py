@@ -481,7 +481,7 @@ class Coordinator:
             raise ConfigError(f"coordinator: {exc}, so no node can be reached ({reasons})") from None
 
     def _stub(self, name: str) -> mpc_pb2_grpc.ControlStub:
-        return mpc_pb2_grpc.ControlStub(self.channels.channel(name))
+        return self.channels.stub(name, mpc_pb2_grpc.ControlStub)
 
     def _explain(self, name: str, exc: BaseException) -> str:
         if isinstance(exc, grpc.aio.AioRpcError):

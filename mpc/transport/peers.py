@@ -12,7 +12,7 @@ import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 import grpc
@@ -83,13 +83,17 @@ def describe_rpc_error(node: NodeConfig, exc: grpc.aio.AioRpcError) -> str:
     return f"node {node.name} refused: {exc.details()} [{code.name}]"
 
 
+Stub = TypeVar("Stub")
+
+
 class Channels:
-    """Lazily opened secure channels to the cluster's nodes, keyed by node name."""
+    """Lazily opened secure channels to the cluster's nodes, keyed by node name, and the stubs on them."""
 
     def __init__(self, cluster: ClusterConfig, tls: TlsMaterial) -> None:
         self.cluster = cluster
         self._credentials = tls.channel_credentials()
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[tuple[str, Callable[[grpc.aio.Channel], Any]], Any] = {}
 
     def channel(self, name: str) -> grpc.aio.Channel:
         """The channel to node `name` (opened on first use).
@@ -104,8 +108,20 @@ class Channels:
             self._channels[name] = channel
         return channel
 
+    def stub(self, name: str, kind: Callable[[grpc.aio.Channel], Stub]) -> Stub:
+        """A stub of `kind` (a generated service stub class) on the channel to node `name`, made once: a
+        stub makes a callable per method of its service, dearer than many a call it then makes.
+
+        Raises: ConfigError if the cluster has no such node.
+        """
+        stub = self._stubs.get((name, kind))
+        if stub is None:
+            stub = self._stubs[(name, kind)] = kind(self.channel(name))
+        return stub
+
     async def close(self) -> None:
         """Close every channel."""
+        self._stubs = {}
         channels, self._channels = list(self._channels.values()), {}
         for channel in channels:
             await channel.close()
@@ -457,7 +473,7 @@ class PeerClient:
 
     async def _call(self, to: str, session_id: str, step: str, payload: bytes, timeout: float,
                     one_round: bool = False) -> None:
-        stub = mpc_pb2_grpc.PeerStub(self.channels.channel(to))
+        stub = self.channels.stub(to, mpc_pb2_grpc.PeerStub)
 
         async def frames() -> AsyncIterator[mpc_pb2.PeerFrame]:
             for frame in _frames(session_id, step, self.me, payload, one_round):
