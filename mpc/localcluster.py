@@ -173,16 +173,27 @@ class NodeProcesses:
             return None
         if proc.poll() is None:
             proc.send_signal(sig)
-            try:
-                proc.wait(grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        return proc.returncode
+        return _waited(proc, grace)
 
-    def stop_all(self) -> dict[str, int | None]:
-        """Stop every node started here.
+    def stop_all(self, grace: float = 10.0) -> dict[str, int | None]:
+        """Stop every node started here: all are sent SIGTERM first, so that they stop side by side,
+        then each is waited for (SIGKILL after `grace` seconds). Each is signalled once: a second
+        SIGTERM that came after its daemon's handler was gone would end it before its clean stop.
 
         Returns: name -> exit code.
         """
-        return {name: self.stop(name) for name in list(self.procs)}
+        procs, self.procs = self.procs, {}
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        return {name: _waited(proc, grace) for name, proc in procs.items()}
+
+
+def _waited(proc: subprocess.Popen[bytes], grace: float) -> int | None:
+    """Wait for a signalled process, killing it after `grace` seconds. Returns: its exit code."""
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    return proc.returncode
