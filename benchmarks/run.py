@@ -230,7 +230,8 @@ def main() -> int:
                       f"{max(floor['cpu_per_burst_us']) / 1000:.1f} ms per process at most"))
         notes.append(f"- mpc vote: first vote on fresh nodes {_f(ours, 'first_s'):.2f} s (one-off setup "
                      f"{_f(ours, 'setup_s'):.2f} s), later votes {_f(ours, 'compute_s'):.3f} s, the `mpc vote` "
-                     f"command on running nodes (new process: start-up, imports, TLS, vote) {_f(ours, 'cli_s'):.2f} s")
+                     "command on running nodes (new process, its bytecode cached: start-up, imports, TLS, vote) "
+                     f"{_f(ours, 'cli_s'):.2f} s")
         base = run_mpc_base_ot()
         results.append({"case": "base_ot_pair", "mpc": base})
         notes.append(f"- mpc one-off base OT cost per pair (in-process, one core, no network): {base['ots']} "
