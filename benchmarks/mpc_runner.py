@@ -103,6 +103,7 @@ def run_mpc_sum(length: int, parties: int = 3, *, raises: bool = False, repeats:
     values = _inputs(parties, length, raises)
     expected = np.sum(values, axis=0)
     own: list[float] = []
+    later: list[float] = []
 
     async def add(coordinator: Coordinator) -> bool:
         opened = await coordinator.open(entry("sum"), SumParams(), "x")
@@ -110,8 +111,8 @@ def run_mpc_sum(length: int, parties: int = 3, *, raises: bool = False, repeats:
 
     with _running(names, {"x": values}, (0, 1 << 32)) as run:   # the inputs are below 2^32
         times, cpu, ok, _ = aio.run(_timed_sessions(run.cluster, run.nodes, repeats, add, keyed=keyed,
-                                                        one_round=one_round, coordinator_cpu=own))
-    end_to_end = run.stopped - run.started - sum(times[1:])
+                                                        one_round=one_round, coordinator_cpu=own, after_first=later))
+    end_to_end = run.stopped - run.started - later[0]
     return {"compute_s": statistics.median(times[1:]), "first_s": times[0], "end_to_end_s": end_to_end,
             "L": length, "parties": parties, "ok": ok, "keyed": keyed, "one_round": one_round, **_cpu_fields(cpu),
             "coordinator_cpu_s": statistics.median(own[1:])}
@@ -297,12 +298,14 @@ async def wait_for_pools(cluster: ClusterConfig, names: Sequence[str], words: in
 async def _timed_sessions(cluster: ClusterConfig, nodes: NodeProcesses, repeats: int,
                           session: Callable[[Coordinator], Awaitable[bool]], *, keyed: bool = True,
                           one_round: bool = True, between: Callable[[], Awaitable[None]] | None = None,
-                          coordinator_cpu: list[float] | None = None,
+                          coordinator_cpu: list[float] | None = None, after_first: list[float] | None = None,
                           ) -> tuple[list[float], list[float | None], bool, list[dict[str, float] | None]]:
     """Run `session` repeats + 1 times through one coordinator, timing each and the nodes' CPU
     (keyed=False: the coordinator never takes the keyed path, mpc/protocols/pairing.py; one_round=False:
     it always prepares, then computes). coordinator_cpu, if given, gets this process's CPU seconds
-    per session.
+    per session; after_first, if given, the seconds from the end of the first session to the end of
+    the last (the later sessions and whatever ran between them: what an end-to-end figure "as if
+    one computation had been made" leaves out).
     `between`, if given, runs untimed before each session after the first (e.g. wait_for_pools).
 
     Returns: (wall seconds per session, CPU seconds of all node processes together per session,
@@ -314,6 +317,7 @@ async def _timed_sessions(cluster: ClusterConfig, nodes: NodeProcesses, repeats:
     by_node: list[dict[str, float] | None] = []
     ok = True
     tick = _clock_tick()
+    first_end = end = 0.0
     async with Coordinator(cluster, keyed=keyed, one_round=one_round) as coordinator:
         for i in range(repeats + 1):
             if i and between is not None:
@@ -321,7 +325,9 @@ async def _timed_sessions(cluster: ClusterConfig, nodes: NodeProcesses, repeats:
             before = _cpu_ticks(nodes)
             start, own = time.perf_counter(), time.process_time()
             correct = await session(coordinator)
-            times.append(time.perf_counter() - start)
+            end = time.perf_counter()
+            times.append(end - start)
+            first_end = end if i == 0 else first_end
             if coordinator_cpu is not None:
                 coordinator_cpu.append(time.process_time() - own)
             after = _cpu_ticks(nodes)
@@ -332,6 +338,8 @@ async def _timed_sessions(cluster: ClusterConfig, nodes: NodeProcesses, repeats:
                 cpu.append((sum(after.values()) - sum(before.values())) / tick)
                 by_node.append({name: (after[name] - before[name]) / tick for name in before})
             ok &= correct
+    if after_first is not None:
+        after_first.append(end - first_end)
     return times, cpu, ok, by_node
 
 
@@ -365,6 +373,7 @@ def run_mpc_compare(M: int = 1000, parties: int = 3, repeats: int = 5, threshold
     limit = (COMPARE_BOUND - 1) // parties
     words = triple_words(parties, COMPARE_BITS, M)
     fill_cpu: list[float] = []
+    later: list[float] = []
     with _running(names, {"x": values}, (-limit, limit), pool=pool) as run:
         async def filled() -> None:
             before = _cpu_s(run.nodes)
@@ -374,8 +383,8 @@ def run_mpc_compare(M: int = 1000, parties: int = 3, repeats: int = 5, threshold
                 fill_cpu.append(spent)
 
         times, cpu, ok, _ = aio.run(_timed_sessions(run.cluster, run.nodes, repeats, compare,
-                                                        between=filled if pool else None))
-    end_to_end = run.stopped - run.started - sum(times[1:])
+                                                        between=filled if pool else None, after_first=later))
+    end_to_end = run.stopped - run.started - later[0]
     compute = statistics.median(times[1:])
     return {"compute_s": compute, "first_s": times[0], "setup_s": times[0] - compute, "end_to_end_s": end_to_end,
             "comparisons_per_s": M / compute, "M": M, "parties": parties, "threshold": threshold, "ok": ok,
@@ -436,12 +445,13 @@ def run_mpc_vote(ballots: int = 1000, parties: int = 3, repeats: int = 5,
     cli_times: list[float] = []
     cli_spent = 0.0
     words = triple_words(parties, COMPARE_BITS, 1)
+    later: list[float] = []
     with _running(names, {"ballots": split}, pool=pool) as run:
         async def filled() -> None:
             await wait_for_pools(run.cluster, names, words)
 
         times, cpu, ok, _ = aio.run(_timed_sessions(run.cluster, run.nodes, repeats, vote, one_round=one_round,
-                                                        between=filled if pool else None))
+                                                        between=filled if pool else None, after_first=later))
         with tempfile.TemporaryDirectory(prefix="mpc-bench-pycache-") as pycache:
             for i in range(cli_repeats + 1 if cli_repeats else 0):
                 dt, passed = _cli_vote(run.cluster_file, "ballots", Path(pycache))
@@ -449,7 +459,7 @@ def run_mpc_vote(ballots: int = 1000, parties: int = 3, repeats: int = 5,
                 if i:   # the first run writes the bytecode
                     cli_times.append(dt)
                 ok &= passed == expected
-    end_to_end = run.stopped - run.started - sum(times[1:]) - cli_spent
+    end_to_end = run.stopped - run.started - later[0] - cli_spent
     compute = statistics.median(times[1:])
     return {"compute_s": compute, "first_s": times[0], "setup_s": times[0] - compute,
             "cli_s": statistics.median(cli_times) if cli_times else None, "end_to_end_s": end_to_end,
@@ -519,9 +529,10 @@ def run_mpc_auction(bids: int = 1000, parties: int = 3, second_price: bool = Fal
         result = await coordinator.auction("bids", second_price=second_price)
         return (result.winner_node, result.winner_index, result.price) == (names[node], index, price)
 
+    later: list[float] = []
     with _running(names, {"bids": split}, (-AUCTION_BID_LIMIT, AUCTION_BID_LIMIT)) as run:
-        times, cpu, ok, _ = aio.run(_timed_sessions(run.cluster, run.nodes, repeats, auction))
-    end_to_end = run.stopped - run.started - sum(times[1:])
+        times, cpu, ok, _ = aio.run(_timed_sessions(run.cluster, run.nodes, repeats, auction, after_first=later))
+    end_to_end = run.stopped - run.started - later[0]
     compute = statistics.median(times[1:])
     return {"compute_s": compute, "first_s": times[0], "setup_s": times[0] - compute, "end_to_end_s": end_to_end,
             "bids": bids, "parties": parties, "second_price": second_price, "winner_node": names[node],
