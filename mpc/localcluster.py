@@ -177,7 +177,7 @@ class NodeProcesses:
 
     def stop_all(self, grace: float = 10.0) -> dict[str, int | None]:
         """Stop every node started here: all are sent SIGTERM first, so that they stop side by side,
-        then each is waited for (SIGKILL after `grace` seconds). Each is signalled once: a second
+        then each is waited for (SIGKILL for any still running `grace` seconds after the signals). Each is signalled once: a second
         SIGTERM that came after its daemon's handler was gone would end it before its clean stop.
 
         Returns: name -> exit code.
@@ -186,7 +186,16 @@ class NodeProcesses:
         for proc in procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        return {name: _waited(proc, grace) for name, proc in procs.items()}
+        deadline = time.monotonic() + grace   # one grace period for all: they stop side by side
+        codes: dict[str, int | None] = {}
+        try:
+            for name, proc in procs.items():
+                codes[name] = _waited(proc, max(0.0, deadline - time.monotonic()))
+        finally:   # a wait cut short (Ctrl-C) leaves no node running untracked
+            for name, proc in procs.items():
+                if name not in codes and proc.poll() is None:
+                    proc.kill()
+        return codes
 
 
 def _waited(proc: subprocess.Popen[bytes], grace: float) -> int | None:

@@ -950,7 +950,7 @@ class Coordinator:
             node = self.cluster.node(name)
             timeout = self.cluster.connect_timeout_s
             try:
-                health = await health_pb2_grpc.HealthStub(self.channels.channel(name)).Check(
+                health = await self.channels.stub(name, health_pb2_grpc.HealthStub).Check(
                     health_pb2.HealthCheckRequest(service=""), timeout=timeout)
                 serving = health.status == health_pb2.HealthCheckResponse.SERVING
                 if not serving:  # e.g. shutting down: it answers, but takes no new sessions

@@ -113,10 +113,10 @@ class NodeMetrics:
         host, port = split_address(address, "metrics", any_port=True)
         try:
             family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
-            server: WSGIServer = make_server(host, port, make_wsgi_app(self.registry),
+            server: WSGIServer = make_server(host, port, _metrics_only(make_wsgi_app(self.registry)),
                                              type("_MetricsServer", (_ThreadingServer,), {"address_family": family}),
                                              handler_class=_QuietHandler)
-        except OSError as exc:   # socket.gaierror too: a host name that does not resolve
+        except (OSError, UnicodeError) as exc:   # socket.gaierror: a host that does not resolve; UnicodeError: "a..b"
             raise ConfigError(f"cannot serve metrics on {address}: {exc}") from None
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": POLL_S},
@@ -141,8 +141,22 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
 
+def _metrics_only(app: Callable[..., Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
+    """`app` at /metrics, 404 anywhere else (prometheus_client's app answers every path)."""
+
+    def serve(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"not found: this node serves /metrics only\n"]
+        return app(environ, start_response)
+
+    return serve
+
+
 class _QuietHandler(WSGIRequestHandler):
-    """No line on stderr per scrape."""
+    """No line on stderr per scrape, and no thread held by a client that connects and says nothing."""
+
+    timeout = 10
 
     def log_message(self, format: str, *args: Any) -> None:   # noqa: A002  (the standard library's name)
         pass

@@ -62,3 +62,23 @@ def test_an_address_in_use_is_named() -> None:
         with pytest.raises(ConfigError, match=f"cannot serve metrics on 127.0.0.1:{port}"):
             metrics.serve(f"127.0.0.1:{port}")
         metrics.close()
+
+
+@pytest.mark.parametrize("path", ["/", "/metricsx", "/favicon.ico", "/metrics/", "/other?name[]=x"])
+def test_only_the_metrics_path_answers(path: str) -> None:
+    metrics = NodeMetrics("alice")
+    port = metrics.serve("127.0.0.1:0")
+    try:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5)
+        assert refused.value.code == 404
+        assert b"mpc_" not in refused.value.read()
+        assert "mpc_output_share_bytes_total" in _scrape("127.0.0.1", port)   # and /metrics still does
+    finally:
+        metrics.close()
+
+
+def test_a_host_name_idna_refuses_is_named() -> None:
+    metrics = NodeMetrics("alice")
+    with pytest.raises(ConfigError, match=r"cannot serve metrics on a\.\.b:0"):
+        metrics.serve("a..b:0")
