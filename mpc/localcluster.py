@@ -7,6 +7,7 @@ stopped by PID (SIGTERM, then SIGKILL after a grace period).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -177,8 +178,9 @@ class NodeProcesses:
 
     def stop_all(self, grace: float = 10.0) -> dict[str, int | None]:
         """Stop every node started here: all are sent SIGTERM first, so that they stop side by side,
-        then each is waited for (SIGKILL for any still running `grace` seconds after the signals). Each is signalled once: a second
-        SIGTERM that came after its daemon's handler was gone would end it before its clean stop.
+        then each is waited for (SIGKILL for any still running `grace` seconds after the signals).
+        Each is signalled once: a second SIGTERM that came after its daemon's handler was gone would
+        end it before its clean stop.
 
         Returns: name -> exit code.
         """
@@ -195,6 +197,8 @@ class NodeProcesses:
             for name, proc in procs.items():
                 if name not in codes and proc.poll() is None:
                     proc.kill()
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(5)
         return codes
 
 
