@@ -5,11 +5,15 @@ recorded, the repeats' deferred records included."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from mpc import aio
+from mpc import aio, localcluster
 from mpc.config import load_cluster
 from mpc.coordinator.client import Coordinator
 from mpc.localcluster import NodeProcesses, write_local_cluster
@@ -52,3 +56,33 @@ def test_stop_all_stops_every_node_cleanly_with_its_records(tmp_path: Path) -> N
         with Store.open_dir(_data_dir(cluster_file, name)) as store:
             missing = [sid for sid, _ in done if not store.has_session(sid)]
         assert missing == [], (name, missing)
+
+
+def test_stop_all_cut_short_kills_and_reaps_what_it_had_not_waited_for(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C during stop_all's wait leaves no process running untracked: the ones it had not waited for
+    are killed and reaped before the interrupt goes on. Two real processes that ignore SIGTERM, as a node
+    stuck in a long stop would; the wait for the first is interrupted."""
+    nodes = NodeProcesses(tmp_path / "cluster.toml", tmp_path / "logs")
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); " \
+               "time.sleep(60)"
+    procs = [subprocess.Popen([sys.executable, "-c", stubborn], stdout=subprocess.PIPE) for _ in range(2)]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"   # SIGTERM is ignored now
+        nodes.procs = {"alice": procs[0], "bob": procs[1]}
+
+        def interrupted(proc: subprocess.Popen[bytes], grace: float) -> int | None:
+            raise KeyboardInterrupt
+        monkeypatch.setattr(localcluster, "_waited", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            nodes.stop_all(grace=30.0)
+        assert nodes.procs == {}
+        assert [p.returncode for p in procs] == [-signal.SIGKILL] * 2   # killed and reaped, not left running
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+            if proc.stdout is not None:
+                proc.stdout.close()
