@@ -214,8 +214,9 @@ def compile_mpc() -> None:
     imports where PYTHONDONTWRITEBYTECODE is unset. This checkout's editable install has none, and
     on a machine that sets PYTHONDONTWRITEBYTECODE (as this project's CI machine does) every node
     and `mpc` command the benchmark starts would compile ~100 modules again: about 0.2 s of CPU
-    per node, 0.6-0.7 s of the 4-node scalar sum's end to end (1.9-2.0 s against 1.2-1.4 s to
-    start the nodes), which MPyC's processes, loading its installed bytecode, never pay.
+    per node, 0.6-0.7 s of the 4-node scalar sum's end to end (1.88-1.96 s against 1.21-1.37 s to
+    start the nodes, three starts each), which MPyC's processes, loading its installed bytecode,
+    never pay.
     """
     compileall.compile_dir(str(Path(mpc.__file__).resolve().parent), quiet=1)
 
