@@ -438,7 +438,7 @@ def run_mpc_vote(ballots: int = 1000, parties: int = 3, repeats: int = 5,
     median of `repeats` later votes through the coordinator API; cli_s: median of
     `cli_repeats` runs of the `mpc vote` command (a new Python process: start-up, imports, TLS
     to every node, the vote) on the already running nodes, after the setup and after one untimed
-    run that writes the command's bytecode; end_to_end_s:
+    run (mpc's bytecode is written beforehand, `compile_mpc`); end_to_end_s:
     spawning the nodes, the first vote, stopping them. ok: every result equals the plaintext's.
 
     first_cpu_s / compute_cpu_s: CPU seconds of the node processes together (Linux).
