@@ -35,10 +35,12 @@ the nodes start and after they stop (which counts these nodes too).
 
 The comparison circuit itself grows with n: its arithmetic-to-boolean conversion adds the n shares
 in a Wallace tree, (n - 2)(ell - 1) AND gates per value beside the 87 of the 32-bit prefix
-(mpc/protocols/compare.py), and every AND gate's triple takes one IKNP correlation per peer. So
-per-node CPU of the comparisons is expected to grow like triple words x (n - 1), faster than n - 1;
-the compare figures include triple_words (mpc.protocols.compare.triple_words, per node per session)
-and the per-node CPU per triple word per peer, which is the figure that should not grow with n.
+(mpc/protocols/compare.py). A carry-save gate runs among the parties holding its three summands only,
+its triple one IKNP correlation per pair of them, and the prefix's among all. So per-node CPU of the
+comparisons is expected to grow like a node's triple words summed over its peers (node_pair_words:
+mpc.protocols.compare.pair_words of triple_layout, the median node), about linearly in n - 1;
+the compare figures include it, the circuit's triple_words over every holder set, and the per-node
+CPU per triple word per peer, which is the figure that should not grow with n.
 
 MPyC (optional, mpyc_runner): the scalar sum (a one-element SecInt(64) array per party) and the
 same vote at the same party count, compute time measured inside party 0 after mpc.start(): as
@@ -62,7 +64,7 @@ from mpc import aio
 from mpc.coordinator.client import Coordinator
 from mpc.localcluster import NodeProcesses
 from mpc.protocols.catalogue import SumParams, entry
-from mpc.protocols.compare import triple_words
+from mpc.protocols.compare import pair_words, triple_layout, triple_words
 from mpc.protocols.contribution import COMPARE_BITS, COMPARE_BOUND
 
 from benchmarks.mpc_runner import (
@@ -71,6 +73,14 @@ from benchmarks.mpyc_runner import run_mpyc_sum, run_mpyc_vote
 
 KINDS = ("sum", "compare", "setup", "vote")
 LABELS = {"sum": "scalar sum", "compare": "comparisons", "setup": "first-session setup", "vote": "vote"}
+
+
+
+def node_pair_words(parties: int, ell: int, batch: int) -> int:
+    """The median node's triple words of one comparison session, summed over its peers (its random OTs)."""
+    layout = triple_layout(parties, ell, batch)
+    return int(statistics.median(sum(pair_words(layout, i, j) for j in range(parties) if j != i)
+                                 for i in range(parties)))
 
 
 def _per_node_mean(by_node: Sequence[dict[str, float] | None], names: Sequence[str]) -> dict[str, float] | None:
@@ -117,7 +127,7 @@ def run_scale_one(parties: int, comparisons: int = 1000, ballots: int = 1000, re
     Returns: {"parties", "pairs", "comparisons", "ballots", "repeats", "sum_repeats", "names", "ok",
     "sum" / "compare" / "setup" / "vote": {"compute_s", "first_s", "ok", "cpu_by_node_s",
     "cpu_node_median_s", "cpu_node_max_s", "cpu_pair_median_s", "cpu_pair_max_s", ...} (compare also
-    "triple_words", "cpu_word_pair_median_us": median per-node CPU / (triple_words * (parties - 1))),
+    "triple_words", "node_pair_words", "cpu_word_pair_median_us": median per-node CPU / node_pair_words),
     "mpyc": {"sum": {...}, "vote": {...}} or None, "load_start", "load_end": the 1-minute load
     average before the nodes start and after they stop, or None, "others_cpu_share": the share of
     all cores other processes used meanwhile (see the module docstring), or None}; CPU figures are
@@ -153,11 +163,11 @@ def run_scale_one(parties: int, comparisons: int = 1000, ballots: int = 1000, re
     with _running(names, inputs, input_bounds=bounds, pool=False) as run:
         times, _, ok, by_node = aio.run(_timed_sessions(run.cluster, run.nodes, repeats, compare))
         result: dict[str, Any] = {"compare": _summary(times, by_node, ok, names)}
-        words = triple_words(parties, COMPARE_BITS, comparisons)
+        words = node_pair_words(parties, COMPARE_BITS, comparisons)
         median = result["compare"]["cpu_node_median_s"]
-        result["compare"]["triple_words"] = words
-        result["compare"]["cpu_word_pair_median_us"] = (
-            None if median is None else median / (words * (parties - 1)) * 1e6)
+        result["compare"]["triple_words"] = triple_words(parties, COMPARE_BITS, comparisons)
+        result["compare"]["node_pair_words"] = words
+        result["compare"]["cpu_word_pair_median_us"] = None if median is None else median / words * 1e6
         result["setup"] = _setup(result["compare"], by_node, names)
         times, _, ok, sum_by_node = aio.run(_timed_sessions(run.cluster, run.nodes, sum_repeats, add))
         result["sum"] = _summary(times, sum_by_node, ok, names)
@@ -252,8 +262,7 @@ def scale_growth(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
     top = {k: ratio(k, "cpu_node_max_s") for k in KINDS}
     within = {k: median[k] is not None and top[k] is not None and max(median[k] or 0, top[k] or 0) <= linear
               for k in KINDS}
-    work = (high["compare"]["triple_words"] * (high["parties"] - 1)
-            / (low["compare"]["triple_words"] * (low["parties"] - 1)))
+    work = high["compare"]["node_pair_words"] / low["compare"]["node_pair_words"]
     return {"from": low["parties"], "to": high["parties"], "linear": linear, "median": median, "max": top,
             "within_linear": within, "compare_work": work,
             "compare_per_word_pair": ratio("compare", "cpu_word_pair_median_us")}
@@ -320,10 +329,11 @@ def scale_table(results: Mapping[str, Any]) -> tuple[list[str], list[str]]:
                      f"({growth['to']} - 1) / ({growth['from']} - 1) = {growth['linear']:.2f}x: "
                      + ("every kind within it." if not verdict else f"above it: {', '.join(verdict)}."))
         notes.append("- the comparison circuit grows with n ((n - 2) * 31 + 87 AND gates per 32-bit value, "
-                     "mpc/protocols/compare.py), each gate's triple one IKNP correlation per peer: triple words per "
-                     "node per session "
-                     + ", ".join(f"{r['compare']['triple_words']:,} at n = {r['parties']}" for r in rows)
-                     + f", so triple words x (n - 1) grow {growth['compare_work']:.2f}x; per-node CPU per triple "
+                     "mpc/protocols/compare.py), each gate's triple one IKNP correlation per pair of its holders (the "
+                     "carry-save gates among the parties holding their summands): triple words per node, summed over "
+                     "its peers (median node), per session "
+                     + ", ".join(f"{r['compare']['node_pair_words']:,} at n = {r['parties']}" for r in rows)
+                     + f", {growth['compare_work']:.2f}x; per-node CPU per triple "
                      f"word per peer (median node): "
                      + ", ".join(f"{_s(r['compare']['cpu_word_pair_median_us'], 1)} us at n = {r['parties']}"
                                  for r in rows)

@@ -964,14 +964,13 @@ class NodeCore:
         (and the batches they are in) until evicted, e.g. after sessions of one query run side by side.
         """
         inner = None if session.engine is None else session.engine.inner
-        words = inner.ticket_words if isinstance(inner, ComputeParty) else 0
+        words = inner.ticket_words if isinstance(inner, ComputeParty) else {}
         if not (words and self.pools.enabled and session.query is not None):
             return []
         key = (session.coordinator.name, session.stored.name, session.query.to_json())
         for peer, ticket in self._ticketed.pop(key, ()):
             self.pools.drop(peer, ticket)
-        peers = [p for p in session.parties if p != self.me.name]
-        issued = self.pools.issue(peers, words)
+        issued = self.pools.issue(words)
         if issued is None:
             return []
         self._ticketed[key] = [(peer, ticket) for peer, (ticket, _) in issued.items()]

@@ -47,7 +47,7 @@ from __future__ import annotations
 import secrets
 import struct
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -218,22 +218,22 @@ class RotPools:
             self._want[peer] = max(self._want.get(peer, 0), min(words, self.capacity_words))
             return self._take(peer, words)
 
-    def issue(self, peers: Sequence[str], words: int) -> dict[str, tuple[bytes, Reservation]] | None:
-        """Reserve `words` words with each of `peers` for a later session, as tickets (see above):
+    def issue(self, words: Mapping[str, int]) -> dict[str, tuple[bytes, Reservation]] | None:
+        """Reserve words[peer] words with each peer for a later session, as tickets (see above):
         with every peer or with none.
 
         Returns: per peer, (the ticket id, its reservation), or None if some pool holds too little.
         """
-        if words < 1:
-            raise LocalProtocolError(f"a ticket needs at least one word, got {words}")
+        if not words or min(words.values()) < 1:
+            raise LocalProtocolError(f"a ticket needs at least one word, got {dict(words)}")
         with self._lock:
-            for p in peers:   # a demand, as a reservation's: the fills cover the sessions the tickets serve
-                self._want[p] = max(self._want.get(p, 0), min(words, self.capacity_words))
-            if any(sum(b.left for b in self._receiving.get(p, ())) < words for p in peers):
+            for p, n in words.items():   # a demand, as a reservation's: the fills cover the sessions the tickets serve
+                self._want[p] = max(self._want.get(p, 0), min(n, self.capacity_words))
+            if any(sum(b.left for b in self._receiving.get(p, ())) < n for p, n in words.items()):
                 return None
             issued: dict[str, tuple[bytes, Reservation]] = {}
-            for peer in peers:
-                reservation = self._take(peer, words)
+            for peer, n in words.items():
+                reservation = self._take(peer, n)
                 assert reservation is not None
                 tickets = self._tickets.setdefault(peer, {})
                 while len(tickets) >= MAX_TICKETS:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.events import Send
@@ -54,6 +55,35 @@ STEP_BASE_B = "ot/base/b"
 STEP_U = "triples/u"
 STEP_T = "triples/t"
 STEP_R = "triples/r"
+
+# Who takes part in a group of AND gates: a bit mask over the session's party indices (bit i: party
+# i). ALL (-1, every bit set) is every party, whatever their number. A gate whose inputs only some
+# parties hold shares of runs among them alone, on triples made among them alone: each pair makes
+# the words of the holder sets it is in (mpc/protocols/compare.py's carry-save adders).
+Holders = int
+ALL: Holders = -1
+# A session's triple words by holders, in the order every party lays them out (by mask, ALL first).
+Layout = tuple[tuple[Holders, int], ...]
+
+
+def holds(holders: Holders, index: int) -> bool:
+    """Whether party `index` is among `holders`."""
+    return bool(holders >> index & 1)
+
+
+def first_holder(holders: Holders, index: int) -> bool:
+    """Whether party `index` is the lowest-indexed of `holders` (the one that adds public constants)."""
+    return holders & -holders == 1 << index
+
+
+def held_runs(layout: Layout, index: int) -> list[tuple[Holders, int, int]]:
+    """The runs of a layout party `index` holds, laid out one after another: (holders, start, words)."""
+    runs, start = [], 0
+    for holders, words in layout:
+        if holds(holders, index):
+            runs.append((holders, start, words))
+            start += words
+    return runs
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -91,10 +121,10 @@ class BitTriples:
 class TripleSource(Protocol):
     """Where one party draws its triple shares; every party draws in the same order."""
 
-    def take(self, words: int) -> BitTriples:
-        """Hand out the next `words` triple words, disjoint from every earlier take.
+    def take(self, words: int, holders: Holders = ALL) -> BitTriples:
+        """Hand out the next `words` triple words among `holders`, disjoint from every earlier take.
 
-        Returns: this party's shares of `words` fresh triples.
+        Returns: this party's shares of `words` fresh triples (zeros where it is not among `holders`).
         Raises: LocalProtocolError when exhausted, or when asked for words already handed out.
         """
         ...
@@ -343,29 +373,50 @@ class TripleDealerless:
     def __init__(self, me: str, parties: Sequence[str], words: int, rng: Rng,
                  ot: Mapping[str, PairwiseOt], session_id: str = "", *,
                  pooled_recv: Mapping[str, Reservation] | None = None,
-                 pooled_send: Mapping[str, tuple[Words, Words]] | None = None, pipelined: bool = False) -> None:
+                 pooled_send: Mapping[str, tuple[Words, Words]] | None = None, pipelined: bool = False,
+                 layout: Layout | None = None) -> None:
         """Args:
+            words: the session's triple words over every holder set.
             ot: the OT setup with every peer that has a direction left for IKNP.
-            pooled_recv: per peer, our reservation of its pool where we choose (its words: `words`).
+            pooled_recv: per peer, our reservation of its pool where we choose (its words: the pair's).
             pooled_send: per peer, our (m0, m1) of the range it reserved where it chooses.
             pipelined: `start` also hands out the PendingTriples, so that a program may open its first
                 AND layer while the triples are made.
+            layout: the words by holders (indices into `parties`), in the order of Layout; None: all
+                `words` among every party. We hold the runs we are among, one after another, and
+                make with each peer the words of the runs it is among too (none: no message).
         """
         self.me = me
         self.session_id = session_id
         self.peers = _check_parties(me, parties)
+        layout = ((ALL, words),) if layout is None else tuple(layout)
+        if words < 1 or sum(n for _, n in layout) != words or any(n < 1 for _, n in layout):
+            raise LocalProtocolError(f"triples {session_id}: need at least one word, in runs of at least one, got "
+                                     f"{words} words in runs {[n for _, n in layout]}")
+        index = list(parties).index(me)
+        runs = held_runs(layout, index)
+        self.words = sum(n for _, _, n in runs)   # the words we hold shares of
+        self._rows: dict[str, npt.NDArray[np.intp] | None] = {}   # per peer, our words it makes with us
+        for j, p in enumerate(parties):
+            if p == me:
+                continue
+            shared = [(start, n) for holders, start, n in runs if holds(holders, j)]
+            if sum(n for _, n in shared) == self.words:
+                self._rows[p] = None
+            elif shared:
+                self._rows[p] = np.concatenate([np.arange(a, a + n, dtype=np.intp) for a, n in shared])
+        self._pair = {p: self.words if r is None else int(r.size) for p, r in self._rows.items()}
         self._pooled_recv = dict(pooled_recv or {})
         self._pooled_send = dict(pooled_send or {})
-        if words < 1:
-            raise LocalProtocolError(f"triples {session_id}: need at least one word, got {words}")
-        needs_ot = [p for p in self.peers if p not in self._pooled_recv or p not in self._pooled_send]
+        needs_ot = [p for p in self._pair if p not in self._pooled_recv or p not in self._pooled_send]
         missing = [p for p in needs_ot if p not in ot]
         if missing:
             raise LocalProtocolError(f"triples {session_id}: no OT setup with {missing}")
-        if any(r.words != words for r in self._pooled_recv.values()) or \
-                any(m0.shape != (words,) or m1.shape != (words,) for m0, m1 in self._pooled_send.values()):
-            raise LocalProtocolError(f"triples {session_id}: pooled OTs of another size than {words} words")
-        self.words = words
+        if any(p not in self._pair or r.words != self._pair[p] for p, r in self._pooled_recv.items()) or \
+                any(p not in self._pair or m0.shape != (self._pair[p],) or m1.shape != (self._pair[p],)
+                    for p, (m0, m1) in self._pooled_send.items()):
+            raise LocalProtocolError(f"triples {session_id}: pooled OTs of another size than the pairs' "
+                                     f"{self._pair} words")
         self._pipelined = pipelined
         self._ot = {p: ot[p] for p in needs_ot}
         self._rng = rng
@@ -375,8 +426,23 @@ class TripleDealerless:
         self._answered: set[str] = set()      # peers whose u we answered with t
         self._derandomised: set[str] = set()  # peers whose "triples/r" we took
         self.pooled = len(self._pooled_recv) + len(self._pooled_send)   # directions served from pools
-        self._pending = len(self.peers) * 2   # directions left: one per peer as receiver, one as sender
+        self._pending = len(self._pair) * 2   # directions left: one per peer as receiver, one as sender
         self._done = False
+
+    def pair_words(self, peer: str) -> int:
+        """The words we make with `peer` in each direction (0: it shares no gate with us)."""
+        return self._pair.get(peer, 0)
+
+    def _part(self, words: Words, peer: str) -> Words:
+        rows = self._rows[peer]
+        return words if rows is None else words[rows]
+
+    def _fold(self, c: Words, peer: str, value: Words) -> None:
+        rows = self._rows[peer]
+        if rows is None:
+            c ^= value
+        else:
+            c[rows] ^= value
 
     def start(self) -> list[Send | BitTriples | PendingTriples]:
         """Draw a_i, b_i; send each peer the IKNP message of the OTs where we choose a_i, or the
@@ -394,23 +460,24 @@ class TripleDealerless:
         events: list[Send | BitTriples | PendingTriples] = []
         if self._pipelined:
             events.append(PendingTriples(BitTriples(*self._shares)))
-        for p in self.peers:
+        for p in self._pair:
             parts = []
+            a_p = self._part(a, p)
             if p in self._pooled_recv:
-                parts.append(a ^ self._pooled_recv[p].choices)     # d = a_i ⊕ c
+                parts.append(a_p ^ self._pooled_recv[p].choices)     # d = a_i ⊕ c
             else:
-                message, chosen = self._ot[p].as_receiver.extend(a, 64 * self.words)
+                message, chosen = self._ot[p].as_receiver.extend(a_p, 64 * self._pair[p])
                 self._chosen[p] = chosen
                 events.append(Send(p, STEP_U, message))
             if p in self._pooled_send:
                 m0, m1 = self._pooled_send[p]
-                parts.append(b ^ m0 ^ m1)                          # t = b_i ⊕ m0 ⊕ m1
+                parts.append(self._part(b, p) ^ m0 ^ m1)              # t = b_i ⊕ m0 ⊕ m1
             if parts:
                 events.append(Send(p, STEP_R, words_to_bytes(np.concatenate(parts))))
         early, self._early = self._early, {}
         for (p, step), payload in early.items():
             events += self.receive(p, step, payload)
-        return events
+        return events + self._maybe_done()
 
     def receive(self, sender: str, step: str, payload: bytes) -> list[Send | BitTriples]:
         """Answer a peer's IKNP message with the correction t, or take a peer's correction or
@@ -423,6 +490,8 @@ class TripleDealerless:
         where = f"triples {self.session_id}: from {sender!r} to {self.me!r}"
         if sender not in self.peers:
             raise RemoteProtocolError(f"{where}: not a party of this session")
+        if sender not in self._pair:
+            raise RoundMismatch(f"{where}: {step!r}, but this session's gates need no triples between them")
         if step not in (STEP_U, STEP_T, STEP_R):
             raise RoundMismatch(f"{where}: expected {STEP_U!r}, {STEP_T!r} or {STEP_R!r}, got {step!r}")
         if step == STEP_U and sender in self._pooled_send or step == STEP_R and sender not in self._pooled_send \
@@ -444,19 +513,20 @@ class TripleDealerless:
         if sender not in self._chosen:
             raise RoundMismatch(f"{where}: {STEP_T!r} unexpected (repeated, or before our {STEP_U!r})")
         try:
-            t = words_from_bytes(payload, self.words)
+            t = words_from_bytes(payload, self._pair[sender])
         except ValueError as exc:
             raise RemoteProtocolError(f"{where}: correction: {exc}") from None
         a, _, c = self._shares
-        c ^= self._chosen.pop(sender) ^ (a & t)  # u_{i<-j} = m_{a_i} ⊕ (a_i ∧ t)
+        self._fold(c, sender, self._chosen.pop(sender) ^ (self._part(a, sender) & t))  # u = m_{a_i} ⊕ (a_i ∧ t)
         self._pending -= 1
         return self._maybe_done()
 
     def _derandomise(self, sender: str, payload: bytes, where: str) -> list[Send | BitTriples]:
         assert self._shares is not None
         parts = (sender in self._pooled_send) + (sender in self._pooled_recv)
+        n = self._pair[sender]
         try:
-            words = words_from_bytes(payload, parts * self.words)
+            words = words_from_bytes(payload, parts * n)
         except ValueError as exc:
             raise RemoteProtocolError(f"{where}: derandomisation: {exc}") from None
         self._derandomised.add(sender)
@@ -464,10 +534,10 @@ class TripleDealerless:
         rest = words
         if sender in self._pooled_send:       # it chose: d = a_j ⊕ c_j; v = m0 ⊕ (d ∧ (m0 ⊕ m1))
             m0, m1 = self._pooled_send[sender]
-            c ^= m0 ^ (rest[:self.words] & (m0 ^ m1))
-            rest = rest[self.words:]
+            self._fold(c, sender, m0 ^ (rest[:n] & (m0 ^ m1)))
+            rest = rest[n:]
         if sender in self._pooled_recv:       # it sent t = b_j ⊕ m0 ⊕ m1; u = m_c ⊕ (a_i ∧ t)
-            c ^= self._pooled_recv[sender].chosen ^ (a & rest)
+            self._fold(c, sender, self._pooled_recv[sender].chosen ^ (self._part(a, sender) & rest))
         self._pending -= parts
         return self._maybe_done()
 
@@ -475,11 +545,11 @@ class TripleDealerless:
         if self._shares is None:
             raise LocalProtocolError(f"triples {self.session_id}: answering before start")
         _, b, c = self._shares
-        m0, m1 = self._ot[peer].as_sender.extend(64 * self.words, payload)
+        m0, m1 = self._ot[peer].as_sender.extend(64 * self._pair[peer], payload)
         self._answered.add(peer)
-        c ^= m0  # v_{i->j} = m0
+        self._fold(c, peer, m0)  # v_{i->j} = m0
         self._pending -= 1
-        t = m0 ^ m1 ^ b
+        t = m0 ^ m1 ^ self._part(b, peer)
         return [Send(peer, STEP_T, words_to_bytes(t)), *self._maybe_done()]
 
     def _maybe_done(self) -> list[Send | BitTriples]:
@@ -507,57 +577,92 @@ class PendingTriples:
 
 
 class TriplePool:
-    """One party's triples for a session; `take` hands out each word range once, in order."""
+    """One party's triples for a session; `take` hands out each word range once, in order per holder set.
 
-    __slots__ = ("_a", "_b", "_c", "_next", "handed_out", "_live")
+    The pool holds the runs of its session's layout this party is among, one after another
+    (TripleDealerless's order); a take among holders it is not among gets zeros.
+    """
 
-    def __init__(self, triples: BitTriples | None = None) -> None:
+    __slots__ = ("_a", "_b", "_c", "_runs", "_index", "handed_out", "_live")
+
+    def __init__(self, triples: BitTriples | None = None, layout: Layout | None = None, index: int = 0) -> None:
+        """Args:
+            layout: the session's layout (None: every word among every party); index: this party's.
+        """
         empty = np.zeros(0, dtype=np.uint64)
         self._a, self._b, self._c = empty, empty.copy(), empty.copy()
-        self._next = 0
+        self._runs: dict[Holders, list[int]] = {ALL: [0, 0]}   # holders -> [next word, end]
+        self._index = index
         self.handed_out = 0  # words handed out over the pool's life (for metrics)
         self._live = False   # the arrays are a session's still being completed (`pending`)
         if triples is not None:
-            self.add(triples)
+            self.add(triples, layout)
 
     @classmethod
-    def pending(cls, triples: BitTriples) -> TriplePool:
+    def pending(cls, triples: BitTriples, layout: Layout | None = None, index: int = 0) -> TriplePool:
         """A pool over triples whose c is still being completed in place (PendingTriples): `take`
         hands out views, which see c complete once the session has made it, and zeroes nothing
         (the arrays are the triple session's own until then). Whoever takes must not read c before.
         """
-        pool = cls()
+        pool = cls(None, None, index)
         pool._a, pool._b, pool._c = triples.a, triples.b, triples.c
+        pool._runs = cls._layout_runs(triples, layout, index)
         pool._live = True
         return pool
+
+    @staticmethod
+    def _layout_runs(triples: BitTriples, layout: Layout | None, index: int) -> dict[Holders, list[int]]:
+        runs = {h: [start, start + n] for h, start, n in held_runs(((ALL, triples.words),) if layout is None
+                                                                   else layout, index)}
+        if sum(end - start for start, end in runs.values()) != triples.words:
+            raise LocalProtocolError(f"{triples.words} triple words for a layout whose runs party {index} holds "
+                                     f"are {sum(end - start for start, end in runs.values())} words")
+        return runs
 
     @property
     def remaining(self) -> int:
         """Words not handed out yet."""
-        return int(self._a.size) - self._next
+        return sum(end - start for start, end in self._runs.values())
 
-    def add(self, triples: BitTriples) -> None:
-        """Append a batch (copied) after the words still in the pool.
+    def add(self, triples: BitTriples, layout: Layout | None = None) -> None:
+        """Keep a session's triples: appended after the words still in the pool (copied), if both are
+        among every party; else into an empty pool, by `layout`.
 
         Returns: None.
+        Raises: LocalProtocolError for a layout on a pool that still holds words, or words that do not fit it.
         """
-        rest = slice(self._next, None)
-        self._a = np.concatenate([self._a[rest], triples.a]).astype(np.uint64)
-        self._b = np.concatenate([self._b[rest], triples.b]).astype(np.uint64)
-        self._c = np.concatenate([self._c[rest], triples.c]).astype(np.uint64)
-        self._next = 0
+        if layout is not None and any(h != ALL for h, _ in layout):
+            if self.remaining:
+                raise LocalProtocolError(f"a triple pool with {self.remaining} words left takes no layout of holders")
+            self._a, self._b, self._c = (np.array(x, dtype=np.uint64) for x in (triples.a, triples.b, triples.c))
+            self._runs = self._layout_runs(triples, layout, self._index)
+            return
+        if set(self._runs) != {ALL}:
+            raise LocalProtocolError("a triple pool of holder sets takes no more triples")
+        start, end = self._runs[ALL]
+        self._a = np.concatenate([self._a[start:end], triples.a]).astype(np.uint64)
+        self._b = np.concatenate([self._b[start:end], triples.b]).astype(np.uint64)
+        self._c = np.concatenate([self._c[start:end], triples.c]).astype(np.uint64)
+        self._runs = {ALL: [0, int(self._a.size)]}
 
-    def take(self, words: int) -> BitTriples:
-        """Hand out the next `words` words of triples; the pool forgets them.
+    def take(self, words: int, holders: Holders = ALL) -> BitTriples:
+        """Hand out the next `words` words of triples among `holders`; the pool forgets them.
 
-        Returns: read-only BitTriples of that many words.
+        Returns: read-only BitTriples of that many words (zeros for holders this party is not among).
         Raises: LocalProtocolError ("triple reuse refused") if fewer are left; also if words < 1.
         """
         if words < 1:
             raise LocalProtocolError(f"a triple take needs at least one word, got {words}")
-        if words > self.remaining:
-            raise LocalProtocolError(f"triple reuse refused: asked for {words} words, {self.remaining} left")
-        span = slice(self._next, self._next + words)
+        if not holds(holders, self._index):
+            zero = np.zeros(words, dtype=np.uint64)
+            zero.flags.writeable = False
+            return BitTriples(zero, zero, zero)
+        run = self._runs.get(holders)
+        left = 0 if run is None else run[1] - run[0]
+        if run is None or words > left:
+            raise LocalProtocolError(f"triple reuse refused: asked for {words} words among holders {holders:#x}, "
+                                     f"{left} left")
+        span = slice(run[0], run[0] + words)
         parts = []
         for arr in (self._a, self._b, self._c):
             if self._live:
@@ -567,6 +672,6 @@ class TriplePool:
                 arr[span] = 0  # the pool keeps nothing it has handed out
             part.flags.writeable = False
             parts.append(part)
-        self._next += words
+        run[0] += words
         self.handed_out += words
         return BitTriples(parts[0], parts[1], parts[2])

@@ -11,6 +11,11 @@ combination back into the generator. Sub-programs compose with `yield from`:
         b = yield from bit_to_arith(ctx, "b2a", b)               # additive shares of the same bits
         return (yield from multiply(ctx, "mul", b, x))           # [x >= 0] * x
 
+An opening may be split into segments of (holders, words) (`Open.segments`): a segment goes only
+between its holders, whose shares alone make it up (the carry-save gates of mpc/protocols/compare.py
+run among the parties holding their summands, on triples made among them: `ctx.bits.take(words,
+holders)`); the others hold zeros there and neither send nor receive it.
+
 Everything a program opens is masked by preprocessing it draws from `ctx` in program order
 (bit triples for AND gates, arithmetic triples for products, daBits for conversions), or by
 random bits XOR-shared from every party's own coins (`ctx.rng`: the fan-in carry's masks,
@@ -30,33 +35,44 @@ Primitives here, each one round or a fixed circuit:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.events import Output, Send
 from mpc.ot.arith import ArithTriples, DaBits
-from mpc.ot.triples import BitTriples, TripleSource
+from mpc.ot.triples import ALL, BitTriples, Holders, TripleSource, first_holder, holds
 from mpc.prg import Rng, SystemRng
 from mpc.protocols.beaver import beaver_finish, beaver_open_message
-from mpc.protocols.compare import Bits, pack_bits, sign_bit_circuit, to_bit_planes, unpack_bits
+from mpc.protocols.compare import Bits, Gates, pack_bits, sign_bit_circuit, to_bit_planes, unpack_bits
 from mpc.ring import RING_BITS, WORD, Words, reduce_bits, words_from_bytes, words_to_bytes
 
 T = TypeVar("T")
+Rows = npt.NDArray[np.intp]
 Combine = Literal["xor", "add"]
 MAX_LABEL = 48
 
 
+Segments = tuple[tuple[Holders, int], ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Open:
-    """Open `words` among the nodes: every party contributes its words, all learn the combination."""
+    """Open `words` among the nodes: every party contributes its words, all learn the combination.
+
+    `segments` (XOR only), if given, splits the words into runs of (holders, count): a run is
+    exchanged among its holders only, and is 0 at every other party (whose shares of it are 0).
+    """
 
     label: str
     words: Words
     combine: Combine
+    segments: Segments | None = None
 
     def __repr__(self) -> str:
         return f"Open({self.label!r}, {self.words.size} words, {self.combine})"
@@ -120,25 +136,43 @@ def and_gates(ctx: Context, label: str, left: Bits, right: Bits) -> Program[Bits
         raise LocalProtocolError(f"{label}: AND of shapes {left.shape} and {right.shape}")
     if left.size == 0:
         return np.zeros_like(left)
-    z, _ = yield from _and_and_open(ctx, label, left, right, np.zeros(0, dtype=np.bool_))
+    (z,), _ = yield from _and_and_open(ctx, label, [(ALL, left, right)], np.zeros(0, dtype=np.bool_))
     return z
 
 
-def _and_and_open(ctx: Context, label: str, left: Bits, right: Bits, reveal: Bits) -> Program[tuple[Bits, Bits]]:
-    """One round: Beaver AND gates on left & right (any number, even none) and an opening of the
-    XOR-shared bits `reveal` (already masked by the caller), in one message per peer.
+def _and_and_open(ctx: Context, label: str, groups: Sequence[Gates],
+                  reveal: Bits) -> Program[tuple[list[Bits], Bits]]:
+    """One round: Beaver AND gates on each group's left & right among its holders (any number of
+    groups, each holder set once, even none) and an opening of the XOR-shared bits `reveal` (already
+    masked by the caller) among every party, in one message per peer.
 
-    Returns: (this party's shares of left & right, the opened bits), in their shapes.
+    A group's triples are the holders' own (`ctx.bits.take(words, holders)`: zeros at the others,
+    whose shares of its inputs are 0 too); its d and e go to its holders only, and the lowest-indexed
+    holder adds d & e.
+    Returns: (this party's shares of each group's left & right, the opened bits), in their shapes.
     """
-    x, y, r = pack_bits(left), pack_bits(right), pack_bits(reveal)
+    xs = [pack_bits(left) for _, left, _ in groups]
+    ys = [pack_bits(right) for _, _, right in groups]
+    r = pack_bits(reveal)
     if reveal.size % 64:   # the last word's padding opens as coins, like every other bit sent
         coins = np.frombuffer(ctx.rng.random_bytes(8), dtype=WORD)[0]
         r[-1] ^= np.uint64(coins) & ~np.uint64((1 << reveal.size % 64) - 1)
-    t = ctx.bits.take(int(x.size)) if x.size else None
-    own = beaver_open_message(x, y, t) if t is not None else ()
-    opened = yield from open_words(label, np.concatenate((*own, r)), "xor")
-    z = beaver_finish(ctx.first, opened[:x.size], opened[x.size:2 * x.size], t) if t is not None else x
-    return unpack_bits(z, left.shape), unpack_bits(opened[2 * x.size:], reveal.shape)
+    ts = [ctx.bits.take(int(x.size), h) for x, (h, _, _) in zip(xs, groups, strict=True)]
+    ds, es = zip(*(beaver_open_message(x, y, t) for x, y, t in zip(xs, ys, ts, strict=True))) if ts else ((), ())
+    sizes = [int(x.size) for x in xs]
+    whole = all(h == ALL for h, _, _ in groups)
+    runs = tuple((h, n) for (h, _, _), n in zip(groups, sizes, strict=True))
+    segments = None if whole else runs * 2 + ((ALL, int(r.size)),)   # d's, e's, then the opened bits
+    opened = yield Open(label, np.concatenate((*ds, *es, r)), "xor", segments)
+    total = sum(sizes)
+    out: list[Bits] = []
+    start = 0
+    for (h, left, _), t, n in zip(groups, ts, sizes, strict=True):
+        d, e = opened[start:start + n], opened[total + start:total + start + n]
+        z = beaver_finish(first_holder(h, ctx.index), d, e, t) if holds(h, ctx.index) else np.zeros_like(d)
+        out.append(unpack_bits(z, left.shape))
+        start += n
+    return out, unpack_bits(opened[2 * total:], reveal.shape)
 
 
 def sign_bit(ctx: Context, label: str, shares: Words, ell: int) -> Program[Words]:
@@ -154,11 +188,11 @@ def sign_bit(ctx: Context, label: str, shares: Words, ell: int) -> Program[Words
         raise LocalProtocolError(f"{label}: shares must be a one-dimensional uint64 array")
     circuit = sign_bit_circuit(to_bit_planes(reduce_bits(shares, ell), ell), ctx.index, ctx.parties,
                                ctx.rng.random_bytes)
-    step, left, right, reveal = next(circuit)
+    step, groups, reveal = next(circuit)
     while True:
-        answer = yield from _and_and_open(ctx, f"{label}/{step}" if label else step, left, right, reveal)
+        answer = yield from _and_and_open(ctx, f"{label}/{step}" if label else step, groups, reveal)
         try:
-            step, left, right, reveal = circuit.send(answer)
+            step, groups, reveal = circuit.send(answer)
         except StopIteration as stop:
             return np.asarray(stop.value, dtype=np.uint64)
 
@@ -228,15 +262,17 @@ def select(ctx: Context, label: str, c: Words, x: Words, y: Words) -> Program[Wo
 
 @dataclass(eq=False)
 class _Counter:
-    """A preprocessing source for the dry run: zeros, and a count of what was drawn."""
+    """A preprocessing source for the dry run: zeros, and a count of what was drawn (bit triples by holders)."""
 
     kind: str
     drawn: int = 0
+    layout: dict[Holders, int] = field(default_factory=dict)
 
-    def take(self, n: int) -> BitTriples | ArithTriples | DaBits:
+    def take(self, n: int, holders: Holders = ALL) -> BitTriples | ArithTriples | DaBits:
         if n < 1:
             raise LocalProtocolError(f"a take of {self.kind} needs at least one, got {n}")
         self.drawn += n
+        self.layout[holders] = self.layout.get(holders, 0) + n
         zero = np.zeros(n, dtype=np.uint64)
         if self.kind == "bits":
             return BitTriples(zero, zero.copy(), zero.copy())
@@ -245,15 +281,45 @@ class _Counter:
         return DaBits(zero, zero.copy())
 
 
+Layout = tuple[tuple[Holders, int], ...]
+
+
+def canonical_layout(layout: dict[Holders, int]) -> Layout:
+    """A triple layout in the order every party lays its triples out: by holder mask (ALL first)."""
+    return tuple(sorted((h, n) for h, n in layout.items() if n))
+
+
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """A program's shape: its rounds (label, words this party sends) and the preprocessing it draws."""
+    """A program's shape: its rounds (label, words this party sends) and the preprocessing it draws.
+
+    `bit_layout` splits the bit triples by the holders of their gates (ALL: every party), and
+    `segments` each round's words, where some gates run among fewer parties (both empty where none
+    does); each pair of parties makes the triples of the holder sets it is in (`pair_words`).
+    """
 
     rounds: tuple[tuple[str, int], ...]
     bit_words: int
     arith_triples: int
     dabits: int
     output_words: int
+    bit_layout: Layout = ()
+    segments: tuple[Segments | None, ...] = ()   # per round, its Open's segments (None: every word to every peer)
+
+    def words_between(self, k: int, i: int, j: int) -> int:
+        """The words party i sends party j in round k (and j sends i)."""
+        segments = self.segments[k] if k < len(self.segments) else None
+        rows = None if segments is None else _shared_words(segments, i, j)
+        return self.rounds[k][1] if rows is None else int(rows.size)
+
+    @property
+    def layout(self) -> Layout:
+        """The bit triples by holders, in the order every party lays them out."""
+        return self.bit_layout or (((ALL, self.bit_words),) if self.bit_words else ())
+
+    def pair_words(self, i: int, j: int) -> int:
+        """The triple words parties i and j make together (the random OTs of each direction)."""
+        return sum(n for h, n in self.layout if holds(h, i) and holds(h, j))
 
 
 ProgramFactory = Callable[[Context, Words], Program[Words]]
@@ -268,23 +334,48 @@ def plan(factory: ProgramFactory, parties: int, input_words: int) -> Plan:
     ctx = Context(0, parties, counters[0], counters[1], counters[2])   # type: ignore[arg-type]
     program = factory(ctx, np.zeros(input_words, dtype=np.uint64))
     rounds: list[tuple[str, int]] = []
+    segments: list[Segments | None] = []
     try:
         request = next(program)
         while True:
             rounds.append((request.label, int(request.words.size)))
+            segments.append(request.segments)
             request = program.send(np.zeros_like(request.words))
     except StopIteration as stop:
         output = np.asarray(stop.value)
-    return Plan(tuple(rounds), counters[0].drawn, counters[1].drawn, counters[2].drawn, int(output.size))
+    return Plan(tuple(rounds), counters[0].drawn, counters[1].drawn, counters[2].drawn, int(output.size),
+                *_if_subsets(canonical_layout(counters[0].layout), tuple(segments)))
+
+
+def _if_subsets(layout: Layout, segments: tuple[Segments | None, ...]) -> tuple[Layout, tuple[Segments | None, ...]]:
+    """A plan's layout and segments, or none where every gate runs among every party."""
+    return (layout, segments) if any(h != ALL for h, _ in layout) else ((), ())
 
 
 # ---- the engine -----------------------------------------------------------------------------
+
+@functools.lru_cache(maxsize=1024)
+def _shared_words(segments: Segments, i: int, j: int) -> Rows | None:
+    """Which words of an opening with these segments parties i and j exchange: those of the runs
+    held by both, in order (None: every word)."""
+    if all(h == ALL for h, _ in segments):
+        return None
+    runs, start = [], 0
+    for h, n in segments:
+        if holds(h, i) and holds(h, j):
+            runs.append(np.arange(start, start + n, dtype=np.intp))
+        start += n
+    rows = np.concatenate(runs) if runs else np.zeros(0, dtype=np.intp)
+    rows.flags.writeable = False   # cached: shared by every round of this shape
+    return rows
+
 
 @dataclass(eq=False)
 class _Round:
     label: str
     words: Words
     combine: Combine
+    shared: dict[str, Rows | None]   # per peer, the words exchanged with it (None: all)
     inbox: dict[str, Words] = field(default_factory=dict)
 
 
@@ -293,8 +384,9 @@ class CircuitParty:
 
     Step labels are `prefix + "/" + label`. A peer can be at most one round ahead of us (it
     needs our words to finish a round), so at most one message per peer is kept for a later
-    round (its calls may overtake each other); it must carry the label we reach next. Every payload must have exactly the length
-    of our own words for that round (the program's shape is public and the same everywhere).
+    round (its calls may overtake each other); it must carry the label we reach next. Every payload
+    must have exactly the length of our own words for that round, or of the words we share with that
+    peer where the opening has segments (the program's shape is public and the same everywhere).
     """
 
     def __init__(self, session_id: str, me: str, parties: Sequence[str], program: Program[Words],
@@ -315,6 +407,7 @@ class CircuitParty:
         self.session_id = session_id
         self.me = me
         self.peers = tuple(p for p in parties if p != me)
+        self._index = {p: i for i, p in enumerate(parties)}
         self.prefix = prefix
         self._program: Program[Words] | None = program
         self._round: _Round | None = None
@@ -383,8 +476,10 @@ class CircuitParty:
         expected = f"{self.prefix}/{current.label}"
         if step != expected:
             raise RoundMismatch(f"session {self.session_id}: expected step {expected!r}, got {step!r} from {sender!r}")
+        shared = current.shared[sender]
         try:
-            current.inbox[sender] = words_from_bytes(payload, int(current.words.size))
+            size = current.words.size if shared is None else shared.size
+            current.inbox[sender] = words_from_bytes(payload, int(size))
         except ValueError as exc:
             raise RemoteProtocolError(f"session {self.session_id}: step {step!r} from {sender!r}: {exc}") from None
 
@@ -402,8 +497,11 @@ class CircuitParty:
                 break
             current = self._round
             combined = current.words.copy()
-            for words in current.inbox.values():
-                if current.combine == "xor":
+            for peer, words in current.inbox.items():
+                shared = current.shared[peer]
+                if shared is not None:
+                    combined[shared] ^= words
+                elif current.combine == "xor":
                     combined ^= words
                 else:
                     combined += words
@@ -424,10 +522,22 @@ class CircuitParty:
             return [Output(np.asarray(stop.value, dtype=np.uint64))]
         if len(request.label) > MAX_LABEL:
             raise LocalProtocolError(f"session {self.session_id}: step label {request.label[:60]!r} is too long")
-        self._round = _Round(request.label, request.words, request.combine)
+        step = f"{self.prefix}/{request.label}"
+        segments = request.segments
+        if segments is not None and (request.combine != "xor" or sum(n for _, n in segments) != request.words.size):
+            raise LocalProtocolError(f"session {self.session_id}: step {step!r}: segments of "
+                                     f"{sum(n for _, n in segments)} words for {request.words.size} "
+                                     f"{request.combine} words")
+        me = self._index[self.me]
+        shared = {p: None if segments is None else _shared_words(segments, me, self._index[p]) for p in self.peers}
+        self._round = _Round(request.label, request.words, request.combine, shared)
         self.rounds += 1
-        payload = words_to_bytes(request.words)
-        events: list[Send | Output] = [Send(peer, f"{self.prefix}/{request.label}", payload) for peer in self.peers]
+        if segments is None or all(v is None for v in shared.values()):
+            payload = words_to_bytes(request.words)
+            events: list[Send | Output] = [Send(peer, step, payload) for peer in self.peers]
+        else:
+            events = [Send(p, step, words_to_bytes(request.words if rows is None else request.words[rows]))
+                      for p, rows in shared.items()]
         ahead, self._ahead = self._ahead, {}
         for sender, (step, data) in ahead.items():
             self._accept(self._round, sender, step, data)   # it must be for this round

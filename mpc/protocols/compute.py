@@ -132,16 +132,20 @@ class ComputeParty:
         self._setups = setups
         self.plan: Plan = _planned(factory, len(self.parties), length,
                                    None if shape is None else (type(self).__qualname__, prefix, shape))
+        self._index = self.parties.index(me)
+        # The triple words we make with each peer (each direction): those of the gates we both take part in.
+        self.pair_words = {peer: self.plan.pair_words(self._index, self.parties.index(peer)) for peer in self.peers}
         self.value_free_steps: tuple[str, ...] = (hello, "sum/", "ot/", "triples/", "arith/")
         self._pooled_at_start: Pooled | None = None
         self.early_steps: frozenset[str] = frozenset()   # steps whose messages may leave before agreement
         if pooled is not None:
             recv, send = pooled
             p = self.plan
-            if not p.bit_words or p.arith_triples or p.dabits or set(recv) != set(self.peers) or \
-                    set(send) != set(self.peers) or any(r.words != p.bit_words for r in recv.values()) or \
-                    any(m0.shape != (p.bit_words,) for m0, _ in send.values()):
-                raise LocalProtocolError(f"session {session_id}: pooled OTs of {p.bit_words} words with every peer "
+            paired = {peer for peer, n in self.pair_words.items() if n}
+            if not p.bit_words or p.arith_triples or p.dabits or set(recv) != paired or set(send) != paired or \
+                    any(r.words != self.pair_words[peer] for peer, r in recv.items()) or \
+                    any(m0.shape != (self.pair_words[peer],) for peer, (m0, _) in send.items()):
+                raise LocalProtocolError(f"session {session_id}: pooled OTs of {self.pair_words} words with each peer "
                                          f"both ways serve a program of bit triples only")
             self._pooled_at_start = pooled
             self.early_steps = frozenset({f"{prefix}/{p.rounds[0][0]}"})
@@ -194,11 +198,13 @@ class ComputeParty:
         return self._pooled_at_start is not None
 
     @property
-    def ticket_words(self) -> int:
-        """Pool words a later session of this shape takes with each peer, if it could run without a
-        hello (a program of bit triples alone); else 0."""
+    def ticket_words(self) -> dict[str, int]:
+        """Pool words a later session of this shape takes with each peer it makes triples with, if it
+        could run without a hello (a program of bit triples alone); else none."""
         p = self.plan
-        return p.bit_words if p.bit_words and not p.arith_triples and not p.dabits else 0
+        if not p.bit_words or p.arith_triples or p.dabits:
+            return {}
+        return {peer: n for peer, n in self.pair_words.items() if n}
 
     @property
     def triple_counts(self) -> tuple[int, int]:
@@ -223,10 +229,9 @@ class ComputeParty:
                                      f"expected ({self.length},)")
         self._started = True
         events: list[Send | Output] = []
-        words = self.plan.bit_words
         for peer in self.peers if self._pooled_at_start is None else ():
             # Our pool with the peer (we choose) for this session's triples, and what we hold of its.
-            pools = self._pools
+            pools, words = self._pools, self.pair_words[peer]
             self._reserved[peer] = pools.reserve(peer, words) if pools is not None and words else None
             self._advertised[peer] = frozenset(pools.holdings(peer)) if pools is not None and words else frozenset()
             events.append(Send(peer, self._hello, session_hello(self._known[peer], self._reserved[peer],
@@ -253,9 +258,9 @@ class ComputeParty:
                 raise RoundMismatch(f"session {self.session_id}: second hello from {sender!r}")
             hello = parse_session_hello(payload, f"session {self.session_id}: hello from {sender!r}")
             reserved = sum(s.count for s in hello.reserved)
-            if reserved not in (0, self.plan.bit_words):
+            if reserved not in (0, self.pair_words[sender]):
                 raise RemoteProtocolError(f"session {self.session_id}: {sender!r} reserved {reserved} pool words for "
-                                          f"a session of {self.plan.bit_words} triple words")
+                                          f"a session of {self.pair_words[sender]} triple words with it")
             self._hellos[sender] = hello
             return self._advance() if self._started else []
         if step.startswith("sum/"):
@@ -305,13 +310,13 @@ class ComputeParty:
                 keep_ready(self._setups, self.session_id, e, self._chosen)
                 out += self._advance()
             elif isinstance(e, PendingTriples):   # the program may open its first layer meanwhile
-                self._bit_pool = TriplePool.pending(e.triples)
+                self._bit_pool = TriplePool.pending(e.triples, self.plan.layout, self._index)
                 self._bits_complete = False
                 out += self._advance()
             elif isinstance(e, BitTriples):
                 self._generated_words += e.words
                 if self._bits_complete:
-                    self._bit_pool = TriplePool(e)
+                    self._bit_pool = TriplePool(e, self.plan.layout, self._index)
                 else:   # the same arrays as the pending pool's, now complete
                     self._bits_complete = True
                     if self._circuit is not None:
@@ -364,7 +369,8 @@ class ComputeParty:
             self._preprocessing = True
             recv, send = self._pooled_at_start
             self._triples = TripleDealerless(self.me, self.parties, self.plan.bit_words, self._rng, {},
-                                             self.session_id, pooled_recv=recv, pooled_send=send, pipelined=True)
+                                             self.session_id, pooled_recv=recv, pooled_send=send, pipelined=True,
+                                             layout=self.plan.layout)
             events += self._route(self._triples.start())
             return self._create(self._triples, events, "triples/") + self._advance()
         if self._pooled_at_start is None and len(self._hellos) < len(self.peers):
@@ -389,7 +395,7 @@ class ComputeParty:
                 pooled_recv, pooled_send = self._pooled()
                 self._triples = TripleDealerless(self.me, self.parties, p.bit_words, self._rng, self._chosen,
                                                  self.session_id, pooled_recv=pooled_recv, pooled_send=pooled_send,
-                                                 pipelined=True)
+                                                 pipelined=True, layout=p.layout)
                 events += self._route(self._triples.start())
                 events = self._create(self._triples, events, "triples/")
             if p.arith_triples or p.dabits:
@@ -401,7 +407,7 @@ class ComputeParty:
         ready = self._bit_pool is not None and self._arith_pool is not None and self._dabit_pool is not None
         if self._circuit is None and ready and self._share is not None:
             assert self._bit_pool is not None and self._arith_pool is not None and self._dabit_pool is not None
-            ctx = Context(self.parties.index(self.me), len(self.parties), self._bit_pool, self._arith_pool,
+            ctx = Context(self._index, len(self.parties), self._bit_pool, self._arith_pool,
                           self._dabit_pool, self._rng)
             share, self._share = self._share, None
             self._circuit = CircuitParty(self.session_id, self.me, self.parties, self._factory(ctx, share),

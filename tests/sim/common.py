@@ -227,7 +227,7 @@ class Dealt:
 
     def __init__(self, p: Plan, n: int, r: Rng) -> None:
         dealer = TrustedDealer(n, r)
-        self.bits: list[Any] = dealer.pools(p.bit_words)
+        self.bits: list[Any] = dealer.pools(p.bit_words, p.layout)
         self.arith: list[Any] = dealer.arith_pools(p.arith_triples)
         self.dabits: list[Any] = dealer.dabit_pools(p.dabits)
 
@@ -251,8 +251,8 @@ class ZeroSource:
         self.kind = kind
         self.remaining = 0
 
-    def take(self, n: int) -> BitTriples | ArithTriples | DaBits:
-        """n zero items of this source's kind."""
+    def take(self, n: int, holders: int = -1) -> BitTriples | ArithTriples | DaBits:
+        """n zero items of this source's kind (holders: bit triples' holders, as TripleSource.take)."""
         z = np.zeros(n, np.uint64)
         if self.kind == "bits":
             return BitTriples(z, z.copy(), z.copy())
@@ -334,9 +334,10 @@ def exact_draw(run: Run) -> None:
         assert run.engines[i].rounds == len(run.plan.rounds) and run.engines[i].finished
         assert run.engines[i].waiting_for == ()
         assert run.outputs[i].size == run.plan.output_words
-        for peer in parties:
+        for j, peer in enumerate(parties):
             if peer == me:
                 continue
             got = [(step, len(payload)) for sender, step, payload in run.views[me] if sender == peer]
-            expected = [(f"{run.engines[i].prefix}/{label}", 8 * size) for label, size in run.plan.rounds]
+            expected = [(f"{run.engines[i].prefix}/{label}", 8 * run.plan.words_between(k, j, i))
+                        for k, (label, _) in enumerate(run.plan.rounds)]
             assert sorted(got) == sorted(expected)   # messages may overtake each other

@@ -20,19 +20,25 @@ import numpy as np
 
 from mpc.errors import LocalProtocolError
 from mpc.ot.arith import ArithTriples, DaBits
+from mpc.ot.triples import ALL, Holders, Layout, holds
 from mpc.prg import Rng, random_words
 from mpc.protocols.beaver import BitTriples
 from mpc.ring import Words
 
 
 class DealerPool:
-    """One party's triple shares from the dealer; hands out every word at most once."""
+    """One party's triple shares from the dealer; hands out every word at most once, in order per
+    holder set (its shares of a set it is not among are zeros)."""
 
-    def __init__(self, party: int, a: Words, b: Words, c: Words) -> None:
+    def __init__(self, party: int, a: Words, b: Words, c: Words, layout: Layout | None = None) -> None:
         self.party = party
         self._a, self._b, self._c = a.copy(), b.copy(), c.copy()
         self._used = np.zeros(a.size, dtype=np.bool_)
-        self._cursor = 0
+        self._runs: dict[Holders, list[int]] = {}   # holders -> [next word, end]
+        start = 0
+        for holders, n in ((ALL, a.size),) if layout is None else layout:
+            self._runs[holders] = [start, start + n]
+            start += n
 
     @property
     def size(self) -> int:
@@ -44,14 +50,18 @@ class DealerPool:
         """The number of words never handed out."""
         return int(self._used.size - np.count_nonzero(self._used))
 
-    def take(self, words: int) -> BitTriples:
-        """The next `words` triple words (TripleSource.take).
+    def take(self, words: int, holders: Holders = ALL) -> BitTriples:
+        """The next `words` triple words among `holders` (TripleSource.take).
 
         Returns: this party's shares of them.
         Raises: LocalProtocolError when fewer than `words` are left.
         """
-        triples = self.take_range(self._cursor, words)
-        self._cursor += words
+        run = self._runs.get(holders)
+        if run is None or run[0] + words > run[1]:
+            raise LocalProtocolError(f"triple pool of party {self.party} exhausted: asked for {words} words among "
+                                     f"holders {holders:#x}")
+        triples = self.take_range(run[0], words)
+        run[0] += words
         return triples
 
     def take_range(self, start: int, words: int) -> BitTriples:
@@ -161,15 +171,32 @@ class TrustedDealer:
             first ^= s
         return [first, *shares]
 
-    def pools(self, words: int) -> list[DealerPool]:
-        """Deal `words` fresh triple words (64 AND-gate triples each).
+    def pools(self, words: int, layout: Layout | None = None) -> list[DealerPool]:
+        """Deal `words` fresh triple words (64 AND-gate triples each), each run of `layout` shared
+        among its holders only (None: all of them among every party).
 
         Returns: one pool per party, in party order; party i's pool holds its XOR shares.
         """
+        runs = ((ALL, words),) if layout is None else layout
+        if sum(n for _, n in runs) != words:
+            raise ValueError(f"a layout of {sum(n for _, n in runs)} words for {words} words")
         a = random_words(self._rng, words)
         b = random_words(self._rng, words)
-        shares = zip(self._share(a), self._share(b), self._share(a & b))
-        return [DealerPool(i, sa, sb, sc) for i, (sa, sb, sc) in enumerate(shares)]
+        shared = [self._share(a), self._share(b), self._share(a & b)]
+        start = 0
+        for holders, n in runs:   # re-share each run among its holders: zeros elsewhere
+            cut = slice(start, start + n)
+            inside = [i for i in range(self.parties) if holds(holders, i)]
+            for share in shared:
+                total = np.bitwise_xor.reduce([s[cut] for s in share])
+                for i in range(self.parties):
+                    share[i][cut] = 0
+                for i in inside[1:]:
+                    share[i][cut] = random_words(self._rng, n)
+                    total ^= share[i][cut]
+                share[inside[0]][cut] = total
+            start += n
+        return [DealerPool(i, sa, sb, sc, layout) for i, (sa, sb, sc) in enumerate(zip(*shared))]
 
     def arith_pools(self, count: int) -> list[ArithDealerPool]:
         """Deal `count` fresh arithmetic triples: a, b uniform mod 2^64, c = a*b mod 2^64.

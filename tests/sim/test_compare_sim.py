@@ -39,10 +39,14 @@ from mpc.protocols.compare import (
     _csa_depth,
     _fan_plan,
     _layer_plan,
+    _mask_plan,
     ell_for_tally,
+    pair_words,
     rounds,
+    triple_layout,
     triple_words,
 )
+from mpc.ot.triples import ALL
 from mpc.ring import Words, reduce_bits, words_from_bytes
 from tests.sim.common import (
     Dealt,
@@ -509,16 +513,17 @@ def test_round_and_triple_counts() -> None:
     assert rounds(3, 32, 1) == 4
     assert triple_words(3, 32, 1) == 10          # 584 AND gates in three rounds, one partly used word each
     assert [label for label, _, _ in _layer_plan(3, 32, 1)] == ["csa/0", "gen", "fan/0", "fan/1"]
-    # and the program the engine runs draws exactly that: per round ceil(gates * batch / 64) words,
-    # d and e sent, then ceil(opened * batch / 64) words
-    for n in (2, 3, 4, 5):
+    # and the program the engine runs draws exactly that: per round and gate group ceil(gates * batch
+    # / 64) words, d and e sent, then ceil(opened * batch / 64) words
+    for n in (2, 3, 4, 5, 7):
         for ell in (2, 3, 8, 12, 32, 33, 64):
             for batch in (1, 5, 32, 33, 64, 65, 1000):
                 p = plan(msb_program(ell), n, batch)
-                layers = _layer_plan(n, ell, min(batch, many))
+                layers = _mask_plan(n, ell, min(batch, many))
                 assert p.bit_words == triple_words(n, ell, batch) and len(p.rounds) == rounds(n, ell, batch)
-                assert p.rounds == tuple((label, 2 * -(-g * batch // 64) + -(-v * batch // 64))
-                                         for label, g, v in layers)
+                assert dict(p.layout) == triple_layout(n, ell, batch)
+                assert p.rounds == tuple((label, sum(2 * -(-g * batch // 64) for _, g in groups) + -(-v * batch // 64))
+                                         for label, groups, v in layers)
 
 
 def test_fan_in_masks_are_fresh_and_their_products_ready_in_time() -> None:
@@ -540,6 +545,43 @@ def test_fan_in_masks_are_fresh_and_their_products_ready_in_time() -> None:
                 for t, level in enumerate(fan.levels):
                     read = [int(row) for row in level.source if row < fan.rows]
                     assert all(ready[row] <= first + t - 1 for row in read), (parties, ell, batch, t)
+
+
+def test_carry_save_gates_run_among_their_summands_holders_only() -> None:
+    """From four parties on, a carry-save adder's AND gates run among the parties that hold its three
+    summands: those pairs alone make their triples, and their openings go to those parties alone. With
+    four parties and many values (the Kogge-Stone prefix: no fan-in products in the carry-save rounds),
+    csa/0 adds P0..P2's shares, so P3 makes none of its triples and gets none of its openings."""
+    many, ell = FAN_MAX_BATCH + 1, 32
+    p = planned(msb_program(ell), 4, many)
+    csa0 = -(-(ell - 1) * many // 64)
+    assert dict(p.layout) == {ALL: p.bit_words - csa0, 0b0111: csa0}
+    assert p.pair_words(0, 1) == p.pair_words(1, 2) == p.bit_words
+    assert p.pair_words(0, 3) == p.pair_words(2, 3) == p.bit_words - csa0
+    assert [p.words_between(0, i, j) for i, j in [(0, 1), (2, 1), (0, 3), (3, 2)]] == [2 * csa0] * 2 + [0] * 2
+    values = reduce_bits(random_words(rng("holders"), many), ell)
+    run = run_sign_bit(values, 4, ell, "holders")
+    assert np.array_equal(checked(run, 4, ell, many), msb(values, ell))   # checked: every message's size as planned
+    csa = [(sender, payload) for sender, step, payload in run.views["david"] if step == f"{PREFIX}/csa/0"]
+    assert sorted(sender for sender, _ in csa) == names(3) and not any(payload for _, payload in csa)
+
+
+def test_each_nodes_triples_grow_about_linearly_with_the_parties() -> None:
+    """Per node and peer (its random OTs with each peer), a comparison's triple words grow slowly with
+    the number of parties: at most 2.5 times those of three parties up to twenty parties, where a
+    Wallace tree whose every gate ran among all parties would take (n - 2) * 31 + 87 gates per value
+    per peer, 5.5 times as many at twenty. The work of a node so grows about linearly in its peers."""
+    ell, batch = 32, 1000
+
+    def per_peer(n: int) -> float:
+        layout = triple_layout(n, ell, batch)
+        return max(sum(pair_words(layout, i, j) for j in range(n) if j != i) for i in range(n)) / (n - 1)
+
+    three = per_peer(3)
+    assert three == triple_words(3, ell, batch)   # three parties: every gate among all of them
+    for n in range(4, 21):
+        everyone = -(-((n - 2) * (ell - 1) + 87) * batch // 64)
+        assert per_peer(n) <= 2.5 * three and per_peer(n) < everyone, n
 
 
 # --------------------------------------------------------------------------- views
@@ -566,12 +608,14 @@ def received_bits(ell: int, fixed: list[Words], dealt: Callable[[Plan, int], Dea
     return np.unpackbits(words.view(np.uint8))
 
 
+@pytest.mark.parametrize("n", [3, 5])
 @pytest.mark.parametrize("batch", [2, FAN_MAX_BATCH + 1])
-def test_openings_a_party_receives_are_uniform_bits(batch: int) -> None:
+def test_openings_a_party_receives_are_uniform_bits(batch: int, n: int) -> None:
     """d and e from the peers, and the fan-in prefix's masked inputs, are fair coins across runs
     with the inputs held fixed (false-failure probability < 1e-6); with zero triples the same test
-    catches the leak, and so it does with real triples but zero coins for the fan-in masks."""
-    n, ell, runs = 3, 12, 400
+    catches the leak, and so it does with real triples but zero coins for the fan-in masks. With five
+    parties the carry-save gates run among subsets (triples among their holders only)."""
+    ell, runs = 12, 400
     values = np.resize(np.array([1000, 3], dtype=np.uint64), batch)
     fixed = additive_shares(values, n, rng("fixed"))
     system = SystemRng()
@@ -583,7 +627,8 @@ def test_openings_a_party_receives_are_uniform_bits(batch: int) -> None:
         return Dealt(p, k, AesCtrRng(system.random_bytes(16)))
 
     samples = np.stack([received_bits(ell, fixed, fresh, system) for _ in range(runs)])
-    assert samples.shape[1] == 2 * 64 * sum(words for _, words in p.rounds)   # two peers, every round
+    assert samples.shape[1] == 64 * sum(p.words_between(k, j, 0) for k in range(len(p.rounds)) for j in range(1, n))
+    assert (n > 3) == any(h != ALL for h, _ in p.layout)
     assert positions_balanced(samples, 1e-6)
     leaky = np.stack([received_bits(ell, fixed, ZeroDealt, system) for _ in range(runs)])
     assert not positions_balanced(leaky, 1e-6)

@@ -366,9 +366,9 @@ def test_a_ticket_is_issued_with_every_peer_or_none_redeemed_once_and_its_batche
     ot = ideal_setup(parties)
     pools = filled(parties, ot, MIN_FILL_WORDS)
     alice = pools["alice"]
-    assert alice.issue(["bob", "carlos"], MIN_FILL_WORDS + 1) is None   # too few with either: none at all
+    assert alice.issue(dict.fromkeys(["bob", "carlos"], MIN_FILL_WORDS + 1)) is None   # too few with either: none
     assert alice.level("bob") == alice.level("carlos") == MIN_FILL_WORDS
-    issued = alice.issue(["bob", "carlos"], MIN_FILL_WORDS)   # every word: the batches leave the pool
+    issued = alice.issue(dict.fromkeys(["bob", "carlos"], MIN_FILL_WORDS))   # every word: the batches leave the pool
     assert issued is not None and set(issued) == {"bob", "carlos"}
     assert alice.level("bob") == 0 and alice._receiving["bob"] == []
     ticket, reservation = issued["bob"]
@@ -393,7 +393,7 @@ def test_tickets_are_bounded_per_peer_and_dropped_with_batches_the_peer_lost() -
     ot = ideal_setup(parties)
     pools = filled(parties, ot, MIN_FILL_WORDS)
     alice = pools["alice"]
-    tickets = [alice.issue(["bob"], 1) for _ in range(MAX_TICKETS + 2)]
+    tickets = [alice.issue({"bob": 1}) for _ in range(MAX_TICKETS + 2)]
     assert all(t is not None for t in tickets)
     kept = [t["bob"] for t in tickets if t is not None]
     assert [alice.redeem("bob", t, r.segments) is None for t, r in kept[:2]] == [True, True]   # the oldest were dropped
@@ -406,7 +406,7 @@ def test_a_dropped_ticket_is_held_no_longer_and_its_batches_leave_held() -> None
     parties = names(2)
     ot = ideal_setup(parties)
     alice = filled(parties, ot, MIN_FILL_WORDS)["alice"]
-    issued = alice.issue(["bob"], MIN_FILL_WORDS)   # the whole batch: only the ticket keeps it held
+    issued = alice.issue({"bob": MIN_FILL_WORDS})   # the whole batch: only the ticket keeps it held
     assert issued is not None and alice.tickets("bob") == 1
     ticket, reservation = issued["bob"]
     assert reservation.segments[0].batch in alice.held("bob")
@@ -423,9 +423,8 @@ def ticketed_engines(parties: Sequence[str], pools: Mapping[str, RotPools], setu
 
     Returns: each party's engine and its input share (the first party holds every total).
     """
-    probe = ThresholdParty("0" * 32, parties[0], parties, len(totals), 0, SystemRng(), setups[parties[0]], 32)
-    words = probe.ticket_words
-    issued = {r: pools[r].issue([s for s in parties if s != r], words) for r in parties}
+    issued = {r: pools[r].issue(ThresholdParty("0" * 32, r, parties, len(totals), 0, SystemRng(), setups[r],
+                                               32).ticket_words) for r in parties}
     seeds = {frozenset(pair): os.urandom(16) for pair in itertools.combinations(parties, 2)}   # keyed, as in one round
     engines = {}
     for me in parties:
@@ -459,8 +458,11 @@ class Agreeing:
         return self.party.receive(sender, step, payload)
 
 
-def test_with_tickets_a_comparison_sends_no_hello_takes_a_round_fewer_and_gives_the_plaintext() -> None:
-    parties = names(3)
+@pytest.mark.parametrize("n", [3, 4, 5])
+def test_with_tickets_a_comparison_sends_no_hello_takes_a_round_fewer_and_gives_the_plaintext(n: int) -> None:
+    """Also from four parties on, where pairs make different numbers of triples (the carry-save gates
+    among subsets) and each ticket reserves its pair's."""
+    parties = names(n)
     ot = ideal_setup(parties)
     totals = [5, -1, 0, -7, 1 << 20]
     pools = filled(parties, ot, MIN_FILL_WORDS)
@@ -475,11 +477,17 @@ def test_with_tickets_a_comparison_sends_no_hello_takes_a_round_fewer_and_gives_
     assert bits.tolist() == [int(t >= 0) for t in totals]
     for me in parties:
         steps = [step for _, step, _ in router.received[me]]
-        assert STEP_HELLO not in steps and STEP_U not in steps and steps.count(STEP_R) == 2
+        assert STEP_HELLO not in steps and STEP_U not in steps and steps.count(STEP_R) == n - 1
         assert sorted({s for s in steps if s.startswith("cmp/")}) == sorted(plan_rounds)
         # From each peer: its digest, its derandomisation and one message per program round, nothing else
         # (the derandomisation travels with the first round's openings: the program's rounds are all).
-        assert sorted(steps) == sorted([STEP_DIGEST, STEP_R, *plan_rounds] * 2)
+        assert sorted(steps) == sorted([STEP_DIGEST, STEP_R, *plan_rounds] * (n - 1))
+    words = {(me, peer): len(payload) // 16 for me in parties for peer, step, payload in router.received[me]
+             if step == STEP_R}   # d and t: one word each per triple word of the pair
+    plan = engines["alice"][0].plan
+    assert words == {(a, b): plan.pair_words(parties.index(a), parties.index(b)) for a in parties for b in parties
+                     if a != b}
+    assert (n > 3) == (len(set(words.values())) > 1)
 
 
 def test_with_tickets_only_masked_first_openings_leave_before_agreement_and_look_uniform() -> None:

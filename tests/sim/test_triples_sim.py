@@ -18,8 +18,8 @@ import pytest
 from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.ot.base import ELEMENT_BYTES
 from mpc.ot.extension import KAPPA
-from mpc.ot.triples import (STEP_BASE_A, STEP_BASE_B, STEP_T, STEP_U, OtReady, PairwiseOt, PairwiseOtSetup,
-                            TripleDealerless, TriplePool)
+from mpc.ot.triples import (ALL, STEP_BASE_A, STEP_BASE_B, STEP_T, STEP_U, OtReady, PairwiseOt, PairwiseOtSetup,
+                            TripleDealerless, TriplePool, holds)
 from mpc.prg import AesCtrRng, SystemRng
 from mpc.protocols.beaver import BitTriples
 from mpc.events import Send
@@ -97,6 +97,57 @@ def test_triples_five_parties_real_base_ot(request: pytest.FixtureRequest) -> No
     if "slow" not in (request.config.option.markexpr or ""):
         pytest.skip("20 real base-OT batches take 15-25 s here; run with -m slow")
     check_batches(names(5), real_setup(names(5)), batches=2)
+
+
+# A layout of holder sets, as the carry-save adders of five parties make: runs among P0..P2, among
+# P2..P4, among P3, P4 and among everyone (the gates' holders, mpc/protocols/compare.py).
+LAYOUT5 = ((ALL, 3), (0b00111, 2), (0b11100, 4), (0b11000, 1))
+
+
+def test_triples_among_holder_sets_are_correct_among_their_holders_and_absent_elsewhere() -> None:
+    """Each run of a layout is a correct triple among its holders alone; every pair makes (and sends)
+    exactly the words of the runs both are among; the others hold nothing of it."""
+    parties = names(5)
+    words = sum(n for _, n in LAYOUT5)
+    ot = ideal_setup(parties)
+    engines = {p: TripleDealerless(p, parties, words, AesCtrRng(os.urandom(16)), ot[p], "s", layout=LAYOUT5)
+               for p in parties}
+    router = Router(engines)
+    router.run()
+    results = router.single()
+    pools = {p: TriplePool(results[p], LAYOUT5, i) for i, p in enumerate(parties)}
+    for i, p in enumerate(parties):
+        assert results[p].words == sum(n for h, n in LAYOUT5 if holds(h, i))
+        for j, q in enumerate(parties):
+            common = sum(n for h, n in LAYOUT5 if holds(h, i) and holds(h, j))
+            if q != p:
+                assert engines[p].pair_words(q) == common
+                sizes = {step: len(payload) for sender, step, payload in router.received[p] if sender == q}
+                # the IKNP message (KAPPA columns of the OTs) and the correction t, or none at all
+                assert set(sizes) == ({STEP_U, STEP_T} if common else set())
+                assert not common or sizes[STEP_T] == 8 * common and sizes[STEP_U] > KAPPA * 8 * common
+    for holders, n in LAYOUT5:
+        taken = {p: pools[p].take(n, holders) for p in parties}
+        a, b, c = reconstruct(taken)
+        assert np.array_equal(c, a & b) and np.count_nonzero(a) and np.count_nonzero(b)
+        for i, p in enumerate(parties):
+            if not holds(holders, i):   # zeros outside: the holders' shares alone reconstruct
+                assert not (taken[p].a.any() or taken[p].b.any() or taken[p].c.any())
+        with pytest.raises(LocalProtocolError, match="triple reuse refused"):
+            next(pools[p] for i, p in enumerate(parties) if holds(holders, i)).take(1, holders)
+    assert all(pool.remaining == 0 for pool in pools.values())
+
+
+def test_a_layout_that_does_not_add_up_is_refused() -> None:
+    parties = names(3)
+    ot = ideal_setup(parties)
+    with pytest.raises(LocalProtocolError, match="runs"):
+        TripleDealerless("alice", parties, 5, SystemRng(), ot["alice"], layout=((ALL, 3), (0b011, 1)))
+    with pytest.raises(LocalProtocolError, match="runs"):
+        TripleDealerless("alice", parties, 3, SystemRng(), ot["alice"], layout=((ALL, 3), (0b011, 0)))
+    triples, _ = run_triples(parties, ot, 4)
+    with pytest.raises(LocalProtocolError, match="layout"):
+        TriplePool(triples["alice"], ((ALL, 2), (0b110, 1)), 0)   # alice holds 2 words of it, not 4
 
 
 # --- what a party sees --------------------------------------------------------------------------
