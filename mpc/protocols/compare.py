@@ -23,8 +23,10 @@ Each carry-save gate runs among the parties that hold its summands (Holders, mpc
 P_i's share is held by P_i alone, a CSA's sum and carry by the union of its three summands'
 holders. Its triples are made among those parties only and its d and e go to them only (the
 engine's segments, mpc/protocols/circuit.py), so a node's triples per peer grow with the tree's
-depth rather than with its size: for 1,000 values of 32 bits, 1.82x those of 3 parties at 10 parties
-and 2.33x at 20, against 2.83x and 5.46x were every gate among all (`triple_layout`, `pair_words`).
+depth rather than with its size: for 1,000 values of 32 bits, 1.61x those of 3 parties at 10 parties
+and 1.79x at 20, against 2.83x and 5.46x were every gate among all (`triple_layout`, `pair_words`).
+The tree groups its summands to keep each adder's holders few (`_csa_tree`), in as many levels as a
+Wallace tree's.
 Security is unchanged: a coalition that holds all of a gate's summands knows its inputs, and any
 other sees d and e masked by the fresh triple shares of a holder outside it. The g layer and the
 prefix run among all parties.
@@ -60,6 +62,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import operator
 import os
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
@@ -304,6 +307,74 @@ def _csa_depth(parties: int) -> int:
     return depth
 
 
+PAIR_SEARCH = 64   # summands up to which a carry-save adder's two partners are chosen together
+
+
+_Tree = tuple[tuple[tuple[tuple[int, int, int], ...], tuple[int, ...]], ...]
+
+
+@functools.lru_cache(maxsize=64)
+def _csa_tree(parties: int) -> _Tree:
+    """Which summands each carry-save level adds: per level, the index triples of its adders and the
+    indices of the summands it passes on; the next level's summands are each adder's sum and carry, in
+    order, then those passed on. As many adders per level as a Wallace tree's (the same depth). Of two
+    trees, the one whose busiest party has the fewest peers summed over its gates (the triples it makes):
+    the Wallace tree's groups of consecutive summands, or adders chosen greedily to keep their holders
+    few. Every party computes the same tree from the party count.
+    """
+    wallace, greedy = _wallace_tree(parties), _greedy_tree(parties)
+    return greedy if _tree_cost(parties, greedy) <= _tree_cost(parties, wallace) else wallace
+
+
+def _wallace_tree(parties: int) -> _Tree:
+    levels, count = [], parties
+    while count > 2:
+        adders = tuple((3 * q, 3 * q + 1, 3 * q + 2) for q in range(count // 3))
+        levels.append((adders, tuple(range(3 * len(adders), count))))
+        count = 2 * len(adders) + count % 3
+    return tuple(levels)
+
+
+def _tree_cost(parties: int, tree: _Tree) -> int:
+    """The busiest party's peers summed over the carry-save groups it takes part in."""
+    holders, cost = [1 << i for i in range(parties)], [0] * parties
+    for adders, passed in tree:
+        unions = [holders[a] | holders[b] | holders[c] for a, b, c in adders]
+        for union in unions:
+            for i in range(parties):
+                cost[i] += bin(union).count("1") - 1 if union >> i & 1 else 0
+        holders = [h for u in unions for h in (u, u)] + [holders[k] for k in passed]
+    return max(cost)
+
+
+def _greedy_tree(parties: int) -> _Tree:
+    """Each adder from the summand with the fewest holders and the two whose union with it is smallest
+    (beyond PAIR_SEARCH summands, the second and then the third one by one)."""
+    def size(*ks: int) -> int:
+        return bin(functools.reduce(operator.or_, (holders[k] for k in ks))).count("1")
+
+    holders = [1 << i for i in range(parties)]
+    levels = []
+    while len(holders) > 2:
+        left = sorted(range(len(holders)), key=lambda k: (size(k), holders[k]))
+        adders = []
+        for _ in range(len(holders) // 3):
+            first = left.pop(0)
+            if len(left) <= PAIR_SEARCH:
+                _, i, j = min((size(first, left[i], left[j]), i, j)
+                              for i in range(len(left)) for j in range(i + 1, len(left)))
+            else:
+                _, i = min((size(first, left[i]), i) for i in range(len(left)))
+                _, j = min((size(first, left[i], left[j]), j) for j in range(len(left)) if j != i)
+                i, j = min(i, j), max(i, j)
+            adders.append((first, left[i], left[j]))
+            del left[j], left[i]
+        levels.append((tuple(adders), tuple(left)))
+        holders = [h for a, b, c in adders for h in [holders[a] | holders[b] | holders[c]] * 2] + \
+            [holders[k] for k in left]
+    return tuple(levels)
+
+
 def _coin_bits(coins: Callable[[int], bytes], rows: int, batch: int) -> Bits:
     raw = np.frombuffer(coins(-(-rows * batch // 8)), dtype=np.uint8)
     bits: Bits = np.unpackbits(raw, count=rows * batch).reshape(rows, batch).astype(np.bool_)
@@ -365,8 +436,9 @@ def _fan_finish(level: _FanLevel, x: Bits, e: Bits, table: Bits, first: bool) ->
 
 def sign_bit_circuit(own: Bits, me: int, parties: int, coins: Callable[[int], bytes] = os.urandom,
                      fan: bool | None = None) -> _Circuit:
-    """The MSB circuit on XOR shares, as a coroutine that yields one round at a time: (label, AND
-    left inputs, AND right inputs, bits to open), and is sent back (the ANDs, the opened bits).
+    """The MSB circuit on XOR shares, as a coroutine that yields one round at a time: (label, its AND
+    gate groups (holders, left inputs, right inputs), bits to open), and is sent back (each group's
+    ANDs, the opened bits).
 
     Args:
         coins: this party's CSPRNG, for its coins of the fan-in prefix's masks.
@@ -385,9 +457,8 @@ def sign_bit_circuit(own: Bits, me: int, parties: int, coins: Callable[[int], by
     # its inputs are 0): a coalition that holds all of them knows the inputs already, and any other
     # sees openings masked by an outside member's triple shares (triples among those holders).
     summands = [(own if i == me else zero, 1 << i) for i in range(parties)]
-    level = 0
-    while len(summands) > 2:  # carry-save adders, a Wallace tree of depth CSA depth(n)
-        groups = [summands[3 * q:3 * q + 3] for q in range(len(summands) // 3)]
+    for level, (adders, passed) in enumerate(_csa_tree(parties)):   # carry-save adders, depth CSA depth(n)
+        groups = [[summands[k] for k in adder] for adder in adders]
         unions = [ha | hb | hc for (_, ha), (_, hb), (_, hc) in groups]
         unions = [ALL if h == everyone else h for h in unions]
         gates = [(h, a[:-1] ^ c[:-1], b[:-1] ^ c[:-1])
@@ -398,8 +469,7 @@ def sign_bit_circuit(own: Bits, me: int, parties: int, coins: Callable[[int], by
             carry = np.zeros_like(own)
             carry[1:] = maj ^ c[:-1]  # carry = MAJ << 1
             reduced += [(a ^ b ^ c, h), (carry, h)]
-        summands = reduced + summands[3 * len(groups):]
-        level += 1
+        summands = reduced + [summands[k] for k in passed]
     (a, _), (b, _) = summands
     p = a ^ b
     if tuples is not None:   # the fan-in prefix over positions 0..ell-2
