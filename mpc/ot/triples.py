@@ -15,7 +15,10 @@ Three sans-I/O pieces, all per party (Send events from mpc/events.py):
 - `TripleDealerless(me, parties, words, rng, ot)`: one triple session of 64 * words AND gates
   over IKNP extensions only: steps "triples/u" (IKNP message) then "triples/t" (corrections).
   It ends with a `BitTriples(a, b, c)` event (defined here; the Beaver AND gates of
-  mpc/protocols/beaver.py consume it): this party's XOR shares, packed uint64 words.
+  mpc/protocols/beaver.py consume it): this party's XOR shares, packed uint64 words. With a
+  `layout`, the words come in runs each among its own holders (a bit mask of party indices, ALL for
+  every party): a party holds the runs it is among, and each pair makes (and spends the OTs of)
+  only the runs both are among; c is then correct among each run's holders, zero elsewhere.
   Sessions over the same `PairwiseOt`s may run concurrently (each IKNP extension reserves
   its own PRG window; a window used twice raises RoundMismatch).
 - `TriplePool`: one party's triples, handed out as disjoint word ranges, each exactly once
