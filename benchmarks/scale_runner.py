@@ -38,7 +38,7 @@ in a Wallace tree, (n - 2)(ell - 1) AND gates per value beside the 87 of the 32-
 (mpc/protocols/compare.py). A carry-save gate runs among the parties holding its three summands only,
 its triple one IKNP correlation per pair of them, and the prefix's among all. So per-node CPU of the
 comparisons is expected to grow like a node's triple words summed over its peers (node_pair_words:
-mpc.protocols.compare.pair_words of triple_layout, the median node), about linearly in n - 1;
+mpc.protocols.compare.node_words of triple_layout, the median node), about linearly in n - 1;
 the compare figures include it, the circuit's triple_words over every holder set, and the per-node
 CPU per triple word per peer, which is the figure that should not grow with n.
 
@@ -64,7 +64,7 @@ from mpc import aio
 from mpc.coordinator.client import Coordinator
 from mpc.localcluster import NodeProcesses
 from mpc.protocols.catalogue import SumParams, entry
-from mpc.protocols.compare import pair_words, triple_layout, triple_words
+from mpc.protocols.compare import node_words, triple_layout, triple_words
 from mpc.protocols.contribution import COMPARE_BITS, COMPARE_BOUND
 
 from benchmarks.mpc_runner import (
@@ -78,9 +78,7 @@ LABELS = {"sum": "scalar sum", "compare": "comparisons", "setup": "first-session
 
 def node_pair_words(parties: int, ell: int, batch: int) -> int:
     """The median node's triple words of one comparison session, summed over its peers (its random OTs)."""
-    layout = triple_layout(parties, ell, batch)
-    return int(statistics.median(sum(pair_words(layout, i, j) for j in range(parties) if j != i)
-                                 for i in range(parties)))
+    return int(statistics.median(node_words(triple_layout(parties, ell, batch), parties)))
 
 
 def _per_node_mean(by_node: Sequence[dict[str, float] | None], names: Sequence[str]) -> dict[str, float] | None:

@@ -607,6 +607,11 @@ def pair_words(layout: dict[Holders, int], i: int, j: int) -> int:
     return sum(words for holders, words in layout.items() if holds(holders, i) and holds(holders, j))
 
 
+def node_words(layout: dict[Holders, int], parties: int) -> list[int]:
+    """Each party's triple words of a layout summed over its peers (its random OTs of each direction)."""
+    return [sum(pair_words(layout, i, j) for j in range(parties) if j != i) for i in range(parties)]
+
+
 def ell_for_tally(ballots: int) -> int:
     """The ring width for comparing a tally of `ballots` 0/1 votes with a threshold (PROTOCOLS.md §5).
 

@@ -24,7 +24,7 @@ import numpy.typing as npt
 from mpc.events import Output, Send
 from mpc.ot.arith import ArithTriples, DaBits
 from mpc.ot.extension import KAPPA, IknpReceiver, IknpSender
-from mpc.ot.triples import PairwiseOt
+from mpc.ot.triples import ALL, Holders, PairwiseOt
 from mpc.prg import AesCtrRng, Rng, SystemRng, random_words
 from mpc.protocols.beaver import BitTriples
 from mpc.protocols.circuit import CircuitParty, Context, Plan, ProgramFactory, plan
@@ -251,7 +251,7 @@ class ZeroSource:
         self.kind = kind
         self.remaining = 0
 
-    def take(self, n: int, holders: int = -1) -> BitTriples | ArithTriples | DaBits:
+    def take(self, n: int, holders: Holders = ALL) -> BitTriples | ArithTriples | DaBits:
         """n zero items of this source's kind (holders: bit triples' holders, as TripleSource.take)."""
         z = np.zeros(n, np.uint64)
         if self.kind == "bits":

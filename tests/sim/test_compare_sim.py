@@ -42,7 +42,7 @@ from mpc.protocols.compare import (
     _layer_plan,
     _mask_plan,
     ell_for_tally,
-    pair_words,
+    node_words,
     rounds,
     triple_layout,
     triple_words,
@@ -576,8 +576,7 @@ def test_each_nodes_triples_grow_about_linearly_with_the_parties() -> None:
     ell, batch = 32, 1000
 
     def per_peer(n: int) -> float:
-        layout = triple_layout(n, ell, batch)
-        return max(sum(pair_words(layout, i, j) for j in range(n) if j != i) for i in range(n)) / (n - 1)
+        return max(node_words(triple_layout(n, ell, batch), n)) / (n - 1)
 
     three = per_peer(3)
     assert three == triple_words(3, ell, batch)   # three parties: every gate among all of them
