@@ -22,11 +22,14 @@ peer: d words then e words, little-endian uint64.
 Each carry-save gate runs among the parties that hold its summands (Holders, mpc/ot/triples.py):
 P_i's share is held by P_i alone, a CSA's sum and carry by the union of its three summands'
 holders. Its triples are made among those parties only and its d and e go to them only (the
-engine's segments, mpc/protocols/circuit.py), so a node's triples per peer grow with the tree's
-depth rather than with its size: for 1,000 values of 32 bits, 1.61x those of 3 parties at 10 parties
-and 1.79x at 20, against 2.83x and 5.46x were every gate among all (`triple_layout`, `pair_words`).
-The tree groups its summands to keep each adder's holders few (`_csa_tree`), in as many levels as a
-Wallace tree's.
+engine's segments, mpc/protocols/circuit.py). The tree keeps each adder's holders few, in as many
+levels as a Wallace tree's (`_csa_tree`): blocks of parties reduce their own summands, then merge into
+blocks two or three times larger, so a party's holders grow geometrically along its path and its
+triples per peer stay bounded. For 1,000 values of 32 bits, the busiest node's triples per peer are
+1.53x those of 3 parties at 10 parties, 1.64x at 20, 1.77x at 50 and 100, against 2.83x, 5.46x and
+13.3x at 10, 20 and 50 were every gate among all (`triple_layout`, `pair_words`); at most 2.2x up to
+128 parties but for the counts just below those where a Wallace tree needs a level more (40-42, 58-63,
+85-94, 127-128), which leave the blocks no level to spare (up to 2.9x).
 Security is unchanged: a coalition that holds all of a gate's summands knows its inputs, and any
 other sees d and e masked by the fresh triple shares of a holder outside it. The g layer and the
 prefix run among all parties.
@@ -64,7 +67,7 @@ import itertools
 import math
 import operator
 import os
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -317,13 +320,15 @@ _Tree = tuple[tuple[tuple[tuple[int, int, int], ...], tuple[int, ...]], ...]
 def _csa_tree(parties: int) -> _Tree:
     """Which summands each carry-save level adds: per level, the index triples of its adders and the
     indices of the summands it passes on; the next level's summands are each adder's sum and carry, in
-    order, then those passed on. As many adders per level as a Wallace tree's (the same depth). Of two
-    trees, the one whose busiest party has the fewest peers summed over its gates (the triples it makes):
-    the Wallace tree's groups of consecutive summands, or adders chosen greedily to keep their holders
-    few. Every party computes the same tree from the party count.
+    order, then those passed on. As many levels as a Wallace tree (no round more). Of the trees tried,
+    the one whose busiest party has the fewest peers summed over its gates (the triples it makes):
+    adders chosen greedily to keep their holders few, the Wallace tree's groups of consecutive summands,
+    or blocks of parties merged into larger blocks (`_block_tree`); on a tie, the first of those three.
+    Every party computes the same tree from the party count.
     """
-    wallace, greedy = _wallace_tree(parties), _greedy_tree(parties)
-    return greedy if _tree_cost(parties, greedy) <= _tree_cost(parties, wallace) else wallace
+    depth = _csa_depth(parties)
+    trees = [_greedy_tree(parties), _wallace_tree(parties), _block_tree(parties, depth)]
+    return min((t for t in trees if t is not None and len(t) == depth), key=lambda t: _tree_cost(parties, t))
 
 
 def _wallace_tree(parties: int) -> _Tree:
@@ -347,6 +352,7 @@ def _tree_cost(parties: int, tree: _Tree) -> int:
     return max(cost)
 
 
+@functools.lru_cache(maxsize=64)
 def _greedy_tree(parties: int) -> _Tree:
     """Each adder from the summand with the fewest holders and the two whose union with it is smallest
     (beyond PAIR_SEARCH summands, the second and then the third one by one)."""
@@ -373,6 +379,115 @@ def _greedy_tree(parties: int) -> _Tree:
         holders = [h for a, b, c in adders for h in [holders[a] | holders[b] | holders[c]] * 2] + \
             [holders[k] for k in left]
     return tuple(levels)
+
+
+BLOCK_PARTIES = 128   # party counts up to which block trees are searched (the search grows as parties^3)
+BLOCK_FLAT = 16       # blocks up to this many parties may also be a greedy tree of their own
+
+
+@dataclass(frozen=True)
+class _Block:
+    """One way for a block of consecutive parties to reduce their summands to at most two: a tree of its
+    own (`tree`), or its sub-blocks side by side (`parts`: (parties, levels) of each) and then a Wallace
+    tree over their outputs (`tree`, on their at most two summands each, in order). `cost`: its busiest
+    party's peers summed over its carry-save groups (for merged blocks an upper bound: each part's
+    busiest party as if it were the one the merge costs most)."""
+
+    cost: int
+    tree: _Tree
+    parts: tuple[tuple[int, int], ...] = ()
+
+
+@functools.cache
+def _block_front(size: int) -> dict[int, _Block]:
+    """The cheapest ways for a block of `size` parties to reduce their summands, by levels, keeping only
+    the levels where fewer levels cost more. A block's groups are among its own parties, so a party's
+    cost in a merged block is its own in its part plus the merge's.
+
+    Merging two blocks of at most two summands each takes as many levels as their summands less two
+    (3 -> 2: one adder; 4 -> 3 -> 2: two, each among both blocks); merging three blocks of two summands
+    (6 -> 4 -> 3 -> 2) takes three: each outer block with the middle one, then two adders among all.
+    Blocks whose holders double or triple from merge to merge keep every party's cost within about four
+    times the block's size, where a flat tree's last levels run among nearly all parties one after another.
+    """
+    if size <= 2:
+        return {0: _Block(0, ())}
+    best: dict[int, _Block] = {}
+
+    def put(levels: int, block: _Block) -> None:
+        if levels <= _csa_depth(size) + 2 and (levels not in best or block.cost < best[levels].cost):
+            best[levels] = block
+
+    for tree in [_wallace_tree(size)] + ([_greedy_tree(size)] if size <= BLOCK_FLAT else []):
+        put(len(tree), _Block(_tree_cost(size, tree), tree))
+    for a in range(1, size // 2 + 1):   # two blocks: every merging adder among both
+        b = size - a
+        outputs = min(a, 2) + min(b, 2)
+        for (da, pa), (db, pb) in itertools.product(_block_front(a).items(), _block_front(b).items()):
+            cost = max(pa.cost, pb.cost) + (outputs - 2) * (size - 1)
+            put(max(da, db) + outputs - 2, _Block(cost, _wallace_tree(outputs), ((a, da), (b, db))))
+    for mid in range(2, size // 3 + 1):   # three: the middle block the smallest, as it joins both outer ones
+        for a in range(mid, (size - mid) // 2 + 1):
+            c = size - mid - a
+            left, right = a + mid - 1, mid + c - 1
+            for (da, pa), (dm, pm), (dc, pc) in itertools.product(
+                    _block_front(a).items(), _block_front(mid).items(), _block_front(c).items()):
+                cost = max(pa.cost + left, pm.cost + left + right, pc.cost + right) + 2 * (size - 1)
+                put(max(da, dm, dc) + 3, _Block(cost, _wallace_tree(6), ((a, da), (mid, dm), (c, dc))))
+    front, cheapest = {}, None
+    for levels in sorted(best):
+        if cheapest is None or best[levels].cost < cheapest:
+            front[levels], cheapest = best[levels], best[levels].cost
+    return front
+
+
+def _block_tree(parties: int, depth: int) -> _Tree | None:
+    """The block tree of `parties` in `depth` levels (`_block_front`), or None: none that deep, or more
+    than BLOCK_PARTIES parties."""
+    if parties > BLOCK_PARTIES:
+        return None
+    for size in range(3, parties):   # smaller blocks first: no deep recursion
+        _block_front(size)
+    if depth not in _block_front(parties):
+        return None
+    levels, _ = _block_levels(0, parties, depth, itertools.count(parties))
+    # Summands by name (parties 0..n-1, then each adder's sum and carry as it makes them) to indices.
+    summands, tree = list(range(parties)), []
+    for level in levels:
+        at = {name: i for i, name in enumerate(summands)}
+        adders = tuple((at[x], at[y], at[z]) for x, y, z, _, _ in level)
+        used = {i for adder in adders for i in adder}
+        passed = tuple(i for i in range(len(summands)) if i not in used)
+        tree.append((adders, passed))
+        summands = [out for *_, s, c in level for out in (s, c)] + [summands[i] for i in passed]
+    return tuple(tree)
+
+
+_Adder = tuple[int, int, int, int, int]   # its three summands' names, then those of its sum and carry
+
+
+def _block_levels(first: int, size: int, depth: int, fresh: Iterator[int]) -> tuple[list[list[_Adder]], list[int]]:
+    """The adders of each level of the block of parties first..first+size-1 in `depth` levels, and the
+    names of its (at most two) output summands: its parts' levels side by side, then its own tree's."""
+    block = _block_front(size)[depth]
+    levels: list[list[_Adder]] = []
+    summands = [] if block.parts else list(range(first, first + size))
+    for part, part_depth in block.parts:
+        part_levels, outs = _block_levels(first, part, part_depth, fresh)
+        side_by_side: Iterator[tuple[list[_Adder], list[_Adder]]] = itertools.zip_longest(
+            levels, part_levels, fillvalue=[])
+        levels = [x + y for x, y in side_by_side]
+        summands += outs
+        first += part
+    for adders, passed in block.tree:
+        level, made = [], []
+        for a, b, c in adders:
+            s, k = next(fresh), next(fresh)
+            level.append((summands[a], summands[b], summands[c], s, k))
+            made += [s, k]
+        levels.append(level)
+        summands = made + [summands[k] for k in passed]
+    return levels, summands
 
 
 def _coin_bits(coins: Callable[[int], bytes], rows: int, batch: int) -> Bits:

@@ -31,7 +31,7 @@ from mpc.protocols.circuit import CircuitParty, Context, Plan, ProgramFactory, p
 from mpc.ring import Words
 from tests.sim.dealer import TrustedDealer
 
-NAMES = ("alice", "bob", "carlos", "david", "erin")
+NAMES = ("alice", "bob", "carlos", "david", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory", "niaj")
 FALSE_ALARM = 1e-6
 Received = tuple[str, str, bytes]   # (sender, step, payload)
 Views = dict[str, list[Received]]
