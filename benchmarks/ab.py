@@ -49,7 +49,7 @@ STARTED_WITH = os.environ.get("GRPC_EXPERIMENTS")
 from mpc import aio  # noqa: E402
 from mpc.coordinator.client import Coordinator  # noqa: E402
 from mpc.protocols.compare import triple_words  # noqa: E402
-from mpc.protocols.contribution import COMPARE_BITS  # noqa: E402
+from mpc.protocols.contribution import vote_bits  # noqa: E402
 
 from benchmarks.mpc_runner import RAISES, _clock_tick, _cpu_ticks, _inputs, _running, _Running, node_names, \
     raises_sum, vote_ballots, wait_for_pools  # noqa: E402
@@ -88,7 +88,7 @@ def _mpc_seen(env: dict[str, str], cwd: str) -> Path:
 
 async def _alternate(runs: dict[str, _Running], case: _Case, sessions: int) -> dict[str, dict[str, float | None]]:
     names = node_names(case.parties)
-    words = triple_words(case.parties, COMPARE_BITS, 1)
+    words = triple_words(case.parties, vote_bits(case.parties), 1)   # the vote's (the sum takes none)
     times: dict[str, list[float]] = {k: [] for k in runs}
     ticks: dict[str, int | None] = {k: 0 for k in runs}   # None: /proc could not be read
     coordinators = {k: Coordinator(r.cluster) for k, r in runs.items()}

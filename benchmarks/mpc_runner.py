@@ -49,7 +49,7 @@ from mpc.ot.triples import OtReady, PairwiseOtSetup
 from mpc.prg import SystemRng
 from mpc.protocols.catalogue import SumParams, entry
 from mpc.protocols.compare import triple_words
-from mpc.protocols.contribution import COMPARE_BITS, COMPARE_BOUND
+from mpc.protocols.contribution import COMPARE_BITS, COMPARE_BOUND, vote_bits
 from mpc.store import Store
 
 from benchmarks.ot_micro import run_router
@@ -456,7 +456,7 @@ def run_mpc_vote(ballots: int = 1000, parties: int = 3, repeats: int = 5,
 
     cli_times: list[float] = []
     cli_spent = 0.0
-    words = triple_words(parties, COMPARE_BITS, 1)
+    words = triple_words(parties, vote_bits(parties), 1)
     later: list[float] = []
     with _running(names, {"ballots": split}, pool=pool) as run:
         async def filled() -> None:

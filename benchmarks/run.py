@@ -73,11 +73,11 @@ from benchmarks.psi_runner import psi_table, run_psi  # noqa: E402
 from benchmarks.scale_runner import run_scale, scale_table  # noqa: E402
 from benchmarks.collection_runner import collection_table, run_collection_vote  # noqa: E402
 from mpc.protocols.compare import rounds as compare_rounds  # noqa: E402
-from mpc.protocols.contribution import COMPARE_BITS  # noqa: E402
+from mpc.protocols.contribution import vote_bits  # noqa: E402
 
 DEFAULT_SCALE_PARTIES = "3,6,10"
 # A repeated vote on its pool tickets: the comparison's rounds, the first with the digests (no hello)
-VOTE_ROUNDS = compare_rounds(3, COMPARE_BITS, 1)
+VOTE_ROUNDS = compare_rounds(3, vote_bits(3), 1)
 
 
 def _counts(text: str) -> list[int]:

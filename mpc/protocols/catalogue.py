@@ -61,7 +61,9 @@ from mpc.protocols.contribution import (
     records_contribution,
     require_bounds,
     sum_contribution,
+    vote_bits,
     vote_contribution,
+    vote_threshold,
 )
 from mpc.protocols.engine import Engine
 from mpc.protocols.names import HALF as HALF   # the vote rule "at least half", in a policy's `thresholds`
@@ -675,10 +677,13 @@ class VoteEntry(Entry[VoteParams]):
         return vote_contribution(yes, c.declared.records, params.threshold is None)
 
     def engine(self, params: VoteParams, args: EngineArgs) -> Engine:
-        # "At least half" compares 2T - N with 0; an explicit threshold K compares T with K.
-        k = 0 if params.threshold is None else params.threshold
+        # "At least half" compares 2T - N with 0; an explicit threshold K compares T with K (clamped to the
+        # tallies' public range, which keeps every answer). The ring as wide as the tallies need.
+        parties = len(args.parties)
+        k = 0 if params.threshold is None else vote_threshold(params.threshold, parties)
         return ThresholdParty(args.session_id, args.me, args.parties, args.length, k, args.rng, args.setups,
-                              COMPARE_BITS, mask_seeds=args.mask_seeds, on_seed=args.on_seed, pooled=args.pooled)
+                              vote_bits(parties), mask_seeds=args.mask_seeds, on_seed=args.on_seed,
+                              pooled=args.pooled)
 
     def decode(self, params: VoteParams, opened: Opened) -> Result:
         rule = ("at least half of the ballots cast" if params.threshold is None

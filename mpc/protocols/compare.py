@@ -47,9 +47,12 @@ single gate. Costs, per compared value (batch B takes ceil(gates * B / 64) words
     rounds, n = 3  2   5    6    7    8     words) per value, 7 rounds for any batch
 
 For a few values (at most FAN_MAX_BATCH), where a round costs more than gates do, the prefix is
-instead a tree of multi-input AND gates in fewer levels (the fan-in prefix, below): for n = 3 and
-ell = 32, 4 rounds (carry-save, g, a level of radix 4, one of radix 8) with 584 gates per value.
-The choice depends on n, ell and the batch size only, so every party makes the same.
+instead a tree of multi-input AND gates in fewer levels (the fan-in prefix, below), with g either a
+layer of its own or folded into the first level (each G_k of a block read as the two factors A_k and
+B_k): for n = 3 and ell = 32, 4 rounds (carry-save, g, a level of radix 5, one of radix 7) with 536
+gates per value; for ell = 25 (a vote among 3 nodes, mpc/protocols/contribution.py), 3 rounds
+(carry-save, then levels of radix 3 and 8 with g folded in) with 540; from n = 4 on, g folded in
+on 32 bits too. The choice depends on n, ell and the batch size only, so every party makes the same.
 
 `rounds` and `triple_words` compute both exactly from the same circuit. The circuit is a
 coroutine that yields one round at a time (its AND gates and the bits it opens); it runs as a
@@ -126,12 +129,17 @@ def _kogge_stone_plan(ell: int) -> tuple[tuple[int, ...], tuple[tuple[tuple[int,
 #     x_1 ... x_k = XOR over S of (AND of e_v for v not in S) & r_S,    r_S = AND of r_v for v in S,
 # which is linear in this party's shares of the r_S (r_{} = 1, held by P_0). Every r_v is fresh
 # and used by one gate group only, so every e_v is uniform. The r_v are XORs of every party's own
-# coins, and the r_S are made with ordinary Beaver ANDs in the rounds before the level that uses
-# them, in the same messages as the carry-save and generate layers: a product of k inputs is ready
-# after ceil(log2 k) rounds. A block of c positions then combines in one round,
+# coins, and the r_S are made with ordinary Beaver ANDs in the rounds up to the level that uses
+# them, in the same messages as the carry-save and generate layers and the levels themselves: a
+# product of k inputs is ready after ceil(log2 k) rounds, the last of them the level's own (its
+# finish reads the product's shares after the round's messages; the r's are independent of the
+# inputs, so opening their Beaver masks in that round or an earlier one shows the same). A block of
+# c positions then combines in one round,
 #     G = XOR_k G_k & P_{k+1} & ... & P_{c-1},    P = P_0 & ... & P_{c-1},
-# so the prefix over ell - 1 positions takes e.g. 2 rounds (radix 4 then 8) instead of 5 for 3
+# so the prefix over ell - 1 positions takes e.g. 2 rounds (radix 5 then 7) instead of 5 for 3
 # parties on 32 bits, for about five times the AND gates; it is used for up to FAN_MAX_BATCH values.
+# Folded, the first level takes X = [A; B; P] and reads G_k = A_k & B_k as two factors of its G
+# monomials (one more factor each, so a smaller radix), which saves g's round.
 
 MAX_FAN_IN = 8          # 2^8 subsets of a gate group's inputs at most
 FAN_MAX_BATCH = 32      # beyond this many values, the Kogge-Stone prefix's fewer gates win
@@ -139,11 +147,15 @@ ROUND_GATES = 4096      # a round among the nodes costs about as much as this ma
 Rows = npt.NDArray[np.intp]
 
 
-def _block_products(c: int, with_p: bool) -> int:
-    """The r_S (|S| >= 2) one block of c children needs: subsets of its G and P monomials."""
-    if c < 2:
+def _block_products(c: int, with_p: bool, fold: bool = False) -> int:
+    """The r_S (|S| >= 2) one block of c children needs: subsets of its G and P monomials (fold: each
+    G_k the product A_k & B_k of the adder's two inputs, two factors instead of one)."""
+    if c < 2 and not fold:
         return 0
-    g_part = (1 << c) - 1 - c                               # subsets with one G_k and any P's above it
+    if fold:   # subsets with A_k or B_k or both, and any P's above position k, less {A_k} and {B_k}
+        g_part = 3 * ((1 << c) - 1) - 2 * c
+    else:      # subsets with one G_k and any P's above it
+        g_part = (1 << c) - 1 - c
     return g_part + ((1 << c) - 1 - c if with_p else (1 << (c - 1)) - c)   # P-only subsets
 
 
@@ -167,11 +179,12 @@ def _needs_p(m: int, radices: tuple[int, ...]) -> list[list[bool]]:
     return out[::-1]
 
 
-def _fan_cost(m: int, radices: tuple[int, ...]) -> int:
-    """The AND gates the r_S of a prefix with these radices take, per value."""
+def _fan_cost(m: int, radices: tuple[int, ...], fold: bool = False) -> int:
+    """The AND gates the r_S of a prefix with these radices take, per value (fold: g folded into the
+    first level)."""
     total, cnt = 0, m
-    for r, need in zip(radices, _needs_p(m, radices), strict=True):
-        total += sum(_block_products(min(r, cnt - b * r), need[b]) for b in range(len(need)))
+    for t, (r, need) in enumerate(zip(radices, _needs_p(m, radices), strict=True)):
+        total += sum(_block_products(min(r, cnt - b * r), need[b], fold and t == 0) for b in range(len(need)))
         cnt = len(need)
     return total
 
@@ -183,22 +196,36 @@ def _ks_gates(ell: int) -> int:
 
 
 @functools.lru_cache(maxsize=512)
-def _fan_radices(m: int, first_round: int, batch: int) -> tuple[int, ...] | None:
-    """The radices of the fan-in prefix over m positions whose level t is the circuit's round
-    first_round + t (its products can have 2^(first_round + t - 1) factors), or None where the
-    Kogge-Stone prefix is cheaper: a round counts as ROUND_GATES AND gates of the whole batch."""
+def _fan_radices(m: int, before: int, batch: int) -> tuple[tuple[int, ...], bool] | None:
+    """The radices of the fan-in prefix over m positions after the circuit's `before` carry-save
+    rounds, and whether g is folded into its first level; None where the Kogge-Stone prefix is
+    cheaper. A round counts as ROUND_GATES AND gates of the whole batch.
+
+    Unfolded, the generate layer g = A & B takes round `before` and level t round before + 1 + t;
+    folded, level 0 reads A_k and B_k as two factors of its G monomials (no g round) and level t
+    takes round before + t. A level in round R (from 0) can read products of 2^(R + 1) masks: the
+    last of their Beaver ANDs rides in its own round's messages (the masks are the parties' own
+    coins, independent of the inputs, so when their products are opened changes nothing in a view).
+    """
     ks_levels = (m - 1).bit_length()
-    best: tuple[int, tuple[int, ...] | None] = (ks_levels * ROUND_GATES + _ks_gates(m + 1) * batch, None)
-    for levels in range(1, ks_levels):
-        if levels * ROUND_GATES + m * batch >= best[0]:   # no more levels can be cheaper
-            break
-        caps = [min(MAX_FAN_IN, 1 << (first_round + t - 1)) for t in range(levels)]
-        for radices in itertools.product(*(range(2, cap + 1) for cap in caps)):
-            total = math.prod(radices)
-            if total < m or any(total // r * (r - 1) >= m for r in radices):   # too few, or a radix to spare
+    best: tuple[int, tuple[tuple[int, ...], bool] | None] = (
+        ks_levels * ROUND_GATES + _ks_gates(m + 1) * batch, None)
+    for fold in (False, True):
+        first = before if fold else before + 1
+        for levels in range(1, ks_levels + 1):
+            rounds = levels + (not fold)
+            if rounds * ROUND_GATES >= best[0]:   # no more levels can be cheaper
+                break
+            caps = [min(MAX_FAN_IN, 1 << (first + t + 1)) - (fold and t == 0) for t in range(levels)]
+            if caps[0] < 2:
                 continue
-            cost = levels * ROUND_GATES + (m + _fan_cost(m, radices)) * batch
-            best = min(best, (cost, radices), key=lambda c: c[0])
+            for radices in itertools.product(*(range(2, cap + 1) for cap in caps)):
+                total = math.prod(radices)
+                if total < m or any(total // r * (r - 1) >= m for r in radices):   # too few, or a radix to spare
+                    continue
+                gates = _fan_cost(m, radices, fold) + (0 if fold else m)
+                cost = (rounds - 1) * ROUND_GATES + gates * batch   # as the Kogge-Stone cost: g's round not counted
+                best = min(best, (cost, (radices, fold)), key=lambda c: c[0])
     return best[1]
 
 
@@ -217,12 +244,14 @@ class _FanLevel:
 
 @dataclass(frozen=True, eq=False)
 class _FanPlan:
-    """The whole fan-in prefix: the r table (single r's, then products by round) and the levels."""
+    """The whole fan-in prefix: the r table (single r's, then products by round) and the levels; fold:
+    the first level's inputs are X = [A; B; P] (g = A & B folded into its G monomials), else [G; P]."""
 
     singles: int
     rows: int
     gen: tuple[tuple[Rows, Rows, Rows], ...]   # per round from the circuit's first: left, right, out rows
     levels: tuple[_FanLevel, ...]
+    fold: bool = False
 
 
 def _split(key: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -234,28 +263,31 @@ def _product_round(key: tuple[int, ...]) -> int:
     return (len(key) - 1).bit_length()   # ceil(log2 |S|): the round after which r_S is ready
 
 
-def _fan_plan(m: int, first_round: int, batch: int) -> _FanPlan | None:
-    """The fan-in prefix over m positions for `batch` values whose first level is the circuit's round
-    first_round; None where the Kogge-Stone prefix is cheaper."""
-    radices = _fan_radices(m, first_round, batch)
-    return None if radices is None else _fan_levels(m, radices)
+def _fan_plan(m: int, before: int, batch: int) -> _FanPlan | None:
+    """The fan-in prefix over m positions for `batch` values after `before` carry-save rounds; None
+    where the Kogge-Stone prefix is cheaper."""
+    chosen = _fan_radices(m, before, batch)
+    return None if chosen is None else _fan_levels(m, *chosen)
 
 
 @functools.lru_cache(maxsize=128)
-def _fan_levels(m: int, radices: tuple[int, ...]) -> _FanPlan:
+def _fan_levels(m: int, radices: tuple[int, ...], fold: bool = False) -> _FanPlan:
     """The fan-in prefix over m positions with these radices (the same for every batch that chose them)."""
     singles = 0
     keys: set[tuple[int, ...]] = set()                   # every r_S needed, by its single r rows
-    drafts: list[tuple[int, int, dict[int, int], list[tuple[int, int | tuple[int, ...], tuple[int, ...]]]]] = []
+    drafts: list[tuple[int, int, dict[int, int], list[tuple[int, int | tuple[int, ...], tuple[int, ...]]], int]] = []
     cnt = m
-    for r, need in zip(radices, _needs_p(m, radices), strict=True):
+    for level, (r, need) in enumerate(zip(radices, _needs_p(m, radices), strict=True)):
         nb = len(need)
+        folded = fold and level == 0
+        p_at = 2 * cnt if folded else cnt   # X = [A; B; P] or [G; P]
         monomials: list[tuple[int, tuple[int, ...]]] = []            # (row of [G_out; P_out], rows of X)
         for b in range(nb):
             lo, hi = b * r, min((b + 1) * r, cnt)
-            monomials += [(b, (j, *range(cnt + j + 1, cnt + hi))) for j in range(lo, hi)]
+            monomials += [(b, (j, *((cnt + j,) if folded else ()), *range(p_at + j + 1, p_at + hi)))
+                          for j in range(lo, hi)]
             if need[b]:
-                monomials.append((nb + b, tuple(range(cnt + lo, cnt + hi))))
+                monomials.append((nb + b, tuple(range(p_at + lo, p_at + hi))))
         single_of: dict[int, int] = {}                                 # opened row of X -> its r's row
         for _, xs in monomials:
             for x in xs if len(xs) > 1 else ():
@@ -272,7 +304,7 @@ def _fan_levels(m: int, radices: tuple[int, ...]) -> _FanPlan:
                 terms.append((out, key, tuple(x for i, x in enumerate(xs) if not subset >> i & 1)))
                 if len(key) > 1:
                     keys.add(key)
-        drafts.append((nb, cnt, single_of, terms))
+        drafts.append((nb, cnt, single_of, terms, p_at + cnt))
         cnt = nb
     ordered = sorted(keys, key=lambda k: (_product_round(k), k))
     row_of = {k: singles + i for i, k in enumerate(ordered)} | {(s,): s for s in range(singles)}
@@ -285,12 +317,12 @@ def _fan_levels(m: int, radices: tuple[int, ...]) -> _FanPlan:
                     np.array([row_of[h[1]] for h in halves], dtype=np.intp),
                     np.array([row_of[k] for k in made], dtype=np.intp)))
     levels: list[_FanLevel] = []
-    for nb, cnt, single_of, terms in drafts:
+    for nb, cnt, single_of, terms, x_rows in drafts:
         opened = sorted(single_of)
         e_row = {x: i for i, x in enumerate(opened)}
         terms.sort(key=lambda t: t[0])
         width = max(len(t[2]) for t in terms)
-        source = [rows + t[1] if isinstance(t[1], int) else (row_of[t[1]] if t[1] else rows + 2 * cnt) for t in terms]
+        source = [rows + t[1] if isinstance(t[1], int) else (row_of[t[1]] if t[1] else rows + x_rows) for t in terms]
         factors = [[e_row[x] for x in t[2]] + [len(opened)] * (width - len(t[2])) for t in terms]
         outs = [t[0] for t in terms]
         starts = [i for i in range(len(outs)) if i == 0 or outs[i] != outs[i - 1]]
@@ -299,7 +331,7 @@ def _fan_levels(m: int, radices: tuple[int, ...]) -> _FanPlan:
                                 np.array([outs[i] for i in starts], dtype=np.intp), np.array(starts, dtype=np.intp),
                                 np.array(source, dtype=np.intp),
                                 np.array(factors, dtype=np.intp).reshape(len(terms), width)))
-    return _FanPlan(singles, rows, tuple(gen), tuple(levels))
+    return _FanPlan(singles, rows, tuple(gen), tuple(levels), fold)
 
 
 def _csa_depth(parties: int) -> int:
@@ -563,7 +595,7 @@ def sign_bit_circuit(own: Bits, me: int, parties: int, coins: Callable[[int], by
     """
     ell, batch = own.shape
     chosen_for = (batch if batch <= FAN_MAX_BATCH else 0) if fan is None else int(fan)
-    plan = _fan_plan(ell - 1, _csa_depth(parties) + 2, chosen_for) if chosen_for else None
+    plan = _fan_plan(ell - 1, _csa_depth(parties), chosen_for) if chosen_for else None
     tuples = None if plan is None else _Tuples(plan, batch, coins)
     zero = np.zeros_like(own)
     everyone = (1 << parties) - 1
@@ -589,11 +621,15 @@ def sign_bit_circuit(own: Bits, me: int, parties: int, coins: Callable[[int], by
     p = a ^ b
     if tuples is not None:   # the fan-in prefix over positions 0..ell-2
         m = ell - 1
-        (big_g,), _ = yield from _layer(tuples, "gen", [(ALL, a[:m], b[:m])])
-        big_p = p[:m]
+        if tuples.plan.fold:   # g = A & B is two factors of the first level's G monomials
+            x = np.concatenate((a[:m], b[:m], p[:m]))
+        else:
+            (big_g,), _ = yield from _layer(tuples, "gen", [(ALL, a[:m], b[:m])])
+            big_p = p[:m]
         nothing = np.zeros((0, batch), dtype=np.bool_)
         for t, fan_level in enumerate(tuples.plan.levels):
-            x = np.concatenate((big_g, big_p))
+            if t or not tuples.plan.fold:
+                x = np.concatenate((big_g, big_p))
             _, e = yield from _layer(tuples, f"fan/{t}", [(ALL, nothing, nothing)],
                                      x[fan_level.opened] ^ tuples.table[fan_level.masks])
             big_g, big_p = _fan_finish(fan_level, x, e, tuples.table, me == 0)

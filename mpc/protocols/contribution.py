@@ -113,6 +113,22 @@ def check_ballots_declared(kind: str, parties: int, what: str) -> None:
                          f"at most {(COMPARE_BOUND - 1) // MAX_BALLOTS} parties")
 
 
+def vote_bits(parties: int) -> int:
+    """The ring width of a vote among `parties` nodes (PROTOCOLS.md §5), from the tally's public bound
+    N = parties * MAX_BALLOTS (no node holds more ballots): 2 t - n summed lies in [-N, N], and T - k for
+    the threshold clamped to [0, N + 1] (vote_threshold) in [-(N + 1), N], both within
+    [-2^(ell-1), 2^(ell-1)). 25 bits for 3 nodes, whose comparison of one value then takes 3 rounds
+    instead of 4 on COMPARE_BITS (mpc/protocols/compare.py); never more than COMPARE_BITS.
+    """
+    return min(COMPARE_BITS, (parties * MAX_BALLOTS + 1).bit_length() + 1)
+
+
+def vote_threshold(threshold: int, parties: int) -> int:
+    """A vote's public threshold k clamped to [0, N + 1], N = parties * MAX_BALLOTS: [T >= k] is the same
+    for every tally 0 <= T <= N, and T - k stays within vote_bits(parties)."""
+    return min(max(threshold, 0), parties * MAX_BALLOTS + 1)
+
+
 def check_threshold(threshold: int) -> None:
     """Refuse a public threshold outside the comparison's range.
 

@@ -58,7 +58,7 @@ from mpc.protocols.catalogue import NAMES as PROTOCOLS
 from mpc.protocols.catalogue import entry
 from mpc.protocols.circuit import at_least, plan
 from mpc.protocols.clearing import MAX_PRICES
-from mpc.protocols.contribution import COMPARE_BITS, COMPARE_BOUND
+from mpc.protocols.contribution import COMPARE_BITS, COMPARE_BOUND, vote_bits
 from mpc.protocols.sum import STEP_SEED
 from mpc.protocols.threshold import STEP_HELLO
 from mpc.transport.tls import MAX_MESSAGE_BYTES, TlsMaterial, channel_options
@@ -91,7 +91,7 @@ GRPC_CLIENT_LOST_STATUS = "Internal error from Core"
 # The rounds of a vote's comparison among the three nodes: the program mpc/protocols/threshold.py
 # runs, under the step prefix "cmp/".
 CMP_STEPS = tuple(f"cmp/{label}" for label, _ in
-                  plan(lambda ctx, x: at_least(ctx, "", x, 0, COMPARE_BITS), len(NAMES), 1).rounds)
+                  plan(lambda ctx, x: at_least(ctx, "", x, 0, vote_bits(len(NAMES))), len(NAMES), 1).rounds)
 KNOWN_STEPS = (STEP_DIGEST, STEP_SEED, STEP_HELLO, STEP_BASE_A, STEP_BASE_B, STEP_U, STEP_T, STEP_R, *CMP_STEPS,
                "sum/", "ot/base/", "ot/base/c", "triples/", "cmp/", "cmp/ks/99", "vote/open", "agree/", "")
 

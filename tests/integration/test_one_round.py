@@ -39,8 +39,8 @@ import mpc.node.core as node_core
 from mpc.coordinator.client import Coordinator
 from mpc.errors import PeerUnavailable, PolicyError, RemoteProtocolError, SessionFailed
 from mpc.protocols.circuit import CircuitParty
-from mpc.protocols.compare import triple_words
-from mpc.protocols.contribution import COMPARE_BITS
+from mpc.protocols.compare import _layer_plan, triple_words
+from mpc.protocols.contribution import vote_bits
 from mpc.store import Store, Transfer
 from mpc.transport.peers import PeerClient
 from mpc.transport.tls import TlsMaterial, channel_options
@@ -55,7 +55,9 @@ FOUR = ("alice", "bob", "carlos", "david")
 RAISES = {"alice": 3800, "bob": 2514, "carlos": 2982, "david": 3390}
 BALLOTS = {"alice": [1, 0, 1], "bob": [1, 1, 0, 0], "carlos": [0, 0], "david": [1, 1, 1]}
 BALANCE_ALPHA = 1e-8
-VOTE_WORDS = triple_words(len(FOUR), COMPARE_BITS, 1)
+VOTE_WORDS = triple_words(len(FOUR), vote_bits(len(FOUR)), 1)
+# The second round of a vote's comparison among the four nodes (csa/1: two carry-save levels, then fan-in).
+VOTE_SECOND_ROUND = "/" + _layer_plan(len(FOUR), vote_bits(len(FOUR)), 1)[1][0]
 
 
 class Env(KeyedEnv):
@@ -956,7 +958,7 @@ def test_a_vote_that_fails_after_its_first_openings_releases_nothing_and_records
     receive = CircuitParty.receive
 
     def second_round_fails(self: CircuitParty, sender: str, step: str, payload: bytes) -> Any:
-        if step.endswith("/gen"):
+        if step.endswith(VOTE_SECOND_ROUND):
             failing.add(self.session_id)
             raise RemoteProtocolError(f"session {self.session_id}: a test fault in the comparison's second round")
         return receive(self, sender, step, payload)

@@ -265,11 +265,13 @@ def test_sign_bit_on_every_value_of_small_rings_a_few_at_a_time(n: int) -> None:
             assert sign_bit_of(chunk, n, ell, f"few{n}/{ell}/{start}").tolist() == [int(v >> (ell - 1)) for v in chunk]
 
 
-@pytest.mark.parametrize("ell", [2, 3, 12, 32, 64])
-def test_sign_bit_edges_one_at_a_time(ell: int) -> None:
+@pytest.mark.parametrize(("n", "ell"), [(3, 2), (3, 3), (3, 12), (3, 25), (3, 32), (3, 64), (4, 32), (5, 25)])
+def test_sign_bit_edges_one_at_a_time(n: int, ell: int) -> None:
+    """One value at a time: the fan-in prefix, g folded into its first level for 3 parties on 25 bits
+    (the vote's) and from 4 parties on."""
     for v in edge_values(ell):
         values = np.array([v], dtype=np.uint64)
-        assert np.array_equal(sign_bit_of(values, 3, ell, f"edge{ell}/{int(v)}"), msb(values, ell)), int(v)
+        assert np.array_equal(sign_bit_of(values, n, ell, f"edge{n}/{ell}/{int(v)}"), msb(values, ell)), int(v)
 
 
 @settings(max_examples=40, deadline=None)
@@ -513,11 +515,15 @@ def test_round_and_triple_counts() -> None:
             assert triple_words(n, ell, 64) == gates
             # a few values: the fan-in prefix where it has fewer levels, never more rounds
             assert rounds(n, ell, 1) <= ks and (ell < 8 or rounds(n, ell, 1) < ks), (n, ell)
-            assert rounds(n, ell, 1) >= CSA_DEPTH[n - 2] + 1 + math.ceil(math.log(ell - 1, 8)), (n, ell)
-    # the vote's shape, 3 parties on 32 bits: 4 rounds instead of 7
+            assert rounds(n, ell, 1) >= CSA_DEPTH[n - 2] + math.ceil(math.log(ell - 1, 8)), (n, ell)
+    # one value among 3 parties on 32 bits: 4 rounds instead of 7
     assert rounds(3, 32, 1) == 4
-    assert triple_words(3, 32, 1) == 10          # 584 AND gates in three rounds, one partly used word each
+    assert triple_words(3, 32, 1) == 9           # AND gates in three rounds, one partly used word each
     assert [label for label, _, _ in _layer_plan(3, 32, 1)] == ["csa/0", "gen", "fan/0", "fan/1"]
+    # the vote's shape, 3 parties on 25 bits: g folded into the first fan-in level, 3 rounds
+    assert [label for label, _, _ in _layer_plan(3, 25, 1)] == ["csa/0", "fan/0", "fan/1"]
+    # from 4 parties on, g folded on 32 bits too: a round less than carry-save, g and two fan-in levels
+    assert all(rounds(n, 32, 1) == _csa_depth(n) + 2 for n in (4, 5, 7, 10))
     # and the program the engine runs draws exactly that: per round and gate group ceil(gates * batch
     # / 64) words, d and e sent, then ceil(opened * batch / 64) words
     for n in (2, 3, 4, 5, 7):
@@ -533,14 +539,15 @@ def test_round_and_triple_counts() -> None:
 
 def test_fan_in_masks_are_fresh_and_their_products_ready_in_time() -> None:
     """Every opened input of the fan-in prefix has a mask of its own (never one of another input, level
-    or value), and every product of masks a level reads was made in a round before that level's."""
+    or value), and every product of masks a level reads was made in that level's round at the latest."""
     for parties in (2, 3, 4, 7):
-        for ell in (4, 8, 12, 24, 32, 33, 64):
+        for ell in (4, 8, 12, 24, 25, 32, 33, 64):
             for batch in (1, 8, 32):
-                first = _csa_depth(parties) + 2   # the level after the carry-save adders and g
-                fan = _fan_plan(ell - 1, first, batch)
+                fan = _fan_plan(ell - 1, _csa_depth(parties), batch)
                 if fan is None:
                     continue
+                # level 0's round (from 1): after the carry-save adders, and g unless it is folded in
+                first = _csa_depth(parties) + 1 + (not fan.fold)
                 masks = np.concatenate([level.masks for level in fan.levels])
                 assert np.unique(masks).size == masks.size and masks.max() < fan.singles
                 ready = {int(row): 0 for row in range(fan.singles)}   # the round after which a row is ready
@@ -549,7 +556,7 @@ def test_fan_in_masks_are_fresh_and_their_products_ready_in_time() -> None:
                     ready |= {int(row): rnd for row in out}
                 for t, level in enumerate(fan.levels):
                     read = [int(row) for row in level.source if row < fan.rows]
-                    assert all(ready[row] <= first + t - 1 for row in read), (parties, ell, batch, t)
+                    assert all(ready[row] <= first + t for row in read), (parties, ell, batch, t)
 
 
 def test_carry_save_gates_run_among_their_summands_holders_only() -> None:

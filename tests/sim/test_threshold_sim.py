@@ -41,7 +41,15 @@ from mpc.errors import InputError, LocalProtocolError, RemoteProtocolError, Roun
 from mpc.node.core import MAX_OT_SETUPS_PER_PEER
 from mpc.ot.triples import STEP_BASE_A, STEP_BASE_B, STEP_T, STEP_U, OtSetups, PairwiseOt, parse_session_hello
 from mpc.prg import SystemRng
-from mpc.protocols.contribution import COMPARE_BITS, check_threshold, compare_contribution, vote_contribution
+from mpc.encoding import MAX_BALLOTS
+from mpc.protocols.contribution import (
+    COMPARE_BITS,
+    check_threshold,
+    compare_contribution,
+    vote_bits,
+    vote_contribution,
+    vote_threshold,
+)
 from mpc.events import Output, Send
 from mpc.protocols.sum import STEP_SEED
 from mpc.protocols.threshold import MAX_SETUPS_ADVERTISED, SETUP_ID_BYTES, STEP_HELLO, ThresholdParty
@@ -172,12 +180,13 @@ class Run:
 
 @dataclass
 class Spec:
-    """A session to run: its parties, each party's signed contribution, and the public k."""
+    """A session to run: its parties, each party's signed contribution, the public k and the ring width."""
 
     parties: tuple[str, ...]
     contributions: Mapping[str, Sequence[int]]
     k: int
     session_id: str = field(default_factory=lambda: secrets.token_hex(16))
+    ell: int = ELL
 
 
 def run_sessions(pool: Mapping[str, Party], specs: Sequence[Spec], *, duplicate_cmp: bool = False) -> list[Run]:
@@ -197,7 +206,7 @@ def run_sessions(pool: Mapping[str, Party], specs: Sequence[Spec], *, duplicate_
         length = len(next(iter(s.contributions.values())))
         for p in s.parties:
             engines[s.session_id, p] = ThresholdParty(s.session_id, p, s.parties, length, s.k, SystemRng(),
-                                                      pool[p].setups, ELL)
+                                                      pool[p].setups, s.ell)
             starts.append((s.session_id, p, from_signed(np.asarray(s.contributions[p], dtype=np.int64))))
     queue: list[tuple[str, str, str, str, bytes]] = []   # (session, sender, to, step, payload)
     for _ in range(200_000):  # bounded
@@ -502,11 +511,17 @@ def ballots_for(tallies: Sequence[tuple[int, int]]) -> list[np.ndarray]:
 
 
 def vote_spec(parties: Sequence[str], tallies: Sequence[tuple[int, int]], threshold: int | None) -> Spec:
+    """A vote as the node runs it (catalogue.VoteEntry): contributions from the tallies, k clamped to the
+    tallies' public range, on the vote's ring width."""
     contributions = {}
     for p, ballots in zip(parties, ballots_for(tallies)):
-        words = vote_contribution(int(np.count_nonzero(ballots)), ballots.size, threshold is None)
-        contributions[p] = [int(w) for w in words.view(np.int64)]
-    return Spec(tuple(parties), contributions, 0 if threshold is None else threshold)
+        contributions[p] = vote_words(int(np.count_nonzero(ballots)), ballots.size, threshold)
+    k = 0 if threshold is None else vote_threshold(threshold, len(parties))
+    return Spec(tuple(parties), contributions, k, ell=vote_bits(len(parties)))
+
+
+def vote_words(yes: int, cast: int, threshold: int | None) -> list[int]:
+    return [int(w) for w in vote_contribution(yes, cast, threshold is None).view(np.int64)]
 
 
 # (yes, cast) per node -> the half rule's outcome: 2T >= N
@@ -547,6 +562,25 @@ def test_vote_with_an_explicit_threshold(threshold: int, passed: bool) -> None:
     spec = vote_spec(names(4), [(2, 3), (2, 2), (1, 3), (1, 1)], threshold)   # T = 6, N = 9
     assert sorted(c[0] for c in spec.contributions.values()) == [1, 1, 2, 2]   # t, not 2t - m
     assert run_one(_IDEAL_POOLS[4], spec).bits.tolist() == [int(passed)]
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_votes_at_the_edges_of_the_public_tally_range(n: int) -> None:
+    """Every node at its public cap of ballots (MAX_BALLOTS), all yes or all no, and thresholds at, just
+    beyond and far beyond the tallies' range: right on the vote's narrower ring (25 bits for 3 nodes)."""
+    top = n * MAX_BALLOTS
+    assert vote_bits(n) < ELL and 1 << (vote_bits(n) - 1) > top
+    parties = tuple(names(n))
+    cases = []
+    for yes in (0, MAX_BALLOTS):
+        half = Spec(parties, {p: vote_words(yes, MAX_BALLOTS, None) for p in parties}, 0, ell=vote_bits(n))
+        cases.append((half, True if yes else False))
+        for k in (-K_HI, -1, 0, 1, top, top + 1, top + 2, K_HI):
+            spec = Spec(parties, {p: vote_words(yes, MAX_BALLOTS, k) for p in parties}, vote_threshold(k, n),
+                        ell=vote_bits(n))
+            cases.append((spec, n * yes >= k))
+    runs = run_sessions(_IDEAL_POOLS[n], [spec for spec, _ in cases])
+    assert [run.bits.tolist() for run in runs] == [[int(passed)] for _, passed in cases]
 
 
 def test_output_shares_are_balanced_bits() -> None:
