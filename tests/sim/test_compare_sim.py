@@ -39,12 +39,12 @@ from mpc.protocols.compare import (
     _block_tree,
     _csa_depth,
     _csa_tree,
-    _greedy_tree,
-    _tree_cost,
-    _wallace_tree,
     _fan_plan,
+    _greedy_tree,
     _layer_plan,
     _mask_plan,
+    _tree_cost,
+    _wallace_tree,
     ell_for_tally,
     node_words,
     rounds,
@@ -615,7 +615,7 @@ def test_each_nodes_triples_per_peer_stay_bounded_as_the_parties_grow() -> None:
 def test_block_trees_compute_the_sign_bit_among_many_parties(n: int, batch: int) -> None:
     """From ten parties the carry-save tree is made of blocks of parties merged into larger ones
     (`_block_tree`): the sign bits are right, every message is the size the plan says for its pair,
-    and a node's triples with a peer it shares few groups with are fewer than with one it shares many."""
+    and a node's triples differ from peer to peer (fewer with a peer it shares fewer groups with)."""
     ell = 32
     tree = _csa_tree(n)
     assert tree == _block_tree(n, _csa_depth(n)) and tree not in (_greedy_tree(n), _wallace_tree(n))
