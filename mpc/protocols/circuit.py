@@ -41,19 +41,17 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
 import numpy as np
-import numpy.typing as npt
 
 from mpc.errors import LocalProtocolError, RemoteProtocolError, RoundMismatch
 from mpc.events import Output, Send
 from mpc.ot.arith import ArithTriples, DaBits
-from mpc.ot.triples import ALL, BitTriples, Holders, TripleSource, first_holder, holds
+from mpc.ot.triples import ALL, BitTriples, Holders, Layout, TripleSource, first_holder, holds
 from mpc.prg import Rng, SystemRng
 from mpc.protocols.beaver import beaver_finish, beaver_open_message
-from mpc.protocols.compare import Bits, Gates, pack_bits, sign_bit_circuit, to_bit_planes, unpack_bits
+from mpc.protocols.compare import Bits, Gates, Rows, pack_bits, pair_words, sign_bit_circuit, to_bit_planes, unpack_bits
 from mpc.ring import RING_BITS, WORD, Words, reduce_bits, words_from_bytes, words_to_bytes
 
 T = TypeVar("T")
-Rows = npt.NDArray[np.intp]
 Combine = Literal["xor", "add"]
 MAX_LABEL = 48
 
@@ -281,9 +279,6 @@ class _Counter:
         return DaBits(zero, zero.copy())
 
 
-Layout = tuple[tuple[Holders, int], ...]
-
-
 def canonical_layout(layout: dict[Holders, int]) -> Layout:
     """A triple layout in the order every party lays its triples out: by holder mask (ALL first)."""
     return tuple(sorted((h, n) for h, n in layout.items() if n))
@@ -319,7 +314,7 @@ class Plan:
 
     def pair_words(self, i: int, j: int) -> int:
         """The triple words parties i and j make together (the random OTs of each direction)."""
-        return sum(n for h, n in self.layout if holds(h, i) and holds(h, j))
+        return pair_words(dict(self.layout), i, j)
 
 
 ProgramFactory = Callable[[Context, Words], Program[Words]]
