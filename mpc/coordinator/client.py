@@ -283,6 +283,7 @@ class _RunStream(LongCall):
 
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.sessions: dict[str, Callable[[mpc_pb2.RunReply | BaseException], None]] = {}
+        self.unanswered: set[str] = set()   # sessions sent whose last reply has not come (they may run there)
         self._outbox: deque[tuple[str, bytes]] = deque()
         self._wake: asyncio.Future[None] | None = None
         self._closed = False
@@ -296,6 +297,7 @@ class _RunStream(LongCall):
     def send(self, session_id: str, request: bytes) -> None:
         """Queue one serialized RunRequest of `session_id`, to be written after those queued before it."""
         self._outbox.append((session_id, request))
+        self.unanswered.add(session_id)
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
 
@@ -305,6 +307,7 @@ class _RunStream(LongCall):
             while self._outbox and not self._closed:
                 session_id, request = self._outbox.popleft()
                 if session_id not in self.sessions:   # its session was given up while this waited: never sent
+                    self.unanswered.discard(session_id)
                     continue
                 try:
                     await self.write(request)
@@ -317,6 +320,8 @@ class _RunStream(LongCall):
                 await self._wake
 
     def route(self, message: Any) -> None:
+        if message.code or message.HasField("shape"):   # a refusal, or a share's last chunk
+            self.unanswered.discard(message.session_id)
         handler = self.sessions.get(message.session_id)
         if handler is not None:
             handler(message)
@@ -330,9 +335,26 @@ class _RunStream(LongCall):
         once, the call being over). Cancelled mid-write, the writer would leave gRPC an operation to
         complete after its event loop may have closed ("Event loop is closed" from gRPC's poller)."""
         super().close()
+        self._stop_writing()
+
+    def _stop_writing(self) -> None:
         self._closed = True
         if self._wake is not None and not self._wake.done():
             self._wake.set_result(None)
+
+    async def end(self, timeout: float) -> None:
+        """End the stream: once the node has answered every session sent on it, as gRPC ends a call
+        (LongCall.end: the node's handler returns, and gRPC has answered every operation of the call when
+        this does); else at once (`close`: the node aborts the sessions it still runs). Its writer has
+        ended when this returns."""
+        if self.sessions or self.unanswered:
+            self.close()
+        else:
+            self._stop_writing()
+            await super().end(timeout)   # after the writer's write in progress, if any (it holds the turn)
+        await asyncio.wait([self.writer], timeout=timeout)   # ends at once: the call is over
+        self.writer.cancel()
+        await asyncio.gather(self.reader, self.writer, return_exceptions=True)
 
 
 class _Round:
@@ -457,14 +479,7 @@ class Coordinator:
     async def close(self) -> None:
         """Close the Run streams and the channels to the nodes."""
         runs, self._runs = list(self._runs.values()), {}
-        for run in runs:
-            run.close()
-        writers = [r.writer for r in runs]
-        if writers:   # each ends once its write in progress has (at once: the call is over); bounded all the same
-            await asyncio.wait(writers, timeout=self.cluster.connect_timeout_s)
-        for writer in writers:
-            writer.cancel()
-        await asyncio.gather(*(r.reader for r in runs), *writers, return_exceptions=True)
+        await asyncio.gather(*(run.end(self.cluster.connect_timeout_s) for run in runs))
         await self.channels.close()
 
     def _check_own_tls(self, reasons: str) -> None:

@@ -188,6 +188,21 @@ class LongCall:
         self.call.cancel()
         self.reader.cancel()
 
+    async def end(self, timeout: float) -> None:
+        """End the call as gRPC ends one: nothing more is written (after a write in progress), the far end's
+        handler returns, and the reader sees its status; cancelled (`close`) if that takes over `timeout`
+        seconds or fails. Ended so, gRPC's core has answered all of the call when this returns: a call
+        cancelled is answered later, perhaps after its event loop has closed (see mpc/aio.py)."""
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._writing:
+                    await self.call.done_writing()
+                await self.reader
+        except Exception:   # TimeoutError, or the call failed: cancelled below
+            pass
+        finally:
+            self.close()
+
 
 class _Stream(LongCall):
     """The Peer.Stream to one node: messages numbered in order; the peer answers only those it

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from mpc.aio import settle_grpc
+
 
 @pytest.fixture(scope="module")
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
@@ -16,6 +18,9 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
         yield loop
     finally:
         try:
+            # First gRPC's core answers the calls the stop ended (see mpc/aio.py): cancelled, its answers
+            # would reach the next module's loop, which logs "Event loop is closed".
+            loop.run_until_complete(settle_grpc())
             # As asyncio.run does: what the servers left running (a stream's handlers, cut by the stop)
             # is cancelled and run to its end here. Left pending, each would be destroyed whenever the
             # garbage collector came by, logging "Task was destroyed but it is pending!" from inside

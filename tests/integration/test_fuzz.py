@@ -49,6 +49,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from mpc.aio import settle_grpc
 from mpc.coordinator.client import Coordinator
 from mpc.ot.extension import KAPPA
 from mpc.ot.triples import STEP_BASE_A, STEP_BASE_B, STEP_R, STEP_T, STEP_U
@@ -133,8 +134,10 @@ class LoopThread:
             raise AssertionError(f"no answer within {timeout} s: the node or the client hangs") from None
 
     def close(self) -> None:
-        """Cancel what is left on the loop, stop it and join the thread (all bounded)."""
+        """Let gRPC's core answer the calls that ended (mpc/aio.py), cancel what is left on the loop, stop
+        it and join the thread (all bounded)."""
         async def cancel_rest() -> None:
+            await settle_grpc()
             tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
             for task in tasks:
                 task.cancel()

@@ -36,6 +36,7 @@ import numpy as np
 import pytest
 
 import mpc.node.core as node_core
+from mpc.aio import grpc_status_waits
 from mpc.coordinator.client import Coordinator
 from mpc.errors import PeerUnavailable, PolicyError, RemoteProtocolError, SessionFailed
 from mpc.protocols.circuit import CircuitParty
@@ -1044,6 +1045,52 @@ def test_a_coordinator_that_goes_away_aborts_its_one_round_sessions(env: Env) ->
     sid = env.run(go())
     record = env.sessions("alice")[sid]
     assert record.status == "aborted" and "went away" in record.reason
+
+
+def test_a_coordinator_ends_its_run_streams_as_grpc_ends_calls_leaving_no_operation_to_answer_later(env: Env) -> None:
+    """Closed with every session answered, a coordinator half-closes each Run stream, the node's handler
+    returns, and gRPC's core has answered every operation of the call when close returns. A cancelled call
+    is answered later, perhaps once the loop has closed, and the next loop of the process then logs "Event
+    loop is closed" (mpc/aio.py; it failed CI once)."""
+    async def go() -> list[tuple[str, Any]]:
+        async with env.coordinator() as c:   # the nodes' peer streams are up, and every pair holds its key
+            await c.sum("raise")
+            await c.vote("ballots", threshold=1)
+        before = set(grpc_status_waits())   # the nodes' own peer streams, live
+        ends: list[tuple[str, Any]] = []
+        for _ in range(5):
+            async with env.coordinator() as c, counting(c) as ran:
+                for _ in range(2):   # the second of each in one round, on the Run streams
+                    await c.sum("raise")
+                    await c.vote("ballots", threshold=1)
+                streams = dict(c._runs)
+            assert len(ran) == 2
+            assert set(grpc_status_waits()) <= before
+            ends += [(str(s.failure), await s.call.code()) for s in streams.values()]
+        return ends
+    ends = env.run(go())
+    assert len(ends) == 5 * len(FOUR)
+    assert set(ends) == {("the far end ended the stream", grpc.StatusCode.OK)}
+
+
+def test_a_coordinator_that_closes_while_a_node_still_runs_its_session_cuts_the_stream_at_once(env: Env) -> None:
+    """A session whose wait the coordinator gave up may still run at a node: closing then cancels the
+    stream at once (the node aborts the session), not waiting for the node to end it."""
+    async def go() -> tuple[str, BaseException | None]:
+        sid, request = await vote_request(env.lc)
+        c = Coordinator(replace(env.lc.cluster, connect_timeout_s=600.0), nodes=FOUR)
+        async with c:
+            stream = c._run_stream("alice")
+            stream.sessions[sid] = lambda reply: None
+            stream.send(sid, request.SerializeToString())   # the others never hear of it: alice waits for them
+            await wait_until(lambda: sid in env.lc.servers["alice"].core.sessions, "alice has the session")
+            del stream.sessions[sid]   # as a wait that timed out leaves it
+        await wait_until(lambda: sid not in env.lc.servers["alice"].core.sessions, "alice dropped the session")
+        return sid, stream.failure
+    sid, failure = env.run(go(), timeout=60)
+    assert str(failure) == "the stream was closed"
+    record = env.sessions("alice")[sid]
+    assert record.status == "aborted" and "went away" in record.reason, record
 
 
 def test_messages_of_a_turn_larger_together_than_a_message_limit_go_out_and_the_stream_survives(
