@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mpc.aio import settle_grpc
 from mpc.config import ClusterConfig, load_cluster
 from mpc.localcluster import write_local_cluster
 from mpc.node.daemon import NodeServer
@@ -86,6 +88,10 @@ def make_cluster_file(tmp: Path, n: int, **kwargs: object) -> Path:
     return write_local_cluster(tmp, NAMES[:n], **kwargs)  # type: ignore[arg-type]
 
 
+# How many clusters of running_cluster run on each event loop (a module's loop may hold two).
+_running: dict[asyncio.AbstractEventLoop, int] = {}
+
+
 @asynccontextmanager
 async def running_cluster(tmp: Path, n: int = 3, *, min_participants: int | None = None,
                           session_timeout_s: float = 30.0, start: Sequence[str] | None = None,
@@ -107,6 +113,8 @@ async def running_cluster(tmp: Path, n: int = 3, *, min_participants: int | None
     recorder = Recorder()
     servers: dict[str, NodeServer] = {}
     local = LocalCluster(cluster, servers, recorder)
+    loop = asyncio.get_running_loop()
+    _running[loop] = _running.get(loop, 0) + 1
     try:
         for name in start if start is not None else NAMES[:n]:
             server = NodeServer(cluster, name, observer=recorder.for_node(name),
@@ -117,6 +125,10 @@ async def running_cluster(tmp: Path, n: int = 3, *, min_participants: int | None
     finally:
         for server in list(servers.values()):
             await server.stop(0)
+        _running[loop] -= 1
+        if not _running[loop]:   # the last cluster on this loop: gRPC answers the peer streams the stops cut
+            del _running[loop]   # now, not on another loop (mpc/aio.py); a cluster still running keeps its own
+            await settle_grpc()
 
 
 def input_map(values: Mapping[str, int]) -> dict[str, list[int]]:
