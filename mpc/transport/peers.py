@@ -197,7 +197,7 @@ class LongCall:
             async with asyncio.timeout(timeout):
                 async with self._writing:
                     await self.call.done_writing()
-                await self.reader
+                await asyncio.wait([self.reader])   # it ends once the status has come (or the call failed)
         except Exception:   # TimeoutError, or the call failed: cancelled below
             pass
         finally:
