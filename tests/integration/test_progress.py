@@ -1,7 +1,7 @@
 """Progress on long coordinator commands (issue 6): shown on a terminal, quiet when piped or --json.
 And the metrics of a real `mpc node` process, served where its cluster-file table says.
 
-Three `mpc node` daemons (subprocesses, mutual TLS on loopback) hold 20,000-element vectors;
+Three `mpc node` daemons (subprocesses, mutual TLS on loopback) hold 60,000-element vectors;
 `mpc threshold` compares each element's sum with K (several seconds of oblivious transfer and
 comparison circuits on this machine, so well past the one-second delay). The command runs
 three times: with stderr on a pseudo-terminal (the progress line appears, is redrawn, and is
@@ -35,7 +35,7 @@ from mpc.store import Store
 pytestmark = pytest.mark.slow
 
 NAMES = ("alice", "bob", "carlos")
-LENGTH = 20_000
+LENGTH = 60_000
 K = 150
 CLI_TIMEOUT = 120.0
 
@@ -75,27 +75,31 @@ def run_on_terminal(*args: str, columns: int = 200) -> tuple[int, str, str]:
     proc = subprocess.Popen([sys.executable, "-m", "mpc", *args], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=slave)
     os.close(slave)
-    screen = b""
+    assert proc.stdout is not None
+    # Both read as they come: a result larger than a pipe's buffer (64 KiB) would otherwise block the child.
+    taken = {master: bytearray(), proc.stdout.fileno(): bytearray()}
+    output: dict[int, bytes] = {}
     deadline = time.monotonic() + CLI_TIMEOUT
     try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.5)
-            if ready:
+        while taken and time.monotonic() < deadline:
+            ready, _, _ = select.select(list(taken), [], [], 0.5)
+            for fd in ready:
                 try:
-                    data = os.read(master, 65536)
+                    data = os.read(fd, 65536)
                 except OSError:      # EIO: the child closed the terminal
-                    break
-                if not data:
-                    break
-                screen += data
-            elif proc.poll() is not None:
-                break
-        else:
+                    data = b""
+                if data:
+                    taken[fd] += data
+                else:
+                    output[fd] = bytes(taken.pop(fd))
+            if not ready and proc.poll() is not None and master in taken:
+                output[master] = bytes(taken.pop(master))   # the terminal stays open after the child: no EOF
+        if taken:
             raise AssertionError(f"mpc {' '.join(args)} still running after {CLI_TIMEOUT} s")
-        out = proc.stdout.read() if proc.stdout else b""
-        return proc.wait(timeout=10), out.decode(), screen.decode(errors="replace")
+        return proc.wait(timeout=10), output[proc.stdout.fileno()].decode(), output[master].decode(errors="replace")
     finally:
         os.close(master)
+        proc.stdout.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
