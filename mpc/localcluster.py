@@ -137,7 +137,7 @@ class NodeProcesses:
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, name: str, *, log_level: str = "info") -> subprocess.Popen[bytes]:
+    def start(self, name: str, *, log_level: str = "info", log_format: str = "text") -> subprocess.Popen[bytes]:
         """Start node `name` (its stderr goes to log_dir/NAME.log).
 
         Returns: the process.
@@ -145,19 +145,19 @@ class NodeProcesses:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_dir / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "mpc", "--log-level", log_level, "node", "--cluster", str(self.cluster_file),
-                 "--name", name], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                [sys.executable, "-m", "mpc", "--log-level", log_level, "--log-format", log_format, "node",
+                 "--cluster", str(self.cluster_file), "--name", name], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
         self.procs[name] = proc
         return proc
 
-    def start_all(self, names: Sequence[str], timeout: float = 30.0) -> None:
+    def start_all(self, names: Sequence[str], timeout: float = 30.0, *, log_format: str = "text") -> None:
         """Start the nodes and wait until all are healthy.
 
         Raises: PeerUnavailable if one is not serving in time (all are stopped first).
         """
         for name in names:
-            self.start(name)
+            self.start(name, log_format=log_format)
         try:
             aio.run(wait_healthy(load_cluster(self.cluster_file), names, timeout))
         except BaseException:

@@ -55,3 +55,11 @@ def configure(level: str, fmt: str = "text") -> None:
     # record (the logging HOWTO's "Optimization"; a node logs a line per session).
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+
+
+def announce(message: str, fmt: str, logger: str) -> None:
+    """Write a line people wait for (a node's "serving on") to stderr whatever the log level: as it is in
+    text, as a record of level info from `logger` in JSON, so that the output stays one object per line."""
+    if fmt == "json":
+        message = JsonFormatter().format(logging.LogRecord(logger, logging.INFO, "", 0, message, None, None))
+    print(message, file=sys.stderr, flush=True)

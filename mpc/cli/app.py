@@ -44,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns: the process exit code (0 ok, 1 error with a message on stderr, 2 usage).
     """
+    # gRPC's core writes lines of its own to stderr, at INFO unless told (e.g. "Got goaway" when a peer
+    # stops): they would break --log-format json's one object per line and clutter a terminal. Its
+    # errors still show; a GRPC_VERBOSITY of the user's wins. Set before any command imports grpc.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     args = build_parser().parse_args(argv)
     logs.configure(args.log_level, args.log_format)
     try:

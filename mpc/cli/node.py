@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
+from mpc import logs
 from mpc.cli.helptext import seconds
 
 # asyncio, grpc and the node are imported by the commands that run them (see mpc/cli/app.py).
@@ -40,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
         address = server.config.listen
 
         def ready(port: int) -> None:
-            print(f"node {args.name} serving on {address} (mutual TLS); stop with Ctrl-C or SIGTERM",
-                  file=sys.stderr, flush=True)
+            logs.announce(f"node {args.name} serving on {address} (mutual TLS); stop with Ctrl-C or SIGTERM",
+                          args.log_format, "mpc.node")
 
         await server.serve_forever(ready)
 

@@ -5,6 +5,7 @@ recorded, the repeats' deferred records included."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 from mpc import aio, localcluster
 from mpc.config import load_cluster
 from mpc.coordinator.client import Coordinator
-from mpc.localcluster import NodeProcesses, write_local_cluster
+from mpc.localcluster import NodeProcesses, wait_healthy, write_local_cluster
 from mpc.protocols.catalogue import SumParams, entry
 from mpc.store import Store
 
@@ -86,3 +87,44 @@ def test_stop_all_cut_short_kills_and_reaps_what_it_had_not_waited_for(
                 proc.wait(5)
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+def test_a_nodes_json_log_stays_one_object_per_line_while_its_peers_restart(tmp_path: Path) -> None:
+    """`--log-format json` promises one JSON object per line for the node's whole life: its "serving on"
+    line included (a plain line before), and nothing of gRPC's own (its core writes "Got goaway" and the
+    like to stderr at INFO unless GRPC_VERBOSITY says otherwise, which `mpc` sets to ERROR). Three nodes
+    log JSON; bob stops and starts again three times, each time after a two-round unkeyed sum, whose
+    digests and seeds connect every pair."""
+    cluster_file = write_local_cluster(tmp_path, NAMES)
+    for name in NAMES:
+        with Store.open_dir(_data_dir(cluster_file, name)) as store:
+            store.put_input("raise", np.array([VALUES[name]], dtype=np.int64), 0, True, bounds=(0, 10_000))
+    nodes = NodeProcesses(cluster_file, tmp_path / "logs")
+
+    async def connect() -> int:
+        async with Coordinator(load_cluster(cluster_file), keyed=False, one_round=False) as coordinator:
+            return (await coordinator.sum("raise", timeout_s=20)).value
+
+    nodes.start_all(NAMES, log_format="json")
+    try:
+        for _ in range(3):
+            assert aio.run(connect()) == sum(VALUES.values())
+            assert nodes.stop("bob") == 0
+            nodes.start("bob", log_format="json")
+            aio.run(wait_healthy(load_cluster(cluster_file), ["bob"]))
+    finally:
+        codes = nodes.stop_all()
+    assert codes == {name: 0 for name in NAMES}
+    for name in NAMES:
+        lines = (tmp_path / "logs" / f"{name}.log").read_text().splitlines()
+        assert len(lines) > 5, (name, lines)
+        not_json = [line for line in lines if not _json_object(line)]
+        assert not_json == [], (name, not_json[:5])
+
+
+def _json_object(line: str) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and {"time", "level", "logger", "message"} <= set(record)
