@@ -119,6 +119,8 @@ def vote_bits(parties: int) -> int:
     the threshold clamped to [0, N + 1] (vote_threshold) in [-(N + 1), N], both within
     [-2^(ell-1), 2^(ell-1)). 25 bits for 3 nodes, whose comparison of one value then takes 3 rounds
     instead of 4 on COMPARE_BITS (mpc/protocols/compare.py); never more than COMPARE_BITS.
+    A bit narrower than compare.ell_for_tally(N), which allows any threshold up to 2(N + 1) unclamped
+    (26 bits for 3 nodes: 4 rounds, its 25 carry positions one more than two fan-in levels cover).
     """
     return min(COMPARE_BITS, (parties * MAX_BALLOTS + 1).bit_length() + 1)
 
