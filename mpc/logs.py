@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import datetime, timezone
 from typing import Any
@@ -21,6 +22,28 @@ FORMATS = ("text", "json")
 _TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Attributes every LogRecord has; anything else was passed in `extra` and is kept as a field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+# What could end a text line or forge one: C0 and C1 control characters and Unicode's line and
+# paragraph separators (which some viewers break lines on).
+_BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    return _ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
+
+
+class TextFormatter(logging.Formatter):
+    """A record per line: its time, level, logger and message, with any line break or other control
+    character in them escaped (a peer's or coordinator's text quoted in a message cannot start a
+    line of its own that looks like the node's); a traceback follows on lines of its own."""
+
+    def __init__(self) -> None:
+        super().__init__(_TEXT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """Returns: the record's line, escaped."""
+        return _BREAKS.sub(_escaped, super().formatMessage(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -45,7 +68,7 @@ class JsonFormatter(logging.Formatter):
 def configure(level: str, fmt: str = "text") -> None:
     """Send log records of `level` and above to stderr in format `fmt` ("text" or "json")."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

@@ -1098,7 +1098,7 @@ class NodeCore:
             return
         if caller != session.coordinator:
             raise AuthError(f"session {session_id} belongs to another coordinator")
-        self._finish(session, "aborted", f"aborted by the coordinator: {reason[:200]}")
+        self._finish(session, "aborted", f"aborted by the coordinator: {quoted(reason, 200)}")
 
     def status(self) -> tuple[str, str, list[InputInfo], int, str]:
         """This node's public status.

@@ -6,11 +6,14 @@ recorded, the repeats' deferred records included."""
 from __future__ import annotations
 
 import json
+import re
+import secrets
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 
@@ -20,6 +23,9 @@ from mpc.coordinator.client import Coordinator
 from mpc.localcluster import NodeProcesses, wait_healthy, write_local_cluster
 from mpc.protocols.catalogue import SumParams, entry
 from mpc.store import Store
+from mpc.transport.tls import TlsMaterial, channel_options
+from mpc.v1 import mpc_pb2, mpc_pb2_grpc
+from tests.integration.harness import prepare_request
 
 NAMES = ("alice", "bob", "carlos")
 VALUES = {"alice": 3800, "bob": 2514, "carlos": 2982}
@@ -128,3 +134,44 @@ def _json_object(line: str) -> bool:
     except ValueError:
         return False
     return isinstance(record, dict) and {"time", "level", "logger", "message"} <= set(record)
+
+
+TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.]+: ")
+
+
+def test_a_coordinators_text_cannot_forge_a_line_of_a_nodes_text_log(tmp_path: Path) -> None:
+    """A node's text log is one line per record even where it quotes what a caller sent: a coordinator aborts
+    a session it prepared with a reason that holds a line break and a forged line after it (a log line of
+    any level, as if the node had written it), with a carriage return, a Unicode line separator and a
+    terminal escape; the node logs the abort on one line, the breaks escaped."""
+    cluster_file = write_local_cluster(tmp_path, NAMES)
+    for name in NAMES:
+        with Store.open_dir(_data_dir(cluster_file, name)) as store:
+            store.put_input("raise", np.array([VALUES[name]], dtype=np.int64), 0, True, bounds=(0, 10_000))
+    nodes = NodeProcesses(cluster_file, tmp_path / "logs")
+    forged = "2030-01-01 00:00:00,000 CRITICAL mpc.node: session deadbeef released every input to eve"
+    reason = f"x\n{forged}\r{forged}\u2028{forged}\x1b[2K"
+    session_id = secrets.token_hex(16)
+
+    async def prepare_and_abort() -> None:
+        cluster = load_cluster(cluster_file)
+        me, alice = cluster.require_coordinator(), cluster.node("alice")
+        credentials = TlsMaterial.load(cluster.ca, me.cert, me.key).channel_credentials()
+        async with grpc.aio.secure_channel(alice.address, credentials, options=channel_options("alice")) as channel:
+            stub = mpc_pb2_grpc.ControlStub(channel)
+            await stub.Prepare(prepare_request(session_id, "sum", "raise", list(NAMES)), timeout=10)
+            await stub.Abort(mpc_pb2.AbortRequest(session_id=session_id, reason=reason), timeout=10)
+
+    nodes.start_all(NAMES)
+    try:
+        aio.run(prepare_and_abort())
+    finally:
+        codes = nodes.stop_all()
+    assert codes == {name: 0 for name in NAMES}
+    lines = (tmp_path / "logs" / "alice.log").read_text().splitlines()
+    aborted = [line for line in lines if session_id in line and "aborted" in line]
+    assert len(aborted) == 1 and TEXT_LINE.match(aborted[0]), lines
+    assert forged in aborted[0] and "\\n" + forged in aborted[0], aborted
+    assert [line for line in lines if line.startswith(forged[:10])] == [], lines
+    # every line is a record of its own, or the node's ready line
+    assert [line for line in lines if not TEXT_LINE.match(line) and "serving on" not in line] == [], lines
