@@ -289,6 +289,7 @@ class NodeCore:
         self._filler: asyncio.Task[None] | None = None
         # peer -> (setup id, monotonic time): no fill with that setup before then (a new setup may fill at once)
         self._fill_backoff: dict[str, tuple[bytes, float]] = {}
+        self._fills_arriving: set[str] = set()   # peers whose pool fill is being read or taken now
         # Pair keys with each peer, from the seeds of earlier sums (mpc/protocols/pairing.py).
         self.pair_keys = PairKeys()
         # Sessions that peers' messages wait for (one-round sessions): id -> (event, waiting messages).
@@ -936,6 +937,14 @@ class NodeCore:
         if len(tickets) != len(wanted) or pairs != wanted:
             raise RemoteProtocolError(f"session {sid}: the coordinator states {len(tickets)} pool tickets, not one "
                                       f"for each ordered pair of the {len(session.parties)} participants")
+        # First, with nothing taken yet: each ticket where we are the sender is one its receiver issued
+        # (its id a MAC under a key the receiver gave us, which no coordinator sees), so a coordinator
+        # cannot make us claim, and spoil, ranges another coordinator's tickets hold.
+        for t in tickets:
+            if t.sender == me and not self.pools.authentic(t.receiver, t.id, t.segments):
+                raise StaleShape(f"session {sid}: node {me} holds no pool ticket {t.id.hex()[:8]}… of {t.receiver} "
+                                 f"for the ranges stated (used, dropped, forgotten in a restart, or not issued by "
+                                 f"{t.receiver}); nothing was shared")
         recv: dict[str, Reservation] = {}
         send: dict[str, tuple[Words, Words]] = {}
         for t in tickets:
@@ -1303,6 +1312,20 @@ class NodeCore:
             self.pools.commit(fill)
             self.metrics.pool_sent_bytes.labels(peer).inc(len(fill.payload))
             log.debug("node %s: %d random OTs with %s made ahead", self.me.name, 64 * fill.words, peer)
+
+    def fill_arriving(self, peer: str) -> None:
+        """A pool fill from `peer` is about to be read whole (up to MAX_FILL_BYTES) and taken: one at a
+        time per peer, as a peer's filler sends them (`fill_taken` when it is done with).
+
+        Raises: Busy if one from `peer` is still being read or taken.
+        """
+        if peer in self._fills_arriving:
+            raise Busy(f"node {self.me.name} is still taking a triple pool fill from {peer}: one at a time")
+        self._fills_arriving.add(peer)
+
+    def fill_taken(self, peer: str) -> None:
+        """The fill `fill_arriving` let in from `peer` is taken, or refused."""
+        self._fills_arriving.discard(peer)
 
     async def _accept_fill(self, sender: str, step: str, payload: bytes) -> None:
         """Store our side of a peer's pool fill (its IKNP extension, in a worker thread).

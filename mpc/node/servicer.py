@@ -607,6 +607,7 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
     async def Send(self, request_iterator: AsyncIterator[mpc_pb2.PeerFrame],
                    context: grpc.aio.ServicerContext) -> mpc_pb2.PeerAck:
         """Reassemble a large message from its frames, check it, and hand it to the session."""
+        filling = None   # the peer whose pool fill this call carries (one at a time per peer)
         try:
             caller = self._caller(context)
             header: mpc_pb2.PeerHeader | None = None
@@ -623,6 +624,9 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
                     if header.payload_bytes > limit:
                         raise RemoteProtocolError(f"peer message of {header.payload_bytes} bytes exceeds "
                                                   f"the {limit}-byte limit{' of a pool fill' if fill else ''}")
+                    if fill:
+                        self.core.fill_arriving(caller.name)
+                        filling = caller.name
                 elif frame.HasField("header"):
                     raise RemoteProtocolError("a peer frame after the first carries a header")
                 payload += frame.chunk
@@ -634,4 +638,7 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
         except MpcError as exc:
             await _drained(request_iterator)
             await _abort(context, exc)
+        finally:
+            if filling is not None:
+                self.core.fill_taken(filling)
         return mpc_pb2.PeerAck()

@@ -4,7 +4,9 @@
 Between sessions a node R runs IKNP (mpc/ot/extension.py) with each peer S as the extension
 receiver, with uniformly random choice bits c: it keeps (c, m_c) and S keeps (m0, m1). That is a
 *fill*: one message R -> S ("pool/fill" on the reserved peer channel POOL_CHANNEL), which S
-answers by storing its batch; R keeps its batch only once S has acknowledged the call.
+answers by storing its batch; R keeps its batch only once S has acknowledged the call. The fill
+also carries the batch's ticket key, a random key R draws for it, which S keeps with the batch
+and no coordinator ever sees (see "Tickets" below).
 
 A session that needs 64 * w bit triples then spends w words of each pair's pool instead of an
 IKNP extension. In its hello the receiver names the ranges it reserved (`Reservation`) and the
@@ -32,19 +34,26 @@ live session reserved from is still listed by any fill that could reach the send
 **Tickets: a reservation made one session ahead.** A hello costs a round before any AND gate can
 open. So a receiver also reserves ranges for the *next* one-round session of a query when it
 answers the one before (`issue`), and gives them to the coordinator as a ticket: an id and the
-ranges. The coordinator states every pair's ticket in that next session's request; the receiver
-takes its reservation back by id (`redeem`, once), the sender claims the stated ranges (`claim`,
-once), and the statement enters the session digest, so a coordinator that tells the two ends of a
+ranges. The ticket's id is a MAC of its ranges under the ticket key of the batch they start in
+(`ticket_id`: HMAC-SHA256, RFC 2104), so the sender can tell a ticket its receiver issued from
+one a coordinator made up. The coordinator states every pair's ticket in that next session's
+request; the receiver takes its reservation back by id (`redeem`, once), the sender checks the id
+(`authentic`) and claims the stated ranges (`claim`, once), and the statement enters the session
+digest, so a coordinator that tells the two ends of a
 pair different ranges only fails the session's agreement (mpc/protocols/agreement.py). A ticket's
 batches stay in `held` until it is redeemed or dropped, so no fill makes the sender drop them. At
 most MAX_TICKETS per peer are kept (the oldest is dropped first: its OTs are spent), in memory only;
 a node keeps one set per query and coordinator, dropping the set before when it issues the next
-(mpc/node/core.py), so tickets a coordinator never states again do not pile up.
+(mpc/node/core.py), so tickets a coordinator never states again do not pile up. Without the MAC a
+coordinator could state made-up ids with real ranges to a sender alone: it would claim and zero
+them, spoiling the tickets another coordinator holds for them; now it refuses such a ticket, and
+claims nothing, before anything else of the session.
 """
 
 from __future__ import annotations
 
-import secrets
+import hashlib
+import hmac
 import struct
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -66,9 +75,11 @@ MAX_FILL_WORDS = 16_384            # 2^20 OTs: 16 MiB, the largest single fill m
 MAX_BATCHES = 32                   # per peer and role
 MAX_SEGMENTS = MAX_BATCHES        # ranges one reservation may span: one per batch at most
 TICKET_ID_BYTES = 16
+TICKET_KEY_BYTES = 32
+_TICKET_LABEL = b"mpc pool ticket v1"   # the MAC's domain: a ticket id is no other HMAC of the key
 MAX_TICKETS = 32                   # per peer: reservations issued ahead and not redeemed yet
 SENDER_SLACK = 2
-_FILL_HEAD = struct.Struct(f"<{SETUP_ID_BYTES}s{BATCH_ID_BYTES}sB")
+_FILL_HEAD = struct.Struct(f"<{SETUP_ID_BYTES}s{BATCH_ID_BYTES}s{TICKET_KEY_BYTES}sB")
 # The largest fill message: its head, the held batches' ids, and the IKNP message of MAX_FILL_WORDS
 # words of OTs (a 16-byte header and one row of 64 * MAX_FILL_WORDS bits per base OT). A node refuses
 # a longer one from its header, before buffering it (mpc/node/servicer.py).
@@ -122,6 +133,13 @@ def segments_from_bytes(data: bytes, offset: int, where: str) -> tuple[tuple[Seg
     return segments, end
 
 
+def ticket_id(key: bytes, segments: Sequence[Segment]) -> bytes:
+    """The id of a ticket for `segments`: HMAC-SHA256 under the ticket key of the batch the first
+    starts in, over the ranges as segments_to_bytes writes them, cut to TICKET_ID_BYTES. Ranges are
+    reserved once, so no two tickets have the same id."""
+    return hmac.digest(key, _TICKET_LABEL + segments_to_bytes(segments), hashlib.sha256)[:TICKET_ID_BYTES]
+
+
 def ids_to_bytes(ids: Sequence[bytes]) -> bytes:
     """Batch ids as a count byte and the ids."""
     return bytes([len(ids)]) + b"".join(ids)
@@ -141,6 +159,7 @@ def ids_from_bytes(data: bytes, offset: int, where: str) -> tuple[tuple[bytes, .
 @dataclass(eq=False)
 class _ReceiverBatch:
     id: bytes
+    key: bytes = field(repr=False)        # its ticket key
     choices: Words = field(repr=False)
     chosen: Words = field(repr=False)
     next: int = 0
@@ -153,6 +172,7 @@ class _ReceiverBatch:
 @dataclass(eq=False)
 class _SenderBatch:
     id: bytes
+    key: bytes = field(repr=False)        # its ticket key, as the receiver's fill gave it
     m0: Words = field(repr=False)
     m1: Words = field(repr=False)
     used: int = 0
@@ -233,12 +253,13 @@ class RotPools:
                 return None
             issued: dict[str, tuple[bytes, Reservation]] = {}
             for peer, n in words.items():
+                keys = {b.id: b.key for b in self._receiving.get(peer, ())}
                 reservation = self._take(peer, n)
                 assert reservation is not None
                 tickets = self._tickets.setdefault(peer, {})
                 while len(tickets) >= MAX_TICKETS:
                     del tickets[next(iter(tickets))]
-                ticket = secrets.token_bytes(TICKET_ID_BYTES)
+                ticket = ticket_id(keys[reservation.segments[0].batch], reservation.segments)
                 tickets[ticket] = reservation
                 issued[peer] = (ticket, reservation)
             return issued
@@ -342,8 +363,10 @@ class RotPools:
             raise LocalProtocolError(f"a fill makes a positive even number of words, got {words}")
         choices = random_words(rng, words)
         message, chosen = iknp.extend(choices, 64 * words)
-        batch = _ReceiverBatch(rng.random_bytes(BATCH_ID_BYTES), choices, np.array(chosen, dtype=np.uint64))
-        return Fill(peer, _FILL_HEAD.pack(setup_id, batch.id, len(held)) + b"".join(held) + message, batch)
+        batch = _ReceiverBatch(rng.random_bytes(BATCH_ID_BYTES), rng.random_bytes(TICKET_KEY_BYTES), choices,
+                               np.array(chosen, dtype=np.uint64))
+        head = _FILL_HEAD.pack(setup_id, batch.id, batch.key, len(held))
+        return Fill(peer, head + b"".join(held) + message, batch)
 
     def commit(self, fill: Fill) -> None:
         """The peer has stored its side of `fill`: keep ours."""
@@ -367,7 +390,7 @@ class RotPools:
         """
         if len(payload) < _FILL_HEAD.size:
             raise RemoteProtocolError(f"{where}: a fill of {len(payload)} bytes")
-        setup_id, batch_id, n_held = _FILL_HEAD.unpack_from(payload)
+        setup_id, batch_id, key, n_held = _FILL_HEAD.unpack_from(payload)
         if n_held > MAX_BATCHES:
             raise RemoteProtocolError(f"{where}: a fill names {n_held} held batches, at most {MAX_BATCHES}")
         start = _FILL_HEAD.size + n_held * BATCH_ID_BYTES
@@ -388,7 +411,7 @@ class RotPools:
         with self._lock:   # only now, for a fill that is new: drop what the receiver no longer holds
             self._check_room(peer, batch_id, held, m // 64, where)
             kept = [b for b in self._sending.get(peer, []) if b.id in held]
-            self._sending[peer] = [*kept, _SenderBatch(batch_id, np.array(m0), np.array(m1))]
+            self._sending[peer] = [*kept, _SenderBatch(batch_id, key, np.array(m0), np.array(m1))]
         return m // 64
 
     def _check_room(self, peer: str, batch_id: bytes, held: set[bytes], words: int, where: str) -> None:
@@ -401,6 +424,13 @@ class RotPools:
         # At most MAX_BATCHES batches (what a hello can advertise), and twice our own capacity in words.
         if len(kept) >= MAX_BATCHES or total > SENDER_SLACK * self.capacity_words:
             raise RemoteProtocolError(f"{where}: the fill would take this node's pool for {peer} beyond its bound")
+
+    def authentic(self, peer: str, ticket: bytes, segments: Sequence[Segment]) -> bool:
+        """Whether `ticket` is the id `peer` gives a ticket for `segments` (`ticket_id`), under the key of
+        a batch we hold for it: a ticket it issued, its ranges as it reserved them. Claims nothing."""
+        with self._lock:
+            batch = next((b for b in self._sending.get(peer, ()) if segments and b.id == segments[0].batch), None)
+        return batch is not None and hmac.compare_digest(ticket_id(batch.key, segments), bytes(ticket))
 
     def claim(self, peer: str, segments: Sequence[Segment], where: str) -> tuple[Words, Words]:
         """Take the ranges `peer` reserved as receiver, once: our (m0, m1) for them.

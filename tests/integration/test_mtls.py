@@ -30,7 +30,7 @@ from mpc.coordinator.client import Coordinator
 from mpc.errors import ConfigError, PeerUnavailable, SessionFailed
 from mpc.localcluster import write_local_cluster
 from mpc.node.daemon import NodeServer
-from mpc.ot.pool import MAX_FILL_BYTES, POOL_CHANNEL
+from mpc.ot.pool import MAX_FILL_BYTES, POOL_CHANNEL, STEP_FILL
 from mpc.pki import Identity, identity_dns_name, issue, make_ca
 from mpc.protocols.agreement import STEP_DIGEST
 from mpc.protocols.sum import STEP_SEED
@@ -817,6 +817,53 @@ def test_refusable_header_is_refused_before_the_payload_is_read(tmp_path: Path) 
             assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
             assert f"exceeds the {MAX_FILL_BYTES}-byte limit of a pool fill" in (err.details() or ""), err
             assert not any(lc.recorder.received.values())
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+def test_a_peer_has_one_pool_fill_read_at_a_time(tmp_path: Path) -> None:
+    """A pool fill belongs to no session and is read whole (up to 16 MiB) before it is taken, its IKNP
+    extension run in a worker thread: a peer that opened many at once would take that memory and CPU
+    many times over. A node reads one fill at a time from each peer, as a peer's filler sends them:
+    a second from the same peer while the first is still open is refused at once (RESOURCE_EXHAUSTED),
+    one from another peer is not held up, and once the first has ended the next is read again."""
+    async def fill(lc: LocalCluster, as_node: str, release: asyncio.Event) -> grpc.aio.AioRpcError:
+        async def frames() -> AsyncIterator[mpc_pb2.PeerFrame]:
+            header = mpc_pb2.PeerHeader(session_id=POOL_CHANNEL, step=STEP_FILL, sender=as_node,
+                                        payload_bytes=MAX_FILL_BYTES)
+            yield mpc_pb2.PeerFrame(header=header, chunk=bytes(1024))
+            try:  # held open, as a slow or hostile sender would, until released (bounded)
+                await asyncio.wait_for(release.wait(), 10)
+            except TimeoutError:
+                pass
+            yield mpc_pb2.PeerFrame(chunk=bytes(1024))   # then ends, far short of what it declared
+
+        async with dial(lc, "bob", node_creds(lc, as_node)) as ch:
+            return await refused(mpc_pb2_grpc.PeerStub(ch).Send(frames(), timeout=15.0))
+
+    async def go() -> None:
+        async with cluster3(tmp_path) as lc:
+            first_open, other_open = asyncio.Event(), asyncio.Event()
+            first = asyncio.ensure_future(fill(lc, "alice", first_open))
+            other = asyncio.ensure_future(fill(lc, "carlos", other_open))
+            for _ in range(200):   # until bob has read both headers (bounded: 10 s)
+                if lc.servers["bob"].core._fills_arriving == {"alice", "carlos"}:
+                    break
+                await asyncio.sleep(0.05)
+            assert lc.servers["bob"].core._fills_arriving == {"alice", "carlos"}
+            at_once = asyncio.Event()
+            at_once.set()
+            second = await fill(lc, "alice", at_once)
+            assert second.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, second
+            assert "one at a time" in (second.details() or ""), second
+            first_open.set()
+            other_open.set()
+            for err in await asyncio.gather(first, other):   # each read to its end, then refused for its content
+                assert err.code() != grpc.StatusCode.RESOURCE_EXHAUSTED, err
+            assert lc.servers["bob"].core._fills_arriving == set()
+            again = await fill(lc, "alice", at_once)
+            assert again.code() != grpc.StatusCode.RESOURCE_EXHAUSTED, again
+            assert lc.servers["bob"].core._fills_arriving == set()
             await assert_still_serving(lc)
     asyncio.run(go())
 

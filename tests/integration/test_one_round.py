@@ -279,6 +279,56 @@ def test_a_ticket_stated_otherwise_to_one_node_fails_agreement_and_no_share_leav
     assert len(partial) == 1 and not partial[0].words and "each ordered pair" in partial[0].error
 
 
+def test_made_up_ticket_ids_with_real_ranges_take_nothing_from_a_sender_and_spoil_no_ones_tickets(env: Env) -> None:
+    """A coordinator sees its tickets' ranges, which name real batches of every pool, but not the key each
+    id is a MAC under (mpc/ot/pool.py "Tickets"). One that states those ranges to one node with ids of its
+    own making, as another coordinator might to spoil the tickets of this one, is refused as stale before
+    anything is taken: the node claims no range as sender (its pools for each peer as they were) and takes
+    none of its own tickets back as receiver; the coordinator whose tickets they are then votes with them,
+    in one round and with no hello, and no session fails."""
+    yes, cast = sum(sum(b) for b in BALLOTS.values()), sum(len(b) for b in BALLOTS.values())
+    pools = env.lc.servers["alice"].core.pools
+    peers = [p for p in FOUR if p != "alice"]
+
+    def levels() -> tuple[dict[str, int], dict[str, int]]:
+        return {p: pools.sending_level(p) for p in peers}, {p: pools.tickets(p) for p in peers}
+
+    async def go() -> tuple[list[list[mpc_pb2.RunReply]], tuple[Any, ...], tuple[Any, ...], str, set[str],
+                            set[str]]:
+        async with env.coordinator() as c, counting(c) as ran:
+            await ticketed(env, c, yes, cast)
+            await env.filled()
+            known = next(k for q, k in c._known.items() if q[2] == "ballots" and not q[1])
+            before = levels()
+            failed_before = {sid for sid, s in env.sessions("alice").items() if s.status == "failed"}
+            replies, forged = [], set()
+            async with run_streams(env.lc) as calls:
+                for forge in ("sender", "every"):   # alice's own tickets as receiver stated truly, then made up too
+                    sid = secrets.token_hex(16)
+                    forged.add(sid)
+                    tickets = [mpc_pb2.PoolTicket(receiver=t.receiver, sender=t.sender, segments=t.segments,
+                                                  id=secrets.token_bytes(16) if forge == "every" or t.sender == "alice"
+                                                  else t.id) for t in known.tickets]
+                    await calls["alice"].write(mpc_pb2.RunRequest(prepare=prepare_request(sid, "vote", "ballots", FOUR),
+                                                                  shapes=known.shapes, length=1,
+                                                                  key_ids=known.key_ids(FOUR)["alice"], tickets=tickets))
+                    replies.append(await answer(calls["alice"], sid))
+            after = levels()
+            result = await c.vote("ballots")
+            assert result.passed == (2 * yes >= cast) and ran[-1] == result.session_id
+            failed = {sid for sid, s in env.sessions("alice").items() if s.status == "failed"} - failed_before
+            return replies, before, after, result.session_id, failed, forged
+    replies, before, after, voted, failed, forged = env.run(go())
+    for reply in replies:
+        assert len(reply) == 1 and not reply[0].words, reply
+        assert reply[0].code == "FAILED_PRECONDITION" and "holds no pool ticket" in reply[0].error, reply
+        assert "nothing was shared" in reply[0].error, reply
+    assert after == before
+    steps = {node: [step for _, step, _ in got] for node, got in env.received(voted).items()}
+    assert all("mpc/hello" not in s and "triples/r" in s for s in steps.values()), steps
+    assert failed == forged, {sid: env.sessions("alice")[sid].reason for sid in failed - forged}
+
+
 def test_a_keyed_one_round_sum_sends_nothing_between_the_nodes(env: Env) -> None:
     async def go() -> list[str]:
         async with env.coordinator() as c, counting(c) as ran:

@@ -388,6 +388,45 @@ def test_a_ticket_is_issued_with_every_peer_or_none_redeemed_once_and_its_batche
             pools["carlos"].claim("alice", reservation.segments, "test")
 
 
+def test_a_sender_takes_a_ticket_only_as_its_receiver_issued_it() -> None:
+    """A coordinator sees a ticket's id and ranges, never the key its id is a MAC under: the sender refuses
+    an id it made up, a real id stated with other ranges (moved, shortened, lengthened, another batch's) or
+    for another receiver, and any ticket once the batch is gone, all before it claims anything; the real
+    ticket then claims its ranges, once."""
+    parties = names(3)
+    ot = ideal_setup(parties)
+    pools = filled(parties, ot, 2 * MIN_FILL_WORDS)
+    alice, bob = pools["alice"], pools["bob"]
+    issued = alice.issue({"bob": 16, "carlos": 16})
+    assert issued is not None
+    ticket, reservation = issued["bob"]
+    (seg,) = reservation.segments
+    level = bob.sending_level("alice")
+    forged = [(os.urandom(TICKET_ID_BYTES), reservation.segments),
+              (ticket, [Segment(seg.batch, seg.start + 16, seg.count)]),
+              (ticket, [Segment(seg.batch, seg.start, seg.count - 1)]),
+              (ticket, [Segment(seg.batch, seg.start, seg.count + 1)]),
+              (ticket, [Segment(os.urandom(len(seg.batch)), seg.start, seg.count)]),
+              (ticket, [*reservation.segments, Segment(seg.batch, seg.start + 16, 1)]),
+              (ticket, []),
+              (issued["carlos"][0], reservation.segments)]
+    for ident, segments in forged:
+        assert not bob.authentic("alice", ident, segments), (ident.hex(), segments)
+    assert not pools["carlos"].authentic("alice", ticket, reservation.segments)   # another sender's view
+    assert not bob.authentic("carlos", ticket, reservation.segments)              # as if carlos had issued it
+    assert bob.sending_level("alice") == level                                    # nothing was claimed
+    assert bob.authentic("alice", ticket, reservation.segments)
+    m0, m1 = bob.claim("alice", reservation.segments, "test")
+    assert np.array_equal(reservation.chosen, (m0 & ~reservation.choices) | (m1 & reservation.choices))   # m_c
+    with pytest.raises(RoundMismatch, match="used before"):
+        bob.claim("alice", reservation.segments, "test")
+    assert bob.authentic("alice", ticket, reservation.segments)   # still its own id: the claim is what refuses
+    # Ticket ids are distinct, and none is an id of the same ranges under another batch's key.
+    more = [alice.issue({"bob": 1}) for _ in range(8)]
+    ids = [t["bob"][0] for t in more if t is not None] + [ticket]
+    assert len(set(ids)) == len(ids) == 9
+
+
 def test_tickets_are_bounded_per_peer_and_dropped_with_batches_the_peer_lost() -> None:
     parties = names(2)
     ot = ideal_setup(parties)
