@@ -243,6 +243,16 @@ def randomized_round(rng: Rng, values: np.ndarray, shift: int) -> np.ndarray:
     return out
 
 
+def round_int(rng: Rng, value: int, shift: int) -> int:
+    """value / 2^shift rounded down or up at random, unbiasedly (up with probability the remainder's
+    fraction, from exactly `shift` random bits); for shift <= 0 exact. Any Python integer, any shift."""
+    if shift <= 0:
+        return value << -shift
+    low = value >> shift                                  # floor, also for negative values
+    draw = int.from_bytes(rng.random_bytes((shift + 7) // 8), "little") & ((1 << shift) - 1)
+    return low + (draw < value - (low << shift))
+
+
 # ---- choosing a sum's unit -----------------------------------------------------------------
 
 def _units(value: Fraction, exponent: int, up: bool) -> int:
@@ -282,19 +292,29 @@ class NoiseReport:
     std: float                  # the noise's standard deviation, in output units
     interval: float             # half-width of the 95% interval of the noise (output units)
     central_std: float          # the same mechanism run by one trusted curator
+    rounding_std: float = 0.0   # at most this: the nodes' rounding to the unit, each once per value (output units)
+
+    @property
+    def error_interval(self) -> float:
+        """Half-width of a 95% interval of the output's whole error, noise and rounding: the noise's own
+        combined with 1.96 rounding standard deviations as independent normal errors combine."""
+        return math.hypot(self.interval, 1.959963984540054 * self.rounding_std)
 
     def as_dict(self) -> dict[str, object]:
         """JSON-ready form."""
         return {"epsilon": self.epsilon, "delta": self.delta, "mechanism": f"binomial ({self.mode} noise)",
                 "coins": self.coins, "unit": self.unit, "sensitivity_units": self.sensitivity,
-                "noise_std": self.std, "interval95": self.interval, "central_std": self.central_std}
+                "noise_std": self.std, "interval95": self.interval, "central_std": self.central_std,
+                "rounding_std_max": self.rounding_std, "error_interval95": self.error_interval}
 
 
 def report(epsilon: float, delta: float, mode: str, coins: int, unit: float, sensitivity: int, parties: int,
-           scale: float = 1.0) -> NoiseReport:
+           scale: float = 1.0, rounded: bool = False) -> NoiseReport:
     """The noise of a release: `scale` divides the output (an average divides the sum by its count).
 
     In local mode every node adds its own full Binomial(m): variance n·m/4, std sqrt(n) times the curator's.
+    rounded: each node rounded its value to the unit at random, once (a sum's or an average's; counts are
+    exact): n errors of less than a unit, each of variance at most unit²/4, so std at most unit·sqrt(n)/2.
     """
     copies = parties if mode == "local" else 1
     central = noise_std(coins) * unit / scale
@@ -303,4 +323,5 @@ def report(epsilon: float, delta: float, mode: str, coins: int, unit: float, sen
         half = interval95(coins) * unit / scale
     else:   # a sum of n binomials is Binomial(n·m)
         half = interval95(coins * copies) * unit / scale
-    return NoiseReport(epsilon, delta, mode, coins, unit, sensitivity, std, half, central)
+    rounding = unit * math.sqrt(parties) / 2 / scale if rounded else 0.0
+    return NoiseReport(epsilon, delta, mode, coins, unit, sensitivity, std, half, central, rounding)

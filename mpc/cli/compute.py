@@ -231,15 +231,16 @@ def _fmt(value: object) -> str:
 
 
 def _noise_line(noise: NoiseReport) -> str:
+    rounding = f"; the nodes' rounding to its unit, std at most {noise.rounding_std:.4g}" if noise.rounding_std else ""
     return (f"differentially private: epsilon {noise.epsilon:g}, delta {noise.delta:g}; {noise.mode} binomial noise "
             f"with std {noise.std:.4g} (a trusted curator's: {noise.central_std:.4g}); 95% of the noise within "
-            f"+-{noise.interval:.4g}")
+            f"+-{noise.interval:.4g}{rounding}")
 
 
 def _fmt_noisy(value: object, noise: NoiseReport | None) -> str:
     if noise is None:
         return _fmt(value)
-    return f"{_fmt(value)} +- {noise.interval:.4g} (95%)"
+    return f"{_fmt(value)} +- {noise.error_interval:.4g} (95%)"
 
 
 def run_sum(args: argparse.Namespace) -> int:

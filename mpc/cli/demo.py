@@ -88,7 +88,7 @@ def _demo(workdir: Path) -> int:
                 private = await coordinator.average("raise", privacy=Privacy(1.0))
                 assert private.noise is not None
                 print(f"average raise, differentially private (epsilon 1, noise made inside MPC): "
-                      f"{private.average:.0f} +- {private.noise.interval:.0f} (95%), next to the exact {avg.average}")
+                      f"{private.average:.0f} +- {private.noise.error_interval:.0f} (95%), next to the exact {avg.average}")
                 print("  (the noise hides any one raise within the declared bounds 0..10000: over four engineers\n"
                       "  it swamps the average; DP pays off over many records. Its first session also set up\n"
                       "  oblivious transfer between every pair of nodes, kept for the votes and auctions below)")

@@ -68,7 +68,7 @@ from mpc.protocols.contribution import (
 from mpc.protocols.engine import Engine
 from mpc.protocols.names import HALF as HALF   # the vote rule "at least half", in a policy's `thresholds`
 from mpc.protocols.names import PROTOCOL_NAMES
-from mpc.protocols.noise import check_edges, histogram_counts, joint_noise, local_noise, units
+from mpc.protocols.noise import check_edges, histogram_counts, joint_noise, local_noise, units, units_total
 from mpc.protocols.sum import SecureSumParty
 from mpc.protocols.threshold import ThresholdParty
 from mpc.results import (
@@ -329,10 +329,11 @@ class Noise:
         """"joint" (one noise made inside MPC) or "local" (one full noise per node)."""
         return "local" if self.local else "joint"
 
-    def report(self, parties: int, scale: float = 1.0) -> dp.NoiseReport:
-        """What the coordinator prints about this noise; `scale` divides the output (an average's count)."""
+    def report(self, parties: int, scale: float = 1.0, rounded: bool = False) -> dp.NoiseReport:
+        """What the coordinator prints about this noise; `scale` divides the output (an average's count);
+        rounded: each node rounded its value to the unit once (a sum's, an average's; not counts)."""
         return dp.report(self.epsilon, self.delta, self.mode, self.coins, 2.0 ** self.unit, self.sensitivity, parties,
-                         scale)
+                         scale, rounded)
 
 
 def private(params: object) -> Noise | None:
@@ -580,7 +581,7 @@ class SumEntry(Entry[SumParams]):
         if noise is not None:
             values = _decode_units(opened, noise)
             return SumResult(opened.session_id, opened.input_name, opened.nodes,
-                             values[0] if opened.is_scalar else values, noise.report(len(opened.nodes)))
+                             values[0] if opened.is_scalar else values, noise.report(len(opened.nodes), rounded=True))
         values = [decode_value(int(w), opened.frac_bits) for w in to_signed(opened.words)]
         return SumResult(opened.session_id, opened.input_name, opened.nodes,
                          values[0] if opened.is_scalar else values)
@@ -617,9 +618,11 @@ class AverageEntry(Entry[AverageParams]):
         d = c.declared
         noise = private(params)
         if noise is not None:
-            u = units(c.rng, c.values, require_bounds(d.bounds, d.what), d.frac_bits, noise.unit)
-            body = np.append(u, np.int64(1)) if params.elementwise else np.array([u.sum(), u.size], dtype=np.int64)
-            return from_signed(body)
+            bounds = require_bounds(d.bounds, d.what)
+            if params.elementwise:
+                return from_signed(np.append(units(c.rng, c.values, bounds, d.frac_bits, noise.unit), np.int64(1)))
+            total = units_total(c.rng, c.values, bounds, d.frac_bits, noise.unit)   # within int64: _check_private_sum
+            return from_signed(np.array([total, c.values.size], dtype=np.int64))
         build = elementwise_contribution if params.elementwise else records_contribution
         return build(c.values, d.frac_bits, c.scale, c.parties, d.what)
 
@@ -631,7 +634,7 @@ class AverageEntry(Entry[AverageParams]):
         if noise is not None:
             totals = _decode_units(opened, noise)[:-1]
             averages = [t / count if count else float("nan") for t in totals]
-            report = noise.report(len(opened.nodes), float(count or 1))
+            report = noise.report(len(opened.nodes), float(count or 1), rounded=True)
         else:
             f = opened.frac_bits
             averages = [decode_ratio(s, count, f) for s in signed[:-1]]

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mpc.dp import randomized_round, sample_local
+from mpc.dp import randomized_round, round_int, sample_local
 from mpc.errors import InputError, LocalProtocolError
 from mpc.prg import Rng
 from mpc.protocols.circuit import Context, Program, ProgramFactory
@@ -74,6 +74,25 @@ def units(rng: Rng, values: Signed, bounds: tuple[int, int], frac_bits: int, uni
     """
     clipped = np.clip(np.asarray(values, dtype=np.int64), bounds[0], bounds[1])
     return randomized_round(rng, clipped, frac_bits + unit)
+
+
+def units_total(rng: Rng, values: Signed, bounds: tuple[int, int], frac_bits: int, unit: int) -> int:
+    """A DP average's one value per node over its records: the records clipped to the declared bounds,
+    added up exactly, and the total rounded at random, unbiasedly, to the public unit 2^unit, once.
+
+    One record moves the total by at most hi − lo, so its rounding by at most ⌈(hi − lo)/2^unit⌉ units for
+    any value of the node's random draw, which the session's sensitivity (⌈hi/2^unit⌉ − ⌊lo/2^unit⌋)
+    covers: the same guarantee as rounding each record (`units`). But the rounding error stays below one
+    unit however many records there are, where rounding each record adds N errors of up to a unit
+    each, whose standard deviation (up to sqrt(N)/2 units) outgrows the noise's from a few thousand
+    records on, and which the interval printed with the release did not cover.
+    Returns: the total in units (a Python int: the exact sum may exceed int64 before it is rounded).
+    """
+    clipped = np.clip(np.asarray(values, dtype=np.int64), bounds[0], bounds[1])
+    # Exactly, in two halves each of which fits int64 summed over up to 2^31 records.
+    total = (int(np.sum(clipped >> np.int64(32), dtype=np.int64)) << 32) + \
+        int(np.sum(clipped & np.int64(0xFFFFFFFF), dtype=np.int64))
+    return round_int(rng, total, frac_bits + unit)
 
 
 def check_edges(edges: Sequence[int]) -> None:
