@@ -36,11 +36,13 @@ from mpc.prg import SEED_BYTES, AesCtrRng, Rng, SystemRng, derive_key
 from mpc.ring import Words
 from mpc.store import CollectionSpec
 from mpc.transport.peers import describe_rpc_error, is_unreachable
-from mpc.transport.tls import channel_options, contributor_channel_credentials
+from mpc.transport.tls import MAX_MESSAGE_BYTES, channel_options, contributor_channel_credentials
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
 NONCE_BYTES = 16
 BATCH = 5_000             # submissions per call in submit_many (the node takes at most 10,000)
+CALL_BYTES = 3 * MAX_MESSAGE_BYTES // 4   # and at most this much of them: a message may take 4 MiB
+SUBMISSION_OVERHEAD = 16  # protobuf's tags and lengths per submission, generously
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +230,8 @@ class Contributor:
     async def submit_many(self, collection: str, items: Sequence[tuple[str | bytes, Sequence[int]]],
                           batch: int = BATCH, attempts: int = 3, retry_wait: float = 1.0,
                           seeds: Sequence[bytes] | None = None) -> list[SubmitReport]:
-        """Submit many contributions, `batch` per call to each node, every node in parallel.
+        """Submit many contributions, `batch` per call to each node (fewer if they would not fit in one
+        message: CALL_BYTES), every node in parallel.
 
         A node that cannot be reached is tried again, up to `attempts` times in all, `retry_wait`
         seconds apart and more each time, with the very same shares and nonces (kept in memory only
@@ -267,6 +270,8 @@ class Contributor:
             shares = [np.stack([parts[k] for _, parts in derived]) if derived
                       else np.zeros((0, spec.length), dtype=np.uint64) for k in range(len(holders))]
         results: dict[str, list[NodeResult]] = {}
+        each = max(len(t) for t in tokens) + NONCE_BYTES + 8 * spec.length + SUBMISSION_OVERHEAD if tokens else 1
+        batch = max(1, min(batch, CALL_BYTES // each))
 
         async def call(node: NodeConfig, request: mpc_pb2.SubmitRequest) -> mpc_pb2.SubmitReply:
             # The same request again (the same nonces and shares) after a node was unreachable: a node

@@ -29,7 +29,20 @@ from mpc.transport.tls import SERVER_OPTIONS, TlsMaterial
 from mpc.v1 import mpc_pb2_grpc
 
 log = logging.getLogger("mpc.node")
-MAX_SUBMIT_CALLS = 16
+# The submission listener is open to anyone. Its calls have no cap of their own: a cap on calls counts
+# calls whose request is still arriving, so an outsider holding a few half-sent requests open would
+# have every contributor refused (a "slowloris"). Instead each connection carries a few calls at a time,
+# no connection outlives SUBMIT_CONNECTION_AGE_MS (plus a grace for the calls on it), and the node
+# bounds the work (SubmitService: batches checked at once, and waiting).
+SUBMIT_STREAMS_PER_CONNECTION = 4
+SUBMIT_CONNECTION_AGE_MS = 60_000
+SUBMIT_CONNECTION_GRACE_MS = 30_000
+SUBMIT_SERVER_OPTIONS: list[tuple[str, int | str]] = [
+    *SERVER_OPTIONS,
+    ("grpc.max_concurrent_streams", SUBMIT_STREAMS_PER_CONNECTION),
+    ("grpc.max_connection_age_ms", SUBMIT_CONNECTION_AGE_MS),
+    ("grpc.max_connection_age_grace_ms", SUBMIT_CONNECTION_GRACE_MS),
+]
 LOCK_FILE = "node.lock"   # in the data directory: held (flock) while a daemon runs on it
 
 
@@ -106,10 +119,9 @@ class NodeServer:
         self.submit_server: grpc.aio.Server | None = None
         self.submit_port = 0
         if self.config.submit is not None:
-            # Anyone may reach this listener: at most MAX_SUBMIT_CALLS calls at once (each verifies up to
-            # 10,000 signatures); more are refused with RESOURCE_EXHAUSTED, and the client retries.
-            self.submit_server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[MalformedRequestInterceptor()],
-                                                 maximum_concurrent_rpcs=MAX_SUBMIT_CALLS)
+            # Anyone may reach this listener: see SUBMIT_SERVER_OPTIONS above.
+            self.submit_server = grpc.aio.server(options=SUBMIT_SERVER_OPTIONS,
+                                                 interceptors=[MalformedRequestInterceptor()])
             mpc_pb2_grpc.add_SubmitServicer_to_server(SubmitService(self.store, name), self.submit_server)
 
     async def start(self) -> int:

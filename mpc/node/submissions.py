@@ -30,6 +30,8 @@ from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 log = logging.getLogger("mpc.node")
 
 MAX_BATCH = 10_000          # submissions in one call
+MAX_CHECKING = 4            # batches checked at once (worker threads)
+MAX_WAITING = 64            # batches waiting for a turn (each up to the 4 MiB a message may take)
 NONCE_BYTES = 16
 
 
@@ -56,6 +58,12 @@ class SubmitService(mpc_pb2_grpc.SubmitServicer):
     def __init__(self, store: Store, node: str) -> None:
         self.store = store
         self.node = node
+        # Batches checked at once (each verifies up to MAX_BATCH signatures in a worker thread), and how
+        # many more may wait for a turn, holding their requests; beyond that a call is refused as busy
+        # (RESOURCE_EXHAUSTED) and the client tries again. Only whole requests count: one that is still
+        # arriving holds nothing here (mpc/node/daemon.py bounds those per connection and in time).
+        self._working = asyncio.Semaphore(MAX_CHECKING)
+        self._waiting = 0
 
     async def Submit(self, request: mpc_pb2.SubmitRequest, context: grpc.aio.ServicerContext) -> mpc_pb2.SubmitReply:
         """Verify each submission's credential and store the good ones in one transaction.
@@ -98,11 +106,21 @@ class SubmitService(mpc_pb2_grpc.SubmitServicer):
                     results[i] = mpc_pb2.SubmitResult(stored=outcome.stored, replaced=outcome.replaced)
             return [r for r in results if r is not None]
 
+        if self._waiting >= MAX_WAITING:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"node {self.node}: {self._waiting} batches of "
+                                f"submissions wait to be checked already; try again")
+        self._waiting += 1
+        try:
+            await self._working.acquire()
+        finally:
+            self._waiting -= 1
         try:
             results = await asyncio.to_thread(check_and_store)
         except MpcError as exc:
             await context.abort(_code(exc), f"node {self.node}: collection {quoted(name, 60)}: {exc}")
             raise AssertionError("unreachable") from None
+        finally:
+            self._working.release()
         stored = sum(r.stored for r in results)
         log.info("collection %r: %d of %d submissions stored", name, stored, len(results))
         return mpc_pb2.SubmitReply(results=results)

@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
+import struct
 import sys
 from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import AsyncExitStack
@@ -61,6 +63,7 @@ class Env:
     lc: LocalCluster
     credentials: dict[str, list[str]]
     foreign: list[str]
+    owner: Any
 
     def run(self, coro: Awaitable[T], timeout: float = 60.0) -> T:
         return self.loop.run_until_complete(asyncio.wait_for(coro, timeout))
@@ -142,7 +145,7 @@ def env(loop: asyncio.AbstractEventLoop, tmp_path_factory: pytest.TempPathFactor
             for spec in specs.values():
                 assert store.create_collection(spec)
     credentials = {name: issue(owner, name, 60) for name in specs}
-    e = Env(loop, lc, credentials, issue(other, "poll", 3))
+    e = Env(loop, lc, credentials, issue(other, "poll", 3), owner)
     try:
         yield e
     finally:
@@ -326,6 +329,92 @@ def test_the_submission_listener_serves_submissions_only(env: Env) -> None:
             await channel.close()
         return grpc.StatusCode.OK
     assert env.run(go()) == grpc.StatusCode.UNIMPLEMENTED
+
+
+def _h2_frame(kind: int, flags: int, stream: int, payload: bytes) -> bytes:
+    return struct.pack(">I", len(payload))[1:] + bytes([kind, flags]) + struct.pack(">I", stream) + payload
+
+
+async def half_sent_calls(address: str, calls: int) -> tuple[asyncio.StreamWriter, asyncio.Task[None]]:
+    """An outsider's connection to a submission listener holding `calls` Submit calls open: each one's
+    HTTP/2 headers, then 5 bytes of a gRPC message that promises 1,000, never the rest (a "slowloris");
+    it answers the server's settings and pings, so that the connection stays up. Plain HTTP/2 over TLS
+    (no gRPC client would send half a message), no credential, no client certificate."""
+    host, port = address.rsplit(":", 1)
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])
+    reader, writer = await asyncio.open_connection(host, int(port), ssl=context)
+    writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _h2_frame(4, 0, 0, b""))
+    headers = b"".join(b"\x00" + bytes([len(k)]) + k + bytes([len(v)]) + v for k, v in (   # HPACK literals
+        (b":method", b"POST"), (b":scheme", b"https"), (b":path", b"/mpc.v1.Submit/Submit"), (b":authority", b"x"),
+        (b"content-type", b"application/grpc"), (b"te", b"trailers")))
+    for i in range(calls):
+        writer.write(_h2_frame(1, 0x4, 1 + 2 * i, headers))                           # HEADERS, no END_STREAM
+        writer.write(_h2_frame(0, 0, 1 + 2 * i, b"\x00" + struct.pack(">I", 1000) + b"\x0a\x03abc"))
+    await writer.drain()
+
+    async def answer() -> None:
+        try:
+            while True:
+                head = await reader.readexactly(9)
+                body = await reader.readexactly(int.from_bytes(head[:3], "big"))
+                if head[3] == 4 and not head[4] & 1:
+                    writer.write(_h2_frame(4, 1, 0, b""))      # SETTINGS ack
+                elif head[3] == 6 and not head[4] & 1:
+                    writer.write(_h2_frame(6, 1, 0, body))     # PING ack
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+    return writer, asyncio.ensure_future(answer())
+
+
+def test_half_sent_calls_from_an_outsider_keep_no_contributor_out(env: Env) -> None:
+    """The submission listener is open to anyone. A cap on its calls would count calls whose request is
+    still arriving: an outsider holding that many half-sent requests open, at no cost, would have every
+    contributor refused for as long as it liked. Eight connections of 16 half-sent calls each are held
+    open to alice (each connection may carry only a few at a time; the rest are refused at once); a
+    contributor's ballot is taken by all three nodes meanwhile, and so is another after the outsider has
+    gone."""
+    address = env.lc.cluster.node("alice").submit
+    assert address is not None
+    spec = CollectionSpec("open", "ballot", 0, 1, 1, 1, "refuse", bytes(env.owner.verify_key), TRIO)
+    env.create(spec)
+    credentials = issue(env.owner, "open", 2)
+
+    async def go() -> list[Any]:
+        held = [await half_sent_calls(address, 16) for _ in range(8)]
+        try:
+            await asyncio.sleep(0.5)
+            during = await env.submit("open", credentials[0], [1])
+        finally:
+            for writer, task in held:
+                task.cancel()
+                writer.close()
+            await asyncio.gather(*(task for _, task in held), return_exceptions=True)
+        after = await env.submit("open", credentials[1], [0])
+        return [during, after]
+    for report in env.run(go()):
+        assert report.accepted, report.problem()    # type: ignore[attr-defined]
+    assert env.count("alice", "open") == 2
+
+
+def test_many_submissions_of_long_vectors_go_in_batches_a_message_can_carry(env: Env) -> None:
+    """submit_many sends 5,000 submissions per call, but never more than a message may carry (4 MiB):
+    600 submissions of 1,024 values (8 KiB of share each, 4.9 MiB in all) were refused whole by gRPC's
+    own limit at the client before."""
+    spec = CollectionSpec("long", "range", -5, 5, 1024, 1, "refuse", bytes(env.owner.verify_key), TRIO)
+    env.create(spec)
+    credentials = issue(env.owner, "long", 600)
+    rows = [[(i + k) % 11 - 5 for k in range(1024)] for i in range(600)]
+
+    async def go() -> list[Any]:
+        async with Contributor(env.lc.cluster, timeout=20.0) as c:
+            return await c.submit_many("long", list(zip(credentials, rows)))
+    reports = env.run(go(), timeout=120)
+    assert [r.accepted for r in reports] == [True] * 600, reports[0]
+    assert all(env.count(n, "long") == 600 for n in TRIO)
+    totals = env.totals("long")
+    assert sorted(totals.values()) == sorted(rows)
 
 
 async def mpc_cli(*args: str) -> tuple[int, str, str]:
