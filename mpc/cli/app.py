@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from mpc import __version__, logs
 from mpc.cli import audit, certs, collections, compute, demo, inputs, node
+from mpc.cli.output import whole_stdout
 from mpc.cli.helptext import MpcParser
 from mpc.errors import MpcError
 
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # stops): they would break --log-format json's one object per line and clutter a terminal. Its
     # errors still show; a GRPC_VERBOSITY of the user's wins. Set before any command imports grpc.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    whole_stdout()   # a result longer than a pipe holds is not cut short (mpc/cli/output.py)
     args = build_parser().parse_args(argv)
     logs.configure(args.log_level, args.log_format)
     try:
