@@ -308,6 +308,11 @@ def load_ca(directory: Path) -> tuple[x509.Certificate, PrivateKey]:
         raise ConfigError(f"{key_path} is not a PEM private key") from exc
     if not isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
         raise ConfigError(f"{key_path} must hold an EC or RSA key, got {type(key).__name__}")
+    if isinstance(key, rsa.RSAPrivateKey) and key.key_size < 2048:
+        raise ConfigError(f"{key_path} holds a {key.key_size}-bit RSA key; a CA key needs at least 2048 bits")
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size < 256:
+        raise ConfigError(f"{key_path} holds a key on {key.curve.name} ({key.curve.key_size} bits); a CA key "
+                          f"needs a curve of at least 256 bits")
     try:
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except (x509.ExtensionNotFound, ValueError):
@@ -334,8 +339,28 @@ def _read(path: Path) -> bytes:
 
 
 def _file_stem(identity: Identity) -> str:
-    """Returns the file name stem: ``<name>`` for a node, ``coordinator-<name>`` otherwise."""
+    """Returns the file name stem: ``<name>`` for a node, ``coordinator-<name>`` otherwise.
+
+    Raises ConfigError for a node named as the CA's files are (``ca``): its key would replace the CA's.
+    """
+    if identity.role == "node" and f"{identity.name}.pem" == CA_CERT_FILE:
+        raise ConfigError(f"a node cannot be named {identity.name!r}: its certificate and key would replace the "
+                          f"CA's ({CA_CERT_FILE}, {CA_KEY_FILE}); choose another name")
     return identity.name if identity.role == "node" else f"coordinator-{identity.name}"
+
+
+def _check_replaceable(cert_path: Path, identity: Identity) -> None:
+    """Raises ConfigError unless ``cert_path`` is absent or holds a certificate of ``identity`` (a renewal):
+    the files of another party, or anything else, are never written over."""
+    if not cert_path.exists() and not cert_path.is_symlink():
+        return
+    try:
+        held: Identity | str = identity_from_pem(cert_path.read_bytes())
+    except (AuthError, OSError):
+        held = "no mpc identity"
+    if held != identity:
+        raise ConfigError(f"{cert_path} holds a certificate of {held}, not of {identity}: refusing to overwrite it "
+                          f"(issue into another directory, or remove it first)")
 
 
 def _host_san(host: str) -> x509.GeneralName:
@@ -402,9 +427,11 @@ def issue(
     certificate).
 
     Writes ``<name>.pem``/``<name>.key`` (node) or ``coordinator-<name>.pem``/``.key``
-    (coordinator) into ``directory``; an existing pair is replaced (renewal).
+    (coordinator) into ``directory``; an existing pair of the same identity is replaced (renewal),
+    another party's (or a file that holds no mpc certificate) never is.
     Returns (cert_path, key_path).
-    Raises ConfigError for a bad host, validity or CA, or a file that cannot be written.
+    Raises ConfigError for a bad host, validity or CA, a node named as the CA's files are (``ca``),
+    files of another party in the way, or a file that cannot be written.
     """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -414,6 +441,7 @@ def issue(
         raise ConfigError(f"issue() needs an Identity, got {type(identity).__name__}")
     if isinstance(hosts, str):  # a bare string would become one SAN per character
         raise ConfigError(f"hosts must be a sequence of host names, got the string {hosts!r}")
+    _file_stem(identity)   # a name whose files would replace the CA's is refused before anything is made
     ca_cert, ca_key = load_ca(Path(ca_dir))
     start, end = _validity(days, not_before, not_after, ca_cert)
 
@@ -461,6 +489,7 @@ def issue(
     _make_dir(directory)
     stem = _file_stem(identity)
     cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
+    _check_replaceable(cert_path, identity)
     write_file(key_path, _key_pem(key), 0o600)
     write_file(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return cert_path, key_path

@@ -333,6 +333,61 @@ def test_init_cluster_certs_rejects_colliding_file_names(tmp_path: Path) -> None
     assert not (tmp_path / "ca.key").exists()
 
 
+def test_a_node_named_ca_is_refused_before_it_can_replace_the_ca(tmp_path: Path) -> None:
+    """A node's files are <name>.pem/.key beside the CA's ca.pem/ca.key: a node named "ca" would replace
+    the CA's key (every later certificate then impossible, the old ones orphaned). Refused, in an
+    existing CA directory and in a fresh one, before anything is written."""
+    init_cluster_certs(tmp_path, {"alice": []})
+    before = {f: (tmp_path / f).read_bytes() for f in ("ca.pem", "ca.key")}
+    with pytest.raises(ConfigError, match="cannot be named 'ca'.*replace the CA"):
+        init_cluster_certs(tmp_path, {"ca": []})
+    with pytest.raises(ConfigError, match="cannot be named 'ca'"):
+        issue(tmp_path, tmp_path, Identity("node", "ca"))
+    assert {f: (tmp_path / f).read_bytes() for f in ("ca.pem", "ca.key")} == before
+    load_ca(tmp_path)
+    fresh = tmp_path / "fresh"
+    with pytest.raises(ConfigError, match="cannot be named 'ca'"):
+        init_cluster_certs(fresh, {"bob": [], "ca": []})
+    assert not fresh.exists() or not any(fresh.iterdir())
+    # a coordinator named "ca" writes coordinator-ca.pem: no collision
+    assert init_cluster_certs(tmp_path, {}, coordinators=["ca"])["coordinator-ca"][0].name == "coordinator-ca.pem"
+
+
+def test_issue_renews_a_partys_own_files_and_never_writes_over_anothers(tmp_path: Path) -> None:
+    """Issuing again for the same identity replaces its pair (a renewal); files of another party in the
+    way, e.g. a node named coordinator-x in the directory of coordinator x, or a file that is no mpc
+    certificate, are refused, and left as they were."""
+    out = init_cluster_certs(tmp_path, {"alice": []}, coordinators=["x"])
+    first = out["alice"][0].read_bytes()
+    cert, _ = issue(tmp_path, tmp_path, Identity("node", "alice"))
+    assert cert.read_bytes() != first and identity_from_pem(cert.read_bytes()) == Identity("node", "alice")
+    theirs = {p: p.read_bytes() for p in out["coordinator-x"]}
+    with pytest.raises(ConfigError, match="holds a certificate of coordinator/x, not of node/coordinator-x"):
+        issue(tmp_path, tmp_path, Identity("node", "coordinator-x"))
+    assert {p: p.read_bytes() for p in theirs} == theirs
+    (tmp_path / "bob.pem").write_text("not a certificate")
+    with pytest.raises(ConfigError, match="holds a certificate of no mpc identity"):
+        issue(tmp_path, tmp_path, Identity("node", "bob"))
+    assert (tmp_path / "bob.pem").read_text() == "not a certificate" and not (tmp_path / "bob.key").exists()
+
+
+def test_a_weak_ca_key_is_refused(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import NoEncryption, PrivateFormat
+    key = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "weak")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + timedelta(days=9))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(key, hashes.SHA256()))
+    (tmp_path / "ca.pem").write_bytes(cert.public_bytes(Encoding.PEM))
+    (tmp_path / "ca.key").write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    with pytest.raises(ConfigError, match="1024-bit RSA key; a CA key needs at least 2048 bits"):
+        load_ca(tmp_path)
+    with pytest.raises(ConfigError, match="1024-bit"):
+        issue(tmp_path, tmp_path, Identity("node", "alice"))
+
+
 # --- real mTLS over grpc.aio -------------------------------------------------------------
 
 WHOAMI = "/mpc.test.Identity/WhoAmI"
