@@ -7,6 +7,7 @@ what they keep, and mpc.store.Store puts them together.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -23,6 +24,7 @@ from mpc.store.schema import _MIGRATIONS, SCHEMA_VERSION
 FILE_NAME = "node.sqlite3"
 BUSY_TIMEOUT_MS = 5000
 OPEN_ATTEMPTS = 5   # opening a store that another process is creating: 0.05 + 0.1 + 0.2 + 0.4 s of backoff
+log = logging.getLogger("mpc.store")
 DEFERRED_MAX = 64   # sessions whose records wait at most: the next one writes them all first
 
 
@@ -172,6 +174,26 @@ class StoreBase:
         """How many sessions' records wait to be written (`_defer`)."""
         return len(self._deferred_ids)
 
+    def _erase_log(self, what: str) -> bool:
+        """After deleting or replacing private values (an input, revoked submissions): copy the write-ahead
+        log into the database and cut it to zero bytes (a TRUNCATE checkpoint), waiting for other
+        connections' reads as the busy timeout allows. secure_delete zeroes the pages a deletion frees in
+        the database file, but the WAL keeps the frames that wrote the old values (a long-lived node never
+        closes its connection, and a checkpoint alone reuses the log without shrinking it), where anyone
+        who can read the data directory, or a backup of it, would find them.
+
+        Returns: whether the log is empty now; if another connection kept it busy, a warning says that
+        the old values may stay in it until its next checkpoint.
+        """
+        with self._reading(deferred=False) as conn:
+            busy, frames, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            log.warning("store %s: after %s, another connection kept its write-ahead log busy: the old values may "
+                        "stay in %s-wal until the next checkpoint (%s of %s frames copied)", self.path, what,
+                        self.path.name, done, frames)
+            return False
+        return True
+
     def write_deferred(self) -> None:
         """Write the deferred rows now, in one transaction. Raises: StoreError (they still wait)."""
         with self._reading():
@@ -221,7 +243,8 @@ class StoreBase:
                 )
             # FULL: a commit is on disk when put_input returns, even across a power cut.
             conn.execute("PRAGMA synchronous = FULL")
-            # Deleted or replaced inputs are overwritten with zeros, not left in free pages.
+            # Deleted or replaced inputs are overwritten with zeros, not left in free pages (and the write-ahead
+            # log that wrote them is cut to nothing after such a change: `_erase_log`).
             conn.execute("PRAGMA secure_delete = ON")
             conn.execute("PRAGMA trusted_schema = OFF")
 

@@ -238,8 +238,8 @@ class CollectionsMixin(StoreBase):
         return spec
 
     def revoke(self, name: str, credential_ids: Sequence[bytes]) -> int:
-        """Revoke credentials of a collection, deleting their stored submissions (their pages are zeroed)
-        in the same transaction; later submissions under them are refused.
+        """Revoke credentials of a collection, deleting their stored submissions (their pages are zeroed, the
+        log erased) in the same transaction; later submissions under them are refused.
 
         Returns: how many of them were not revoked before.
         Raises: InputError for an unknown collection or an id that is not 16 bytes (nothing is revoked).
@@ -255,6 +255,7 @@ class CollectionsMixin(StoreBase):
                                      [(name, cid) for cid in ids]).rowcount
             conn.executemany("DELETE FROM submissions WHERE collection = ? AND credential = ?",
                              [(name, cid) for cid in ids])
+        self._erase_log(f"revoking credentials of collection {name!r}")
         return int(newly)
 
     def is_revoked(self, name: str, credential_id: bytes) -> bool:

@@ -324,6 +324,8 @@ class InputsMixin(StoreBase):
             else:
                 conn.execute("INSERT OR REPLACE INTO set_members (name, size, has_values, identifiers) "
                              "VALUES (?, ?, ?, ?)", (name, int(data.size), int(members[0]), members[1]))
+        if exists is not None:   # the old values are gone from the database file: from its log too
+            self._erase_log(f"replacing input {name!r}")
         return version
 
     def get_set(self, name: str) -> StoredSet:
@@ -409,7 +411,7 @@ class InputsMixin(StoreBase):
         ]
 
     def delete_input(self, name: str) -> None:
-        """Delete an input, and a set's identifiers with it (their pages are zeroed).
+        """Delete an input, and a set's identifiers with it (their pages are zeroed, the log erased).
 
         Raises: StoreError if there is none.
         """
@@ -418,3 +420,4 @@ class InputsMixin(StoreBase):
             conn.execute("DELETE FROM set_members WHERE name = ?", (name,))
         if deleted == 0:
             raise StoreError(f"no input named {name!r} at this node")
+        self._erase_log(f"deleting input {name!r}")

@@ -210,6 +210,36 @@ def test_secret_is_not_left_in_the_file_after_delete(tmp_path: Path) -> None:
         assert needle not in f.read_bytes(), f.name
 
 
+def test_old_values_leave_the_write_ahead_log_too_while_the_node_keeps_the_store_open(tmp_path: Path) -> None:
+    """A node keeps its store open for its lifetime, so its write-ahead log is never deleted, and a
+    checkpoint alone reuses it without shrinking it: the frames that wrote an input stay there after the
+    operator (another connection: `mpc input put --overwrite`, `mpc input rm`) replaced or deleted it,
+    readable by anyone with the data directory or a backup of it. After a replacement and after a
+    deletion, neither the database file nor its log holds the old values, while the node's connection,
+    which has just read them, is still open."""
+    old = np.array([0x5EC2E75EC2E75EC2] * 512, dtype=np.int64)
+    newer = np.array([0x0DDBA11C0FFEE000 + i for i in range(512)], dtype=np.int64)
+    bounds = (0, 2**63 - 1)
+
+    def found(needle: bytes) -> list[str]:
+        return [f.name for f in tmp_path.iterdir() if f.is_file() and needle in f.read_bytes()]
+
+    with Store.open_dir(tmp_path) as node, Store.open_dir(tmp_path) as operator:
+        operator.put_input("salary", old, 0, False, bounds=bounds)
+        assert node.get_input("salary").values.tolist() == old.tolist()   # the node has read them
+        for _ in range(5):   # other traffic meanwhile, as a node's sessions make
+            node.append_audit("refused", "0" * 32, "spiffe://mpc/coordinator/c", "sum", ["salary"], ["a", "b"],
+                              reason="test")
+        assert found(old[:4].tobytes())   # where they are while the input holds them
+        operator.put_input("salary", newer, 0, False, bounds=bounds, overwrite=True)
+        assert found(old[:4].tobytes()) == []
+        assert node.get_input("salary").values.tolist() == newer.tolist()
+        operator.delete_input("salary")
+        assert found(newer[:4].tobytes()) == [] and found(old[:4].tobytes()) == []
+        with pytest.raises(StoreError):
+            node.get_input("salary")
+
+
 def test_file_and_directory_modes(tmp_path: Path) -> None:
     data = tmp_path / "a" / "data"
     with Store.open_dir(data) as s:
