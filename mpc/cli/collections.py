@@ -298,7 +298,10 @@ def _save_state(path: Path, state: dict[str, dict[str, object]]) -> None:
         path.unlink(missing_ok=True)
         return
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A file of that name left by a crash, or put there by someone else, is removed, not written into:
+    # a new one is made (O_EXCL), never through a link, so it holds the seeds and values at mode 0600.
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as out:
         json.dump(state, out)
         out.flush()
