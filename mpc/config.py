@@ -64,7 +64,7 @@ class Rules:
 # value, 0 if none) for a private set intersection. A vote's and a plurality's count is never shown;
 # a curve never increases; a set's size is public, as a number input's length is.
 KINDS = ("number", "ballots", "options", "curve", "bids", "set")
-COUNTS_HIDDEN = ("ballots", "options")   # kinds whose number of values is shown nowhere
+COUNTS_HIDDEN = ("ballots", "options")   # kinds whose number of values no other party sees
 
 # The shapes of names, declared once: the store, the config and the node's checks of a request use these.
 NODE_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")

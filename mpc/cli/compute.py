@@ -383,7 +383,7 @@ def run_intersect(args: argparse.Namespace) -> int:
 
 
 def _shape(i: InputStatus) -> str:
-    if i.length is None:   # ballots or options: their number is shown nowhere
+    if i.length is None:   # ballots or options: their number is shown to no other party
         left = "" if i.budget is None else f" (epsilon left {i.budget['epsilon_left']})"
         return f"{i.name}[{i.kind}] v{i.version}{left}"
     shape = i.name if i.scalar else f"{i.name}[{i.length}]"

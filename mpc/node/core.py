@@ -1118,7 +1118,7 @@ class NodeCore:
         allowed = self.me.policy.inputs
         if allowed is not None:
             inputs = [i for i in inputs if i.name in allowed]
-        # A vote hides its ballot count: the number of ballots a node holds is shown nowhere.
+        # A vote hides its ballot count: the number of ballots a node holds is shown to no other party.
         inputs = [replace(i, length=0) if i.kind in COUNTS_HIDDEN else i for i in inputs]
         return self.me.name, __version__, inputs, len(self.sessions), self.cert_not_after
 
