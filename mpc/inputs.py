@@ -11,6 +11,7 @@ import csv
 import re
 import unicodedata
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -140,10 +141,37 @@ def _encode_with_bounds(texts: Sequence[str], bounds: tuple[str, str] | None, fr
     """Encode values and their declared bounds at one scale (a real bound makes it fixed point)."""
     extra = list(bounds) if bounds is not None else []
     n = len(texts)
-    encoded, bits = encode_texts([*texts, *extra], frac_bits,
-                                 lambda i: where(i) if i < n else f"bound {extra[i - n]!r}")
+    every = [*texts, *extra]
+
+    def named(i: int) -> str:
+        return where(i) if i < n else f"bound {extra[i - n]!r}"
+    encoded, bits = encode_texts(every, frac_bits, named)
+    _check_not_lost(every, encoded, bits, named)
     declared = None if bounds is None else (int(encoded[n]), int(encoded[n + 1]))
     return encoded[:n], bits, declared
+
+
+def _check_not_lost(texts: Sequence[str], encoded: Signed, bits: int, where: Callable[[int], str]) -> None:
+    """Refuse what fixed point would change beyond its documented rounding: at 0 fractional bits (exact
+    integers: numbers, and every ballot, option, bid and curve) a value that is not a whole number, which
+    would be stored rounded (a ballot of 0.6 as a yes, an option 1.5 as option 2); at any scale a value
+    that is not zero but would be stored as 0.
+
+    Raises: InputError naming the value and what it would have become.
+    """
+    if bits == 0:
+        suspects = [i for i, t in enumerate(texts) if not _INTEGER.match(t.strip())]
+    else:
+        suspects = [int(i) for i in np.flatnonzero(encoded == 0)]
+    for i in suspects:
+        exact = Fraction(texts[i].strip()) * (1 << bits)
+        if bits == 0 and exact.denominator != 1:
+            raise InputError(f"{where(i)}: {quoted(texts[i].strip(), 40)} is not a whole number, and at 0 fractional "
+                             f"bits (exact integers) it would be stored rounded, as {int(encoded[i])}; give whole "
+                             f"numbers, or (for plain numbers) --frac-bits above 0")
+        if bits > 0 and exact != 0 and int(encoded[i]) == 0:
+            raise InputError(f"{where(i)}: {quoted(texts[i].strip(), 40)} is not zero but would be stored as 0 at "
+                             f"{bits} fractional bits; give --frac-bits large enough for it (at most 32)")
 
 
 def put_values(store: Store, name: str, texts: Sequence[str], *, frac_bits: int | None = None,

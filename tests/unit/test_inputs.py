@@ -229,12 +229,33 @@ def test_reals_use_16_fractional_bits(store: Store) -> None:
 
 
 @pytest.mark.parametrize(("texts", "bits", "expected"), [
-    (["1.5"], 8, [384]), (["3", "4"], 4, [48, 64]), (["0.3"], 0, [0]), (["2.5"], 32, [5 << 31]),
+    (["1.5"], 8, [384]), (["3", "4"], 4, [48, 64]), (["0.3"], 2, [1]), (["2.5"], 32, [5 << 31]),
+    (["2.0", "1e3", "-4.00"], 0, [2, 1000, -4]), (["0", "0.0", "-0e5"], 16, [0, 0, 0]),
 ])
 def test_frac_bits_override(store: Store, texts: list[str], bits: int, expected: list[int]) -> None:
     assert put_values(store, "x", texts, frac_bits=bits) == (len(texts), bits)
     stored = store.get_input("x")
     assert stored.values.tolist() == expected and stored.frac_bits == bits
+
+
+@pytest.mark.parametrize(("texts", "kwargs", "refused", "said"), [
+    (["1", "0.6", "0"], {"kind": "ballots", "frac_bits": 0, "bounds": ("0", "1")}, "value 2", "stored rounded, as 1"),
+    (["0", "1.5", "2"], {"kind": "options", "frac_bits": 0, "bounds": ("0", "2")}, "value 2", "stored rounded, as 2"),
+    (["10.49", "12"], {"kind": "bids", "frac_bits": 0}, "value 1", "stored rounded, as 10"),
+    (["2.5"], {"frac_bits": 0}, "value 1", "not a whole number"),
+    (["3", "4"], {"frac_bits": 0, "bounds": ("0.5", "10")}, "bound '0.5'", "not a whole number"),
+    (["1e-9", "2"], {}, "value 1", "would be stored as 0 at 16 fractional bits"),
+    (["5", "0.000001"], {"frac_bits": 16}, "value 2", "would be stored as 0 at 16 fractional bits"),
+])
+def test_what_fixed_point_would_change_beyond_rounding_is_refused(store: Store, texts: list[str],
+                                                                 kwargs: dict[str, object], refused: str,
+                                                                 said: str) -> None:
+    """A ballot of 0.6 was stored as a yes, option 1.5 as option 2, a bid of 10.49 as 10, each printed as
+    "exact integers"; 1e-9 was stored as 0. Refused, naming the value, and nothing is stored."""
+    message = input_error(put_values, store, "x", texts, **kwargs)
+    assert refused in message and said in message, message
+    with pytest.raises(StoreError):
+        store.get_input("x")
 
 
 def test_frac_bits_out_of_range(store: Store) -> None:
