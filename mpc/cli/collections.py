@@ -101,7 +101,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     s = sub.add_parser("submit", help="submit values to a collection as a contributor: one share per node")
     s.add_argument("collection")
-    s.add_argument("values", nargs="*", type=int, metavar="VALUE")
+    s.add_argument("values", nargs="*", metavar="VALUE",
+                   help="the integer values; a lone - reads them from standard input, which keeps them (a ballot) "
+                        "out of the process list and the shell's history")
     s.add_argument("--cluster", type=Path, default=None, help="cluster file (default: $MPC_CLUSTER)")
     s.add_argument("--credential", type=Path, required=True,
                    help="a file of credentials, one per line: the first, or the --index-th, is used; with "
@@ -327,11 +329,21 @@ def _submit(args: argparse.Namespace) -> int:
                              f"{args.credential}")
         items = list(zip(credentials, rows))
     else:
-        if not args.values:
+        texts = args.values
+        if texts == ["-"]:   # off the command line, where the process list and the shell's history show it
+            from mpc.cli.inputs import values_from_stdin
+            texts = values_from_stdin(f"a submission to collection {args.collection!r}")
+        if not texts:
             raise InputError("no values to submit")
+        values = []
+        for i, text in enumerate(texts, 1):
+            try:
+                values.append(int(text))
+            except ValueError:
+                raise InputError(f"value {i} ({quoted(text, 40)}) is not an integer") from None
         if not 1 <= args.index <= len(credentials):
             raise InputError(f"{args.credential} holds {len(credentials)} credential(s); --index {args.index}")
-        items = [(credentials[args.index - 1], args.values)]
+        items = [(credentials[args.index - 1], values)]
     cluster = load_cluster(args.cluster)
     # Each submission's nonce and shares come from a seed kept here until every node has stored its
     # share: running the same command again then sends the very same shares (mpc.client.from_seed).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,7 +65,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                       "Integers stay exact; any real switches to fixed point with "
                                       "--frac-bits fractional bits (default 16).")
     put.add_argument("name", help="input name, e.g. raise")
-    put.add_argument("values", nargs="*", metavar="VALUE", help="decimal values")
+    put.add_argument("values", nargs="*", metavar="VALUE",
+                     help="decimal values; a lone - reads them from standard input (whitespace-separated), which "
+                          "keeps them out of the process list and the shell's history")
     put.add_argument("--csv", type=Path, help="read the values from this CSV file (with a header row)")
     put.add_argument("--column", help="CSV column name or 1-based number")
     put.add_argument("--frac-bits", type=int, default=None, help="fixed-point fractional bits (0..32)")
@@ -138,11 +141,14 @@ def run_put(args: argparse.Namespace) -> int:
 
     if args.csv is not None:
         if args.values:
-            raise ConfigError("give values either on the command line or with --csv, not both")
+            raise ConfigError("give values either on the command line (or -) or with --csv, not both")
         if not args.column:
             raise ConfigError("--csv needs --column NAME")
+    elif args.values == ["-"]:
+        args.values = values_from_stdin(f"input {args.name!r}")
     elif not args.values:
-        raise ConfigError(f"no values for input {args.name!r}: give VALUE... or --csv FILE --column NAME")
+        raise ConfigError(f"no values for input {args.name!r}: give VALUE..., - (standard input) or --csv FILE "
+                          f"--column NAME")
     bounds = None if args.bounds is None else parse_bounds(args.bounds)
     kind = "ballots" if args.ballots else "curve" if args.curve else "bids" if args.bids else "number"
     if args.options is not None:
@@ -163,6 +169,16 @@ def run_put(args: argparse.Namespace) -> int:
     scale = "exact integers" if bits == 0 else f"fixed point, {bits} fractional bits"
     print(f"stored {args.name!r} version {info.version}: {shape} ({scale}; bounds {_bounds_text(info)})")
     return 0
+
+
+def values_from_stdin(what: str) -> list[str]:
+    """The whitespace-separated values on standard input (`-` in place of VALUE...: a private value on
+    the command line is in the process list, where any local user can read it, and in the shell's
+    history). Raises: ConfigError if there are none."""
+    values = sys.stdin.read().split()
+    if not values:
+        raise ConfigError(f"no values for {what} on standard input")
+    return values
 
 
 def run_put_set(args: argparse.Namespace) -> int:

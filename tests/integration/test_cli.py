@@ -29,6 +29,7 @@ from cryptography.x509.oid import ExtensionOID
 from mpc import __version__ as mpc_version
 from mpc.config import load_cluster
 from mpc.localcluster import free_ports, wait_healthy
+from mpc.store import Store
 
 pytestmark = pytest.mark.slow
 
@@ -281,6 +282,31 @@ def test_input_put_rejects_bad_values_naming_the_position(walk: Walkthrough) -> 
     assert "value 1" in err and "'inf'" in err
     listed = json.loads(ok(mpc("input", "list", "--json", *where)))
     assert "bad" not in {i["name"] for i in listed}, "a refused input was stored anyway"
+
+
+def test_input_put_reads_values_from_standard_input_off_the_command_line(walk: Walkthrough) -> None:
+    """`mpc input put NAME -` takes the values on standard input: a private value given as an argument
+    is in /proc/PID/cmdline, which any local user can read while the command runs, and in the shell's
+    history. A scalar from one value, a vector from several (any whitespace between them); none is an
+    error naming the input."""
+    where = ("--cluster", walk.cluster_file, "--node", "carlos")
+
+    def put(stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mpc", "input", "put", *args, *map(str, where)], env=ENV,
+                              text=True, capture_output=True, timeout=CLI_TIMEOUT, input=stdin)
+    proc = put("  7391\n", "piped", "-")
+    assert proc.returncode == 0 and "scalar" in proc.stdout, show(proc)
+    proc = put("1 2.5\n\t-3\n", "piped_vec", "-", "--bounds", "-10,10")
+    assert proc.returncode == 0 and "vector of 3" in proc.stdout, show(proc)
+    proc = put("", "piped_none", "-")
+    assert proc.returncode != 0 and "no values for input 'piped_none' on standard input" in proc.stderr, show(proc)
+    listed = {i["name"]: i for i in json.loads(ok(mpc("input", "list", "--json", *where)))}
+    assert listed["piped"]["scalar"] and listed["piped_vec"]["length"] == 3 and "piped_none" not in listed
+    with Store.open_dir(walk.dir / "data" / "carlos") as store:
+        assert store.get_input("piped").values.tolist() == [7391]
+        assert store.get_input("piped_vec").values.tolist() == [1 << 16, 5 << 15, -3 << 16]
+        store.delete_input("piped")
+        store.delete_input("piped_vec")
 
 
 def test_input_put_existing_name_needs_overwrite(walk: Walkthrough) -> None:

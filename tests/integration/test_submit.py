@@ -417,11 +417,13 @@ def test_many_submissions_of_long_vectors_go_in_batches_a_message_can_carry(env:
     assert sorted(totals.values()) == sorted(rows)
 
 
-async def mpc_cli(*args: str) -> tuple[int, str, str]:
-    """Run `mpc ARGS` as a user would (a new process), while this loop serves the nodes."""
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "mpc", *args, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+async def mpc_cli(*args: str, stdin: str | None = None) -> tuple[int, str, str]:
+    """Run `mpc ARGS` as a user would (a new process), while this loop serves the nodes; `stdin`, if given,
+    is its standard input."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mpc", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(None if stdin is None else stdin.encode()), 60)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
 
@@ -441,8 +443,12 @@ def test_the_owner_the_operators_and_a_contributor_through_the_cli(env: Env, tmp
                                            "3", "--owner-pub", f"{owner}.pub", "--nodes", ",".join(TRIO),
                                            "--cluster", cluster, "--node", node)
             assert code == 0 and "created" in out, err
-        code, out, err = await mpc_cli("submit", "referendum", "1", "--cluster", cluster, "--credential",
+        code, out, err = await mpc_cli("submit", "referendum", "1.5", "--cluster", cluster, "--credential",
                                        str(tmp_path / "creds.txt"))
+        assert code == 1 and "value 1 ('1.5') is not an integer" in err, (out, err)
+        # The ballot on standard input (`-`): not in the process list or the shell's history.
+        code, out, err = await mpc_cli("submit", "referendum", "-", "--cluster", cluster, "--credential",
+                                       str(tmp_path / "creds.txt"), stdin="1\n")
         assert code == 0 and "accepted" in out, (out, err)
         code, out, err = await mpc_cli("submit", "referendum", "0", "--cluster", cluster, "--credential",
                                        str(tmp_path / "creds.txt"))
