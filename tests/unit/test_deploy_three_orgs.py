@@ -32,14 +32,20 @@ def sample_files() -> list[Path]:
 
 
 def readme_commands() -> list[list[str]]:
-    """Every `mpc ...` command in the README's ```sh blocks, continuation lines joined."""
+    """Every `mpc ...` command in the README's ```sh blocks, continuation lines joined: also one run as
+    another user (`sudo -u USER VAR=value mpc ...`) or at the end of a pipe (`echo 1 | ... mpc ...`)."""
     blocks = re.findall(r"```sh\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
     commands = []
     for block in blocks:
         for line in block.replace("\\\n", " ").splitlines():
-            words = shlex.split(line, comments=True)
-            if words[:1] == ["mpc"]:
-                commands.append(words[1:])
+            for part in line.split(" | "):
+                words = shlex.split(part, comments=True)
+                if words[:2] == ["sudo", "-u"]:
+                    words = words[3:]
+                while words and re.fullmatch(r"[A-Z_]+=\S*", words[0]):
+                    words = words[1:]
+                if words[:1] == ["mpc"]:
+                    commands.append(words[1:])
     return commands
 
 
