@@ -17,6 +17,7 @@ address and for ordinary TLS tools, but clients do not check them.
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +30,20 @@ CHUNK_BYTES = 1 << 20                      # vectors stream in 1 MiB chunks
 MAX_MESSAGE_BYTES = 4 * CHUNK_BYTES        # a chunk plus headers fits with room to spare
 
 
-def _read(path: Path | None, what: str) -> bytes:
+def _read(path: Path | None, what: str, private: bool = False) -> bytes:
+    """The file's bytes. private: a key, which others than its owner (and its group, to read) may not
+    touch: refused otherwise, as ssh and PostgreSQL refuse theirs.
+
+    Raises: ConfigError naming a missing or unreadable file, or a key others may read or change.
+    """
     if path is None:
         raise ConfigError(f"no {what} path configured")
     try:
+        if private:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if mode & 0o037:
+                raise ConfigError(f"{what} {path} has mode {mode:04o}: others (or its group, to write) may use it; "
+                                  f"it must be 0600 or 0640 (chmod 600 {path})")
         return path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} does not exist") from None
@@ -58,9 +69,9 @@ class TlsMaterial:
         `mpc health` and `mpc status` load no cryptography; `check_pair` parses.
 
         Returns: the material.
-        Raises: ConfigError naming a missing, unreadable or malformed file.
+        Raises: ConfigError naming a missing, unreadable or malformed file, or a key file others may use.
         """
-        material = cls(_read(ca, "CA certificate"), _read(cert, "certificate"), _read(key, "private key"))
+        material = cls(_read(ca, "CA certificate"), _read(cert, "certificate"), _read(key, "private key", True))
         for data, path, what, marker in ((material.ca, ca, "CA certificate", b"-----BEGIN CERTIFICATE-----"),
                                          (material.cert, cert, "certificate", b"-----BEGIN CERTIFICATE-----"),
                                          (material.key, key, "private key", b"PRIVATE KEY-----")):

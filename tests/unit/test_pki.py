@@ -388,6 +388,23 @@ def test_a_weak_ca_key_is_refused(tmp_path: Path) -> None:
         issue(tmp_path, tmp_path, Identity("node", "alice"))
 
 
+@pytest.mark.parametrize(("mode", "taken"), [(0o600, True), (0o400, True), (0o640, True), (0o440, True),
+                                           (0o644, False), (0o660, False), (0o604, False), (0o666, False)])
+def test_a_key_file_others_may_use_is_refused(tmp_path: Path, mode: int, taken: bool) -> None:
+    """A node's or coordinator's key that others may read (or its group change) is refused when loaded, as
+    ssh and PostgreSQL refuse theirs and as an owner key is (mpc/credentials.py); 0600 and 0640 (a
+    group that only reads it, such as a container's) are taken. The certificates are public: any mode."""
+    ca, _ = make_ca(tmp_path)
+    cert, key = issue(tmp_path, tmp_path, Identity("node", "alice"))
+    key.chmod(mode)
+    cert.chmod(0o644)
+    if taken:
+        assert TlsMaterial.load(ca, cert, key).key == key.read_bytes()
+    else:
+        with pytest.raises(ConfigError, match=re.escape(f"private key {key} has mode {mode:04o}") + ".*chmod 600"):
+            TlsMaterial.load(ca, cert, key)
+
+
 # --- real mTLS over grpc.aio -------------------------------------------------------------
 
 WHOAMI = "/mpc.test.Identity/WhoAmI"
@@ -468,6 +485,7 @@ def test_tls_material_names_a_malformed_file_or_a_key_that_is_not_the_certificat
     material.check_pair(alice_cert, alice_key)
     garbage = tmp_path / "garbage.pem"
     garbage.write_bytes(b"garbage\n")
+    garbage.chmod(0o600)
     cases = [((garbage, alice_cert, alice_key), f"CA certificate {garbage} is not a PEM file of a CA certificate"),
              ((ca, garbage, alice_key), f"certificate {garbage} is not a PEM file of a certificate"),
              ((ca, alice_cert, garbage), f"private key {garbage} is not a PEM file of a private key")]
