@@ -289,7 +289,8 @@ class NodeCore:
         self._filler: asyncio.Task[None] | None = None
         # peer -> (setup id, monotonic time): no fill with that setup before then (a new setup may fill at once)
         self._fill_backoff: dict[str, tuple[bytes, float]] = {}
-        self._fills_arriving: set[str] = set()   # peers whose pool fill is being read or taken now
+        self._fills_arriving: set[str] = set()   # peers whose pool fill a Send is reading now
+        self._fill_work: dict[str, asyncio.Future[int]] = {}   # peer -> its fill being taken (a worker thread)
         # Pair keys with each peer, from the seeds of earlier sums (mpc/protocols/pairing.py).
         self.pair_keys = PairKeys()
         # Sessions that peers' messages wait for (one-round sessions): id -> (event, waiting messages).
@@ -1314,18 +1315,23 @@ class NodeCore:
             log.debug("node %s: %d random OTs with %s made ahead", self.me.name, 64 * fill.words, peer)
 
     def fill_arriving(self, peer: str) -> None:
-        """A pool fill from `peer` is about to be read whole (up to MAX_FILL_BYTES) and taken: one at a
-        time per peer, as a peer's filler sends them (`fill_taken` when it is done with).
+        """A pool fill from `peer` is about to be read whole (a Send, up to MAX_FILL_BYTES): one fill at a
+        time per peer, read or taken, as a peer's filler sends them (`fill_read` once it is read).
 
         Raises: Busy if one from `peer` is still being read or taken.
         """
-        if peer in self._fills_arriving:
-            raise Busy(f"node {self.me.name} is still taking a triple pool fill from {peer}: one at a time")
+        self._check_one_fill(peer)
         self._fills_arriving.add(peer)
 
-    def fill_taken(self, peer: str) -> None:
-        """The fill `fill_arriving` let in from `peer` is taken, or refused."""
+    def fill_read(self, peer: str) -> None:
+        """The fill `fill_arriving` let in from `peer` is read (and goes on to be taken), or refused."""
         self._fills_arriving.discard(peer)
+
+    def _check_one_fill(self, peer: str) -> None:
+        """Raises: Busy if a fill from `peer` is being read (a Send) or taken (its worker thread runs on,
+        whatever became of the call that brought it)."""
+        if peer in self._fills_arriving or peer in self._fill_work:
+            raise Busy(f"node {self.me.name} is still taking a triple pool fill from {peer}: one at a time")
 
     async def _accept_fill(self, sender: str, step: str, payload: bytes) -> None:
         """Store our side of a peer's pool fill (its IKNP extension, in a worker thread).
@@ -1337,9 +1343,21 @@ class NodeCore:
             raise RemoteProtocolError(f"{where}: unknown step {quoted(step, 40)}")
         if not self.pools.enabled:
             raise PolicyError(f"{where}: this node keeps no triple pools (triple_pool = 0)")
+        self._check_one_fill(sender)   # a fill comes by Deliver or a stream too: one at a time all the same
         setup = self.ot_setups.known(sender).get(payload[:16])
-        await asyncio.to_thread(self.pools.accept_fill, sender, payload,
-                                None if setup is None else setup.as_sender, where)
+        # The extension runs to its end in its thread even if the call goes away: the peer's next fill
+        # waits for it (`_check_one_fill`), and it is shielded so that a cancel does not end it early.
+        work = asyncio.ensure_future(asyncio.to_thread(self.pools.accept_fill, sender, payload,
+                                                       None if setup is None else setup.as_sender, where))
+        self._fill_work[sender] = work
+
+        def taken(done: asyncio.Future[int]) -> None:
+            if self._fill_work.get(sender) is done:
+                del self._fill_work[sender]
+            if not done.cancelled():
+                done.exception()   # retrieved: a caller gone away no longer awaits it
+        work.add_done_callback(taken)
+        await asyncio.shield(work)
         self.metrics.pool_received_bytes.labels(sender).inc(len(payload))
 
     # ---- internals --------------------------------------------------------------------

@@ -634,11 +634,14 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
                     raise RemoteProtocolError(f"peer message longer than its declared {header.payload_bytes} bytes")
             if header is None:
                 raise RemoteProtocolError("empty peer stream")
+            if filling is not None:   # read: the core takes it (one at a time, its thread to its end)
+                self.core.fill_read(filling)
+                filling = None
             await self._deliver(caller, header, bytes(payload))
         except MpcError as exc:
             await _drained(request_iterator)
             await _abort(context, exc)
         finally:
             if filling is not None:
-                self.core.fill_taken(filling)
+                self.core.fill_read(filling)
         return mpc_pb2.PeerAck()

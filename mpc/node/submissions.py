@@ -114,13 +114,20 @@ class SubmitService(mpc_pb2_grpc.SubmitServicer):
             await self._working.acquire()
         finally:
             self._waiting -= 1
+        # The check runs to its end in its thread even if the caller goes away (a cancel), so its turn is
+        # given back when the thread is done, not when the call ends: cancelled calls cannot pile up work.
+        work = asyncio.ensure_future(asyncio.to_thread(check_and_store))
+
+        def done(finished: asyncio.Future[list[mpc_pb2.SubmitResult]]) -> None:
+            self._working.release()
+            if not finished.cancelled():
+                finished.exception()   # retrieved: a caller gone away no longer awaits it
+        work.add_done_callback(done)
         try:
-            results = await asyncio.to_thread(check_and_store)
+            results = await asyncio.shield(work)
         except MpcError as exc:
             await context.abort(_code(exc), f"node {self.node}: collection {quoted(name, 60)}: {exc}")
             raise AssertionError("unreachable") from None
-        finally:
-            self._working.release()
         stored = sum(r.stored for r in results)
         log.info("collection %r: %d of %d submissions stored", name, stored, len(results))
         return mpc_pb2.SubmitReply(results=results)

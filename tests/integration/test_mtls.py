@@ -14,6 +14,7 @@ import asyncio
 import re
 import secrets
 import struct
+import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -27,7 +28,7 @@ import pytest
 
 from mpc.config import ClusterConfig, load_cluster
 from mpc.coordinator.client import Coordinator
-from mpc.errors import ConfigError, PeerUnavailable, SessionFailed
+from mpc.errors import ConfigError, PeerUnavailable, RemoteProtocolError, SessionFailed
 from mpc.localcluster import write_local_cluster
 from mpc.node.daemon import NodeServer
 from mpc.ot.pool import MAX_FILL_BYTES, POOL_CHANNEL, STEP_FILL
@@ -864,6 +865,58 @@ def test_a_peer_has_one_pool_fill_read_at_a_time(tmp_path: Path) -> None:
             again = await fill(lc, "alice", at_once)
             assert again.code() != grpc.StatusCode.RESOURCE_EXHAUSTED, again
             assert lc.servers["bob"].core._fills_arriving == set()
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+def test_a_fill_by_deliver_or_from_a_call_gone_away_still_counts_as_the_one_being_taken(tmp_path: Path) -> None:
+    """A fill of up to 1 MiB comes by a unary Deliver (as a node sends its smaller fills), and its IKNP
+    extension runs in a worker thread, which goes on if the call that brought it goes away. The one fill
+    at a time per peer holds across both: while bob is still taking alice's fill (its thread held here on
+    an event), another from alice is refused by Deliver and by Send, even after the first call was
+    cancelled; once the thread is done, alice's next fill is taken again."""
+    async def deliver(lc: LocalCluster, timeout: float) -> grpc.aio.AioRpcError | None:
+        header = mpc_pb2.PeerHeader(session_id=POOL_CHANNEL, step=STEP_FILL, sender="alice", payload_bytes=4096)
+        async with dial(lc, "bob", node_creds(lc, "alice")) as ch:
+            try:
+                await mpc_pb2_grpc.PeerStub(ch).Deliver(mpc_pb2.PeerMessage(header=header, payload=bytes(4096)),
+                                                         timeout=timeout)
+            except grpc.aio.AioRpcError as err:
+                return err
+        return None
+
+    async def go() -> None:
+        async with cluster3(tmp_path) as lc:
+            core = lc.servers["bob"].core
+            running, release = threading.Event(), threading.Event()
+
+            def slow(peer: str, payload: bytes, setup: object, where: str) -> int:
+                running.set()
+                release.wait(20)
+                raise RemoteProtocolError(f"{where}: taken slowly, then refused (a test double)")
+            core.pools.accept_fill = slow   # type: ignore[method-assign]
+            first = asyncio.ensure_future(deliver(lc, 15.0))
+            for _ in range(200):   # until the thread runs (bounded: 10 s)
+                if running.is_set():
+                    break
+                await asyncio.sleep(0.05)
+            assert running.is_set() and set(core._fill_work) == {"alice"}
+            first.cancel()                         # the caller goes away; the thread goes on
+            await asyncio.gather(first, return_exceptions=True)
+            await asyncio.sleep(0.2)
+            assert set(core._fill_work) == {"alice"}
+            busy = await deliver(lc, 5.0)
+            assert busy is not None and busy.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, busy
+            assert "one at a time" in (busy.details() or "")
+            release.set()
+            for _ in range(200):
+                if not core._fill_work:
+                    break
+                await asyncio.sleep(0.05)
+            assert core._fill_work == {}
+            after = await deliver(lc, 5.0)   # taken again (and refused for its content by the double)
+            assert after is not None and after.code() != grpc.StatusCode.RESOURCE_EXHAUSTED, after
+            assert "taken slowly" in (after.details() or ""), after
             await assert_still_serving(lc)
     asyncio.run(go())
 

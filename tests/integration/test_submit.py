@@ -25,6 +25,7 @@ import os
 import ssl
 import struct
 import sys
+import threading
 from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from mpc.credentials import (
 )
 from mpc.errors import InputError
 from mpc.node.daemon import NodeServer
+from mpc.node.submissions import MAX_CHECKING
 from mpc.store import CollectionSpec, Store
 from mpc.transport.tls import channel_options, contributor_channel_credentials
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
@@ -396,6 +398,63 @@ def test_half_sent_calls_from_an_outsider_keep_no_contributor_out(env: Env) -> N
     for report in env.run(go()):
         assert report.accepted, report.problem()    # type: ignore[attr-defined]
     assert env.count("alice", "open") == 2
+
+
+def test_callers_that_go_away_do_not_free_their_turn_before_their_check_ends(env: Env) -> None:
+    """A node checks MAX_CHECKING batches at a time, each in a worker thread that runs to its end even if
+    its caller goes away. Were a cancelled call to give its turn back at once, an outsider could start
+    and cancel calls without end, each leaving a check running: 12 calls to alice are cancelled while
+    MAX_CHECKING of them are checking (held on an event), then 4 more come; never more than MAX_CHECKING
+    checks run at once. Once released, the cancelled checks that were running go on to their end and
+    store their ballots, then the 4 later calls get their turns; the calls cancelled while waiting for a
+    turn are never checked."""
+    spec = CollectionSpec("slow", "ballot", 0, 1, 1, 1, "refuse", bytes(env.owner.verify_key), TRIO)
+    env.create(spec)
+    credentials = issue(env.owner, "slow", 16)
+    store = env.lc.servers["alice"].store
+    real = store.put_submissions
+    lock, release = threading.Lock(), threading.Event()
+    counts = {"running": 0, "most": 0}
+
+    def held(name: str, batch: Any) -> Any:
+        with lock:
+            counts["running"] += 1
+            counts["most"] = max(counts["most"], counts["running"])
+        release.wait(20)
+        try:
+            return real(name, batch)
+        finally:
+            with lock:
+                counts["running"] -= 1
+    store.put_submissions = held   # type: ignore[method-assign]
+
+    async def call(credential: str) -> None:
+        token = parse_credential(credential, "test")
+        request = mpc_pb2.SubmitRequest(collection="slow", submissions=[
+            mpc_pb2.Submission(token=token, nonce=os.urandom(16), share=os.urandom(8))])
+        await raw_submit(env, "alice", request)
+
+    async def go() -> None:
+        calls = [asyncio.ensure_future(call(c)) for c in credentials[:12]]
+        await asyncio.sleep(1.5)   # every call has reached the node; MAX_CHECKING of them are checking
+        for c in calls:
+            c.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+        later = [asyncio.ensure_future(call(c)) for c in credentials[12:]]
+        await asyncio.sleep(1.5)   # turns freed by the cancels (were they freed) would start these now
+        assert counts["most"] <= MAX_CHECKING, counts
+        release.set()
+        await asyncio.gather(*later)
+        for _ in range(200):       # the cancelled checks that ran go to their end too (bounded: 10 s)
+            if env.count("alice", "slow") == 2 * MAX_CHECKING:
+                break
+            await asyncio.sleep(0.05)
+    try:
+        env.run(go())
+    finally:
+        release.set()
+        del store.put_submissions   # type: ignore[method-assign]
+    assert counts["most"] == MAX_CHECKING and env.count("alice", "slow") == 2 * MAX_CHECKING
 
 
 def test_many_submissions_of_long_vectors_go_in_batches_a_message_can_carry(env: Env) -> None:
