@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mpc.encoding import INT64_MAX, default_bounds, encode_texts
+from mpc.encoding import INT64_MAX, MAX_FRAC_BITS, default_bounds, encode_texts
 from mpc.errors import InputError, quoted
 from mpc.ring import Signed
 from mpc.store import MAX_IDENTIFIER_BYTES, Store
@@ -170,8 +170,12 @@ def _check_not_lost(texts: Sequence[str], encoded: Signed, bits: int, where: Cal
                              f"bits (exact integers) it would be stored rounded, as {int(encoded[i])}; give whole "
                              f"numbers, or (for plain numbers) --frac-bits above 0")
         if bits > 0 and exact != 0 and int(encoded[i]) == 0:
+            finest = abs(Fraction(texts[i].strip())) * (1 << MAX_FRAC_BITS) >= Fraction(1, 2)
             raise InputError(f"{where(i)}: {quoted(texts[i].strip(), 40)} is not zero but would be stored as 0 at "
-                             f"{bits} fractional bits; give --frac-bits large enough for it (at most 32)")
+                             f"{bits} fractional bits; " + ("give --frac-bits large enough for it (at most "
+                                                            f"{MAX_FRAC_BITS})" if finest else
+                                                            f"it is below what {MAX_FRAC_BITS} fractional bits, "
+                                                            f"the finest scale, can hold: scale the values up"))
 
 
 def put_values(store: Store, name: str, texts: Sequence[str], *, frac_bits: int | None = None,

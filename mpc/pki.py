@@ -524,6 +524,8 @@ def init_cluster_certs(
             _host_san(host)
 
     directory = Path(directory)
+    for stem, ident in stems.items():   # another party's files in the way: refused before any is issued
+        _check_replaceable(directory / f"{stem}.pem", ident)
     if not (directory / CA_KEY_FILE).exists():
         make_ca(directory)
     out: dict[str, tuple[Path, Path]] = {}

@@ -299,10 +299,9 @@ def _save_state(path: Path, state: dict[str, dict[str, object]]) -> None:
     if not state:
         path.unlink(missing_ok=True)
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    # A file of that name left by a crash, or put there by someone else, is removed, not written into:
-    # a new one is made (O_EXCL), never through a link, so it holds the seeds and values at mode 0600.
-    tmp.unlink(missing_ok=True)
+    # A name of its own for each write (two `mpc submit` runs on one file never share it), made anew
+    # (O_EXCL: nothing in the way is written into) and never through a link: mode 0600 whatever was there.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="ascii") as out:
         json.dump(state, out)

@@ -182,14 +182,15 @@ class StoreBase:
         closes its connection, and a checkpoint alone reuses the log without shrinking it), where anyone
         who can read the data directory, or a backup of it, would find them.
 
-        Returns: whether the log is empty now; if another connection kept it busy, a warning says that
-        the old values may stay in it until its next checkpoint.
+        Returns: whether the log is empty now; if another connection kept it busy past the busy timeout, a
+        warning says that the old values may stay in it until the log is cut or written over.
         """
         with self._reading(deferred=False) as conn:
             busy, frames, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         if busy:
             log.warning("store %s: after %s, another connection kept its write-ahead log busy: the old values may "
-                        "stay in %s-wal until the next checkpoint (%s of %s frames copied)", self.path, what,
+                        "stay in %s-wal until a later change of this kind cuts it, or writes over them (%s of %s "
+                        "frames copied); stop the node and run the command again to be sure", self.path, what,
                         self.path.name, done, frames)
             return False
         return True

@@ -365,6 +365,9 @@ def test_issue_renews_a_partys_own_files_and_never_writes_over_anothers(tmp_path
     with pytest.raises(ConfigError, match="holds a certificate of coordinator/x, not of node/coordinator-x"):
         issue(tmp_path, tmp_path, Identity("node", "coordinator-x"))
     assert {p: p.read_bytes() for p in theirs} == theirs
+    with pytest.raises(ConfigError, match="holds a certificate of coordinator/x"):   # checked before any is issued
+        init_cluster_certs(tmp_path, {"bob": [], "coordinator-x": []})
+    assert not (tmp_path / "bob.pem").exists() and {p: p.read_bytes() for p in theirs} == theirs
     (tmp_path / "bob.pem").write_text("not a certificate")
     with pytest.raises(ConfigError, match="holds a certificate of no mpc identity"):
         issue(tmp_path, tmp_path, Identity("node", "bob"))
