@@ -385,19 +385,21 @@ class _Round:
         if name in self.ended:
             return
         try:
-            if isinstance(item, grpc.aio.AioRpcError):
+            if isinstance(item, (grpc.aio.AioRpcError, MpcError)):   # already says which node and why
                 raise item
             if isinstance(item, BaseException):
                 raise PeerUnavailable(f"node {name} at {self.coordinator.cluster.node(name).address}: {item}")
-            if item.code:
+            if item.code or item.error:   # a refusal (an error without its code is one too, not a share)
                 if item.stale:
                     self.stale.add(name)
                     raise StaleShape(f"node {name}: {item.error}")
-                raise SessionFailed(f"node {name} refused: {item.error} [{item.code}]")
+                raise SessionFailed(f"node {name} refused: {item.error} [{item.code or 'no code'}]")
             received = self.received[name] = self.coordinator._add_chunk(self.session_id, name, item, self.length,
                                                                          self.received[name], self.total, self.xor)
             if received < self.length:
                 return
+            if not item.HasField("shape"):   # the next session of the query is stated from it
+                raise SessionFailed(f"node {name} sent the last chunk of its share without its shape")
             self.ended[name] = item
         except Exception as exc:
             self.ended[name] = exc
@@ -718,7 +720,7 @@ class Coordinator:
                 if known.tickets:   # once more in one round, with hellos, before preparing anew
                     known = replace(known, tickets=())
                     continue
-                del self._known[query]
+                self._known.pop(query, None)   # sessions of the query side by side: the first to find it stale drops it
                 known = None
         connect = self.cluster.connect_timeout_s
         tracker = None if self.progress is None else _Tracker(session_id, len(self.nodes), self.progress)

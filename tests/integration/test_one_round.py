@@ -38,6 +38,7 @@ import pytest
 import mpc.node.core as node_core
 from mpc.coordinator.client import Coordinator
 from mpc.errors import PeerUnavailable, PolicyError, RemoteProtocolError, SessionFailed
+from mpc.node import servicer
 from mpc.protocols.circuit import CircuitParty
 from mpc.protocols.compare import _layer_plan, triple_words
 from mpc.protocols.contribution import vote_bits
@@ -452,6 +453,47 @@ def test_a_replaced_input_is_refused_as_stale_and_the_query_prepared_anew(env: E
     assert not [r for r in env.releases("bob", "changing") if r.session_id == stale]
     assert [r for r in env.releases("alice", "changing") if r.session_id == again]
     assert env.views.share(stale, "bob") == b""
+
+
+def test_sessions_of_a_query_side_by_side_that_all_find_it_stale_all_prepare_it_anew(env: Env) -> None:
+    """Three sums of one query run side by side after bob's input was replaced: each is refused as stale in
+    one round and prepared anew in two. Each dropped the query's cached statement, and all but the first
+    found it gone (a KeyError out of Coordinator.sum before, for all but one of them)."""
+    def bobs() -> int:
+        with env.lc.store("bob") as store:
+            return int(store.get_input("changing").values[0])
+
+    async def go() -> list[int]:
+        async with env.coordinator() as c:
+            for _ in range(2):
+                assert (await c.sum("changing")).value == sum(RAISES.values()) - RAISES["bob"] + bobs()
+            value = bobs() + 1
+            env.lc.put("bob", "changing", [value], scalar=True, bounds=(0, 100_000), overwrite=True)
+            results = await asyncio.gather(*(c.sum("changing") for _ in range(3)))
+            return [r.value for r in results] + [value]
+    *values, bob = env.run(go())
+    assert values == [sum(RAISES.values()) - RAISES["bob"] + bob] * 3
+
+
+def test_a_share_whose_last_chunk_has_no_shape_fails_the_session_naming_the_node(
+        env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The coordinator states the next session of a query from the shapes the nodes' last replies carry:
+    one without a shape (a node that is not this mpc, or a bug) would have made the next sum's result
+    a vector of one ([12686] for 12686). It fails the session, naming the node, and the next one runs."""
+    async def go() -> tuple[str, int]:
+        async with env.coordinator() as c:
+            assert (await c.sum("raise")).value == sum(RAISES.values())   # prepared: the next runs in one round
+            with monkeypatch.context() as patched:
+                patched.setattr(servicer, "_shape_to_wire", lambda shape: None)   # every node's last chunk
+                try:
+                    await c.sum("raise")
+                    failed = ""
+                except SessionFailed as exc:
+                    failed = str(exc)
+            return failed, (await c.sum("raise")).value
+    failed, after = env.run(go())
+    assert re.search(r"node \w+ sent the last chunk of its share without its shape", failed), failed
+    assert after == sum(RAISES.values())
 
 
 def test_a_restarted_node_refuses_the_keys_it_forgot_and_the_query_is_prepared_anew(env: Env) -> None:
