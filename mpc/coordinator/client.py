@@ -27,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mpc import MAX_SESSION_TIMEOUT_S
 from mpc.config import COUNTS_HIDDEN, ClusterConfig
-from mpc.errors import ConfigError, InputError, MpcError, PeerUnavailable, SessionFailed, StaleShape
+from mpc.errors import ConfigError, InputError, MpcError, PeerUnavailable, SessionFailed, StaleShape, quoted
 from mpc.fixedpoint import decode_value
 from mpc.results import (
     AuctionResult,
@@ -728,6 +728,12 @@ class Coordinator:
             tracker.emit()
         prepared: dict[str, mpc_pb2.PrepareReply] = await self._gather(
             session_id, {n: self._stub(n).Prepare(request, timeout=connect) for n in self.nodes})
+        wrong = [n for n in self.nodes if prepared[n].session_id != session_id or prepared[n].node != n]
+        if wrong:
+            await self._abort_all(session_id, "a prepare reply for another session or node")
+            raise SessionFailed(f"session {session_id}: node {wrong[0]} answered its prepare for session "
+                                f"{quoted(prepared[wrong[0]].session_id, 40)} as node "
+                                f"{quoted(prepared[wrong[0]].node, 40)}; nothing was shared")
         lengths = {n: int(prepared[n].length) for n in self.nodes}
         if protocol.lengths == "equal" and len(set(lengths.values())) != 1:
             await self._abort_all(session_id, "input lengths differ")

@@ -496,6 +496,28 @@ def test_a_share_whose_last_chunk_has_no_shape_fails_the_session_naming_the_node
     assert after == sum(RAISES.values())
 
 
+@pytest.mark.parametrize("field", ["session_id", "node"])
+def test_a_prepare_reply_for_another_session_or_node_fails_the_session_before_anything_is_shared(
+        env: Env, monkeypatch: pytest.MonkeyPatch, field: str) -> None:
+    """A prepare reply whose session id or node is not the one asked (a confused or mixed-up node) was
+    taken as that node's; it now fails the session, naming the node, and every node aborts it."""
+    core = env.lc.servers["bob"].core
+    real = core.prepare
+
+    def mixed(*args: Any, **kwargs: Any) -> Any:
+        prepared = real(*args, **kwargs)
+        return replace(prepared, **{field: "0" * 32 if field == "session_id" else "carlos"})
+    monkeypatch.setattr(core, "prepare", mixed)
+
+    async def go() -> str:
+        async with env.coordinator(one_round=False) as c:
+            with pytest.raises(SessionFailed) as failed:
+                await c.sum("raise")
+            return str(failed.value)
+    message = env.run(go())
+    assert "node bob answered its prepare for session" in message and "nothing was shared" in message, message
+
+
 def test_a_restarted_node_refuses_the_keys_it_forgot_and_the_query_is_prepared_anew(env: Env) -> None:
     async def go() -> list[str]:
         async with env.coordinator() as c, counting(c) as ran:
