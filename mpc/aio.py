@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from mpc.errors import InputError
@@ -42,6 +42,21 @@ async def settle_grpc(timeout: float = SETTLE_S) -> None:
     waits = grpc_status_waits()
     if waits:
         await asyncio.wait(waits, timeout=timeout)
+
+
+async def in_thread_to_end(then: Callable[[], None], func: Callable[..., T], *args: Any) -> T:
+    """`func(*args)` in a worker thread (asyncio.to_thread), awaited, and run to its end however the
+    awaiting ends: a cancel of the caller does not end the thread (nothing could), nor is it taken to have
+    ended; `then()` runs on the loop once the thread has, and the thread's exception is retrieved then if
+    nobody awaits it any more. For a bound on work that runs in threads (a slot held until `then`)."""
+    work = asyncio.ensure_future(asyncio.to_thread(func, *args))
+
+    def finished(done: "asyncio.Future[T]") -> None:
+        then()
+        if not done.cancelled():
+            done.exception()
+    work.add_done_callback(finished)
+    return await asyncio.shield(work)
 
 
 async def _settled(main: Coroutine[Any, Any, T]) -> T:

@@ -229,13 +229,7 @@ def randomized_round(rng: Rng, values: np.ndarray, shift: int) -> np.ndarray:
         out: np.ndarray = values << np.int64(-shift)
         return out
     if shift > 62:   # a unit far coarser than this node's values: exact with Python integers
-        raw = rng.random_bytes(16 * values.size)
-        rounded = []
-        for i, v in enumerate(values.tolist()):
-            low_int = v >> shift
-            draw = int.from_bytes(raw[16 * i:16 * i + 16], "little") >> (128 - shift) if shift < 128 else 0
-            rounded.append(low_int + (draw < v - (low_int << shift)))
-        return np.array(rounded, dtype=np.int64)
+        return np.array([round_int(rng, v, shift) for v in values.tolist()], dtype=np.int64)
     low = values >> np.int64(shift)                      # floor, also for negative values
     remainder = (values - (low << np.int64(shift))).astype(np.uint64)
     draws = np.frombuffer(rng.random_bytes(8 * values.size), dtype=np.uint64) >> np.uint64(64 - shift)

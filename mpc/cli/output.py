@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 
 class WholeWrites(io.RawIOBase):
-    """A file descriptor every write of which is written in full (see the module docstring)."""
+    """A file descriptor every write of which is written in full (see the module docstring); closing it
+    leaves the descriptor open (it is the process's)."""
 
     def __init__(self, fd: int) -> None:
         super().__init__()
@@ -51,10 +52,6 @@ class WholeWrites(io.RawIOBase):
             except BlockingIOError:   # a non-blocking descriptor whose reader is behind: wait for room
                 select.select([], [self._fd], [])
         return done
-
-    def close(self) -> None:
-        """Leave the descriptor open: it is the process's, not this object's."""
-        super().close()
 
 
 def whole_stdout() -> None:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mpc import MAX_SESSION_TIMEOUT_S, __version__
+from mpc import MAX_SESSION_TIMEOUT_S, __version__, aio
 from mpc.config import INPUT_NAME, NODE_NAME, ClusterConfig, NodeConfig
 from mpc.errors import (
     AuthError,
@@ -290,7 +290,7 @@ class NodeCore:
         # peer -> (setup id, monotonic time): no fill with that setup before then (a new setup may fill at once)
         self._fill_backoff: dict[str, tuple[bytes, float]] = {}
         self._fills_arriving: set[str] = set()   # peers whose pool fill a Send is reading now
-        self._fill_work: dict[str, asyncio.Future[int]] = {}   # peer -> its fill being taken (a worker thread)
+        self._fill_work: set[str] = set()   # peers whose fill is being taken (its worker thread runs)
         # Pair keys with each peer, from the seeds of earlier sums (mpc/protocols/pairing.py).
         self.pair_keys = PairKeys()
         # Sessions that peers' messages wait for (one-round sessions): id -> (event, waiting messages).
@@ -1346,18 +1346,10 @@ class NodeCore:
         self._check_one_fill(sender)   # a fill comes by Deliver or a stream too: one at a time all the same
         setup = self.ot_setups.known(sender).get(payload[:16])
         # The extension runs to its end in its thread even if the call goes away: the peer's next fill
-        # waits for it (`_check_one_fill`), and it is shielded so that a cancel does not end it early.
-        work = asyncio.ensure_future(asyncio.to_thread(self.pools.accept_fill, sender, payload,
-                                                       None if setup is None else setup.as_sender, where))
-        self._fill_work[sender] = work
-
-        def taken(done: asyncio.Future[int]) -> None:
-            if self._fill_work.get(sender) is done:
-                del self._fill_work[sender]
-            if not done.cancelled():
-                done.exception()   # retrieved: a caller gone away no longer awaits it
-        work.add_done_callback(taken)
-        await asyncio.shield(work)
+        # waits for it (`_check_one_fill`).
+        self._fill_work.add(sender)
+        await aio.in_thread_to_end(lambda: self._fill_work.discard(sender), self.pools.accept_fill, sender, payload,
+                                   None if setup is None else setup.as_sender, where)
         self.metrics.pool_received_bytes.labels(sender).inc(len(payload))
 
     # ---- internals --------------------------------------------------------------------

@@ -21,6 +21,7 @@ import logging
 
 import grpc
 
+from mpc import aio
 from mpc.credentials import TOKEN_BYTES, credential_id, verify
 from mpc.errors import AuthError, InputError, MpcError, quoted
 from mpc.node.servicer import status_for
@@ -116,15 +117,8 @@ class SubmitService(mpc_pb2_grpc.SubmitServicer):
             self._waiting -= 1
         # The check runs to its end in its thread even if the caller goes away (a cancel), so its turn is
         # given back when the thread is done, not when the call ends: cancelled calls cannot pile up work.
-        work = asyncio.ensure_future(asyncio.to_thread(check_and_store))
-
-        def done(finished: asyncio.Future[list[mpc_pb2.SubmitResult]]) -> None:
-            self._working.release()
-            if not finished.cancelled():
-                finished.exception()   # retrieved: a caller gone away no longer awaits it
-        work.add_done_callback(done)
         try:
-            results = await asyncio.shield(work)
+            results = await aio.in_thread_to_end(self._working.release, check_and_store)
         except MpcError as exc:
             await context.abort(_code(exc), f"node {self.node}: collection {quoted(name, 60)}: {exc}")
             raise AssertionError("unreachable") from None

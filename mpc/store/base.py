@@ -174,7 +174,7 @@ class StoreBase:
         """How many sessions' records wait to be written (`_defer`)."""
         return len(self._deferred_ids)
 
-    def _erase_log(self, what: str) -> bool:
+    def _erase_log(self, what: str) -> None:
         """After deleting or replacing private values (an input, revoked submissions): copy the write-ahead
         log into the database and cut it to zero bytes (a TRUNCATE checkpoint), waiting for other
         connections' reads as the busy timeout allows. secure_delete zeroes the pages a deletion frees in
@@ -182,8 +182,8 @@ class StoreBase:
         closes its connection, and a checkpoint alone reuses the log without shrinking it), where anyone
         who can read the data directory, or a backup of it, would find them.
 
-        Returns: whether the log is empty now; if another connection kept it busy past the busy timeout, a
-        warning says that the old values may stay in it until the log is cut or written over.
+        If another connection kept the log busy past the busy timeout, a warning says that the old values
+        may stay in it until the log is cut or written over.
         """
         with self._reading(deferred=False) as conn:
             busy, frames, done = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
@@ -192,8 +192,6 @@ class StoreBase:
                         "stay in %s-wal until a later change of this kind cuts it, or writes over them (%s of %s "
                         "frames copied); stop the node and run the command again to be sure", self.path, what,
                         self.path.name, done, frames)
-            return False
-        return True
 
     def write_deferred(self) -> None:
         """Write the deferred rows now, in one transaction. Raises: StoreError (they still wait)."""

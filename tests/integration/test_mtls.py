@@ -913,7 +913,7 @@ def test_a_fill_by_deliver_or_from_a_call_gone_away_still_counts_as_the_one_bein
                 if not core._fill_work:
                     break
                 await asyncio.sleep(0.05)
-            assert core._fill_work == {}
+            assert core._fill_work == set()
             after = await deliver(lc, 5.0)   # taken again (and refused for its content by the double)
             assert after is not None and after.code() != grpc.StatusCode.RESOURCE_EXHAUSTED, after
             assert "taken slowly" in (after.details() or ""), after
