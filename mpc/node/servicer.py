@@ -34,7 +34,7 @@ from mpc.errors import (
     clipped,
     quoted,
 )
-from mpc.node.core import NodeCore, Shape, Ticket
+from mpc.node.core import FILL_TIMEOUT_S, NodeCore, Shape, Ticket
 from mpc.ot.pool import MAX_FILL_BYTES, POOL_CHANNEL, segments_to_bytes
 from mpc.pki import Identity
 from mpc.protocols.catalogue import BY_WIRE_ID, Entry, ParamValue, params_from_wire
@@ -49,6 +49,8 @@ log = logging.getLogger("mpc.node")
 MAX_PEER_PAYLOAD = 1 << 30
 DRAIN_FRAMES = 64   # a refused Send's frames read and dropped before the refusal goes out (_drained)
 DRAIN_S = 2.0
+# A Send's first frame (its header) comes with the call: a caller that sends none in this long is cut off.
+FIRST_FRAME_S = 10.0
 _CHUNK_WORDS = CHUNK_BYTES // 8
 # How often a node reports progress on a Compute call that asked for it.
 PROGRESS_INTERVAL_S = 0.25
@@ -525,6 +527,16 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
                     for i in inputs for b in (budgets[i.name],)])
 
 
+def _late_frames(sender: str, header: mpc_pb2.PeerHeader | None) -> MpcError:
+    """Why a Send whose frames did not come in time (`PeerService.Send`) is cut off."""
+    if header is None:
+        return RemoteProtocolError(f"peer Send from {sender}: no frame within {FIRST_FRAME_S:g} s of the call")
+    if header.session_id == POOL_CHANNEL:
+        return RemoteProtocolError(f"triple pool fill from {sender}: not whole within {FILL_TIMEOUT_S:g} s; dropped")
+    return SessionClosed(f"session {header.session_id}: the {quoted(header.step, 40)} message from {sender} did not "
+                         f"arrive whole before the session's deadline; dropped")
+
+
 class PeerService(mpc_pb2_grpc.PeerServicer):
     """Node <-> node: one protocol message per call (unary when small, a client stream when large)."""
 
@@ -606,32 +618,47 @@ class PeerService(mpc_pb2_grpc.PeerServicer):
 
     async def Send(self, request_iterator: AsyncIterator[mpc_pb2.PeerFrame],
                    context: grpc.aio.ServicerContext) -> mpc_pb2.PeerAck:
-        """Reassemble a large message from its frames, check it, and hand it to the session."""
+        """Reassemble a large message from its frames, check it, and hand it to the session.
+
+        The caller sets the call's deadline, and a hostile peer sets none: so its frames must come in
+        time of our own, or the call is cut off and what it brought dropped. The header within
+        FIRST_FRAME_S; a session's message whole before the session's deadline (it is of no use
+        after), a pool fill within FILL_TIMEOUT_S (its sender's own bound).
+        """
         filling = None   # the peer whose pool fill this call carries (one at a time per peer)
+        header: mpc_pb2.PeerHeader | None = None
         try:
             caller = self._caller(context)
-            header: mpc_pb2.PeerHeader | None = None
             payload = bytearray()
-            async for frame in request_iterator:
-                if header is None:
-                    if not frame.HasField("header"):
-                        raise RemoteProtocolError("the first peer frame carries no header")
-                    header = frame.header
-                    # Refuse a wrong sender or session before buffering a large payload.
-                    await self.core.admit_waiting(caller, header.session_id, header.sender, header.one_round)
-                    fill = header.session_id == POOL_CHANNEL
-                    limit = MAX_FILL_BYTES if fill else MAX_PEER_PAYLOAD
-                    if header.payload_bytes > limit:
-                        raise RemoteProtocolError(f"peer message of {header.payload_bytes} bytes exceeds "
-                                                  f"the {limit}-byte limit{' of a pool fill' if fill else ''}")
-                    if fill:
-                        self.core.fill_arriving(caller.name)
-                        filling = caller.name
-                elif frame.HasField("header"):
-                    raise RemoteProtocolError("a peer frame after the first carries a header")
-                payload += frame.chunk
-                if len(payload) > header.payload_bytes:
-                    raise RemoteProtocolError(f"peer message longer than its declared {header.payload_bytes} bytes")
+            loop = asyncio.get_running_loop()
+            try:
+                async with asyncio.timeout(FIRST_FRAME_S) as bound:
+                    async for frame in request_iterator:
+                        if header is None:
+                            if not frame.HasField("header"):
+                                raise RemoteProtocolError("the first peer frame carries no header")
+                            header = frame.header
+                            bound.reschedule(None)   # admit_waiting's wait is bounded on its own
+                            # Refuse a wrong sender or session before buffering a large payload.
+                            session = await self.core.admit_waiting(caller, header.session_id, header.sender,
+                                                                    header.one_round)
+                            fill = session is None
+                            bound.reschedule(loop.time() + FILL_TIMEOUT_S if session is None else session.deadline)
+                            limit = MAX_FILL_BYTES if fill else MAX_PEER_PAYLOAD
+                            if header.payload_bytes > limit:
+                                raise RemoteProtocolError(f"peer message of {header.payload_bytes} bytes exceeds "
+                                                          f"the {limit}-byte limit{' of a pool fill' if fill else ''}")
+                            if fill:
+                                self.core.fill_arriving(caller.name)
+                                filling = caller.name
+                        elif frame.HasField("header"):
+                            raise RemoteProtocolError("a peer frame after the first carries a header")
+                        payload += frame.chunk
+                        if len(payload) > header.payload_bytes:
+                            raise RemoteProtocolError(f"peer message longer than its declared "
+                                                      f"{header.payload_bytes} bytes")
+            except TimeoutError:
+                raise _late_frames(caller.name, header) from None
             if header is None:
                 raise RemoteProtocolError("empty peer stream")
             if filling is not None:   # read: the core takes it (one at a time, its thread to its end)

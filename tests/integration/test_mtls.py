@@ -30,13 +30,14 @@ from mpc.config import ClusterConfig, load_cluster
 from mpc.coordinator.client import Coordinator
 from mpc.errors import ConfigError, PeerUnavailable, RemoteProtocolError, SessionFailed
 from mpc.localcluster import write_local_cluster
+from mpc.node import servicer as servicer_module
 from mpc.node.daemon import NodeServer
 from mpc.ot.pool import MAX_FILL_BYTES, POOL_CHANNEL, STEP_FILL
 from mpc.pki import Identity, identity_dns_name, issue, make_ca
 from mpc.protocols.agreement import STEP_DIGEST
 from mpc.protocols.sum import STEP_SEED
 from mpc.transport.peers import RECONNECT_GRACE_S, Channels, PeerClient, describe_rpc_error, is_name_mismatch
-from mpc.transport.tls import SERVER_OPTIONS, TlsMaterial, channel_options
+from mpc.transport.tls import CHUNK_BYTES, SERVER_OPTIONS, TlsMaterial, channel_options
 from mpc.v1 import mpc_pb2, mpc_pb2_grpc
 
 from .harness import ANY_QUERIES, NAMES, LocalCluster, Recorder, prepare_request, running_cluster
@@ -107,11 +108,12 @@ async def assert_still_serving(lc: LocalCluster) -> None:
     assert result.value == 6
 
 
-async def prepare_session(lc: LocalCluster, input_name: str = "x", parties: Sequence[str] | None = None) -> str:
+async def prepare_session(lc: LocalCluster, input_name: str = "x", parties: Sequence[str] | None = None,
+                          timeout_ms: int = 20_000) -> str:
     """Prepare (but do not compute) a sum session on its parties with the real coordinator cert."""
     session_id = secrets.token_hex(16)
     parties = list(lc.cluster.nodes) if parties is None else list(parties)
-    request = prepare_request(session_id, "sum", input_name, parties, timeout_ms=20_000)
+    request = prepare_request(session_id, "sum", input_name, parties, timeout_ms=timeout_ms)
     for name in parties:
         async with dial(lc, name, coordinator_creds(lc)) as ch:
             reply = await mpc_pb2_grpc.ControlStub(ch).Prepare(request, timeout=CALL_TIMEOUT)
@@ -817,6 +819,58 @@ def test_refusable_header_is_refused_before_the_payload_is_read(tmp_path: Path) 
             err = await stalled_send(lc, "bob", "alice", POOL_CHANNEL, "alice")       # longer than any fill
             assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
             assert f"exceeds the {MAX_FILL_BYTES}-byte limit of a pool fill" in (err.details() or ""), err
+            assert not any(lc.recorder.received.values())
+            await assert_still_serving(lc)
+    asyncio.run(go())
+
+
+def test_a_send_whose_frames_stall_is_cut_off_by_the_node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A peer sets its own call's deadline, and a hostile one sets none: a Send that stops sending
+    held a handler and its buffer (up to MAX_PEER_PAYLOAD) for as long as the peer kept its connection
+    up. The node bounds it itself: the header within FIRST_FRAME_S, a session's message before the
+    session's deadline, a pool fill within FILL_TIMEOUT_S; each stalled call is cut off naming why,
+    nothing it brought is delivered, and the node serves on. (The peer's own call here would wait 60 s.)"""
+    monkeypatch.setattr(servicer_module, "FIRST_FRAME_S", 1.0)
+    monkeypatch.setattr(servicer_module, "FILL_TIMEOUT_S", 1.0)
+
+    async def stalled(lc: LocalCluster, session_id: str | None, step: str) -> tuple[grpc.aio.AioRpcError, bool]:
+        """A Send from alice to bob that stops after its header (or sends none: session_id None);
+        returns the error and whether the sender was still stalling when it came."""
+        release, stalling = asyncio.Event(), [True]
+
+        async def frames() -> AsyncIterator[mpc_pb2.PeerFrame]:
+            if session_id is not None:
+                header = mpc_pb2.PeerHeader(session_id=session_id, step=step, sender="alice",
+                                            payload_bytes=4 * CHUNK_BYTES)
+                yield mpc_pb2.PeerFrame(header=header, chunk=bytes(1024))
+            try:   # held open, as a stalled or hostile sender would (bounded)
+                await asyncio.wait_for(release.wait(), 30)
+            except TimeoutError:
+                pass
+            stalling[0] = False
+            yield mpc_pb2.PeerFrame(chunk=bytes(1024))
+
+        try:
+            async with dial(lc, "bob", node_creds(lc, "alice")) as ch:
+                err = await refused(mpc_pb2_grpc.PeerStub(ch).Send(frames(), timeout=60.0))
+                return err, stalling[0]
+        finally:
+            release.set()
+
+    async def go() -> None:
+        async with cluster3(tmp_path) as lc:
+            err, stalling = await stalled(lc, None, STEP_SEED)
+            assert stalling and err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+            assert "peer Send from alice: no frame within 1 s of the call" in (err.details() or ""), err
+            session_id = await prepare_session(lc, timeout_ms=1500)
+            err, stalling = await stalled(lc, session_id, STEP_SEED)
+            assert stalling and err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
+            assert f"session {session_id}: the '{STEP_SEED}' message from alice did not arrive whole before the " \
+                   f"session's deadline" in (err.details() or ""), err
+            err, stalling = await stalled(lc, POOL_CHANNEL, STEP_FILL)
+            assert stalling and err.code() == grpc.StatusCode.INVALID_ARGUMENT, err
+            assert "triple pool fill from alice: not whole within 1 s" in (err.details() or ""), err
+            assert not lc.servers["bob"].core._fills_arriving   # the fill's turn is given back
             assert not any(lc.recorder.received.values())
             await assert_still_serving(lc)
     asyncio.run(go())
