@@ -266,6 +266,12 @@ class _Malformed:
         self.detail = detail
 
 
+def _unknown_fields(message: Any) -> list[int]:
+    """The numbers of the top-level fields of `message` that this mpc's schema does not know."""
+    fields = UnknownFieldSet(message)
+    return sorted({fields[i].field_number for i in range(len(fields))})
+
+
 def _statement(request: mpc_pb2.RunRequest) -> bytes:
     """A one-round request but its session id, as bytes that equal exactly when the requests do (deterministic
     serialization: map entries sorted; unknown fields kept, so a request with any differs)."""
@@ -352,8 +358,7 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
         """
         protocol = BY_WIRE_ID.get(request.protocol)
         try:
-            fields = UnknownFieldSet(request)
-            unknown = sorted({fields[i].field_number for i in range(len(fields))})
+            unknown = _unknown_fields(request)
             if unknown:
                 # Fields 6 and 7 were an older mpc's average_mode and threshold: a node that ignored
                 # them would run another computation than the coordinator asked for.
@@ -483,6 +488,14 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
     async def _run(self, caller: Identity, request: mpc_pb2.RunRequest,
                    statement: bytes) -> tuple[Words, Shape, list[Ticket]]:
         prepare = request.prepare
+        unknown = _unknown_fields(request)
+        if unknown:   # a newer coordinator's: run without them, the session would not be the one it asked for
+            protocol = BY_WIRE_ID.get(prepare.protocol)
+            error = RemoteProtocolError(f"run request has fields this node does not know {unknown[:8]} (from a "
+                                        f"newer mpc); nothing was run")
+            self.core.refused(caller, prepare.session_id, protocol.name if protocol else
+                              f"protocol {prepare.protocol}", prepare.input_name, list(prepare.participants), error)
+            raise error
         protocol, params = self._requested(caller, prepare)
         shapes = {node: _shape_from_wire(s) for node, s in list(request.shapes.items())[:MAX_TAGS + 1]}
         if len(request.tickets) > MAX_TAGS * (MAX_TAGS - 1):

@@ -783,6 +783,24 @@ async def answer(call: Any, session_id: str) -> list[mpc_pb2.RunReply]:
             return replies
 
 
+def test_a_run_request_with_fields_the_node_does_not_know_is_refused(env: Env) -> None:
+    """A newer coordinator's RunRequest may carry a field that changes what it asks for: a node that ran it
+    without that field would run another session than the one asked for. Refused at once, naming the
+    fields, audited, with nothing run (as a prepare request with unknown fields always was)."""
+    async def go() -> tuple[str, mpc_pb2.RunReply]:
+        sid, request = await vote_request(env.lc)
+        newer = mpc_pb2.RunRequest.FromString(request.SerializeToString() + bytes([0x98, 0x06, 0x01]))  # field 99
+        async with run_streams(env.lc) as calls:
+            await calls["alice"].write(newer)
+            [reply] = await answer(calls["alice"], sid)
+        return sid, reply
+    sid, reply = env.run(go())
+    assert reply.code == grpc.StatusCode.INVALID_ARGUMENT.name, reply
+    assert "run request has fields this node does not know [99]" in reply.error, reply
+    assert sid not in env.sessions("alice")
+    assert [e.outcome for e in env.audit("alice", sid)] == ["refused"]
+
+
 def test_a_false_statement_of_another_nodes_shape_gives_noise_keyed_and_a_refusal_unkeyed(env: Env) -> None:
     """Alice alone is told that bob holds another version. Keyed, no node can tell (the sum sends
     nothing between the nodes), but the statement is in the masks' session digest: alice's masks do
