@@ -15,6 +15,7 @@ import json
 import logging
 import re
 import sys
+import traceback
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,9 +24,10 @@ _TEXT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Attributes every LogRecord has; anything else was passed in `extra` and is kept as a field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 # What could end a text line or forge one: C0 and C1 control characters and Unicode's line and
-# paragraph separators (which some viewers break lines on).
-_BREAKS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# paragraph separators (which some viewers break lines on); and the backslash, so that an escape
+# written out in a message cannot pass for one of ours.
+_UNSAFE = re.compile("[\\\\\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
 
 
 def _escaped(match: re.Match[str]) -> str:
@@ -33,17 +35,40 @@ def _escaped(match: re.Match[str]) -> str:
     return _ESCAPES.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}")
 
 
+def _chain(exc: traceback.TracebackException) -> list[traceback.TracebackException]:
+    """An exception as traceback formats it, with every cause and context it shows."""
+    found: list[traceback.TracebackException] = []
+    todo = [exc]
+    while todo:
+        current = todo.pop()
+        if any(current is seen for seen in found):
+            continue
+        found.append(current)
+        todo += [e for e in (current.__cause__, current.__context__) if e is not None]
+    return found
+
+
 class TextFormatter(logging.Formatter):
     """A record per line: its time, level, logger and message, with any line break or other control
-    character in them escaped (a peer's or coordinator's text quoted in a message cannot start a
-    line of its own that looks like the node's); a traceback follows on lines of its own."""
+    character in them escaped, and backslashes doubled (a peer's or coordinator's text quoted in a
+    message cannot start a line of its own that looks like the node's, nor pass for an escape); a
+    traceback follows on lines of its own, the exceptions' messages in it escaped alike (their
+    frames are this program's own source)."""
 
     def __init__(self) -> None:
         super().__init__(_TEXT)
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         """Returns: the record's line, escaped."""
-        return _BREAKS.sub(_escaped, super().formatMessage(record))
+        return _UNSAFE.sub(_escaped, super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        """Returns: the traceback, each exception's own text (its type, message and notes) escaped."""
+        formatted = traceback.TracebackException(*ei)
+        said = {line for exc in _chain(formatted) for line in exc.format_exception_only()}
+        text = "".join(_UNSAFE.sub(_escaped, chunk[:-1]) + "\n" if chunk in said else chunk
+                       for chunk in formatted.format())
+        return text[:-1] if text.endswith("\n") else text
 
 
 class JsonFormatter(logging.Formatter):
