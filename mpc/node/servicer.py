@@ -526,6 +526,9 @@ class ControlService(mpc_pb2_grpc.ControlServicer):
         name, version, inputs, active, not_after = self.core.status()
         budgets = {i.name: self.core.releases.budget(i.name) for i in inputs}
         collections = await asyncio.to_thread(self.core.store.list_collections)
+        allowed = self.core.me.policy.inputs   # a collection is used by its name, as an input is
+        if allowed is not None:
+            collections = [c for c in collections if c.spec.name in allowed]
         return mpc_pb2.StatusReply(
             node=name, version=version, active_sessions=active, cert_not_after=not_after,
             collections=[mpc_pb2.CollectionInfo(name=c.spec.name, kind=c.spec.kind, length=c.spec.length,

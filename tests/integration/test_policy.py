@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from mpc.coordinator.client import Coordinator
+from mpc.credentials import new_owner_key
 from mpc.errors import SessionFailed
 from mpc.protocols.catalogue import ThresholdParams, entry
+from mpc.store import CollectionSpec
 
 from .harness import running_cluster
 
@@ -111,4 +113,31 @@ def test_an_input_made_for_one_protocol_serves_numbers_only_where_allow_names_it
                 assert (await c.sum("bid")).value == [6, 60]      # allow.sum names it at every node
             for name, server in lc.servers.items():
                 assert server.core.sessions == {}, name
+    asyncio.run(go())
+
+
+def test_status_shows_only_the_inputs_and_collections_the_policy_lets_be_used(tmp_path: Path) -> None:
+    """An owner whose policy names the inputs that may be used (`inputs = [...]`) shows coordinators
+    those alone: Status listed every collection all the same (its kind, length and submission count),
+    though a session on one the policy leaves out is refused."""
+    names = ("alice", "bob", "carlos")
+    owner = bytes(new_owner_key().verify_key)
+    async def go() -> None:
+        async with running_cluster(tmp_path, 3, policies={"carlos": 'inputs = ["x", "open-poll"]'}) as lc:
+            for name in names:
+                lc.put(name, "x", [1], scalar=True)
+                lc.put(name, "y", [2], scalar=True)
+                with lc.store(name) as store:
+                    for collection in ("open-poll", "quiet-poll"):
+                        assert store.create_collection(CollectionSpec(collection, "ballot", 0, 1, 1, 1, "refuse",
+                                                                      owner, names))
+            async with Coordinator(lc.cluster) as c:
+                shown = {s.name: s for s in await c.status()}
+                with pytest.raises(SessionFailed, match=r"node carlos: policy does not allow input 'quiet-poll'"):
+                    await c.collection_vote("quiet-poll")
+        assert sorted(i.name for i in shown["carlos"].inputs) == ["x"]
+        assert [c.name for c in shown["carlos"].collections] == ["open-poll"]
+        for other in ("alice", "bob"):
+            assert sorted(i.name for i in shown[other].inputs) == ["x", "y"]
+            assert sorted(c.name for c in shown[other].collections) == ["open-poll", "quiet-poll"]
     asyncio.run(go())
