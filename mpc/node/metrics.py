@@ -68,8 +68,9 @@ class NodeMetrics:
         self.round_seconds = Histogram("mpc_peer_round_seconds", "Time to hand one protocol message to a "
                                        "peer (its stream took it, or its own call was acknowledged).",
                                        ["peer"], buckets=_ROUND_BUCKETS, registry=r)
-        self.triples_generated = Counter("mpc_triples_generated", "Bit triples (AND gates) made with peers "
-                                         "by oblivious transfer.", registry=r)
+        self.triples_generated = Counter("mpc_triples_generated", "Bit triples (AND gates) sessions made with "
+                                         "peers, from random OTs made in the session or taken from the triple "
+                                         "pools (mpc_triple_pool_words says how many the pools hold).", registry=r)
         self.triples_consumed = Counter("mpc_triples_consumed", "Bit triples used by comparison circuits.",
                                         registry=r)
         self.pool_sent_bytes = Counter("mpc_pool_sent_bytes", "Bytes of triple pool fills sent to each peer "
