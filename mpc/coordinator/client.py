@@ -640,7 +640,8 @@ class Coordinator:
         # Each ticket is stated once: a session running alongside this one of the same query sends hellos.
         tickets, self._known[query] = known.tickets, _Known(known.shapes, known.keys, (), known._requests)
         # Each node's request: its part that is the same every time (cached), then this session's.
-        own = known.requests(self.nodes, frac_bits, length, self.keyed)
+        # A DP release is never a repeat, and a keyed sum runs only as one (mpc/protocols/pairing.py).
+        own = known.requests(self.nodes, frac_bits, length, self.keyed and protocol.spend(params) is None)
         this = mpc_pb2.RunRequest(prepare=request, tickets=tickets).SerializeToString()
         waiting = _Round(self, session_id, length, total, protocol.combine == "xor")
         streams = {n: self._run_stream(n) for n in self.nodes}
@@ -687,9 +688,7 @@ class Coordinator:
 
         Returns: the combined output, before decoding. Raises: as `run`.
         """
-        import numpy as np
-
-        from mpc.protocols.catalogue import Opened, params_to_wire
+        from mpc.protocols.catalogue import params_to_wire
         session_id = secrets.token_hex(16)
         if timeout_s is not None and not 0 < timeout_s <= MAX_SESSION_TIMEOUT_S:   # NaN fails this too
             raise InputError(f"session timeout must be above 0 and at most {MAX_SESSION_TIMEOUT_S:.0f} seconds, "
@@ -722,6 +721,16 @@ class Coordinator:
                     continue
                 self._known.pop(query, None)   # sessions of the query side by side: the first to find it stale drops it
                 known = None
+        return await self._two_rounds(protocol, params, input_name, request, timeout, query, keyed=self.keyed)
+
+    async def _two_rounds(self, protocol: Entry[Any], params: Any, input_name: str, request: mpc_pb2.PrepareRequest,
+                          timeout: float, query: tuple[Any, ...], *, keyed: bool) -> Opened:
+        """The two-round path: prepare at every node, then compute (keyed: with every node's evidence,
+        if every pair named a key). Raises: as `open`."""
+        import numpy as np
+
+        from mpc.protocols.catalogue import Opened
+        session_id = request.session_id
         connect = self.cluster.connect_timeout_s
         tracker = None if self.progress is None else _Tracker(session_id, len(self.nodes), self.progress)
         if tracker is not None:
@@ -759,11 +768,20 @@ class Coordinator:
             tracker.emit()
         # The nodes end the session at `timeout` themselves and say whom they waited for; our own
         # deadline comes a little later, so that their answer is what the caller sees.
-        evidence = _relayed_evidence(prepared, self.nodes) if self.keyed else {}
-        await self._gather(session_id, {n: self._collect(session_id, n, frac_bits, length, versions, lengths, total,
-                                                         timeout + COMPUTE_GRACE_S, protocol.combine == "xor",
-                                                         tracker, evidence)
-                                        for n in self.nodes})
+        evidence = _relayed_evidence(prepared, self.nodes) if keyed else {}
+        try:
+            await self._gather(session_id, {n: self._collect(session_id, n, frac_bits, length, versions, lengths,
+                                                             total, timeout + COMPUTE_GRACE_S,
+                                                             protocol.combine == "xor", tracker, evidence)
+                                            for n in self.nodes})
+        except SessionFailed as exc:
+            # A node whose release would count or spend refuses the keyed path (every node has aborted
+            # then, nothing was revealed): the session runs again unkeyed, recorded only once all agree.
+            from mpc.protocols.pairing import KEYED_REPEATS_ONLY
+            if evidence and KEYED_REPEATS_ONLY in str(exc):
+                request.session_id = secrets.token_hex(16)
+                return await self._two_rounds(protocol, params, input_name, request, timeout, query, keyed=False)
+            raise
         self._known[query] = _Known(
             {n: mpc_pb2.Shape(length=r.length, frac_bits=r.frac_bits, is_scalar=r.is_scalar,
                               input_version=r.input_version) for n, r in prepared.items()},

@@ -50,7 +50,7 @@ from mpc.ot.pool import POOL_CHANNEL, STEP_FILL, TICKET_ID_BYTES, Reservation, R
     segments_from_bytes, segments_to_bytes
 from mpc.ot.triples import OtSetups
 from mpc.protocols.agreement import STEP_DIGEST, AgreedParty, session_digest, session_digests
-from mpc.protocols.pairing import Evidence, PairKey, PairKeys, check_evidence
+from mpc.protocols.pairing import KEYED_REPEATS_ONLY, Evidence, PairKey, PairKeys, check_evidence
 from mpc.protocols.compute import ComputeParty, Pooled
 from mpc.protocols.sum import SecureSumParty, keyed_share, keyed_word
 from mpc.protocols.catalogue import NAMES, Contributing, Declared, EngineArgs, Entry, describe_params, users
@@ -418,7 +418,9 @@ class NodeCore:
             new.check()
             session.unrecorded, session.one_round = new, True
         else:
-            self._tag(session, frac_bits)
+            if not protocol.sums(params) or self.releases.may_repeat(stored, *protocol.release(params), participants,
+                                                                      spend):
+                self._tag(session, frac_bits)   # a sum's keyed path only for a repeat (mpc/protocols/pairing.py)
             self.store.record_session(new.session_id, new.protocol, new.input_name, new.participants, new.coordinator)
         session.timer = loop.call_at(session.deadline, self._expire, session)
         self.sessions[session_id] = session
@@ -683,13 +685,18 @@ class NodeCore:
                 # with, another description gets shares whose masks do not cancel (mpc/protocols/pairing.py).
                 # Every engine that sends messages anyway still sends its digest with its first ones (no
                 # extra round), so each node also checks what every other computed with (DESIGN.md §9).
-                # Agreed at start (a keyed sum), its release is recorded here, once start has said what it
-                # sends and before any of it leaves. A program's (ComputeParty) only when its output share
+                # Agreed at start (a keyed sum, which is why it runs only as a repeat: below), its release is
+                # recorded here, once start has said what it sends and before any of it leaves. A program's (ComputeParty) only when its output share
                 # is ready, just before that leaves: everything else it sends the peers is an opening masked
                 # by this node's one-time preprocessing (mpc/protocols/circuit.py), from which no set of
                 # other parties learns anything without our share, so a session that fails on the way
                 # releases nothing and spends nothing. Any other engine's when every digest has come.
                 agreed = keys is not None and isinstance(inner, SecureSumParty)
+                if agreed and not self.releases.is_repeat(session_id):   # it would record before the others reserve
+                    described = "spends epsilon" if session.spend is not None else "counts against its budget"
+                    raise StaleShape(f"session {session_id}: node {me}'s release of {stored.name!r} {described}, and "
+                                     f"{KEYED_REPEATS_ONLY}; run it unkeyed (digests and seeds between the nodes); "
+                                     f"nothing was shared")
                 at_output = not agreed and isinstance(inner, ComputeParty)
                 engine = AgreedParty(inner, session_id, me, session.parties,
                                      None if agreed or at_output else lambda: self._release(session), agreed=agreed)

@@ -236,6 +236,15 @@ class ReleaseBook:
                 probe = Query(aggregate, parameter, tuple(sorted(participants)), ())
                 raise budget_spent(self.node, stored.name, stored.version, maximum, probe.describe())
 
+    def may_repeat(self, stored: StoredInput, aggregate: str, parameter: object, participants: Sequence[str],
+                   spend: Spend | None = None) -> bool:
+        """At prepare, before the other nodes' versions are known: whether a release the version made
+        may imply this one (then it would take nothing from the budget); never a DP release."""
+        if spend is not None:
+            return False
+        recorded = [Query.from_json(q) for q, _ in self.store.distinct_releases(stored.name, stored.version)]
+        return might_be_implied(aggregate, parameter, participants, recorded, stored.is_scalar)
+
     def reserve(self, session_id: str, stored: StoredInput, query: Query, spend: Spend | None = None) -> None:
         """Hold a session's place in its input version's budget until it is recorded or dropped
         (a DP release: its spend from the input's budget).

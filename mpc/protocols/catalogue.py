@@ -500,6 +500,12 @@ class Entry(Generic[P]):
         return _SumEngine(args.session_id, args.me, args.parties, args.length, args.rng, mask_seeds=args.mask_seeds,
                           on_seed=args.on_seed)
 
+    def sums(self, params: P) -> bool:
+        """Whether this session's engine is a plain secure sum (`engine` not overridden, no joint noise),
+        which on the keyed path records its release when it starts (mpc/protocols/pairing.py)."""
+        noise = private(params)
+        return type(self).engine is Entry.engine and (noise is None or noise.local)
+
     def decode(self, params: P, opened: Opened) -> Result:
         """The coordinator's result from the combined output shares."""
         raise NotImplementedError

@@ -37,6 +37,16 @@ A later session uses K twice, without any message between the two nodes:
 The coordinator uses the keyed path only when, for every pair, both nodes named the same key;
 otherwise the session runs as before (digests and seeds peer to peer) and leaves new keys behind.
 
+**Repeats only.** A keyed sum records its release when it starts, before it could hear whether the
+others reserved theirs: if one node then refused (its budget spent, a DP budget run dry), the others
+had counted a release, or spent epsilon, on a sum that never opened; a coordinator retrying such a
+query drained every other node's budget. So a node offers the keyed path (its tags, at prepare) only
+for a release that an earlier one of its input version may imply (never a DP release), and at compute
+refuses it (KEYED_REPEATS_ONLY, as stale, nothing shared) for a release that would count or spend;
+the coordinator then runs the session unkeyed, where every node records its release only once all have
+reserved theirs (mpc/protocols/agreement.py). A repeat counts against nothing, so recording it early
+costs nothing.
+
 **One round** (mpc/coordinator/client.py `one_round`, mpc/node/core.py `run`): a repeated query
 states every node's shape and, per pair, the id of the key to use (as the nodes reported them
 before), and each node prepares and computes at once. There are no tags then: each node checks its
@@ -65,10 +75,15 @@ from mpc.errors import LocalProtocolError, RemoteProtocolError
 from mpc.prg import SEED_BYTES, KeyDeriver, derive_key
 
 KEY_ID_BYTES = 16
+# Why a node refuses the keyed path for a release that is not a repeat (the coordinator, which sees this
+# in the refusal, runs the session again unkeyed).
+KEYED_REPEATS_ONLY = "a keyed sum runs only as a repeat of a recorded release"
 # The pair key id's HKDF label; "/2": keyed masks are AES-CTR under HKDF(K, "mask/..."), not PRG(HKDF(K, "session/...")).
 KEY_ID_LABEL = b"pair-key-id/2"
 TAG_BYTES = 32
-MAX_KEYS_PER_PEER = 4
+# Each unkeyed sum leaves a new key per pair, and a query's first releases are unkeyed (below): a coordinator
+# warming up a dozen queries in turn must still find the key it noted for the first of them.
+MAX_KEYS_PER_PEER = 16
 
 
 @dataclass(frozen=True, slots=True)

@@ -801,12 +801,15 @@ def test_a_run_request_with_fields_the_node_does_not_know_is_refused(env: Env) -
     assert [e.outcome for e in env.audit("alice", sid)] == ["refused"]
 
 
-def test_a_false_statement_of_another_nodes_shape_gives_noise_keyed_and_a_refusal_unkeyed(env: Env) -> None:
-    """Alice alone is told that bob holds another version. Keyed, no node can tell (the sum sends
-    nothing between the nodes), but the statement is in the masks' session digest: alice's masks do
-    not cancel and the coordinator gets noise. Unkeyed, the digests the nodes exchange differ and
-    every node refuses before anything that depends on an input leaves it."""
-    async def go() -> tuple[list[int], list[str]]:
+def test_a_false_statement_of_another_nodes_shape_is_refused_keyed_and_unkeyed(env: Env) -> None:
+    """Alice alone is told that bob holds another version. Keyed, no node could tell from the others (the
+    sum sends nothing between the nodes), but the statement is in her release: a query with that version
+    of bob's was never released, so it is no repeat, and a keyed sum runs only as one
+    (mpc/protocols/pairing.py "Repeats only"): she refuses before her share leaves. (Were it a repeat,
+    the statement is in the masks' session digest: hers would not cancel, and the sum would be noise.)
+    Unkeyed, the digests the nodes exchange differ and every node refuses before anything that depends
+    on an input leaves it."""
+    async def go() -> tuple[list[int], list[dict[str, str]]]:
         async with env.coordinator() as c:
             for _ in range(3):   # the query becomes known, with every pair's key
                 await c.sum("raise")
@@ -814,7 +817,7 @@ def test_a_false_statement_of_another_nodes_shape_gives_noise_keyed_and_a_refusa
         shapes, key_ids = known.shapes, known.key_ids(FOUR)
         assert key_ids
         totals: list[int] = []
-        errors: list[str] = []
+        errors: list[dict[str, str]] = []
         async with run_streams(env.lc) as calls:
             for lie, keyed in ((False, True), (True, True), (True, False)):
                 sid = secrets.token_hex(16)
@@ -826,20 +829,24 @@ def test_a_false_statement_of_another_nodes_shape_gives_noise_keyed_and_a_refusa
                                                       input_version=shapes["bob"].input_version + 1)
                     await calls[n].write(mpc_pb2.RunRequest(prepare=request, shapes=stated, length=1,
                                                             key_ids=key_ids[n] if keyed else {}))
-                total = 0
+                total, refused = 0, {}
                 for n in FOUR:
                     last = (await answer(calls[n], sid))[-1]
                     if last.code:
-                        errors.append(last.error)
+                        refused[n] = last.error
                     else:
                         total += int(words_of(last.words)[0])
                 totals.append(total % (1 << 64))
+                errors.append(refused)
         return totals, errors
-    (truthful, lied, _), errors = env.run(go())
-    assert truthful == sum(RAISES.values())
-    assert lied != truthful and lied >= 1 << 20   # the masks with alice do not cancel: noise
-    assert len(errors) == 4 and all("prepared a different session description" in e and
-                                    "nothing that depends on an input was sent" in e for e in errors), errors
+    (truthful, _, _), (none, keyed_lie, unkeyed_lie) = env.run(go())
+    assert truthful == sum(RAISES.values()) and none == {}
+    assert list(keyed_lie) == ["alice"], keyed_lie
+    assert "a keyed sum runs only as a repeat of a recorded release" in keyed_lie["alice"] and \
+        "nothing was shared" in keyed_lie["alice"], keyed_lie
+    assert sorted(unkeyed_lie) == sorted(FOUR) and all(
+        "prepared a different session description" in e and "nothing that depends on an input was sent" in e
+        for e in unkeyed_lie.values()), unkeyed_lie
 
 
 def test_a_false_statement_of_a_nodes_own_shape_or_keys_is_refused_before_anything_is_shared(env: Env) -> None:

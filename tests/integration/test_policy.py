@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from mpc.coordinator.client import Coordinator
+from mpc.coordinator.client import Coordinator, Privacy
 from mpc.credentials import new_owner_key
 from mpc.errors import SessionFailed
+from mpc.node.releases import ReleaseBook
 from mpc.protocols.catalogue import ThresholdParams, entry
 from mpc.store import CollectionSpec
 
@@ -141,3 +143,92 @@ def test_status_shows_only_the_inputs_and_collections_the_policy_lets_be_used(tm
             assert sorted(i.name for i in shown[other].inputs) == ["x", "y"]
             assert sorted(c.name for c in shown[other].collections) == ["open-poll", "quiet-poll"]
     asyncio.run(go())
+
+
+def test_a_release_one_node_refuses_spends_no_other_nodes_budget(tmp_path: Path) -> None:
+    """A keyed sum recorded each node's release when it started, before it could hear that another node
+    refused: with bob's epsilon run dry, every retry of a DP sum (local noise, keyed once the nodes hold
+    pair keys) spent 0.5 of alice's and carlos's epsilon on a sum that never opened (a review found 4.0
+    spent for nothing in 10 tries). The keyed path is for repeats only now (mpc/protocols/pairing.py):
+    every node spends exactly what opened."""
+    names = ("alice", "bob", "carlos")
+    policies = {n: f"epsilon = {1 if n == 'bob' else 10}\ndelta = 0.01" for n in names}
+
+    async def go() -> tuple[int, list[str]]:
+        async with running_cluster(tmp_path, 3, policies=policies) as lc:
+            for i, name in enumerate(names):
+                lc.put(name, "pay", [1000 + i], scalar=True, bounds=(0, 10_000))
+            opened, refusals = 0, []
+            async with Coordinator(lc.cluster) as c:
+                assert (await c.sum("pay")).value == 3003   # an exact sum first: every pair holds a key
+                for _ in range(6):
+                    try:
+                        await c.sum("pay", privacy=Privacy(0.5, 1e-4, noise="local"))
+                        opened += 1
+                    except SessionFailed as exc:
+                        refusals.append(str(exc))
+            for name in names:
+                with lc.store(name) as store:
+                    assert store.dp_spent("pay")[0] == Decimal("0.5") * opened, name
+            return opened, refusals
+    opened, refusals = asyncio.run(go())
+    assert opened == 2 and len(refusals) == 4, (opened, refusals)
+    assert all("node bob" in r and "epsilon" in r for r in refusals), refusals
+
+
+def test_a_new_version_the_others_refuse_to_release_with_keeps_its_one_release(tmp_path: Path) -> None:
+    """Under the default policy (one release per input version) alice replaces her input; the next sum is
+    refused by bob and carlos, whose versions released theirs already. Keyed, alice had recorded the only
+    release of her new version all the same, so once the others had replaced theirs too she refused every
+    sum. Now nothing is recorded where nothing opened, and the sum runs once all have new versions."""
+    names = ("alice", "bob", "carlos")
+
+    async def go() -> int:
+        async with running_cluster(tmp_path, 3) as lc:
+            for i, name in enumerate(names):
+                lc.put(name, "raise", [1000 + i], scalar=True)
+            async with Coordinator(lc.cluster) as c:
+                for _ in range(2):   # the second a repeat, keyed
+                    assert (await c.sum("raise")).value == 3003
+            lc.put("alice", "raise", [5000], scalar=True, overwrite=True)
+            for _ in range(2):
+                async with Coordinator(lc.cluster) as c:   # a new `mpc sum` each time
+                    with pytest.raises(SessionFailed, match=r"node (bob|carlos): .*max_releases"):
+                        await c.sum("raise")
+            with lc.store("alice") as store:
+                assert [r for r in store.releases("raise") if r.version == 2] == []
+            for name in ("bob", "carlos"):
+                lc.put(name, "raise", [7], scalar=True, overwrite=True)
+            async with Coordinator(lc.cluster) as c:
+                return (await c.sum("raise")).value
+    assert asyncio.run(go()) == 5014
+
+
+def test_a_keyed_release_that_would_count_is_refused_at_compute_and_run_unkeyed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """At prepare a node offers the keyed path when an earlier release of its version may imply this
+    one; only at compute, with every node's version, does it know. Nodes made to offer it for a first
+    release (as an older mpc did for every release) refuse at compute before anything is recorded or
+    sent, and the coordinator runs the session again unkeyed: one release recorded per node, no refused
+    one counted."""
+    monkeypatch.setattr(ReleaseBook, "may_repeat", lambda self, *args: True)
+    names = ("alice", "bob", "carlos")
+
+    async def go() -> tuple[int, dict[str, list[str]]]:
+        async with running_cluster(tmp_path, 3) as lc:
+            for i, name in enumerate(names):
+                lc.put(name, "raise", [1000 + i], scalar=True)
+                lc.put(name, "bonus", [10 * i], scalar=True)
+            async with Coordinator(lc.cluster) as c:
+                assert (await c.sum("raise")).value == 3003   # unkeyed: every pair holds a key after it
+                value = (await c.sum("bonus")).value          # offered keyed, refused, run again unkeyed
+            outcomes = {}
+            for name in names:
+                with lc.store(name) as store:
+                    assert len([r for r in store.releases("bonus") if r.counted]) == 1, name
+                    outcomes[name] = [s.status for s in store.list_sessions(limit=100)
+                                      if s.input_name == "bonus"]
+            return value, outcomes
+    value, outcomes = asyncio.run(go())
+    assert value == 30
+    assert all(sorted(o) == ["done", "failed"] for o in outcomes.values()), outcomes
