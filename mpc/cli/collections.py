@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from typing import TYPE_CHECKING
 
 from mpc.cli.compute import add_privacy_arguments, option_names, print_plurality, privacy_from
 from mpc.cli.inputs import add_store_arguments, open_store
-from mpc.errors import InputError, quoted
+from mpc.errors import InputError, MpcError, quoted
 
 # The store, the client and the credentials (PyNaCl, numpy, grpc) are imported by the commands that use them.
 if TYPE_CHECKING:
@@ -269,7 +270,12 @@ def _issue(args: argparse.Namespace) -> int:
 
 def _batch_values(path: Path) -> list[list[int]]:
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as exc:
+        raise InputError(f"--batch {path}: cannot read it ({exc.strerror if isinstance(exc, OSError) else exc})") \
+            from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -302,12 +308,28 @@ def _save_state(path: Path, state: dict[str, dict[str, object]]) -> None:
     # A name of its own for each write (two `mpc submit` runs on one file never share it), made anew
     # (O_EXCL: nothing in the way is written into) and never through a link: mode 0600 whatever was there.
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as out:
-        json.dump(state, out)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            json.dump(state, out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write the pending submissions to {path} ({exc.strerror}); nothing was sent") \
+            from None
+
+
+# A node's answers that another try may change (it was down, busy, or slow); any other refusal is final.
+_TRANSIENT = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
+
+
+def _may_complete(report: SubmitReport) -> bool:
+    """Whether running the same submission again may complete it: every node that did not store it
+    could not be asked (down, busy or slow), rather than refused it."""
+    missing = [r for r in report.nodes if not r.stored]
+    return bool(missing) and all(r.code in _TRANSIENT for r in missing)
 
 
 def _submit(args: argparse.Namespace) -> int:
@@ -348,10 +370,17 @@ def _submit(args: argparse.Namespace) -> int:
     # share: running the same command again then sends the very same shares (mpc.client.from_seed).
     state_path = args.state or Path(f"{args.credential}.pending")
     state = _load_state(state_path)
+    before = dict(state)
     seeds = []
     for n, (credential, values) in enumerate(items, 1):
         key = credential_id(parse_credential(credential, f"{args.credential}:{n}")).hex()
         pending = state.get(key)
+        if pending is not None and pending.get("collection") != args.collection:
+            # A credential serves one collection; a fresh seed here would orphan the partial one for good.
+            raise InputError(f"{args.credential}:{n}: this credential's submission to collection "
+                             f"{quoted(str(pending.get('collection')), 60)} is still partial (kept in {state_path}); "
+                             f"a credential serves one collection: run that submission again to complete it, or "
+                             f"remove its entry from {state_path} to give it up")
         if pending is not None and pending.get("collection") == args.collection and \
                 pending.get("values") != list(values):
             # A fresh seed would orphan the partial one: the nodes that stored it would refuse the new
@@ -361,7 +390,7 @@ def _submit(args: argparse.Namespace) -> int:
                              f"with those values to complete it, and only then submit new ones (which a "
                              f"collection takes only if its resubmit rule is replace); or remove its entry "
                              f"from {state_path} to give it up")
-        if pending is None or pending.get("collection") != args.collection:
+        if pending is None:
             pending = {"collection": args.collection, "values": list(values), "seed": os.urandom(16).hex()}
             state[key] = pending
         seeds.append(bytes.fromhex(str(pending["seed"])))
@@ -370,9 +399,16 @@ def _submit(args: argparse.Namespace) -> int:
     async def go() -> list[SubmitReport]:
         async with Contributor(cluster) as contributor:
             return list(await contributor.submit_many(args.collection, items, seeds=seeds))
-    reports = aio.run(go())
+    try:
+        reports = aio.run(go())
+    except MpcError:   # refused before anything was sent (submit_many): the seeds drawn for it go
+        _save_state(state_path, before)
+        raise
+    retry = False
     for (credential, _), report in zip(items, reports):
-        if report.accepted:
+        again = _may_complete(report)
+        retry |= again
+        if report.accepted or not (again or any(r.stored for r in report.nodes)):   # complete, or refused whole
             state.pop(credential_id(parse_credential(credential, "")).hex(), None)
     _save_state(state_path, state)
     accepted = sum(r.accepted for r in reports)
@@ -383,10 +419,10 @@ def _submit(args: argparse.Namespace) -> int:
     else:
         for r in reports:
             if not r.accepted:
-                print(f"credential {r.credential}: not accepted: {r.problem()}")
-        if accepted < len(reports):
-            print(f"run the same command again to complete what was not accepted: its shares are kept in "
-                  f"{state_path}")
+                print(f"credential {r.credential}: not accepted: {r.problem()}", file=sys.stderr)
+        if retry:
+            print(f"run the same command again to complete what a node could not take: its shares are kept in "
+                  f"{state_path}", file=sys.stderr)
         if len(reports) == 1 and accepted:
             print("accepted (replaced the earlier submission)" if reports[0].replaced
                   else "accepted: every node stored its share")

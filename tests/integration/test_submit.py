@@ -775,7 +775,7 @@ def test_mpc_submit_completes_a_partial_submission_when_run_again(env: Env, tmp_
     env.run(env.lc.stop("carlos"))
     try:
         code, out, err = env.run(submit(), timeout=120)
-        assert code == 1 and "node carlos" in out and "run the same command again" in out, (out, err)
+        assert code == 1 and out == "" and "node carlos" in err and "run the same command again" in err, (out, err)
         assert pending.exists() and (pending.stat().st_mode & 0o777) == 0o600
         assert cid in env.shares("alice", "poll") and cid not in env.totals("poll")
     finally:
@@ -791,6 +791,40 @@ def test_mpc_submit_completes_a_partial_submission_when_run_again(env: Env, tmp_
     assert code == 0 and "accepted" in out, (out, err)
     assert env.totals("poll")[cid] == [1] and not pending.exists()
     assert len({env.shares(n, "poll")[cid][0] for n in TRIO}) == 1
+
+
+def test_a_submission_refused_before_sending_or_to_another_collection_keeps_what_is_partial(
+        env: Env, tmp_path: Path) -> None:
+    """`mpc submit` keeps each submission's seed in a pending file until every node has its share. It
+    saved a fresh seed before its own checks, so a value out of range (nothing sent) left a "still
+    partial" entry that blocked the corrected value; and the same credential file used with another
+    collection's name replaced a partial submission's seed, stranding it for good. Now a run refused
+    before anything is sent leaves the file as it was, and a credential pending for one collection is
+    not used for another: the partial one completes when run again."""
+    cluster = str(env.lc.cluster.path)
+    credential_file = tmp_path / "mine.txt"
+    credential_file.write_text(env.credentials["poll"][59] + "\n", encoding="ascii")
+    pending = Path(f"{credential_file}.pending")
+    cid = credential_id(parse_credential(env.credentials["poll"][59], "test"))
+
+    async def submit(collection: str, ballot: str) -> tuple[int, str, str]:
+        return await mpc_cli("submit", collection, ballot, "--cluster", cluster, "--credential", str(credential_file))
+    code, out, err = env.run(submit("poll", "2"), timeout=120)        # a ballot is 0 or 1: nothing is sent
+    assert code == 1 and out == "" and "mpc: error:" in err and "Traceback" not in err, (out, err)
+    assert not pending.exists() and cid not in env.shares("alice", "poll")
+    env.run(env.lc.stop("carlos"))
+    try:
+        code, out, err = env.run(submit("poll", "1"), timeout=120)    # partial: carlos is down
+        assert code == 1 and "node carlos" in err, (out, err)
+        kept = pending.read_bytes()
+        code, out, err = env.run(submit("no-such-poll", "1"), timeout=120)
+        assert code == 1 and f"this credential's submission to collection 'poll' is still partial" in err, (out, err)
+        assert pending.read_bytes() == kept
+    finally:
+        env.run(env.restart("carlos"))
+    code, out, err = env.run(submit("poll", "1"), timeout=120)
+    assert code == 0 and "accepted" in out, (out, err)
+    assert env.totals("poll")[cid] == [1] and not pending.exists()
 
 
 def test_a_range_collection_excludes_out_of_range_and_inconsistent_shares_and_the_nodes_see_only_coins(
