@@ -84,6 +84,7 @@ SESSION_WAIT_S = 10.0
 MAX_WAITING_PER_PEER = 64
 # A repeat's records that the store defers (mpc/store/releases.py) are written this soon after the first.
 DEFERRED_WRITE_S = 0.05
+DEFERRED_RETRY_MAX_S = 5.0   # a failing write of them is tried again at most this far apart
 SMALL_INPUT = 4096   # values whose exact contribution is made on the event loop
 MAX_REPEAT_PLANS = 64   # statements of keyed one-round sums kept to run their repeats at once (`NodeCore.repeat`)
 MAX_PLANS_PER_COORDINATOR = 16   # of them, for one coordinator (its oldest goes first)
@@ -303,6 +304,7 @@ class NodeCore:
         # a new set drops the one before (mpc/ot/pool.py "Tickets"), oldest query first.
         self._ticketed: dict[tuple[str, str, str], list[tuple[str, bytes]]] = {}
         self._deferred_write: asyncio.TimerHandle | None = None   # writes the store's deferred records
+        self._deferred_retry_s = DEFERRED_WRITE_S   # grows while writing them fails
         # Keyed one-round sums that repeated a recorded query, by (coordinator, statement): run again at once.
         self._plans: dict[tuple[Identity, bytes], RepeatPlan] = {}
 
@@ -1075,10 +1077,14 @@ class NodeCore:
         self._deferred_write = None
         try:
             self.store.write_deferred()
-        except MpcError as exc:   # they still wait: the next write, read or timer tries again
+        except MpcError as exc:   # they still wait (and no repeat defers more): the next write, read or timer tries again
             log.error("cannot write %d deferred session records to the store: %s", self.store.deferred, exc)
-            if retry:
-                self._write_deferred_soon()
+            if retry:   # less often while it fails (a full disk): at most every DEFERRED_RETRY_MAX_S
+                self._deferred_retry_s = min(2 * self._deferred_retry_s, DEFERRED_RETRY_MAX_S)
+                self._deferred_write = asyncio.get_running_loop().call_later(self._deferred_retry_s,
+                                                                             self._write_deferred)
+            return
+        self._deferred_retry_s = DEFERRED_WRITE_S
 
     def is_one_round(self, session_id: str) -> bool:
         """Whether a live session was prepared and computed at once (mpc/transport/peers.py tells its peers)."""

@@ -77,6 +77,7 @@ class StoreBase:
         # and the sessions they record.
         self._deferred: list[tuple[str, tuple[object, ...]]] = []
         self._deferred_ids: set[str] = set()
+        self._deferred_failed = False   # the last write of the deferred rows failed: defer nothing more
         _create_private_file(self.path)
         try:
             # isolation_level=None: we issue BEGIN IMMEDIATE ourselves, so a writer takes the
@@ -206,10 +207,11 @@ class StoreBase:
         first. Only for records that no decision of this store rests on: a kill -9 or a power cut
         loses those not written yet (`close` writes them). Called with the lock held.
 
-        Raises: StoreError if a full batch cannot be written: this session's rows are not kept
-        (its caller records nothing), the batch still waits.
+        Raises: StoreError if a full batch cannot be written, or the last write of the rows waiting
+        failed and this one does too (a full disk: no session may go on without its records on disk):
+        this session's rows are not kept (its caller records nothing), the batch still waits.
         """
-        if len(self._deferred_ids) >= DEFERRED_MAX and self._conn is not None:
+        if (len(self._deferred_ids) >= DEFERRED_MAX or self._deferred_failed) and self._conn is not None:
             try:
                 self._write_deferred(self._conn)
             except sqlite3.Error as exc:
@@ -224,9 +226,11 @@ class StoreBase:
         batches: dict[str, list[tuple[object, ...]]] = {}
         for statement, parameters in self._deferred:
             batches.setdefault(statement, []).append(parameters)
+        self._deferred_failed = True   # until the transaction below has committed
         with _transaction(conn, durable=False):
             for statement, rows in batches.items():
                 conn.executemany(statement, rows)
+        self._deferred_failed = False
         self._deferred.clear()
         self._deferred_ids.clear()
 

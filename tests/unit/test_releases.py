@@ -18,6 +18,7 @@ from mpc.config import Policy, Rules
 from mpc.errors import InputError, PolicyError, StoreError
 from mpc.node.releases import Query, ReleaseBook, decide, implied_by, might_be_implied
 from mpc.store import NewSession, RepeatRecords, Store, Transfer
+from mpc.store import base
 from mpc.store.base import DEFERRED_MAX
 
 ALL = {"alice": 1, "bob": 1, "carlos": 1, "david": 1}
@@ -534,6 +535,39 @@ def test_a_repeated_one_round_query_waits_in_memory_and_is_written_as_an_undefer
                             for name, version, _, counted, e, d in expected["releases"]]
     assert written == expected
     assert [e for e, *_ in written["audit"]] == ["prepared", "released", "done"]
+
+
+def test_once_the_deferred_rows_cannot_be_written_no_repeat_is_deferred_until_they_are(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk: the node went on answering repeated queries from records held in memory only (64
+    sessions, which a clean stop then could not write either: their shares had left with no record on
+    disk). Once a write of the waiting rows fails, the next repeat writes them first or is refused
+    (StoreError: its session sends nothing); when the disk has room again, all are written."""
+    real = base._transaction
+    full = [False]
+
+    def transaction(conn: sqlite3.Connection, durable: bool) -> Any:
+        if full[0]:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(conn, durable)
+    monkeypatch.setattr(base, "_transaction", transaction)
+    first, refused, later = "1" * 32, "2" * 32, "3" * 32
+    with store_with_session(tmp_path) as store:
+        store.record_release("a" * 32, "raise", 1, q("sum").to_json(), lambda _: (True, "sum: release 1"))
+        _one_round(store, first)
+        assert store.deferred == 1
+        full[0] = True
+        with pytest.raises(StoreError, match="disk is full"):
+            store.write_deferred()
+        with pytest.raises(StoreError, match="disk is full"):
+            _one_round(store, refused)
+        assert store.deferred == 1   # the first still waits; the refused one is not kept
+        full[0] = False
+        _one_round(store, later)     # the waiting rows are written first, then this one waits
+        assert store.deferred == 1
+        path = tmp_path / "node.sqlite3"
+        assert _rows(path, first)["releases"] and not _rows(path, later)["releases"]
+        assert not store.has_session(refused) and store.has_session(later)
 
 
 def test_deferred_rows_are_written_before_any_later_write_and_when_the_store_closes(tmp_path: Path) -> None:
