@@ -688,8 +688,8 @@ class NodeCore:
                 # Every engine that sends messages anyway still sends its digest with its first ones (no
                 # extra round), so each node also checks what every other computed with (DESIGN.md §9).
                 # Agreed at start (a keyed sum, which is why it runs only as a repeat: below), its release is
-                # recorded here, once start has said what it sends and before any of it leaves. A program's (ComputeParty) only when its output share
-                # is ready, just before that leaves: everything else it sends the peers is an opening masked
+                # recorded here, once start has said what it sends and before any of it leaves. A program's
+                # (ComputeParty) only when its output share is ready, just before that leaves: everything else it sends the peers is an opening masked
                 # by this node's one-time preprocessing (mpc/protocols/circuit.py), from which no set of
                 # other parties learns anything without our share, so a session that fails on the way
                 # releases nothing and spends nothing. Any other engine's when every digest has come.
@@ -1077,7 +1077,7 @@ class NodeCore:
         self._deferred_write = None
         try:
             self.store.write_deferred()
-        except MpcError as exc:   # they still wait (and no repeat defers more): the next write, read or timer tries again
+        except MpcError as exc:   # they still wait, no repeat defers more: the next write, read or timer tries again
             log.error("cannot write %d deferred session records to the store: %s", self.store.deferred, exc)
             if retry:   # less often while it fails (a full disk): at most every DEFERRED_RETRY_MAX_S
                 self._deferred_retry_s = min(2 * self._deferred_retry_s, DEFERRED_RETRY_MAX_S)
