@@ -689,9 +689,10 @@ class NodeCore:
                 # extra round), so each node also checks what every other computed with (DESIGN.md §9).
                 # Agreed at start (a keyed sum, which is why it runs only as a repeat: below), its release is
                 # recorded here, once start has said what it sends and before any of it leaves. A program's
-                # (ComputeParty) only when its output share is ready, just before that leaves: everything else it sends the peers is an opening masked
-                # by this node's one-time preprocessing (mpc/protocols/circuit.py), from which no set of
-                # other parties learns anything without our share, so a session that fails on the way
+                # (ComputeParty) only when its output share is ready, just before that leaves: everything
+                # else it sends the peers is an opening masked by this node's one-time preprocessing
+                # (mpc/protocols/circuit.py), from which no set of other parties learns anything without
+                # our share, so a session that fails on the way
                 # releases nothing and spends nothing. Any other engine's when every digest has come.
                 agreed = keys is not None and isinstance(inner, SecureSumParty)
                 if agreed and not self.releases.is_repeat(session_id):   # it would record before the others reserve
