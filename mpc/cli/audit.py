@@ -37,8 +37,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _date(flag: str, value: str | None) -> str | None:
-    if value is not None and not _DATE.match(value):
-        raise ConfigError(f"{flag} {value!r}: expected a UTC date or time like 2026-11-23 or 2026-11-23T14:05")
+    from datetime import datetime
+
+    if value is None:
+        return None
+    try:
+        if not _DATE.match(value):
+            raise ValueError(value)
+        datetime.fromisoformat(value)   # a real date and time: not 2026-13-45
+    except ValueError:
+        raise ConfigError(f"{flag} {value!r}: expected a UTC date or time like 2026-11-23 or 2026-11-23T14:05") \
+            from None
     return value
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -100,7 +101,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description="Default rule: YES if at least half of the ballots cast are 1. Neither the "
                                    "tally nor the number of ballots is revealed, only YES/NO. --threshold K: "
                                    "YES if at least K ballots are 1. --options A,B,C: each ballot is an option "
-                                   "index 0, 1, 2 (stored with --bounds 0,2); prints the count per option, or "
+                                   "index 0, 1, 2 (stored with mpc input put --options 3); prints the count per option, or "
                                    "with --winner-only the winning option alone (ties: the first option).")
     v.add_argument("name", help="ballot input name, stored at every node")
     v.add_argument("--threshold", type=int, default=None, metavar="K", help="YES if at least K yes-ballots")
@@ -123,7 +124,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         description="Each node's input is a vector of integer bids. Prints the winning node, the "
                                     "bid's index there and the price: the highest bid, or with --second-price the "
                                     "second-highest (Vickrey). Nothing about a losing bid is opened. Ties: the "
-                                    "bid that comes first (node order of the cluster, then index) wins.")
+                                    "bid that comes first (by node name, then index) wins.")
     au.add_argument("name", help="bid input name, stored at every node")
     au.add_argument("--second-price", action="store_true", dest="second_price", help="Vickrey: pay the second bid")
     au.add_argument("--timeout", type=seconds, default=None, help="session deadline in seconds")
@@ -429,7 +430,7 @@ def run_budget(args: argparse.Namespace) -> int:
 
     node = aio.run(go())[0]
     if not node.healthy:
-        print(f"{node.name}: DOWN  {node.error}")
+        print(f"mpc budget: node {node.name} is down: {node.error}", file=sys.stderr)
         return 1
     rows = [(i.name, i.budget) for i in node.inputs if i.budget is not None]
     if args.json:

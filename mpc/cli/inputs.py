@@ -30,6 +30,9 @@ def open_store(args: argparse.Namespace, *, must_exist: bool = False) -> Store:
     from mpc.config import load_cluster
     from mpc.store import FILE_NAME, Store
 
+    if args.data_dir is not None and args.node is not None:   # which one was meant? never another node's store
+        raise ConfigError(f"say which node's store to use either with --node ({args.node}) or with --data-dir "
+                          f"({args.data_dir}), not both")
     if args.data_dir is not None:
         data_dir = args.data_dir
     elif args.node is None:

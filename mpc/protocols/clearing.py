@@ -38,6 +38,9 @@ def check_grid(prices: tuple[int, ...]) -> None:
         raise InputError("a clearing price needs a price grid (--prices P1,P2,...)")
     if len(prices) > MAX_PRICES:
         raise InputError(f"a price grid has at most {MAX_PRICES} prices, got {len(prices)}")
+    for i, price in enumerate(prices, 1):
+        if not -(1 << 63) <= price < 1 << 63:
+            raise InputError(f"price {i} of the grid ({price}) is not within +-9223372036854775807")
     for i in range(1, len(prices)):
         if prices[i] <= prices[i - 1]:
             raise InputError(f"the price grid must be strictly increasing: price {i + 1} ({prices[i]}) is not above "

@@ -566,3 +566,32 @@ def test_sigterm_stops_a_node_cleanly(cluster: Path, nodes: Daemons) -> None:
     finally:
         nodes.restart("david")
     assert ok(mpc("sum", "raise", "--cluster", cluster)).strip() == "12686"
+
+
+def test_flags_a_review_found_taken_silently_or_answered_with_a_traceback(tmp_path: Path) -> None:
+    """Each bad use below fails with exit 1, `mpc: error:` naming what is wrong, an empty stdout and no
+    traceback. Before: `--since 2026-13-45` matched nothing and exited 0; `--node` with `--data-dir`
+    used the directory's store whatever the node (an owner's value could go into another node's store);
+    a price beyond int64 ended in a ValueError traceback; `mpc budget` of a node that is down printed on
+    stdout, even with --json; a `--batch` file that is not there ended in a traceback."""
+    from mpc.localcluster import write_local_cluster
+    cluster = write_local_cluster(tmp_path / "c", ["alice", "bob", "carlos"])   # no node is started
+    data = tmp_path / "bob-data"
+    ok(mpc("input", "put", "x", "5", "--data-dir", data, "--bounds", "0,10"))
+    from mpc.credentials import issue, new_owner_key, write_credentials
+    credentials = tmp_path / "creds.txt"
+    write_credentials(credentials, issue(new_owner_key(), "poll", 1))
+    cases = [
+        (("audit", "--data-dir", data, "--since", "2026-13-45"), "--since '2026-13-45': expected a UTC date"),
+        (("input", "list", "--node", "alice", "--data-dir", data, "--cluster", cluster),
+         "either with --node (alice) or with --data-dir"),
+        (("clearing-price", "demand", "--prices", "10,20,9223372036854775808", "--cluster", cluster),
+         "price 3 of the grid (9223372036854775808) is not within"),
+        (("budget", "--node", "alice", "--cluster", cluster, "--json"), "node alice is down"),
+        (("submit", "poll", "--batch", tmp_path / "nothere.txt", "--cluster", cluster, "--credential", credentials),
+         "nothere.txt: cannot read it"),
+    ]
+    for args, needle in cases:
+        proc = mpc(*args)
+        assert proc.returncode == 1 and proc.stdout == "" and needle in proc.stderr, show(proc)
+        assert "Traceback" not in proc.stderr, show(proc)
