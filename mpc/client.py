@@ -179,13 +179,17 @@ class Contributor:
         """The collection's spec, the same at every node that answers (cached for this Contributor).
 
         A node that cannot be reached is left out here (its shares are still sent, and retried, by
-        the submissions, whose reports then name it); one that answers must hold the same spec.
+        the submissions, whose reports then name it), and so is one that holds no such collection
+        if the collection does not name it (a collection held by some of the cluster's nodes); one
+        that answers must hold the same spec.
         Raises: SessionFailed naming a node that has no such collection, or if no node answers;
         InputError if the nodes' specs differ (nothing is then submitted).
         """
         cached = self._specs.get(collection)
         if cached is not None:
             return cached
+
+        absent: dict[str, SessionFailed] = {}   # nodes that hold no such collection: fine if it names others only
 
         async def one(node: NodeConfig) -> CollectionSpec | None:
             try:
@@ -194,11 +198,17 @@ class Contributor:
             except grpc.aio.AioRpcError as exc:
                 if is_unreachable(exc):
                     return None
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    absent[node.name] = self._failure(node, exc)
+                    return None
                 raise self._failure(node, exc) from None
             return CollectionSpec(r.name, r.kind, r.lo, r.hi, r.length, r.min_batch, r.resubmit, bytes(r.owner_key),
                                   tuple(r.nodes))
         answers = [(n, spec) for n, spec in zip(self.nodes, await asyncio.gather(*(one(n) for n in self.nodes)))
                    if spec is not None]
+        lacking = [name for name in absent if not answers or name in answers[0][1].nodes]
+        if lacking:   # a node the collection names (or every node that answered) holds none
+            raise absent[lacking[0]]
         if not answers:
             raise SessionFailed(f"collection {collection!r}: no node could be reached "
                                 f"({', '.join(n.name for n in self.nodes)})")
@@ -212,7 +222,7 @@ class Contributor:
             raise ConfigError(f"collection {collection!r} is held by {', '.join(first.nodes) or 'no nodes'}; "
                               f"{self.cluster.path} gives no submission address for "
                               f"{', '.join(missing) or 'enough of them'}: nothing sent")
-        if len(answers) == len(self.nodes):
+        if len(answers) + len(absent) == len(self.nodes):
             self._specs[collection] = first
         return first
 

@@ -80,6 +80,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             q.add_argument("--second-price", action="store_true",
                            help="the winner pays the second-highest valid bid (Vickrey); the winning bid stays secret")
         q.add_argument("--cluster", type=Path, default=None, help="cluster file (default: $MPC_CLUSTER)")
+        q.add_argument("--nodes", default=None, metavar="A,B,...",
+                       help="the nodes that hold the collection, as it names them (default: every node of the "
+                            "cluster file)")
         q.add_argument("--json", action="store_true", help="print JSON")
         q.set_defaults(run=_session, action=action)
     r = csub.add_parser("revoke", help="refuse these credentials from now on and drop what they submitted")
@@ -207,8 +210,14 @@ def _session(args: argparse.Namespace) -> int:
     if args.action == "vote" and options is None and (args.winner_only or privacy is not None):
         raise InputError("--winner-only and --epsilon go with --options (a yes/no vote opens one bit, not a count)")
 
+    nodes = None if args.nodes is None else sorted({n.strip() for n in args.nodes.split(",") if n.strip()})
+    unknown = [n for n in nodes or () if n not in cluster.nodes]
+    if unknown or nodes == []:
+        raise InputError(f"--nodes {quoted(args.nodes, 60)}: name nodes of the cluster file {cluster.path} "
+                         f"(its nodes: {', '.join(cluster.nodes)})")
+
     async def go() -> CollectionSumResult | VoteResult | ThresholdResult | PluralityResult | CollectionAuctionResult:
-        async with Coordinator(cluster) as coordinator:
+        async with Coordinator(cluster, nodes=nodes) as coordinator:
             if args.action == "vote" and options is not None:
                 return await coordinator.collection_plurality(args.name, len(options), winner_only=args.winner_only,
                                                               privacy=privacy)

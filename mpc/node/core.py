@@ -528,6 +528,10 @@ class NodeCore:
                                  f"{protocol.name} takes {protocol.takes}")
         rules = policy.rules(input_name)
         pinned = rules.pinned(list(self.cluster.nodes))
+        if stored.kind == "collection" and rules.participants == "cluster":
+            # By default a collection's sessions take the nodes it names (`_collection_view` holds them to
+            # exactly those), which this node's operator gave it: the whole cluster would refuse them all.
+            pinned = None
         if pinned is not None and set(participants) != pinned:
             raise PolicyError(f"node {name}: policy pins the participants of {input_name!r} to "
                               f"{', '.join(sorted(pinned))} (participants); this session has "

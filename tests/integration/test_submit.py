@@ -992,3 +992,35 @@ def test_a_session_range_checks_in_chunks_over_real_daemons(env: Env, monkeypatc
         assert_balanced(openings)
         # the last program only adds up each node's shares of the valid submissions: it opens nothing
         assert {st for _, st, _ in messages if st.startswith("coll/f/")} == {"coll/f/mpc/hello"}, node
+
+
+def test_a_collection_held_by_some_of_the_clusters_nodes_runs_under_the_default_policy(tmp_path: Path) -> None:
+    """The README makes a collection of three nodes beside a four-node cluster. Under the default policy
+    (participants = "cluster") every session over it was refused: the policy pinned the whole cluster,
+    the collection exactly its own nodes. A collection's sessions now take the nodes it names, which its
+    operators gave it; `mpc collection vote --nodes` runs one from the four-node cluster file, and any
+    other set of nodes is still refused."""
+    owner = new_owner_key()
+    spec = CollectionSpec("trio-poll", "ballot", 0, 1, 1, 3, "refuse", bytes(owner.verify_key), TRIO)
+    credentials = issue(owner, "trio-poll", 4)
+
+    async def go() -> tuple[tuple[int, str, str], tuple[int, str, str]]:
+        async with running_cluster(tmp_path, 4, submit=True) as lc:
+            for node in TRIO:
+                with lc.store(node) as store:
+                    assert store.create_collection(spec)
+            async with Contributor(lc.cluster, timeout=5.0) as c:
+                for credential, ballot in zip(credentials, (1, 1, 0, 1)):
+                    assert (await c.submit("trio-poll", credential, [ballot])).accepted
+            for node in TRIO:
+                with lc.store(node) as store:
+                    assert store.close_collection("trio-poll")
+            cluster = str(lc.cluster.path)
+            whole = await mpc_cli("collection", "vote", "trio-poll", "--cluster", cluster)
+            held = await mpc_cli("collection", "vote", "trio-poll", "--cluster", cluster, "--nodes", ",".join(TRIO))
+            return whole, held
+    (code, out, err), held = asyncio.run(go())
+    assert code == 1 and out == "" and "is held by alice, bob, carlos; a session over it takes exactly these " \
+        "nodes" in err, (code, out, err)
+    code, out, err = held
+    assert code == 0 and "YES" in out, (code, out, err)
