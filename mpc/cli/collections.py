@@ -250,11 +250,19 @@ def _session(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    from mpc.credentials import credential_id, parse_credential, read_credentials
+    from mpc.credentials import parse_credential, read_credentials, verify
 
-    ids = [credential_id(parse_credential(c, f"{args.credentials}:{n}"))
-           for n, c in enumerate(read_credentials(args.credentials), 1)]
+    tokens = [(n, parse_credential(c, f"{args.credentials}:{n}"))
+              for n, c in enumerate(read_credentials(args.credentials), 1)]
     with open_store(args, must_exist=True) as store:
+        spec = store.get_collection(args.name)
+        ids = []
+        for n, token in tokens:   # the owner's, for this collection: another's would be counted and do nothing
+            try:
+                ids.append(verify(spec.owner_key, args.name, token))
+            except MpcError as exc:
+                raise InputError(f"{args.credentials}:{n}: not a credential of collection {args.name!r} ({exc}); "
+                                 f"nothing was revoked") from None
         count = store.revoke(args.name, ids)
     print(f"collection {args.name!r}: {count} credential(s) revoked")
     return 0

@@ -1024,3 +1024,27 @@ def test_a_collection_held_by_some_of_the_clusters_nodes_runs_under_the_default_
         "nodes" in err, (code, out, err)
     code, out, err = held
     assert code == 0 and "YES" in out, (code, out, err)
+
+
+def test_mpc_collection_revoke_takes_only_the_collections_own_credentials(env: Env, tmp_path: Path) -> None:
+    """Credentials issued for another collection were "revoked" all the same (counted, exit 0), though
+    no submission of this collection could ever carry them: an owner who passed the wrong file believed
+    the right ones revoked. Now each is checked against the collection's owner key first, and a file
+    with any other credential revokes nothing, naming its line."""
+    data_dir = env.lc.cluster.node("alice").data_dir
+    assert data_dir is not None
+    wrong, right = tmp_path / "wrong.txt", tmp_path / "right.txt"
+    wrong.write_text(env.credentials["poll"][41] + "\n" + env.credentials["scores"][41] + "\n", encoding="ascii")
+    right.write_text(env.credentials["poll"][41] + "\n", encoding="ascii")
+    cid = credential_id(parse_credential(env.credentials["poll"][41], "test"))
+
+    async def revoke(path: Path) -> tuple[int, str, str]:
+        return await mpc_cli("collection", "revoke", "poll", "--credentials", str(path), "--data-dir", str(data_dir))
+    code, out, err = env.run(revoke(wrong), timeout=120)
+    assert code == 1 and out == "" and f"{wrong}:2: not a credential of collection 'poll'" in err, (code, out, err)
+    with env.store("alice") as store:
+        assert not store.is_revoked("poll", cid)
+    code, out, err = env.run(revoke(right), timeout=120)
+    assert code == 0 and "1 credential(s) revoked" in out, (code, out, err)
+    with env.store("alice") as store:
+        assert store.is_revoked("poll", cid)
