@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 
 import grpc
@@ -150,7 +150,9 @@ class Contributor:
         """Raises: ConfigError if no node of the cluster has a `submit` address."""
         self.cluster = cluster
         self.timeout = timeout
-        self.nodes: tuple[NodeConfig, ...] = tuple(n for n in cluster.nodes.values() if n.submit is not None)
+        # Each node as a contributor reaches it: at its submission address (which errors then name).
+        self.nodes: tuple[NodeConfig, ...] = tuple(replace(n, address=n.submit) for n in cluster.nodes.values()
+                                                   if n.submit is not None)
         if not self.nodes:
             raise ConfigError(f"{cluster.path}: no node has a `submit` address; contributors cannot reach any")
         credentials = contributor_channel_credentials(cluster.ca)

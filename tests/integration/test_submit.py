@@ -815,7 +815,7 @@ def test_a_submission_refused_before_sending_or_to_another_collection_keeps_what
     env.run(env.lc.stop("carlos"))
     try:
         code, out, err = env.run(submit("poll", "1"), timeout=120)    # partial: carlos is down
-        assert code == 1 and "node carlos" in err, (out, err)
+        assert code == 1 and f"node carlos at {env.lc.cluster.node('carlos').submit} " in err, (out, err)
         kept = pending.read_bytes()
         code, out, err = env.run(submit("no-such-poll", "1"), timeout=120)
         assert code == 1 and f"this credential's submission to collection 'poll' is still partial" in err, (out, err)
