@@ -101,8 +101,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        description="Default rule: YES if at least half of the ballots cast are 1. Neither the "
                                    "tally nor the number of ballots is revealed, only YES/NO. --threshold K: "
                                    "YES if at least K ballots are 1. --options A,B,C: each ballot is an option "
-                                   "index 0, 1, 2 (stored with mpc input put --options 3); prints the count per option, or "
-                                   "with --winner-only the winning option alone (ties: the first option).")
+                                   "index 0, 1, 2 (stored with mpc input put --options 3); prints the count per "
+                                   "option, or with --winner-only the winning option alone (ties: the first "
+                                   "option).")
     v.add_argument("name", help="ballot input name, stored at every node")
     v.add_argument("--threshold", type=int, default=None, metavar="K", help="YES if at least K yes-ballots")
     v.add_argument("--options", type=option_names, default=None, metavar="A,B,...",

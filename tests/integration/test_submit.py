@@ -511,7 +511,9 @@ def test_the_owner_the_operators_and_a_contributor_through_the_cli(env: Env, tmp
         assert code == 0 and "accepted" in out, (out, err)
         code, out, err = await mpc_cli("submit", "referendum", "0", "--cluster", cluster, "--credential",
                                        str(tmp_path / "creds.txt"))
-        assert code == 1 and "already submitted" in out, (out, err)
+        assert code == 1 and out == "" and "already submitted" in err, (out, err)
+        # A final refusal: no advice to run it again, and nothing kept for it.
+        assert "run the same command again" not in err and not Path(f"{tmp_path / 'creds.txt'}.pending").exists()
         (tmp_path / "votes.csv").write_text("0\n1\n1\n", encoding="utf-8")
         lines = (tmp_path / "creds.txt").read_text(encoding="utf-8").splitlines()
         (tmp_path / "rest.txt").write_text("\n".join(lines[1:]) + "\n", encoding="utf-8")
