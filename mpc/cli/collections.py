@@ -145,12 +145,17 @@ def _spec(args: argparse.Namespace) -> CollectionSpec:
         if args.lo is None or args.hi is None:
             raise InputError("a range collection needs --lo and --hi")
         lo, hi = args.lo, args.hi
-    nodes = tuple(sorted({n.strip() for n in args.nodes.split(",") if n.strip()}))
+    nodes = _node_names(args.nodes)
     if len(nodes) < 2:   # none would make a collection that no session and no submission could use
         raise InputError(f"--nodes {quoted(args.nodes, 60)}: name at least two nodes that hold its shares, "
                          f"comma-separated")
     return CollectionSpec(args.name, args.kind, lo, hi, length, args.min_batch, args.resubmit,
                           load_owner_public(args.owner_pub), nodes)
+
+
+def _node_names(text: str) -> tuple[str, ...]:
+    """The node names of a comma-separated --nodes, each once, sorted (as a collection's spec keeps them)."""
+    return tuple(sorted({n.strip() for n in text.split(",") if n.strip()}))
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -210,9 +215,9 @@ def _session(args: argparse.Namespace) -> int:
     if args.action == "vote" and options is None and (args.winner_only or privacy is not None):
         raise InputError("--winner-only and --epsilon go with --options (a yes/no vote opens one bit, not a count)")
 
-    nodes = None if args.nodes is None else sorted({n.strip() for n in args.nodes.split(",") if n.strip()})
+    nodes = None if args.nodes is None else _node_names(args.nodes)
     unknown = [n for n in nodes or () if n not in cluster.nodes]
-    if unknown or nodes == []:
+    if unknown or nodes == ():
         raise InputError(f"--nodes {quoted(args.nodes, 60)}: name nodes of the cluster file {cluster.path} "
                          f"(its nodes: {', '.join(cluster.nodes)})")
 

@@ -391,7 +391,8 @@ class NodeCore:
                 raise
             declared = Declared(input_name, name, stored.kind, stored.bounds, records, stored.frac_bits,
                                 stored.is_scalar)
-        spend = self._check_rules(protocol, params, stored, declared, participants, precheck=not one_round)
+        spend, may_repeat = self._check_rules(protocol, params, stored, declared, participants,
+                                              precheck=not one_round)
         protocol.admit(params, declared, len(participants), stored.frac_bits)
         identifiers: tuple[bytes, ...] = ()
         if collection is None and not protocol.kinds & set(COUNTS_HIDDEN):   # a vote never reads its ballots
@@ -420,9 +421,8 @@ class NodeCore:
             new.check()
             session.unrecorded, session.one_round = new, True
         else:
-            if not protocol.sums(params) or self.releases.may_repeat(stored, *protocol.release(params), participants,
-                                                                      spend):
-                self._tag(session, frac_bits)   # a sum's keyed path only for a repeat (mpc/protocols/pairing.py)
+            if may_repeat or not protocol.sums(params):   # a sum keyed: repeats only (mpc/protocols/pairing.py)
+                self._tag(session, frac_bits)
             self.store.record_session(new.session_id, new.protocol, new.input_name, new.participants, new.coordinator)
         session.timer = loop.call_at(session.deadline, self._expire, session)
         self.sessions[session_id] = session
@@ -505,10 +505,11 @@ class NodeCore:
                        f"(max_sessions_per_coordinator); try again when some have ended")
 
     def _check_rules(self, protocol: Entry[Any], params: Any, stored: StoredInput, declared: Declared,
-                     participants: list[str], precheck: bool = True) -> tuple[Decimal, Decimal] | None:
+                     participants: list[str], precheck: bool = True) -> tuple[tuple[Decimal, Decimal] | None, bool]:
         """The owner's rules across sessions (DESIGN.md §9), checked at prepare, before anything is shared.
 
-        Returns: what a DP release spends of the input's budget (None for an exact release).
+        Returns: what a DP release spends of the input's budget (None for an exact release), and (precheck)
+        whether an earlier release of the input version may imply this one (ReleaseBook.precheck).
         Raises: PolicyError naming this node, the input and the rule; InputError for an input
         of a kind the protocol does not take.
         """
@@ -568,10 +569,10 @@ class NodeCore:
             raise PolicyError(f"node {name}: policy lets the members of an intersection of {input_name!r} go only "
                               f"to {', '.join(sorted(rules.members_to or ()))} (members_to), not to "
                               f"{', '.join(outside)}")
-        if precheck:   # (a one-round session reserves its release at once: the same check, moments later)
-            variant, parameter = protocol.release(params)
-            self.releases.precheck(stored, variant, parameter, participants, spend)
-        return spend
+        if not precheck:   # a one-round session reserves its release at once: the same check, moments later
+            return spend, False
+        variant, parameter = protocol.release(params)
+        return spend, self.releases.precheck(stored, variant, parameter, participants, spend)
 
     async def compute(self, caller: Identity, session_id: str, frac_bits: int, length: int,
                       versions: Mapping[str, int], lengths: Mapping[str, int],

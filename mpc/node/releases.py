@@ -214,11 +214,14 @@ class ReleaseBook:
                             if name == input_name and session != skip)
 
     def precheck(self, stored: StoredInput, aggregate: str, parameter: object, participants: Sequence[str],
-                 spend: Spend | None = None) -> None:
+                 spend: Spend | None = None) -> bool:
         """At prepare, before the other nodes' versions are known: refuse a query that no earlier
         release could make a repeat of when the version's budget is already spent, and a DP release
         that would overspend the input's budget (counting what live sessions hold).
 
+        Returns: whether an earlier release of the version may imply this one (it would then take nothing
+        from the budget); never for a DP release. A keyed sum runs only as such a repeat
+        (mpc/protocols/pairing.py).
         Raises: PolicyError naming the node, the input and the rule (for DP: what is left).
         """
         with self._lock:   # sessions may record from a worker thread (a slow engine step)
@@ -228,22 +231,15 @@ class ReleaseBook:
                                     probe.describe())
                 if refusal is not None:
                     raise refusal
-                return
+                return False
             maximum = self.policy.rules(stored.name).max_releases
             records = self.store.distinct_releases(stored.name, stored.version)
-            if sum(1 for _, counted in records if counted) >= maximum and not might_be_implied(
-                    aggregate, parameter, participants, [Query.from_json(q) for q, _ in records], stored.is_scalar):
+            implied = might_be_implied(aggregate, parameter, participants, [Query.from_json(q) for q, _ in records],
+                                       stored.is_scalar)
+            if sum(1 for _, counted in records if counted) >= maximum and not implied:
                 probe = Query(aggregate, parameter, tuple(sorted(participants)), ())
                 raise budget_spent(self.node, stored.name, stored.version, maximum, probe.describe())
-
-    def may_repeat(self, stored: StoredInput, aggregate: str, parameter: object, participants: Sequence[str],
-                   spend: Spend | None = None) -> bool:
-        """At prepare, before the other nodes' versions are known: whether a release the version made
-        may imply this one (then it would take nothing from the budget); never a DP release."""
-        if spend is not None:
-            return False
-        recorded = [Query.from_json(q) for q, _ in self.store.distinct_releases(stored.name, stored.version)]
-        return might_be_implied(aggregate, parameter, participants, recorded, stored.is_scalar)
+            return implied
 
     def reserve(self, session_id: str, stored: StoredInput, query: Query, spend: Spend | None = None) -> None:
         """Hold a session's place in its input version's budget until it is recorded or dropped
